@@ -1,0 +1,338 @@
+"""The sealing mapper: the one place personal data is sealed (AES-256-GCM) and opened.
+
+Each field an event declares `Personal` is encoded on its own (msgpack), sealed under
+its data subject's key and stored as a msgpack extension value holding
+key id (16 bytes) | nonce (12 bytes) | ciphertext+tag. The associated data binds the
+ciphertext to its event (originator id, version) and field path, so it cannot be moved.
+Everything else in the event stays readable, so history replays after erasure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import typing
+from collections.abc import Callable
+from typing import Any, Protocol
+from uuid import UUID, uuid4
+
+import msgspec
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from eventsourcing.persistence import (
+    Cipher,
+    Compressor,
+    Mapper,
+    MapperDeserialisationError,
+    StoredEvent,
+    Transcoder,
+)
+from eventsourcing.utils import get_topic, resolve_topic
+
+from picasse.domain.personal import ERASED, Personal, subject_name
+
+SEALED = 1  # msgpack extension code of a sealed value
+NONCE_SIZE = 12
+KEY_ID_SIZE = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class SubjectKey:
+    """An unwrapped data subject key; the AES object keeps the key material out of any repr."""
+
+    key_id: UUID
+    tenant_id: UUID
+    subject: str
+    aead: AESGCM = dataclasses.field(repr=False, compare=False)
+
+
+class KeyRing(Protocol):
+    """Where the mapper gets keys: sealing creates a subject's key on first use."""
+
+    def sealing_key(self, tenant_id: UUID, subject: str) -> SubjectKey: ...
+
+    def opening_key(self, key_id: UUID) -> SubjectKey | None:
+        """The key, or None once it has been destroyed (the value reads as erased)."""
+        ...
+
+
+class SealBroken(MapperDeserialisationError):
+    """A sealed value does not open with its key: tampered with, or moved from elsewhere."""
+
+
+class PersonalDataNotSealable(TypeError):
+    """An event class declares personal data the mapper cannot place under a subject."""
+
+
+def new_subject_key(tenant_id: UUID, subject: str) -> tuple[SubjectKey, bytes]:
+    material = AESGCM.generate_key(bit_length=256)
+    return SubjectKey(uuid4(), tenant_id, subject, AESGCM(material)), material
+
+
+class MemoryKeyRing:
+    """Keys held in memory only: for tests and for tools that must not touch a database."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_subject: dict[tuple[UUID, str], SubjectKey] = {}
+        self._by_id: dict[UUID, SubjectKey] = {}
+
+    def sealing_key(self, tenant_id: UUID, subject: str) -> SubjectKey:
+        with self._lock:
+            key = self._by_subject.get((tenant_id, subject))
+            if key is None:
+                key, _ = new_subject_key(tenant_id, subject)
+                self._by_subject[(tenant_id, subject)] = key
+                self._by_id[key.key_id] = key
+            return key
+
+    def opening_key(self, key_id: UUID) -> SubjectKey | None:
+        return self._by_id.get(key_id)
+
+    def destroy_subject(self, tenant_id: UUID, subject: str) -> None:
+        with self._lock:
+            key = self._by_subject.pop((tenant_id, subject), None)
+            if key is not None:
+                del self._by_id[key.key_id]
+
+
+def associated_data(originator_id: UUID, version: int, path: str) -> bytes:
+    return originator_id.bytes + version.to_bytes(8, "big") + path.encode()
+
+
+# Plans: how one event class is stored. Built once per class from its type hints.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sealed:
+    name: str
+    personal: Personal
+    decoder: msgspec.msgpack.Decoder[Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Nested:
+    name: str
+    struct: type[msgspec.Struct]
+    fields: tuple[_Field, ...]
+    many: bool  # a list of such structs
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plain:
+    name: str
+
+
+_Field = _Sealed | _Nested | _Plain
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    fields: tuple[_Field, ...]
+    decoder: msgspec.msgpack.Decoder[Any]
+    has_personal: bool
+
+
+def _personal_of(annotation: Any) -> tuple[Any, Personal | None]:
+    if typing.get_origin(annotation) is typing.Annotated:
+        for meta in annotation.__metadata__:
+            if isinstance(meta, Personal):
+                return annotation.__origin__, meta
+        return annotation.__origin__, None
+    return annotation, None
+
+
+def _plan_fields(hints: dict[str, Any], names: list[str]) -> tuple[tuple[_Field, ...], type]:
+    """Field plans plus the msgspec shape in which the stored state decodes."""
+    fields: list[_Field] = []
+    shape: list[tuple[str, Any]] = []
+    for name in names:
+        value_type, personal = _personal_of(hints[name])
+        if personal is not None:
+            fields.append(_Sealed(name, personal, msgspec.msgpack.Decoder(value_type)))
+            shape.append((name, msgspec.msgpack.Ext))
+            continue
+        many = typing.get_origin(value_type) in (list, tuple) and len(typing.get_args(value_type)) >= 1
+        inner = typing.get_args(value_type)[0] if many else value_type
+        if isinstance(inner, type) and issubclass(inner, msgspec.Struct):
+            inner_hints = typing.get_type_hints(inner, include_extras=True)
+            sub_fields, sub_shape = _plan_fields(inner_hints, list(inner.__struct_fields__))
+            if any(not isinstance(f, _Plain) for f in sub_fields):
+                fields.append(_Nested(name, inner, sub_fields, many))
+                shape.append((name, list[sub_shape] if many else sub_shape))  # type: ignore[valid-type]
+                continue
+        fields.append(_Plain(name))
+        shape.append((name, value_type))
+    return tuple(fields), msgspec.defstruct("Stored", shape, forbid_unknown_fields=False)
+
+
+def _plan_for(event_class: type) -> _Plan:
+    hints = typing.get_type_hints(event_class, include_extras=True)
+    names = [
+        f.name
+        for f in dataclasses.fields(event_class)
+        if f.name not in ("originator_id", "originator_version")
+    ]
+    fields, shape = _plan_fields(hints, names)
+    has_personal = any(not isinstance(f, _Plain) for f in fields)
+    if has_personal and "tenant_id" in names and hints["tenant_id"] is not UUID:
+        raise PersonalDataNotSealable(f"{event_class.__qualname__}.tenant_id must be a UUID")
+    return _Plan(fields, msgspec.msgpack.Decoder(shape), has_personal)
+
+
+class SealingMapper(Mapper[UUID]):
+    """Maps domain events to stored events and back, sealing what is personal."""
+
+    def __init__(
+        self,
+        transcoder: Transcoder | None = None,
+        compressor: Compressor | None = None,
+        cipher: Cipher | None = None,
+        *,
+        keys: KeyRing,
+    ) -> None:
+        super().__init__(transcoder=transcoder, compressor=compressor, cipher=cipher)  # type: ignore[arg-type]
+        self.keys = keys
+        self._plans: dict[type, _Plan] = {}
+        self._encoder = msgspec.msgpack.Encoder()
+
+    def plan(self, event_class: type) -> _Plan:
+        plan = self._plans.get(event_class)
+        if plan is None:
+            plan = self._plans[event_class] = _plan_for(event_class)
+        return plan
+
+    # Writing
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        event_class = type(domain_event)
+        plan = self.plan(event_class)
+        state = domain_event.__dict__
+        originator_id: UUID = state["originator_id"]
+        version: int = state["originator_version"]
+        if plan.has_personal:
+            tenant_id = state.get("tenant_id", originator_id)
+            stored = self._seal_fields(plan.fields, state, state, tenant_id, originator_id, version, "")
+        else:
+            stored = {f.name: state[f.name] for f in plan.fields}
+        return StoredEvent(
+            originator_id=originator_id,
+            originator_version=version,
+            topic=get_topic(event_class),
+            state=self._encoder.encode(stored),
+        )
+
+    def _seal_fields(
+        self,
+        fields: tuple[_Field, ...],
+        values: dict[str, Any],
+        event_state: dict[str, Any],
+        tenant_id: UUID,
+        originator_id: UUID,
+        version: int,
+        prefix: str,
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for field in fields:
+            value = values[field.name]
+            path = prefix + field.name
+            if isinstance(field, _Plain):
+                out[field.name] = value
+            elif isinstance(field, _Sealed):
+                of = values[field.personal.of] if field.personal.of in values else event_state[field.personal.of]
+                key = self.keys.sealing_key(tenant_id, subject_name(field.personal.kind, of))
+                out[field.name] = msgspec.msgpack.Ext(
+                    SEALED, seal(key, self._encoder.encode(value), originator_id, version, path)
+                )
+            else:
+                def one(item: msgspec.Struct, item_path: str, field: _Nested = field) -> dict[str, Any]:
+                    item_values = {n: getattr(item, n) for n in item.__struct_fields__}
+                    return self._seal_fields(
+                        field.fields, item_values, event_state, tenant_id, originator_id, version, item_path + "."
+                    )
+
+                if field.many:
+                    out[field.name] = [one(item, f"{path}[{i}]") for i, item in enumerate(value)]
+                else:
+                    out[field.name] = one(value, path)
+        return out
+
+    # Reading
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        event_class = resolve_topic(stored_event.topic)
+        plan = self.plan(event_class)
+        originator_id = stored_event.originator_id
+        if not isinstance(originator_id, UUID):
+            originator_id = UUID(str(originator_id))
+        version = stored_event.originator_version
+        try:
+            shape = plan.decoder.decode(stored_event.state)
+        except msgspec.DecodeError as error:
+            raise MapperDeserialisationError(
+                f"cannot decode {stored_event.topic} {originator_id} v{version}: {error}"
+            ) from error
+        state = self._open_fields(plan.fields, shape, originator_id, version, "")
+        state["originator_id"] = originator_id
+        state["originator_version"] = version
+        event = object.__new__(event_class)
+        object.__setattr__(event, "__dict__", state)
+        return event
+
+    def _open_fields(
+        self, fields: tuple[_Field, ...], shape: Any, originator_id: UUID, version: int, prefix: str
+    ) -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        for field in fields:
+            value = getattr(shape, field.name)
+            path = prefix + field.name
+            if isinstance(field, _Plain):
+                state[field.name] = value
+            elif isinstance(field, _Sealed):
+                state[field.name] = self._open(field.decoder, value, originator_id, version, path)
+            else:
+                build: Callable[[Any, str], Any] = lambda item, item_path, field=field: field.struct(  # noqa: E731
+                    **self._open_fields(field.fields, item, originator_id, version, item_path + ".")
+                )
+                if field.many:
+                    state[field.name] = [build(item, f"{path}[{i}]") for i, item in enumerate(value)]
+                else:
+                    state[field.name] = build(value, path)
+        return state
+
+    def _open(
+        self,
+        decoder: msgspec.msgpack.Decoder[Any],
+        sealed: msgspec.msgpack.Ext,
+        originator_id: UUID,
+        version: int,
+        path: str,
+    ) -> Any:
+        envelope = sealed.data
+        key = self.keys.opening_key(UUID(bytes=bytes(envelope[:KEY_ID_SIZE])))
+        if key is None:
+            return ERASED
+        plaintext = open_sealed(key, envelope, originator_id, version, path)
+        return decoder.decode(plaintext)
+
+
+def seal(key: SubjectKey, plaintext: bytes, originator_id: UUID, version: int, path: str) -> bytes:
+    nonce = os.urandom(NONCE_SIZE)
+    aad = associated_data(originator_id, version, path)
+    return key.key_id.bytes + nonce + key.aead.encrypt(nonce, plaintext, aad)
+
+
+def open_sealed(
+    key: SubjectKey, envelope: bytes, originator_id: UUID, version: int, path: str
+) -> bytes:
+    nonce = envelope[KEY_ID_SIZE : KEY_ID_SIZE + NONCE_SIZE]
+    try:
+        return key.aead.decrypt(
+            nonce, envelope[KEY_ID_SIZE + NONCE_SIZE :], associated_data(originator_id, version, path)
+        )
+    except InvalidTag:
+        raise SealBroken(
+            f"sealed field {path} of {originator_id} v{version} does not open:"
+            " tampered with or moved from another event"
+        ) from None

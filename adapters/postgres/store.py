@@ -1,0 +1,156 @@
+"""The event store on PostgreSQL: sealing mapper, hash-chained events table, key store.
+
+Selected by the eventsourcing environment: PERSISTENCE_MODULE=picasse.adapters.postgres.store:Factory
+plus the library's POSTGRES_* settings and PICASSE_MASTER_KEY_FILE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    EventStore,
+    Mapper,
+    Recording,
+    StoredEvent,
+    Transcoder,
+)
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
+from psycopg import sql
+
+from picasse.adapters.crypto import SealingMapper
+from picasse.adapters.master_key import read_master_key
+from picasse.adapters.postgres.keystore import KeyRace, PostgresKeyStore
+
+GENESIS = bytes(32)  # the "predecessor" hash of every aggregate's first event
+KEY_RACE_ATTEMPTS = 3
+
+
+class ChainedRecorder(PostgresApplicationRecorder):
+    """Adds `chain_hash` to each event: sha256 over its predecessor's hash and its stored bytes.
+
+    A trigger computes it inside the inserting transaction, over exactly what is stored
+    (ciphertext included), so erasure never breaks the chain and any edit does.
+    """
+
+    def __init__(
+        self, datastore: PostgresDatastore, *, events_table_name: str, keys: PostgresKeyStore
+    ) -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.keys = keys
+        schema = sql.Identifier(self.datastore.schema)
+        table = sql.Identifier(self.events_table_name)
+        function = sql.Identifier(f"{self.events_table_name}_chain")
+        self.sql_create_statements += [
+            sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS chain_hash bytea").format(
+                schema, table
+            ),
+            sql.SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.{function}() RETURNS trigger"
+                " LANGUAGE plpgsql AS $$"
+                " DECLARE previous bytea;"
+                " BEGIN"
+                "  IF NEW.originator_version > 1 THEN"
+                "   SELECT chain_hash INTO previous FROM {schema}.{table}"
+                "    WHERE originator_id = NEW.originator_id"
+                "    AND originator_version = NEW.originator_version - 1;"
+                "   IF previous IS NULL THEN"
+                "    RAISE EXCEPTION 'event % v% has no predecessor',"
+                "     NEW.originator_id, NEW.originator_version;"
+                "   END IF;"
+                "  ELSE previous := {genesis}::bytea;"
+                "  END IF;"
+                "  NEW.chain_hash := sha256(previous || uuid_send(NEW.originator_id)"
+                "   || int8send(NEW.originator_version)"
+                "   || int4send(octet_length(convert_to(NEW.topic, 'UTF8')))"
+                "   || convert_to(NEW.topic, 'UTF8') || NEW.state);"
+                "  RETURN NEW;"
+                " END $$"
+            ).format(
+                schema=schema,
+                function=function,
+                table=table,
+                genesis=sql.Literal(GENESIS),
+            ),
+            sql.SQL(
+                "CREATE OR REPLACE TRIGGER {trigger} BEFORE INSERT ON {schema}.{table}"
+                " FOR EACH ROW EXECUTE FUNCTION {schema}.{function}()"
+            ).format(
+                trigger=sql.Identifier(f"{self.events_table_name}_chain"),
+                schema=schema,
+                table=table,
+                function=function,
+            ),
+        ]
+
+    def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **_: Any) -> None:
+        # Keys created while sealing these events commit with them, or not at all.
+        self.keys.write_pending(curs)
+
+
+class SealingEventStore(EventStore[UUID]):
+    """Puts events; if another process created one of our new keys first, seals again."""
+
+    def __init__(self, mapper: Mapper[UUID], recorder: ApplicationRecorder, keys: PostgresKeyStore):
+        super().__init__(mapper=mapper, recorder=recorder)
+        self.keys = keys
+
+    def put(self, domain_events: Sequence[Any], **kwargs: Any) -> list[Recording[UUID]]:
+        for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
+            try:
+                recordings = super().put(domain_events, **kwargs)
+            except KeyRace:
+                self.keys.settle_pending(committed=False)
+                if attempt == KEY_RACE_ATTEMPTS:
+                    raise
+                continue
+            except BaseException:
+                self.keys.settle_pending(committed=False)
+                raise
+            self.keys.settle_pending(committed=True)
+            return recordings
+        raise AssertionError("unreachable")
+
+
+class Factory(PostgresFactory):
+    MASTER_KEY_FILE = "MASTER_KEY_FILE"  # read as PICASSE_MASTER_KEY_FILE (the app's name)
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        path = self.env.get(self.MASTER_KEY_FILE)
+        if not path:
+            raise OSError("PICASSE_MASTER_KEY_FILE is not set")
+        self.keys = PostgresKeyStore(self.datastore, read_master_key(Path(path)))
+        if self.env_create_table():
+            self.keys.create_tables()
+
+    def mapper(
+        self, transcoder: Transcoder | None = None, mapper_class: type[Mapper[Any]] | None = None
+    ) -> Mapper[Any]:
+        return SealingMapper(keys=self.keys)
+
+    def application_recorder(self) -> ApplicationRecorder:
+        prefix = self.env.name.lower() or "stored"
+        recorder = ChainedRecorder(
+            self.datastore, events_table_name=f"{prefix}_events", keys=self.keys
+        )
+        if self.env_create_table():
+            recorder.create_table()
+        return recorder
+
+    def event_store(
+        self, mapper: Mapper[Any] | None = None, recorder: Any = None
+    ) -> EventStore[Any]:
+        return SealingEventStore(
+            mapper=mapper or self.mapper(),
+            recorder=recorder or self.application_recorder(),
+            keys=self.keys,
+        )
+
+    def close(self) -> None:
+        self.keys.close()
+        super().close()

@@ -1,0 +1,50 @@
+"""The base of Picasse's applications: one shared event log, library errors turned into ours."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+
+from picasse.domain.errors import NotFound
+
+# Every part of the domain records into one log, so the relay and the projections
+# follow a single sequence of notifications.
+LOG_NAME = "Picasse"
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class PicasseApplication(Application[UUID]):
+    name = LOG_NAME
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = LOG_NAME
+
+    def _get(self, aggregate_id: UUID, kind: type[A], what: str) -> A:
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"{what} {aggregate_id} not found") from None
+        if not isinstance(aggregate, kind):
+            raise NotFound(f"{what} {aggregate_id} not found")
+        return aggregate
+
+
+class PasswordHasher(Protocol):
+    """Hashes passwords so they are never stored readable (R2); argon2id in adapters."""
+
+    def hash(self, password: str) -> str: ...
+
+    def verify(self, password_hash: str, password: str) -> bool: ...
+
+    def needs_rehash(self, password_hash: str) -> bool: ...
+
+
+class LoginPseudonyms(Protocol):
+    """Turns a login into a stable id that reveals nothing without a secret key."""
+
+    def login_id(self, login: str) -> UUID: ...
