@@ -13,7 +13,6 @@ import dataclasses
 import os
 import threading
 import typing
-from collections.abc import Callable
 from typing import Any, Protocol
 from uuid import UUID, uuid4
 
@@ -153,7 +152,9 @@ def _plan_fields(hints: dict[str, Any], names: list[str]) -> tuple[tuple[_Field,
             fields.append(_Sealed(name, personal, msgspec.msgpack.Decoder(value_type)))
             shape.append((name, msgspec.msgpack.Ext))
             continue
-        many = typing.get_origin(value_type) in (list, tuple) and len(typing.get_args(value_type)) >= 1
+        many = (
+            typing.get_origin(value_type) in (list, tuple) and len(typing.get_args(value_type)) >= 1
+        )
         inner = typing.get_args(value_type)[0] if many else value_type
         if isinstance(inner, type) and issubclass(inner, msgspec.Struct):
             inner_hints = typing.get_type_hints(inner, include_extras=True)
@@ -213,7 +214,9 @@ class SealingMapper(Mapper[UUID]):
         version: int = state["originator_version"]
         if plan.has_personal:
             tenant_id = state.get("tenant_id", originator_id)
-            stored = self._seal_fields(plan.fields, state, state, tenant_id, originator_id, version, "")
+            stored = self._seal_fields(
+                plan.fields, state, state, tenant_id, originator_id, version, ""
+            )
         else:
             stored = {f.name: state[f.name] for f in plan.fields}
         return StoredEvent(
@@ -240,16 +243,29 @@ class SealingMapper(Mapper[UUID]):
             if isinstance(field, _Plain):
                 out[field.name] = value
             elif isinstance(field, _Sealed):
-                of = values[field.personal.of] if field.personal.of in values else event_state[field.personal.of]
+                of = (
+                    values[field.personal.of]
+                    if field.personal.of in values
+                    else event_state[field.personal.of]
+                )
                 key = self.keys.sealing_key(tenant_id, subject_name(field.personal.kind, of))
                 out[field.name] = msgspec.msgpack.Ext(
                     SEALED, seal(key, self._encoder.encode(value), originator_id, version, path)
                 )
             else:
-                def one(item: msgspec.Struct, item_path: str, field: _Nested = field) -> dict[str, Any]:
+
+                def one(
+                    item: msgspec.Struct, item_path: str, field: _Nested = field
+                ) -> dict[str, Any]:
                     item_values = {n: getattr(item, n) for n in item.__struct_fields__}
                     return self._seal_fields(
-                        field.fields, item_values, event_state, tenant_id, originator_id, version, item_path + "."
+                        field.fields,
+                        item_values,
+                        event_state,
+                        tenant_id,
+                        originator_id,
+                        version,
+                        item_path + ".",
                     )
 
                 if field.many:
@@ -291,15 +307,22 @@ class SealingMapper(Mapper[UUID]):
                 state[field.name] = value
             elif isinstance(field, _Sealed):
                 state[field.name] = self._open(field.decoder, value, originator_id, version, path)
+            elif field.many:
+                state[field.name] = [
+                    self._open_struct(field, item, originator_id, version, f"{path}[{i}]")
+                    for i, item in enumerate(value)
+                ]
             else:
-                build: Callable[[Any, str], Any] = lambda item, item_path, field=field: field.struct(  # noqa: E731
-                    **self._open_fields(field.fields, item, originator_id, version, item_path + ".")
-                )
-                if field.many:
-                    state[field.name] = [build(item, f"{path}[{i}]") for i, item in enumerate(value)]
-                else:
-                    state[field.name] = build(value, path)
+                state[field.name] = self._open_struct(field, value, originator_id, version, path)
         return state
+
+    def _open_struct(
+        self, field: _Nested, shape: Any, originator_id: UUID, version: int, path: str
+    ) -> msgspec.Struct:
+        # Struct.__init__ does not validate, so an erased field can hold ERASED.
+        return field.struct(
+            **self._open_fields(field.fields, shape, originator_id, version, path + ".")
+        )
 
     def _open(
         self,
@@ -329,7 +352,9 @@ def open_sealed(
     nonce = envelope[KEY_ID_SIZE : KEY_ID_SIZE + NONCE_SIZE]
     try:
         return key.aead.decrypt(
-            nonce, envelope[KEY_ID_SIZE + NONCE_SIZE :], associated_data(originator_id, version, path)
+            nonce,
+            envelope[KEY_ID_SIZE + NONCE_SIZE :],
+            associated_data(originator_id, version, path),
         )
     except InvalidTag:
         raise SealBroken(

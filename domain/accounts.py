@@ -102,7 +102,9 @@ class Accounts(PicasseApplication):
         customer = self._get(customer_id, Customer, "customer")
         old = customer.contact
         contact = Contact(
-            name=required_text(contact_name, "contact_name") if contact_name is not None else old.name,
+            name=required_text(contact_name, "contact_name")
+            if contact_name is not None
+            else old.name,
             email=EmailAddress.parse(email) if email is not None else old.email,
             phone=PhoneNumber.parse(phone) if phone is not None else old.phone,
         )
@@ -141,9 +143,7 @@ class Accounts(PicasseApplication):
 
     # Users
 
-    def add_user(
-        self, *, customer_id: UUID | None, login: str, role: Role, password: str
-    ) -> UUID:
+    def add_user(self, *, customer_id: UUID | None, login: str, role: Role, password: str) -> UUID:
         login = parse_login(login)
         if role.is_platform:
             if customer_id is not None:

@@ -26,7 +26,7 @@ class PicasseApplication(Application[UUID]):
 
     def _get(self, aggregate_id: UUID, kind: type[A], what: str) -> A:
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate: object = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise NotFound(f"{what} {aggregate_id} not found") from None
         if not isinstance(aggregate, kind):

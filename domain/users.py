@@ -84,7 +84,7 @@ class Login(Aggregate):
     """
 
     @event("Claimed")
-    def __init__(self, id: UUID, user_id: UUID) -> None:  # noqa: A002 (the library's name)
+    def __init__(self, id: UUID, user_id: UUID) -> None:
         self.user_id = user_id
 
     @staticmethod

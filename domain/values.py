@@ -79,7 +79,7 @@ def parse_login(text: str) -> str:
     login = text.strip().lower()
     if not _LOGIN.match(login):
         raise InvalidInput(
-            "login: 3–254 characters of a–z, 0–9 and . _ @ + -, starting with a letter or digit",
+            "login: 3 to 254 characters of a-z, 0-9 and . _ @ + -, starting with a letter or digit",
             field="login",
         )
     return login

@@ -15,7 +15,9 @@ from picasse.runners.settings import Settings, SettingsError
 STORE_MODULE = "picasse.adapters.postgres.store:Factory"
 
 
-def eventsourcing_env(database_url: str, master_key_file: Path, *, schema: str = "") -> dict[str, str]:
+def eventsourcing_env(
+    database_url: str, master_key_file: Path, *, schema: str = ""
+) -> dict[str, str]:
     """The library's environment for our event store on the database at `database_url`."""
     try:
         params = conninfo_to_dict(database_url)

@@ -145,7 +145,9 @@ class PostgresKeyStore:
             return key
         tenant_key = self._tenant_key(tenant_id, pending, generation)
         key, material = new_subject_key(tenant_id, subject)
-        pending.subjects.append((key, _wrap(tenant_key, material, _subject_aad(key.key_id, subject))))
+        pending.subjects.append(
+            (key, _wrap(tenant_key, material, _subject_aad(key.key_id, subject)))
+        )
         return key
 
     def _pending(self) -> _Pending:
@@ -154,7 +156,9 @@ class PostgresKeyStore:
             pending = self._local.pending = _Pending([], [], self._generation)
         return pending
 
-    def _load_subject_key(self, tenant_id: UUID, subject: str, generation: int) -> SubjectKey | None:
+    def _load_subject_key(
+        self, tenant_id: UUID, subject: str, generation: int
+    ) -> SubjectKey | None:
         t = self._t
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(
@@ -168,8 +172,12 @@ class PostgresKeyStore:
             row = curs.fetchone()
         if row is None:
             return None
-        tenant_key = self._unwrap_tenant(tenant_id, row["tenant_key_id"], bytes(row["tenant_wrapped"]))
-        key = self._unwrap_subject(tenant_id, subject, row["key_id"], bytes(row["wrapped"]), tenant_key)
+        tenant_key = self._unwrap_tenant(
+            tenant_id, row["tenant_key_id"], bytes(row["tenant_wrapped"])
+        )
+        key = self._unwrap_subject(
+            tenant_id, subject, row["key_id"], bytes(row["wrapped"]), tenant_key
+        )
         self._remember([key], {tenant_id: (row["tenant_key_id"], tenant_key)}, generation)
         return key
 
@@ -193,9 +201,9 @@ class PostgresKeyStore:
             row = curs.fetchone()
             if row is None:
                 curs.execute(
-                    sql.SQL(
-                        "SELECT 1 FROM {} WHERE tenant_id = %s AND subject IS NULL"
-                    ).format(t["destroyed_keys"]),
+                    sql.SQL("SELECT 1 FROM {} WHERE tenant_id = %s AND subject IS NULL").format(
+                        t["destroyed_keys"]
+                    ),
                     (tenant_id,),
                 )
                 if curs.fetchone() is not None:
@@ -206,7 +214,9 @@ class PostgresKeyStore:
             return tenant_key
         key_id = uuid4()
         material = AESGCM.generate_key(bit_length=256)
-        pending.tenant.append((tenant_id, key_id, _wrap(self._master, material, _tenant_aad(tenant_id, key_id))))
+        pending.tenant.append(
+            (tenant_id, key_id, _wrap(self._master, material, _tenant_aad(tenant_id, key_id)))
+        )
         return AESGCM(material)
 
     # The event store's transaction writes new keys with the events sealed under them.
@@ -286,10 +296,16 @@ class PostgresKeyStore:
             if tenant_id not in tenants:
                 tenants[tenant_id] = (
                     row["tenant_key_id"],
-                    self._unwrap_tenant(tenant_id, row["tenant_key_id"], bytes(row["tenant_wrapped"])),
+                    self._unwrap_tenant(
+                        tenant_id, row["tenant_key_id"], bytes(row["tenant_wrapped"])
+                    ),
                 )
             key = self._unwrap_subject(
-                tenant_id, row["subject"], row["key_id"], bytes(row["wrapped"]), tenants[tenant_id][1]
+                tenant_id,
+                row["subject"],
+                row["key_id"],
+                bytes(row["wrapped"]),
+                tenants[tenant_id][1],
             )
             keys.append(key)
             if key.key_id == key_id:
@@ -341,7 +357,9 @@ class PostgresKeyStore:
                 ).format(t["subject_keys"], t["destroyed_keys"]),
                 (tenant_id, subject),
             )
-            destroyed = [DestroyedKey(r["key_id"], r["tenant_id"], r["subject"]) for r in curs.fetchall()]
+            destroyed = [
+                DestroyedKey(r["key_id"], r["tenant_id"], r["subject"]) for r in curs.fetchall()
+            ]
             for key in destroyed:
                 curs.execute("SELECT pg_notify(%s, %s)", (self.channel, f"key:{key.key_id}"))
         self._forget(key_ids=[k.key_id for k in destroyed], tenant_id=None)
@@ -360,7 +378,9 @@ class PostgresKeyStore:
                 ).format(t["subject_keys"], t["destroyed_keys"]),
                 (tenant_id,),
             )
-            destroyed = [DestroyedKey(r["key_id"], r["tenant_id"], r["subject"]) for r in curs.fetchall()]
+            destroyed = [
+                DestroyedKey(r["key_id"], r["tenant_id"], r["subject"]) for r in curs.fetchall()
+            ]
             curs.execute(
                 sql.SQL(
                     "WITH gone AS (DELETE FROM {} WHERE tenant_id = %s RETURNING key_id, tenant_id)"
@@ -384,11 +404,16 @@ class PostgresKeyStore:
                 ).format(self._t["destroyed_keys"]),
                 (tenant_id,),
             )
-            return [DestroyedKey(r["key_id"], r["tenant_id"], r["subject"]) for r in curs.fetchall()]
+            return [
+                DestroyedKey(r["key_id"], r["tenant_id"], r["subject"]) for r in curs.fetchall()
+            ]
 
     def _vacuum(self) -> None:
         # Deleted rows linger in table pages until vacuumed; wrapped keys should not.
-        with contextlib.suppress(psycopg.Error, PersistenceError), self.datastore.get_connection() as conn:
+        with (
+            contextlib.suppress(psycopg.Error, PersistenceError),
+            self.datastore.get_connection() as conn,
+        ):
             for table in ("subject_keys", "tenant_keys"):
                 conn.execute(sql.SQL("VACUUM {}").format(self._t[table]))
 
@@ -434,7 +459,9 @@ class PostgresKeyStore:
                         for notice in conn.notifies(timeout=0.5):
                             self._on_notice(notice.payload)
             except psycopg.Error as error:
-                log.warning("key listener lost its connection (%s); not caching keys", type(error).__name__)
+                log.warning(
+                    "key listener lost its connection (%s); not caching keys", type(error).__name__
+                )
             finally:
                 self._listening.clear()
                 self._forget_everything()

@@ -1,0 +1,183 @@
+"""Sealing and opening personal fields: round trip, wrong key, tampering, moving."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID, uuid4
+
+import msgspec
+import pytest
+from eventsourcing.domain import Aggregate, event
+from eventsourcing.persistence import StoredEvent
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from picasse.adapters.crypto import SEALED, MemoryKeyRing, SealBroken, SealingMapper
+from picasse.domain.customers import Contact, Customer
+from picasse.domain.personal import ERASED, Personal
+from picasse.domain.values import EmailAddress, PhoneNumber
+
+
+class Note(Aggregate):
+    """A tenant-scoped aggregate with personal data of two subjects."""
+
+    @event("Written")
+    def __init__(
+        self,
+        tenant_id: UUID,
+        author: Annotated[str, Personal("user")],
+        contact: Contact,
+        pages: int,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.author = author
+        self.contact = contact
+        self.pages = pages
+
+
+texts = st.text(min_size=0, max_size=200)
+
+
+def _note(author: str, name: str) -> Note:
+    return Note(
+        tenant_id=uuid4(),
+        author=author,
+        contact=Contact(name, EmailAddress("a@example.com"), PhoneNumber("+31612345678")),
+        pages=3,
+    )
+
+
+def _sealed_values(state: bytes) -> list[bytes]:
+    found: list[bytes] = []
+
+    def walk(value: object) -> None:
+        if isinstance(value, msgspec.msgpack.Ext) and value.code == SEALED:
+            found.append(value.data)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(msgspec.msgpack.decode(state))
+    return found
+
+
+@settings(max_examples=60, deadline=None)
+@given(author=texts, name=texts)
+def test_sealed_fields_open_to_what_was_sealed(author: str, name: str) -> None:
+    mapper = SealingMapper(keys=MemoryKeyRing())
+    note = _note(author, name)
+    (created,) = note.collect_events()
+    stored = mapper.to_stored_event(created)
+    opened = mapper.to_domain_event(stored)
+    assert opened.author == author
+    assert opened.contact.name == name
+    assert opened.pages == 3
+    assert opened.originator_id == note.id
+    assert len(_sealed_values(stored.state)) == 4  # author + contact name, e-mail, phone
+
+
+@settings(max_examples=60, deadline=None)
+@given(author=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=12, max_size=100))
+def test_stored_state_holds_no_plaintext_of_personal_fields(author: str) -> None:
+    mapper = SealingMapper(keys=MemoryKeyRing())
+    (created,) = _note(author, author).collect_events()
+    state = mapper.to_stored_event(created).state
+    assert author.encode() not in state
+    assert b"a@example.com" not in state
+    assert b"+31612345678" not in state
+
+
+@settings(max_examples=30, deadline=None)
+@given(author=texts)
+def test_a_different_key_ring_cannot_open_and_does_not_pretend_erased(author: str) -> None:
+    sealing = SealingMapper(keys=MemoryKeyRing())
+    (created,) = _note(author, "x").collect_events()
+    stored = sealing.to_stored_event(created)
+    stranger = SealingMapper(keys=MemoryKeyRing())
+    # A ring without the key treats it as destroyed: the value reads as erased.
+    assert stranger.to_domain_event(stored).author == ERASED
+
+
+@settings(max_examples=60, deadline=None)
+@given(author=texts, flip=st.integers(min_value=0, max_value=10_000))
+def test_a_tampered_ciphertext_is_rejected(author: str, flip: int) -> None:
+    mapper = SealingMapper(keys=MemoryKeyRing())
+    (created,) = _note(author, "x").collect_events()
+    stored = mapper.to_stored_event(created)
+    sealed = _sealed_values(stored.state)[0]
+    position = 16 + flip % (len(sealed) - 16)  # anywhere after the key id
+    tampered = bytearray(sealed)
+    tampered[position] ^= 0x01
+    state = stored.state.replace(sealed, bytes(tampered))
+    with pytest.raises(SealBroken):
+        mapper.to_domain_event(
+            StoredEvent(stored.originator_id, stored.originator_version, stored.topic, state)
+        )
+
+
+def _restore(stored: StoredEvent, state: dict[str, object]) -> StoredEvent:
+    return StoredEvent(
+        stored.originator_id,
+        stored.originator_version,
+        stored.topic,
+        msgspec.msgpack.encode(state),
+    )
+
+
+@settings(max_examples=30, deadline=None)
+@given(author=texts)
+def test_a_ciphertext_moved_to_another_event_does_not_open(author: str) -> None:
+    mapper = SealingMapper(keys=MemoryKeyRing())
+    (one,) = _note(author, "x").collect_events()
+    (two,) = _note("someone else", "y").collect_events()
+    stored_one = mapper.to_stored_event(one)
+    stored_two = mapper.to_stored_event(two)
+    state_two = msgspec.msgpack.decode(stored_two.state)
+    state_two["contact"] = msgspec.msgpack.decode(stored_one.state)["contact"]
+    with pytest.raises(SealBroken):
+        mapper.to_domain_event(_restore(stored_two, state_two))
+
+
+def test_a_ciphertext_moved_to_another_field_of_the_same_event_does_not_open() -> None:
+    mapper = SealingMapper(keys=MemoryKeyRing())
+    customer = Customer(
+        organisation="Acme",
+        contact=Contact("Bob", EmailAddress("b@example.com"), PhoneNumber("+31612345678")),
+        billing_address="Street 1",
+    )
+    (registered,) = customer.collect_events()
+    stored = mapper.to_stored_event(registered)
+    state = msgspec.msgpack.decode(stored.state)
+    # Same key (the organisation's), same event: only the field path tells them apart.
+    state["organisation"], state["billing_address"] = (
+        state["billing_address"],
+        state["organisation"],
+    )
+    with pytest.raises(SealBroken):
+        mapper.to_domain_event(_restore(stored, state))
+
+
+def test_an_unchanged_restored_state_still_opens() -> None:
+    mapper = SealingMapper(keys=MemoryKeyRing())
+    (created,) = _note("a", "b").collect_events()
+    stored = mapper.to_stored_event(created)
+    assert (
+        mapper.to_domain_event(_restore(stored, msgspec.msgpack.decode(stored.state))).author == "a"
+    )
+
+
+def test_a_destroyed_subject_key_reads_as_erased_and_leaves_other_subjects_readable() -> None:
+    ring = MemoryKeyRing()
+    mapper = SealingMapper(keys=ring)
+    note = _note("the author", "the contact")
+    (created,) = note.collect_events()
+    stored = mapper.to_stored_event(created)
+    ring.destroy_subject(note.tenant_id, f"contact/{note.id}")
+    opened = mapper.to_domain_event(stored)
+    assert opened.contact.name == ERASED
+    assert opened.contact.email == ERASED
+    assert opened.author == "the author"
+    assert opened.pages == 3
