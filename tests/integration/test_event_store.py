@@ -1,0 +1,237 @@
+"""The event store on real PostgreSQL: sealing at rest, erasure by key destruction, hash chains."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+from uuid import UUID, uuid4
+
+import msgspec
+import psycopg
+import pytest
+from eventsourcing.domain import Aggregate, event
+
+from picasse.adapters.postgres.audit import verify_chains
+from picasse.adapters.postgres.keystore import TenantErased
+from picasse.domain.accounts import Accounts
+from picasse.domain.personal import ERASED, Erased, Personal
+from picasse.domain.values import Role
+from picasse.runners.settings import Settings
+
+PEOPLE = [
+    {
+        "organisation": f"Orgname{i} Holding",
+        "contact_name": f"Contactperson{i} Vandermeer",
+        "email": f"person{i}.mailbox@example.org",
+        "phone": f"+31 6 1234 56{i:02d}",
+        "billing_address": f"Billingstreet {100 + i}, {i}234 AB Zwolle",
+    }
+    for i in range(5)
+]
+
+
+def _register_everyone(accounts: Accounts) -> list[UUID]:
+    ids = []
+    for i, person in enumerate(PEOPLE):
+        customer_id = accounts.register_customer(**person)
+        accounts.change_contact(customer_id, billing_address=f"Otherstreet {i}, Deventer")
+        accounts.add_user(
+            customer_id=customer_id,
+            login=f"loginname{i}@example.net",
+            role=Role.CUSTOMER_ADMIN,
+            password=f"passwordvalue{i}xyz",
+        )
+        ids.append(customer_id)
+    return ids
+
+
+def _plaintexts() -> list[bytes]:
+    values: list[str] = []
+    for i, person in enumerate(PEOPLE):
+        values += [person["organisation"], person["contact_name"], person["email"]]
+        values += [person["billing_address"], f"Otherstreet {i}", f"loginname{i}@example.net"]
+        values += [
+            person["phone"],
+            "+3161234560" + str(i) if i < 10 else "",
+            f"passwordvalue{i}xyz",
+        ]
+        values += [f"Contactperson{i}", f"Orgname{i}", f"Billingstreet {100 + i}"]
+    return [v.encode() for v in values if v]
+
+
+def _whole_table(raw: psycopg.Connection, table: str) -> bytes:
+    """Every byte of every row, through COPY in binary format (bytea columns verbatim)."""
+    chunks: list[bytes] = []
+    with raw.cursor().copy(f"COPY {table} TO STDOUT (FORMAT binary)") as copy:
+        for chunk in copy:
+            chunks.append(bytes(chunk))
+    return b"".join(chunks)
+
+
+def test_the_raw_events_table_holds_no_personal_data_in_plaintext(
+    accounts: Accounts, raw: psycopg.Connection
+) -> None:
+    customer_ids = _register_everyone(accounts)
+    assert accounts.customer(customer_ids[3]).contact.name == "Contactperson3 Vandermeer"
+    stored = b"".join(
+        _whole_table(raw, table)
+        for table in ("picasse_events", "picasse_tenant_keys", "picasse_subject_keys")
+    )
+    assert len(stored) > 5_000
+    leaked = [value for value in _plaintexts() if value in stored]
+    assert leaked == []
+
+
+def test_an_erased_contact_reads_as_erased_and_the_whole_log_still_replays(
+    accounts: Accounts,
+) -> None:
+    first, second, *_ = _register_everyone(accounts)
+    accounts.factory.keys.destroy_subject_key(first, f"contact/{first}")
+
+    erased = accounts.customer(first)
+    assert erased.contact == type(erased.contact)(ERASED, ERASED, ERASED)
+    assert erased.organisation == "Orgname0 Holding"  # another subject's data
+    assert erased.billing_address == "Otherstreet 0, Deventer"
+    assert accounts.customer(second).contact.name == "Contactperson1 Vandermeer"
+
+    replayed = list(accounts.recorder.select_notifications(start=1, limit=1000))
+    events = [accounts.mapper.to_domain_event(n) for n in replayed]
+    assert len(events) == 5 * 4  # registered, billing changed, user added, login claimed
+    contacts = [e.contact for e in events if type(e).__name__ == "Registered"]
+    assert sum(isinstance(c.name, Erased) for c in contacts) == 1
+
+
+def test_erasure_survives_a_reopened_store(
+    accounts: Accounts, open_store: Callable[[], Accounts]
+) -> None:
+    customer_id = accounts.register_customer(**PEOPLE[0])
+    accounts.factory.keys.destroy_subject_key(customer_id, f"contact/{customer_id}")
+    assert open_store().customer(customer_id).contact.email == ERASED
+
+
+def test_a_second_process_with_the_key_cached_can_no_longer_read_it(
+    accounts: Accounts, settings: Settings, database_url: str, schema: str
+) -> None:
+    customer_id = accounts.register_customer(**PEOPLE[0])
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("reader_process.py")),
+            str(settings.data_dir),
+            database_url,
+            schema,
+            str(customer_id),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert reader.stdin is not None and reader.stdout is not None
+    try:
+
+        def read() -> dict:
+            reader.stdin.write("read\n")
+            reader.stdin.flush()
+            return msgspec.json.decode(reader.stdout.readline())
+
+        assert read()["contact"]["name"] == "Contactperson0 Vandermeer"  # key now cached there
+        accounts.factory.keys.destroy_subject_key(customer_id, f"contact/{customer_id}")
+        deadline = time.monotonic() + 5
+        seen = read()["contact"]["name"]
+        while seen != {"type": "erased"} and time.monotonic() < deadline:
+            time.sleep(0.05)
+            seen = read()["contact"]["name"]
+        assert seen == {"type": "erased"}
+        assert read()["organisation"] == "Orgname0 Holding"
+    finally:
+        reader.stdin.close()
+        reader.wait(timeout=10)
+
+
+def test_destroying_a_tenant_erases_its_users_and_refuses_new_personal_data(
+    accounts: Accounts,
+) -> None:
+    first, second, *_ = _register_everyone(accounts)
+    user_id = accounts.user_by_login("loginname0@example.net").id
+    destroyed = accounts.factory.keys.destroy_tenant_keys(first)
+    assert {k.subject for k in destroyed} == {
+        None,  # the tenant key itself
+        f"organisation/{first}",
+        f"contact/{first}",
+        f"user/{user_id}",
+    }
+    assert accounts.user(user_id).login == ERASED
+    customer = accounts.customer(first)
+    assert customer.organisation == ERASED
+    assert customer.billing_address == ERASED
+    assert accounts.customer(second).organisation == "Orgname1 Holding"
+    with pytest.raises(TenantErased):
+        accounts.add_user(
+            customer_id=first, login="late@example.net", role=Role.CUSTOMER_USER, password="x" * 12
+        )
+
+
+def test_an_intact_log_verifies_and_changed_bytes_are_detected(
+    accounts: Accounts, raw: psycopg.Connection
+) -> None:
+    first, *_ = _register_everyone(accounts)
+    datastore, table = accounts.factory.datastore, accounts.recorder.events_table_name
+    assert verify_chains(datastore, table).ok
+    accounts.factory.keys.destroy_tenant_keys(first)
+    report = verify_chains(datastore, table)
+    assert report.ok and report.events == 20  # erasure changes no stored byte
+
+    raw.execute(
+        "UPDATE picasse_events SET state = overlay(state placing '\\x00'::bytea from 20 for 1)"
+        " WHERE originator_id = %s AND originator_version = 2",
+        (first,),
+    )
+    broken = verify_chains(datastore, table).broken
+    assert broken is not None
+    assert (broken.originator_id, broken.originator_version) == (first, 2)
+    assert "changed" in broken.reason
+
+
+def test_a_deleted_event_is_detected_by_the_hash_chain(
+    accounts: Accounts, raw: psycopg.Connection
+) -> None:
+    first, *_ = _register_everyone(accounts)
+    raw.execute(
+        "DELETE FROM picasse_events WHERE originator_id = %s AND originator_version = 1", (first,)
+    )
+    broken = verify_chains(accounts.factory.datastore, accounts.recorder.events_table_name).broken
+    assert broken is not None and "missing" in broken.reason
+
+
+class Note(Aggregate):
+    @event("Written")
+    def __init__(
+        self, tenant_id: UUID, text: Annotated[str, Personal("contact", of="tenant_id")]
+    ) -> None:
+        self.text = text
+
+
+def test_two_stores_creating_the_same_subject_key_at_once_both_record_readably(
+    open_store: Callable[[], Accounts],
+) -> None:
+    first, second = open_store(), open_store()
+    tenant = uuid4()
+    # The first store has made its own key for the subject, but not written it yet...
+    first.factory.keys.sealing_key(tenant, f"contact/{tenant}")
+    # ...when the second writes its key for the same subject.
+    from_second = Note(tenant_id=tenant, text="written by the second store")
+    second.save(from_second)
+    from_first = Note(tenant_id=tenant, text="written by the first store")
+    first.save(from_first)  # loses the race, seals again under the winner's key
+    for store in (first, second):
+        assert store.repository.get(from_first.id).text == "written by the first store"
+        assert store.repository.get(from_second.id).text == "written by the second store"
+
+
+def test_the_master_key_file_is_private(settings: Settings) -> None:
+    assert os.stat(settings.master_key_path).st_mode & 0o777 == 0o600
