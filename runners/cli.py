@@ -67,7 +67,7 @@ def _accounts(settings: Settings) -> Iterator[Accounts]:
     from picasse.runners import servers, wiring
 
     database_url = servers.postgres_url(settings)
-    wiring.prepare(settings, database_url)
+    wiring.ensure_master_key(settings)
     accounts = wiring.open_accounts(settings, database_url)
     try:
         yield accounts

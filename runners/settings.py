@@ -18,6 +18,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     data_dir: Path
     database_url: str | None = None  # None: the embedded PostgreSQL under data_dir
+    database_schema: str = ""  # "" : the database's default schema
     nats_url: str | None = None  # None: the embedded NATS server under data_dir
     master_key_file: Path | None = None  # None: data_dir / "master.key"
     http_host: str = "127.0.0.1"
@@ -36,6 +37,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return cls(
             data_dir=data_dir,
             database_url=env.get("PICASSE_DATABASE_URL") or None,
+            database_schema=env.get("PICASSE_DATABASE_SCHEMA") or "",
             nats_url=env.get("PICASSE_NATS_URL") or None,
             master_key_file=Path(master).expanduser().absolute() if master else None,
             http_host=env.get("PICASSE_HTTP_HOST") or "127.0.0.1",

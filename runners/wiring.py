@@ -40,18 +40,26 @@ def eventsourcing_env(
     return env
 
 
-def open_accounts(settings: Settings, database_url: str, *, schema: str = "") -> Accounts:
+def open_accounts(settings: Settings, database_url: str, *, schema: str | None = None) -> Accounts:
     master_key_file = settings.master_key_path
     return Accounts(
-        eventsourcing_env(database_url, master_key_file, schema=schema),
+        eventsourcing_env(
+            database_url,
+            master_key_file,
+            schema=settings.database_schema if schema is None else schema,
+        ),
         passwords=Argon2Passwords(),
         logins=LoginPseudonyms(read_master_key(master_key_file)),
     )
 
 
-def prepare(settings: Settings, database_url: str) -> None:
-    """First start: create the master key file and the event store's tables (idempotent)."""
+def ensure_master_key(settings: Settings) -> None:
+    """First start: create the data dir and the master key file (idempotent)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     create_master_key(settings.master_key_path)
-    accounts = open_accounts(settings, database_url)
-    accounts.close()
+
+
+def prepare(settings: Settings, database_url: str) -> None:
+    """First start: the master key file and the event store's tables (idempotent)."""
+    ensure_master_key(settings)
+    open_accounts(settings, database_url).close()

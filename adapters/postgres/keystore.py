@@ -103,6 +103,7 @@ class PostgresKeyStore:
     def create_tables(self) -> None:
         t = self._t
         statements = [
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema)),
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (tenant_id uuid PRIMARY KEY,"
                 " key_id uuid NOT NULL UNIQUE, wrapped bytea NOT NULL,"
