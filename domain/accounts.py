@@ -8,7 +8,7 @@ from uuid import UUID
 import msgspec
 from eventsourcing.persistence import IntegrityError
 
-from picasse.domain.application import LoginPseudonyms, PasswordHasher, PicasseApplication
+from picasse.domain.application import PasswordHasher, PicasseApplication, Pseudonyms
 from picasse.domain.customers import Contact, Customer, Subscription
 from picasse.domain.errors import (
     AuthenticationFailed,
@@ -61,11 +61,11 @@ class Accounts(PicasseApplication):
         env: dict[str, str] | None = None,
         *,
         passwords: PasswordHasher,
-        logins: LoginPseudonyms,
+        pseudonyms: Pseudonyms,
     ) -> None:
         super().__init__(env)
         self.passwords = passwords
-        self.logins = logins
+        self.pseudonyms = pseudonyms
 
     # Customers
 
@@ -163,7 +163,7 @@ class Accounts(PicasseApplication):
             role=role,
             password_hash=self.passwords.hash(self._acceptable_password(password)),
         )
-        claim = Login(user_id=user.id, id=self.logins.login_id(login))
+        claim = Login(user_id=user.id, id=self.pseudonyms.pseudonym("login", login))
         try:
             self.save(user, claim)
         except IntegrityError:
@@ -213,7 +213,7 @@ class Accounts(PicasseApplication):
 
     def _user_by_login(self, login: str) -> User:
         login = parse_login(login)
-        claim = self._get(self.logins.login_id(login), Login, "login")
+        claim = self._get(self.pseudonyms.pseudonym("login", login), Login, "login")
         return self._get(claim.user_id, User, "user")
 
     @staticmethod

@@ -44,7 +44,8 @@ class PasswordHasher(Protocol):
     def needs_rehash(self, password_hash: str) -> bool: ...
 
 
-class LoginPseudonyms(Protocol):
-    """Turns a login into a stable id that reveals nothing without a secret key."""
+class Pseudonyms(Protocol):
+    """Turns text (a login, a client's idempotency key) into a stable id that reveals
+    nothing without a secret key, so such text never appears in the log as an id."""
 
-    def login_id(self, login: str) -> UUID: ...
+    def pseudonym(self, purpose: str, text: str) -> UUID: ...

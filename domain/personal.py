@@ -50,6 +50,21 @@ PERSONAL_DATA_KINDS: dict[str, PersonalDataKind] = {
             "contract, support and complaints (R1, R3)",
         ),
         PersonalDataKind(
+            "traffic",
+            "who sent when to which numbers and addresses, one key per customer and month",
+            "delivering messages, billing and complaints; kept six months (R4, R5)",
+        ),
+        PersonalDataKind(
+            "content",
+            "message bodies and subjects; only the delivery worker opens them",
+            "delivering the customer's messages, nothing else (R7)",
+        ),
+        PersonalDataKind(
+            "group",
+            "members (numbers, addresses) of a customer's recipient group",
+            "sending the customer's messages to its groups (R4)",
+        ),
+        PersonalDataKind(
             "user",
             "a customer user's or staff member's login and password hash",
             "access to the service (R1, R2, R11)",

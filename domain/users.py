@@ -79,7 +79,7 @@ class User(Aggregate):
 class Login(Aggregate):
     """Claims one login for one user, so that logins are unique.
 
-    Its id is a keyed pseudonym of the login (see `LoginPseudonyms`), so the event
+    Its id is a keyed pseudonym of the login (see `Pseudonyms`), so the event
     table holds no login in plaintext, nor an unkeyed hash that could be guessed.
     """
 

@@ -8,7 +8,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from picasse.adapters.master_key import create_master_key, read_master_key
 from picasse.adapters.passwords import Argon2Passwords
-from picasse.adapters.pseudonyms import LoginPseudonyms
+from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.accounts import Accounts
 from picasse.runners.settings import Settings, SettingsError
 
@@ -49,7 +49,7 @@ def open_accounts(settings: Settings, database_url: str, *, schema: str | None =
             schema=settings.database_schema if schema is None else schema,
         ),
         passwords=Argon2Passwords(),
-        logins=LoginPseudonyms(read_master_key(master_key_file)),
+        pseudonyms=KeyedPseudonyms(read_master_key(master_key_file)),
     )
 
 

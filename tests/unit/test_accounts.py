@@ -9,7 +9,7 @@ import pytest
 
 from picasse.adapters.crypto import MemoryKeyRing, SealingMapper
 from picasse.adapters.passwords import Argon2Passwords
-from picasse.adapters.pseudonyms import LoginPseudonyms
+from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.accounts import Accounts
 from picasse.domain.errors import (
     AuthenticationFailed,
@@ -32,7 +32,7 @@ def _accounts(hasher: argon2.PasswordHasher = FAST) -> InMemoryAccounts:
     return InMemoryAccounts(
         {"PERSISTENCE_MODULE": "eventsourcing.popo"},
         passwords=Argon2Passwords(hasher),
-        logins=LoginPseudonyms(b"k" * 32),
+        pseudonyms=KeyedPseudonyms(b"k" * 32),
     )
 
 

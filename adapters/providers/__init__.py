@@ -1,0 +1,56 @@
+"""Delivery providers: how one delivery reaches a phone or an inbox.
+
+A provider gets a `Delivery` (held in memory only, never logged or stored) and
+either returns a `Sent` or raises `TemporaryFailure` (worth retrying, perhaps on a
+failover) or `PermanentFailure` (retrying cannot help: the number or address is bad).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import msgspec
+
+ChannelName = Literal["sms", "email", "voice"]
+
+
+class Delivery(msgspec.Struct, frozen=True, kw_only=True):
+    reference: str  # ours, unique per delivery attempt series: "<message id>:<recipient index>"
+    channel: ChannelName
+    to: str  # E.164 number or e-mail address
+    body: str
+    subject: str | None = None  # e-mail only
+    sender: str | None = None  # e-mail From / SMS sender id, when the customer has one
+
+    def __repr__(self) -> str:  # personal data and content stay out of every log line
+        return f"Delivery(reference={self.reference!r}, channel={self.channel!r})"
+
+    __str__ = __repr__
+
+
+class Sent(msgspec.Struct, frozen=True, kw_only=True):
+    provider: str  # which provider took it, e.g. "smtp", "sms-primary", "sms-failover"
+    provider_reference: str | None = None  # the provider's id, to match delivery receipts
+    # True when handing over is delivery (SMTP accepted it, the dev Maildir stored it);
+    # False when the network reports the outcome later through a receipt webhook.
+    final: bool = True
+
+
+class DeliveryError(Exception):
+    """Why a delivery did not go through; the message is a reason, without personal data."""
+
+
+class TemporaryFailure(DeliveryError):
+    """Retry later: the provider was down, busy, or timed out."""
+
+
+class PermanentFailure(DeliveryError):
+    """Retrying will not help: rejected recipient, invalid number, refused content."""
+
+
+class Provider(Protocol):
+    name: str
+
+    async def send(self, delivery: Delivery) -> Sent: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,272 @@
+"""Messages: a customer's request to send, and one Delivery per recipient with its own lifecycle.
+
+Recipients and the sender's IP are traffic data (R4): sealed under the customer's key for
+the calendar month of the request, so retention can destroy a whole month (R5). Bodies
+are content (R7): sealed under the customer's content key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+from uuid import UUID, uuid5
+
+import msgspec
+from eventsourcing.domain import Aggregate, event
+
+from picasse.domain.errors import Conflict
+from picasse.domain.personal import Personal
+
+
+class Channel(StrEnum):
+    SMS = "sms"
+    EMAIL = "email"
+    VOICE = "voice"
+
+
+class Priority(StrEnum):
+    NORMAL = "normal"
+    ALERT = "alert"
+
+
+class DeliveryStatus(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # the network reported that it could not deliver
+    UNDELIVERED = "undelivered"  # we gave up: attempts used up, or refused for good
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset(
+    {DeliveryStatus.DELIVERED, DeliveryStatus.FAILED, DeliveryStatus.UNDELIVERED}
+)
+
+
+class AckPolicy(msgspec.Struct, frozen=True):
+    """Recipients must acknowledge within the time, or the next group is alerted."""
+
+    within_minutes: int
+    escalation_groups: list[UUID]
+
+
+def traffic_month(moment: datetime) -> str:
+    """The month whose traffic key seals what happened at `moment`, e.g. '2026-11'."""
+    return f"{moment.year:04d}-{moment.month:02d}"
+
+
+class Message(Aggregate):
+    @event("Requested")
+    def __init__(
+        self,
+        tenant_id: UUID,
+        month: str,
+        channel: Channel,
+        priority: Priority,
+        body: Annotated[str, Personal("content", of="tenant_id")],
+        subject: Annotated[str | None, Personal("content", of="tenant_id")],
+        recipient_count: int,
+        group_id: UUID | None,
+        not_before: datetime | None,
+        requested_by: UUID | None,
+        client_ip: Annotated[str | None, Personal("traffic", of="month")],
+        ack: AckPolicy | None,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.month = month
+        self.channel = channel
+        self.priority = priority
+        self.body = body
+        self.subject = subject
+        self.recipient_count = recipient_count
+        self.group_id = group_id
+        self.not_before = not_before
+        self.requested_by = requested_by
+        self.client_ip = client_ip
+        self.ack = ack
+        self.escalation_level = 0
+
+    def delivery_ids(self) -> list[UUID]:
+        return [delivery_id(self.id, index) for index in range(self.recipient_count)]
+
+    def next_escalation_group(self) -> UUID | None:
+        if self.ack is None or self.escalation_level >= len(self.ack.escalation_groups):
+            return None
+        return self.ack.escalation_groups[self.escalation_level]
+
+    def escalate(self, group_id: UUID, added: int) -> int:
+        """Records that `added` more recipients were alerted; returns the first new index."""
+        if self.next_escalation_group() != group_id:
+            raise Conflict(f"message {self.id} is not due to escalate to group {group_id}")
+        first = self.recipient_count
+        self._escalated(self.escalation_level + 1, group_id, first, added)
+        return first
+
+    @event("Escalated")
+    def _escalated(self, level: int, group_id: UUID, first_index: int, added: int) -> None:
+        self.escalation_level = level
+        self.recipient_count = first_index + added
+
+
+def delivery_id(message_id: UUID, index: int) -> UUID:
+    return uuid5(message_id, f"delivery/{index}")
+
+
+class Delivery(Aggregate):
+    """One recipient of one message: queued → sending → delivered | failed | undelivered."""
+
+    @event("Queued")
+    def __init__(
+        self,
+        id: UUID,  # delivery_id(message_id, index)
+        tenant_id: UUID,
+        month: str,
+        message_id: UUID,
+        index: int,
+        channel: Channel,
+        to: Annotated[str, Personal("traffic", of="month")],
+        not_before: datetime | None,
+        escalation_level: int,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.month = month
+        self.message_id = message_id
+        self.index = index
+        self.channel = channel
+        self.to = to
+        self.not_before = not_before
+        self.escalation_level = escalation_level
+        self.status = DeliveryStatus.QUEUED
+        self.attempts = 0
+        self.reason: str | None = None
+        self.provider: str | None = None
+        self.provider_reference: str | None = None
+        self.acknowledged = False
+
+    @property
+    def final(self) -> bool:
+        return self.status.final
+
+    def attempt(self) -> int:
+        """Starts one more attempt; returns its number."""
+        if self.final:
+            raise Conflict(f"delivery {self.id} is already {self.status.value}")
+        self._attempted(self.attempts + 1)
+        return self.attempts
+
+    @event("Attempted")
+    def _attempted(self, attempt: int) -> None:
+        self.attempts = attempt
+        self.status = DeliveryStatus.SENDING
+
+    def handed_over(self, provider: str, provider_reference: str | None) -> None:
+        """A gateway took it; the network's receipt will tell the outcome."""
+        if not self.final:
+            self._accepted(provider, provider_reference)
+
+    @event("Accepted")
+    def _accepted(self, provider: str, provider_reference: str | None) -> None:
+        self.provider = provider
+        self.provider_reference = provider_reference
+
+    def deliver(self, provider: str, provider_reference: str | None) -> None:
+        if self.status is DeliveryStatus.DELIVERED:
+            return  # a repeated receipt or a redelivered job changes nothing
+        if self.final:
+            raise Conflict(f"delivery {self.id} is already {self.status.value}")
+        self._delivered(provider, provider_reference)
+
+    @event("Delivered")
+    def _delivered(self, provider: str, provider_reference: str | None) -> None:
+        self.status = DeliveryStatus.DELIVERED
+        self.provider = provider
+        self.provider_reference = provider_reference
+        self.reason = None
+
+    def fail_temporarily(self, reason: str, max_attempts: int) -> bool:
+        """True if another attempt will follow; False once attempts are used up."""
+        if self.final:
+            return False
+        if self.attempts >= max_attempts:
+            self._undelivered(f"gave up after {self.attempts} attempts: {reason}")
+            return False
+        self._retry_scheduled(reason)
+        return True
+
+    @event("RetryScheduled")
+    def _retry_scheduled(self, reason: str) -> None:
+        self.status = DeliveryStatus.QUEUED
+        self.reason = reason
+
+    def give_up(self, reason: str) -> None:
+        if not self.final:
+            self._undelivered(reason)
+
+    @event("Undelivered")
+    def _undelivered(self, reason: str) -> None:
+        self.status = DeliveryStatus.UNDELIVERED
+        self.reason = reason
+
+    def network_failed(self, reason: str) -> None:
+        if not self.final:
+            self._failed(reason)
+
+    @event("Failed")
+    def _failed(self, reason: str) -> None:
+        self.status = DeliveryStatus.FAILED
+        self.reason = reason
+
+    def acknowledge(self, via: str) -> None:
+        if not self.acknowledged:
+            self._acknowledged(via)
+
+    @event("Acknowledged")
+    def _acknowledged(self, via: str) -> None:
+        self.acknowledged = True
+
+
+class Member(msgspec.Struct, frozen=True):
+    address: Annotated[str, Personal("group")]
+
+
+class RecipientGroup(Aggregate):
+    """A customer's named list of numbers and addresses (its members are data subjects)."""
+
+    @event("Created")
+    def __init__(self, id: UUID, tenant_id: UUID, name: str, members: list[Member]) -> None:
+        self.tenant_id = tenant_id
+        self.name = name
+        self.members = members
+
+    def replace_members(self, members: list[Member]) -> None:
+        self._members_replaced(self.tenant_id, members)
+
+    @event("MembersReplaced")
+    def _members_replaced(self, tenant_id: UUID, members: list[Member]) -> None:
+        self.members = members
+
+
+def group_id(tenant_id: UUID, name: str) -> UUID:
+    """Group names are not personal data; the id follows from (customer, name)."""
+    return uuid5(tenant_id, f"group/{name.strip().lower()}")
+
+
+class IdempotencyClaim(Aggregate):
+    """One client idempotency key of one customer, claimed by the message it created."""
+
+    @event("Claimed")
+    def __init__(self, id: UUID, message_id: UUID, claimed_at: datetime) -> None:
+        self.message_id = message_id
+        self.claimed_at = claimed_at
+
+    def reclaim(self, message_id: UUID, claimed_at: datetime) -> None:
+        self._reclaimed(message_id, claimed_at)
+
+    @event("Reclaimed")
+    def _reclaimed(self, message_id: UUID, claimed_at: datetime) -> None:
+        self.message_id = message_id
+        self.claimed_at = claimed_at

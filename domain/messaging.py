@@ -1,0 +1,521 @@
+"""Messaging: the commands and queries for sending messages and recording their deliveries."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TypeVar
+from uuid import UUID
+
+import msgspec
+from eventsourcing.persistence import IntegrityError
+
+from picasse.domain.access import Viewer
+from picasse.domain.application import PicasseApplication, Pseudonyms
+from picasse.domain.customers import Customer, Subscription
+from picasse.domain.errors import Conflict, DomainError, InvalidInput, NotFound
+from picasse.domain.messages import (
+    AckPolicy,
+    Channel,
+    Delivery,
+    DeliveryStatus,
+    IdempotencyClaim,
+    Member,
+    Message,
+    Priority,
+    RecipientGroup,
+    delivery_id,
+    group_id,
+    traffic_month,
+)
+from picasse.domain.personal import Erased
+from picasse.domain.values import EmailAddress, PhoneNumber
+
+MAX_RECIPIENTS = 1000
+MAX_BODY = {Channel.SMS: 1600, Channel.EMAIL: 100_000, Channel.VOICE: 3000}
+MAX_SUBJECT = 200
+MAX_SCHEDULE_AHEAD = timedelta(days=7)
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+MAX_IDEMPOTENCY_KEY = 200
+MAX_GROUP_MEMBERS = 5000
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+
+
+class SendRequest(msgspec.Struct, frozen=True, kw_only=True):
+    channel: str
+    to: list[str] = []
+    group: str | None = None
+    body: str | None = None
+    template: str | None = None  # text with {name} placeholders, filled from `variables`
+    variables: dict[str, str] = {}
+    subject: str | None = None
+    priority: str = "normal"
+    schedule_at: datetime | None = None
+    idempotency_key: str | None = None
+    ack_within_minutes: int | None = None
+    escalation_groups: list[str] = []
+
+
+class DeliveryDetails(msgspec.Struct, frozen=True):
+    id: UUID
+    index: int
+    to: str | Erased | None  # None: the viewer is not entitled to traffic data
+    status: DeliveryStatus
+    attempts: int
+    reason: str | None
+    provider: str | None
+    acknowledged: bool
+    escalation_level: int
+
+
+class MessageDetails(msgspec.Struct, frozen=True):
+    id: UUID
+    customer_id: UUID
+    channel: Channel
+    priority: Priority
+    requested_at: datetime
+    not_before: datetime | None
+    recipient_count: int
+    body: str | Erased | None  # None unless revealed to the customer's own user
+    deliveries: list[DeliveryDetails]
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """What the delivery worker holds in memory for one attempt; never stored or logged."""
+
+    delivery_id: UUID
+    tenant_id: UUID
+    channel: Channel
+    to: str
+    body: str
+    subject: str | None
+    attempt: int
+
+    def __repr__(self) -> str:
+        return f"Job(delivery_id={self.delivery_id}, attempt={self.attempt})"
+
+    __str__ = __repr__
+
+
+def parse_address(channel: Channel, text: str, field: str = "to") -> str:
+    if channel is Channel.EMAIL:
+        return EmailAddress.parse(text, field=field).address
+    return PhoneNumber.parse(text, field=field).e164
+
+
+def _render(template: str, variables: dict[str, str]) -> str:
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    except ValueError as error:
+        raise InvalidInput(f"template: {error}", field="template") from None
+    missing = sorted(names - variables.keys())
+    if missing:
+        raise InvalidInput(f"template: no value for {', '.join(missing)}", field="variables")
+    if any(not name.isidentifier() for name in names):
+        raise InvalidInput(
+            "template: placeholders must be plain names like {name}", field="template"
+        )
+    return template.format_map(variables)
+
+
+class Messages(PicasseApplication):
+    """The whole surface of sending: the CLI, the API, the workers and tests all come here."""
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        clock: Callable[[], datetime],
+        pseudonyms: Pseudonyms,
+    ) -> None:
+        super().__init__(env)
+        self.clock = clock
+        self.pseudonyms = pseudonyms
+
+    # Groups
+
+    def create_group(self, customer_id: UUID, name: str, members: list[str]) -> UUID:
+        self._sending_customer(customer_id)
+        name = " ".join(name.split())
+        if not name or len(name) > 100:
+            raise InvalidInput("group name: 1 to 100 characters", field="name")
+        parsed = self._members(members)
+        ident = group_id(customer_id, name)
+        try:
+            group = self._get(ident, RecipientGroup, "group")
+        except NotFound:
+            group = RecipientGroup(id=ident, tenant_id=customer_id, name=name, members=parsed)
+        else:
+            group.replace_members(parsed)
+        self.save(group)
+        return ident
+
+    @staticmethod
+    def _members(members: list[str]) -> list[Member]:
+        if not members:
+            raise InvalidInput("members: a group needs at least one member", field="members")
+        if len(members) > MAX_GROUP_MEMBERS:
+            raise InvalidInput(f"members: at most {MAX_GROUP_MEMBERS}", field="members")
+        parsed = []
+        for text in members:
+            text = text.strip()
+            address = (
+                EmailAddress.parse(text, field="members").address
+                if "@" in text
+                else PhoneNumber.parse(text, field="members").e164
+            )
+            parsed.append(Member(address))
+        return parsed
+
+    def _group(self, customer_id: UUID, name_or_id: str) -> RecipientGroup:
+        try:
+            ident = UUID(name_or_id)
+        except ValueError:
+            ident = group_id(customer_id, name_or_id)
+        try:
+            group = self._get(ident, RecipientGroup, "group")
+        except NotFound:
+            raise InvalidInput(
+                f"group: no group {name_or_id!r} for this customer", field="group"
+            ) from None
+        if group.tenant_id != customer_id:
+            raise InvalidInput(f"group: no group {name_or_id!r} for this customer", field="group")
+        return group
+
+    @staticmethod
+    def _group_addresses(group: RecipientGroup, channel: Channel) -> list[str]:
+        wanted_email = channel is Channel.EMAIL
+        return [
+            m.address
+            for m in group.members
+            if isinstance(m.address, str) and ("@" in m.address) == wanted_email
+        ]
+
+    # Sending
+
+    def send(
+        self,
+        customer_id: UUID,
+        request: SendRequest,
+        *,
+        requested_by: UUID | None = None,
+        client_ip: str | None = None,
+    ) -> UUID:
+        """Records the request and one queued delivery per recipient; returns the message id.
+
+        The same idempotency key within 24 hours returns the first message's id and
+        records nothing.
+        """
+        self._sending_customer(customer_id)
+        now = self.clock()
+        channel = self._choice(Channel, request.channel, "channel")
+        priority = self._choice(Priority, request.priority, "priority")
+        claim_id = self._claim_id(customer_id, request.idempotency_key)
+        claim = self._live_claim(claim_id, now)
+        if claim is not None:
+            return claim.message_id
+        body = self._body(channel, request)
+        subject = self._subject(channel, request.subject)
+        group = self._group(customer_id, request.group) if request.group else None
+        recipients = [parse_address(channel, text) for text in request.to]
+        if group is not None:
+            recipients += self._group_addresses(group, channel)
+        unique: dict[str, str] = {}
+        for address in recipients:  # each recipient once; e-mail local parts compared caselessly
+            unique.setdefault(address.casefold(), address)
+        recipients = list(unique.values())
+        if not recipients:
+            raise InvalidInput(
+                "to: give at least one recipient (or a group with members)", field="to"
+            )
+        if len(recipients) > MAX_RECIPIENTS:
+            raise InvalidInput(f"to: at most {MAX_RECIPIENTS} recipients per message", field="to")
+        not_before = self._not_before(request.schedule_at, now)
+        ack = self._ack_policy(customer_id, request)
+        month = traffic_month(now)
+        message = Message(
+            tenant_id=customer_id,
+            month=month,
+            channel=channel,
+            priority=priority,
+            body=body,
+            subject=subject,
+            recipient_count=len(recipients),
+            group_id=group.id if group else None,
+            not_before=not_before,
+            requested_by=requested_by,
+            client_ip=client_ip,
+            ack=ack,
+        )
+        deliveries = [
+            Delivery(
+                id=delivery_id(message.id, index),
+                tenant_id=customer_id,
+                month=month,
+                message_id=message.id,
+                index=index,
+                channel=channel,
+                to=address,
+                not_before=not_before,
+                escalation_level=0,
+            )
+            for index, address in enumerate(recipients)
+        ]
+        pending = [message, *deliveries]
+        if claim_id is not None:
+            try:
+                existing = self._get(claim_id, IdempotencyClaim, "idempotency key")
+            except NotFound:
+                pending.append(IdempotencyClaim(id=claim_id, message_id=message.id, claimed_at=now))
+            else:
+                existing.reclaim(message.id, now)
+                pending.append(existing)
+        try:
+            self.save(*pending)
+        except IntegrityError:
+            if claim_id is None:
+                raise
+            # Another request with the same key won the race: it is the first message.
+            winner = self._live_claim(claim_id, now)
+            if winner is None:
+                raise
+            return winner.message_id
+        return message.id
+
+    def _sending_customer(self, customer_id: UUID) -> Customer:
+        customer = self._get(customer_id, Customer, "customer")
+        if customer.subscription is not Subscription.ACTIVE:
+            raise Conflict(f"customer {customer_id} has no active subscription")
+        return customer
+
+    @staticmethod
+    def _choice(kind: type[E], text: str, field: str) -> E:
+        try:
+            return kind(text)
+        except ValueError:
+            allowed = ", ".join(v.value for v in kind)
+            raise InvalidInput(f"{field}: must be one of {allowed}", field=field) from None
+
+    def _claim_id(self, customer_id: UUID, key: str | None) -> UUID | None:
+        if key is None:
+            return None
+        if not key or len(key) > MAX_IDEMPOTENCY_KEY:
+            raise InvalidInput(
+                f"idempotency_key: 1 to {MAX_IDEMPOTENCY_KEY} characters", field="idempotency_key"
+            )
+        return self.pseudonyms.pseudonym("idempotency", f"{customer_id}/{key}")
+
+    def _live_claim(self, claim_id: UUID | None, now: datetime) -> IdempotencyClaim | None:
+        if claim_id is None:
+            return None
+        try:
+            claim = self._get(claim_id, IdempotencyClaim, "idempotency key")
+        except NotFound:
+            return None
+        return claim if now - claim.claimed_at < IDEMPOTENCY_WINDOW else None
+
+    @staticmethod
+    def _body(channel: Channel, request: SendRequest) -> str:
+        if request.body is not None and request.template is not None:
+            raise InvalidInput("give a body or a template, not both", field="body")
+        if request.template is not None:
+            body = _render(request.template, request.variables)
+        elif request.body is not None:
+            body = request.body
+        else:
+            raise InvalidInput("body: a message needs a body or a template", field="body")
+        if not body.strip():
+            raise InvalidInput("body: must not be empty", field="body")
+        limit = MAX_BODY[channel]
+        if len(body) > limit:
+            raise InvalidInput(
+                f"body: at most {limit} characters for {channel.value} (got {len(body)})",
+                field="body",
+            )
+        return body
+
+    @staticmethod
+    def _subject(channel: Channel, subject: str | None) -> str | None:
+        if subject is None:
+            return None
+        if channel is not Channel.EMAIL:
+            raise InvalidInput("subject: only e-mail messages have a subject", field="subject")
+        subject = " ".join(subject.split())
+        if len(subject) > MAX_SUBJECT:
+            raise InvalidInput(f"subject: at most {MAX_SUBJECT} characters", field="subject")
+        return subject or None
+
+    @staticmethod
+    def _not_before(schedule_at: datetime | None, now: datetime) -> datetime | None:
+        if schedule_at is None:
+            return None
+        if schedule_at.tzinfo is None:
+            raise InvalidInput(
+                "schedule_at: give a time zone, e.g. 2026-12-01T09:00:00+01:00", field="schedule_at"
+            )
+        if schedule_at < now - timedelta(minutes=1):
+            raise InvalidInput("schedule_at: lies in the past", field="schedule_at")
+        if schedule_at > now + MAX_SCHEDULE_AHEAD:
+            raise InvalidInput("schedule_at: at most 7 days ahead", field="schedule_at")
+        return schedule_at if schedule_at > now else None
+
+    def _ack_policy(self, customer_id: UUID, request: SendRequest) -> AckPolicy | None:
+        if request.ack_within_minutes is None:
+            if request.escalation_groups:
+                raise InvalidInput(
+                    "escalation_groups need ack_within_minutes", field="escalation_groups"
+                )
+            return None
+        if request.priority != Priority.ALERT.value:
+            raise InvalidInput(
+                "ack_within_minutes: only alerts ask for acknowledgement",
+                field="ack_within_minutes",
+            )
+        if not 1 <= request.ack_within_minutes <= 24 * 60:
+            raise InvalidInput("ack_within_minutes: 1 to 1440", field="ack_within_minutes")
+        groups = [self._group(customer_id, name).id for name in request.escalation_groups]
+        return AckPolicy(request.ack_within_minutes, groups)
+
+    # Deliveries: what the worker calls
+
+    def start_attempt(self, delivery_id_: UUID) -> Job | None:
+        """Opens what one attempt needs, or None when there is nothing (more) to send."""
+        delivery = self._get(delivery_id_, Delivery, "delivery")
+        if delivery.final:
+            return None
+        message = self._get(delivery.message_id, Message, "message")
+        if isinstance(delivery.to, Erased) or isinstance(message.body, Erased):
+            delivery.give_up("erased before it could be sent")
+            self.save(delivery)
+            return None
+        attempt = delivery.attempt()
+        self.save(delivery)
+        return Job(
+            delivery_id=delivery.id,
+            tenant_id=delivery.tenant_id,
+            channel=delivery.channel,
+            to=delivery.to,
+            body=message.body,
+            subject=message.subject if isinstance(message.subject, str) else None,
+            attempt=attempt,
+        )
+
+    def record_sent(
+        self, delivery_id_: UUID, provider: str, reference: str | None, *, final: bool
+    ) -> None:
+        delivery = self._get(delivery_id_, Delivery, "delivery")
+        if final:
+            delivery.deliver(provider, reference)
+        else:
+            delivery.handed_over(provider, reference)
+        self.save(delivery)
+
+    def record_temporary_failure(
+        self, delivery_id_: UUID, reason: str, *, max_attempts: int
+    ) -> bool:
+        delivery = self._get(delivery_id_, Delivery, "delivery")
+        again = delivery.fail_temporarily(reason, max_attempts)
+        self.save(delivery)
+        return again
+
+    def record_permanent_failure(self, delivery_id_: UUID, reason: str) -> None:
+        delivery = self._get(delivery_id_, Delivery, "delivery")
+        delivery.give_up(reason)
+        self.save(delivery)
+
+    def record_receipt(
+        self, delivery_id_: UUID, status: str, reason: str | None, provider: str
+    ) -> None:
+        """A delivery receipt from the network: 'delivered', or a failure with its reason."""
+        delivery = self._get(delivery_id_, Delivery, "delivery")
+        if status in ("delivered", "answered"):
+            delivery.deliver(provider, delivery.provider_reference)
+        else:
+            delivery.network_failed(reason or status)
+        self.save(delivery)
+
+    def acknowledge(self, delivery_id_: UUID, via: str) -> None:
+        delivery = self._get(delivery_id_, Delivery, "delivery")
+        delivery.acknowledge(via)
+        self.save(delivery)
+
+    def escalate_unacknowledged(self, message_id: UUID) -> list[UUID]:
+        """At the acknowledgement deadline: alert the next group if anyone has not acknowledged."""
+        message = self._get(message_id, Message, "message")
+        group_ident = message.next_escalation_group()
+        if group_ident is None:
+            return []
+        deliveries = [self._get(i, Delivery, "delivery") for i in message.delivery_ids()]
+        current = [d for d in deliveries if d.escalation_level == message.escalation_level]
+        if all(d.acknowledged for d in current):
+            return []
+        group = self._get(group_ident, RecipientGroup, "group")
+        already = {d.to for d in deliveries}
+        addresses = [a for a in self._group_addresses(group, message.channel) if a not in already]
+        first = message.escalate(group_ident, len(addresses))
+        month = traffic_month(self.clock())
+        added = [
+            Delivery(
+                id=delivery_id(message.id, first + offset),
+                tenant_id=message.tenant_id,
+                month=month,
+                message_id=message.id,
+                index=first + offset,
+                channel=message.channel,
+                to=address,
+                not_before=None,
+                escalation_level=message.escalation_level,
+            )
+            for offset, address in enumerate(addresses)
+        ]
+        self.save(message, *added)
+        return [d.id for d in added]
+
+    # Queries
+
+    def message(
+        self, message_id: UUID, viewer: Viewer, *, reveal_content: bool = False
+    ) -> MessageDetails:
+        message = self._get(message_id, Message, "message")
+        if not viewer.sees_customer(message.tenant_id):
+            raise NotFound(f"message {message_id} not found")
+        if reveal_content and not viewer.may_read_content_of(message.tenant_id):
+            raise Forbidden("message content is readable only by the customer's own users (R7)")
+        traffic = viewer.sees_traffic_of(message.tenant_id)
+        deliveries = []
+        for ident in message.delivery_ids():
+            d = self._get(ident, Delivery, "delivery")
+            deliveries.append(
+                DeliveryDetails(
+                    id=d.id,
+                    index=d.index,
+                    to=d.to if traffic else None,
+                    status=d.status,
+                    attempts=d.attempts,
+                    reason=d.reason,
+                    provider=d.provider,
+                    acknowledged=d.acknowledged,
+                    escalation_level=d.escalation_level,
+                )
+            )
+        return MessageDetails(
+            id=message.id,
+            customer_id=message.tenant_id,
+            channel=message.channel,
+            priority=message.priority,
+            requested_at=message.created_on,
+            not_before=message.not_before,
+            recipient_count=message.recipient_count,
+            body=message.body if reveal_content else None,
+            deliveries=deliveries,
+        )
+
+    def delivery_status(self, delivery_id_: UUID) -> DeliveryStatus:
+        return self._get(delivery_id_, Delivery, "delivery").status
