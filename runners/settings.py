@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
@@ -23,26 +24,57 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     master_key_file: Path | None = None  # None: data_dir / "master.key"
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # Where the outside world reaches our HTTP API (delivery receipt webhooks, ack links).
+    public_url: str = "http://127.0.0.1:8000"
+    # Delivery providers; with none configured, a development Maildir under data_dir.
+    smtp_url: str | None = None
+    smtp_sender: str = "Picasse <no-reply@picasse.invalid>"
+    sms_gateway_url: str | None = None
+    sms_gateway_token: str | None = None
+    sms_failover_url: str | None = None
+    sms_failover_token: str | None = None
+    voice_url: str | None = None
+    voice_token: str | None = None
+    # Workers
+    workers: int = 1
+    max_attempts: int = 5
+    rate_per_customer: float = 100.0
+
+    def __repr__(self) -> str:  # tokens and passwords in URLs stay out of logs
+        return f"Settings(data_dir={str(self.data_dir)!r})"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         data_dir = Path(env.get("PICASSE_DATA_DIR") or ".picasse").expanduser().absolute()
-        port_text = env.get("PICASSE_HTTP_PORT") or "8000"
-        try:
-            http_port = int(port_text)
-        except ValueError:
-            raise SettingsError(f"PICASSE_HTTP_PORT must be a number, not {port_text!r}") from None
+        http_port = _number(env, "PICASSE_HTTP_PORT", 8000, int)
         master = env.get("PICASSE_MASTER_KEY_FILE")
+        http_host = env.get("PICASSE_HTTP_HOST") or "127.0.0.1"
         return cls(
             data_dir=data_dir,
             database_url=env.get("PICASSE_DATABASE_URL") or None,
             database_schema=env.get("PICASSE_DATABASE_SCHEMA") or "",
             nats_url=env.get("PICASSE_NATS_URL") or None,
             master_key_file=Path(master).expanduser().absolute() if master else None,
-            http_host=env.get("PICASSE_HTTP_HOST") or "127.0.0.1",
+            http_host=http_host,
             http_port=http_port,
+            public_url=(env.get("PICASSE_PUBLIC_URL") or f"http://{http_host}:{http_port}").rstrip("/"),
+            smtp_url=env.get("PICASSE_SMTP_URL") or None,
+            smtp_sender=env.get("PICASSE_SMTP_SENDER") or "Picasse <no-reply@picasse.invalid>",
+            sms_gateway_url=env.get("PICASSE_SMS_GATEWAY_URL") or None,
+            sms_gateway_token=env.get("PICASSE_SMS_GATEWAY_TOKEN") or None,
+            sms_failover_url=env.get("PICASSE_SMS_FAILOVER_URL") or None,
+            sms_failover_token=env.get("PICASSE_SMS_FAILOVER_TOKEN") or None,
+            voice_url=env.get("PICASSE_VOICE_URL") or None,
+            voice_token=env.get("PICASSE_VOICE_TOKEN") or None,
+            workers=_number(env, "PICASSE_WORKERS", 1, int),
+            max_attempts=_number(env, "PICASSE_MAX_ATTEMPTS", 5, int),
+            rate_per_customer=_number(env, "PICASSE_RATE_PER_CUSTOMER", 100.0, float),
         )
+
+    @property
+    def maildir(self) -> Path:
+        return self.data_dir / "maildir"
 
     @property
     def master_key_path(self) -> Path:
@@ -55,3 +87,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def nats_dir(self) -> Path:
         return self.data_dir / "nats"
+
+
+N = TypeVar("N", int, float)
+
+
+def _number(env: Mapping[str, str], name: str, default: N, kind: type[N]) -> N:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {text!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, not {text!r}")
+    return value

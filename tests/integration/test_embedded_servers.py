@@ -1,0 +1,228 @@
+"""The embedded PostgreSQL and NATS servers: started on demand, shared between processes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import nats
+import psycopg
+import pytest
+
+from picasse.runners import servers
+from picasse.runners.settings import Settings
+
+# Takes a handle on one embedded server from a separate process, prints its URL and
+# exits: cleanly (exit hooks run) or abruptly (as if killed: no exit hooks).
+OTHER_PROCESS = """
+import os, sys
+from pathlib import Path
+from picasse.runners import servers
+from picasse.runners.settings import Settings
+url = getattr(servers, sys.argv[2])(Settings(data_dir=Path(sys.argv[1])))
+print(url, flush=True)
+if sys.argv[3] == "killed":
+    os._exit(0)
+"""
+
+SERVERS = [
+    pytest.param((servers.postgres_url, servers.stop_postgres), id="postgres"),
+    pytest.param((servers.nats_url, servers.stop_nats), id="nats"),
+]
+Server = tuple[Callable[[Settings], str], Callable[[Settings], None]]
+
+
+def in_another_process(url_function: Callable[[Settings], str], data_dir: Path, exit: str) -> str:
+    finished = subprocess.run(
+        [sys.executable, "-c", OTHER_PROCESS, str(data_dir), url_function.__name__, exit],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stderr == ""  # no stray warnings from the libraries on a user's terminal
+    return finished.stdout.strip()
+
+
+def identity(url: str) -> str | None:
+    """Something that changes when the server at `url` restarts; None if nothing answers."""
+    if url.startswith("postgresql://"):
+        try:
+            with psycopg.connect(url, connect_timeout=2) as connection:
+                row = connection.execute("SELECT pg_postmaster_start_time()::text").fetchone()
+        except psycopg.OperationalError:
+            return None
+        return row[0] if row else None
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=2) as conn:
+            info = conn.recv(4096)
+    except OSError:
+        return None
+    return info.split(b'"server_id":"')[1].split(b'"')[0].decode()
+
+
+def test_embedded_postgres_answers_queries_on_the_picasse_database(
+    embedded_settings: Settings,
+) -> None:
+    url = servers.postgres_url(embedded_settings)
+
+    with psycopg.connect(url) as connection:
+        row = connection.execute("SELECT current_database(), 6 * 7").fetchone()
+
+    assert url.startswith("postgresql://")
+    assert row == ("picasse", 42)
+
+
+def test_asking_again_for_postgres_gives_the_same_running_server(
+    embedded_settings: Settings,
+) -> None:
+    first = servers.postgres_url(embedded_settings)
+    started = identity(first)
+
+    second = servers.postgres_url(embedded_settings)
+
+    assert second == first
+    assert identity(second) == started
+
+
+def test_embedded_postgres_keeps_the_data_dir_closed_to_other_users(
+    embedded_settings: Settings,
+) -> None:
+    servers.postgres_url(embedded_settings)
+
+    # The server runs as another system user when we are root: it may pass through
+    # the data dir (x) but nobody else may list or write it.
+    assert embedded_settings.data_dir.stat().st_mode & 0o066 == 0
+
+
+def test_embedded_postgres_runs_under_a_data_dir_too_long_for_a_unix_socket(
+    fresh_data_dir: Path,
+) -> None:
+    settings = Settings(data_dir=fresh_data_dir / ("long-" * 12) / ("path-" * 12))
+    assert len(str(settings.postgres_dir / ".s.PGSQL.5432")) > 108  # sun_path is 108 bytes
+    try:
+        url = servers.postgres_url(settings)
+
+        with psycopg.connect(url) as connection:
+            row = connection.execute("SELECT current_database()").fetchone()
+    finally:
+        servers.stop_postgres(settings)
+
+    assert row == ("picasse",)
+
+
+def test_embedded_nats_accepts_a_jetstream_stream_and_a_publish(
+    embedded_settings: Settings,
+) -> None:
+    url = servers.nats_url(embedded_settings)
+
+    async def publish() -> tuple[str, int]:
+        connection = await nats.connect(url, connect_timeout=5, allow_reconnect=False)
+        try:
+            jetstream = connection.jetstream()
+            name = f"TEST_{uuid.uuid4().hex}"
+            await jetstream.add_stream(name=name, subjects=[f"{name}.>"])
+            ack = await jetstream.publish(f"{name}.greeting", b"hello")
+            await jetstream.delete_stream(name)
+            return ack.stream, ack.seq
+        finally:
+            await connection.close()
+
+    stream, sequence = asyncio.run(publish())
+
+    assert url.startswith("nats://127.0.0.1:")
+    assert not url.endswith(":4222")  # the machine's own NATS is not ours
+    assert stream.startswith("TEST_")
+    assert sequence == 1
+
+
+def test_asking_again_for_nats_gives_the_same_running_server(
+    embedded_settings: Settings,
+) -> None:
+    first = servers.nats_url(embedded_settings)
+    started = identity(first)
+
+    second = servers.nats_url(embedded_settings)
+
+    assert second == first
+    assert identity(second) == started
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_another_process_reuses_the_running_server_and_leaves_it_running(
+    server: Server, embedded_settings: Settings
+) -> None:
+    url_function, _ = server
+    url = url_function(embedded_settings)
+    started = identity(url)
+
+    other_url = in_another_process(url_function, embedded_settings.data_dir, "cleanly")
+
+    assert other_url == url
+    assert started is not None
+    assert identity(url) == started
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_process_alone_stops_the_server_it_started_when_it_exits(
+    server: Server, fresh_data_dir: Path
+) -> None:
+    url_function, _ = server
+
+    url = in_another_process(url_function, fresh_data_dir, "cleanly")
+
+    assert identity(url) is None
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_server_left_by_a_killed_process_is_reused_and_then_stopped(
+    server: Server, fresh_data_dir: Path
+) -> None:
+    url_function, stop_function = server
+    settings = Settings(data_dir=fresh_data_dir)
+    left_url = in_another_process(url_function, settings.data_dir, "killed")
+    left = identity(left_url)
+    assert left is not None
+
+    try:
+        url = url_function(settings)
+        reused = identity(url)
+    finally:
+        stop_function(settings)
+
+    assert url == left_url
+    assert reused == left
+    assert identity(url) is None
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_stopping_a_server_this_process_alone_holds_stops_it(
+    server: Server, fresh_data_dir: Path
+) -> None:
+    url_function, stop_function = server
+    settings = Settings(data_dir=fresh_data_dir)
+    url = url_function(settings)
+    assert identity(url) is not None
+
+    stop_function(settings)
+
+    assert identity(url) is None
+
+
+def test_configured_servers_are_used_as_they_are_and_nothing_starts(fresh_data_dir: Path) -> None:
+    settings = Settings(
+        data_dir=fresh_data_dir / "data",
+        database_url="postgresql://someone@db.example/picasse",
+        nats_url="nats://nats.example:4222",
+    )
+
+    assert servers.postgres_url(settings) == "postgresql://someone@db.example/picasse"
+    assert servers.nats_url(settings) == "nats://nats.example:4222"
+    assert not settings.data_dir.exists()
