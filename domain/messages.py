@@ -100,14 +100,24 @@ class Message(Aggregate):
 
     def escalate(self, group_id: UUID, added: int) -> int:
         """Records that `added` more recipients were alerted; returns the first new index."""
-        if self.next_escalation_group() != group_id:
+        policy = self.ack
+        if policy is None or self.next_escalation_group() != group_id:
             raise Conflict(f"message {self.id} is not due to escalate to group {group_id}")
         first = self.recipient_count
-        self._escalated(self.escalation_level + 1, group_id, first, added)
+        level = self.escalation_level + 1
+        further = level < len(policy.escalation_groups)
+        self._escalated(level, group_id, first, added, policy.within_minutes if further else None)
         return first
 
     @event("Escalated")
-    def _escalated(self, level: int, group_id: UUID, first_index: int, added: int) -> None:
+    def _escalated(
+        self,
+        level: int,
+        group_id: UUID,
+        first_index: int,
+        added: int,
+        check_again_in_minutes: int | None,  # when the next group is due, if there is one
+    ) -> None:
         self.escalation_level = level
         self.recipient_count = first_index + added
 
@@ -145,15 +155,21 @@ class Delivery(Aggregate):
         self.reason: str | None = None
         self.provider: str | None = None
         self.provider_reference: str | None = None
+        self.awaiting_receipt = False
         self.acknowledged = False
 
     @property
     def final(self) -> bool:
         return self.status.final
 
+    @property
+    def settled(self) -> bool:
+        """Nothing more to send: final, or handed to a network whose receipt will tell."""
+        return self.final or self.awaiting_receipt
+
     def attempt(self) -> int:
         """Starts one more attempt; returns its number."""
-        if self.final:
+        if self.settled:
             raise Conflict(f"delivery {self.id} is already {self.status.value}")
         self._attempted(self.attempts + 1)
         return self.attempts
@@ -172,6 +188,7 @@ class Delivery(Aggregate):
     def _accepted(self, provider: str, provider_reference: str | None) -> None:
         self.provider = provider
         self.provider_reference = provider_reference
+        self.awaiting_receipt = True
 
     def deliver(self, provider: str, provider_reference: str | None) -> None:
         if self.status is DeliveryStatus.DELIVERED:

@@ -388,7 +388,7 @@ class Messages(PicasseApplication):
     def start_attempt(self, delivery_id_: UUID) -> Job | None:
         """Opens what one attempt needs, or None when there is nothing (more) to send."""
         delivery = self._get(delivery_id_, Delivery, "delivery")
-        if delivery.final:
+        if delivery.settled:
             return None
         message = self._get(delivery.message_id, Message, "message")
         if isinstance(delivery.to, Erased) or isinstance(message.body, Erased):

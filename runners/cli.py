@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, NoReturn
 from uuid import UUID
 
@@ -15,8 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from picasse.adapters.master_key import MasterKeyError
+from picasse.adapters.postgres.keystore import TenantErased
 from picasse.domain.accounts import Accounts
 from picasse.domain.errors import DomainError, InvalidInput
+from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.personal import Erased
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings, SettingsError
@@ -50,6 +53,23 @@ def _role(text: str) -> Role:
         ) from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return value
+
+
+def _datetime(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date-time: {text!r}") from None
+
+
 def _json(value: Any) -> None:
     sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
 
@@ -79,9 +99,101 @@ def _accounts(settings: Settings) -> Iterator[Accounts]:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    from picasse.runners import up
+    from picasse.runners import children, up
 
-    return up.main(settings)
+    workers = args.workers or settings.workers
+    services = [children.relay, *(children.worker(n + 1) for n in range(workers))]
+    return up.main(settings, extra_services=services)
+
+
+def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.runners import relay
+
+    return relay.main(settings)
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.runners import worker
+
+    return worker.main(settings, concurrency=args.concurrency, ack_wait=args.ack_wait)
+
+
+@contextmanager
+def _messages(settings: Settings) -> Iterator[Messages]:
+    from picasse.runners import servers, wiring
+
+    database_url = servers.postgres_url(settings)
+    wiring.ensure_master_key(settings)
+    messages = wiring.open_messages(settings, database_url)
+    try:
+        yield messages
+    finally:
+        messages.close()
+
+
+def cmd_messages_send(args: argparse.Namespace, settings: Settings) -> int:
+    request = SendRequest(
+        channel=args.channel,
+        to=args.to or [],
+        group=args.group,
+        body=args.body,
+        subject=args.subject,
+        priority=args.priority,
+        schedule_at=args.schedule_at,
+        idempotency_key=args.idempotency_key,
+        ack_within_minutes=args.ack_within,
+        escalation_groups=args.escalate_to or [],
+    )
+    with _messages(settings) as messages:
+        message_id = messages.send(args.customer, request)
+    if args.json:
+        _json({"id": message_id})
+    else:
+        print(message_id)
+    return 0
+
+
+def cmd_messages_show(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.domain.access import Viewer
+
+    viewer = Viewer(role=Role.SUPPORT, customer_id=None)  # the operator's view: no content
+    if args.reveal_content:
+        if not args.as_login or not args.password_stdin:
+            raise InvalidInput(
+                "--reveal-content needs --as LOGIN --password-stdin: a user of the message's customer"
+            )
+        with _accounts(settings) as accounts:
+            user = accounts.authenticate(args.as_login, _read_password())
+        viewer = Viewer(role=user.role, customer_id=user.customer_id, user_id=user.id)
+    with _messages(settings) as messages:
+        details = messages.message(args.id, viewer, reveal_content=args.reveal_content)
+    if args.json:
+        _json(details)
+        return 0
+    out.print(
+        f"message {details.id}  {details.channel.value}  {details.priority.value}"
+        f"  requested {details.requested_at.isoformat(timespec='seconds')}"
+    )
+    if details.body is not None:
+        out.print(f"body: {_show(details.body)}")
+    table = Table("#", "to", "status", "attempts", "reason")
+    for d in details.deliveries:
+        table.add_row(
+            str(d.index),
+            _show(d.to) if d.to is not None else "-",
+            d.status.value,
+            str(d.attempts),
+            d.reason or "",
+        )
+    out.print(table)
+    return 0
+
+
+def cmd_groups_set(args: argparse.Namespace, settings: Settings) -> int:
+    with _messages(settings) as messages:
+        group = messages.create_group(args.customer, args.name, args.member)
+    print(group)
+    return 0
 
 
 def cmd_customers_register(args: argparse.Namespace, settings: Settings) -> int:
@@ -251,7 +363,120 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the whole platform until Ctrl-C / SIGTERM",
         description="Start PostgreSQL and NATS (embedded unless configured) and the platform's processes; stop them all cleanly on Ctrl-C or SIGTERM.",
     )
+    up.add_argument(
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help="delivery worker processes (default 1, or PICASSE_WORKERS)",
+    )
     up.set_defaults(run=cmd_up)
+
+    relay = commands.add_parser(
+        "relay",
+        help="publish delivery jobs from the event log to NATS",
+        description="Follow the event log and publish one job per queued delivery to the DELIVERIES stream, exactly once; resumes where it stopped. SIGTERM stops it cleanly.",
+    )
+    relay.set_defaults(run=cmd_relay)
+
+    worker = commands.add_parser(
+        "worker",
+        help="deliver queued messages (run as many as needed)",
+        description="Pull delivery jobs, send them through the configured providers (or the development Maildir) and record each outcome. SIGTERM finishes the jobs in hand, then exits.",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=32,
+        metavar="N",
+        help="jobs handled at once (default 32)",
+    )
+    worker.add_argument(
+        "--ack-wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a job may take before NATS hands it to another worker (default 30)",
+    )
+    worker.set_defaults(run=cmd_worker)
+
+    messages = commands.add_parser(
+        "messages", help="send messages and follow their deliveries"
+    ).add_subparsers(title="message commands", metavar="COMMAND", required=True)
+    send = messages.add_parser(
+        "send",
+        help="send a message and print its id",
+        description="Queue a message to one or more recipients (or a group). The same --idempotency-key within 24 hours returns the first message's id and sends nothing again.",
+    )
+    send.add_argument("--customer", type=_uuid, required=True, metavar="ID")
+    send.add_argument("--channel", required=True, choices=["sms", "email", "voice"])
+    send.add_argument(
+        "--to",
+        action="append",
+        metavar="ADDR",
+        help="recipient (repeat for more): +31… for sms/voice, an address for e-mail",
+    )
+    send.add_argument("--group", metavar="NAME", help="send to the members of this recipient group")
+    send.add_argument("--body", metavar="TEXT")
+    send.add_argument("--subject", metavar="TEXT", help="e-mail subject")
+    send.add_argument("--priority", default="normal", choices=["normal", "alert"])
+    send.add_argument(
+        "--schedule-at",
+        type=_datetime,
+        metavar="TIME",
+        help="ISO time with zone, at most 7 days ahead",
+    )
+    send.add_argument("--idempotency-key", metavar="K")
+    send.add_argument(
+        "--ack-within",
+        type=_positive,
+        metavar="MINUTES",
+        help="alerts: recipients must acknowledge within this time",
+    )
+    send.add_argument(
+        "--escalate-to",
+        action="append",
+        metavar="GROUP",
+        help="alerts: group alerted next when not acknowledged (repeat for more levels)",
+    )
+    send.add_argument("--json", action="store_true", help='print {"id": …} as JSON')
+    send.set_defaults(run=cmd_messages_send)
+
+    message_show = messages.add_parser(
+        "show",
+        help="per-recipient delivery status",
+        description="Show a message's deliveries. The body is shown only with --reveal-content, to a user of the message's own customer (--as LOGIN --password-stdin); never to Picasse staff (R7).",
+    )
+    message_show.add_argument("id", type=_uuid, metavar="ID")
+    message_show.add_argument(
+        "--reveal-content",
+        action="store_true",
+        help="show the body (the customer's own users only)",
+    )
+    message_show.add_argument("--as", dest="as_login", metavar="LOGIN", help="the user asking")
+    message_show.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read that user's password from standard input",
+    )
+    message_show.add_argument("--json", action="store_true", help="print JSON")
+    message_show.set_defaults(run=cmd_messages_show)
+
+    groups = commands.add_parser("groups", help="recipient groups of a customer").add_subparsers(
+        title="group commands", metavar="COMMAND", required=True
+    )
+    group_set = groups.add_parser(
+        "set", help="create a group or replace its members; prints its id"
+    )
+    group_set.add_argument("--customer", type=_uuid, required=True, metavar="ID")
+    group_set.add_argument("--name", required=True)
+    group_set.add_argument(
+        "--member",
+        action="append",
+        required=True,
+        metavar="ADDR",
+        help="a phone number or e-mail address (repeat)",
+    )
+    group_set.set_defaults(run=cmd_groups_set)
 
     customers = commands.add_parser(
         "customers", help="register and look after customers"
@@ -374,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
         _fail(str(error), EXIT_REFUSED)
     except CommandFailed as error:
         _fail(str(error), error.code)
+    except TenantErased as error:
+        _fail(str(error), EXIT_REFUSED)
     except (SettingsError, MasterKeyError) as error:
         _fail(str(error), EXIT_ENVIRONMENT)
     except PersistenceError as error:

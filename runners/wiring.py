@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
 from picasse.adapters.master_key import create_master_key, read_master_key
 from picasse.adapters.passwords import Argon2Passwords
+from picasse.adapters.providers import Provider
+from picasse.adapters.providers.maildir import MaildirProvider
+from picasse.adapters.providers.sms import sms_from_settings
+from picasse.adapters.providers.smtp import SmtpProvider
+from picasse.adapters.providers.voice import HttpVoiceGateway
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.accounts import Accounts
+from picasse.domain.messaging import Messages
 from picasse.runners.settings import Settings, SettingsError
 
 STORE_MODULE = "picasse.adapters.postgres.store:Factory"
@@ -51,6 +58,76 @@ def open_accounts(settings: Settings, database_url: str, *, schema: str | None =
         passwords=Argon2Passwords(),
         pseudonyms=KeyedPseudonyms(read_master_key(master_key_file)),
     )
+
+
+def open_messages(
+    settings: Settings, database_url: str, *, schema: str | None = None, pool_size: int = 4
+) -> Messages:
+    master_key_file = settings.master_key_path
+    env = eventsourcing_env(
+        database_url,
+        master_key_file,
+        schema=settings.database_schema if schema is None else schema,
+    )
+    env["POSTGRES_POOL_SIZE"] = str(pool_size)
+    return Messages(
+        env,
+        clock=lambda: datetime.now(UTC),
+        pseudonyms=KeyedPseudonyms(read_master_key(master_key_file)),
+    )
+
+
+RECEIPTS_PATH = "/v1/webhooks/receipts"
+
+
+def providers_from(settings: Settings) -> dict[str, Provider]:
+    """One provider per channel: those configured, the development Maildir for the rest."""
+    callback_url = settings.public_url + RECEIPTS_PATH
+    try:
+        chosen: dict[str, Provider | None] = {
+            "email": (
+                SmtpProvider.from_url(settings.smtp_url, sender=settings.smtp_sender)
+                if settings.smtp_url
+                else None
+            ),
+            "sms": sms_from_settings(
+                settings.sms_gateway_url,
+                settings.sms_gateway_token,
+                settings.sms_failover_url,
+                settings.sms_failover_token,
+                callback_url,
+            ),
+            "voice": (
+                HttpVoiceGateway(
+                    "voice",
+                    settings.voice_url,
+                    settings.voice_token or "",
+                    callback_url=callback_url,
+                )
+                if settings.voice_url
+                else None
+            ),
+        }
+    except ValueError as error:
+        raise SettingsError(f"delivery provider settings: {error}") from None
+    if settings.voice_url and not settings.voice_token:
+        raise SettingsError("PICASSE_VOICE_URL needs PICASSE_VOICE_TOKEN")
+    missing = [channel for channel, provider in chosen.items() if provider is None]
+    development = MaildirProvider(settings.maildir) if missing else None
+    return {
+        channel: provider if provider is not None else development  # type: ignore[misc]
+        for channel, provider in chosen.items()
+    }
+
+
+def receipt_tokens(settings: Settings) -> dict[str, str]:
+    """Gateway name → the token its receipts are signed with."""
+    tokens = {
+        "sms-primary": settings.sms_gateway_token,
+        "sms-failover": settings.sms_failover_token,
+        "voice": settings.voice_token,
+    }
+    return {name: token for name, token in tokens.items() if token}
 
 
 def ensure_master_key(settings: Settings) -> None:

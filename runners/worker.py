@@ -1,0 +1,44 @@
+"""`picasse worker`: a delivery worker process; run as many as the load needs."""
+
+from __future__ import annotations
+
+import asyncio
+
+from picasse.adapters.nats.worker import Worker, WorkerSettings
+from picasse.runners import servers
+from picasse.runners.processes import connect_nats, run_until_signalled
+from picasse.runners.settings import Settings
+from picasse.runners.wiring import ensure_master_key, open_messages, providers_from
+
+
+def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -> int:
+    database_url = servers.postgres_url(settings)
+    nats_url = servers.nats_url(settings)
+    ensure_master_key(settings)
+    providers = providers_from(settings)
+    messages = open_messages(settings, database_url, pool_size=min(concurrency, 16))
+    worker_settings = WorkerSettings(
+        max_attempts=settings.max_attempts,
+        rate_per_customer=settings.rate_per_customer,
+        concurrency=concurrency,
+        ack_wait_seconds=ack_wait,
+    )
+
+    async def work(stop: asyncio.Event) -> None:
+        client = await connect_nats(nats_url, "picasse-worker")
+        try:
+            worker = Worker(messages, providers, client.jetstream(), worker_settings)
+            print("worker running", flush=True)
+            await worker.run(stop)
+        finally:
+            await asyncio.gather(
+                *(p.close() for p in {id(p): p for p in providers.values()}.values()),
+                return_exceptions=True,
+            )
+            await client.drain()
+
+    try:
+        run_until_signalled(work)
+    finally:
+        messages.close()
+    return 0
