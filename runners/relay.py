@@ -7,6 +7,7 @@ import logging
 
 from eventsourcing.postgres import PostgresTrackingRecorder
 
+from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.relay import Relay
 from picasse.runners import servers
 from picasse.runners.processes import connect_nats, connection_kwargs, run_until_signalled
@@ -33,6 +34,7 @@ def main(settings: Settings) -> int:
                 messages.recorder,  # type: ignore[arg-type]
                 tracking,
                 client.jetstream(),
+                topology=Topology(settings.nats_namespace),
                 application_name=messages.name,
                 conninfo=connection_kwargs(datastore),
             )

@@ -21,6 +21,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None  # None: the embedded PostgreSQL under data_dir
     database_schema: str = ""  # "" : the database's default schema
     nats_url: str | None = None  # None: the embedded NATS server under data_dir
+    nats_namespace: str = ""  # prefixes stream and subject names, to share one NATS server
     master_key_file: Path | None = None  # None: data_dir / "master.key"
     http_host: str = "127.0.0.1"
     http_port: int = 8000
@@ -38,6 +39,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Workers
     workers: int = 1
     max_attempts: int = 5
+    retry_backoff: float = 2.0  # seconds before the first retry; doubles each time
     rate_per_customer: float = 100.0
 
     def __repr__(self) -> str:  # tokens and passwords in URLs stay out of logs
@@ -55,10 +57,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             database_url=env.get("PICASSE_DATABASE_URL") or None,
             database_schema=env.get("PICASSE_DATABASE_SCHEMA") or "",
             nats_url=env.get("PICASSE_NATS_URL") or None,
+            nats_namespace=_namespace(env.get("PICASSE_NATS_NAMESPACE") or ""),
             master_key_file=Path(master).expanduser().absolute() if master else None,
             http_host=http_host,
             http_port=http_port,
-            public_url=(env.get("PICASSE_PUBLIC_URL") or f"http://{http_host}:{http_port}").rstrip("/"),
+            public_url=(env.get("PICASSE_PUBLIC_URL") or f"http://{http_host}:{http_port}").rstrip(
+                "/"
+            ),
             smtp_url=env.get("PICASSE_SMTP_URL") or None,
             smtp_sender=env.get("PICASSE_SMTP_SENDER") or "Picasse <no-reply@picasse.invalid>",
             sms_gateway_url=env.get("PICASSE_SMS_GATEWAY_URL") or None,
@@ -69,6 +74,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             voice_token=env.get("PICASSE_VOICE_TOKEN") or None,
             workers=_number(env, "PICASSE_WORKERS", 1, int),
             max_attempts=_number(env, "PICASSE_MAX_ATTEMPTS", 5, int),
+            retry_backoff=_number(env, "PICASSE_RETRY_BACKOFF", 2.0, float),
             rate_per_customer=_number(env, "PICASSE_RATE_PER_CUSTOMER", 100.0, float),
         )
 
@@ -103,3 +109,11 @@ def _number(env: Mapping[str, str], name: str, default: N, kind: type[N]) -> N:
     if value <= 0:
         raise SettingsError(f"{name} must be positive, not {text!r}")
     return value
+
+
+def _namespace(text: str) -> str:
+    if text and not text.replace("_", "").isalnum():
+        raise SettingsError(
+            f"PICASSE_NATS_NAMESPACE may hold letters, digits and _ only, not {text!r}"
+        )
+    return text.lower()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.worker import Worker, WorkerSettings
 from picasse.runners import servers
 from picasse.runners.processes import connect_nats, run_until_signalled
@@ -19,6 +20,7 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
     messages = open_messages(settings, database_url, pool_size=min(concurrency, 16))
     worker_settings = WorkerSettings(
         max_attempts=settings.max_attempts,
+        backoff_seconds=settings.retry_backoff,
         rate_per_customer=settings.rate_per_customer,
         concurrency=concurrency,
         ack_wait_seconds=ack_wait,
@@ -27,7 +29,13 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
     async def work(stop: asyncio.Event) -> None:
         client = await connect_nats(nats_url, "picasse-worker")
         try:
-            worker = Worker(messages, providers, client.jetstream(), worker_settings)
+            worker = Worker(
+                messages,
+                providers,
+                client.jetstream(),
+                worker_settings,
+                topology=Topology(settings.nats_namespace),
+            )
             print("worker running", flush=True)
             await worker.run(stop)
         finally:

@@ -10,9 +10,6 @@ from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-STREAM = "DELIVERIES"
-SUBJECTS = "deliveries.>"
-CHECKS_SUBJECT = "deliveries.checks"
 # Jobs wait at most as long as a send may be scheduled ahead, plus a margin: the stream
 # is a queue, never a second archive of the traffic.
 MAX_AGE_SECONDS = 8 * 24 * 3600
@@ -37,24 +34,45 @@ encoder = msgspec.msgpack.Encoder()
 decoder = msgspec.msgpack.Decoder(Job)
 
 
-def subject_of(job: Job) -> str:
-    if isinstance(job, Deliver):
-        return f"deliveries.{job.channel}"
-    return CHECKS_SUBJECT
+class Topology(msgspec.Struct, frozen=True):
+    """Names on the NATS server. A namespace lets deployments (or test runs) share one."""
+
+    namespace: str = ""
+
+    @property
+    def stream(self) -> str:
+        return f"{self.namespace.upper()}_DELIVERIES" if self.namespace else "DELIVERIES"
+
+    @property
+    def _prefix(self) -> str:
+        return f"{self.namespace}.deliveries" if self.namespace else "deliveries"
+
+    @property
+    def subjects(self) -> str:
+        return f"{self._prefix}.>"
+
+    @property
+    def durable(self) -> str:
+        return "workers"
+
+    def subject_of(self, job: Job) -> str:
+        if isinstance(job, Deliver):
+            return f"{self._prefix}.{job.channel}"
+        return f"{self._prefix}.checks"
 
 
-async def ensure_stream(js: JetStreamContext) -> None:
+async def ensure_stream(js: JetStreamContext, topology: Topology) -> None:
     """Create or update the jobs stream (idempotent; every process may call it)."""
     config = StreamConfig(
-        name=STREAM,
-        subjects=[SUBJECTS],
+        name=topology.stream,
+        subjects=[topology.subjects],
         retention=RetentionPolicy.WORK_QUEUE,  # acknowledged jobs are deleted at once
         storage=StorageType.FILE,
         max_age=MAX_AGE_SECONDS,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
     )
     try:
-        await js.stream_info(STREAM)
+        await js.stream_info(topology.stream)
     except NotFoundError:
         await js.add_stream(config)
     else:

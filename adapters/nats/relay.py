@@ -24,9 +24,9 @@ from picasse.adapters.nats.jobs import (
     CheckAcknowledgements,
     Deliver,
     Job,
+    Topology,
     encoder,
     ensure_stream,
-    subject_of,
 )
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ class Relay:
         tracking: PostgresTrackingRecorder,
         js: JetStreamContext,
         *,
+        topology: Topology,
         application_name: str,
         conninfo: dict[str, object],
         batch: int = 500,
@@ -98,13 +99,14 @@ class Relay:
         self.recorder = recorder
         self.tracking = tracking
         self.js = js
+        self.topology = topology
         self.application_name = application_name
         self.conninfo = conninfo
         self.batch = batch
         self.published = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        await ensure_stream(self.js)
+        await ensure_stream(self.js, self.topology)
         position = (
             await asyncio.to_thread(self.tracking.max_tracking_id, self.application_name) or 0
         )
@@ -137,7 +139,9 @@ class Relay:
                 )
                 futures.append(
                     await self.js.publish_async(
-                        subject_of(job), encoder.encode(job), headers={"Nats-Msg-Id": message_id}
+                        self.topology.subject_of(job),
+                        encoder.encode(job),
+                        headers={"Nats-Msg-Id": message_id},
                     )
                 )
         if futures:

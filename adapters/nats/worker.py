@@ -25,10 +25,9 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import FetchTimeoutError
 
 from picasse.adapters.nats.jobs import (
-    STREAM,
-    SUBJECTS,
     CheckAcknowledgements,
     Deliver,
+    Topology,
     decoder,
     ensure_stream,
 )
@@ -38,7 +37,6 @@ from picasse.domain.messaging import Messages
 
 log = logging.getLogger(__name__)
 
-DURABLE = "workers"
 T = TypeVar("T")
 
 
@@ -80,11 +78,13 @@ class Worker:
         js: JetStreamContext,
         settings: WorkerSettings | None = None,
         *,
+        topology: Topology,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.messages = messages
         self.providers = providers
         self.js = js
+        self.topology = topology
         self.settings = settings or WorkerSettings()
         self.now = now
         self.limiter = RateLimiter(self.settings.rate_per_customer)
@@ -95,11 +95,11 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set; jobs in hand are finished before returning."""
-        await ensure_stream(self.js)
+        await ensure_stream(self.js, self.topology)
         subscription = await self.js.pull_subscribe(
-            SUBJECTS,
-            durable=DURABLE,
-            stream=STREAM,
+            self.topology.subjects,
+            durable=self.topology.durable,
+            stream=self.topology.stream,
             config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=self.settings.ack_wait_seconds,

@@ -1,0 +1,82 @@
+"""Delivery receipts from the gateways: check who signed one, then read it.
+
+The receipt half of the gateway protocol: a gateway POSTs to the callback URL it was
+given (``callback_url`` for SMS, ``status_callback`` for calls) the JSON object
+``{"id": "<gateway id>", "reference": "<our reference>", "status": "delivered" |
+"failed" | "undelivered" | "answered" | "no-answer" | "busy", "reason": "…"}``
+(``reason`` optional) with the header ``X-Picasse-Signature: sha256=<hex>``, the hex
+HMAC-SHA256 of the raw body keyed with that gateway's token. The signature is checked
+over the bytes as received, before anything reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+import msgspec
+
+from picasse.adapters.providers.sms import gateway_reason
+
+SIGNATURE_HEADER = "X-Picasse-Signature"
+_SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
+
+ReceiptStatus = Literal["delivered", "failed", "undelivered", "answered", "no-answer", "busy"]
+
+
+class Receipt(msgspec.Struct, frozen=True, kw_only=True):
+    id: str  # the gateway's id, as it answered our submission
+    reference: str  # ours, as we submitted it
+    status: ReceiptStatus
+    reason: str | None = None  # the network's words; numbers cut out, see `verify_receipt`
+
+
+class ReceiptRejected(Exception):
+    """A receipt we will not act on; the message names no number and quotes no body."""
+
+
+class ForgedReceipt(ReceiptRejected):
+    """The signature is missing, malformed, or made with none of our gateways' tokens."""
+
+
+class MalformedReceipt(ReceiptRejected):
+    """A gateway signed it, but it is not a receipt."""
+
+
+def sign_receipt(raw_body: bytes, token: str) -> str:
+    """The `X-Picasse-Signature` value a gateway holding `token` sends with `raw_body`."""
+    return "sha256=" + _digest(raw_body, token).hex()
+
+
+def verify_receipt(
+    raw_body: bytes, signature_header: str | None, tokens: Mapping[str, str]
+) -> tuple[str, Receipt]:
+    """(gateway name, receipt) when one of `tokens` (gateway name → token) signed `raw_body`."""
+    if signature_header is None:
+        raise ForgedReceipt("receipt without a signature")
+    presented = _SIGNATURE.fullmatch(signature_header.strip())
+    if presented is None:
+        raise ForgedReceipt("receipt signature is not sha256=<hex>")
+    presented_digest = bytes.fromhex(presented.group(1))
+    signer: str | None = None
+    for name, token in tokens.items():
+        # An empty token is a key everyone knows: such a gateway signs nothing.
+        if token and hmac.compare_digest(_digest(raw_body, token), presented_digest):
+            signer = name
+    if signer is None:
+        raise ForgedReceipt("receipt not signed by any of our gateways")
+    try:
+        receipt = msgspec.json.decode(raw_body, type=Receipt)
+    except msgspec.DecodeError:
+        raise MalformedReceipt(f"receipt from {signer} is not a receipt") from None
+    if receipt.reason is not None:
+        # The reason ends up in a delivery event; gateways like to quote the number in it.
+        receipt = msgspec.structs.replace(receipt, reason=gateway_reason(receipt.reason))
+    return signer, receipt
+
+
+def _digest(raw_body: bytes, token: str) -> bytes:
+    return hmac.new(token.encode(), raw_body, hashlib.sha256).digest()

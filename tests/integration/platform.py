@@ -1,0 +1,81 @@
+"""The platform's processes for integration tests: relay and workers as real child processes."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class Processes:
+    """Starts `picasse relay` / `picasse worker` with one environment, stops them all."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.running: list[subprocess.Popen[str]] = []
+
+    def start(self, *command: str) -> subprocess.Popen[str]:
+        log = open(self.log_dir / f"{command[0]}-{len(self.running)}.log", "w")  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "-m", "picasse.runners.cli", *command],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        line = process.stdout.readline() if ready else ""
+        if "running" not in line:
+            process.kill()
+            raise AssertionError(f"picasse {' '.join(command)} did not start: {self.logs()}")
+        self.running.append(process)
+        return process
+
+    def kill(self, process: subprocess.Popen[str]) -> None:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for process in self.running:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.running:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text()[-2000:] for p in sorted(self.log_dir.glob("*.log")))
+
+
+@contextmanager
+def processes(env: dict[str, str], log_dir: Path) -> Iterator[Processes]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    group = Processes(env, log_dir)
+    try:
+        yield group
+    finally:
+        group.stop_all()
+
+
+def wait_until(condition: object, timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def base_env(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PICASSE_")}
+    return env | settings

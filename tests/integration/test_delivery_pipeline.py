@@ -1,0 +1,313 @@
+"""Request → relay → JetStream → worker → SMTP server / SMS gateway → outcome events, for real."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import nats
+import psycopg
+import pytest
+
+from picasse.adapters.nats.jobs import Topology
+from picasse.domain.access import Viewer
+from picasse.domain.accounts import Accounts
+from picasse.domain.messages import DeliveryStatus, delivery_id
+from picasse.domain.messaging import Messages, SendRequest
+from picasse.domain.values import Role
+from picasse.runners.settings import Settings
+from picasse.runners.wiring import open_messages
+from tests.integration.gateway import FakeGateway
+from tests.integration.platform import Processes, base_env, processes, wait_until
+from tests.integration.smtp_server import RecordingSmtpServer
+
+DELIVERED = "picasse.domain.messages:Delivery.Delivered"
+
+
+@pytest.fixture
+def customer(accounts: Accounts) -> UUID:
+    customer_id = accounts.register_customer(
+        organisation="Acme Alerts", contact_name="Carla Contact", email="carla@acme.example",
+        phone="+31 6 5555 0000", billing_address="Kade 1, Delft",
+    )  # fmt: skip
+    accounts.start_subscription(customer_id)
+    return customer_id
+
+
+@pytest.fixture
+def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Messages]:
+    app = open_messages(settings, database_url, schema=schema)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def smtp() -> Iterator[RecordingSmtpServer]:
+    with RecordingSmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def gateways() -> Iterator[tuple[FakeGateway, FakeGateway]]:
+    with (
+        FakeGateway(token="primary-token") as primary,
+        FakeGateway(token="failover-token") as failover,
+    ):
+        yield primary, failover
+
+
+@pytest.fixture
+def platform(
+    settings: Settings,
+    database_url: str,
+    nats_url: str,
+    schema: str,
+    smtp: RecordingSmtpServer,
+    gateways: tuple[FakeGateway, FakeGateway],
+    tmp_path: Path,
+) -> Iterator[Processes]:
+    primary, failover = gateways
+    env = base_env(
+        PICASSE_DATA_DIR=str(settings.data_dir),
+        PICASSE_MASTER_KEY_FILE=str(settings.master_key_path),
+        PICASSE_DATABASE_URL=database_url,
+        PICASSE_DATABASE_SCHEMA=schema,
+        PICASSE_NATS_URL=nats_url,
+        PICASSE_NATS_NAMESPACE=schema,
+        PICASSE_SMTP_URL=smtp.url,
+        PICASSE_SMS_GATEWAY_URL=primary.url,
+        PICASSE_SMS_GATEWAY_TOKEN="primary-token",
+        PICASSE_SMS_FAILOVER_URL=failover.url,
+        PICASSE_SMS_FAILOVER_TOKEN="failover-token",
+        PICASSE_RETRY_BACKOFF="0.2",
+        PICASSE_MAX_ATTEMPTS="3",
+    )
+    with processes(env, tmp_path / "logs") as group:
+        yield group
+    asyncio.run(_delete_stream(nats_url, Topology(schema)))
+
+
+async def _delete_stream(nats_url: str, topology: Topology) -> None:
+    client = await nats.connect(nats_url)
+    try:
+        await client.jetstream().delete_stream(topology.stream)
+    except nats.js.errors.NotFoundError:
+        pass
+    finally:
+        await client.close()
+
+
+def _count(raw: psycopg.Connection, topic: str) -> int:
+    row = raw.execute("SELECT count(*) FROM picasse_events WHERE topic = %s", (topic,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _send_emails(messages: Messages, customer: UUID, count: int) -> list[UUID]:
+    return [
+        messages.send(
+            customer,
+            SendRequest(
+                channel="email",
+                to=[f"person{i}@inbox.example"],
+                body=f"Body number {i}",
+                subject="Alert",
+            ),
+        )
+        for i in range(count)
+    ]
+
+
+def _statuses(messages: Messages, message_ids: list[UUID]) -> collections.Counter[DeliveryStatus]:
+    return collections.Counter(messages.delivery_status(delivery_id(m, 0)) for m in message_ids)
+
+
+def test_two_hundred_emails_arrive_exactly_once_and_are_delivered_in_the_log(
+    platform: Processes,
+    messages: Messages,
+    customer: UUID,
+    smtp: RecordingSmtpServer,
+    raw: psycopg.Connection,
+) -> None:
+    platform.start("relay")
+    platform.start("worker", "--concurrency", "16")
+    message_ids = _send_emails(messages, customer, 200)
+    smtp.wait_for(200, timeout=90)
+    wait_until(lambda: _count(raw, DELIVERED) == 200, 30, "200 Delivered events")
+    recipients = collections.Counter(r for m in smtp.received for r in m.rcpt_tos)
+    assert len(recipients) == 200 and set(recipients.values()) == {1}
+    assert _statuses(messages, message_ids) == {DeliveryStatus.DELIVERED: 200}
+    bodies = {m.message().get_content().strip() for m in smtp.received}
+    assert bodies == {f"Body number {i}" for i in range(200)}
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_delivers_nothing_twice(
+    platform: Processes,
+    messages: Messages,
+    customer: UUID,
+    smtp: RecordingSmtpServer,
+    raw: psycopg.Connection,
+) -> None:
+    platform.start("relay")
+    doomed = platform.start("worker", "--concurrency", "16", "--ack-wait", "2")
+    message_ids = _send_emails(messages, customer, 200)
+    wait_until(lambda: len(smtp.received) >= 40, 60, "the first worker to be busy")
+    platform.kill(doomed)
+    assert len(smtp.received) < 200, "the batch finished before the kill: nothing was tested"
+    platform.start("worker", "--concurrency", "16", "--ack-wait", "2")
+    wait_until(lambda: _count(raw, DELIVERED) == 200, 90, "every delivery recorded")
+    assert _statuses(messages, message_ids) == {DeliveryStatus.DELIVERED: 200}
+    # Exactly one Delivered event per delivery...
+    per_delivery = raw.execute(
+        "SELECT originator_id, count(*) FROM picasse_events WHERE topic = %s GROUP BY 1",
+        (DELIVERED,),
+    ).fetchall()
+    assert len(per_delivery) == 200 and {n for _, n in per_delivery} == {1}
+    # ...and every inbox got its message. A send interrupted by the kill may arrive
+    # again, but as the same message (same Message-ID), which mail systems collapse.
+    message_ids_seen: dict[str, set[str]] = collections.defaultdict(set)
+    for received in smtp.received:
+        message_ids_seen[received.rcpt_tos[0]].add(str(received.message()["Message-ID"]))
+    assert len(message_ids_seen) == 200
+    assert all(len(ids) == 1 for ids in message_ids_seen.values())
+
+
+def _sms(messages: Messages, customer: UUID, number: str) -> UUID:
+    return messages.send(customer, SendRequest(channel="sms", to=[number], body="Gate 4 is open"))
+
+
+def test_gateway_503s_are_retried_and_then_fail_over_to_the_second_gateway(
+    platform: Processes,
+    messages: Messages,
+    customer: UUID,
+    gateways: tuple[FakeGateway, FakeGateway],
+) -> None:
+    primary, failover = gateways
+    primary.fail_next(1000, status=503)
+    platform.start("relay")
+    platform.start("worker")
+    message_id = _sms(messages, customer, "+31612340001")
+    failover.wait_for(1, timeout=30)
+    assert failover.submissions[0].to == "+31612340001"
+    wait_until(
+        lambda: messages.message(message_id, _support()).deliveries[0].provider == "sms-failover",
+        15, "the failover to be recorded",
+    )  # fmt: skip
+
+
+def test_a_hanging_gateway_times_out_and_fails_over(
+    platform: Processes,
+    messages: Messages,
+    customer: UUID,
+    gateways: tuple[FakeGateway, FakeGateway],
+) -> None:
+    primary, failover = gateways
+    primary.hang_next(1000)
+    platform.start("relay")
+    platform.start("worker")
+    _sms(messages, customer, "+31612340002")
+    failover.wait_for(1, timeout=40)
+
+
+def test_a_permanently_refused_number_ends_undelivered_with_the_reason(
+    platform: Processes,
+    messages: Messages,
+    customer: UUID,
+    gateways: tuple[FakeGateway, FakeGateway],
+) -> None:
+    primary, failover = gateways
+    primary.refuse("+31612340003")
+    platform.start("relay")
+    platform.start("worker")
+    message_id = _sms(messages, customer, "+31612340003")
+    wait_until(
+        lambda: messages.delivery_status(delivery_id(message_id, 0)) is DeliveryStatus.UNDELIVERED, 30,
+        "the delivery to be given up",
+    )  # fmt: skip
+    delivery = messages.message(message_id, _support()).deliveries[0]
+    assert delivery.reason and "+31612340003" not in delivery.reason
+    assert failover.submissions == []
+
+
+def test_both_gateways_down_ends_undelivered_after_the_configured_attempts(
+    platform: Processes,
+    messages: Messages,
+    customer: UUID,
+    gateways: tuple[FakeGateway, FakeGateway],
+) -> None:
+    primary, failover = gateways
+    primary.fail_next(1000, status=503)
+    failover.fail_next(1000, status=503)
+    platform.start("relay")
+    platform.start("worker")
+    message_id = _sms(messages, customer, "+31612340004")
+    wait_until(
+        lambda: messages.delivery_status(delivery_id(message_id, 0)) is DeliveryStatus.UNDELIVERED, 30,
+        "attempts to run out",
+    )  # fmt: skip
+    delivery = messages.message(message_id, _support()).deliveries[0]
+    assert delivery.attempts == 3 and "gave up after 3 attempts" in (delivery.reason or "")
+
+
+def _support() -> Viewer:
+    return Viewer(role=Role.SUPPORT, customer_id=None)
+
+
+def _store_dir_of(nats_url: str, embedded: Settings) -> Path:
+    """Where the NATS server behind nats_url keeps its JetStream files."""
+    port = nats_url.rsplit(":", 1)[1]
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not args or not args[0].endswith(b"nats-server"):
+            continue
+        text = [a.decode() for a in args]
+        ports = {text[i + 1] for i, a in enumerate(text[:-1]) if a in ("-p", "--port")}
+        if port in ports or (embedded.nats_dir.as_posix() in " ".join(text)):
+            for i, a in enumerate(text[:-1]):
+                if a in ("-sd", "--store_dir"):
+                    return Path(text[i + 1])
+    raise AssertionError(f"no nats-server process found for {nats_url}")
+
+
+def test_no_recipient_or_body_is_stored_in_plaintext_in_jetstream_or_the_events_table(
+    platform: Processes, messages: Messages, customer: UUID, smtp: RecordingSmtpServer,
+    raw: psycopg.Connection, nats_url: str, embedded_settings: Settings,
+) -> None:  # fmt: skip
+    platform.start("relay")
+    # No worker yet: the jobs wait in the stream, where we look for plaintext.
+    secrets = [f"secretperson{i}@hidden.example" for i in range(5)]
+    messages.send(
+        customer,
+        SendRequest(
+            channel="email", to=secrets, body="Confidential body 4711", subject="Top subject 4712"
+        ),
+    )
+    messages.send(
+        customer, SendRequest(channel="sms", to=["+31612349876"], body="Confidential sms 4713")
+    )
+    time.sleep(1.0)
+    store = _store_dir_of(nats_url, embedded_settings)
+    stored = b"".join(p.read_bytes() for p in store.rglob("*") if p.is_file())
+    with raw.cursor().copy("COPY picasse_events TO STDOUT (FORMAT binary)") as copy:
+        table = b"".join(bytes(chunk) for chunk in copy)
+    needles = [s.encode() for s in secrets] + [
+        b"Confidential",
+        b"Top subject",
+        b"+31612349876",
+        b"31612349876",
+    ]
+    assert [n for n in needles if n in stored] == []
+    assert [n for n in needles if n in table] == []
+    assert re.search(rb"deliveries", stored), (
+        "looked in the wrong place: no jobs found in the store"
+    )
+    platform.start("worker")
+    smtp.wait_for(5, timeout=30)
