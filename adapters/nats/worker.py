@@ -47,6 +47,9 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     rate_per_customer: float = 100.0  # messages per second per customer, per worker process
     concurrency: int = 32
     ack_wait_seconds: float = 30.0
+    # A job that is not yet due comes back at least this often, so a changed clock
+    # (or a shortened schedule) is noticed without waiting out a long delay.
+    recheck_seconds: float = 60.0
 
 
 class RateLimiter:
@@ -132,7 +135,9 @@ class Worker:
             return
         due = job.not_before
         if due is not None and due > self.now():
-            await msg.nak(delay=min((due - self.now()).total_seconds(), 3600.0))
+            await msg.nak(
+                delay=min((due - self.now()).total_seconds(), self.settings.recheck_seconds)
+            )
             return
         try:
             if isinstance(job, Deliver):

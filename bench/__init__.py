@@ -1,0 +1,1 @@
+"""Benchmarks that print ours beside a baseline, measured in one run on the same servers."""

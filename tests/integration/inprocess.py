@@ -1,0 +1,81 @@
+"""Relay and worker inside the test process, for tests that move the worker's clock."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+
+import nats
+from eventsourcing.postgres import PostgresTrackingRecorder
+
+from picasse.adapters.nats.jobs import Topology
+from picasse.adapters.nats.relay import Relay
+from picasse.adapters.nats.worker import Worker, WorkerSettings
+from picasse.adapters.providers import Provider
+from picasse.domain.messaging import Messages
+from picasse.runners.processes import connection_kwargs
+
+
+@contextmanager
+def relay_and_worker(
+    messages: Messages,
+    providers: Mapping[str, Provider],
+    nats_url: str,
+    topology: Topology,
+    *,
+    settings: WorkerSettings,
+    now: Callable[[], datetime],
+) -> Iterator[Worker]:
+    datastore = messages.factory.datastore  # type: ignore[attr-defined]
+    tracking = PostgresTrackingRecorder(datastore, tracking_table_name="picasse_relay_tracking")
+    tracking.create_table()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    started = threading.Event()
+    holder: dict[str, Worker] = {}
+    failure: list[BaseException] = []
+
+    async def main() -> None:
+        client = await nats.connect(nats_url)
+        js = client.jetstream()
+        relay = Relay(
+            messages.recorder,  # type: ignore[arg-type]
+            tracking,
+            js,
+            topology=topology,
+            application_name=messages.name,
+            conninfo=connection_kwargs(datastore),
+        )
+        worker = Worker(messages, providers, js, settings, topology=topology, now=now)
+        holder["worker"] = worker
+        started.set()
+        try:
+            await asyncio.gather(relay.run(stop), worker.run(stop))
+        finally:
+            try:
+                await js.delete_stream(topology.stream)
+            finally:
+                await client.close()
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(main())
+        except BaseException as error:  # surfaced to the test below
+            failure.append(error)
+            started.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    started.wait(30)
+    if failure:
+        raise failure[0]
+    try:
+        yield holder["worker"]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        if failure:
+            raise failure[0]

@@ -1,0 +1,181 @@
+"""Scheduled sends, alert escalation and per-customer rate limits, with the worker's clock moved."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from picasse.adapters.nats.jobs import Topology
+from picasse.adapters.nats.worker import RateLimiter, WorkerSettings
+from picasse.adapters.providers.maildir import MaildirProvider
+from picasse.domain.accounts import Accounts
+from picasse.domain.errors import NotFound
+from picasse.domain.messages import DeliveryStatus, delivery_id
+from picasse.domain.messaging import Messages, SendRequest
+from picasse.runners.settings import Settings
+from picasse.runners.wiring import open_messages
+from tests.integration.inprocess import relay_and_worker
+from tests.integration.platform import wait_until
+
+
+class MovableClock:
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+def _customer(accounts: Accounts, name: str) -> UUID:
+    customer_id = accounts.register_customer(
+        organisation=name, contact_name="Dana Dispatch", email="dana@example.org",
+        phone="+31 6 4444 0000", billing_address="Plein 2, Gouda",
+    )  # fmt: skip
+    accounts.start_subscription(customer_id)
+    return customer_id
+
+
+@pytest.fixture
+def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Messages]:
+    app = open_messages(settings, database_url, schema=schema, pool_size=8)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def maildir(tmp_path: Path) -> MaildirProvider:
+    return MaildirProvider(tmp_path / "inboxes")
+
+
+def _channels(provider: MaildirProvider) -> dict[str, MaildirProvider]:
+    return {"sms": provider, "email": provider, "voice": provider}
+
+
+def _status(messages: Messages, message_id: UUID, index: int = 0) -> DeliveryStatus | None:
+    """The delivery's status, or None while it does not exist (yet)."""
+    try:
+        return messages.delivery_status(delivery_id(message_id, index))
+    except NotFound:
+        return None
+
+
+def test_a_scheduled_message_waits_until_its_time(
+    messages: Messages, accounts: Accounts, maildir: MaildirProvider, nats_url: str, schema: str
+) -> None:
+    customer = _customer(accounts, "Scheduled BV")
+    clock = MovableClock()
+    message_id = messages.send(
+        customer,
+        SendRequest(
+            channel="sms",
+            to=["+31612300001"],
+            body="Shift starts",
+            schedule_at=clock() + timedelta(hours=2),
+        ),
+    )
+    settings = WorkerSettings(concurrency=4, recheck_seconds=0.5)
+    with relay_and_worker(
+        messages, _channels(maildir), nats_url, Topology(schema), settings=settings, now=clock
+    ):
+        time.sleep(1.5)
+        assert _status(messages, message_id) is DeliveryStatus.QUEUED
+        clock.offset = timedelta(hours=2, seconds=1)
+        wait_until(
+            lambda: _status(messages, message_id) is DeliveryStatus.DELIVERED,
+            20,
+            "the scheduled send",
+        )
+
+
+def test_unacknowledged_alert_recipients_bring_in_the_next_group(
+    messages: Messages, accounts: Accounts, maildir: MaildirProvider, nats_url: str, schema: str
+) -> None:
+    customer = _customer(accounts, "Escalation BV")
+    messages.create_group(customer, "night shift", ["+31612300011", "+31612300012"])
+    messages.create_group(customer, "managers", ["+31612300019"])
+    clock = MovableClock()
+    message_id = messages.send(
+        customer,
+        SendRequest(
+            channel="sms", group="night shift", body="Alarm at gate 2", priority="alert",
+            ack_within_minutes=5, escalation_groups=["managers"],
+        ),
+    )  # fmt: skip
+    settings = WorkerSettings(concurrency=4, recheck_seconds=0.5)
+    with relay_and_worker(
+        messages, _channels(maildir), nats_url, Topology(schema), settings=settings, now=clock
+    ):
+        wait_until(
+            lambda: _status(messages, message_id, 1) is DeliveryStatus.DELIVERED,
+            20,
+            "the first group",
+        )
+        messages.acknowledge(delivery_id(message_id, 0), "link")
+        time.sleep(1.0)
+        assert _status(messages, message_id, 2) is None  # not before the deadline
+        clock.offset = timedelta(minutes=5, seconds=1)
+        wait_until(
+            lambda: _status(messages, message_id, 2) is DeliveryStatus.DELIVERED, 30, "the managers"
+        )
+    phones = [m["To"] for m in maildir_messages(maildir, "sms")]
+    assert sorted(phones) == ["+31612300011", "+31612300012", "+31612300019"]
+
+
+def maildir_messages(provider: MaildirProvider, channel: str) -> list:  # type: ignore[type-arg]
+    import mailbox
+
+    return list(mailbox.Maildir(provider.path_for(channel), create=False))  # type: ignore[arg-type]
+
+
+def test_one_customers_burst_does_not_starve_another_customer(
+    messages: Messages, accounts: Accounts, maildir: MaildirProvider, nats_url: str, schema: str
+) -> None:
+    noisy, quiet = _customer(accounts, "Noisy BV"), _customer(accounts, "Quiet BV")
+    for i in range(3):
+        messages.send(
+            noisy, SendRequest(channel="sms", to=[f"+316123401{i:02d}" for _ in range(1)], body="x")
+        )
+    burst = messages.send(
+        noisy, SendRequest(channel="sms", to=[f"+3161235{i:04d}" for i in range(200)], body="burst")
+    )
+    settings = WorkerSettings(concurrency=16, rate_per_customer=20.0, backoff_seconds=0.1)
+    with relay_and_worker(
+        messages,
+        _channels(maildir),
+        nats_url,
+        Topology(schema),
+        settings=settings,
+        now=MovableClock(),
+    ):
+        time.sleep(1.0)  # the burst is under way and throttled
+        started = time.monotonic()
+        single = messages.send(
+            quiet, SendRequest(channel="sms", to=["+31612399999"], body="urgent")
+        )
+        wait_until(
+            lambda: _status(messages, single) is DeliveryStatus.DELIVERED,
+            10,
+            "the quiet customer's message",
+        )
+        quiet_latency = time.monotonic() - started
+        delivered_of_burst = sum(
+            _status(messages, burst, i) is DeliveryStatus.DELIVERED for i in range(200)
+        )
+    assert quiet_latency < 3.0
+    assert delivered_of_burst < 150  # 20/s for a few seconds: the burst was held back
+
+
+def test_the_rate_limiter_allows_the_rate_and_says_how_long_to_wait() -> None:
+    now = [100.0]
+    limiter = RateLimiter(rate=5.0, clock=lambda: now[0])
+    customer = UUID(int=1)
+    assert [limiter.wait_needed(customer) for _ in range(5)] == [0.0] * 5
+    assert limiter.wait_needed(customer) == pytest.approx(0.2)
+    assert limiter.wait_needed(UUID(int=2)) == 0.0  # another customer has its own bucket
+    now[0] += 0.2
+    assert limiter.wait_needed(customer) == 0.0
