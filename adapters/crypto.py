@@ -13,6 +13,7 @@ import dataclasses
 import os
 import threading
 import typing
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 from uuid import UUID, uuid4
 
@@ -44,15 +45,38 @@ class SubjectKey:
     tenant_id: UUID
     subject: str
     aead: AESGCM = dataclasses.field(repr=False, compare=False)
+    raw_id: bytes = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "raw_id", self.key_id.bytes)
+
+
+class SealingNeed(msgspec.Struct, frozen=True):
+    """A key a save will seal under; `new_*` when it cannot exist yet (a first event)."""
+
+    tenant_id: UUID
+    subject: str
+    new_subject: bool = False
+    new_tenant: bool = False
 
 
 class KeyRing(Protocol):
     """Where the mapper gets keys: sealing creates a subject's key on first use."""
 
-    def sealing_key(self, tenant_id: UUID, subject: str) -> SubjectKey: ...
+    def sealing_key(
+        self, tenant_id: UUID, subject: str, *, new_subject: bool = False, new_tenant: bool = False
+    ) -> SubjectKey: ...
 
-    def opening_key(self, key_id: UUID) -> SubjectKey | None:
-        """The key, or None once it has been destroyed (the value reads as erased)."""
+    def opening_key(self, key_id: bytes) -> SubjectKey | None:
+        """The key with this 16-byte id, or None once destroyed (the value reads as erased)."""
+        ...
+
+    def prefetch(self, needs: Iterable[SealingNeed]) -> None:
+        """Make the keys of a save at hand at once (a hint; may do nothing)."""
+        ...
+
+    def load(self, key_ids: Iterable[bytes]) -> object:
+        """Make these keys at hand at once, before opening a page of events (a hint)."""
         ...
 
 
@@ -75,29 +99,38 @@ class MemoryKeyRing:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_subject: dict[tuple[UUID, str], SubjectKey] = {}
-        self._by_id: dict[UUID, SubjectKey] = {}
+        self._by_id: dict[bytes, SubjectKey] = {}
 
-    def sealing_key(self, tenant_id: UUID, subject: str) -> SubjectKey:
+    def sealing_key(
+        self, tenant_id: UUID, subject: str, *, new_subject: bool = False, new_tenant: bool = False
+    ) -> SubjectKey:
         with self._lock:
             key = self._by_subject.get((tenant_id, subject))
             if key is None:
                 key, _ = new_subject_key(tenant_id, subject)
                 self._by_subject[(tenant_id, subject)] = key
-                self._by_id[key.key_id] = key
+                self._by_id[key.raw_id] = key
             return key
 
-    def opening_key(self, key_id: UUID) -> SubjectKey | None:
+    def opening_key(self, key_id: bytes) -> SubjectKey | None:
         return self._by_id.get(key_id)
+
+    def prefetch(self, needs: Iterable[SealingNeed]) -> None:
+        pass
+
+    def load(self, key_ids: Iterable[bytes]) -> None:
+        pass
 
     def destroy_subject(self, tenant_id: UUID, subject: str) -> None:
         with self._lock:
             key = self._by_subject.pop((tenant_id, subject), None)
             if key is not None:
-                del self._by_id[key.key_id]
+                del self._by_id[key.raw_id]
 
 
-def associated_data(originator_id: UUID, version: int, path: str) -> bytes:
-    return originator_id.bytes + version.to_bytes(8, "big") + path.encode()
+def event_binding(originator_id: UUID, version: int) -> bytes:
+    """The part of every field's associated data that names its event."""
+    return originator_id.bytes + version.to_bytes(8, "big")
 
 
 # Plans: how one event class is stored. Built once per class from its type hints.
@@ -206,6 +239,27 @@ class SealingMapper(Mapper[UUID]):
 
     # Writing
 
+    def sealing_needs(self, domain_events: Iterable[Any]) -> list[SealingNeed]:
+        """The keys sealing these events will use, so a key ring can fetch them at once."""
+        needs = []
+        for domain_event in domain_events:
+            plan = self.plan(type(domain_event))
+            if not plan.has_personal:
+                continue
+            state = domain_event.__dict__
+            originator_id, version = state["originator_id"], state["originator_version"]
+            tenant_id = state.get("tenant_id", originator_id)
+            for personal, of in _personal_leaves(plan.fields, state, state):
+                needs.append(
+                    SealingNeed(
+                        tenant_id,
+                        subject_name(personal.kind, of),
+                        new_subject=version == 1 and of == originator_id,
+                        new_tenant=version == 1 and tenant_id == originator_id,
+                    )
+                )
+        return needs
+
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         event_class = type(domain_event)
         plan = self.plan(event_class)
@@ -213,10 +267,8 @@ class SealingMapper(Mapper[UUID]):
         originator_id: UUID = state["originator_id"]
         version: int = state["originator_version"]
         if plan.has_personal:
-            tenant_id = state.get("tenant_id", originator_id)
-            stored = self._seal_fields(
-                plan.fields, state, state, tenant_id, originator_id, version, ""
-            )
+            sealing = _Sealing(self, state, originator_id, version)
+            stored = sealing.fields(plan.fields, state, "")
         else:
             stored = {f.name: state[f.name] for f in plan.fields}
         return StoredEvent(
@@ -226,15 +278,95 @@ class SealingMapper(Mapper[UUID]):
             state=self._encoder.encode(stored),
         )
 
-    def _seal_fields(
-        self,
-        fields: tuple[_Field, ...],
-        values: dict[str, Any],
-        event_state: dict[str, Any],
-        tenant_id: UUID,
-        originator_id: UUID,
-        version: int,
-        prefix: str,
+    # Reading
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        event_class, plan, shape = self._decode(stored_event)
+        return self._build(event_class, plan, shape, stored_event)
+
+    def to_domain_events(self, stored_events: Iterable[StoredEvent]) -> list[Any]:
+        """Decode a page of events, fetching all the keys they need in one go first."""
+        decoded = [(stored, *self._decode(stored)) for stored in stored_events]
+        key_ids: set[bytes] = set()
+        for _, _, plan, shape in decoded:
+            if plan.has_personal:
+                key_ids.update(_sealed_key_ids(plan.fields, shape))
+        if key_ids:
+            self.keys.load(key_ids)
+        return [self._build(cls, plan, shape, stored) for stored, cls, plan, shape in decoded]
+
+    def _decode(self, stored_event: StoredEvent) -> tuple[type, _Plan, Any]:
+        event_class = resolve_topic(stored_event.topic)
+        plan = self.plan(event_class)
+        try:
+            return event_class, plan, plan.decoder.decode(stored_event.state)
+        except msgspec.DecodeError as error:
+            raise MapperDeserialisationError(
+                f"cannot decode {stored_event.topic} {stored_event.originator_id}"
+                f" v{stored_event.originator_version}: {error}"
+            ) from error
+
+    def _build(self, event_class: type, plan: _Plan, shape: Any, stored_event: StoredEvent) -> Any:
+        originator_id = stored_event.originator_id
+        if not isinstance(originator_id, UUID):
+            originator_id = UUID(str(originator_id))
+        version = stored_event.originator_version
+        if plan.has_personal:
+            opening = _Opening(self.keys, originator_id, version)
+            state = opening.fields(plan.fields, shape, "")
+        else:
+            state = {f.name: getattr(shape, f.name) for f in plan.fields}
+        state["originator_id"] = originator_id
+        state["originator_version"] = version
+        event = object.__new__(event_class)
+        object.__setattr__(event, "__dict__", state)
+        return event
+
+
+def _subject_of(field: _Sealed, values: dict[str, Any], event_state: dict[str, Any]) -> Any:
+    of = field.personal.of
+    return values[of] if of in values else event_state[of]
+
+
+def _personal_leaves(
+    fields: tuple[_Field, ...], values: dict[str, Any], event_state: dict[str, Any]
+) -> Iterator[tuple[Personal, Any]]:
+    for field in fields:
+        if isinstance(field, _Sealed):
+            yield field.personal, _subject_of(field, values, event_state)
+        elif isinstance(field, _Nested):
+            items = values[field.name] if field.many else [values[field.name]]
+            for item in items:
+                item_values = {n: getattr(item, n) for n in item.__struct_fields__}
+                yield from _personal_leaves(field.fields, item_values, event_state)
+
+
+def _sealed_key_ids(fields: tuple[_Field, ...], shape: Any) -> Iterator[bytes]:
+    for field in fields:
+        if isinstance(field, _Sealed):
+            yield bytes(getattr(shape, field.name).data[:KEY_ID_SIZE])
+        elif isinstance(field, _Nested):
+            value = getattr(shape, field.name)
+            for item in value if field.many else [value]:
+                yield from _sealed_key_ids(field.fields, item)
+
+
+class _Sealing:
+    """Seals the personal fields of one event."""
+
+    def __init__(
+        self, mapper: SealingMapper, event_state: dict[str, Any], originator_id: UUID, version: int
+    ) -> None:
+        self.keys = mapper.keys
+        self.encode = mapper._encoder.encode
+        self.event_state = event_state
+        self.tenant_id: UUID = event_state.get("tenant_id", originator_id)
+        self.originator_id = originator_id
+        self.version = version
+        self.binding = event_binding(originator_id, version)
+
+    def fields(
+        self, fields: tuple[_Field, ...], values: dict[str, Any], prefix: str
     ) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for field in fields:
@@ -243,121 +375,77 @@ class SealingMapper(Mapper[UUID]):
             if isinstance(field, _Plain):
                 out[field.name] = value
             elif isinstance(field, _Sealed):
-                of = (
-                    values[field.personal.of]
-                    if field.personal.of in values
-                    else event_state[field.personal.of]
+                of = _subject_of(field, values, self.event_state)
+                key = self.keys.sealing_key(
+                    self.tenant_id,
+                    subject_name(field.personal.kind, of),
+                    new_subject=self.version == 1 and of == self.originator_id,
+                    new_tenant=self.version == 1 and self.tenant_id == self.originator_id,
                 )
-                key = self.keys.sealing_key(tenant_id, subject_name(field.personal.kind, of))
                 out[field.name] = msgspec.msgpack.Ext(
-                    SEALED, seal(key, self._encoder.encode(value), originator_id, version, path)
+                    SEALED, _seal(key, self.encode(value), self.binding + path.encode())
                 )
+            elif field.many:
+                out[field.name] = [
+                    self._struct(field, item, f"{path}[{i}]") for i, item in enumerate(value)
+                ]
             else:
-
-                def one(
-                    item: msgspec.Struct, item_path: str, field: _Nested = field
-                ) -> dict[str, Any]:
-                    item_values = {n: getattr(item, n) for n in item.__struct_fields__}
-                    return self._seal_fields(
-                        field.fields,
-                        item_values,
-                        event_state,
-                        tenant_id,
-                        originator_id,
-                        version,
-                        item_path + ".",
-                    )
-
-                if field.many:
-                    out[field.name] = [one(item, f"{path}[{i}]") for i, item in enumerate(value)]
-                else:
-                    out[field.name] = one(value, path)
+                out[field.name] = self._struct(field, value, path)
         return out
 
-    # Reading
+    def _struct(self, field: _Nested, item: msgspec.Struct, path: str) -> dict[str, Any]:
+        item_values = {n: getattr(item, n) for n in item.__struct_fields__}
+        return self.fields(field.fields, item_values, path + ".")
 
-    def to_domain_event(self, stored_event: StoredEvent) -> Any:
-        event_class = resolve_topic(stored_event.topic)
-        plan = self.plan(event_class)
-        originator_id = stored_event.originator_id
-        if not isinstance(originator_id, UUID):
-            originator_id = UUID(str(originator_id))
-        version = stored_event.originator_version
-        try:
-            shape = plan.decoder.decode(stored_event.state)
-        except msgspec.DecodeError as error:
-            raise MapperDeserialisationError(
-                f"cannot decode {stored_event.topic} {originator_id} v{version}: {error}"
-            ) from error
-        state = self._open_fields(plan.fields, shape, originator_id, version, "")
-        state["originator_id"] = originator_id
-        state["originator_version"] = version
-        event = object.__new__(event_class)
-        object.__setattr__(event, "__dict__", state)
-        return event
 
-    def _open_fields(
-        self, fields: tuple[_Field, ...], shape: Any, originator_id: UUID, version: int, prefix: str
-    ) -> dict[str, Any]:
+class _Opening:
+    """Opens the personal fields of one event; a destroyed key reads as ERASED."""
+
+    def __init__(self, keys: KeyRing, originator_id: UUID, version: int) -> None:
+        self.keys = keys
+        self.originator_id = originator_id
+        self.version = version
+        self.binding = event_binding(originator_id, version)
+
+    def fields(self, fields: tuple[_Field, ...], shape: Any, prefix: str) -> dict[str, Any]:
         state: dict[str, Any] = {}
         for field in fields:
             value = getattr(shape, field.name)
-            path = prefix + field.name
             if isinstance(field, _Plain):
                 state[field.name] = value
-            elif isinstance(field, _Sealed):
-                state[field.name] = self._open(field.decoder, value, originator_id, version, path)
+                continue
+            path = prefix + field.name
+            if isinstance(field, _Sealed):
+                state[field.name] = self._open(field.decoder, value.data, path)
             elif field.many:
                 state[field.name] = [
-                    self._open_struct(field, item, originator_id, version, f"{path}[{i}]")
-                    for i, item in enumerate(value)
+                    self._struct(field, item, f"{path}[{i}]") for i, item in enumerate(value)
                 ]
             else:
-                state[field.name] = self._open_struct(field, value, originator_id, version, path)
+                state[field.name] = self._struct(field, value, path)
         return state
 
-    def _open_struct(
-        self, field: _Nested, shape: Any, originator_id: UUID, version: int, path: str
-    ) -> msgspec.Struct:
+    def _struct(self, field: _Nested, shape: Any, path: str) -> msgspec.Struct:
         # Struct.__init__ does not validate, so an erased field can hold ERASED.
-        return field.struct(
-            **self._open_fields(field.fields, shape, originator_id, version, path + ".")
-        )
+        return field.struct(**self.fields(field.fields, shape, path + "."))
 
-    def _open(
-        self,
-        decoder: msgspec.msgpack.Decoder[Any],
-        sealed: msgspec.msgpack.Ext,
-        originator_id: UUID,
-        version: int,
-        path: str,
-    ) -> Any:
-        envelope = sealed.data
-        key = self.keys.opening_key(UUID(bytes=bytes(envelope[:KEY_ID_SIZE])))
+    def _open(self, decoder: msgspec.msgpack.Decoder[Any], envelope: bytes, path: str) -> Any:
+        key = self.keys.opening_key(bytes(envelope[:KEY_ID_SIZE]))
         if key is None:
             return ERASED
-        plaintext = open_sealed(key, envelope, originator_id, version, path)
+        nonce = envelope[KEY_ID_SIZE : KEY_ID_SIZE + NONCE_SIZE]
+        try:
+            plaintext = key.aead.decrypt(
+                nonce, envelope[KEY_ID_SIZE + NONCE_SIZE :], self.binding + path.encode()
+            )
+        except InvalidTag:
+            raise SealBroken(
+                f"sealed field {path} of {self.originator_id} v{self.version} does not open:"
+                " tampered with or moved from another event"
+            ) from None
         return decoder.decode(plaintext)
 
 
-def seal(key: SubjectKey, plaintext: bytes, originator_id: UUID, version: int, path: str) -> bytes:
+def _seal(key: SubjectKey, plaintext: bytes, aad: bytes) -> bytes:
     nonce = os.urandom(NONCE_SIZE)
-    aad = associated_data(originator_id, version, path)
-    return key.key_id.bytes + nonce + key.aead.encrypt(nonce, plaintext, aad)
-
-
-def open_sealed(
-    key: SubjectKey, envelope: bytes, originator_id: UUID, version: int, path: str
-) -> bytes:
-    nonce = envelope[KEY_ID_SIZE : KEY_ID_SIZE + NONCE_SIZE]
-    try:
-        return key.aead.decrypt(
-            nonce,
-            envelope[KEY_ID_SIZE + NONCE_SIZE :],
-            associated_data(originator_id, version, path),
-        )
-    except InvalidTag:
-        raise SealBroken(
-            f"sealed field {path} of {originator_id} v{version} does not open:"
-            " tampered with or moved from another event"
-        ) from None
+    return key.raw_id + nonce + key.aead.encrypt(nonce, plaintext, aad)

@@ -23,7 +23,7 @@ from eventsourcing.persistence import PersistenceError
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
 
-from picasse.adapters.crypto import SubjectKey, new_subject_key
+from picasse.adapters.crypto import SealingNeed, SubjectKey, new_subject_key
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,19 @@ class DestroyedKey(msgspec.Struct, frozen=True):
     subject: str | None  # None: the tenant key itself
 
 
-class _Pending(msgspec.Struct):
-    tenant: list[tuple[UUID, UUID, bytes]]  # tenant_id, key_id, wrapped
-    subjects: list[tuple[SubjectKey, bytes]]  # key, wrapped
-    generation: int
+class _Pending:
+    """This thread's keys for the save under way: found, created, or known absent."""
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.new_tenants: dict[UUID, tuple[UUID, bytes, AESGCM]] = {}  # key id, wrapped, key
+        self.new_subjects: dict[tuple[UUID, str], tuple[SubjectKey, bytes]] = {}
+        self.found_subjects: dict[tuple[UUID, str], SubjectKey] = {}
+        self.found_tenants: dict[UUID, AESGCM] = {}
+        self.absent_subjects: set[tuple[UUID, str]] = set()
+        self.absent_tenants: set[UUID] = set()
+        self.erased_tenants: set[UUID] = set()
+        self.trust_hints = True
 
 
 def _wrap(wrapping: AESGCM, material: bytes, aad: bytes) -> bytes:
@@ -85,9 +94,9 @@ class PostgresKeyStore:
             for name in ("tenant_keys", "subject_keys", "destroyed_keys")
         }
         self._lock = threading.Lock()
-        self._tenant_keys: dict[UUID, tuple[UUID, AESGCM]] = {}
+        self._tenant_keys: dict[UUID, AESGCM] = {}
         self._by_subject: dict[tuple[UUID, str], SubjectKey] = {}
-        self._by_id: dict[UUID, SubjectKey | None] = {}
+        self._by_id: dict[bytes, SubjectKey | None] = {}  # by the key id's 16 bytes
         self._generation = 0
         self._local = threading.local()
         self._listening = threading.Event()
@@ -130,188 +139,261 @@ class PostgresKeyStore:
 
     # Sealing: find or create the subject's key
 
-    def sealing_key(self, tenant_id: UUID, subject: str) -> SubjectKey:
+    def prefetch(self, needs: Iterable[SealingNeed]) -> None:
+        """Look up, in one round trip, every key a save will need that is not at hand."""
         pending = self._pending()
-        for key, _ in pending.subjects:
-            if key.tenant_id == tenant_id and key.subject == subject:
-                return key
-        if self._listening.is_set():
-            with self._lock:
-                cached = self._by_subject.get((tenant_id, subject))
-            if cached is not None:
-                return cached
-        generation = self._generation
-        key = self._load_subject_key(tenant_id, subject, generation)
+        cached = self._listening.is_set()
+        subjects: set[tuple[UUID, str]] = set()
+        tenants: set[UUID] = set()
+        for need in needs:
+            pair = (need.tenant_id, need.subject)
+            if pair in pending.new_subjects or pair in pending.found_subjects:
+                continue
+            if cached and pair in self._by_subject:
+                continue
+            if need.new_subject and pending.trust_hints:
+                pending.absent_subjects.add(pair)
+            else:
+                subjects.add(pair)
+            tenant = need.tenant_id
+            if tenant in pending.new_tenants or tenant in pending.found_tenants:
+                continue
+            if cached and tenant in self._tenant_keys:
+                continue
+            if need.new_tenant and pending.trust_hints:
+                pending.absent_tenants.add(tenant)
+            else:
+                tenants.add(tenant)
+        if subjects or tenants:
+            self._look_up(pending, subjects, tenants)
+
+    def _look_up(
+        self, pending: _Pending, subjects: set[tuple[UUID, str]], tenants: set[UUID]
+    ) -> None:
+        t = self._t
+        tenants |= {tenant for tenant, _ in subjects}
+        query = sql.SQL(
+            "SELECT s.tenant_id, s.subject, s.key_id, s.wrapped,"
+            " NULL::uuid AS tenant_key_id, NULL::bytea AS tenant_wrapped FROM {subjects} s"
+            " JOIN unnest(%s::uuid[], %s::text[]) AS wanted(tenant_id, subject)"
+            " USING (tenant_id, subject)"
+            " UNION ALL SELECT k.tenant_id, NULL, NULL, NULL, k.key_id, k.wrapped"
+            " FROM {tenants} k WHERE k.tenant_id = ANY(%s)"
+            " UNION ALL SELECT d.tenant_id, NULL, NULL, NULL, NULL, NULL FROM {destroyed} d"
+            " WHERE d.subject IS NULL AND d.tenant_id = ANY(%s)"
+        ).format(
+            subjects=t["subject_keys"], tenants=t["tenant_keys"], destroyed=t["destroyed_keys"]
+        )
+        tenant_list = list(tenants)
+        params = (
+            [tenant for tenant, _ in subjects],
+            [subject for _, subject in subjects],
+            tenant_list,
+            tenant_list,
+        )
+        with self.datastore.get_connection() as conn:  # autocommit: one round trip
+            rows = conn.cursor().execute(query, params).fetchall()
+        wrapped_subjects = []
+        for row in rows:
+            tenant_id = row["tenant_id"]
+            if row["subject"] is not None:
+                wrapped_subjects.append(row)
+            elif row["tenant_key_id"] is not None:
+                pending.found_tenants[tenant_id] = self._unwrap_tenant(
+                    tenant_id, row["tenant_key_id"], bytes(row["tenant_wrapped"])
+                )
+            else:
+                pending.erased_tenants.add(tenant_id)
+        found: list[SubjectKey] = []
+        for row in wrapped_subjects:
+            tenant_key = pending.found_tenants[row["tenant_id"]]
+            key = self._unwrap_subject(
+                row["tenant_id"], row["subject"], row["key_id"], bytes(row["wrapped"]), tenant_key
+            )
+            pending.found_subjects[(key.tenant_id, key.subject)] = key
+            found.append(key)
+        pending.absent_subjects |= subjects - pending.found_subjects.keys()
+        pending.absent_tenants |= tenants - pending.found_tenants.keys() - pending.erased_tenants
+        self._remember(found, {}, pending.generation)
+
+    def sealing_key(
+        self, tenant_id: UUID, subject: str, *, new_subject: bool = False, new_tenant: bool = False
+    ) -> SubjectKey:
+        pending = self._pending()
+        pair = (tenant_id, subject)
+        made = pending.new_subjects.get(pair)
+        if made is not None:
+            return made[0]
+        key = pending.found_subjects.get(pair)
         if key is not None:
             return key
-        tenant_key = self._tenant_key(tenant_id, pending, generation)
+        if self._listening.is_set():
+            key = self._by_subject.get(pair)
+            if key is not None:
+                return key
+        if pair not in pending.absent_subjects:
+            self.prefetch([SealingNeed(tenant_id, subject, new_subject, new_tenant)])
+            key = pending.found_subjects.get(pair)
+            if key is not None:
+                return key
+        tenant_key = self._tenant_key(tenant_id, pending, new_tenant)
         key, material = new_subject_key(tenant_id, subject)
-        pending.subjects.append(
-            (key, _wrap(tenant_key, material, _subject_aad(key.key_id, subject)))
+        pending.new_subjects[pair] = (
+            key,
+            _wrap(tenant_key, material, _subject_aad(key.key_id, subject)),
         )
         return key
 
     def _pending(self) -> _Pending:
         pending: _Pending | None = getattr(self._local, "pending", None)
         if pending is None:
-            pending = self._local.pending = _Pending([], [], self._generation)
+            pending = self._local.pending = _Pending(self._generation)
         return pending
 
-    def _load_subject_key(
-        self, tenant_id: UUID, subject: str, generation: int
-    ) -> SubjectKey | None:
-        t = self._t
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(
-                sql.SQL(
-                    "SELECT s.key_id, s.wrapped, k.key_id AS tenant_key_id,"
-                    " k.wrapped AS tenant_wrapped FROM {} s JOIN {} k USING (tenant_id)"
-                    " WHERE s.tenant_id = %s AND s.subject = %s"
-                ).format(t["subject_keys"], t["tenant_keys"]),
-                (tenant_id, subject),
-            )
-            row = curs.fetchone()
-        if row is None:
-            return None
-        tenant_key = self._unwrap_tenant(
-            tenant_id, row["tenant_key_id"], bytes(row["tenant_wrapped"])
-        )
-        key = self._unwrap_subject(
-            tenant_id, subject, row["key_id"], bytes(row["wrapped"]), tenant_key
-        )
-        self._remember([key], {tenant_id: (row["tenant_key_id"], tenant_key)}, generation)
-        return key
-
-    def _tenant_key(self, tenant_id: UUID, pending: _Pending, generation: int) -> AESGCM:
-        for pending_tenant, key_id, wrapped in pending.tenant:
-            if pending_tenant == tenant_id:
-                return self._unwrap_tenant(tenant_id, key_id, wrapped)
+    def _tenant_key(self, tenant_id: UUID, pending: _Pending, new_tenant: bool) -> AESGCM:
+        made = pending.new_tenants.get(tenant_id)
+        if made is not None:
+            return made[2]
+        found = pending.found_tenants.get(tenant_id)
+        if found is not None:
+            return found
         if self._listening.is_set():
-            with self._lock:
-                cached = self._tenant_keys.get(tenant_id)
+            cached = self._tenant_keys.get(tenant_id)
             if cached is not None:
-                return cached[1]
-        t = self._t
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(
-                sql.SQL("SELECT key_id, wrapped FROM {} WHERE tenant_id = %s").format(
-                    t["tenant_keys"]
-                ),
-                (tenant_id,),
-            )
-            row = curs.fetchone()
-            if row is None:
-                curs.execute(
-                    sql.SQL("SELECT 1 FROM {} WHERE tenant_id = %s AND subject IS NULL").format(
-                        t["destroyed_keys"]
-                    ),
-                    (tenant_id,),
-                )
-                if curs.fetchone() is not None:
-                    raise TenantErased(tenant_id)
-        if row is not None:
-            tenant_key = self._unwrap_tenant(tenant_id, row["key_id"], bytes(row["wrapped"]))
-            self._remember([], {tenant_id: (row["key_id"], tenant_key)}, generation)
-            return tenant_key
+                return cached
+        if tenant_id not in pending.absent_tenants and tenant_id not in pending.erased_tenants:
+            self._look_up(pending, set(), {tenant_id})
+            found = pending.found_tenants.get(tenant_id)
+            if found is not None:
+                return found
+        if tenant_id in pending.erased_tenants:
+            raise TenantErased(tenant_id)
         key_id = uuid4()
         material = AESGCM.generate_key(bit_length=256)
-        pending.tenant.append(
-            (tenant_id, key_id, _wrap(self._master, material, _tenant_aad(tenant_id, key_id)))
-        )
-        return AESGCM(material)
+        wrapped = _wrap(self._master, material, _tenant_aad(tenant_id, key_id))
+        tenant_key = AESGCM(material)
+        pending.new_tenants[tenant_id] = (key_id, wrapped, tenant_key)
+        return tenant_key
 
     # The event store's transaction writes new keys with the events sealed under them.
 
     def write_pending(self, curs: Any) -> None:
+        """Insert this thread's new keys; a key another process made first fails the
+        transaction with a unique violation, which `pending_conflicts` then explains."""
         pending: _Pending | None = getattr(self._local, "pending", None)
-        if pending is None:
+        if pending is None or not (pending.new_tenants or pending.new_subjects):
             return
         t = self._t
-        for tenant_id, key_id, wrapped in pending.tenant:
-            curs.execute(
-                sql.SQL(
-                    "INSERT INTO {} (tenant_id, key_id, wrapped) VALUES (%s, %s, %s)"
-                    " ON CONFLICT (tenant_id) DO NOTHING RETURNING key_id"
-                ).format(t["tenant_keys"]),
-                (tenant_id, key_id, wrapped),
-            )
-            if curs.fetchone() is None:
-                raise KeyRace(f"tenant key for {tenant_id}")
-        for key, wrapped in pending.subjects:
-            curs.execute(
-                sql.SQL(
-                    "INSERT INTO {} (key_id, tenant_id, subject, wrapped) VALUES (%s, %s, %s, %s)"
-                    " ON CONFLICT (tenant_id, subject) DO NOTHING RETURNING key_id"
-                ).format(t["subject_keys"]),
-                (key.key_id, key.tenant_id, key.subject, wrapped),
-            )
-            if curs.fetchone() is None:
-                raise KeyRace(f"subject key {key.subject}")
+        tenants = list(pending.new_tenants.items())
+        subjects = list(pending.new_subjects.values())
+        curs.execute(
+            sql.SQL(
+                "WITH t AS (INSERT INTO {tenants} (tenant_id, key_id, wrapped)"
+                " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::bytea[]))"
+                " INSERT INTO {subjects} (key_id, tenant_id, subject, wrapped)"
+                " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::bytea[])"
+            ).format(tenants=t["tenant_keys"], subjects=t["subject_keys"]),
+            (
+                [tenant_id for tenant_id, _ in tenants],
+                [key_id for _, (key_id, _, _) in tenants],
+                [wrapped for _, (_, wrapped, _) in tenants],
+                [key.key_id for key, _ in subjects],
+                [key.tenant_id for key, _ in subjects],
+                [key.subject for key, _ in subjects],
+                [wrapped for _, wrapped in subjects],
+            ),
+        )
 
-    def settle_pending(self, *, committed: bool) -> None:
-        """After the event transaction: cache what was committed, forget what was not."""
+    def pending_conflicts(self) -> bool:
+        """After a failed save: did another process create one of our new keys first?"""
+        pending: _Pending | None = getattr(self._local, "pending", None)
+        if pending is None or not (pending.new_tenants or pending.new_subjects):
+            return False
+        t = self._t
+        pairs = list(pending.new_subjects)
+        with self.datastore.get_connection() as conn:
+            row = (
+                conn.cursor()
+                .execute(
+                    sql.SQL(
+                        "SELECT EXISTS (SELECT 1 FROM {tenants} WHERE tenant_id = ANY(%s))"
+                        " OR EXISTS (SELECT 1 FROM {subjects} s JOIN unnest(%s::uuid[], %s::text[])"
+                        " AS mine(tenant_id, subject) USING (tenant_id, subject)) AS conflict"
+                    ).format(tenants=t["tenant_keys"], subjects=t["subject_keys"]),
+                    (list(pending.new_tenants), [p[0] for p in pairs], [p[1] for p in pairs]),
+                )
+                .fetchone()
+            )
+        return bool(row and row["conflict"])
+
+    def settle_pending(self, *, committed: bool, retrying: bool = False) -> None:
+        """After the event transaction: cache what was committed, forget what was not.
+        A retry after a key race looks everything up, trusting no "new" hint."""
         pending: _Pending | None = getattr(self._local, "pending", None)
         self._local.pending = None
+        if retrying:
+            self._pending().trust_hints = False
         if pending is None or not committed:
             return
-        tenants = {
-            tenant_id: (key_id, self._unwrap_tenant(tenant_id, key_id, wrapped))
-            for tenant_id, key_id, wrapped in pending.tenant
-        }
-        self._remember([key for key, _ in pending.subjects], tenants, pending.generation)
+        tenants = {tenant_id: key for tenant_id, (_, _, key) in pending.new_tenants.items()}
+        tenants |= pending.found_tenants
+        self._remember(
+            [key for key, _ in pending.new_subjects.values()], tenants, pending.generation
+        )
 
     # Opening
 
-    def opening_key(self, key_id: UUID) -> SubjectKey | None:
+    def opening_key(self, key_id: bytes) -> SubjectKey | None:
+        """The key whose id is these 16 bytes, or None once it has been destroyed."""
         pending: _Pending | None = getattr(self._local, "pending", None)
-        if pending is not None:
-            for key, _ in pending.subjects:
-                if key.key_id == key_id:
+        if pending is not None and pending.new_subjects:
+            for key, _ in pending.new_subjects.values():
+                if key.raw_id == key_id:
                     return key
         if self._listening.is_set():
-            with self._lock:
-                if key_id in self._by_id:
-                    return self._by_id[key_id]
-        return self._load_tenant_of(key_id)
+            try:
+                return self._by_id[key_id]  # a plain dict read: no lock needed
+            except KeyError:
+                pass
+        return self.load([key_id]).get(key_id)
 
-    def _load_tenant_of(self, key_id: UUID) -> SubjectKey | None:
-        """Load every key of the tenant that holds key_id: one round trip per tenant."""
+    def load(self, key_ids: Iterable[bytes]) -> dict[bytes, SubjectKey | None]:
+        """Fetch keys not at hand in one round trip (a replay calls this per page)."""
+        if self._listening.is_set():
+            wanted = [k for k in set(key_ids) if k not in self._by_id]
+        else:
+            wanted = list(set(key_ids))
+        if not wanted:
+            return {}
         generation = self._generation
         t = self._t
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(
-                sql.SQL(
-                    "SELECT s.key_id, s.subject, s.wrapped, s.tenant_id,"
-                    " k.key_id AS tenant_key_id, k.wrapped AS tenant_wrapped"
-                    " FROM {} s JOIN {} k USING (tenant_id)"
-                    " WHERE s.tenant_id = (SELECT tenant_id FROM {} WHERE key_id = %s)"
-                ).format(t["subject_keys"], t["tenant_keys"], t["subject_keys"]),
-                (key_id,),
-            )
-            rows = curs.fetchall()
-        found: SubjectKey | None = None
-        keys: list[SubjectKey] = []
-        tenants: dict[UUID, tuple[UUID, AESGCM]] = {}
+        query = sql.SQL(
+            "SELECT s.key_id, s.subject, s.wrapped, s.tenant_id,"
+            " k.key_id AS tenant_key_id, k.wrapped AS tenant_wrapped"
+            " FROM {} s JOIN {} k USING (tenant_id) WHERE s.key_id = ANY(%s)"
+        ).format(t["subject_keys"], t["tenant_keys"])
+        with self.datastore.get_connection() as conn:  # autocommit: one round trip
+            rows = conn.cursor().execute(query, ([UUID(bytes=k) for k in wanted],)).fetchall()
+        tenants: dict[UUID, AESGCM] = {}
+        found: dict[bytes, SubjectKey | None] = dict.fromkeys(wanted)
         for row in rows:
             tenant_id = row["tenant_id"]
-            if tenant_id not in tenants:
-                tenants[tenant_id] = (
-                    row["tenant_key_id"],
-                    self._unwrap_tenant(
-                        tenant_id, row["tenant_key_id"], bytes(row["tenant_wrapped"])
-                    ),
+            tenant_key = tenants.get(tenant_id) or self._tenant_keys.get(tenant_id)
+            if tenant_key is None:
+                tenant_key = self._unwrap_tenant(
+                    tenant_id, row["tenant_key_id"], bytes(row["tenant_wrapped"])
                 )
+            tenants[tenant_id] = tenant_key
             key = self._unwrap_subject(
-                tenant_id,
-                row["subject"],
-                row["key_id"],
-                bytes(row["wrapped"]),
-                tenants[tenant_id][1],
+                tenant_id, row["subject"], row["key_id"], bytes(row["wrapped"]), tenant_key
             )
-            keys.append(key)
-            if key.key_id == key_id:
-                found = key
-        self._remember(keys, tenants, generation, missing=None if found else key_id)
+            found[key.raw_id] = key
+        self._remember(
+            [k for k in found.values() if k is not None],
+            tenants,
+            generation,
+            missing=[raw for raw, k in found.items() if k is None],
+        )
         return found
 
     def _unwrap_tenant(self, tenant_id: UUID, key_id: UUID, wrapped: bytes) -> AESGCM:
@@ -327,9 +409,9 @@ class PostgresKeyStore:
     def _remember(
         self,
         keys: Iterable[SubjectKey],
-        tenants: dict[UUID, tuple[UUID, AESGCM]],
+        tenants: dict[UUID, AESGCM],
         generation: int,
-        missing: UUID | None = None,
+        missing: Iterable[bytes] = (),
     ) -> None:
         if not self._listening.is_set():
             return
@@ -340,9 +422,9 @@ class PostgresKeyStore:
             self._tenant_keys.update(tenants)
             for key in keys:
                 self._by_subject[(key.tenant_id, key.subject)] = key
-                self._by_id[key.key_id] = key
-            if missing is not None:
-                self._by_id[missing] = None  # destroyed keys never come back
+                self._by_id[key.raw_id] = key
+            for raw in missing:
+                self._by_id[raw] = None  # destroyed keys never come back
 
     # Destroying: the erasure
 
@@ -422,15 +504,15 @@ class PostgresKeyStore:
         with self._lock:
             self._generation += 1
             for key_id in key_ids:
-                key = self._by_id.pop(key_id, None)
+                key = self._by_id.pop(key_id.bytes, None)
                 if key is not None:
                     self._by_subject.pop((key.tenant_id, key.subject), None)
-                self._by_id[key_id] = None
+                self._by_id[key_id.bytes] = None
             if tenant_id is not None:
                 self._tenant_keys.pop(tenant_id, None)
-                for ident, key in list(self._by_id.items()):
+                for raw, key in list(self._by_id.items()):
                     if key is not None and key.tenant_id == tenant_id:
-                        self._by_id[ident] = None
+                        self._by_id[raw] = None
                         self._by_subject.pop((key.tenant_id, key.subject), None)
 
     def _forget_everything(self) -> None:

@@ -6,7 +6,7 @@ plus the library's POSTGRES_* settings and PICASSE_MASTER_KEY_FILE.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -14,6 +14,7 @@ from uuid import UUID
 from eventsourcing.persistence import (
     ApplicationRecorder,
     EventStore,
+    IntegrityError,
     Mapper,
     Recording,
     StoredEvent,
@@ -102,18 +103,36 @@ class SealingEventStore(EventStore[UUID]):
     def put(self, domain_events: Sequence[Any], **kwargs: Any) -> list[Recording[UUID]]:
         for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
             try:
+                self.keys.prefetch(self.mapper.sealing_needs(domain_events))  # type: ignore[attr-defined]
                 recordings = super().put(domain_events, **kwargs)
-            except KeyRace:
-                self.keys.settle_pending(committed=False)
-                if attempt == KEY_RACE_ATTEMPTS:
-                    raise
-                continue
+            except IntegrityError:
+                # Either an ordinary conflict (someone saved this aggregate first), or
+                # another process created one of our new keys first: then seal again.
+                race = self.keys.pending_conflicts()
+                self.keys.settle_pending(committed=False, retrying=race)
+                if race and attempt < KEY_RACE_ATTEMPTS:
+                    continue
+                if race:
+                    raise KeyRace("a key was created concurrently, again and again") from None
+                raise
             except BaseException:
                 self.keys.settle_pending(committed=False)
                 raise
             self.keys.settle_pending(committed=True)
             return recordings
         raise AssertionError("unreachable")
+
+    def get(
+        self,
+        originator_id: UUID,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[Any]:
+        stored = self.recorder.select_events(originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
+        return iter(self.mapper.to_domain_events(stored))  # type: ignore[attr-defined]
 
 
 class Factory(PostgresFactory):

@@ -23,7 +23,7 @@ from picasse.domain.values import Role
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages
 from tests.integration.gateway import FakeGateway
-from tests.integration.platform import Processes, base_env, processes, wait_until
+from tests.integration.platform_processes import Processes, base_env, processes, wait_until
 from tests.integration.smtp_server import RecordingSmtpServer
 
 DELIVERED = "picasse.domain.messages:Delivery.Delivered"

@@ -20,7 +20,7 @@ from picasse.domain.messaging import Messages, SendRequest
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages
 from tests.integration.inprocess import relay_and_worker
-from tests.integration.platform import wait_until
+from tests.integration.platform_processes import wait_until
 
 
 class MovableClock:

@@ -1,0 +1,1 @@
+"""The HTTP API and pages: a Litestar app built from the applications a runner hands it."""

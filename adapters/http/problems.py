@@ -1,0 +1,148 @@
+"""Errors as application/problem+json (RFC 9457): the one place an exception becomes a response."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+
+from picasse.adapters.http.acklinks import InvalidAckToken
+from picasse.adapters.postgres.keystore import TenantErased
+from picasse.adapters.providers.receipts import ForgedReceipt, MalformedReceipt
+from picasse.domain.errors import (
+    AuthenticationFailed,
+    Conflict,
+    DomainError,
+    InvalidInput,
+    NotFound,
+)
+from picasse.domain.messaging import Forbidden
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An error response (RFC 9457); `code` is stable for programs, `detail` is for people."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    field: str | None = None  # the input field at fault, when one is
+
+
+# The one table from what went wrong to what the caller is told; the most specific
+# class in an exception's MRO wins. Domain errors bring their own code and message; for
+# the others, a fixed detail (None: the error's own words, written to be shown).
+_STATUS_OF: dict[type[BaseException], tuple[HTTPStatus, str | None, str | None]] = {
+    DomainError: (HTTPStatus.BAD_REQUEST, None, None),
+    InvalidInput: (HTTPStatus.UNPROCESSABLE_ENTITY, None, None),
+    NotFound: (HTTPStatus.NOT_FOUND, None, None),
+    Conflict: (HTTPStatus.CONFLICT, None, None),
+    AuthenticationFailed: (HTTPStatus.UNAUTHORIZED, None, None),
+    Forbidden: (HTTPStatus.FORBIDDEN, None, None),
+    ForgedReceipt: (HTTPStatus.UNAUTHORIZED, "forged-receipt", None),
+    MalformedReceipt: (HTTPStatus.BAD_REQUEST, "malformed-receipt", None),
+    InvalidAckToken: (HTTPStatus.NOT_FOUND, "invalid-ack-link", None),
+    TenantErased: (HTTPStatus.GONE, "customer-erased", None),
+    # Database errors quote SQL and keys: they are told in our words, not theirs.
+    IntegrityError: (
+        HTTPStatus.CONFLICT,
+        "concurrent-change",
+        "Someone changed the same thing at the same moment; try again.",
+    ),
+    OperationalError: (
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        "unavailable",
+        "The data store cannot be reached; try again later.",
+    ),
+    InterfaceError: (
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        "unavailable",
+        "The data store cannot be reached; try again later.",
+    ),
+}
+
+_HTTP_CODES = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "too-large",
+    415: "unsupported-media-type",
+    429: "too-many-requests",
+}
+
+
+def problem_for(error: Exception) -> tuple[Problem, Mapping[str, str]]:
+    """The problem to answer with for `error`, and any headers it needs (e.g. Allow)."""
+    if isinstance(error, HTTPException):
+        try:
+            status = HTTPStatus(error.status_code)
+        except ValueError:
+            status = HTTPStatus.INTERNAL_SERVER_ERROR
+        code = (
+            "invalid-input"
+            if isinstance(error, ValidationException)
+            else _HTTP_CODES.get(status, f"http-{status.value}")
+        )
+        # Only the detail: a validation error's `extra` may echo what was sent.
+        return _problem(status, code, error.detail or status.phrase), error.headers or {}
+    for kind in type(error).__mro__:
+        if kind in _STATUS_OF:
+            status, own_code, detail = _STATUS_OF[kind]
+            if isinstance(error, DomainError):
+                return _problem(status, error.code, error.message, error.field), {}
+            if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+                log.warning("%s while serving a request", type(error).__name__)
+            return _problem(status, own_code or "error", detail or str(error) or status.phrase), {}
+    # Type and traceback only: request bodies hold phone numbers and are never logged.
+    log.error("unhandled %s while serving a request", type(error).__name__, exc_info=error)
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+    return _problem(status, "internal-error", "Something went wrong on our side."), {}
+
+
+def _problem(status: HTTPStatus, code: str, detail: str, field: str | None = None) -> Problem:
+    return Problem(
+        type=f"urn:picasse:problem:{code}",
+        title=status.phrase,
+        status=status.value,
+        detail=detail,
+        code=code,
+        field=field,
+    )
+
+
+def problem_response(request: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
+    """The app's one exception handler: every error leaves as application/problem+json."""
+    problem, headers = problem_for(error)
+    return Response(
+        content=msgspec.json.encode(problem),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=dict(headers),
+    )
+
+
+def problem_responses(*statuses: HTTPStatus) -> dict[int, ResponseSpec]:
+    """OpenAPI entries saying that a route answers these statuses with a Problem."""
+    return {
+        status.value: ResponseSpec(
+            data_container=Problem,
+            media_type=PROBLEM_JSON,
+            description=status.phrase,
+            generate_examples=False,
+        )
+        for status in statuses
+    }

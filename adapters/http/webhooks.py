@@ -1,0 +1,156 @@
+"""Calls from outside into a delivery: gateways' signed receipts and recipients' ack links."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from http import HTTPStatus
+from typing import Annotated, get_args
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError
+from litestar import MediaType, Response, get, post
+from litestar.di import NamedDependency
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
+from litestar.params import HeaderParameter, PathParameter, RawBody
+
+from picasse.adapters.http.acklinks import ACK_PATH, AckLinks
+from picasse.adapters.http.problems import problem_responses
+from picasse.adapters.providers.receipts import SIGNATURE_HEADER, ReceiptStatus, verify_receipt
+from picasse.domain.errors import NotFound
+from picasse.domain.messaging import Messages
+
+RECEIPTS_PATH = "/v1/webhooks/receipts"
+MAX_RECEIPT_BYTES = 16 * 1024  # a receipt is a few hundred bytes; refuse to buffer more
+# A concurrent write to the same delivery (a worker recording the hand-over, a duplicate
+# receipt) makes saving fail; the command then runs again on the fresh state.
+RETRIES_ON_CONCURRENT_WRITE = 0
+
+THANK_YOU_PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex"><title>Acknowledged</title></head>
+<body><h1>Thank you, acknowledged</h1>
+<p>The sender can see that you have received this alert. You can close this page.</p></body>
+</html>
+"""
+# The page shows nothing personal, but its URL holds the token: keep it out of caches
+# and Referer headers, and let the page run nothing.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _receipt_schema() -> Schema:
+    text = Schema(type=OpenAPIType.STRING)
+    return Schema(
+        type=OpenAPIType.OBJECT,
+        required=["id", "reference", "status"],
+        properties={
+            "id": Schema(type=OpenAPIType.STRING, description="the gateway's own id"),
+            "reference": Schema(
+                type=OpenAPIType.STRING,
+                format=OpenAPIFormat.UUID,
+                description="our delivery id, as we submitted it",
+            ),
+            "status": Schema(type=OpenAPIType.STRING, enum=list(get_args(ReceiptStatus))),
+            "reason": Schema(one_of=[text, Schema(type=OpenAPIType.NULL)]),
+        },
+    )
+
+
+@dataclass
+class _ReceiptOperation(Operation):
+    """Documents the body we read raw: Litestar sees no `data` parameter to describe."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description=(
+                "A delivery receipt, signed: the header carries sha256=<hex HMAC-SHA256 of"
+                " these exact bytes, keyed with the gateway's token>."
+            ),
+            content={"application/json": OpenAPIMediaType(schema=_receipt_schema())},
+        )
+
+
+# Both routes run in a worker thread: the domain's commands block on the database.
+@post(
+    RECEIPTS_PATH,
+    status_code=HTTPStatus.NO_CONTENT,
+    sync_to_thread=True,
+    request_max_body_size=MAX_RECEIPT_BYTES,
+    operation_class=_ReceiptOperation,
+    summary="Record a gateway's delivery receipt",
+    description=(
+        "Delivered and answered mark the delivery delivered; failed, undelivered,"
+        " no-answer and busy mark it failed with the reason. Repeating a receipt changes"
+        " nothing. A receipt that is not signed by one of our gateways records nothing."
+    ),
+    responses=problem_responses(
+        HTTPStatus.BAD_REQUEST, HTTPStatus.UNAUTHORIZED, HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT
+    ),
+    tags=["webhooks"],
+)
+def receive_receipt(
+    body: RawBody,
+    messages: NamedDependency[Messages],
+    receipt_tokens: NamedDependency[Mapping[str, str]],
+    signature: Annotated[
+        str | None,
+        HeaderParameter(name=SIGNATURE_HEADER, description="sha256=<hex HMAC-SHA256 of the body>"),
+    ] = None,
+) -> None:
+    # The signature covers the bytes as received: take them raw, decode only once verified.
+    gateway, receipt = verify_receipt(body, signature, receipt_tokens)
+    try:
+        delivery_id = UUID(receipt.reference)
+    except ValueError:
+        raise NotFound("the receipt's reference names no delivery of ours") from None
+    _retrying(
+        partial(
+            messages.record_receipt, delivery_id, receipt.status, receipt.reason, provider=gateway
+        )
+    )
+
+
+@get(
+    f"{ACK_PATH}/{{token:str}}",
+    media_type=MediaType.HTML,
+    sync_to_thread=True,
+    summary="Acknowledge an alert through the link sent with it",
+    description="Idempotent: opening the link again shows the same page and records nothing.",
+    responses=problem_responses(HTTPStatus.NOT_FOUND),
+    tags=["alerts"],
+)
+def acknowledge_by_link(
+    token: Annotated[str, PathParameter(description="the token of the link sent with the alert")],
+    messages: NamedDependency[Messages],
+    ack_links: NamedDependency[AckLinks],
+) -> Response[str]:
+    delivery_id = ack_links.verify(token)
+    _retrying(partial(messages.acknowledge, delivery_id, via="link"))
+    return Response(THANK_YOU_PAGE, media_type=MediaType.HTML, headers=PAGE_HEADERS)
+
+
+def _retrying(command: Callable[[], None]) -> None:
+    """Run a load-change-save command, again if another writer saved the aggregate first."""
+    for attempt in range(RETRIES_ON_CONCURRENT_WRITE + 1):
+        try:
+            command()
+        except IntegrityError:
+            if attempt == RETRIES_ON_CONCURRENT_WRITE:
+                raise
+        else:
+            return

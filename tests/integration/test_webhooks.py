@@ -1,0 +1,445 @@
+"""Receipts and ack links over real HTTP: the API under uvicorn, the event store on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import httpx
+import msgspec
+import psycopg
+import pytest
+import uvicorn
+from psycopg import sql
+
+from picasse.adapters.http.acklinks import AckLinks, ack_links_from
+from picasse.adapters.http.app import HttpDeps, create_app
+from picasse.adapters.master_key import create_master_key, read_master_key
+from picasse.adapters.providers.receipts import SIGNATURE_HEADER, sign_receipt
+from picasse.domain.access import Viewer
+from picasse.domain.accounts import Accounts
+from picasse.domain.messages import DeliveryStatus, delivery_id
+from picasse.domain.messaging import DeliveryDetails, Messages, SendRequest
+from picasse.domain.values import Role
+from picasse.runners.settings import Settings
+from picasse.runners.wiring import open_accounts, open_messages
+
+TOKENS = {"sms-primary": "primary-token", "sms-failover": "failover-token"}
+RECEIPTS = "/v1/webhooks/receipts"
+PHONE = "+31612345678"
+
+
+class Alert(msgspec.Struct, frozen=True):
+    customer_id: UUID
+    message_id: UUID
+    delivery_id: UUID
+
+
+# One store and one server for the whole module (opening and closing them is what takes
+# time); each test makes its own alert, so no test sees another's delivery.
+
+
+@pytest.fixture(scope="module")
+def module_schema(database_url: str) -> Iterator[str]:
+    name = f"t_{uuid4().hex[:12]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    yield name
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def module_settings(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Settings:
+    data_dir = tmp_path_factory.mktemp("webhooks") / "data"
+    settings = Settings(data_dir=data_dir, database_url=database_url)
+    create_master_key(settings.master_key_path)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def customers(
+    module_settings: Settings, database_url: str, module_schema: str
+) -> Iterator[Accounts]:
+    accounts = open_accounts(module_settings, database_url, schema=module_schema)
+    yield accounts
+    accounts.close()
+
+
+@pytest.fixture(scope="module")
+def messages(
+    module_settings: Settings, database_url: str, module_schema: str
+) -> Iterator[Messages]:
+    messages = open_messages(module_settings, database_url, schema=module_schema)
+    yield messages
+    messages.close()
+
+
+@pytest.fixture(scope="module")
+def api(module_settings: Settings, messages: Messages) -> Iterator[httpx.Client]:
+    """The app under uvicorn on a free port, in a thread; a client for its base URL."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    app = create_app(
+        HttpDeps(
+            messages=messages,
+            receipt_tokens=TOKENS,
+            ack_links=ack_links_from(read_master_key(module_settings.master_key_path), base_url),
+        )
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_config=None, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.01)
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        yield client
+    server.should_exit = True
+    thread.join(10)
+    listener.close()
+
+
+@pytest.fixture
+def links(module_settings: Settings, api: httpx.Client) -> AckLinks:
+    """Links as the platform mints them for this server."""
+    return ack_links_from(read_master_key(module_settings.master_key_path), str(api.base_url))
+
+
+@pytest.fixture
+def alert(customers: Accounts, messages: Messages) -> Alert:
+    return _new_alert(customers, messages)
+
+
+def _new_alert(customers: Accounts, messages: Messages) -> Alert:
+    """An SMS alert handed to a gateway, its delivery awaiting the network's receipt."""
+    customer_id = customers.register_customer(
+        organisation="Acme", contact_name="Bob", email="bob@example.com",
+        phone="+31612345670", billing_address="Street 1",
+    )  # fmt: skip
+    customers.start_subscription(customer_id)
+    message_id = messages.send(
+        customer_id,
+        SendRequest(
+            channel="sms", to=[PHONE], body="Fire drill at 10:00", priority="alert",
+            ack_within_minutes=5,
+        ),
+    )  # fmt: skip
+    delivery = delivery_id(message_id, 0)
+    assert messages.start_attempt(delivery) is not None
+    messages.record_sent(delivery, "sms-primary", "gw-1", final=False)
+    return Alert(customer_id, message_id, delivery)
+
+
+def _receipt(reference: object, status: str = "delivered", reason: str | None = None) -> bytes:
+    fields = {"id": "gw-1", "reference": str(reference), "status": status}
+    if reason is not None:
+        fields["reason"] = reason
+    return msgspec.json.encode(fields)
+
+
+def _post_receipt(
+    client: httpx.Client, body: bytes, token: str | None = TOKENS["sms-primary"]
+) -> httpx.Response:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers[SIGNATURE_HEADER] = sign_receipt(body, token)
+    return client.post(RECEIPTS, content=body, headers=headers)
+
+
+def _delivery(messages: Messages, alert: Alert) -> DeliveryDetails:
+    viewer = Viewer(role=Role.CUSTOMER_USER, customer_id=alert.customer_id)
+    (delivery,) = messages.message(alert.message_id, viewer).deliveries
+    return delivery
+
+
+def _assert_problem(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == status
+    assert problem["code"] == code
+    assert problem["title"] and problem["detail"] and problem["type"]
+
+
+# Receipts
+
+
+def test_a_signed_delivered_receipt_marks_the_delivery_delivered_by_the_signing_gateway(
+    api: httpx.Client, messages: Messages, alert: Alert
+) -> None:
+    response = _post_receipt(api, _receipt(alert.delivery_id), TOKENS["sms-failover"])
+
+    assert response.status_code == 204
+    delivery = _delivery(messages, alert)
+    assert delivery.status is DeliveryStatus.DELIVERED
+    assert delivery.provider == "sms-failover"
+
+
+def test_a_repeated_receipt_is_accepted_and_records_nothing_more(
+    api: httpx.Client, messages: Messages, alert: Alert
+) -> None:
+    body = _receipt(alert.delivery_id)
+    assert _post_receipt(api, body).status_code == 204
+    recorded = messages.recorder.max_notification_id()
+
+    assert _post_receipt(api, body).status_code == 204
+    assert messages.recorder.max_notification_id() == recorded
+    assert _delivery(messages, alert).status is DeliveryStatus.DELIVERED
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "recorded_reason"),
+    [
+        ("failed", "absent subscriber", "absent subscriber"),
+        ("undelivered", "network timeout", "network timeout"),
+        ("busy", None, "busy"),
+    ],
+)
+def test_a_failure_receipt_marks_the_delivery_failed_with_the_reason(
+    api: httpx.Client,
+    messages: Messages,
+    alert: Alert,
+    status: str,
+    reason: str | None,
+    recorded_reason: str,
+) -> None:
+    response = _post_receipt(api, _receipt(alert.delivery_id, status, reason))
+
+    assert response.status_code == 204
+    delivery = _delivery(messages, alert)
+    assert delivery.status is DeliveryStatus.FAILED
+    assert delivery.reason == recorded_reason
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        None,
+        "sha256=" + "0" * 64,
+        sign_receipt(b"another body", TOKENS["sms-primary"]),
+        "md5=abc",
+    ],
+    ids=["missing", "made-up", "for-another-body", "not-sha256"],
+)
+def test_a_receipt_not_signed_by_our_gateways_is_refused_and_records_nothing(
+    api: httpx.Client, messages: Messages, alert: Alert, signature: str | None
+) -> None:
+    before = messages.recorder.max_notification_id()
+    headers = {"Content-Type": "application/json"}
+    if signature is not None:
+        headers[SIGNATURE_HEADER] = signature
+
+    response = api.post(RECEIPTS, content=_receipt(alert.delivery_id), headers=headers)
+
+    _assert_problem(response, 401, "forged-receipt")
+    assert messages.recorder.max_notification_id() == before
+    assert _delivery(messages, alert).status is DeliveryStatus.SENDING
+
+
+def test_a_receipt_signed_with_a_token_we_do_not_hold_is_refused(
+    api: httpx.Client, messages: Messages, alert: Alert
+) -> None:
+    response = _post_receipt(api, _receipt(alert.delivery_id), token="someone-elses-token")
+
+    _assert_problem(response, 401, "forged-receipt")
+    assert _delivery(messages, alert).status is DeliveryStatus.SENDING
+
+
+@pytest.mark.parametrize("reference", [uuid4(), "not-a-uuid", ""], ids=["unknown", "text", "empty"])
+def test_a_signed_receipt_naming_no_delivery_of_ours_is_not_found_and_records_nothing(
+    api: httpx.Client, messages: Messages, alert: Alert, reference: object
+) -> None:
+    before = messages.recorder.max_notification_id()
+
+    response = _post_receipt(api, _receipt(reference))
+
+    _assert_problem(response, 404, "not-found")
+    assert messages.recorder.max_notification_id() == before
+
+
+def test_a_receipt_for_another_kind_of_aggregate_is_not_found(
+    api: httpx.Client, messages: Messages, alert: Alert
+) -> None:
+    response = _post_receipt(api, _receipt(alert.message_id))
+
+    _assert_problem(response, 404, "not-found")
+
+
+@pytest.mark.parametrize(
+    "body", [b"not json", b"{}", b'{"id": "1", "reference": "x", "status": "lost"}']
+)
+def test_a_signed_body_that_is_not_a_receipt_is_a_bad_request(
+    api: httpx.Client, alert: Alert, body: bytes
+) -> None:
+    _assert_problem(_post_receipt(api, body), 400, "malformed-receipt")
+
+
+def test_an_oversized_receipt_is_refused_before_it_is_read(api: httpx.Client) -> None:
+    _assert_problem(_post_receipt(api, b" " * 100_000), 413, "too-large")
+
+
+def test_receipts_arriving_at_once_are_all_accepted_and_deliver_once(
+    api: httpx.Client, customers: Accounts, messages: Messages
+) -> None:
+    # Those that lose the race to save retry on the fresh state; a few rounds make a race
+    # all but certain (without the retry, this fails nearly every run).
+    for _ in range(4):
+        alert = _new_alert(customers, messages)
+        body = _receipt(alert.delivery_id)
+        before = messages.recorder.max_notification_id()
+
+        with ThreadPoolExecutor(16) as pool:
+            statuses = list(pool.map(lambda _: _post_receipt(api, body).status_code, range(16)))
+
+        assert statuses == [204] * 16
+        assert messages.recorder.max_notification_id() == before + 1
+        assert _delivery(messages, alert).status is DeliveryStatus.DELIVERED
+
+
+# Acknowledgement links
+
+
+def test_an_ack_link_acknowledges_the_alert_and_thanks_the_recipient(
+    api: httpx.Client, links: AckLinks, messages: Messages, alert: Alert
+) -> None:
+
+    response = httpx.get(links.link(alert.delivery_id))
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Thank you, acknowledged" in response.text
+    assert PHONE not in response.text
+    assert _delivery(messages, alert).acknowledged
+
+
+def test_opening_an_ack_link_again_shows_the_same_page_and_records_nothing_more(
+    api: httpx.Client, links: AckLinks, messages: Messages, alert: Alert
+) -> None:
+    assert httpx.get(links.link(alert.delivery_id)).status_code == 200
+    recorded = messages.recorder.max_notification_id()
+
+    again = httpx.get(links.link(alert.delivery_id))
+
+    assert again.status_code == 200
+    assert "Thank you, acknowledged" in again.text
+    assert messages.recorder.max_notification_id() == recorded
+
+
+def test_a_tampered_ack_link_is_not_found_and_acknowledges_nothing(
+    api: httpx.Client, links: AckLinks, messages: Messages, alert: Alert
+) -> None:
+    token = links.token(alert.delivery_id)
+    tampered = token[:10] + ("A" if token[10] != "A" else "B") + token[11:]
+
+    response = api.get(f"/v1/ack/{tampered}")
+
+    _assert_problem(response, 404, "invalid-ack-link")
+    assert not _delivery(messages, alert).acknowledged
+
+
+def test_an_ack_link_minted_with_another_key_is_not_found(
+    api: httpx.Client, messages: Messages, alert: Alert
+) -> None:
+    foreign = ack_links_from(b"x" * 32, str(api.base_url))
+
+    _assert_problem(api.get(f"/v1/ack/{foreign.token(alert.delivery_id)}"), 404, "invalid-ack-link")
+    assert not _delivery(messages, alert).acknowledged
+
+
+# The app itself
+
+
+def test_health_says_ok(api: httpx.Client) -> None:
+    response = api.get("/health")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_the_openapi_document_describes_the_webhook_and_the_ack_link(api: httpx.Client) -> None:
+    response = api.get("/schema/openapi.json")
+
+    assert response.status_code == 200
+    document = response.json()
+    receipts = document["paths"][RECEIPTS]["post"]
+    assert receipts["requestBody"]["content"]["application/json"]["schema"]["required"] == [
+        "id",
+        "reference",
+        "status",
+    ]
+    assert "application/problem+json" in receipts["responses"]["401"]["content"]
+    assert "/v1/ack/{token}" in document["paths"]
+
+
+def test_an_unknown_path_and_a_wrong_method_answer_with_problem_json(api: httpx.Client) -> None:
+    _assert_problem(api.get("/v1/nothing-here"), 404, "not-found")
+    wrong_method = api.get(RECEIPTS)
+    _assert_problem(wrong_method, 405, "method-not-allowed")
+    assert "POST" in wrong_method.headers["allow"]
+
+
+# The process
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_api_process_says_where_it_listens_logs_no_bodies_and_stops_cleanly_on_sigterm(
+    module_settings: Settings, database_url: str, module_schema: str, tmp_path: Path
+) -> None:
+    port = _free_port()
+    env = dict(os.environ) | {
+        "PICASSE_DATA_DIR": str(module_settings.data_dir),
+        "PICASSE_DATABASE_URL": database_url,
+        "PICASSE_DATABASE_SCHEMA": module_schema,
+        "PICASSE_HTTP_PORT": str(port),
+        "PICASSE_SMS_GATEWAY_TOKEN": TOKENS["sms-primary"],
+    }
+    stderr_path = tmp_path / "stderr"
+    program = (
+        "import sys; from picasse.runners.api import main;"
+        " from picasse.runners.settings import Settings;"
+        " sys.exit(main(Settings.from_environ()))"
+    )
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-c", program], env=env, stdout=subprocess.PIPE, stderr=stderr
+        )
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        assert ready, "no ready line within 30 s"
+        assert process.stdout.readline() == f"api listening on http://127.0.0.1:{port}\n".encode()
+
+        assert httpx.get(f"http://127.0.0.1:{port}/health").json() == {"status": "ok"}
+        forged = _receipt(uuid4(), "failed", f"no such number {PHONE}")
+        refused = httpx.post(f"http://127.0.0.1:{port}{RECEIPTS}", content=forged)
+        assert refused.status_code == 401
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.stdout.read() == b""
+    assert PHONE.encode() not in stderr_path.read_bytes()
