@@ -240,8 +240,11 @@ class SealingMapper(Mapper[UUID]):
     # Writing
 
     def sealing_needs(self, domain_events: Iterable[Any]) -> list[SealingNeed]:
-        """The keys sealing these events will use, so a key ring can fetch them at once."""
+        """The keys sealing these events will use that may already exist, so a key ring
+        can fetch them in one round trip before sealing starts."""
         needs = []
+        new_tenants: set[UUID] = set()  # no key of theirs can exist yet
+        new_subjects: set[tuple[UUID, str]] = set()
         for domain_event in domain_events:
             plan = self.plan(type(domain_event))
             if not plan.has_personal:
@@ -249,15 +252,15 @@ class SealingMapper(Mapper[UUID]):
             state = domain_event.__dict__
             originator_id, version = state["originator_id"], state["originator_version"]
             tenant_id = state.get("tenant_id", originator_id)
+            if version == 1 and tenant_id == originator_id:
+                new_tenants.add(tenant_id)
             for personal, of in _personal_leaves(plan.fields, state, state):
-                needs.append(
-                    SealingNeed(
-                        tenant_id,
-                        subject_name(personal.kind, of),
-                        new_subject=version == 1 and of == originator_id,
-                        new_tenant=version == 1 and tenant_id == originator_id,
-                    )
-                )
+                subject = subject_name(personal.kind, of)
+                if version == 1 and of == originator_id:
+                    new_subjects.add((tenant_id, subject))
+                if tenant_id in new_tenants or (tenant_id, subject) in new_subjects:
+                    continue  # created by this very save: nothing to look up
+                needs.append(SealingNeed(tenant_id, subject))
         return needs
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
