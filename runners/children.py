@@ -65,6 +65,10 @@ class ChildProcess:
             self.process.wait()
 
 
+def api(settings: Settings, endpoints: Endpoints) -> ChildProcess:
+    return ChildProcess("API", ["api"], settings, endpoints)
+
+
 def relay(settings: Settings, endpoints: Endpoints) -> ChildProcess:
     return ChildProcess("Relay", ["relay"], settings, endpoints)
 
@@ -74,3 +78,7 @@ def worker(number: int) -> ServiceFactory:
         return ChildProcess(f"Worker {number}", ["worker"], settings, endpoints)
 
     return make
+
+
+def projections(settings: Settings, endpoints: Endpoints) -> ChildProcess:
+    return ChildProcess("Projections", ["project"], settings, endpoints)

@@ -102,7 +102,11 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from picasse.runners import children, up
 
     workers = args.workers or settings.workers
-    services = [children.relay, *(children.worker(n + 1) for n in range(workers))]
+    services = [
+        children.relay,
+        children.projections,
+        *(children.worker(n + 1) for n in range(workers)),
+    ]
     return up.main(settings, extra_services=services)
 
 
@@ -110,6 +114,12 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
     from picasse.runners import relay
 
     return relay.main(settings)
+
+
+def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.runners import project
+
+    return project.main(settings, rebuild=args.rebuild, once=args.once)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -377,6 +387,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Follow the event log and publish one job per queued delivery to the DELIVERIES stream, exactly once; resumes where it stopped. SIGTERM stops it cleanly.",
     )
     relay.set_defaults(run=cmd_relay)
+
+    project = commands.add_parser(
+        "project",
+        help="keep the views (accounts, traffic) up to date",
+        description="Follow the event log into the views the API and dashboard read. Each view commits its rows and its position together, so a restart resumes exactly. --rebuild empties one view and builds it again from the whole log, with a progress bar.",
+    )
+    project.add_argument(
+        "--rebuild", metavar="VIEW", help="rebuild this view from the log: accounts or traffic"
+    )
+    project.add_argument(
+        "--once", action="store_true", help="catch up with the log, print each view's lag, and exit"
+    )
+    project.set_defaults(run=cmd_project)
 
     worker = commands.add_parser(
         "worker",

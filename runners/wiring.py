@@ -9,6 +9,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from picasse.adapters.master_key import create_master_key, read_master_key
 from picasse.adapters.passwords import Argon2Passwords
+from picasse.adapters.postgres.store import shredder_of
 from picasse.adapters.providers import Provider
 from picasse.adapters.providers.maildir import MaildirProvider
 from picasse.adapters.providers.sms import sms_from_settings
@@ -17,6 +18,7 @@ from picasse.adapters.providers.voice import HttpVoiceGateway
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.accounts import Accounts
 from picasse.domain.messaging import Messages
+from picasse.domain.privacy import Privacy
 from picasse.runners.settings import Settings, SettingsError
 
 STORE_MODULE = "picasse.adapters.postgres.store:Factory"
@@ -75,6 +77,15 @@ def open_messages(
         clock=lambda: datetime.now(UTC),
         pseudonyms=KeyedPseudonyms(read_master_key(master_key_file)),
     )
+
+
+def open_privacy(settings: Settings, database_url: str, *, schema: str | None = None) -> Privacy:
+    env = eventsourcing_env(
+        database_url,
+        settings.master_key_path,
+        schema=settings.database_schema if schema is None else schema,
+    )
+    return Privacy(env, shredder=shredder_of)
 
 
 RECEIPTS_PATH = "/v1/webhooks/receipts"

@@ -140,12 +140,19 @@ class Factory(PostgresFactory):
 
     def __init__(self, env: Any) -> None:
         super().__init__(env)
-        path = self.env.get(self.MASTER_KEY_FILE)
-        if not path:
-            raise OSError("PICASSE_MASTER_KEY_FILE is not set")
-        self.keys = PostgresKeyStore(self.datastore, read_master_key(Path(path)))
-        if self.env_create_table():
-            self.keys.create_tables()
+        self._keys: PostgresKeyStore | None = None
+
+    @property
+    def keys(self) -> PostgresKeyStore:
+        """The key store, made on first use: a view's factory never needs one."""
+        if self._keys is None:
+            path = self.env.get(self.MASTER_KEY_FILE)
+            if not path:
+                raise OSError("PICASSE_MASTER_KEY_FILE is not set")
+            self._keys = PostgresKeyStore(self.datastore, read_master_key(Path(path)))
+            if self.env_create_table():
+                self._keys.create_tables()
+        return self._keys
 
     def mapper(
         self, transcoder: Transcoder | None = None, mapper_class: type[Mapper[Any]] | None = None
@@ -171,5 +178,24 @@ class Factory(PostgresFactory):
         )
 
     def close(self) -> None:
-        self.keys.close()
+        if self._keys is not None:
+            self._keys.close()
         super().close()
+
+
+class KeyStoreShredder:
+    """The key store as the domain's `KeyShredder`: the same store the application's
+    mapper uses, so its own cache forgets a destroyed key at once."""
+
+    def __init__(self, keys: PostgresKeyStore) -> None:
+        self.keys = keys
+
+    def destroy_subject_key(self, tenant_id: UUID, subject: str) -> list[UUID]:
+        return [k.key_id for k in self.keys.destroy_subject_key(tenant_id, subject)]
+
+    def destroy_tenant_keys(self, tenant_id: UUID) -> list[UUID]:
+        return [k.key_id for k in self.keys.destroy_tenant_keys(tenant_id)]
+
+
+def shredder_of(application: Any) -> KeyStoreShredder:
+    return KeyStoreShredder(application.factory.keys)

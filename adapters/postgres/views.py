@@ -1,0 +1,308 @@
+"""The views in PostgreSQL: each write and its tracking record commit in one transaction."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from psycopg import sql
+
+from picasse.projections.accounts import AccountsView, CustomerRow, UserRow
+from picasse.projections.traffic import Change, DailyCount, TrafficRow, TrafficView
+
+
+class _View(PostgresTrackingRecorder):
+    """Common plumbing: named tables in the datastore's schema, one transaction per write."""
+
+    tables: tuple[str, ...] = ()
+
+    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        prefix = self.tracking_table_name.removesuffix("_tracking")
+        self.t = {
+            name: sql.Identifier(datastore.schema, f"{prefix}_{name}") for name in self.tables
+        }
+        self.sql_create_statements += [
+            sql.SQL(s).format(**self.t) for s in self.schema_statements()
+        ]
+
+    def schema_statements(self) -> list[str]:
+        return []
+
+    def _write(self, tracking: Tracking, statements: str | list[str], params: Any) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            for statement in [statements] if isinstance(statements, str) else statements:
+                curs.execute(sql.SQL(statement).format(**self.t), params)
+            self._insert_tracking(curs, tracking)
+
+    def _read(self, statement: str, params: Any = ()) -> list[dict[str, Any]]:
+        with self.datastore.get_connection() as conn:
+            return conn.execute(sql.SQL(statement).format(**self.t), params).fetchall()  # type: ignore[return-value]
+
+    def reset(self) -> None:
+        """Empty the view and its position, so it is rebuilt from the start of the log."""
+        with self.datastore.transaction(commit=True) as curs:
+            for table in self.t.values():
+                curs.execute(sql.SQL("TRUNCATE {}").format(table))
+            curs.execute(
+                sql.SQL("DELETE FROM {} WHERE application_name <> %s").format(
+                    sql.Identifier(self.datastore.schema, self.tracking_table_name)
+                ),
+                (self.table_migration_identifier,),
+            )
+
+
+class PostgresAccountsView(_View, AccountsView):
+    tables = ("customers", "users")
+
+    def schema_statements(self) -> list[str]:
+        return [
+            "CREATE TABLE IF NOT EXISTS {customers} (id uuid PRIMARY KEY, organisation text,"
+            " contact_name text, contact_email text, contact_phone text, billing_address text,"
+            " subscription text NOT NULL, plan text, registered_at timestamptz NOT NULL,"
+            " erased boolean NOT NULL DEFAULT false)",
+            "CREATE TABLE IF NOT EXISTS {users} (id uuid PRIMARY KEY, customer_id uuid,"
+            " login text, role text NOT NULL, disabled boolean NOT NULL DEFAULT false,"
+            " added_at timestamptz NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS accounts_users_customer ON {users} (customer_id)",
+        ]
+
+    def customer_registered(
+        self, customer_id: UUID, organisation: str | None, contact: tuple[str | None, str | None, str | None],
+        billing_address: str | None, registered_at: datetime, tracking: Tracking,
+    ) -> None:  # fmt: skip
+        self._write(
+            tracking,
+            "INSERT INTO {customers} (id, organisation, contact_name, contact_email, contact_phone,"
+            " billing_address, subscription, registered_at) VALUES (%s, %s, %s, %s, %s, %s,"
+            " 'registered', %s) ON CONFLICT (id) DO NOTHING",
+            (customer_id, organisation, *contact, billing_address, registered_at),
+        )
+
+    def contact_changed(
+        self,
+        customer_id: UUID,
+        contact: tuple[str | None, str | None, str | None],
+        tracking: Tracking,
+    ) -> None:
+        self._write(
+            tracking,
+            "UPDATE {customers} SET contact_name = %s, contact_email = %s, contact_phone = %s"
+            " WHERE id = %s AND NOT erased",
+            (*contact, customer_id),
+        )
+
+    def billing_address_changed(
+        self, customer_id: UUID, billing_address: str | None, tracking: Tracking
+    ) -> None:
+        self._write(
+            tracking,
+            "UPDATE {customers} SET billing_address = %s WHERE id = %s AND NOT erased",
+            (billing_address, customer_id),
+        )
+
+    def subscription_changed(
+        self, customer_id: UUID, subscription: str, plan: str | None, tracking: Tracking
+    ) -> None:
+        self._write(
+            tracking,
+            "UPDATE {customers} SET subscription = %s, plan = coalesce(%s, plan) WHERE id = %s",
+            (subscription, plan, customer_id),
+        )
+
+    def user_added(
+        self,
+        user_id: UUID,
+        customer_id: UUID | None,
+        login: str | None,
+        role: str,
+        added_at: datetime,
+        tracking: Tracking,
+    ) -> None:
+        self._write(
+            tracking,
+            "INSERT INTO {users} (id, customer_id, login, role, added_at) VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (id) DO NOTHING",
+            (user_id, customer_id, login, role, added_at),
+        )
+
+    def user_disabled(self, user_id: UUID, disabled: bool, tracking: Tracking) -> None:
+        self._write(tracking, "UPDATE {users} SET disabled = %s WHERE id = %s", (disabled, user_id))
+
+    def erased(self, tenant_id: UUID, subject: str | None, tracking: Tracking) -> None:
+        kind, _, of = (subject or "").partition("/")
+        if subject is None:
+            statement: str | list[str] = [
+                "UPDATE {customers} SET organisation = NULL, contact_name = NULL, contact_email = NULL,"
+                " contact_phone = NULL, billing_address = NULL, erased = true WHERE id = %(tenant)s",
+                "UPDATE {users} SET login = NULL WHERE customer_id = %(tenant)s",
+            ]
+        elif kind == "contact":
+            statement = (
+                "UPDATE {customers} SET contact_name = NULL, contact_email = NULL,"
+                " contact_phone = NULL WHERE id = %(tenant)s"
+            )
+        elif kind == "organisation":
+            statement = "UPDATE {customers} SET organisation = NULL, billing_address = NULL WHERE id = %(tenant)s"
+        elif kind == "user":
+            statement = "UPDATE {users} SET login = NULL WHERE id::text = %(of)s"
+        else:
+            self.insert_tracking(tracking)
+            return
+        self._write(tracking, statement, {"tenant": tenant_id, "of": of})
+
+    def customers(self, *, customer_id: UUID | None = None) -> list[CustomerRow]:
+        rows = self._read(
+            "SELECT id, organisation, contact_name, contact_email, contact_phone, billing_address,"
+            " subscription, plan, registered_at, erased FROM {customers}"
+            " WHERE %(id)s::uuid IS NULL OR id = %(id)s ORDER BY registered_at",
+            {"id": customer_id},
+        )
+        return [CustomerRow(**row) for row in rows]
+
+    def users(self, *, customer_id: UUID | None = None, platform: bool = False) -> list[UserRow]:
+        rows = self._read(
+            "SELECT id, customer_id, login, role, disabled, added_at FROM {users}"
+            " WHERE (%(platform)s AND customer_id IS NULL)"
+            " OR (NOT %(platform)s AND (%(id)s::uuid IS NULL OR customer_id = %(id)s))"
+            " ORDER BY added_at",
+            {"id": customer_id, "platform": platform},
+        )
+        return [UserRow(**row) for row in rows]
+
+
+class PostgresTrafficView(_View, TrafficView):
+    tables = ("messages", "deliveries")
+
+    def schema_statements(self) -> list[str]:
+        return [
+            "CREATE TABLE IF NOT EXISTS {messages} (id uuid PRIMARY KEY, customer_id uuid NOT NULL,"
+            " channel text NOT NULL, priority text NOT NULL, month text NOT NULL,"
+            " requested_at timestamptz NOT NULL, requested_by uuid, client_ip text)",
+            "CREATE TABLE IF NOT EXISTS {deliveries} (id uuid PRIMARY KEY, message_id uuid NOT NULL,"
+            " customer_id uuid NOT NULL, idx integer NOT NULL, channel text NOT NULL,"
+            " month text NOT NULL, recipient text, status text NOT NULL, attempts integer NOT NULL DEFAULT 0,"
+            " reason text, provider text, acknowledged boolean NOT NULL DEFAULT false,"
+            " queued_at timestamptz NOT NULL, updated_at timestamptz NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS traffic_deliveries_customer_time ON {deliveries} (customer_id, queued_at)",
+            "CREATE INDEX IF NOT EXISTS traffic_deliveries_time ON {deliveries} (queued_at)",
+            "CREATE INDEX IF NOT EXISTS traffic_deliveries_message ON {deliveries} (message_id)",
+        ]
+
+    def message_requested(
+        self, message_id: UUID, customer_id: UUID, channel: str, priority: str, month: str,
+        requested_at: datetime, requested_by: UUID | None, client_ip: str | None, tracking: Tracking,
+    ) -> None:  # fmt: skip
+        self._write(
+            tracking,
+            "INSERT INTO {messages} (id, customer_id, channel, priority, month, requested_at,"
+            " requested_by, client_ip) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+            (
+                message_id,
+                customer_id,
+                channel,
+                priority,
+                month,
+                requested_at,
+                requested_by,
+                client_ip,
+            ),
+        )
+
+    def delivery_queued(
+        self, delivery_id: UUID, message_id: UUID, customer_id: UUID, index: int, channel: str,
+        month: str, recipient: str | None, queued_at: datetime, tracking: Tracking,
+    ) -> None:  # fmt: skip
+        self._write(
+            tracking,
+            "INSERT INTO {deliveries} (id, message_id, customer_id, idx, channel, month, recipient,"
+            " status, queued_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 'queued', %s, %s)"
+            " ON CONFLICT (id) DO NOTHING",
+            (
+                delivery_id,
+                message_id,
+                customer_id,
+                index,
+                channel,
+                month,
+                recipient,
+                queued_at,
+                queued_at,
+            ),
+        )
+
+    def delivery_changed(
+        self, delivery_id: UUID, change: Change, at: datetime, tracking: Tracking
+    ) -> None:
+        self._write(
+            tracking,
+            "UPDATE {deliveries} SET status = coalesce(%(status)s, status),"
+            " attempts = coalesce(%(attempts)s, attempts), reason = CASE WHEN %(status)s::text IS NULL"
+            " THEN reason ELSE %(reason)s END, provider = coalesce(%(provider)s, provider),"
+            " acknowledged = coalesce(%(acknowledged)s, acknowledged), updated_at = %(at)s"
+            " WHERE id = %(id)s",
+            {
+                "status": change.status,
+                "attempts": change.attempts,
+                "reason": change.reason,
+                "provider": change.provider,
+                "acknowledged": change.acknowledged,
+                "at": at,
+                "id": delivery_id,
+            },
+        )
+
+    def erased(self, tenant_id: UUID, subject: str | None, tracking: Tracking) -> None:
+        kind, _, month = (subject or "").partition("/")
+        if subject is None:
+            statements = [
+                "UPDATE {deliveries} SET recipient = NULL WHERE customer_id = %(tenant)s",
+                "UPDATE {messages} SET client_ip = NULL WHERE customer_id = %(tenant)s",
+            ]
+        elif kind == "traffic":
+            statements = [
+                "UPDATE {deliveries} SET recipient = NULL WHERE customer_id = %(tenant)s AND month = %(month)s",
+                "UPDATE {messages} SET client_ip = NULL WHERE customer_id = %(tenant)s AND month = %(month)s",
+            ]
+        else:
+            self.insert_tracking(tracking)
+            return
+        self._write(tracking, statements, {"tenant": tenant_id, "month": month})
+
+    def traffic(
+        self, customer_id: UUID | None, start: datetime, end: datetime, *, limit: int = 1000
+    ) -> list[TrafficRow]:
+        rows = self._read(
+            "SELECT d.id AS delivery_id, d.message_id, d.customer_id, m.requested_at, m.requested_by,"
+            " m.client_ip, d.channel, d.recipient, d.status, d.attempts, d.reason, d.updated_at"
+            " FROM {deliveries} d JOIN {messages} m ON m.id = d.message_id"
+            " WHERE (%(customer)s::uuid IS NULL OR d.customer_id = %(customer)s)"
+            " AND d.queued_at >= %(start)s AND d.queued_at < %(end)s"
+            " ORDER BY d.queued_at DESC, d.idx LIMIT %(limit)s",
+            {"customer": customer_id, "start": start, "end": end, "limit": limit},
+        )
+        return [TrafficRow(**row) for row in rows]
+
+    def daily_counts(self, customer_id: UUID | None, start: date, end: date) -> list[DailyCount]:
+        rows = self._read(
+            "SELECT (queued_at AT TIME ZONE 'UTC')::date AS day, customer_id, channel, status,"
+            " count(*)::int AS count FROM {deliveries}"
+            " WHERE (%(customer)s::uuid IS NULL OR customer_id = %(customer)s)"
+            " AND queued_at >= %(start)s AND queued_at < %(end)s + 1"
+            " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+            {"customer": customer_id, "start": start, "end": end},
+        )
+        return [DailyCount(**row) for row in rows]
+
+
+def events_after(recorder: Any, position: int, topics: tuple[str, ...]) -> int:
+    """How many events of these topics the log holds after `position`: a view's lag."""
+    statement = sql.SQL(
+        "SELECT count(*) AS n FROM {}.{} WHERE notification_id > %s AND topic = ANY(%s)"
+    ).format(sql.Identifier(recorder.datastore.schema), sql.Identifier(recorder.events_table_name))
+    with recorder.datastore.get_connection() as conn:
+        row = conn.execute(statement, (position, list(topics))).fetchone()
+    return int(row["n"]) if row else 0

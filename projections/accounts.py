@@ -1,0 +1,183 @@
+"""The accounts view: customers, subscriptions, users and roles, contact details for those entitled."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from eventsourcing.dispatch import singledispatchmethod
+from eventsourcing.persistence import Tracking, TrackingRecorder
+from eventsourcing.projection import Projection
+from eventsourcing.utils import get_topic
+
+from picasse.domain.customers import Customer, Subscription
+from picasse.domain.personal import Erased
+from picasse.domain.privacy import Erasure
+from picasse.domain.users import PLATFORM_TENANT, User
+
+
+def plain(value: Any) -> str | None:
+    """Text for a view column; an erased value is stored as NULL (and flagged)."""
+    return None if isinstance(value, Erased) else str(value)
+
+
+class CustomerRow(msgspec.Struct, frozen=True):
+    id: UUID
+    organisation: str | None  # None once erased
+    contact_name: str | None
+    contact_email: str | None
+    contact_phone: str | None
+    billing_address: str | None
+    subscription: str
+    plan: str | None
+    registered_at: datetime
+    erased: bool
+
+
+class UserRow(msgspec.Struct, frozen=True):
+    id: UUID
+    customer_id: UUID | None
+    login: str | None
+    role: str
+    disabled: bool
+    added_at: datetime
+
+
+class AccountsView(TrackingRecorder, ABC):
+    @abstractmethod
+    def customer_registered(
+        self, customer_id: UUID, organisation: str | None, contact: tuple[str | None, str | None, str | None],
+        billing_address: str | None, registered_at: datetime, tracking: Tracking,
+    ) -> None: ...  # fmt: skip
+
+    @abstractmethod
+    def contact_changed(
+        self,
+        customer_id: UUID,
+        contact: tuple[str | None, str | None, str | None],
+        tracking: Tracking,
+    ) -> None: ...
+
+    @abstractmethod
+    def billing_address_changed(
+        self, customer_id: UUID, billing_address: str | None, tracking: Tracking
+    ) -> None: ...
+
+    @abstractmethod
+    def subscription_changed(
+        self, customer_id: UUID, subscription: str, plan: str | None, tracking: Tracking
+    ) -> None: ...
+
+    @abstractmethod
+    def user_added(
+        self,
+        user_id: UUID,
+        customer_id: UUID | None,
+        login: str | None,
+        role: str,
+        added_at: datetime,
+        tracking: Tracking,
+    ) -> None: ...
+
+    @abstractmethod
+    def user_disabled(self, user_id: UUID, disabled: bool, tracking: Tracking) -> None: ...
+
+    @abstractmethod
+    def erased(self, tenant_id: UUID, subject: str | None, tracking: Tracking) -> None:
+        """Drop the plaintext held for a subject (or, with None, for the whole tenant)."""
+
+    # Queries
+
+    @abstractmethod
+    def customers(self, *, customer_id: UUID | None = None) -> list[CustomerRow]: ...
+
+    @abstractmethod
+    def users(
+        self, *, customer_id: UUID | None = None, platform: bool = False
+    ) -> list[UserRow]: ...
+
+
+class AccountsProjection(Projection[AccountsView]):
+    name = "accounts_view"
+    topics = tuple(
+        get_topic(cls)
+        for cls in (
+            Customer.Registered,
+            Customer.ContactChanged,
+            Customer.BillingAddressChanged,
+            Customer.SubscriptionStarted,
+            Customer.Terminated,
+            User.Added,
+            User.Disabled,
+            User.Enabled,
+            Erasure.Recorded,
+        )
+    )
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        self.view.insert_tracking(tracking)  # not ours: only move the position on
+
+    @process_event.register
+    def _(self, domain_event: Customer.Registered, tracking: Tracking) -> None:
+        c = domain_event.contact
+        self.view.customer_registered(
+            domain_event.originator_id,
+            plain(domain_event.organisation),
+            (plain(c.name), plain(c.email), plain(c.phone)),
+            plain(domain_event.billing_address),
+            domain_event.timestamp,
+            tracking,
+        )
+
+    @process_event.register
+    def _(self, domain_event: Customer.ContactChanged, tracking: Tracking) -> None:
+        c = domain_event.contact
+        self.view.contact_changed(
+            domain_event.originator_id, (plain(c.name), plain(c.email), plain(c.phone)), tracking
+        )
+
+    @process_event.register
+    def _(self, domain_event: Customer.BillingAddressChanged, tracking: Tracking) -> None:
+        self.view.billing_address_changed(
+            domain_event.originator_id, plain(domain_event.billing_address), tracking
+        )
+
+    @process_event.register
+    def _(self, domain_event: Customer.SubscriptionStarted, tracking: Tracking) -> None:
+        self.view.subscription_changed(
+            domain_event.originator_id, Subscription.ACTIVE.value, domain_event.plan, tracking
+        )
+
+    @process_event.register
+    def _(self, domain_event: Customer.Terminated, tracking: Tracking) -> None:
+        self.view.subscription_changed(
+            domain_event.originator_id, Subscription.TERMINATED.value, None, tracking
+        )
+
+    @process_event.register
+    def _(self, domain_event: User.Added, tracking: Tracking) -> None:
+        tenant = domain_event.tenant_id
+        self.view.user_added(
+            domain_event.originator_id,
+            None if tenant == PLATFORM_TENANT else tenant,
+            plain(domain_event.login),
+            domain_event.role.value,
+            domain_event.timestamp,
+            tracking,
+        )
+
+    @process_event.register
+    def _(self, domain_event: User.Disabled, tracking: Tracking) -> None:
+        self.view.user_disabled(domain_event.originator_id, True, tracking)
+
+    @process_event.register
+    def _(self, domain_event: User.Enabled, tracking: Tracking) -> None:
+        self.view.user_disabled(domain_event.originator_id, False, tracking)
+
+    @process_event.register
+    def _(self, domain_event: Erasure.Recorded, tracking: Tracking) -> None:
+        self.view.erased(domain_event.tenant_id, domain_event.subject, tracking)

@@ -1,0 +1,169 @@
+"""The traffic view (R4): who sent when, over which channel, to whom, with what outcome.
+
+Recipients and sender IPs are plaintext here for the pages that show them to those
+entitled; an erasure (a month's traffic key, or the whole customer) blanks them, while
+counts without personal data stay.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from eventsourcing.dispatch import singledispatchmethod
+from eventsourcing.persistence import Tracking, TrackingRecorder
+from eventsourcing.projection import Projection
+from eventsourcing.utils import get_topic
+
+from picasse.domain.messages import Delivery, DeliveryStatus, Message
+from picasse.domain.privacy import Erasure
+from picasse.projections.accounts import plain
+
+
+class TrafficRow(msgspec.Struct, frozen=True):
+    delivery_id: UUID
+    message_id: UUID
+    customer_id: UUID
+    requested_at: datetime
+    requested_by: UUID | None
+    client_ip: str | None
+    channel: str
+    recipient: str | None  # None once erased (or for viewers not entitled)
+    status: str
+    attempts: int
+    reason: str | None
+    updated_at: datetime
+
+
+class DailyCount(msgspec.Struct, frozen=True):
+    day: date
+    customer_id: UUID
+    channel: str
+    status: str
+    count: int
+
+
+class Change(msgspec.Struct, frozen=True):
+    """What one delivery event changes in its row."""
+
+    status: str | None = None
+    attempts: int | None = None
+    reason: str | None = None
+    provider: str | None = None
+    acknowledged: bool | None = None
+
+
+class TrafficView(TrackingRecorder, ABC):
+    @abstractmethod
+    def message_requested(
+        self, message_id: UUID, customer_id: UUID, channel: str, priority: str, month: str,
+        requested_at: datetime, requested_by: UUID | None, client_ip: str | None, tracking: Tracking,
+    ) -> None: ...  # fmt: skip
+
+    @abstractmethod
+    def delivery_queued(
+        self, delivery_id: UUID, message_id: UUID, customer_id: UUID, index: int, channel: str,
+        month: str, recipient: str | None, queued_at: datetime, tracking: Tracking,
+    ) -> None: ...  # fmt: skip
+
+    @abstractmethod
+    def delivery_changed(
+        self, delivery_id: UUID, change: Change, at: datetime, tracking: Tracking
+    ) -> None: ...
+
+    @abstractmethod
+    def erased(self, tenant_id: UUID, subject: str | None, tracking: Tracking) -> None:
+        """Blank recipients and IPs of a month ('traffic/2026-05'), or of the whole tenant (None)."""
+
+    # Queries
+
+    @abstractmethod
+    def traffic(
+        self, customer_id: UUID | None, start: datetime, end: datetime, *, limit: int = 1000
+    ) -> list[TrafficRow]: ...
+
+    @abstractmethod
+    def daily_counts(
+        self, customer_id: UUID | None, start: date, end: date
+    ) -> list[DailyCount]: ...
+
+
+class TrafficProjection(Projection[TrafficView]):
+    name = "traffic_view"
+    topics = tuple(
+        get_topic(cls)
+        for cls in (
+            Message.Requested,
+            Delivery.Queued,
+            Delivery.Attempted,
+            Delivery.Accepted,
+            Delivery.Delivered,
+            Delivery.RetryScheduled,
+            Delivery.Undelivered,
+            Delivery.Failed,
+            Delivery.Acknowledged,
+            Erasure.Recorded,
+        )
+    )
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        self.view.insert_tracking(tracking)
+
+    @process_event.register
+    def _(self, e: Message.Requested, tracking: Tracking) -> None:
+        self.view.message_requested(
+            e.originator_id, e.tenant_id, e.channel.value, e.priority.value, e.month,
+            e.timestamp, e.requested_by, plain(e.client_ip) if e.client_ip is not None else None, tracking,
+        )  # fmt: skip
+
+    @process_event.register
+    def _(self, e: Delivery.Queued, tracking: Tracking) -> None:
+        self.view.delivery_queued(
+            e.originator_id, e.message_id, e.tenant_id, e.index, e.channel.value, e.month,
+            plain(e.to), e.timestamp, tracking,
+        )  # fmt: skip
+
+    @process_event.register
+    def _(self, e: Delivery.Attempted, tracking: Tracking) -> None:
+        change = Change(status=DeliveryStatus.SENDING.value, attempts=e.attempt)
+        self.view.delivery_changed(e.originator_id, change, e.timestamp, tracking)
+
+    @process_event.register
+    def _(self, e: Delivery.Accepted, tracking: Tracking) -> None:
+        self.view.delivery_changed(
+            e.originator_id, Change(provider=e.provider), e.timestamp, tracking
+        )
+
+    @process_event.register
+    def _(self, e: Delivery.Delivered, tracking: Tracking) -> None:
+        change = Change(status=DeliveryStatus.DELIVERED.value, provider=e.provider)
+        self.view.delivery_changed(e.originator_id, change, e.timestamp, tracking)
+
+    @process_event.register
+    def _(self, e: Delivery.RetryScheduled, tracking: Tracking) -> None:
+        change = Change(status=DeliveryStatus.QUEUED.value, reason=e.reason)
+        self.view.delivery_changed(e.originator_id, change, e.timestamp, tracking)
+
+    @process_event.register
+    def _(self, e: Delivery.Undelivered, tracking: Tracking) -> None:
+        change = Change(status=DeliveryStatus.UNDELIVERED.value, reason=e.reason)
+        self.view.delivery_changed(e.originator_id, change, e.timestamp, tracking)
+
+    @process_event.register
+    def _(self, e: Delivery.Failed, tracking: Tracking) -> None:
+        change = Change(status=DeliveryStatus.FAILED.value, reason=e.reason)
+        self.view.delivery_changed(e.originator_id, change, e.timestamp, tracking)
+
+    @process_event.register
+    def _(self, e: Delivery.Acknowledged, tracking: Tracking) -> None:
+        self.view.delivery_changed(
+            e.originator_id, Change(acknowledged=True), e.timestamp, tracking
+        )
+
+    @process_event.register
+    def _(self, e: Erasure.Recorded, tracking: Tracking) -> None:
+        self.view.erased(e.tenant_id, e.subject, tracking)

@@ -1,0 +1,208 @@
+"""The views follow the log, rebuild to the same rows, and forget plaintext when keys go."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import pytest
+
+from picasse.domain.accounts import Accounts
+from picasse.domain.messages import delivery_id
+from picasse.domain.messaging import Messages, SendRequest
+from picasse.domain.privacy import Privacy
+from picasse.domain.values import Role
+from picasse.runners.project import VIEWS, running, statuses
+from picasse.runners.settings import Settings
+from picasse.runners.wiring import open_messages, open_privacy
+
+Runners = dict[str, Any]
+
+
+@pytest.fixture
+def here(settings: Settings, schema: str) -> Settings:
+    return msgspec.structs.replace(settings, database_schema=schema)
+
+
+@pytest.fixture
+def project(here: Settings, database_url: str) -> Callable[..., AbstractContextManager[Runners]]:
+    return lambda *names: running(here, database_url, list(names or VIEWS))
+
+
+@pytest.fixture
+def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Messages]:
+    app = open_messages(settings, database_url, schema=schema)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def privacy(settings: Settings, database_url: str, schema: str) -> Iterator[Privacy]:
+    app = open_privacy(settings, database_url, schema=schema)
+    yield app
+    app.close()
+
+
+def caught_up(runners: Runners, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(s.lag == 0 for s in statuses(runners)):
+            return
+        for runner in runners.values():
+            runner.run_forever(timeout=0)
+        time.sleep(0.05)
+    raise AssertionError(f"views did not catch up: {statuses(runners)}")
+
+
+def _customer(accounts: Accounts, n: int = 1) -> UUID:
+    customer_id = accounts.register_customer(
+        organisation=f"Viewco {n}", contact_name=f"Vera Viewer {n}", email=f"vera{n}@viewco.example",
+        phone=f"+31 6 1111 22{n:02d}", billing_address=f"Laan {n}, Leiden",
+    )  # fmt: skip
+    accounts.start_subscription(customer_id)
+    return customer_id
+
+
+def _deliver(messages: Messages, message_id: UUID, index: int) -> None:
+    ident = delivery_id(message_id, index)
+    messages.start_attempt(ident)
+    messages.record_sent(ident, "smtp", "<ref>", final=True)
+
+
+def _traffic(messages: Messages, customer: UUID) -> UUID:
+    message_id = messages.send(
+        customer, SendRequest(channel="email", to=["a@rcpt.example", "b@rcpt.example"], body="Hi")
+    )
+    _deliver(messages, message_id, 0)
+    ident = delivery_id(message_id, 1)
+    messages.start_attempt(ident)
+    messages.record_permanent_failure(ident, "SMTP 550 for recipient")
+    return message_id
+
+
+def _window() -> tuple[datetime, datetime]:
+    now = datetime.now(UTC)
+    return now - timedelta(days=1), now + timedelta(days=1)
+
+
+def test_the_accounts_view_shows_customers_users_and_subscriptions(
+    accounts: Accounts, project: Callable[..., AbstractContextManager[Runners]]
+) -> None:
+    customer = _customer(accounts)
+    accounts.add_user(
+        customer_id=customer, login="vera", role=Role.CUSTOMER_ADMIN, password="a long password"
+    )
+    accounts.add_user(
+        customer_id=None, login="staff", role=Role.SUPPORT, password="a long password"
+    )
+    accounts.disable_user("vera")
+    with project("accounts") as runners:
+        caught_up(runners)
+        view = runners["accounts"].view
+        (row,) = view.customers()
+        assert (row.organisation, row.contact_email, row.subscription) == (
+            "Viewco 1",
+            "vera1@viewco.example",
+            "active",
+        )
+        (user,) = view.users(customer_id=customer)
+        assert (user.login, user.role, user.disabled) == ("vera", "customer_admin", True)
+        assert [u.login for u in view.users(platform=True)] == ["staff"]
+
+
+def test_the_traffic_view_records_each_delivery_with_its_outcome_and_daily_counts(
+    accounts: Accounts, messages: Messages, project: Callable[..., AbstractContextManager[Runners]]
+) -> None:
+    customer = _customer(accounts)
+    message_id = _traffic(messages, customer)
+    with project("traffic") as runners:
+        caught_up(runners)
+        view = runners["traffic"].view
+        rows = sorted(view.traffic(customer, *_window()), key=lambda r: r.recipient or "")
+        assert [(r.recipient, r.status, r.attempts) for r in rows] == [
+            ("a@rcpt.example", "delivered", 1),
+            ("b@rcpt.example", "undelivered", 1),
+        ]
+        assert rows[1].reason == "SMTP 550 for recipient" and rows[0].message_id == message_id
+        counts = {
+            (c.channel, c.status): c.count
+            for c in view.daily_counts(customer, date.today(), date.today())
+        }
+        assert counts == {("email", "delivered"): 1, ("email", "undelivered"): 1}
+
+
+def test_a_view_rebuilt_from_scratch_equals_the_live_view(
+    accounts: Accounts, messages: Messages, project: Callable[..., AbstractContextManager[Runners]]
+) -> None:
+    customers = [_customer(accounts, n) for n in range(3)]
+    for customer in customers:
+        _traffic(messages, customer)
+    accounts.change_contact(customers[0], email="changed@viewco.example")
+    with project() as runners:
+        caught_up(runners)
+        live_customers = runners["accounts"].view.customers()
+        live_traffic = runners["traffic"].view.traffic(None, *_window())
+        for runner in runners.values():
+            runner.view.reset()
+    with project() as runners:
+        caught_up(runners)
+        assert runners["accounts"].view.customers() == live_customers
+        assert sorted(runners["traffic"].view.traffic(None, *_window()), key=str) == sorted(
+            live_traffic, key=str
+        )
+        assert len(live_traffic) == 6
+
+
+def test_erasing_a_month_of_traffic_blanks_its_recipients_and_keeps_the_counts(
+    accounts: Accounts, messages: Messages, privacy: Privacy,
+    project: Callable[..., AbstractContextManager[Runners]],
+) -> None:  # fmt: skip
+    customer, other = _customer(accounts, 1), _customer(accounts, 2)
+    _traffic(messages, customer)
+    _traffic(messages, other)
+    month = datetime.now(UTC).strftime("%Y-%m")
+    with project("traffic") as runners:
+        caught_up(runners)
+        privacy.erase_subject(customer, f"traffic/{month}", "retention")
+        caught_up(runners)
+        view = runners["traffic"].view
+        assert {r.recipient for r in view.traffic(customer, *_window())} == {None}
+        assert {r.recipient for r in view.traffic(other, *_window())} == {
+            "a@rcpt.example",
+            "b@rcpt.example",
+        }
+        assert sum(c.count for c in view.daily_counts(customer, date.today(), date.today())) == 2
+
+
+def test_erasing_a_customer_blanks_its_accounts_rows(
+    accounts: Accounts, privacy: Privacy, project: Callable[..., AbstractContextManager[Runners]]
+) -> None:
+    customer, other = _customer(accounts, 1), _customer(accounts, 2)
+    accounts.add_user(
+        customer_id=customer, login="vera", role=Role.CUSTOMER_USER, password="a long password"
+    )
+    with project("accounts") as runners:
+        caught_up(runners)
+        privacy.erase_tenant(customer, "termination")
+        caught_up(runners)
+        view = runners["accounts"].view
+        (erased,) = view.customers(customer_id=customer)
+        assert erased.erased and erased.organisation is None and erased.contact_name is None
+        assert [u.login for u in view.users(customer_id=customer)] == [None]
+        assert view.customers(customer_id=other)[0].contact_name == "Vera Viewer 2"
+
+
+def test_a_rebuild_after_erasure_holds_no_erased_plaintext(
+    accounts: Accounts, privacy: Privacy, project: Callable[..., AbstractContextManager[Runners]]
+) -> None:
+    customer = _customer(accounts)
+    privacy.erase_subject(customer, f"contact/{customer}", "the contact asked")
+    with project("accounts") as runners:
+        caught_up(runners)
+        (row,) = runners["accounts"].view.customers()
+        assert (row.contact_name, row.contact_email, row.organisation) == (None, None, "Viewco 1")
