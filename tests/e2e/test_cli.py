@@ -79,7 +79,9 @@ def test_bad_input_is_refused_with_one_line_and_nothing_is_recorded(
 def test_an_unknown_customer_is_a_one_line_refusal(picasse: Run) -> None:
     result = picasse("customers", "show", "00000000-0000-0000-0000-00000000abcd")
     assert result.returncode == 1
-    assert result.stderr.strip() == "picasse: customer 00000000-0000-0000-0000-00000000abcd not found"
+    assert (
+        result.stderr.strip() == "picasse: customer 00000000-0000-0000-0000-00000000abcd not found"
+    )
 
 
 def test_a_malformed_command_line_exits_2(picasse: Run) -> None:
@@ -96,25 +98,64 @@ def test_users_are_added_with_a_password_from_stdin_and_can_change_it(picasse: R
     )  # fmt: skip
     user = json.loads(added.stdout)
     assert user["login"] == "anna@bakkerij.example" and user["role"] == "customer_admin"
-    shown = json.loads(picasse("users", "show", "anna@bakkerij.example", "--json", check=True).stdout)
+    shown = json.loads(
+        picasse("users", "show", "anna@bakkerij.example", "--json", check=True).stdout
+    )
     assert shown["customer_id"] == customer_id and shown["disabled"] is False
-    assert picasse("users", "passwd", "anna@bakkerij.example", "--password-stdin", stdin="another good one\n").returncode == 0
+    assert (
+        picasse(
+            "users",
+            "passwd",
+            "anna@bakkerij.example",
+            "--password-stdin",
+            stdin="another good one\n",
+        ).returncode
+        == 0
+    )
     short = picasse("users", "passwd", "anna@bakkerij.example", "--password-stdin", stdin="short\n")
     assert short.returncode == 1 and "password" in short.stderr
 
 
 def test_a_login_cannot_be_added_twice(picasse: Run) -> None:
     customer_id = picasse(*CUSTOMER, check=True).stdout.strip()
-    args = ["users", "add", "--customer", customer_id, "--login", "piet", "--role", "customer_user", "--password-stdin"]
+    args = [
+        "users",
+        "add",
+        "--customer",
+        customer_id,
+        "--login",
+        "piet",
+        "--role",
+        "customer_user",
+        "--password-stdin",
+    ]
     picasse(*args, stdin="a fine password\n", check=True)
     again = picasse(*args, stdin="a fine password\n")
     assert again.returncode == 1 and "already taken" in again.stderr
 
 
 def test_staff_accounts_take_no_customer(picasse: Run) -> None:
-    staff = picasse("users", "add", "--login", "admin", "--role", "platform_admin", "--password-stdin", stdin="an admin password\n")
+    staff = picasse(
+        "users",
+        "add",
+        "--login",
+        "admin",
+        "--role",
+        "platform_admin",
+        "--password-stdin",
+        stdin="an admin password\n",
+    )
     assert staff.returncode == 0
-    user = picasse("users", "add", "--login", "nobody", "--role", "customer_user", "--password-stdin", stdin="a fine password\n")
+    user = picasse(
+        "users",
+        "add",
+        "--login",
+        "nobody",
+        "--role",
+        "customer_user",
+        "--password-stdin",
+        stdin="a fine password\n",
+    )
     assert user.returncode == 1 and "needs a customer" in user.stderr
 
 
