@@ -97,6 +97,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     body: str
     subject: str | None
     attempt: int
+    needs_acknowledgement: bool = False  # an alert: the recipient gets a link to acknowledge
 
     def __repr__(self) -> str:
         return f"Job(delivery_id={self.delivery_id}, attempt={self.attempt})"
@@ -405,6 +406,7 @@ class Messages(PicasseApplication):
             body=message.body,
             subject=message.subject if isinstance(message.subject, str) else None,
             attempt=attempt,
+            needs_acknowledgement=message.ack is not None,
         )
 
     def record_sent(

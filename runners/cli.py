@@ -110,6 +110,12 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     return up.main(settings, extra_services=services)
 
 
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.runners import api
+
+    return api.main(settings, tls_cert=settings.tls_cert, tls_key=settings.tls_key)
+
+
 def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
     from picasse.runners import relay
 
@@ -380,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="delivery worker processes (default 1, or PICASSE_WORKERS)",
     )
     up.set_defaults(run=cmd_up)
+
+    api = commands.add_parser(
+        "api",
+        help="serve the HTTP API and pages",
+        description="Serve the HTTP API on PICASSE_HTTP_HOST:PICASSE_HTTP_PORT (default 127.0.0.1:8000), over TLS when PICASSE_TLS_CERT and PICASSE_TLS_KEY name a certificate and its key. Prints one line once it listens; SIGTERM or Ctrl-C lets open requests finish, then exits.",
+    )
+    api.set_defaults(run=cmd_api)
 
     relay = commands.add_parser(
         "relay",

@@ -25,6 +25,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     master_key_file: Path | None = None  # None: data_dir / "master.key"
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    tls_cert: Path | None = None  # with tls_key: serve HTTPS
+    tls_key: Path | None = None
     # Where the outside world reaches our HTTP API (delivery receipt webhooks, ack links).
     public_url: str = "http://127.0.0.1:8000"
     # Delivery providers; with none configured, a development Maildir under data_dir.
@@ -61,6 +63,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             master_key_file=Path(master).expanduser().absolute() if master else None,
             http_host=http_host,
             http_port=http_port,
+            tls_cert=_path(env.get("PICASSE_TLS_CERT")),
+            tls_key=_path(env.get("PICASSE_TLS_KEY")),
             public_url=(env.get("PICASSE_PUBLIC_URL") or f"http://{http_host}:{http_port}").rstrip(
                 "/"
             ),
@@ -117,3 +121,7 @@ def _namespace(text: str) -> str:
             f"PICASSE_NATS_NAMESPACE may hold letters, digits and _ only, not {text!r}"
         )
     return text.lower()
+
+
+def _path(text: str | None) -> Path | None:
+    return Path(text).expanduser().absolute() if text else None

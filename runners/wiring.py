@@ -12,6 +12,7 @@ from picasse.adapters.passwords import Argon2Passwords
 from picasse.adapters.postgres.store import shredder_of
 from picasse.adapters.providers import Provider
 from picasse.adapters.providers.maildir import MaildirProvider
+from picasse.adapters.providers.receipts import RECEIPTS_PATH
 from picasse.adapters.providers.sms import sms_from_settings
 from picasse.adapters.providers.smtp import SmtpProvider
 from picasse.adapters.providers.voice import HttpVoiceGateway
@@ -86,9 +87,6 @@ def open_privacy(settings: Settings, database_url: str, *, schema: str | None = 
         schema=settings.database_schema if schema is None else schema,
     )
     return Privacy(env, shredder=shredder_of)
-
-
-RECEIPTS_PATH = "/v1/webhooks/receipts"
 
 
 def providers_from(settings: Settings) -> dict[str, Provider]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from picasse.adapters.http.acklinks import ack_links_from
+from picasse.adapters.master_key import read_master_key
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.worker import Worker, WorkerSettings
 from picasse.runners import servers
@@ -35,6 +37,9 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
                 client.jetstream(),
                 worker_settings,
                 topology=Topology(settings.nats_namespace),
+                ack_links=ack_links_from(
+                    read_master_key(settings.master_key_path), settings.public_url
+                ),
             )
             print("worker running", flush=True)
             await worker.run(stop)

@@ -24,15 +24,19 @@ from litestar.params import HeaderParameter, PathParameter, RawBody
 
 from picasse.adapters.http.acklinks import ACK_PATH, AckLinks
 from picasse.adapters.http.problems import problem_responses
-from picasse.adapters.providers.receipts import SIGNATURE_HEADER, ReceiptStatus, verify_receipt
+from picasse.adapters.providers.receipts import (
+    RECEIPTS_PATH,
+    SIGNATURE_HEADER,
+    ReceiptStatus,
+    verify_receipt,
+)
 from picasse.domain.errors import NotFound
 from picasse.domain.messaging import Messages
 
-RECEIPTS_PATH = "/v1/webhooks/receipts"
 MAX_RECEIPT_BYTES = 16 * 1024  # a receipt is a few hundred bytes; refuse to buffer more
 # A concurrent write to the same delivery (a worker recording the hand-over, a duplicate
 # receipt) makes saving fail; the command then runs again on the fresh state.
-RETRIES_ON_CONCURRENT_WRITE = 0
+RETRIES_ON_CONCURRENT_WRITE = 2
 
 THANK_YOU_PAGE = """<!doctype html>
 <html lang="en">

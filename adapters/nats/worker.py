@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import FetchTimeoutError
 
+from picasse.adapters.http.acklinks import AckLinks
 from picasse.adapters.nats.jobs import (
     CheckAcknowledgements,
     Deliver,
@@ -82,12 +83,14 @@ class Worker:
         settings: WorkerSettings | None = None,
         *,
         topology: Topology,
+        ack_links: AckLinks | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.messages = messages
         self.providers = providers
         self.js = js
         self.topology = topology
+        self.ack_links = ack_links
         self.settings = settings or WorkerSettings()
         self.now = now
         self.limiter = RateLimiter(self.settings.rate_per_customer)
@@ -173,11 +176,14 @@ class Worker:
             )
             await msg.ack()
             return
+        body = attempt.body
+        if attempt.needs_acknowledgement and self.ack_links is not None:
+            body += f"\n\nAcknowledge: {self.ack_links.link(job.delivery_id)}"
         delivery = Delivery(
             reference=str(job.delivery_id),
             channel=attempt.channel.value,
             to=attempt.to,
-            body=attempt.body,
+            body=body,
             subject=attempt.subject,
         )
         try:

@@ -27,6 +27,10 @@ _SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
 ReceiptStatus = Literal["delivered", "failed", "undelivered", "answered", "no-answer", "busy"]
 
 
+# Where gateways post receipts to us (our HTTP API serves it; providers announce it).
+RECEIPTS_PATH = "/v1/webhooks/receipts"
+
+
 class Receipt(msgspec.Struct, frozen=True, kw_only=True):
     id: str  # the gateway's id, as it answered our submission
     reference: str  # ours, as we submitted it

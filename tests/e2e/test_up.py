@@ -35,6 +35,7 @@ def environment(data_dir: Path, **overrides: str) -> dict[str, str]:
         if name not in {"PICASSE_DATABASE_URL", "PICASSE_NATS_URL"}
     }
     env["PICASSE_DATA_DIR"] = str(data_dir)
+    env["PICASSE_HTTP_PORT"] = "0"  # any free port: tests may run beside a real platform
     env.update(overrides)
     return env
 

@@ -11,6 +11,7 @@ from datetime import datetime
 import nats
 from eventsourcing.postgres import PostgresTrackingRecorder
 
+from picasse.adapters.http.acklinks import AckLinks
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.relay import Relay
 from picasse.adapters.nats.worker import Worker, WorkerSettings
@@ -28,6 +29,7 @@ def relay_and_worker(
     *,
     settings: WorkerSettings,
     now: Callable[[], datetime],
+    ack_links: AckLinks | None = None,
 ) -> Iterator[Worker]:
     datastore = messages.factory.datastore  # type: ignore[attr-defined]
     tracking = PostgresTrackingRecorder(datastore, tracking_table_name="picasse_relay_tracking")
@@ -49,7 +51,9 @@ def relay_and_worker(
             application_name=messages.name,
             conninfo=connection_kwargs(datastore),
         )
-        worker = Worker(messages, providers, js, settings, topology=topology, now=now)
+        worker = Worker(
+            messages, providers, js, settings, topology=topology, ack_links=ack_links, now=now
+        )
         holder["worker"] = worker
         started.set()
         try:

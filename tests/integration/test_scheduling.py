@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -10,13 +11,16 @@ from uuid import UUID
 
 import pytest
 
+from picasse.adapters.http.acklinks import AckLinks
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.worker import RateLimiter, WorkerSettings
 from picasse.adapters.providers.maildir import MaildirProvider
+from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
 from picasse.domain.errors import NotFound
 from picasse.domain.messages import DeliveryStatus, delivery_id
 from picasse.domain.messaging import Messages, SendRequest
+from picasse.domain.values import Role
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages
 from tests.integration.inprocess import relay_and_worker
@@ -99,6 +103,7 @@ def test_unacknowledged_alert_recipients_bring_in_the_next_group(
     messages.create_group(customer, "night shift", ["+31612300011", "+31612300012"])
     messages.create_group(customer, "managers", ["+31612300019"])
     clock = MovableClock()
+    links = AckLinks(b"s" * 32, "https://picasse.example")
     message_id = messages.send(
         customer,
         SendRequest(
@@ -108,14 +113,23 @@ def test_unacknowledged_alert_recipients_bring_in_the_next_group(
     )  # fmt: skip
     settings = WorkerSettings(concurrency=4, recheck_seconds=0.5)
     with relay_and_worker(
-        messages, _channels(maildir), nats_url, Topology(schema), settings=settings, now=clock
+        messages,
+        _channels(maildir),
+        nats_url,
+        Topology(schema),
+        settings=settings,
+        now=clock,
+        ack_links=links,
     ):
         wait_until(
             lambda: _status(messages, message_id, 1) is DeliveryStatus.DELIVERED,
             20,
             "the first group",
         )
-        messages.acknowledge(delivery_id(message_id, 0), "link")
+        # The first recipient follows the link in the alert it received.
+        first = next(m for m in maildir_messages(maildir, "sms") if m["To"] == "+31612300011")
+        link = re.search(r"Acknowledge: (\S+)", first.get_payload(decode=True).decode()).group(1)
+        messages.acknowledge(links.verify(link.rsplit("/", 1)[1]), "link")
         time.sleep(1.0)
         assert _status(messages, message_id, 2) is None  # not before the deadline
         clock.offset = timedelta(minutes=5, seconds=1)
@@ -124,6 +138,8 @@ def test_unacknowledged_alert_recipients_bring_in_the_next_group(
         )
     phones = [m["To"] for m in maildir_messages(maildir, "sms")]
     assert sorted(phones) == ["+31612300011", "+31612300012", "+31612300019"]
+    details = messages.message(message_id, Viewer(role=Role.SUPPORT, customer_id=None))
+    assert [d.acknowledged for d in details.deliveries] == [True, False, False]
 
 
 def maildir_messages(provider: MaildirProvider, channel: str) -> list:  # type: ignore[type-arg]

@@ -1,0 +1,128 @@
+"""`picasse api`: serves the HTTP API with uvicorn until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from picasse.adapters.http.acklinks import ack_links_from
+from picasse.adapters.http.app import HttpDeps, create_app
+from picasse.adapters.master_key import read_master_key
+from picasse.runners import servers
+from picasse.runners.settings import Settings, SettingsError
+from picasse.runners.wiring import ensure_master_key, open_messages, receipt_tokens
+
+POOL_SIZE = 8  # database connections for the threads that run commands
+GRACEFUL_SHUTDOWN = 10  # seconds open requests get to finish after SIGTERM
+
+
+def main(settings: Settings, *, tls_cert: Path | None = None, tls_key: Path | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (exit 0); one line on stdout once the socket listens."""
+    if (tls_cert is None) != (tls_key is None):
+        raise SettingsError("TLS needs both PICASSE_TLS_CERT and PICASSE_TLS_KEY")
+    with _StopRequest() as stop:
+        listener = _listen(settings.http_host, settings.http_port)
+        try:
+            database_url = servers.postgres_url(settings)
+            ensure_master_key(settings)
+            messages = open_messages(settings, database_url, pool_size=POOL_SIZE)
+            try:
+                app = create_app(
+                    HttpDeps(
+                        messages=messages,
+                        receipt_tokens=receipt_tokens(settings),
+                        ack_links=ack_links_from(
+                            read_master_key(settings.master_key_path), settings.public_url
+                        ),
+                    )
+                )
+                config = uvicorn.Config(
+                    app,
+                    ssl_certfile=tls_cert,
+                    ssl_keyfile=tls_key,
+                    # Access logs hold client IPs: usage tracking, which we do not do (R6).
+                    access_log=False,
+                    log_config=None,
+                    log_level="warning",
+                    server_header=False,
+                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+                )
+                try:
+                    config.load()  # reads the certificate: a bad one is a setting, not a crash
+                except OSError as error:
+                    raise SettingsError(f"TLS certificate or key: {error}") from None
+                where = f"{'https' if tls_cert else 'http'}://{_address(listener)}"
+                if not stop.requested:
+                    asyncio.run(_serve(uvicorn.Server(config), listener, where, stop))
+            finally:
+                messages.close()
+        finally:
+            listener.close()
+    return 0
+
+
+async def _serve(
+    server: uvicorn.Server, listener: socket.socket, where: str, stop: _StopRequest
+) -> None:
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.02)
+    # A signal that came before uvicorn took over the handlers was meant for it too.
+    if stop.requested:
+        server.should_exit = True
+    if server.started and not server.should_exit:
+        print(f"api listening on {where}", flush=True)
+    await serving
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind before serving, so a busy port is one clear error and port 0 picks a free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(2048)
+    except OSError as error:
+        listener.close()
+        raise SettingsError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    return listener
+
+
+def _address(listener: socket.socket) -> str:
+    host, port = listener.getsockname()[:2]
+    return f"[{host}]:{port}" if listener.family == socket.AF_INET6 else f"{host}:{port}"
+
+
+class _StopRequest:
+    """SIGTERM/SIGINT handlers for the whole run that only take note.
+
+    While it serves, uvicorn puts its own handlers in front (a signal then shuts it down
+    gracefully); afterwards it raises the signal again for the handler it replaced. That
+    handler is this one, so the process ends with status 0 instead of dying of the signal.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[
+            signal.Signals, Callable[[int, FrameType | None], Any] | int | None
+        ] = {}
+
+    def __enter__(self) -> _StopRequest:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
