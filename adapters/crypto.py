@@ -79,6 +79,10 @@ class KeyRing(Protocol):
         """Make these keys at hand at once, before opening a page of events (a hint)."""
         ...
 
+    def note_sealed(self, tenant_id: UUID) -> None:
+        """One more event holds data of this tenant (counted for statements of erasure)."""
+        ...
+
 
 class SealBroken(MapperDeserialisationError):
     """A sealed value does not open with its key: tampered with, or moved from elsewhere."""
@@ -119,6 +123,9 @@ class MemoryKeyRing:
         pass
 
     def load(self, key_ids: Iterable[bytes]) -> None:
+        pass
+
+    def note_sealed(self, tenant_id: UUID) -> None:
         pass
 
     def destroy_subject(self, tenant_id: UUID, subject: str) -> None:
@@ -272,6 +279,7 @@ class SealingMapper(Mapper[UUID]):
         if plan.has_personal:
             sealing = _Sealing(self, state, originator_id, version)
             stored = sealing.fields(plan.fields, state, "")
+            self.keys.note_sealed(sealing.tenant_id)
         else:
             stored = {f.name: state[f.name] for f in plan.fields}
         return StoredEvent(

@@ -2,7 +2,8 @@
 
 Recipients and the sender's IP are traffic data (R4): sealed under the customer's key for
 the calendar month of the request, so retention can destroy a whole month (R5). Bodies
-are content (R7): sealed under the customer's content key.
+are content (R7): sealed under the customer's content key of that month, which only
+delivery workers and the customer's own users get opened.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ class Message(Aggregate):
         month: str,
         channel: Channel,
         priority: Priority,
-        body: Annotated[str, Personal("content", of="tenant_id")],
-        subject: Annotated[str | None, Personal("content", of="tenant_id")],
+        body: Annotated[str, Personal("content", of="month")],
+        subject: Annotated[str | None, Personal("content", of="month")],
         recipient_count: int,
         group_id: UUID | None,
         not_before: datetime | None,

@@ -60,6 +60,7 @@ class _Pending:
         self.absent_subjects: set[tuple[UUID, str]] = set()
         self.absent_tenants: set[UUID] = set()
         self.erased_tenants: set[UUID] = set()
+        self.sealed_events: dict[UUID, int] = {}  # tenant → events of this save holding its data
         self.trust_hints = True
 
 
@@ -91,7 +92,7 @@ class PostgresKeyStore:
         self.channel = f"{schema}_picasse_keys"
         self._t = {
             name: sql.Identifier(schema, f"picasse_{name}")
-            for name in ("tenant_keys", "subject_keys", "destroyed_keys")
+            for name in ("tenant_keys", "subject_keys", "destroyed_keys", "sealed_events")
         }
         self._lock = threading.Lock()
         self._tenant_keys: dict[UUID, AESGCM] = {}
@@ -128,6 +129,11 @@ class PostgresKeyStore:
                 "CREATE TABLE IF NOT EXISTS {} (key_id uuid PRIMARY KEY, tenant_id uuid NOT NULL,"
                 " subject text, destroyed_at timestamptz NOT NULL DEFAULT now())"
             ).format(t["destroyed_keys"]),
+            # How many events hold each tenant's sealed data: what an erasure makes unreadable,
+            # known without reading the log (erasure cost must not grow with history).
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (tenant_id uuid PRIMARY KEY, events bigint NOT NULL)"
+            ).format(t["sealed_events"]),
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (tenant_id)").format(
                 sql.Identifier("picasse_destroyed_keys_tenant_idx"), t["destroyed_keys"]
             ),
@@ -281,9 +287,20 @@ class PostgresKeyStore:
         """Insert this thread's new keys; a key another process made first fails the
         transaction with a unique violation, which `pending_conflicts` then explains."""
         pending: _Pending | None = getattr(self._local, "pending", None)
-        if pending is None or not (pending.new_tenants or pending.new_subjects):
+        if pending is None:
             return
         t = self._t
+        if pending.sealed_events:
+            counts = list(pending.sealed_events.items())
+            curs.execute(
+                sql.SQL(
+                    "INSERT INTO {} (tenant_id, events) SELECT * FROM unnest(%s::uuid[], %s::bigint[])"
+                    " ON CONFLICT (tenant_id) DO UPDATE SET events = {}.events + excluded.events"
+                ).format(t["sealed_events"], t["sealed_events"]),
+                ([tenant for tenant, _ in counts], [n for _, n in counts]),
+            )
+        if not (pending.new_tenants or pending.new_subjects):
+            return
         tenants = list(pending.new_tenants.items())
         subjects = list(pending.new_subjects.values())
         curs.execute(
@@ -303,6 +320,24 @@ class PostgresKeyStore:
                 [wrapped for _, wrapped in subjects],
             ),
         )
+
+    def note_sealed(self, tenant_id: UUID) -> None:
+        sealed = self._pending().sealed_events
+        sealed[tenant_id] = sealed.get(tenant_id, 0) + 1
+
+    def sealed_event_count(self, tenant_id: UUID) -> int:
+        with self.datastore.get_connection() as conn:
+            row = (
+                conn.cursor()
+                .execute(
+                    sql.SQL("SELECT events FROM {} WHERE tenant_id = %s").format(
+                        self._t["sealed_events"]
+                    ),
+                    (tenant_id,),
+                )
+                .fetchone()
+            )
+        return int(row["events"]) if row else 0
 
     def pending_conflicts(self) -> bool:
         """After a failed save: did another process create one of our new keys first?"""
