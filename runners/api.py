@@ -5,19 +5,32 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import uvicorn
+from eventsourcing.persistence import InfrastructureFactory
+from eventsourcing.projection import ProjectionRunner
 
 from picasse.adapters.http.acklinks import ack_links_from
 from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.adapters.master_key import read_master_key
+from picasse.adapters.postgres.sessions import PostgresAuthStore
+from picasse.adapters.pseudonyms import KeyedPseudonyms
+from picasse.domain.api_keys import ApiKeys
 from picasse.runners import servers
+from picasse.runners.project import VIEWS, view_env
 from picasse.runners.settings import Settings, SettingsError
-from picasse.runners.wiring import ensure_master_key, open_messages, receipt_tokens
+from picasse.runners.wiring import (
+    ensure_master_key,
+    eventsourcing_env,
+    open_accounts,
+    open_messages,
+    receipt_tokens,
+)
 
 POOL_SIZE = 8  # database connections for the threads that run commands
 GRACEFUL_SHUTDOWN = 10  # seconds open requests get to finish after SIGTERM
@@ -32,17 +45,8 @@ def main(settings: Settings, *, tls_cert: Path | None = None, tls_key: Path | No
         try:
             database_url = servers.postgres_url(settings)
             ensure_master_key(settings)
-            messages = open_messages(settings, database_url, pool_size=POOL_SIZE)
-            try:
-                app = create_app(
-                    HttpDeps(
-                        messages=messages,
-                        receipt_tokens=receipt_tokens(settings),
-                        ack_links=ack_links_from(
-                            read_master_key(settings.master_key_path), settings.public_url
-                        ),
-                    )
-                )
+            with http_deps(settings, database_url, secure=tls_cert is not None) as deps:
+                app = create_app(deps)
                 config = uvicorn.Config(
                     app,
                     ssl_certfile=tls_cert,
@@ -61,11 +65,58 @@ def main(settings: Settings, *, tls_cert: Path | None = None, tls_key: Path | No
                 where = f"{'https' if tls_cert else 'http'}://{_address(listener)}"
                 if not stop.requested:
                     asyncio.run(_serve(uvicorn.Server(config), listener, where, stop))
-            finally:
-                messages.close()
         finally:
             listener.close()
     return 0
+
+
+@contextmanager
+def http_deps(settings: Settings, database_url: str, *, secure: bool = False) -> Iterator[HttpDeps]:
+    """Everything the app needs, opened on `settings.database_schema`; closed on leaving.
+
+    `secure`: served over TLS here; a public URL with https means TLS at a proxy in front.
+    """
+    master_key = read_master_key(settings.master_key_path)
+    with ExitStack() as stack:
+        messages = open_messages(settings, database_url, pool_size=POOL_SIZE)
+        stack.callback(messages.close)
+        accounts = open_accounts(settings, database_url)
+        stack.callback(accounts.close)
+        env = eventsourcing_env(
+            database_url, settings.master_key_path, schema=settings.database_schema
+        )
+        api_keys = ApiKeys({**env, "POSTGRES_POOL_SIZE": "2"})
+        stack.callback(api_keys.close)
+        auth_store = PostgresAuthStore(database_url, schema=settings.database_schema)
+        stack.callback(auth_store.close)
+        yield HttpDeps(
+            messages=messages,
+            accounts=accounts,
+            api_keys=api_keys,
+            accounts_view=stack.enter_context(_view(settings, database_url, "accounts")),
+            traffic_view=stack.enter_context(_view(settings, database_url, "traffic")),
+            auth_store=auth_store,
+            pseudonyms=KeyedPseudonyms(master_key),
+            receipt_tokens=receipt_tokens(settings),
+            ack_links=ack_links_from(master_key, settings.public_url),
+            secure_cookies=secure or settings.public_url.startswith("https://"),
+            # TODO(lead): settings.login_tracking, from PICASSE_LOGIN_TRACKING=on.
+            login_tracking=bool(getattr(settings, "login_tracking", False)),
+        )
+
+
+@contextmanager
+def _view(settings: Settings, database_url: str, name: str) -> Iterator[Any]:
+    """A view to read, as `picasse project` writes it (its tables, in its schema)."""
+    projection, view_class = VIEWS[name]
+    env = {**view_env(settings, database_url), "POSTGRES_POOL_SIZE": "2"}
+    factory = InfrastructureFactory.construct(
+        env=ProjectionRunner._construct_env(projection.name, env)
+    )
+    try:
+        yield factory.tracking_recorder(view_class)
+    finally:
+        factory.close()
 
 
 async def _serve(

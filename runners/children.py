@@ -82,3 +82,7 @@ def worker(number: int) -> ServiceFactory:
 
 def projections(settings: Settings, endpoints: Endpoints) -> ChildProcess:
     return ChildProcess("Projections", ["project"], settings, endpoints)
+
+
+def retention(settings: Settings, endpoints: Endpoints) -> ChildProcess:
+    return ChildProcess("Retention", ["retention", "run", "--every", "3600"], settings, endpoints)

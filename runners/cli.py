@@ -6,7 +6,8 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any, NoReturn
 from uuid import UUID
 
@@ -70,6 +71,18 @@ def _datetime(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"not an ISO date-time: {text!r}") from None
 
 
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _datetime_utc(text: str) -> datetime:
+    moment = _datetime(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _json(value: Any) -> None:
     sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
 
@@ -105,6 +118,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     services = [
         children.relay,
         children.projections,
+        children.retention,
         *(children.worker(n + 1) for n in range(workers)),
     ]
     return up.main(settings, extra_services=services)
@@ -267,6 +281,55 @@ def cmd_customers_change(args: argparse.Namespace, settings: Settings) -> int:
             billing_address=args.billing_address,
         )
     return 0
+
+
+def cmd_customers_terminate(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.runners import gdpr
+
+    return gdpr.terminate_main(settings, args.id, args.out, export=not args.no_export)
+
+
+def cmd_gdpr_export(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.runners import gdpr
+
+    return gdpr.export_main(settings, args.customer, args.out)
+
+
+def cmd_gdpr_verify_statement(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.runners import gdpr
+
+    try:
+        return gdpr.verify_statement_main(settings, args.file)
+    except gdpr.StatementInvalid as error:
+        raise CommandFailed(f"statement does not verify: {error}", EXIT_REFUSED) from None
+
+
+def cmd_gdpr_erase(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.runners import gdpr
+
+    return gdpr.erase_main(
+        settings, customer_id=args.customer, contact=args.contact, login=args.login
+    )
+
+
+def cmd_gdpr_disclose(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.runners import gdpr
+
+    return gdpr.disclose_main(
+        settings,
+        args.customer,
+        start=args.start,
+        end=args.end,
+        authority=args.authority,
+        legal_basis=args.legal_basis,
+        out=args.out,
+    )
+
+
+def cmd_retention_run(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.runners import retention
+
+    return retention.main(settings, dry_run=args.dry_run, as_of=args.as_of, every=args.every)
 
 
 def cmd_customers_subscribe(args: argparse.Namespace, settings: Settings) -> int:
@@ -561,6 +624,92 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.add_argument("id", type=_uuid, metavar="ID")
     subscribe.add_argument("--plan", default="standard", help="plan name (default: standard)")
     subscribe.set_defaults(run=cmd_customers_subscribe)
+
+    terminate = customers.add_parser(
+        "terminate",
+        help="end a subscription: export, erase, and issue a signed statement of erasure",
+        description="Terminate a customer (R10): write its data to DIR/export.zip (unless --no-export), record the termination, destroy its keys (crypto-shredding), wait until every view has forgotten its personal data, and write a signed written statement of erasure to DIR/statement.json with a readable DIR/statement.html.",
+    )
+    terminate.add_argument("id", type=_uuid, metavar="ID")
+    terminate.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="where export and statement are written",
+    )
+    terminate.add_argument("--no-export", action="store_true", help="do not write export.zip")
+    terminate.set_defaults(run=cmd_customers_terminate)
+
+    gdpr = commands.add_parser(
+        "gdpr", help="export, erasure, statements, lawful disclosure"
+    ).add_subparsers(title="gdpr commands", metavar="COMMAND", required=True)
+    export = gdpr.add_parser(
+        "export",
+        help="write a customer's personal data to a zip (portability)",
+        description="Export every kind of personal data held for a customer (contact and its history, users, traffic still held) as JSON and CSV per kind with a manifest. The file is written only at --out.",
+    )
+    export.add_argument("--customer", type=_uuid, required=True, metavar="ID")
+    export.add_argument("--out", type=Path, required=True, metavar="FILE.zip")
+    export.set_defaults(run=cmd_gdpr_export)
+
+    verify_statement = gdpr.add_parser(
+        "verify-statement",
+        help="check a statement of erasure: signature and claims",
+        description="Check the statement's Ed25519 signature with the platform's key, then re-check its claims against the database: the keys it names are destroyed, none exists again, no view holds the customer's personal data.",
+    )
+    verify_statement.add_argument("file", type=Path, metavar="FILE")
+    verify_statement.set_defaults(run=cmd_gdpr_verify_statement)
+
+    erase = gdpr.add_parser(
+        "erase",
+        help="erase one data subject: a user, or a customer's contact person",
+        description="Destroy one data subject's key (their personal data reads [erased] from then on) and record the erasure.",
+    )
+    erase.add_argument("--login", metavar="LOGIN", help="erase this user's personal data")
+    erase.add_argument(
+        "--customer",
+        type=_uuid,
+        metavar="ID",
+        help="with --contact: that customer's contact person",
+    )
+    erase.add_argument("--contact", action="store_true", help="erase the customer's contact person")
+    erase.set_defaults(run=cmd_gdpr_erase)
+
+    disclose = gdpr.add_parser(
+        "disclose",
+        help="hand traffic data to a competent authority, and record it (R9)",
+        description="Export the customer's traffic data still held for the period to FILE and record the disclosure (who, when, to whom, on what basis; no personal data) in the log.",
+    )
+    disclose.add_argument("--customer", type=_uuid, required=True, metavar="ID")
+    disclose.add_argument("--from", dest="start", type=_date, required=True, metavar="DATE")
+    disclose.add_argument("--to", dest="end", type=_date, required=True, metavar="DATE")
+    disclose.add_argument("--authority", required=True, metavar="NAME")
+    disclose.add_argument("--legal-basis", required=True, metavar="TEXT")
+    disclose.add_argument("--out", type=Path, required=True, metavar="FILE")
+    disclose.set_defaults(run=cmd_gdpr_disclose)
+
+    retention = commands.add_parser(
+        "retention", help="apply the retention periods (R5)"
+    ).add_subparsers(title="retention commands", metavar="COMMAND", required=True)
+    retention_run = retention.add_parser(
+        "run",
+        help="destroy traffic and content keys of months past the retention period",
+        description="Destroy each customer's traffic and content keys for months older than the retention period (PICASSE_TRAFFIC_RETENTION_MONTHS, default 6); the views forget that traffic's recipients, counts stay. A month is erased once it lies six months before the current month.",
+    )
+    retention_run.add_argument(
+        "--dry-run", action="store_true", help="only say what would be erased"
+    )
+    retention_run.add_argument(
+        "--as-of",
+        type=_datetime_utc,
+        metavar="TIME",
+        help="apply the policy as of this time (default: now)",
+    )
+    retention_run.add_argument(
+        "--every", type=float, metavar="SECONDS", help="keep running, once every SECONDS"
+    )
+    retention_run.set_defaults(run=cmd_retention_run)
 
     users = commands.add_parser(
         "users", help="add users, set passwords, disable users"

@@ -135,3 +135,32 @@ def _catch_up(
             for runner in runners.values():
                 runner.run_forever(timeout=0)  # re-raises a projection's error here
             time.sleep(0.2)
+
+
+class LiveViews:
+    """The views, followed in this process, for commands that must read their own writes."""
+
+    def __init__(self, runners: dict[str, ProjectionRunner[Any, Any]]) -> None:
+        self.runners = runners
+
+    def view(self, name: str) -> Any:
+        return self.runners[name].view
+
+    def catch_up(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            for runner in self.runners.values():
+                runner.run_forever(timeout=0)  # re-raises a projection's error here
+            if all(status.lag == 0 for status in statuses(self.runners)):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("the views did not catch up with the log in time")
+            time.sleep(0.05)
+
+
+@contextmanager
+def live_views(settings: Settings, database_url: str) -> Iterator[LiveViews]:
+    with running(settings, database_url, list(VIEWS)) as runners:
+        views = LiveViews(runners)
+        views.catch_up()
+        yield views

@@ -23,6 +23,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str | None = None  # None: the embedded NATS server under data_dir
     nats_namespace: str = ""  # prefixes stream and subject names, to share one NATS server
     master_key_file: Path | None = None  # None: data_dir / "master.key"
+    signing_key_file: Path | None = None  # None: data_dir / "signing.key"
+    traffic_retention_months: int = 6
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     tls_cert: Path | None = None  # with tls_key: serve HTTPS
@@ -61,6 +63,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             nats_url=env.get("PICASSE_NATS_URL") or None,
             nats_namespace=_namespace(env.get("PICASSE_NATS_NAMESPACE") or ""),
             master_key_file=Path(master).expanduser().absolute() if master else None,
+            signing_key_file=_path(env.get("PICASSE_SIGNING_KEY_FILE")),
+            traffic_retention_months=_number(env, "PICASSE_TRAFFIC_RETENTION_MONTHS", 6, int),
             http_host=http_host,
             http_port=http_port,
             tls_cert=_path(env.get("PICASSE_TLS_CERT")),
@@ -81,6 +85,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             retry_backoff=_number(env, "PICASSE_RETRY_BACKOFF", 2.0, float),
             rate_per_customer=_number(env, "PICASSE_RATE_PER_CUSTOMER", 100.0, float),
         )
+
+    @property
+    def signing_key_path(self) -> Path:
+        """The platform's Ed25519 key for statements of erasure."""
+        return self.signing_key_file or self.data_dir / "signing.key"
 
     @property
     def maildir(self) -> Path:

@@ -14,6 +14,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
 from picasse.adapters.http.acklinks import InvalidAckToken
+from picasse.adapters.http.auth import LoginThrottled
 from picasse.adapters.postgres.keystore import TenantErased
 from picasse.adapters.providers.receipts import ForgedReceipt, MalformedReceipt
 from picasse.domain.errors import (
@@ -51,6 +52,7 @@ _STATUS_OF: dict[type[BaseException], tuple[HTTPStatus, str | None, str | None]]
     Conflict: (HTTPStatus.CONFLICT, None, None),
     AuthenticationFailed: (HTTPStatus.UNAUTHORIZED, None, None),
     Forbidden: (HTTPStatus.FORBIDDEN, None, None),
+    LoginThrottled: (HTTPStatus.TOO_MANY_REQUESTS, None, None),
     ForgedReceipt: (HTTPStatus.UNAUTHORIZED, "forged-receipt", None),
     MalformedReceipt: (HTTPStatus.BAD_REQUEST, "malformed-receipt", None),
     InvalidAckToken: (HTTPStatus.NOT_FOUND, "invalid-ack-link", None),
@@ -102,6 +104,9 @@ def problem_for(error: Exception) -> tuple[Problem, Mapping[str, str]]:
     for kind in type(error).__mro__:
         if kind in _STATUS_OF:
             status, own_code, detail = _STATUS_OF[kind]
+            if isinstance(error, LoginThrottled):
+                headers = {"Retry-After": str(error.retry_after)}
+                return _problem(status, error.code, error.message, error.field), headers
             if isinstance(error, DomainError):
                 return _problem(status, error.code, error.message, error.field), {}
             if status >= HTTPStatus.INTERNAL_SERVER_ERROR:

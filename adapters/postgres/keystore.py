@@ -526,6 +526,39 @@ class PostgresKeyStore:
                 DestroyedKey(r["key_id"], r["tenant_id"], r["subject"]) for r in curs.fetchall()
             ]
 
+    def live_key_count(self, tenant_id: UUID) -> int:
+        """Keys of this tenant that still exist (none after its erasure)."""
+        t = self._t
+        with self.datastore.get_connection() as conn:
+            row = (
+                conn.cursor()
+                .execute(
+                    sql.SQL(
+                        "SELECT (SELECT count(*) FROM {} WHERE tenant_id = %(t)s)"
+                        " + (SELECT count(*) FROM {} WHERE tenant_id = %(t)s) AS n"
+                    ).format(t["tenant_keys"], t["subject_keys"]),
+                    {"t": tenant_id},
+                )
+                .fetchone()
+            )
+        return int(row["n"]) if row else 0
+
+    def subjects_with_prefix(self, prefixes: Iterable[str]) -> list[tuple[UUID, str]]:
+        """(tenant, subject) of the live subject keys whose names start with a prefix."""
+        patterns = [prefix.replace("%", r"\%").replace("_", r"\_") + "%" for prefix in prefixes]
+        with self.datastore.get_connection() as conn:
+            rows = (
+                conn.cursor()
+                .execute(
+                    sql.SQL(
+                        "SELECT tenant_id, subject FROM {} WHERE subject LIKE ANY(%s) ORDER BY 1, 2"
+                    ).format(self._t["subject_keys"]),
+                    (patterns,),
+                )
+                .fetchall()
+            )
+        return [(row["tenant_id"], row["subject"]) for row in rows]
+
     def _vacuum(self) -> None:
         # Deleted rows linger in table pages until vacuumed; wrapped keys should not.
         with (

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 class Processes:
@@ -79,3 +80,22 @@ def wait_until(condition: object, timeout: float, what: str, interval: float = 0
 def base_env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PICASSE_")}
     return env | settings
+
+
+def jetstream_store_dir(nats_url: str, embedded: Any) -> Path:
+    """Where the NATS server behind nats_url keeps its JetStream files."""
+    port = nats_url.rsplit(":", 1)[1]
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not args or not args[0].endswith(b"nats-server"):
+            continue
+        text = [a.decode() for a in args]
+        ports = {text[i + 1] for i, a in enumerate(text[:-1]) if a in ("-p", "--port")}
+        if port in ports or (embedded.nats_dir.as_posix() in " ".join(text)):
+            for i, a in enumerate(text[:-1]):
+                if a in ("-sd", "--store_dir"):
+                    return Path(text[i + 1])
+    raise AssertionError(f"no nats-server process found for {nats_url}")

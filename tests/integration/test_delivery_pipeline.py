@@ -23,7 +23,13 @@ from picasse.domain.values import Role
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages
 from tests.integration.gateway import FakeGateway
-from tests.integration.platform_processes import Processes, base_env, processes, wait_until
+from tests.integration.platform_processes import (
+    Processes,
+    base_env,
+    jetstream_store_dir,
+    processes,
+    wait_until,
+)
 from tests.integration.smtp_server import RecordingSmtpServer
 
 DELIVERED = "picasse.domain.messages:Delivery.Delivered"
@@ -258,25 +264,6 @@ def _support() -> Viewer:
     return Viewer(role=Role.SUPPORT, customer_id=None)
 
 
-def _store_dir_of(nats_url: str, embedded: Settings) -> Path:
-    """Where the NATS server behind nats_url keeps its JetStream files."""
-    port = nats_url.rsplit(":", 1)[1]
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if not args or not args[0].endswith(b"nats-server"):
-            continue
-        text = [a.decode() for a in args]
-        ports = {text[i + 1] for i, a in enumerate(text[:-1]) if a in ("-p", "--port")}
-        if port in ports or (embedded.nats_dir.as_posix() in " ".join(text)):
-            for i, a in enumerate(text[:-1]):
-                if a in ("-sd", "--store_dir"):
-                    return Path(text[i + 1])
-    raise AssertionError(f"no nats-server process found for {nats_url}")
-
-
 def test_no_recipient_or_body_is_stored_in_plaintext_in_jetstream_or_the_events_table(
     platform: Processes, messages: Messages, customer: UUID, smtp: RecordingSmtpServer,
     raw: psycopg.Connection, nats_url: str, embedded_settings: Settings,
@@ -294,7 +281,7 @@ def test_no_recipient_or_body_is_stored_in_plaintext_in_jetstream_or_the_events_
         customer, SendRequest(channel="sms", to=["+31612349876"], body="Confidential sms 4713")
     )
     time.sleep(1.0)
-    store = _store_dir_of(nats_url, embedded_settings)
+    store = jetstream_store_dir(nats_url, embedded_settings)
     stored = b"".join(p.read_bytes() for p in store.rglob("*") if p.is_file())
     with raw.cursor().copy("COPY picasse_events TO STDOUT (FORMAT binary)") as copy:
         table = b"".join(bytes(chunk) for chunk in copy)

@@ -1,0 +1,644 @@
+"""The customer API under /v1: sessions, API keys, customers, users, messages and traffic.
+
+Who may do what (✓ any; "own": only their own customer, others' answer 404; no: 403):
+
+| route                                  | platform_admin | support    | auditor         | customer_admin | customer_user |
+|----------------------------------------|----------------|------------|-----------------|----------------|---------------|
+| POST, DELETE /v1/sessions              | anyone: log in, log out                                                               |
+| POST /v1/api-keys                      | ✓              | ✓          | ✓               | ✓              | ✓             |
+| DELETE /v1/api-keys/{key_id}           | any key        | own key    | own key         | own key        | own key       |
+| GET /v1/customers                      | all            | all        | all (1)         | own            | own           |
+| GET /v1/customers/{customer_id}        | ✓              | ✓          | ✓ (1)           | own            | own           |
+| PATCH /v1/customers/{customer_id}      | ✓              | ✓          | no              | own            | no            |
+| GET /v1/customers/{customer_id}/users  | ✓              | ✓          | ✓               | own            | no            |
+| POST /v1/customers/{customer_id}/users | ✓ (2)          | no         | no              | own (2)        | no            |
+| POST /v1/messages                      | no             | no         | no              | own            | own           |
+| GET /v1/messages/{message_id}          | status (3)     | status (3) | status (3), no recipients | own (4) | own (4)     |
+| GET /v1/traffic                        | customer_id=   | customer_id= | customer_id=, no recipients | own | own           |
+
+(1) organisation and subscription only: contact person and billing address are for
+    support, admins and the customer itself.
+(2) customer roles only (customer_admin, customer_user); staff accounts come from the CLI.
+(3) never the content (R7): `reveal_content=true` answers 403 to every Picasse role.
+(4) `reveal_content=true` adds the body: only the customer's own users ever get one.
+
+The tenant check is not repeated here: `auth.tenant_guard` checks every `customer_id` in a
+path or query, and the domain's queries check resources addressed by their own id.
+Lists come from the views (`picasse project` keeps them current, a moment behind the
+log); single resources come from the event store, so a change reads back at once.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Request, Response, Router, delete, get, patch, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import Parameter
+
+from picasse.adapters.http.auth import (
+    PUBLIC,
+    SESSION_COOKIE,
+    Caller,
+    caller_dependency,
+    clear_session_cookie,
+    log_in,
+    log_out,
+    roles,
+    set_session_cookie,
+)
+from picasse.adapters.http.problems import problem_responses
+from picasse.domain.accounts import Accounts
+from picasse.domain.api_keys import ApiKeys
+from picasse.domain.customers import Subscription
+from picasse.domain.errors import InvalidInput
+from picasse.domain.messages import Channel, DeliveryStatus, Priority
+from picasse.domain.messaging import Forbidden, Messages, SendRequest
+from picasse.domain.personal import Erased
+from picasse.domain.values import Role
+from picasse.projections.accounts import AccountsView
+from picasse.projections.traffic import TrafficView
+
+STAFF = (Role.PLATFORM_ADMIN, Role.SUPPORT, Role.AUDITOR)
+MAX_TRAFFIC_ROWS = 1000
+DEFAULT_TRAFFIC_PERIOD = timedelta(days=1)
+MAX_JSON_BODY = 512 * 1024  # an e-mail body is at most 100 000 characters
+
+S = HTTPStatus  # short names for the status lists below
+
+
+# ---------------------------------------------------------------- wire shapes
+
+
+class Credentials(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    login: str
+    password: str
+
+    def __repr__(self) -> str:  # the password stays out of every log line
+        return "Credentials(…)"
+
+
+class SessionStarted(msgspec.Struct, frozen=True):
+    user_id: UUID
+    role: Role
+    customer_id: UUID | None
+
+
+class NewApiKey(msgspec.Struct, frozen=True):
+    id: UUID
+    key: str  # shown this once; we keep only its hash
+
+    def __repr__(self) -> str:
+        return f"NewApiKey(id={self.id})"
+
+
+class Contact(msgspec.Struct, frozen=True):
+    name: str | None  # None once erased
+    email: str | None
+    phone: str | None
+
+
+class CustomerOut(msgspec.Struct, frozen=True):
+    id: UUID
+    organisation: str | None  # None once erased
+    subscription: Subscription
+    plan: str | None
+    registered_at: datetime
+    erased: bool
+    # None for roles not entitled to them (auditor), and once erased:
+    contact: Contact | None = None
+    billing_address: str | None = None
+
+
+class ContactChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Only the fields given change."""
+
+    contact_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    billing_address: str | None = None
+
+
+class UserOut(msgspec.Struct, frozen=True):
+    id: UUID
+    customer_id: UUID | None
+    login: str | None  # None once erased
+    role: Role
+    disabled: bool
+
+
+class NewUser(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    login: str
+    role: Role
+    password: str
+
+    def __repr__(self) -> str:
+        return f"NewUser(role={self.role.value})"
+
+
+class SendMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    channel: Channel
+    to: list[str] = []
+    body: str | None = None
+    idempotency_key: str | None = None
+    schedule_at: datetime | None = None
+    subject: str | None = None  # e-mail only
+    group: str | None = None  # a recipient group's name or id, instead of or besides `to`
+    priority: Priority = Priority.NORMAL
+    template: str | None = None  # instead of body: text with {name} placeholders
+    variables: dict[str, str] = {}
+    ack_within_minutes: int | None = None  # alerts: escalate if not acknowledged in time
+    escalation_groups: list[str] = []
+
+    def __repr__(self) -> str:  # recipients and content stay out of every log line
+        return f"SendMessage(channel={self.channel.value})"
+
+
+class Accepted(msgspec.Struct, frozen=True):
+    id: UUID
+
+
+class RecipientStatus(msgspec.Struct, frozen=True):
+    id: UUID
+    index: int
+    to: str | None  # None for roles not entitled to traffic data, and once erased
+    status: DeliveryStatus
+    attempts: int
+    reason: str | None
+    provider: str | None
+    acknowledged: bool
+    escalation_level: int
+
+
+class MessageOut(msgspec.Struct, frozen=True):
+    id: UUID
+    customer_id: UUID
+    channel: Channel
+    priority: Priority
+    requested_at: datetime
+    not_before: datetime | None
+    recipient_count: int
+    deliveries: list[RecipientStatus]
+    body: str | None = None  # only with reveal_content=true, for the customer's own users
+
+
+class TrafficEntry(msgspec.Struct, frozen=True):
+    delivery_id: UUID
+    message_id: UUID
+    customer_id: UUID
+    requested_at: datetime
+    requested_by: UUID | None
+    client_ip: str | None  # None for roles not entitled to traffic data, and once erased
+    channel: str
+    recipient: str | None  # likewise
+    status: str
+    attempts: int
+    reason: str | None
+    updated_at: datetime
+
+
+# ---------------------------------------------------------------- sessions and keys
+
+
+def _client_ip(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+@post(
+    "/sessions",
+    opt=PUBLIC,
+    security=[],
+    summary="Log in: starts a session (cookie) for the pages and this API",
+    description=(
+        "Sets the session cookie. Repeated failures are slowed and then locked for a while,"
+        " per account and per client address: 429 with Retry-After."
+    ),
+    responses=problem_responses(
+        S.BAD_REQUEST, S.UNAUTHORIZED, S.CONFLICT, S.TOO_MANY_REQUESTS, S.UNPROCESSABLE_ENTITY
+    ),
+    tags=["sessions"],
+)
+async def start_session(
+    request: Request[Any, Any, Any], data: Credentials, deps: NamedDependency[Any]
+) -> Response[SessionStarted]:
+    caller, token = await log_in(deps, data.login, data.password, _client_ip(request))
+    response = Response(
+        SessionStarted(user_id=caller.user_id, role=caller.role, customer_id=caller.customer_id),
+        status_code=HTTPStatus.CREATED,
+    )
+    set_session_cookie(response, token, secure=deps.secure_cookies)
+    return response
+
+
+@delete(
+    "/sessions",
+    opt=PUBLIC,
+    security=[],
+    status_code=HTTPStatus.NO_CONTENT,
+    summary="Log out: ends this session and clears its cookie",
+    description="Answers 204 also when there was no session to end.",
+    tags=["sessions"],
+)
+async def end_session(
+    request: Request[Any, Any, Any], deps: NamedDependency[Any]
+) -> Response[None]:
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        await log_out(deps, token)
+    response: Response[None] = Response(None, status_code=HTTPStatus.NO_CONTENT)
+    clear_session_cookie(response)
+    return response
+
+
+@post(
+    "/api-keys",
+    sync_to_thread=True,
+    summary="Create an API key for the caller; the key is shown in this response only",
+    description="Programs send it as `Authorization: Bearer <key>`. Only its hash is kept.",
+    responses=problem_responses(S.UNAUTHORIZED),
+    tags=["api-keys"],
+)
+def create_api_key(
+    caller: NamedDependency[Caller], api_keys: NamedDependency[ApiKeys]
+) -> NewApiKey:
+    issued = api_keys.issue(user_id=caller.user_id, customer_id=caller.customer_id)
+    return NewApiKey(id=issued.id, key=issued.key)
+
+
+@delete(
+    "/api-keys/{key_id:uuid}",
+    sync_to_thread=True,
+    status_code=HTTPStatus.NO_CONTENT,
+    summary="Revoke an API key (the owner's own, or any for a platform admin)",
+    responses=problem_responses(S.UNAUTHORIZED, S.NOT_FOUND),
+    tags=["api-keys"],
+)
+def revoke_api_key(
+    key_id: UUID, caller: NamedDependency[Caller], api_keys: NamedDependency[ApiKeys]
+) -> None:
+    api_keys.revoke(key_id, by=caller.viewer())
+
+
+# ---------------------------------------------------------------- customers and users
+
+
+def _sees_contact(caller: Caller) -> bool:
+    """Contact person and billing address: support, admins and the customer's own users.
+    (The tenant guard already keeps customer users to their own customer.)"""
+    return caller.role is not Role.AUDITOR
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or isinstance(value, Erased) else str(value)
+
+
+@get(
+    "/customers",
+    sync_to_thread=True,
+    summary="Customers: all for Picasse staff, the caller's own for a customer's users",
+    responses=problem_responses(S.UNAUTHORIZED),
+    tags=["customers"],
+)
+def list_customers(
+    caller: NamedDependency[Caller], accounts_view: NamedDependency[AccountsView]
+) -> list[CustomerOut]:
+    if caller.role.is_platform:
+        rows = accounts_view.customers()
+    elif caller.customer_id is not None:
+        rows = accounts_view.customers(customer_id=caller.customer_id)
+    else:  # a customer role without a customer cannot be made; show nothing if it were
+        rows = []
+    contact = _sees_contact(caller)
+    return [
+        CustomerOut(
+            id=row.id,
+            organisation=row.organisation,
+            subscription=Subscription(row.subscription),
+            plan=row.plan,
+            registered_at=row.registered_at,
+            erased=row.erased,
+            contact=Contact(row.contact_name, row.contact_email, row.contact_phone)
+            if contact
+            else None,
+            billing_address=row.billing_address if contact else None,
+        )
+        for row in rows
+    ]
+
+
+def _customer_out(accounts: Accounts, customer_id: UUID, caller: Caller) -> CustomerOut:
+    details = accounts.customer(customer_id)
+    contact = _sees_contact(caller)
+    erased = isinstance(details.organisation, Erased)
+    return CustomerOut(
+        id=details.id,
+        organisation=_text(details.organisation),
+        subscription=details.subscription,
+        plan=details.plan,
+        registered_at=datetime.fromisoformat(details.registered_at),
+        erased=erased,
+        contact=Contact(
+            _text(details.contact.name), _text(details.contact.email), _text(details.contact.phone)
+        )
+        if contact
+        else None,
+        billing_address=_text(details.billing_address) if contact else None,
+    )
+
+
+@get(
+    "/customers/{customer_id:uuid}",
+    sync_to_thread=True,
+    summary="One customer",
+    responses=problem_responses(S.UNAUTHORIZED, S.NOT_FOUND, S.GONE),
+    tags=["customers"],
+)
+def show_customer(
+    customer_id: UUID, caller: NamedDependency[Caller], accounts: NamedDependency[Accounts]
+) -> CustomerOut:
+    return _customer_out(accounts, customer_id, caller)
+
+
+@patch(
+    "/customers/{customer_id:uuid}",
+    sync_to_thread=True,
+    guards=[roles(Role.PLATFORM_ADMIN, Role.SUPPORT, Role.CUSTOMER_ADMIN)],
+    summary="Change a customer's contact details and billing address",
+    responses=problem_responses(
+        S.BAD_REQUEST,
+        S.UNAUTHORIZED,
+        S.FORBIDDEN,
+        S.NOT_FOUND,
+        S.CONFLICT,
+        S.GONE,
+        S.UNPROCESSABLE_ENTITY,
+    ),
+    tags=["customers"],
+)
+def change_customer(
+    customer_id: UUID,
+    data: ContactChange,
+    caller: NamedDependency[Caller],
+    accounts: NamedDependency[Accounts],
+) -> CustomerOut:
+    accounts.change_contact(
+        customer_id,
+        contact_name=data.contact_name,
+        email=data.email,
+        phone=data.phone,
+        billing_address=data.billing_address,
+    )
+    return _customer_out(accounts, customer_id, caller)
+
+
+@get(
+    "/customers/{customer_id:uuid}/users",
+    sync_to_thread=True,
+    guards=[roles(*STAFF, Role.CUSTOMER_ADMIN)],
+    summary="A customer's users",
+    responses=problem_responses(S.UNAUTHORIZED, S.FORBIDDEN, S.NOT_FOUND),
+    tags=["customers"],
+)
+def list_users(
+    customer_id: UUID,
+    accounts: NamedDependency[Accounts],
+    accounts_view: NamedDependency[AccountsView],
+) -> list[UserOut]:
+    accounts.customer(customer_id)  # a customer we do not know is a 404, not an empty list
+    return [
+        UserOut(
+            id=row.id,
+            customer_id=row.customer_id,
+            login=row.login,
+            role=Role(row.role),
+            disabled=row.disabled,
+        )
+        for row in accounts_view.users(customer_id=customer_id)
+    ]
+
+
+@post(
+    "/customers/{customer_id:uuid}/users",
+    sync_to_thread=True,
+    guards=[roles(Role.PLATFORM_ADMIN, Role.CUSTOMER_ADMIN)],
+    summary="Add a user to a customer (role customer_admin or customer_user)",
+    responses=problem_responses(
+        S.BAD_REQUEST,
+        S.UNAUTHORIZED,
+        S.FORBIDDEN,
+        S.NOT_FOUND,
+        S.CONFLICT,
+        S.GONE,
+        S.UNPROCESSABLE_ENTITY,
+    ),
+    tags=["customers"],
+)
+def add_user(customer_id: UUID, data: NewUser, accounts: NamedDependency[Accounts]) -> UserOut:
+    if data.role.is_platform:
+        raise InvalidInput(
+            f"role {data.role.value} is for Picasse staff, who are added with the CLI",
+            field="role",
+        )
+    user_id = accounts.add_user(
+        customer_id=customer_id, login=data.login, role=data.role, password=data.password
+    )
+    user = accounts.user(user_id)
+    return UserOut(
+        id=user.id,
+        customer_id=user.customer_id,
+        login=_text(user.login),
+        role=user.role,
+        disabled=user.disabled,
+    )
+
+
+# ---------------------------------------------------------------- messages and traffic
+
+
+@post(
+    "/messages",
+    sync_to_thread=True,
+    status_code=HTTPStatus.ACCEPTED,
+    guards=[roles(Role.CUSTOMER_ADMIN, Role.CUSTOMER_USER)],
+    request_max_body_size=MAX_JSON_BODY,
+    summary="Send a message to recipients (and/or a group); delivered in the background",
+    description=(
+        "The same idempotency_key within 24 hours answers the first message's id and sends"
+        " nothing again. schedule_at (with a time zone, at most 7 days ahead) delays it."
+    ),
+    responses=problem_responses(
+        S.BAD_REQUEST,
+        S.UNAUTHORIZED,
+        S.FORBIDDEN,
+        S.CONFLICT,
+        S.GONE,
+        S.REQUEST_ENTITY_TOO_LARGE,
+        S.UNPROCESSABLE_ENTITY,
+    ),
+    tags=["messages"],
+)
+def send_message(
+    request: Request[Any, Any, Any],
+    data: SendMessage,
+    caller: NamedDependency[Caller],
+    messages: NamedDependency[Messages],
+) -> Accepted:
+    if caller.customer_id is None:  # the guard lets customer roles only; they all have one
+        raise Forbidden("only a customer's users send messages")
+    request_ = SendRequest(
+        channel=data.channel.value,
+        to=data.to,
+        group=data.group,
+        body=data.body,
+        template=data.template,
+        variables=data.variables,
+        subject=data.subject,
+        priority=data.priority.value,
+        schedule_at=data.schedule_at,
+        idempotency_key=data.idempotency_key,
+        ack_within_minutes=data.ack_within_minutes,
+        escalation_groups=data.escalation_groups,
+    )
+    message_id = messages.send(
+        caller.customer_id, request_, requested_by=caller.user_id, client_ip=_client_ip(request)
+    )
+    return Accepted(id=message_id)
+
+
+@get(
+    "/messages/{message_id:uuid}",
+    sync_to_thread=True,
+    summary="A message's status per recipient",
+    description=(
+        "reveal_content=true adds the body, for the customer's own users only: every"
+        " Picasse role gets 403 (R7)."
+    ),
+    responses=problem_responses(S.UNAUTHORIZED, S.FORBIDDEN, S.NOT_FOUND, S.GONE),
+    tags=["messages"],
+)
+def show_message(
+    message_id: UUID,
+    caller: NamedDependency[Caller],
+    messages: NamedDependency[Messages],
+    reveal_content: Annotated[
+        bool, Parameter(description="include the body (the customer's own users only)")
+    ] = False,
+) -> MessageOut:
+    details = messages.message(message_id, caller.viewer(), reveal_content=reveal_content)
+    body = (
+        details.body
+        if reveal_content and caller.viewer().may_read_content_of(details.customer_id)
+        else None
+    )  # belt and braces: the domain already refused staff (R7)
+    return MessageOut(
+        id=details.id,
+        customer_id=details.customer_id,
+        channel=details.channel,
+        priority=details.priority,
+        requested_at=details.requested_at,
+        not_before=details.not_before,
+        recipient_count=details.recipient_count,
+        body=_text(body),
+        deliveries=[
+            RecipientStatus(
+                id=d.id,
+                index=d.index,
+                to=_text(d.to),
+                status=d.status,
+                attempts=d.attempts,
+                reason=d.reason,
+                provider=d.provider,
+                acknowledged=d.acknowledged,
+                escalation_level=d.escalation_level,
+            )
+            for d in details.deliveries
+        ],
+    )
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@get(
+    "/traffic",
+    sync_to_thread=True,
+    summary="Traffic: who sent when to whom, with what outcome, newest first",
+    description=(
+        "A customer's users see their own customer's traffic; Picasse staff name the"
+        " customer with customer_id. Auditors see no recipients or addresses. Times without"
+        " a time zone are UTC; the period defaults to the last 24 hours."
+    ),
+    responses=problem_responses(S.BAD_REQUEST, S.UNAUTHORIZED, S.NOT_FOUND, S.UNPROCESSABLE_ENTITY),
+    tags=["traffic"],
+)
+def show_traffic(
+    caller: NamedDependency[Caller],
+    traffic_view: NamedDependency[TrafficView],
+    start: Annotated[
+        datetime | None, Parameter(query="from", description="from this moment (inclusive)")
+    ] = None,
+    end: Annotated[
+        datetime | None, Parameter(query="to", description="until this moment (exclusive)")
+    ] = None,
+    customer_id: Annotated[
+        UUID | None, Parameter(description="whose traffic (Picasse staff only; others: their own)")
+    ] = None,
+    limit: Annotated[int, Parameter(ge=1, le=MAX_TRAFFIC_ROWS)] = 200,
+) -> list[TrafficEntry]:
+    whose = customer_id if customer_id is not None else caller.customer_id
+    if whose is None:
+        raise InvalidInput(
+            "customer_id: staff name the customer whose traffic to show", field="customer_id"
+        )
+    until = _utc(end) if end is not None else datetime.now(UTC)
+    try:
+        since = _utc(start) if start is not None else until - DEFAULT_TRAFFIC_PERIOD
+    except OverflowError:
+        raise InvalidInput("to: too early a moment", field="to") from None
+    if since >= until:
+        raise InvalidInput("from: must lie before to", field="from")
+    entitled = caller.viewer().sees_traffic_of(whose)
+    return [
+        TrafficEntry(
+            delivery_id=row.delivery_id,
+            message_id=row.message_id,
+            customer_id=row.customer_id,
+            requested_at=row.requested_at,
+            requested_by=row.requested_by,
+            client_ip=row.client_ip if entitled else None,
+            channel=row.channel,
+            recipient=row.recipient if entitled else None,
+            status=row.status,
+            attempts=row.attempts,
+            reason=row.reason,
+            updated_at=row.updated_at,
+        )
+        for row in traffic_view.traffic(whose, since, until, limit=limit)
+    ]
+
+
+def api_router() -> Router:
+    """Every /v1 route of the customer API (the webhooks and ack links live in webhooks.py)."""
+    return Router(
+        path="/v1",
+        route_handlers=[
+            start_session,
+            end_session,
+            create_api_key,
+            revoke_api_key,
+            list_customers,
+            show_customer,
+            change_customer,
+            list_users,
+            add_user,
+            send_message,
+            show_message,
+            show_traffic,
+        ],
+        dependencies={"caller": Provide(caller_dependency, sync_to_thread=False)},
+    )

@@ -1,0 +1,399 @@
+"""The admin dashboard: server-rendered pages for Picasse staff, read from the views.
+
+No page shows message content (R7): the views hold none. Recipients, sender accounts
+and IPs, and failure reasons (which may quote an address) are shown only to the roles
+entitled to traffic data, as `Viewer.sees_traffic_of` decides (R4, R11).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from http import HTTPStatus
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
+from uuid import UUID
+
+import msgspec
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from litestar import MediaType, Request, Response, Router, get, post
+from litestar.connection import ASGIConnection
+from litestar.di import Provide
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+)
+from litestar.handlers import BaseRouteHandler
+from litestar.params import Body, Parameter
+from litestar.response import Redirect
+from litestar.static_files import create_static_files_router
+
+from picasse.adapters.http.auth import (
+    SESSION_COOKIE,
+    Caller,
+    clear_session_cookie,
+    current_caller,
+    log_in,
+    log_out,
+    set_session_cookie,
+)
+from picasse.adapters.http.charts import CHANNELS, OUTCOMES, deliveries_chart, outcome_totals
+from picasse.adapters.http.health import HealthProbe, PlatformHealth
+from picasse.domain.errors import AuthenticationFailed, DomainError
+from picasse.domain.values import PLATFORM_ROLES
+from picasse.projections.accounts import AccountsView, CustomerRow
+from picasse.projections.traffic import DailyCount, TrafficRow, TrafficView
+
+if TYPE_CHECKING:
+    from picasse.adapters.http.app import HttpDeps
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+CHART_DAYS = 14
+TRAFFIC_LIMIT = 500  # rows on one traffic page; narrow the period for more
+MAX_FORM_BYTES = 8 * 1024
+# Pages hold personal data: not cached, not framed, no scripts, nothing loaded from elsewhere.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self';"
+        " frame-ancestors 'none'; base-uri 'none'"
+    ),
+    # same-origin, not no-referrer: with no-referrer our own forms would post Origin: null.
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+# Handlers anonymous callers may reach; the authentication middleware skips these.
+PUBLIC = {"exclude_from_auth": True}
+
+templates = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(default=True),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """What the pages read from, taken out of the app's dependencies once."""
+
+    http: HttpDeps
+    accounts: AccountsView
+    traffic: TrafficView
+    health: HealthProbe
+    secure_cookies: bool
+
+
+class LoginForm(msgspec.Struct, frozen=True):
+    login: str = ""
+    password: str = ""
+
+
+def page(template: str, status: int = HTTPStatus.OK, **context: Any) -> Response[str]:
+    context = {"caller": None, "path": ""} | context
+    return Response(
+        content=templates.get_template(template).render(**context),
+        status_code=status,
+        media_type=MediaType.HTML,
+        headers=PAGE_HEADERS,
+    )
+
+
+def staff_page(request: Request[Any, Any, Any], template: str, **context: Any) -> Response[str]:
+    return page(template, caller=_caller(request), path=request.url.path, **context)
+
+
+def _caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
+    caller = current_caller(connection)  # type: ignore[arg-type]
+    if caller is None:
+        raise NotAuthorizedException("log in first")
+    return caller
+
+
+def staff_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """The dashboard is for Picasse staff; a customer's users use the API."""
+    if _caller(connection).role not in PLATFORM_ROLES:
+        raise PermissionDeniedException("the dashboard is for Picasse staff")
+
+
+def _same_origin(request: Request[Any, Any, Any]) -> None:
+    """Forms post only from our own pages (with SameSite cookies, a second lock on CSRF)."""
+    origin = request.headers.get("origin")
+    # Host and port only: behind a proxy that ends TLS the scheme we see is not theirs.
+    if origin is not None and urlsplit(origin).netloc != request.url.netloc:
+        raise PermissionDeniedException("This form was sent from another site.")
+
+
+# Signing in and out
+
+
+@get("/login", opt=PUBLIC, include_in_schema=False)
+async def login_page(request: Request[Any, Any, Any]) -> Response[Any]:
+    if current_caller(request) is not None:
+        return Redirect("/admin/")
+    return page("login.html")
+
+
+@post("/login", opt=PUBLIC, include_in_schema=False, request_max_body_size=MAX_FORM_BYTES)
+async def login(
+    request: Request[Any, Any, Any],
+    dashboard: Dashboard,
+    data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Response[Any]:
+    _same_origin(request)
+    client_ip = request.client.host if request.client else None
+    try:
+        _, token = await log_in(dashboard.http, data.login, data.password, client_ip)
+    except AuthenticationFailed:
+        message = "Wrong login or password."
+        return page("login.html", HTTPStatus.UNAUTHORIZED, error=message)
+    except HTTPException as error:
+        if error.status_code != HTTPStatus.TOO_MANY_REQUESTS:
+            raise
+        message = "Too many failed attempts. Wait a few minutes, then try again."
+        return page("login.html", HTTPStatus.TOO_MANY_REQUESTS, error=message)
+    except DomainError as error:  # e.g. a disabled account: said only after the right password
+        return page("login.html", HTTPStatus.UNAUTHORIZED, error=error.message)
+    response: Response[Any] = Redirect("/admin/", status_code=HTTPStatus.SEE_OTHER)
+    set_session_cookie(response, token, secure=dashboard.secure_cookies)
+    return response
+
+
+@post("/logout", include_in_schema=False, request_max_body_size=MAX_FORM_BYTES)
+async def logout(request: Request[Any, Any, Any], dashboard: Dashboard) -> Response[Any]:
+    _same_origin(request)
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        await log_out(dashboard.http, token)
+    response: Response[Any] = Redirect("/login", status_code=HTTPStatus.SEE_OTHER)
+    clear_session_cookie(response)
+    return response
+
+
+# The dashboard
+
+
+class Rate(msgspec.Struct, frozen=True):
+    delivered: int
+    failed: int
+    pending: int
+
+    @property
+    def settled(self) -> int:
+        return self.delivered + self.failed
+
+    @property
+    def percent(self) -> float | None:
+        """Delivered among those whose outcome is known; None while none is."""
+        return 100.0 * self.delivered / self.settled if self.settled else None
+
+
+def _rate(counts: list[DailyCount]) -> Rate:
+    totals = outcome_totals(counts)
+    return Rate(totals["delivered"], totals["failed"], totals["pending"])
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+@get("/", include_in_schema=False)
+async def overview(request: Request[Any, Any, Any], dashboard: Dashboard) -> Response[str]:
+    today = _today()
+    first = today - timedelta(days=CHART_DAYS - 1)
+
+    def read() -> tuple[list[CustomerRow], list[DailyCount]]:
+        return dashboard.accounts.customers(), dashboard.traffic.daily_counts(None, first, today)
+
+    (customers, counts), health = await asyncio.gather(
+        asyncio.to_thread(read), dashboard.health.check()
+    )
+    week = [c for c in counts if c.day > today - timedelta(days=7)]
+    todays = [c for c in counts if c.day == today]
+    return staff_page(
+        request,
+        "overview.html",
+        today=today,
+        customer_count=len(customers),
+        active_count=sum(1 for c in customers if c.subscription == "active"),
+        deliveries_today=sum(c.count for c in todays),
+        rate_today=_rate(todays),
+        rate_week=_rate(week),
+        chart=deliveries_chart(counts, first, today),
+        chart_days=CHART_DAYS,
+        health=health,
+        status=_health_status(health),
+    )
+
+
+def _health_status(health: PlatformHealth) -> dict[str, str]:
+    """'ok', 'behind' or 'down' for each part, for the colour of its badge."""
+    status = {view.name: "ok" if view.lag == 0 else "behind" for view in health.views}
+    relay = health.relay
+    status["relay"] = "down" if relay.position is None and relay.lag else (
+        "ok" if relay.lag == 0 else "behind"
+    )  # fmt: skip
+    workers = health.workers
+    if not workers.reachable:
+        status["workers"] = "down"
+    elif workers.waiting_pulls == 0 and workers.in_flight == 0:
+        status["workers"] = "down" if workers.pending else "idle"
+    else:
+        status["workers"] = "ok"
+    return status
+
+
+@get("/customers", include_in_schema=False, sync_to_thread=True)
+def customers_page(request: Request[Any, Any, Any], dashboard: Dashboard) -> Response[str]:
+    customers = dashboard.accounts.customers()
+    users = Counter(u.customer_id for u in dashboard.accounts.users())
+    return staff_page(request, "customers.html", customers=customers, user_counts=users)
+
+
+@get("/customers/{customer_id:uuid}", include_in_schema=False, sync_to_thread=True)
+def customer_page(
+    request: Request[Any, Any, Any], dashboard: Dashboard, customer_id: UUID
+) -> Response[str]:
+    rows = dashboard.accounts.customers(customer_id=customer_id)
+    if not rows:
+        raise _NotFound(f"There is no customer {customer_id}.")
+    today = _today()
+    first = today - timedelta(days=CHART_DAYS - 1)
+    counts = dashboard.traffic.daily_counts(customer_id, first, today)
+    by_channel = {
+        channel: outcome_totals(c for c in counts if c.channel == channel)
+        for channel, _ in CHANNELS
+    }
+    return staff_page(
+        request,
+        "customer.html",
+        customer=rows[0],
+        users=dashboard.accounts.users(customer_id=customer_id),
+        by_channel=by_channel,
+        channels=CHANNELS,
+        outcomes=OUTCOMES,
+        rate=_rate(counts),
+        chart=deliveries_chart(counts, first, today),
+        first=first,
+        today=today,
+    )
+
+
+@get("/traffic", include_in_schema=False, sync_to_thread=True)
+def traffic_page(
+    request: Request[Any, Any, Any],
+    dashboard: Dashboard,
+    customer: Annotated[str | None, Parameter(query="customer_id")] = None,
+    start: Annotated[str | None, Parameter(query="from")] = None,
+    end: Annotated[str | None, Parameter(query="to")] = None,
+) -> Response[str]:
+    viewer = _caller(request).viewer()
+    today = _today()
+    errors: list[str] = []
+    customer_id = _parse(customer, UUID, "customer", errors)
+    first = _parse(start, date.fromisoformat, "from", errors) or today - timedelta(days=6)
+    last = _parse(end, date.fromisoformat, "to", errors) or today
+    if first > last:
+        errors.append("'from' must not be after 'to'.")
+    customers = dashboard.accounts.customers()
+    rows: list[TrafficRow] = []
+    if not errors:
+        rows = dashboard.traffic.traffic(
+            customer_id,
+            datetime.combine(first, time.min, UTC),
+            datetime.combine(last + timedelta(days=1), time.min, UTC),
+            limit=TRAFFIC_LIMIT + 1,
+        )
+    return staff_page(
+        request,
+        "traffic.html",
+        customers=customers,
+        names={c.id: c.organisation for c in customers},
+        customer_id=customer_id,
+        first=first,
+        last=last,
+        errors=errors,
+        rows=rows[:TRAFFIC_LIMIT],
+        more=len(rows) > TRAFFIC_LIMIT,
+        limit=TRAFFIC_LIMIT,
+        entitled={c.id: viewer.sees_traffic_of(c.id) for c in customers},
+        status_class={"delivered": "ok", "failed": "bad", "undelivered": "bad"},
+        utc=UTC,
+    )
+
+
+def _parse(text: str | None, kind: Any, field: str, errors: list[str]) -> Any:
+    if not text:
+        return None
+    try:
+        return kind(text.strip())
+    except ValueError:
+        errors.append(f"'{field}' is not a valid {'date' if field != 'customer' else 'id'}.")
+        return None
+
+
+# Errors as pages
+
+
+class _NotFound(HTTPException):
+    status_code = HTTPStatus.NOT_FOUND
+
+
+def error_page(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    """The pages' one exception handler: errors become pages, not problem documents."""
+    if isinstance(error, NotAuthorizedException):
+        return Redirect("/login")
+    if isinstance(error, HTTPException):
+        status, detail = error.status_code, error.detail
+    else:
+        log.error("unhandled %s on a dashboard page", type(error).__name__, exc_info=error)
+        status, detail = HTTPStatus.INTERNAL_SERVER_ERROR, "Something went wrong on our side."
+    caller = current_caller(request)
+    return page(
+        "error.html",
+        status,
+        caller=caller,
+        path=request.url.path,
+        status_code=status,
+        title=HTTPStatus(status).phrase,
+        detail=detail,
+        forbidden=status == HTTPStatus.FORBIDDEN,
+    )
+
+
+def pages_router(deps: HttpDeps) -> Router:
+    """The login pages, the dashboard under /admin, and the stylesheet under /static."""
+    dashboard = Dashboard(
+        http=deps,
+        accounts=deps.accounts_view,
+        traffic=deps.traffic_view,
+        health=deps.health,
+        secure_cookies=deps.secure_cookies,
+    )
+    admin = Router(
+        path="/admin",
+        route_handlers=[overview, customers_page, customer_page, traffic_page],
+        guards=[staff_only],
+    )
+    static = create_static_files_router(
+        path="/static", directories=[HERE / "static"], opt=PUBLIC, include_in_schema=False
+    )
+    return Router(
+        path="/",
+        route_handlers=[login_page, login, logout, admin, static],
+        dependencies={
+            "dashboard": Provide(lambda: dashboard, use_cache=True, sync_to_thread=False)
+        },
+        exception_handlers={Exception: error_page},
+        include_in_schema=False,
+    )

