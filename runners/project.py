@@ -14,9 +14,15 @@ from eventsourcing.projection import Projection, ProjectionRunner
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from picasse.adapters.postgres.views import PostgresAccountsView, PostgresTrafficView, events_after
+from picasse.adapters.postgres.views import (
+    PostgresAccountsView,
+    PostgresLedgerView,
+    PostgresTrafficView,
+    events_after,
+)
 from picasse.domain.application import PicasseApplication
 from picasse.projections.accounts import AccountsProjection
+from picasse.projections.ledger import LedgerProjection
 from picasse.projections.traffic import TrafficProjection
 from picasse.runners import servers
 from picasse.runners.settings import Settings, SettingsError
@@ -25,6 +31,7 @@ from picasse.runners.wiring import ensure_master_key, eventsourcing_env
 VIEWS: dict[str, tuple[type[Projection[Any]], type[Any]]] = {
     "accounts": (AccountsProjection, PostgresAccountsView),
     "traffic": (TrafficProjection, PostgresTrafficView),
+    "ledger": (LedgerProjection, PostgresLedgerView),
 }
 
 

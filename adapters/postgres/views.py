@@ -11,6 +11,7 @@ from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import sql
 
 from picasse.projections.accounts import AccountsView, CustomerRow, UserRow
+from picasse.projections.ledger import LedgerEntry, LedgerView
 from picasse.projections.traffic import Change, DailyCount, TrafficRow, TrafficView
 
 
@@ -306,3 +307,31 @@ def events_after(recorder: Any, position: int, topics: tuple[str, ...]) -> int:
     with recorder.datastore.get_connection() as conn:
         row = conn.execute(statement, (position, list(topics))).fetchone()
     return int(row["n"]) if row else 0
+
+
+class PostgresLedgerView(_View, LedgerView):
+    tables = ("entries",)
+
+    def schema_statements(self) -> list[str]:
+        return [
+            "CREATE TABLE IF NOT EXISTS {entries} (notification_id bigint PRIMARY KEY,"
+            " at timestamptz NOT NULL, kind text NOT NULL, customer_id uuid, summary text NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS ledger_entries_customer ON {entries} (customer_id, at)",
+        ]
+
+    def record(self, entry: LedgerEntry, tracking: Tracking) -> None:
+        self._write(
+            tracking,
+            "INSERT INTO {entries} (notification_id, at, kind, customer_id, summary)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (notification_id) DO NOTHING",
+            (tracking.notification_id, entry.at, entry.kind, entry.customer_id, entry.summary),
+        )
+
+    def entries(self, *, customer_id: UUID | None = None, limit: int = 500) -> list[LedgerEntry]:
+        rows = self._read(
+            "SELECT at, kind, customer_id, summary FROM {entries}"
+            " WHERE %(customer)s::uuid IS NULL OR customer_id = %(customer)s"
+            " ORDER BY notification_id DESC LIMIT %(limit)s",
+            {"customer": customer_id, "limit": limit},
+        )
+        return [LedgerEntry(**row) for row in rows]

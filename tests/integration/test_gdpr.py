@@ -308,3 +308,34 @@ def test_the_phone_number_is_exported_in_its_e164_form(
         row["contact_phone"] == person.values["phone"]
         and row["contact_email"] == person.values["email"]
     )
+
+
+def test_the_privacy_ledger_lists_exports_erasures_retention_runs_and_disclosures_without_personal_data(
+    gdpr: Platform, accounts: Accounts, messages: Messages, tmp_path: Path
+) -> None:
+    from datetime import date
+
+    person = Person(uuid.uuid4().hex[:8])
+    customer = _customer(accounts, person)
+    _send(messages, customer, person)
+    gdpr.views.catch_up()
+    export_customer(gdpr, customer, tmp_path / "e.zip", purpose="portability", by="test")
+    gdpr.privacy.record_disclosure(
+        customer, authority="Politie Eenheid Oost", legal_basis="art. 126ng Sv", period_from=date(2026, 1, 1),
+        period_to=date(2026, 12, 31), records=1, by="test",
+    )  # fmt: skip
+    run_retention(
+        gdpr.privacy,
+        traffic_retention(6),
+        now=datetime.now(UTC) + timedelta(days=220),
+        dry_run=False,
+    )
+    terminate_customer(gdpr, customer, tmp_path / "out", export=False, by="test")
+    gdpr.views.catch_up()
+    entries = gdpr.views.view("ledger").entries(customer_id=customer)
+    kinds = {entry.kind for entry in entries}
+    assert {"export", "disclosure", "erasure", "termination", "statement"} <= kinds
+    assert any(e.kind == "retention" for e in gdpr.views.view("ledger").entries())
+    text = " ".join(e.summary for e in entries)
+    assert _found(person.needles(), text.encode()) == []
+    assert "Politie Eenheid Oost" in text

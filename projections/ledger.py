@@ -1,0 +1,93 @@
+"""The privacy ledger: every export, termination, erasure, retention run and disclosure, without personal data."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from eventsourcing.dispatch import singledispatchmethod
+from eventsourcing.persistence import Tracking, TrackingRecorder
+from eventsourcing.projection import Projection
+from eventsourcing.utils import get_topic
+
+from picasse.domain.customers import Customer
+from picasse.domain.privacy import Disclosure, Erasure, Export, RetentionRun, StatementIssued
+
+
+class LedgerEntry(msgspec.Struct, frozen=True):
+    at: datetime
+    kind: str  # export, termination, erasure, retention, disclosure, statement
+    customer_id: UUID | None
+    summary: str  # ids, counts, reasons: never personal data
+
+
+class LedgerView(TrackingRecorder, ABC):
+    @abstractmethod
+    def record(self, entry: LedgerEntry, tracking: Tracking) -> None: ...
+
+    @abstractmethod
+    def entries(
+        self, *, customer_id: UUID | None = None, limit: int = 500
+    ) -> list[LedgerEntry]: ...
+
+
+class LedgerProjection(Projection[LedgerView]):
+    name = "ledger_view"
+    topics = tuple(
+        get_topic(cls)
+        for cls in (
+            Export.Made,
+            Customer.Terminated,
+            Erasure.Recorded,
+            RetentionRun.Ran,
+            Disclosure.Recorded,
+            StatementIssued.Issued,
+        )
+    )
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        self.view.insert_tracking(tracking)
+
+    @process_event.register
+    def _(self, e: Export.Made, tracking: Tracking) -> None:
+        counts = ", ".join(f"{kind} {n}" for kind, n in sorted(e.counts.items()))
+        entry = LedgerEntry(
+            e.timestamp, "export", e.tenant_id, f"{e.purpose} export by {e.by}: {counts}"
+        )
+        self.view.record(entry, tracking)
+
+    @process_event.register
+    def _(self, e: Customer.Terminated, tracking: Tracking) -> None:
+        self.view.record(
+            LedgerEntry(e.timestamp, "termination", e.originator_id, "subscription terminated"),
+            tracking,
+        )
+
+    @process_event.register
+    def _(self, e: Erasure.Recorded, tracking: Tracking) -> None:
+        what = "all keys of the customer" if e.subject is None else e.subject
+        summary = f"{what}: {len(e.key_ids)} key(s) destroyed ({e.reason})"
+        self.view.record(LedgerEntry(e.timestamp, "erasure", e.tenant_id, summary), tracking)
+
+    @process_event.register
+    def _(self, e: RetentionRun.Ran, tracking: Tracking) -> None:
+        verb = "would erase" if e.dry_run else "erased"
+        summary = f"months up to {e.cutoff_month}: {verb} {len(e.erased)} month key(s)"
+        self.view.record(LedgerEntry(e.timestamp, "retention", None, summary), tracking)
+
+    @process_event.register
+    def _(self, e: Disclosure.Recorded, tracking: Tracking) -> None:
+        summary = (
+            f"{e.records} traffic record(s) {e.period_from} to {e.period_to} disclosed to {e.authority}"
+            f" by {e.by}; legal basis: {e.legal_basis}"
+        )
+        self.view.record(LedgerEntry(e.timestamp, "disclosure", e.tenant_id, summary), tracking)
+
+    @process_event.register
+    def _(self, e: StatementIssued.Issued, tracking: Tracking) -> None:
+        summary = f"statement of erasure issued (sha256 {e.sha256[:16]}…), {e.unreadable_events} events unreadable"
+        self.view.record(LedgerEntry(e.timestamp, "statement", e.tenant_id, summary), tracking)
