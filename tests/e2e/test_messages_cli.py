@@ -1,0 +1,110 @@
+"""`picasse messages …` and `picasse groups …` as a process: sends, refusals, idempotency."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.e2e.conftest import Run
+
+CUSTOMER = [
+    "customers", "register", "--org", "Sender BV", "--contact-name", "Sam Sender",
+    "--email", "sam@sender.example", "--phone", "+31 6 2222 3333", "--billing-address", "Weg 3, Ede",
+]  # fmt: skip
+
+
+@pytest.fixture
+def customer(picasse: Run) -> str:
+    customer_id = picasse(*CUSTOMER, check=True).stdout.strip()
+    picasse("customers", "subscribe", customer_id, check=True)
+    return customer_id
+
+
+def _events(picasse: Run) -> int:
+    return json.loads(picasse("audit", "verify", "--json", check=True).stdout)["events"]
+
+
+def test_a_sent_message_is_queued_per_recipient_and_shown_without_its_body(
+    picasse: Run, customer: str
+) -> None:
+    sent = picasse(
+        "messages", "send", "--customer", customer, "--channel", "email",
+        "--to", "ann@rcpt.example", "--to", "bob@rcpt.example", "--body", "Secret body text", "--json", check=True,
+    )  # fmt: skip
+    message_id = json.loads(sent.stdout)["id"]
+    shown = json.loads(picasse("messages", "show", message_id, "--json", check=True).stdout)
+    assert [d["to"] for d in shown["deliveries"]] == ["ann@rcpt.example", "bob@rcpt.example"]
+    assert {d["status"] for d in shown["deliveries"]} == {"queued"}
+    assert shown["body"] is None
+    assert "Secret body text" not in picasse("messages", "show", message_id, check=True).stdout
+
+
+def test_the_same_idempotency_key_returns_the_first_message_and_sends_nothing_more(
+    picasse: Run, customer: str
+) -> None:
+    args = ["messages", "send", "--customer", customer, "--channel", "sms", "--to", "+31612345678",
+            "--body", "Once", "--idempotency-key", "order-42"]  # fmt: skip
+    first = picasse(*args, check=True).stdout.strip()
+    before = _events(picasse)
+    assert picasse(*args, check=True).stdout.strip() == first
+    assert _events(picasse) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--channel", "sms", "--to", "0612", "--body", "x"], "to"),
+        (["--channel", "email", "--to", "not-an-address", "--body", "x"], "to"),
+        (["--channel", "sms", "--to", "+31612345678", "--body", "   "], "body: must not be empty"),
+        (["--channel", "sms", "--to", "+31612345678", "--body", "x" * 1601], "at most 1600"),
+        (["--channel", "sms", "--group", "no such group", "--body", "x"], "no group"),
+        (["--channel", "email", "--body", "x"], "at least one recipient"),
+    ],
+)
+def test_bad_messages_are_refused_with_one_line_and_record_nothing(
+    picasse: Run, customer: str, args: list[str], reason: str
+) -> None:
+    before = _events(picasse)
+    result = picasse("messages", "send", "--customer", customer, *args)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert reason in line
+    assert _events(picasse) == before
+
+
+def test_too_many_recipients_are_refused(picasse: Run, customer: str) -> None:
+    many = [arg for i in range(1001) for arg in ("--to", f"p{i}@rcpt.example")]
+    result = picasse(
+        "messages", "send", "--customer", customer, "--channel", "email", "--body", "x", *many
+    )
+    assert result.returncode == 1 and "at most 1000" in result.stderr
+
+
+def test_a_group_can_be_messaged_by_name(picasse: Run, customer: str) -> None:
+    picasse("groups", "set", "--customer", customer, "--name", "Night shift",
+            "--member", "+31612340001", "--member", "+31612340002", check=True)  # fmt: skip
+    message_id = picasse(
+        "messages", "send", "--customer", customer, "--channel", "sms", "--group", "night shift", "--body", "Hi",
+        check=True,
+    ).stdout.strip()  # fmt: skip
+    shown = json.loads(picasse("messages", "show", message_id, "--json", check=True).stdout)
+    assert [d["to"] for d in shown["deliveries"]] == ["+31612340001", "+31612340002"]
+
+
+def test_content_is_revealed_only_to_the_customers_own_user(picasse: Run, customer: str) -> None:
+    message_id = picasse(
+        "messages", "send", "--customer", customer, "--channel", "sms", "--to", "+31612345678", "--body", "Hush",
+        check=True,
+    ).stdout.strip()  # fmt: skip
+    picasse("users", "add", "--customer", customer, "--login", "sam", "--role", "customer_user",
+            "--password-stdin", stdin="sam's password\n", check=True)  # fmt: skip
+    picasse("users", "add", "--login", "boss", "--role", "platform_admin", "--password-stdin",
+            stdin="boss's password\n", check=True)  # fmt: skip
+    own = picasse("messages", "show", message_id, "--reveal-content", "--as", "sam", "--password-stdin",
+                  "--json", stdin="sam's password\n", check=True)  # fmt: skip
+    assert json.loads(own.stdout)["body"] == "Hush"
+    staff = picasse("messages", "show", message_id, "--reveal-content", "--as", "boss", "--password-stdin",
+                    stdin="boss's password\n")  # fmt: skip
+    assert staff.returncode == 1 and "R7" in staff.stderr and "Hush" not in staff.stdout
+    assert picasse("messages", "show", message_id, "--reveal-content").returncode == 1
