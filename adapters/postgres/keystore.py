@@ -607,7 +607,7 @@ class PostgresKeyStore:
                     self._listening.set()
                     backoff = 0.2
                     while not self._stopping.is_set():
-                        for notice in conn.notifies(timeout=0.5):
+                        for notice in conn.notifies(timeout=0.1):
                             self._on_notice(notice.payload)
             except psycopg.Error as error:
                 log.warning(
