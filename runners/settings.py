@@ -53,7 +53,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         data_dir = Path(env.get("PICASSE_DATA_DIR") or ".picasse").expanduser().absolute()
-        http_port = _number(env, "PICASSE_HTTP_PORT", 8000, int)
+        http_port = _number(env, "PICASSE_HTTP_PORT", 8000, int, minimum=0)  # 0: any free port
         master = env.get("PICASSE_MASTER_KEY_FILE")
         http_host = env.get("PICASSE_HTTP_HOST") or "127.0.0.1"
         return cls(
@@ -111,7 +111,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 N = TypeVar("N", int, float)
 
 
-def _number(env: Mapping[str, str], name: str, default: N, kind: type[N]) -> N:
+def _number(
+    env: Mapping[str, str], name: str, default: N, kind: type[N], *, minimum: N | None = None
+) -> N:
     text = env.get(name)
     if not text:
         return default
@@ -119,7 +121,9 @@ def _number(env: Mapping[str, str], name: str, default: N, kind: type[N]) -> N:
         value = kind(text)
     except ValueError:
         raise SettingsError(f"{name} must be a number, not {text!r}") from None
-    if value <= 0:
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, not {text!r}")
+    if minimum is None and value <= 0:
         raise SettingsError(f"{name} must be positive, not {text!r}")
     return value
 
