@@ -25,9 +25,11 @@ test: $(BIN)/picasse
 	$(MAKE) --no-print-directory test-external
 
 test-embedded: $(BIN)/picasse
+	@bash tests/e2e/ensure_chromium.sh
 	env -u PICASSE_DATABASE_URL -u PICASSE_NATS_URL $(BIN)/pytest -q
 
 test-external: $(BIN)/picasse
+	@bash tests/e2e/ensure_chromium.sh
 	@bash tests/ensure_local_servers.sh
 	PICASSE_DATABASE_URL=$(EXTERNAL_DATABASE_URL) PICASSE_NATS_URL=$(EXTERNAL_NATS_URL) \
 		$(BIN)/pytest -q tests/integration tests/e2e
