@@ -13,15 +13,20 @@ from typing import Any
 
 import uvicorn
 from eventsourcing.persistence import InfrastructureFactory
+from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import ProjectionRunner
 
 from picasse.adapters.http.acklinks import ack_links_from
 from picasse.adapters.http.app import HttpDeps, create_app
+from picasse.adapters.http.health import HealthProbe, JobQueueProbe, WatchedView
 from picasse.adapters.master_key import read_master_key
+from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.postgres.sessions import PostgresAuthStore
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.api_keys import ApiKeys
-from picasse.runners import servers
+from picasse.domain.messaging import Messages
+from picasse.runners import relay, servers
+from picasse.runners.processes import connect_nats
 from picasse.runners.project import VIEWS, view_env
 from picasse.runners.settings import Settings, SettingsError
 from picasse.runners.wiring import (
@@ -32,7 +37,9 @@ from picasse.runners.wiring import (
     receipt_tokens,
 )
 
-POOL_SIZE = 8  # database connections for the threads that run commands
+# Connections each part keeps open; under load each pool grows by POSTGRES_MAX_OVERFLOW.
+POOL_SIZE = 4  # messages: sending and reading messages
+SMALL_POOL = 1  # accounts, API keys, each view, sessions: one short query per request
 GRACEFUL_SHUTDOWN = 10  # seconds open requests get to finish after SIGTERM
 
 
@@ -80,36 +87,62 @@ def http_deps(settings: Settings, database_url: str, *, secure: bool = False) ->
     with ExitStack() as stack:
         messages = open_messages(settings, database_url, pool_size=POOL_SIZE)
         stack.callback(messages.close)
-        accounts = open_accounts(settings, database_url)
-        stack.callback(accounts.close)
         env = eventsourcing_env(
             database_url, settings.master_key_path, schema=settings.database_schema
         )
-        api_keys = ApiKeys({**env, "POSTGRES_POOL_SIZE": "2"})
+        env["POSTGRES_POOL_SIZE"] = str(SMALL_POOL)
+        pseudonyms = KeyedPseudonyms(master_key)
+        accounts = open_accounts(settings, database_url, pool_size=SMALL_POOL)
+        stack.callback(accounts.close)
+        api_keys = ApiKeys(env)
         stack.callback(api_keys.close)
         auth_store = PostgresAuthStore(database_url, schema=settings.database_schema)
         stack.callback(auth_store.close)
+        views = {name: stack.enter_context(_view(settings, database_url, name)) for name in VIEWS}
         yield HttpDeps(
             messages=messages,
             accounts=accounts,
             api_keys=api_keys,
-            accounts_view=stack.enter_context(_view(settings, database_url, "accounts")),
-            traffic_view=stack.enter_context(_view(settings, database_url, "traffic")),
+            accounts_view=views["accounts"],
+            traffic_view=views["traffic"],
+            health=_health_probe(settings, messages, views),
             auth_store=auth_store,
-            pseudonyms=KeyedPseudonyms(master_key),
+            pseudonyms=pseudonyms,
             receipt_tokens=receipt_tokens(settings),
             ack_links=ack_links_from(master_key, settings.public_url),
             secure_cookies=secure or settings.public_url.startswith("https://"),
-            # TODO(lead): settings.login_tracking, from PICASSE_LOGIN_TRACKING=on.
-            login_tracking=bool(getattr(settings, "login_tracking", False)),
+            login_tracking=settings.login_tracking,
         )
+
+
+def _health_probe(settings: Settings, messages: Messages, views: dict[str, Any]) -> HealthProbe:
+    """What the overview shows of the platform: views' and relay's lag, the job queue.
+
+    The queue is asked only when NATS is configured (as `picasse up` does for its API):
+    serving pages is no reason for this process to start an embedded NATS of its own.
+    """
+    nats_url = settings.nats_url
+    return HealthProbe(
+        log=messages.recorder,  # type: ignore[arg-type]
+        views=[WatchedView(name, view, VIEWS[name][0].topics) for name, view in views.items()],
+        relay=PostgresTrackingRecorder(
+            messages.factory.datastore,  # type: ignore[attr-defined]
+            tracking_table_name=relay.TRACKING_TABLE,
+        ),
+        jobs=JobQueueProbe(
+            lambda: connect_nats(nats_url, "picasse-api-health"),
+            Topology(settings.nats_namespace),
+        )
+        if nats_url
+        else None,
+    )
 
 
 @contextmanager
 def _view(settings: Settings, database_url: str, name: str) -> Iterator[Any]:
     """A view to read, as `picasse project` writes it (its tables, in its schema)."""
     projection, view_class = VIEWS[name]
-    env = {**view_env(settings, database_url), "POSTGRES_POOL_SIZE": "2"}
+    env = {**view_env(settings, database_url), "POSTGRES_POOL_SIZE": str(SMALL_POOL)}
     factory = InfrastructureFactory.construct(
         env=ProjectionRunner._construct_env(projection.name, env)
     )
@@ -136,7 +169,9 @@ async def _serve(
 def _listen(host: str, port: int) -> socket.socket:
     """Bind before serving, so a busy port is one clear error and port 0 picks a free one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP spelt out: asyncio sets TCP_NODELAY only on sockets that say so, and
+    # without it every response on a kept-alive connection waits 40 ms for a delayed ACK.
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((host, port))

@@ -470,7 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Follow the event log into the views the API and dashboard read. Each view commits its rows and its position together, so a restart resumes exactly. --rebuild empties one view and builds it again from the whole log, with a progress bar.",
     )
     project.add_argument(
-        "--rebuild", metavar="VIEW", help="rebuild this view from the log: accounts, traffic or ledger"
+        "--rebuild",
+        metavar="VIEW",
+        help="rebuild this view from the log: accounts, traffic or ledger",
     )
     project.add_argument(
         "--once", action="store_true", help="catch up with the log, print each view's lag, and exit"

@@ -27,6 +27,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     traffic_retention_months: int = 6
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    login_tracking: bool = False  # R6: possible, but off unless an operator switches it on
     tls_cert: Path | None = None  # with tls_key: serve HTTPS
     tls_key: Path | None = None
     # Where the outside world reaches our HTTP API (delivery receipt webhooks, ack links).
@@ -67,6 +68,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             traffic_retention_months=_number(env, "PICASSE_TRAFFIC_RETENTION_MONTHS", 6, int),
             http_host=http_host,
             http_port=http_port,
+            login_tracking=(env.get("PICASSE_LOGIN_TRACKING") or "").strip().lower() == "on",
             tls_cert=_path(env.get("PICASSE_TLS_CERT")),
             tls_key=_path(env.get("PICASSE_TLS_KEY")),
             public_url=(env.get("PICASSE_PUBLIC_URL") or f"http://{http_host}:{http_port}").rstrip(

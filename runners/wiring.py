@@ -50,14 +50,18 @@ def eventsourcing_env(
     return env
 
 
-def open_accounts(settings: Settings, database_url: str, *, schema: str | None = None) -> Accounts:
+def open_accounts(
+    settings: Settings, database_url: str, *, schema: str | None = None, pool_size: int = 4
+) -> Accounts:
     master_key_file = settings.master_key_path
+    env = eventsourcing_env(
+        database_url,
+        master_key_file,
+        schema=settings.database_schema if schema is None else schema,
+    )
+    env["POSTGRES_POOL_SIZE"] = str(pool_size)
     return Accounts(
-        eventsourcing_env(
-            database_url,
-            master_key_file,
-            schema=settings.database_schema if schema is None else schema,
-        ),
+        env,
         passwords=Argon2Passwords(),
         pseudonyms=KeyedPseudonyms(read_master_key(master_key_file)),
     )

@@ -37,14 +37,13 @@ from uuid import UUID
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, patch, post
-from litestar.di import NamedDependency, Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from picasse.adapters.http.auth import (
     PUBLIC,
     SESSION_COOKIE,
     Caller,
-    caller_dependency,
     clear_session_cookie,
     log_in,
     log_out,
@@ -52,7 +51,7 @@ from picasse.adapters.http.auth import (
     set_session_cookie,
 )
 from picasse.adapters.http.problems import problem_responses
-from picasse.domain.accounts import Accounts
+from picasse.domain.accounts import MAX_PASSWORD_LENGTH, Accounts
 from picasse.domain.api_keys import ApiKeys
 from picasse.domain.customers import Subscription
 from picasse.domain.errors import InvalidInput
@@ -75,8 +74,8 @@ S = HTTPStatus  # short names for the status lists below
 
 
 class Credentials(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    login: str
-    password: str
+    login: Annotated[str, msgspec.Meta(max_length=254)]
+    password: Annotated[str, msgspec.Meta(max_length=MAX_PASSWORD_LENGTH)]
 
     def __repr__(self) -> str:  # the password stays out of every log line
         return "Credentials(…)"
@@ -204,6 +203,11 @@ class TrafficEntry(msgspec.Struct, frozen=True):
 # ---------------------------------------------------------------- sessions and keys
 
 
+def _answers(*statuses: HTTPStatus) -> dict[int, Any]:
+    """A route's documented problems: what any authenticated route may answer, and these."""
+    return problem_responses(S.BAD_REQUEST, S.UNAUTHORIZED, S.FORBIDDEN, *statuses)
+
+
 def _client_ip(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -211,6 +215,7 @@ def _client_ip(request: Request[Any, Any, Any]) -> str:
 @post(
     "/sessions",
     opt=PUBLIC,
+    request_max_body_size=16 * 1024,
     security=[],
     summary="Log in: starts a session (cookie) for the pages and this API",
     description=(
@@ -218,14 +223,22 @@ def _client_ip(request: Request[Any, Any, Any]) -> str:
         " per account and per client address: 429 with Retry-After."
     ),
     responses=problem_responses(
-        S.BAD_REQUEST, S.UNAUTHORIZED, S.CONFLICT, S.TOO_MANY_REQUESTS, S.UNPROCESSABLE_ENTITY
+        S.BAD_REQUEST,
+        S.UNAUTHORIZED,
+        S.FORBIDDEN,
+        S.CONFLICT,
+        S.TOO_MANY_REQUESTS,
+        S.UNPROCESSABLE_ENTITY,
     ),
     tags=["sessions"],
 )
 async def start_session(
-    request: Request[Any, Any, Any], data: Credentials, deps: NamedDependency[Any]
+    request: Request[Any, Any, Any], data: JSONBody[Credentials], deps: NamedDependency[Any]
 ) -> Response[SessionStarted]:
     caller, token = await log_in(deps, data.login, data.password, _client_ip(request))
+    previous = request.cookies.get(SESSION_COOKIE)
+    if previous:  # the session this browser had ends: one live session, not two
+        await log_out(deps, previous)
     response = Response(
         SessionStarted(user_id=caller.user_id, role=caller.role, customer_id=caller.customer_id),
         status_code=HTTPStatus.CREATED,
@@ -241,6 +254,7 @@ async def start_session(
     status_code=HTTPStatus.NO_CONTENT,
     summary="Log out: ends this session and clears its cookie",
     description="Answers 204 also when there was no session to end.",
+    responses=problem_responses(S.FORBIDDEN),
     tags=["sessions"],
 )
 async def end_session(
@@ -259,7 +273,7 @@ async def end_session(
     sync_to_thread=True,
     summary="Create an API key for the caller; the key is shown in this response only",
     description="Programs send it as `Authorization: Bearer <key>`. Only its hash is kept.",
-    responses=problem_responses(S.UNAUTHORIZED),
+    responses=_answers(),
     tags=["api-keys"],
 )
 def create_api_key(
@@ -274,11 +288,11 @@ def create_api_key(
     sync_to_thread=True,
     status_code=HTTPStatus.NO_CONTENT,
     summary="Revoke an API key (the owner's own, or any for a platform admin)",
-    responses=problem_responses(S.UNAUTHORIZED, S.NOT_FOUND),
+    responses=_answers(S.NOT_FOUND),
     tags=["api-keys"],
 )
 def revoke_api_key(
-    key_id: UUID, caller: NamedDependency[Caller], api_keys: NamedDependency[ApiKeys]
+    key_id: FromPath[UUID], caller: NamedDependency[Caller], api_keys: NamedDependency[ApiKeys]
 ) -> None:
     api_keys.revoke(key_id, by=caller.viewer())
 
@@ -300,7 +314,7 @@ def _text(value: Any) -> str | None:
     "/customers",
     sync_to_thread=True,
     summary="Customers: all for Picasse staff, the caller's own for a customer's users",
-    responses=problem_responses(S.UNAUTHORIZED),
+    responses=_answers(),
     tags=["customers"],
 )
 def list_customers(
@@ -330,7 +344,7 @@ def list_customers(
     ]
 
 
-def _customer_out(accounts: Accounts, customer_id: UUID, caller: Caller) -> CustomerOut:
+def _customer_out(accounts: Accounts, customer_id: FromPath[UUID], caller: Caller) -> CustomerOut:
     details = accounts.customer(customer_id)
     contact = _sees_contact(caller)
     erased = isinstance(details.organisation, Erased)
@@ -354,11 +368,13 @@ def _customer_out(accounts: Accounts, customer_id: UUID, caller: Caller) -> Cust
     "/customers/{customer_id:uuid}",
     sync_to_thread=True,
     summary="One customer",
-    responses=problem_responses(S.UNAUTHORIZED, S.NOT_FOUND, S.GONE),
+    responses=_answers(S.NOT_FOUND, S.GONE),
     tags=["customers"],
 )
 def show_customer(
-    customer_id: UUID, caller: NamedDependency[Caller], accounts: NamedDependency[Accounts]
+    customer_id: FromPath[UUID],
+    caller: NamedDependency[Caller],
+    accounts: NamedDependency[Accounts],
 ) -> CustomerOut:
     return _customer_out(accounts, customer_id, caller)
 
@@ -368,10 +384,7 @@ def show_customer(
     sync_to_thread=True,
     guards=[roles(Role.PLATFORM_ADMIN, Role.SUPPORT, Role.CUSTOMER_ADMIN)],
     summary="Change a customer's contact details and billing address",
-    responses=problem_responses(
-        S.BAD_REQUEST,
-        S.UNAUTHORIZED,
-        S.FORBIDDEN,
+    responses=_answers(
         S.NOT_FOUND,
         S.CONFLICT,
         S.GONE,
@@ -380,8 +393,8 @@ def show_customer(
     tags=["customers"],
 )
 def change_customer(
-    customer_id: UUID,
-    data: ContactChange,
+    customer_id: FromPath[UUID],
+    data: JSONBody[ContactChange],
     caller: NamedDependency[Caller],
     accounts: NamedDependency[Accounts],
 ) -> CustomerOut:
@@ -400,11 +413,11 @@ def change_customer(
     sync_to_thread=True,
     guards=[roles(*STAFF, Role.CUSTOMER_ADMIN)],
     summary="A customer's users",
-    responses=problem_responses(S.UNAUTHORIZED, S.FORBIDDEN, S.NOT_FOUND),
+    responses=_answers(S.NOT_FOUND),
     tags=["customers"],
 )
 def list_users(
-    customer_id: UUID,
+    customer_id: FromPath[UUID],
     accounts: NamedDependency[Accounts],
     accounts_view: NamedDependency[AccountsView],
 ) -> list[UserOut]:
@@ -426,10 +439,7 @@ def list_users(
     sync_to_thread=True,
     guards=[roles(Role.PLATFORM_ADMIN, Role.CUSTOMER_ADMIN)],
     summary="Add a user to a customer (role customer_admin or customer_user)",
-    responses=problem_responses(
-        S.BAD_REQUEST,
-        S.UNAUTHORIZED,
-        S.FORBIDDEN,
+    responses=_answers(
         S.NOT_FOUND,
         S.CONFLICT,
         S.GONE,
@@ -437,7 +447,9 @@ def list_users(
     ),
     tags=["customers"],
 )
-def add_user(customer_id: UUID, data: NewUser, accounts: NamedDependency[Accounts]) -> UserOut:
+def add_user(
+    customer_id: FromPath[UUID], data: JSONBody[NewUser], accounts: NamedDependency[Accounts]
+) -> UserOut:
     if data.role.is_platform:
         raise InvalidInput(
             f"role {data.role.value} is for Picasse staff, who are added with the CLI",
@@ -470,10 +482,7 @@ def add_user(customer_id: UUID, data: NewUser, accounts: NamedDependency[Account
         "The same idempotency_key within 24 hours answers the first message's id and sends"
         " nothing again. schedule_at (with a time zone, at most 7 days ahead) delays it."
     ),
-    responses=problem_responses(
-        S.BAD_REQUEST,
-        S.UNAUTHORIZED,
-        S.FORBIDDEN,
+    responses=_answers(
         S.CONFLICT,
         S.GONE,
         S.REQUEST_ENTITY_TOO_LARGE,
@@ -483,7 +492,7 @@ def add_user(customer_id: UUID, data: NewUser, accounts: NamedDependency[Account
 )
 def send_message(
     request: Request[Any, Any, Any],
-    data: SendMessage,
+    data: JSONBody[SendMessage],
     caller: NamedDependency[Caller],
     messages: NamedDependency[Messages],
 ) -> Accepted:
@@ -517,15 +526,15 @@ def send_message(
         "reveal_content=true adds the body, for the customer's own users only: every"
         " Picasse role gets 403 (R7)."
     ),
-    responses=problem_responses(S.UNAUTHORIZED, S.FORBIDDEN, S.NOT_FOUND, S.GONE),
+    responses=_answers(S.NOT_FOUND, S.GONE),
     tags=["messages"],
 )
 def show_message(
-    message_id: UUID,
+    message_id: FromPath[UUID],
     caller: NamedDependency[Caller],
     messages: NamedDependency[Messages],
     reveal_content: Annotated[
-        bool, Parameter(description="include the body (the customer's own users only)")
+        bool, QueryParameter(description="include the body (the customer's own users only)")
     ] = False,
 ) -> MessageOut:
     details = messages.message(message_id, caller.viewer(), reveal_content=reveal_content)
@@ -573,22 +582,23 @@ def _utc(moment: datetime) -> datetime:
         " customer with customer_id. Auditors see no recipients or addresses. Times without"
         " a time zone are UTC; the period defaults to the last 24 hours."
     ),
-    responses=problem_responses(S.BAD_REQUEST, S.UNAUTHORIZED, S.NOT_FOUND, S.UNPROCESSABLE_ENTITY),
+    responses=_answers(S.NOT_FOUND, S.UNPROCESSABLE_ENTITY),
     tags=["traffic"],
 )
 def show_traffic(
     caller: NamedDependency[Caller],
     traffic_view: NamedDependency[TrafficView],
     start: Annotated[
-        datetime | None, Parameter(query="from", description="from this moment (inclusive)")
+        datetime | None, QueryParameter(name="from", description="from this moment (inclusive)")
     ] = None,
     end: Annotated[
-        datetime | None, Parameter(query="to", description="until this moment (exclusive)")
+        datetime | None, QueryParameter(name="to", description="until this moment (exclusive)")
     ] = None,
     customer_id: Annotated[
-        UUID | None, Parameter(description="whose traffic (Picasse staff only; others: their own)")
+        UUID | None,
+        QueryParameter(description="whose traffic (Picasse staff only; others: their own)"),
     ] = None,
-    limit: Annotated[int, Parameter(ge=1, le=MAX_TRAFFIC_ROWS)] = 200,
+    limit: Annotated[int, QueryParameter(ge=1, le=MAX_TRAFFIC_ROWS)] = 200,
 ) -> list[TrafficEntry]:
     whose = customer_id if customer_id is not None else caller.customer_id
     if whose is None:
@@ -600,8 +610,8 @@ def show_traffic(
         since = _utc(start) if start is not None else until - DEFAULT_TRAFFIC_PERIOD
     except OverflowError:
         raise InvalidInput("to: too early a moment", field="to") from None
-    if since >= until:
-        raise InvalidInput("from: must lie before to", field="from")
+    if since > until:
+        raise InvalidInput("from: must not lie after to", field="from")
     entitled = caller.viewer().sees_traffic_of(whose)
     return [
         TrafficEntry(
@@ -622,6 +632,10 @@ def show_traffic(
     ]
 
 
+# Request bodies that refuse unknown fields (the document says so too).
+STRICT_BODIES = (Credentials, ContactChange, NewUser, SendMessage)
+
+
 def api_router() -> Router:
     """Every /v1 route of the customer API (the webhooks and ack links live in webhooks.py)."""
     return Router(
@@ -640,5 +654,4 @@ def api_router() -> Router:
             show_message,
             show_traffic,
         ],
-        dependencies={"caller": Provide(caller_dependency, sync_to_thread=False)},
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,15 +17,17 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from picasse.adapters.http.acklinks import AckLinks
-from picasse.adapters.http.api import api_router
+from picasse.adapters.http.api import STRICT_BODIES, api_router
 from picasse.adapters.http.auth import (
     PUBLIC,
     SESSION_COOKIE,
     AuthenticationMiddleware,
     LoginThrottling,
+    caller_dependency,
     housekeeping,
     tenant_guard,
 )
+from picasse.adapters.http.health import HealthProbe
 from picasse.adapters.http.problems import problem_response
 from picasse.adapters.http.webhooks import acknowledge_by_link, receive_receipt
 from picasse.adapters.postgres.sessions import PostgresAuthStore
@@ -58,6 +61,7 @@ class HttpDeps:
     secure_cookies: bool = False  # served over TLS (here or at a proxy in front)
     login_tracking: bool = False  # R6: off unless an operator switches it on
     login_throttling: LoginThrottling = field(default_factory=LoginThrottling)
+    health: HealthProbe | None = None  # the overview's view lag, relay and workers
 
 
 @get("/health", opt=PUBLIC, security=[], summary="Liveness: the process serves requests")
@@ -70,7 +74,7 @@ def create_app(deps: HttpDeps) -> Litestar:
         return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
     deps.auth_store.create_tables(login_records=deps.login_tracking)
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             receive_receipt,
@@ -80,6 +84,7 @@ def create_app(deps: HttpDeps) -> Litestar:
         ],
         dependencies={
             "deps": provide(deps),
+            "caller": Provide(caller_dependency, sync_to_thread=False),
             "messages": provide(deps.messages),
             "accounts": provide(deps.accounts),
             "api_keys": provide(deps.api_keys),
@@ -91,7 +96,7 @@ def create_app(deps: HttpDeps) -> Litestar:
         # Who calls (every request), then which customer they may reach (every route).
         middleware=[DefineMiddleware(AuthenticationMiddleware, deps=deps)],
         guards=[tenant_guard],
-        lifespan=[housekeeping(deps)],
+        lifespan=[housekeeping(deps), _closing_health(deps)],
         exception_handlers={Exception: problem_response},
         openapi_config=OpenAPIConfig(
             title="Picasse API",
@@ -120,6 +125,44 @@ def create_app(deps: HttpDeps) -> Litestar:
         logging_config=None,
         debug=False,
     )
+    _complete_the_document(app)
+    return app
+
+
+def _complete_the_document(app: Litestar) -> None:
+    """Say two things Litestar's generated document leaves out: that PUBLIC routes need no
+    credentials, and that request bodies with unknown fields are refused (a misspelt
+    `schedule_at` must not send at once)."""
+    document = app.openapi_schema
+    for route in app.routes:
+        path_item = (document.paths or {}).get(route.path_format)
+        if path_item is None:
+            continue
+        for handler in getattr(route, "route_handlers", []):
+            if not handler.opt.get("public"):
+                continue
+            for method in handler.http_methods:
+                operation = getattr(path_item, method.lower(), None)
+                if operation is not None:
+                    operation.security = []
+    strict = {cls.__name__ for cls in STRICT_BODIES}
+    components = document.components
+    for component in components if isinstance(components, list) else [components]:
+        for name, schema in (component.schemas or {}).items():
+            if name.rsplit("_", 1)[-1] in strict or name in strict:
+                schema.additional_properties = False
+
+
+def _closing_health(deps: HttpDeps) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if deps.health is not None:
+                await deps.health.close()  # its NATS connection lives on the server's loop
+
+    return lifespan
 
 
 def _pages(deps: HttpDeps) -> list[Any]:

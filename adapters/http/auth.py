@@ -28,7 +28,7 @@ import logging
 import math
 import secrets
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -264,12 +264,12 @@ def _log_in(deps: HttpDeps, login: str, password: str, client_ip: str) -> tuple[
             raise LoginThrottled(math.ceil(policy.lock.total_seconds()))
     try:
         user = deps.accounts.authenticate(login, password)
-    except AuthenticationFailed:
+    except (AuthenticationFailed, TenantErased):  # an erased customer's users are no more
         for (key, policy), count in zip(keys, counts, strict=True):
             wait = policy.wait_after(count.attempt or 0)
             if wait is not None:
                 store.block(key, wait)
-        raise
+        raise AuthenticationFailed("wrong login or password") from None
     except UserDisabled:
         _forgive(store, keys)  # the password was right: no failure to count
         raise
@@ -380,13 +380,13 @@ class AuthenticationMiddleware:
             await _redirect_to_login(send, clear_cookie=bool(cookie))
             return
         if (
-            cookie
-            and authorization is None
+            authorization is None
             and scope["method"] not in _SAFE_METHODS
             and not self._same_origin(connection)
         ):
             # SameSite=Lax keeps the cookie off cross-site POSTs; sibling subdomains are
-            # "same site" though, so a changing request must also come from our own origin.
+            # "same site" though, and logging in needs no cookie: so whatever a browser
+            # sends to change something must also come from our own origin.
             raise PermissionDeniedException("a changing request must come from this site")
         await self.app(scope, receive, send)
 
@@ -434,6 +434,8 @@ def housekeeping(deps: HttpDeps) -> Callable[[Litestar], Any]:
 
 async def _purge_forever(deps: HttpDeps) -> None:
     while True:
-        with suppress(Exception):  # a database hiccup: try again next round
+        try:
             await anyio.to_thread.run_sync(deps.auth_store.purge_expired, abandon_on_cancel=True)
+        except Exception as error:  # a database hiccup: try again next round
+            log.warning("purging expired sessions failed (%s); trying again", type(error).__name__)
         await anyio.sleep(HOUSEKEEPING_EVERY)

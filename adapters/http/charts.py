@@ -47,7 +47,7 @@ def outcome_totals(counts: Iterable[DailyCount]) -> Counter[str]:
 
 
 def deliveries_chart(counts: Sequence[DailyCount], first: date, last: date) -> Markup:
-    """Deliveries per day (first..last, UTC) as one stacked-bar panel per channel.
+    """Messages per day (first..last, UTC; one per recipient) as a stacked-bar panel per channel.
 
     The panels share one scale, so a channel's bars can be compared with another's.
     """
@@ -68,10 +68,13 @@ def deliveries_chart(counts: Sequence[DailyCount], first: date, last: date) -> M
         return TOP + plot_h - plot_h * value / top
 
     total = sum(sum(cell.values()) for cell in grid.values())
-    title = "Deliveries per day by channel and outcome"
-    summary = f"{total} deliveries from {first:%d %b} to {last:%d %b %Y} (UTC); " + "; ".join(
-        f"{label}: {sum(sum(c.values()) for (ch, _), c in grid.items() if ch == channel)}"
-        for channel, label in CHANNELS
+    title = "Messages per day by channel and outcome"
+    summary = (
+        f"{total} messages (one per recipient) from {first:%d %b} to {last:%d %b %Y} (UTC); "
+        + "; ".join(
+            f"{label}: {sum(sum(c.values()) for (ch, _), c in grid.items() if ch == channel)}"
+            for channel, label in CHANNELS
+        )
     )
     out = [
         f"<svg xmlns='http://www.w3.org/2000/svg' class='chart' viewBox='0 0 {WIDTH} {HEIGHT}'"
@@ -94,7 +97,7 @@ def deliveries_chart(counts: Sequence[DailyCount], first: date, last: date) -> M
     mid = TOP + plot_h / 2
     out.append(
         f"<text transform='translate(16 {mid:.1f}) rotate(-90)' text-anchor='middle'"
-        f" font-size='12' fill='{MUTED}'>deliveries per day</text>"
+        f" font-size='12' fill='{MUTED}'>messages per day</text>"
     )
     for number, (channel, label) in enumerate(CHANNELS):
         x0 = LEFT + number * (panel_w + GAP)

@@ -8,21 +8,18 @@ entitled to traffic data, as `Viewer.sees_traffic_of` decides (R4, R11).
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Annotated, Any, Final
 from uuid import UUID
 
 import msgspec
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from litestar import MediaType, Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import (
     HTTPException,
@@ -30,13 +27,15 @@ from litestar.exceptions import (
     PermissionDeniedException,
 )
 from litestar.handlers import BaseRouteHandler
-from litestar.params import Body, Parameter
+from litestar.params import Body, FromPath, QueryParameter
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 
 from picasse.adapters.http.auth import (
+    PUBLIC,
     SESSION_COOKIE,
     Caller,
+    LoginThrottled,
     clear_session_cookie,
     current_caller,
     log_in,
@@ -45,6 +44,7 @@ from picasse.adapters.http.auth import (
 )
 from picasse.adapters.http.charts import CHANNELS, OUTCOMES, deliveries_chart, outcome_totals
 from picasse.adapters.http.health import HealthProbe, PlatformHealth
+from picasse.adapters.http.problems import problem_for
 from picasse.domain.errors import AuthenticationFailed, DomainError
 from picasse.domain.values import PLATFORM_ROLES
 from picasse.projections.accounts import AccountsView, CustomerRow
@@ -53,12 +53,11 @@ from picasse.projections.traffic import DailyCount, TrafficRow, TrafficView
 if TYPE_CHECKING:
     from picasse.adapters.http.app import HttpDeps
 
-log = logging.getLogger(__name__)
-
 HERE = Path(__file__).parent
 CHART_DAYS = 14
 TRAFFIC_LIMIT = 500  # rows on one traffic page; narrow the period for more
 MAX_FORM_BYTES = 8 * 1024
+SEE_OTHER: Final = 303  # after a form post: the browser GETs the next page
 # Pages hold personal data: not cached, not framed, no scripts, nothing loaded from elsewhere.
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -71,8 +70,6 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
 }
-# Handlers anonymous callers may reach; the authentication middleware skips these.
-PUBLIC = {"exclude_from_auth": True}
 
 templates = Environment(
     loader=FileSystemLoader(HERE / "templates"),
@@ -83,15 +80,18 @@ templates = Environment(
 )
 
 
-@dataclass(frozen=True)
 class Dashboard:
-    """What the pages read from, taken out of the app's dependencies once."""
+    """What the pages read from, taken out of the app's dependencies once.
 
-    http: HttpDeps
-    accounts: AccountsView
-    traffic: TrafficView
-    health: HealthProbe
-    secure_cookies: bool
+    A plain class, not a dataclass: Litestar would otherwise inspect its annotations.
+    """
+
+    def __init__(self, http: HttpDeps) -> None:
+        self.http = http
+        self.accounts: AccountsView = http.accounts_view
+        self.traffic: TrafficView = http.traffic_view
+        self.health: HealthProbe | None = http.health  # None: the overview shows no health
+        self.secure_cookies = http.secure_cookies
 
 
 class LoginForm(msgspec.Struct, frozen=True):
@@ -114,7 +114,7 @@ def staff_page(request: Request[Any, Any, Any], template: str, **context: Any) -
 
 
 def _caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
-    caller = current_caller(connection)  # type: ignore[arg-type]
+    caller = current_caller(connection)
     if caller is None:
         raise NotAuthorizedException("log in first")
     return caller
@@ -124,14 +124,6 @@ def staff_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandl
     """The dashboard is for Picasse staff; a customer's users use the API."""
     if _caller(connection).role not in PLATFORM_ROLES:
         raise PermissionDeniedException("the dashboard is for Picasse staff")
-
-
-def _same_origin(request: Request[Any, Any, Any]) -> None:
-    """Forms post only from our own pages (with SameSite cookies, a second lock on CSRF)."""
-    origin = request.headers.get("origin")
-    # Host and port only: behind a proxy that ends TLS the scheme we see is not theirs.
-    if origin is not None and urlsplit(origin).netloc != request.url.netloc:
-        raise PermissionDeniedException("This form was sent from another site.")
 
 
 # Signing in and out
@@ -147,35 +139,35 @@ async def login_page(request: Request[Any, Any, Any]) -> Response[Any]:
 @post("/login", opt=PUBLIC, include_in_schema=False, request_max_body_size=MAX_FORM_BYTES)
 async def login(
     request: Request[Any, Any, Any],
-    dashboard: Dashboard,
+    dashboard: NamedDependency[Dashboard],
     data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
 ) -> Response[Any]:
-    _same_origin(request)
-    client_ip = request.client.host if request.client else None
+    client_ip = request.client.host if request.client else "unknown"
     try:
         _, token = await log_in(dashboard.http, data.login, data.password, client_ip)
     except AuthenticationFailed:
         message = "Wrong login or password."
         return page("login.html", HTTPStatus.UNAUTHORIZED, error=message)
-    except HTTPException as error:
-        if error.status_code != HTTPStatus.TOO_MANY_REQUESTS:
-            raise
+    except LoginThrottled as error:
         message = "Too many failed attempts. Wait a few minutes, then try again."
-        return page("login.html", HTTPStatus.TOO_MANY_REQUESTS, error=message)
-    except DomainError as error:  # e.g. a disabled account: said only after the right password
-        return page("login.html", HTTPStatus.UNAUTHORIZED, error=error.message)
-    response: Response[Any] = Redirect("/admin/", status_code=HTTPStatus.SEE_OTHER)
+        throttled = page("login.html", HTTPStatus.TOO_MANY_REQUESTS, error=message)
+        throttled.headers["Retry-After"] = str(error.retry_after)
+        return throttled
+    except DomainError as error:  # a disabled account: said only after the right password
+        return page("login.html", HTTPStatus.FORBIDDEN, error=error.message)
+    response: Response[Any] = Redirect("/admin/", status_code=SEE_OTHER)
     set_session_cookie(response, token, secure=dashboard.secure_cookies)
     return response
 
 
 @post("/logout", include_in_schema=False, request_max_body_size=MAX_FORM_BYTES)
-async def logout(request: Request[Any, Any, Any], dashboard: Dashboard) -> Response[Any]:
-    _same_origin(request)
+async def logout(
+    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]
+) -> Response[Any]:
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         await log_out(dashboard.http, token)
-    response: Response[Any] = Redirect("/login", status_code=HTTPStatus.SEE_OTHER)
+    response: Response[Any] = Redirect("/login", status_code=SEE_OTHER)
     clear_session_cookie(response)
     return response
 
@@ -208,15 +200,18 @@ def _today() -> date:
 
 
 @get("/", include_in_schema=False)
-async def overview(request: Request[Any, Any, Any], dashboard: Dashboard) -> Response[str]:
+async def overview(
+    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]
+) -> Response[str]:
     today = _today()
     first = today - timedelta(days=CHART_DAYS - 1)
 
     def read() -> tuple[list[CustomerRow], list[DailyCount]]:
         return dashboard.accounts.customers(), dashboard.traffic.daily_counts(None, first, today)
 
+    probe = dashboard.health
     (customers, counts), health = await asyncio.gather(
-        asyncio.to_thread(read), dashboard.health.check()
+        asyncio.to_thread(read), probe.check() if probe else _nothing()
     )
     week = [c for c in counts if c.day > today - timedelta(days=7)]
     todays = [c for c in counts if c.day == today]
@@ -232,8 +227,12 @@ async def overview(request: Request[Any, Any, Any], dashboard: Dashboard) -> Res
         chart=deliveries_chart(counts, first, today),
         chart_days=CHART_DAYS,
         health=health,
-        status=_health_status(health),
+        states=_health_status(health) if health else {},
     )
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _health_status(health: PlatformHealth) -> dict[str, str]:
@@ -246,15 +245,17 @@ def _health_status(health: PlatformHealth) -> dict[str, str]:
     workers = health.workers
     if not workers.reachable:
         status["workers"] = "down"
-    elif workers.waiting_pulls == 0 and workers.in_flight == 0:
-        status["workers"] = "down" if workers.pending else "idle"
-    else:
+    elif workers.waiting_pulls or workers.in_flight:
         status["workers"] = "ok"
+    else:  # no worker is asking for jobs: none is alive, or all are between two fetches
+        status["workers"] = "down" if workers.pending else "behind"
     return status
 
 
 @get("/customers", include_in_schema=False, sync_to_thread=True)
-def customers_page(request: Request[Any, Any, Any], dashboard: Dashboard) -> Response[str]:
+def customers_page(
+    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]
+) -> Response[str]:
     customers = dashboard.accounts.customers()
     users = Counter(u.customer_id for u in dashboard.accounts.users())
     return staff_page(request, "customers.html", customers=customers, user_counts=users)
@@ -262,7 +263,9 @@ def customers_page(request: Request[Any, Any, Any], dashboard: Dashboard) -> Res
 
 @get("/customers/{customer_id:uuid}", include_in_schema=False, sync_to_thread=True)
 def customer_page(
-    request: Request[Any, Any, Any], dashboard: Dashboard, customer_id: UUID
+    request: Request[Any, Any, Any],
+    dashboard: NamedDependency[Dashboard],
+    customer_id: FromPath[UUID],
 ) -> Response[str]:
     rows = dashboard.accounts.customers(customer_id=customer_id)
     if not rows:
@@ -282,7 +285,6 @@ def customer_page(
         by_channel=by_channel,
         channels=CHANNELS,
         outcomes=OUTCOMES,
-        rate=_rate(counts),
         chart=deliveries_chart(counts, first, today),
         first=first,
         today=today,
@@ -292,10 +294,10 @@ def customer_page(
 @get("/traffic", include_in_schema=False, sync_to_thread=True)
 def traffic_page(
     request: Request[Any, Any, Any],
-    dashboard: Dashboard,
-    customer: Annotated[str | None, Parameter(query="customer_id")] = None,
-    start: Annotated[str | None, Parameter(query="from")] = None,
-    end: Annotated[str | None, Parameter(query="to")] = None,
+    dashboard: NamedDependency[Dashboard],
+    customer: Annotated[str | None, QueryParameter(name="customer_id")] = None,
+    start: Annotated[str | None, QueryParameter(name="from")] = None,
+    end: Annotated[str | None, QueryParameter(name="to")] = None,
 ) -> Response[str]:
     viewer = _caller(request).viewer()
     today = _today()
@@ -319,6 +321,7 @@ def traffic_page(
         "traffic.html",
         customers=customers,
         names={c.id: c.organisation for c in customers},
+        logins={u.id: u.login for u in dashboard.accounts.users()} if rows else {},
         customer_id=customer_id,
         first=first,
         last=last,
@@ -350,36 +353,28 @@ class _NotFound(HTTPException):
 
 
 def error_page(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
-    """The pages' one exception handler: errors become pages, not problem documents."""
+    """The pages' one exception handler: errors become pages, not problem documents.
+
+    Which status an error means is decided where the API decides it (`problem_for`).
+    """
     if isinstance(error, NotAuthorizedException):
         return Redirect("/login")
-    if isinstance(error, HTTPException):
-        status, detail = error.status_code, error.detail
-    else:
-        log.error("unhandled %s on a dashboard page", type(error).__name__, exc_info=error)
-        status, detail = HTTPStatus.INTERNAL_SERVER_ERROR, "Something went wrong on our side."
-    caller = current_caller(request)
+    problem, _ = problem_for(error)
     return page(
         "error.html",
-        status,
-        caller=caller,
+        problem.status,
+        caller=current_caller(request),
         path=request.url.path,
-        status_code=status,
-        title=HTTPStatus(status).phrase,
-        detail=detail,
-        forbidden=status == HTTPStatus.FORBIDDEN,
+        status_code=problem.status,
+        title=problem.title,
+        detail=problem.detail,
+        forbidden=problem.status == HTTPStatus.FORBIDDEN,
     )
 
 
 def pages_router(deps: HttpDeps) -> Router:
     """The login pages, the dashboard under /admin, and the stylesheet under /static."""
-    dashboard = Dashboard(
-        http=deps,
-        accounts=deps.accounts_view,
-        traffic=deps.traffic_view,
-        health=deps.health,
-        secure_cookies=deps.secure_cookies,
-    )
+    dashboard = Dashboard(deps)
     admin = Router(
         path="/admin",
         route_handlers=[overview, customers_page, customer_page, traffic_page],

@@ -23,6 +23,7 @@ from litestar.openapi.spec import (
 from litestar.params import HeaderParameter, PathParameter, RawBody
 
 from picasse.adapters.http.acklinks import ACK_PATH, AckLinks
+from picasse.adapters.http.auth import PUBLIC
 from picasse.adapters.http.problems import problem_responses
 from picasse.adapters.providers.receipts import (
     RECEIPTS_PATH,
@@ -92,6 +93,8 @@ class _ReceiptOperation(Operation):
 # Both routes run in a worker thread: the domain's commands block on the database.
 @post(
     RECEIPTS_PATH,
+    opt=PUBLIC,  # gateways sign each receipt instead of logging in
+    security=[],
     status_code=HTTPStatus.NO_CONTENT,
     sync_to_thread=True,
     request_max_body_size=MAX_RECEIPT_BYTES,
@@ -131,6 +134,8 @@ def receive_receipt(
 
 @get(
     f"{ACK_PATH}/{{token:str}}",
+    opt=PUBLIC,  # the link's token is the recipient's proof
+    security=[],
     media_type=MediaType.HTML,
     sync_to_thread=True,
     summary="Acknowledge an alert through the link sent with it",

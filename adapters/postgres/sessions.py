@@ -29,7 +29,7 @@ class ThrottleCount:
 class PostgresAuthStore:
     """Sessions keyed by the SHA-256 of their token; counters keyed by keyed pseudonyms."""
 
-    def __init__(self, database_url: str, *, schema: str = "", pool_size: int = 4) -> None:
+    def __init__(self, database_url: str, *, schema: str = "", pool_size: int = 8) -> None:
         self._pool = ConnectionPool(
             database_url,
             min_size=1,
@@ -149,9 +149,21 @@ class PostgresAuthStore:
     def uncount(self, key: UUID) -> None:
         """A successful login from an address: its attempt was counted ahead, take it back
         (so an office behind one address is not locked out by its own colleagues)."""
-        self._run(
-            "UPDATE {throttle} SET failures = greatest(failures - 1, 0) WHERE key = %s", (key,)
-        )
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute(
+                sql.SQL("UPDATE {throttle} SET failures = failures - 1 WHERE key = %s").format(
+                    **self.t
+                ),
+                (key,),
+            )
+            # Nothing left against it: the row goes, so no trace of the address remains.
+            conn.execute(
+                sql.SQL(
+                    "DELETE FROM {throttle} WHERE key = %s AND failures <= 0"
+                    " AND (blocked_until IS NULL OR blocked_until <= now())"
+                ).format(**self.t),
+                (key,),
+            )
 
     # Housekeeping
 

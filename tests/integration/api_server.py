@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from uuid import UUID, uuid4
 
+import argon2
 import httpx
 import msgspec
 import uvicorn
@@ -22,18 +23,27 @@ from cryptography.x509.oid import NameOID
 from litestar import Litestar
 
 from picasse.adapters.http.app import HttpDeps
+from picasse.adapters.passwords import Argon2Passwords
 from picasse.domain.messaging import SendRequest
 from picasse.domain.values import Role
 from picasse.runners.project import running, statuses
 from picasse.runners.settings import Settings
 
 PASSWORD = "correct horse battery staple"
+# argon2id still, with the cheapest parameters: the tests check who gets in, not the cost.
+CHEAP_ARGON2 = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+def with_cheap_passwords(deps: HttpDeps) -> HttpDeps:
+    """The same deps, hashing passwords in a millisecond (set before any user is added)."""
+    deps.accounts.passwords = Argon2Passwords(CHEAP_ARGON2)
+    return deps
 
 
 @contextmanager
 def serving(app: Litestar, *, cert: Path | None = None, key: Path | None = None) -> Iterator[str]:
     """Serve `app` until the block ends; its base URL (https when given a certificate)."""
-    listener = socket.socket()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # NODELAY
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     scheme = "https" if cert else "http"

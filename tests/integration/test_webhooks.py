@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import select
 import signal
@@ -23,7 +24,7 @@ import uvicorn
 from psycopg import sql
 
 from picasse.adapters.http.acklinks import AckLinks, ack_links_from
-from picasse.adapters.http.app import HttpDeps, create_app
+from picasse.adapters.http.app import create_app
 from picasse.adapters.master_key import create_master_key, read_master_key
 from picasse.adapters.providers.receipts import SIGNATURE_HEADER, sign_receipt
 from picasse.domain.access import Viewer
@@ -31,6 +32,7 @@ from picasse.domain.accounts import Accounts
 from picasse.domain.messages import DeliveryStatus, delivery_id
 from picasse.domain.messaging import DeliveryDetails, Messages, SendRequest
 from picasse.domain.values import Role
+from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_accounts, open_messages
 
@@ -86,33 +88,40 @@ def messages(
 
 
 @pytest.fixture(scope="module")
-def api(module_settings: Settings, messages: Messages) -> Iterator[httpx.Client]:
+def api(
+    module_settings: Settings, module_schema: str, database_url: str, messages: Messages
+) -> Iterator[httpx.Client]:
     """The app under uvicorn on a free port, in a thread; a client for its base URL."""
+    here = msgspec.structs.replace(module_settings, database_schema=module_schema)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    app = create_app(
-        HttpDeps(
-            messages=messages,
-            receipt_tokens=TOKENS,
-            ack_links=ack_links_from(read_master_key(module_settings.master_key_path), base_url),
+    with http_deps(here, database_url) as deps:
+        app = create_app(
+            dataclasses.replace(
+                deps,
+                messages=messages,
+                receipt_tokens=TOKENS,
+                ack_links=ack_links_from(
+                    read_master_key(module_settings.master_key_path), base_url
+                ),
+            )
         )
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.01)
-    with httpx.Client(base_url=base_url, timeout=10) as client:
-        yield client
-    server.should_exit = True
-    thread.join(10)
-    listener.close()
+        server = uvicorn.Server(
+            uvicorn.Config(app, log_config=None, log_level="warning", access_log=False)
+        )
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
+            time.sleep(0.01)
+        with httpx.Client(base_url=base_url, timeout=10) as client:
+            yield client
+        server.should_exit = True
+        thread.join(10)
+        listener.close()
 
 
 @pytest.fixture

@@ -1,0 +1,400 @@
+"""The admin dashboard in headless Chromium, served by the real `picasse api` with the
+views, relay and a worker running beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import select
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+import httpx
+import nats
+import nats.js.errors
+import psycopg
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from psycopg import sql
+
+from picasse.adapters.master_key import create_master_key
+from picasse.adapters.nats.jobs import Topology
+from picasse.domain.accounts import Accounts
+from picasse.domain.messages import delivery_id
+from picasse.domain.messaging import Messages, SendRequest
+from picasse.domain.values import Role
+from picasse.runners.project import running, statuses
+from picasse.runners.settings import Settings
+from picasse.runners.wiring import open_accounts, open_messages
+from tests.integration.platform_processes import Processes, base_env, processes, wait_until
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
+PASSWORD = "correct horse battery staple"
+# Text that exists only inside sent messages: no page may ever show it (R7).
+SECRET_BODY = "Board lunch order: twelve pizzas, code word marzipan-7f3a"
+SECRET_SUBJECT = "Quarterly figures marzipan-subject"
+SENDER_IP = "192.0.2.10"
+
+
+@dataclass(frozen=True)
+class Platform:
+    url: str
+    customers: dict[str, UUID]  # organisation → id
+    recipients: list[str]  # every address messages went to
+
+
+# ------------------------------------------------------------------ the platform
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _seed(settings: Settings, database_url: str) -> tuple[dict[str, UUID], list[str]]:
+    accounts = open_accounts(settings, database_url)
+    messages = open_messages(settings, database_url)
+    try:
+        return _seed_with(accounts, messages)
+    finally:
+        accounts.close()
+        messages.close()
+
+
+def _seed_with(accounts: Accounts, messages: Messages) -> tuple[dict[str, UUID], list[str]]:
+    """Three customers with users, and messages over every channel with mixed outcomes."""
+    customers = {}
+    for n, (organisation, contact, city) in enumerate(
+        [
+            ("Acme Alerts", "Carla Contact", "Delft"),
+            ("Brightside Care", "Bram Bakker", "Utrecht"),
+            ("Cobalt Logistics", "Cees de Vries", "Rotterdam"),
+        ]
+    ):
+        customer_id = accounts.register_customer(
+            organisation=organisation, contact_name=contact,
+            email=f"{contact.split()[0].lower()}@{organisation.split()[0].lower()}.example",
+            phone=f"+31 6 5555 000{n}", billing_address=f"Kade {n + 1}, {city}",
+        )  # fmt: skip
+        accounts.start_subscription(customer_id)
+        customers[organisation] = customer_id
+    accounts.register_customer(
+        organisation="Dune Events",
+        contact_name="Dirk Duin",
+        email="dirk@dune.example",
+        phone="+31 6 5555 0009",
+        billing_address="Strand 9, Zandvoort",
+    )  # fmt: skip — registered, not subscribed
+    for login, role in [("ada", Role.PLATFORM_ADMIN), ("otto", Role.AUDITOR)]:
+        accounts.add_user(customer_id=None, login=login, role=role, password=PASSWORD)
+    acme = customers["Acme Alerts"]
+    accounts.add_user(
+        customer_id=acme, login="cust.admin", role=Role.CUSTOMER_ADMIN, password=PASSWORD
+    )
+    sender = accounts.add_user(
+        customer_id=acme, login="cust.user", role=Role.CUSTOMER_USER, password=PASSWORD
+    )
+
+    recipients: list[str] = []
+    for n, customer_id in enumerate(customers.values()):
+        emails = [f"inbox{n}{i}@recipient.example" for i in range(3 + n)]
+        phones = [f"+31 6 4444 {n}{i:03d}" for i in range(2 + 2 * n)]
+        sent = [
+            (
+                messages.send(
+                    customer_id,
+                    SendRequest(
+                        channel="email", to=emails, body=SECRET_BODY, subject=SECRET_SUBJECT
+                    ),
+                    requested_by=sender if customer_id == acme else None,
+                    client_ip=SENDER_IP if customer_id == acme else None,
+                ),
+                len(emails),
+            ),
+            (
+                messages.send(customer_id, SendRequest(channel="sms", to=phones, body=SECRET_BODY)),
+                len(phones),
+            ),
+            (
+                messages.send(
+                    customer_id, SendRequest(channel="voice", to=phones[:2], body=SECRET_BODY)
+                ),
+                2,
+            ),
+        ]
+        for message_id, count in sent:
+            # The last recipient of each message is refused for good; the worker sends the rest.
+            ident = delivery_id(message_id, count - 1)
+            messages.start_attempt(ident)
+            messages.record_permanent_failure(ident, "550 mailbox unavailable")
+        recipients += emails + [p.replace(" ", "") for p in phones]
+    return customers, recipients
+
+
+@pytest.fixture(scope="module")
+def platform(
+    database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
+    schema = f"dash_{uuid.uuid4().hex[:12]}"
+    data_dir = tmp_path_factory.mktemp("dashboard")
+    settings = Settings(
+        data_dir=data_dir / "data",
+        database_url=database_url,
+        database_schema=schema,
+        nats_url=nats_url,
+        nats_namespace=schema,
+    )
+    create_master_key(settings.master_key_path)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    port = _free_port()
+    env = base_env(
+        PICASSE_DATA_DIR=str(settings.data_dir),
+        PICASSE_DATABASE_URL=database_url,
+        PICASSE_DATABASE_SCHEMA=schema,
+        PICASSE_NATS_URL=nats_url,
+        PICASSE_NATS_NAMESPACE=schema,
+        PICASSE_HTTP_PORT=str(port),
+    )
+    try:
+        customers, recipients = _seed(settings, database_url)
+        with (
+            running(settings, database_url, ["accounts", "traffic"]) as views,
+            processes(env, data_dir / "logs") as group,
+        ):
+            _start_api(group)
+            group.start("relay")
+            group.start("worker", "--concurrency", "4")
+            traffic = views["traffic"].view
+
+            def settled() -> bool:
+                if any(s.lag for s in statuses(views)):
+                    return False
+                rows = traffic.traffic(None, *_today_window())
+                return bool(rows) and all(r.status not in ("queued", "sending") for r in rows)
+
+            wait_until(settled, 30, "the worker to send every delivery and the views to see it")
+            yield Platform(f"http://127.0.0.1:{port}", customers, recipients)
+    finally:
+        asyncio.run(_delete_stream(nats_url, Topology(schema)))
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+async def _delete_stream(nats_url: str, topology: Topology) -> None:
+    client = await nats.connect(nats_url)
+    try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await client.jetstream().delete_stream(topology.stream)
+    finally:
+        await client.close()
+
+
+def _start_api(group: Processes) -> None:
+    """`picasse api` as `picasse up` runs it; ready once it says where it listens."""
+    log = (group.log_dir / "api.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "picasse.runners.cli", "api"],
+        env=group.env,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    group.running.append(process)
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], 30)
+    line = process.stdout.readline() if ready else ""
+    assert "api listening on" in line, f"picasse api did not start: {group.logs()}"
+
+
+def _today_window() -> tuple[datetime, datetime]:
+    now = datetime.now(UTC)
+    return now - timedelta(days=1), now + timedelta(days=1)
+
+
+# ------------------------------------------------------------------ the browser
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"no {CHROMIUM}: run tests/e2e/ensure_chromium.sh (make test does)")
+    OUTPUT.mkdir(exist_ok=True)
+    with sync_playwright() as driver:
+        chromium = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser, platform: Platform) -> Iterator[Page]:
+    context = browser.new_context(base_url=platform.url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(10_000)
+    yield context.new_page()
+    context.close()
+
+
+def log_in(page: Page, login: str, password: str = PASSWORD) -> None:
+    page.goto("/login")
+    page.get_by_label("Login").fill(login)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
+# ------------------------------------------------------------------ the tests
+
+
+def test_an_anonymous_request_for_the_dashboard_redirects_to_the_login_page(
+    platform: Platform,
+) -> None:
+    for path in ("/admin/", "/admin/customers", "/admin/traffic"):
+        response = httpx.get(platform.url + path, follow_redirects=False)
+        assert response.status_code == 302, path
+        assert response.headers["location"] == "/login"
+
+
+def test_a_platform_admin_sees_the_overview_with_the_chart_drawn(
+    page: Page, platform: Platform
+) -> None:
+    log_in(page, "ada")
+    page.wait_for_url("**/admin/")
+    expect(page.locator("[data-kpi=customers]")).to_have_text("4")
+    expect(page.locator("[data-kpi=active]")).to_have_text("3")
+    chart = page.locator("svg[data-chart=deliveries-per-day]")
+    expect(chart).to_be_visible()
+    box = chart.bounding_box()
+    assert box is not None and box["width"] > 600 and box["height"] > 200
+    segments = chart.locator("rect.segment")
+    assert segments.count() >= 6  # delivered and not delivered, for each of three channels
+    for index in range(segments.count()):
+        segment = segments.nth(index).bounding_box()
+        assert segment is not None and segment["width"] > 0 and segment["height"] > 0
+    outcomes = {segments.nth(i).get_attribute("data-outcome") for i in range(segments.count())}
+    assert outcomes == {"delivered", "failed"}
+    expect(page.locator("[data-part=view-traffic]")).to_contain_text("up to date")
+    expect(page.locator("[data-part=workers]")).to_contain_text("ready")
+    page.screenshot(path=OUTPUT / "dashboard-overview.png", full_page=True)
+
+
+def test_a_platform_admin_opens_a_customer_from_the_customers_list(
+    page: Page, platform: Platform
+) -> None:
+    log_in(page, "ada")
+    page.get_by_role("link", name="Customers", exact=True).click()
+    page.get_by_role("link", name="Brightside Care").click()
+    customer = platform.customers["Brightside Care"]
+    page.wait_for_url(f"**/admin/customers/{customer}")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Brightside Care")
+    expect(page.locator("[data-field=contact-name]")).to_have_text("Bram Bakker")
+    expect(page.locator("[data-field=subscription]")).to_have_text("active")
+    email = page.locator("[data-table=recent-traffic] tr[data-channel=email] td")
+    expect(email).to_have_text(["E-mail", "3", "0", "1", "4"])
+    page.screenshot(path=OUTPUT / "dashboard-customer.png", full_page=True)
+
+
+def test_an_unknown_customer_is_a_page_that_says_so(page: Page, platform: Platform) -> None:
+    log_in(page, "ada")
+    page.wait_for_url("**/admin/")
+    response = page.goto(f"/admin/customers/{uuid.uuid4()}")
+    assert response is not None and response.status == 404
+    expect(page.get_by_role("heading", level=1)).to_have_text("Not Found")
+
+
+def test_logging_out_ends_the_session(page: Page, platform: Platform) -> None:
+    log_in(page, "ada")
+    page.wait_for_url("**/admin/")
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url("**/login")
+    page.goto("/admin/")
+    assert page.url.endswith("/login")
+
+
+def test_a_wrong_password_shows_a_clear_message_and_keeps_nothing(
+    page: Page, platform: Platform
+) -> None:
+    log_in(page, "otto", "not the password")
+    expect(page.get_by_role("alert")).to_have_text("Wrong login or password.")
+    expect(page.get_by_label("Login")).to_have_value("")
+    expect(page.get_by_label("Password")).to_have_value("")
+    assert page.context.cookies() == []
+    page.screenshot(path=OUTPUT / "login-refused.png")
+
+
+def test_a_customer_user_is_refused_the_dashboard(page: Page, platform: Platform) -> None:
+    log_in(page, "cust.user")
+    response = page.goto("/admin/")
+    assert response.status == 403
+    expect(page.get_by_role("heading", level=1)).to_have_text("Forbidden")
+    for path in ("/admin/customers", f"/admin/customers/{platform.customers['Acme Alerts']}"):
+        assert page.goto(path).status == 403
+
+
+def test_an_auditor_sees_traffic_without_recipients(page: Page, platform: Platform) -> None:
+    log_in(page, "otto")
+    page.goto("/admin/traffic")
+    rows = page.locator("table.traffic tbody tr")
+    assert rows.count() == sum(_recipient_counts(platform))
+    recipients = page.locator("[data-field=recipient]")
+    assert set(recipients.all_inner_texts()) == {"withheld"}
+    text = page.content()
+    assert not [r for r in platform.recipients if r in text]
+    assert "550 mailbox unavailable" not in text  # a reason may quote an address
+    assert SENDER_IP not in text and "cust.user" not in text
+    page.screenshot(path=OUTPUT / "dashboard-traffic-auditor.png", full_page=True)
+
+
+def test_a_platform_admin_sees_the_recipients_of_the_traffic(
+    page: Page, platform: Platform
+) -> None:
+    log_in(page, "ada")
+    acme = platform.customers["Acme Alerts"]
+    page.goto(f"/admin/traffic?customer_id={acme}")
+    shown = set(page.locator("[data-field=recipient]").all_inner_texts())
+    assert shown == {"inbox00@recipient.example", "inbox01@recipient.example"} | {
+        "inbox02@recipient.example",
+        "+31644440000",
+        "+31644440001",
+    }
+    senders = page.locator("[data-field=sender]").all_inner_texts()
+    assert senders.count(f"cust.user {SENDER_IP}") == 3  # the e-mail's three recipients
+    page.screenshot(path=OUTPUT / "dashboard-traffic.png", full_page=True)
+
+
+@pytest.mark.parametrize("login", ["ada", "otto"])
+def test_no_page_shows_the_content_of_a_message(page: Page, platform: Platform, login: str) -> None:
+    log_in(page, login)
+    page.wait_for_url("**/admin/")
+    paths = ["/admin/", "/admin/customers", "/admin/traffic"]
+    paths += [f"/admin/customers/{c}" for c in platform.customers.values()]
+    paths += [f"/admin/traffic?customer_id={c}" for c in platform.customers.values()]
+    for path in paths:
+        response = page.goto(path)
+        assert response.status == 200, path
+        html = page.content()
+        assert "marzipan" not in html, path
+        assert not re.search("pizza", html, re.IGNORECASE), path
+
+
+def _recipient_counts(platform: Platform) -> list[int]:
+    # Per customer n (0, 1, 2): 3 + n e-mails, 2 + 2n texts, two calls.
+    return [(3 + n) + (2 + 2 * n) + 2 for n in range(len(platform.customers))]

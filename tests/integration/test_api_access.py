@@ -1,0 +1,438 @@
+"""Who sees what through the HTTP API (R7, R11): every route is tried from the app's own
+route table, so a route added later is covered without anyone remembering to."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from litestar import Litestar
+from litestar.enums import ParamType
+from litestar.routes import HTTPRoute
+from psycopg import sql
+
+from picasse.adapters.http.app import HttpDeps, create_app
+from picasse.adapters.master_key import create_master_key
+from picasse.domain.values import Role
+from picasse.runners.api import http_deps
+from picasse.runners.settings import Settings
+from tests.integration.api_server import (
+    PASSWORD,
+    Tenant,
+    add_staff,
+    catch_up_views,
+    make_tenant,
+    serving,
+    with_cheap_passwords,
+)
+
+# Routes anyone may call, each for a reason; every other route is tried below. A route made
+# PUBLIC without being listed here fails the tests: opening a route is a decision to review.
+EXEMPT = {
+    ("GET", "/health"): "liveness, says nothing",
+    ("POST", "/v1/webhooks/receipts"): "gateways sign each receipt",
+    ("GET", "/v1/ack/{token:str}"): "the link's MAC is the recipient's proof",
+    ("POST", "/v1/sessions"): "logging in",
+    ("DELETE", "/v1/sessions"): "logging out",
+    ("GET", "/login"): "the login page",
+    ("POST", "/login"): "the login form",
+    ("GET", "/static/{file_path:path}"): "the stylesheet",
+    ("HEAD", "/static/{file_path:path}"): "the stylesheet",
+}
+# What a body for each route that takes one looks like; a new route with a body needs one here.
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("PATCH", "/v1/customers/{customer_id:uuid}"): {"contact_name": "Mallory Meddler"},
+    ("POST", "/v1/customers/{customer_id:uuid}/users"): {
+        "login": "planted-user",
+        "role": "customer_admin",
+        "password": PASSWORD,
+    },
+    ("POST", "/v1/messages"): {"channel": "sms", "to": ["+31612345678"], "body": "hi"},
+}
+
+
+class World:
+    """Two customers, A and B, Picasse staff, and a client per person."""
+
+    def __init__(self, deps: HttpDeps, base_url: str, a: Tenant, b: Tenant, staff: dict[Role, str]):
+        self.deps, self.base_url, self.a, self.b, self.staff = deps, base_url, a, b, staff
+        self.b_key_id = deps.api_keys.issue(user_id=b.admin_id, customer_id=b.customer_id).id
+
+    def as_(self, login: str) -> httpx.Client:
+        user = self.deps.accounts.user_by_login(login)
+        issued = self.deps.api_keys.issue(user_id=user.id, customer_id=user.customer_id)
+        return httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {issued.key}"},
+            timeout=20,
+            follow_redirects=False,
+        )
+
+    def session_of(self, login: str) -> httpx.Client:
+        client = httpx.Client(base_url=self.base_url, timeout=20, follow_redirects=False)
+        response = client.post("/v1/sessions", json={"login": login, "password": PASSWORD})
+        assert response.status_code == 201, response.text
+        return client
+
+
+@pytest.fixture(scope="module")
+def here(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Settings]:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("access") / "data",
+        database_url=database_url,
+        database_schema=schema,
+    )
+    create_master_key(settings.master_key_path)
+    yield settings
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture(scope="module")
+def app_and_deps(here: Settings, database_url: str) -> Iterator[tuple[Litestar, HttpDeps]]:
+    with http_deps(here, database_url) as deps:
+        yield create_app(with_cheap_passwords(deps)), deps
+
+
+@pytest.fixture(scope="module")
+def app(app_and_deps: tuple[Litestar, HttpDeps]) -> Litestar:
+    return app_and_deps[0]
+
+
+@pytest.fixture(scope="module")
+def world(
+    app_and_deps: tuple[Litestar, HttpDeps], here: Settings, database_url: str
+) -> Iterator[World]:
+    app, deps = app_and_deps
+    a, b = make_tenant(deps, "Anvil"), make_tenant(deps, "Bellows")
+    staff = add_staff(deps)
+    catch_up_views(here, database_url)
+    with serving(app) as base_url:
+        yield World(deps, base_url, a, b, staff)
+
+
+def _markers(tenant: Tenant) -> list[str]:
+    """Text that only a response about this tenant could hold."""
+    return [
+        str(tenant.customer_id), tenant.organisation, tenant.contact_email, str(tenant.admin_id),
+        str(tenant.user_id), tenant.admin_login, tenant.user_login, str(tenant.message_id),
+        tenant.recipient, tenant.body,
+    ]  # fmt: skip
+
+
+def _operations(app: Litestar) -> Iterator[tuple[str, str, HTTPRoute, Any]]:
+    """(method, path, route, kwargs model) of every route handler, OPTIONS aside (Litestar
+    answers those itself, with the methods only)."""
+    for route in app.routes:
+        assert isinstance(route, HTTPRoute), f"a route of a kind this test does not know: {route}"
+        for method, (_, kwargs_model) in route.route_handler_map.items():
+            if method != "OPTIONS":
+                yield method, route.path, route, kwargs_model
+
+
+def _is_public(route: HTTPRoute, method: str) -> bool:
+    handler = route.route_handler_map[method][0]
+    return bool(handler.opt.get("public")) or route.path.startswith("/schema")
+
+
+def _query_names(kwargs_model: Any) -> set[str]:
+    return {
+        p.field_alias for p in kwargs_model.expected_query_params if p.param_type is ParamType.QUERY
+    }
+
+
+def _fill(path: str, values: dict[str, str]) -> str | None:
+    """The path with its parameters filled, or None if one has no value to fill it with."""
+    out = []
+    for part in path.split("/"):
+        if part.startswith("{"):
+            name = part.strip("{}").split(":")[0]
+            if name not in values:
+                return None
+            part = values[name]
+        out.append(part)
+    return "/".join(out)
+
+
+def _request(
+    client: httpx.Client,
+    method: str,
+    path: str,
+    url: str,
+    kwargs_model: Any,
+    query: dict[str, str],
+) -> httpx.Response | str:
+    """The response from `url` (`path` filled in), or why the request could not be made."""
+    body = None
+    if "data" in kwargs_model.expected_reserved_kwargs or kwargs_model.expected_form_data:
+        body = BODIES.get((method, path))
+        if body is None:
+            return f"{method} {path} takes a body: add an example to BODIES"
+    return client.request(method, url, params=query, json=body)
+
+
+# ---------------------------------------------------------------- tenant isolation (R11)
+
+
+def test_every_public_route_is_one_listed_as_exempt(app: Litestar) -> None:
+    public = {
+        (method, path)
+        for method, path, route, _ in _operations(app)
+        if _is_public(route, method) and not path.startswith("/schema")
+    }
+
+    assert public <= EXEMPT.keys(), f"public but not listed as exempt: {public - EXEMPT.keys()}"
+
+
+def test_a_user_of_customer_a_gets_404_or_403_for_every_resource_of_customer_b(
+    app: Litestar, world: World
+) -> None:
+    b = world.b
+    of_b = {
+        "customer_id": str(b.customer_id),
+        "message_id": str(b.message_id),
+        "key_id": str(world.b_key_id),
+    }
+    problems, tried = [], 0
+    for login in (world.a.admin_login, world.a.user_login):
+        client = world.as_(login)
+        for method, path, route, kwargs_model in _operations(app):
+            if (method, path) in EXEMPT or path.startswith("/schema"):
+                continue
+            url = _fill(path, of_b)
+            if url is None:
+                problems.append(f"{method} {path}: a path parameter with no B resource to try")
+                continue
+            query = {"customer_id": str(b.customer_id)} if "customer_id" in _query_names(
+                kwargs_model
+            ) else {}  # fmt: skip
+            response = _request(client, method, path, url, kwargs_model, query)
+            if isinstance(response, str):
+                problems.append(response)
+                continue
+            tried += 1
+            names_b = url != path or bool(query)
+            if names_b and response.status_code not in (403, 404):
+                problems.append(f"{login}: {method} {url} {query} -> {response.status_code}")
+            # An id the request itself named may come back in "… not found"; nothing else may.
+            asked = url + " ".join(query.values())
+            leaked = [m for m in _markers(b) if m in response.text and m not in asked]
+            if leaked:
+                problems.append(f"{login}: {method} {url} {query} shows B's {leaked}")
+
+    assert not problems, "\n".join(problems)
+    assert tried >= 2 * 12  # the /v1 routes at least, for both of A's users
+
+
+def test_a_customer_sees_only_itself_where_staff_see_every_customer(world: World) -> None:
+    mine = world.as_(world.a.user_login).get("/v1/customers").json()
+    everyone = world.as_(world.staff[Role.SUPPORT]).get("/v1/customers").json()
+
+    assert [c["id"] for c in mine] == [str(world.a.customer_id)]
+    assert {str(world.a.customer_id), str(world.b.customer_id)} <= {c["id"] for c in everyone}
+
+
+# ---------------------------------------------------------------- message content (R7)
+
+
+def test_no_picasse_role_obtains_a_message_body_through_any_route(
+    app: Litestar, world: World
+) -> None:
+    a = world.a
+    of_a = {"customer_id": str(a.customer_id), "message_id": str(a.message_id)}
+    problems, tried = [], 0
+    for role, login in world.staff.items():
+        for client in (world.as_(login), world.session_of(login)):
+            for method, path, _, kwargs_model in _operations(app):
+                if method != "GET" or path.startswith("/schema"):
+                    continue
+                url = _fill(path, of_a)
+                if url is None:
+                    continue  # e.g. ack links and static files: no message to name
+                # Every flag asked for (reveal_content=true and any added later), A's id
+                # where a customer is named; periods and limits keep their defaults.
+                query = {
+                    name: str(a.customer_id) if name == "customer_id" else "true"
+                    for name in _query_names(kwargs_model) - {"from", "to", "limit"}
+                }
+                response = client.get(url, params=query)
+                tried += 1
+                if a.body in response.text or a.body[:20] in response.text:
+                    problems.append(f"{role.value}: GET {url} {query} shows the body")
+
+    assert not problems, "\n".join(problems)
+    assert tried >= 3 * 2 * 6
+    # The control: the same route does give the body to the customer's own user.
+    own = world.as_(a.user_login).get(f"/v1/messages/{a.message_id}?reveal_content=true")
+    assert own.json()["body"] == a.body
+
+
+def test_staff_asking_for_a_messages_content_get_403_and_status_without_content(
+    world: World,
+) -> None:
+    a = world.a
+    for role, login in world.staff.items():
+        client = world.as_(login)
+        refused = client.get(f"/v1/messages/{a.message_id}", params={"reveal_content": "true"})
+        status = client.get(f"/v1/messages/{a.message_id}")
+
+        assert refused.status_code == 403, role
+        assert status.status_code == 200, role
+        assert status.json()["body"] is None
+        delivery = status.json()["deliveries"][0]
+        assert delivery["to"] == (None if role is Role.AUDITOR else a.recipient)
+
+
+# ---------------------------------------------------------------- roles
+
+
+def test_an_auditor_sees_customers_without_their_contact_person(world: World) -> None:
+    auditor = world.as_(world.staff[Role.AUDITOR])
+    support = world.as_(world.staff[Role.SUPPORT])
+    path = f"/v1/customers/{world.a.customer_id}"
+
+    audited, supported = auditor.get(path).json(), support.get(path).json()
+
+    assert audited["organisation"] == world.a.organisation
+    assert audited["contact"] is None and audited["billing_address"] is None
+    assert supported["contact"]["email"] == world.a.contact_email
+    assert all(c["contact"] is None for c in auditor.get("/v1/customers").json())
+
+
+def test_a_customer_admin_changes_its_contact_and_reads_it_back_at_once(world: World) -> None:
+    path = f"/v1/customers/{world.a.customer_id}"
+    admin = world.as_(world.a.admin_login)
+
+    changed = admin.patch(path, json={"email": "new.contact@anvil.example"})
+
+    assert changed.status_code == 200, changed.text
+    assert admin.get(path).json()["contact"]["email"] == "new.contact@anvil.example"
+    for login in (world.a.user_login, world.staff[Role.AUDITOR]):
+        assert world.as_(login).patch(path, json={"email": "x@y.example"}).status_code == 403
+    bad = admin.patch(path, json={"phone": "not a number"})
+    assert bad.status_code == 422 and bad.json()["field"] == "phone"
+    unknown = admin.patch(path, json={"emial": "typo@anvil.example"})
+    assert unknown.status_code == 400
+
+
+def test_a_customer_admin_adds_a_user_of_its_own_customer_who_can_then_log_in(
+    world: World,
+) -> None:
+    path = f"/v1/customers/{world.a.customer_id}/users"
+    body = {"login": "anvil-new", "role": "customer_user", "password": PASSWORD}
+
+    added = world.as_(world.a.admin_login).post(path, json=body)
+
+    assert added.status_code == 201, added.text
+    assert added.json()["login"] == "anvil-new" and added.json()["role"] == "customer_user"
+    assert world.session_of("anvil-new").get(f"/v1/customers/{world.a.customer_id}").is_success
+    staff_role = world.as_(world.staff[Role.PLATFORM_ADMIN]).post(
+        path, json=body | {"login": "anvil-staff", "role": "support"}
+    )
+    assert staff_role.status_code == 422
+    for login in (world.a.user_login, world.staff[Role.SUPPORT], world.staff[Role.AUDITOR]):
+        refused = world.as_(login).post(path, json=body | {"login": f"x-{uuid.uuid4().hex[:6]}"})
+        assert refused.status_code == 403, login
+
+
+def test_only_staff_and_the_customers_admin_list_its_users(world: World) -> None:
+    path = f"/v1/customers/{world.a.customer_id}/users"
+
+    listed = world.as_(world.a.admin_login).get(path)
+
+    assert listed.status_code == 200
+    assert {u["login"] for u in listed.json()} >= {world.a.admin_login, world.a.user_login}
+    assert world.as_(world.a.user_login).get(path).status_code == 403
+    for login in world.staff.values():
+        assert world.as_(login).get(path).status_code == 200
+
+
+def test_a_customer_user_sends_a_message_and_follows_its_deliveries(world: World) -> None:
+    client = world.as_(world.a.user_login)
+    message = {
+        "channel": "email", "to": ["one@rcpt.example", "two@rcpt.example"],
+        "subject": "Drill", "body": "Fire drill at ten", "idempotency_key": "drill-1",
+    }  # fmt: skip
+
+    sent = client.post("/v1/messages", json=message)
+    again = client.post("/v1/messages", json=message)
+
+    assert sent.status_code == 202, sent.text
+    assert again.json()["id"] == sent.json()["id"]
+    status = client.get(f"/v1/messages/{sent.json()['id']}").json()
+    assert [d["to"] for d in status["deliveries"]] == message["to"]
+    assert {d["status"] for d in status["deliveries"]} == {"queued"}
+    assert status["body"] is None
+    revealed = client.get(f"/v1/messages/{sent.json()['id']}", params={"reveal_content": True})
+    assert revealed.json()["body"] == "Fire drill at ten"
+
+
+def test_staff_cannot_send_messages(world: World) -> None:
+    body = {"channel": "sms", "to": ["+31612345678"], "body": "hi"}
+    for login in world.staff.values():
+        assert world.as_(login).post("/v1/messages", json=body).status_code == 403
+
+
+def test_a_message_with_unknown_or_invalid_fields_is_refused_and_not_sent(world: World) -> None:
+    client = world.as_(world.a.user_login)
+
+    typo = client.post("/v1/messages", json={"channel": "sms", "to": ["+31612345678"],
+                                             "body": "hi", "schedule": "tomorrow"})  # fmt: skip
+    invalid = client.post("/v1/messages", json={"channel": "sms", "to": ["12"], "body": "hi"})
+
+    assert typo.status_code == 400
+    assert typo.headers["content-type"] == "application/problem+json"
+    assert invalid.status_code == 422 and invalid.json()["field"] == "to"
+
+
+def test_traffic_shows_recipients_to_the_customer_and_entitled_staff_only(world: World) -> None:
+    a = world.a
+    week = {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
+
+    own = world.as_(a.user_login).get("/v1/traffic", params=week)
+    admin = world.as_(world.staff[Role.PLATFORM_ADMIN]).get(
+        "/v1/traffic", params=week | {"customer_id": str(a.customer_id)}
+    )
+    auditor = world.as_(world.staff[Role.AUDITOR]).get(
+        "/v1/traffic", params=week | {"customer_id": str(a.customer_id)}
+    )
+    unnamed = world.as_(world.staff[Role.SUPPORT]).get("/v1/traffic", params=week)
+
+    assert own.status_code == 200, own.text
+    assert [(r["message_id"], r["recipient"]) for r in own.json()] == [
+        (str(a.message_id), a.recipient)
+    ]
+    assert own.json()[0]["client_ip"] == "192.0.2.10"
+    assert [r["recipient"] for r in admin.json()] == [a.recipient]
+    assert [(r["recipient"], r["client_ip"]) for r in auditor.json()] == [(None, None)]
+    assert unnamed.status_code == 422 and unnamed.json()["field"] == "customer_id"
+
+
+def test_the_openapi_document_describes_every_v1_route_with_its_security(
+    app: Litestar, world: World
+) -> None:
+    document = httpx.get(f"{world.base_url}/schema/openapi.json").json()
+    operations = {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in ("get", "post", "patch", "delete")
+    }
+
+    for method, path, route, _ in _operations(app):
+        if not path.startswith("/v1"):
+            continue
+        documented = (method, route.path_format)
+        assert documented in operations, documented
+        operation = document["paths"][route.path_format][method.lower()]
+        expected = [] if _is_public(route, method) else None
+        assert operation.get("security") == expected, documented
+    assert {"apiKey", "session"} == set(document["components"]["securitySchemes"])
+    assert document["components"]["schemas"]["SendMessage"]["additionalProperties"] is False

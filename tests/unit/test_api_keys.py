@@ -1,0 +1,115 @@
+"""API keys in memory: shown once, checked by hash, revoked by their owner or an admin."""
+
+from __future__ import annotations
+
+from uuid import UUID, uuid4
+
+import pytest
+
+from picasse.adapters.crypto import MemoryKeyRing, SealingMapper
+from picasse.domain.access import Viewer
+from picasse.domain.api_keys import ApiKeys, hash_of_secret
+from picasse.domain.errors import AuthenticationFailed, NotFound
+from picasse.domain.users import PLATFORM_TENANT
+from picasse.domain.values import Role
+
+CUSTOMER = uuid4()
+
+
+class InMemoryApiKeys(ApiKeys):
+    def __init__(self) -> None:
+        self.ring = MemoryKeyRing()
+        super().__init__({"PERSISTENCE_MODULE": "eventsourcing.popo"})
+
+    def construct_mapper(self) -> SealingMapper:  # type: ignore[override]
+        return SealingMapper(keys=self.ring)
+
+
+@pytest.fixture
+def keys() -> InMemoryApiKeys:
+    return InMemoryApiKeys()
+
+
+def _viewer(user_id: UUID, role: Role = Role.CUSTOMER_USER) -> Viewer:
+    return Viewer(role=role, customer_id=None if role.is_platform else CUSTOMER, user_id=user_id)
+
+
+def test_an_issued_key_names_its_holder_and_keeps_only_a_hash(keys: InMemoryApiKeys) -> None:
+    user = uuid4()
+
+    issued = keys.issue(user_id=user, customer_id=CUSTOMER)
+
+    assert issued.key.startswith(f"pk_{issued.id.hex}_")
+    assert keys.authenticate(issued.key).user_id == user
+    stored = keys.repository.get(issued.id)
+    secret = issued.key.split("_", 2)[2]
+    assert stored.secret_hash == hash_of_secret(secret) != secret
+    assert issued.key not in repr(issued) and issued.key not in str(issued)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "pk_",
+        "pk_nothex_secret",
+        f"pk_{uuid4().hex}_",
+        f"sk_{uuid4().hex}_x",
+        f"pk_{uuid4().hex}_x",
+    ],
+)
+def test_text_that_is_not_a_key_of_ours_fails(keys: InMemoryApiKeys, text: str) -> None:
+    with pytest.raises(AuthenticationFailed):
+        keys.authenticate(text)
+
+
+def test_a_key_with_a_changed_secret_fails(keys: InMemoryApiKeys) -> None:
+    issued = keys.issue(user_id=uuid4(), customer_id=CUSTOMER)
+
+    with pytest.raises(AuthenticationFailed):
+        keys.authenticate(issued.key[:-1] + ("A" if issued.key[-1] != "A" else "B"))
+
+
+def test_the_owner_revokes_a_key_and_it_stops_working_and_revoking_again_is_harmless(
+    keys: InMemoryApiKeys,
+) -> None:
+    owner = uuid4()
+    issued = keys.issue(user_id=owner, customer_id=CUSTOMER)
+
+    keys.revoke(issued.id, by=_viewer(owner))
+    keys.revoke(issued.id, by=_viewer(owner))
+
+    with pytest.raises(AuthenticationFailed):
+        keys.authenticate(issued.key)
+    assert keys.repository.get(issued.id).version == 2  # one Revoked event
+
+
+@pytest.mark.parametrize("role", [Role.CUSTOMER_ADMIN, Role.SUPPORT, Role.AUDITOR])
+def test_to_anyone_but_its_owner_or_a_platform_admin_a_key_does_not_exist(
+    keys: InMemoryApiKeys, role: Role
+) -> None:
+    issued = keys.issue(user_id=uuid4(), customer_id=CUSTOMER)
+
+    with pytest.raises(NotFound):
+        keys.revoke(issued.id, by=_viewer(uuid4(), role))
+
+    assert keys.authenticate(issued.key)
+
+
+def test_a_platform_admin_revokes_anyones_key(keys: InMemoryApiKeys) -> None:
+    issued = keys.issue(user_id=uuid4(), customer_id=CUSTOMER)
+
+    keys.revoke(issued.id, by=_viewer(uuid4(), Role.PLATFORM_ADMIN))
+
+    with pytest.raises(AuthenticationFailed):
+        keys.authenticate(issued.key)
+
+
+def test_erasing_the_user_leaves_no_key_of_theirs_that_works(keys: InMemoryApiKeys) -> None:
+    user = uuid4()
+    issued = keys.issue(user_id=user, customer_id=None)  # staff: the platform tenant
+
+    keys.ring.destroy_subject(PLATFORM_TENANT, f"user/{user}")
+
+    with pytest.raises(AuthenticationFailed):
+        keys.authenticate(issued.key)
