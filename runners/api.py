@@ -105,6 +105,7 @@ def http_deps(settings: Settings, database_url: str, *, secure: bool = False) ->
             api_keys=api_keys,
             accounts_view=views["accounts"],
             traffic_view=views["traffic"],
+            ledger_view=views["ledger"],
             health=_health_probe(settings, messages, views),
             auth_store=auth_store,
             pseudonyms=pseudonyms,

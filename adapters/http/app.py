@@ -36,6 +36,7 @@ from picasse.domain.api_keys import ApiKeys
 from picasse.domain.application import Pseudonyms
 from picasse.domain.messaging import Messages
 from picasse.projections.accounts import AccountsView
+from picasse.projections.ledger import LedgerView
 from picasse.projections.traffic import TrafficView
 
 API_VERSION = "1"
@@ -62,6 +63,7 @@ class HttpDeps:
     login_tracking: bool = False  # R6: off unless an operator switches it on
     login_throttling: LoginThrottling = field(default_factory=LoginThrottling)
     health: HealthProbe | None = None  # the overview's view lag, relay and workers
+    ledger_view: LedgerView | None = None  # the privacy ledger page
 
 
 @get("/health", opt=PUBLIC, security=[], summary="Liveness: the process serves requests")

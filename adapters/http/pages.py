@@ -48,6 +48,7 @@ from picasse.adapters.http.problems import problem_for
 from picasse.domain.errors import AuthenticationFailed, DomainError
 from picasse.domain.values import PLATFORM_ROLES
 from picasse.projections.accounts import AccountsView, CustomerRow
+from picasse.projections.ledger import LedgerView
 from picasse.projections.traffic import DailyCount, TrafficRow, TrafficView
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ class Dashboard:
         self.http = http
         self.accounts: AccountsView = http.accounts_view
         self.traffic: TrafficView = http.traffic_view
+        self.ledger: LedgerView | None = http.ledger_view
         self.health: HealthProbe | None = http.health  # None: the overview shows no health
         self.secure_cookies = http.secure_cookies
 
@@ -335,6 +337,32 @@ def traffic_page(
     )
 
 
+@get("/ledger", include_in_schema=False, sync_to_thread=True)
+def ledger_page(
+    request: Request[Any, Any, Any],
+    dashboard: NamedDependency[Dashboard],
+    customer: Annotated[str | None, QueryParameter(name="customer_id")] = None,
+) -> Response[str]:
+    """The privacy ledger: exports, terminations, erasures, retention runs, disclosures."""
+    errors: list[str] = []
+    customer_id = _parse(customer, UUID, "customer", errors)
+    entries = (
+        []
+        if dashboard.ledger is None or errors
+        else dashboard.ledger.entries(customer_id=customer_id)
+    )
+    customers = dashboard.accounts.customers()
+    return staff_page(
+        request,
+        "ledger.html",
+        entries=entries,
+        errors=errors,
+        customer_id=customer_id,
+        customers=customers,
+        names={c.id: c.organisation for c in customers},
+    )
+
+
 def _parse(text: str | None, kind: Any, field: str, errors: list[str]) -> Any:
     if not text:
         return None
@@ -377,7 +405,7 @@ def pages_router(deps: HttpDeps) -> Router:
     dashboard = Dashboard(deps)
     admin = Router(
         path="/admin",
-        route_handlers=[overview, customers_page, customer_page, traffic_page],
+        route_handlers=[overview, customers_page, customer_page, traffic_page, ledger_page],
         guards=[staff_only],
     )
     static = create_static_files_router(

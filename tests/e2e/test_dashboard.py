@@ -13,7 +13,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -33,7 +33,7 @@ from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.values import Role
 from picasse.runners.project import running, statuses
 from picasse.runners.settings import Settings
-from picasse.runners.wiring import open_accounts, open_messages
+from picasse.runners.wiring import open_accounts, open_messages, open_privacy
 from tests.integration.platform_processes import Processes, base_env, processes, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -178,8 +178,9 @@ def platform(
     )
     try:
         customers, recipients = _seed(settings, database_url)
+        _record_disclosure(settings, database_url, next(iter(customers.values())))
         with (
-            running(settings, database_url, ["accounts", "traffic"]) as views,
+            running(settings, database_url, ["accounts", "traffic", "ledger"]) as views,
             processes(env, data_dir / "logs") as group,
         ):
             _start_api(group)
@@ -199,6 +200,17 @@ def platform(
         asyncio.run(_delete_stream(nats_url, Topology(schema)))
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _record_disclosure(settings: Settings, database_url: str, customer_id: UUID) -> None:
+    privacy = open_privacy(settings, database_url)
+    try:
+        privacy.record_disclosure(
+            customer_id, authority="Politie Eenheid Noord", legal_basis="art. 126ng Sv",
+            period_from=date(2026, 1, 1), period_to=date(2026, 12, 31), records=3, by="cli:test",
+        )  # fmt: skip
+    finally:
+        privacy.close()
 
 
 async def _delete_stream(nats_url: str, topology: Topology) -> None:
@@ -398,3 +410,17 @@ def test_no_page_shows_the_content_of_a_message(page: Page, platform: Platform, 
 def _recipient_counts(platform: Platform) -> list[int]:
     # Per customer n (0, 1, 2): 3 + n e-mails, 2 + 2n texts, two calls.
     return [(3 + n) + (2 + 2 * n) + 2 for n in range(len(platform.customers))]
+
+
+def test_the_privacy_ledger_page_lists_disclosures_without_personal_data(
+    page: Page, platform: Platform
+) -> None:
+    log_in(page, "ada")
+    page.get_by_role("link", name="Privacy ledger").click()
+    page.wait_for_url("**/admin/ledger")
+    row = page.locator("tr[data-kind=disclosure]")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("Politie Eenheid Noord")
+    html = page.content()
+    assert all(recipient not in html for recipient in platform.recipients)
+    page.screenshot(path=OUTPUT / "dashboard-ledger.png", full_page=True)
