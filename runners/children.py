@@ -46,7 +46,7 @@ class ChildProcess:
         if not line:
             self.stop()
             raise RuntimeError(f"{self.name} was not ready within {READY_TIMEOUT:.0f} s")
-        return f"pid {self.process.pid}"
+        return f"{line.strip()} (pid {self.process.pid})"
 
     def failure(self) -> str | None:
         if self.process is None:
@@ -86,3 +86,35 @@ def projections(settings: Settings, endpoints: Endpoints) -> ChildProcess:
 
 def retention(settings: Settings, endpoints: Endpoints) -> ChildProcess:
     return ChildProcess("Retention", ["retention", "run", "--every", "3600"], settings, endpoints)
+
+
+class FirstAdministrator:
+    """Not a process: on a platform without staff, says how to create the first administrator."""
+
+    name = "Admin"
+
+    def __init__(self, settings: Settings, endpoints: Endpoints) -> None:
+        self.settings = settings
+        self.endpoints = endpoints
+
+    def start(self) -> str:
+        from picasse.adapters.postgres.keystore import tenant_has_keys
+        from picasse.domain.users import PLATFORM_TENANT
+
+        schema = self.settings.database_schema
+        if tenant_has_keys(self.endpoints.database_url, schema, PLATFORM_TENANT):
+            return f"log in at http://{self.settings.http_host}:{self.settings.http_port}/login"
+        return (
+            "no administrator yet; create one with: echo 'a long password' |"
+            " .venv/bin/picasse users add --login admin --role platform_admin --password-stdin"
+        )
+
+    def failure(self) -> str | None:
+        return None
+
+    def stop(self) -> None:
+        pass
+
+
+def first_administrator(settings: Settings, endpoints: Endpoints) -> FirstAdministrator:
+    return FirstAdministrator(settings, endpoints)

@@ -120,6 +120,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         children.projections,
         children.retention,
         *(children.worker(n + 1) for n in range(workers)),
+        children.api,  # the last to start, the first to stop
+        children.first_administrator,
     ]
     return up.main(settings, extra_services=services)
 

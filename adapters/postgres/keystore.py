@@ -640,3 +640,18 @@ class PostgresKeyStore:
         while not self._listening.is_set() and time.monotonic() < deadline:
             self._listening.wait(0.1)
         return self._listening.is_set()
+
+
+def tenant_has_keys(database_url: str, schema: str, tenant_id: UUID) -> bool:
+    """Whether any data subject of this tenant has a key: for staff (the platform tenant),
+    whether any staff account exists, without reading the log."""
+    table = sql.Identifier(schema or "public", "picasse_subject_keys")
+    try:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            row = conn.execute(
+                sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE tenant_id = %s)").format(table),
+                (tenant_id,),
+            ).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return False
+    return bool(row and row[0])
