@@ -17,22 +17,23 @@ $(BIN)/picasse: pyproject.toml
 up: $(BIN)/picasse
 	$(BIN)/picasse up
 
-# The suite runs twice: on the embedded servers it starts itself, then on the
-# machine's PostgreSQL and NATS (unit tests need no server and run once).
+# The suite runs twice, both at once: on the embedded servers it starts itself, and on
+# the machine's PostgreSQL and NATS (unit tests need no server and run once).
 test: $(BIN)/picasse
 	$(MAKE) --no-print-directory lint
-	$(MAKE) --no-print-directory test-embedded
-	$(MAKE) --no-print-directory test-external
+	@bash tests/e2e/ensure_chromium.sh
+	@bash tests/ensure_local_servers.sh
+	EXTERNAL_DATABASE_URL=$(EXTERNAL_DATABASE_URL) EXTERNAL_NATS_URL=$(EXTERNAL_NATS_URL) bash tests/run_suite.sh
 
 test-embedded: $(BIN)/picasse
 	@bash tests/e2e/ensure_chromium.sh
-	env -u PICASSE_DATABASE_URL -u PICASSE_NATS_URL $(BIN)/pytest -q
+	env -u PICASSE_DATABASE_URL -u PICASSE_NATS_URL $(BIN)/pytest -q -n 2
 
 test-external: $(BIN)/picasse
 	@bash tests/e2e/ensure_chromium.sh
 	@bash tests/ensure_local_servers.sh
 	PICASSE_DATABASE_URL=$(EXTERNAL_DATABASE_URL) PICASSE_NATS_URL=$(EXTERNAL_NATS_URL) \
-		$(BIN)/pytest -q tests/integration tests/e2e
+		$(BIN)/pytest -q -n 2 tests/integration tests/e2e
 
 bench: $(BIN)/picasse
 	env -u PICASSE_DATABASE_URL $(BIN)/python -m bench

@@ -1,4 +1,8 @@
-"""`python -m bench`: our event store beside the plain eventsourcing library, on one PostgreSQL."""
+"""`python -m bench`: each benchmark prints ours beside its baseline, on the same servers.
+
+The event store beside the plain eventsourcing library, then messaging beside raw
+JetStream; `--only` picks one.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 
 import psycopg
+from eventsourcing.persistence import PersistenceError
 from psycopg.conninfo import conninfo_to_dict
 from rich.console import Console
 from rich.progress import (
@@ -22,7 +27,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from bench import event_store
+from bench import audit_replay, event_store, messaging
 from picasse.runners import servers
 from picasse.runners.settings import Settings
 
@@ -34,37 +39,114 @@ def positive(text: str) -> int:
     return number
 
 
+BENCHES = ("event-store", "messaging", "audit")
+
+
+def positive_number(text: str) -> float:
+    number = float(text)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return number
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = event_store.Config()
+    messaging_defaults = messaging.Config()
+    audit_defaults = audit_replay.Config()
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description=(
-            "Measure events/s of Picasse's event store (sealed fields, hash chain, key store)"
-            " beside the plain eventsourcing library with its whole-event cipher, in one run"
-            " on the same PostgreSQL: PICASSE_DATABASE_URL if set, else an embedded server"
-            " started for the run. Each side gets a fresh schema, dropped afterwards."
+            "Benchmarks that print ours beside a baseline, in one run on the same servers:"
+            " PICASSE_DATABASE_URL and PICASSE_NATS_URL if set, else embedded servers started"
+            " for the run. Each side gets a fresh schema (and NATS namespace), removed afterwards."
         ),
     )
     parser.add_argument(
+        "--only", choices=BENCHES, help="run one benchmark (default: all, one after the other)"
+    )
+    store = parser.add_argument_group(
+        "event-store",
+        "events/s of Picasse's event store (sealed fields, hash chain, key store) beside the"
+        " plain eventsourcing library with its whole-event cipher",
+    )
+    store.add_argument(
         "--calls", type=positive, default=defaults.calls, help="saves of one aggregate (workload 1)"
     )
-    parser.add_argument(
+    store.add_argument(
         "--batches", type=positive, default=defaults.batches, help="saves of a batch (workload 2)"
     )
-    parser.add_argument(
+    store.add_argument(
         "--batch-size", type=positive, default=defaults.batch_size, help="aggregates per batch"
     )
-    parser.add_argument(
+    store.add_argument(
         "--repeats",
         type=positive,
         default=defaults.repeats,
         help="runs per workload; the median counts",
     )
-    parser.add_argument(
+    store.add_argument(
         "--baseline-cipher",
         choices=sorted(event_store.BASELINE_CIPHERS),
         default=defaults.baseline_cipher,
         help="crypto package under the library's AESCipher (pycryptodome must be installed)",
+    )
+    sending = parser.add_argument_group(
+        "messaging",
+        "deliveries/s and latency of request → relay → worker → Delivered, with a provider"
+        " that accepts at once, beside raw nats-py JetStream publish+pull+ack",
+    )
+    sending.add_argument(
+        "--messages",
+        type=positive,
+        default=messaging_defaults.messages,
+        help="messages of the throughput run (default %(default)s)",
+    )
+    sending.add_argument(
+        "--rate",
+        type=positive_number,
+        default=messaging_defaults.rate,
+        help="offered load of the latency run, messages/s (default %(default)s)",
+    )
+    sending.add_argument(
+        "--seconds",
+        type=positive_number,
+        default=messaging_defaults.seconds,
+        help="how long the latency run offers that load (default %(default)s)",
+    )
+    sending.add_argument(
+        "--senders",
+        type=positive,
+        default=messaging_defaults.senders,
+        help="processes calling Messages.send (default %(default)s)",
+    )
+    sending.add_argument(
+        "--concurrency",
+        type=positive,
+        default=messaging_defaults.concurrency,
+        help="the worker's --concurrency, and the baseline's fetch batch (default %(default)s)",
+    )
+    sending.add_argument(
+        "--baseline-messages",
+        type=positive,
+        default=messaging_defaults.baseline_messages,
+        help="messages of the raw JetStream baseline (default %(default)s)",
+    )
+    audit = parser.add_argument_group(
+        "audit",
+        "events/s of `picasse audit replay` beside the library's own replay of as many events,"
+        " and the time to terminate and erase a customer with a small and a large history",
+    )
+    audit.add_argument(
+        "--small-history",
+        type=positive,
+        default=audit_defaults.small,
+        help="events of the small customer (default %(default)s)",
+    )
+    audit.add_argument(
+        "--large-history",
+        type=positive,
+        default=audit_defaults.large,
+        help="events of the large customer (default %(default)s)",
     )
     return parser.parse_args(argv)
 
@@ -87,57 +169,152 @@ def server_version(database_url: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = event_store.Config(
+    chosen = [args.only] if args.only else list(BENCHES)
+    store_config = event_store.Config(
         calls=args.calls,
         batches=args.batches,
         batch_size=args.batch_size,
         repeats=args.repeats,
         baseline_cipher=args.baseline_cipher,
     )
+    messaging_config = messaging.Config(
+        messages=args.messages,
+        rate=args.rate,
+        seconds=args.seconds,
+        senders=args.senders,
+        concurrency=args.concurrency,
+        baseline_messages=args.baseline_messages,
+    )
+    audit_config = audit_replay.Config(small=args.small_history, large=args.large_history)
     console = Console()
-    try:
-        event_store.baseline_cipher_class(config.baseline_cipher)  # before starting a server
-    except event_store.BenchError as error:
-        console.print(f"[red]bench: {error}")
-        return 2
+    if "event-store" in chosen:
+        try:
+            event_store.baseline_cipher_class(store_config.baseline_cipher)  # before any server
+        except event_store.BenchError as error:
+            console.print(f"[red]bench: {error}")
+            return 2
     started = time.monotonic()
-    # Only the database URL comes from the environment: keys and any embedded server
-    # live in a data dir of the run's own, removed at the end.
+    # Only the server URLs come from the environment: keys and any embedded server live
+    # in a data dir of the run's own, removed at the end.
     data_dir = Path(tempfile.mkdtemp(prefix="picasse-bench-"))
-    settings = Settings(data_dir=data_dir, database_url=Settings.from_environ().database_url)
-    embedded = settings.database_url is None
+    environ = Settings.from_environ()
+    settings = Settings(
+        data_dir=data_dir, database_url=environ.database_url, nats_url=environ.nats_url
+    )
     try:
-        with console.status("starting the embedded PostgreSQL" if embedded else "connecting"):
-            database_url = servers.postgres_url(settings)
-            server = server_version(database_url)
-        console.print(
-            f"PostgreSQL {server}, {'embedded' if embedded else 'external'} server"
-            f" ({describe(database_url)})"
-        )
-        console.print(
-            f"baseline: eventsourcing {installed_version('eventsourcing')} Application,"
-            f" {event_store.BASELINE_CIPHERS[config.baseline_cipher]};"
-            " ours: Accounts with the sealing event store"
-        )
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            results = event_store.run(settings, database_url, config, progress)
-    except event_store.BenchError as error:
+        database_url = start_postgres(console, settings)
+        nats_url = start_nats(console, settings) if "messaging" in chosen else None
+        for name in chosen:
+            if name == "event-store":
+                run_event_store(console, settings, database_url, store_config)
+            elif name == "messaging" and nats_url is not None:
+                run_messaging(console, settings, database_url, nats_url, messaging_config)
+            elif name == "audit":
+                run_audit(console, settings, database_url, audit_config)
+    except (
+        event_store.BenchError,
+        messaging.BenchError,
+        audit_replay.BenchError,
+        servers.ServerError,
+    ) as error:
         console.print(f"[red]bench: {error}")
         return 1
+    except (psycopg.Error, PersistenceError) as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        console.print(f"[red]bench: database: {first_line}")
+        return 1
     finally:
+        servers.stop_nats(settings)
         servers.stop_postgres(settings)
         shutil.rmtree(data_dir, ignore_errors=True)
-    console.print(event_store.table(results))
     console.print(f"took {time.monotonic() - started:.0f}s")
     return 0
+
+
+def start_postgres(console: Console, settings: Settings) -> str:
+    embedded = settings.database_url is None
+    with console.status("starting the embedded PostgreSQL" if embedded else "connecting"):
+        database_url = servers.postgres_url(settings)
+        server = server_version(database_url)
+    console.print(
+        f"PostgreSQL {server}, {'embedded' if embedded else 'external'} server"
+        f" ({describe(database_url)})"
+    )
+    return database_url
+
+
+def start_nats(console: Console, settings: Settings) -> str:
+    embedded = settings.nats_url is None
+    with console.status("starting the embedded NATS server" if embedded else "connecting"):
+        nats_url = servers.nats_url(settings)
+    console.print(f"NATS, {'embedded' if embedded else 'external'} server ({nats_url})")
+    return nats_url
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def run_event_store(
+    console: Console, settings: Settings, database_url: str, config: event_store.Config
+) -> None:
+    console.rule("event store")
+    console.print(
+        f"baseline: eventsourcing {installed_version('eventsourcing')} Application,"
+        f" {event_store.BASELINE_CIPHERS[config.baseline_cipher]};"
+        " ours: Accounts with the sealing event store"
+    )
+    with progress_bar(console) as progress:
+        results = event_store.run(settings, database_url, config, progress)
+    console.print(event_store.table(results))
+
+
+def run_messaging(
+    console: Console,
+    settings: Settings,
+    database_url: str,
+    nats_url: str,
+    config: messaging.Config,
+) -> None:
+    console.rule("messaging")
+    console.print(
+        f"baseline: nats-py {installed_version('nats-py')} on a stream configured as ours;"
+        f" ours: {config.senders} sender processes → picasse relay → picasse worker, each"
+        " its own process as in production (no GIL shared with the senders); the worker is"
+        " its own runner with the providers swapped for one that accepts at once (the"
+        " default Maildir would measure file writes)"
+    )
+    with progress_bar(console) as progress:
+        results = messaging.run(settings, database_url, nats_url, config, progress)
+    console.print(messaging.table(results, config))
+    runs = [run for run in (results.latency, results.unsaturated) if run is not None]
+    if runs:
+        console.print(messaging.stages_table(runs))
+    for line in messaging.summary(results):
+        console.print(f"note: {line}")
+
+
+def run_audit(
+    console: Console, settings: Settings, database_url: str, config: audit_replay.Config
+) -> None:
+    console.rule("audit replay and erasure")
+    console.print(
+        f"baseline: eventsourcing {installed_version('eventsourcing')} Application replay,"
+        f" {event_store.BASELINE_CIPHERS['cryptography']}; ours: picasse audit replay"
+        " (decode, project into scratch views, compare with the live views)"
+    )
+    with progress_bar(console) as progress:
+        results = audit_replay.run(settings, database_url, config, progress)
+    for table in audit_replay.tables(results):
+        console.print(table)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from types import FrameType
 from uuid import UUID
 
 import msgspec
+from eventsourcing.persistence import MapperDeserialisationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -46,9 +47,10 @@ def replay_main(
     end: datetime | None = None,
     as_json: bool = False,
 ) -> int:
-    """Run the audit; 0 when the views equal the replay, 1 on any mismatch (or nothing to
-    compare for the customer asked about), 3 when it cannot run here. Settings, master key
-    and database errors are left to the caller, which turns them into exit 3 too."""
+    """Run the audit; 0 when the views equal the replay, 1 on any mismatch, on an event that
+    no longer decodes, or with nothing to compare for the customer asked about; 3 when it
+    cannot run here. Settings, master key and database errors are left to the caller, which
+    turns them into exit 3 too."""
     scope = Scope(customer, _aware(start), _aware(end))
     err = Console(stderr=True, highlight=False)
     try:
@@ -57,6 +59,9 @@ def replay_main(
     except AuditCannotRun as error:
         _reason(str(error))
         return EXIT_CANNOT_RUN
+    except MapperDeserialisationError as error:  # a sealed value that no longer opens
+        _reason(f"the log does not replay: {error}")
+        return EXIT_MISMATCH
     if as_json:
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
     else:

@@ -11,7 +11,7 @@ import sys
 from picasse.runners.settings import Settings
 from picasse.runners.up import Endpoints, ServiceFactory
 
-READY_TIMEOUT = 30.0
+READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0  # a worker finishes the jobs in hand first
 
 

@@ -19,6 +19,7 @@ class _View(PostgresTrackingRecorder):
     """Common plumbing: named tables in the datastore's schema, one transaction per write."""
 
     tables: tuple[str, ...] = ()
+    indexes: tuple[str, ...] = ()
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
@@ -58,6 +59,7 @@ class _View(PostgresTrackingRecorder):
 
 class PostgresAccountsView(_View, AccountsView):
     tables = ("customers", "users")
+    indexes = ("users_customer",)
 
     def schema_statements(self) -> list[str]:
         return [
@@ -68,7 +70,7 @@ class PostgresAccountsView(_View, AccountsView):
             "CREATE TABLE IF NOT EXISTS {users} (id uuid PRIMARY KEY, customer_id uuid,"
             " login text, role text NOT NULL, disabled boolean NOT NULL DEFAULT false,"
             " added_at timestamptz NOT NULL)",
-            "CREATE INDEX IF NOT EXISTS accounts_users_customer ON {users} (customer_id)",
+            "CREATE INDEX IF NOT EXISTS {users_customer_idx} ON {users} (customer_id)",
         ]
 
     def customer_registered(
@@ -177,6 +179,7 @@ class PostgresAccountsView(_View, AccountsView):
 
 class PostgresTrafficView(_View, TrafficView):
     tables = ("messages", "deliveries")
+    indexes = ("customer_time", "time", "message")
 
     def schema_statements(self) -> list[str]:
         return [
@@ -188,9 +191,9 @@ class PostgresTrafficView(_View, TrafficView):
             " month text NOT NULL, recipient text, status text NOT NULL, attempts integer NOT NULL DEFAULT 0,"
             " reason text, provider text, acknowledged boolean NOT NULL DEFAULT false,"
             " queued_at timestamptz NOT NULL, updated_at timestamptz NOT NULL)",
-            "CREATE INDEX IF NOT EXISTS traffic_deliveries_customer_time ON {deliveries} (customer_id, queued_at)",
-            "CREATE INDEX IF NOT EXISTS traffic_deliveries_time ON {deliveries} (queued_at)",
-            "CREATE INDEX IF NOT EXISTS traffic_deliveries_message ON {deliveries} (message_id)",
+            "CREATE INDEX IF NOT EXISTS {customer_time_idx} ON {deliveries} (customer_id, queued_at)",
+            "CREATE INDEX IF NOT EXISTS {time_idx} ON {deliveries} (queued_at)",
+            "CREATE INDEX IF NOT EXISTS {message_idx} ON {deliveries} (message_id)",
         ]
 
     def message_requested(
@@ -311,12 +314,13 @@ def events_after(recorder: Any, position: int, topics: tuple[str, ...]) -> int:
 
 class PostgresLedgerView(_View, LedgerView):
     tables = ("entries",)
+    indexes = ("customer",)
 
     def schema_statements(self) -> list[str]:
         return [
             "CREATE TABLE IF NOT EXISTS {entries} (notification_id bigint PRIMARY KEY,"
             " at timestamptz NOT NULL, kind text NOT NULL, customer_id uuid, summary text NOT NULL)",
-            "CREATE INDEX IF NOT EXISTS ledger_entries_customer ON {entries} (customer_id, at)",
+            "CREATE INDEX IF NOT EXISTS {customer_idx} ON {entries} (customer_id, at)",
         ]
 
     def record(self, entry: LedgerEntry, tracking: Tracking) -> None:

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs the suite twice at once: on the embedded servers it starts itself (shown live),
+# and on the machine's own PostgreSQL and NATS (shown when done). Both must pass.
+set -u
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+mkdir -p test-output
+external_log=test-output/external-servers.log
+(
+  PICASSE_DATABASE_URL="${EXTERNAL_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test}" \
+  PICASSE_NATS_URL="${EXTERNAL_NATS_URL:-nats://127.0.0.1:4222}" \
+    "$BIN/pytest" -q -n 2 -p no:cacheprovider tests/integration tests/e2e >"$external_log" 2>&1
+  echo $? >test-output/external-servers.rc
+) &
+external=$!
+echo "== tests on the embedded servers (the run on the external servers goes on beside it) =="
+env -u PICASSE_DATABASE_URL -u PICASSE_NATS_URL "$BIN/pytest" -q -n 2 -p no:cacheprovider
+embedded_rc=$?
+wait "$external"
+external_rc=$(cat test-output/external-servers.rc 2>/dev/null || echo 1)
+echo
+echo "== tests on the external servers (127.0.0.1:5432, 127.0.0.1:4222) =="
+cat "$external_log"
+if [ "$embedded_rc" -ne 0 ] || [ "$external_rc" -ne 0 ]; then
+  echo "suite failed: embedded servers exit $embedded_rc, external servers exit $external_rc" >&2
+  exit 1
+fi
