@@ -27,8 +27,13 @@ class _View(PostgresTrackingRecorder):
         self.t = {
             name: sql.Identifier(datastore.schema, f"{prefix}_{name}") for name in self.tables
         }
+        # Index names follow the tables' prefix, so a second copy of a view (an audit's
+        # scratch view) in the same schema gets indexes of its own.
+        index_names = {
+            f"{name}_idx": sql.Identifier(f"{prefix}_{name}_idx") for name in self.indexes
+        }
         self.sql_create_statements += [
-            sql.SQL(s).format(**self.t) for s in self.schema_statements()
+            sql.SQL(s).format(**self.t, **index_names) for s in self.schema_statements()
         ]
 
     def schema_statements(self) -> list[str]:
