@@ -10,6 +10,7 @@ import select
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -197,7 +198,12 @@ def platform(
             wait_until(settled, 30, "the worker to send every delivery and the views to see it")
             yield Platform(f"http://127.0.0.1:{port}", customers, recipients)
     finally:
-        asyncio.run(_delete_stream(nats_url, Topology(schema)))
+        # Playwright's sync API may still run an event loop in this thread: use another.
+        cleanup = threading.Thread(
+            target=asyncio.run, args=(_delete_stream(nats_url, Topology(schema)),)
+        )
+        cleanup.start()
+        cleanup.join(30)
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
