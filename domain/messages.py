@@ -169,7 +169,11 @@ class Delivery(Aggregate):
         return self.final or self.awaiting_receipt
 
     def attempt(self) -> int:
-        """Starts one more attempt; returns its number."""
+        """Starts one more attempt; returns its number.
+
+        Workers record the attempt in the same write as its outcome, so an attempt
+        interrupted by a crash is not counted: its job comes back and is tried again.
+        """
         if self.settled:
             raise Conflict(f"delivery {self.id} is already {self.status.value}")
         self._attempted(self.attempts + 1)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TypeVar
 from uuid import UUID
 
 import msgspec
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from picasse.domain.access import Viewer
@@ -39,9 +40,13 @@ MAX_SUBJECT = 200
 MAX_SCHEDULE_AHEAD = timedelta(days=7)
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 MAX_IDEMPOTENCY_KEY = 200
-MAX_GROUP_MEMBERS = 5000
+MAX_GROUP_MEMBERS = MAX_RECIPIENTS  # a group is messaged whole, in one save
+# A worker's outcome meets another process's write to the same delivery: load and decide
+# again, this often at most.
+CONFLICT_RETRIES = 5
 
 E = TypeVar("E", bound=StrEnum)
+R = TypeVar("R")
 
 
 class Forbidden(DomainError):
@@ -103,6 +108,92 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
         return f"Job(delivery_id={self.delivery_id}, attempt={self.attempt})"
 
     __str__ = __repr__
+
+
+class NothingToSend(StrEnum):
+    """Why a job calls for no attempt."""
+
+    UNKNOWN = "unknown"  # no such delivery: a stale or foreign job
+    SETTLED = "settled"  # final, or awaiting the network's receipt: a repeated job
+    ERASED = "erased"  # its recipient or body was erased first: given up
+
+
+class Attempt:
+    """One delivery's next attempt in a worker's hands: the job to send, and the delivery
+    as loaded, with the attempt started on it but not yet recorded.
+
+    The attempt is recorded together with its outcome, in one write for a whole batch
+    (`Messages.record_outcomes`). A worker that dies in between leaves no trace but its
+    job, which comes back and is sent again under the same reference, and is recorded
+    once. An Attempt is recorded at most once; after that, its delivery is spent.
+    """
+
+    __slots__ = ("delivery", "job")
+
+    def __init__(self, job: Job, delivery: Delivery) -> None:
+        self.job = job
+        self.delivery = delivery
+
+    def __repr__(self) -> str:
+        return f"Attempt({self.job!r})"
+
+    __str__ = __repr__
+
+
+class Sent(msgspec.Struct, frozen=True):
+    """A provider took the message: delivered (final), or the network's receipt will tell."""
+
+    provider: str
+    reference: str | None
+    final: bool
+
+
+class FailedForNow(msgspec.Struct, frozen=True):
+    """The provider could not take it now (busy, down, timed out): try again later."""
+
+    reason: str
+
+
+class FailedForGood(msgspec.Struct, frozen=True):
+    """The provider refused it for good (no such number, mailbox refused): give up."""
+
+    reason: str
+
+
+Outcome = Sent | FailedForNow | FailedForGood
+
+
+def _conclude(delivery: Delivery, outcome: Outcome, max_attempts: int) -> bool:
+    """Applies an attempt's outcome to its delivery; True if another attempt should follow.
+
+    `max_attempts` only matters to a temporary failure."""
+    if isinstance(outcome, Sent):
+        if outcome.final:
+            delivery.deliver(outcome.provider, outcome.reference)
+        else:
+            delivery.handed_over(outcome.provider, outcome.reference)
+        return False
+    if isinstance(outcome, FailedForGood):
+        delivery.give_up(outcome.reason)
+        return False
+    return delivery.fail_temporarily(outcome.reason, max_attempts)
+
+
+def _attempted_and_concluded(outcome: Outcome, max_attempts: int = 1) -> Callable[[Delivery], bool]:
+    """For a delivery loaded afresh: its attempt and the outcome, unless another process
+    settled the delivery meanwhile (a repeated job): then there is nothing to record."""
+
+    def decide(delivery: Delivery) -> bool:
+        if delivery.settled:
+            return False
+        delivery.attempt()
+        return _conclude(delivery, outcome, max_attempts)
+
+    return decide
+
+
+def _give_up_erased(delivery: Delivery) -> None:
+    delivery.give_up("erased before it could be sent")
 
 
 def parse_address(channel: Channel, text: str, field: str = "to") -> str:
@@ -386,51 +477,112 @@ class Messages(PicasseApplication):
 
     # Deliveries: what the worker calls
 
+    def start_attempts(self, delivery_ids: Sequence[UUID]) -> list[Attempt | NothingToSend]:
+        """Opens what each delivery's next attempt needs, in memory, loading each message
+        once for the call (never longer: an erasure takes effect at the next call).
+
+        Records nothing, except that a delivery whose recipient or body was erased is
+        given up. The attempts are recorded with their outcomes (`record_outcomes`).
+        """
+        messages: dict[UUID, Message] = {}
+        started: list[Attempt | NothingToSend] = []
+        erased: list[UUID] = []
+        for ident in delivery_ids:
+            try:
+                delivery = self._get(ident, Delivery, "delivery")
+            except NotFound:
+                started.append(NothingToSend.UNKNOWN)
+                continue
+            if delivery.settled:
+                started.append(NothingToSend.SETTLED)
+                continue
+            message = messages.get(delivery.message_id)
+            if message is None:
+                message = self._get(delivery.message_id, Message, "message")
+                messages[delivery.message_id] = message
+            if isinstance(delivery.to, Erased) or isinstance(message.body, Erased):
+                erased.append(ident)
+                started.append(NothingToSend.ERASED)
+                continue
+            number = delivery.attempt()
+            job = Job(
+                delivery_id=delivery.id,
+                tenant_id=delivery.tenant_id,
+                channel=delivery.channel,
+                to=delivery.to,
+                body=message.body,
+                subject=message.subject if isinstance(message.subject, str) else None,
+                attempt=number,
+                needs_acknowledgement=message.ack is not None,
+            )
+            started.append(Attempt(job, delivery))
+        for ident in erased:
+            self._decide(ident, _give_up_erased)
+        return started
+
+    def record_outcomes(
+        self, outcomes: Sequence[tuple[Attempt, Outcome]], *, max_attempts: int
+    ) -> list[bool]:
+        """Records each attempt together with its outcome, all in one write; returns for
+        each whether the delivery wants another attempt later.
+
+        If another process changed one of these deliveries meanwhile (a repeated job, a
+        receipt), the write fails as a whole and records nothing. Then each delivery is
+        loaded again, its outcome decided again and written on its own: no outcome is
+        lost, and a delivery already delivered is not delivered again.
+        """
+        again = [_conclude(a.delivery, outcome, max_attempts) for a, outcome in outcomes]
+        try:
+            self._save_changed(*(a.delivery for a, _ in outcomes))
+        except IntegrityError:
+            return [
+                self._decide(a.job.delivery_id, _attempted_and_concluded(outcome, max_attempts))
+                for a, outcome in outcomes
+            ]
+        return again
+
     def start_attempt(self, delivery_id_: UUID) -> Job | None:
-        """Opens what one attempt needs, or None when there is nothing (more) to send."""
-        delivery = self._get(delivery_id_, Delivery, "delivery")
-        if delivery.settled:
-            return None
-        message = self._get(delivery.message_id, Message, "message")
-        if isinstance(delivery.to, Erased) or isinstance(message.body, Erased):
-            delivery.give_up("erased before it could be sent")
-            self.save(delivery)
-            return None
-        attempt = delivery.attempt()
-        self.save(delivery)
-        return Job(
-            delivery_id=delivery.id,
-            tenant_id=delivery.tenant_id,
-            channel=delivery.channel,
-            to=delivery.to,
-            body=message.body,
-            subject=message.subject if isinstance(message.subject, str) else None,
-            attempt=attempt,
-            needs_acknowledgement=message.ack is not None,
-        )
+        """What one attempt needs, or None when there is nothing (more) to send. Records
+        nothing: the attempt is recorded with its outcome, by `record_sent` and the like."""
+        started = self.start_attempts([delivery_id_])[0]
+        if started is NothingToSend.UNKNOWN:
+            raise NotFound(f"delivery {delivery_id_} not found")
+        return started.job if isinstance(started, Attempt) else None
 
     def record_sent(
         self, delivery_id_: UUID, provider: str, reference: str | None, *, final: bool
     ) -> None:
-        delivery = self._get(delivery_id_, Delivery, "delivery")
-        if final:
-            delivery.deliver(provider, reference)
-        else:
-            delivery.handed_over(provider, reference)
-        self.save(delivery)
+        self._decide(delivery_id_, _attempted_and_concluded(Sent(provider, reference, final)))
 
     def record_temporary_failure(
         self, delivery_id_: UUID, reason: str, *, max_attempts: int
     ) -> bool:
-        delivery = self._get(delivery_id_, Delivery, "delivery")
-        again = delivery.fail_temporarily(reason, max_attempts)
-        self.save(delivery)
-        return again
+        """True if another attempt will follow; False once attempts are used up."""
+        return self._decide(
+            delivery_id_, _attempted_and_concluded(FailedForNow(reason), max_attempts)
+        )
 
     def record_permanent_failure(self, delivery_id_: UUID, reason: str) -> None:
-        delivery = self._get(delivery_id_, Delivery, "delivery")
-        delivery.give_up(reason)
-        self.save(delivery)
+        self._decide(delivery_id_, _attempted_and_concluded(FailedForGood(reason)))
+
+    def _decide(self, delivery_id_: UUID, decision: Callable[[Delivery], R]) -> R:
+        """Load, decide, save; if another process saved the delivery first, again."""
+        for tries_left in range(CONFLICT_RETRIES - 1, -1, -1):
+            delivery = self._get(delivery_id_, Delivery, "delivery")
+            result = decision(delivery)
+            try:
+                self._save_changed(delivery)
+            except IntegrityError:
+                if tries_left == 0:
+                    raise
+                continue
+            return result
+        raise AssertionError("unreachable")
+
+    def _save_changed(self, *aggregates: Aggregate) -> None:
+        changed = [a for a in aggregates if a.pending_events]
+        if changed:
+            self.save(*changed)
 
     def record_receipt(
         self, delivery_id_: UUID, status: str, reason: str | None, provider: str

@@ -1,9 +1,14 @@
 """The delivery worker: pulls jobs, opens what it needs in memory, sends, records, then acks.
 
-Any number of worker processes share one durable pull consumer. A job is acknowledged
-only after its outcome is recorded, so a worker killed at any point loses nothing: the
-job comes back after `ack_wait`, and the Delivery aggregate refuses a second
-`Delivered`. Temporary failures come back later by NAK with an exponential delay.
+Any number of worker processes share one durable pull consumer. Each keeps up to
+`concurrency` jobs in hand, fetching more as jobs finish. Jobs fetched together start
+their attempts together (one load per delivery and per message, nothing written); each
+is sent as soon as it is open; outcomes are recorded in batches, each attempt together
+with its outcome, one write for every outcome that is ready (more pile up while a write
+is under way). A job is acknowledged only after its outcome is recorded, so a worker
+killed at any point loses nothing: the job comes back after `ack_wait` and is sent again
+under the same reference, and the Delivery aggregate refuses a second `Delivered`.
+Temporary failures come back later by NAK with an exponential delay.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -33,12 +40,27 @@ from picasse.adapters.nats.jobs import (
     ensure_stream,
 )
 from picasse.adapters.providers import Delivery, PermanentFailure, Provider, TemporaryFailure
-from picasse.domain.errors import NotFound
-from picasse.domain.messaging import Messages
+from picasse.domain.messaging import (
+    Attempt,
+    FailedForGood,
+    FailedForNow,
+    Messages,
+    NothingToSend,
+    Outcome,
+    Sent,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+FETCH_TIMEOUT_SECONDS = 0.5  # also how soon an idle worker notices a stop request
+# Database calls are per batch, not per job: a few threads are enough, and fewer threads
+# contend less for the interpreter with the event loop. A fetched batch starts its
+# attempts in a few parts at once, beside the outcome writes, so loads (mostly waiting
+# for the database) overlap, and the first parts go on to be sent while the rest load.
+DATABASE_THREADS = 4
+START_PARTS = DATABASE_THREADS - 1
 
 
 class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,7 +68,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     backoff_seconds: float = 2.0  # first retry after this, doubling each time
     backoff_max_seconds: float = 600.0
     rate_per_customer: float = 100.0  # messages per second per customer, per worker process
-    concurrency: int = 32
+    concurrency: int = 32  # jobs in hand at most
     ack_wait_seconds: float = 30.0
     # A job that is not yet due comes back at least this often, so a changed clock
     # (or a shortened schedule) is noticed without waiting out a long delay.
@@ -74,6 +96,18 @@ class RateLimiter:
         return (1.0 - tokens) / self.rate
 
 
+@dataclass
+class _Finished:
+    """One sent attempt waiting for its outcome to be recorded, then its job to be settled."""
+
+    msg: Msg
+    attempt: Attempt
+    outcome: Outcome
+    settled: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
 class Worker:
     def __init__(
         self,
@@ -94,10 +128,13 @@ class Worker:
         self.settings = settings or WorkerSettings()
         self.now = now
         self.limiter = RateLimiter(self.settings.rate_per_customer)
-        self._threads = ThreadPoolExecutor(
-            self.settings.concurrency, thread_name_prefix="worker-db"
-        )
+        self._threads = ThreadPoolExecutor(DATABASE_THREADS, thread_name_prefix="worker-db")
+        self._in_hand = 0
+        self._slot_freed = asyncio.Event()
+        self._to_record: list[_Finished] = []
+        self._outcome_ready = asyncio.Event()
         self.handled = 0
+        self.writes = 0  # outcome writes: fewer than jobs when batching works
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set; jobs in hand are finished before returning."""
@@ -113,111 +150,190 @@ class Worker:
                 max_ack_pending=self.settings.concurrency * 20,
             ),
         )
+        recorder = asyncio.create_task(self._record_outcomes())
+        batches: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
+                free = self.settings.concurrency - self._in_hand
+                if free <= 0:
+                    self._slot_freed.clear()
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(self._slot_freed.wait(), FETCH_TIMEOUT_SECONDS)
+                    continue
                 try:
-                    batch = await subscription.fetch(self.settings.concurrency, timeout=0.5)
+                    fetched = await subscription.fetch(free, timeout=FETCH_TIMEOUT_SECONDS)
                 except (FetchTimeoutError, TimeoutError):
                     continue
-                await asyncio.gather(*(self.handle(msg) for msg in batch))
+                self._in_hand += len(fetched)
+                batch = asyncio.create_task(self._handle_batch(fetched))
+                batches.add(batch)
+                batch.add_done_callback(batches.discard)
         finally:
+            # SIGTERM: what is in hand is finished (sent, recorded, acknowledged) first.
+            await asyncio.gather(*batches, return_exceptions=True)
+            recorder.cancel()
+            with suppress(asyncio.CancelledError):
+                await recorder
             await subscription.unsubscribe()
             self._threads.shutdown(wait=True)
+            log.info("worker stops: %d jobs handled, %d outcome writes", self.handled, self.writes)
 
     async def _db(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._threads, lambda: call(*args, **kwargs))
 
-    async def handle(self, msg: Msg) -> None:
-        try:
-            job = decoder.decode(msg.data)
-        except msgspec.DecodeError:
-            # Never log the payload; the stream sequence is enough to find it.
-            log.error("undecodable job %s terminated", msg.metadata.sequence.stream)
-            await msg.term()
-            return
-        due = job.not_before
-        if due is not None and due > self.now():
-            await msg.nak(
-                delay=min((due - self.now()).total_seconds(), self.settings.recheck_seconds)
-            )
-            return
-        try:
-            if isinstance(job, Deliver):
-                await self._deliver(msg, job)
-            else:
-                await self._check_acknowledgements(msg, job)
-        except Exception:
-            # Unexpected (database down, a bug): the job comes back after a pause.
-            log.exception("job %s failed; it will be retried", msg.metadata.sequence.stream)
-            await msg.nak(delay=self.settings.backoff_seconds)
+    def _done(self) -> None:
+        self._in_hand -= 1
         self.handled += 1
+        self._slot_freed.set()
 
-    async def _deliver(self, msg: Msg, job: Deliver) -> None:
-        wait = self.limiter.wait_needed(job.tenant_id)
-        if wait > 0:
-            await msg.nak(delay=wait)
+    async def _settle(self, msg: Msg, settle: Callable[[Msg], Any]) -> None:
+        """Acks, NAKs or terminates one job; its slot is free afterwards, come what may."""
+        try:
+            await settle(msg)
+        except Exception:
+            # The connection went: the job comes back after ack_wait anyway.
+            log.warning("could not settle job %s", msg.metadata.sequence.stream, exc_info=True)
+        finally:
+            self._done()
+
+    async def _handle_batch(self, fetched: Sequence[Msg]) -> None:
+        deliveries: list[tuple[Msg, Deliver]] = []
+        others: list[asyncio.Future[None]] = []
+        for msg in fetched:
+            try:
+                job = decoder.decode(msg.data)
+            except msgspec.DecodeError:
+                # Never log the payload; the stream sequence is enough to find it.
+                log.error("undecodable job %s terminated", msg.metadata.sequence.stream)
+                others.append(asyncio.ensure_future(self._settle(msg, Msg.term)))
+                continue
+            due = job.not_before
+            if due is not None and due > self.now():
+                delay = min((due - self.now()).total_seconds(), self.settings.recheck_seconds)
+                others.append(asyncio.ensure_future(self._nak(msg, delay)))
+                continue
+            if isinstance(job, CheckAcknowledgements):
+                others.append(asyncio.ensure_future(self._check_acknowledgements(msg, job)))
+                continue
+            wait = self.limiter.wait_needed(job.tenant_id)
+            if wait > 0:
+                others.append(asyncio.ensure_future(self._nak(msg, wait)))
+                continue
+            deliveries.append((msg, job))
+        size = -(-len(deliveries) // START_PARTS)  # rounded up
+        parts = [deliveries[i : i + size] for i in range(0, len(deliveries), size or 1)]
+        await asyncio.gather(*(self._deliver(part) for part in parts), *others)
+
+    async def _nak(self, msg: Msg, delay: float) -> None:
+        await self._settle(msg, lambda m: m.nak(delay=delay))
+
+    async def _deliver(self, jobs: Sequence[tuple[Msg, Deliver]]) -> None:
+        try:
+            started = await self._db(
+                self.messages.start_attempts, [job.delivery_id for _, job in jobs]
+            )
+        except Exception:
+            # Unexpected (database down, a bug): the jobs come back after a pause.
+            log.exception("%d jobs could not start; they will be retried", len(jobs))
+            await asyncio.gather(
+                *(self._nak(msg, self.settings.backoff_seconds) for msg, _ in jobs)
+            )
             return
+        sending = []
+        for (msg, job), attempt in zip(jobs, started, strict=True):
+            if isinstance(attempt, Attempt):
+                sending.append(self._send(msg, job, attempt))
+            elif attempt is NothingToSend.UNKNOWN:
+                log.warning("job for unknown delivery %s terminated", job.delivery_id)
+                sending.append(self._settle(msg, Msg.term))
+            else:
+                sending.append(self._settle(msg, Msg.ack))  # a repeated job, or erased
+        await asyncio.gather(*sending)
+
+    async def _send(self, msg: Msg, job: Deliver, attempt: Attempt) -> None:
+        """Sends one attempt, then waits until its outcome is recorded and the job settled."""
+        opened = attempt.job
         provider = self.providers.get(job.channel)
-        try:
-            attempt = await self._retrying(self.messages.start_attempt, job.delivery_id)
-        except NotFound:
-            log.warning("job for unknown delivery %s terminated", job.delivery_id)
-            await msg.term()
-            return
-        if attempt is None:
-            await msg.ack()  # already final (a duplicate job), or erased
-            return
+        outcome: Outcome
         if provider is None:
-            await self._retrying(
-                self.messages.record_permanent_failure,
-                job.delivery_id,
-                f"no provider configured for {job.channel}",
+            outcome = FailedForGood(f"no provider configured for {job.channel}")
+        else:
+            body = opened.body
+            if opened.needs_acknowledgement and self.ack_links is not None:
+                body += f"\n\nAcknowledge: {self.ack_links.link(job.delivery_id)}"
+            delivery = Delivery(
+                reference=str(job.delivery_id),  # the same for every attempt: duplicates collapse
+                channel=opened.channel.value,
+                to=opened.to,
+                body=body,
+                subject=opened.subject,
             )
-            await msg.ack()
-            return
-        body = attempt.body
-        if attempt.needs_acknowledgement and self.ack_links is not None:
-            body += f"\n\nAcknowledge: {self.ack_links.link(job.delivery_id)}"
-        delivery = Delivery(
-            reference=str(job.delivery_id),
-            channel=attempt.channel.value,
-            to=attempt.to,
-            body=body,
-            subject=attempt.subject,
-        )
+            try:
+                sent = await provider.send(delivery)
+            except PermanentFailure as failure:
+                outcome = FailedForGood(str(failure))
+            except TemporaryFailure as failure:
+                outcome = FailedForNow(str(failure))
+            except Exception as error:
+                # A provider's bug: counted as a failed attempt, so it ends after max_attempts;
+                # the reason names the error's type only (its text might quote the recipient).
+                log.exception("provider %s failed on job %s", provider.name, job.delivery_id)
+                outcome = FailedForNow(f"provider error: {type(error).__name__}")
+            else:
+                outcome = Sent(sent.provider, sent.provider_reference, sent.final)
+        finished = _Finished(msg, attempt, outcome)
+        self._to_record.append(finished)
+        self._outcome_ready.set()
+        await finished.settled
+
+    async def _record_outcomes(self) -> None:
+        """Records whatever outcomes are ready, in one write, then settles their jobs; those
+        that finish meanwhile go in the next write."""
+        while True:
+            await self._outcome_ready.wait()
+            self._outcome_ready.clear()
+            batch, self._to_record = self._to_record, []
+            if batch:
+                await self._record(batch)
+
+    async def _record(self, batch: Sequence[_Finished]) -> None:
         try:
-            sent = await provider.send(delivery)
-        except PermanentFailure as failure:
-            await self._retrying(
-                self.messages.record_permanent_failure, job.delivery_id, str(failure)
-            )
-            await msg.ack()
-            return
-        except TemporaryFailure as failure:
-            again = await self._retrying(
-                self.messages.record_temporary_failure,
-                job.delivery_id,
-                str(failure),
+            self.writes += 1
+            # Not retried here: it settles conflicts delivery by delivery itself, and the
+            # attempts are spent once it has been called.
+            again = await self._db(
+                self.messages.record_outcomes,
+                [(f.attempt, f.outcome) for f in batch],
                 max_attempts=self.settings.max_attempts,
             )
-            if again:
-                await msg.nak(delay=self.backoff(attempt.attempt))
-            else:
-                await msg.ack()
-            return
-        await self._retrying(
-            self.messages.record_sent,
-            job.delivery_id,
-            sent.provider,
-            sent.provider_reference,
-            final=sent.final,
-        )
-        await msg.ack()
+            settling = [
+                self._nak(f.msg, self.backoff(f.attempt.job.attempt))
+                if retry
+                else self._settle(f.msg, Msg.ack)
+                for f, retry in zip(batch, again, strict=True)
+            ]
+        except Exception:
+            # Unexpected (database down, a bug): each job comes back after a pause. One
+            # whose outcome was recorded after all is then found settled and acknowledged;
+            # the others are sent again under the same reference.
+            log.exception("%d outcomes could not be recorded; will retry", len(batch))
+            settling = [self._nak(f.msg, self.settings.backoff_seconds) for f in batch]
+        try:
+            await asyncio.gather(*settling)
+        finally:
+            for finished in batch:
+                if not finished.settled.done():
+                    finished.settled.set_result(None)
 
     async def _check_acknowledgements(self, msg: Msg, job: CheckAcknowledgements) -> None:
-        await self._retrying(self.messages.escalate_unacknowledged, job.message_id)
-        await msg.ack()
+        try:
+            await self._retrying(self.messages.escalate_unacknowledged, job.message_id)
+        except Exception:
+            log.exception("job %s failed; it will be retried", msg.metadata.sequence.stream)
+            await self._nak(msg, self.settings.backoff_seconds)
+            return
+        await self._settle(msg, Msg.ack)
 
     def backoff(self, attempt: int) -> float:
         return min(

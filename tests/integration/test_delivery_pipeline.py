@@ -7,6 +7,7 @@ import collections
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -14,7 +15,10 @@ import nats
 import psycopg
 import pytest
 
-from picasse.adapters.nats.jobs import Topology
+from picasse.adapters.nats.jobs import Deliver, Topology, encoder
+from picasse.adapters.nats.worker import WorkerSettings
+from picasse.adapters.providers import Delivery as ProviderDelivery
+from picasse.adapters.providers import Provider, Sent
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
 from picasse.domain.messages import DeliveryStatus, delivery_id
@@ -23,6 +27,7 @@ from picasse.domain.values import Role
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages
 from tests.integration.gateway import FakeGateway
+from tests.integration.inprocess import relay_and_worker
 from tests.integration.platform_processes import (
     Processes,
     base_env,
@@ -298,3 +303,128 @@ def test_no_recipient_or_body_is_stored_in_plaintext_in_jetstream_or_the_events_
     )
     platform.start("worker")
     smtp.wait_for(5, timeout=30)
+
+
+# The worker's batches and the relay's position, in-process with a provider that accepts at once.
+
+ATTEMPTED = "picasse.domain.messages:Delivery.Attempted"
+
+
+class InstantProvider:
+    """Accepts every delivery at once and notes its reference."""
+
+    name = "instant"
+
+    def __init__(self) -> None:
+        self.references: list[str] = []
+
+    async def send(self, delivery: ProviderDelivery) -> Sent:
+        self.references.append(delivery.reference)
+        return Sent(provider=self.name, final=True)
+
+    async def close(self) -> None:
+        pass
+
+
+def _instant(provider: InstantProvider) -> dict[str, Provider]:
+    return {"sms": provider, "email": provider, "voice": provider}
+
+
+def _transactions(raw: psycopg.Connection, topic: str) -> set[int]:
+    rows = raw.execute(
+        "SELECT DISTINCT xmin::text FROM picasse_events WHERE topic = %s", (topic,)
+    ).fetchall()
+    return {int(xmin) for (xmin,) in rows}
+
+
+def test_a_backlog_is_recorded_in_batches_each_attempt_in_one_write_with_its_outcome(
+    messages: Messages, customer: UUID, raw: psycopg.Connection, nats_url: str, schema: str
+) -> None:
+    message_ids = _send_emails(messages, customer, 60)
+    provider = InstantProvider()
+    settings = WorkerSettings(concurrency=16)
+    with relay_and_worker(
+        messages, _instant(provider), nats_url, Topology(schema), settings=settings, now=_now
+    ) as worker:
+        wait_until(lambda: _count(raw, DELIVERED) == 60, 30, "60 Delivered events")
+    assert sorted(provider.references) == sorted(str(delivery_id(m, 0)) for m in message_ids)
+    writes = _transactions(raw, DELIVERED)
+    assert len(writes) < 60 and worker.writes == len(writes)
+    # Each attempt was written in the same transaction as its outcome, and no other.
+    same = raw.execute(
+        "SELECT count(*) FROM picasse_events a JOIN picasse_events d USING (originator_id)"
+        " WHERE a.topic = %s AND d.topic = %s AND a.xmin = d.xmin",
+        (ATTEMPTED, DELIVERED),
+    ).fetchone()
+    assert same == (60,) and _count(raw, ATTEMPTED) == 60
+
+
+def test_a_repeated_job_for_a_delivered_message_sends_nothing_and_is_acknowledged(
+    messages: Messages, customer: UUID, raw: psycopg.Connection, nats_url: str, schema: str
+) -> None:
+    (message_id,) = _send_emails(messages, customer, 1)
+    ident = delivery_id(message_id, 0)
+    provider = InstantProvider()
+    topology = Topology(schema)
+    with relay_and_worker(
+        messages, _instant(provider), nats_url, topology, settings=WorkerSettings(), now=_now
+    ) as worker:
+        wait_until(lambda: _count(raw, DELIVERED) == 1, 30, "the delivery")
+        handled = worker.handled
+        asyncio.run(_publish(nats_url, topology, Deliver(ident, customer, "email"), "again"))
+        wait_until(lambda: worker.handled > handled, 30, "the repeated job")
+        # Acknowledged: a work queue keeps no job that was acknowledged.
+        wait_until(lambda: asyncio.run(_stored(nats_url, topology)) == 0, 5, "the job acked")
+    assert provider.references == [str(ident)]
+    assert _count(raw, DELIVERED) == 1
+
+
+async def _publish(nats_url: str, topology: Topology, job: Deliver, message_id: str) -> None:
+    client = await nats.connect(nats_url)
+    try:
+        await client.jetstream().publish(
+            topology.subject_of(job), encoder.encode(job), headers={"Nats-Msg-Id": message_id}
+        )
+    finally:
+        await client.close()
+
+
+async def _stored(nats_url: str, topology: Topology) -> int:
+    client = await nats.connect(nats_url)
+    try:
+        info = await client.jetstream().stream_info(topology.stream)
+    finally:
+        await client.close()
+    return int(info.state.messages)
+
+
+def test_the_relay_position_follows_the_log_past_events_that_call_for_no_job(
+    messages: Messages, customer: UUID, raw: psycopg.Connection, nats_url: str, schema: str
+) -> None:
+    _send_emails(messages, customer, 5)
+    provider = InstantProvider()
+    with relay_and_worker(
+        messages, _instant(provider), nats_url, Topology(schema), settings=WorkerSettings(),
+        now=_now,
+    ):  # fmt: skip
+        wait_until(lambda: _count(raw, DELIVERED) == 5, 30, "the deliveries")
+        # The last events are the worker's, which the relay does not read; once the log is
+        # quiet its recorded position reaches the log's head all the same.
+        wait_until(
+            lambda: _relay_position(raw) == _head(raw), 5, "the relay's position at the head"
+        )
+
+
+def _relay_position(raw: psycopg.Connection) -> int | None:
+    row = raw.execute("SELECT max(notification_id) FROM picasse_relay_tracking").fetchone()
+    return None if row is None else row[0]
+
+
+def _head(raw: psycopg.Connection) -> int:
+    row = raw.execute("SELECT max(notification_id) FROM picasse_events").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

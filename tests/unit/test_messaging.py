@@ -15,7 +15,17 @@ from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
 from picasse.domain.errors import Conflict, InvalidInput, NotFound
 from picasse.domain.messages import DeliveryStatus, delivery_id
-from picasse.domain.messaging import Forbidden, Messages, SendRequest
+from picasse.domain.messaging import (
+    Attempt,
+    FailedForGood,
+    FailedForNow,
+    Forbidden,
+    Messages,
+    NothingToSend,
+    Outcome,
+    SendRequest,
+    Sent,
+)
 from picasse.domain.values import Role
 
 RING = MemoryKeyRing()
@@ -219,3 +229,135 @@ def test_a_terminated_customer_cannot_send(world: tuple[Messages, UUID, Clock]) 
     messages.save(customer)
     with pytest.raises(Conflict, match="no active subscription"):
         messages.send(customer_id, _email())
+
+
+# The worker's batch commands: attempts start in memory and are recorded with their outcomes.
+
+
+def _three_recipients(messages: Messages, customer_id: UUID) -> list[UUID]:
+    message_id = messages.send(
+        customer_id, _email(to=["ann@example.com", "bo@example.com", "cy@example.com"])
+    )
+    return [delivery_id(message_id, index) for index in range(3)]
+
+
+def _topics(messages: Messages, ident: UUID) -> list[str]:
+    return [type(e).__name__ for e in messages.events.get(ident)]
+
+
+class _CountedWrites:
+    """Counts the recorder's insert calls: one per write (one transaction in PostgreSQL)."""
+
+    def __init__(self, messages: Messages) -> None:
+        self.count = 0
+        insert = messages.recorder.insert_events
+
+        def counted(*args: object, **kwargs: object) -> object:
+            self.count += 1
+            return insert(*args, **kwargs)  # type: ignore[arg-type]
+
+        messages.recorder.insert_events = counted  # type: ignore[method-assign]
+
+
+def test_starting_attempts_records_nothing_and_opens_each_message_once(
+    world: tuple[Messages, UUID, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    messages, customer_id, _ = world
+    idents = _three_recipients(messages, customer_id)
+    before = messages.recorder.max_notification_id()
+    loaded: list[UUID] = []
+    get = messages.repository.get
+    monkeypatch.setattr(
+        messages.repository, "get", lambda i, **kw: loaded.append(i) or get(i, **kw)
+    )
+    started = messages.start_attempts(idents)
+    assert all(isinstance(a, Attempt) for a in started)
+    jobs = [a.job for a in started if isinstance(a, Attempt)]
+    assert [(j.to, j.body, j.attempt) for j in jobs] == [
+        ("ann@example.com", "Hello", 1), ("bo@example.com", "Hello", 1), ("cy@example.com", "Hello", 1),
+    ]  # fmt: skip
+    assert messages.recorder.max_notification_id() == before
+    assert len(loaded) == 4  # three deliveries, their message once
+    assert "ann@" not in repr(started[0]) and "Hello" not in repr(started[0])
+
+
+def test_a_batch_of_outcomes_is_recorded_in_one_write_each_with_its_attempt(
+    world: tuple[Messages, UUID, Clock],
+) -> None:
+    messages, customer_id, _ = world
+    idents = _three_recipients(messages, customer_id)
+    started = messages.start_attempts(idents)
+    writes = _CountedWrites(messages)
+    outcomes: list[Outcome] = [
+        Sent("smtp", "<ref>", final=True),
+        FailedForNow("SMTP 451"),
+        FailedForGood("SMTP 550"),
+    ]
+    again = messages.record_outcomes(
+        [(a, o) for a, o in zip(started, outcomes, strict=True) if isinstance(a, Attempt)],
+        max_attempts=3,
+    )
+    assert again == [False, True, False]
+    assert writes.count == 1
+    assert [messages.delivery_status(i) for i in idents] == [
+        DeliveryStatus.DELIVERED, DeliveryStatus.QUEUED, DeliveryStatus.UNDELIVERED,
+    ]  # fmt: skip
+    assert [_topics(messages, i)[1:] for i in idents] == [
+        ["Attempted", "Delivered"], ["Attempted", "RetryScheduled"], ["Attempted", "Undelivered"],
+    ]  # fmt: skip
+
+
+def test_a_batch_whose_one_delivery_conflicts_still_records_every_outcome_exactly_once(
+    world: tuple[Messages, UUID, Clock],
+) -> None:
+    messages, customer_id, _ = world
+    first, second, third = _three_recipients(messages, customer_id)
+    started = messages.start_attempts([first, second, third])
+    # Meanwhile another worker, holding a repeated job, delivers the second recipient,
+    # and a third attempt of the last one's fails.
+    assert messages.start_attempt(second) is not None
+    messages.record_sent(second, "smtp", "<other>", final=True)
+    assert messages.start_attempt(third) is not None
+    assert messages.record_temporary_failure(third, "SMTP 451", max_attempts=3)
+    sent = Sent("smtp", "<ref>", final=True)
+    again = messages.record_outcomes(
+        [(a, sent) for a in started if isinstance(a, Attempt)], max_attempts=3
+    )
+    assert again == [False, False, False]
+    assert {messages.delivery_status(i) for i in (first, second, third)} == {
+        DeliveryStatus.DELIVERED
+    }
+    assert [_topics(messages, i).count("Delivered") for i in (first, second, third)] == [1, 1, 1]
+    message_id = messages.repository.get(first).message_id
+    details = messages.message(message_id, _user(customer_id))
+    assert [d.attempts for d in details.deliveries] == [1, 1, 2]
+    assert details.deliveries[1].provider == "smtp"
+
+
+def test_an_attempt_that_never_got_its_outcome_recorded_is_not_counted(
+    world: tuple[Messages, UUID, Clock],
+) -> None:
+    messages, customer_id, _ = world
+    ident = delivery_id(messages.send(customer_id, _email()), 0)
+    messages.start_attempts([ident])  # the worker dies before recording the outcome
+    (again,) = messages.start_attempts([ident])
+    assert isinstance(again, Attempt) and again.job.attempt == 1
+    messages.record_outcomes([(again, Sent("smtp", None, final=True))], max_attempts=3)
+    assert _topics(messages, ident) == ["Queued", "Attempted", "Delivered"]
+
+
+def test_repeated_unknown_and_erased_jobs_get_nothing_to_send(
+    world: tuple[Messages, UUID, Clock],
+) -> None:
+    messages, customer_id, _ = world
+    first, second, _ = _three_recipients(messages, customer_id)
+    (attempt,) = messages.start_attempts([first])
+    assert isinstance(attempt, Attempt)
+    messages.record_outcomes([(attempt, Sent("smtp", None, final=True))], max_attempts=3)
+    assert messages.start_attempts([first, UUID(int=5)]) == [
+        NothingToSend.SETTLED, NothingToSend.UNKNOWN,
+    ]  # fmt: skip
+    # The body's key is destroyed: the very next batch finds it erased and gives up.
+    RING.destroy_subject(customer_id, "content/2026-11")
+    assert messages.start_attempts([second]) == [NothingToSend.ERASED]
+    assert messages.delivery_status(second) is DeliveryStatus.UNDELIVERED
