@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -24,6 +24,13 @@ from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.personal import Erased
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings, SettingsError
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+A = TypeVar("A", bound=_Closable)
 
 EXIT_REFUSED = 1  # the domain said no: bad input, conflict, not found
 EXIT_USAGE = 2  # argparse's own code for a malformed command line
@@ -96,16 +103,29 @@ def _read_password() -> str:
 
 
 @contextmanager
-def _accounts(settings: Settings) -> Iterator[Accounts]:
+def _opened(open_app: Callable[[Settings, str], A], settings: Settings) -> Iterator[A]:
+    """An application on the configured (or embedded) database, closed afterwards."""
     from picasse.runners import servers, wiring
 
     database_url = servers.postgres_url(settings)
     wiring.ensure_master_key(settings)
-    accounts = wiring.open_accounts(settings, database_url)
+    app = open_app(settings, database_url)
     try:
-        yield accounts
+        yield app
     finally:
-        accounts.close()
+        app.close()
+
+
+def _accounts(settings: Settings) -> AbstractContextManager[Accounts]:
+    from picasse.runners.wiring import open_accounts
+
+    return _opened(open_accounts, settings)
+
+
+def _messages(settings: Settings) -> AbstractContextManager[Messages]:
+    from picasse.runners.wiring import open_messages
+
+    return _opened(open_messages, settings)
 
 
 # Commands
@@ -148,19 +168,6 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from picasse.runners import worker
 
     return worker.main(settings, concurrency=args.concurrency, ack_wait=args.ack_wait)
-
-
-@contextmanager
-def _messages(settings: Settings) -> Iterator[Messages]:
-    from picasse.runners import servers, wiring
-
-    database_url = servers.postgres_url(settings)
-    wiring.ensure_master_key(settings)
-    messages = wiring.open_messages(settings, database_url)
-    try:
-        yield messages
-    finally:
-        messages.close()
 
 
 def cmd_messages_send(args: argparse.Namespace, settings: Settings) -> int:

@@ -169,8 +169,8 @@ def _refusal(response: httpx.Response, delivery: Delivery) -> str:
     return f"gateway refused the message (HTTP {status}): {reason}"
 
 
-class HttpSmsGateway:
-    """One SMS gateway; `name` ("sms-primary", "sms-failover") is what `Sent.provider` says."""
+class HttpGateway:
+    """What the SMS and voice gateways share: a name, a callback URL, an HTTP client."""
 
     def __init__(
         self,
@@ -187,7 +187,14 @@ class HttpSmsGateway:
         self._gateway = GatewayClient(base_url, token, timeout=timeout, client=client)
 
     def __repr__(self) -> str:
-        return f"HttpSmsGateway(name={self.name!r}, base_url={self._gateway.base_url!r})"
+        return f"{type(self).__name__}(name={self.name!r}, base_url={self._gateway.base_url!r})"
+
+    async def close(self) -> None:
+        await self._gateway.close()
+
+
+class HttpSmsGateway(HttpGateway):
+    """One SMS gateway; `name` ("sms-primary", "sms-failover") is what `Sent.provider` says."""
 
     async def send(self, delivery: Delivery) -> Sent:
         submission = SmsSubmission(
@@ -198,9 +205,6 @@ class HttpSmsGateway:
         )
         gateway_id = await self._gateway.submit("/messages", submission, delivery)
         return Sent(provider=self.name, provider_reference=gateway_id, final=False)
-
-    async def close(self) -> None:
-        await self._gateway.close()
 
 
 class FailoverSms:

@@ -11,11 +11,10 @@
 
 from __future__ import annotations
 
-import httpx
 import msgspec
 
 from picasse.adapters.providers import Delivery, Sent
-from picasse.adapters.providers.sms import GatewayClient
+from picasse.adapters.providers.sms import HttpGateway
 
 
 class CallSubmission(msgspec.Struct, frozen=True, kw_only=True):
@@ -25,25 +24,8 @@ class CallSubmission(msgspec.Struct, frozen=True, kw_only=True):
     status_callback: str
 
 
-class HttpVoiceGateway:
+class HttpVoiceGateway(HttpGateway):
     """One telephony gateway; `name` (e.g. "voice") is what `Sent.provider` says."""
-
-    def __init__(
-        self,
-        name: str,
-        base_url: str,
-        token: str,
-        *,
-        callback_url: str,
-        timeout: float = 5.0,
-        client: httpx.AsyncClient | None = None,
-    ) -> None:
-        self.name = name
-        self.callback_url = callback_url
-        self._gateway = GatewayClient(base_url, token, timeout=timeout, client=client)
-
-    def __repr__(self) -> str:
-        return f"HttpVoiceGateway(name={self.name!r}, base_url={self._gateway.base_url!r})"
 
     async def send(self, delivery: Delivery) -> Sent:
         submission = CallSubmission(
@@ -54,6 +36,3 @@ class HttpVoiceGateway:
         )
         gateway_id = await self._gateway.submit("/calls", submission, delivery)
         return Sent(provider=self.name, provider_reference=gateway_id, final=False)
-
-    async def close(self) -> None:
-        await self._gateway.close()

@@ -32,15 +32,16 @@ def cli_env(tmp_path: Path, database_url: str) -> Iterator[dict[str, str]]:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-@pytest.fixture
-def picasse(cli_env: dict[str, str]) -> Run:
+def cli_runner(env: dict[str, str]) -> Run:
+    """Runs `picasse ARGS` as a process with this environment."""
+
     def run(*args: str, stdin: str = "", check: bool = False) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "picasse.runners.cli", *args],
             input=stdin,
             capture_output=True,
             text=True,
-            env=cli_env,
+            env=env,
             timeout=60,
         )
         if check and result.returncode != 0:
@@ -48,3 +49,8 @@ def picasse(cli_env: dict[str, str]) -> Run:
         return result
 
     return run
+
+
+@pytest.fixture
+def picasse(cli_env: dict[str, str]) -> Run:
+    return cli_runner(cli_env)

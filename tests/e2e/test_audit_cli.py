@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
@@ -14,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.e2e.conftest import Run
+from tests.e2e.conftest import Run, cli_runner
 
 CUSTOMER = [
     "customers", "register", "--org", "Replay BV", "--contact-name", "Rita Replay",
@@ -23,21 +21,7 @@ CUSTOMER = [
 PLAINTEXT = ("Replay BV", "Rita", "rita@replay.example", "+31612349876", "Kade", "+3161234", "Bye")
 
 
-def _runner(env: dict[str, str]) -> Run:
-    def run(*args: str, stdin: str = "", check: bool = False) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "picasse.runners.cli", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"picasse {' '.join(args)} failed: {result.stderr}")
-        return result
-
-    return run
+_runner = cli_runner
 
 
 class Platform:
