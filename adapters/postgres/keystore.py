@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterable
 from typing import Any
 from uuid import UUID, uuid4
@@ -634,12 +633,6 @@ class PostgresKeyStore:
         self._stopping.set()
         if self._listener is not None:
             self._listener.join(timeout=5)
-
-    def wait_until_listening(self, timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while not self._listening.is_set() and time.monotonic() < deadline:
-            self._listening.wait(0.1)
-        return self._listening.is_set()
 
 
 def tenant_has_keys(database_url: str, schema: str, tenant_id: UUID) -> bool:
