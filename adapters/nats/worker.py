@@ -276,9 +276,15 @@ class Worker:
             except TemporaryFailure as failure:
                 outcome = FailedForNow(str(failure))
             except Exception as error:
-                # A provider's bug: counted as a failed attempt, so it ends after max_attempts;
-                # the reason names the error's type only (its text might quote the recipient).
-                log.exception("provider %s failed on job %s", provider.name, job.delivery_id)
+                # A provider's bug: counted as a failed attempt, so it ends after max_attempts.
+                # Log and reason name the error's type only: its text (and a traceback's
+                # locals) might quote the recipient or the body.
+                log.error(
+                    "provider %s failed on job %s: %s",
+                    provider.name,
+                    job.delivery_id,
+                    type(error).__name__,
+                )
                 outcome = FailedForNow(f"provider error: {type(error).__name__}")
             else:
                 outcome = Sent(sent.provider, sent.provider_reference, sent.final)

@@ -7,22 +7,27 @@ import datetime as dt
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import argon2
 import httpx
 import msgspec
+import psycopg
 import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from litestar import Litestar
+from psycopg import sql
 
 from picasse.adapters.http.app import HttpDeps
+from picasse.adapters.master_key import create_master_key
 from picasse.adapters.passwords import Argon2Passwords
 from picasse.domain.messaging import SendRequest
 from picasse.domain.values import Role
@@ -180,3 +185,22 @@ def catch_up_views(settings: Settings, database_url: str, timeout: float = 30) -
             for runner in runners.values():
                 runner.run_forever(timeout=0)
             time.sleep(0.05)
+
+
+@contextmanager
+def module_settings(tmp_path_factory: Any, database_url: str, label: str) -> Iterator[Settings]:
+    """Settings on a schema of the calling test module's own, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp(label) / "data",
+        database_url=database_url,
+        database_schema=schema,
+    )
+    create_master_key(settings.master_key_path)
+    try:
+        yield settings
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))

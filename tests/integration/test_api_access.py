@@ -8,15 +8,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from litestar import Litestar
 from litestar.enums import ParamType
 from litestar.routes import HTTPRoute
-from psycopg import sql
 
 from picasse.adapters.http.app import HttpDeps, create_app
-from picasse.adapters.master_key import create_master_key
 from picasse.domain.values import Role
 from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings
@@ -26,6 +23,7 @@ from tests.integration.api_server import (
     add_staff,
     catch_up_views,
     make_tenant,
+    module_settings,
     serving,
     with_cheap_passwords,
 )
@@ -81,18 +79,9 @@ class World:
 
 @pytest.fixture(scope="module")
 def here(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Settings]:
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("access") / "data",
-        database_url=database_url,
-        database_schema=schema,
-    )
-    create_master_key(settings.master_key_path)
-    yield settings
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    """Settings on a schema of this module's own."""
+    with module_settings(tmp_path_factory, database_url, "access") as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")

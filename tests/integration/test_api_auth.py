@@ -21,7 +21,6 @@ from psycopg import sql
 
 from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.adapters.http.auth import SESSION_COOKIE, LoginThrottling, ThrottlePolicy
-from picasse.adapters.master_key import create_master_key
 from picasse.domain.values import Role
 from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings
@@ -30,6 +29,7 @@ from tests.integration.api_server import (
     Tenant,
     add_staff,
     make_tenant,
+    module_settings,
     self_signed_certificate,
     serving,
     with_cheap_passwords,
@@ -51,18 +51,8 @@ _addresses = (f"198.51.100.{n}" for n in itertools.count(1))
 @pytest.fixture(scope="module")
 def here(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Settings]:
     """Settings on a schema of this module's own."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("auth") / "data",
-        database_url=database_url,
-        database_schema=schema,
-    )
-    create_master_key(settings.master_key_path)
-    yield settings
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    with module_settings(tmp_path_factory, database_url, "auth") as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
