@@ -46,6 +46,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int = 5
     retry_backoff: float = 2.0  # seconds before the first retry; doubles each time
     rate_per_customer: float = 100.0
+    # Processes
+    db_connections: int = 20  # PostgreSQL connections for all of `picasse up`, split by role
+    drain_seconds: float = 30.0  # how long a stopping worker may finish the jobs in hand
+    # A test clock: the system time plus the offset in this file. Only for data dirs
+    # marked as test ones (adapters/clock.py TEST_DATA_DIR_MARKER); refused otherwise.
+    test_clock_file: Path | None = None
 
     def __repr__(self) -> str:  # tokens and passwords in URLs stay out of logs
         return f"Settings(data_dir={str(self.data_dir)!r})"
@@ -86,6 +92,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             max_attempts=_number(env, "PICASSE_MAX_ATTEMPTS", 5, int),
             retry_backoff=_number(env, "PICASSE_RETRY_BACKOFF", 2.0, float),
             rate_per_customer=_number(env, "PICASSE_RATE_PER_CUSTOMER", 100.0, float),
+            db_connections=_number(env, "PICASSE_DB_CONNECTIONS", 20, int),
+            drain_seconds=_number(env, "PICASSE_DRAIN_SECONDS", 30.0, float),
+            test_clock_file=_path(env.get("PICASSE_TEST_CLOCK_FILE")),
         )
 
     @property

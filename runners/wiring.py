@@ -7,6 +7,7 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
+from picasse.adapters.clock import TEST_DATA_DIR_MARKER, FileClock, SystemClock
 from picasse.adapters.master_key import create_master_key, read_master_key
 from picasse.adapters.passwords import Argon2Passwords
 from picasse.adapters.postgres.store import shredder_of
@@ -18,11 +19,24 @@ from picasse.adapters.providers.smtp import SmtpProvider
 from picasse.adapters.providers.voice import HttpVoiceGateway
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.accounts import Accounts
+from picasse.domain.clock import Clock
 from picasse.domain.messaging import Messages
 from picasse.domain.privacy import Privacy
 from picasse.runners.settings import Settings, SettingsError
 
 STORE_MODULE = "picasse.adapters.postgres.store:Factory"
+
+
+def clock_from(settings: Settings) -> Clock:
+    """The one clock of a process: the system's, or the test clock of a test data dir."""
+    if settings.test_clock_file is None:
+        return SystemClock()
+    if not (settings.data_dir / TEST_DATA_DIR_MARKER).is_file():
+        raise SettingsError(
+            f"PICASSE_TEST_CLOCK_FILE is for tests only: {settings.data_dir} is not marked"
+            f" as a test data dir (no {TEST_DATA_DIR_MARKER} file in it)"
+        )
+    return FileClock(settings.test_clock_file)
 
 
 def eventsourcing_env(
