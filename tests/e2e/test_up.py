@@ -2,113 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import queue
-import signal
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-START_TIMEOUT = 90.0  # a first start runs initdb; two cores under load can be slow
-STOP_TIMEOUT = 10.0
-READY_LINE = "picasse is up"
-
-
-def picasse_command() -> list[str]:
-    """The console script installed beside this Python, else the module."""
-    script = Path(sys.executable).parent / "picasse"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "picasse.runners.cli"]
-
-
-def environment(data_dir: Path, **overrides: str) -> dict[str, str]:
-    """This environment without configured servers, so `up` starts embedded ones."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in {"PICASSE_DATABASE_URL", "PICASSE_NATS_URL"}
-    }
-    env["PICASSE_DATA_DIR"] = str(data_dir)
-    env["PICASSE_HTTP_PORT"] = "0"  # any free port: tests may run beside a real platform
-    env.update(overrides)
-    return env
-
-
-class RunningUp:
-    """A `picasse up` process whose standard output is read line by line as it comes."""
-
-    def __init__(self, data_dir: Path, **env: str) -> None:
-        self.data_dir = data_dir
-        self.stderr_path = data_dir.parent / f"{data_dir.name}.up-stderr"
-        with self.stderr_path.open("w") as stderr:
-            self.process = subprocess.Popen(
-                [*picasse_command(), "up"],
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                text=True,
-                env=environment(data_dir, **env),
-            )
-        self.lines: list[str] = []
-        self._incoming: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._incoming.put(line.rstrip("\n"))
-        self._incoming.put(None)
-
-    def wait_until_up(self) -> list[str]:
-        while True:
-            try:
-                line = self._incoming.get(timeout=START_TIMEOUT)
-            except queue.Empty:
-                pytest.fail(f"picasse up printed nothing new for {START_TIMEOUT:.0f}s")
-            if line is None:
-                pytest.fail(f"picasse up exited while starting: {self.stderr()}")
-            self.lines.append(line)
-            if line.startswith(READY_LINE):
-                return self.lines
-
-    def url_of(self, server: str) -> str:
-        for line in self.lines:
-            if line.startswith(server):
-                return line.split()[-1]
-        raise AssertionError(f"no line for {server} in {self.lines}")
-
-    def terminate(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
-
-
-def processes_using(data_dir: Path) -> list[str]:
-    """Command lines of running processes that name the data dir (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue  # gone meanwhile
-        if str(data_dir) in command:
-            found.append(command)
-    return found
+from tests.e2e.platform import RunningUp, environment, picasse_command, processes_using
 
 
 def answers_queries(database_url: str) -> bool:
