@@ -13,16 +13,13 @@ import threading
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 log = logging.getLogger(__name__)
 
-_KEY = "hashtextextended(%s, 0)"
-
 
 def role_key(schema: str, role: str) -> str:
-    """The text whose hash is the lock's key."""
-    return f"picasse:{schema}:{role}"
+    """The text whose hash is the lock's key ("" and "public" name the same schema)."""
+    return f"picasse:{schema or 'public'}:{role}"
 
 
 class RoleClaims:
@@ -49,7 +46,7 @@ class RoleClaims:
                 self._reconnect()
             assert self._conn is not None
             row = self._conn.execute(
-                sql.SQL("SELECT pg_try_advisory_lock(" + _KEY + ")"),
+                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
                 (role_key(self.schema, role),),
             ).fetchone()
             if row and row[0]:
@@ -70,7 +67,7 @@ class RoleClaims:
             if self._alive():
                 assert self._conn is not None
                 self._conn.execute(
-                    sql.SQL("SELECT pg_advisory_unlock(" + _KEY + ")"),
+                    "SELECT pg_advisory_unlock(hashtextextended(%s, 0))",
                     (role_key(self.schema, role),),
                 )
 
@@ -105,10 +102,8 @@ def role_is_played(conninfo: dict[str, Any], schema: str, role: str) -> bool:
     params = {k: v for k, v in conninfo.items() if k != "row_factory"}
     with psycopg.connect(**params, autocommit=True) as conn:
         row = conn.execute(
-            sql.SQL(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                " AND ((classid::bigint << 32) | objid::bigint) = " + _KEY + ")"
-            ),
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0))",
             (role_key(schema, role),),
         ).fetchone()
     return bool(row and row[0])
