@@ -14,28 +14,32 @@ import msgspec
 import nats
 import psycopg
 import pytest
+from eventsourcing.postgres import PostgresTrackingRecorder
 
 from picasse.adapters.clock import ManualClock, SystemClock
+from picasse.adapters.http.health import HealthProbe, ReconcilerState
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.reconciler import QUEUED, ReconcilerRun
 from picasse.domain.messages import delivery_id
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.runners.reconcile import ReconcileJob, reconcile_job
+from picasse.runners.relay import TRACKING_TABLE
 from picasse.runners.settings import Settings
+from tests.integration import test_delivery_pipeline as pipeline
 from tests.integration.platform_processes import Processes, wait_until
 from tests.integration.smtp_server import RecordingSmtpServer
-from tests.integration.test_delivery_pipeline import (  # noqa: F401 (fixtures)
-    DELIVERED,
-    _count,
-    _send_emails,
-    customer,
-    gateways,
-    messages,
-    platform,
-    smtp,
-)
 
 GRACE = timedelta(minutes=5)
+DELIVERED = pipeline.DELIVERED
+_count = pipeline._count
+_send_emails = pipeline._send_emails
+# The delivery pipeline's fixtures: a customer, its Messages, an SMTP server, the platform's
+# processes (relay, worker) on this test's schema and namespace.
+customer = pipeline.customer
+gateways = pipeline.gateways
+messages = pipeline.messages
+platform = pipeline.platform
+smtp = pipeline.smtp
 
 
 @pytest.fixture
@@ -220,3 +224,38 @@ def test_the_reconcile_command_prints_what_it_republished_and_its_figures_are_ke
         kept = job.log.last_run(conn)
     assert isinstance(kept, ReconcilerRun)
     assert (kept.checked, kept.republished) == (2, 2)
+
+
+def test_the_health_probe_shows_the_reconcilers_last_run(
+    platform: Processes,
+    messages: Messages,
+    customer: UUID,
+    raw: psycopg.Connection,
+    nats_url: str,
+    topology: Topology,
+    job: ReconcileJob,
+    clock: ManualClock,
+) -> None:
+    probe = HealthProbe(
+        log=messages.recorder,  # type: ignore[arg-type]
+        views=[],
+        relay=PostgresTrackingRecorder(
+            messages.factory.datastore,  # type: ignore[attr-defined]
+            tracking_table_name=TRACKING_TABLE,
+        ),
+        jobs=None,
+        reconciler=job.log,
+    )
+    assert probe.reconciler_state() == ReconcilerState()  # never ran: nothing to show
+    platform.start("relay")
+    _send_emails(messages, customer, 2)
+    _relay_published(platform, raw, nats_url, topology, 2)
+    _purge(nats_url, topology)
+    clock.advance(GRACE + timedelta(minutes=1))
+    job.run(clock.now())
+
+    health = asyncio.run(probe.check())
+
+    assert health.reconciler == ReconcilerState(
+        last_run=clock.now(), checked=2, overdue=2, republished=2
+    )
