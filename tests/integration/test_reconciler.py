@@ -20,6 +20,7 @@ from picasse.adapters.clock import ManualClock, SystemClock
 from picasse.adapters.http.health import HealthProbe, ReconcilerState
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.reconciler import QUEUED, ReconcilerRun
+from picasse.domain.accounts import Accounts
 from picasse.domain.messages import delivery_id
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.runners.reconcile import ReconcileJob, reconcile_job
@@ -259,3 +260,51 @@ def test_the_health_probe_shows_the_reconcilers_last_run(
     assert health.reconciler == ReconcilerState(
         last_run=clock.now(), checked=2, overdue=2, republished=2
     )
+
+
+def test_lost_jobs_of_a_terminated_customer_are_not_republished(
+    platform: Processes,
+    messages: Messages,
+    customer: UUID,
+    accounts: Accounts,
+    raw: psycopg.Connection,
+    nats_url: str,
+    topology: Topology,
+    job: ReconcileJob,
+    clock: ManualClock,
+) -> None:
+    platform.start("relay")
+    _send_emails(messages, customer, 2)
+    _relay_published(platform, raw, nats_url, topology, 2)
+    _purge(nats_url, topology)
+    accounts.terminate_customer(customer)
+    clock.advance(GRACE + timedelta(minutes=1))
+
+    run = job.reconcile(clock.now())
+
+    assert (run.checked, run.terminated, run.overdue, run.republished) == (2, 2, 0, 0)
+    assert _jobs_in_stream(nats_url, topology) == 0
+
+
+def test_a_delivery_awaiting_a_retry_whose_job_was_lost_gets_it_again(
+    platform: Processes,
+    messages: Messages,
+    customer: UUID,
+    raw: psycopg.Connection,
+    nats_url: str,
+    topology: Topology,
+    job: ReconcileJob,
+    clock: ManualClock,
+) -> None:
+    platform.start("relay")
+    (message_id,) = _send_emails(messages, customer, 1)
+    _relay_published(platform, raw, nats_url, topology, 1)
+    retrying = delivery_id(message_id, 0)
+    assert messages.record_temporary_failure(retrying, "mailbox busy", max_attempts=5)
+    _purge(nats_url, topology)
+    clock.advance(GRACE + timedelta(minutes=1))
+
+    run = job.reconcile(clock.now())
+
+    assert run.republished_ids == (retrying,)
+    assert _jobs_in_stream(nats_url, topology) == 1
