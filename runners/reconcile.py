@@ -98,7 +98,8 @@ def main(settings: Settings, *, grace: float | None = None) -> int:
         clock,
         grace=timedelta(seconds=grace) if grace is not None else None,
     )
-    claims = RoleClaims(_conninfo(database_url), job.log.schema)
+    # Keyed as the scheduler keys its roles, so the two never run the reconciler at once.
+    claims = RoleClaims(_conninfo(database_url), settings.database_schema)
     try:
         if not claims.claim(ROLE):
             with job.log.connect() as conn:

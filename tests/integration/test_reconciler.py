@@ -15,11 +15,13 @@ import nats
 import psycopg
 import pytest
 from eventsourcing.postgres import PostgresTrackingRecorder
+from psycopg.conninfo import conninfo_to_dict
 
 from picasse.adapters.clock import ManualClock, SystemClock
 from picasse.adapters.http.health import HealthProbe, ReconcilerState
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.reconciler import QUEUED, ReconcilerRun
+from picasse.adapters.postgres.roles import RoleClaims
 from picasse.domain.accounts import Accounts
 from picasse.domain.messages import delivery_id
 from picasse.domain.messaging import Messages, SendRequest
@@ -308,3 +310,23 @@ def test_a_delivery_awaiting_a_retry_whose_job_was_lost_gets_it_again(
 
     assert run.republished_ids == (retrying,)
     assert _jobs_in_stream(nats_url, topology) == 1
+
+
+def test_the_reconcile_command_refuses_while_another_process_plays_the_reconciler(
+    platform: Processes, database_url: str, schema: str
+) -> None:
+    claims = RoleClaims(dict(conninfo_to_dict(database_url)), schema)
+    assert claims.claim("reconciler")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "picasse.runners.cli", "reconcile"],
+            env=platform.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        claims.close()
+
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "runs under the running platform" in done.stderr
