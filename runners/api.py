@@ -21,6 +21,7 @@ from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.adapters.http.health import HealthProbe, JobQueueProbe, WatchedView
 from picasse.adapters.master_key import read_master_key
 from picasse.adapters.nats.jobs import Topology
+from picasse.adapters.nats.reconciler import ReconcilerLog
 from picasse.adapters.postgres.sessions import PostgresAuthStore
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.api_keys import ApiKeys
@@ -136,6 +137,12 @@ def _health_probe(settings: Settings, messages: Messages, views: dict[str, Any])
         )
         if nats_url
         else None,
+        # Read over the log's own connections: only its table's name is needed.
+        reconciler=ReconcilerLog(
+            {},
+            messages.factory.datastore.schema,  # type: ignore[attr-defined]
+            relay_tracking_table=relay.TRACKING_TABLE,
+        ),
     )
 
 

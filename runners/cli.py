@@ -170,6 +170,15 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return worker.main(settings, concurrency=args.concurrency, ack_wait=args.ack_wait)
 
 
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.runners import reconcile
+
+    try:
+        return reconcile.main(settings, grace=args.grace)
+    except reconcile.Refused as refused:
+        raise CommandFailed(str(refused), EXIT_REFUSED) from None
+
+
 def cmd_messages_send(args: argparse.Namespace, settings: Settings) -> int:
     request = SendRequest(
         channel=args.channel,
@@ -732,6 +741,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--every", type=float, metavar="SECONDS", help="keep running, once every SECONDS"
     )
     retention_run.set_defaults(run=cmd_retention_run)
+
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="give lost delivery jobs back to the workers, once",
+        description="Find deliveries that the event log says are queued or awaiting a retry,"
+        " overdue by the grace period, and that have no job in the DELIVERIES stream (after"
+        " a purge, a lost NATS server, or jobs that outlived the stream's max age); publish"
+        " their jobs again. A delivery that still has a job gets no second one; scheduled"
+        " sends not yet due and deliveries of terminated customers are left alone. Prints"
+        " each republished delivery id and the figures of the run. `picasse up` runs the"
+        " same every minute; while it does, this command refuses.",
+    )
+    reconcile.add_argument(
+        "--grace",
+        type=float,
+        metavar="SECONDS",
+        help="how long past due a delivery must be (default 300, or PICASSE_RECONCILE_GRACE)",
+    )
+    reconcile.set_defaults(run=cmd_reconcile)
 
     users = commands.add_parser(
         "users", help="add users, set passwords, disable users"

@@ -46,6 +46,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int = 5
     retry_backoff: float = 2.0  # seconds before the first retry; doubles each time
     rate_per_customer: float = 100.0
+    # The reconciler republishes a lost job once its delivery is this overdue.
+    reconcile_grace_seconds: float = 300.0
     # Processes
     db_connections: int = 20  # PostgreSQL connections for all of `picasse up`, split by role
     drain_seconds: float = 30.0  # how long a stopping worker may finish the jobs in hand
@@ -92,6 +94,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             max_attempts=_number(env, "PICASSE_MAX_ATTEMPTS", 5, int),
             retry_backoff=_number(env, "PICASSE_RETRY_BACKOFF", 2.0, float),
             rate_per_customer=_number(env, "PICASSE_RATE_PER_CUSTOMER", 100.0, float),
+            reconcile_grace_seconds=_number(env, "PICASSE_RECONCILE_GRACE", 300.0, float),
             db_connections=_number(env, "PICASSE_DB_CONNECTIONS", 20, int),
             drain_seconds=_number(env, "PICASSE_DRAIN_SECONDS", 30.0, float),
             test_clock_file=_path(env.get("PICASSE_TEST_CLOCK_FILE")),

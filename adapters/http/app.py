@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -27,7 +28,7 @@ from picasse.adapters.http.auth import (
     housekeeping,
     tenant_guard,
 )
-from picasse.adapters.http.health import HealthProbe
+from picasse.adapters.http.health import HealthProbe, ReconcilerState
 from picasse.adapters.http.problems import problem_response
 from picasse.adapters.http.webhooks import acknowledge_by_link, receive_receipt
 from picasse.adapters.postgres.sessions import PostgresAuthStore
@@ -42,8 +43,9 @@ from picasse.projections.traffic import TrafficView
 API_VERSION = "1"
 
 
-class Health(msgspec.Struct, frozen=True):
+class Health(msgspec.Struct, frozen=True, omit_defaults=True):
     status: str
+    reconciler: ReconcilerState | None = None  # its last run, where this server watches it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,8 +69,15 @@ class HttpDeps:
 
 
 @get("/health", opt=PUBLIC, security=[], summary="Liveness: the process serves requests")
-async def health() -> Health:
-    return Health(status="ok")
+async def health(deps: HttpDeps) -> Health:
+    probe = deps.health
+    if probe is None:
+        return Health(status="ok")
+    try:
+        reconciler = await asyncio.to_thread(probe.reconciler_state)
+    except Exception:  # the database is down: liveness still answers
+        reconciler = None
+    return Health(status="ok", reconciler=reconciler)
 
 
 def create_app(deps: HttpDeps) -> Litestar:

@@ -15,6 +15,7 @@ from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 from picasse.adapters.nats.jobs import Topology
+from picasse.adapters.nats.reconciler import ReconcilerLog
 from picasse.adapters.nats.relay import ESCALATED, QUEUED, REQUESTED
 from picasse.adapters.postgres.views import events_after
 from picasse.domain.application import LOG_NAME
@@ -43,12 +44,22 @@ class WorkerState(msgspec.Struct, frozen=True):
     problem: str | None = None  # why it is not reachable, in words for an operator
 
 
+class ReconcilerState(msgspec.Struct, frozen=True):
+    """The reconciler's last run (figures only, no personal data); None fields: never ran."""
+
+    last_run: datetime | None = None
+    checked: int = 0  # open deliveries it read from the log
+    overdue: int = 0  # of those, overdue by the grace period
+    republished: int = 0  # of those, whose lost jobs it published again
+
+
 class PlatformHealth(msgspec.Struct, frozen=True):
     checked_at: datetime
     log_head: int
     views: list[ViewLag]
     relay: RelayState
     workers: WorkerState
+    reconciler: ReconcilerState | None = None  # None: this probe does not watch it
 
 
 @dataclass(frozen=True)
@@ -110,12 +121,14 @@ class HealthProbe:
         relay: TrackingRecorder,
         jobs: JobQueueProbe | None,
         application_name: str = LOG_NAME,
+        reconciler: ReconcilerLog | None = None,
     ) -> None:
         self.log = log
         self.views = list(views)
         self.relay = relay
         self.jobs = jobs
         self.application_name = application_name
+        self.reconciler = reconciler
 
     async def check(self) -> PlatformHealth:
         positions = asyncio.to_thread(self._positions)
@@ -124,8 +137,26 @@ class HealthProbe:
             head, views, relay = await positions
         else:
             (head, views, relay), workers = await asyncio.gather(positions, self.jobs.state())
+        reconciler = await asyncio.to_thread(self.reconciler_state)
         return PlatformHealth(
-            checked_at=datetime.now(UTC), log_head=head, views=views, relay=relay, workers=workers
+            checked_at=datetime.now(UTC),
+            log_head=head,
+            views=views,
+            relay=relay,
+            workers=workers,
+            reconciler=reconciler,
+        )
+
+    def reconciler_state(self) -> ReconcilerState | None:
+        """The reconciler's last run, read from the row each run writes."""
+        if self.reconciler is None:
+            return None
+        with self.log.datastore.get_connection() as conn:
+            last = self.reconciler.last_run(conn)  # type: ignore[arg-type]
+        if last is None:
+            return ReconcilerState()
+        return ReconcilerState(
+            last.ran_at.astimezone(UTC), last.checked, last.overdue, last.republished
         )
 
     def _positions(self) -> tuple[int, list[ViewLag], RelayState]:

@@ -57,12 +57,24 @@ class Topology(msgspec.Struct, frozen=True):
 
     def subject_of(self, job: Job) -> str:
         if isinstance(job, Deliver):
-            return f"{self._prefix}.{job.channel}"
-        return f"{self._prefix}.checks"
+            return self.delivery_subject(job.channel, job.delivery_id)
+        return f"{self._prefix}.checks.{job.message_id}"
+
+    def delivery_subject(self, channel: str, delivery_id: UUID) -> str:
+        """One subject per delivery, so its job can be looked up directly in the stream
+        (a work-queue stream keeps a job until it is acknowledged)."""
+        return f"{self._prefix}.{channel}.{delivery_id}"
+
+    def legacy_subject(self, channel: str) -> str:
+        """Where jobs went before each delivery had a subject of its own."""
+        return f"{self._prefix}.{channel}"
 
 
 async def ensure_stream(js: JetStreamContext, topology: Topology) -> None:
-    """Create or update the jobs stream (idempotent; every process may call it)."""
+    """Create or update the jobs stream (idempotent; every process may call it).
+
+    An existing stream takes this config as it is now (subjects included), so a stream
+    made by an older version follows the current subjects."""
     config = StreamConfig(
         name=topology.stream,
         subjects=[topology.subjects],

@@ -311,6 +311,7 @@ def test_a_platform_admin_sees_the_overview_with_the_chart_drawn(
     assert outcomes == {"delivered", "failed"}
     expect(page.locator("[data-part=view-traffic]")).to_contain_text("up to date")
     expect(page.locator("[data-part=workers]")).to_contain_text("ready")
+    expect(page.locator("[data-part=reconciler]")).to_contain_text("Reconciler (lost jobs)")
     page.screenshot(path=OUTPUT / "dashboard-overview.png", full_page=True)
 
 

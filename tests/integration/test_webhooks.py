@@ -378,7 +378,7 @@ def test_health_says_ok(api: httpx.Client) -> None:
     response = api.get("/health")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json()["status"] == "ok"
 
 
 def test_the_openapi_document_describes_the_webhook_and_the_ack_link(api: httpx.Client) -> None:
@@ -439,7 +439,7 @@ def test_the_api_process_says_where_it_listens_logs_no_bodies_and_stops_cleanly_
         assert ready, "no ready line within 30 s"
         assert process.stdout.readline() == f"api listening on http://127.0.0.1:{port}\n".encode()
 
-        assert httpx.get(f"http://127.0.0.1:{port}/health").json() == {"status": "ok"}
+        assert httpx.get(f"http://127.0.0.1:{port}/health").json()["status"] == "ok"
         forged = _receipt(uuid4(), "failed", f"no such number {PHONE}")
         refused = httpx.post(f"http://127.0.0.1:{port}{RECEIPTS}", content=forged)
         assert refused.status_code == 401
