@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -31,6 +32,7 @@ from picasse.adapters.http.health import HealthProbe
 from picasse.adapters.http.problems import problem_response
 from picasse.adapters.http.webhooks import acknowledge_by_link, receive_receipt
 from picasse.adapters.postgres.sessions import PostgresAuthStore
+from picasse.adapters.postgres.views import ViewFailure
 from picasse.domain.accounts import Accounts
 from picasse.domain.api_keys import ApiKeys
 from picasse.domain.application import Pseudonyms
@@ -43,7 +45,8 @@ API_VERSION = "1"
 
 
 class Health(msgspec.Struct, frozen=True):
-    status: str
+    status: str  # "ok"; "degraded" while a view is stopped at an event it cannot take
+    stopped_views: list[ViewFailure] = msgspec.field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,8 +70,12 @@ class HttpDeps:
 
 
 @get("/health", opt=PUBLIC, security=[], summary="Liveness: the process serves requests")
-async def health() -> Health:
-    return Health(status="ok")
+async def health(deps: HttpDeps) -> Health:
+    stopped: list[ViewFailure] = []
+    if deps.health is not None:
+        with contextlib.suppress(Exception):  # liveness does not hang on the views' state
+            stopped = await deps.health.stopped_views()
+    return Health(status="degraded" if stopped else "ok", stopped_views=stopped)
 
 
 def create_app(deps: HttpDeps) -> Litestar:
