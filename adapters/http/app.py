@@ -44,9 +44,9 @@ from picasse.projections.traffic import TrafficView
 API_VERSION = "1"
 
 
-class Health(msgspec.Struct, frozen=True):
+class Health(msgspec.Struct, frozen=True, omit_defaults=True):
     status: str  # "ok"; "degraded" while a view is stopped at an event it cannot take
-    stopped_views: list[ViewFailure] = msgspec.field(default_factory=list)
+    stopped_views: list[ViewFailure] = msgspec.field(default_factory=list)  # only when some
 
 
 @dataclass(frozen=True, kw_only=True)
