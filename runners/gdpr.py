@@ -103,6 +103,7 @@ def _progress() -> Progress:
 def export_customer(p: Platform, customer_id: UUID, out: Path, *, purpose: str, by: str) -> str:
     """Write the customer's personal data to `out`; returns the archive's sha256."""
     p.accounts.customer(customer_id)  # NotFound for an unknown customer
+    p.views.catch_up()  # the views hold every write made so far
     sources = all_sources(p.sources())
     sections: dict[str, list[dict[str, Any]]] = {}
     with _progress() as progress:
@@ -197,7 +198,7 @@ def _digest(statement: Statement) -> str:
 
 def _vacuum_views(p: Platform) -> None:
     """Purged rows linger in table pages until vacuumed; plaintext should not."""
-    for name in p.views.runners:
+    for name in p.views.names:
         view = p.views.view(name)
         with view.datastore.get_connection() as conn:
             for table in view.t.values():
@@ -236,6 +237,7 @@ def verify_statement(p: Platform, path: Path) -> SignedStatement:
         raise StatementInvalid(f"{len(missing)} of the keys it names were never destroyed")
     if p.keys.live_key_count(d.customer_id):
         raise StatementInvalid("keys of this customer exist again")
+    p.views.catch_up()
     held = {s.kind: s.plaintext_held(d.customer_id) for s in all_sources(p.sources())}
     if any(held.values()):
         kinds = ", ".join(kind for kind, n in held.items() if n)
@@ -301,6 +303,7 @@ def disclose_main(
         finish = datetime.combine(end, time.min, UTC) + timedelta(days=1)
         if end < start:
             raise InvalidInput("--to lies before --from", field="to")
+        p.views.catch_up()
         records = TrafficRecords(p.sources()).export(customer_id, begin, finish)
         manifest = {
             "customer_id": str(customer_id),

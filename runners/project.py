@@ -1,38 +1,97 @@
-"""`picasse project`: keeps the views up to date with the log; rebuilds one on request."""
+"""`picasse project`: keeps the views up to date with the log, one writer per view; rebuilds one on request.
+
+Exactly one process advances a view: the one that plays its role `view:<name>` (an
+advisory lock, picasse.adapters.postgres.roles). A second projector stands by and takes
+a view over when its holder dies. A command that must read its own writes catches the
+views up (`LiveViews.catch_up`): it advances a view itself only when nobody plays its
+role, and otherwise waits for the holder.
+
+A view that cannot take an event stops alone at that event, retries with a back-off,
+and goes on by itself once it can (after a fix, or once an erasure makes the value read
+as erased). Where it stopped and the error's type are kept in `picasse_view_status`.
+"""
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
+import psycopg
+from eventsourcing.persistence import IntegrityError, PersistenceError, Tracking
 from eventsourcing.projection import Projection, ProjectionRunner
+from eventsourcing.utils import get_topic
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from picasse.adapters.postgres.roles import RoleClaims
 from picasse.adapters.postgres.views import (
     PostgresAccountsView,
     PostgresLedgerView,
     PostgresTrafficView,
+    ViewFailure,
+    ViewStatusTable,
     events_after,
+    last_notification_in,
 )
 from picasse.domain.application import PicasseApplication
+from picasse.domain.clock import Clock
+from picasse.domain.errors import Conflict, DomainError
+from picasse.domain.privacy import Erasure
 from picasse.projections.accounts import AccountsProjection
 from picasse.projections.ledger import LedgerProjection
 from picasse.projections.traffic import TrafficProjection
 from picasse.runners import servers
+from picasse.runners.processes import connection_kwargs
 from picasse.runners.settings import Settings, SettingsError
-from picasse.runners.wiring import ensure_master_key, eventsourcing_env
+from picasse.runners.wiring import clock_from, ensure_master_key, eventsourcing_env
+
+log = logging.getLogger(__name__)
 
 VIEWS: dict[str, tuple[type[Projection[Any]], type[Any]]] = {
     "accounts": (AccountsProjection, PostgresAccountsView),
     "traffic": (TrafficProjection, PostgresTrafficView),
     "ledger": (LedgerProjection, PostgresLedgerView),
 }
+
+BATCH = 200  # events read at a time; a stop request is seen between two batches
+TICK_SECONDS = 0.05  # how often the projector looks at the log's head
+CLAIM_SECONDS = 1.0  # how often it checks its claims and tries to take the others
+FIRST_RETRY = timedelta(seconds=1)  # a stopped view's first retry; doubles each time
+# An erasure can make an event readable (its value now reads as erased): a stopped view
+# retries at once when one comes, rather than at the end of its back-off.
+UNBLOCKING_TOPICS = (get_topic(Erasure.Recorded),)
+
+
+def view_role(name: str) -> str:
+    return f"view:{name}"
+
+
+class ViewStuck(DomainError):
+    """A view cannot take an event (or no process takes the log into it in time)."""
+
+    code = "view-stuck"
+
+    def __init__(self, view: str, notification_id: int, reason: str) -> None:
+        super().__init__(
+            f"the {view} view is stopped at event #{notification_id} ({reason}); it retries by"
+            " itself (see /health), run this command again once it goes on"
+        )
+        self.view = view
+        self.notification_id = notification_id
+        self.reason = reason
+
+
+class ViewHeld(Conflict):
+    """Another process advances the view: it cannot be rebuilt or caught up from here."""
+
+    code = "view-held"
 
 
 class LogReader(PicasseApplication):
@@ -52,6 +111,359 @@ def view_env(settings: Settings, database_url: str) -> dict[str, str]:
     env["POSTGRES_POOL_SIZE"] = "1"
     env["POSTGRES_MAX_OVERFLOW"] = "2"
     return env
+
+
+class Follower:
+    """One view, advanced by this process while it plays the view's role."""
+
+    def __init__(
+        self,
+        name: str,
+        reader: LogReader,
+        view: Any,
+        status: ViewStatusTable,
+        clock: Clock,
+        retry_max: timedelta,
+    ) -> None:
+        projection_class = VIEWS[name][0]
+        self.name = name
+        self.role = view_role(name)
+        self.topics = projection_class.topics
+        self.projection = projection_class(view)
+        self.view = view
+        self.reader = reader
+        self.status = status
+        self.clock = clock
+        self.retry_max = retry_max
+        self.failure: ViewFailure | None = None  # where it stopped, while it is stopped
+        self.retry_at: datetime | None = None
+        self.drained_to = 0  # the log's head when it last had nothing left to take
+
+    def position(self) -> int:
+        return self.view.max_tracking_id(self.reader.name) or 0
+
+    def taken_over(self) -> None:
+        """This process now plays the view's role: go on where its last holder stopped."""
+        self.failure = self.status.failure_of(self.name)
+        self.retry_at = None  # one attempt at once: the cause may be gone
+        self.drained_to = 0
+
+    def due(self, head: int) -> bool:
+        """Whether there is something to do now: new events, or a stopped view's retry."""
+        if self.failure is None:
+            return head > self.drained_to
+        if self.retry_at is None or self.clock.now() >= self.retry_at:
+            return True
+        seen = self.failure.seen
+        return head > seen and events_after(self.reader.recorder, seen, UNBLOCKING_TOPICS) > 0
+
+    def advance(
+        self,
+        upto: int | None = None,
+        stop: threading.Event | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> ViewFailure | None:
+        """Take in this view's events after its position, up to `upto` (None: the head now).
+
+        Returns None once there (or on a stop request), or the failure where it stopped at
+        an event it cannot take; that failure is recorded for /health and retried later."""
+        head = self.reader.recorder.max_notification_id() or 0
+        target = head if upto is None else upto
+        position = self.position()
+        while stop is None or not stop.is_set():
+            batch = self.reader.recorder.select_notifications(
+                position, BATCH, stop=target, topics=self.topics, inclusive_of_start=False
+            )
+            if not batch:
+                if upto is None:
+                    self.drained_to = head
+                return None
+            for notification in batch:
+                try:
+                    event = self.reader.mapper.to_domain_event(notification)
+                    self.projection.process_event(
+                        event, Tracking(self.reader.name, notification.id)
+                    )
+                except IntegrityError as error:
+                    # Its tracking record exists: another process took it in while this
+                    # one's claim was being lost. Carry on from where the view is.
+                    taken = self.position()
+                    if taken < notification.id:
+                        return self._failed(notification.id, error, head)
+                    position = taken
+                    break
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    raise  # the database, not the event: the caller waits and tries again
+                except PersistenceError as error:
+                    if type(error).__name__ in ("OperationalError", "InterfaceError"):
+                        raise
+                    return self._failed(notification.id, error, head)
+                except Exception as error:
+                    return self._failed(notification.id, error, head)
+                position = notification.id
+                if self.failure is not None:
+                    self._recovered()
+            if progress is not None:
+                progress(position)
+        return None
+
+    def _failed(self, notification_id: int, error: BaseException, head: int) -> ViewFailure:
+        now = self.clock.now()
+        again = self.failure is not None and self.failure.failing_at == notification_id
+        attempts = self.failure.attempts + 1 if again and self.failure else 1
+        since = self.failure.since if again and self.failure else now
+        self.failure = ViewFailure(
+            self.name,
+            notification_id,
+            type(error).__name__,  # never the message: it may quote the value
+            since,
+            attempts,
+            max(head, notification_id),
+        )
+        wait = min(FIRST_RETRY * 2 ** min(attempts - 1, 16), self.retry_max)
+        self.retry_at = now + wait
+        self.status.stopped(self.failure)
+        log.warning(
+            "the %s view cannot take event #%d (%s, attempt %d); next try in %s",
+            self.name,
+            notification_id,
+            self.failure.error_type,
+            attempts,
+            wait,
+        )
+        return self.failure
+
+    def _recovered(self) -> None:
+        assert self.failure is not None
+        log.warning("the %s view took event #%d and goes on", self.name, self.failure.failing_at)
+        self.status.cleared(self.name)
+        self.failure = None
+        self.retry_at = None
+
+
+class Views:
+    """The views this process may advance: one log reader and one datastore for all of
+    them, and one connection holding the claims of their roles."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        database_url: str,
+        names: list[str] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.reader = LogReader(env=view_env(settings, database_url))
+        try:
+            datastore = self.reader.factory.datastore  # type: ignore[attr-defined]
+            self.status = ViewStatusTable(datastore)
+            self.status.create_table()
+            self.claims = RoleClaims(connection_kwargs(datastore), datastore.schema)
+            the_clock = clock or clock_from(settings)
+            retry_max = timedelta(seconds=settings.view_retry_max)
+            self.followers: dict[str, Follower] = {}
+            for name in names or list(VIEWS):
+                projection, view_class = VIEWS[name]
+                view = view_class(datastore, tracking_table_name=f"{projection.name}_tracking")
+                view.create_table()
+                self.followers[name] = Follower(
+                    name, self.reader, view, self.status, the_clock, retry_max
+                )
+        except BaseException:
+            self.reader.close()
+            raise
+
+    def head(self) -> int:
+        return self.reader.recorder.max_notification_id() or 0
+
+    def claim(self, held: set[str]) -> set[str]:
+        """Keep the views held, take those nobody plays; the views this process holds now."""
+        now_held = set()
+        for name, follower in self.followers.items():
+            if self.claims.claim(follower.role):
+                if name not in held:
+                    log.info("advancing the %s view", name)
+                    follower.taken_over()
+                now_held.add(name)
+            elif name in held:
+                log.warning("the %s view is no longer this process's to advance", name)
+        return now_held
+
+    def statuses(self) -> list[ViewStatus]:
+        head = self.head()
+        return [
+            ViewStatus(
+                name,
+                position := follower.position(),
+                head,
+                events_after(self.reader.recorder, position, follower.topics),
+            )
+            for name, follower in self.followers.items()
+        ]
+
+    def close(self) -> None:
+        try:
+            self.claims.close()
+        finally:
+            self.reader.close()
+
+
+def follow(views: Views, stop: threading.Event) -> None:
+    """Advance the views this process holds until `stop`; stand by for the others."""
+    held: set[str] = set()
+    ticks = 0
+    claim_every = round(CLAIM_SECONDS / TICK_SECONDS)
+    while not stop.is_set():
+        try:
+            if ticks % claim_every == 0:
+                held = views.claim(held)
+            if held:
+                head = views.head()
+                for name in sorted(held):
+                    follower = views.followers[name]
+                    if follower.due(head):
+                        follower.advance(stop=stop)
+        except (psycopg.Error, PersistenceError) as error:
+            log.warning("the database does not answer (%s); trying again", type(error).__name__)
+            ticks = 0
+            stop.wait(CLAIM_SECONDS)
+            continue
+        ticks += 1
+        stop.wait(TICK_SECONDS)
+
+
+def main(settings: Settings, *, rebuild: str | None = None, once: bool = False) -> int:
+    database_url = servers.postgres_url(settings)
+    ensure_master_key(settings)
+    if rebuild is not None and rebuild not in VIEWS:
+        raise SettingsError(f"no view {rebuild!r}; views: {', '.join(VIEWS)}")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    views = Views(settings, database_url, [rebuild] if rebuild else None)
+    try:
+        if rebuild or once:
+            return _by_hand(views, stop, reset=rebuild is not None)
+        print("projections running", flush=True)
+        follow(views, stop)
+    finally:
+        views.close()
+    return 0
+
+
+def _by_hand(views: Views, stop: threading.Event, *, reset: bool) -> int:
+    """`--rebuild` and `--once`: only with every view's role claimed, so no projector runs."""
+    for follower in views.followers.values():
+        if not views.claims.claim(follower.role):
+            raise ViewHeld(
+                f"a running projector advances the {follower.name} view: stop `picasse up`"
+                " (or that `picasse project`) first, then run this again"
+            )
+    if reset:
+        for follower in views.followers.values():
+            # One transaction: at worst (interrupted later) an empty view at position 0
+            # that the projector fills again from the start of the log.
+            follower.view.reset()
+            views.status.cleared(follower.name)
+    failures = _catch_up(views, stop)
+    for status in views.statuses():
+        print(f"{status.view}: at {status.position} of {status.head} (lag {status.lag})")
+    if failures:
+        first = failures[0]
+        raise ViewStuck(first.view, first.failing_at, first.error_type)
+    return 0
+
+
+def _catch_up(views: Views, stop: threading.Event) -> list[ViewFailure]:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    failures = []
+    recorder = views.reader.recorder
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        for name, follower in views.followers.items():
+            total = events_after(recorder, 0, follower.topics)
+            task = progress.add_task(f"view {name}", total=total)
+
+            def show(
+                position: int, task: Any = task, follower: Follower = follower, total: int = total
+            ) -> None:
+                left = events_after(recorder, position, follower.topics)
+                progress.update(task, completed=max(total - left, 0))
+
+            show(follower.position())
+            failure = follower.advance(stop=stop, progress=show)
+            if failure is not None:
+                failures.append(failure)
+            if stop.is_set():
+                break
+    return failures
+
+
+class LiveViews:
+    """The views, for commands that must read their own writes: `catch_up` waits for the
+    process that advances them, or advances a view itself when nobody does."""
+
+    def __init__(self, views: Views, timeout: float = 60.0) -> None:
+        self.views = views
+        self.timeout = timeout
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.views.followers)
+
+    def view(self, name: str) -> Any:
+        return self.views.followers[name].view
+
+    def catch_up(self, notification_id: int | None = None, timeout: float | None = None) -> None:
+        """Return once every view has taken in the log up to `notification_id` (None: the
+        head now); ViewStuck if a view cannot take an event on the way, or none takes it
+        in within `timeout` seconds."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        target = self.views.head() if notification_id is None else notification_id
+        for follower in self.views.followers.values():
+            self._catch_up(follower, target, deadline)
+
+    def _catch_up(self, follower: Follower, target: int, deadline: float) -> None:
+        # A view tracks only the events of its topics: it is up to date with `target`
+        # once it has taken the last of those up to there.
+        needed = last_notification_in(self.views.reader.recorder, target, follower.topics)
+        claims = self.views.claims
+        while follower.position() < needed:
+            if claims.claim(follower.role):  # nobody advances it: do it here, then let go
+                try:
+                    follower.taken_over()
+                    failure = follower.advance(upto=needed)
+                finally:
+                    claims.release(follower.role)
+                if failure is not None:
+                    raise ViewStuck(follower.name, failure.failing_at, failure.error_type)
+                return
+            failure = self.views.status.failure_of(follower.name)
+            if failure is not None and failure.failing_at <= needed and failure.seen >= needed:
+                # Its holder tried with our event in the log and still cannot go on.
+                raise ViewStuck(follower.name, failure.failing_at, failure.error_type)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ViewStuck(follower.name, follower.position() + 1, "no process took it in")
+            with suppress(TimeoutError):  # then look at the claim and the status again
+                follower.view.wait(follower.reader.name, needed, timeout=min(1.0, remaining))
+
+
+@contextmanager
+def live_views(settings: Settings, database_url: str) -> Iterator[LiveViews]:
+    """The views for a command; nothing is advanced until it calls `catch_up`."""
+    views = Views(settings, database_url)
+    try:
+        yield LiveViews(views)
+    finally:
+        views.close()
+
+
+# In-process projection runners on a schema of their own, for tests and tools that
+# build views where no projector runs (they claim no role).
 
 
 @contextmanager
@@ -82,94 +494,3 @@ def statuses(runners: dict[str, ProjectionRunner[Any, Any]]) -> list[ViewStatus]
         lag = events_after(runner.app.recorder, position, VIEWS[name][0].topics)
         result.append(ViewStatus(name, position, head, lag))
     return result
-
-
-def main(settings: Settings, *, rebuild: str | None = None, once: bool = False) -> int:
-    database_url = servers.postgres_url(settings)
-    ensure_master_key(settings)
-    if rebuild is not None and rebuild not in VIEWS:
-        raise SettingsError(f"no view {rebuild!r}; views: {', '.join(VIEWS)}")
-    names = [rebuild] if rebuild else list(VIEWS)
-    if rebuild:
-        _reset(settings, database_url, rebuild)
-    console = Console(stderr=True)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    with running(settings, database_url, names) as runners:
-        if rebuild or once:
-            _catch_up(runners, console, stop)
-            for status in statuses(runners):
-                print(f"{status.view}: at {status.position} of {status.head} (lag {status.lag})")
-            return 0
-        print("projections running", flush=True)
-        while not stop.wait(1.0):
-            for runner in runners.values():
-                runner.run_forever(timeout=0)  # re-raises a projection's error here
-    return 0
-
-
-def _reset(settings: Settings, database_url: str, name: str) -> None:
-    from eventsourcing.persistence import InfrastructureFactory
-
-    projection, view_class = VIEWS[name]
-    env = view_env(settings, database_url)
-    factory = InfrastructureFactory.construct(
-        env=ProjectionRunner._construct_env(projection.name, env)
-    )
-    view = factory.tracking_recorder(view_class)
-    view.reset()
-    factory.close()
-
-
-def _catch_up(
-    runners: dict[str, ProjectionRunner[Any, Any]], console: Console, stop: threading.Event
-) -> None:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        tasks = {name: progress.add_task(f"view {name}", total=None) for name in runners}
-        while not stop.is_set():
-            current = statuses(runners)
-            for status in current:
-                recorder = runners[status.view].app.recorder
-                total = events_after(recorder, 0, VIEWS[status.view][0].topics)
-                progress.update(tasks[status.view], completed=total - status.lag, total=total)
-            if all(status.lag == 0 for status in current):
-                return
-            for runner in runners.values():
-                runner.run_forever(timeout=0)  # re-raises a projection's error here
-            time.sleep(0.2)
-
-
-class LiveViews:
-    """The views, followed in this process, for commands that must read their own writes."""
-
-    def __init__(self, runners: dict[str, ProjectionRunner[Any, Any]]) -> None:
-        self.runners = runners
-
-    def view(self, name: str) -> Any:
-        return self.runners[name].view
-
-    def catch_up(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            for runner in self.runners.values():
-                runner.run_forever(timeout=0)  # re-raises a projection's error here
-            if all(status.lag == 0 for status in statuses(self.runners)):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError("the views did not catch up with the log in time")
-            time.sleep(0.05)
-
-
-@contextmanager
-def live_views(settings: Settings, database_url: str) -> Iterator[LiveViews]:
-    with running(settings, database_url, list(VIEWS)) as runners:
-        views = LiveViews(runners)
-        views.catch_up()
-        yield views

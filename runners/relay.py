@@ -1,14 +1,20 @@
-"""`picasse relay`: publishes delivery jobs from the event log to JetStream, exactly once."""
+"""`picasse relay`: publishes delivery jobs from the event log to JetStream, exactly once.
+
+One relay publishes at a time: it plays the role "relay" (an advisory lock). A second
+relay stands by and takes over when the first ends or loses its database connection.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from eventsourcing.postgres import PostgresTrackingRecorder
 
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.relay import Relay
+from picasse.adapters.postgres.roles import RoleClaims
 from picasse.runners import servers
 from picasse.runners.processes import connect_nats, connection_kwargs, run_until_signalled
 from picasse.runners.settings import Settings
@@ -16,6 +22,8 @@ from picasse.runners.wiring import ensure_master_key, open_messages
 
 log = logging.getLogger(__name__)
 TRACKING_TABLE = "picasse_relay_tracking"
+ROLE = "relay"
+CLAIM_SECONDS = 1.0  # how often a standing-by relay tries the role, and a holder checks it
 
 
 def main(settings: Settings) -> int:
@@ -26,9 +34,40 @@ def main(settings: Settings) -> int:
     datastore = messages.factory.datastore  # type: ignore[attr-defined]
     tracking = PostgresTrackingRecorder(datastore, tracking_table_name=TRACKING_TABLE)
     tracking.create_table()
+    claims = RoleClaims(connection_kwargs(datastore), datastore.schema)
 
-    async def work(stop: asyncio.Event) -> None:
+    async def claimed(stop: asyncio.Event) -> bool:
+        """Wait until this process plays the role; False if asked to stop first."""
+        standing_by = False
+        while not stop.is_set():
+            try:
+                if await asyncio.to_thread(claims.claim, ROLE):
+                    return True
+            except Exception as error:  # the database is away: keep trying
+                log.warning("cannot claim the relay role (%s)", type(error).__name__)
+            if not standing_by:
+                log.info("another relay publishes; standing by")
+                standing_by = True
+            await _wait(stop, CLAIM_SECONDS)
+        return False
+
+    async def publish_while_held(stop: asyncio.Event) -> None:
         client = await connect_nats(nats_url, "picasse-relay")
+        done = asyncio.Event()  # stop requested, or the role lost
+
+        async def watch() -> None:
+            while not done.is_set():
+                await _wait(stop, CLAIM_SECONDS)
+                try:
+                    held = not stop.is_set() and await asyncio.to_thread(claims.holds, ROLE)
+                except Exception:  # cannot tell: another relay may have the role now
+                    held = False
+                if not held:
+                    if not stop.is_set():
+                        log.warning("lost the relay role; standing by")
+                    done.set()
+
+        watcher = asyncio.create_task(watch())
         try:
             relay = Relay(
                 messages.recorder,  # type: ignore[arg-type]
@@ -38,13 +77,25 @@ def main(settings: Settings) -> int:
                 application_name=messages.name,
                 conninfo=connection_kwargs(datastore),
             )
-            print("relay running", flush=True)
-            await relay.run(stop)
+            await relay.run(done)
         finally:
+            done.set()
+            watcher.cancel()
             await client.drain()
+
+    async def work(stop: asyncio.Event) -> None:
+        print("relay running", flush=True)
+        while await claimed(stop):
+            await publish_while_held(stop)
 
     try:
         run_until_signalled(work)
     finally:
+        claims.close()
         messages.close()
     return 0
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)

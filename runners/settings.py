@@ -51,6 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Processes
     db_connections: int = 20  # PostgreSQL connections for all of `picasse up`, split by role
     drain_seconds: float = 30.0  # how long a stopping worker may finish the jobs in hand
+    view_retry_max: float = 60.0  # seconds: a stopped view retries after 1 s, doubling to this
     # A test clock: the system time plus the offset in this file. Only for data dirs
     # marked as test ones (adapters/clock.py TEST_DATA_DIR_MARKER); refused otherwise.
     test_clock_file: Path | None = None
@@ -97,6 +98,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             reconcile_grace_seconds=_number(env, "PICASSE_RECONCILE_GRACE", 300.0, float),
             db_connections=_number(env, "PICASSE_DB_CONNECTIONS", 20, int),
             drain_seconds=_number(env, "PICASSE_DRAIN_SECONDS", 30.0, float),
+            view_retry_max=_number(env, "PICASSE_VIEW_RETRY_MAX", 60.0, float),
             test_clock_file=_path(env.get("PICASSE_TEST_CLOCK_FILE")),
         )
 

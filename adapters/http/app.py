@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -32,6 +33,7 @@ from picasse.adapters.http.health import HealthProbe, ReconcilerState
 from picasse.adapters.http.problems import problem_response
 from picasse.adapters.http.webhooks import acknowledge_by_link, receive_receipt
 from picasse.adapters.postgres.sessions import PostgresAuthStore
+from picasse.adapters.postgres.views import ViewFailure
 from picasse.domain.accounts import Accounts
 from picasse.domain.api_keys import ApiKeys
 from picasse.domain.application import Pseudonyms
@@ -44,7 +46,8 @@ API_VERSION = "1"
 
 
 class Health(msgspec.Struct, frozen=True, omit_defaults=True):
-    status: str
+    status: str  # "ok"; "degraded" while a view is stopped at an event it cannot take
+    stopped_views: list[ViewFailure] = msgspec.field(default_factory=list)  # only when some
     reconciler: ReconcilerState | None = None  # its last run, where this server watches it
 
 
@@ -73,11 +76,16 @@ async def health(deps: HttpDeps) -> Health:
     probe = deps.health
     if probe is None:
         return Health(status="ok")
-    try:
+    stopped: list[ViewFailure] = []
+    reconciler = None
+    # Liveness still answers while the database is down; it then says less.
+    with contextlib.suppress(Exception):
+        stopped = await probe.stopped_views()
+    with contextlib.suppress(Exception):
         reconciler = await asyncio.to_thread(probe.reconciler_state)
-    except Exception:  # the database is down: liveness still answers
-        reconciler = None
-    return Health(status="ok", reconciler=reconciler)
+    return Health(
+        status="degraded" if stopped else "ok", stopped_views=stopped, reconciler=reconciler
+    )
 
 
 def create_app(deps: HttpDeps) -> Litestar:

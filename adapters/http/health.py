@@ -17,7 +17,7 @@ from nats.js.errors import NotFoundError
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.reconciler import ReconcilerLog
 from picasse.adapters.nats.relay import ESCALATED, QUEUED, REQUESTED
-from picasse.adapters.postgres.views import events_after
+from picasse.adapters.postgres.views import ViewFailure, ViewStatusTable, events_after
 from picasse.domain.application import LOG_NAME
 
 # The events the relay turns into jobs: its lag counts only those.
@@ -29,6 +29,7 @@ class ViewLag(msgspec.Struct, frozen=True):
     name: str
     position: int  # the last log notification the view has taken in
     lag: int  # events for this view still to take in
+    stopped: ViewFailure | None = None  # set while the view cannot take an event
 
 
 class RelayState(msgspec.Struct, frozen=True):
@@ -129,6 +130,7 @@ class HealthProbe:
         self.jobs = jobs
         self.application_name = application_name
         self.reconciler = reconciler
+        self.view_status = ViewStatusTable(log.datastore)
 
     async def check(self) -> PlatformHealth:
         positions = asyncio.to_thread(self._positions)
@@ -161,12 +163,17 @@ class HealthProbe:
 
     def _positions(self) -> tuple[int, list[ViewLag], RelayState]:
         head = self.log.max_notification_id() or 0
+        stopped = {failure.view: failure for failure in self.view_status.failures()}
         views = []
         for watched in self.views:
             position = watched.view.max_tracking_id(self.application_name) or 0
             lag = events_after(self.log, position, tuple(watched.topics))
-            views.append(ViewLag(watched.name, position, lag))
+            views.append(ViewLag(watched.name, position, lag, stopped.get(watched.name)))
         return head, views, self._relay_state()
+
+    async def stopped_views(self) -> list[ViewFailure]:
+        """The views stopped at an event they cannot take (where, and the error's type)."""
+        return await asyncio.to_thread(self.view_status.failures)
 
     def _relay_state(self) -> RelayState:
         try:

@@ -6,6 +6,7 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
+import msgspec
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import sql
@@ -344,3 +345,88 @@ class PostgresLedgerView(_View, LedgerView):
             {"customer": customer_id, "limit": limit},
         )
         return [LedgerEntry(**row) for row in rows]
+
+
+def last_notification_in(recorder: Any, upto: int, topics: tuple[str, ...]) -> int:
+    """The last notification up to `upto` of these topics (0: none): what a view must have
+    taken in to be up to date with `upto`, since a view only tracks events of its topics."""
+    statement = sql.SQL(
+        "SELECT max(notification_id) AS n FROM {}.{} WHERE notification_id <= %s AND topic = ANY(%s)"
+    ).format(sql.Identifier(recorder.datastore.schema), sql.Identifier(recorder.events_table_name))
+    with recorder.datastore.get_connection() as conn:
+        row = conn.execute(statement, (upto, list(topics))).fetchone()
+    return int(row["n"]) if row and row["n"] is not None else 0
+
+
+class ViewFailure(msgspec.Struct, frozen=True):
+    """A view stopped at an event it cannot take: what `/health` and the dashboard show.
+
+    Only the error's type is kept, never its text: the text may quote the value."""
+
+    view: str
+    failing_at: int  # the notification id of the event the view cannot take
+    error_type: str
+    since: datetime  # the first failed attempt at this event
+    attempts: int
+    seen: int  # the log's head at the last attempt: a later event may unblock it
+
+
+class ViewStatusTable:
+    """`picasse_view_status`: one row per stopped view, written by whoever advances it."""
+
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        self.datastore = datastore
+        self.table = sql.Identifier(datastore.schema, "picasse_view_status")
+
+    def create_table(self) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (view text PRIMARY KEY, failing_at bigint NOT NULL,"
+                    " error_type text NOT NULL, since timestamptz NOT NULL, attempts integer NOT NULL,"
+                    " seen bigint NOT NULL)"
+                ).format(self.table)
+            )
+
+    def stopped(self, failure: ViewFailure) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                sql.SQL(
+                    "INSERT INTO {} (view, failing_at, error_type, since, attempts, seen)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (view) DO UPDATE SET"
+                    " failing_at = excluded.failing_at, error_type = excluded.error_type,"
+                    " since = excluded.since, attempts = excluded.attempts, seen = excluded.seen"
+                ).format(self.table),
+                (
+                    failure.view,
+                    failure.failing_at,
+                    failure.error_type,
+                    failure.since,
+                    failure.attempts,
+                    failure.seen,
+                ),
+            )
+
+    def cleared(self, view: str) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(sql.SQL("DELETE FROM {} WHERE view = %s").format(self.table), (view,))
+
+    def failures(self) -> list[ViewFailure]:
+        """The stopped views; none while the table does not exist yet (no projector ran)."""
+        with self.datastore.get_connection() as conn:
+            exists = conn.execute("SELECT to_regclass(%s) AS t", (self._qualified(),)).fetchone()
+            if not exists or exists["t"] is None:
+                return []
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT view, failing_at, error_type, since, attempts, seen FROM {} ORDER BY view"
+                ).format(self.table)
+            ).fetchall()
+        return [ViewFailure(**row) for row in rows]  # type: ignore[arg-type]
+
+    def failure_of(self, view: str) -> ViewFailure | None:
+        return next((f for f in self.failures() if f.view == view), None)
+
+    def _qualified(self) -> str:
+        schema = self.datastore.schema.replace('"', '""')
+        return f'"{schema}".picasse_view_status'

@@ -206,3 +206,115 @@ def test_a_rebuild_after_erasure_holds_no_erased_plaintext(
         caught_up(runners)
         (row,) = runners["accounts"].view.customers()
         assert (row.contact_name, row.contact_email, row.organisation) == (None, None, "Viewco 1")
+
+
+# One writer per view, and a view that cannot take an event stops alone
+
+
+@pytest.fixture
+def views(here: Settings, database_url: str) -> Iterator[Any]:
+    from picasse.adapters.clock import ManualClock
+    from picasse.runners.project import Views
+
+    opened = Views(here, database_url, clock=ManualClock())
+    yield opened
+    opened.close()
+
+
+def _unwritable_contact_change(accounts: Accounts, customer: UUID) -> None:
+    """Record a contact change no view column can hold (PostgreSQL text holds no NUL),
+    through the aggregate, past the command's checks: as a bad value from before they
+    existed would sit in the log."""
+    from picasse.domain.customers import Contact, Customer
+
+    aggregate = accounts.repository.get(customer)
+    assert isinstance(aggregate, Customer)
+    old = aggregate.contact
+    aggregate.change_contact(Contact(name="Vera\x00Viewer", email=old.email, phone=old.phone))
+    accounts.save(aggregate)
+
+
+def test_a_view_that_cannot_take_an_event_stops_there_alone_and_says_where_and_why(
+    accounts: Accounts, messages: Messages, views: Any
+) -> None:
+    customer = _customer(accounts)
+    _unwritable_contact_change(accounts, customer)
+    bad_event = views.head()
+    _traffic(messages, customer)
+    failures = {name: f.advance() for name, f in views.followers.items()}
+    assert failures["traffic"] is None and failures["ledger"] is None
+    stopped = failures["accounts"]
+    assert stopped is not None and (stopped.view, stopped.failing_at) == ("accounts", bad_event)
+    assert stopped.error_type == "DataError" and "Vera" not in stopped.error_type
+    assert views.status.failures() == [stopped]
+    assert views.followers["accounts"].position() == bad_event - 1
+    assert len(views.followers["traffic"].view.traffic(customer, *_window())) == 2
+
+
+def test_a_stopped_view_goes_on_by_itself_once_the_subject_is_erased(
+    accounts: Accounts, privacy: Privacy, views: Any
+) -> None:
+    customer = _customer(accounts)
+    _unwritable_contact_change(accounts, customer)
+    accounts_view = views.followers["accounts"]
+    assert accounts_view.advance() is not None
+    assert not accounts_view.due(views.head())  # backing off
+    privacy.erase_subject(customer, f"contact/{customer}", "the contact asked")
+    assert accounts_view.due(views.head())  # an erasure may unblock it: try at once
+    assert accounts_view.advance() is None
+    (row,) = accounts_view.view.customers(customer_id=customer)
+    assert (row.contact_name, row.organisation) == (None, "Viewco 1")
+    assert views.status.failures() == []
+
+
+def test_a_stopped_view_retries_with_a_back_off_on_the_clock(
+    accounts: Accounts, views: Any
+) -> None:
+    customer = _customer(accounts)
+    _unwritable_contact_change(accounts, customer)
+    accounts_view = views.followers["accounts"]
+    clock = accounts_view.clock
+    waits = []
+    for _ in range(4):
+        before = clock.now()
+        assert accounts_view.advance() is not None
+        waits.append((accounts_view.retry_at - before).total_seconds())
+        assert not accounts_view.due(views.head())
+        clock.advance(accounts_view.retry_at - before)
+        assert accounts_view.due(views.head())
+    assert waits == [1, 2, 4, 8]
+    assert views.status.failures()[0].attempts == 4
+
+
+def test_catching_up_on_a_stopped_view_fails_at_once_naming_the_view(
+    accounts: Accounts, views: Any
+) -> None:
+    from picasse.runners.project import LiveViews, ViewStuck
+
+    customer = _customer(accounts)
+    _unwritable_contact_change(accounts, customer)
+    started = time.monotonic()
+    with pytest.raises(ViewStuck, match="the accounts view is stopped at event #") as stuck:
+        LiveViews(views).catch_up(timeout=60)
+    assert time.monotonic() - started < 30
+    assert stuck.value.reason == "DataError" and "\n" not in str(stuck.value)
+
+
+def test_a_command_catches_up_a_view_itself_only_when_nobody_advances_it(
+    accounts: Accounts, here: Settings, database_url: str, views: Any
+) -> None:
+    from picasse.runners.project import LiveViews, Views, ViewStuck
+
+    holder = Views(here, database_url)
+    try:
+        assert holder.claim(set()) == {"accounts", "traffic", "ledger"}
+        customer = _customer(accounts)
+        command = LiveViews(views)
+        with pytest.raises(ViewStuck, match="no process took it in"):
+            command.catch_up(timeout=1.5)  # the holder does not advance here: nobody writes
+        assert command.view("accounts").customers() == []
+    finally:
+        holder.close()  # its claims end with it
+    command.catch_up(timeout=30)
+    assert [row.id for row in command.view("accounts").customers()] == [customer]
+    assert not any(views.claims.holds(f"view:{name}") for name in VIEWS)
