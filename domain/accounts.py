@@ -18,7 +18,14 @@ from picasse.domain.errors import (
 )
 from picasse.domain.personal import Erased
 from picasse.domain.users import PLATFORM_TENANT, Login, User
-from picasse.domain.values import EmailAddress, PhoneNumber, Role, parse_login, required_text
+from picasse.domain.values import (
+    EmailAddress,
+    PhoneNumber,
+    Role,
+    parse_login,
+    required_text,
+    single_line,
+)
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
@@ -184,6 +191,7 @@ class Accounts(PicasseApplication):
         self.save(account)
 
     def authenticate(self, login: str, password: str) -> UserDetails:
+        single_line(login, "login")  # refused as such: says nothing of which logins exist
         try:
             user = self._user_by_login(login)
         except (NotFound, InvalidInput):
@@ -211,9 +219,12 @@ class Accounts(PicasseApplication):
     def user_by_login(self, login: str) -> UserDetails:
         return self._details(self._user_by_login(login))
 
-    def _user_by_login(self, login: str) -> User:
-        login = parse_login(login)
-        claim = self._get(self.pseudonyms.pseudonym("login", login), Login, "login")
+    def _user_by_login(self, text: str) -> User:
+        login = parse_login(text)
+        try:
+            claim = self._get(self.pseudonyms.pseudonym("login", login), Login, "login")
+        except NotFound:  # name the login as typed, never the claim's id (its pseudonym)
+            raise NotFound(f"no user with login {text.strip()!r}", field="login") from None
         return self._get(claim.user_id, User, "user")
 
     @staticmethod
@@ -228,6 +239,7 @@ class Accounts(PicasseApplication):
 
     @staticmethod
     def _acceptable_password(password: str) -> str:
+        single_line(password, "password")
         if len(password) < MIN_PASSWORD_LENGTH:
             raise InvalidInput(
                 f"password: at least {MIN_PASSWORD_LENGTH} characters", field="password"
