@@ -11,7 +11,6 @@ import phonenumbers
 
 from picasse.domain.errors import InvalidInput
 
-
 # The one rule for text a person gives: every command applies it to every text field, so
 # the API, the CLI and the forms refuse the same. A control character (Unicode category
 # Cc: U+0000 to U+001F, U+007F to U+009F) or a lone surrogate (undecodable bytes from a
