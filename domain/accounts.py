@@ -106,25 +106,31 @@ class Accounts(PicasseApplication):
         phone: str | None = None,
         billing_address: str | None = None,
     ) -> None:
+        name = None if contact_name is None else required_text(contact_name, "contact_name")
+        new_email = None if email is None else EmailAddress.parse(email)
+        new_phone = None if phone is None else PhoneNumber.parse(phone)
+        address = (
+            None
+            if billing_address is None
+            else required_text(billing_address, "billing_address", max_length=1000)
+        )
         customer = self._get(customer_id, Customer, "customer")
         old = customer.contact
-        contact = Contact(
-            name=required_text(contact_name, "contact_name")
-            if contact_name is not None
-            else old.name,
-            email=EmailAddress.parse(email) if email is not None else old.email,
-            phone=PhoneNumber.parse(phone) if phone is not None else old.phone,
-        )
-        customer.change_contact(contact)
-        if billing_address is not None:
-            customer.change_billing_address(
-                required_text(billing_address, "billing_address", max_length=1000)
+        customer.change_contact(
+            Contact(
+                name=old.name if name is None else name,
+                email=old.email if new_email is None else new_email,
+                phone=old.phone if new_phone is None else new_phone,
             )
+        )
+        if address is not None:
+            customer.change_billing_address(address)
         self.save(customer)
 
     def start_subscription(self, customer_id: UUID, plan: str = "standard") -> None:
+        plan = required_text(plan, "plan", max_length=100)
         customer = self._get(customer_id, Customer, "customer")
-        customer.start_subscription(required_text(plan, "plan", max_length=100))
+        customer.start_subscription(plan)
         self.save(customer)
 
     def terminate_customer(self, customer_id: UUID) -> None:
@@ -152,6 +158,7 @@ class Accounts(PicasseApplication):
 
     def add_user(self, *, customer_id: UUID | None, login: str, role: Role, password: str) -> UUID:
         login = parse_login(login)
+        password = self._acceptable_password(password)
         if role.is_platform:
             if customer_id is not None:
                 raise InvalidInput(
@@ -168,7 +175,7 @@ class Accounts(PicasseApplication):
             tenant_id=tenant_id,
             login=login,
             role=role,
-            password_hash=self.passwords.hash(self._acceptable_password(password)),
+            password_hash=self.passwords.hash(password),
         )
         claim = Login(user_id=user.id, id=self.pseudonyms.pseudonym("login", login))
         try:
@@ -179,15 +186,17 @@ class Accounts(PicasseApplication):
 
     def set_password(self, login: str, password: str) -> None:
         """An administrator (or the CLI) sets a new password without knowing the old one."""
+        password = self._acceptable_password(password)
         user = self._user_by_login(login)
-        user.change_password(self.passwords.hash(self._acceptable_password(password)))
+        user.change_password(self.passwords.hash(password))
         self.save(user)
 
     def change_password(self, login: str, current: str, new: str) -> None:
         """The user changes their own password, proving they know the current one."""
+        new = self._acceptable_password(new)
         user = self.authenticate(login, current)
         account = self._get(user.id, User, "user")
-        account.change_password(self.passwords.hash(self._acceptable_password(new)))
+        account.change_password(self.passwords.hash(new))
         self.save(account)
 
     def authenticate(self, login: str, password: str) -> UserDetails:

@@ -258,10 +258,10 @@ class Messages(PicasseApplication):
 
     def create_group(self, customer_id: UUID, name: str, members: list[str]) -> UUID:
         name = " ".join(single_line(name, "name").split())
-        self._sending_customer(customer_id)
         if not name or len(name) > 100:
             raise InvalidInput("group name: 1 to 100 characters", field="name")
         parsed = self._members(members)
+        self._sending_customer(customer_id)
         ident = group_id(customer_id, name)
         try:
             group = self._get(ident, RecipientGroup, "group")
@@ -280,7 +280,7 @@ class Messages(PicasseApplication):
             raise InvalidInput(f"members: at most {MAX_GROUP_MEMBERS}", field="members")
         parsed = []
         for text in members:
-            text = text.strip()
+            text = single_line(text, "members").strip()
             address = (
                 EmailAddress.parse(text, field="members").address
                 if "@" in text
