@@ -18,7 +18,14 @@ from picasse.domain.errors import (
 )
 from picasse.domain.personal import Erased
 from picasse.domain.users import PLATFORM_TENANT, Login, User
-from picasse.domain.values import EmailAddress, PhoneNumber, Role, parse_login, required_text
+from picasse.domain.values import (
+    EmailAddress,
+    PhoneNumber,
+    Role,
+    parse_login,
+    required_text,
+    single_line,
+)
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
@@ -99,25 +106,31 @@ class Accounts(PicasseApplication):
         phone: str | None = None,
         billing_address: str | None = None,
     ) -> None:
+        name = None if contact_name is None else required_text(contact_name, "contact_name")
+        new_email = None if email is None else EmailAddress.parse(email)
+        new_phone = None if phone is None else PhoneNumber.parse(phone)
+        address = (
+            None
+            if billing_address is None
+            else required_text(billing_address, "billing_address", max_length=1000)
+        )
         customer = self._get(customer_id, Customer, "customer")
         old = customer.contact
-        contact = Contact(
-            name=required_text(contact_name, "contact_name")
-            if contact_name is not None
-            else old.name,
-            email=EmailAddress.parse(email) if email is not None else old.email,
-            phone=PhoneNumber.parse(phone) if phone is not None else old.phone,
-        )
-        customer.change_contact(contact)
-        if billing_address is not None:
-            customer.change_billing_address(
-                required_text(billing_address, "billing_address", max_length=1000)
+        customer.change_contact(
+            Contact(
+                name=old.name if name is None else name,
+                email=old.email if new_email is None else new_email,
+                phone=old.phone if new_phone is None else new_phone,
             )
+        )
+        if address is not None:
+            customer.change_billing_address(address)
         self.save(customer)
 
     def start_subscription(self, customer_id: UUID, plan: str = "standard") -> None:
+        plan = required_text(plan, "plan", max_length=100)
         customer = self._get(customer_id, Customer, "customer")
-        customer.start_subscription(required_text(plan, "plan", max_length=100))
+        customer.start_subscription(plan)
         self.save(customer)
 
     def terminate_customer(self, customer_id: UUID) -> None:
@@ -145,6 +158,7 @@ class Accounts(PicasseApplication):
 
     def add_user(self, *, customer_id: UUID | None, login: str, role: Role, password: str) -> UUID:
         login = parse_login(login)
+        password = self._acceptable_password(password)
         if role.is_platform:
             if customer_id is not None:
                 raise InvalidInput(
@@ -161,7 +175,7 @@ class Accounts(PicasseApplication):
             tenant_id=tenant_id,
             login=login,
             role=role,
-            password_hash=self.passwords.hash(self._acceptable_password(password)),
+            password_hash=self.passwords.hash(password),
         )
         claim = Login(user_id=user.id, id=self.pseudonyms.pseudonym("login", login))
         try:
@@ -172,18 +186,21 @@ class Accounts(PicasseApplication):
 
     def set_password(self, login: str, password: str) -> None:
         """An administrator (or the CLI) sets a new password without knowing the old one."""
+        password = self._acceptable_password(password)
         user = self._user_by_login(login)
-        user.change_password(self.passwords.hash(self._acceptable_password(password)))
+        user.change_password(self.passwords.hash(password))
         self.save(user)
 
     def change_password(self, login: str, current: str, new: str) -> None:
         """The user changes their own password, proving they know the current one."""
+        new = self._acceptable_password(new)
         user = self.authenticate(login, current)
         account = self._get(user.id, User, "user")
-        account.change_password(self.passwords.hash(self._acceptable_password(new)))
+        account.change_password(self.passwords.hash(new))
         self.save(account)
 
     def authenticate(self, login: str, password: str) -> UserDetails:
+        single_line(login, "login")  # refused as such: says nothing of which logins exist
         try:
             user = self._user_by_login(login)
         except (NotFound, InvalidInput):
@@ -211,9 +228,12 @@ class Accounts(PicasseApplication):
     def user_by_login(self, login: str) -> UserDetails:
         return self._details(self._user_by_login(login))
 
-    def _user_by_login(self, login: str) -> User:
-        login = parse_login(login)
-        claim = self._get(self.pseudonyms.pseudonym("login", login), Login, "login")
+    def _user_by_login(self, text: str) -> User:
+        login = parse_login(text)
+        try:
+            claim = self._get(self.pseudonyms.pseudonym("login", login), Login, "login")
+        except NotFound:  # name the login as typed, never the claim's id (its pseudonym)
+            raise NotFound(f"no user with login {text.strip()!r}", field="login") from None
         return self._get(claim.user_id, User, "user")
 
     @staticmethod
@@ -228,6 +248,7 @@ class Accounts(PicasseApplication):
 
     @staticmethod
     def _acceptable_password(password: str) -> str:
+        single_line(password, "password")
         if len(password) < MIN_PASSWORD_LENGTH:
             raise InvalidInput(
                 f"password: at least {MIN_PASSWORD_LENGTH} characters", field="password"

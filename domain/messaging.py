@@ -32,7 +32,7 @@ from picasse.domain.messages import (
     traffic_month,
 )
 from picasse.domain.personal import Erased
-from picasse.domain.values import EmailAddress, PhoneNumber
+from picasse.domain.values import EmailAddress, PhoneNumber, multi_line, single_line
 
 MAX_RECIPIENTS = 1000
 MAX_BODY = {Channel.SMS: 1600, Channel.EMAIL: 100_000, Channel.VOICE: 3000}
@@ -202,6 +202,29 @@ def parse_address(channel: Channel, text: str, field: str = "to") -> str:
     return PhoneNumber.parse(text, field=field).e164
 
 
+def _refuse_bad_text(request: SendRequest) -> None:
+    """Every text field of a request, each by the one rule: bodies and templates may hold
+    several lines, the rest (and every variable's name) one."""
+    for name, text in (
+        ("channel", request.channel),
+        ("group", request.group),
+        ("subject", request.subject),
+        ("priority", request.priority),
+        ("idempotency_key", request.idempotency_key),
+    ):
+        if text is not None:
+            single_line(text, name)
+    for name, texts in (("to", request.to), ("escalation_groups", request.escalation_groups)):
+        for text in texts:
+            single_line(text, name)
+    for name, text in (("body", request.body), ("template", request.template)):
+        if text is not None:
+            multi_line(text, name)
+    for variable, value in request.variables.items():
+        single_line(variable, "variables")
+        multi_line(value, "variables")
+
+
 def _render(template: str, variables: dict[str, str]) -> str:
     try:
         names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
@@ -234,11 +257,11 @@ class Messages(PicasseApplication):
     # Groups
 
     def create_group(self, customer_id: UUID, name: str, members: list[str]) -> UUID:
-        self._sending_customer(customer_id)
-        name = " ".join(name.split())
+        name = " ".join(single_line(name, "name").split())
         if not name or len(name) > 100:
             raise InvalidInput("group name: 1 to 100 characters", field="name")
         parsed = self._members(members)
+        self._sending_customer(customer_id)
         ident = group_id(customer_id, name)
         try:
             group = self._get(ident, RecipientGroup, "group")
@@ -257,7 +280,7 @@ class Messages(PicasseApplication):
             raise InvalidInput(f"members: at most {MAX_GROUP_MEMBERS}", field="members")
         parsed = []
         for text in members:
-            text = text.strip()
+            text = single_line(text, "members").strip()
             address = (
                 EmailAddress.parse(text, field="members").address
                 if "@" in text
@@ -305,6 +328,7 @@ class Messages(PicasseApplication):
         The same idempotency key within 24 hours returns the first message's id and
         records nothing.
         """
+        _refuse_bad_text(request)
         self._sending_customer(customer_id)
         now = self.clock()
         channel = self._choice(Channel, request.channel, "channel")

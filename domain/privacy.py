@@ -16,6 +16,7 @@ from eventsourcing.domain import Aggregate, event
 from picasse.domain.application import PicasseApplication
 from picasse.domain.errors import InvalidInput
 from picasse.domain.personal import PERSONAL_DATA_KINDS
+from picasse.domain.values import single_line
 
 
 class Erasure(Aggregate):
@@ -124,8 +125,8 @@ class Privacy(PicasseApplication):
         records: int,
         by: str,
     ) -> None:
-        authority = " ".join(authority.split())
-        legal_basis = " ".join(legal_basis.split())
+        authority = " ".join(single_line(authority, "authority").split())
+        legal_basis = " ".join(single_line(legal_basis, "legal_basis").split())
         if not authority:
             raise InvalidInput("authority: name the competent authority", field="authority")
         if not legal_basis:

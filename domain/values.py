@@ -11,6 +11,49 @@ import phonenumbers
 
 from picasse.domain.errors import InvalidInput
 
+# The one rule for text a person gives: every command applies it to every text field, so
+# the API, the CLI and the forms refuse the same. A control character (Unicode category
+# Cc: U+0000 to U+001F, U+007F to U+009F) or a lone surrogate (undecodable bytes from a
+# command line) is refused everywhere: a NUL stops the database, or a view that meets it.
+# Free text of several lines (message bodies, templates) keeps tab and newline; one-line
+# text (names, subjects, addresses, logins, keys) refuses them too, and U+2028 and U+2029.
+_NOT_IN_MULTI_LINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_NOT_IN_SINGLE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_NAMES = {
+    "\n": "a line break",
+    "\r": "a carriage return",
+    "\u2028": "a line separator",
+    "\u2029": "a paragraph separator",
+}
+
+
+def single_line(text: str, field: str) -> str:
+    """`text` as given, if it is one line without control characters; else InvalidInput."""
+    return _refuse(_NOT_IN_SINGLE_LINE, text, field)
+
+
+def multi_line(text: str, field: str) -> str:
+    """`text` as given, if it holds no control character but tab and newline; else InvalidInput."""
+    return _refuse(_NOT_IN_MULTI_LINE, text, field)
+
+
+def _refuse(pattern: re.Pattern[str], text: str, field: str) -> str:
+    found = pattern.search(text)
+    if found is None:
+        return text
+    char = found.group()
+    if char in _NAMES:
+        what = _NAMES[char]
+    elif "\ud800" <= char <= "\udfff":
+        what = "an undecodable character"
+    else:
+        what = "a control character"
+    raise InvalidInput(
+        f"{field}: holds {what} (U+{ord(char):04X} at position {found.start() + 1});"
+        " give plain text",
+        field=field,
+    )
+
 
 class PhoneNumber(msgspec.Struct, frozen=True, array_like=True):
     """A phone number in E.164 form, e.g. +31612345678."""
@@ -19,6 +62,7 @@ class PhoneNumber(msgspec.Struct, frozen=True, array_like=True):
 
     @classmethod
     def parse(cls, text: str, *, field: str = "phone") -> PhoneNumber:
+        single_line(text, field)
         try:
             number = phonenumbers.parse(text, None)
         except phonenumbers.NumberParseException:
@@ -40,6 +84,7 @@ class EmailAddress(msgspec.Struct, frozen=True, array_like=True):
 
     @classmethod
     def parse(cls, text: str, *, field: str = "email") -> EmailAddress:
+        single_line(text, field)
         try:
             valid = email_validator.validate_email(text, check_deliverability=False)
         except email_validator.EmailNotValidError as error:
@@ -76,7 +121,7 @@ _LOGIN = re.compile(r"^[a-z0-9][a-z0-9._@+-]{2,253}$")
 
 
 def parse_login(text: str) -> str:
-    login = text.strip().lower()
+    login = single_line(text, "login").strip().lower()
     if not _LOGIN.match(login):
         raise InvalidInput(
             "login: 3 to 254 characters of a-z, 0-9 and . _ @ + -, starting with a letter or digit",
@@ -86,7 +131,8 @@ def parse_login(text: str) -> str:
 
 
 def required_text(text: str, field: str, *, max_length: int = 500) -> str:
-    value = " ".join(text.split())
+    """One line of text, its runs of spaces made one; InvalidInput if empty or too long."""
+    value = " ".join(single_line(text, field).split())
     if not value:
         raise InvalidInput(f"{field}: must not be empty", field=field)
     if len(value) > max_length:

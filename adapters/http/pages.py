@@ -45,7 +45,7 @@ from picasse.adapters.http.auth import (
 from picasse.adapters.http.charts import CHANNELS, OUTCOMES, deliveries_chart, outcome_totals
 from picasse.adapters.http.health import HealthProbe, PlatformHealth
 from picasse.adapters.http.problems import problem_for
-from picasse.domain.errors import AuthenticationFailed, DomainError
+from picasse.domain.errors import AuthenticationFailed, DomainError, InvalidInput
 from picasse.domain.values import PLATFORM_ROLES
 from picasse.projections.accounts import AccountsView, CustomerRow
 from picasse.projections.ledger import LedgerView
@@ -155,6 +155,8 @@ async def login(
         throttled = page("login.html", HTTPStatus.TOO_MANY_REQUESTS, error=message)
         throttled.headers["Retry-After"] = str(error.retry_after)
         return throttled
+    except InvalidInput as error:  # text no login holds, e.g. a control character
+        return page("login.html", HTTPStatus.UNPROCESSABLE_ENTITY, error=error.message)
     except DomainError as error:  # a disabled account: said only after the right password
         return page("login.html", HTTPStatus.FORBIDDEN, error=error.message)
     response: Response[Any] = Redirect("/admin/", status_code=SEE_OTHER)

@@ -1,0 +1,277 @@
+"""A bad value never gets in through the HTTP API or the login form: a control character in
+any text field of any route's body is a field-named 422 and records nothing.
+
+The cases come from the app's own route table and each body's type, so a text field or a
+route added later is tried without anyone remembering to."""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+import httpx
+import msgspec
+import psycopg
+import pytest
+from litestar import Litestar
+from litestar.enums import RequestEncodingType
+from litestar.routes import HTTPRoute
+from psycopg import sql
+
+from picasse.adapters.http.app import HttpDeps, create_app
+from picasse.runners.api import http_deps
+from picasse.runners.settings import Settings
+from tests.integration.api_server import (
+    PASSWORD,
+    Tenant,
+    bearer,
+    make_tenant,
+    module_settings,
+    serving,
+    with_cheap_passwords,
+)
+
+Who = Literal["anyone", "admin", "user"]
+GROUP = "night shift"
+ADMIN = "anvil-admin"  # make_tenant's admin of "Anvil"
+
+# Valid bodies for each route that takes one, and who sends them. Together a route's
+# examples give every text field of its body; each is also sent as is, and must succeed.
+# A new route with a body needs examples here, a new text field a value in one of them.
+EXAMPLES: dict[tuple[str, str], tuple[Who, list[dict[str, Any]]]] = {
+    ("POST", "/v1/sessions"): ("anyone", [{"login": ADMIN, "password": PASSWORD}]),
+    ("PATCH", "/v1/customers/{customer_id:uuid}"): (
+        "admin",
+        [
+            {
+                "contact_name": "Anna de Vries",
+                "email": "anna@anvil.example",
+                "phone": "+31612345671",
+                "billing_address": "Dorpsstraat 2, Urk",
+            }
+        ],
+    ),
+    ("POST", "/v1/customers/{customer_id:uuid}/users"): (
+        "admin",
+        [{"login": "planted-user", "role": "customer_user", "password": PASSWORD}],
+    ),
+    ("POST", "/v1/messages"): (
+        "user",
+        [
+            {
+                "channel": "email",
+                "to": ["one@rcpt.example"],
+                "subject": "Drill",
+                "body": "Fire drill at ten.\n\tBring your badge.",
+                "group": GROUP,
+                "idempotency_key": "drill-1",
+                "priority": "alert",
+                "ack_within_minutes": 5,
+                "escalation_groups": [GROUP],
+            },
+            {
+                "channel": "sms",
+                "to": ["+31612345678"],
+                "template": "Hi {name},\n{text}",
+                "variables": {"name": "Anna", "text": "drill\tat ten"},
+            },
+        ],
+    ),
+    ("POST", "/login"): ("anyone", [{"login": ADMIN, "password": PASSWORD}]),
+}
+# Text fields that are not recorded, each for a reason; every other one is tried.
+NOT_RECORDED = {
+    ("POST", "/v1/sessions", "password"): "compared with a hash only, never recorded",
+    ("POST", "/login", "password"): "compared with a hash only, never recorded",
+}
+BAD = ["\x00", "\x1b", "\r"]  # NUL, an escape, and a line ending no one-line field takes
+
+
+@dataclass
+class World:
+    app: Litestar
+    deps: HttpDeps
+    base_url: str
+    tenant: Tenant
+    settings: Settings
+    headers: dict[str, dict[str, str]]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[World]:
+    with (
+        module_settings(tmp_path_factory, database_url, "badvalues") as settings,
+        http_deps(settings, database_url) as deps,
+    ):
+        app = create_app(with_cheap_passwords(deps))
+        tenant = make_tenant(deps, "Anvil")
+        assert tenant.admin_login == ADMIN
+        deps.messages.create_group(
+            tenant.customer_id, GROUP, ["+31612345679", "night@rcpt.example"]
+        )
+        headers = {
+            "anyone": {},
+            "admin": bearer(deps, tenant.admin_login),  # keys issued before events are counted
+            "user": bearer(deps, tenant.user_login),
+        }
+        with serving(app) as base_url:
+            yield World(app, deps, base_url, tenant, settings, headers)
+
+
+def _client(world: World, who: Who) -> httpx.Client:
+    return httpx.Client(base_url=world.base_url, headers=world.headers[who], timeout=20)
+
+
+def _events(world: World) -> int:
+    table = sql.Identifier(world.settings.database_schema or "public", "picasse_events")
+    with psycopg.connect(world.settings.database_url or "") as conn:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _routes_with_bodies(app: Litestar) -> Iterator[tuple[str, str, type, bool]]:
+    """(method, path, body type, is a form) of every route handler that takes a body."""
+    for route in app.routes:
+        assert isinstance(route, HTTPRoute)
+        for method, (handler, _) in route.route_handler_map.items():
+            data = handler.parsed_data_field
+            if data is None:
+                continue
+            kwarg = data.kwarg_definition
+            form = getattr(kwarg, "media_type", None) is RequestEncodingType.URL_ENCODED
+            yield method, route.path, data.annotation, form
+
+
+def _text_shape(annotation: Any) -> str | None:
+    """'str', 'list' or 'dict' for a text field (None allowed), None for any other field."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if annotation is str:
+        return "str"
+    if origin in (Union, types.UnionType) and len(args) == 1:
+        return _text_shape(args[0])
+    if origin is list and args == [str]:
+        return "list"
+    if origin is dict and args == [str, str]:
+        return "dict"
+    assert "str" not in repr(annotation), (
+        f"a text field of a shape this test knows not: {annotation}"
+    )
+    return None
+
+
+def _text_fields(body_type: type) -> dict[str, str]:
+    hints = typing.get_type_hints(body_type, include_extras=False)
+    fields = {}
+    for field in msgspec.structs.fields(body_type):
+        shape = _text_shape(hints[field.name])
+        if shape is not None:
+            fields[field.encode_name] = shape
+    return fields
+
+
+def _spoiled(value: Any, shape: str, bad: str) -> list[Any]:
+    """`value` with `bad` planted in it: in the text, in a list's item, in a key or a value."""
+    if shape == "str":
+        return [value[:1] + bad + value[1:]]
+    if shape == "list":
+        return [[value[0] + bad, *value[1:]]]
+    key, item = next(iter(value.items()))
+    return [value | {key: item + bad}, {k + bad if k == key else k: v for k, v in value.items()}]
+
+
+def _cases(app: Litestar) -> Iterator[tuple[str, str, bool, Who, dict[str, Any], str]]:
+    """(method, path, form, who, body, field) for every text field of every route's body."""
+    for method, path, body_type, form in _routes_with_bodies(app):
+        assert (method, path) in EXAMPLES, f"{method} {path} takes a body: add EXAMPLES of it"
+        who, examples = EXAMPLES[method, path]
+        for name, shape in _text_fields(body_type).items():
+            if (method, path, name) in NOT_RECORDED:
+                continue
+            given = [e for e in examples if name in e]
+            assert given, f"{method} {path}: no example gives the text field {name!r}"
+            for bad in BAD:
+                for spoiled in _spoiled(given[0][name], shape, bad):
+                    yield method, path, form, who, given[0] | {name: spoiled}, name
+
+
+def _url(world: World, path: str) -> str:
+    return path.replace("{customer_id:uuid}", str(world.tenant.customer_id))
+
+
+def _send(client: httpx.Client, method: str, url: str, body: dict[str, Any], form: bool) -> Any:
+    if form:
+        return client.request(method, url, data=body)
+    return client.request(method, url, json=body)
+
+
+def test_a_control_character_in_any_text_field_of_any_route_is_a_field_named_422(
+    world: World,
+) -> None:
+    problems, tried = [], 0
+    before = _events(world)
+    for method, path, form, who, body, field in _cases(world.app):
+        with _client(world, who) as client:
+            response = _send(client, method, _url(world, path), body, form)
+        tried += 1
+        case = f"{method} {path} {field}={body[field]!r}"
+        if response.status_code != 422:
+            problems.append(f"{case}: {response.status_code} {response.text[:200]}")
+        elif form:
+            if f"{field}: " not in response.text:
+                problems.append(f"{case}: the page does not name {field}")
+        elif response.json().get("field") != field:
+            problems.append(f"{case}: names {response.json().get('field')!r}")
+
+    assert not problems, "\n".join(problems)
+    assert _events(world) == before, "a refused request recorded something"
+    assert tried >= len(BAD) * 16  # the text fields of today's routes, at least
+
+
+def test_the_examples_themselves_are_accepted(world: World) -> None:
+    """The control: each 422 above came from the character planted, not from the example."""
+    for (method, path), (who, examples) in EXAMPLES.items():
+        for example in examples:
+            with _client(world, who) as client:
+                response = _send(client, method, _url(world, path), example, path == "/login")
+            assert response.status_code < 400, f"{method} {path}: {response.text[:300]}"
+
+
+def test_a_nul_in_a_contact_name_is_refused_and_the_old_name_kept(world: World) -> None:
+    path = f"/v1/customers/{world.tenant.customer_id}"
+    with _client(world, "admin") as admin:
+        before = admin.get(path).json()["contact"]["name"]
+        refused = admin.patch(path, json={"contact_name": "Mallory\x00"})
+        after = admin.get(path).json()["contact"]["name"]
+
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["field"] == "contact_name"
+    assert "U+0000" in refused.json()["detail"]
+    assert after == before
+
+
+def test_tab_and_newline_stay_allowed_in_a_message_body_but_not_in_its_subject(
+    world: World,
+) -> None:
+    message = {"channel": "email", "to": ["two@rcpt.example"], "body": "Line one\n\tline two"}
+    with _client(world, "user") as client:
+        sent = client.post("/v1/messages", json=message)
+        with_subject = client.post("/v1/messages", json=message | {"subject": "Drill\nBcc: x"})
+
+    assert sent.status_code == 202, sent.text
+    assert with_subject.status_code == 422 and with_subject.json()["field"] == "subject"
+
+
+def test_an_unknown_login_is_named_as_typed_never_by_its_pseudonym(world: World) -> None:
+    from picasse.domain.errors import NotFound
+
+    with pytest.raises(NotFound) as unknown:
+        world.deps.accounts.user_by_login("Nobody-Here")
+
+    assert str(unknown.value) == "no user with login 'Nobody-Here'"
+    assert unknown.value.field == "login"
