@@ -155,12 +155,17 @@ class LiveViews:
     def view(self, name: str) -> Any:
         return self.runners[name].view
 
-    def catch_up(self, timeout: float = 60.0) -> None:
+    def catch_up(self, notification_id: int | None = None, timeout: float = 60.0) -> None:
+        """Until every view has taken in the log up to `notification_id` (None: its head)."""
         deadline = time.monotonic() + timeout
         while True:
             for runner in self.runners.values():
                 runner.run_forever(timeout=0)  # re-raises a projection's error here
-            if all(status.lag == 0 for status in statuses(self.runners)):
+            current = statuses(self.runners)
+            if all(
+                s.lag == 0 or (notification_id is not None and s.position >= notification_id)
+                for s in current
+            ):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError("the views did not catch up with the log in time")
