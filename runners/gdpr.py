@@ -377,7 +377,7 @@ def terminate_main(
             f" unreadable; statement in {statement}"
         )
     for note in done.notes:
-        err.print(f"note: {note}")
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
