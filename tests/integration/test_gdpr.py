@@ -342,3 +342,17 @@ def test_the_privacy_ledger_lists_exports_erasures_retention_runs_and_disclosure
     text = " ".join(e.summary for e in entries)
     assert _found(person.needles(), text.encode()) == []
     assert "Politie Eenheid Oost" in text
+
+
+def test_a_delivery_still_queued_when_its_customer_is_terminated_ends_undelivered(
+    accounts: Accounts, messages: Messages
+) -> None:
+    from picasse.domain.messaging import NothingToSend
+
+    person = Person(uuid.uuid4().hex[:8])
+    customer = _customer(accounts, person)
+    message_id = _send(messages, customer, person)
+    accounts.terminate_customer(customer)
+    assert messages.start_attempts([delivery_id(message_id, 0)]) == [NothingToSend.TERMINATED]
+    (delivery,) = messages.message(message_id, SUPPORT).deliveries
+    assert delivery.status.value == "undelivered" and delivery.reason == "customer terminated"
