@@ -57,8 +57,12 @@ def reach_database(database_url: str) -> None:
     )
     try:
         psycopg.connect(database_url, connect_timeout=DATABASE_PROBE_SECONDS).close()
-    except psycopg.Error:
-        raise SettingsError(f"cannot reach the database at {where}") from None
+    except psycopg.Error as error:
+        first = (str(error).strip().splitlines() or [""])[0]
+        reason = first.rpartition("failed: ")[2].strip()  # psycopg never quotes the password
+        raise SettingsError(
+            f"cannot reach the database at {where}" + (f": {reason}" if reason else "")
+        ) from None
 
 
 def eventsourcing_env(

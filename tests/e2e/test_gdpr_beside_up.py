@@ -96,7 +96,11 @@ def test_twenty_gdpr_operations_beside_a_running_platform_all_succeed_and_up_kee
         stop.set()
         sender.join(timeout=90)
 
-    failed = [(r.args[3:], r.returncode, r.stderr) for r in results if r.returncode != 0]
+    failed = [
+        (r.args[3:5], r.returncode, r.stderr.strip().splitlines()[-1:])
+        for r in results
+        if r.returncode != 0
+    ]
     assert failed == []
     for customer in leaving:
         picasse("gdpr", "verify-statement", str(tmp_path / customer / "statement.json"), check=True)
