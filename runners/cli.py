@@ -12,6 +12,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 from uuid import UUID
 
 import msgspec
+import psycopg
 from eventsourcing.persistence import PersistenceError
 from rich.console import Console
 from rich.table import Table
@@ -851,7 +852,7 @@ def main(argv: list[str] | None = None) -> int:
         _fail(str(error), EXIT_REFUSED)
     except (SettingsError, MasterKeyError) as error:
         _fail(str(error), EXIT_ENVIRONMENT)
-    except PersistenceError as error:
+    except (PersistenceError, psycopg.Error) as error:
         _fail(
             f"database: {str(error).splitlines()[0] if str(error) else type(error).__name__}",
             EXIT_ENVIRONMENT,
