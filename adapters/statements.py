@@ -4,45 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import html
-from datetime import datetime
 from pathlib import Path
-from uuid import UUID
 
 import msgspec
 
+from picasse.adapters.archive import write_atomically
 from picasse.adapters.signing import PlatformSigner
-
-
-class KeptRecord(msgspec.Struct, frozen=True):
-    kind: str
-    reason: str
-    until: str | None
-
-
-class ViewCheck(msgspec.Struct, frozen=True):
-    kind: str
-    plaintext_values: int
-
-
-class Statement(msgspec.Struct, frozen=True, kw_only=True):
-    """What was erased, when, how; what is kept and why. Holds no personal data."""
-
-    statement: str = "written statement of erasure"
-    customer_id: UUID
-    terminated_at: datetime
-    erased_at: datetime
-    method: str = (
-        "crypto-shredding: the customer's tenant key and every data subject key under it were"
-        " destroyed; personal data sealed under them (AES-256-GCM) can no longer be decrypted"
-    )
-    destroyed_key_ids: list[UUID]
-    unreadable_events: int
-    views: list[ViewCheck]
-    views_hold_personal_data: bool
-    kept_under_legal_obligation: list[KeptRecord]
-    export_sha256: str | None
-    issued_by: str = "Picasse"
-    signing_key: str  # the key id; verification uses the platform's own key
+from picasse.domain.termination import Statement, canonical
 
 
 class SignedStatement(msgspec.Struct, frozen=True):
@@ -50,21 +18,26 @@ class SignedStatement(msgspec.Struct, frozen=True):
     signature: str
 
 
-def canonical(statement: Statement) -> bytes:
-    """The exact bytes that are signed: compact JSON with sorted keys."""
-    return msgspec.json.encode(msgspec.to_builtins(statement, order="sorted"))
-
-
 def sign(statement: Statement, signer: PlatformSigner) -> SignedStatement:
     return SignedStatement(statement, signer.sign(canonical(statement)))
 
 
-def write(signed: SignedStatement, directory: Path) -> tuple[Path, Path]:
-    json_path = directory / "statement.json"
-    html_path = directory / "statement.html"
-    json_path.write_bytes(msgspec.json.format(msgspec.json.encode(signed)) + b"\n")
-    html_path.write_text(render_html(signed))
-    return json_path, html_path
+def files(signed: SignedStatement) -> dict[str, bytes]:
+    """The statement's files by name, byte for byte the same each time they are made."""
+    return {
+        "statement.json": msgspec.json.format(msgspec.json.encode(signed)) + b"\n",
+        "statement.html": render_html(signed).encode(),
+    }
+
+
+def write(signed: SignedStatement, directory: Path, *, replace: bool = False) -> None:
+    """Writes the statement's files into `directory`; a file already there with the same
+    bytes is kept, any other needs `replace`."""
+    for name, content in files(signed).items():
+        path = directory / name
+        if not path.is_symlink() and path.is_file() and path.read_bytes() == content:
+            continue
+        write_atomically(path, lambda file, content=content: file.write(content), replace=replace)
 
 
 def read(path: Path) -> SignedStatement:

@@ -116,6 +116,7 @@ class NothingToSend(StrEnum):
     UNKNOWN = "unknown"  # no such delivery: a stale or foreign job
     SETTLED = "settled"  # final, or awaiting the network's receipt: a repeated job
     ERASED = "erased"  # its recipient or body was erased first: given up
+    TERMINATED = "terminated"  # its customer was terminated first: given up
 
 
 class Attempt:
@@ -194,6 +195,15 @@ def _attempted_and_concluded(outcome: Outcome, max_attempts: int = 1) -> Callabl
 
 def _give_up_erased(delivery: Delivery) -> None:
     delivery.give_up("erased before it could be sent")
+
+
+CUSTOMER_TERMINATED = "customer terminated"
+
+
+def _give_up_terminated(delivery: Delivery) -> None:
+    """Nothing is sent for a customer whose subscription ended (R10)."""
+    if not delivery.settled:
+        delivery.give_up(CUSTOMER_TERMINATED)
 
 
 def parse_address(channel: Channel, text: str, field: str = "to") -> str:
@@ -509,8 +519,10 @@ class Messages(PicasseApplication):
         given up. The attempts are recorded with their outcomes (`record_outcomes`).
         """
         messages: dict[UUID, Message] = {}
+        terminated: dict[UUID, bool] = {}
         started: list[Attempt | NothingToSend] = []
         erased: list[UUID] = []
+        ended: list[UUID] = []
         for ident in delivery_ids:
             try:
                 delivery = self._get(ident, Delivery, "delivery")
@@ -519,6 +531,12 @@ class Messages(PicasseApplication):
                 continue
             if delivery.settled:
                 started.append(NothingToSend.SETTLED)
+                continue
+            if delivery.tenant_id not in terminated:
+                terminated[delivery.tenant_id] = self._customer_terminated(delivery.tenant_id)
+            if terminated[delivery.tenant_id]:
+                ended.append(ident)
+                started.append(NothingToSend.TERMINATED)
                 continue
             message = messages.get(delivery.message_id)
             if message is None:
@@ -542,7 +560,15 @@ class Messages(PicasseApplication):
             started.append(Attempt(job, delivery))
         for ident in erased:
             self._decide(ident, _give_up_erased)
+        for ident in ended:
+            self._decide(ident, _give_up_terminated)
         return started
+
+    def _customer_terminated(self, customer_id: UUID) -> bool:
+        try:
+            return self._get(customer_id, Customer, "customer").terminated
+        except NotFound:
+            return False
 
     def record_outcomes(
         self, outcomes: Sequence[tuple[Attempt, Outcome]], *, max_attempts: int

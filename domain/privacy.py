@@ -11,11 +11,23 @@ from datetime import date
 from typing import Protocol
 from uuid import UUID
 
+import msgspec
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate, event
 
 from picasse.domain.application import PicasseApplication
+from picasse.domain.customers import Customer
 from picasse.domain.errors import InvalidInput
 from picasse.domain.personal import PERSONAL_DATA_KINDS
+from picasse.domain.termination import (
+    Statement,
+    Step,
+    Termination,
+    TerminationProgress,
+    ViewCheck,
+    statement_digest,
+    termination_id,
+)
 from picasse.domain.values import single_line
 
 
@@ -84,6 +96,21 @@ class KeyShredder(Protocol):
 
     def destroy_tenant_keys(self, tenant_id: UUID) -> list[UUID]: ...
 
+    def destroyed_key_ids(self, tenant_id: UUID) -> list[UUID]:
+        """Every key of this tenant destroyed so far, by any erasure."""
+        ...
+
+    def sealed_event_count(self, tenant_id: UUID) -> int:
+        """How many stored events hold personal data sealed under this tenant's keys."""
+        ...
+
+
+class ErasureDone(msgspec.Struct, frozen=True):
+    """What an erasure destroyed, and the notification id of its record (for views to wait on)."""
+
+    key_ids: list[UUID]
+    notification_id: int
+
 
 class Privacy(PicasseApplication):
     """Erasure of data subjects and customers (R10), recorded so that views purge and
@@ -98,21 +125,109 @@ class Privacy(PicasseApplication):
         super().__init__(env)
         self.shredder = shredder(self)
 
-    def erase_subject(self, tenant_id: UUID, subject: str, reason: str) -> list[UUID]:
+    def _saved(self, *aggregates: Aggregate) -> int:
+        """Saves in one transaction; the notification id of the last event written."""
+        recordings = self.save(*aggregates)
+        return max(r.notification.id for r in recordings)
+
+    def erase_subject(self, tenant_id: UUID, subject: str, reason: str) -> ErasureDone:
         kind = subject.partition("/")[0]
         if kind not in PERSONAL_DATA_KINDS:
             raise InvalidInput(f"subject: unknown kind of personal data {kind!r}", field="subject")
         key_ids = self.shredder.destroy_subject_key(tenant_id, subject)
-        self.save(Erasure(tenant_id=tenant_id, subject=subject, reason=reason, key_ids=key_ids))
-        return key_ids
+        erasure = Erasure(tenant_id=tenant_id, subject=subject, reason=reason, key_ids=key_ids)
+        return ErasureDone(key_ids, self._saved(erasure))
 
-    def erase_tenant(self, tenant_id: UUID, reason: str) -> list[UUID]:
+    def erase_tenant(self, tenant_id: UUID, reason: str) -> ErasureDone:
         key_ids = self.shredder.destroy_tenant_keys(tenant_id)
-        self.save(Erasure(tenant_id=tenant_id, subject=None, reason=reason, key_ids=key_ids))
-        return key_ids
+        erasure = Erasure(tenant_id=tenant_id, subject=None, reason=reason, key_ids=key_ids)
+        return ErasureDone(key_ids, self._saved(erasure))
 
-    def record_export(self, tenant_id: UUID, purpose: str, counts: dict[str, int], by: str) -> None:
-        self.save(Export(tenant_id=tenant_id, purpose=purpose, counts=counts, by=by))
+    def record_export(self, tenant_id: UUID, purpose: str, counts: dict[str, int], by: str) -> int:
+        return self._saved(Export(tenant_id=tenant_id, purpose=purpose, counts=counts, by=by))
+
+    # Termination (R10): the steps of the process, each recorded as it is done
+
+    def termination(self, customer_id: UUID) -> TerminationProgress | None:
+        found = self._termination(customer_id)
+        return None if found is None else TerminationProgress.of(found)
+
+    def _termination(self, customer_id: UUID) -> Termination | None:
+        try:
+            found: object = self.repository.get(termination_id(customer_id))
+        except AggregateNotFoundError:
+            return None
+        return found if isinstance(found, Termination) else None
+
+    def _started(self, customer_id: UUID) -> Termination:
+        found = self._termination(customer_id)
+        if found is None:
+            raise InvalidInput(f"the termination of customer {customer_id} has not started")
+        return found
+
+    def start_termination(self, customer_id: UUID, *, export: bool, by: str) -> TerminationProgress:
+        """Starts the termination of a customer, or returns the one already under way: a
+        termination is resumed, never begun twice."""
+        customer = self._get(customer_id, Customer, "customer")
+        found = self._termination(customer_id)
+        if found is None:
+            # A customer terminated before terminations were recorded has no data to export.
+            found = Termination(customer_id, export and not customer.terminated, by)
+            self._saved(found)
+        return TerminationProgress.of(found)
+
+    def may_write_export(self, customer_id: UUID) -> None:
+        """Raises unless the termination's export can be written now (keys still live)."""
+        self._started(customer_id).may_write_export()
+
+    def record_termination_export(
+        self, customer_id: UUID, sha256: str, counts: dict[str, int], by: str
+    ) -> int:
+        termination = self._started(customer_id)
+        termination.record_export(sha256)
+        export = Export(tenant_id=customer_id, purpose="termination", counts=counts, by=by)
+        return self._saved(termination, export)
+
+    def terminate_subscription(self, customer_id: UUID) -> int:
+        termination = self._started(customer_id)
+        termination.expect(Step.SUBSCRIPTION)
+        customer = self._get(customer_id, Customer, "customer")
+        if not customer.terminated:
+            customer.terminate()
+        termination.record_subscription_terminated(customer.modified_on)
+        return self._saved(customer, termination)
+
+    def destroy_customer_keys(self, customer_id: UUID, reason: str) -> int:
+        """The erasure of a terminated customer: destroys every key it has; safe to repeat
+        after an interruption (keys destroyed before are found, none is destroyed twice)."""
+        termination = self._started(customer_id)
+        termination.expect(Step.KEYS)
+        destroyed_now = self.shredder.destroy_tenant_keys(customer_id)
+        key_ids = self.shredder.destroyed_key_ids(customer_id)
+        erasure = Erasure(tenant_id=customer_id, subject=None, reason=reason, key_ids=destroyed_now)
+        termination.record_keys_destroyed(
+            key_ids, self.shredder.sealed_event_count(customer_id), erasure.created_on
+        )
+        return self._saved(termination, erasure)
+
+    def record_views_caught_up(self, customer_id: UUID, views: list[ViewCheck]) -> int:
+        termination = self._started(customer_id)
+        termination.record_views_caught_up(views)
+        return self._saved(termination)
+
+    def draft_statement(self, customer_id: UUID, signing_key: str) -> Statement:
+        return self._started(customer_id).draft_statement(signing_key)
+
+    def record_statement(self, customer_id: UUID, statement: Statement, signature: str) -> int:
+        """Stores the signed statement, once; the ledger shows it was given (R10)."""
+        termination = self._started(customer_id)
+        termination.record_statement(statement, signature)
+        issued = StatementIssued(
+            tenant_id=customer_id,
+            sha256=statement_digest(statement),
+            unreadable_events=statement.unreadable_events,
+        )
+        return self._saved(termination, issued)
 
     def record_disclosure(
         self,
@@ -152,9 +267,4 @@ class Privacy(PicasseApplication):
     ) -> None:
         self.save(
             RetentionRun(cutoff_month=cutoff_month, dry_run=dry_run, erased=erased, reason=reason)
-        )
-
-    def record_statement(self, tenant_id: UUID, sha256: str, unreadable_events: int) -> None:
-        self.save(
-            StatementIssued(tenant_id=tenant_id, sha256=sha256, unreadable_events=unreadable_events)
         )

@@ -12,10 +12,12 @@ from typing import Any, NoReturn, Protocol, TypeVar
 from uuid import UUID
 
 import msgspec
+import psycopg
 from eventsourcing.persistence import PersistenceError
 from rich.console import Console
 from rich.table import Table
 
+from picasse.adapters.archive import ArchiveError
 from picasse.adapters.master_key import MasterKeyError
 from picasse.adapters.postgres.keystore import TenantErased
 from picasse.domain.accounts import Accounts
@@ -108,6 +110,7 @@ def _opened(open_app: Callable[[Settings, str], A], settings: Settings) -> Itera
     from picasse.runners import servers, wiring
 
     database_url = servers.postgres_url(settings)
+    wiring.reach_database(database_url)
     wiring.ensure_master_key(settings)
     app = open_app(settings, database_url)
     try:
@@ -304,13 +307,15 @@ def cmd_customers_change(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_customers_terminate(args: argparse.Namespace, settings: Settings) -> int:
     from picasse.runners import gdpr
 
-    return gdpr.terminate_main(settings, args.id, args.out, export=not args.no_export)
+    return gdpr.terminate_main(
+        settings, args.id, args.out, export=not args.no_export, force=args.force
+    )
 
 
 def cmd_gdpr_export(args: argparse.Namespace, settings: Settings) -> int:
     from picasse.runners import gdpr
 
-    return gdpr.export_main(settings, args.customer, args.out)
+    return gdpr.export_main(settings, args.customer, args.out, force=args.force)
 
 
 def cmd_gdpr_verify_statement(args: argparse.Namespace, settings: Settings) -> int:
@@ -341,6 +346,7 @@ def cmd_gdpr_disclose(args: argparse.Namespace, settings: Settings) -> int:
         authority=args.authority,
         legal_basis=args.legal_basis,
         out=args.out,
+        force=args.force,
     )
 
 
@@ -659,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     terminate = customers.add_parser(
         "terminate",
         help="end a subscription: export, erase, and issue a signed statement of erasure",
-        description="Terminate a customer (R10): write its data to DIR/export.zip (unless --no-export), record the termination, destroy its keys (crypto-shredding), wait until every view has forgotten its personal data, and write a signed written statement of erasure to DIR/statement.json with a readable DIR/statement.html.",
+        description="Terminate a customer (R10): write its data to DIR/export.zip (unless --no-export), record the termination, destroy its keys (crypto-shredding), wait until every view has forgotten its personal data, and write a signed written statement of erasure to DIR/statement.json with a readable DIR/statement.html. Each step is recorded: run again, it resumes an interrupted termination at its next step; on a customer terminated already it writes the stored statement into DIR again and changes nothing else. A file in DIR is replaced only if it is a leftover partial file, or with --force.",
     )
     terminate.add_argument("id", type=_uuid, metavar="ID")
     terminate.add_argument(
@@ -670,6 +676,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where export and statement are written",
     )
     terminate.add_argument("--no-export", action="store_true", help="do not write export.zip")
+    terminate.add_argument(
+        "--force",
+        action="store_true",
+        help="replace files in DIR that this termination did not write",
+    )
     terminate.set_defaults(run=cmd_customers_terminate)
 
     gdpr = commands.add_parser(
@@ -682,6 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--customer", type=_uuid, required=True, metavar="ID")
     export.add_argument("--out", type=Path, required=True, metavar="FILE.zip")
+    export.add_argument("--force", action="store_true", help="replace FILE.zip if it exists")
     export.set_defaults(run=cmd_gdpr_export)
 
     verify_statement = gdpr.add_parser(
@@ -718,6 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
     disclose.add_argument("--authority", required=True, metavar="NAME")
     disclose.add_argument("--legal-basis", required=True, metavar="TEXT")
     disclose.add_argument("--out", type=Path, required=True, metavar="FILE")
+    disclose.add_argument("--force", action="store_true", help="replace FILE if it exists")
     disclose.set_defaults(run=cmd_gdpr_disclose)
 
     retention = commands.add_parser(
@@ -863,11 +876,11 @@ def main(argv: list[str] | None = None) -> int:
         _fail(str(error), EXIT_REFUSED)
     except CommandFailed as error:
         _fail(str(error), error.code)
-    except TenantErased as error:
+    except (TenantErased, ArchiveError) as error:
         _fail(str(error), EXIT_REFUSED)
     except (SettingsError, MasterKeyError) as error:
         _fail(str(error), EXIT_ENVIRONMENT)
-    except PersistenceError as error:
+    except (PersistenceError, psycopg.Error) as error:
         _fail(
             f"database: {str(error).splitlines()[0] if str(error) else type(error).__name__}",
             EXIT_ENVIRONMENT,

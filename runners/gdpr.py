@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import getpass
-import hashlib
-from collections.abc import Iterator
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -17,29 +19,35 @@ from psycopg import sql
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from picasse.adapters.archive import write_export
+from picasse.adapters.archive import (
+    TargetExists,
+    check_target,
+    move_into_place,
+    partial_path,
+    write_export,
+)
+from picasse.adapters.clock import TEST_DATA_DIR_MARKER
 from picasse.adapters.postgres.keystore import PostgresKeyStore
 from picasse.adapters.signing import PlatformSigner
 from picasse.adapters.statements import (
-    KeptRecord,
     SignedStatement,
-    Statement,
-    ViewCheck,
     canonical,
     read,
     sha256_of,
     sign,
     write,
 )
+from picasse.adapters.statements import files as statement_files
 from picasse.domain.accounts import Accounts
-from picasse.domain.errors import AlreadyTerminated, Conflict, InvalidInput
+from picasse.domain.errors import Conflict, InvalidInput
 from picasse.domain.privacy import Privacy
+from picasse.domain.termination import Step, TerminationProgress, ViewCheck
 from picasse.domain.users import PLATFORM_TENANT
 from picasse.projections.personal_data import REGISTRY, Sources, TrafficRecords, all_sources
 from picasse.runners import servers
 from picasse.runners.project import LiveViews, live_views
 from picasse.runners.settings import Settings
-from picasse.runners.wiring import ensure_master_key, open_accounts, open_privacy
+from picasse.runners.wiring import ensure_master_key, open_accounts, open_privacy, reach_database
 
 err = Console(stderr=True, highlight=False)
 
@@ -82,6 +90,7 @@ class Platform:
 @contextmanager
 def platform(settings: Settings) -> Iterator[Platform]:
     database_url = servers.postgres_url(settings)
+    reach_database(database_url)
     ensure_master_key(settings)
     accounts = open_accounts(settings, database_url)
     privacy = open_privacy(settings, database_url)
@@ -100,8 +109,17 @@ def _progress() -> Progress:
 # Export
 
 
-def export_customer(p: Platform, customer_id: UUID, out: Path, *, purpose: str, by: str) -> str:
-    """Write the customer's personal data to `out`; returns the archive's sha256."""
+class ExportContent(msgspec.Struct, frozen=True):
+    manifest: dict[str, Any]
+    sections: dict[str, list[dict[str, Any]]]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {kind: len(records) for kind, records in self.sections.items()}
+
+
+def collect_export(p: Platform, customer_id: UUID, *, purpose: str) -> ExportContent:
+    """Every kind of personal data held for the customer, opened, with a manifest."""
     p.accounts.customer(customer_id)  # NotFound for an unknown customer
     p.views.catch_up()  # the views hold every write made so far
     sources = all_sources(p.sources())
@@ -112,88 +130,216 @@ def export_customer(p: Platform, customer_id: UUID, out: Path, *, purpose: str, 
             progress.update(task, description=f"exporting {source.kind}…")
             sections[source.kind] = source.export(customer_id)
             progress.advance(task)
-    counts = {kind: len(records) for kind, records in sections.items()}
     manifest = {
         "customer_id": str(customer_id),
         "generated_at": datetime.now(UTC).isoformat(),
         "purpose": purpose,
-        "counts": counts,
+        "counts": {kind: len(records) for kind, records in sections.items()},
         "kinds": {kind: cls.description for kind, cls in REGISTRY.items()},
         "period": "everything still held; traffic data is kept six months (R5)",
     }
-    write_export(out, manifest, sections)
-    p.privacy.record_export(customer_id, purpose, counts, by)
+    return ExportContent(manifest, sections)
+
+
+def export_customer(
+    p: Platform, customer_id: UUID, out: Path, *, purpose: str, by: str, replace: bool = False
+) -> str:
+    """Write the customer's personal data to `out`; returns the archive's sha256."""
+    check_target(out, replace=replace)
+    content = collect_export(p, customer_id, purpose=purpose)
+    write_export(out, content.manifest, content.sections, replace=replace)
+    p.privacy.record_export(customer_id, purpose, content.counts, by)
     return sha256_of(out)
 
 
-def export_main(settings: Settings, customer_id: UUID, out: Path) -> int:
+def export_main(settings: Settings, customer_id: UUID, out: Path, *, force: bool = False) -> int:
+    check_target(out, replace=force)  # before connecting: a wrong --out is told at once
     with platform(settings) as p:
-        digest = export_customer(p, customer_id, out, purpose="portability", by=operator())
+        digest = export_customer(
+            p, customer_id, out, purpose="portability", by=operator(), replace=force
+        )
     print(f"exported to {out} (sha256 {digest})")
     return 0
 
 
-# Termination
+# Termination: the domain's `Termination` says which step is next; here is only its I/O.
+
+EXPORT_FILE = "export.zip"
+TERMINATION_REASON = "termination of the subscription (R10)"
+
+
+class Terminated(msgspec.Struct, frozen=True):
+    """What a run of `customers terminate` ended with."""
+
+    signed: SignedStatement
+    resumed: bool  # an earlier run had started it
+    already_done: bool  # an earlier run had finished it: only the files were written
+    notes: list[str]
+
+
+def fault_injector(settings: Settings) -> Callable[[str], None]:
+    """For tests only: kill this process (SIGKILL, no clean-up) once the named step is
+    recorded; honoured only in a data dir marked as a test one."""
+    step = settings.fault_after_step
+    if not step or not (settings.data_dir / TEST_DATA_DIR_MARKER).is_file():
+        return lambda done: None
+
+    def fault(done: str) -> None:
+        if done == step:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return fault
 
 
 def terminate_customer(
-    p: Platform, customer_id: UUID, out_dir: Path, *, export: bool, by: str
-) -> SignedStatement:
-    customer = p.accounts.customer(customer_id)
-    if customer.subscription.value == "terminated" and p.keys.live_key_count(customer_id) == 0:
-        raise AlreadyTerminated(f"customer {customer_id} has been terminated and erased already")
+    p: Platform,
+    customer_id: UUID,
+    out_dir: Path,
+    *,
+    export: bool,
+    by: str,
+    force: bool = False,
+    fault: Callable[[str], None] = lambda done: None,
+) -> Terminated:
+    """Takes the termination from wherever it stands to its signed statement, then writes
+    the statement (and names the export) in `out_dir`."""
+    p.accounts.customer(customer_id)  # NotFound for an unknown customer
+    before = p.privacy.termination(customer_id)
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    export_digest = None
-    if export:
-        export_digest = export_customer(
-            p, customer_id, out_dir / "export.zip", purpose="termination", by=by
-        )
-    if customer.subscription.value != "terminated":
-        p.accounts.terminate_customer(customer_id)
-    terminated_at = _terminated_at(p.accounts, customer_id)
-    unreadable = p.keys.sealed_event_count(customer_id)
-    with _progress() as progress:
-        progress.add_task("destroying keys…")
-        key_ids = p.privacy.erase_tenant(customer_id, "termination of the subscription (R10)")
-        erased_at = datetime.now(UTC)
-        progress.add_task("waiting for the views to forget…")
-        p.views.catch_up()
-        _vacuum_views(p)
-    destroyed = [k.key_id for k in p.keys.destroyed_keys(customer_id)]
-    checks = [ViewCheck(s.kind, s.plaintext_held(customer_id)) for s in all_sources(p.sources())]
-    statement = Statement(
-        customer_id=customer_id,
-        terminated_at=terminated_at,
-        erased_at=erased_at,
-        destroyed_key_ids=sorted(set(destroyed) | set(key_ids), key=str),
-        unreadable_events=unreadable,
-        views=checks,
-        views_hold_personal_data=any(c.plaintext_values for c in checks),
-        kept_under_legal_obligation=kept_records(),
-        export_sha256=export_digest,
-        signing_key=p.signer().key_id,
+    _refuse_foreign_files(out_dir, before, force)
+    progress = p.privacy.start_termination(customer_id, export=export, by=by)
+    notes: list[str] = []
+    last_write: int | None = None
+    while (step := progress.next_step) is not None:
+        if step is Step.EXPORT or (step is Step.KEYS and progress.export):
+            # The keys go only once DIR holds the export recorded (written again if lost).
+            _ensure_export(p, progress, out_dir / EXPORT_FILE, by=by, force=force, fault=fault)
+            if step is Step.EXPORT:
+                progress = _progress_of(p, customer_id)
+                continue
+        if step is Step.SUBSCRIPTION:
+            last_write = p.privacy.terminate_subscription(customer_id)
+        elif step is Step.KEYS:
+            with _progress() as bar:
+                bar.add_task("destroying keys…")
+                last_write = p.privacy.destroy_customer_keys(customer_id, TERMINATION_REASON)
+        elif step is Step.VIEWS:
+            with _progress() as bar:
+                bar.add_task("waiting for the views to forget…")
+                p.views.catch_up(last_write)
+                _vacuum_views(p)
+            checks = [
+                ViewCheck(s.kind, s.plaintext_held(customer_id)) for s in all_sources(p.sources())
+            ]
+            last_write = p.privacy.record_views_caught_up(customer_id, checks)
+        elif step is Step.STATEMENT:
+            signer = p.signer()
+            draft = p.privacy.draft_statement(customer_id, signer.key_id)
+            signed = sign(draft, signer)
+            last_write = p.privacy.record_statement(customer_id, draft, signed.signature)
+        fault(step.value)
+        progress = _progress_of(p, customer_id)
+    if progress.export:
+        notes += _place_recorded_export(progress, out_dir / EXPORT_FILE, force=force)
+    if progress.statement is None or progress.signature is None:
+        raise Conflict(f"the termination of customer {customer_id} holds no statement")
+    signed = SignedStatement(progress.statement, progress.signature)
+    write(signed, out_dir, replace=force)
+    return Terminated(
+        signed,
+        resumed=before is not None and before.next_step is not None,
+        already_done=before is not None and before.next_step is None,
+        notes=notes,
     )
-    signed = sign(statement, p.signer())
-    write(signed, out_dir)
-    p.privacy.record_statement(customer_id, _digest(statement), unreadable)
-    return signed
 
 
-def kept_records() -> list[KeptRecord]:
-    """Records the law obliges us to keep after termination. Invoices (7 years, Dutch tax
-    law) will be sealed under a separate fiscal key once invoicing exists; none yet."""
-    return []
+def _progress_of(p: Platform, customer_id: UUID) -> TerminationProgress:
+    progress = p.privacy.termination(customer_id)
+    if progress is None:
+        raise Conflict(f"the termination of customer {customer_id} has vanished")
+    return progress
 
 
-def _terminated_at(accounts: Accounts, customer_id: UUID) -> datetime:
-    for event in accounts.events.get(customer_id, desc=True, limit=10):
-        if type(event).__name__ == "Terminated":
-            return event.timestamp  # type: ignore[no-any-return]
-    raise Conflict(f"customer {customer_id} has no termination recorded")
+def _matches(path: Path, sha256: str | None) -> bool:
+    return (
+        sha256 is not None
+        and not path.is_symlink()
+        and path.is_file()
+        and sha256_of(path) == sha256
+    )
 
 
-def _digest(statement: Statement) -> str:
-    return hashlib.sha256(canonical(statement)).hexdigest()
+def _refuse_foreign_files(out_dir: Path, progress: TerminationProgress | None, force: bool) -> None:
+    """Before any step: a file in DIR that is not this termination's needs --force."""
+    if force:
+        return
+    ours: dict[str, bytes | None] = {"statement.json": None, "statement.html": None}
+    if progress is not None and progress.statement is not None and progress.signature is not None:
+        ours = statement_files(SignedStatement(progress.statement, progress.signature))
+    foreign = [
+        name
+        for name, content in ours.items()
+        if os.path.lexists(out_dir / name)
+        and (
+            content is None
+            or (out_dir / name).is_symlink()
+            or (out_dir / name).read_bytes() != content
+        )
+    ]
+    export = out_dir / EXPORT_FILE
+    recorded = None if progress is None else progress.export_sha256
+    if os.path.lexists(export) and not _matches(export, recorded):
+        foreign.insert(0, EXPORT_FILE)
+    if foreign:
+        raise TargetExists(
+            f"{out_dir} already holds {', '.join(foreign)}, not written by this termination;"
+            " move them away or give --force to replace them"
+        )
+
+
+def _ensure_export(
+    p: Platform,
+    progress: TerminationProgress,
+    path: Path,
+    *,
+    by: str,
+    force: bool,
+    fault: Callable[[str], None],
+) -> None:
+    """Before the keys go: the export recorded is the one in DIR, or it is written again."""
+    customer_id = progress.customer_id
+    if _matches(path, progress.export_sha256):
+        return
+    partial = partial_path(path)
+    if _matches(partial, progress.export_sha256):
+        move_into_place(partial, path, replace=force)  # recorded, then interrupted
+        return
+    p.privacy.may_write_export(customer_id)
+    content = collect_export(p, customer_id, purpose="termination")
+
+    def record(complete: Path) -> None:
+        p.privacy.record_termination_export(customer_id, sha256_of(complete), content.counts, by)
+        fault(Step.EXPORT.value)
+
+    write_export(path, content.manifest, content.sections, replace=force, before_move=record)
+
+
+def _place_recorded_export(progress: TerminationProgress, path: Path, *, force: bool) -> list[str]:
+    """Once the keys are gone the export can only be the recorded one, or be missing."""
+    if _matches(path, progress.export_sha256):
+        return []
+    partial = partial_path(path)
+    if _matches(partial, progress.export_sha256):
+        move_into_place(partial, path, replace=force)
+        return []
+    what = "is not the one recorded" if os.path.lexists(path) else "is missing"
+    recorded = f" (sha256 {progress.export_sha256})" if progress.export_sha256 else ""
+    return [
+        f"{path} {what}{recorded}, and it cannot be made again: the customer's keys were"
+        " destroyed, so its personal data can no longer be read"
+    ]
 
 
 def _vacuum_views(p: Platform) -> None:
@@ -205,14 +351,34 @@ def _vacuum_views(p: Platform) -> None:
                 conn.execute(sql.SQL("VACUUM {}").format(table))
 
 
-def terminate_main(settings: Settings, customer_id: UUID, out_dir: Path, *, export: bool) -> int:
+def terminate_main(
+    settings: Settings, customer_id: UUID, out_dir: Path, *, export: bool, force: bool = False
+) -> int:
     with platform(settings) as p:
-        signed = terminate_customer(p, customer_id, out_dir, export=export, by=operator())
-    d = signed.document
-    print(
-        f"customer {customer_id} terminated and erased: {len(d.destroyed_key_ids)} keys destroyed,"
-        f" {d.unreadable_events} events now unreadable; statement in {out_dir / 'statement.json'}"
-    )
+        done = terminate_customer(
+            p,
+            customer_id,
+            out_dir,
+            export=export,
+            by=operator(),
+            force=force,
+            fault=fault_injector(settings),
+        )
+    d = done.signed.document
+    statement = out_dir / "statement.json"
+    if done.already_done:
+        print(
+            f"customer {customer_id} was terminated and erased already; its statement was"
+            f" written to {statement} again"
+        )
+    else:
+        print(
+            f"customer {customer_id} terminated and erased{' (resumed)' if done.resumed else ''}:"
+            f" {len(d.destroyed_key_ids)} keys destroyed, {d.unreadable_events} events now"
+            f" unreadable; statement in {statement}"
+        )
+    for note in done.notes:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
@@ -276,11 +442,11 @@ def erase_main(
             tenant, subject = customer_id, f"contact/{customer_id}"
         else:
             raise InvalidInput("say whose data to erase: --login LOGIN, or --customer ID --contact")
-        key_ids = p.privacy.erase_subject(
+        done = p.privacy.erase_subject(
             tenant, subject, "request of the data subject (GDPR art. 17)"
         )
-        p.views.catch_up()
-    print(f"erased {subject}: {len(key_ids)} key(s) destroyed")
+        p.views.catch_up(done.notification_id)
+    print(f"erased {subject}: {len(done.key_ids)} key(s) destroyed")
     return 0
 
 
@@ -296,7 +462,9 @@ def disclose_main(
     authority: str,
     legal_basis: str,
     out: Path,
+    force: bool = False,
 ) -> int:
+    check_target(out, replace=force)  # refused before anything is recorded
     with platform(settings) as p:
         p.accounts.customer(customer_id)
         begin = datetime.combine(start, time.min, UTC)
@@ -323,6 +491,6 @@ def disclose_main(
             records=len(records),
             by=operator(),
         )
-        write_export(out, manifest, {"traffic": records})
+        write_export(out, manifest, {"traffic": records}, replace=force)
     print(f"disclosed {len(records)} traffic records to {authority}; written to {out}")
     return 0

@@ -9,12 +9,13 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from picasse.adapters.postgres.keystore import PostgresKeyStore
+from picasse.domain.errors import InvalidInput
 from picasse.domain.messages import traffic_month
 from picasse.domain.privacy import Privacy
 from picasse.domain.retention import RetentionPeriod, expired, months_before, traffic_retention
 from picasse.runners import servers
 from picasse.runners.settings import Settings
-from picasse.runners.wiring import ensure_master_key, open_privacy
+from picasse.runners.wiring import clock_from, ensure_master_key, open_privacy, reach_database
 
 
 def due(keys: PostgresKeyStore, period: RetentionPeriod, now: datetime) -> list[tuple[UUID, str]]:
@@ -52,7 +53,15 @@ def main(
     as_of: datetime | None = None,
     every: float | None = None,
 ) -> int:
+    if as_of is not None and not dry_run and as_of > clock_from(settings).now():
+        # Applying the policy as of a future time would erase live traffic and content.
+        raise InvalidInput(
+            f"--as-of {as_of.isoformat()} lies in the future: give --dry-run to see what would"
+            " be erased then",
+            field="as_of",
+        )
     database_url = servers.postgres_url(settings)
+    reach_database(database_url)
     ensure_master_key(settings)
     period = traffic_retention(settings.traffic_retention_months)
     privacy = open_privacy(settings, database_url)

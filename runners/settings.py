@@ -55,6 +55,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # A test clock: the system time plus the offset in this file. Only for data dirs
     # marked as test ones (adapters/clock.py TEST_DATA_DIR_MARKER); refused otherwise.
     test_clock_file: Path | None = None
+    # Fault injection for tests: a termination kills itself (SIGKILL) after this step.
+    # Honoured only in a data dir marked as a test one, like the test clock.
+    fault_after_step: str | None = None
 
     def __repr__(self) -> str:  # tokens and passwords in URLs stay out of logs
         return f"Settings(data_dir={str(self.data_dir)!r})"
@@ -100,6 +103,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             drain_seconds=_number(env, "PICASSE_DRAIN_SECONDS", 30.0, float),
             view_retry_max=_number(env, "PICASSE_VIEW_RETRY_MAX", 60.0, float),
             test_clock_file=_path(env.get("PICASSE_TEST_CLOCK_FILE")),
+            fault_after_step=env.get("PICASSE_FAULT_AFTER_STEP") or None,
         )
 
     @property

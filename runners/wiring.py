@@ -39,6 +39,32 @@ def clock_from(settings: Settings) -> Clock:
     return FileClock(settings.test_clock_file)
 
 
+DATABASE_PROBE_SECONDS = 5
+
+
+def reach_database(database_url: str) -> None:
+    """Raises SettingsError, naming the server but never the password, unless the database
+    answers within a few seconds: a command fails fast and plainly, not after pool time-outs."""
+    import psycopg
+
+    try:
+        params = conninfo_to_dict(database_url)
+    except Exception as error:
+        raise SettingsError(f"PICASSE_DATABASE_URL is not a PostgreSQL URL: {error}") from None
+    where = (
+        f"{params.get('host') or '127.0.0.1'}:{params.get('port') or '5432'}"
+        f"/{params.get('dbname') or 'postgres'}"
+    )
+    try:
+        psycopg.connect(database_url, connect_timeout=DATABASE_PROBE_SECONDS).close()
+    except psycopg.Error as error:
+        first = (str(error).strip().splitlines() or [""])[0]
+        reason = first.rpartition("failed: ")[2].strip()  # psycopg never quotes the password
+        raise SettingsError(
+            f"cannot reach the database at {where}" + (f": {reason}" if reason else "")
+        ) from None
+
+
 def eventsourcing_env(
     database_url: str, master_key_file: Path, *, schema: str = ""
 ) -> dict[str, str]:

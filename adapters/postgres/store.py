@@ -196,6 +196,12 @@ class KeyStoreShredder:
     def destroy_tenant_keys(self, tenant_id: UUID) -> list[UUID]:
         return [k.key_id for k in self.keys.destroy_tenant_keys(tenant_id)]
 
+    def destroyed_key_ids(self, tenant_id: UUID) -> list[UUID]:
+        return [k.key_id for k in self.keys.destroyed_keys(tenant_id)]
+
+    def sealed_event_count(self, tenant_id: UUID) -> int:
+        return self.keys.sealed_event_count(tenant_id)
+
 
 def shredder_of(application: Any) -> KeyStoreShredder:
     return KeyStoreShredder(application.factory.keys)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 import zipfile
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
-from tests.e2e.conftest import Run
+from picasse.adapters.clock import TEST_DATA_DIR_MARKER
+from tests.e2e.conftest import Run, cli_runner
 
 CUSTOMER = [
     "customers", "register", "--org", "Leaving BV", "--contact-name", "Lea Leaving",
@@ -60,12 +65,18 @@ def test_a_changed_statement_fails_verification_with_one_line(
     assert "does not verify" in line
 
 
-def test_terminating_twice_is_refused(picasse: Run, customer: str, tmp_path: Path) -> None:
-    picasse(
-        "customers", "terminate", customer, "--out", str(tmp_path / "a"), "--no-export", check=True
-    )
-    again = picasse("customers", "terminate", customer, "--out", str(tmp_path / "b"), "--no-export")
-    assert again.returncode == 1 and "already" in again.stderr
+def test_terminating_again_writes_the_stored_statement_and_changes_nothing(
+    picasse: Run, customer: str, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    picasse("customers", "terminate", customer, "--out", str(tmp_path / "a"), check=True)
+    head = _head(cli_env)
+    again = picasse("customers", "terminate", customer, "--out", str(tmp_path / "b"), check=True)
+    assert "already" in again.stdout
+    for name in ("statement.json", "statement.html"):
+        assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
+    assert _head(cli_env) == head
+    assert "cannot be made again" in again.stderr  # b/ has no export.zip, and none can be made
+    picasse("gdpr", "verify-statement", str(tmp_path / "b" / "statement.json"), check=True)
 
 
 def test_export_and_disclosure_write_only_the_file_asked_for(
@@ -109,3 +120,174 @@ def test_a_user_can_be_erased_individually(picasse: Run, customer: str) -> None:
     picasse("gdpr", "erase", "--login", "lea", check=True)
     shown = picasse("users", "show", "lea", "--json")
     assert json.loads(shown.stdout)["login"] == {"type": "erased"}
+
+
+def _head(env: dict[str, str]) -> int:
+    """The log's last notification id in this test's schema."""
+    return int(_one(env, "SELECT coalesce(max(notification_id), 0) FROM {}.picasse_events"))
+
+
+def _statements(env: dict[str, str]) -> int:
+    """Statements of erasure signed, as the log records them (this test's schema only)."""
+    return int(
+        _one(
+            env,
+            "SELECT count(*) FROM {}.picasse_events WHERE topic LIKE '%Termination.StatementSigned'",
+        )
+    )
+
+
+def _one(env: dict[str, str], query: str) -> object:
+    schema = sql.Identifier(env["PICASSE_DATABASE_SCHEMA"])
+    with psycopg.connect(env["PICASSE_DATABASE_URL"]) as conn:
+        row = conn.execute(sql.SQL(query).format(schema)).fetchone()  # type: ignore[arg-type]
+    assert row is not None
+    return row[0]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("step", ["export", "subscription", "keys", "views", "statement"])
+def test_a_termination_killed_after_any_step_ends_with_one_statement_that_verifies(
+    picasse: Run, customer: str, tmp_path: Path, cli_env: dict[str, str], step: str
+) -> None:
+    data_dir = Path(cli_env["PICASSE_DATA_DIR"])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / TEST_DATA_DIR_MARKER).touch()
+    out = tmp_path / "leaving"
+    killed = cli_runner(cli_env | {"PICASSE_FAULT_AFTER_STEP": step})
+    first = killed("customers", "terminate", customer, "--out", str(out))
+    assert first.returncode == -9, first.stderr
+    rerun = picasse("customers", "terminate", customer, "--out", str(out), check=True)
+    assert "terminated and erased" in rerun.stdout
+    assert _statements(cli_env) == 1
+    picasse("gdpr", "verify-statement", str(out / "statement.json"), check=True)
+    document = json.loads((out / "statement.json").read_text())["document"]
+    assert document["export_sha256"] == _sha256(out / "export.zip")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "export.zip",
+        "statement.html",
+        "statement.json",
+    ]
+
+
+def test_the_kill_switch_is_ignored_outside_a_test_data_dir(
+    customer: str, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    run = cli_runner(cli_env | {"PICASSE_FAULT_AFTER_STEP": "keys"})
+    run("customers", "terminate", customer, "--out", str(tmp_path), "--no-export", check=True)
+
+
+def test_an_export_lost_after_the_keys_went_is_named_as_impossible_to_make_again(
+    picasse: Run, customer: str, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    data_dir = Path(cli_env["PICASSE_DATA_DIR"])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / TEST_DATA_DIR_MARKER).touch()
+    killed = cli_runner(cli_env | {"PICASSE_FAULT_AFTER_STEP": "keys"})
+    assert killed("customers", "terminate", customer, "--out", str(tmp_path)).returncode == -9
+    (tmp_path / "export.zip").unlink()
+    rerun = picasse("customers", "terminate", customer, "--out", str(tmp_path), check=True)
+    (line,) = rerun.stderr.strip().splitlines()
+    assert "export.zip is missing" in line and "cannot be made again" in line
+    picasse("gdpr", "verify-statement", str(tmp_path / "statement.json"), check=True)
+
+
+def test_a_foreign_file_in_the_termination_dir_is_refused_unless_forced(
+    picasse: Run, customer: str, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    (tmp_path / "export.zip").write_bytes(b"someone else's")
+    head = _head(cli_env)
+    refused = picasse("customers", "terminate", customer, "--out", str(tmp_path))
+    assert refused.returncode == 1
+    (line,) = refused.stderr.strip().splitlines()
+    assert "export.zip" in line and "--force" in line
+    assert _head(cli_env) == head  # nothing was recorded: the customer is as it was
+    picasse("customers", "terminate", customer, "--out", str(tmp_path), "--force", check=True)
+    picasse("gdpr", "verify-statement", str(tmp_path / "statement.json"), check=True)
+    with zipfile.ZipFile(tmp_path / "export.zip") as archive:
+        assert "manifest.json" in archive.namelist()
+
+
+def test_a_leftover_partial_file_is_replaced(picasse: Run, customer: str, tmp_path: Path) -> None:
+    (tmp_path / ".export.zip.partial").write_bytes(b"half an archive")
+    picasse("customers", "terminate", customer, "--out", str(tmp_path), check=True)
+    assert not (tmp_path / ".export.zip.partial").exists()
+    with zipfile.ZipFile(tmp_path / "export.zip") as archive:
+        assert "manifest.json" in archive.namelist()
+
+
+def test_an_export_never_follows_a_symlink_planted_at_its_partial_file(
+    picasse: Run, customer: str, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / ".mine.zip.partial").symlink_to(victim)
+    picasse(
+        "gdpr", "export", "--customer", customer, "--out", str(tmp_path / "mine.zip"), check=True
+    )
+    assert victim.read_text() == "keep me"
+    assert not (tmp_path / "mine.zip").is_symlink()
+    with zipfile.ZipFile(tmp_path / "mine.zip") as archive:
+        assert "manifest.json" in archive.namelist()
+
+
+def test_an_export_never_replaces_a_file_unless_forced(
+    picasse: Run, customer: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "mine.zip"
+    target.write_text("precious")
+    refused = picasse("gdpr", "export", "--customer", customer, "--out", str(target))
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert "exists" in refused.stderr and target.read_text() == "precious"
+    link = tmp_path / "link.zip"
+    link.symlink_to(tmp_path / "elsewhere.zip")
+    assert picasse("gdpr", "export", "--customer", customer, "--out", str(link)).returncode == 1
+    assert not (tmp_path / "elsewhere.zip").exists()
+    picasse("gdpr", "export", "--customer", customer, "--out", str(target), "--force", check=True)
+    assert zipfile.is_zipfile(target)
+
+
+def test_an_export_into_a_missing_directory_fails_with_one_line(
+    picasse: Run, customer: str, tmp_path: Path
+) -> None:
+    result = picasse(
+        "gdpr", "export", "--customer", customer, "--out", str(tmp_path / "nowhere" / "x.zip")
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "does not exist" in line and "Traceback" not in result.stderr
+
+
+def test_with_the_database_unreachable_the_cli_says_so_in_one_line_and_exits_3(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    run = cli_runner(
+        cli_env | {"PICASSE_DATABASE_URL": "postgresql://someone:s3cret-pw@127.0.0.1:9/nodb"}
+    )
+    started = time.monotonic()
+    result = run("customers", "show", "00000000-0000-0000-0000-000000000001")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 3
+    (line,) = result.stderr.strip().splitlines()
+    assert "cannot reach the database at 127.0.0.1:9/nodb" in line
+    assert "s3cret-pw" not in result.stderr + result.stdout
+    assert elapsed < 10
+
+
+def test_retention_as_of_a_future_time_is_refused_without_dry_run(
+    picasse: Run, customer: str
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    later = (datetime.now(UTC) + timedelta(days=220)).isoformat()
+    result = picasse("retention", "run", "--as-of", later)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "future" in line and "--dry-run" in line
+    shown = json.loads(
+        picasse("messages", "show", _message_of(picasse, customer), "--json", check=True).stdout
+    )
+    assert shown["deliveries"][0]["to"] == "+31612345670"

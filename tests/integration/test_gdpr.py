@@ -159,7 +159,7 @@ def test_after_termination_no_dump_byte_or_stream_file_holds_the_customers_perso
             30, "both deliveries",
         )  # fmt: skip
         store = jetstream_store_dir(nats_url, embedded_settings)
-        signed = terminate_customer(gdpr, gone, tmp_path / "out", export=True, by="test")
+        signed = terminate_customer(gdpr, gone, tmp_path / "out", export=True, by="test").signed
         stream_files = b"".join(p.read_bytes() for p in store.rglob("*") if p.is_file())
 
     dump = _pg_dump(database_url)
@@ -199,15 +199,18 @@ def test_a_statement_with_one_byte_changed_does_not_verify(
         verify_statement(gdpr, tmp_path / "changed.json")
 
 
-def test_a_customer_cannot_be_terminated_twice(
+def test_terminating_again_hands_out_the_stored_statement_and_records_nothing(
     gdpr: Platform, accounts: Accounts, tmp_path: Path
 ) -> None:
-    from picasse.domain.errors import AlreadyTerminated
-
     customer = _customer(accounts, Person(uuid.uuid4().hex[:8]))
-    terminate_customer(gdpr, customer, tmp_path / "first", export=False, by="test")
-    with pytest.raises(AlreadyTerminated):
-        terminate_customer(gdpr, customer, tmp_path / "second", export=False, by="test")
+    first = terminate_customer(gdpr, customer, tmp_path / "first", export=False, by="test")
+    head = accounts.recorder.max_notification_id()
+    again = terminate_customer(gdpr, customer, tmp_path / "second", export=False, by="test")
+    assert again.already_done and again.signed == first.signed
+    assert accounts.recorder.max_notification_id() == head
+    assert (tmp_path / "second" / "statement.json").read_bytes() == (
+        tmp_path / "first" / "statement.json"
+    ).read_bytes()
 
 
 def test_retention_with_the_clock_seven_months_on_erases_old_traffic_and_keeps_recent(
@@ -339,3 +342,17 @@ def test_the_privacy_ledger_lists_exports_erasures_retention_runs_and_disclosure
     text = " ".join(e.summary for e in entries)
     assert _found(person.needles(), text.encode()) == []
     assert "Politie Eenheid Oost" in text
+
+
+def test_a_delivery_still_queued_when_its_customer_is_terminated_ends_undelivered(
+    accounts: Accounts, messages: Messages
+) -> None:
+    from picasse.domain.messaging import NothingToSend
+
+    person = Person(uuid.uuid4().hex[:8])
+    customer = _customer(accounts, person)
+    message_id = _send(messages, customer, person)
+    accounts.terminate_customer(customer)
+    assert messages.start_attempts([delivery_id(message_id, 0)]) == [NothingToSend.TERMINATED]
+    (delivery,) = messages.message(message_id, SUPPORT).deliveries
+    assert delivery.status.value == "undelivered" and delivery.reason == "customer terminated"

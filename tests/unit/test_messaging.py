@@ -277,7 +277,7 @@ def test_starting_attempts_records_nothing_and_opens_each_message_once(
         ("ann@example.com", "Hello", 1), ("bo@example.com", "Hello", 1), ("cy@example.com", "Hello", 1),
     ]  # fmt: skip
     assert messages.recorder.max_notification_id() == before
-    assert len(loaded) == 4  # three deliveries, their message once
+    assert len(loaded) == 5  # three deliveries, their message and their customer once
     assert "ann@" not in repr(started[0]) and "Hello" not in repr(started[0])
 
 
