@@ -90,7 +90,13 @@ NOT_FROM_A_PERSON = {
     ("record_retention_run", "cutoff_month"): "a month computed by our code",
     ("record_retention_run", "erased"): "months computed by our code",
     ("record_retention_run", "reason"): "our code's words",
-    ("record_statement", "sha256"): "a digest computed by our code",
+    ("start_termination", "by"): "the operator's system account, set by the CLI",
+    ("record_termination_export", "sha256"): "a digest computed by our code",
+    ("record_termination_export", "counts"): "counts per kind of personal data",
+    ("record_termination_export", "by"): "the operator's system account, set by the CLI",
+    ("destroy_customer_keys", "reason"): "our code's words",
+    ("draft_statement", "signing_key"): "the platform's key id",
+    ("record_statement", "signature"): "a signature computed by our code",
 }
 
 
