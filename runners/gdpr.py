@@ -32,6 +32,7 @@ from picasse.adapters.statements import (
     write,
 )
 from picasse.domain.accounts import Accounts
+from picasse.domain.clock import Clock
 from picasse.domain.errors import AlreadyTerminated, Conflict, InvalidInput
 from picasse.domain.privacy import Privacy
 from picasse.domain.users import PLATFORM_TENANT
@@ -39,7 +40,7 @@ from picasse.projections.personal_data import REGISTRY, Sources, TrafficRecords,
 from picasse.runners import servers
 from picasse.runners.project import LiveViews, live_views
 from picasse.runners.settings import Settings
-from picasse.runners.wiring import ensure_master_key, open_accounts, open_privacy
+from picasse.runners.wiring import clock_from, ensure_master_key, open_accounts, open_privacy
 
 err = Console(stderr=True, highlight=False)
 
@@ -62,6 +63,7 @@ class Platform:
     accounts: Accounts
     privacy: Privacy
     views: LiveViews
+    clock: Clock
 
     @property
     def keys(self) -> PostgresKeyStore:
@@ -72,7 +74,7 @@ class Platform:
             accounts=self.views.view("accounts"),
             traffic=self.views.view("traffic"),
             customer_events=lambda customer_id: self.accounts.events.get(customer_id),
-            now=lambda: datetime.now(UTC),
+            now=self.clock.now,
         )
 
     def signer(self) -> PlatformSigner:
@@ -87,7 +89,7 @@ def platform(settings: Settings) -> Iterator[Platform]:
     privacy = open_privacy(settings, database_url)
     try:
         with live_views(settings, database_url) as views:
-            yield Platform(settings, accounts, privacy, views)
+            yield Platform(settings, accounts, privacy, views, clock_from(settings))
     finally:
         privacy.close()
         accounts.close()
@@ -114,7 +116,7 @@ def export_customer(p: Platform, customer_id: UUID, out: Path, *, purpose: str, 
     counts = {kind: len(records) for kind, records in sections.items()}
     manifest = {
         "customer_id": str(customer_id),
-        "generated_at": datetime.now(UTC).isoformat(),
+        "generated_at": p.clock.now().isoformat(),
         "purpose": purpose,
         "counts": counts,
         "kinds": {kind: cls.description for kind, cls in REGISTRY.items()},
@@ -154,7 +156,7 @@ def terminate_customer(
     with _progress() as progress:
         progress.add_task("destroying keys…")
         key_ids = p.privacy.erase_tenant(customer_id, "termination of the subscription (R10)")
-        erased_at = datetime.now(UTC)
+        erased_at = p.clock.now()
         progress.add_task("waiting for the views to forget…")
         p.views.catch_up()
         _vacuum_views(p)
@@ -307,7 +309,7 @@ def disclose_main(
             "authority": authority,
             "legal_basis": legal_basis,
             "period": {"from": start.isoformat(), "to": end.isoformat()},
-            "generated_at": datetime.now(UTC).isoformat(),
+            "generated_at": p.clock.now().isoformat(),
             "records": len(records),
             "note": "traffic data still held; older data was erased after six months (R5)",
         }

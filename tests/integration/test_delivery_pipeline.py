@@ -7,7 +7,6 @@ import collections
 import re
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -344,7 +343,7 @@ def test_a_backlog_is_recorded_in_batches_each_attempt_in_one_write_with_its_out
     provider = InstantProvider()
     settings = WorkerSettings(concurrency=16)
     with relay_and_worker(
-        messages, _instant(provider), nats_url, Topology(schema), settings=settings, now=_now
+        messages, _instant(provider), nats_url, Topology(schema), settings=settings, clock=messages.clock
     ) as worker:
         wait_until(lambda: _count(raw, DELIVERED) == 60, 30, "60 Delivered events")
     assert sorted(provider.references) == sorted(str(delivery_id(m, 0)) for m in message_ids)
@@ -367,7 +366,7 @@ def test_a_repeated_job_for_a_delivered_message_sends_nothing_and_is_acknowledge
     provider = InstantProvider()
     topology = Topology(schema)
     with relay_and_worker(
-        messages, _instant(provider), nats_url, topology, settings=WorkerSettings(), now=_now
+        messages, _instant(provider), nats_url, topology, settings=WorkerSettings(), clock=messages.clock
     ) as worker:
         wait_until(lambda: _count(raw, DELIVERED) == 1, 30, "the delivery")
         handled = worker.handled
@@ -405,7 +404,7 @@ def test_the_relay_position_follows_the_log_past_events_that_call_for_no_job(
     provider = InstantProvider()
     with relay_and_worker(
         messages, _instant(provider), nats_url, Topology(schema), settings=WorkerSettings(),
-        now=_now,
+        clock=messages.clock,
     ):  # fmt: skip
         wait_until(lambda: _count(raw, DELIVERED) == 5, 30, "the deliveries")
         # The last events are the worker's, which the relay does not read; once the log is
@@ -424,7 +423,3 @@ def _head(raw: psycopg.Connection) -> int:
     row = raw.execute("SELECT max(notification_id) FROM picasse_events").fetchone()
     assert row is not None
     return int(row[0])
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
