@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import msgspec
 from eventsourcing.persistence import ProgrammingError, TrackingRecorder
@@ -18,6 +18,7 @@ from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.relay import ESCALATED, QUEUED, REQUESTED
 from picasse.adapters.postgres.views import events_after
 from picasse.domain.application import LOG_NAME
+from picasse.domain.clock import Clock
 
 # The events the relay turns into jobs: its lag counts only those.
 RELAY_TOPICS = (QUEUED, REQUESTED, ESCALATED)
@@ -109,8 +110,10 @@ class HealthProbe:
         views: Sequence[WatchedView],
         relay: TrackingRecorder,
         jobs: JobQueueProbe | None,
+        clock: Clock,
         application_name: str = LOG_NAME,
     ) -> None:
+        self.clock = clock
         self.log = log
         self.views = list(views)
         self.relay = relay
@@ -125,7 +128,7 @@ class HealthProbe:
         else:
             (head, views, relay), workers = await asyncio.gather(positions, self.jobs.state())
         return PlatformHealth(
-            checked_at=datetime.now(UTC), log_head=head, views=views, relay=relay, workers=workers
+            checked_at=self.clock.now(), log_head=head, views=views, relay=relay, workers=workers
         )
 
     def _positions(self) -> tuple[int, list[ViewLag], RelayState]:

@@ -271,6 +271,7 @@ class Worker:
                 to=opened.to,
                 body=body,
                 subject=opened.subject,
+                handed_over_at=self.clock.now(),
             )
             try:
                 sent = await provider.send(delivery)

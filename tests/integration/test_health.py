@@ -83,6 +83,7 @@ def _probe(messages: Messages, views: dict[str, Any]) -> HealthProbe:
         views=[WatchedView(name, view, VIEWS[name][0].topics) for name, view in views.items()],
         relay=_relay_tracking(messages),
         jobs=None,
+        clock=messages.clock,
     )
 
 
