@@ -87,9 +87,11 @@ def test_export_and_disclosure_write_only_the_file_asked_for(
 
 
 def test_retention_dry_run_says_what_it_would_erase(picasse: Run, customer: str) -> None:
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
-    later = (datetime.now(UTC) + timedelta(days=220)).isoformat()
+    from picasse.adapters.clock import SystemClock
+
+    later = (SystemClock().now() + timedelta(days=220)).isoformat()
     result = picasse("retention", "run", "--dry-run", "--as-of", later, check=True)
     assert "would erase" in result.stdout and customer in result.stdout
     shown = json.loads(
