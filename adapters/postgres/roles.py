@@ -106,7 +106,7 @@ def role_is_played(conninfo: dict[str, Any], schema: str, role: str) -> bool:
     with psycopg.connect(**params, autocommit=True) as conn:
         row = conn.execute(
             sql.SQL(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"  # noqa: S608 (_KEY is a constant)
                 " AND ((classid::bigint << 32) | objid::bigint) = " + _KEY + ")"
             ),
             (role_key(schema, role),),

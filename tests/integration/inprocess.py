@@ -28,7 +28,7 @@ def relay_and_worker(
     topology: Topology,
     *,
     settings: WorkerSettings,
-    clock: Clock,
+    clock: Clock | None = None,  # None: the Messages application's clock
     ack_links: AckLinks | None = None,
 ) -> Iterator[Worker]:
     datastore = messages.factory.datastore  # type: ignore[attr-defined]

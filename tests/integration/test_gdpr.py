@@ -152,7 +152,6 @@ def test_after_termination_no_dump_byte_or_stream_file_holds_the_customers_perso
         nats_url,
         Topology(schema),
         settings=WorkerSettings(),
-        clock=messages.clock,
     ):
         sent = {c: _send(messages, c, p) for c, p in ((gone, leaving), (kept, staying))}
         wait_until(
