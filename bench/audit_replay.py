@@ -26,7 +26,6 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -46,6 +45,7 @@ from rich.progress import (
 from rich.table import Table
 
 from bench import event_store
+from picasse.adapters.clock import SystemClock
 from picasse.adapters.master_key import create_master_key
 from picasse.adapters.postgres.audit import (
     ReplayReport,
@@ -160,7 +160,7 @@ def write_history(app: Any, n: int, events: int, config: Config, progress: Progr
     app.save(customer, user)
     written = EVENTS_OF_CUSTOMER + EVENTS_PER_USER
     per_message = 1 + 3 * config.recipients
-    month = traffic_month(datetime.now(UTC))
+    month = traffic_month(SystemClock().now())
     task = progress.add_task(f"writing a history of {events:,} events", total=events)
     pending: list[Aggregate] = []
     pending_events = serial = 0

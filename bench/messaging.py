@@ -40,6 +40,7 @@ from psycopg import sql
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
+from picasse.adapters.clock import SystemClock
 from picasse.adapters.master_key import create_master_key
 from picasse.adapters.nats.jobs import Deliver, Topology, encoder, ensure_stream
 from picasse.adapters.nats.jobs import decoder as job_decoder
@@ -58,6 +59,11 @@ WORKER_EVENTS = ("Attempted", "Delivered")
 POLL_SECONDS = 0.25
 CHILD_START_SECONDS = 60.0
 BODY = "Gate 4 at the north entrance is open again; trucks may use it from now on. Ref {:06d}"
+
+
+def _wall() -> float:
+    """Seconds since the epoch: stages are compared with the events' own timestamps."""
+    return SystemClock().now().timestamp()
 
 
 class BenchError(Exception):
@@ -318,16 +324,16 @@ def sender(
         start = start_at.value
         for number in range(plan.offset, plan.count, plan.step):
             if plan.rate is not None:
-                pause = start + number / plan.rate - time.time()
+                pause = start + number / plan.rate - _wall()
                 if pause > 0:
                     time.sleep(pause)
             n = plan.first_number + number
-            requested = time.time()
+            requested = _wall()
             message_id = messages.send(
                 customers[number % len(customers)],
                 SendRequest(channel="sms", to=[phone(n)], body=BODY.format(n)),
             )
-            sent.append((number, message_id.bytes, requested, time.time()))
+            sent.append((number, message_id.bytes, requested, _wall()))
         results.put(("sent", sent))
     except Exception as error:
         results.put(("error", f"sender {plan.offset} failed: {error!r}"))
@@ -408,7 +414,7 @@ class Observer:
                 for _ in conn.notifies(timeout=0.0):
                     pass
                 rows = conn.execute(new_rows, (last, TOPIC.format("Delivered"))).fetchall()
-                seen = time.time()
+                seen = _wall()
                 for notification_id, originator_id in rows:
                     self.committed.setdefault(originator_id, seen)
                     last = notification_id
@@ -422,7 +428,7 @@ class Observer:
                 with suppress(msgspec.DecodeError):
                     job = job_decoder.decode(msg.data)
                     if isinstance(job, Deliver):
-                        self.published.setdefault(job.delivery_id, time.time())
+                        self.published.setdefault(job.delivery_id, _wall())
 
             await client.subscribe(self.topology.subjects, cb=seen)
             await client.flush()
@@ -524,7 +530,7 @@ class Pipeline:
                 ready.wait(timeout=CHILD_START_SECONDS)
             except Exception:
                 raise BenchError(f"{label}: the senders did not start: {drain(results)}") from None
-            start_at.value = time.time() + 0.01  # every sender's schedule starts here
+            start_at.value = _wall() + 0.01  # every sender's schedule starts here
             go.set()
             sent = self._await(label, count, results, task)
         finally:

@@ -15,6 +15,7 @@ from eventsourcing.persistence import IntegrityError
 
 from picasse.domain.access import Viewer
 from picasse.domain.application import PicasseApplication, Pseudonyms
+from picasse.domain.clock import Clock
 from picasse.domain.customers import Customer, Subscription
 from picasse.domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from picasse.domain.messages import (
@@ -257,7 +258,7 @@ class Messages(PicasseApplication):
         self,
         env: dict[str, str] | None = None,
         *,
-        clock: Callable[[], datetime],
+        clock: Clock,
         pseudonyms: Pseudonyms,
     ) -> None:
         super().__init__(env)
@@ -340,7 +341,7 @@ class Messages(PicasseApplication):
         """
         _refuse_bad_text(request)
         self._sending_customer(customer_id)
-        now = self.clock()
+        now = self.clock.now()
         channel = self._choice(Channel, request.channel, "channel")
         priority = self._choice(Priority, request.priority, "priority")
         claim_id = self._claim_id(customer_id, request.idempotency_key)
@@ -664,7 +665,7 @@ class Messages(PicasseApplication):
         already = {d.to for d in deliveries}
         addresses = [a for a in self._group_addresses(group, message.channel) if a not in already]
         first = message.escalate(group_ident, len(addresses))
-        month = traffic_month(self.clock())
+        month = traffic_month(self.clock.now())
         added = [
             Delivery(
                 id=delivery_id(message.id, first + offset),

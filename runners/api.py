@@ -25,6 +25,7 @@ from picasse.adapters.nats.reconciler import ReconcilerLog
 from picasse.adapters.postgres.sessions import PostgresAuthStore
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.api_keys import ApiKeys
+from picasse.domain.clock import Clock
 from picasse.domain.messaging import Messages
 from picasse.runners import relay, servers
 from picasse.runners.processes import connect_nats
@@ -79,14 +80,17 @@ def main(settings: Settings, *, tls_cert: Path | None = None, tls_key: Path | No
 
 
 @contextmanager
-def http_deps(settings: Settings, database_url: str, *, secure: bool = False) -> Iterator[HttpDeps]:
+def http_deps(
+    settings: Settings, database_url: str, *, secure: bool = False, clock: Clock | None = None
+) -> Iterator[HttpDeps]:
     """Everything the app needs, opened on `settings.database_schema`; closed on leaving.
 
     `secure`: served over TLS here; a public URL with https means TLS at a proxy in front.
+    `clock`: the one clock of sessions, throttling and sending (default: `clock_from(settings)`).
     """
     master_key = read_master_key(settings.master_key_path)
     with ExitStack() as stack:
-        messages = open_messages(settings, database_url, pool_size=POOL_SIZE)
+        messages = open_messages(settings, database_url, pool_size=POOL_SIZE, clock=clock)
         stack.callback(messages.close)
         env = eventsourcing_env(
             database_url, settings.master_key_path, schema=settings.database_schema
@@ -114,6 +118,7 @@ def http_deps(settings: Settings, database_url: str, *, secure: bool = False) ->
             ack_links=ack_links_from(master_key, settings.public_url),
             secure_cookies=secure or settings.public_url.startswith("https://"),
             login_tracking=settings.login_tracking,
+            clock=messages.clock,
         )
 
 
@@ -143,6 +148,7 @@ def _health_probe(settings: Settings, messages: Messages, views: dict[str, Any])
             messages.factory.datastore.schema,  # type: ignore[attr-defined]
             relay_tracking_table=relay.TRACKING_TABLE,
         ),
+        clock=messages.clock,
     )
 
 

@@ -1,4 +1,4 @@
-"""Child processes as services of `picasse up`: the relay and the workers."""
+"""Child processes as services of `picasse up`: the relay, the workers, the scheduler."""
 
 from __future__ import annotations
 
@@ -84,8 +84,8 @@ def projections(settings: Settings, endpoints: Endpoints) -> ChildProcess:
     return ChildProcess("Projections", ["project"], settings, endpoints)
 
 
-def retention(settings: Settings, endpoints: Endpoints) -> ChildProcess:
-    return ChildProcess("Retention", ["retention", "run", "--every", "3600"], settings, endpoints)
+def scheduler(settings: Settings, endpoints: Endpoints) -> ChildProcess:
+    return ChildProcess("Scheduler", ["scheduler"], settings, endpoints)
 
 
 class FirstAdministrator:

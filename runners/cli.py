@@ -136,12 +136,15 @@ def _messages(settings: Settings) -> AbstractContextManager[Messages]:
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from picasse.runners import children, up
+    from picasse.runners.wiring import clock_from
+
+    clock_from(settings)  # a test clock on an unmarked data dir: refused before anything starts
 
     workers = args.workers or settings.workers
     services = [
         children.relay,
         children.projections,
-        children.retention,
+        children.scheduler,
         *(children.worker(n + 1) for n in range(workers)),
         children.api,  # the last to start, the first to stop
         children.first_administrator,
@@ -153,6 +156,12 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     from picasse.runners import api
 
     return api.main(settings, tls_cert=settings.tls_cert, tls_key=settings.tls_key)
+
+
+def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.runners import scheduler_process
+
+    return scheduler_process.main(settings)
 
 
 def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
@@ -353,7 +362,7 @@ def cmd_gdpr_disclose(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_retention_run(args: argparse.Namespace, settings: Settings) -> int:
     from picasse.runners import retention
 
-    return retention.main(settings, dry_run=args.dry_run, as_of=args.as_of, every=args.every)
+    return retention.main(settings, dry_run=args.dry_run, as_of=args.as_of)
 
 
 def cmd_customers_subscribe(args: argparse.Namespace, settings: Settings) -> int:
@@ -498,6 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Follow the event log and publish one job per queued delivery to the DELIVERIES stream, exactly once; resumes where it stopped. SIGTERM stops it cleanly.",
     )
     relay.set_defaults(run=cmd_relay)
+
+    scheduler = commands.add_parser(
+        "scheduler",
+        help="run the periodic jobs (retention, …) when they are due",
+        description="Run every periodic job of the platform when it is due on the platform's clock: retention hourly (destroys traffic and content keys of months past PICASSE_TRAFFIC_RETENTION_MONTHS). Each job runs in one process only, however many schedulers run; a failing job is retried with a back-off and stops nothing else. SIGTERM stops it cleanly. `picasse up` runs one.",
+    )
+    scheduler.set_defaults(run=cmd_scheduler)
 
     project = commands.add_parser(
         "project",
@@ -739,7 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
     retention_run = retention.add_parser(
         "run",
         help="destroy traffic and content keys of months past the retention period",
-        description="Destroy each customer's traffic and content keys for months older than the retention period (PICASSE_TRAFFIC_RETENTION_MONTHS, default 6); the views forget that traffic's recipients, counts stay. A month is erased once it lies six months before the current month.",
+        description="Destroy each customer's traffic and content keys for months older than the retention period (PICASSE_TRAFFIC_RETENTION_MONTHS, default 6); the views forget that traffic's recipients, counts stay. A month is erased once it lies six months before the current month. Runs once; `picasse scheduler` (under `picasse up`) runs it every hour.",
     )
     retention_run.add_argument(
         "--dry-run", action="store_true", help="only say what would be erased"
@@ -749,9 +765,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=_datetime_utc,
         metavar="TIME",
         help="apply the policy as of this time (default: now)",
-    )
-    retention_run.add_argument(
-        "--every", type=float, metavar="SECONDS", help="keep running, once every SECONDS"
     )
     retention_run.set_defaults(run=cmd_retention_run)
 

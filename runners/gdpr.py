@@ -39,6 +39,7 @@ from picasse.adapters.statements import (
 )
 from picasse.adapters.statements import files as statement_files
 from picasse.domain.accounts import Accounts
+from picasse.domain.clock import Clock
 from picasse.domain.errors import Conflict, InvalidInput
 from picasse.domain.privacy import Privacy
 from picasse.domain.termination import Step, TerminationProgress, ViewCheck
@@ -47,7 +48,13 @@ from picasse.projections.personal_data import REGISTRY, Sources, TrafficRecords,
 from picasse.runners import servers
 from picasse.runners.project import LiveViews, live_views
 from picasse.runners.settings import Settings
-from picasse.runners.wiring import ensure_master_key, open_accounts, open_privacy, reach_database
+from picasse.runners.wiring import (
+    clock_from,
+    ensure_master_key,
+    open_accounts,
+    open_privacy,
+    reach_database,
+)
 
 err = Console(stderr=True, highlight=False)
 
@@ -70,6 +77,7 @@ class Platform:
     accounts: Accounts
     privacy: Privacy
     views: LiveViews
+    clock: Clock
 
     @property
     def keys(self) -> PostgresKeyStore:
@@ -80,7 +88,7 @@ class Platform:
             accounts=self.views.view("accounts"),
             traffic=self.views.view("traffic"),
             customer_events=lambda customer_id: self.accounts.events.get(customer_id),
-            now=lambda: datetime.now(UTC),
+            now=self.clock.now,
         )
 
     def signer(self) -> PlatformSigner:
@@ -96,7 +104,7 @@ def platform(settings: Settings) -> Iterator[Platform]:
     privacy = open_privacy(settings, database_url)
     try:
         with live_views(settings, database_url) as views:
-            yield Platform(settings, accounts, privacy, views)
+            yield Platform(settings, accounts, privacy, views, clock_from(settings))
     finally:
         privacy.close()
         accounts.close()
@@ -132,7 +140,7 @@ def collect_export(p: Platform, customer_id: UUID, *, purpose: str) -> ExportCon
             progress.advance(task)
     manifest = {
         "customer_id": str(customer_id),
-        "generated_at": datetime.now(UTC).isoformat(),
+        "generated_at": p.clock.now().isoformat(),
         "purpose": purpose,
         "counts": {kind: len(records) for kind, records in sections.items()},
         "kinds": {kind: cls.description for kind, cls in REGISTRY.items()},
@@ -478,7 +486,7 @@ def disclose_main(
             "authority": authority,
             "legal_basis": legal_basis,
             "period": {"from": start.isoformat(), "to": end.isoformat()},
-            "generated_at": datetime.now(UTC).isoformat(),
+            "generated_at": p.clock.now().isoformat(),
             "records": len(records),
             "note": "traffic data still held; older data was erased after six months (R5)",
         }

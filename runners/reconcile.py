@@ -11,7 +11,6 @@ from psycopg.conninfo import conninfo_to_dict
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.reconciler import ROLE, Reconciler, ReconcilerLog, ReconcilerRun
 from picasse.adapters.postgres.roles import RoleClaims
-from picasse.domain.clock import Clock
 from picasse.runners import servers
 from picasse.runners.processes import connect_nats
 from picasse.runners.relay import TRACKING_TABLE
@@ -65,15 +64,10 @@ def reconcile_job(
     settings: Settings,
     database_url: str,
     nats_url: str,
-    clock: Clock,
     *,
     grace: timedelta | None = None,
 ) -> ReconcileJob:
-    """The reconciler for the one scheduler (which passes `clock.now()` to each run).
-
-    `clock` is taken for the scheduler's sake and symmetry with other jobs: the job
-    itself only ever uses the time it is given."""
-    del clock
+    """The reconciler as a job of the one scheduler, which hands each run the clock's now."""
     return ReconcileJob(
         reconciler_log(settings, database_url),
         nats_url,
@@ -95,7 +89,6 @@ def main(settings: Settings, *, grace: float | None = None) -> int:
         settings,
         database_url,
         nats_url,
-        clock,
         grace=timedelta(seconds=grace) if grace is not None else None,
     )
     # Keyed as the scheduler keys its roles, so the two never run the reconciler at once.

@@ -1,11 +1,11 @@
-"""`picasse retention run`: destroys traffic and content keys of months past the retention period (R5)."""
+"""`picasse retention run`: destroys traffic and content keys of months past the retention period (R5).
+
+The same work runs every hour as a periodic job of `picasse scheduler` (`RetentionJob`).
+"""
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from picasse.adapters.postgres.keystore import PostgresKeyStore
@@ -46,14 +46,25 @@ def run_retention(
     return erased
 
 
-def main(
-    settings: Settings,
-    *,
-    dry_run: bool = False,
-    as_of: datetime | None = None,
-    every: float | None = None,
-) -> int:
-    if as_of is not None and not dry_run and as_of > clock_from(settings).now():
+class RetentionJob:
+    """Retention as a periodic job of the scheduler: hourly, as of the scheduler's clock."""
+
+    name = "retention"  # also the role: one process applies retention at a time
+    every = timedelta(hours=1)
+
+    def __init__(self, privacy: Privacy, period: RetentionPeriod) -> None:
+        self.privacy = privacy
+        self.period = period
+
+    def run(self, now: datetime) -> str:
+        erased = run_retention(self.privacy, self.period, now=now, dry_run=False)
+        return f"erased {len(erased)} month key(s); retention {self.period.months} months"
+
+
+def main(settings: Settings, *, dry_run: bool = False, as_of: datetime | None = None) -> int:
+    """Apply retention once, as of `as_of` or the clock's now."""
+    clock = clock_from(settings)
+    if as_of is not None and not dry_run and as_of > clock.now():
         # Applying the policy as of a future time would erase live traffic and content.
         raise InvalidInput(
             f"--as-of {as_of.isoformat()} lies in the future: give --dry-run to see what would"
@@ -65,19 +76,10 @@ def main(
     ensure_master_key(settings)
     period = traffic_retention(settings.traffic_retention_months)
     privacy = open_privacy(settings, database_url)
-    clock: Callable[[], datetime] = (lambda: as_of) if as_of else (lambda: datetime.now(UTC))
     try:
-        if every is None:
-            _report(run_retention(privacy, period, now=clock(), dry_run=dry_run), period, dry_run)
-            return 0
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-        print("retention running", flush=True)
-        while True:
-            run_retention(privacy, period, now=clock(), dry_run=dry_run)
-            if stop.wait(every):
-                return 0
+        now = as_of or clock.now()
+        _report(run_retention(privacy, period, now=now, dry_run=dry_run), period, dry_run)
+        return 0
     finally:
         privacy.close()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
@@ -108,8 +107,14 @@ def open_accounts(
 
 
 def open_messages(
-    settings: Settings, database_url: str, *, schema: str | None = None, pool_size: int = 4
+    settings: Settings,
+    database_url: str,
+    *,
+    schema: str | None = None,
+    pool_size: int = 4,
+    clock: Clock | None = None,
 ) -> Messages:
+    """Messages on the process's clock (`clock_from(settings)`) unless given one."""
     master_key_file = settings.master_key_path
     env = eventsourcing_env(
         database_url,
@@ -119,7 +124,7 @@ def open_messages(
     env["POSTGRES_POOL_SIZE"] = str(pool_size)
     return Messages(
         env,
-        clock=lambda: datetime.now(UTC),
+        clock=clock if clock is not None else clock_from(settings),
         pseudonyms=KeyedPseudonyms(read_master_key(master_key_file)),
     )
 

@@ -588,6 +588,7 @@ def _utc(moment: datetime) -> datetime:
 def show_traffic(
     caller: NamedDependency[Caller],
     traffic_view: NamedDependency[TrafficView],
+    deps: NamedDependency[Any],
     start: Annotated[
         datetime | None, QueryParameter(name="from", description="from this moment (inclusive)")
     ] = None,
@@ -605,7 +606,7 @@ def show_traffic(
         raise InvalidInput(
             "customer_id: staff name the customer whose traffic to show", field="customer_id"
         )
-    until = _utc(end) if end is not None else datetime.now(UTC)
+    until = _utc(end) if end is not None else deps.clock.now()
     try:
         since = _utc(start) if start is not None else until - DEFAULT_TRAFFIC_PERIOD
     except OverflowError:

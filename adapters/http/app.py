@@ -18,6 +18,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
+from picasse.adapters.clock import SystemClock
 from picasse.adapters.http.acklinks import AckLinks
 from picasse.adapters.http.api import STRICT_BODIES, api_router
 from picasse.adapters.http.auth import (
@@ -37,6 +38,7 @@ from picasse.adapters.postgres.views import ViewFailure
 from picasse.domain.accounts import Accounts
 from picasse.domain.api_keys import ApiKeys
 from picasse.domain.application import Pseudonyms
+from picasse.domain.clock import Clock
 from picasse.domain.messaging import Messages
 from picasse.projections.accounts import AccountsView
 from picasse.projections.ledger import LedgerView
@@ -69,6 +71,7 @@ class HttpDeps:
     login_throttling: LoginThrottling = field(default_factory=LoginThrottling)
     health: HealthProbe | None = None  # the overview's view lag, relay and workers
     ledger_view: LedgerView | None = None  # the privacy ledger page
+    clock: Clock = field(default_factory=SystemClock)  # the process's one clock (wiring's)
 
 
 @get("/health", opt=PUBLIC, security=[], summary="Liveness: the process serves requests")

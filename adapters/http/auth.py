@@ -29,7 +29,7 @@ import math
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 from uuid import UUID
@@ -252,15 +252,16 @@ def _address_block(client_ip: str) -> str:
 
 def _log_in(deps: HttpDeps, login: str, password: str, client_ip: str) -> tuple[Caller, str]:
     store = deps.auth_store
+    now = deps.clock.now()
     keys = _throttle_keys(deps, login, client_ip)
     # Counted before the password is checked, so attempts sent all at once count too.
-    counts = store.count_attempt([(key, policy.window) for key, policy in keys])
+    counts = store.count_attempt([(key, policy.window) for key, policy in keys], now)
     waits = [c.retry_after for c in counts if c.retry_after is not None]
     if waits:
         raise LoginThrottled(max(1, math.ceil(max(waits))))
     for (key, policy), count in zip(keys, counts, strict=True):
         if (count.attempt or 0) > policy.lock_after:  # more in flight than the lock allows
-            store.block(key, policy.lock)
+            store.block(key, now + policy.lock)
             raise LoginThrottled(math.ceil(policy.lock.total_seconds()))
     try:
         user = deps.accounts.authenticate(login, password)
@@ -268,12 +269,12 @@ def _log_in(deps: HttpDeps, login: str, password: str, client_ip: str) -> tuple[
         for (key, policy), count in zip(keys, counts, strict=True):
             wait = policy.wait_after(count.attempt or 0)
             if wait is not None:
-                store.block(key, wait)
+                store.block(key, now + wait)
         raise AuthenticationFailed("wrong login or password") from None
     except UserDisabled:
-        _forgive(store, keys)  # the password was right: no failure to count
+        _forgive(store, keys, now)  # the password was right: no failure to count
         raise
-    _forgive(store, keys)
+    _forgive(store, keys, now)
     caller = Caller(
         user_id=user.id,
         login=str(user.login),
@@ -282,16 +283,16 @@ def _log_in(deps: HttpDeps, login: str, password: str, client_ip: str) -> tuple[
         via="session",
     )
     token = secrets.token_urlsafe(32)
-    store.start_session(token_hash(token), user.id, SESSION_LIFETIME)
+    store.start_session(token_hash(token), user.id, now + SESSION_LIFETIME)
     if deps.login_tracking:  # off unless an operator switched it on (R6)
-        store.record_login(user.id, "session")
+        store.record_login(user.id, "session", now)
     return caller, token
 
 
-def _forgive(store: Any, keys: list[tuple[UUID, ThrottlePolicy]]) -> None:
+def _forgive(store: Any, keys: list[tuple[UUID, ThrottlePolicy]], now: datetime) -> None:
     (account, _), (address, _) = keys
     store.forget(account)
-    store.uncount(address)
+    store.uncount(address, now)
 
 
 # ---------------------------------------------------------------- resolving callers
@@ -313,7 +314,7 @@ def _caller_of_user(
 
 def _caller_from_session(deps: HttpDeps, token: str) -> Caller | None:
     digest = token_hash(token)
-    user_id = deps.auth_store.session_user(digest)
+    user_id = deps.auth_store.session_user(digest, deps.clock.now())
     if user_id is None:
         return None
     caller = _caller_of_user(deps, user_id, "session")
@@ -435,7 +436,9 @@ def housekeeping(deps: HttpDeps) -> Callable[[Litestar], Any]:
 async def _purge_forever(deps: HttpDeps) -> None:
     while True:
         try:
-            await anyio.to_thread.run_sync(deps.auth_store.purge_expired, abandon_on_cancel=True)
+            await anyio.to_thread.run_sync(
+                deps.auth_store.purge_expired, deps.clock.now(), abandon_on_cancel=True
+            )
         except Exception as error:  # a database hiccup: try again next round
             log.warning("purging expired sessions failed (%s); trying again", type(error).__name__)
         await anyio.sleep(HOUSEKEEPING_EVERY)

@@ -19,6 +19,7 @@ from picasse.adapters.nats.reconciler import ReconcilerLog
 from picasse.adapters.nats.relay import ESCALATED, QUEUED, REQUESTED
 from picasse.adapters.postgres.views import ViewFailure, ViewStatusTable, events_after
 from picasse.domain.application import LOG_NAME
+from picasse.domain.clock import Clock
 
 # The events the relay turns into jobs: its lag counts only those.
 RELAY_TOPICS = (QUEUED, REQUESTED, ESCALATED)
@@ -121,9 +122,11 @@ class HealthProbe:
         views: Sequence[WatchedView],
         relay: TrackingRecorder,
         jobs: JobQueueProbe | None,
+        clock: Clock,
         application_name: str = LOG_NAME,
         reconciler: ReconcilerLog | None = None,
     ) -> None:
+        self.clock = clock
         self.log = log
         self.views = list(views)
         self.relay = relay
@@ -141,7 +144,7 @@ class HealthProbe:
             (head, views, relay), workers = await asyncio.gather(positions, self.jobs.state())
         reconciler = await asyncio.to_thread(self.reconciler_state)
         return PlatformHealth(
-            checked_at=datetime.now(UTC),
+            checked_at=self.clock.now(),
             log_head=head,
             views=views,
             relay=relay,

@@ -199,15 +199,16 @@ def _rate(counts: list[DailyCount]) -> Rate:
     return Rate(totals["delivered"], totals["failed"], totals["pending"])
 
 
-def _today() -> date:
-    return datetime.now(UTC).date()
+def _today(dashboard: Dashboard) -> date:
+    """Today on the process's clock (UTC)."""
+    return dashboard.http.clock.now().date()
 
 
 @get("/", include_in_schema=False)
 async def overview(
     request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]
 ) -> Response[str]:
-    today = _today()
+    today = _today(dashboard)
     first = today - timedelta(days=CHART_DAYS - 1)
 
     def read() -> tuple[list[CustomerRow], list[DailyCount]]:
@@ -274,7 +275,7 @@ def customer_page(
     rows = dashboard.accounts.customers(customer_id=customer_id)
     if not rows:
         raise _NotFound(f"There is no customer {customer_id}.")
-    today = _today()
+    today = _today(dashboard)
     first = today - timedelta(days=CHART_DAYS - 1)
     counts = dashboard.traffic.daily_counts(customer_id, first, today)
     by_channel = {
@@ -304,7 +305,7 @@ def traffic_page(
     end: Annotated[str | None, QueryParameter(name="to")] = None,
 ) -> Response[str]:
     viewer = _caller(request).viewer()
-    today = _today()
+    today = _today(dashboard)
     errors: list[str] = []
     customer_id = _parse(customer, UUID, "customer", errors)
     first = _parse(start, date.fromisoformat, "from", errors) or today - timedelta(days=6)

@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -40,6 +39,7 @@ from picasse.adapters.nats.jobs import (
     ensure_stream,
 )
 from picasse.adapters.providers import Delivery, PermanentFailure, Provider, TemporaryFailure
+from picasse.domain.clock import Clock
 from picasse.domain.messaging import (
     Attempt,
     FailedForGood,
@@ -118,7 +118,7 @@ class Worker:
         *,
         topology: Topology,
         ack_links: AckLinks | None = None,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock | None = None,
     ) -> None:
         self.messages = messages
         self.providers = providers
@@ -126,7 +126,7 @@ class Worker:
         self.topology = topology
         self.ack_links = ack_links
         self.settings = settings or WorkerSettings()
-        self.now = now
+        self.clock = clock if clock is not None else messages.clock  # one clock per process
         self.limiter = RateLimiter(self.settings.rate_per_customer)
         self._threads = ThreadPoolExecutor(DATABASE_THREADS, thread_name_prefix="worker-db")
         self._in_hand = 0
@@ -134,6 +134,7 @@ class Worker:
         self._to_record: list[_Finished] = []
         self._outcome_ready = asyncio.Event()
         self.handled = 0
+        self.not_yet_due = 0  # jobs looked at and put back until their time (tests watch it)
         self.writes = 0  # outcome writes: fewer than jobs when batching works
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -209,8 +210,10 @@ class Worker:
                 others.append(asyncio.ensure_future(self._settle(msg, Msg.term)))
                 continue
             due = job.not_before
-            if due is not None and due > self.now():
-                delay = min((due - self.now()).total_seconds(), self.settings.recheck_seconds)
+            now = self.clock.now()
+            if due is not None and due > now:
+                delay = min((due - now).total_seconds(), self.settings.recheck_seconds)
+                self.not_yet_due += 1
                 others.append(asyncio.ensure_future(self._nak(msg, delay)))
                 continue
             if isinstance(job, CheckAcknowledgements):
@@ -268,6 +271,7 @@ class Worker:
                 to=opened.to,
                 body=body,
                 subject=opened.subject,
+                handed_over_at=self.clock.now(),
             )
             try:
                 sent = await provider.send(delivery)

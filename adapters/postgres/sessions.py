@@ -3,11 +3,14 @@
 Both tables hold only what is live: a session until it ends or expires, a counter until
 its window and any lock have passed. Neither is a history of who logged in when (R6);
 that table exists only when an operator switches login tracking on.
+
+Every decision by time takes `now` from the caller (the process's one clock), never the
+database's now(): a test moves the clock, and expiry and throttling follow.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -68,7 +71,7 @@ class PostgresAuthStore:
         if login_records:  # only when an operator switched login tracking on (R6)
             statements.append(
                 "CREATE TABLE IF NOT EXISTS {logins} (user_id uuid NOT NULL,"
-                " logged_in_at timestamptz NOT NULL DEFAULT now(), via text NOT NULL)"
+                " logged_in_at timestamptz NOT NULL, via text NOT NULL)"
             )
         with self._pool.connection() as conn, conn.transaction():
             # Two processes starting at once must not both try to create the tables.
@@ -78,16 +81,16 @@ class PostgresAuthStore:
 
     # Sessions
 
-    def start_session(self, token_hash: bytes, user_id: UUID, lifetime: timedelta) -> None:
+    def start_session(self, token_hash: bytes, user_id: UUID, expires_at: datetime) -> None:
         self._run(
-            "INSERT INTO {sessions} (token_hash, user_id, expires_at) VALUES (%s, %s, now() + %s)",
-            (token_hash, user_id, lifetime),
+            "INSERT INTO {sessions} (token_hash, user_id, expires_at) VALUES (%s, %s, %s)",
+            (token_hash, user_id, expires_at),
         )
 
-    def session_user(self, token_hash: bytes) -> UUID | None:
+    def session_user(self, token_hash: bytes, now: datetime) -> UUID | None:
         rows = self._run(
-            "SELECT user_id FROM {sessions} WHERE token_hash = %s AND expires_at > now()",
-            (token_hash,),
+            "SELECT user_id FROM {sessions} WHERE token_hash = %s AND expires_at > %s",
+            (token_hash, now),
         )
         return rows[0]["user_id"] if rows else None
 
@@ -97,12 +100,17 @@ class PostgresAuthStore:
     def end_sessions_of(self, user_id: UUID) -> None:
         self._run("DELETE FROM {sessions} WHERE user_id = %s", (user_id,))
 
-    def record_login(self, user_id: UUID, via: str) -> None:
-        self._run("INSERT INTO {logins} (user_id, via) VALUES (%s, %s)", (user_id, via))
+    def record_login(self, user_id: UUID, via: str, now: datetime) -> None:
+        self._run(
+            "INSERT INTO {logins} (user_id, logged_in_at, via) VALUES (%s, %s, %s)",
+            (user_id, now, via),
+        )
 
     # Failed logins
 
-    def count_attempt(self, keys: list[tuple[UUID, timedelta]]) -> list[ThrottleCount]:
+    def count_attempt(
+        self, keys: list[tuple[UUID, timedelta]], now: datetime
+    ) -> list[ThrottleCount]:
         """Count one attempt against each (key, window), all or none: while any key is
         blocked nothing is counted, and each blocked key says how long it still is."""
         results: list[ThrottleCount] = []
@@ -110,43 +118,42 @@ class PostgresAuthStore:
             for key, window in keys:
                 statement = sql.SQL(
                     "INSERT INTO {throttle} AS t (key, failures, window_ends)"
-                    " VALUES (%(key)s, 1, now() + %(window)s)"
+                    " VALUES (%(key)s, 1, %(now)s + %(window)s)"
                     " ON CONFLICT (key) DO UPDATE SET"
-                    " failures = CASE WHEN t.window_ends <= now() THEN 1 ELSE t.failures + 1 END,"
-                    " window_ends = CASE WHEN t.window_ends <= now() THEN now() + %(window)s"
+                    " failures = CASE WHEN t.window_ends <= %(now)s THEN 1 ELSE t.failures + 1 END,"
+                    " window_ends = CASE WHEN t.window_ends <= %(now)s THEN %(now)s + %(window)s"
                     " ELSE t.window_ends END"
-                    " WHERE t.blocked_until IS NULL OR t.blocked_until <= now()"
+                    " WHERE t.blocked_until IS NULL OR t.blocked_until <= %(now)s"
                     " RETURNING failures"
                 ).format(**self.t)
-                row = conn.execute(statement, {"key": key, "window": window}).fetchone()
+                row = conn.execute(statement, {"key": key, "window": window, "now": now}).fetchone()
                 if row is not None:
                     results.append(ThrottleCount(int(row["failures"]), None))
                     continue
                 wait = conn.execute(
                     sql.SQL(
-                        "SELECT extract(epoch FROM blocked_until - now())::float AS wait"
+                        "SELECT extract(epoch FROM blocked_until - %s)::float AS wait"
                         " FROM {throttle} WHERE key = %s"
                     ).format(**self.t),
-                    (key,),
+                    (now, key),
                 ).fetchone()
                 results.append(ThrottleCount(None, float(wait["wait"]) if wait else 1.0))
             if any(r.attempt is None for r in results):
                 raise Rollback(tx)  # nothing counted
         return results
 
-    def block(self, key: UUID, duration: timedelta) -> None:
-        """No attempts against `key` for `duration` (a lock, or a slow-down)."""
+    def block(self, key: UUID, until: datetime) -> None:
+        """No attempts against `key` until then (a lock, or a slow-down)."""
         self._run(
-            "UPDATE {throttle} SET blocked_until = greatest(blocked_until, now() + %s)"
-            " WHERE key = %s",
-            (duration, key),
+            "UPDATE {throttle} SET blocked_until = greatest(blocked_until, %s) WHERE key = %s",
+            (until, key),
         )
 
     def forget(self, key: UUID) -> None:
         """A successful login: the account's failures are forgiven."""
         self._run("DELETE FROM {throttle} WHERE key = %s", (key,))
 
-    def uncount(self, key: UUID) -> None:
+    def uncount(self, key: UUID, now: datetime) -> None:
         """A successful login from an address: its attempt was counted ahead, take it back
         (so an office behind one address is not locked out by its own colleagues)."""
         with self._pool.connection() as conn, conn.transaction():
@@ -160,17 +167,18 @@ class PostgresAuthStore:
             conn.execute(
                 sql.SQL(
                     "DELETE FROM {throttle} WHERE key = %s AND failures <= 0"
-                    " AND (blocked_until IS NULL OR blocked_until <= now())"
+                    " AND (blocked_until IS NULL OR blocked_until <= %s)"
                 ).format(**self.t),
-                (key,),
+                (key, now),
             )
 
     # Housekeeping
 
-    def purge_expired(self) -> None:
+    def purge_expired(self, now: datetime) -> None:
         """Drop expired sessions and counters whose window and lock have passed."""
-        self._run("DELETE FROM {sessions} WHERE expires_at <= now()")
+        self._run("DELETE FROM {sessions} WHERE expires_at <= %s", (now,))
         self._run(
-            "DELETE FROM {throttle} WHERE window_ends <= now()"
-            " AND (blocked_until IS NULL OR blocked_until <= now())"
+            "DELETE FROM {throttle} WHERE window_ends <= %(now)s"
+            " AND (blocked_until IS NULL OR blocked_until <= %(now)s)",
+            {"now": now},
         )

@@ -7,6 +7,7 @@ failover) or `PermanentFailure` (retrying cannot help: the number or address is 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal, Protocol
 
 import msgspec
@@ -21,6 +22,7 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     body: str
     subject: str | None = None  # e-mail only
     sender: str | None = None  # e-mail From / SMS sender id, when the customer has one
+    handed_over_at: datetime | None = None  # the worker's clock: the message's Date header
 
     def __repr__(self) -> str:  # personal data and content stay out of every log line
         return f"Delivery(reference={self.reference!r}, channel={self.channel!r})"

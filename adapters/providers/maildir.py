@@ -7,7 +7,6 @@ import email.utils
 import mailbox
 import os
 import threading
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -89,7 +88,8 @@ def _phone_message(delivery: Delivery, *, sender: str) -> EmailMessage:
     if not headers_written(message, headers):
         raise PermanentFailure("a number or sender id cannot be written into a header")
     message["Subject"] = _SUBJECTS[delivery.channel]
-    message["Date"] = email.utils.format_datetime(datetime.now(UTC))
+    if delivery.handed_over_at is not None:  # the worker's clock, not this module's
+        message["Date"] = email.utils.format_datetime(delivery.handed_over_at)
     message["Message-ID"] = message_id_for(delivery.reference, sender)
     message.set_content(delivery.body, charset="utf-8")
     return message

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import ssl
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from urllib.parse import SplitResult, unquote, urlsplit
 
@@ -242,7 +241,8 @@ def email_message(delivery: Delivery, *, sender: str) -> EmailMessage:
     message = EmailMessage()
     if not headers_written(message, {"From": from_, **sender_header, "To": to, "Subject": subject}):
         raise PermanentFailure("an address cannot be written into a header")
-    message["Date"] = email.utils.format_datetime(datetime.now(UTC))
+    if delivery.handed_over_at is not None:  # the worker's clock, not this module's
+        message["Date"] = email.utils.format_datetime(delivery.handed_over_at)
     message["Message-ID"] = message_id_for(delivery.reference, sender)
     message.set_content(delivery.body, charset="utf-8")
     return message

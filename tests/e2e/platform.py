@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from picasse.adapters.clock import TEST_DATA_DIR_MARKER
+
 START_TIMEOUT = 90.0  # a first start runs initdb; two cores under load can be slow
 STOP_TIMEOUT = 10.0
 READY_LINE = "picasse is up"
@@ -47,6 +49,7 @@ class RunningUp:
 
     def __init__(self, data_dir: Path, **env: str) -> None:
         self.data_dir = data_dir
+        self.env = environment(data_dir, **env)
         self.stderr_path = data_dir.parent / f"{data_dir.name}.up-stderr"
         with self.stderr_path.open("w") as stderr:
             self.process = subprocess.Popen(
@@ -54,7 +57,7 @@ class RunningUp:
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 text=True,
-                env=environment(data_dir, **env),
+                env=self.env,
             )
         self.lines: list[str] = []
         self._incoming: queue.Queue[str | None] = queue.Queue()
@@ -96,6 +99,23 @@ class RunningUp:
 
     def stderr(self) -> str:
         return self.stderr_path.read_text()
+
+    def cli(self, *args: str) -> str:
+        """`picasse ARGS` beside this `up`, as a user runs it (same environment); its stdout."""
+        result = subprocess.run(
+            [*picasse_command(), *args], capture_output=True, text=True, env=self.env, timeout=60
+        )
+        assert result.returncode == 0, f"picasse {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+
+def on_test_clock(data_dir: Path) -> tuple[Path, dict[str, str]]:
+    """Marks `data_dir` as a test one; the test clock's file and the environment that puts
+    every process of a `RunningUp` on it (move it with `move_file_clock`)."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (data_dir / TEST_DATA_DIR_MARKER).touch()
+    clock_file = data_dir / "test-clock"
+    return clock_file, {"PICASSE_TEST_CLOCK_FILE": str(clock_file)}
 
 
 def processes_using(data_dir: Path) -> list[str]:

@@ -14,7 +14,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -26,6 +26,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from psycopg import sql
 
+from picasse.adapters.clock import SystemClock
 from picasse.adapters.master_key import create_master_key
 from picasse.adapters.nats.jobs import Topology
 from picasse.domain.accounts import Accounts
@@ -246,7 +247,7 @@ def _start_api(group: Processes) -> None:
 
 
 def _today_window() -> tuple[datetime, datetime]:
-    now = datetime.now(UTC)
+    now = SystemClock().now()
     return now - timedelta(days=1), now + timedelta(days=1)
 
 

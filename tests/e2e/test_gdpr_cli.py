@@ -98,9 +98,11 @@ def test_export_and_disclosure_write_only_the_file_asked_for(
 
 
 def test_retention_dry_run_says_what_it_would_erase(picasse: Run, customer: str) -> None:
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
-    later = (datetime.now(UTC) + timedelta(days=220)).isoformat()
+    from picasse.adapters.clock import SystemClock
+
+    later = (SystemClock().now() + timedelta(days=220)).isoformat()
     result = picasse("retention", "run", "--dry-run", "--as-of", later, check=True)
     assert "would erase" in result.stdout and customer in result.stdout
     shown = json.loads(
@@ -280,9 +282,11 @@ def test_with_the_database_unreachable_the_cli_says_so_in_one_line_and_exits_3(
 def test_retention_as_of_a_future_time_is_refused_without_dry_run(
     picasse: Run, customer: str
 ) -> None:
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
-    later = (datetime.now(UTC) + timedelta(days=220)).isoformat()
+    from picasse.adapters.clock import SystemClock
+
+    later = (SystemClock().now() + timedelta(days=220)).isoformat()
     result = picasse("retention", "run", "--as-of", later)
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()

@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 from litestar import Litestar
 from psycopg import sql
 
+from picasse.adapters.clock import SystemClock
 from picasse.adapters.http.app import HttpDeps
 from picasse.adapters.master_key import create_master_key
 from picasse.adapters.passwords import Argon2Passwords
@@ -81,7 +82,7 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and its key, as PEM files."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
+    now = SystemClock().now()  # a certificate is checked against the real time
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

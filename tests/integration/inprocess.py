@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
 
 import nats
 from eventsourcing.postgres import PostgresTrackingRecorder
@@ -16,6 +15,7 @@ from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.relay import Relay
 from picasse.adapters.nats.worker import Worker, WorkerSettings
 from picasse.adapters.providers import Provider
+from picasse.domain.clock import Clock
 from picasse.domain.messaging import Messages
 from picasse.runners.processes import connection_kwargs
 
@@ -28,7 +28,7 @@ def relay_and_worker(
     topology: Topology,
     *,
     settings: WorkerSettings,
-    now: Callable[[], datetime],
+    clock: Clock | None = None,  # None: the Messages application's clock
     ack_links: AckLinks | None = None,
 ) -> Iterator[Worker]:
     datastore = messages.factory.datastore  # type: ignore[attr-defined]
@@ -52,7 +52,7 @@ def relay_and_worker(
             conninfo=connection_kwargs(datastore),
         )
         worker = Worker(
-            messages, providers, js, settings, topology=topology, ack_links=ack_links, now=now
+            messages, providers, js, settings, topology=topology, ack_links=ack_links, clock=clock
         )
         holder["worker"] = worker
         started.set()

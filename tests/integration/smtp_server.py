@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +26,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from picasse.adapters.clock import SystemClock
 
 
 class _WithoutAiosmtpdsOwnDeprecation(logging.Filter):
@@ -65,7 +67,7 @@ class TlsContexts(NamedTuple):
 
 def make_tls_contexts(hostname: str = "localhost", ip: str = "127.0.0.1") -> TlsContexts:
     """A CA and a server certificate made now, with contexts for both ends."""
-    now = datetime.now(UTC)
+    now = SystemClock().now()
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Picasse test CA")])
     ca_cert = (

@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import itertools
 import logging
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -19,8 +18,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from picasse.adapters.clock import ManualClock
 from picasse.adapters.http.app import HttpDeps, create_app
-from picasse.adapters.http.auth import SESSION_COOKIE, LoginThrottling, ThrottlePolicy
+from picasse.adapters.http.auth import (
+    SESSION_COOKIE,
+    SESSION_LIFETIME,
+    LoginThrottling,
+    ThrottlePolicy,
+)
 from picasse.domain.values import Role
 from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings
@@ -36,7 +41,7 @@ from tests.integration.api_server import (
 )
 
 WINDOW = timedelta(minutes=15)
-# Small numbers and short waits, so that slowing down and locking take a second to show.
+# Small numbers; the waits pass by moving the API's clock, never by sleeping.
 THROTTLING = LoginThrottling(
     per_account=ThrottlePolicy(
         slow_after=3, lock_after=5, window=WINDOW, lock=WINDOW, first_delay=timedelta(seconds=0.3)
@@ -56,8 +61,14 @@ def here(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def deps(here: Settings, database_url: str) -> Iterator[HttpDeps]:
-    with http_deps(here, database_url) as opened:
+def clock() -> ManualClock:
+    """The API's clock: it stands still until a test moves it."""
+    return ManualClock()
+
+
+@pytest.fixture(scope="module")
+def deps(here: Settings, database_url: str, clock: ManualClock) -> Iterator[HttpDeps]:
+    with http_deps(here, database_url, clock=clock) as opened:
         yield dataclasses.replace(with_cheap_passwords(opened), login_throttling=THROTTLING)
 
 
@@ -204,18 +215,18 @@ def test_an_expired_session_is_refused_and_purged(
     client: httpx.Client,
     deps: HttpDeps,
     acme: Tenant,
+    clock: ManualClock,
     raw: psycopg.Connection[tuple[object, ...]],
 ) -> None:
-    _log_in(client, acme.user_login)
-    raw.execute(
-        "UPDATE http_sessions SET expires_at = now() - interval '1 second' WHERE user_id = %s",
-        (acme.user_id,),
-    )
+    assert _log_in(client, acme.user_login).status_code == 201
+    assert client.get("/v1/customers").status_code == 200
+
+    clock.advance(SESSION_LIFETIME + timedelta(seconds=1))
 
     _assert_problem(client.get("/v1/customers"), 401, "unauthorized")
-    deps.auth_store.purge_expired()
+    deps.auth_store.purge_expired(clock.now())
     assert raw.execute(
-        "SELECT count(*) FROM http_sessions WHERE expires_at <= now()"
+        "SELECT count(*) FROM http_sessions WHERE expires_at <= %s", (clock.now(),)
     ).fetchone() == (0,)
 
 
@@ -353,7 +364,7 @@ def test_a_disabled_users_session_and_keys_stop_working(
 
 
 def test_wrong_passwords_for_one_account_are_slowed_then_locked_from_every_address(
-    base_url: str, new_user: Callable[[], str]
+    base_url: str, new_user: Callable[[], str], clock: ManualClock
 ) -> None:
     login = new_user()
     policy = THROTTLING.per_account
@@ -372,9 +383,10 @@ def test_wrong_passwords_for_one_account_are_slowed_then_locked_from_every_addre
     slowed = attempt(PASSWORD)  # too soon, even with the right password
     _assert_problem(slowed, 429, "login-throttled")
     assert int(slowed.headers["retry-after"]) >= 1
-    time.sleep(policy.first_delay.total_seconds())
+    clock.advance(policy.first_delay)
     _assert_problem(attempt(), 401, "authentication-failed")  # failure 4: wait twice as long
-    time.sleep(2 * policy.first_delay.total_seconds())
+    _assert_problem(attempt(), 429, "login-throttled")  # not yet: twice as long
+    clock.advance(2 * policy.first_delay)
     _assert_problem(attempt(), 401, "authentication-failed")  # failure 5: locked
     locked = attempt(PASSWORD)
     _assert_problem(locked, 429, "login-throttled")
@@ -383,7 +395,7 @@ def test_wrong_passwords_for_one_account_are_slowed_then_locked_from_every_addre
 
 
 def test_failures_from_one_address_are_slowed_then_locked_for_every_account(
-    base_url: str, acme: Tenant, address: str
+    base_url: str, acme: Tenant, address: str, clock: ManualClock
 ) -> None:
     policy = THROTTLING.per_address
 
@@ -398,9 +410,9 @@ def test_failures_from_one_address_are_slowed_then_locked_for_every_account(
     for n in range(policy.slow_after):  # each against another account
         _assert_problem(attempt(f"nobody-{n}-{uuid.uuid4().hex[:6]}"), 401, "authentication-failed")
     _assert_problem(attempt(acme.user_login, PASSWORD), 429, "login-throttled")
-    time.sleep(policy.first_delay.total_seconds())
+    clock.advance(policy.first_delay)
     _assert_problem(attempt("nobody-x"), 401, "authentication-failed")
-    time.sleep(2 * policy.first_delay.total_seconds())
+    clock.advance(2 * policy.first_delay)
     _assert_problem(attempt("nobody-y"), 401, "authentication-failed")  # the lock
 
     locked = attempt(acme.user_login, PASSWORD)
@@ -445,9 +457,12 @@ def test_without_login_tracking_nothing_records_who_logged_in_when(
     assert deps.messages.recorder.max_notification_id() == head_before  # no event
     assert _tables(raw, here.database_schema) == tables_before
     assert not any("login" in table for table in tables_before - {"login_throttle"})
-    sessions = raw.execute("SELECT user_id, expires_at > now() FROM http_sessions").fetchall()
+    sessions = raw.execute(
+        "SELECT user_id, expires_at > %s FROM http_sessions", (deps.clock.now(),)
+    ).fetchall()
     assert sessions.count((user_id, True)) == 1  # the live session, and nothing of the first
-    assert all(live for _, live in sessions)
+    # Only this user's: sessions of other tests expire when the expiry test moves the clock.
+    assert all(live for user, live in sessions if user == user_id)
     # Successful logins leave no counter behind, neither for the account nor the address.
     assert raw.execute("SELECT key FROM login_throttle").fetchall() == counters_before
     assert not [r for r in caplog.records if r.name.startswith("picasse")]

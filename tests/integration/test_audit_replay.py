@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -24,6 +24,7 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from picasse.adapters.clock import SystemClock
 from picasse.adapters.master_key import create_master_key
 from picasse.adapters.postgres.audit import (
     RUN_LOCKS,
@@ -112,7 +113,7 @@ def world(database_url: str) -> Iterator[World]:
         accounts.change_contact(customers[2], email="changed@auditco.example")
         accounts.terminate_customer(customers[0])
         privacy.erase_tenant(customers[0], "termination")
-        privacy.erase_subject(customers[1], f"traffic/{datetime.now(UTC):%Y-%m}", "retention")
+        privacy.erase_subject(customers[1], f"traffic/{messages.clock.now():%Y-%m}", "retention")
         _traffic(messages, customers[2])
     world = World(settings, database_url, customers)
     world.catch_up()
@@ -274,7 +275,7 @@ def test_a_customer_filter_compares_only_that_customers_rows(
 def test_a_period_filter_compares_only_rows_of_that_period(
     replay: Callable[..., ReplayReport],
 ) -> None:
-    now = datetime.now(UTC)
+    now = SystemClock().now()
     later = replay(Scope(start=now + timedelta(days=1)))
     assert later.ok and sum(_rows_compared(later).values()) == 0
     earlier = replay(Scope(end=now - timedelta(days=1)))

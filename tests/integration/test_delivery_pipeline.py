@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import re
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -285,9 +283,11 @@ def test_no_recipient_or_body_is_stored_in_plaintext_in_jetstream_or_the_events_
     messages.send(
         customer, SendRequest(channel="sms", to=["+31612349876"], body="Confidential sms 4713")
     )
-    time.sleep(1.0)
+    # Every job published (the relay's position at the log's head), and in the store's files.
+    wait_until(lambda: _relay_position(raw) == _head(raw), 30, "the relay to publish every job")
     store = jetstream_store_dir(nats_url, embedded_settings)
-    stored = b"".join(p.read_bytes() for p in store.rglob("*") if p.is_file())
+    wait_until(lambda: b"deliveries" in _files_under(store), 30, "the jobs in the store's files")
+    stored = _files_under(store)
     with raw.cursor().copy("COPY picasse_events TO STDOUT (FORMAT binary)") as copy:
         table = b"".join(bytes(chunk) for chunk in copy)
     needles = [s.encode() for s in secrets] + [
@@ -344,7 +344,7 @@ def test_a_backlog_is_recorded_in_batches_each_attempt_in_one_write_with_its_out
     provider = InstantProvider()
     settings = WorkerSettings(concurrency=16)
     with relay_and_worker(
-        messages, _instant(provider), nats_url, Topology(schema), settings=settings, now=_now
+        messages, _instant(provider), nats_url, Topology(schema), settings=settings
     ) as worker:
         wait_until(lambda: _count(raw, DELIVERED) == 60, 30, "60 Delivered events")
     assert sorted(provider.references) == sorted(str(delivery_id(m, 0)) for m in message_ids)
@@ -367,7 +367,7 @@ def test_a_repeated_job_for_a_delivered_message_sends_nothing_and_is_acknowledge
     provider = InstantProvider()
     topology = Topology(schema)
     with relay_and_worker(
-        messages, _instant(provider), nats_url, topology, settings=WorkerSettings(), now=_now
+        messages, _instant(provider), nats_url, topology, settings=WorkerSettings()
     ) as worker:
         wait_until(lambda: _count(raw, DELIVERED) == 1, 30, "the delivery")
         handled = worker.handled
@@ -405,7 +405,6 @@ def test_the_relay_position_follows_the_log_past_events_that_call_for_no_job(
     provider = InstantProvider()
     with relay_and_worker(
         messages, _instant(provider), nats_url, Topology(schema), settings=WorkerSettings(),
-        now=_now,
     ):  # fmt: skip
         wait_until(lambda: _count(raw, DELIVERED) == 5, 30, "the deliveries")
         # The last events are the worker's, which the relay does not read; once the log is
@@ -413,6 +412,10 @@ def test_the_relay_position_follows_the_log_past_events_that_call_for_no_job(
         wait_until(
             lambda: _relay_position(raw) == _head(raw), 5, "the relay's position at the head"
         )
+
+
+def _files_under(directory: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in directory.rglob("*") if p.is_file())
 
 
 def _relay_position(raw: psycopg.Connection) -> int | None:
@@ -424,7 +427,3 @@ def _head(raw: psycopg.Connection) -> int:
     row = raw.execute("SELECT max(notification_id) FROM picasse_events").fetchone()
     assert row is not None
     return int(row[0])
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)

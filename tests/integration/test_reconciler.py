@@ -60,7 +60,7 @@ def job(
     settings: Settings, database_url: str, nats_url: str, schema: str, clock: ManualClock
 ) -> ReconcileJob:
     here = msgspec.structs.replace(settings, database_schema=schema, nats_namespace=schema)
-    return reconcile_job(here, database_url, nats_url, clock, grace=GRACE)
+    return reconcile_job(here, database_url, nats_url, grace=GRACE)
 
 
 async def _jetstream(nats_url: str, call: str, topology: Topology) -> int:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
 import pytest
 
+from picasse.adapters.clock import ManualClock
 from picasse.adapters.http.acklinks import AckLinks
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.worker import RateLimiter, WorkerSettings
@@ -25,14 +25,6 @@ from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages
 from tests.integration.inprocess import relay_and_worker
 from tests.integration.platform_processes import wait_until
-
-
-class MovableClock:
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
 
 
 def _customer(accounts: Accounts, name: str) -> UUID:
@@ -72,23 +64,24 @@ def test_a_scheduled_message_waits_until_its_time(
     messages: Messages, accounts: Accounts, maildir: MaildirProvider, nats_url: str, schema: str
 ) -> None:
     customer = _customer(accounts, "Scheduled BV")
-    clock = MovableClock()
+    clock = ManualClock()
     message_id = messages.send(
         customer,
         SendRequest(
             channel="sms",
             to=["+31612300001"],
             body="Shift starts",
-            schedule_at=clock() + timedelta(hours=2),
+            schedule_at=clock.now() + timedelta(hours=2),
         ),
     )
     settings = WorkerSettings(concurrency=4, recheck_seconds=0.5)
     with relay_and_worker(
-        messages, _channels(maildir), nats_url, Topology(schema), settings=settings, now=clock
-    ):
-        time.sleep(1.5)
+        messages, _channels(maildir), nats_url, Topology(schema), settings=settings, clock=clock
+    ) as worker:
+        # The worker has looked at the job twice and put it back both times: not yet due.
+        wait_until(lambda: worker.not_yet_due >= 2, 20, "the worker to defer the job")
         assert _status(messages, message_id) is DeliveryStatus.QUEUED
-        clock.offset = timedelta(hours=2, seconds=1)
+        clock.advance(timedelta(hours=2, seconds=1))
         wait_until(
             lambda: _status(messages, message_id) is DeliveryStatus.DELIVERED,
             20,
@@ -102,7 +95,7 @@ def test_unacknowledged_alert_recipients_bring_in_the_next_group(
     customer = _customer(accounts, "Escalation BV")
     messages.create_group(customer, "night shift", ["+31612300011", "+31612300012"])
     messages.create_group(customer, "managers", ["+31612300019"])
-    clock = MovableClock()
+    clock = ManualClock()
     links = AckLinks(b"s" * 32, "https://picasse.example")
     message_id = messages.send(
         customer,
@@ -118,9 +111,9 @@ def test_unacknowledged_alert_recipients_bring_in_the_next_group(
         nats_url,
         Topology(schema),
         settings=settings,
-        now=clock,
+        clock=clock,
         ack_links=links,
-    ):
+    ) as worker:
         wait_until(
             lambda: (
                 {_status(messages, message_id, i) for i in (0, 1)} == {DeliveryStatus.DELIVERED}
@@ -132,9 +125,12 @@ def test_unacknowledged_alert_recipients_bring_in_the_next_group(
         first = next(m for m in maildir_messages(maildir, "sms") if m["To"] == "+31612300011")
         link = re.search(r"Acknowledge: (\S+)", first.get_payload(decode=True).decode()).group(1)
         messages.acknowledge(links.verify(link.rsplit("/", 1)[1]), "link")
-        time.sleep(1.0)
-        assert _status(messages, message_id, 2) is None  # not before the deadline
-        clock.offset = timedelta(minutes=5, seconds=1)
+        # The check of acknowledgements is looked at and put back: not before the deadline.
+        deferred = worker.not_yet_due
+        wait_until(lambda: worker.not_yet_due >= deferred + 2, 20, "the check to be deferred")
+        assert _status(messages, message_id, 2) is None
+        # The deadline counts from the request's event time; a margin covers the send itself.
+        clock.advance(timedelta(minutes=5, seconds=30))
         wait_until(
             lambda: _status(messages, message_id, 2) is DeliveryStatus.DELIVERED, 30, "the managers"
         )
@@ -164,7 +160,7 @@ def test_one_customers_burst_does_not_starve_another_customer(
         nats_url,
         Topology(schema),
         settings=settings,
-        now=MovableClock(),
+        clock=ManualClock(),
     ):
         wait_until(
             lambda: _status(messages, burst, 0) is DeliveryStatus.DELIVERED,

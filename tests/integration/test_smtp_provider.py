@@ -8,6 +8,7 @@ import ssl
 import traceback
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pytest
@@ -30,6 +31,9 @@ USER, PASSWORD = "relay-user@picasse.example", "p@ss:w/rd#1?"
 T = TypeVar("T")
 
 
+HANDED_OVER_AT = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
+
+
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
 
@@ -41,6 +45,7 @@ def delivery(number: int = 0, **changes: Any) -> Delivery:
         "to": RECIPIENT,
         "body": BODY,
         "subject": "Fire drill",
+        "handed_over_at": HANDED_OVER_AT,
     }
     fields.update(changes)
     return Delivery(**fields)
@@ -104,7 +109,7 @@ def test_a_message_arrives_with_its_sender_recipient_subject_and_body(
     assert message["Subject"] == "Fire drill"
     assert message.get_content_charset() == "utf-8"
     assert message.get_content().rstrip("\n") == BODY
-    assert message["Date"] is not None
+    assert message["Date"] == "Mon, 04 May 2026 12:00:00 +0000"  # the worker's clock
 
 
 def test_the_message_id_is_derived_from_the_reference_and_returned_as_provider_reference(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import msgspec
 import pytest
 
+from picasse.adapters.clock import SystemClock
 from picasse.domain.accounts import Accounts
 from picasse.domain.messages import delivery_id
 from picasse.domain.messaging import Messages, SendRequest
@@ -85,8 +86,13 @@ def _traffic(messages: Messages, customer: UUID) -> UUID:
     return message_id
 
 
+def _today() -> date:
+    """Today (UTC), as the views count deliveries by the day."""
+    return SystemClock().now().date()
+
+
 def _window() -> tuple[datetime, datetime]:
-    now = datetime.now(UTC)
+    now = SystemClock().now()
     return now - timedelta(days=1), now + timedelta(days=1)
 
 
@@ -130,8 +136,7 @@ def test_the_traffic_view_records_each_delivery_with_its_outcome_and_daily_count
         ]
         assert rows[1].reason == "SMTP 550 for recipient" and rows[0].message_id == message_id
         counts = {
-            (c.channel, c.status): c.count
-            for c in view.daily_counts(customer, date.today(), date.today())
+            (c.channel, c.status): c.count for c in view.daily_counts(customer, _today(), _today())
         }
         assert counts == {("email", "delivered"): 1, ("email", "undelivered"): 1}
 
@@ -165,7 +170,7 @@ def test_erasing_a_month_of_traffic_blanks_its_recipients_and_keeps_the_counts(
     customer, other = _customer(accounts, 1), _customer(accounts, 2)
     _traffic(messages, customer)
     _traffic(messages, other)
-    month = datetime.now(UTC).strftime("%Y-%m")
+    month = messages.clock.now().strftime("%Y-%m")
     with project("traffic") as runners:
         caught_up(runners)
         privacy.erase_subject(customer, f"traffic/{month}", "retention")
@@ -176,7 +181,7 @@ def test_erasing_a_month_of_traffic_blanks_its_recipients_and_keeps_the_counts(
             "a@rcpt.example",
             "b@rcpt.example",
         }
-        assert sum(c.count for c in view.daily_counts(customer, date.today(), date.today())) == 2
+        assert sum(c.count for c in view.daily_counts(customer, _today(), _today())) == 2
 
 
 def test_erasing_a_customer_blanks_its_accounts_rows(

@@ -9,6 +9,7 @@ import os
 import stat
 import subprocess
 import sys
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,16 @@ from picasse.adapters.providers.maildir import MaildirProvider
 NUMBER = "+31612345678"
 
 
+HANDED_OVER_AT = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
+
+
 def delivery(channel: ChannelName, number: int = 0, **changes: Any) -> Delivery:
     fields: dict[str, Any] = {
         "reference": f"8f14e45f-ceea-467f-a0e4-1c9b2a6d7e01:{number}",
         "channel": channel,
         "to": "alice@customer.example" if channel == "email" else NUMBER,
         "body": f"Fire drill at 14:00 — south gate ({channel} {number})",
+        "handed_over_at": HANDED_OVER_AT,
     }
     fields.update(changes)
     return Delivery(**fields)
@@ -74,7 +79,7 @@ def test_an_email_is_a_normal_message_with_from_to_subject_and_body(
     assert message["To"] == "alice@customer.example"
     assert message["Subject"] == "Fire drill"
     assert message["Message-ID"].endswith("@localhost>")
-    assert message["Date"] is not None
+    assert message["Date"] == "Mon, 04 May 2026 12:00:00 +0000"  # the worker's clock
     assert message.get_content().rstrip("\n") == delivery("email").body
 
 

@@ -8,6 +8,7 @@ from uuid import UUID
 import argon2
 import pytest
 
+from picasse.adapters.clock import ManualClock
 from picasse.adapters.crypto import MemoryKeyRing, SealingMapper
 from picasse.adapters.passwords import Argon2Passwords
 from picasse.adapters.pseudonyms import KeyedPseudonyms
@@ -31,14 +32,6 @@ from picasse.domain.values import Role
 RING = MemoryKeyRing()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 class InMemoryAccounts(Accounts):
     def construct_mapper(self) -> SealingMapper:  # type: ignore[override]
         return SealingMapper(keys=RING)
@@ -50,7 +43,7 @@ class InMemoryMessages(Messages):
 
 
 @pytest.fixture
-def world() -> tuple[Messages, UUID, Clock]:
+def world() -> tuple[Messages, UUID, ManualClock]:
     env = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
     accounts = InMemoryAccounts(
         env,
@@ -62,7 +55,7 @@ def world() -> tuple[Messages, UUID, Clock]:
         phone="+31612345678", billing_address="Street 1",
     )  # fmt: skip
     accounts.start_subscription(customer_id)
-    clock = Clock()
+    clock = ManualClock(datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
     messages = InMemoryMessages(env, clock=clock, pseudonyms=KeyedPseudonyms(b"k" * 32))
     # Both applications share one in-memory recorder, as they share one table in PostgreSQL.
     messages.recorder = accounts.recorder
@@ -81,7 +74,7 @@ def _user(customer_id: UUID) -> Viewer:
 
 
 def test_a_request_queues_one_delivery_per_distinct_recipient(
-    world: tuple[Messages, UUID, Clock],
+    world: tuple[Messages, UUID, ManualClock],
 ) -> None:
     messages, customer_id, _ = world
     message_id = messages.send(
@@ -110,7 +103,7 @@ def test_a_request_queues_one_delivery_per_distinct_recipient(
     ],
 )
 def test_bad_requests_are_refused_and_record_nothing(
-    world: tuple[Messages, UUID, Clock], request_: SendRequest, field: str
+    world: tuple[Messages, UUID, ManualClock], request_: SendRequest, field: str
 ) -> None:
     messages, customer_id, _ = world
     before = messages.recorder.max_notification_id()
@@ -121,7 +114,7 @@ def test_bad_requests_are_refused_and_record_nothing(
 
 
 def test_a_customer_without_an_active_subscription_cannot_send(
-    world: tuple[Messages, UUID, Clock],
+    world: tuple[Messages, UUID, ManualClock],
 ) -> None:
     messages, _, _ = world
     with pytest.raises(NotFound):
@@ -129,19 +122,19 @@ def test_a_customer_without_an_active_subscription_cannot_send(
 
 
 def test_the_same_idempotency_key_within_a_day_returns_the_first_message(
-    world: tuple[Messages, UUID, Clock],
+    world: tuple[Messages, UUID, ManualClock],
 ) -> None:
     messages, customer_id, clock = world
     first = messages.send(customer_id, _email(idempotency_key="order-17"))
     before = messages.recorder.max_notification_id()
-    clock.now += timedelta(hours=23)
+    clock.advance(timedelta(hours=23))
     assert messages.send(customer_id, _email(idempotency_key="order-17", body="changed")) == first
     assert messages.recorder.max_notification_id() == before
-    clock.now += timedelta(hours=2)
+    clock.advance(timedelta(hours=2))
     assert messages.send(customer_id, _email(idempotency_key="order-17")) != first
 
 
-def test_templates_are_filled_from_variables(world: tuple[Messages, UUID, Clock]) -> None:
+def test_templates_are_filled_from_variables(world: tuple[Messages, UUID, ManualClock]) -> None:
     messages, customer_id, _ = world
     message_id = messages.send(
         customer_id, _email(body=None, template="Dear {name}", variables={"name": "Ann"})
@@ -150,7 +143,7 @@ def test_templates_are_filled_from_variables(world: tuple[Messages, UUID, Clock]
 
 
 def test_only_the_customers_own_users_may_reveal_content(
-    world: tuple[Messages, UUID, Clock],
+    world: tuple[Messages, UUID, ManualClock],
 ) -> None:
     messages, customer_id, _ = world
     message_id = messages.send(customer_id, _email())
@@ -165,7 +158,7 @@ def test_only_the_customers_own_users_may_reveal_content(
 
 
 def test_a_delivery_is_delivered_once_and_a_repeat_changes_nothing(
-    world: tuple[Messages, UUID, Clock],
+    world: tuple[Messages, UUID, ManualClock],
 ) -> None:
     messages, customer_id, _ = world
     message_id = messages.send(customer_id, _email())
@@ -180,7 +173,7 @@ def test_a_delivery_is_delivered_once_and_a_repeat_changes_nothing(
 
 
 def test_temporary_failures_retry_until_attempts_are_used_up(
-    world: tuple[Messages, UUID, Clock],
+    world: tuple[Messages, UUID, ManualClock],
 ) -> None:
     messages, customer_id, _ = world
     message_id = messages.send(customer_id, _email())
@@ -197,7 +190,7 @@ def test_temporary_failures_retry_until_attempts_are_used_up(
 
 
 def test_unacknowledged_alerts_escalate_to_the_next_group(
-    world: tuple[Messages, UUID, Clock],
+    world: tuple[Messages, UUID, ManualClock],
 ) -> None:
     messages, customer_id, _ = world
     messages.create_group(customer_id, "first line", ["+31612345671", "+31612345672"])
@@ -215,14 +208,14 @@ def test_unacknowledged_alerts_escalate_to_the_next_group(
     assert messages.escalate_unacknowledged(message_id) == []  # no further group
 
 
-def test_acknowledgement_needs_an_alert(world: tuple[Messages, UUID, Clock]) -> None:
+def test_acknowledgement_needs_an_alert(world: tuple[Messages, UUID, ManualClock]) -> None:
     messages, customer_id, _ = world
     with pytest.raises(InvalidInput, match="only alerts"):
         messages.send(customer_id, _email(ack_within_minutes=5))
     assert messages.escalate_unacknowledged(messages.send(customer_id, _email())) == []
 
 
-def test_a_terminated_customer_cannot_send(world: tuple[Messages, UUID, Clock]) -> None:
+def test_a_terminated_customer_cannot_send(world: tuple[Messages, UUID, ManualClock]) -> None:
     messages, customer_id, _ = world
     customer = messages.repository.get(customer_id)
     customer.terminate()
@@ -260,7 +253,7 @@ class _CountedWrites:
 
 
 def test_starting_attempts_records_nothing_and_opens_each_message_once(
-    world: tuple[Messages, UUID, Clock], monkeypatch: pytest.MonkeyPatch
+    world: tuple[Messages, UUID, ManualClock], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     messages, customer_id, _ = world
     idents = _three_recipients(messages, customer_id)
@@ -282,7 +275,7 @@ def test_starting_attempts_records_nothing_and_opens_each_message_once(
 
 
 def test_a_batch_of_outcomes_is_recorded_in_one_write_each_with_its_attempt(
-    world: tuple[Messages, UUID, Clock],
+    world: tuple[Messages, UUID, ManualClock],
 ) -> None:
     messages, customer_id, _ = world
     idents = _three_recipients(messages, customer_id)
@@ -308,7 +301,7 @@ def test_a_batch_of_outcomes_is_recorded_in_one_write_each_with_its_attempt(
 
 
 def test_a_batch_whose_one_delivery_conflicts_still_records_every_outcome_exactly_once(
-    world: tuple[Messages, UUID, Clock],
+    world: tuple[Messages, UUID, ManualClock],
 ) -> None:
     messages, customer_id, _ = world
     first, second, third = _three_recipients(messages, customer_id)
@@ -335,7 +328,7 @@ def test_a_batch_whose_one_delivery_conflicts_still_records_every_outcome_exactl
 
 
 def test_an_attempt_that_never_got_its_outcome_recorded_is_not_counted(
-    world: tuple[Messages, UUID, Clock],
+    world: tuple[Messages, UUID, ManualClock],
 ) -> None:
     messages, customer_id, _ = world
     ident = delivery_id(messages.send(customer_id, _email()), 0)
@@ -347,7 +340,7 @@ def test_an_attempt_that_never_got_its_outcome_recorded_is_not_counted(
 
 
 def test_repeated_unknown_and_erased_jobs_get_nothing_to_send(
-    world: tuple[Messages, UUID, Clock],
+    world: tuple[Messages, UUID, ManualClock],
 ) -> None:
     messages, customer_id, _ = world
     first, second, _ = _three_recipients(messages, customer_id)
