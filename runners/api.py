@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import signal
+import contextlib
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -29,6 +28,7 @@ from picasse.runners import relay, servers
 from picasse.runners.processes import connect_nats
 from picasse.runners.project import VIEWS, view_env
 from picasse.runners.settings import Settings, SettingsError
+from picasse.runners.signals import StopRequest, stop_requested
 from picasse.runners.wiring import (
     ensure_master_key,
     eventsourcing_env,
@@ -47,7 +47,7 @@ def main(settings: Settings, *, tls_cert: Path | None = None, tls_key: Path | No
     """Serve until SIGTERM/SIGINT (exit 0); one line on stdout once the socket listens."""
     if (tls_cert is None) != (tls_key is None):
         raise SettingsError("TLS needs both PICASSE_TLS_CERT and PICASSE_TLS_KEY")
-    with _StopRequest() as stop:
+    with stop_requested() as stop:
         listener = _listen(settings.http_host, settings.http_port)
         try:
             database_url = servers.postgres_url(settings)
@@ -71,7 +71,7 @@ def main(settings: Settings, *, tls_cert: Path | None = None, tls_key: Path | No
                     raise SettingsError(f"TLS certificate or key: {error}") from None
                 where = f"{'https' if tls_cert else 'http'}://{_address(listener)}"
                 if not stop.requested:
-                    asyncio.run(_serve(uvicorn.Server(config), listener, where, stop))
+                    asyncio.run(_serve(_Server(config), listener, where, stop))
         finally:
             listener.close()
     return 0
@@ -154,17 +154,31 @@ def _view(settings: Settings, database_url: str, name: str) -> Iterator[Any]:
 
 
 async def _serve(
-    server: uvicorn.Server, listener: socket.socket, where: str, stop: _StopRequest
+    server: uvicorn.Server, listener: socket.socket, where: str, stop: StopRequest
 ) -> None:
     serving = asyncio.create_task(server.serve(sockets=[listener]))
-    while not server.started and not serving.done():
-        await asyncio.sleep(0.02)
-    # A signal that came before uvicorn took over the handlers was meant for it too.
-    if stop.requested:
-        server.should_exit = True
-    if server.started and not server.should_exit:
-        print(f"api listening on {where}", flush=True)
-    await serving
+
+    async def exit_on_stop() -> None:
+        await stop.stopped()
+        server.should_exit = True  # open requests get GRACEFUL_SHUTDOWN seconds
+
+    stopping = asyncio.create_task(exit_on_stop())
+    try:
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.02)
+        if server.started and not server.should_exit:
+            print(f"api listening on {where}", flush=True)
+        await serving
+    finally:
+        stopping.cancel()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the process's one StopRequest stops it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -186,30 +200,3 @@ def _listen(host: str, port: int) -> socket.socket:
 def _address(listener: socket.socket) -> str:
     host, port = listener.getsockname()[:2]
     return f"[{host}]:{port}" if listener.family == socket.AF_INET6 else f"{host}:{port}"
-
-
-class _StopRequest:
-    """SIGTERM/SIGINT handlers for the whole run that only take note.
-
-    While it serves, uvicorn puts its own handlers in front (a signal then shuts it down
-    gracefully); afterwards it raises the signal again for the handler it replaced. That
-    handler is this one, so the process ends with status 0 instead of dying of the signal.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[
-            signal.Signals, Callable[[int, FrameType | None], Any] | int | None
-        ] = {}
-
-    def __enter__(self) -> _StopRequest:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._note)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _note(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -26,6 +24,7 @@ from picasse.projections.ledger import LedgerProjection
 from picasse.projections.traffic import TrafficProjection
 from picasse.runners import servers
 from picasse.runners.settings import Settings, SettingsError
+from picasse.runners.signals import StopRequest, stop_requested
 from picasse.runners.wiring import ensure_master_key, eventsourcing_env
 
 VIEWS: dict[str, tuple[type[Projection[Any]], type[Any]]] = {
@@ -93,10 +92,7 @@ def main(settings: Settings, *, rebuild: str | None = None, once: bool = False) 
     if rebuild:
         _reset(settings, database_url, rebuild)
     console = Console(stderr=True)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    with running(settings, database_url, names) as runners:
+    with stop_requested() as stop, running(settings, database_url, names) as runners:
         if rebuild or once:
             _catch_up(runners, console, stop)
             for status in statuses(runners):
@@ -123,7 +119,7 @@ def _reset(settings: Settings, database_url: str, name: str) -> None:
 
 
 def _catch_up(
-    runners: dict[str, ProjectionRunner[Any, Any]], console: Console, stop: threading.Event
+    runners: dict[str, ProjectionRunner[Any, Any]], console: Console, stop: StopRequest
 ) -> None:
     columns = (
         TextColumn("{task.description}"),
@@ -143,7 +139,7 @@ def _catch_up(
                 return
             for runner in runners.values():
                 runner.run_forever(timeout=0)  # re-raises a projection's error here
-            time.sleep(0.2)
+            stop.wait(0.2)
 
 
 class LiveViews:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID
@@ -14,6 +12,7 @@ from picasse.domain.privacy import Privacy
 from picasse.domain.retention import RetentionPeriod, expired, months_before, traffic_retention
 from picasse.runners import servers
 from picasse.runners.settings import Settings
+from picasse.runners.signals import stop_requested
 from picasse.runners.wiring import ensure_master_key, open_privacy
 
 
@@ -61,14 +60,12 @@ def main(
         if every is None:
             _report(run_retention(privacy, period, now=clock(), dry_run=dry_run), period, dry_run)
             return 0
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-        print("retention running", flush=True)
-        while True:
-            run_retention(privacy, period, now=clock(), dry_run=dry_run)
-            if stop.wait(every):
-                return 0
+        with stop_requested() as stop:
+            print("retention running", flush=True)
+            while not stop.requested:
+                run_retention(privacy, period, now=clock(), dry_run=dry_run)
+                stop.wait(every)
+            return 0
     finally:
         privacy.close()
 

@@ -51,7 +51,8 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
             await client.drain()
 
     try:
-        run_until_signalled(work)
+        # The jobs in hand get the drain time; a little more to close connections.
+        run_until_signalled(work, deadline=settings.drain_seconds + 3)
     finally:
         messages.close()
     return 0
