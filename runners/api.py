@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.postgres import PostgresTrackingRecorder
-from eventsourcing.projection import ProjectionRunner
 
 from picasse.adapters.http.acklinks import ack_links_from
 from picasse.adapters.http.app import HttpDeps, create_app
@@ -26,7 +24,7 @@ from picasse.domain.api_keys import ApiKeys
 from picasse.domain.messaging import Messages
 from picasse.runners import relay, servers
 from picasse.runners.processes import connect_nats
-from picasse.runners.project import VIEWS, view_env
+from picasse.runners.project import VIEWS
 from picasse.runners.settings import Settings, SettingsError
 from picasse.runners.signals import StopRequest, stop_requested
 from picasse.runners.wiring import (
@@ -37,9 +35,13 @@ from picasse.runners.wiring import (
     receipt_tokens,
 )
 
-# Connections each part keeps open; under load each pool grows by POSTGRES_MAX_OVERFLOW.
-POOL_SIZE = 4  # messages: sending and reading messages
-SMALL_POOL = 1  # accounts, API keys, each view, sessions: one short query per request
+# Connections besides the messages pool: the accounts and API keys pools, the sessions
+# pool, and a key listener for each of the three applications.
+OTHER_CONNECTIONS = 6
+SMALL_POOL = 1  # accounts, API keys, sessions: one short query per request
+# How long a request waits for a pooled connection before it is answered 503; the
+# library tries a failed database call a few times more, so keep it short.
+POOL_TIMEOUT = 1  # seconds; the library takes whole seconds only
 GRACEFUL_SHUTDOWN = 10  # seconds open requests get to finish after SIGTERM
 
 
@@ -85,20 +87,31 @@ def http_deps(settings: Settings, database_url: str, *, secure: bool = False) ->
     """
     master_key = read_master_key(settings.master_key_path)
     with ExitStack() as stack:
-        messages = open_messages(settings, database_url, pool_size=POOL_SIZE)
+        # The messages pool also serves the views and the health checks.
+        messages = open_messages(
+            settings,
+            database_url,
+            pool_size=max(1, settings.db_connections - OTHER_CONNECTIONS),
+            pool_timeout=POOL_TIMEOUT,
+        )
         stack.callback(messages.close)
         env = eventsourcing_env(
             database_url, settings.master_key_path, schema=settings.database_schema
         )
         env["POSTGRES_POOL_SIZE"] = str(SMALL_POOL)
+        env["POSTGRES_CONNECT_TIMEOUT"] = str(POOL_TIMEOUT)
         pseudonyms = KeyedPseudonyms(master_key)
-        accounts = open_accounts(settings, database_url, pool_size=SMALL_POOL)
+        accounts = open_accounts(
+            settings, database_url, pool_size=SMALL_POOL, pool_timeout=POOL_TIMEOUT
+        )
         stack.callback(accounts.close)
         api_keys = ApiKeys(env)
         stack.callback(api_keys.close)
-        auth_store = PostgresAuthStore(database_url, schema=settings.database_schema)
+        auth_store = PostgresAuthStore(
+            database_url, schema=settings.database_schema, pool_size=SMALL_POOL
+        )
         stack.callback(auth_store.close)
-        views = {name: stack.enter_context(_view(settings, database_url, name)) for name in VIEWS}
+        views = {name: _view(messages, name) for name in VIEWS}
         yield HttpDeps(
             messages=messages,
             accounts=accounts,
@@ -139,18 +152,15 @@ def _health_probe(settings: Settings, messages: Messages, views: dict[str, Any])
     )
 
 
-@contextmanager
-def _view(settings: Settings, database_url: str, name: str) -> Iterator[Any]:
-    """A view to read, as `picasse project` writes it (its tables, in its schema)."""
+def _view(messages: Messages, name: str) -> Any:
+    """A view to read, as `picasse project` writes it, on the messages pool (no pool of its own)."""
     projection, view_class = VIEWS[name]
-    env = {**view_env(settings, database_url), "POSTGRES_POOL_SIZE": str(SMALL_POOL)}
-    factory = InfrastructureFactory.construct(
-        env=ProjectionRunner._construct_env(projection.name, env)
+    view = view_class(
+        datastore=messages.factory.datastore,  # type: ignore[attr-defined]
+        tracking_table_name=f"{projection.name.lower()}_tracking",
     )
-    try:
-        yield factory.tracking_recorder(view_class)
-    finally:
-        factory.close()
+    view.create_table()  # if the projections never ran here yet
+    return view
 
 
 async def _serve(
