@@ -149,6 +149,7 @@ def _health_probe(settings: Settings, messages: Messages, views: dict[str, Any])
         )
         if nats_url
         else None,
+        data_dir=settings.data_dir,
     )
 
 

@@ -6,10 +6,10 @@ import importlib.util
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
-import msgspec
-from litestar import Litestar, get
+from litestar import Litestar, Response, get
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -27,7 +27,7 @@ from picasse.adapters.http.auth import (
     housekeeping,
     tenant_guard,
 )
-from picasse.adapters.http.health import HealthProbe
+from picasse.adapters.http.health import HealthProbe, Liveness
 from picasse.adapters.http.problems import problem_response
 from picasse.adapters.http.webhooks import acknowledge_by_link, receive_receipt
 from picasse.adapters.postgres.sessions import PostgresAuthStore
@@ -40,10 +40,6 @@ from picasse.projections.ledger import LedgerView
 from picasse.projections.traffic import TrafficView
 
 API_VERSION = "1"
-
-
-class Health(msgspec.Struct, frozen=True):
-    status: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,9 +62,19 @@ class HttpDeps:
     ledger_view: LedgerView | None = None  # the privacy ledger page
 
 
-@get("/health", opt=PUBLIC, security=[], summary="Liveness: the process serves requests")
-async def health() -> Health:
-    return Health(status="ok")
+@get(
+    "/health",
+    opt=PUBLIC,
+    security=[],
+    summary="Liveness: whether requests can be served (503 while the database cannot be"
+    " used) and the state of `picasse up`'s services",
+)
+async def health(deps: HttpDeps) -> Response[Liveness]:
+    if deps.health is None:
+        return Response(Liveness(status="ok", database="not checked"))
+    liveness = await deps.health.liveness()
+    status = HTTPStatus.OK if liveness.status == "ok" else HTTPStatus.SERVICE_UNAVAILABLE
+    return Response(liveness, status_code=status)
 
 
 def create_app(deps: HttpDeps) -> Litestar:

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import msgspec
 from eventsourcing.persistence import ProgrammingError, TrackingRecorder
@@ -13,15 +14,22 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
+from psycopg import OperationalError as DatabaseUnreachable
+from psycopg_pool import PoolTimeout
 
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.relay import ESCALATED, QUEUED, REQUESTED
 from picasse.adapters.postgres.views import events_after
+from picasse.adapters.up_state import ServiceState, read_state
 from picasse.domain.application import LOG_NAME
 
 # The events the relay turns into jobs: its lag counts only those.
 RELAY_TOPICS = (QUEUED, REQUESTED, ESCALATED)
 NATS_TIMEOUT = 2.0  # seconds; a page waits no longer than this for the queue's state
+DATABASE_TIMEOUT = 2.0  # seconds `/health` waits for a pooled connection
+DATABASE_OK = "ok"
+POOL_EXHAUSTED = "pool exhausted"
+DATABASE_DOWN = "unreachable"
 
 
 class ViewLag(msgspec.Struct, frozen=True):
@@ -49,6 +57,16 @@ class PlatformHealth(msgspec.Struct, frozen=True):
     views: list[ViewLag]
     relay: RelayState
     workers: WorkerState
+    processes: list[ServiceState] = msgspec.field(default_factory=list)  # from `up`
+
+
+class Liveness(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What `/health` answers: whether requests can be served, and `up`'s services."""
+
+    status: str  # "ok", or "unavailable" while the database cannot be used
+    database: str  # DATABASE_OK, POOL_EXHAUSTED or DATABASE_DOWN
+    processes: list[ServiceState] = msgspec.field(default_factory=list)
+    stopping: str | None = None  # `up` gave up on a service and stops
 
 
 @dataclass(frozen=True)
@@ -110,7 +128,9 @@ class HealthProbe:
         relay: TrackingRecorder,
         jobs: JobQueueProbe | None,
         application_name: str = LOG_NAME,
+        data_dir: Path | None = None,  # where `up` keeps its state file, if under `up`
     ) -> None:
+        self.data_dir = data_dir
         self.log = log
         self.views = list(views)
         self.relay = relay
@@ -125,8 +145,40 @@ class HealthProbe:
         else:
             (head, views, relay), workers = await asyncio.gather(positions, self.jobs.state())
         return PlatformHealth(
-            checked_at=datetime.now(UTC), log_head=head, views=views, relay=relay, workers=workers
+            checked_at=datetime.now(UTC),
+            log_head=head,
+            views=views,
+            relay=relay,
+            workers=workers,
+            processes=self._processes(),
         )
+
+    async def liveness(self) -> Liveness:
+        database = await asyncio.to_thread(self._database)
+        state = read_state(self.data_dir) if self.data_dir is not None else None
+        return Liveness(
+            status="ok" if database == DATABASE_OK else "unavailable",
+            database=database,
+            processes=state.services if state else [],
+            stopping=state.stopping if state else None,
+        )
+
+    def _processes(self) -> list[ServiceState]:
+        state = read_state(self.data_dir) if self.data_dir is not None else None
+        return state.services if state else []
+
+    def _database(self) -> str:
+        """One short query on the pool every request uses, not waiting long for it."""
+        pool = self.log.datastore.pool
+        try:
+            with pool.connection(timeout=DATABASE_TIMEOUT) as connection:
+                connection.execute("SELECT 1")
+        except PoolTimeout:
+            # Also what a pool says that cannot open a connection at all.
+            return POOL_EXHAUSTED if pool.get_stats().get("pool_size", 0) else DATABASE_DOWN
+        except DatabaseUnreachable:
+            return DATABASE_DOWN
+        return DATABASE_OK
 
     def _positions(self) -> tuple[int, list[ViewLag], RelayState]:
         head = self.log.max_notification_id() or 0
