@@ -49,7 +49,7 @@ def view_env(settings: Settings, database_url: str) -> dict[str, str]:
     env = eventsourcing_env(database_url, settings.master_key_path, schema=settings.database_schema)
     # A projection reads and writes from one thread: a small pool is plenty.
     env["POSTGRES_POOL_SIZE"] = "1"
-    env["POSTGRES_MAX_OVERFLOW"] = "0"
+    env["POSTGRES_MAX_OVERFLOW"] = "2"  # readers in other threads (LiveViews) share it
     return env
 
 
