@@ -223,8 +223,6 @@ class Supervisor:
         try:
             where = service.start(stop)
         except Exception as error:
-            with contextlib.suppress(Exception):
-                service.stop()
             raise _StartFailed(f"{service.name} failed to start: {_one_line(error)}") from error
         self.running.append(_Watched(service, where))
         self.out.print(f"{service.name:<11} {where}")
@@ -287,9 +285,7 @@ class Supervisor:
         watched.last_restart_at = self.clock.now()
         try:
             watched.detail = service.start(stop)
-        except Exception as error:
-            with contextlib.suppress(Exception):
-                service.stop()
+        except Exception as error:  # it cleaned up after itself
             watched.restart_at = None
             # Counted like any failure: the next check sees it stopped.
             self._failed(watched, f"restart failed: {_one_line(error)}")
