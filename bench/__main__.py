@@ -27,7 +27,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from bench import audit_replay, event_store, messaging
+from bench import audit_replay, event_store, messaging, supervisor
 from picasse.runners import servers
 from picasse.runners.settings import Settings
 
@@ -39,7 +39,7 @@ def positive(text: str) -> int:
     return number
 
 
-BENCHES = ("event-store", "messaging", "audit")
+BENCHES = ("event-store", "messaging", "audit", "supervisor")
 
 
 def positive_number(text: str) -> float:
@@ -211,10 +211,14 @@ def main(argv: list[str] | None = None) -> int:
                 run_messaging(console, settings, database_url, nats_url, messaging_config)
             elif name == "audit":
                 run_audit(console, settings, database_url, audit_config)
+            elif name == "supervisor":
+                with console.status("picasse up: start, kill a worker, stop"):
+                    console.print(supervisor.table(supervisor.run()))
     except (
         event_store.BenchError,
         messaging.BenchError,
         audit_replay.BenchError,
+        supervisor.BenchError,
         servers.ServerError,
     ) as error:
         console.print(f"[red]bench: {error}")

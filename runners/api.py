@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import signal
+import contextlib
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import uvicorn
-from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.postgres import PostgresTrackingRecorder
-from eventsourcing.projection import ProjectionRunner
 
 from picasse.adapters.http.acklinks import ack_links_from
 from picasse.adapters.http.app import HttpDeps, create_app
@@ -29,8 +26,9 @@ from picasse.domain.clock import Clock
 from picasse.domain.messaging import Messages
 from picasse.runners import relay, servers
 from picasse.runners.processes import connect_nats
-from picasse.runners.project import VIEWS, view_env
+from picasse.runners.project import VIEWS
 from picasse.runners.settings import Settings, SettingsError
+from picasse.runners.signals import StopRequest, stop_requested
 from picasse.runners.wiring import (
     ensure_master_key,
     eventsourcing_env,
@@ -39,9 +37,13 @@ from picasse.runners.wiring import (
     receipt_tokens,
 )
 
-# Connections each part keeps open; under load each pool grows by POSTGRES_MAX_OVERFLOW.
-POOL_SIZE = 4  # messages: sending and reading messages
-SMALL_POOL = 1  # accounts, API keys, each view, sessions: one short query per request
+# Connections besides the messages pool: the accounts and API keys pools, the sessions
+# pool, and a key listener for each of the three applications.
+OTHER_CONNECTIONS = 6
+SMALL_POOL = 1  # accounts, API keys, sessions: one short query per request
+# How long a request waits for a pooled connection before it is answered 503; the
+# library tries a failed database call a few times more, so keep it short.
+POOL_TIMEOUT = 1  # seconds; the library takes whole seconds only
 GRACEFUL_SHUTDOWN = 10  # seconds open requests get to finish after SIGTERM
 
 
@@ -49,7 +51,7 @@ def main(settings: Settings, *, tls_cert: Path | None = None, tls_key: Path | No
     """Serve until SIGTERM/SIGINT (exit 0); one line on stdout once the socket listens."""
     if (tls_cert is None) != (tls_key is None):
         raise SettingsError("TLS needs both PICASSE_TLS_CERT and PICASSE_TLS_KEY")
-    with _StopRequest() as stop:
+    with stop_requested() as stop:
         listener = _listen(settings.http_host, settings.http_port)
         try:
             database_url = servers.postgres_url(settings)
@@ -73,7 +75,7 @@ def main(settings: Settings, *, tls_cert: Path | None = None, tls_key: Path | No
                     raise SettingsError(f"TLS certificate or key: {error}") from None
                 where = f"{'https' if tls_cert else 'http'}://{_address(listener)}"
                 if not stop.requested:
-                    asyncio.run(_serve(uvicorn.Server(config), listener, where, stop))
+                    asyncio.run(_serve(_Server(config), listener, where, stop))
         finally:
             listener.close()
     return 0
@@ -90,20 +92,32 @@ def http_deps(
     """
     master_key = read_master_key(settings.master_key_path)
     with ExitStack() as stack:
-        messages = open_messages(settings, database_url, pool_size=POOL_SIZE, clock=clock)
+        # The messages pool also serves the views and the health checks.
+        messages = open_messages(
+            settings,
+            database_url,
+            pool_size=max(1, settings.db_connections - OTHER_CONNECTIONS),
+            pool_timeout=POOL_TIMEOUT,
+            clock=clock,
+        )
         stack.callback(messages.close)
         env = eventsourcing_env(
             database_url, settings.master_key_path, schema=settings.database_schema
         )
         env["POSTGRES_POOL_SIZE"] = str(SMALL_POOL)
+        env["POSTGRES_CONNECT_TIMEOUT"] = str(POOL_TIMEOUT)
         pseudonyms = KeyedPseudonyms(master_key)
-        accounts = open_accounts(settings, database_url, pool_size=SMALL_POOL)
+        accounts = open_accounts(
+            settings, database_url, pool_size=SMALL_POOL, pool_timeout=POOL_TIMEOUT
+        )
         stack.callback(accounts.close)
         api_keys = ApiKeys(env)
         stack.callback(api_keys.close)
-        auth_store = PostgresAuthStore(database_url, schema=settings.database_schema)
+        auth_store = PostgresAuthStore(
+            database_url, schema=settings.database_schema, pool_size=SMALL_POOL
+        )
         stack.callback(auth_store.close)
-        views = {name: stack.enter_context(_view(settings, database_url, name)) for name in VIEWS}
+        views = {name: _view(messages, name) for name in VIEWS}
         yield HttpDeps(
             messages=messages,
             accounts=accounts,
@@ -149,35 +163,47 @@ def _health_probe(settings: Settings, messages: Messages, views: dict[str, Any])
             relay_tracking_table=relay.TRACKING_TABLE,
         ),
         clock=messages.clock,
+        data_dir=settings.data_dir,
     )
 
 
-@contextmanager
-def _view(settings: Settings, database_url: str, name: str) -> Iterator[Any]:
-    """A view to read, as `picasse project` writes it (its tables, in its schema)."""
+def _view(messages: Messages, name: str) -> Any:
+    """A view to read, as `picasse project` writes it, on the messages pool (no pool of its own)."""
     projection, view_class = VIEWS[name]
-    env = {**view_env(settings, database_url), "POSTGRES_POOL_SIZE": str(SMALL_POOL)}
-    factory = InfrastructureFactory.construct(
-        env=ProjectionRunner._construct_env(projection.name, env)
+    view = view_class(
+        datastore=messages.factory.datastore,  # type: ignore[attr-defined]
+        tracking_table_name=f"{projection.name.lower()}_tracking",
     )
-    try:
-        yield factory.tracking_recorder(view_class)
-    finally:
-        factory.close()
+    view.create_table()  # if the projections never ran here yet
+    return view
 
 
 async def _serve(
-    server: uvicorn.Server, listener: socket.socket, where: str, stop: _StopRequest
+    server: uvicorn.Server, listener: socket.socket, where: str, stop: StopRequest
 ) -> None:
     serving = asyncio.create_task(server.serve(sockets=[listener]))
-    while not server.started and not serving.done():
-        await asyncio.sleep(0.02)
-    # A signal that came before uvicorn took over the handlers was meant for it too.
-    if stop.requested:
-        server.should_exit = True
-    if server.started and not server.should_exit:
-        print(f"api listening on {where}", flush=True)
-    await serving
+
+    async def exit_on_stop() -> None:
+        await stop.stopped()
+        server.should_exit = True  # open requests get GRACEFUL_SHUTDOWN seconds
+
+    stopping = asyncio.create_task(exit_on_stop())
+    try:
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.02)
+        if server.started and not server.should_exit:
+            print(f"api listening on {where}", flush=True)
+        await serving
+    finally:
+        stopping.cancel()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the process's one StopRequest stops it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -199,30 +225,3 @@ def _listen(host: str, port: int) -> socket.socket:
 def _address(listener: socket.socket) -> str:
     host, port = listener.getsockname()[:2]
     return f"[{host}]:{port}" if listener.family == socket.AF_INET6 else f"{host}:{port}"
-
-
-class _StopRequest:
-    """SIGTERM/SIGINT handlers for the whole run that only take note.
-
-    While it serves, uvicorn puts its own handlers in front (a signal then shuts it down
-    gracefully); afterwards it raises the signal again for the handler it replaced. That
-    handler is this one, so the process ends with status 0 instead of dying of the signal.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[
-            signal.Signals, Callable[[int, FrameType | None], Any] | int | None
-        ] = {}
-
-    def __enter__(self) -> _StopRequest:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._note)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _note(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True

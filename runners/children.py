@@ -1,50 +1,117 @@
-"""Child processes as services of `picasse up`: the relay, the workers, the scheduler."""
+"""Child processes as services of `picasse up`: the relay, projections, workers,
+scheduler and API.
+
+The one way Picasse runs a child process: `ChildProcess`. Every child dies with its
+parent, even when the parent is killed with SIGKILL (the kernel sends it SIGTERM:
+PR_SET_PDEATHSIG), and is given its share of the connection budget.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import select
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 from picasse.runners.settings import Settings
+from picasse.runners.signals import StopRequest
 from picasse.runners.up import Endpoints, ServiceFactory
 
 READY_TIMEOUT = 60.0
-STOP_TIMEOUT = 30.0  # a worker finishes the jobs in hand first
+EXTRA_STOP_SECONDS = 5.0  # beyond the drain time, before a child that lingers is killed
+PR_SET_PDEATHSIG = 1
+
+# PostgreSQL connections per role under `up` (PICASSE_DB_CONNECTIONS is the total), as
+# measured in pg_stat_activity; the API takes what the others leave, at least MIN_API.
+# Each child reads its share as its own PICASSE_DB_CONNECTIONS. The projections need
+# three per view today (log reader, key listener, view): the largest share.
+CONNECTIONS = {"relay": 3, "projections": 9, "scheduler": 3, "worker": 2}
+UP_ITSELF = 1  # `up` asks the database whether an administrator exists, then lets go
+MIN_API = 7  # one messages connection, accounts, API keys, sessions, three key listeners
+
+
+def connection_shares(total: int, workers: int) -> dict[str, int]:
+    """The budget split by role; the API gets the rest, but never less than MIN_API."""
+    others = sum(n for role, n in CONNECTIONS.items() if role != "worker")
+    api = total - UP_ITSELF - others - CONNECTIONS["worker"] * workers
+    return {**CONNECTIONS, "api": max(api, MIN_API)}
+
+
+def die_with_parent(parent: int) -> Callable[[], None]:
+    """For the child, before exec: the kernel sends it SIGTERM when `parent` dies."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+    def arrange() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the line above: follow it now
+            os._exit(1)
+
+    return arrange
 
 
 class ChildProcess:
     """`picasse <command>` as a child of `picasse up`, on the same servers."""
 
     def __init__(
-        self, name: str, command: list[str], settings: Settings, endpoints: Endpoints
+        self,
+        name: str,
+        command: list[str],
+        settings: Settings,
+        endpoints: Endpoints,
+        *,
+        connections: int,
     ) -> None:
         self.name = name
         self.command = command
+        self.stop_timeout = settings.drain_seconds + EXTRA_STOP_SECONDS
         self.env = dict(os.environ)
         self.env |= {
             "PICASSE_DATA_DIR": str(settings.data_dir),
             "PICASSE_DATABASE_URL": endpoints.database_url,
             "PICASSE_NATS_URL": endpoints.nats_url,
             "PICASSE_MASTER_KEY_FILE": str(settings.master_key_path),
+            "PICASSE_DB_CONNECTIONS": str(connections),
+            # Names its connections in pg_stat_activity.
+            "PGAPPNAME": f"picasse {name.lower()}",
         }
         self.process: subprocess.Popen[str] | None = None
 
-    def start(self) -> str:
+    def start(self, stop: StopRequest) -> str:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "picasse.runners.cli", *self.command],
             env=self.env,
             stdout=subprocess.PIPE,
             text=True,
+            # `up` starts children from its main thread only: the death signal is tied
+            # to the thread that forked.
+            preexec_fn=die_with_parent(os.getpid()),
         )
         assert self.process.stdout is not None
         # The child prints one line ("… running") once it works, and nothing after.
-        ready, _, _ = select.select([self.process.stdout], [], [], READY_TIMEOUT)
-        line = self.process.stdout.readline() if ready else ""
+        line = ""
+        waited = 0.0
+        while not stop.requested and waited < READY_TIMEOUT:
+            ready, _, _ = select.select([self.process.stdout], [], [], 0.2)
+            waited += 0.2
+            if ready:
+                line = self.process.stdout.readline()
+                break
         if not line:
+            try:  # it closed its output: it is exiting
+                code = self.process.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                code = None
             self.stop()
+            if stop.requested:
+                return "stopped while starting"
+            if code is not None:
+                raise RuntimeError(f"{self.name} exited with status {code} while starting")
+            if waited < READY_TIMEOUT:
+                raise RuntimeError(f"{self.name} closed its output while starting")
             raise RuntimeError(f"{self.name} was not ready within {READY_TIMEOUT:.0f} s")
         return f"{line.strip()} (pid {self.process.pid})"
 
@@ -52,40 +119,45 @@ class ChildProcess:
         if self.process is None:
             return None
         code = self.process.poll()
-        return None if code is None else f"exited with status {code}"
+        if code is None:
+            return None
+        return f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+
+    def ask_to_stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
-def api(settings: Settings, endpoints: Endpoints) -> ChildProcess:
-    return ChildProcess("API", ["api"], settings, endpoints)
-
-
-def relay(settings: Settings, endpoints: Endpoints) -> ChildProcess:
-    return ChildProcess("Relay", ["relay"], settings, endpoints)
-
-
-def worker(number: int) -> ServiceFactory:
+def _child(name: str, role: str, command: list[str]) -> ServiceFactory:
     def make(settings: Settings, endpoints: Endpoints) -> ChildProcess:
-        return ChildProcess(f"Worker {number}", ["worker"], settings, endpoints)
+        shares = connection_shares(settings.db_connections, settings.workers)
+        return ChildProcess(name, command, settings, endpoints, connections=shares[role])
 
+    make.__name__ = name
     return make
 
 
-def projections(settings: Settings, endpoints: Endpoints) -> ChildProcess:
-    return ChildProcess("Projections", ["project"], settings, endpoints)
+api = _child("API", "api", ["api"])
+relay = _child("Relay", "relay", ["relay"])
+projections = _child("Projections", "projections", ["project"])
+scheduler = _child("Scheduler", "scheduler", ["scheduler"])
 
 
-def scheduler(settings: Settings, endpoints: Endpoints) -> ChildProcess:
-    return ChildProcess("Scheduler", ["scheduler"], settings, endpoints)
+def worker(number: int) -> ServiceFactory:
+    return _child(f"Worker {number}", "worker", ["worker"])
 
 
 class FirstAdministrator:
@@ -97,7 +169,7 @@ class FirstAdministrator:
         self.settings = settings
         self.endpoints = endpoints
 
-    def start(self) -> str:
+    def start(self, stop: StopRequest) -> str:
         from picasse.adapters.postgres.keystore import tenant_has_keys
         from picasse.domain.users import PLATFORM_TENANT
 

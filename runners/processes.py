@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
 from nats.aio.client import Client
+
+from picasse.runners.signals import DEFAULT_DEADLINE, stop_requested
 
 
 def connection_kwargs(datastore: Any) -> dict[str, Any]:
@@ -22,14 +23,15 @@ async def connect_nats(url: str, name: str) -> Client:
     return await nats.connect(url, name=name, max_reconnect_attempts=-1, connect_timeout=5)
 
 
-def run_until_signalled(work: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run `work(stop)`; SIGTERM or SIGINT sets `stop`, and work finishes what it holds."""
+def run_until_signalled(
+    work: Callable[[asyncio.Event], Awaitable[None]], *, deadline: float = DEFAULT_DEADLINE
+) -> None:
+    """Run `work(stop)`; SIGTERM or SIGINT sets `stop`, and work finishes what it holds
+    within `deadline` seconds."""
+    with stop_requested(deadline) as request:
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await work(stop)
+        async def main() -> None:
+            await work(request.as_event())
 
-    asyncio.run(main())
+        if not request.requested:
+            asyncio.run(main())

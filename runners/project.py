@@ -14,7 +14,6 @@ as erased). Where it stopped and the error's type are kept in `picasse_view_stat
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -50,9 +49,13 @@ from picasse.projections.traffic import TrafficProjection
 from picasse.runners import servers
 from picasse.runners.processes import connection_kwargs
 from picasse.runners.settings import Settings, SettingsError
+from picasse.runners.signals import StopRequest, stop_requested
 from picasse.runners.wiring import clock_from, ensure_master_key, eventsourcing_env
 
 log = logging.getLogger(__name__)
+
+# What stops a loop: the process's stop request, or an event of the caller's.
+Stop = StopRequest | threading.Event
 
 VIEWS: dict[str, tuple[type[Projection[Any]], type[Any]]] = {
     "accounts": (AccountsProjection, PostgresAccountsView),
@@ -109,7 +112,7 @@ def view_env(settings: Settings, database_url: str) -> dict[str, str]:
     env = eventsourcing_env(database_url, settings.master_key_path, schema=settings.database_schema)
     # A projection reads and writes from one thread: a small pool is plenty.
     env["POSTGRES_POOL_SIZE"] = "1"
-    env["POSTGRES_MAX_OVERFLOW"] = "2"
+    env["POSTGRES_MAX_OVERFLOW"] = "2"  # readers in other threads (LiveViews) share it
     return env
 
 
@@ -160,7 +163,7 @@ class Follower:
     def advance(
         self,
         upto: int | None = None,
-        stop: threading.Event | None = None,
+        stop: Stop | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> ViewFailure | None:
         """Take in this view's events after its position, up to `upto` (None: the head now).
@@ -307,7 +310,7 @@ class Views:
             self.reader.close()
 
 
-def follow(views: Views, stop: threading.Event) -> None:
+def follow(views: Views, stop: Stop) -> None:
     """Advance the views this process holds until `stop`; stand by for the others."""
     held: set[str] = set()
     ticks = 0
@@ -336,21 +339,19 @@ def main(settings: Settings, *, rebuild: str | None = None, once: bool = False) 
     ensure_master_key(settings)
     if rebuild is not None and rebuild not in VIEWS:
         raise SettingsError(f"no view {rebuild!r}; views: {', '.join(VIEWS)}")
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    views = Views(settings, database_url, [rebuild] if rebuild else None)
-    try:
-        if rebuild or once:
-            return _by_hand(views, stop, reset=rebuild is not None)
-        print("projections running", flush=True)
-        follow(views, stop)
-    finally:
-        views.close()
+    with stop_requested() as stop:
+        views = Views(settings, database_url, [rebuild] if rebuild else None)
+        try:
+            if rebuild or once:
+                return _by_hand(views, stop, reset=rebuild is not None)
+            print("projections running", flush=True)
+            follow(views, stop)
+        finally:
+            views.close()
     return 0
 
 
-def _by_hand(views: Views, stop: threading.Event, *, reset: bool) -> int:
+def _by_hand(views: Views, stop: Stop, *, reset: bool) -> int:
     """`--rebuild` and `--once`: only with every view's role claimed, so no projector runs."""
     for follower in views.followers.values():
         if not views.claims.claim(follower.role):
@@ -373,7 +374,7 @@ def _by_hand(views: Views, stop: threading.Event, *, reset: bool) -> int:
     return 0
 
 
-def _catch_up(views: Views, stop: threading.Event) -> list[ViewFailure]:
+def _catch_up(views: Views, stop: Stop) -> list[ViewFailure]:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

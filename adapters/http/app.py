@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import importlib.util
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
-import msgspec
-from litestar import Litestar, get
+from litestar import Litestar, Response, get
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -30,11 +28,10 @@ from picasse.adapters.http.auth import (
     housekeeping,
     tenant_guard,
 )
-from picasse.adapters.http.health import HealthProbe, ReconcilerState
+from picasse.adapters.http.health import HealthProbe, Liveness
 from picasse.adapters.http.problems import problem_response
 from picasse.adapters.http.webhooks import acknowledge_by_link, receive_receipt
 from picasse.adapters.postgres.sessions import PostgresAuthStore
-from picasse.adapters.postgres.views import ViewFailure
 from picasse.domain.accounts import Accounts
 from picasse.domain.api_keys import ApiKeys
 from picasse.domain.application import Pseudonyms
@@ -45,12 +42,6 @@ from picasse.projections.ledger import LedgerView
 from picasse.projections.traffic import TrafficView
 
 API_VERSION = "1"
-
-
-class Health(msgspec.Struct, frozen=True, omit_defaults=True):
-    status: str  # "ok"; "degraded" while a view is stopped at an event it cannot take
-    stopped_views: list[ViewFailure] = msgspec.field(default_factory=list)  # only when some
-    reconciler: ReconcilerState | None = None  # its last run, where this server watches it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,21 +65,20 @@ class HttpDeps:
     clock: Clock = field(default_factory=SystemClock)  # the process's one clock (wiring's)
 
 
-@get("/health", opt=PUBLIC, security=[], summary="Liveness: the process serves requests")
-async def health(deps: HttpDeps) -> Health:
-    probe = deps.health
-    if probe is None:
-        return Health(status="ok")
-    stopped: list[ViewFailure] = []
-    reconciler = None
-    # Liveness still answers while the database is down; it then says less.
-    with contextlib.suppress(Exception):
-        stopped = await probe.stopped_views()
-    with contextlib.suppress(Exception):
-        reconciler = await asyncio.to_thread(probe.reconciler_state)
-    return Health(
-        status="degraded" if stopped else "ok", stopped_views=stopped, reconciler=reconciler
-    )
+@get(
+    "/health",
+    opt=PUBLIC,
+    security=[],
+    summary="Liveness: whether requests can be served (503 while the database cannot be"
+    " used) and the state of `picasse up`'s services",
+)
+async def health(deps: HttpDeps) -> Response[Liveness]:
+    if deps.health is None:
+        return Response(Liveness(status="ok", database="not checked"))
+    liveness = await deps.health.liveness()
+    unavailable = liveness.status == "unavailable"
+    status = HTTPStatus.SERVICE_UNAVAILABLE if unavailable else HTTPStatus.OK
+    return Response(liveness, status_code=status)
 
 
 def create_app(deps: HttpDeps) -> Litestar:

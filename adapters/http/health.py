@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import msgspec
 from eventsourcing.persistence import ProgrammingError, TrackingRecorder
@@ -13,17 +15,24 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
+from psycopg import OperationalError as DatabaseUnreachable
+from psycopg_pool import PoolTimeout
 
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.reconciler import ReconcilerLog
 from picasse.adapters.nats.relay import ESCALATED, QUEUED, REQUESTED
 from picasse.adapters.postgres.views import ViewFailure, ViewStatusTable, events_after
+from picasse.adapters.up_state import ServiceState, read_state
 from picasse.domain.application import LOG_NAME
 from picasse.domain.clock import Clock
 
 # The events the relay turns into jobs: its lag counts only those.
 RELAY_TOPICS = (QUEUED, REQUESTED, ESCALATED)
 NATS_TIMEOUT = 2.0  # seconds; a page waits no longer than this for the queue's state
+DATABASE_TIMEOUT = 2.0  # seconds `/health` waits for a pooled connection
+DATABASE_OK = "ok"
+POOL_EXHAUSTED = "pool exhausted"
+DATABASE_DOWN = "unreachable"
 
 
 class ViewLag(msgspec.Struct, frozen=True):
@@ -62,6 +71,21 @@ class PlatformHealth(msgspec.Struct, frozen=True):
     relay: RelayState
     workers: WorkerState
     reconciler: ReconcilerState | None = None  # None: this probe does not watch it
+    processes: list[ServiceState] = msgspec.field(default_factory=list)  # from `up`
+
+
+class Liveness(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What `/health` answers: whether requests can be served, and `up`'s services."""
+
+    # "ok"; "degraded" while a view is stopped at an event it cannot take (still 200);
+    # "unavailable" while the database cannot be used (503)
+    status: str
+    database: str  # DATABASE_OK, POOL_EXHAUSTED or DATABASE_DOWN
+    processes: list[ServiceState] = msgspec.field(default_factory=list)
+    stopping: str | None = None  # `up` gave up on a service and stops
+    # Said only while the database can be used:
+    stopped_views: list[ViewFailure] = msgspec.field(default_factory=list)  # only when some
+    reconciler: ReconcilerState | None = None  # its last run, where this server watches it
 
 
 @dataclass(frozen=True)
@@ -125,8 +149,10 @@ class HealthProbe:
         clock: Clock,
         application_name: str = LOG_NAME,
         reconciler: ReconcilerLog | None = None,
+        data_dir: Path | None = None,  # where `up` keeps its state file, if under `up`
     ) -> None:
         self.clock = clock
+        self.data_dir = data_dir
         self.log = log
         self.views = list(views)
         self.relay = relay
@@ -150,6 +176,7 @@ class HealthProbe:
             relay=relay,
             workers=workers,
             reconciler=reconciler,
+            processes=self._processes(),
         )
 
     def reconciler_state(self) -> ReconcilerState | None:
@@ -163,6 +190,44 @@ class HealthProbe:
         return ReconcilerState(
             last.ran_at.astimezone(UTC), last.checked, last.overdue, last.republished
         )
+
+    async def liveness(self) -> Liveness:
+        database = await asyncio.to_thread(self._database)
+        state = read_state(self.data_dir) if self.data_dir is not None else None
+        stopped: list[ViewFailure] = []
+        reconciler = None
+        if database == DATABASE_OK:
+            # Liveness answers even if these cannot be read; it then says less.
+            with contextlib.suppress(Exception):
+                stopped = await self.stopped_views()
+            with contextlib.suppress(Exception):
+                reconciler = await asyncio.to_thread(self.reconciler_state)
+        status = "unavailable" if database != DATABASE_OK else "degraded" if stopped else "ok"
+        return Liveness(
+            status=status,
+            database=database,
+            processes=state.services if state else [],
+            stopping=state.stopping if state else None,
+            stopped_views=stopped,
+            reconciler=reconciler,
+        )
+
+    def _processes(self) -> list[ServiceState]:
+        state = read_state(self.data_dir) if self.data_dir is not None else None
+        return state.services if state else []
+
+    def _database(self) -> str:
+        """One short query on the pool every request uses, not waiting long for it."""
+        pool = self.log.datastore.pool
+        try:
+            with pool.connection(timeout=DATABASE_TIMEOUT) as connection:
+                connection.execute("SELECT 1")
+        except PoolTimeout:
+            # Also what a pool says that cannot open a connection at all.
+            return POOL_EXHAUSTED if pool.get_stats().get("pool_size", 0) else DATABASE_DOWN
+        except DatabaseUnreachable:
+            return DATABASE_DOWN
+        return DATABASE_OK
 
     def _positions(self) -> tuple[int, list[ViewLag], RelayState]:
         head = self.log.max_notification_id() or 0

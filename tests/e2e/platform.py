@@ -6,12 +6,14 @@ Tests that claim a behaviour of the platform start it with `RunningUp` (or the
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -81,6 +83,32 @@ class RunningUp:
             if line.startswith(READY_LINE):
                 return self.lines
 
+    def wait_for_line(self, prefix: str, timeout: float = START_TIMEOUT) -> str:
+        """The next line of up's output that starts with `prefix` (later lines are kept)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._incoming.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"picasse up printed no line {prefix!r} within {timeout:.0f}s")
+            if line is None:
+                pytest.fail(f"picasse up exited while waiting for {prefix!r}: {self.stderr()}")
+            self.lines.append(line)
+            if line.startswith(prefix):
+                return line
+
+    def pid_of(self, service: str) -> int:
+        """The pid of one of up's services, as its state file says (servers: their own files)."""
+        if service == "PostgreSQL":
+            return int((self.data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+        if service == "NATS":
+            return int(json.loads((self.data_dir / "nats" / "server.json").read_text())["pid"])
+        state = json.loads((self.data_dir / "up-state.json").read_text())
+        for entry in state["services"]:
+            if entry["name"] == service:
+                return int(entry["detail"].rsplit("(pid ", 1)[1].rstrip(")"))
+        raise AssertionError(f"no service {service} in {state}")
+
     def url_of(self, server: str) -> str:
         for line in self.lines:
             if line.startswith(server):
@@ -119,15 +147,29 @@ def on_test_clock(data_dir: Path) -> tuple[Path, dict[str, str]]:
 
 
 def processes_using(data_dir: Path) -> list[str]:
-    """Command lines of running processes that name the data dir (Linux /proc)."""
+    """Command lines of live processes that name the data dir in their command line or
+    environment (`up`'s children get it as PICASSE_DATA_DIR) (Linux /proc)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[:1]
         except OSError:
             continue  # gone meanwhile
-        if str(data_dir) in command:
+        if state == ["Z"]:
+            continue  # dead, waiting to be reaped
+        named = f"PICASSE_DATA_DIR={data_dir}".encode() in environ
+        if str(data_dir) in command or named:
             found.append(command)
     return found
+
+
+def wait_until_none_use(data_dir: Path, timeout: float) -> list[str]:
+    """Wait for every process using the data dir to end; those left after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while (left := processes_using(data_dir)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left

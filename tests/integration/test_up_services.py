@@ -10,6 +10,7 @@ import pytest
 
 from picasse.runners import up
 from picasse.runners.settings import Settings
+from picasse.runners.signals import StopRequest
 
 
 class RecordingService:
@@ -23,23 +24,32 @@ class RecordingService:
         start_error: str | None = None,
         failure: str | None = None,
         on_watch: str | None = None,
+        failures: int | None = None,  # fail this many times, then work (None: always)
+        after: tuple[str, int] | None = None,  # on_watch only once this entry is logged n times
     ) -> None:
+        self.after = after
         self.name = name
         self.log = log
         self.start_error = start_error
         self.failure_reason = failure
         self.on_watch = on_watch
+        self.failures_left = failures
 
-    def start(self) -> str:
+    def start(self, stop: StopRequest) -> str:
         if self.start_error:
             raise RuntimeError(self.start_error)
         self.log.append(f"start {self.name}")
         return f"serving {self.name}"
 
     def failure(self) -> str | None:
-        if self.on_watch == "sigterm":
+        if self.failure_reason and self.failures_left != 0:
+            if self.failures_left is not None:
+                self.failures_left -= 1
+            return self.failure_reason
+        waiting = self.after is not None and self.log.count(self.after[0]) < self.after[1]
+        if self.on_watch == "sigterm" and not waiting:
             os.kill(os.getpid(), signal.SIGTERM)
-        return self.failure_reason
+        return None
 
     def stop(self) -> None:
         self.log.append(f"stop {self.name}")
@@ -84,7 +94,25 @@ def test_a_service_that_fails_to_start_stops_those_started_before_it(
     assert capsys.readouterr().err == "picasse up: API failed to start: port 8000 is in use\n"
 
 
-def test_a_service_that_stops_working_stops_the_rest_and_up_exits_1(
+def test_a_service_that_stops_working_is_restarted_and_the_rest_go_on(
+    up_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log: list[str] = []
+    relay = RecordingService("Relay", log, failure="exited with status 1", failures=1)
+    workers = RecordingService("Workers", log, on_watch="sigterm", after=("start Relay", 2))
+
+    status = run_up(up_settings, relay, workers)
+
+    assert status == 0
+    assert log == [
+        "start Relay", "start Workers", "stop Relay", "start Relay", "stop Workers", "stop Relay"
+    ]  # fmt: skip
+    out = capsys.readouterr().out
+    assert "Relay stopped: exited with status 1; restarting in 0.5 s" in out
+    assert "Relay restarted: serving Relay" in out
+
+
+def test_a_service_that_keeps_failing_stops_the_rest_and_up_exits_1_with_one_line(
     up_settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     log: list[str] = []
@@ -94,8 +122,12 @@ def test_a_service_that_stops_working_stops_the_rest_and_up_exits_1(
     status = run_up(up_settings, relay, workers)
 
     assert status == 1
-    assert log == ["start Relay", "start Workers", "stop Workers", "stop Relay"]
-    assert capsys.readouterr().err == "picasse up: Relay stopped: lost its NATS connection\n"
+    restarts = ["stop Relay", "start Relay"] * (up.FAILURES_TO_GIVE_UP - 1)
+    assert log == ["start Relay", "start Workers", *restarts, "stop Workers", "stop Relay"]
+    assert capsys.readouterr().err == (
+        "picasse up: Relay keeps failing (5 times in 2 minutes; last: lost its NATS"
+        " connection); stopping the platform\n"
+    )
 
 
 def test_services_are_built_with_the_urls_the_servers_listen_on(
