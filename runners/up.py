@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 from rich.console import Console
@@ -84,7 +85,7 @@ class DatabaseServer:
 
     def start(self, stop: StopRequest) -> str:
         self.url = servers.postgres_url(self.settings)
-        return f"{_origin(self.settings.database_url)}  {self.url}"
+        return f"{_origin(self.settings.database_url)}  {_without_password(self.url)}"
 
     def failure(self) -> str | None:
         return None if servers.postgres_is_running(self.settings) else "the server exited"
@@ -106,7 +107,7 @@ class MessagingServer:
     def start(self, stop: StopRequest) -> str:
         # A restart listens where the last server did, so clients reconnect by themselves.
         self.url = servers.nats_url(self.settings, prefer=self.url)
-        return f"{_origin(self.settings.nats_url)}  {self.url}"
+        return f"{_origin(self.settings.nats_url)}  {_without_password(self.url)}"
 
     def failure(self) -> str | None:
         return None if servers.nats_is_running(self.settings) else "the server exited"
@@ -383,6 +384,16 @@ def _make_data_dir(data_dir: Path) -> None:
 
 def _is_server(service: Service) -> bool:
     return bool(getattr(service, "is_server", False))
+
+
+def _without_password(url: str) -> str:
+    """A server's URL as it may be printed and kept in the state file: no password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _origin(configured_url: str | None) -> str:

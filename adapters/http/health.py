@@ -74,6 +74,15 @@ class PlatformHealth(msgspec.Struct, frozen=True):
     processes: list[ServiceState] = msgspec.field(default_factory=list)  # from `up`
 
 
+class ProcessLiveness(msgspec.Struct, frozen=True, kw_only=True):
+    """A service of `up` as anyone may see it: no paths, addresses or exit reasons."""
+
+    name: str
+    state: str
+    restarts: int
+    last_restart_at: datetime | None
+
+
 class Liveness(msgspec.Struct, frozen=True, omit_defaults=True):
     """What `/health` answers: whether requests can be served, and `up`'s services."""
 
@@ -81,7 +90,7 @@ class Liveness(msgspec.Struct, frozen=True, omit_defaults=True):
     # "unavailable" while the database cannot be used (503)
     status: str
     database: str  # DATABASE_OK, POOL_EXHAUSTED or DATABASE_DOWN
-    processes: list[ServiceState] = msgspec.field(default_factory=list)
+    processes: list[ProcessLiveness] = msgspec.field(default_factory=list)
     stopping: str | None = None  # `up` gave up on a service and stops
     # Said only while the database can be used:
     stopped_views: list[ViewFailure] = msgspec.field(default_factory=list)  # only when some
@@ -206,7 +215,15 @@ class HealthProbe:
         return Liveness(
             status=status,
             database=database,
-            processes=state.services if state else [],
+            processes=[
+                ProcessLiveness(
+                    name=service.name,
+                    state=service.state,
+                    restarts=service.restarts,
+                    last_restart_at=service.last_restart_at,
+                )
+                for service in (state.services if state else [])
+            ],
             stopping=state.stopping if state else None,
             stopped_views=stopped,
             reconciler=reconciler,
