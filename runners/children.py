@@ -17,7 +17,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from picasse.runners.settings import Settings
+from picasse.runners.settings import Settings, SettingsError
 from picasse.runners.signals import StopRequest
 from picasse.runners.up import Endpoints, ServiceFactory
 
@@ -26,19 +26,25 @@ EXTRA_STOP_SECONDS = 5.0  # beyond the drain time, before a child that lingers i
 PR_SET_PDEATHSIG = 1
 
 # PostgreSQL connections per role under `up` (PICASSE_DB_CONNECTIONS is the total), as
-# measured in pg_stat_activity; the API takes what the others leave, at least MIN_API.
-# Each child reads its share as its own PICASSE_DB_CONNECTIONS. The projections need
-# three per view today (log reader, key listener, view): the largest share.
-CONNECTIONS = {"relay": 3, "projections": 9, "scheduler": 3, "worker": 2}
-UP_ITSELF = 1  # `up` asks the database whether an administrator exists, then lets go
-MIN_API = 7  # one messages connection, accounts, API keys, sessions, three key listeners
+# measured in pg_stat_activity at their peak; the API takes what the others leave, and
+# needs at least MIN_API. Each child reads its share as its own PICASSE_DB_CONNECTIONS.
+# relay: log reader, LISTEN for new events, role claim; projections: log reader and views,
+# key listener, role claims, one spare for the views' datastore; scheduler: retention's
+# store and key listener, role claims, the reconciler's run; worker: store, key listener.
+CONNECTIONS = {"relay": 3, "projections": 4, "scheduler": 4, "worker": 2}
+MIN_API = 7  # messages (and views), accounts, API keys, sessions, three key listeners
 
 
 def connection_shares(total: int, workers: int) -> dict[str, int]:
-    """The budget split by role; the API gets the rest, but never less than MIN_API."""
+    """The budget split by role; the API gets the rest. Refused if it cannot fit."""
     others = sum(n for role, n in CONNECTIONS.items() if role != "worker")
-    api = total - UP_ITSELF - others - CONNECTIONS["worker"] * workers
-    return {**CONNECTIONS, "api": max(api, MIN_API)}
+    api = total - others - CONNECTIONS["worker"] * workers
+    if api < MIN_API:
+        raise SettingsError(
+            f"PICASSE_DB_CONNECTIONS={total} is too few for {workers} worker(s):"
+            f" give at least {total - api + MIN_API}"
+        )
+    return {**CONNECTIONS, "api": api}
 
 
 def die_with_parent(parent: int) -> Callable[[], None]:

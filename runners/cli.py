@@ -139,15 +139,17 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from picasse.runners.wiring import clock_from
 
     clock_from(settings)  # a test clock on an unmarked data dir: refused before anything starts
+    settings = msgspec.structs.replace(settings, workers=args.workers or settings.workers)
+    children.connection_shares(settings.db_connections, settings.workers)  # refused if too few
 
-    workers = args.workers or settings.workers
     services = [
+        # First, while `up` is the only process using the database: this one looks once.
+        children.first_administrator,
         children.relay,
         children.projections,
         children.scheduler,
-        *(children.worker(n + 1) for n in range(workers)),
+        *(children.worker(n + 1) for n in range(settings.workers)),
         children.api,  # the last to start, the first to stop
-        children.first_administrator,
     ]
     return up.main(settings, extra_services=services)
 

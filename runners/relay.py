@@ -30,7 +30,8 @@ def main(settings: Settings) -> int:
     database_url = servers.postgres_url(settings)
     nats_url = servers.nats_url(settings)
     ensure_master_key(settings)
-    messages = open_messages(settings, database_url)
+    # The relay reads ids and times only: it needs no listener for destroyed keys.
+    messages = open_messages(settings, database_url, opens_sealed_fields=False)
     datastore = messages.factory.datastore  # type: ignore[attr-defined]
     tracking = PostgresTrackingRecorder(datastore, tracking_table_name=TRACKING_TABLE)
     tracking.create_table()

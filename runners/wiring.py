@@ -123,6 +123,7 @@ def open_messages(
     pool_size: int = 1,
     pool_timeout: int | None = None,
     clock: Clock | None = None,
+    opens_sealed_fields: bool = True,
 ) -> Messages:
     """Messages on the process's clock (`clock_from(settings)`) unless given one."""
     master_key_file = settings.master_key_path
@@ -132,6 +133,8 @@ def open_messages(
         schema=settings.database_schema if schema is None else schema,
     )
     env["POSTGRES_POOL_SIZE"] = str(pool_size)
+    if not opens_sealed_fields:
+        env["KEY_LISTENER"] = "off"
     if pool_timeout is not None:  # also how long a new connection may take
         env["POSTGRES_CONNECT_TIMEOUT"] = str(pool_timeout)
     return Messages(

@@ -137,6 +137,10 @@ class SealingEventStore(EventStore[UUID]):
 
 class Factory(PostgresFactory):
     MASTER_KEY_FILE = "MASTER_KEY_FILE"  # read as PICASSE_MASTER_KEY_FILE (the app's name)
+    # "off": no listener for destroyed keys (one connection less); the key store then
+    # caches no key at all, so it can never use a destroyed one. For processes that
+    # open no sealed field, such as the relay.
+    KEY_LISTENER = "KEY_LISTENER"
 
     def __init__(self, env: Any) -> None:
         super().__init__(env)
@@ -149,7 +153,11 @@ class Factory(PostgresFactory):
             path = self.env.get(self.MASTER_KEY_FILE)
             if not path:
                 raise OSError("PICASSE_MASTER_KEY_FILE is not set")
-            self._keys = PostgresKeyStore(self.datastore, read_master_key(Path(path)))
+            self._keys = PostgresKeyStore(
+                self.datastore,
+                read_master_key(Path(path)),
+                listen=self.env.get(self.KEY_LISTENER) != "off",
+            )
             if self.env_create_table():
                 self._keys.create_tables()
         return self._keys
