@@ -32,7 +32,7 @@ class Processes:
             text=True,
         )
         assert process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], 30)
+        ready, _, _ = select.select([process.stdout], [], [], 60)  # generous: a busy machine
         line = process.stdout.readline() if ready else ""
         if "running" not in line:
             process.kill()

@@ -248,6 +248,7 @@ def test_the_health_probe_shows_the_reconcilers_last_run(
         ),
         jobs=None,
         reconciler=job.log,
+        clock=clock,
     )
     assert probe.reconciler_state() == ReconcilerState()  # never ran: nothing to show
     platform.start("relay")
