@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
-from types import FrameType
 from uuid import UUID
 
 import msgspec
@@ -29,6 +25,7 @@ from picasse.adapters.postgres.audit import AuditCannotRun, ReplayReport, Scope,
 from picasse.runners import servers
 from picasse.runners.project import VIEWS, LogReader, view_env
 from picasse.runners.settings import Settings
+from picasse.runners.signals import stop_interrupts
 
 EXIT_MISMATCH = 1
 EXIT_CANNOT_RUN = 3
@@ -54,7 +51,7 @@ def replay_main(
     scope = Scope(customer, _aware(start), _aware(end))
     err = Console(stderr=True, highlight=False)
     try:
-        with _terminated_as_interrupt():
+        with stop_interrupts():
             report = _replay(settings, scope, err)
     except AuditCannotRun as error:
         _reason(str(error))
@@ -160,21 +157,3 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is not None and moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment
-
-
-@contextmanager
-def _terminated_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the scratch tables are dropped on the way out."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

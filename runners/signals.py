@@ -116,3 +116,26 @@ def stop_requested(deadline: float | None = DEFAULT_DEADLINE) -> Iterator[StopRe
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         stop.close()
+
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGTERM turned into what Ctrl-C raises."""
+
+
+@contextlib.contextmanager
+def stop_interrupts() -> Iterator[None]:
+    """For short commands that clean up on the way out: SIGTERM unwinds like Ctrl-C
+    (KeyboardInterrupt), so `finally` blocks run. Outside the main thread it does nothing."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise _Interrupted
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: signals are the main thread's
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
