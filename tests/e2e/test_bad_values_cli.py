@@ -13,15 +13,7 @@ from psycopg import sql
 
 from picasse.runners.cli import main
 from tests.e2e.conftest import Run
-
-CUSTOMER = [
-    "customers", "register",
-    "--org", "Bakkerij De Vries",
-    "--contact-name", "Anna de Vries",
-    "--email", "anna@bakkerij.example",
-    "--phone", "+31 6 1234 5678",
-    "--billing-address", "Dorpsstraat 1, Urk",
-]  # fmt: skip
+from tests.e2e.test_cli import CUSTOMER
 
 
 def _event_count(env: dict[str, str]) -> int:
