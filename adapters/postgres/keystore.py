@@ -290,7 +290,7 @@ class PostgresKeyStore:
             return
         t = self._t
         if pending.sealed_events:
-            counts = list(pending.sealed_events.items())
+            counts = sorted(pending.sealed_events.items())  # rows locked in one order
             curs.execute(
                 sql.SQL(
                     "INSERT INTO {} (tenant_id, events) SELECT * FROM unnest(%s::uuid[], %s::bigint[])"
@@ -300,8 +300,8 @@ class PostgresKeyStore:
             )
         if not (pending.new_tenants or pending.new_subjects):
             return
-        tenants = list(pending.new_tenants.items())
-        subjects = list(pending.new_subjects.values())
+        tenants = sorted(pending.new_tenants.items(), key=lambda item: item[0])
+        subjects = sorted(pending.new_subjects.values(), key=lambda item: item[0].key_id)
         curs.execute(
             sql.SQL(
                 "WITH t AS (INSERT INTO {tenants} (tenant_id, key_id, wrapped)"

@@ -89,6 +89,12 @@ class ChainedRecorder(PostgresApplicationRecorder):
         ]
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **_: Any) -> None:
+        # The events table's lock first, then the key rows: every saving transaction takes
+        # its locks in this one order, so two saves (say a send beside a termination)
+        # never wait on each other in a cycle. The library locks the table again later;
+        # a lock already held is granted at once.
+        if stored_events:
+            self._lock_table(curs)
         # Keys created while sealing these events commit with them, or not at all.
         self.keys.write_pending(curs)
 
