@@ -301,7 +301,7 @@ DecHook = Callable[[type, Any], Any]
 
 
 def _plan_fields(
-    hints: dict[str, Any], names: list[str], dec_hook: DecHook
+    hints: dict[str, Any], names: list[str], dec_hook: DecHook | None
 ) -> tuple[tuple[_Field, ...], type]:
     """Field plans plus the msgspec shape in which the stored state decodes."""
     fields: list[_Field] = []
@@ -331,7 +331,9 @@ def _plan_fields(
     return tuple(fields), msgspec.defstruct("Stored", shape, forbid_unknown_fields=False)
 
 
-def _plan_for(event_class: type, transcoded: Transcodings, dec_hook: DecHook) -> _Plan:
+def _plan_for(
+    event_class: type, transcoded: Transcodings | None = None, dec_hook: DecHook | None = None
+) -> _Plan:
     where = event_class.__qualname__
     try:
         hints = typing.get_type_hints(event_class, include_extras=True)
@@ -343,7 +345,7 @@ def _plan_for(event_class: type, transcoded: Transcodings, dec_hook: DecHook) ->
         if f.name not in ("originator_id", "originator_version")
     ]
     for name in names:
-        why = _unstorable(hints.get(name, inspect.Parameter.empty), transcoded, set())
+        why = _unstorable(hints.get(name, inspect.Parameter.empty), transcoded or {}, set())
         if why is not None:
             raise EventNotStorable(f"{where}.{name} {why}: events of {where} are refused")
     try:
