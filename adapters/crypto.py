@@ -350,7 +350,7 @@ def _plan_for(
             raise EventNotStorable(f"{where}.{name} {why}: events of {where} are refused")
     try:
         fields, shape = _plan_fields(hints, names, dec_hook)
-        decoder = msgspec.msgpack.Decoder(shape, dec_hook=dec_hook)
+        decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(shape, dec_hook=dec_hook)
     except TypeError as error:
         raise EventNotStorable(f"{where}: {error}: events of {where} are refused") from None
     has_personal = any(not isinstance(f, _Plain) for f in fields)

@@ -115,6 +115,10 @@ class TestLibraryApplicationCasesOnOurStore(ApplicationTestCase):
         assert os.environ["PERSISTENCE_MODULE"] == "picasse.adapters.postgres.store:Factory"
         yield
 
+    def test_these_cases_run_on_our_store(self) -> None:
+        with Application[UUID]() as app:
+            assert isinstance(app.factory, Factory)
+
 
 def test_the_library_bank_accounts_example_is_refused_for_its_snapshots(
     env: dict[str, str],
