@@ -5,15 +5,28 @@ its data subject's key and stored as a msgpack extension value holding
 key id (16 bytes) | nonce (12 bytes) | ciphertext+tag. The associated data binds the
 ciphertext to its event (originator id, version) and field path, so it cannot be moved.
 Everything else in the event stays readable, so history replays after erasure.
+
+The mapper stores exactly what each event class's annotations say, and nothing it
+could not read back: a class is checked when first planned (no unannotated, `Any` or
+unknown types), and each event is checked against its annotations before it is
+written. Datetimes keep their UTC offsets. Transcodings registered on an application
+are honoured for types msgspec does not store by itself. `class_version` and
+`upcast_vN_vN+1` work as in the library's own mapper.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import datetime
+import enum
+import inspect
 import os
 import threading
+import types
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from decimal import Decimal
 from typing import Any, Protocol
 from uuid import UUID, uuid4
 
@@ -23,10 +36,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import (
     Cipher,
     Compressor,
+    JSONTranscoder,
     Mapper,
     MapperDeserialisationError,
     StoredEvent,
     Transcoder,
+    Transcoding,
 )
 from eventsourcing.utils import get_topic, resolve_topic
 
@@ -92,6 +107,11 @@ class PersonalDataNotSealable(TypeError):
     """An event class declares personal data the mapper cannot place under a subject."""
 
 
+class EventNotStorable(TypeError):
+    """An event (class) holds a field the store could not read back as it was: refused
+    before anything is written."""
+
+
 def new_subject_key(tenant_id: UUID, subject: str) -> tuple[SubjectKey, bytes]:
     material = AESGCM.generate_key(bit_length=256)
     return SubjectKey(uuid4(), tenant_id, subject, AESGCM(material)), material
@@ -142,6 +162,100 @@ def event_binding(originator_id: UUID, version: int) -> bytes:
 
 # Plans: how one event class is stored. Built once per class from its type hints.
 
+# Types msgspec stores and reads back by itself. Structs, dataclasses, enums, literals,
+# unions and typed containers are checked part by part.
+_NATIVE_TYPES = frozenset(
+    {
+        str,
+        int,
+        float,
+        bool,
+        bytes,
+        bytearray,
+        type(None),
+        datetime.datetime,
+        datetime.date,
+        datetime.time,
+        datetime.timedelta,
+        UUID,
+        Decimal,
+        msgspec.msgpack.Ext,
+    }
+)
+_CONTAINERS = frozenset(
+    {
+        list,
+        tuple,
+        set,
+        frozenset,
+        dict,
+        collections.abc.Sequence,
+        collections.abc.MutableSequence,
+        collections.abc.Set,
+        collections.abc.MutableSet,
+        collections.abc.Mapping,
+        collections.abc.MutableMapping,
+    }
+)
+# Passed through `to_builtins` unchanged, so they are stored as msgpack stores them;
+# everything else (datetimes with their offsets, above all) becomes what JSON would hold.
+_STORED_AS_IS = (bytes, bytearray, memoryview, msgspec.msgpack.Ext)
+
+Transcodings = dict[type, Transcoding]
+
+
+def _unstorable(annotation: Any, transcoded: Transcodings, seen: set[type]) -> str | None:
+    """Why values annotated so would not read back as written; None when they would."""
+    if annotation is inspect.Parameter.empty:
+        return "has no type annotation"
+    if annotation is Any or annotation is object:
+        return "is typed Any"
+    if isinstance(annotation, typing.TypeVar):
+        return f"is typed by the type variable {annotation}"
+    if isinstance(annotation, str | typing.ForwardRef):
+        return f"has an annotation that does not resolve: {annotation!r}"
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _unstorable(args[0], transcoded, seen)
+    if origin is typing.Literal:
+        return None
+    if origin is typing.Union or origin is types.UnionType or origin in _CONTAINERS:
+        if not args:
+            return f"is a bare {origin.__name__} (its items typed Any)"
+        for arg in args:
+            why = None if arg is Ellipsis else _unstorable(arg, transcoded, seen)
+            if why is not None:
+                return why
+        return None
+    if annotation in _CONTAINERS:
+        return f"is a bare {annotation.__name__} (its items typed Any)"
+    if origin is not None or not isinstance(annotation, type):
+        return f"has the unsupported type {annotation!r}"
+    if annotation in _NATIVE_TYPES or issubclass(annotation, enum.Enum):
+        return None
+    if issubclass(annotation, msgspec.Struct) or dataclasses.is_dataclass(annotation):
+        # msgspec stores these itself, ignoring any transcoding: check their fields.
+        if annotation in seen:
+            return None
+        seen.add(annotation)
+        hints = typing.get_type_hints(annotation, include_extras=True)
+        names = (
+            annotation.__struct_fields__
+            if issubclass(annotation, msgspec.Struct)
+            else tuple(f.name for f in dataclasses.fields(annotation))
+        )
+        for name in names:
+            why = _unstorable(hints.get(name, inspect.Parameter.empty), transcoded, seen)
+            if why is not None:
+                return f"holds {annotation.__qualname__}.{name}, which {why}"
+        return None
+    if annotation in transcoded:
+        return None
+    return (
+        f"has the type {annotation.__qualname__}, which the store cannot encode"
+        " (make it a msgspec Struct or a dataclass, or register a transcoding for it)"
+    )
+
 
 @dataclasses.dataclass(frozen=True)
 class _Sealed:
@@ -171,6 +285,7 @@ class _Plan:
     fields: tuple[_Field, ...]
     decoder: msgspec.msgpack.Decoder[Any]
     has_personal: bool
+    class_version: int  # > 1: stored with the state, upcast on reading
 
 
 def _personal_of(annotation: Any) -> tuple[Any, Personal | None]:
@@ -182,14 +297,20 @@ def _personal_of(annotation: Any) -> tuple[Any, Personal | None]:
     return annotation, None
 
 
-def _plan_fields(hints: dict[str, Any], names: list[str]) -> tuple[tuple[_Field, ...], type]:
+DecHook = Callable[[type, Any], Any]
+
+
+def _plan_fields(
+    hints: dict[str, Any], names: list[str], dec_hook: DecHook | None
+) -> tuple[tuple[_Field, ...], type]:
     """Field plans plus the msgspec shape in which the stored state decodes."""
     fields: list[_Field] = []
     shape: list[tuple[str, Any]] = []
     for name in names:
         value_type, personal = _personal_of(hints[name])
         if personal is not None:
-            fields.append(_Sealed(name, personal, msgspec.msgpack.Decoder(value_type)))
+            decoder = msgspec.msgpack.Decoder(value_type, dec_hook=dec_hook)
+            fields.append(_Sealed(name, personal, decoder))
             shape.append((name, msgspec.msgpack.Ext))
             continue
         many = (
@@ -198,7 +319,9 @@ def _plan_fields(hints: dict[str, Any], names: list[str]) -> tuple[tuple[_Field,
         inner = typing.get_args(value_type)[0] if many else value_type
         if isinstance(inner, type) and issubclass(inner, msgspec.Struct):
             inner_hints = typing.get_type_hints(inner, include_extras=True)
-            sub_fields, sub_shape = _plan_fields(inner_hints, list(inner.__struct_fields__))
+            sub_fields, sub_shape = _plan_fields(
+                inner_hints, list(inner.__struct_fields__), dec_hook
+            )
             if any(not isinstance(f, _Plain) for f in sub_fields):
                 fields.append(_Nested(name, inner, sub_fields, many))
                 shape.append((name, list[sub_shape] if many else sub_shape))  # type: ignore[valid-type]
@@ -208,18 +331,33 @@ def _plan_fields(hints: dict[str, Any], names: list[str]) -> tuple[tuple[_Field,
     return tuple(fields), msgspec.defstruct("Stored", shape, forbid_unknown_fields=False)
 
 
-def _plan_for(event_class: type) -> _Plan:
-    hints = typing.get_type_hints(event_class, include_extras=True)
+def _plan_for(
+    event_class: type, transcoded: Transcodings | None = None, dec_hook: DecHook | None = None
+) -> _Plan:
+    where = event_class.__qualname__
+    try:
+        hints = typing.get_type_hints(event_class, include_extras=True)
+    except Exception as error:
+        raise EventNotStorable(f"{where}: its annotations do not resolve: {error}") from None
     names = [
         f.name
         for f in dataclasses.fields(event_class)
         if f.name not in ("originator_id", "originator_version")
     ]
-    fields, shape = _plan_fields(hints, names)
+    for name in names:
+        why = _unstorable(hints.get(name, inspect.Parameter.empty), transcoded or {}, set())
+        if why is not None:
+            raise EventNotStorable(f"{where}.{name} {why}: events of {where} are refused")
+    try:
+        fields, shape = _plan_fields(hints, names, dec_hook)
+        decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(shape, dec_hook=dec_hook)
+    except TypeError as error:
+        raise EventNotStorable(f"{where}: {error}: events of {where} are refused") from None
     has_personal = any(not isinstance(f, _Plain) for f in fields)
     if has_personal and "tenant_id" in names and hints["tenant_id"] is not UUID:
-        raise PersonalDataNotSealable(f"{event_class.__qualname__}.tenant_id must be a UUID")
-    return _Plan(fields, msgspec.msgpack.Decoder(shape), has_personal)
+        raise PersonalDataNotSealable(f"{where}.tenant_id must be a UUID")
+    class_version = getattr(event_class, "class_version", 1)
+    return _Plan(fields, decoder, has_personal, class_version)
 
 
 class SealingMapper(Mapper[UUID]):
@@ -233,16 +371,47 @@ class SealingMapper(Mapper[UUID]):
         *,
         keys: KeyRing,
     ) -> None:
-        super().__init__(transcoder=transcoder, compressor=compressor, cipher=cipher)  # type: ignore[arg-type]
+        if cipher is not None or compressor is not None:
+            # The library would cipher the whole state; we seal field by field instead.
+            raise TypeError("the sealing mapper takes no cipher or compressor")
+        if transcoder is not None and not isinstance(transcoder, JSONTranscoder):
+            raise TypeError(
+                f"the sealing mapper stores with msgspec; it honours the transcodings of"
+                f" a JSONTranscoder, not a {type(transcoder).__qualname__}"
+            )
+        super().__init__(transcoder=transcoder)  # type: ignore[arg-type]
         self.keys = keys
         self._plans: dict[type, _Plan] = {}
         self._encoder = msgspec.msgpack.Encoder()
+        # Application transcodings, for the types msgspec does not store by itself.
+        self._transcoded: Transcodings = dict(transcoder.types) if transcoder else {}
 
     def plan(self, event_class: type) -> _Plan:
+        """How events of this class are stored; refuses a class that could not be read back."""
         plan = self._plans.get(event_class)
         if plan is None:
-            plan = self._plans[event_class] = _plan_for(event_class)
+            plan = self._plans[event_class] = _plan_for(
+                event_class, self._transcoded, self._dec_hook
+            )
         return plan
+
+    def _enc_hook(self, value: Any) -> Any:
+        transcoding = self._transcoded.get(type(value))
+        if transcoding is None:
+            raise NotImplementedError(f"no transcoding for {type(value).__qualname__}")
+        return transcoding.encode(value)
+
+    def _dec_hook(self, type_: type, data: Any) -> Any:
+        transcoding = self._transcoded.get(type_)
+        if transcoding is None:
+            raise NotImplementedError(f"no transcoding for {type_.__qualname__}")
+        return transcoding.decode(data)
+
+    def encode(self, value: Any) -> bytes:
+        """msgpack, except that datetimes are stored as RFC 3339 text, keeping their offset."""
+        return self._encoder.encode(
+            msgspec.to_builtins(value, builtin_types=_STORED_AS_IS, enc_hook=self._enc_hook)
+        )
 
     # Writing
 
@@ -276,17 +445,25 @@ class SealingMapper(Mapper[UUID]):
         state = domain_event.__dict__
         originator_id: UUID = state["originator_id"]
         version: int = state["originator_version"]
+        try:
+            if plan.has_personal:
+                sealing = _Sealing(self, state, originator_id, version)
+                stored = sealing.fields(plan.fields, state, "")
+            else:
+                stored = {f.name: state[f.name] for f in plan.fields}
+            if plan.class_version > 1:
+                stored["class_version"] = plan.class_version
+            encoded = self.encode(stored)
+            plan.decoder.decode(encoded)  # what is written must read back
+        except (msgspec.ValidationError, NotImplementedError, TypeError) as error:
+            raise _refused(event_class, originator_id, version, error) from None
         if plan.has_personal:
-            sealing = _Sealing(self, state, originator_id, version)
-            stored = sealing.fields(plan.fields, state, "")
             self.keys.note_sealed(sealing.tenant_id)
-        else:
-            stored = {f.name: state[f.name] for f in plan.fields}
         return StoredEvent(
             originator_id=originator_id,
             originator_version=version,
             topic=get_topic(event_class),
-            state=self._encoder.encode(stored),
+            state=encoded,
         )
 
     # Reading
@@ -310,12 +487,27 @@ class SealingMapper(Mapper[UUID]):
         event_class = resolve_topic(stored_event.topic)
         plan = self.plan(event_class)
         try:
-            return event_class, plan, plan.decoder.decode(stored_event.state)
+            state = stored_event.state
+            if plan.class_version > 1:
+                state = self._upcast(event_class, plan.class_version, state)
+            return event_class, plan, plan.decoder.decode(state)
         except msgspec.DecodeError as error:
             raise MapperDeserialisationError(
                 f"cannot decode {stored_event.topic} {stored_event.originator_id}"
                 f" v{stored_event.originator_version}: {error}"
             ) from error
+
+    def _upcast(self, event_class: type, class_version: int, state: bytes) -> bytes:
+        """An older version's state, brought up to date by the class's `upcast_vN_vN+1`
+        methods (as the library's mapper does); sealed values stay sealed."""
+        raw = msgspec.msgpack.decode(state)
+        from_version = raw.pop("class_version", 1)
+        if from_version >= class_version:
+            return state
+        while from_version < class_version:
+            getattr(event_class, f"upcast_v{from_version}_v{from_version + 1}")(raw)
+            from_version += 1
+        return self.encode(raw)
 
     def _build(self, event_class: type, plan: _Plan, shape: Any, stored_event: StoredEvent) -> Any:
         originator_id = stored_event.originator_id
@@ -332,6 +524,15 @@ class SealingMapper(Mapper[UUID]):
         event = object.__new__(event_class)
         object.__setattr__(event, "__dict__", state)
         return event
+
+
+def _refused(
+    event_class: type, originator_id: UUID, version: int, error: Exception
+) -> EventNotStorable:
+    return EventNotStorable(
+        f"{event_class.__qualname__} v{version} of {originator_id} is refused, nothing was"
+        f" written: a value does not match its annotation ({error})"
+    )
 
 
 def _subject_of(field: _Sealed, values: dict[str, Any], event_state: dict[str, Any]) -> Any:
@@ -369,7 +570,7 @@ class _Sealing:
         self, mapper: SealingMapper, event_state: dict[str, Any], originator_id: UUID, version: int
     ) -> None:
         self.keys = mapper.keys
-        self.encode = mapper._encoder.encode
+        self.encode = mapper.encode
         self.event_state = event_state
         self.tenant_id: UUID = event_state.get("tenant_id", originator_id)
         self.originator_id = originator_id
@@ -393,8 +594,13 @@ class _Sealing:
                     new_subject=self.version == 1 and of == self.originator_id,
                     new_tenant=self.version == 1 and self.tenant_id == self.originator_id,
                 )
+                plaintext = self.encode(value)
+                try:
+                    field.decoder.decode(plaintext)  # what is sealed must open to a value
+                except msgspec.ValidationError as error:
+                    raise msgspec.ValidationError(f"{error} - at `{path}`") from None
                 out[field.name] = msgspec.msgpack.Ext(
-                    SEALED, _seal(key, self.encode(value), self.binding + path.encode())
+                    SEALED, _seal(key, plaintext, self.binding + path.encode())
                 )
             elif field.many:
                 out[field.name] = [

@@ -20,6 +20,7 @@ from rich.table import Table
 from picasse.adapters.archive import ArchiveError
 from picasse.adapters.master_key import MasterKeyError
 from picasse.adapters.postgres.keystore import TenantErased
+from picasse.adapters.postgres.store import StoreSettingRefused
 from picasse.domain.accounts import Accounts
 from picasse.domain.errors import DomainError, InvalidInput
 from picasse.domain.messaging import Messages, SendRequest
@@ -893,7 +894,7 @@ def main(argv: list[str] | None = None) -> int:
         _fail(str(error), error.code)
     except (TenantErased, ArchiveError) as error:
         _fail(str(error), EXIT_REFUSED)
-    except (SettingsError, MasterKeyError) as error:
+    except (SettingsError, MasterKeyError, StoreSettingRefused) as error:
         _fail(str(error), EXIT_ENVIRONMENT)
     except (PersistenceError, psycopg.Error) as error:
         _fail(

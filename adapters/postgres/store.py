@@ -2,6 +2,12 @@
 
 Selected by the eventsourcing environment: PERSISTENCE_MODULE=picasse.adapters.postgres.store:Factory
 plus the library's POSTGRES_* settings and PICASSE_MASTER_KEY_FILE.
+
+The factory refuses, when it is made, each of the library's settings it does not
+honour, rather than ignore it: a cipher or compressor (we seal field by field), other
+mappers, transcoders or recorders, database functions and process or aggregate
+recorders (they would skip writing new keys), and snapshots (a snapshot's state is
+typed Any, so nothing could seal it, and it would outlive erasure).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from eventsourcing.persistence import (
     Transcoder,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
+from eventsourcing.utils import Environment, strtobool
 from psycopg import sql
 
 from picasse.adapters.crypto import SealingMapper
@@ -141,6 +148,30 @@ class SealingEventStore(EventStore[UUID]):
         return iter(self.mapper.to_domain_events(stored))  # type: ignore[attr-defined]
 
 
+class StoreSettingRefused(Exception):
+    """The library's environment asks for something our event store does not do."""
+
+
+# Each setting the store refuses, and why, as the one line an operator reads.
+REFUSED_SETTINGS = {
+    "CIPHER_TOPIC": "events are sealed field by field under data subjects' keys;"
+    " a whole-state cipher is not used",
+    "CIPHER_KEY": "events are sealed field by field under data subjects' keys;"
+    " a whole-state cipher is not used",
+    "COMPRESSOR_TOPIC": "stored events are not compressed",
+    "MAPPER_TOPIC": "the sealing mapper is the only mapper",
+    "TRANSCODER_TOPIC": "events are stored with msgspec from their annotations",
+    "APPLICATION_RECORDER_TOPIC": "the hash-chained recorder is the only recorder",
+    "PROCESS_RECORDER_TOPIC": "process recorders are not supported",
+}
+REFUSED_FLAGS = {
+    "POSTGRES_ENABLE_DB_FUNCTIONS": "inserting through database functions would skip"
+    " writing the keys new events are sealed under",
+    "IS_SNAPSHOTTING_ENABLED": "snapshots are not supported: a snapshot's state is"
+    " typed Any, so it cannot be sealed, and it would outlive erasure",
+}
+
+
 class Factory(PostgresFactory):
     MASTER_KEY_FILE = "MASTER_KEY_FILE"  # read as PICASSE_MASTER_KEY_FILE (the app's name)
     # "off": no listener for destroyed keys (one connection less); the key store then
@@ -149,8 +180,20 @@ class Factory(PostgresFactory):
     KEY_LISTENER = "KEY_LISTENER"
 
     def __init__(self, env: Any) -> None:
-        super().__init__(env)
+        self.env = env if isinstance(env, Environment) else Environment(env=env)
+        self.refuse_unhonoured_settings()  # before connecting to anything
+        super().__init__(self.env)
         self._keys: PostgresKeyStore | None = None
+
+    def refuse_unhonoured_settings(self) -> None:
+        """Raise StoreSettingRefused for the first setting the store would not honour."""
+        for name, why in REFUSED_SETTINGS.items():
+            if self.env.get(name):
+                raise StoreSettingRefused(f"{name} is set, but {why}: unset it")
+        for name, why in REFUSED_FLAGS.items():
+            value = self.env.get(name)
+            if value and _true(value):
+                raise StoreSettingRefused(f"{name}={value} is set, but {why}: unset it")
 
     @property
     def keys(self) -> PostgresKeyStore:
@@ -171,7 +214,22 @@ class Factory(PostgresFactory):
     def mapper(
         self, transcoder: Transcoder | None = None, mapper_class: type[Mapper[Any]] | None = None
     ) -> Mapper[Any]:
-        return SealingMapper(keys=self.keys)
+        self.refuse_unhonoured_settings()  # the environment may have changed since
+        if mapper_class is not None and mapper_class is not SealingMapper:
+            raise StoreSettingRefused(f"the sealing mapper is the only mapper, not {mapper_class}")
+        return SealingMapper(transcoder, keys=self.keys)
+
+    def aggregate_recorder(self, purpose: str = "events") -> Any:
+        raise StoreSettingRefused(
+            f"an aggregate recorder ({purpose}) would skip writing the keys new events are"
+            " sealed under: use the application recorder"
+        )
+
+    def process_recorder(self) -> Any:
+        raise StoreSettingRefused(
+            "a process recorder would skip writing the keys new events are sealed under:"
+            " use the application recorder and a tracking recorder"
+        )
 
     def application_recorder(self) -> ApplicationRecorder:
         prefix = self.env.name.lower() or "stored"
@@ -195,6 +253,13 @@ class Factory(PostgresFactory):
         if self._keys is not None:
             self._keys.close()
         super().close()
+
+
+def _true(value: str) -> bool:
+    try:
+        return bool(strtobool(value))
+    except ValueError:
+        return True  # an unreadable value is refused rather than guessed
 
 
 class KeyStoreShredder:

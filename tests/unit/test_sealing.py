@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 import msgspec
 import pytest
 from eventsourcing.domain import Aggregate, event
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import JSONTranscoder, StoredEvent, Transcoding
+from eventsourcing.utils import get_topic
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from picasse.adapters.crypto import SEALED, MemoryKeyRing, SealBroken, SealingMapper
+from picasse.adapters.crypto import (
+    SEALED,
+    EventNotStorable,
+    MemoryKeyRing,
+    SealBroken,
+    SealingMapper,
+)
 from picasse.domain.customers import Contact, Customer
 from picasse.domain.personal import ERASED, Personal
 from picasse.domain.values import EmailAddress, PhoneNumber
@@ -181,3 +189,164 @@ def test_a_destroyed_subject_key_reads_as_erased_and_leaves_other_subjects_reada
     assert opened.contact.email == ERASED
     assert opened.author == "the author"
     assert opened.pages == 3
+
+
+# The mapper stores only what it can read back, and refuses the rest before writing.
+
+
+class Loose(Aggregate):
+    @event("Made")
+    def __init__(self, anything: Any, count: int) -> None:
+        self.anything = anything
+
+
+class Unannotated(Aggregate):
+    @event("Made")
+    def __init__(self, tenant_id: UUID, untyped) -> None:  # type: ignore[no-untyped-def]
+        self.untyped = untyped
+
+
+class Opaque:
+    """A class msgspec cannot store by itself."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Opaque) and other.text == self.text
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class HoldsOpaque(Aggregate):
+    @event("Made")
+    def __init__(self, thing: Opaque) -> None:
+        self.thing = thing
+
+
+class OpaqueAsText(Transcoding):
+    type = Opaque
+    name = "opaque"
+
+    def encode(self, obj: Opaque) -> str:
+        return obj.text
+
+    def decode(self, data: str) -> Opaque:
+        return Opaque(data)
+
+
+WHEN = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+class Counted(Aggregate):
+    @event("Counted")
+    def __init__(self, tenant_id: UUID, count: int, at: datetime) -> None:
+        self.count = count
+        self.at = at
+
+
+@pytest.mark.parametrize(
+    ("event_class", "field", "reason"),
+    [
+        (Loose.Made, "anything", "is typed Any"),
+        (Unannotated.Made, "untyped", "has no type annotation"),
+        (HoldsOpaque.Made, "thing", "cannot encode"),
+    ],
+)
+def test_an_event_class_the_store_could_not_read_back_is_refused_naming_class_and_field(
+    event_class: type, field: str, reason: str
+) -> None:
+    mapper = SealingMapper(keys=MemoryKeyRing())
+    with pytest.raises(EventNotStorable) as refused:
+        mapper.plan(event_class)
+    assert f"{event_class.__qualname__}.{field}" in str(refused.value)
+    assert reason in str(refused.value)
+
+
+def test_an_event_with_an_any_field_is_refused_before_it_is_stored() -> None:
+    mapper = SealingMapper(keys=MemoryKeyRing())
+    (made,) = Loose(anything={"when": WHEN}, count=1).collect_events()
+    with pytest.raises(EventNotStorable, match=r"Loose\.Made\.anything"):
+        mapper.to_stored_event(made)
+
+
+def test_a_type_with_a_registered_transcoding_round_trips_through_it() -> None:
+    transcoder = JSONTranscoder()
+    transcoder.register(OpaqueAsText())
+    mapper = SealingMapper(transcoder, keys=MemoryKeyRing())
+    (made,) = HoldsOpaque(thing=Opaque("kept as text")).collect_events()
+    stored = mapper.to_stored_event(made)
+    assert b"kept as text" in stored.state
+    assert mapper.to_domain_event(stored).thing == Opaque("kept as text")
+
+
+def test_a_value_of_another_type_than_its_annotation_is_refused_at_write_time() -> None:
+    mapper = SealingMapper(keys=MemoryKeyRing())
+    (counted,) = Counted(tenant_id=uuid4(), count="three", at=WHEN).collect_events()  # type: ignore[arg-type]
+    with pytest.raises(EventNotStorable, match=r"Counted\.Counted v1 .* nothing was written"):
+        mapper.to_stored_event(counted)
+
+
+def test_a_personal_value_of_another_type_than_its_annotation_is_refused_before_sealing() -> None:
+    mapper = SealingMapper(keys=MemoryKeyRing())
+    (written,) = Note(
+        tenant_id=uuid4(),
+        author=42,  # type: ignore[arg-type]
+        contact=Contact("n", EmailAddress("a@example.com"), PhoneNumber("+31612345678")),
+        pages=1,
+    ).collect_events()
+    with pytest.raises(EventNotStorable, match="author"):
+        mapper.to_stored_event(written)
+
+
+@settings(max_examples=60, deadline=None)
+@given(minutes=st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59))
+def test_a_datetime_keeps_its_utc_offset(minutes: int) -> None:
+    mapper = SealingMapper(keys=MemoryKeyRing())
+    zone = timezone(timedelta(minutes=minutes))
+    at = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=zone)
+    (counted,) = Counted(tenant_id=uuid4(), count=3, at=at).collect_events()
+    opened = mapper.to_domain_event(mapper.to_stored_event(counted))
+    assert opened.at == at
+    assert opened.at.utcoffset() == timedelta(minutes=minutes)
+
+
+class Tally(Aggregate):
+    """Version 1 of an event class: how old events were written."""
+
+    class Counted(Aggregate.Event):
+        count: int
+
+
+class Tally2(Aggregate):
+    """Version 2 of the same event class: a field added, old events upcast on reading."""
+
+    class Counted(Aggregate.Event):
+        class_version = 2
+        count: int
+        unit: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["unit"] = "pieces"
+
+
+def test_an_event_written_by_an_older_class_version_is_upcast_on_reading() -> None:
+    mapper = SealingMapper(keys=MemoryKeyRing())
+    tally = Tally()
+    tally.trigger_event(Tally.Counted, count=7)
+    _, old = tally.collect_events()
+    stored = mapper.to_stored_event(old)
+    as_if_old = StoredEvent(
+        stored.originator_id, stored.originator_version, get_topic(Tally2.Counted), stored.state
+    )
+    upcast = mapper.to_domain_event(as_if_old)
+    assert (type(upcast), upcast.count, upcast.unit) == (Tally2.Counted, 7, "pieces")
+
+
+def test_an_event_of_the_current_class_version_reads_back_unchanged() -> None:
+    mapper = SealingMapper(keys=MemoryKeyRing())
+    tally = Tally2()
+    tally.trigger_event(Tally2.Counted, count=7, unit="boxes")
+    _, new = tally.collect_events()
+    assert mapper.to_domain_event(mapper.to_stored_event(new)).unit == "boxes"
