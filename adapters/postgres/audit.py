@@ -207,11 +207,13 @@ class _PageBatching:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._batch: list[tuple[str | list[str], Any]] = []
+        self._batch: list[tuple[str | list[str] | list[sql.Composed], Any]] = []
         self._tracked: Tracking | None = None
         self._composed: dict[str, bytes] = {}
 
-    def _write(self, tracking: Tracking, statements: str | list[str], params: Any) -> None:
+    def _write(
+        self, tracking: Tracking, statements: str | list[str] | list[sql.Composed], params: Any
+    ) -> None:
         self._batch.append((statements, params))
         self._track(tracking)
 
@@ -231,6 +233,9 @@ class _PageBatching:
                 # The page's statements go out without waiting for each one's reply.
                 for statements, params in self._batch:
                     for statement in [statements] if isinstance(statements, str) else statements:
+                        if isinstance(statement, sql.Composable):  # an erasure's purge
+                            curs.execute(statement, params)
+                            continue
                         query = composed.get(statement)
                         if query is None:  # rendered once: psycopg caches its parse of bytes
                             query = sql.SQL(statement).format(**self.t).as_bytes(curs)
