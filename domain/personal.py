@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from enum import StrEnum
+
 import msgspec
 
 
@@ -27,50 +30,186 @@ class Erased(msgspec.Struct, frozen=True, tag="erased"):
 ERASED = Erased()
 
 
-class PersonalDataKind(msgspec.Struct, frozen=True):
-    """One kind of data subject: why we hold its data and how long."""
+class Trigger(StrEnum):
+    """What erases a kind of personal data (by destroying the keys it is sealed under)."""
 
-    kind: str
+    TERMINATION = "termination"  # the subscription ends: every key of the customer goes
+    REQUEST = "request"  # the data subject asks (GDPR art. 17): that subject's key goes
+    RETENTION = "retention"  # its retention period is over: that month's key goes
+
+
+class Retention(msgspec.Struct, frozen=True, kw_only=True):
+    """How long a kind is kept: `months` (None: the subscription's life), changed by `setting`."""
+
+    months: int | None = None
+    setting: str | None = None  # the environment variable that changes `months`
+    reason: str
+
+
+class HeldIn(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a view holds values of a kind: its table and columns. The rows of one subject
+    are those whose `subject_column` reads as the subject's key name after the slash."""
+
+    table: str
+    columns: tuple[str, ...]
+    subject_column: str
+    optional: tuple[str, ...] = ()  # may be NULL because nothing was ever given
+
+
+class PersonalDataKind(msgspec.Struct, frozen=True, kw_only=True):
+    """One kind of personal data, declared once: export, erasure, view purges, retention,
+    the statement's checks and the audit replay all read this declaration."""
+
+    kind: str  # its name, the `Personal(kind)` of event fields
     description: str
-    purpose: str
+    purpose: str  # why we hold it (R9: purposes are explicit)
+    subject: str  # how its subject (and its key) is named within the customer
+    retention: Retention
+    erased_on: frozenset[Trigger]
+    export: tuple[str, ...] = ()  # the export sources that hand it out (projections/ maps them)
+    not_exported: str = ""  # why, when `export` is empty
+    held_in: tuple[HeldIn, ...] = ()  # the view columns that hold it
 
 
-# The one registry that export, erasure and retention walk (R9: purposes are explicit).
+SUBSCRIPTION = Retention(reason="R10: kept for the subscription's life, then erased")
+TRAFFIC_RETENTION_SETTING = "PICASSE_TRAFFIC_RETENTION_MONTHS"
+DEFAULT_TRAFFIC_MONTHS = 6
+TRAFFIC = Retention(
+    months=DEFAULT_TRAFFIC_MONTHS,
+    setting=TRAFFIC_RETENTION_SETTING,
+    reason=(
+        "R5: traffic data (who sent when to which numbers and addresses) and message"
+        " content are kept six months for delivery, billing and complaints, then erased"
+    ),
+)
+_CUSTOMER_RECORDS = ("customer", "contact_history")
+
+# The one registry of personal data. A new kind is one declaration here, plus the
+# `Personal(kind)` fields of its events (and an export source if it names a new one).
 PERSONAL_DATA_KINDS: dict[str, PersonalDataKind] = {
     k.kind: k
     for k in (
         PersonalDataKind(
-            "organisation",
-            "customer's organisation name and billing address",
-            "contract and invoicing (R1, R3)",
+            kind="organisation",
+            description="customer's organisation name and billing address",
+            purpose="contract and invoicing (R1, R3)",
+            subject="organisation/<customer id>",
+            retention=SUBSCRIPTION,
+            erased_on=frozenset({Trigger.TERMINATION, Trigger.REQUEST}),
+            export=_CUSTOMER_RECORDS,
+            held_in=(
+                HeldIn(
+                    table="customers",
+                    columns=("organisation", "billing_address"),
+                    subject_column="id",
+                ),
+            ),
         ),
         PersonalDataKind(
-            "contact",
-            "customer's contact person: name, e-mail, phone",
-            "contract, support and complaints (R1, R3)",
+            kind="contact",
+            description="customer's contact person: name, e-mail, phone",
+            purpose="contract, support and complaints (R1, R3)",
+            subject="contact/<customer id>",
+            retention=SUBSCRIPTION,
+            erased_on=frozenset({Trigger.TERMINATION, Trigger.REQUEST}),
+            export=_CUSTOMER_RECORDS,
+            held_in=(
+                HeldIn(
+                    table="customers",
+                    columns=("contact_name", "contact_email", "contact_phone"),
+                    subject_column="id",
+                ),
+            ),
         ),
         PersonalDataKind(
-            "traffic",
-            "who sent when to which numbers and addresses, one key per customer and month",
-            "delivering messages, billing and complaints; kept six months (R4, R5)",
+            kind="traffic",
+            description="who sent when to which numbers and addresses, one key per customer and month",
+            purpose="delivering messages, billing and complaints; kept six months (R4, R5)",
+            subject="traffic/<YYYY-MM>",
+            retention=TRAFFIC,
+            erased_on=frozenset({Trigger.TERMINATION, Trigger.RETENTION}),
+            export=("traffic",),
+            held_in=(
+                HeldIn(
+                    table="messages",
+                    columns=("client_ip",),
+                    subject_column="month",
+                    optional=("client_ip",),
+                ),
+                HeldIn(table="deliveries", columns=("recipient",), subject_column="month"),
+            ),
         ),
         PersonalDataKind(
-            "content",
-            "message bodies and subjects; only the delivery worker opens them",
-            "delivering the customer's messages, nothing else (R7)",
+            kind="content",
+            description="message bodies and subjects; only the delivery worker opens them",
+            purpose="delivering the customer's messages, nothing else (R7)",
+            subject="content/<YYYY-MM>",
+            retention=TRAFFIC,
+            erased_on=frozenset({Trigger.TERMINATION, Trigger.RETENTION}),
+            not_exported=(
+                "R7: nobody at Picasse reads message content, so no export opens it;"
+                " the customer wrote it and holds it"
+            ),
         ),
         PersonalDataKind(
-            "group",
-            "members (numbers, addresses) of a customer's recipient group",
-            "sending the customer's messages to its groups (R4)",
+            kind="group",
+            description="a customer's recipient group: its name and members (numbers, addresses)",
+            purpose="sending the customer's messages to its groups (R4)",
+            subject="group/<group id>",
+            retention=SUBSCRIPTION,
+            erased_on=frozenset({Trigger.TERMINATION}),
+            export=("groups",),
         ),
         PersonalDataKind(
-            "user",
-            "a customer user's or staff member's login and password hash",
-            "access to the service (R1, R2, R11)",
+            kind="user",
+            description="a customer user's or staff member's login and password hash",
+            purpose="access to the service (R1, R2, R11)",
+            subject="user/<user id>",
+            retention=SUBSCRIPTION,
+            erased_on=frozenset({Trigger.TERMINATION, Trigger.REQUEST}),
+            export=("users",),
+            held_in=(HeldIn(table="users", columns=("login",), subject_column="id"),),
         ),
     )
 }
+
+
+def personal_data_kind(subject: str) -> PersonalDataKind:
+    """The kind of a subject key's name (`contact/5f0c…` → contact); ValueError if none."""
+    kind = subject.partition("/")[0]
+    if kind not in PERSONAL_DATA_KINDS:
+        raise ValueError(f"unknown kind of personal data: {kind!r}")
+    return PERSONAL_DATA_KINDS[kind]
+
+
+def kinds_erased_on(trigger: Trigger) -> list[PersonalDataKind]:
+    return [k for k in PERSONAL_DATA_KINDS.values() if trigger in k.erased_on]
+
+
+def export_sources() -> list[str]:
+    """Every export source any kind names, each once, in the registry's order."""
+    return list(dict.fromkeys(name for k in PERSONAL_DATA_KINDS.values() for name in k.export))
+
+
+def view_columns(kinds: Iterable[PersonalDataKind] | None = None) -> dict[str, frozenset[str]]:
+    """Per view table, the columns holding personal data of these kinds (default: all)."""
+    found: dict[str, set[str]] = {}
+    for k in PERSONAL_DATA_KINDS.values() if kinds is None else kinds:
+        for held in k.held_in:
+            found.setdefault(held.table, set()).update(held.columns)
+    return {table: frozenset(columns) for table, columns in found.items()}
+
+
+def required_view_columns(table: str) -> frozenset[str]:
+    """The table's personal columns that are NULL only once erased (never just not given)."""
+    return frozenset(
+        column
+        for k in PERSONAL_DATA_KINDS.values()
+        for held in k.held_in
+        if held.table == table
+        for column in held.columns
+        if column not in held.optional
+    )
 
 
 def subject_name(kind: str, of: object) -> str:

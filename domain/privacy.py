@@ -18,7 +18,7 @@ from eventsourcing.domain import Aggregate, event
 from picasse.domain.application import PicasseApplication
 from picasse.domain.customers import Customer
 from picasse.domain.errors import InvalidInput
-from picasse.domain.personal import PERSONAL_DATA_KINDS
+from picasse.domain.personal import Trigger, personal_data_kind
 from picasse.domain.termination import (
     Statement,
     Step,
@@ -130,10 +130,22 @@ class Privacy(PicasseApplication):
         recordings = self.save(*aggregates)
         return max(r.notification.id for r in recordings)
 
-    def erase_subject(self, tenant_id: UUID, subject: str, reason: str) -> ErasureDone:
-        kind = subject.partition("/")[0]
-        if kind not in PERSONAL_DATA_KINDS:
-            raise InvalidInput(f"subject: unknown kind of personal data {kind!r}", field="subject")
+    def erase_subject(
+        self, tenant_id: UUID, subject: str, reason: str, *, trigger: Trigger
+    ) -> ErasureDone:
+        """Destroys one subject's key, if the registry says `trigger` erases its kind."""
+        try:
+            kind = personal_data_kind(subject)
+        except ValueError:
+            what = subject.partition("/")[0]
+            raise InvalidInput(
+                f"subject: unknown kind of personal data {what!r}", field="subject"
+            ) from None
+        if trigger not in kind.erased_on or trigger is Trigger.TERMINATION:
+            raise InvalidInput(
+                f"subject: {kind.kind} data is not erased one subject at a time on {trigger}",
+                field="subject",
+            )
         key_ids = self.shredder.destroy_subject_key(tenant_id, subject)
         erasure = Erasure(tenant_id=tenant_id, subject=subject, reason=reason, key_ids=key_ids)
         return ErasureDone(key_ids, self._saved(erasure))

@@ -1,28 +1,61 @@
-"""How long personal data is kept, and why: the periods are configuration, the reasons law."""
+"""How long personal data is kept, and why: the periods are configuration, the reasons law.
+
+Which kinds a period governs, its default and the setting that changes it all come from
+the registry of personal data (`domain/personal.py`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import msgspec
+
+from picasse.domain.personal import (
+    DEFAULT_TRAFFIC_MONTHS,
+    TRAFFIC_RETENTION_SETTING,
+    Trigger,
+    kinds_erased_on,
+)
+
+__all__ = ["DEFAULT_TRAFFIC_MONTHS", "RetentionPeriod", "retention_periods", "traffic_retention"]
 
 
 class RetentionPeriod(msgspec.Struct, frozen=True):
     kinds: tuple[str, ...]  # the personal data kinds (subject key kinds) it governs
     months: int
     reason: str
+    setting: str | None = None  # the environment variable that changes `months`
 
 
-DEFAULT_TRAFFIC_MONTHS = 6
+def retention_periods(months_by_setting: Mapping[str, int] | None = None) -> list[RetentionPeriod]:
+    """One period per retention the registry declares for kinds erased by retention, its
+    months as set (by setting name) or the registry's default."""
+    given = months_by_setting or {}
+    periods: dict[tuple[str | None, int, str], list[str]] = {}
+    for kind in kinds_erased_on(Trigger.RETENTION):
+        r = kind.retention
+        if r.months is None:
+            raise ValueError(f"kind {kind.kind!r} is erased by retention but has no period")
+        periods.setdefault((r.setting, r.months, r.reason), []).append(kind.kind)
+    return [
+        RetentionPeriod(
+            kinds=tuple(kinds),
+            months=given.get(setting, default) if setting else default,
+            reason=reason,
+            setting=setting,
+        )
+        for (setting, default, reason), kinds in periods.items()
+    ]
 
 
 def traffic_retention(months: int = DEFAULT_TRAFFIC_MONTHS) -> RetentionPeriod:
-    return RetentionPeriod(
-        kinds=("traffic", "content"),
-        months=months,
-        reason=(
-            "R5: traffic data (who sent when to which numbers and addresses) and message"
-            " content are kept six months for delivery, billing and complaints, then erased"
-        ),
-    )
+    """The period of the kinds kept as long as traffic (six months by default, R5)."""
+    (period,) = [
+        p
+        for p in retention_periods({TRAFFIC_RETENTION_SETTING: months})
+        if p.setting == TRAFFIC_RETENTION_SETTING
+    ]
+    return period
 
 
 def months_before(month: str, count: int) -> str:

@@ -1,8 +1,8 @@
-"""Every kind of personal data a customer has, in one registry that export and erasure walk.
+"""The export sources the registry of personal data names, and what views still hold of a kind.
 
-A source exports a customer's records of its kind and says how much plaintext a view
-still holds for them (which must be none after erasure). Kinds added later (visitors,
-attendance, cases, invoices) register here too, so no export or erasure can miss them.
+Which kinds exist, which source exports each and which view columns hold it is declared
+once, in `domain/personal.py`; here a source's name becomes the code that reads it, and a
+view table's name the rows that count what a view still holds (none after erasure).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from uuid import UUID
 
 import msgspec
 
-from picasse.domain.personal import Erased
+from picasse.domain.personal import PERSONAL_DATA_KINDS, Erased, PersonalDataKind, export_sources
 from picasse.projections.accounts import AccountsView
 from picasse.projections.traffic import TrafficView
 
@@ -27,27 +27,24 @@ class Sources(msgspec.Struct, frozen=True, kw_only=True):
     accounts: AccountsView
     traffic: TrafficView
     customer_events: Callable[[UUID], Iterable[Any]]  # the Customer aggregate's events
+    groups: Callable[[UUID], Iterable[Any]]  # the customer's recipient groups, from the log
     now: Callable[[], datetime]
 
 
-class PersonalDataSource(Protocol):
-    kind: ClassVar[str]
+class ExportSource(Protocol):
+    name: ClassVar[str]  # as the registry's kinds name it in their `export`
     description: ClassVar[str]
 
     def __init__(self, sources: Sources) -> None: ...
 
     def export(self, customer_id: UUID) -> list[Record]: ...
 
-    def plaintext_held(self, customer_id: UUID) -> int:
-        """Values of this customer's personal data a view still holds in plaintext."""
-        ...
+
+SOURCES: dict[str, type[ExportSource]] = {}
 
 
-REGISTRY: dict[str, type[PersonalDataSource]] = {}
-
-
-def personal_data_source(cls: type[PersonalDataSource]) -> type[PersonalDataSource]:
-    REGISTRY[cls.kind] = cls
+def export_source(cls: type[ExportSource]) -> type[ExportSource]:
+    SOURCES[cls.name] = cls
     return cls
 
 
@@ -63,9 +60,9 @@ def _held(*values: Any) -> int:
     return sum(value is not None for value in values)
 
 
-@personal_data_source
+@export_source
 class CustomerRecords:
-    kind = "customer"
+    name = "customer"
     description = "organisation, contact person and billing address as they are now"
 
     def __init__(self, sources: Sources) -> None:
@@ -87,18 +84,10 @@ class CustomerRecords:
             for row in self.sources.accounts.customers(customer_id=customer_id)
         ]
 
-    def plaintext_held(self, customer_id: UUID) -> int:
-        return sum(
-            _held(
-                r.organisation, r.contact_name, r.contact_email, r.contact_phone, r.billing_address
-            )
-            for r in self.sources.accounts.customers(customer_id=customer_id)
-        )
 
-
-@personal_data_source
+@export_source
 class ContactHistory:
-    kind = "contact_history"
+    name = "contact_history"
     description = "every contact detail and billing address ever registered, with its date"
 
     def __init__(self, sources: Sources) -> None:
@@ -124,13 +113,10 @@ class ContactHistory:
                     records.append({"at": at, "field": field, "value": _text(values[field])})
         return records
 
-    def plaintext_held(self, customer_id: UUID) -> int:
-        return 0  # read from the log, where it is sealed: no view holds it
 
-
-@personal_data_source
+@export_source
 class UserRecords:
-    kind = "users"
+    name = "users"
     description = "the customer's user accounts: login, role, whether disabled"
 
     def __init__(self, sources: Sources) -> None:
@@ -148,13 +134,10 @@ class UserRecords:
             for u in self.sources.accounts.users(customer_id=customer_id)
         ]
 
-    def plaintext_held(self, customer_id: UUID) -> int:
-        return sum(_held(u.login) for u in self.sources.accounts.users(customer_id=customer_id))
 
-
-@personal_data_source
+@export_source
 class TrafficRecords:
-    kind = "traffic"
+    name = "traffic"
     description = (
         "messages sent: when, by which account and IP, over which channel, to whom, outcome"
     )
@@ -191,9 +174,56 @@ class TrafficRecords:
             for r in self._rows(customer_id, start, end)
         ]
 
-    def plaintext_held(self, customer_id: UUID) -> int:
-        return sum(_held(r.recipient, r.client_ip) for r in self._rows(customer_id))
+
+@export_source
+class GroupRecords:
+    name = "groups"
+    description = "the customer's recipient groups: name and members"
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def export(self, customer_id: UUID) -> list[Record]:
+        return [
+            {
+                "group_id": str(group.id),
+                "name": _text(group.name),
+                "members": [_text(member.address) for member in group.members],
+            }
+            for group in self.sources.groups(customer_id)
+        ]
 
 
-def all_sources(sources: Sources) -> list[PersonalDataSource]:
-    return [cls(sources) for cls in REGISTRY.values()]
+def all_sources(sources: Sources) -> list[ExportSource]:
+    """The sources of every kind the registry exports, each once."""
+    return [SOURCES[name](sources) for name in export_sources()]
+
+
+class Holdings:
+    """How many values of a kind the views still hold in plaintext for a customer, read
+    from the view columns the registry names for it."""
+
+    def __init__(self, sources: Sources) -> None:
+        def traffic(customer_id: UUID) -> list[Any]:
+            return TrafficRecords(sources)._rows(customer_id)
+
+        # Per view table, the customer's rows (with the table's columns as attributes).
+        self.rows: dict[str, Callable[[UUID], list[Any]]] = {
+            "customers": lambda c: sources.accounts.customers(customer_id=c),
+            "users": lambda c: sources.accounts.users(customer_id=c),
+            "messages": lambda c: list({r.message_id: r for r in traffic(c)}.values()),
+            "deliveries": traffic,
+        }
+
+    def plaintext_held(self, kind: PersonalDataKind, customer_id: UUID) -> int:
+        return sum(
+            _held(*(getattr(row, column) for column in held.columns))
+            for held in kind.held_in
+            for row in self.rows[held.table](customer_id)
+        )
+
+    def per_kind(self, customer_id: UUID) -> dict[str, int]:
+        return {
+            name: self.plaintext_held(kind, customer_id)
+            for name, kind in PERSONAL_DATA_KINDS.items()
+        }

@@ -41,10 +41,11 @@ from picasse.adapters.statements import files as statement_files
 from picasse.domain.accounts import Accounts
 from picasse.domain.clock import Clock
 from picasse.domain.errors import Conflict, InvalidInput
+from picasse.domain.personal import PERSONAL_DATA_KINDS, Trigger
 from picasse.domain.privacy import Privacy
 from picasse.domain.termination import Step, TerminationProgress, ViewCheck
 from picasse.domain.users import PLATFORM_TENANT
-from picasse.projections.personal_data import REGISTRY, Sources, TrafficRecords, all_sources
+from picasse.projections.personal_data import Holdings, Sources, TrafficRecords, all_sources
 from picasse.runners import servers
 from picasse.runners.project import LiveViews, live_views
 from picasse.runners.settings import Settings
@@ -88,8 +89,18 @@ class Platform:
             accounts=self.views.view("accounts"),
             traffic=self.views.view("traffic"),
             customer_events=lambda customer_id: self.accounts.events.get(customer_id),
+            groups=self.groups,
             now=self.clock.now,
         )
+
+    def groups(self, customer_id: UUID) -> list[Any]:
+        """The customer's recipient groups: one subject key each, so the key store lists
+        them (while they are readable)."""
+        return [
+            self.accounts.repository.get(UUID(subject.partition("/")[2]))
+            for tenant, subject in self.keys.subjects_with_prefix(["group/"])
+            if tenant == customer_id
+        ]
 
     def signer(self) -> PlatformSigner:
         return PlatformSigner.from_file(self.settings.signing_key_path, create=True)
@@ -135,15 +146,23 @@ def collect_export(p: Platform, customer_id: UUID, *, purpose: str) -> ExportCon
     with _progress() as progress:
         task = progress.add_task("exporting…", total=len(sources))
         for source in sources:
-            progress.update(task, description=f"exporting {source.kind}…")
-            sections[source.kind] = source.export(customer_id)
+            progress.update(task, description=f"exporting {source.name}…")
+            sections[source.name] = source.export(customer_id)
             progress.advance(task)
     manifest = {
         "customer_id": str(customer_id),
         "generated_at": p.clock.now().isoformat(),
         "purpose": purpose,
         "counts": {kind: len(records) for kind, records in sections.items()},
-        "kinds": {kind: cls.description for kind, cls in REGISTRY.items()},
+        "kinds": {
+            name: {
+                "description": kind.description,
+                "purpose": kind.purpose,
+                "sections": list(kind.export),
+                **({"not_exported": kind.not_exported} if kind.not_exported else {}),
+            }
+            for name, kind in PERSONAL_DATA_KINDS.items()
+        },
         "period": "everything still held; traffic data is kept six months (R5)",
     }
     return ExportContent(manifest, sections)
@@ -238,9 +257,8 @@ def terminate_customer(
                 bar.add_task("waiting for the views to forget…")
                 p.views.catch_up(last_write)
                 _vacuum_views(p)
-            checks = [
-                ViewCheck(s.kind, s.plaintext_held(customer_id)) for s in all_sources(p.sources())
-            ]
+            held = Holdings(p.sources()).per_kind(customer_id)
+            checks = [ViewCheck(kind, n) for kind, n in held.items()]
             last_write = p.privacy.record_views_caught_up(customer_id, checks)
         elif step is Step.STATEMENT:
             signer = p.signer()
@@ -412,7 +430,7 @@ def verify_statement(p: Platform, path: Path) -> SignedStatement:
     if p.keys.live_key_count(d.customer_id):
         raise StatementInvalid("keys of this customer exist again")
     p.views.catch_up()
-    held = {s.kind: s.plaintext_held(d.customer_id) for s in all_sources(p.sources())}
+    held = Holdings(p.sources()).per_kind(d.customer_id)
     if any(held.values()):
         kinds = ", ".join(kind for kind, n in held.items() if n)
         raise StatementInvalid(f"views hold personal data of this customer again: {kinds}")
@@ -451,7 +469,7 @@ def erase_main(
         else:
             raise InvalidInput("say whose data to erase: --login LOGIN, or --customer ID --contact")
         done = p.privacy.erase_subject(
-            tenant, subject, "request of the data subject (GDPR art. 17)"
+            tenant, subject, "request of the data subject (GDPR art. 17)", trigger=Trigger.REQUEST
         )
         p.views.catch_up(done.notification_id)
     print(f"erased {subject}: {len(done.key_ids)} key(s) destroyed")

@@ -11,6 +11,7 @@ from uuid import UUID
 from picasse.adapters.postgres.keystore import PostgresKeyStore
 from picasse.domain.errors import InvalidInput
 from picasse.domain.messages import traffic_month
+from picasse.domain.personal import Trigger
 from picasse.domain.privacy import Privacy
 from picasse.domain.retention import RetentionPeriod, expired, months_before, traffic_retention
 from picasse.runners import servers
@@ -36,7 +37,9 @@ def run_retention(
     erased = due(keys, period, now)
     if not dry_run:
         for tenant, subject in erased:
-            privacy.erase_subject(tenant, subject, f"retention: {period.reason}")
+            privacy.erase_subject(
+                tenant, subject, f"retention: {period.reason}", trigger=Trigger.RETENTION
+            )
     privacy.record_retention_run(
         months_before(traffic_month(now), period.months),
         dry_run,

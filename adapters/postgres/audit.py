@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from picasse.adapters.postgres.store import GENESIS
-from picasse.domain.personal import Erased
+from picasse.domain.personal import Erased, required_view_columns
 
 
 class BrokenLink(msgspec.Struct, frozen=True):
@@ -121,17 +121,6 @@ LISTED_MISMATCHES = 100  # the report lists this many; it counts them all
 RUN_LOCKS = 0x70617564  # advisory lock class of audit runs: one lock per run id
 LOCK_TIMEOUT = "10s"  # how long to wait for a view rebuild (TRUNCATE) to finish
 
-# Per view table: the columns that hold personal data, plaintext until erased (NULL).
-# An optional one may also be NULL because nothing was ever given.
-PERSONAL_COLUMNS: dict[str, frozenset[str]] = {
-    "customers": frozenset(
-        {"organisation", "contact_name", "contact_email", "contact_phone", "billing_address"}
-    ),
-    "users": frozenset({"login"}),
-    "messages": frozenset({"client_ip"}),
-    "deliveries": frozenset({"recipient"}),
-}
-OPTIONAL_PERSONAL_COLUMNS = frozenset({"client_ip"})
 # Columns whose values a report may show: enumerations, flags and counters. Any other
 # value is described only as set, null or erased, so no report carries personal data.
 SHOWN_COLUMNS = frozenset(
@@ -218,11 +207,13 @@ class _PageBatching:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._batch: list[tuple[str | list[str], Any]] = []
+        self._batch: list[tuple[str | list[str] | list[sql.Composed], Any]] = []
         self._tracked: Tracking | None = None
         self._composed: dict[str, bytes] = {}
 
-    def _write(self, tracking: Tracking, statements: str | list[str], params: Any) -> None:
+    def _write(
+        self, tracking: Tracking, statements: str | list[str] | list[sql.Composed], params: Any
+    ) -> None:
         self._batch.append((statements, params))
         self._track(tracking)
 
@@ -242,6 +233,9 @@ class _PageBatching:
                 # The page's statements go out without waiting for each one's reply.
                 for statements, params in self._batch:
                     for statement in [statements] if isinstance(statements, str) else statements:
+                        if isinstance(statement, sql.Composable):  # an erasure's purge
+                            curs.execute(statement, params)
+                            continue
                         query = composed.get(statement)
                         if query is None:  # rendered once: psycopg caches its parse of bytes
                             query = sql.SQL(statement).format(**self.t).as_bytes(curs)
@@ -572,8 +566,7 @@ def _customer_column(shape: _Shape) -> str | None:
 
 def _describe(kind: str, column: str, value: Any) -> str:
     if value is None:
-        personal = PERSONAL_COLUMNS.get(kind, frozenset()) - OPTIONAL_PERSONAL_COLUMNS
-        return "erased" if column in personal else "null"
+        return "erased" if column in required_view_columns(kind) else "null"
     if column in SHOWN_COLUMNS:
         return str(value).lower() if isinstance(value, bool) else str(value)
     return "set"
@@ -632,7 +625,8 @@ def _compare_table(
     replayed_rows: Iterator[tuple[Any, ...]],
 ) -> None:
     """A merge join of two key-ordered row streams."""
-    personal = PERSONAL_COLUMNS.get(kind, frozenset()) - OPTIONAL_PERSONAL_COLUMNS
+    # The registry's personal columns of this table that are NULL only once erased.
+    personal = required_view_columns(kind)
     personal_at = [i for i, column in enumerate(shape.columns) if column in personal]
     rows = erased = 0
     before = findings.count

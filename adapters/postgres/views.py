@@ -11,6 +11,13 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import sql
 
+from picasse.domain.personal import (
+    HeldIn,
+    Trigger,
+    kinds_erased_on,
+    personal_data_kind,
+    view_columns,
+)
 from picasse.projections.accounts import AccountsView, CustomerRow, UserRow
 from picasse.projections.ledger import LedgerEntry, LedgerView
 from picasse.projections.traffic import Change, DailyCount, TrafficRow, TrafficView
@@ -40,11 +47,62 @@ class _View(PostgresTrackingRecorder):
     def schema_statements(self) -> list[str]:
         return []
 
-    def _write(self, tracking: Tracking, statements: str | list[str], params: Any) -> None:
+    def _write(
+        self, tracking: Tracking, statements: str | list[str] | list[sql.Composed], params: Any
+    ) -> None:
         with self.datastore.transaction(commit=True) as curs:
             for statement in [statements] if isinstance(statements, str) else statements:
-                curs.execute(sql.SQL(statement).format(**self.t), params)
+                if isinstance(statement, str):
+                    statement = sql.SQL(statement).format(**self.t)
+                curs.execute(statement, params)
             self._insert_tracking(curs, tracking)
+
+    # Erasure: the registry of personal data says which columns of which table hold each
+    # kind; the view knows only which column names a row's customer.
+
+    tenant_columns: dict[str, str] = {}  # per table: the column naming the row's customer
+    on_termination: tuple[str, ...] = ()  # the view's own bookkeeping when a customer goes
+
+    def erased(self, tenant_id: UUID, subject: str | None, tracking: Tracking) -> None:
+        """Blank what an erasure made unreadable: every kind a termination erases (subject
+        None), or the subject's kind in that subject's rows."""
+        statements = self._purges(subject)
+        if not statements:
+            self.insert_tracking(tracking)
+            return
+        self._write(
+            tracking, statements, {"tenant": tenant_id, "of": (subject or "").partition("/")[2]}
+        )
+
+    def _purges(self, subject: str | None) -> list[sql.Composed]:
+        if subject is None:
+            where = sql.SQL("{tenant} = %(tenant)s")
+            held = [
+                HeldIn(table=table, columns=tuple(sorted(columns)), subject_column="")
+                for table, columns in view_columns(kinds_erased_on(Trigger.TERMINATION)).items()
+            ]
+        else:
+            where = sql.SQL(
+                "{subject}::text = %(of)s AND ({tenant} = %(tenant)s OR {tenant} IS NULL)"
+            )
+            held = list(personal_data_kind(subject).held_in)
+        statements = [
+            sql.SQL("UPDATE {table} SET {blanks} WHERE {where}").format(
+                table=self.t[h.table],
+                blanks=sql.SQL(", ").join(
+                    sql.SQL("{} = NULL").format(sql.Identifier(c)) for c in h.columns
+                ),
+                where=where.format(
+                    tenant=sql.Identifier(self.tenant_columns[h.table]),
+                    subject=sql.Identifier(h.subject_column or self.tenant_columns[h.table]),
+                ),
+            )
+            for h in held
+            if h.table in self.t
+        ]
+        if subject is None:
+            statements += [sql.SQL(s).format(**self.t) for s in self.on_termination]
+        return statements
 
     def _read(self, statement: str, params: Any = ()) -> list[dict[str, Any]]:
         with self.datastore.get_connection() as conn:
@@ -65,6 +123,8 @@ class _View(PostgresTrackingRecorder):
 
 class PostgresAccountsView(_View, AccountsView):
     tables = ("customers", "users")
+    tenant_columns = {"customers": "id", "users": "customer_id"}
+    on_termination = ("UPDATE {customers} SET erased = true WHERE id = %(tenant)s",)
     indexes = ("users_customer",)
 
     def schema_statements(self) -> list[str]:
@@ -141,28 +201,6 @@ class PostgresAccountsView(_View, AccountsView):
     def user_disabled(self, user_id: UUID, disabled: bool, tracking: Tracking) -> None:
         self._write(tracking, "UPDATE {users} SET disabled = %s WHERE id = %s", (disabled, user_id))
 
-    def erased(self, tenant_id: UUID, subject: str | None, tracking: Tracking) -> None:
-        kind, _, of = (subject or "").partition("/")
-        if subject is None:
-            statement: str | list[str] = [
-                "UPDATE {customers} SET organisation = NULL, contact_name = NULL, contact_email = NULL,"
-                " contact_phone = NULL, billing_address = NULL, erased = true WHERE id = %(tenant)s",
-                "UPDATE {users} SET login = NULL WHERE customer_id = %(tenant)s",
-            ]
-        elif kind == "contact":
-            statement = (
-                "UPDATE {customers} SET contact_name = NULL, contact_email = NULL,"
-                " contact_phone = NULL WHERE id = %(tenant)s"
-            )
-        elif kind == "organisation":
-            statement = "UPDATE {customers} SET organisation = NULL, billing_address = NULL WHERE id = %(tenant)s"
-        elif kind == "user":
-            statement = "UPDATE {users} SET login = NULL WHERE id::text = %(of)s"
-        else:
-            self.insert_tracking(tracking)
-            return
-        self._write(tracking, statement, {"tenant": tenant_id, "of": of})
-
     def customers(self, *, customer_id: UUID | None = None) -> list[CustomerRow]:
         rows = self._read(
             "SELECT id, organisation, contact_name, contact_email, contact_phone, billing_address,"
@@ -185,6 +223,7 @@ class PostgresAccountsView(_View, AccountsView):
 
 class PostgresTrafficView(_View, TrafficView):
     tables = ("messages", "deliveries")
+    tenant_columns = {"messages": "customer_id", "deliveries": "customer_id"}
     indexes = ("customer_time", "time", "message")
 
     def schema_statements(self) -> list[str]:
@@ -264,23 +303,6 @@ class PostgresTrafficView(_View, TrafficView):
                 "id": delivery_id,
             },
         )
-
-    def erased(self, tenant_id: UUID, subject: str | None, tracking: Tracking) -> None:
-        kind, _, month = (subject or "").partition("/")
-        if subject is None:
-            statements = [
-                "UPDATE {deliveries} SET recipient = NULL WHERE customer_id = %(tenant)s",
-                "UPDATE {messages} SET client_ip = NULL WHERE customer_id = %(tenant)s",
-            ]
-        elif kind == "traffic":
-            statements = [
-                "UPDATE {deliveries} SET recipient = NULL WHERE customer_id = %(tenant)s AND month = %(month)s",
-                "UPDATE {messages} SET client_ip = NULL WHERE customer_id = %(tenant)s AND month = %(month)s",
-            ]
-        else:
-            self.insert_tracking(tracking)
-            return
-        self._write(tracking, statements, {"tenant": tenant_id, "month": month})
 
     def traffic(
         self, customer_id: UUID | None, start: datetime, end: datetime, *, limit: int = 1000

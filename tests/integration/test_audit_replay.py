@@ -38,6 +38,7 @@ from picasse.adapters.postgres.audit import (
 from picasse.domain.accounts import Accounts
 from picasse.domain.messages import delivery_id
 from picasse.domain.messaging import Messages, SendRequest
+from picasse.domain.personal import Trigger
 from picasse.domain.values import Role
 from picasse.runners.audit import replay_main
 from picasse.runners.project import VIEWS, LogReader, running, statuses, view_env
@@ -113,7 +114,12 @@ def world(database_url: str) -> Iterator[World]:
         accounts.change_contact(customers[2], email="changed@auditco.example")
         accounts.terminate_customer(customers[0])
         privacy.erase_tenant(customers[0], "termination")
-        privacy.erase_subject(customers[1], f"traffic/{messages.clock.now():%Y-%m}", "retention")
+        privacy.erase_subject(
+            customers[1],
+            f"traffic/{messages.clock.now():%Y-%m}",
+            "retention",
+            trigger=Trigger.RETENTION,
+        )
         _traffic(messages, customers[2])
     world = World(settings, database_url, customers)
     world.catch_up()

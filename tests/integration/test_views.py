@@ -16,6 +16,7 @@ from picasse.adapters.clock import SystemClock
 from picasse.domain.accounts import Accounts
 from picasse.domain.messages import delivery_id
 from picasse.domain.messaging import Messages, SendRequest
+from picasse.domain.personal import Trigger
 from picasse.domain.privacy import Privacy
 from picasse.domain.values import Role
 from picasse.runners.project import VIEWS, running, statuses
@@ -173,7 +174,7 @@ def test_erasing_a_month_of_traffic_blanks_its_recipients_and_keeps_the_counts(
     month = messages.clock.now().strftime("%Y-%m")
     with project("traffic") as runners:
         caught_up(runners)
-        privacy.erase_subject(customer, f"traffic/{month}", "retention")
+        privacy.erase_subject(customer, f"traffic/{month}", "retention", trigger=Trigger.RETENTION)
         caught_up(runners)
         view = runners["traffic"].view
         assert {r.recipient for r in view.traffic(customer, *_window())} == {None}
@@ -206,7 +207,9 @@ def test_a_rebuild_after_erasure_holds_no_erased_plaintext(
     accounts: Accounts, privacy: Privacy, project: Callable[..., AbstractContextManager[Runners]]
 ) -> None:
     customer = _customer(accounts)
-    privacy.erase_subject(customer, f"contact/{customer}", "the contact asked")
+    privacy.erase_subject(
+        customer, f"contact/{customer}", "the contact asked", trigger=Trigger.REQUEST
+    )
     with project("accounts") as runners:
         caught_up(runners)
         (row,) = runners["accounts"].view.customers()
@@ -264,7 +267,9 @@ def test_a_stopped_view_goes_on_by_itself_once_the_subject_is_erased(
     accounts_view = views.followers["accounts"]
     assert accounts_view.advance() is not None
     assert not accounts_view.due(views.head())  # backing off
-    privacy.erase_subject(customer, f"contact/{customer}", "the contact asked")
+    privacy.erase_subject(
+        customer, f"contact/{customer}", "the contact asked", trigger=Trigger.REQUEST
+    )
     assert accounts_view.due(views.head())  # an erasure may unblock it: try at once
     assert accounts_view.advance() is None
     (row,) = accounts_view.view.customers(customer_id=customer)

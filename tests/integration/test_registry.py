@@ -1,0 +1,172 @@
+"""Every kind in the registry of personal data, on real PostgreSQL: an export holds a value of
+it, and each of its erasure triggers leaves no readable trace of it in the log or the views."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import pytest
+from psycopg import sql
+
+from picasse.adapters.archive import read_export
+from picasse.domain.accounts import Accounts
+from picasse.domain.messaging import Messages, SendRequest
+from picasse.domain.personal import ERASED, PERSONAL_DATA_KINDS, PersonalDataKind, Trigger
+from picasse.domain.retention import traffic_retention
+from picasse.domain.values import Role
+from picasse.projections.personal_data import Holdings
+from picasse.runners.gdpr import Platform, export_customer, platform, terminate_customer
+from picasse.runners.retention import run_retention
+from picasse.runners.settings import Settings
+from picasse.runners.wiring import open_messages
+from tests.registry_walk import personal_values
+
+
+class Planted(msgspec.Struct, frozen=True):
+    """One customer holding a value of every kind, and the names its subjects' keys get."""
+
+    customer_id: UUID
+    values: dict[str, str]  # per kind: one high-entropy value of it
+    placeholders: dict[str, str]  # "<customer id>" → its id, … (as the registry names subjects)
+
+    def subject(self, kind: PersonalDataKind) -> str:
+        name = kind.subject
+        for placeholder, value in self.placeholders.items():
+            name = name.replace(placeholder, value)
+        assert "<" not in name, f"the test cannot name the subject {kind.subject!r}: teach it"
+        return name
+
+
+@pytest.fixture
+def gdpr(settings: Settings, schema: str) -> Iterator[Platform]:
+    with platform(msgspec.structs.replace(settings, database_schema=schema)) as p:
+        yield p
+
+
+@pytest.fixture
+def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Messages]:
+    app = open_messages(settings, database_url, schema=schema)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def planted(accounts: Accounts, messages: Messages) -> Planted:
+    tag = uuid.uuid4().hex[:10]
+    values = {
+        "organisation": f"Org{tag} Holding",
+        "contact": f"mail{tag}@example.org",
+        "user": f"login{tag}@example.net",
+        "group": f"member{tag}@groups.example",
+        "traffic": f"rcpt{tag}@inbox.example",
+        "content": f"Body{tag} text",
+    }
+    customer = accounts.register_customer(
+        organisation=values["organisation"],
+        contact_name=f"Name{tag}",
+        email=values["contact"],
+        phone="+31612345678",
+        billing_address=f"Street{tag} 1, Zwolle",
+    )
+    accounts.start_subscription(customer)
+    user = accounts.add_user(
+        customer_id=customer, login=values["user"], role=Role.CUSTOMER_ADMIN, password="a long password"
+    )  # fmt: skip
+    group = messages.create_group(customer, f"Team{tag}", [values["group"]])
+    messages.send(
+        customer,
+        SendRequest(channel="email", to=[values["traffic"]], body=values["content"], subject="S"),
+        client_ip="192.0.2.7",
+    )
+    placeholders = {
+        "<customer id>": str(customer),
+        "<user id>": str(user),
+        "<group id>": str(group),
+        "<YYYY-MM>": f"{messages.clock.now():%Y-%m}",
+    }
+    missing = [kind for kind in PERSONAL_DATA_KINDS if kind not in values]
+    assert missing == [], f"plant a value of each new kind in this fixture: {missing}"
+    return Planted(customer, values, placeholders)
+
+
+def _logged(p: Platform, customer_id: UUID, kind: str) -> list[Any]:
+    """Every value of the kind the customer's events hold, as they read now."""
+    recorder = p.accounts.recorder
+    found: list[Any] = []
+    for notification in recorder.select_notifications(start=1, limit=1_000_000):
+        event = p.accounts.mapper.to_domain_event(notification)
+        tenant = getattr(event, "tenant_id", event.originator_id)
+        if tenant == customer_id:
+            found += personal_values(event, kind)
+    return found
+
+
+def _in_views(p: Platform, value: str) -> int:
+    """Rows of any view table whose text holds the value: a search that needs no registry."""
+    found = 0
+    for name in p.views.names:
+        view = p.views.view(name)
+        with view.datastore.get_connection() as conn:
+            for table in view.t.values():
+                query = sql.SQL("SELECT count(*) AS n FROM {} AS r WHERE r::text LIKE %s")
+                row = conn.execute(query.format(table), (f"%{value}%",)).fetchone()
+                found += int(row["n"]) if row else 0
+    return found
+
+
+KINDS = list(PERSONAL_DATA_KINDS.values())
+ERASURES = [(kind, trigger) for kind in KINDS for trigger in sorted(kind.erased_on)]
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
+def test_an_export_holds_a_value_of_every_kind_it_exports(
+    kind: PersonalDataKind, gdpr: Platform, planted: Planted, tmp_path: Path
+) -> None:
+    export_customer(gdpr, planted.customer_id, tmp_path / "e.zip", purpose="portability", by="test")
+    parts = read_export(tmp_path / "e.zip")
+    text = msgspec.json.encode({name: parts[name] for name in kind.export}).decode()
+    everything = msgspec.json.encode(parts).decode()
+    if kind.export:
+        assert planted.values[kind.kind] in text
+    else:  # content: withheld by the registry's word (R7), so in no section at all
+        assert kind.not_exported and planted.values[kind.kind] not in everything
+
+
+@pytest.mark.parametrize(
+    ("kind", "trigger"), ERASURES, ids=[f"{k.kind}-{t.value}" for k, t in ERASURES]
+)
+def test_each_erasure_trigger_of_a_kind_leaves_no_readable_trace_of_it(
+    kind: PersonalDataKind, trigger: Trigger, gdpr: Platform, planted: Planted, tmp_path: Path
+) -> None:
+    customer = planted.customer_id
+    before = _logged(gdpr, customer, kind.kind)
+    assert planted.values[kind.kind] in [str(v) for v in before]  # the search can succeed
+    gdpr.views.catch_up()
+    holdings = Holdings(gdpr.sources())
+    if kind.held_in:
+        assert holdings.plaintext_held(kind, customer) > 0
+        assert _in_views(gdpr, planted.values[kind.kind]) > 0
+
+    if trigger is Trigger.TERMINATION:
+        terminate_customer(gdpr, customer, tmp_path / "out", export=False, by="test")
+    elif trigger is Trigger.REQUEST:
+        done = gdpr.privacy.erase_subject(
+            customer, planted.subject(kind), "the subject asked", trigger=Trigger.REQUEST
+        )
+        assert done.key_ids
+    else:
+        later = gdpr.clock.now() + timedelta(days=7 * 31)
+        erased = run_retention(gdpr.privacy, traffic_retention(), now=later, dry_run=False)
+        assert (customer, planted.subject(kind)) in erased
+    gdpr.views.catch_up()
+
+    after = _logged(gdpr, customer, kind.kind)
+    assert len(after) == len(before) and all(v == ERASED for v in after)
+    assert holdings.plaintext_held(kind, customer) == 0
+    assert _in_views(gdpr, planted.values[kind.kind]) == 0
