@@ -15,7 +15,7 @@ from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
 from picasse.domain.errors import Conflict, InvalidInput, NotFound
-from picasse.domain.messages import DeliveryStatus, delivery_id
+from picasse.domain.messages import DeliveryStatus, FailureReason, delivery_id
 from picasse.domain.messaging import (
     Attempt,
     FailedForGood,
@@ -180,13 +180,13 @@ def test_temporary_failures_retry_until_attempts_are_used_up(
     ident = delivery_id(message_id, 0)
     for _ in range(2):
         assert messages.start_attempt(ident) is not None
-        assert messages.record_temporary_failure(ident, "SMTP 451", max_attempts=3)
+        assert messages.record_temporary_failure(ident, FailureReason.PROVIDER_UNAVAILABLE, max_attempts=3)
         assert messages.delivery_status(ident) is DeliveryStatus.QUEUED
     messages.start_attempt(ident)
-    assert not messages.record_temporary_failure(ident, "SMTP 451", max_attempts=3)
+    assert not messages.record_temporary_failure(ident, FailureReason.PROVIDER_UNAVAILABLE, max_attempts=3)
     details = messages.message(message_id, _user(customer_id))
     assert details.deliveries[0].status is DeliveryStatus.UNDELIVERED
-    assert "3 attempts" in (details.deliveries[0].reason or "")
+    assert details.deliveries[0].reason is FailureReason.MAX_ATTEMPTS
 
 
 def test_unacknowledged_alerts_escalate_to_the_next_group(
@@ -283,8 +283,8 @@ def test_a_batch_of_outcomes_is_recorded_in_one_write_each_with_its_attempt(
     writes = _CountedWrites(messages)
     outcomes: list[Outcome] = [
         Sent("smtp", "<ref>", final=True),
-        FailedForNow("SMTP 451"),
-        FailedForGood("SMTP 550"),
+        FailedForNow(FailureReason.PROVIDER_UNAVAILABLE),
+        FailedForGood(FailureReason.INVALID_RECIPIENT),
     ]
     again = messages.record_outcomes(
         [(a, o) for a, o in zip(started, outcomes, strict=True) if isinstance(a, Attempt)],
@@ -311,7 +311,7 @@ def test_a_batch_whose_one_delivery_conflicts_still_records_every_outcome_exactl
     assert messages.start_attempt(second) is not None
     messages.record_sent(second, "smtp", "<other>", final=True)
     assert messages.start_attempt(third) is not None
-    assert messages.record_temporary_failure(third, "SMTP 451", max_attempts=3)
+    assert messages.record_temporary_failure(third, FailureReason.PROVIDER_UNAVAILABLE, max_attempts=3)
     sent = Sent("smtp", "<ref>", final=True)
     again = messages.record_outcomes(
         [(a, sent) for a in started if isinstance(a, Attempt)], max_attempts=3
