@@ -126,9 +126,7 @@ def receive_receipt(
         delivery_id = UUID(receipt.reference)
     except ValueError:
         raise NotFound("the receipt's reference names no delivery of ours") from None
-    _retrying(
-        partial(messages.record_receipt, delivery_id, receipt.failure, provider=gateway)
-    )
+    _retrying(partial(messages.record_receipt, delivery_id, receipt.failure, provider=gateway))
 
 
 @get(

@@ -44,7 +44,6 @@ REFUSED_MESSAGE = frozenset({400, 404, 422})
 REFUSED_CREDENTIALS = frozenset({401, 403})
 
 
-
 class RefusedCredentials(PermanentFailure):
     """The gateway refused our token: nothing about the message, so another gateway may take it."""
 
@@ -72,7 +71,10 @@ class GatewayRefusal(msgspec.Struct, frozen=True):
 _WORDS: tuple[tuple[re.Pattern[str], FailureReason], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), reason)
     for pattern, reason in (
-        (r"mailbox\W+full|quota|over\W*capacity|memory\W+(?:full|exceeded)", FailureReason.MAILBOX_FULL),
+        (
+            r"mailbox\W+full|quota|over\W*capacity|memory\W+(?:full|exceeded)",
+            FailureReason.MAILBOX_FULL,
+        ),
         (
             r"invalid|unknown\W+(?:subscriber|number|recipient|user)|no\W+such|not\W+exist"
             r"|unallocated|landline|not\W+(?:a\W+)?mobile|bad\W+number|unassigned",
@@ -89,7 +91,10 @@ _WORDS: tuple[tuple[re.Pattern[str], FailureReason], ...] = tuple(
         (r"sender|originator", FailureReason.SENDER_REFUSED),
         (r"\bbusy\b", FailureReason.BUSY),
         (r"no\W+answer|not\W+answered", FailureReason.NO_ANSWER),
-        (r"block|barred|reject|refus|blacklist|denied|forbidden", FailureReason.REJECTED_BY_GATEWAY),
+        (
+            r"block|barred|reject|refus|blacklist|denied|forbidden",
+            FailureReason.REJECTED_BY_GATEWAY,
+        ),
     )
 )
 _READ_AT_MOST = 1000  # characters of a gateway's words worth reading
