@@ -48,6 +48,75 @@ FINAL_STATUSES = frozenset(
 )
 
 
+class FailureReason(StrEnum):
+    """Why a delivery failed, from a fixed vocabulary.
+
+    A gateway's or mail server's own words are never recorded or logged: they quote
+    numbers, addresses and bodies. Providers and receipts map what they are told
+    (HTTP status, SMTP reply code, receipt status and wording) to one of these codes.
+    """
+
+    REJECTED_BY_GATEWAY = "rejected-by-gateway"
+    INVALID_RECIPIENT = "invalid-recipient"
+    RECIPIENT_UNREACHABLE = "recipient-unreachable"
+    MAILBOX_FULL = "mailbox-full"
+    CONTENT_REFUSED = "content-refused"
+    SENDER_REFUSED = "sender-refused"
+    CREDENTIALS_REFUSED = "credentials-refused"
+    UNREACHABLE = "unreachable"
+    CONNECTION_LOST = "connection-lost"
+    TLS_FAILED = "tls-failed"
+    TIMED_OUT = "timed-out"
+    THROTTLED = "throttled"
+    PROVIDER_UNAVAILABLE = "provider-unavailable"
+    PROVIDER_ERROR = "provider-error"
+    NO_ANSWER = "no-answer"
+    BUSY = "busy"
+    NO_PROVIDER = "no-provider"
+    MAX_ATTEMPTS = "max-attempts"
+    ERASED = "erased"
+    CUSTOMER_TERMINATED = "customer-terminated"
+    UNKNOWN = "unknown"
+
+    @property
+    def text(self) -> str:
+        """The reason as a person reads it."""
+        return _FAILURE_TEXTS[self]
+
+    @classmethod
+    def read(cls, stored: str) -> FailureReason:
+        """A stored code; text stored before reasons were codes reads as `unknown`."""
+        try:
+            return cls(stored)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+_FAILURE_TEXTS = {
+    FailureReason.REJECTED_BY_GATEWAY: "the gateway refused the message",
+    FailureReason.INVALID_RECIPIENT: "no such number or address",
+    FailureReason.RECIPIENT_UNREACHABLE: "the recipient could not be reached (phone off or out of reach)",
+    FailureReason.MAILBOX_FULL: "the recipient's mailbox is full",
+    FailureReason.CONTENT_REFUSED: "the provider refused the message's content",
+    FailureReason.SENDER_REFUSED: "the provider refused our sender",
+    FailureReason.CREDENTIALS_REFUSED: "the provider refused our credentials",
+    FailureReason.UNREACHABLE: "the provider could not be reached",
+    FailureReason.CONNECTION_LOST: "the connection to the provider was lost",
+    FailureReason.TLS_FAILED: "no secure connection to the provider could be made",
+    FailureReason.TIMED_OUT: "the provider or the network timed out",
+    FailureReason.THROTTLED: "the provider is busy and asked us to slow down",
+    FailureReason.PROVIDER_UNAVAILABLE: "the provider is unavailable",
+    FailureReason.PROVIDER_ERROR: "the provider failed unexpectedly",
+    FailureReason.NO_ANSWER: "the call was not answered",
+    FailureReason.BUSY: "the line was busy",
+    FailureReason.NO_PROVIDER: "no provider is configured for this channel",
+    FailureReason.MAX_ATTEMPTS: "gave up after the last attempt failed",
+    FailureReason.ERASED: "erased before it could be sent",
+    FailureReason.CUSTOMER_TERMINATED: "customer terminated",
+    FailureReason.UNKNOWN: "the network gave no reason we know",
+}
+
+
 class AckPolicy(msgspec.Struct, frozen=True):
     """Recipients must acknowledge within the time, or the next group is alerted."""
 
@@ -153,7 +222,7 @@ class Delivery(Aggregate):
         self.escalation_level = escalation_level
         self.status = DeliveryStatus.QUEUED
         self.attempts = 0
-        self.reason: str | None = None
+        self.reason: FailureReason | None = None
         self.provider: str | None = None
         self.provider_reference: str | None = None
         self.awaiting_receipt = False
@@ -209,36 +278,37 @@ class Delivery(Aggregate):
         self.provider_reference = provider_reference
         self.reason = None
 
-    def fail_temporarily(self, reason: str, max_attempts: int) -> bool:
-        """True if another attempt will follow; False once attempts are used up."""
+    def fail_temporarily(self, reason: FailureReason, max_attempts: int) -> bool:
+        """True if another attempt will follow; False once attempts are used up: then the
+        delivery is undelivered for `max-attempts` (earlier reasons stay in its history)."""
         if self.final:
             return False
         if self.attempts >= max_attempts:
-            self._undelivered(f"gave up after {self.attempts} attempts: {reason}")
+            self._undelivered(FailureReason.MAX_ATTEMPTS)
             return False
         self._retry_scheduled(reason)
         return True
 
     @event("RetryScheduled")
-    def _retry_scheduled(self, reason: str) -> None:
+    def _retry_scheduled(self, reason: FailureReason) -> None:
         self.status = DeliveryStatus.QUEUED
         self.reason = reason
 
-    def give_up(self, reason: str) -> None:
+    def give_up(self, reason: FailureReason) -> None:
         if not self.final:
             self._undelivered(reason)
 
     @event("Undelivered")
-    def _undelivered(self, reason: str) -> None:
+    def _undelivered(self, reason: FailureReason) -> None:
         self.status = DeliveryStatus.UNDELIVERED
         self.reason = reason
 
-    def network_failed(self, reason: str) -> None:
+    def network_failed(self, reason: FailureReason) -> None:
         if not self.final:
             self._failed(reason)
 
     @event("Failed")
-    def _failed(self, reason: str) -> None:
+    def _failed(self, reason: FailureReason) -> None:
         self.status = DeliveryStatus.FAILED
         self.reason = reason
 
@@ -256,10 +326,21 @@ class Member(msgspec.Struct, frozen=True):
 
 
 class RecipientGroup(Aggregate):
-    """A customer's named list of numbers and addresses (its members are data subjects)."""
+    """A customer's named list of numbers and addresses (its members are data subjects).
+
+    The name is free text a customer chose ("Annabel's night shift"): sealed with the
+    members under the group's key. The id is a keyed pseudonym of (customer, name), so a
+    group is found by its name without the name being stored readable (`group_ident`).
+    """
 
     @event("Created")
-    def __init__(self, id: UUID, tenant_id: UUID, name: str, members: list[Member]) -> None:
+    def __init__(
+        self,
+        id: UUID,
+        tenant_id: UUID,
+        name: Annotated[str, Personal("group")],
+        members: list[Member],
+    ) -> None:
         self.tenant_id = tenant_id
         self.name = name
         self.members = members
@@ -272,9 +353,10 @@ class RecipientGroup(Aggregate):
         self.members = members
 
 
-def group_id(tenant_id: UUID, name: str) -> UUID:
-    """Group names are not personal data; the id follows from (customer, name)."""
-    return uuid5(tenant_id, f"group/{name.strip().lower()}")
+def group_name_key(tenant_id: UUID, name: str) -> str:
+    """What a group's pseudonymous id is keyed on: its customer and its name, compared
+    caselessly and with runs of spaces as one."""
+    return f"{tenant_id}/{' '.join(name.split()).casefold()}"
 
 
 class IdempotencyClaim(Aggregate):

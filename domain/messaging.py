@@ -23,13 +23,14 @@ from picasse.domain.messages import (
     Channel,
     Delivery,
     DeliveryStatus,
+    FailureReason,
     IdempotencyClaim,
     Member,
     Message,
     Priority,
     RecipientGroup,
     delivery_id,
-    group_id,
+    group_name_key,
     traffic_month,
 )
 from picasse.domain.personal import Erased
@@ -75,7 +76,7 @@ class DeliveryDetails(msgspec.Struct, frozen=True):
     to: str | Erased | None  # None: the viewer is not entitled to traffic data
     status: DeliveryStatus
     attempts: int
-    reason: str | None
+    reason: FailureReason | None
     provider: str | None
     acknowledged: bool
     escalation_level: int
@@ -153,13 +154,13 @@ class Sent(msgspec.Struct, frozen=True):
 class FailedForNow(msgspec.Struct, frozen=True):
     """The provider could not take it now (busy, down, timed out): try again later."""
 
-    reason: str
+    reason: FailureReason
 
 
 class FailedForGood(msgspec.Struct, frozen=True):
     """The provider refused it for good (no such number, mailbox refused): give up."""
 
-    reason: str
+    reason: FailureReason
 
 
 Outcome = Sent | FailedForNow | FailedForGood
@@ -195,10 +196,10 @@ def _attempted_and_concluded(outcome: Outcome, max_attempts: int = 1) -> Callabl
 
 
 def _give_up_erased(delivery: Delivery) -> None:
-    delivery.give_up("erased before it could be sent")
+    delivery.give_up(FailureReason.ERASED)
 
 
-CUSTOMER_TERMINATED = "customer terminated"
+CUSTOMER_TERMINATED = FailureReason.CUSTOMER_TERMINATED
 
 
 def _give_up_terminated(delivery: Delivery) -> None:
@@ -273,7 +274,7 @@ class Messages(PicasseApplication):
             raise InvalidInput("group name: 1 to 100 characters", field="name")
         parsed = self._members(members)
         self._sending_customer(customer_id)
-        ident = group_id(customer_id, name)
+        ident = self._group_ident(customer_id, name)
         try:
             group = self._get(ident, RecipientGroup, "group")
         except NotFound:
@@ -304,7 +305,7 @@ class Messages(PicasseApplication):
         try:
             ident = UUID(name_or_id)
         except ValueError:
-            ident = group_id(customer_id, name_or_id)
+            ident = self._group_ident(customer_id, name_or_id)
         try:
             group = self._get(ident, RecipientGroup, "group")
         except NotFound:
@@ -314,6 +315,11 @@ class Messages(PicasseApplication):
         if group.tenant_id != customer_id:
             raise InvalidInput(f"group: no group {name_or_id!r} for this customer", field="group")
         return group
+
+    def _group_ident(self, customer_id: UUID, name: str) -> UUID:
+        """A group's id: a keyed pseudonym of (customer, name), so the name itself is only
+        ever stored sealed, yet `--group NAME` finds the group."""
+        return self.pseudonyms.pseudonym("group", group_name_key(customer_id, name))
 
     @staticmethod
     def _group_addresses(group: RecipientGroup, channel: Channel) -> list[str]:
@@ -606,14 +612,14 @@ class Messages(PicasseApplication):
         self._decide(delivery_id_, _attempted_and_concluded(Sent(provider, reference, final)))
 
     def record_temporary_failure(
-        self, delivery_id_: UUID, reason: str, *, max_attempts: int
+        self, delivery_id_: UUID, reason: FailureReason, *, max_attempts: int
     ) -> bool:
         """True if another attempt will follow; False once attempts are used up."""
         return self._decide(
             delivery_id_, _attempted_and_concluded(FailedForNow(reason), max_attempts)
         )
 
-    def record_permanent_failure(self, delivery_id_: UUID, reason: str) -> None:
+    def record_permanent_failure(self, delivery_id_: UUID, reason: FailureReason) -> None:
         self._decide(delivery_id_, _attempted_and_concluded(FailedForGood(reason)))
 
     def _decide(self, delivery_id_: UUID, decision: Callable[[Delivery], R]) -> R:
@@ -636,14 +642,15 @@ class Messages(PicasseApplication):
             self.save(*changed)
 
     def record_receipt(
-        self, delivery_id_: UUID, status: str, reason: str | None, provider: str
+        self, delivery_id_: UUID, failure: FailureReason | None, provider: str
     ) -> None:
-        """A delivery receipt from the network: 'delivered', or a failure with its reason."""
+        """A delivery receipt from the network: delivered (no failure), or failed with the
+        reason code the receipt adapter read from it."""
         delivery = self._get(delivery_id_, Delivery, "delivery")
-        if status in ("delivered", "answered"):
+        if failure is None:
             delivery.deliver(provider, delivery.provider_reference)
         else:
-            delivery.network_failed(reason or status)
+            delivery.network_failed(failure)
         self.save(delivery)
 
     def acknowledge(self, delivery_id_: UUID, via: str) -> None:

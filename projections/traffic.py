@@ -18,7 +18,7 @@ from eventsourcing.persistence import Tracking, TrackingRecorder
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
-from picasse.domain.messages import Delivery, DeliveryStatus, Message
+from picasse.domain.messages import Delivery, DeliveryStatus, FailureReason, Message
 from picasse.domain.privacy import Erasure
 from picasse.projections.accounts import plain
 
@@ -34,7 +34,7 @@ class TrafficRow(msgspec.Struct, frozen=True):
     recipient: str | None  # None once erased (or for viewers not entitled)
     status: str
     attempts: int
-    reason: str | None
+    reason: FailureReason | None
     updated_at: datetime
 
 
@@ -51,7 +51,7 @@ class Change(msgspec.Struct, frozen=True):
 
     status: str | None = None
     attempts: int | None = None
-    reason: str | None = None
+    reason: str | None = None  # a FailureReason's code
     provider: str | None = None
     acknowledged: bool | None = None
 
@@ -145,17 +145,17 @@ class TrafficProjection(Projection[TrafficView]):
 
     @process_event.register
     def _(self, e: Delivery.RetryScheduled, tracking: Tracking) -> None:
-        change = Change(status=DeliveryStatus.QUEUED.value, reason=e.reason)
+        change = Change(status=DeliveryStatus.QUEUED.value, reason=e.reason.value)
         self.view.delivery_changed(e.originator_id, change, e.timestamp, tracking)
 
     @process_event.register
     def _(self, e: Delivery.Undelivered, tracking: Tracking) -> None:
-        change = Change(status=DeliveryStatus.UNDELIVERED.value, reason=e.reason)
+        change = Change(status=DeliveryStatus.UNDELIVERED.value, reason=e.reason.value)
         self.view.delivery_changed(e.originator_id, change, e.timestamp, tracking)
 
     @process_event.register
     def _(self, e: Delivery.Failed, tracking: Tracking) -> None:
-        change = Change(status=DeliveryStatus.FAILED.value, reason=e.reason)
+        change = Change(status=DeliveryStatus.FAILED.value, reason=e.reason.value)
         self.view.delivery_changed(e.originator_id, change, e.timestamp, tracking)
 
     @process_event.register

@@ -55,7 +55,7 @@ from picasse.domain.accounts import MAX_PASSWORD_LENGTH, Accounts
 from picasse.domain.api_keys import ApiKeys
 from picasse.domain.customers import Subscription
 from picasse.domain.errors import InvalidInput
-from picasse.domain.messages import Channel, DeliveryStatus, Priority
+from picasse.domain.messages import Channel, DeliveryStatus, FailureReason, Priority
 from picasse.domain.messaging import Forbidden, Messages, SendRequest
 from picasse.domain.personal import Erased
 from picasse.domain.values import Role
@@ -167,7 +167,7 @@ class RecipientStatus(msgspec.Struct, frozen=True):
     to: str | None  # None for roles not entitled to traffic data, and once erased
     status: DeliveryStatus
     attempts: int
-    reason: str | None
+    reason: FailureReason | None  # a code; FailureReason.text says it in words
     provider: str | None
     acknowledged: bool
     escalation_level: int
@@ -196,7 +196,7 @@ class TrafficEntry(msgspec.Struct, frozen=True):
     recipient: str | None  # likewise
     status: str
     attempts: int
-    reason: str | None
+    reason: FailureReason | None
     updated_at: datetime
 
 

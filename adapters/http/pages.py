@@ -1,8 +1,9 @@
 """The admin dashboard: server-rendered pages for Picasse staff, read from the views.
 
 No page shows message content (R7): the views hold none. Recipients, sender accounts
-and IPs, and failure reasons (which may quote an address) are shown only to the roles
-entitled to traffic data, as `Viewer.sees_traffic_of` decides (R4, R11).
+and IPs, and failure reasons are shown only to the roles entitled to traffic data, as
+`Viewer.sees_traffic_of` decides (R4, R11). Reasons are codes of a fixed vocabulary,
+shown in words.
 """
 
 from __future__ import annotations

@@ -102,7 +102,8 @@ class _ReceiptOperation(Operation):
     summary="Record a gateway's delivery receipt",
     description=(
         "Delivered and answered mark the delivery delivered; failed, undelivered,"
-        " no-answer and busy mark it failed with the reason. Repeating a receipt changes"
+        " no-answer and busy mark it failed with a reason code read from the receipt (the"
+        " network's own words are dropped). Repeating a receipt changes"
         " nothing. A receipt that is not signed by one of our gateways records nothing."
     ),
     responses=problem_responses(
@@ -125,11 +126,7 @@ def receive_receipt(
         delivery_id = UUID(receipt.reference)
     except ValueError:
         raise NotFound("the receipt's reference names no delivery of ours") from None
-    _retrying(
-        partial(
-            messages.record_receipt, delivery_id, receipt.status, receipt.reason, provider=gateway
-        )
-    )
+    _retrying(partial(messages.record_receipt, delivery_id, receipt.failure, provider=gateway))
 
 
 @get(

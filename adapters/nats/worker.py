@@ -40,6 +40,7 @@ from picasse.adapters.nats.jobs import (
 )
 from picasse.adapters.providers import Delivery, PermanentFailure, Provider, TemporaryFailure
 from picasse.domain.clock import Clock
+from picasse.domain.messages import FailureReason
 from picasse.domain.messaging import (
     Attempt,
     FailedForGood,
@@ -260,7 +261,7 @@ class Worker:
         provider = self.providers.get(job.channel)
         outcome: Outcome
         if provider is None:
-            outcome = FailedForGood(f"no provider configured for {job.channel}")
+            outcome = FailedForGood(FailureReason.NO_PROVIDER)
         else:
             body = opened.body
             if opened.needs_acknowledgement and self.ack_links is not None:
@@ -276,20 +277,20 @@ class Worker:
             try:
                 sent = await provider.send(delivery)
             except PermanentFailure as failure:
-                outcome = FailedForGood(str(failure))
+                outcome = FailedForGood(failure.reason)
             except TemporaryFailure as failure:
-                outcome = FailedForNow(str(failure))
+                outcome = FailedForNow(failure.reason)
             except Exception as error:
                 # A provider's bug: counted as a failed attempt, so it ends after max_attempts.
-                # Log and reason name the error's type only: its text (and a traceback's
-                # locals) might quote the recipient or the body.
+                # The log names the error's type only: its text (and a traceback's locals)
+                # might quote the recipient or the body. The reason is a code.
                 log.error(
                     "provider %s failed on job %s: %s",
                     provider.name,
                     job.delivery_id,
                     type(error).__name__,
                 )
-                outcome = FailedForNow(f"provider error: {type(error).__name__}")
+                outcome = FailedForNow(FailureReason.PROVIDER_ERROR)
             else:
                 outcome = Sent(sent.provider, sent.provider_reference, sent.final)
         finished = _Finished(msg, attempt, outcome)

@@ -11,6 +11,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import sql
 
+from picasse.domain.messages import FailureReason
 from picasse.domain.personal import (
     HeldIn,
     Trigger,
@@ -316,7 +317,10 @@ class PostgresTrafficView(_View, TrafficView):
             " ORDER BY d.queued_at DESC, d.idx LIMIT %(limit)s",
             {"customer": customer_id, "start": start, "end": end, "limit": limit},
         )
-        return [TrafficRow(**row) for row in rows]
+        return [
+            TrafficRow(**{**row, "reason": row["reason"] and FailureReason.read(row["reason"])})
+            for row in rows
+        ]
 
     def daily_counts(self, customer_id: UUID | None, start: date, end: date) -> list[DailyCount]:
         rows = self._read(

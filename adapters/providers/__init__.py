@@ -2,7 +2,8 @@
 
 A provider gets a `Delivery` (held in memory only, never logged or stored) and
 either returns a `Sent` or raises `TemporaryFailure` (worth retrying, perhaps on a
-failover) or `PermanentFailure` (retrying cannot help: the number or address is bad).
+failover) or `PermanentFailure` (retrying cannot help: the number or address is bad),
+each holding a `FailureReason` code and nothing of the provider's own words.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 import msgspec
+
+from picasse.domain.messages import FailureReason
 
 ChannelName = Literal["sms", "email", "voice"]
 
@@ -39,7 +42,16 @@ class Sent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class DeliveryError(Exception):
-    """Why a delivery did not go through; the message is a reason, without personal data."""
+    """Why a delivery did not go through, as a reason code.
+
+    Only the code is carried: what the gateway or server said (which may quote the
+    number, the address or the body) is dropped where the answer is read, so it can
+    reach no event and no log line.
+    """
+
+    def __init__(self, reason: FailureReason) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
 
 
 class TemporaryFailure(DeliveryError):

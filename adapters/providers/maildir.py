@@ -18,6 +18,7 @@ from picasse.adapters.providers import (
     TemporaryFailure,
 )
 from picasse.adapters.providers.smtp import email_message, headers_written, message_id_for
+from picasse.domain.messages import FailureReason
 
 CHANNELS: tuple[ChannelName, ...] = ("email", "sms", "voice")
 _SUBJECTS: dict[ChannelName, str] = {"sms": "SMS", "voice": "Voice call"}
@@ -75,7 +76,7 @@ class MaildirProvider:
                 # Another process picked the same name in the same microsecond (containers
                 # sharing the directory can share pid and hostname); the next name differs.
                 continue
-        raise TemporaryFailure("maildir kept clashing on file names")
+        raise TemporaryFailure(FailureReason.PROVIDER_UNAVAILABLE)  # kept clashing on names
 
 
 def _phone_message(delivery: Delivery, *, sender: str) -> EmailMessage:
@@ -86,7 +87,7 @@ def _phone_message(delivery: Delivery, *, sender: str) -> EmailMessage:
     if delivery.sender:
         headers["X-Picasse-Sender"] = delivery.sender
     if not headers_written(message, headers):
-        raise PermanentFailure("a number or sender id cannot be written into a header")
+        raise PermanentFailure(FailureReason.INVALID_RECIPIENT)  # not writable into a header
     message["Subject"] = _SUBJECTS[delivery.channel]
     if delivery.handed_over_at is not None:  # the worker's clock, not this module's
         message["Date"] = email.utils.format_datetime(delivery.handed_over_at)

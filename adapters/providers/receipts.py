@@ -7,6 +7,9 @@ given (``callback_url`` for SMS, ``status_callback`` for calls) the JSON object
 (``reason`` optional) with the header ``X-Picasse-Signature: sha256=<hex>``, the hex
 HMAC-SHA256 of the raw body keyed with that gateway's token. The signature is checked
 over the bytes as received, before anything reads them.
+
+What the network says (``status`` and ``reason``) becomes a reason code
+(``receipt_failure``); the reason's words are dropped there and never recorded or logged.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from typing import Literal
 
 import msgspec
 
-from picasse.adapters.providers.sms import gateway_reason
+from picasse.adapters.providers.sms import reason_from_words
+from picasse.domain.messages import FailureReason
 
 SIGNATURE_HEADER = "X-Picasse-Signature"
 _SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
@@ -32,10 +36,34 @@ RECEIPTS_PATH = "/v1/webhooks/receipts"
 
 
 class Receipt(msgspec.Struct, frozen=True, kw_only=True):
+    """A receipt as a gateway posts it."""
+
     id: str  # the gateway's id, as it answered our submission
     reference: str  # ours, as we submitted it
     status: ReceiptStatus
-    reason: str | None = None  # the network's words; numbers cut out, see `verify_receipt`
+    reason: str | None = None  # the network's words: read for a code, then dropped
+
+
+class ReadReceipt(msgspec.Struct, frozen=True, kw_only=True):
+    """A verified receipt as we keep it: the network's words replaced by a reason code."""
+
+    id: str
+    reference: str
+    status: ReceiptStatus
+    failure: FailureReason | None  # None: delivered (or the call answered)
+
+
+def receipt_failure(status: ReceiptStatus, reason: str | None) -> FailureReason | None:
+    """The reason code of a receipt: None when it reports delivery; a busy line or an
+    unanswered call by its status; otherwise what the words name, or `unknown`."""
+    if status in ("delivered", "answered"):
+        return None
+    if status == "busy":
+        return FailureReason.BUSY
+    if status == "no-answer":
+        return FailureReason.NO_ANSWER
+    named = reason_from_words(reason) if reason else None
+    return named or FailureReason.UNKNOWN
 
 
 class ReceiptRejected(Exception):
@@ -57,7 +85,7 @@ def sign_receipt(raw_body: bytes, token: str) -> str:
 
 def verify_receipt(
     raw_body: bytes, signature_header: str | None, tokens: Mapping[str, str]
-) -> tuple[str, Receipt]:
+) -> tuple[str, ReadReceipt]:
     """(gateway name, receipt) when one of `tokens` (gateway name → token) signed `raw_body`."""
     if signature_header is None:
         raise ForgedReceipt("receipt without a signature")
@@ -76,10 +104,13 @@ def verify_receipt(
         receipt = msgspec.json.decode(raw_body, type=Receipt)
     except msgspec.DecodeError:
         raise MalformedReceipt(f"receipt from {signer} is not a receipt") from None
-    if receipt.reason is not None:
-        # The reason ends up in a delivery event; gateways like to quote the number in it.
-        receipt = msgspec.structs.replace(receipt, reason=gateway_reason(receipt.reason))
-    return signer, receipt
+    # Gateways like to quote the number in their words: only the code goes on.
+    return signer, ReadReceipt(
+        id=receipt.id,
+        reference=receipt.reference,
+        status=receipt.status,
+        failure=receipt_failure(receipt.status, receipt.reason),
+    )
 
 
 def _digest(raw_body: bytes, token: str) -> bytes:

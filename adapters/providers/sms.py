@@ -7,11 +7,13 @@ The gateway protocol (ours; the voice and receipt modules speak the rest of it):
   "callback_url": "<our receipt webhook URL>"}``.
 - 200, 201 or 202 with ``{"id": "<gateway id>"}``: the gateway took the message; the
   outcome arrives later as a signed receipt (see ``receipts``), so ``Sent.final`` is False.
-- 400, 404, 422: the gateway refused this message for good → ``PermanentFailure``,
-  whose reason is the gateway's ``{"error": "…"}`` text, truncated and stripped of the
-  number and the body.
-- 401, 403: ``PermanentFailure`` "gateway refused our credentials" (``RefusedCredentials``).
-- 429, 5xx, any other status, timeouts and connection errors → ``TemporaryFailure``.
+- 400, 404, 422: the gateway refused this message for good → ``PermanentFailure``:
+  404 is ``invalid-recipient``; for 400 and 422 the gateway's ``{"error": "…"}`` text is
+  read for a reason code (``reason_from_words``), else ``rejected-by-gateway``. The text
+  itself is dropped: it quotes numbers and bodies.
+- 401, 403: ``PermanentFailure`` ``credentials-refused`` (``RefusedCredentials``).
+- 429 → ``TemporaryFailure`` ``throttled``; 5xx and any other status ``provider-unavailable``;
+  timeouts ``timed-out``; connection errors ``unreachable``.
 
 A delivery may reach a gateway twice (a timeout after the gateway took it, then a
 retry or the failover); ``reference`` is stable across attempts so a gateway can
@@ -20,7 +22,6 @@ drop the repeat.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import re
 
@@ -34,6 +35,7 @@ from picasse.adapters.providers import (
     Sent,
     TemporaryFailure,
 )
+from picasse.domain.messages import FailureReason
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +43,12 @@ ACCEPTED = frozenset({200, 201, 202})
 REFUSED_MESSAGE = frozenset({400, 404, 422})
 REFUSED_CREDENTIALS = frozenset({401, 403})
 
-REASON_LIMIT = 80
-# Gateways quote the number back in many spellings ("+31 6 1234 5678", "0612345678"),
-# so any run of five or more digits with separators is treated as a number.
-_NUMBER_LIKE = re.compile(r"\+?\d[\d\s().\-/]{3,}\d")
-# A shorter common run between an error and the body is too likely to be chance
-# ("the", "sms"); a longer one is content the gateway quoted.
-_SHORTEST_QUOTED_FRAGMENT = 6
-
 
 class RefusedCredentials(PermanentFailure):
     """The gateway refused our token: nothing about the message, so another gateway may take it."""
+
+    def __init__(self) -> None:
+        super().__init__(FailureReason.CREDENTIALS_REFUSED)
 
 
 class SmsSubmission(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,33 +66,50 @@ class GatewayRefusal(msgspec.Struct, frozen=True):
     error: str
 
 
-def gateway_reason(text: str, *, secrets: tuple[str, ...] = ()) -> str:
-    """A gateway's words made fit for an event or a log line: no number, no content, short.
+# What a gateway's words may say, most specific first: the first that matches names the
+# reason code. The words themselves are dropped once read (they quote numbers and bodies).
+_WORDS: tuple[tuple[re.Pattern[str], FailureReason], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), reason)
+    for pattern, reason in (
+        (
+            r"mailbox\W+full|quota|over\W*capacity|memory\W+(?:full|exceeded)",
+            FailureReason.MAILBOX_FULL,
+        ),
+        (
+            r"invalid|unknown\W+(?:subscriber|number|recipient|user)|no\W+such|not\W+exist"
+            r"|unallocated|landline|not\W+(?:a\W+)?mobile|bad\W+number|unassigned",
+            FailureReason.INVALID_RECIPIENT,
+        ),
+        (
+            r"absent|unreachable|not\W+reachable|switched\W+off|\boff\b|out\W+of\W+(?:coverage|range)"
+            r"|roaming",
+            FailureReason.RECIPIENT_UNREACHABLE,
+        ),
+        (r"expired|time\W*out|timed\W+out|validity", FailureReason.TIMED_OUT),
+        (r"throttl|rate\W+limit|too\W+many", FailureReason.THROTTLED),
+        (r"spam|content|filtered|body", FailureReason.CONTENT_REFUSED),
+        (r"sender|originator", FailureReason.SENDER_REFUSED),
+        (r"\bbusy\b", FailureReason.BUSY),
+        (r"no\W+answer|not\W+answered", FailureReason.NO_ANSWER),
+        (
+            r"block|barred|reject|refus|blacklist|denied|forbidden",
+            FailureReason.REJECTED_BY_GATEWAY,
+        ),
+    )
+)
+_READ_AT_MOST = 1000  # characters of a gateway's words worth reading
 
-    Reasons are stored unsealed in delivery events, so whatever a gateway quotes back
-    (the recipient, the message) is cut out here, erring towards cutting too much.
+
+def reason_from_words(text: str) -> FailureReason | None:
+    """The reason code a gateway's words name, or None when they name none we know.
+
+    Only the code leaves this function: the words are neither returned nor logged.
     """
-    text = text[: REASON_LIMIT * 8]
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "…")
-        for fragment in _shared_fragments(text, secret):
-            text = text.replace(fragment, "…")
-    text = _NUMBER_LIKE.sub("[number]", text)
-    text = "".join(ch if ch.isprintable() else " " for ch in text).strip()
-    return text[:REASON_LIMIT]
-
-
-def _shared_fragments(text: str, secret: str) -> list[str]:
-    """Stretches of `secret` that appear in `text` (a gateway quoting part of a message)."""
-    fragments: list[str] = []
-    rest = text
-    while rest:
-        match = difflib.SequenceMatcher(None, rest, secret, autojunk=False).find_longest_match()
-        if match.size < _SHORTEST_QUOTED_FRAGMENT:
-            break
-        fragments.append(rest[match.a : match.a + match.size])
-        rest = rest[: match.a] + "\0" + rest[match.a + match.size :]
-    return fragments
+    text = text[:_READ_AT_MOST]
+    for pattern, reason in _WORDS:
+        if pattern.search(text):
+            return reason
+    return None
 
 
 class GatewayClient:
@@ -119,7 +133,7 @@ class GatewayClient:
     def __repr__(self) -> str:  # the token stays out of every log line
         return f"GatewayClient(base_url={self.base_url!r})"
 
-    async def submit(self, path: str, submission: msgspec.Struct, delivery: Delivery) -> str | None:
+    async def submit(self, path: str, submission: msgspec.Struct) -> str | None:
         """Hands one submission over; returns the gateway's id, or raises a DeliveryError."""
         try:
             response = await self._client.post(
@@ -128,22 +142,22 @@ class GatewayClient:
                 headers=self._headers,
                 timeout=self._timeout,
             )
-        except httpx.TimeoutException as exc:
-            raise TemporaryFailure("gateway timed out") from exc
-        except httpx.RequestError as exc:
-            raise TemporaryFailure("gateway unreachable") from exc
+        except httpx.TimeoutException:
+            raise TemporaryFailure(FailureReason.TIMED_OUT) from None
+        except httpx.RequestError:
+            raise TemporaryFailure(FailureReason.UNREACHABLE) from None
         status = response.status_code
         if status in ACCEPTED:
             return self._gateway_id(response)
         if status in REFUSED_CREDENTIALS:
-            raise RefusedCredentials("gateway refused our credentials")
+            raise RefusedCredentials()
         if status in REFUSED_MESSAGE:
-            raise PermanentFailure(_refusal(response, delivery))
+            raise PermanentFailure(_refusal(response))
         if status == 429:
-            raise TemporaryFailure("gateway busy (HTTP 429)")
+            raise TemporaryFailure(FailureReason.THROTTLED)
         # 5xx, and statuses the protocol does not name: retrying later cannot lose the
         # message, while calling it permanent could drop one the gateway would take.
-        raise TemporaryFailure(f"gateway unavailable (HTTP {status})")
+        raise TemporaryFailure(FailureReason.PROVIDER_UNAVAILABLE)
 
     def _gateway_id(self, response: httpx.Response) -> str | None:
         try:
@@ -159,14 +173,16 @@ class GatewayClient:
             await self._client.aclose()
 
 
-def _refusal(response: httpx.Response, delivery: Delivery) -> str:
-    status = response.status_code
+def _refusal(response: httpx.Response) -> FailureReason:
+    """Why the gateway refused a message for good: 404 is no such recipient; otherwise
+    what its `error` names, read and dropped, or just "refused"."""
+    if response.status_code == 404:
+        return FailureReason.INVALID_RECIPIENT
     try:
         error = msgspec.json.decode(response.content, type=GatewayRefusal).error
     except msgspec.DecodeError:
-        return f"gateway refused the message (HTTP {status})"
-    reason = gateway_reason(error, secrets=(delivery.to, delivery.to.lstrip("+"), delivery.body))
-    return f"gateway refused the message (HTTP {status}): {reason}"
+        return FailureReason.REJECTED_BY_GATEWAY
+    return reason_from_words(error) or FailureReason.REJECTED_BY_GATEWAY
 
 
 class HttpGateway:
@@ -203,7 +219,7 @@ class HttpSmsGateway(HttpGateway):
             reference=delivery.reference,
             callback_url=self.callback_url,
         )
-        gateway_id = await self._gateway.submit("/messages", submission, delivery)
+        gateway_id = await self._gateway.submit("/messages", submission)
         return Sent(provider=self.name, provider_reference=gateway_id, final=False)
 
 
@@ -231,9 +247,14 @@ class FailoverSms:
         try:
             return await self.failover.send(delivery)
         except TemporaryFailure as failover_failure:
-            raise TemporaryFailure(
-                f"{self.primary.name}: {first}; {self.failover.name}: {failover_failure}"
-            ) from failover_failure
+            log.warning(
+                "%s: %s; %s: %s",
+                self.primary.name,
+                first.reason,
+                self.failover.name,
+                failover_failure.reason,
+            )
+            raise TemporaryFailure(failover_failure.reason) from failover_failure
 
     async def close(self) -> None:
         try:

@@ -17,6 +17,7 @@ from picasse.adapters.providers import (
     Sent,
     TemporaryFailure,
 )
+from picasse.domain.messages import FailureReason
 
 DEFAULT_SUBJECT = "Message"
 _DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
@@ -114,7 +115,7 @@ class SmtpProvider:
         if self._closed:
             raise RuntimeError("SmtpProvider is closed")
         if delivery.channel != "email":
-            raise PermanentFailure(f"the smtp provider cannot send {delivery.channel}")
+            raise PermanentFailure(FailureReason.NO_PROVIDER)
         message = email_message(delivery, sender=self.sender)
         self._follow_running_loop()
         failure: DeliveryError
@@ -178,7 +179,7 @@ class SmtpProvider:
             raise
         self._release(client)
         if unsendable:
-            raise PermanentFailure("recipient address cannot be sent over SMTP")
+            raise PermanentFailure(FailureReason.INVALID_RECIPIENT)
 
     def _release(self, client: aiosmtplib.SMTP) -> None:
         if client.is_connected and not self._closed:
@@ -203,12 +204,11 @@ class SmtpProvider:
                     await client.starttls()
                     await _greet(client)  # extensions offered before TLS no longer count
                 elif self.username is not None:
-                    raise PermanentFailure(
-                        "server offers no STARTTLS; refusing to send credentials in the clear"
-                    )
+                    # no STARTTLS: we refuse to send credentials in the clear
+                    raise PermanentFailure(FailureReason.TLS_FAILED)
             if self.username is not None:
                 if not client.supports_extension("auth"):
-                    raise PermanentFailure("SMTP server offers no AUTH")
+                    raise PermanentFailure(FailureReason.CREDENTIALS_REFUSED)
                 await client.login(self.username, self._password or "")
         except BaseException:
             client.close()
@@ -231,16 +231,16 @@ def email_message(delivery: Delivery, *, sender: str) -> EmailMessage:
     to = delivery.to
     local, at, domain = to.rpartition("@")
     if not (at and local and domain) or any(c.isspace() or c in "<>,;" for c in to):
-        raise PermanentFailure("recipient is not an e-mail address")
+        raise PermanentFailure(FailureReason.INVALID_RECIPIENT)
     from_ = delivery.sender or sender
     if not _sender_address(from_):
-        raise PermanentFailure("sender is not an e-mail address")
+        raise PermanentFailure(FailureReason.SENDER_REFUSED)
     subject = " ".join((delivery.subject or "").split()) or DEFAULT_SUBJECT
     # RFC 5322 §3.6.2: when the author is the customer, the platform is the Sender
     sender_header = {"Sender": sender} if from_ != sender else {}
     message = EmailMessage()
     if not headers_written(message, {"From": from_, **sender_header, "To": to, "Subject": subject}):
-        raise PermanentFailure("an address cannot be written into a header")
+        raise PermanentFailure(FailureReason.INVALID_RECIPIENT)
     if delivery.handed_over_at is not None:  # the worker's clock, not this module's
         message["Date"] = email.utils.format_datetime(delivery.handed_over_at)
     message["Message-ID"] = message_id_for(delivery.reference, sender)
@@ -272,38 +272,45 @@ def message_id_for(reference: str, sender: str) -> str:
 
 
 def failure_for(error: BaseException) -> DeliveryError:
-    """Temporary or permanent, by SMTP's own rule (4xx/5xx); reasons carry codes, never text."""
+    """Temporary or permanent, by SMTP's own rule (4xx/5xx), with a reason code read from
+    the reply code and the step it answered; the server's text is never kept."""
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
         code = error.recipients[0].code if error.recipients else 550
-        return _by_code(code, "for recipient")
+        return _by_code(code, FailureReason.INVALID_RECIPIENT)
     if isinstance(error, aiosmtplib.SMTPSenderRefused):
-        return _by_code(error.code, "for sender")
+        return _by_code(error.code, FailureReason.SENDER_REFUSED)
     if isinstance(error, aiosmtplib.SMTPAuthenticationError):
-        return _by_code(error.code, "at login")
+        return _by_code(error.code, FailureReason.CREDENTIALS_REFUSED)
     if isinstance(error, aiosmtplib.SMTPDataError):
-        return _by_code(error.code, "for message")
+        return _by_code(error.code, FailureReason.CONTENT_REFUSED)
     if isinstance(error, aiosmtplib.SMTPConnectResponseError):
-        return _by_code(error.code, "at greeting")
+        return _by_code(error.code, FailureReason.REJECTED_BY_GATEWAY)
     if isinstance(error, aiosmtplib.SMTPResponseException):
-        return _by_code(error.code, "")
+        return _by_code(error.code, FailureReason.REJECTED_BY_GATEWAY)
     if isinstance(error, aiosmtplib.SMTPNotSupported):
-        return PermanentFailure("SMTP server lacks an extension this message needs")
+        return PermanentFailure(FailureReason.REJECTED_BY_GATEWAY)
     if isinstance(error, TimeoutError):  # aiosmtplib's timeouts are TimeoutErrors too
-        return TemporaryFailure("SMTP server timed out")
+        return TemporaryFailure(FailureReason.TIMED_OUT)
     if _caused_by(error, ssl.SSLError):
-        return TemporaryFailure("TLS with SMTP server failed")
+        return TemporaryFailure(FailureReason.TLS_FAILED)
     if isinstance(error, aiosmtplib.SMTPConnectError):
-        return TemporaryFailure("SMTP server unreachable")
+        return TemporaryFailure(FailureReason.UNREACHABLE)
     if isinstance(error, OSError):  # includes ConnectionError and SMTPServerDisconnected
-        return TemporaryFailure("SMTP connection lost")
-    return TemporaryFailure(f"SMTP error ({type(error).__name__})")
+        return TemporaryFailure(FailureReason.CONNECTION_LOST)
+    return TemporaryFailure(FailureReason.PROVIDER_ERROR)
 
 
-def _by_code(code: int, where: str) -> DeliveryError:
-    reason = f"SMTP {code} {where}".rstrip()
-    if 500 <= code < 600:
-        return PermanentFailure(reason)
-    return TemporaryFailure(reason)
+def _by_code(code: int, refused: FailureReason) -> DeliveryError:
+    """A reply code: 452 and 552 say the mailbox (or the server's storage) is full; other
+    5xx codes mean `refused` for good; other 4xx codes that the server cannot now."""
+    permanent = 500 <= code < 600
+    if code in (452, 552):
+        reason = FailureReason.MAILBOX_FULL
+    elif permanent:
+        reason = refused
+    else:
+        reason = FailureReason.PROVIDER_UNAVAILABLE
+    return PermanentFailure(reason) if permanent else TemporaryFailure(reason)
 
 
 def _split_url(url: str) -> tuple[SplitResult, int | None] | None:

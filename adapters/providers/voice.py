@@ -34,5 +34,5 @@ class HttpVoiceGateway(HttpGateway):
             reference=delivery.reference,
             status_callback=self.callback_url,
         )
-        gateway_id = await self._gateway.submit("/calls", submission, delivery)
+        gateway_id = await self._gateway.submit("/calls", submission)
         return Sent(provider=self.name, provider_reference=gateway_id, final=False)

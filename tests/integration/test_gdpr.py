@@ -24,7 +24,7 @@ from picasse.adapters.providers.maildir import MaildirProvider
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
-from picasse.domain.messages import delivery_id
+from picasse.domain.messages import FailureReason, delivery_id
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.personal import ERASED
 from picasse.domain.retention import traffic_retention
@@ -356,4 +356,7 @@ def test_a_delivery_still_queued_when_its_customer_is_terminated_ends_undelivere
     accounts.terminate_customer(customer)
     assert messages.start_attempts([delivery_id(message_id, 0)]) == [NothingToSend.TERMINATED]
     (delivery,) = messages.message(message_id, SUPPORT).deliveries
-    assert delivery.status.value == "undelivered" and delivery.reason == "customer terminated"
+    assert (
+        delivery.status.value == "undelivered"
+        and delivery.reason is FailureReason.CUSTOMER_TERMINATED
+    )

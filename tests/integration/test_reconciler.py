@@ -23,7 +23,7 @@ from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.reconciler import QUEUED, ReconcilerRun
 from picasse.adapters.postgres.roles import RoleClaims
 from picasse.domain.accounts import Accounts
-from picasse.domain.messages import delivery_id
+from picasse.domain.messages import FailureReason, delivery_id
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.runners.reconcile import ReconcileJob, reconcile_job
 from picasse.runners.relay import TRACKING_TABLE
@@ -303,7 +303,9 @@ def test_a_delivery_awaiting_a_retry_whose_job_was_lost_gets_it_again(
     (message_id,) = _send_emails(messages, customer, 1)
     _relay_published(platform, raw, nats_url, topology, 1)
     retrying = delivery_id(message_id, 0)
-    assert messages.record_temporary_failure(retrying, "mailbox busy", max_attempts=5)
+    assert messages.record_temporary_failure(
+        retrying, FailureReason.PROVIDER_UNAVAILABLE, max_attempts=5
+    )
     _purge(nats_url, topology)
     clock.advance(GRACE + timedelta(minutes=1))
 

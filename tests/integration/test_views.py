@@ -14,7 +14,7 @@ import pytest
 
 from picasse.adapters.clock import SystemClock
 from picasse.domain.accounts import Accounts
-from picasse.domain.messages import delivery_id
+from picasse.domain.messages import FailureReason, delivery_id
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.personal import Trigger
 from picasse.domain.privacy import Privacy
@@ -83,7 +83,7 @@ def _traffic(messages: Messages, customer: UUID) -> UUID:
     _deliver(messages, message_id, 0)
     ident = delivery_id(message_id, 1)
     messages.start_attempt(ident)
-    messages.record_permanent_failure(ident, "SMTP 550 for recipient")
+    messages.record_permanent_failure(ident, FailureReason.INVALID_RECIPIENT)
     return message_id
 
 
@@ -135,7 +135,9 @@ def test_the_traffic_view_records_each_delivery_with_its_outcome_and_daily_count
             ("a@rcpt.example", "delivered", 1),
             ("b@rcpt.example", "undelivered", 1),
         ]
-        assert rows[1].reason == "SMTP 550 for recipient" and rows[0].message_id == message_id
+        assert (
+            rows[1].reason is FailureReason.INVALID_RECIPIENT and rows[0].message_id == message_id
+        )
         counts = {
             (c.channel, c.status): c.count for c in view.daily_counts(customer, _today(), _today())
         }

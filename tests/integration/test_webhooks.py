@@ -29,12 +29,13 @@ from picasse.adapters.master_key import create_master_key, read_master_key
 from picasse.adapters.providers.receipts import SIGNATURE_HEADER, sign_receipt
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
-from picasse.domain.messages import DeliveryStatus, delivery_id
+from picasse.domain.messages import DeliveryStatus, FailureReason, delivery_id
 from picasse.domain.messaging import DeliveryDetails, Messages, SendRequest
 from picasse.domain.values import Role
 from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_accounts, open_messages
+from tests.integration.api_server import PASSWORD, logged_in
 
 TOKENS = {"sms-primary": "primary-token", "sms-failover": "failover-token"}
 RECEIPTS = "/v1/webhooks/receipts"
@@ -215,9 +216,10 @@ def test_a_repeated_receipt_is_accepted_and_records_nothing_more(
 @pytest.mark.parametrize(
     ("status", "reason", "recorded_reason"),
     [
-        ("failed", "absent subscriber", "absent subscriber"),
-        ("undelivered", "network timeout", "network timeout"),
-        ("busy", None, "busy"),
+        ("failed", "absent subscriber", FailureReason.RECIPIENT_UNREACHABLE),
+        ("undelivered", "network timeout", FailureReason.TIMED_OUT),
+        ("busy", None, FailureReason.BUSY),
+        ("failed", None, FailureReason.UNKNOWN),
     ],
 )
 def test_a_failure_receipt_marks_the_delivery_failed_with_the_reason(
@@ -226,14 +228,50 @@ def test_a_failure_receipt_marks_the_delivery_failed_with_the_reason(
     alert: Alert,
     status: str,
     reason: str | None,
-    recorded_reason: str,
+    recorded_reason: FailureReason,
 ) -> None:
     response = _post_receipt(api, _receipt(alert.delivery_id, status, reason))
 
     assert response.status_code == 204
     delivery = _delivery(messages, alert)
     assert delivery.status is DeliveryStatus.FAILED
-    assert delivery.reason == recorded_reason
+    assert delivery.reason is recorded_reason
+
+
+def test_a_receipt_quoting_a_number_and_an_address_leaves_only_its_code(
+    api: httpx.Client, customers: Accounts, messages: Messages, alert: Alert, database_url: str
+) -> None:
+    words = "rejected: unknown subscriber +31 6 4417 2093 to annabel.x9q2@example.nl"
+    assert _post_receipt(api, _receipt(alert.delivery_id, "failed", words)).status_code == 204
+    login = f"user-{uuid4().hex[:8]}"
+    customers.add_user(
+        customer_id=alert.customer_id, login=login, role=Role.CUSTOMER_USER, password=PASSWORD
+    )
+    client = logged_in(str(api.base_url), login)
+    try:
+        answer = client.get(f"/v1/messages/{alert.message_id}")
+    finally:
+        client.close()
+
+    assert answer.status_code == 200, answer.text
+    (delivery,) = answer.json()["deliveries"]
+    assert delivery["reason"] == FailureReason.INVALID_RECIPIENT.value
+    stored = _stored_events(messages, database_url)
+    assert FailureReason.INVALID_RECIPIENT.value.encode() in stored  # the search finds
+    for fragment in ("4417", "2093", "annabel", "x9q2", "subscriber", "rejected:"):
+        assert fragment not in answer.text
+        assert fragment.encode() not in stored
+
+
+def _stored_events(messages: Messages, database_url: str) -> bytes:
+    """Topics and states of every event in the store's table, as PostgreSQL holds them."""
+    recorder = messages.recorder
+    statement = sql.SQL("SELECT topic, state FROM {}.{}").format(
+        sql.Identifier(recorder.datastore.schema), sql.Identifier(recorder.events_table_name)
+    )
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(statement).fetchall()
+    return b"".join(topic.encode() + bytes(state) for topic, state in rows)
 
 
 @pytest.mark.parametrize(

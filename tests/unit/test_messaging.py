@@ -6,16 +6,18 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import argon2
+import msgspec
 import pytest
 
 from picasse.adapters.clock import ManualClock
 from picasse.adapters.crypto import MemoryKeyRing, SealingMapper
 from picasse.adapters.passwords import Argon2Passwords
+from picasse.adapters.providers.receipts import receipt_failure
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
 from picasse.domain.errors import Conflict, InvalidInput, NotFound
-from picasse.domain.messages import DeliveryStatus, delivery_id
+from picasse.domain.messages import DeliveryStatus, FailureReason, delivery_id
 from picasse.domain.messaging import (
     Attempt,
     FailedForGood,
@@ -180,13 +182,17 @@ def test_temporary_failures_retry_until_attempts_are_used_up(
     ident = delivery_id(message_id, 0)
     for _ in range(2):
         assert messages.start_attempt(ident) is not None
-        assert messages.record_temporary_failure(ident, "SMTP 451", max_attempts=3)
+        assert messages.record_temporary_failure(
+            ident, FailureReason.PROVIDER_UNAVAILABLE, max_attempts=3
+        )
         assert messages.delivery_status(ident) is DeliveryStatus.QUEUED
     messages.start_attempt(ident)
-    assert not messages.record_temporary_failure(ident, "SMTP 451", max_attempts=3)
+    assert not messages.record_temporary_failure(
+        ident, FailureReason.PROVIDER_UNAVAILABLE, max_attempts=3
+    )
     details = messages.message(message_id, _user(customer_id))
     assert details.deliveries[0].status is DeliveryStatus.UNDELIVERED
-    assert "3 attempts" in (details.deliveries[0].reason or "")
+    assert details.deliveries[0].reason is FailureReason.MAX_ATTEMPTS
 
 
 def test_unacknowledged_alerts_escalate_to_the_next_group(
@@ -283,8 +289,8 @@ def test_a_batch_of_outcomes_is_recorded_in_one_write_each_with_its_attempt(
     writes = _CountedWrites(messages)
     outcomes: list[Outcome] = [
         Sent("smtp", "<ref>", final=True),
-        FailedForNow("SMTP 451"),
-        FailedForGood("SMTP 550"),
+        FailedForNow(FailureReason.PROVIDER_UNAVAILABLE),
+        FailedForGood(FailureReason.INVALID_RECIPIENT),
     ]
     again = messages.record_outcomes(
         [(a, o) for a, o in zip(started, outcomes, strict=True) if isinstance(a, Attempt)],
@@ -311,7 +317,9 @@ def test_a_batch_whose_one_delivery_conflicts_still_records_every_outcome_exactl
     assert messages.start_attempt(second) is not None
     messages.record_sent(second, "smtp", "<other>", final=True)
     assert messages.start_attempt(third) is not None
-    assert messages.record_temporary_failure(third, "SMTP 451", max_attempts=3)
+    assert messages.record_temporary_failure(
+        third, FailureReason.PROVIDER_UNAVAILABLE, max_attempts=3
+    )
     sent = Sent("smtp", "<ref>", final=True)
     again = messages.record_outcomes(
         [(a, sent) for a in started if isinstance(a, Attempt)], max_attempts=3
@@ -354,3 +362,49 @@ def test_repeated_unknown_and_erased_jobs_get_nothing_to_send(
     RING.destroy_subject(customer_id, "content/2026-11")
     assert messages.start_attempts([second]) == [NothingToSend.ERASED]
     assert messages.delivery_status(second) is DeliveryStatus.UNDELIVERED
+
+
+def _stored_bytes(messages: Messages) -> bytes:
+    """Every stored event's topic and state, as the recorder holds them."""
+    events = messages.recorder.select_notifications(start=None, limit=1_000_000)
+    return b"".join(e.topic.encode() + e.state for e in events)
+
+
+def test_a_group_name_is_stored_only_sealed_yet_finds_its_group(
+    world: tuple[Messages, UUID, ManualClock],
+) -> None:
+    messages, customer_id, _ = world
+    name = "Night shift qz7Kw9vTq3"  # high entropy: found only where it was written
+    group = messages.create_group(customer_id, name, ["+31612345671"])
+    assert messages.create_group(customer_id, name.upper(), ["+31612345672"]) == group
+
+    assert b"qz7Kw9vTq3".lower() not in _stored_bytes(messages).lower()
+    message_id = messages.send(
+        customer_id, SendRequest(channel="sms", group="night  SHIFT qz7kw9vtq3", body="Hi")
+    )
+    details = messages.message(message_id, _user(customer_id))
+    assert [d.to for d in details.deliveries] == ["+31612345672"]
+    # The search can fail: the same text through an unsealed field is found.
+    messages.acknowledge(delivery_id(message_id, 0), via=name)
+    assert name.encode() in _stored_bytes(messages)
+
+
+def test_a_receipts_words_leave_only_a_code_in_the_stored_events(
+    world: tuple[Messages, UUID, ManualClock],
+) -> None:
+    messages, customer_id, _ = world
+    message_id = messages.send(customer_id, _email())
+    ident = delivery_id(message_id, 0)
+    messages.record_sent(ident, "sms-primary", "gw-1", final=False)
+    words = "rejected: unknown subscriber +31 6 9876 5432 to annabel.q7zk@example.nl"
+    failure = receipt_failure("failed", words)
+
+    messages.record_receipt(ident, failure, provider="sms-primary")
+
+    stored = _stored_bytes(messages)
+    for fragment in (b"9876", b"annabel", b"subscriber", b"rejected:"):
+        assert fragment not in stored
+    assert b"invalid-recipient" in stored  # the search looks where the code is
+    (delivery,) = messages.message(message_id, _user(customer_id)).deliveries
+    assert delivery.reason is FailureReason.INVALID_RECIPIENT
+    assert b"annabel" not in msgspec.json.encode(delivery)

@@ -12,11 +12,14 @@ from hypothesis import strategies as st
 from picasse.adapters.providers.receipts import (
     ForgedReceipt,
     MalformedReceipt,
+    ReadReceipt,
     Receipt,
     ReceiptRejected,
+    receipt_failure,
     sign_receipt,
     verify_receipt,
 )
+from picasse.domain.messages import FailureReason
 
 TOKENS = {"sms-primary": "primary-token", "sms-failover": "failover-token"}
 
@@ -39,8 +42,11 @@ def test_a_signed_receipt_verifies_as_itself_from_the_gateway_that_signed_it(
     name, verified = verify_receipt(body, sign_receipt(body, TOKENS[gateway]), TOKENS)
 
     assert name == gateway
-    assert verified == msgspec.structs.replace(
-        receipt, reason=receipt.reason.strip() if receipt.reason is not None else None
+    assert verified == ReadReceipt(
+        id=receipt.id,
+        reference=receipt.reference,
+        status=receipt.status,
+        failure=receipt_failure(receipt.status, receipt.reason),
     )
 
 
@@ -137,15 +143,41 @@ def test_a_signed_body_that_is_not_a_receipt_is_malformed(body: bytes) -> None:
     assert "sms-primary" in str(rejected.value)
 
 
-def test_a_receipt_reason_loses_numbers_and_is_kept_short() -> None:
-    receipt = Receipt(
-        id="1", reference="r", status="failed", reason="unreachable +31 6 1234 5678 " + "x" * 200
-    )
+def test_a_receipt_reason_becomes_a_code_and_its_words_are_dropped() -> None:
+    words = "rejected: unknown subscriber +31 6 1234 5678 to annabel@example.nl"
+    receipt = Receipt(id="1", reference="r", status="failed", reason=words)
     body = msgspec.json.encode(receipt)
 
     _, verified = verify_receipt(body, sign_receipt(body, "primary-token"), TOKENS)
 
-    assert verified.reason is not None
-    assert "5678" not in verified.reason
-    assert verified.reason.startswith("unreachable [number]")
-    assert len(verified.reason) <= 80
+    assert verified.failure is FailureReason.INVALID_RECIPIENT
+    kept = msgspec.json.encode(verified) + repr(verified).encode()
+    for fragment in (b"5678", b"annabel", b"example.nl", b"subscriber", b"rejected:"):
+        assert fragment not in kept
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "failure"),
+    [
+        ("delivered", None, None),
+        ("answered", "picked up after 3 rings", None),
+        ("busy", None, FailureReason.BUSY),
+        ("no-answer", "rang 30 s", FailureReason.NO_ANSWER),
+        ("failed", "absent subscriber", FailureReason.RECIPIENT_UNREACHABLE),
+        ("failed", "handset +31612345678 off", FailureReason.RECIPIENT_UNREACHABLE),
+        ("failed", "Unknown subscriber", FailureReason.INVALID_RECIPIENT),
+        ("failed", "ERR_LANDLINE", FailureReason.INVALID_RECIPIENT),
+        ("undelivered", "network timeout", FailureReason.TIMED_OUT),
+        ("undelivered", "validity period expired", FailureReason.TIMED_OUT),
+        ("failed", "memory full", FailureReason.MAILBOX_FULL),
+        ("failed", "blocked by operator", FailureReason.REJECTED_BY_GATEWAY),
+        ("failed", "spam filtered", FailureReason.CONTENT_REFUSED),
+        ("failed", "throttled", FailureReason.THROTTLED),
+        ("failed", "gobbledygook 42", FailureReason.UNKNOWN),
+        ("undelivered", None, FailureReason.UNKNOWN),
+    ],
+)
+def test_a_receipt_maps_to_its_reason_code(
+    status: str, reason: str | None, failure: FailureReason | None
+) -> None:
+    assert receipt_failure(status, reason) is failure  # type: ignore[arg-type]

@@ -1,0 +1,90 @@
+"""Group names on PostgreSQL: stored only sealed, yet a group is found by its name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from uuid import UUID
+
+import psycopg
+import pytest
+
+from picasse.domain.access import Viewer
+from picasse.domain.accounts import Accounts
+from picasse.domain.errors import InvalidInput
+from picasse.domain.messages import delivery_id
+from picasse.domain.messaging import Messages, SendRequest
+from picasse.domain.values import Role
+from picasse.runners.settings import Settings
+from picasse.runners.wiring import open_messages
+
+# High entropy, so a hit means this value and nothing else.
+CANARY = "Ploeg Xq7vKz93Wm nacht"
+
+
+@pytest.fixture
+def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Messages]:
+    app = open_messages(settings, database_url, schema=schema)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def customer(accounts: Accounts) -> UUID:
+    customer_id = accounts.register_customer(
+        organisation="Acme", contact_name="Bob", email="bob@example.com",
+        phone="+31612345670", billing_address="Street 1",
+    )  # fmt: skip
+    accounts.start_subscription(customer_id)
+    return customer_id
+
+
+def _stored(raw: psycopg.Connection[tuple[object, ...]], messages: Messages) -> bytes:
+    """Every stored event's bytes, read past the mapper."""
+    rows = raw.execute(f"SELECT topic, state FROM {messages.recorder.events_table_name}")
+    return b"".join(str(topic).encode() + bytes(state) for topic, state in rows)  # type: ignore[arg-type]
+
+
+def _found(text: str, stored: bytes) -> bool:
+    forms = {text, text.lower(), text.casefold()}
+    return any(form.encode(codec) in stored for form in forms for codec in ("utf-8", "utf-16-le"))
+
+
+def test_the_events_table_holds_no_group_name_and_the_search_finds_an_unsealed_one(
+    messages: Messages, customer: UUID, raw: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    messages.create_group(customer, CANARY, ["+31612300011"])
+    message_id = messages.send(customer, SendRequest(channel="sms", group=CANARY, body="Hi"))
+
+    assert not _found(CANARY, _stored(raw, messages))
+    assert not _found("Xq7vKz93Wm", _stored(raw, messages))
+    # The same text through a field that is not sealed: the search must find it there.
+    messages.acknowledge(delivery_id(message_id, 0), via=CANARY)
+    assert _found(CANARY, _stored(raw, messages))
+
+
+def test_a_group_is_found_by_its_name_however_spaced_or_cased(
+    messages: Messages, customer: UUID
+) -> None:
+    group = messages.create_group(customer, CANARY, ["+31612300011"])
+    assert messages.create_group(customer, "  ploeg  XQ7VKZ93WM Nacht ", ["+31612300012"]) == group
+
+    message_id = messages.send(
+        customer, SendRequest(channel="sms", group="ploeg xq7vkz93wm NACHT", body="Hi")
+    )
+
+    viewer = Viewer(role=Role.CUSTOMER_USER, customer_id=customer)
+    assert [d.to for d in messages.message(message_id, viewer).deliveries] == ["+31612300012"]
+
+
+def test_another_customer_cannot_reach_a_group_by_its_name(
+    messages: Messages, customer: UUID, accounts: Accounts
+) -> None:
+    messages.create_group(customer, CANARY, ["+31612300011"])
+    other = accounts.register_customer(
+        organisation="Other", contact_name="Eve", email="eve@example.com",
+        phone="+31612345679", billing_address="Street 2",
+    )  # fmt: skip
+    accounts.start_subscription(other)
+
+    with pytest.raises(InvalidInput, match="no group"):
+        messages.send(other, SendRequest(channel="sms", group=CANARY, body="Hi"))
