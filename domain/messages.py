@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID, uuid5
 
 import msgspec
@@ -228,6 +228,26 @@ class Delivery(Aggregate):
         self.awaiting_receipt = False
         self.acknowledged = False
 
+    class _ReasonGiven(Aggregate.Event):
+        """An outcome with a reason. Version 1 stored the provider's own words; version 2
+        stores a `FailureReason` code, and old words read as `unknown`."""
+
+        class_version = 2
+        reason: FailureReason
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["reason"] = FailureReason.read(str(state.get("reason") or "")).value
+
+    class RetryScheduled(_ReasonGiven):
+        pass
+
+    class Undelivered(_ReasonGiven):
+        pass
+
+    class Failed(_ReasonGiven):
+        pass
+
     @property
     def final(self) -> bool:
         return self.status.final
@@ -289,7 +309,7 @@ class Delivery(Aggregate):
         self._retry_scheduled(reason)
         return True
 
-    @event("RetryScheduled")
+    @event(RetryScheduled)
     def _retry_scheduled(self, reason: FailureReason) -> None:
         self.status = DeliveryStatus.QUEUED
         self.reason = reason
@@ -298,7 +318,7 @@ class Delivery(Aggregate):
         if not self.final:
             self._undelivered(reason)
 
-    @event("Undelivered")
+    @event(Undelivered)
     def _undelivered(self, reason: FailureReason) -> None:
         self.status = DeliveryStatus.UNDELIVERED
         self.reason = reason
@@ -307,7 +327,7 @@ class Delivery(Aggregate):
         if not self.final:
             self._failed(reason)
 
-    @event("Failed")
+    @event(Failed)
     def _failed(self, reason: FailureReason) -> None:
         self.status = DeliveryStatus.FAILED
         self.reason = reason

@@ -350,3 +350,28 @@ def test_an_event_of_the_current_class_version_reads_back_unchanged() -> None:
     tally.trigger_event(Tally2.Counted, count=7, unit="boxes")
     _, new = tally.collect_events()
     assert mapper.to_domain_event(mapper.to_stored_event(new)).unit == "boxes"
+
+
+class OldDelivery(Aggregate):
+    """How a delivery's failure was stored before reasons were codes: the provider's words."""
+
+    class Failed(Aggregate.Event):
+        reason: str
+
+
+def test_a_failure_stored_with_a_providers_own_words_reads_back_as_the_unknown_code() -> None:
+    from picasse.domain.messages import Delivery, FailureReason
+
+    mapper = SealingMapper(keys=MemoryKeyRing())
+    old = OldDelivery()
+    old.trigger_event(OldDelivery.Failed, reason="rejected: no such user annabel@example.nl")
+    _, failed = old.collect_events()
+    stored = mapper.to_stored_event(failed)
+    as_stored_then = StoredEvent(
+        stored.originator_id, stored.originator_version, get_topic(Delivery.Failed), stored.state
+    )
+
+    read = mapper.to_domain_event(as_stored_then)
+
+    assert read.reason is FailureReason.UNKNOWN
+    assert b"annabel" not in mapper.to_stored_event(read).state
