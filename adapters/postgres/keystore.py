@@ -23,6 +23,7 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
 
 from picasse.adapters.crypto import SealingNeed, SubjectKey, new_subject_key
+from picasse.adapters.postgres.roles import serialize_schema_changes
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class PostgresKeyStore:
             ),
         ]
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute("SELECT pg_advisory_xact_lock(7401)")  # concurrent first starts
+            serialize_schema_changes(curs)  # concurrent first starts
             for statement in statements:
                 curs.execute(statement)
 

@@ -107,3 +107,14 @@ def role_is_played(conninfo: dict[str, Any], schema: str, role: str) -> bool:
             (role_key(schema, role),),
         ).fetchone()
     return bool(row and row[0])
+
+
+# Processes that start together (a CLI command beside `picasse up`, two workers) each
+# create the tables they need; PostgreSQL's DDL on one table from two transactions can
+# deadlock, so every table-creating transaction first takes this one lock.
+_SCHEMA_CHANGES = 7401
+
+
+def serialize_schema_changes(curs: Any) -> None:
+    """Inside a transaction that creates or alters tables: wait for any other one first."""
+    curs.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_CHANGES,))

@@ -33,6 +33,7 @@ from psycopg import sql
 from picasse.adapters.crypto import SealingMapper
 from picasse.adapters.master_key import read_master_key
 from picasse.adapters.postgres.keystore import KeyRace, PostgresKeyStore
+from picasse.adapters.postgres.roles import serialize_schema_changes
 
 GENESIS = bytes(32)  # the "predecessor" hash of every aggregate's first event
 KEY_RACE_ATTEMPTS = 3
@@ -94,6 +95,10 @@ class ChainedRecorder(PostgresApplicationRecorder):
                 function=function,
             ),
         ]
+
+    def _create_table(self, curs: Any) -> None:
+        serialize_schema_changes(curs)
+        super()._create_table(curs)
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **_: Any) -> None:
         # The events table's lock first, then the key rows: every saving transaction takes

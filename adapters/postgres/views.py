@@ -11,6 +11,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import sql
 
+from picasse.adapters.postgres.roles import serialize_schema_changes
 from picasse.domain.messages import FailureReason
 from picasse.domain.personal import (
     HeldIn,
@@ -47,6 +48,10 @@ class _View(PostgresTrackingRecorder):
 
     def schema_statements(self) -> list[str]:
         return []
+
+    def _create_table(self, curs: Any) -> None:
+        serialize_schema_changes(curs)
+        super()._create_table(curs)
 
     def _write(
         self, tracking: Tracking, statements: str | list[str] | list[sql.Composed], params: Any
