@@ -11,13 +11,13 @@ external_log=test-output/external-servers.log
 (
   PICASSE_DATABASE_URL="${EXTERNAL_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test}" \
   PICASSE_NATS_URL="${EXTERNAL_NATS_URL:-nats://127.0.0.1:4222}" \
-    "$BIN/pytest" -q -n 2 -p no:cacheprovider -m "not own_servers" tests/integration tests/e2e \
+    "$BIN/pytest" -q -n 2 -p no:cacheprovider --durations=15 -m "not own_servers" tests/integration tests/e2e \
     >"$external_log" 2>&1
   echo $? >test-output/external-servers.rc
 ) &
 external=$!
 echo "== tests on the embedded servers (the run on the external servers goes on beside it) =="
-env -u PICASSE_DATABASE_URL -u PICASSE_NATS_URL "$BIN/pytest" -q -n 2 -p no:cacheprovider
+env -u PICASSE_DATABASE_URL -u PICASSE_NATS_URL "$BIN/pytest" -q -n 2 -p no:cacheprovider --durations=15
 embedded_rc=$?
 wait "$external"
 external_rc=$(cat test-output/external-servers.rc 2>/dev/null || echo 1)
