@@ -17,14 +17,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 import psycopg
 from eventsourcing.persistence import IntegrityError, PersistenceError, Tracking
-from eventsourcing.projection import Projection, ProjectionRunner
+from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -461,37 +461,3 @@ def live_views(settings: Settings, database_url: str) -> Iterator[LiveViews]:
         yield LiveViews(views)
     finally:
         views.close()
-
-
-# In-process projection runners on a schema of their own, for tests and tools that
-# build views where no projector runs (they claim no role).
-
-
-@contextmanager
-def running(
-    settings: Settings, database_url: str, names: list[str]
-) -> Iterator[dict[str, ProjectionRunner[Any, Any]]]:
-    env = view_env(settings, database_url)
-    with ExitStack() as stack:
-        runners = {}
-        for name in names:
-            projection, view = VIEWS[name]
-            runners[name] = stack.enter_context(
-                ProjectionRunner(
-                    application_class=LogReader,
-                    projection_class=projection,
-                    view_class=view,
-                    env=env,
-                )
-            )
-        yield runners
-
-
-def statuses(runners: dict[str, ProjectionRunner[Any, Any]]) -> list[ViewStatus]:
-    result = []
-    for name, runner in runners.items():
-        head = runner.app.recorder.max_notification_id() or 0
-        position = runner.view.max_tracking_id(runner.app.name) or 0
-        lag = events_after(runner.app.recorder, position, VIEWS[name][0].topics)
-        result.append(ViewStatus(name, position, head, lag))
-    return result

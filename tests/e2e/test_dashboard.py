@@ -33,10 +33,10 @@ from picasse.domain.accounts import Accounts
 from picasse.domain.messages import FailureReason, delivery_id
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.values import Role
-from picasse.runners.project import running, statuses
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_accounts, open_messages, open_privacy
 from tests.integration.platform_processes import Processes, base_env, processes, wait_until
+from tests.integration.projection_runners import running, statuses
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -32,8 +32,8 @@ from picasse.adapters.master_key import create_master_key
 from picasse.adapters.passwords import Argon2Passwords
 from picasse.domain.messaging import SendRequest
 from picasse.domain.values import Role
-from picasse.runners.project import running, statuses
 from picasse.runners.settings import Settings
+from tests.integration.projection_runners import running, statuses
 
 PASSWORD = "correct horse battery staple"
 # argon2id still, with the cheapest parameters: the tests check who gets in, not the cost.

@@ -41,9 +41,10 @@ from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.personal import Trigger
 from picasse.domain.values import Role
 from picasse.runners.audit import replay_main
-from picasse.runners.project import VIEWS, LogReader, running, statuses, view_env
+from picasse.runners.project import VIEWS, LogReader, view_env
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_accounts, open_messages, open_privacy
+from tests.integration.projection_runners import running, statuses
 
 # Personal data the log holds, and a tampered value: none of it may appear in a report.
 PLAINTEXT = (

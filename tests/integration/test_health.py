@@ -30,10 +30,11 @@ from picasse.adapters.postgres.views import events_after
 from picasse.domain.accounts import Accounts
 from picasse.domain.application import LOG_NAME
 from picasse.domain.messaging import Messages, SendRequest
-from picasse.runners.project import VIEWS, running, statuses, view_env
+from picasse.runners.project import VIEWS, view_env
 from picasse.runners.relay import TRACKING_TABLE
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages
+from tests.integration.projection_runners import running, statuses
 
 
 @pytest.fixture

@@ -19,9 +19,10 @@ from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.personal import Trigger
 from picasse.domain.privacy import Privacy
 from picasse.domain.values import Role
-from picasse.runners.project import VIEWS, running, statuses
+from picasse.runners.project import VIEWS
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages, open_privacy
+from tests.integration.projection_runners import running, statuses
 
 Runners = dict[str, Any]
 
