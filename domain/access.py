@@ -1,4 +1,26 @@
-"""Who is asking: the one description of a caller that queries use to decide what to show."""
+"""Who is asking, and what they may see and do: the one access policy (R7, R11).
+
+Every question of "may this caller see or do that" is a method of `Viewer`, and nothing
+else answers one: API routes ask it through `adapters/http/auth.py` `allowed(...)` guards
+and in their handlers, pages ask it in their guard and pass it to their templates (which
+hide what it hides), the domain's queries ask it for resources addressed by their own id.
+A role name outside this module (and `values.Role`) is a second policy in the making.
+
+What each role may do, as the methods below decide ("own": its own customer only):
+
+| question                  | platform_admin | support | auditor | customer_admin | customer_user |
+|---------------------------|----------------|---------|---------|----------------|---------------|
+| sees_customer             | all            | all     | all     | own            | own           |
+| sees_contact_of           | all            | all     | no      | own            | own           |
+| sees_traffic_of           | all            | all     | no      | own            | own           |
+| may_read_content_of (R7)  | no             | no      | no      | own            | own           |
+| may_use_dashboard         | yes            | yes     | yes     | no             | no            |
+| may_change_customer       | all            | all     | no      | own            | no            |
+| may_list_users_of         | all            | all     | all     | own            | no            |
+| may_add_users_to          | all            | no      | no      | own            | no            |
+| may_send_messages_for     | no             | no      | no      | own            | own           |
+| may_revoke_key_of         | any key        | own     | own     | own            | own           |
+"""
 
 from __future__ import annotations
 
@@ -14,16 +36,64 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
     customer_id: UUID | None  # None for Picasse staff
     user_id: UUID | None = None
 
+    @property
+    def is_staff(self) -> bool:
+        """Picasse's own people: they serve every customer and read no customer's content."""
+        return self.role.is_platform
+
+    def _own(self, customer_id: UUID | None) -> bool:
+        return not self.is_staff and customer_id is not None and self.customer_id == customer_id
+
+    # ------------------------------------------------------------ seeing
+
     def sees_customer(self, customer_id: UUID) -> bool:
         """Tenant isolation (R11): a customer's users see only their own customer."""
-        return self.role.is_platform or self.customer_id == customer_id
+        return self.is_staff or self._own(customer_id)
+
+    def sees_contact_of(self, customer_id: UUID) -> bool:
+        """Contact person (name, e-mail, phone) and billing address (R11): support, admins
+        and the customer's own users; auditors check the platform, not whom to call."""
+        if self.is_staff:
+            return self.role in (Role.PLATFORM_ADMIN, Role.SUPPORT)
+        return self._own(customer_id)
+
+    def sees_traffic_of(self, customer_id: UUID) -> bool:
+        """Recipients, senders, sender IPs and failure reasons (R4, R11): the customer's
+        users, and support/admins."""
+        if self.is_staff:
+            return self.role in (Role.PLATFORM_ADMIN, Role.SUPPORT)
+        return self._own(customer_id)
 
     def may_read_content_of(self, customer_id: UUID) -> bool:
         """Message content (R7): only the customer's own users, never Picasse staff."""
-        return not self.role.is_platform and self.customer_id == customer_id
+        return self._own(customer_id)
 
-    def sees_traffic_of(self, customer_id: UUID) -> bool:
-        """Recipients and sender IPs (R4, R11): the customer's users, and support/admins."""
-        if self.role.is_platform:
+    # ------------------------------------------------------------ doing
+
+    def may_use_dashboard(self) -> bool:
+        """The admin pages are for Picasse staff; a customer's users use the API."""
+        return self.is_staff
+
+    def may_change_customer(self, customer_id: UUID | None) -> bool:
+        """Contact details and billing address: support, admins and the customer's admin."""
+        if self.is_staff:
             return self.role in (Role.PLATFORM_ADMIN, Role.SUPPORT)
-        return self.customer_id == customer_id
+        return self.role is Role.CUSTOMER_ADMIN and self._own(customer_id)
+
+    def may_list_users_of(self, customer_id: UUID | None) -> bool:
+        """A customer's users (logins, roles): staff, and the customer's admin."""
+        return self.is_staff or (self.role is Role.CUSTOMER_ADMIN and self._own(customer_id))
+
+    def may_add_users_to(self, customer_id: UUID | None) -> bool:
+        """New users of a customer: a platform admin, and the customer's admin."""
+        if self.is_staff:
+            return self.role is Role.PLATFORM_ADMIN
+        return self.role is Role.CUSTOMER_ADMIN and self._own(customer_id)
+
+    def may_send_messages_for(self, customer_id: UUID | None) -> bool:
+        """Sending is the customer's own business: its users, never Picasse staff."""
+        return self._own(customer_id)
+
+    def may_revoke_key_of(self, owner: UUID) -> bool:
+        """An API key: its owner, or a platform admin (who may stop a leaked one)."""
+        return owner == self.user_id or self.role is Role.PLATFORM_ADMIN

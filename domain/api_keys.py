@@ -16,7 +16,6 @@ from picasse.domain.application import PicasseApplication
 from picasse.domain.errors import AuthenticationFailed, NotFound
 from picasse.domain.personal import Personal
 from picasse.domain.users import PLATFORM_TENANT
-from picasse.domain.values import Role
 
 KEY_PREFIX = "pk"
 SECRET_BYTES = 32  # 256 bits: a plain SHA-256 of the secret is then as strong as a slow hash
@@ -114,7 +113,7 @@ class ApiKeys(PicasseApplication):
     def revoke(self, key_id: UUID, *, by: Viewer) -> None:
         """The key's owner, or a platform admin, revokes it; to anyone else it does not exist."""
         key = self._get(key_id, ApiKey, "API key")
-        if key.user_id != by.user_id and by.role is not Role.PLATFORM_ADMIN:
+        if not by.may_revoke_key_of(key.user_id):
             raise NotFound(f"API key {key_id} not found")
         key.revoke()
         if key.pending_events:

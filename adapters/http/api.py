@@ -44,13 +44,14 @@ from picasse.adapters.http.auth import (
     PUBLIC,
     SESSION_COOKIE,
     Caller,
+    allowed,
     clear_session_cookie,
     log_in,
     log_out,
-    roles,
     set_session_cookie,
 )
 from picasse.adapters.http.problems import problem_responses
+from picasse.domain.access import Viewer
 from picasse.domain.accounts import MAX_PASSWORD_LENGTH, Accounts
 from picasse.domain.api_keys import ApiKeys
 from picasse.domain.customers import Subscription
@@ -62,7 +63,6 @@ from picasse.domain.values import Role
 from picasse.projections.accounts import AccountsView
 from picasse.projections.traffic import TrafficView
 
-STAFF = (Role.PLATFORM_ADMIN, Role.SUPPORT, Role.AUDITOR)
 MAX_TRAFFIC_ROWS = 1000
 DEFAULT_TRAFFIC_PERIOD = timedelta(days=1)
 MAX_JSON_BODY = 512 * 1024  # an e-mail body is at most 100 000 characters
@@ -300,12 +300,6 @@ def revoke_api_key(
 # ---------------------------------------------------------------- customers and users
 
 
-def _sees_contact(caller: Caller) -> bool:
-    """Contact person and billing address: support, admins and the customer's own users.
-    (The tenant guard already keeps customer users to their own customer.)"""
-    return caller.role is not Role.AUDITOR
-
-
 def _text(value: Any) -> str | None:
     return None if value is None or isinstance(value, Erased) else str(value)
 
@@ -320,13 +314,9 @@ def _text(value: Any) -> str | None:
 def list_customers(
     caller: NamedDependency[Caller], accounts_view: NamedDependency[AccountsView]
 ) -> list[CustomerOut]:
-    if caller.role.is_platform:
-        rows = accounts_view.customers()
-    elif caller.customer_id is not None:
-        rows = accounts_view.customers(customer_id=caller.customer_id)
-    else:  # a customer role without a customer cannot be made; show nothing if it were
-        rows = []
-    contact = _sees_contact(caller)
+    viewer = caller.viewer()
+    # Staff have no customer of their own: None reads every customer's row.
+    rows = accounts_view.customers(customer_id=viewer.customer_id)
     return [
         CustomerOut(
             id=row.id,
@@ -336,17 +326,18 @@ def list_customers(
             registered_at=row.registered_at,
             erased=row.erased,
             contact=Contact(row.contact_name, row.contact_email, row.contact_phone)
-            if contact
+            if viewer.sees_contact_of(row.id)
             else None,
-            billing_address=row.billing_address if contact else None,
+            billing_address=row.billing_address if viewer.sees_contact_of(row.id) else None,
         )
         for row in rows
+        if viewer.sees_customer(row.id)
     ]
 
 
 def _customer_out(accounts: Accounts, customer_id: FromPath[UUID], caller: Caller) -> CustomerOut:
     details = accounts.customer(customer_id)
-    contact = _sees_contact(caller)
+    contact = caller.viewer().sees_contact_of(customer_id)
     erased = isinstance(details.organisation, Erased)
     return CustomerOut(
         id=details.id,
@@ -382,7 +373,7 @@ def show_customer(
 @patch(
     "/customers/{customer_id:uuid}",
     sync_to_thread=True,
-    guards=[roles(Role.PLATFORM_ADMIN, Role.SUPPORT, Role.CUSTOMER_ADMIN)],
+    guards=[allowed(Viewer.may_change_customer, "your role may not change customers")],
     summary="Change a customer's contact details and billing address",
     responses=_answers(
         S.NOT_FOUND,
@@ -411,7 +402,7 @@ def change_customer(
 @get(
     "/customers/{customer_id:uuid}/users",
     sync_to_thread=True,
-    guards=[roles(*STAFF, Role.CUSTOMER_ADMIN)],
+    guards=[allowed(Viewer.may_list_users_of, "your role may not list users")],
     summary="A customer's users",
     responses=_answers(S.NOT_FOUND),
     tags=["customers"],
@@ -437,7 +428,7 @@ def list_users(
 @post(
     "/customers/{customer_id:uuid}/users",
     sync_to_thread=True,
-    guards=[roles(Role.PLATFORM_ADMIN, Role.CUSTOMER_ADMIN)],
+    guards=[allowed(Viewer.may_add_users_to, "your role may not add users")],
     summary="Add a user to a customer (role customer_admin or customer_user)",
     responses=_answers(
         S.NOT_FOUND,
@@ -475,7 +466,7 @@ def add_user(
     "/messages",
     sync_to_thread=True,
     status_code=HTTPStatus.ACCEPTED,
-    guards=[roles(Role.CUSTOMER_ADMIN, Role.CUSTOMER_USER)],
+    guards=[allowed(Viewer.may_send_messages_for, "only a customer's users send messages")],
     request_max_body_size=MAX_JSON_BODY,
     summary="Send a message to recipients (and/or a group); delivered in the background",
     description=(

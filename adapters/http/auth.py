@@ -42,7 +42,7 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers import BaseRouteHandler
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, Guard, Receive, Scope, Send
 
 from picasse.adapters.postgres.keystore import TenantErased
 from picasse.domain.access import Viewer
@@ -169,14 +169,20 @@ def tenant_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRo
         customer_in_reach(caller, customer_id)
 
 
-def roles(*allowed: Role) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
-    """A guard letting only these roles through (403 for the others)."""
-    names = ", ".join(role.value for role in allowed)
+Question = Callable[[Viewer, UUID | None], bool]
+
+
+def allowed(question: Question, refusal: str) -> Guard:
+    """A guard that asks the access policy (`Viewer`) about the customer a request names:
+    its path's `customer_id`, else the caller's own. 403 with `refusal` when it says no."""
 
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         caller = current_caller(connection)
-        if caller is None or caller.role not in allowed:
-            raise Forbidden(f"only {names} may do this")
+        if caller is None:
+            raise NotAuthorizedException("log in, or send an API key")
+        customer_id = connection.path_params.get("customer_id", caller.customer_id)
+        if not question(caller.viewer(), customer_id):
+            raise Forbidden(refusal)
 
     return guard
 

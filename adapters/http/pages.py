@@ -1,9 +1,12 @@
 """The admin dashboard: server-rendered pages for Picasse staff, read from the views.
 
-No page shows message content (R7): the views hold none. Recipients, sender accounts
-and IPs, and failure reasons are shown only to the roles entitled to traffic data, as
-`Viewer.sees_traffic_of` decides (R4, R11). Reasons are codes of a fixed vocabulary,
-shown in words.
+No page shows message content (R7): the views hold none. Who may open the pages, and
+which fields of them, is the access policy's to say, as for the API (`domain/access.py`
+`Viewer`): `Viewer.may_use_dashboard` guards every page; a customer's contact person and
+billing address are shown only where `Viewer.sees_contact_of` says so, recipients, sender
+accounts and IPs, and failure reasons where `Viewer.sees_traffic_of` does (R4, R11).
+Templates get the `viewer` and ask it too; they never look at a role. Reasons are codes of
+a fixed vocabulary, shown in words.
 """
 
 from __future__ import annotations
@@ -47,7 +50,6 @@ from picasse.adapters.http.charts import CHANNELS, OUTCOMES, deliveries_chart, o
 from picasse.adapters.http.health import HealthProbe, PlatformHealth
 from picasse.adapters.http.problems import problem_for
 from picasse.domain.errors import AuthenticationFailed, DomainError, InvalidInput
-from picasse.domain.values import PLATFORM_ROLES
 from picasse.projections.accounts import AccountsView, CustomerRow
 from picasse.projections.ledger import LedgerView
 from picasse.projections.traffic import DailyCount, TrafficRow, TrafficView
@@ -103,7 +105,7 @@ class LoginForm(msgspec.Struct, frozen=True):
 
 
 def page(template: str, status: int = HTTPStatus.OK, **context: Any) -> Response[str]:
-    context = {"caller": None, "path": ""} | context
+    context = {"caller": None, "viewer": None, "path": ""} | context
     return Response(
         content=templates.get_template(template).render(**context),
         status_code=status,
@@ -112,8 +114,13 @@ def page(template: str, status: int = HTTPStatus.OK, **context: Any) -> Response
     )
 
 
-def staff_page(request: Request[Any, Any, Any], template: str, **context: Any) -> Response[str]:
-    return page(template, caller=_caller(request), path=request.url.path, **context)
+def staff_page(
+    request: Request[Any, Any, Any], template: str, status: int = HTTPStatus.OK, **context: Any
+) -> Response[str]:
+    caller = _caller(request)
+    return page(
+        template, status, caller=caller, viewer=caller.viewer(), path=request.url.path, **context
+    )
 
 
 def _caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
@@ -124,8 +131,9 @@ def _caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
 
 
 def staff_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """The dashboard is for Picasse staff; a customer's users use the API."""
-    if _caller(connection).role not in PLATFORM_ROLES:
+    """The dashboard is for Picasse staff, as the access policy says; a customer's users
+    use the API."""
+    if not _caller(connection).viewer().may_use_dashboard():
         raise PermissionDeniedException("the dashboard is for Picasse staff")
 
 
@@ -276,6 +284,13 @@ def customer_page(
     rows = dashboard.accounts.customers(customer_id=customer_id)
     if not rows:
         raise _NotFound(f"There is no customer {customer_id}.")
+    customer = rows[0]
+    contact_shown = _caller(request).viewer().sees_contact_of(customer_id)
+    if not contact_shown:  # not handed to the template at all, rather than hidden by it
+        customer = msgspec.structs.replace(
+            customer, contact_name=None, contact_email=None, contact_phone=None,
+            billing_address=None,
+        )  # fmt: skip
     today = _today(dashboard)
     first = today - timedelta(days=CHART_DAYS - 1)
     counts = dashboard.traffic.daily_counts(customer_id, first, today)
@@ -286,7 +301,8 @@ def customer_page(
     return staff_page(
         request,
         "customer.html",
-        customer=rows[0],
+        customer=customer,
+        contact_shown=contact_shown,
         users=dashboard.accounts.users(customer_id=customer_id),
         by_channel=by_channel,
         channels=CHANNELS,
@@ -309,8 +325,8 @@ def traffic_page(
     today = _today(dashboard)
     errors: list[str] = []
     customer_id = _parse(customer, UUID, "customer", errors)
-    first = _parse(start, date.fromisoformat, "from", errors) or today - timedelta(days=6)
-    last = _parse(end, date.fromisoformat, "to", errors) or today
+    first = _parse(start, _day, "from", errors) or today - timedelta(days=6)
+    last = _parse(end, _day, "to", errors) or today
     if first > last:
         errors.append("'from' must not be after 'to'.")
     customers = dashboard.accounts.customers()
@@ -325,6 +341,7 @@ def traffic_page(
     return staff_page(
         request,
         "traffic.html",
+        HTTPStatus.BAD_REQUEST if errors else HTTPStatus.OK,
         customers=customers,
         names={c.id: c.organisation for c in customers},
         logins={u.id: u.login for u in dashboard.accounts.users()} if rows else {},
@@ -359,6 +376,7 @@ def ledger_page(
     return staff_page(
         request,
         "ledger.html",
+        HTTPStatus.BAD_REQUEST if errors else HTTPStatus.OK,
         entries=entries,
         errors=errors,
         customer_id=customer_id,
@@ -368,13 +386,32 @@ def ledger_page(
 
 
 def _parse(text: str | None, kind: Any, field: str, errors: list[str]) -> Any:
+    """The pages' one parser of query parameters: a value, or None and a line in `errors`
+    (the page then answers 400 with its form and the errors, and reads nothing)."""
     if not text:
         return None
     try:
         return kind(text.strip())
-    except ValueError:
-        errors.append(f"'{field}' is not a valid {'date' if field != 'customer' else 'id'}.")
+    except ValueError as error:
+        reason = f" ({error.args[0]})" if isinstance(error, OutOfRange) else ""
+        errors.append(f"'{field}' is not a valid {'date' if kind is _day else 'id'}{reason}.")
         return None
+
+
+class OutOfRange(ValueError):
+    pass
+
+
+# Days a period may start or end on: a year's margin either side of what `date` can hold,
+# so a page's arithmetic on them (the day after `to`, a week before) cannot overflow.
+FIRST_DAY, LAST_DAY = date(2, 1, 1), date(9998, 12, 31)
+
+
+def _day(text: str) -> date:
+    day = date.fromisoformat(text)
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise OutOfRange(f"between {FIRST_DAY.isoformat()} and {LAST_DAY.isoformat()}")
+    return day
 
 
 # Errors as pages
@@ -392,10 +429,12 @@ def error_page(request: Request[Any, Any, Any], error: Exception) -> Response[An
     if isinstance(error, NotAuthorizedException):
         return Redirect("/login")
     problem, _ = problem_for(error)
+    caller = current_caller(request)
     return page(
         "error.html",
         problem.status,
-        caller=current_caller(request),
+        caller=caller,
+        viewer=caller.viewer() if caller else None,
         path=request.url.path,
         status_code=problem.status,
         title=problem.title,

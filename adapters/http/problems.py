@@ -57,6 +57,14 @@ _STATUS_OF: dict[type[BaseException], tuple[HTTPStatus, str | None, str | None]]
     MalformedReceipt: (HTTPStatus.BAD_REQUEST, "malformed-receipt", None),
     InvalidAckToken: (HTTPStatus.NOT_FOUND, "invalid-ack-link", None),
     TenantErased: (HTTPStatus.GONE, "customer-erased", None),
+    # Arithmetic on a date or number given to us that leaves what Python can hold (e.g. the
+    # day after 9999-12-31): the input is at fault. Parsers refuse such values first; this
+    # keeps one they miss a 400 rather than a 500.
+    OverflowError: (
+        HTTPStatus.BAD_REQUEST,
+        "out-of-range",
+        "A date or number in the request is out of the range we handle.",
+    ),
     # Database errors quote SQL and keys: they are told in our words, not theirs.
     IntegrityError: (
         HTTPStatus.CONFLICT,
