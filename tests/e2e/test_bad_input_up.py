@@ -1,0 +1,81 @@
+"""Malformed input against the running platform (`picasse up` as a process) answers a 4xx,
+never a 500 and a traceback (issue 11, finding 7)."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.platform import RunningUp, picasse_command
+
+pytestmark = pytest.mark.own_servers  # `up` starts embedded servers of its own
+
+ADMIN, PASSWORD = "admin", "Quartz-plover-91-vintage-lamp"
+
+
+@pytest.fixture(scope="module")
+def up(servers_root: Path) -> Iterator[RunningUp]:
+    data_dir = Path(tempfile.mkdtemp(prefix="bad-input-", dir=servers_root)) / "data"
+    running = RunningUp(data_dir)
+    try:
+        running.wait_until_up()
+        added = subprocess.run(
+            [*picasse_command(), "users", "add", "--login", ADMIN, "--role", "platform_admin",
+             "--password-stdin"],
+            input=PASSWORD, capture_output=True, text=True, env=running.env, timeout=60,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        yield running
+    finally:
+        running.terminate()
+
+
+def _api_url(up: RunningUp) -> str:
+    for line in reversed(up.lines):
+        if "api listening on " in line:
+            return line.split("api listening on ")[1].split()[0]
+    raise AssertionError(f"no API line in {up.lines}")
+
+
+def _no_traceback(up: RunningUp) -> None:
+    log = up.stderr()
+    assert "Traceback" not in log and "unhandled" not in log, log[-3000:]
+
+
+def test_json_nested_8000_deep_posted_to_sessions_is_a_400_problem_without_a_traceback(
+    up: RunningUp,
+) -> None:
+    for body in (b"[" * 8000 + b"]" * 8000, b'{"login": ' + b"[" * 8000 + b"]" * 8000 + b"}"):
+        response = httpx.post(
+            f"{_api_url(up)}/v1/sessions",
+            content=body,
+            headers={"Content-Type": "application/json"},
+            timeout=20,
+        )
+
+        assert response.status_code == 400, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "bad-request"
+    _no_traceback(up)
+
+
+def test_a_traffic_page_for_days_at_the_end_of_time_is_a_400_page(up: RunningUp) -> None:
+    with httpx.Client(base_url=_api_url(up), timeout=20) as browser:
+        logged_in = browser.post("/v1/sessions", json={"login": ADMIN, "password": PASSWORD})
+        assert logged_in.status_code == 201, logged_in.text
+        for query in (
+            {"from": "9999-12-31"},
+            {"to": "9999-12-31"},
+            {"from": "9999-12-30", "to": "9999-12-31"},
+            {"from": "0001-01-01", "to": "0001-01-01"},
+        ):
+            page = browser.get("/admin/traffic", params=query)
+
+            assert page.status_code == 400, (query, page.status_code)
+            assert "is not a valid date (between 0002-01-01 and 9998-12-31)" in page.text
+    _no_traceback(up)
