@@ -1,6 +1,9 @@
 """The customer API under /v1: sessions, API keys, customers, users, messages and traffic.
 
-Who may do what (✓ any; "own": only their own customer, others' answer 404; no: 403):
+Who may do what is the access policy's to say (`domain/access.py` `Viewer`): routes ask it
+with `allowed(Viewer.question, …)` guards and in their handlers, never by a role of their
+own. What it answers, route by route (✓ any; "own": only their own customer, others' answer
+404; no: 403):
 
 | route                                  | platform_admin | support    | auditor         | customer_admin | customer_user |
 |----------------------------------------|----------------|------------|-----------------|----------------|---------------|
