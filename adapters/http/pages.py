@@ -399,7 +399,7 @@ def _parse(text: str | None, kind: Any, field: str, errors: list[str]) -> Any:
 
 
 class OutOfRange(ValueError):
-    pass
+    """A well-formed value the pages cannot work with; its words say which ones they can."""
 
 
 # Days a period may start or end on: a year's margin either side of what `date` can hold,
