@@ -238,17 +238,23 @@ def _refuse_bad_text(request: SendRequest) -> None:
 
 
 def _render(template: str, variables: dict[str, str]) -> str:
+    """The template with its {name}s filled. Only plain names: a conversion (`{a!r}`) or a
+    format spec (`{a:>999999999}`, a gigabyte of padding) is refused, not obeyed."""
     try:
-        names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in string.Formatter().parse(template)
+            if name is not None
+        ]
     except ValueError as error:
         raise InvalidInput(f"template: {error}", field="template") from None
-    missing = sorted(names - variables.keys())
-    if missing:
-        raise InvalidInput(f"template: no value for {', '.join(missing)}", field="variables")
-    if any(not name.isidentifier() for name in names):
+    if any(not name.isidentifier() or spec or conversion for name, spec, conversion in fields):
         raise InvalidInput(
             "template: placeholders must be plain names like {name}", field="template"
         )
+    missing = sorted({name for name, _, _ in fields} - variables.keys())
+    if missing:
+        raise InvalidInput(f"template: no value for {', '.join(missing)}", field="variables")
     return template.format_map(variables)
 
 
