@@ -642,16 +642,37 @@ class Messages(PicasseApplication):
             self.save(*changed)
 
     def record_receipt(
-        self, delivery_id_: UUID, failure: FailureReason | None, provider: str
-    ) -> None:
+        self,
+        delivery_id_: UUID,
+        failure: FailureReason | None,
+        provider: str,
+        reference: str,
+    ) -> bool:
         """A delivery receipt from the network: delivered (no failure), or failed with the
-        reason code the receipt adapter read from it."""
+        reason code the receipt adapter read from it. True if recorded.
+
+        Every gateway signs with its own token, but a token proves only who signed, not
+        that the receipt is theirs to give: a receipt counts only from the gateway the
+        delivery was handed to (`provider`, as it signed), for the reference that gateway
+        answered (`reference`), and only while the delivery awaits one. Otherwise:
+        - handed to another gateway, or under another reference: Forbidden;
+        - not yet handed to any gateway (its receipt overtook the worker's record of the
+          hand-over): Conflict, so that the gateway retries;
+        - no longer awaited (final: a replayed or late receipt): False, nothing recorded.
+        """
         delivery = self._get(delivery_id_, Delivery, "delivery")
+        if delivery.provider is None and not delivery.final:
+            raise Conflict(f"delivery {delivery_id_} was not handed to a gateway yet; try again")
+        if delivery.provider != provider or delivery.provider_reference != reference:
+            raise Forbidden(f"delivery {delivery_id_} was not handed to this gateway")
+        if not delivery.awaiting_receipt or delivery.final:
+            return False
         if failure is None:
-            delivery.deliver(provider, delivery.provider_reference)
+            delivery.deliver(provider, reference)
         else:
             delivery.network_failed(failure)
         self.save(delivery)
+        return True
 
     def acknowledge(self, delivery_id_: UUID, via: str) -> None:
         delivery = self._get(delivery_id_, Delivery, "delivery")

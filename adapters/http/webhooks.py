@@ -6,12 +6,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
-from typing import Annotated, get_args
+from typing import Annotated, TypeVar, get_args
+
 from uuid import UUID
 
+import msgspec
 from eventsourcing.persistence import IntegrityError
 from litestar import MediaType, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
     OpenAPIFormat,
     OpenAPIMediaType,
@@ -38,6 +41,20 @@ MAX_RECEIPT_BYTES = 16 * 1024  # a receipt is a few hundred bytes; refuse to buf
 # A concurrent write to the same delivery (a worker recording the hand-over, a duplicate
 # receipt) makes saving fail; the command then runs again on the fresh state.
 RETRIES_ON_CONCURRENT_WRITE = 2
+
+T = TypeVar("T")
+
+
+class ReceiptAnswer(msgspec.Struct, frozen=True):
+    """The answer to a receipt that was accepted but recorded nothing."""
+
+    recorded: bool
+    detail: str
+
+
+NOT_RECORDED = ReceiptAnswer(
+    recorded=False, detail="the delivery awaits no receipt any more; nothing was recorded"
+)
 
 THANK_YOU_PAGE = """<!doctype html>
 <html lang="en">
@@ -95,20 +112,38 @@ class _ReceiptOperation(Operation):
     RECEIPTS_PATH,
     opt=PUBLIC,  # gateways sign each receipt instead of logging in
     security=[],
-    status_code=HTTPStatus.NO_CONTENT,
+    status_code=HTTPStatus.OK,  # and 204 when recorded: see the answers below
     sync_to_thread=True,
     request_max_body_size=MAX_RECEIPT_BYTES,
     operation_class=_ReceiptOperation,
     summary="Record a gateway's delivery receipt",
     description=(
-        "Delivered and answered mark the delivery delivered; failed, undelivered,"
+        "Delivered and answered mark the delivery delivered (204); failed, undelivered,"
         " no-answer and busy mark it failed with a reason code read from the receipt (the"
-        " network's own words are dropped). Repeating a receipt changes"
-        " nothing. A receipt that is not signed by one of our gateways records nothing."
+        " network's own words are dropped). A receipt counts only from the gateway the"
+        " delivery was handed to, for the reference that gateway answered: any other"
+        " gateway's is refused (403). One that no longer applies (the delivery is final:"
+        " a repeated or late receipt) answers 200 and records nothing. One that arrives"
+        " before the hand-over is recorded answers 409: the gateway retries. A receipt"
+        " that is not signed by one of our gateways records nothing (401)."
     ),
-    responses=problem_responses(
-        HTTPStatus.BAD_REQUEST, HTTPStatus.UNAUTHORIZED, HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT
-    ),
+    responses={
+        HTTPStatus.NO_CONTENT.value: ResponseSpec(
+            data_container=None, description="Recorded", generate_examples=False
+        ),
+        HTTPStatus.OK.value: ResponseSpec(
+            data_container=ReceiptAnswer,
+            description="Accepted, but the delivery awaits no receipt any more: nothing recorded",
+            generate_examples=False,
+        ),
+        **problem_responses(
+            HTTPStatus.BAD_REQUEST,
+            HTTPStatus.UNAUTHORIZED,
+            HTTPStatus.FORBIDDEN,
+            HTTPStatus.NOT_FOUND,
+            HTTPStatus.CONFLICT,
+        ),
+    },
     tags=["webhooks"],
 )
 def receive_receipt(
@@ -119,14 +154,26 @@ def receive_receipt(
         str | None,
         HeaderParameter(name=SIGNATURE_HEADER, description="sha256=<hex HMAC-SHA256 of the body>"),
     ] = None,
-) -> None:
+) -> Response[ReceiptAnswer | None]:
     # The signature covers the bytes as received: take them raw, decode only once verified.
     gateway, receipt = verify_receipt(body, signature, receipt_tokens)
     try:
         delivery_id = UUID(receipt.reference)
     except ValueError:
         raise NotFound("the receipt's reference names no delivery of ours") from None
-    _retrying(partial(messages.record_receipt, delivery_id, receipt.failure, provider=gateway))
+    recorded = _retrying(
+        partial(
+            messages.record_receipt,
+            delivery_id,
+            receipt.failure,
+            provider=gateway,
+            reference=receipt.id,
+        )
+    )
+    if recorded:
+        return Response(None, status_code=HTTPStatus.NO_CONTENT)
+    # A 2xx, so that the gateway stops retrying a receipt that can change nothing.
+    return Response(NOT_RECORDED, status_code=HTTPStatus.OK)
 
 
 @get(
@@ -150,13 +197,12 @@ def acknowledge_by_link(
     return Response(THANK_YOU_PAGE, media_type=MediaType.HTML, headers=PAGE_HEADERS)
 
 
-def _retrying(command: Callable[[], None]) -> None:
+def _retrying(command: Callable[[], T]) -> T:
     """Run a load-change-save command, again if another writer saved the aggregate first."""
     for attempt in range(RETRIES_ON_CONCURRENT_WRITE + 1):
         try:
-            command()
+            return command()
         except IntegrityError:
             if attempt == RETRIES_ON_CONCURRENT_WRITE:
                 raise
-        else:
-            return
+    raise AssertionError("unreachable")
