@@ -34,7 +34,13 @@ from picasse.domain.messages import (
     traffic_month,
 )
 from picasse.domain.personal import Erased
-from picasse.domain.values import EmailAddress, PhoneNumber, multi_line, single_line
+from picasse.domain.values import (
+    EmailAddress,
+    PhoneNumber,
+    header_text,
+    multi_line,
+    single_line,
+)
 
 MAX_RECIPIENTS = 1000
 MAX_BODY = {Channel.SMS: 1600, Channel.EMAIL: 100_000, Channel.VOICE: 3000}
@@ -480,6 +486,7 @@ class Messages(PicasseApplication):
             return None
         if channel is not Channel.EMAIL:
             raise InvalidInput("subject: only e-mail messages have a subject", field="subject")
+        header_text(subject, "subject")  # the Subject header, as mail programs decode it
         subject = " ".join(subject.split())
         if len(subject) > MAX_SUBJECT:
             raise InvalidInput(f"subject: at most {MAX_SUBJECT} characters", field="subject")

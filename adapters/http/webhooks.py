@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
 from typing import Annotated, TypeVar, get_args
-
 from uuid import UUID
 
 import msgspec
