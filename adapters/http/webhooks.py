@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -55,6 +56,25 @@ NOT_RECORDED = ReceiptAnswer(
     recorded=False, detail="the delivery awaits no receipt any more; nothing was recorded"
 )
 
+# The link in an alert opens a page that asks; only the POST from its button acknowledges.
+# Mail scanners and link previewers GET every link they see: a GET that acknowledged would
+# tell the sender that someone read an alert no one has seen.
+#
+# The POST needs no login and no CSRF token: the link's token (an HMAC of the delivery id
+# under our secret) is the capability itself, and it rides in the form's action URL. A
+# page elsewhere can only post a token it already knows, and whoever knows the token may
+# acknowledge anyway; no cookie or other ambient authority is used. (Browsers still send
+# Origin, which the authentication middleware checks for every changing request.)
+CONFIRM_PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex"><title>Acknowledge this alert</title></head>
+<body><h1>Acknowledge this alert</h1>
+<p>Confirm that you have received the alert: the sender will see that you have.</p>
+<form method="post" action="{action}"><button type="submit">Acknowledge</button></form>
+</body>
+</html>
+"""
 THANK_YOU_PAGE = """<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -63,13 +83,15 @@ THANK_YOU_PAGE = """<!doctype html>
 <p>The sender can see that you have received this alert. You can close this page.</p></body>
 </html>
 """
-# The page shows nothing personal, but its URL holds the token: keep it out of caches
-# and Referer headers, and let the page run nothing.
+# The pages show nothing personal, but their URL holds the token: keep it out of caches and
+# other sites' Referer headers (same-origin, not no-referrer: with no-referrer the form
+# would post Origin: null, which the middleware refuses), and let the pages run nothing.
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": "default-src 'none'",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": "default-src 'none'; form-action 'self'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
 }
 
 
@@ -175,19 +197,48 @@ def receive_receipt(
     return Response(NOT_RECORDED, status_code=HTTPStatus.OK)
 
 
+TokenParameter = Annotated[
+    str, PathParameter(description="the token of the link sent with the alert")
+]
+
+
 @get(
     f"{ACK_PATH}/{{token:str}}",
     opt=PUBLIC,  # the link's token is the recipient's proof
     security=[],
     media_type=MediaType.HTML,
+    sync_to_thread=False,  # checks the token's MAC only: no database
+    summary="The page an alert's acknowledgement link opens",
+    description=(
+        "Asks the recipient to confirm, with a button that POSTs to the same URL. Records"
+        " nothing: link scanners that open every link acknowledge nothing."
+    ),
+    responses=problem_responses(HTTPStatus.NOT_FOUND),
+    tags=["alerts"],
+)
+def ack_confirmation_page(
+    token: TokenParameter, ack_links: NamedDependency[AckLinks]
+) -> Response[str]:
+    ack_links.verify(token)  # a made-up or changed link is a 404 here already
+    page = CONFIRM_PAGE.format(action=html.escape(f"{ACK_PATH}/{token}", quote=True))
+    return Response(page, media_type=MediaType.HTML, headers=PAGE_HEADERS)
+
+
+@post(
+    f"{ACK_PATH}/{{token:str}}",
+    opt=PUBLIC,  # the link's token is the recipient's proof (and CSRF-safe: see CONFIRM_PAGE)
+    security=[],
+    media_type=MediaType.HTML,
+    status_code=HTTPStatus.OK,
     sync_to_thread=True,
-    summary="Acknowledge an alert through the link sent with it",
-    description="Idempotent: opening the link again shows the same page and records nothing.",
+    request_max_body_size=1024,  # the form sends no fields
+    summary="Acknowledge an alert: the confirmation page's button",
+    description="Idempotent: posting again shows the same page and records nothing.",
     responses=problem_responses(HTTPStatus.NOT_FOUND),
     tags=["alerts"],
 )
 def acknowledge_by_link(
-    token: Annotated[str, PathParameter(description="the token of the link sent with the alert")],
+    token: TokenParameter,
     messages: NamedDependency[Messages],
     ack_links: NamedDependency[AckLinks],
 ) -> Response[str]:

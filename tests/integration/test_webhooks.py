@@ -473,11 +473,31 @@ def test_receipts_arriving_at_once_are_all_accepted_and_deliver_once(
 # Acknowledgement links
 
 
-def test_an_ack_link_acknowledges_the_alert_and_thanks_the_recipient(
+def test_opening_an_ack_link_asks_for_confirmation_and_acknowledges_nothing(
     api: httpx.Client, links: AckLinks, messages: Messages, alert: Alert
 ) -> None:
+    """Issue 11, finding 12: a mail scanner that follows the link acknowledges nothing."""
+    before = messages.recorder.max_notification_id()
 
-    response = httpx.get(links.link(alert.delivery_id))
+    responses = [httpx.get(links.link(alert.delivery_id)) for _ in range(2)]
+
+    for response in responses:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/html")
+        assert response.headers["cache-control"] == "no-store"
+        assert "Acknowledge this alert" in response.text
+        action = f'action="/v1/ack/{links.token(alert.delivery_id)}"'
+        assert '<form method="post" ' + action in response.text
+        assert "Thank you" not in response.text
+        assert PHONE not in response.text
+    assert not _delivery(messages, alert).acknowledged
+    assert messages.recorder.max_notification_id() == before
+
+
+def test_the_confirmation_pages_post_acknowledges_the_alert_and_thanks_the_recipient(
+    api: httpx.Client, links: AckLinks, messages: Messages, alert: Alert
+) -> None:
+    response = httpx.post(links.link(alert.delivery_id))  # no login, no cookie, no form field
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
@@ -486,17 +506,31 @@ def test_an_ack_link_acknowledges_the_alert_and_thanks_the_recipient(
     assert _delivery(messages, alert).acknowledged
 
 
-def test_opening_an_ack_link_again_shows_the_same_page_and_records_nothing_more(
+def test_posting_again_shows_the_same_page_and_records_nothing_more(
     api: httpx.Client, links: AckLinks, messages: Messages, alert: Alert
 ) -> None:
-    assert httpx.get(links.link(alert.delivery_id)).status_code == 200
+    assert httpx.post(links.link(alert.delivery_id)).status_code == 200
     recorded = messages.recorder.max_notification_id()
 
-    again = httpx.get(links.link(alert.delivery_id))
+    again = httpx.post(links.link(alert.delivery_id))
 
     assert again.status_code == 200
     assert "Thank you, acknowledged" in again.text
     assert messages.recorder.max_notification_id() == recorded
+
+
+def test_a_cross_site_post_of_a_link_is_refused(
+    api: httpx.Client, links: AckLinks, messages: Messages, alert: Alert
+) -> None:
+    """Knowing the token is what acknowledges; a page elsewhere posting it is still refused,
+    as every changing request from another site is."""
+    response = httpx.post(
+        links.link(alert.delivery_id),
+        headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+    )
+
+    assert response.status_code == 403
+    assert not _delivery(messages, alert).acknowledged
 
 
 def test_a_tampered_ack_link_is_not_found_and_acknowledges_nothing(
@@ -505,9 +539,10 @@ def test_a_tampered_ack_link_is_not_found_and_acknowledges_nothing(
     token = links.token(alert.delivery_id)
     tampered = token[:10] + ("A" if token[10] != "A" else "B") + token[11:]
 
-    response = api.get(f"/v1/ack/{tampered}")
+    for method in ("GET", "POST"):
+        response = api.request(method, f"/v1/ack/{tampered}")
 
-    _assert_problem(response, 404, "invalid-ack-link")
+        _assert_problem(response, 404, "invalid-ack-link")
     assert not _delivery(messages, alert).acknowledged
 
 
@@ -516,7 +551,9 @@ def test_an_ack_link_minted_with_another_key_is_not_found(
 ) -> None:
     foreign = ack_links_from(b"x" * 32, str(api.base_url))
 
-    _assert_problem(api.get(f"/v1/ack/{foreign.token(alert.delivery_id)}"), 404, "invalid-ack-link")
+    for method in ("GET", "POST"):
+        response = api.request(method, f"/v1/ack/{foreign.token(alert.delivery_id)}")
+        _assert_problem(response, 404, "invalid-ack-link")
     assert not _delivery(messages, alert).acknowledged
 
 
