@@ -31,8 +31,8 @@ def _encoded(text: str, how: str) -> str:
 words = st.builds(
     lambda before, brk, payload, how: _encoded(before + brk + payload, how),
     st.text(max_size=8),
-    st.sampled_from(BREAKS + [""]),
-    st.sampled_from(PAYLOADS + ["plain"]),
+    st.sampled_from([*BREAKS, ""]),
+    st.sampled_from([*PAYLOADS, "plain"]),
     st.sampled_from(["q", "b"]),
 )
 subjects = st.lists(st.one_of(words, st.text(max_size=12)), min_size=1, max_size=4).map(" ".join)
