@@ -34,7 +34,13 @@ from picasse.domain.messages import (
     traffic_month,
 )
 from picasse.domain.personal import Erased
-from picasse.domain.values import EmailAddress, PhoneNumber, multi_line, single_line
+from picasse.domain.values import (
+    EmailAddress,
+    PhoneNumber,
+    header_text,
+    multi_line,
+    single_line,
+)
 
 MAX_RECIPIENTS = 1000
 MAX_BODY = {Channel.SMS: 1600, Channel.EMAIL: 100_000, Channel.VOICE: 3000}
@@ -486,6 +492,7 @@ class Messages(PicasseApplication):
             return None
         if channel is not Channel.EMAIL:
             raise InvalidInput("subject: only e-mail messages have a subject", field="subject")
+        header_text(subject, "subject")  # the Subject header, as mail programs decode it
         subject = " ".join(subject.split())
         if len(subject) > MAX_SUBJECT:
             raise InvalidInput(f"subject: at most {MAX_SUBJECT} characters", field="subject")
@@ -648,16 +655,37 @@ class Messages(PicasseApplication):
             self.save(*changed)
 
     def record_receipt(
-        self, delivery_id_: UUID, failure: FailureReason | None, provider: str
-    ) -> None:
+        self,
+        delivery_id_: UUID,
+        failure: FailureReason | None,
+        provider: str,
+        reference: str,
+    ) -> bool:
         """A delivery receipt from the network: delivered (no failure), or failed with the
-        reason code the receipt adapter read from it."""
+        reason code the receipt adapter read from it. True if recorded.
+
+        Every gateway signs with its own token, but a token proves only who signed, not
+        that the receipt is theirs to give: a receipt counts only from the gateway the
+        delivery was handed to (`provider`, as it signed), for the reference that gateway
+        answered (`reference`), and only while the delivery awaits one. Otherwise:
+        - handed to another gateway, or under another reference: Forbidden;
+        - not yet handed to any gateway (its receipt overtook the worker's record of the
+          hand-over): Conflict, so that the gateway retries;
+        - no longer awaited (final: a replayed or late receipt): False, nothing recorded.
+        """
         delivery = self._get(delivery_id_, Delivery, "delivery")
+        if delivery.provider is None and not delivery.final:
+            raise Conflict(f"delivery {delivery_id_} was not handed to a gateway yet; try again")
+        if delivery.provider != provider or delivery.provider_reference != reference:
+            raise Forbidden(f"delivery {delivery_id_} was not handed to this gateway")
+        if not delivery.awaiting_receipt or delivery.final:
+            return False
         if failure is None:
-            delivery.deliver(provider, delivery.provider_reference)
+            delivery.deliver(provider, reference)
         else:
             delivery.network_failed(failure)
         self.save(delivery)
+        return True
 
     def acknowledge(self, delivery_id_: UUID, via: str) -> None:
         delivery = self._get(delivery_id_, Delivery, "delivery")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.policy
 import re
 from enum import StrEnum
 
@@ -32,6 +33,29 @@ def single_line(text: str, field: str) -> str:
     return _refuse(_NOT_IN_SINGLE_LINE, text, field)
 
 
+def header_text(text: str, field: str) -> str:
+    """`text` as given, if it is one line both as typed and as a mail program reads it in a
+    header; else InvalidInput.
+
+    RFC 2047 encoded words (`=?utf-8?q?Invoice=0D=0AReply-To:_x@evil.example?=`) are
+    decoded by the `email` package where it parses a header, and the decoded line breaks
+    were written out as new header lines (CPython gh-121650): a subject or an address
+    could add headers, or a body part, to the mail. So every value that becomes a mail
+    header is checked here twice: as typed, and decoded by the same parser that builds
+    the mail (the standard policy's header factory).
+    """
+    single_line(text, field)
+    decoded = str(email.policy.default.header_factory("subject", text))
+    found = _NOT_IN_SINGLE_LINE.search(decoded)
+    if found is not None:
+        raise InvalidInput(
+            f"{field}: an encoded word (=?charset?…?=) in it decodes to"
+            f" {_what(found.group())}; give plain text",
+            field=field,
+        )
+    return text
+
+
 def multi_line(text: str, field: str) -> str:
     """`text` as given, if it holds no control character but tab and newline; else InvalidInput."""
     return _refuse(_NOT_IN_MULTI_LINE, text, field)
@@ -42,17 +66,43 @@ def _refuse(pattern: re.Pattern[str], text: str, field: str) -> str:
     if found is None:
         return text
     char = found.group()
-    if char in _NAMES:
-        what = _NAMES[char]
-    elif "\ud800" <= char <= "\udfff":
-        what = "an undecodable character"
-    else:
-        what = "a control character"
     raise InvalidInput(
-        f"{field}: holds {what} (U+{ord(char):04X} at position {found.start() + 1});"
+        f"{field}: holds {_what(char)} (U+{ord(char):04X} at position {found.start() + 1});"
         " give plain text",
         field=field,
     )
+
+
+def _what(char: str) -> str:
+    if char in _NAMES:
+        return _NAMES[char]
+    if "\ud800" <= char <= "\udfff":
+        return "an undecodable character"
+    return "a control character"
+
+
+# What a phone number may look like as typed: an ASCII "+" and country code, then ASCII
+# digits in groups split by one space or hyphen ("+31 6 1234 5678", "+1 415-555-2671").
+# phonenumbers alone is lenient: it reads "tel:" URIs, full-width and other scripts'
+# digits, letters (1-800-FLOWERS) and punctuation, so a stored number could differ from
+# what the person saw and typed. Anything else is refused before it is parsed.
+_PHONE_TEXT = re.compile(r"\+[0-9]+(?:[ -][0-9]+)*")
+# Numbers a customer may message or call: subscribers' lines. Premium-rate and shared-cost
+# numbers make the platform pay whoever owns them (toll fraud); toll-free, pager, UAN,
+# personal (UK 070) and voicemail numbers are services, not people, and take no SMS.
+SENDABLE_NUMBER_TYPES = frozenset(
+    {
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+        phonenumbers.PhoneNumberType.VOIP,
+    }
+)
+_NUMBER_TYPE_NAMES = {
+    value: name.lower().replace("_", "-")
+    for name, value in vars(phonenumbers.PhoneNumberType).items()
+    if name.isupper() and isinstance(value, int)
+}
 
 
 class PhoneNumber(msgspec.Struct, frozen=True, array_like=True):
@@ -62,15 +112,31 @@ class PhoneNumber(msgspec.Struct, frozen=True, array_like=True):
 
     @classmethod
     def parse(cls, text: str, *, field: str = "phone") -> PhoneNumber:
+        """The one check of a phone number a person gives: international form in ASCII
+        (`_PHONE_TEXT`), possible and valid for its country, and of a type we send to
+        (`SENDABLE_NUMBER_TYPES`); else InvalidInput naming `field`."""
         single_line(text, field)
+        if not _PHONE_TEXT.fullmatch(text.strip()):
+            raise InvalidInput(
+                f"{field}: give the number in international form, as + and digits"
+                " (spaces or hyphens between groups allowed), e.g. +31 6 1234 5678",
+                field=field,
+            )
         try:
-            number = phonenumbers.parse(text, None)
+            number = phonenumbers.parse(text.strip(), None)
         except phonenumbers.NumberParseException:
             raise InvalidInput(
                 f"{field}: not a phone number in international form (+country…)", field=field
             ) from None
-        if not phonenumbers.is_valid_number(number):
+        if not (phonenumbers.is_possible_number(number) and phonenumbers.is_valid_number(number)):
             raise InvalidInput(f"{field}: not a valid phone number", field=field)
+        kind = phonenumbers.number_type(number)
+        if kind not in SENDABLE_NUMBER_TYPES:
+            what = _NUMBER_TYPE_NAMES.get(kind, "unknown")
+            raise InvalidInput(
+                f"{field}: a {what} number; only mobile, fixed-line and VoIP numbers are accepted",
+                field=field,
+            )
         return cls(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
     def __str__(self) -> str:
@@ -84,7 +150,7 @@ class EmailAddress(msgspec.Struct, frozen=True, array_like=True):
 
     @classmethod
     def parse(cls, text: str, *, field: str = "email") -> EmailAddress:
-        single_line(text, field)
+        header_text(text, field)  # an address is written into the To header
         try:
             valid = email_validator.validate_email(text, check_deliverability=False)
         except email_validator.EmailNotValidError as error:

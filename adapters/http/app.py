@@ -31,7 +31,11 @@ from picasse.adapters.http.auth import (
 )
 from picasse.adapters.http.health import HealthProbe, Liveness
 from picasse.adapters.http.problems import problem_response
-from picasse.adapters.http.webhooks import acknowledge_by_link, receive_receipt
+from picasse.adapters.http.webhooks import (
+    ack_confirmation_page,
+    acknowledge_by_link,
+    receive_receipt,
+)
 from picasse.adapters.postgres.sessions import PostgresAuthStore
 from picasse.domain.accounts import Accounts
 from picasse.domain.api_keys import ApiKeys
@@ -106,6 +110,7 @@ def create_app(deps: HttpDeps) -> Litestar:
         route_handlers=[
             health,
             receive_receipt,
+            ack_confirmation_page,
             acknowledge_by_link,
             api_router(),
             *_pages(deps),

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
-from typing import Annotated, get_args
+from typing import Annotated, TypeVar, get_args
 from uuid import UUID
 
+import msgspec
 from eventsourcing.persistence import IntegrityError
 from litestar import MediaType, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
     OpenAPIFormat,
     OpenAPIMediaType,
@@ -39,6 +42,39 @@ MAX_RECEIPT_BYTES = 16 * 1024  # a receipt is a few hundred bytes; refuse to buf
 # receipt) makes saving fail; the command then runs again on the fresh state.
 RETRIES_ON_CONCURRENT_WRITE = 2
 
+T = TypeVar("T")
+
+
+class ReceiptAnswer(msgspec.Struct, frozen=True):
+    """The answer to a receipt that was accepted but recorded nothing."""
+
+    recorded: bool
+    detail: str
+
+
+NOT_RECORDED = ReceiptAnswer(
+    recorded=False, detail="the delivery awaits no receipt any more; nothing was recorded"
+)
+
+# The link in an alert opens a page that asks; only the POST from its button acknowledges.
+# Mail scanners and link previewers GET every link they see: a GET that acknowledged would
+# tell the sender that someone read an alert no one has seen.
+#
+# The POST needs no login and no CSRF token: the link's token (an HMAC of the delivery id
+# under our secret) is the capability itself, and it rides in the form's action URL. A
+# page elsewhere can only post a token it already knows, and whoever knows the token may
+# acknowledge anyway; no cookie or other ambient authority is used. (Browsers still send
+# Origin, which the authentication middleware checks for every changing request.)
+CONFIRM_PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex"><title>Acknowledge this alert</title></head>
+<body><h1>Acknowledge this alert</h1>
+<p>Confirm that you have received the alert: the sender will see that you have.</p>
+<form method="post" action="{action}"><button type="submit">Acknowledge</button></form>
+</body>
+</html>
+"""
 THANK_YOU_PAGE = """<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -47,13 +83,15 @@ THANK_YOU_PAGE = """<!doctype html>
 <p>The sender can see that you have received this alert. You can close this page.</p></body>
 </html>
 """
-# The page shows nothing personal, but its URL holds the token: keep it out of caches
-# and Referer headers, and let the page run nothing.
+# The pages show nothing personal, but their URL holds the token: keep it out of caches and
+# other sites' Referer headers (same-origin, not no-referrer: with no-referrer the form
+# would post Origin: null, which the middleware refuses), and let the pages run nothing.
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": "default-src 'none'",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": "default-src 'none'; form-action 'self'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
 }
 
 
@@ -95,20 +133,38 @@ class _ReceiptOperation(Operation):
     RECEIPTS_PATH,
     opt=PUBLIC,  # gateways sign each receipt instead of logging in
     security=[],
-    status_code=HTTPStatus.NO_CONTENT,
+    status_code=HTTPStatus.OK,  # and 204 when recorded: see the answers below
     sync_to_thread=True,
     request_max_body_size=MAX_RECEIPT_BYTES,
     operation_class=_ReceiptOperation,
     summary="Record a gateway's delivery receipt",
     description=(
-        "Delivered and answered mark the delivery delivered; failed, undelivered,"
+        "Delivered and answered mark the delivery delivered (204); failed, undelivered,"
         " no-answer and busy mark it failed with a reason code read from the receipt (the"
-        " network's own words are dropped). Repeating a receipt changes"
-        " nothing. A receipt that is not signed by one of our gateways records nothing."
+        " network's own words are dropped). A receipt counts only from the gateway the"
+        " delivery was handed to, for the reference that gateway answered: any other"
+        " gateway's is refused (403). One that no longer applies (the delivery is final:"
+        " a repeated or late receipt) answers 200 and records nothing. One that arrives"
+        " before the hand-over is recorded answers 409: the gateway retries. A receipt"
+        " that is not signed by one of our gateways records nothing (401)."
     ),
-    responses=problem_responses(
-        HTTPStatus.BAD_REQUEST, HTTPStatus.UNAUTHORIZED, HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT
-    ),
+    responses={
+        HTTPStatus.NO_CONTENT.value: ResponseSpec(
+            data_container=None, description="Recorded", generate_examples=False
+        ),
+        HTTPStatus.OK.value: ResponseSpec(
+            data_container=ReceiptAnswer,
+            description="Accepted, but the delivery awaits no receipt any more: nothing recorded",
+            generate_examples=False,
+        ),
+        **problem_responses(
+            HTTPStatus.BAD_REQUEST,
+            HTTPStatus.UNAUTHORIZED,
+            HTTPStatus.FORBIDDEN,
+            HTTPStatus.NOT_FOUND,
+            HTTPStatus.CONFLICT,
+        ),
+    },
     tags=["webhooks"],
 )
 def receive_receipt(
@@ -119,14 +175,31 @@ def receive_receipt(
         str | None,
         HeaderParameter(name=SIGNATURE_HEADER, description="sha256=<hex HMAC-SHA256 of the body>"),
     ] = None,
-) -> None:
+) -> Response[ReceiptAnswer | None]:
     # The signature covers the bytes as received: take them raw, decode only once verified.
     gateway, receipt = verify_receipt(body, signature, receipt_tokens)
     try:
         delivery_id = UUID(receipt.reference)
     except ValueError:
         raise NotFound("the receipt's reference names no delivery of ours") from None
-    _retrying(partial(messages.record_receipt, delivery_id, receipt.failure, provider=gateway))
+    recorded = _retrying(
+        partial(
+            messages.record_receipt,
+            delivery_id,
+            receipt.failure,
+            provider=gateway,
+            reference=receipt.id,
+        )
+    )
+    if recorded:
+        return Response(None, status_code=HTTPStatus.NO_CONTENT)
+    # A 2xx, so that the gateway stops retrying a receipt that can change nothing.
+    return Response(NOT_RECORDED, status_code=HTTPStatus.OK)
+
+
+TokenParameter = Annotated[
+    str, PathParameter(description="the token of the link sent with the alert")
+]
 
 
 @get(
@@ -134,14 +207,38 @@ def receive_receipt(
     opt=PUBLIC,  # the link's token is the recipient's proof
     security=[],
     media_type=MediaType.HTML,
+    sync_to_thread=False,  # checks the token's MAC only: no database
+    summary="The page an alert's acknowledgement link opens",
+    description=(
+        "Asks the recipient to confirm, with a button that POSTs to the same URL. Records"
+        " nothing: link scanners that open every link acknowledge nothing."
+    ),
+    responses=problem_responses(HTTPStatus.NOT_FOUND),
+    tags=["alerts"],
+)
+def ack_confirmation_page(
+    token: TokenParameter, ack_links: NamedDependency[AckLinks]
+) -> Response[str]:
+    ack_links.verify(token)  # a made-up or changed link is a 404 here already
+    page = CONFIRM_PAGE.format(action=html.escape(f"{ACK_PATH}/{token}", quote=True))
+    return Response(page, media_type=MediaType.HTML, headers=PAGE_HEADERS)
+
+
+@post(
+    f"{ACK_PATH}/{{token:str}}",
+    opt=PUBLIC,  # the link's token is the recipient's proof (and CSRF-safe: see CONFIRM_PAGE)
+    security=[],
+    media_type=MediaType.HTML,
+    status_code=HTTPStatus.OK,
     sync_to_thread=True,
-    summary="Acknowledge an alert through the link sent with it",
-    description="Idempotent: opening the link again shows the same page and records nothing.",
+    request_max_body_size=1024,  # the form sends no fields
+    summary="Acknowledge an alert: the confirmation page's button",
+    description="Idempotent: posting again shows the same page and records nothing.",
     responses=problem_responses(HTTPStatus.NOT_FOUND),
     tags=["alerts"],
 )
 def acknowledge_by_link(
-    token: Annotated[str, PathParameter(description="the token of the link sent with the alert")],
+    token: TokenParameter,
     messages: NamedDependency[Messages],
     ack_links: NamedDependency[AckLinks],
 ) -> Response[str]:
@@ -150,13 +247,12 @@ def acknowledge_by_link(
     return Response(THANK_YOU_PAGE, media_type=MediaType.HTML, headers=PAGE_HEADERS)
 
 
-def _retrying(command: Callable[[], None]) -> None:
+def _retrying(command: Callable[[], T]) -> T:
     """Run a load-change-save command, again if another writer saved the aggregate first."""
     for attempt in range(RETRIES_ON_CONCURRENT_WRITE + 1):
         try:
-            command()
+            return command()
         except IntegrityError:
             if attempt == RETRIES_ON_CONCURRENT_WRITE:
                 raise
-        else:
-            return
+    raise AssertionError("unreachable")

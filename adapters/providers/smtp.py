@@ -17,7 +17,9 @@ from picasse.adapters.providers import (
     Sent,
     TemporaryFailure,
 )
+from picasse.domain.errors import InvalidInput
 from picasse.domain.messages import FailureReason
+from picasse.domain.values import header_text
 
 DEFAULT_SUBJECT = "Message"
 _DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
@@ -236,6 +238,10 @@ def email_message(delivery: Delivery, *, sender: str) -> EmailMessage:
     if not _sender_address(from_):
         raise PermanentFailure(FailureReason.SENDER_REFUSED)
     subject = " ".join((delivery.subject or "").split()) or DEFAULT_SUBJECT
+    try:  # a subject recorded before the API refused encoded line breaks
+        header_text(subject, "subject")
+    except InvalidInput:
+        raise PermanentFailure(FailureReason.CONTENT_REFUSED) from None
     # RFC 5322 §3.6.2: when the author is the customer, the platform is the Sender
     sender_header = {"Sender": sender} if from_ != sender else {}
     message = EmailMessage()
@@ -249,14 +255,16 @@ def email_message(delivery: Delivery, *, sender: str) -> EmailMessage:
 
 
 def headers_written(message: EmailMessage, headers: dict[str, str]) -> bool:
-    """Set the headers, or say False when one cannot be (a line break that would inject more).
+    """Set the headers, or say False when one cannot be (a line break that would inject more,
+    typed or in an RFC 2047 encoded word: `header_text`, the check the API applies).
 
-    The ValueError is dropped rather than chained: its traceback would show the value.
+    The error is dropped rather than chained: its traceback would show the value.
     """
     try:
         for name, value in headers.items():
+            header_text(value, name)
             message[name] = value
-    except ValueError:
+    except (ValueError, InvalidInput):
         return False
     return True
 

@@ -37,6 +37,8 @@ def test_control_characters_in_text_flags_are_refused_with_one_line_naming_the_f
     picasse("customers", "subscribe", customer, check=True)
     send = ["messages", "send", "--customer", customer, "--channel", "email",
             "--to", "one@rcpt.example", "--subject", "Drill", "--body", "Fire drill"]  # fmt: skip
+    sms = ["messages", "send", "--customer", customer, "--channel", "sms",
+           "--to", "+31612345678", "--body", "Fire drill"]  # fmt: skip
     add_user = ["users", "add", "--customer", customer, "--login", "anna",
                 "--role", "customer_user", "--password-stdin"]  # fmt: skip
     group = ["groups", "set", "--customer", customer, "--name", "night shift",
@@ -58,6 +60,21 @@ def test_control_characters_in_text_flags_are_refused_with_one_line_naming_the_f
         (_with(send, "--subject", "Drill\r\nBcc: everyone@example.com"), "", "subject"),
         (_with(send, "--body", "Fire\x7f drill"), "", "body"),
         (_with(disclose, "--authority", "Police\x1b"), "", "authority"),
+        # Issue 11, findings 2 and 9: line breaks in encoded words, lax phone numbers.
+        (_with(send, "--subject", "=?utf-8?q?Drill=0D=0ABcc:_x@evil.example?="), "", "subject"),
+        (_with(send, "--to", "=?utf-8?q?x=0ABcc:_y?=@rcpt.example"), "", "to"),
+        (_with(CUSTOMER, "--phone", "tel:+31612345678"), "", "phone"),
+        (
+            _with(
+                CUSTOMER,
+                "--phone",
+                "\uff0b\uff13\uff11\uff16\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18",
+            ),
+            "",
+            "phone",
+        ),
+        (_with(group, "--member", "+1 900 555 0123"), "", "members"),
+        (_with(sms, "--to", "+44 871 234 5678"), "", "to"),
     ]
     before = _event_count(cli_env)
     problems = []

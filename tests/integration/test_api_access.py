@@ -33,7 +33,8 @@ from tests.integration.api_server import (
 EXEMPT = {
     ("GET", "/health"): "liveness, says nothing",
     ("POST", "/v1/webhooks/receipts"): "gateways sign each receipt",
-    ("GET", "/v1/ack/{token:str}"): "the link's MAC is the recipient's proof",
+    ("GET", "/v1/ack/{token:str}"): "the link's MAC is the recipient's proof; records nothing",
+    ("POST", "/v1/ack/{token:str}"): "the link's MAC is the recipient's proof",
     ("POST", "/v1/sessions"): "logging in",
     ("DELETE", "/v1/sessions"): "logging out",
     ("GET", "/login"): "the login page",

@@ -275,3 +275,78 @@ def test_an_unknown_login_is_named_as_typed_never_by_its_pseudonym(world: World)
 
     assert str(unknown.value) == "no user with login 'Nobody-Here'"
     assert unknown.value.field == "login"
+
+
+# Issue 11, findings 2 and 9: what would reach a mail header or a phone network is refused
+# at the API, with the field named, and records nothing.
+ENCODED_LINE_BREAKS = [
+    "=?utf-8?q?Invoice=0D=0AReply-To:_x@evil.example?=",
+    "=?utf-8?b?SW52b2ljZQ0KUmVwbHktVG86IHhAZXZpbC5leGFtcGxl?=",
+    "=?utf-8?q?Invoice=0AReply-To:_x@evil.example?=",
+    "Invoice =?utf-8?q?=0D=0A=0D=0AContent-Type:_text/html?=",
+]
+
+
+@pytest.mark.parametrize("subject", ENCODED_LINE_BREAKS)
+def test_a_subject_whose_encoded_words_decode_to_a_line_break_is_a_422(
+    world: World, subject: str
+) -> None:
+    before = _events(world)
+    message = {"channel": "email", "to": ["three@rcpt.example"], "body": "Pay", "subject": subject}
+    with _client(world, "user") as client:
+        refused = client.post("/v1/messages", json=message)
+
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["field"] == "subject"
+    assert "encoded word" in refused.json()["detail"]
+    assert _events(world) == before
+
+
+def test_an_address_whose_encoded_words_decode_to_a_line_break_is_a_422(world: World) -> None:
+    before = _events(world)
+    to = "=?utf-8?q?x=0D=0ABcc:_y?=@rcpt.example"
+    with _client(world, "user") as client:
+        refused = client.post("/v1/messages", json={"channel": "email", "to": [to], "body": "Hi"})
+
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["field"] == "to"
+    assert _events(world) == before
+
+
+FULL_WIDTH = "\uff0b\uff13\uff11\uff16\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18"
+
+
+@pytest.mark.parametrize(
+    ("number", "says"),
+    [
+        ("+1 900 555 0123", "premium-rate"),
+        ("+44 871 234 5678", "premium-rate"),
+        ("tel:+31612345678", "international form"),
+        (FULL_WIDTH, "international form"),
+        ("+31\uff16\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18", "international form"),
+    ],
+    ids=["us-premium", "uk-premium", "tel-uri", "full-width", "full-width-digits"],
+)
+def test_a_lax_phone_number_is_a_422_wherever_numbers_are_given(
+    world: World, number: str, says: str
+) -> None:
+    before = _events(world)
+    path = f"/v1/customers/{world.tenant.customer_id}"
+    with _client(world, "user") as user, _client(world, "admin") as admin:
+        message = user.post("/v1/messages", json={"channel": "sms", "to": [number], "body": "Hi"})
+        contact = admin.patch(path, json={"phone": number})
+
+    for refused, field in ((message, "to"), (contact, "phone")):
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["field"] == field
+        assert says in refused.json()["detail"]
+    assert _events(world) == before
+
+
+def test_subscriber_numbers_of_each_kind_are_accepted(world: World) -> None:
+    numbers = ["+31 6 1234 5678", "+31 20 123 4567", "+1 415-555-2671", "+31 85 123 4567"]
+    with _client(world, "user") as client:
+        sent = client.post("/v1/messages", json={"channel": "sms", "to": numbers, "body": "Hi"})
+
+    assert sent.status_code == 202, sent.text

@@ -145,6 +145,53 @@ def test_a_subject_with_line_breaks_cannot_inject_headers(server: RecordingSmtpS
     assert received.message()["Subject"] == "Hello Bcc: mallory@evil.example"
 
 
+# Subjects that decode to line breaks (issue 11, finding 2): quoted-printable and base64
+# encoded words, CRLF and LF alone, one word or several across a folded line, and one
+# that would open an HTML part.
+ENCODED_INJECTIONS = [
+    "=?utf-8?q?Invoice=0D=0AReply-To:_x@evil.example?=",
+    "=?utf-8?b?SW52b2ljZQ0KUmVwbHktVG86IHhAZXZpbC5leGFtcGxl?=",
+    "=?utf-8?q?Invoice=0AReply-To:_x@evil.example?=",
+    "=?UTF-8?Q?Invoice=0D=0A?= =?utf-8?b?UmVwbHktVG86IHhAZXZpbC5leGFtcGxl?=",
+    "Invoice =?utf-8?q?=0D=0A=0D=0A--x=0D=0AContent-Type:_text/html?= <b>pay</b>",
+    "Invoice=?iso-8859-1?q?=0D=0ABcc:_x@evil.example?=",
+]
+
+
+@pytest.mark.parametrize("subject", ENCODED_INJECTIONS)
+def test_a_subject_whose_encoded_words_decode_to_line_breaks_sends_nothing(
+    server: RecordingSmtpServer, subject: str
+) -> None:
+    """A subject stored before the API refused these is refused by the provider too."""
+    error = failure_of(server.url, delivery(subject=subject))
+    assert isinstance(error, PermanentFailure)
+    assert error.reason is FailureReason.CONTENT_REFUSED
+
+    run(send(server.url, delivery(1)))  # the next delivery goes out as usual
+
+    [received] = server.wait_for(1)
+    assert b"evil" not in received.content and b"text/html" not in received.content
+    message = received.message()
+    assert message["Subject"] == "Fire drill"
+    assert [name for name, _ in message.items()].count("Subject") == 1
+    assert not message.is_multipart()
+
+
+def test_an_encoded_word_without_line_breaks_arrives_as_one_subject_header(
+    server: RecordingSmtpServer,
+) -> None:
+    run(send(server.url, delivery(subject="=?utf-8?q?Caf=C3=A9_=E2=98=95?= at ten")))
+
+    [received] = server.wait_for(1)
+    message = received.message()
+    assert message["Subject"] == "Café ☕ at ten"
+    assert sorted(name for name, _ in message.items()) == sorted(
+        ["From", "To", "Subject", "Date", "Message-ID", "Content-Type",
+         "Content-Transfer-Encoding", "MIME-Version"]
+    )  # fmt: skip
+    assert not message.is_multipart()
+
+
 def test_a_customer_sender_is_the_author_and_the_platform_the_sender(
     server: RecordingSmtpServer,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import select
@@ -26,7 +27,10 @@ from psycopg import sql
 from picasse.adapters.http.acklinks import AckLinks, ack_links_from
 from picasse.adapters.http.app import create_app
 from picasse.adapters.master_key import create_master_key, read_master_key
+from picasse.adapters.providers import Delivery as ProviderDelivery
+from picasse.adapters.providers import Sent
 from picasse.adapters.providers.receipts import SIGNATURE_HEADER, sign_receipt
+from picasse.adapters.providers.voice import HttpVoiceGateway
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
 from picasse.domain.messages import DeliveryStatus, FailureReason, delivery_id
@@ -36,8 +40,9 @@ from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_accounts, open_messages
 from tests.integration.api_server import PASSWORD, logged_in
+from tests.integration.gateway import FakeGateway
 
-TOKENS = {"sms-primary": "primary-token", "sms-failover": "failover-token"}
+TOKENS = {"sms-primary": "primary-token", "sms-failover": "failover-token", "voice": "voice-token"}
 RECEIPTS = "/v1/webhooks/receipts"
 PHONE = "+31612345678"
 
@@ -136,13 +141,19 @@ def alert(customers: Accounts, messages: Messages) -> Alert:
     return _new_alert(customers, messages)
 
 
-def _new_alert(customers: Accounts, messages: Messages) -> Alert:
-    """An SMS alert handed to a gateway, its delivery awaiting the network's receipt."""
+def _customer(customers: Accounts) -> UUID:
     customer_id = customers.register_customer(
         organisation="Acme", contact_name="Bob", email="bob@example.com",
         phone="+31612345670", billing_address="Street 1",
     )  # fmt: skip
     customers.start_subscription(customer_id)
+    return customer_id
+
+
+def _new_alert(customers: Accounts, messages: Messages, *, handed_over: bool = True) -> Alert:
+    """An SMS alert handed to a gateway, its delivery awaiting the network's receipt (or,
+    `handed_over=False`, still with the worker)."""
+    customer_id = _customer(customers)
     message_id = messages.send(
         customer_id,
         SendRequest(
@@ -152,7 +163,8 @@ def _new_alert(customers: Accounts, messages: Messages) -> Alert:
     )  # fmt: skip
     delivery = delivery_id(message_id, 0)
     assert messages.start_attempt(delivery) is not None
-    messages.record_sent(delivery, "sms-primary", "gw-1", final=False)
+    if handed_over:
+        messages.record_sent(delivery, "sms-primary", "gw-1", final=False)
     return Alert(customer_id, message_id, delivery)
 
 
@@ -193,12 +205,91 @@ def _assert_problem(response: httpx.Response, status: int, code: str) -> None:
 def test_a_signed_delivered_receipt_marks_the_delivery_delivered_by_the_signing_gateway(
     api: httpx.Client, messages: Messages, alert: Alert
 ) -> None:
-    response = _post_receipt(api, _receipt(alert.delivery_id), TOKENS["sms-failover"])
+    response = _post_receipt(api, _receipt(alert.delivery_id), TOKENS["sms-primary"])
 
     assert response.status_code == 204
     delivery = _delivery(messages, alert)
     assert delivery.status is DeliveryStatus.DELIVERED
-    assert delivery.provider == "sms-failover"
+    assert delivery.provider == "sms-primary"
+
+
+@pytest.mark.parametrize("gateway", ["sms-failover", "voice"])
+def test_a_receipt_from_another_gateway_than_the_one_handed_to_is_forbidden(
+    api: httpx.Client, messages: Messages, alert: Alert, gateway: str
+) -> None:
+    before = messages.recorder.max_notification_id()
+
+    response = _post_receipt(api, _receipt(alert.delivery_id), TOKENS[gateway])
+
+    _assert_problem(response, 403, "forbidden")
+    assert messages.recorder.max_notification_id() == before
+    delivery = _delivery(messages, alert)
+    assert delivery.status is DeliveryStatus.SENDING
+    assert delivery.provider == "sms-primary"
+
+
+def test_a_receipt_for_another_reference_of_the_same_gateway_is_forbidden(
+    api: httpx.Client, messages: Messages, alert: Alert
+) -> None:
+    before = messages.recorder.max_notification_id()
+    body = msgspec.json.encode(
+        {"id": "gw-someone-else", "reference": str(alert.delivery_id), "status": "delivered"}
+    )
+
+    _assert_problem(_post_receipt(api, body), 403, "forbidden")
+    assert messages.recorder.max_notification_id() == before
+    assert _delivery(messages, alert).status is DeliveryStatus.SENDING
+
+
+def test_a_receipt_before_the_hand_over_is_recorded_is_a_conflict_the_gateway_retries(
+    api: httpx.Client, customers: Accounts, messages: Messages
+) -> None:
+    alert = _new_alert(customers, messages, handed_over=False)
+    before = messages.recorder.max_notification_id()
+
+    _assert_problem(_post_receipt(api, _receipt(alert.delivery_id)), 409, "conflict")
+    assert messages.recorder.max_notification_id() == before
+
+    messages.record_sent(alert.delivery_id, "sms-primary", "gw-1", final=False)
+    assert _post_receipt(api, _receipt(alert.delivery_id)).status_code == 204
+    assert _delivery(messages, alert).status is DeliveryStatus.DELIVERED
+
+
+def test_the_voice_gateway_cannot_mark_an_email_delivered(
+    api: httpx.Client, customers: Accounts, messages: Messages
+) -> None:
+    """The finding, through the real gateway peer: the voice gateway posts a receipt, signed
+    with its own token, naming an e-mail delivery of another customer."""
+    customer_id = _customer(customers)
+    message_id = messages.send(
+        customer_id, SendRequest(channel="email", to=["ann@example.com"], body="Invoice")
+    )
+    email = delivery_id(message_id, 0)
+    assert messages.start_attempt(email) is not None
+    messages.record_sent(email, "smtp", None, final=False)  # awaiting, as a gateway would be
+    before = messages.recorder.max_notification_id()
+    with FakeGateway(token=TOKENS["voice"]) as voice:
+        provider = HttpVoiceGateway(
+            "voice", voice.url, voice.token, callback_url=f"{api.base_url}{RECEIPTS}"
+        )
+        call = ProviderDelivery(reference=str(email), channel="voice", to=PHONE, body="Hi")
+        sent = asyncio.run(_send_and_close(provider, call))
+        assert sent.provider_reference is not None
+
+        for status in ("delivered", "failed"):
+            assert voice.send_receipt(sent.provider_reference, status) == 403
+
+    assert messages.recorder.max_notification_id() == before
+    viewer = Viewer(role=Role.CUSTOMER_USER, customer_id=customer_id)
+    (delivery,) = messages.message(message_id, viewer).deliveries
+    assert (delivery.status, delivery.provider) == (DeliveryStatus.SENDING, "smtp")
+
+
+async def _send_and_close(provider: HttpVoiceGateway, call: ProviderDelivery) -> Sent:
+    try:
+        return await provider.send(call)
+    finally:
+        await provider.close()
 
 
 def test_a_repeated_receipt_is_accepted_and_records_nothing_more(
@@ -208,9 +299,26 @@ def test_a_repeated_receipt_is_accepted_and_records_nothing_more(
     assert _post_receipt(api, body).status_code == 204
     recorded = messages.recorder.max_notification_id()
 
-    assert _post_receipt(api, body).status_code == 204
+    again = _post_receipt(api, body)
+
+    assert again.status_code == 200
+    assert again.json()["recorded"] is False
     assert messages.recorder.max_notification_id() == recorded
     assert _delivery(messages, alert).status is DeliveryStatus.DELIVERED
+
+
+def test_a_late_failure_receipt_after_the_final_one_records_nothing(
+    api: httpx.Client, messages: Messages, alert: Alert
+) -> None:
+    assert _post_receipt(api, _receipt(alert.delivery_id)).status_code == 204
+    recorded = messages.recorder.max_notification_id()
+
+    late = _post_receipt(api, _receipt(alert.delivery_id, "failed", "absent subscriber"))
+
+    assert late.status_code == 200
+    assert messages.recorder.max_notification_id() == recorded
+    delivery = _delivery(messages, alert)
+    assert (delivery.status, delivery.reason) == (DeliveryStatus.DELIVERED, None)
 
 
 @pytest.mark.parametrize(
@@ -356,7 +464,8 @@ def test_receipts_arriving_at_once_are_all_accepted_and_deliver_once(
         with ThreadPoolExecutor(16) as pool:
             statuses = list(pool.map(lambda _: _post_receipt(api, body).status_code, range(16)))
 
-        assert statuses == [204] * 16
+        # One records the receipt; the rest find it recorded: nothing more to record.
+        assert sorted(statuses) == [200] * 15 + [204]
         assert messages.recorder.max_notification_id() == before + 1
         assert _delivery(messages, alert).status is DeliveryStatus.DELIVERED
 
@@ -364,11 +473,31 @@ def test_receipts_arriving_at_once_are_all_accepted_and_deliver_once(
 # Acknowledgement links
 
 
-def test_an_ack_link_acknowledges_the_alert_and_thanks_the_recipient(
+def test_opening_an_ack_link_asks_for_confirmation_and_acknowledges_nothing(
     api: httpx.Client, links: AckLinks, messages: Messages, alert: Alert
 ) -> None:
+    """Issue 11, finding 12: a mail scanner that follows the link acknowledges nothing."""
+    before = messages.recorder.max_notification_id()
 
-    response = httpx.get(links.link(alert.delivery_id))
+    responses = [httpx.get(links.link(alert.delivery_id)) for _ in range(2)]
+
+    for response in responses:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/html")
+        assert response.headers["cache-control"] == "no-store"
+        assert "Acknowledge this alert" in response.text
+        action = f'action="/v1/ack/{links.token(alert.delivery_id)}"'
+        assert '<form method="post" ' + action in response.text
+        assert "Thank you" not in response.text
+        assert PHONE not in response.text
+    assert not _delivery(messages, alert).acknowledged
+    assert messages.recorder.max_notification_id() == before
+
+
+def test_the_confirmation_pages_post_acknowledges_the_alert_and_thanks_the_recipient(
+    api: httpx.Client, links: AckLinks, messages: Messages, alert: Alert
+) -> None:
+    response = httpx.post(links.link(alert.delivery_id))  # no login, no cookie, no form field
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
@@ -377,17 +506,31 @@ def test_an_ack_link_acknowledges_the_alert_and_thanks_the_recipient(
     assert _delivery(messages, alert).acknowledged
 
 
-def test_opening_an_ack_link_again_shows_the_same_page_and_records_nothing_more(
+def test_posting_again_shows_the_same_page_and_records_nothing_more(
     api: httpx.Client, links: AckLinks, messages: Messages, alert: Alert
 ) -> None:
-    assert httpx.get(links.link(alert.delivery_id)).status_code == 200
+    assert httpx.post(links.link(alert.delivery_id)).status_code == 200
     recorded = messages.recorder.max_notification_id()
 
-    again = httpx.get(links.link(alert.delivery_id))
+    again = httpx.post(links.link(alert.delivery_id))
 
     assert again.status_code == 200
     assert "Thank you, acknowledged" in again.text
     assert messages.recorder.max_notification_id() == recorded
+
+
+def test_a_cross_site_post_of_a_link_is_refused(
+    api: httpx.Client, links: AckLinks, messages: Messages, alert: Alert
+) -> None:
+    """Knowing the token is what acknowledges; a page elsewhere posting it is still refused,
+    as every changing request from another site is."""
+    response = httpx.post(
+        links.link(alert.delivery_id),
+        headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+    )
+
+    assert response.status_code == 403
+    assert not _delivery(messages, alert).acknowledged
 
 
 def test_a_tampered_ack_link_is_not_found_and_acknowledges_nothing(
@@ -396,9 +539,10 @@ def test_a_tampered_ack_link_is_not_found_and_acknowledges_nothing(
     token = links.token(alert.delivery_id)
     tampered = token[:10] + ("A" if token[10] != "A" else "B") + token[11:]
 
-    response = api.get(f"/v1/ack/{tampered}")
+    for method in ("GET", "POST"):
+        response = api.request(method, f"/v1/ack/{tampered}")
 
-    _assert_problem(response, 404, "invalid-ack-link")
+        _assert_problem(response, 404, "invalid-ack-link")
     assert not _delivery(messages, alert).acknowledged
 
 
@@ -407,7 +551,9 @@ def test_an_ack_link_minted_with_another_key_is_not_found(
 ) -> None:
     foreign = ack_links_from(b"x" * 32, str(api.base_url))
 
-    _assert_problem(api.get(f"/v1/ack/{foreign.token(alert.delivery_id)}"), 404, "invalid-ack-link")
+    for method in ("GET", "POST"):
+        response = api.request(method, f"/v1/ack/{foreign.token(alert.delivery_id)}")
+        _assert_problem(response, 404, "invalid-ack-link")
     assert not _delivery(messages, alert).acknowledged
 
 

@@ -76,6 +76,7 @@ NOT_FROM_A_PERSON = {
     ("record_sent", "provider"): "a provider's name, from our code",
     ("record_sent", "reference"): "a gateway's reference",
     ("record_receipt", "provider"): "the gateway's name, from our settings",
+    ("record_receipt", "reference"): "a gateway's reference, compared and never recorded",
     ("acknowledge", "via"): "how, in our code's words",
     ("erase_subject", "subject"): "built by our code from ids",
     ("erase_subject", "reason"): "our code's words",

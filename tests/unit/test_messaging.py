@@ -399,7 +399,7 @@ def test_a_receipts_words_leave_only_a_code_in_the_stored_events(
     words = "rejected: unknown subscriber +31 6 9876 5432 to annabel.q7zk@example.nl"
     failure = receipt_failure("failed", words)
 
-    messages.record_receipt(ident, failure, provider="sms-primary")
+    messages.record_receipt(ident, failure, provider="sms-primary", reference="gw-1")
 
     stored = _stored_bytes(messages)
     for fragment in (b"698765432", b"9876 5432", b"annabel", b"subscriber", b"rejected:"):

@@ -23,7 +23,61 @@ from picasse.domain.values import (
 
 def test_phone_numbers_are_stored_in_e164_form() -> None:
     assert PhoneNumber.parse("+31 6 1234 5678").e164 == "+31612345678"
-    assert str(PhoneNumber.parse("+1 (415) 555-2671")) == "+14155552671"
+    assert str(PhoneNumber.parse("+1 415-555-2671")) == "+14155552671"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "+31612345678",  # Dutch mobile
+        "+31 20 123 4567",  # Dutch fixed line
+        "+1 415 555 2671",  # US: fixed line or mobile
+        "+44 20 7946 0000",  # UK fixed line
+        "+31 85 123 4567",  # Dutch VoIP
+        " +31612345678 ",  # spaces around are dropped
+    ],
+)
+def test_subscriber_numbers_are_accepted(text: str) -> None:
+    assert PhoneNumber.parse(text).e164 == "+" + "".join(c for c in text if c.isdigit())
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("+1 900 555 0123", "premium-rate"),
+        ("+31 909 123456", "premium-rate"),
+        ("+44 871 234 5678", "premium-rate"),
+        ("+1 800 555 0199", "toll-free"),
+        ("+44 70 1234 5678", "personal-number"),
+        ("+31 6 1234 567", "not a valid phone number"),  # a digit short
+        ("+31 6 1234 56789", "not a valid phone number"),  # a digit too many
+    ],
+)
+def test_numbers_we_do_not_send_to_are_refused_saying_why(text: str, why: str) -> None:
+    with pytest.raises(InvalidInput, match=why) as refused:
+        PhoneNumber.parse(text, field="to")
+    assert refused.value.field == "to"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tel:+31612345678",
+        "tel:+31-6-1234-5678",
+        "\uff0b\uff13\uff11\uff16\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18",  # full-width
+        "+31\uff16\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18",  # full-width digits
+        "+\u0663\u0661\u0666\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668",  # Arabic-Indic
+        "+1 (415) 555-2671",
+        "+1-800-FLOWERS",
+        "+31  6 1234 5678",
+        "+31612345678;ext=1",
+        "00 31 6 1234 5678",
+    ],
+)
+def test_anything_but_ascii_plus_and_digits_is_refused_before_parsing(text: str) -> None:
+    with pytest.raises(InvalidInput, match="international form") as refused:
+        PhoneNumber.parse(text)
+    assert refused.value.field == "phone"
 
 
 @pytest.mark.parametrize("text", ["0612345678", "+31 6", "phone", "", "+999 123"])

@@ -1,0 +1,94 @@
+"""An alert's acknowledgement link under `picasse up`, opened in a real browser (issue 11,
+finding 12): opening the link acknowledges nothing; the page's button does."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import re
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tests.e2e.platform import RunningUp
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+_LINK = re.compile(r"Acknowledge: (\S+/v1/ack/\S+)")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _ack_link(maildir: Path, timeout: float = 60) -> str:
+    """The link in the one e-mail the development Maildir received."""
+    deadline = time.monotonic() + timeout
+    while not (files := list((maildir / "email" / "new").glob("*"))):
+        assert time.monotonic() < deadline, "no e-mail arrived in the Maildir"
+        time.sleep(0.2)
+    (path,) = files
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    body = message.get_body(("plain",))
+    assert body is not None
+    found = _LINK.search(body.get_content())
+    assert found is not None, "the alert carries no acknowledgement link"
+    return found.group(1)
+
+
+def _acknowledged(up: RunningUp, message_id: str) -> list[bool]:
+    shown = json.loads(up.cli("messages", "show", message_id, "--json"))
+    return [delivery["acknowledged"] for delivery in shown["deliveries"]]
+
+
+@pytest.mark.own_servers
+def test_opening_the_link_asks_and_only_the_button_acknowledges(fresh_data_dir: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.fail(f"no {CHROMIUM}: run tests/e2e/ensure_chromium.sh (make test does)")
+    port = _free_port()
+    up = RunningUp(fresh_data_dir / "data", PICASSE_HTTP_PORT=str(port))
+    try:
+        up.wait_until_up()
+        customer = up.cli(
+            "customers", "register", "--org", "Brand BV", "--contact-name", "Bram Brand",
+            "--email", "bram@brand.example", "--phone", "+31 6 1111 2222",
+            "--billing-address", "Brandweg 1, Delft",
+        ).strip()  # fmt: skip
+        up.cli("customers", "subscribe", customer)
+        sent = up.cli(
+            "messages", "send", "--customer", customer, "--channel", "email",
+            "--to", "oncall@brand.example", "--subject", "Fire alarm", "--body", "Building B",
+            "--priority", "alert", "--ack-within", "15", "--json",
+        )  # fmt: skip
+        message_id = json.loads(sent)["id"]
+        link = _ack_link(fresh_data_dir / "data" / "maildir")
+        assert urlsplit(link).netloc == f"127.0.0.1:{port}"
+
+        # What a mail scanner does: fetch the link, follow it, fetch it again.
+        for _ in range(2):
+            assert httpx.get(link, follow_redirects=True).status_code == 200
+        with sync_playwright() as driver:
+            browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(10_000)
+                page.goto(link)
+                expect(page.get_by_role("heading")).to_have_text("Acknowledge this alert")
+                assert _acknowledged(up, message_id) == [False]
+
+                page.get_by_role("button", name="Acknowledge").click()
+
+                expect(page.get_by_role("heading")).to_have_text("Thank you, acknowledged")
+            finally:
+                browser.close()
+        assert _acknowledged(up, message_id) == [True]
+    finally:
+        up.terminate()
