@@ -64,6 +64,10 @@ def main(settings: Settings, *, tls_cert: Path | None = None, tls_key: Path | No
                     ssl_keyfile=tls_key,
                     # Access logs hold client IPs: usage tracking, which we do not do (R6).
                     access_log=False,
+                    # The app settles the client's address itself, from the proxies the
+                    # operator trusts (adapters/http/clients.py); uvicorn would believe
+                    # any X-Forwarded-For from 127.0.0.1.
+                    proxy_headers=False,
                     log_config=None,
                     log_level="warning",
                     server_header=False,
@@ -133,6 +137,7 @@ def http_deps(
             secure_cookies=secure or settings.public_url.startswith("https://"),
             login_tracking=settings.login_tracking,
             clock=messages.clock,
+            trusted_proxies=settings.trusted_proxies,
         )
 
 

@@ -28,6 +28,7 @@ from picasse.adapters.http.auth import (
     housekeeping,
     tenant_guard,
 )
+from picasse.adapters.http.clients import ClientAddressMiddleware, networks
 from picasse.adapters.http.health import HealthProbe, Liveness
 from picasse.adapters.http.problems import problem_response
 from picasse.adapters.http.webhooks import acknowledge_by_link, receive_receipt
@@ -63,6 +64,8 @@ class HttpDeps:
     health: HealthProbe | None = None  # the overview's view lag, relay and workers
     ledger_view: LedgerView | None = None  # the privacy ledger page
     clock: Clock = field(default_factory=SystemClock)  # the process's one clock (wiring's)
+    # Proxies whose forwarded headers are believed (PICASSE_TRUSTED_PROXIES); none by default.
+    trusted_proxies: tuple[str, ...] = ()  # addresses and networks, as Settings has them
 
 
 @get(
@@ -105,8 +108,12 @@ def create_app(deps: HttpDeps) -> Litestar:
             "receipt_tokens": provide(deps.receipt_tokens),
             "ack_links": provide(deps.ack_links),
         },
-        # Who calls (every request), then which customer they may reach (every route).
-        middleware=[DefineMiddleware(AuthenticationMiddleware, deps=deps)],
+        # From where (every request), who calls (every request), then which customer
+        # they may reach (every route).
+        middleware=[
+            DefineMiddleware(ClientAddressMiddleware, trusted=networks(deps.trusted_proxies)),
+            DefineMiddleware(AuthenticationMiddleware, deps=deps),
+        ],
         guards=[tenant_guard],
         lifespan=[housekeeping(deps), _closing_health(deps)],
         exception_handlers={Exception: problem_response},
