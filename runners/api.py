@@ -135,6 +135,7 @@ def http_deps(
             receipt_tokens=receipt_tokens(settings),
             ack_links=ack_links_from(master_key, settings.public_url),
             secure_cookies=secure or settings.public_url.startswith("https://"),
+            hsts=secure,
             login_tracking=settings.login_tracking,
             clock=messages.clock,
             trusted_proxies=settings.trusted_proxies,

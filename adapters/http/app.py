@@ -31,6 +31,7 @@ from picasse.adapters.http.auth import (
 from picasse.adapters.http.clients import ClientAddressMiddleware, networks
 from picasse.adapters.http.health import HealthProbe, Liveness
 from picasse.adapters.http.problems import problem_response
+from picasse.adapters.http.transport import json_bodies_only, response_headers
 from picasse.adapters.http.webhooks import acknowledge_by_link, receive_receipt
 from picasse.adapters.postgres.sessions import PostgresAuthStore
 from picasse.domain.accounts import Accounts
@@ -59,6 +60,7 @@ class HttpDeps:
     receipt_tokens: Mapping[str, str] = field(repr=False)  # gateway name → token
     ack_links: AckLinks
     secure_cookies: bool = False  # served over TLS (here or at a proxy in front)
+    hsts: bool = False  # served over TLS here: browsers are told to come back over https only
     login_tracking: bool = False  # R6: off unless an operator switches it on
     login_throttling: LoginThrottling = field(default_factory=LoginThrottling)
     health: HealthProbe | None = None  # the overview's view lag, relay and workers
@@ -114,7 +116,8 @@ def create_app(deps: HttpDeps) -> Litestar:
             DefineMiddleware(ClientAddressMiddleware, trusted=networks(deps.trusted_proxies)),
             DefineMiddleware(AuthenticationMiddleware, deps=deps),
         ],
-        guards=[tenant_guard],
+        guards=[tenant_guard, json_bodies_only],
+        before_send=[response_headers(hsts=deps.hsts)],
         lifespan=[housekeeping(deps), _closing_health(deps)],
         exception_handlers={Exception: problem_response},
         openapi_config=OpenAPIConfig(
