@@ -157,7 +157,7 @@ def _health_probe(settings: Settings, messages: Messages, views: dict[str, Any])
             tracking_table_name=relay.TRACKING_TABLE,
         ),
         jobs=JobQueueProbe(
-            lambda: connect_nats(nats_url, "picasse-api-health"),
+            lambda: connect_nats(nats_url, "picasse-api-health", tls_ca=settings.nats_tls_ca),
             Topology(settings.nats_namespace),
         )
         if nats_url

@@ -107,7 +107,9 @@ class MessagingServer:
     def start(self, stop: StopRequest) -> str:
         # A restart listens where the last server did, so clients reconnect by themselves.
         self.url = servers.nats_url(self.settings, prefer=self.url)
-        return f"{_origin(self.settings.nats_url)}  {_without_password(self.url)}"
+        # The embedded server's credentials are in its directory, not on the screen.
+        shown = _without_password(self.url) if self.settings.nats_url else _bare(self.url)
+        return f"{_origin(self.settings.nats_url)}  {shown}"
 
     def failure(self) -> str | None:
         return None if servers.nats_is_running(self.settings) else "the server exited"
@@ -151,6 +153,7 @@ def _run(settings: Settings, extra_services: Sequence[ServiceFactory], stop: Sto
         reason = _start_everything(settings, extra_services, supervisor, stop)
         if reason is None and not stop.requested:
             out.print(f"{'Data dir':<11} {settings.data_dir}")
+            out.print(f"{'Public URL':<11} {settings.public_url}")
             out.print("picasse is up; Ctrl-C or SIGTERM stops it")
             reason = supervisor.watch(stop)
     finally:
@@ -389,11 +392,18 @@ def _is_server(service: Service) -> bool:
 def _without_password(url: str) -> str:
     """A server's URL as it may be printed and kept in the state file: no password."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if parts.username is None:
         return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    _, _, hostport = parts.netloc.rpartition("@")
+    # A user without a password is a token (nats://TOKEN@host): hidden as well.
+    user = f"{parts.username}:***" if parts.password is not None else "***"
+    return urlunsplit(parts._replace(netloc=f"{user}@{hostport}"))
+
+
+def _bare(url: str) -> str:
+    """A URL without its user and password."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _origin(configured_url: str | None) -> str:
