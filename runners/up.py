@@ -108,7 +108,9 @@ class MessagingServer:
         # A restart listens where the last server did, so clients reconnect by themselves.
         self.url = servers.nats_url(self.settings, prefer=self.url)
         # The embedded server's credentials are in its directory, not on the screen.
-        shown = _without_password(self.url) if self.settings.nats_url else _bare(self.url)
+        # A user without a password is a token (nats://TOKEN@host): not shown either.
+        external = self.settings.nats_url and urlsplit(self.url).password is not None
+        shown = _without_password(self.url) if external else _bare(self.url)
         return f"{_origin(self.settings.nats_url)}  {shown}"
 
     def failure(self) -> str | None:
@@ -392,12 +394,11 @@ def _is_server(service: Service) -> bool:
 def _without_password(url: str) -> str:
     """A server's URL as it may be printed and kept in the state file: no password."""
     parts = urlsplit(url)
-    if parts.username is None:
+    if parts.password is None:
         return url
-    _, _, hostport = parts.netloc.rpartition("@")
-    # A user without a password is a token (nats://TOKEN@host): hidden as well.
-    user = f"{parts.username}:***" if parts.password is not None else "***"
-    return urlunsplit(parts._replace(netloc=f"{user}@{hostport}"))
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _bare(url: str) -> str:
