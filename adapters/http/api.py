@@ -216,8 +216,9 @@ def _answers(*statuses: HTTPStatus) -> dict[int, Any]:
     security=[],
     summary="Log in: starts a session (cookie) for the pages and this API",
     description=(
-        "Sets the session cookie. Repeated failures are slowed and then locked for a while,"
-        " per account and per client address: 429 with Retry-After."
+        "Sets the session cookie. Repeated failures are slowed per account, and slowed then"
+        " locked for a while per account and client address and per client address: 429"
+        " with Retry-After."
     ),
     responses=problem_responses(
         S.BAD_REQUEST,
