@@ -22,6 +22,9 @@ from tests.integration.api_server import self_signed_certificate
 
 pytestmark = pytest.mark.own_servers
 ADMIN_PASSWORD = "quartz-Lantern-79-ferry-Oboe"  # strong: passes any strength rule
+# The trusted proxy: requests from this loopback address may say whom they forward;
+# those from 127.0.0.1 (where uvicorn would have believed anyone) may not.
+PROXY = "127.0.0.2"
 
 
 def _free_port() -> int:
@@ -32,7 +35,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def up(servers_root: Path) -> Iterator[RunningUp]:
-    """`picasse up` serving HTTPS behind a proxy at 127.0.0.1, with one platform admin."""
+    """`picasse up` serving HTTPS behind a proxy at 127.0.0.2, with two staff users."""
     data_dir = servers_root / "transport-up"
     data_dir.mkdir()
     cert, key = self_signed_certificate(servers_root)
@@ -41,12 +44,19 @@ def up(servers_root: Path) -> Iterator[RunningUp]:
         PICASSE_HTTP_PORT=str(_free_port()),
         PICASSE_TLS_CERT=str(cert),
         PICASSE_TLS_KEY=str(key),
-        PICASSE_TRUSTED_PROXIES="127.0.0.1",
+        PICASSE_TRUSTED_PROXIES=PROXY,
     )
     try:
         running.wait_until_up()
         added = subprocess.run(
             [*picasse_command(), "users", "add", "--login", "admin", "--role", "platform_admin",
+             "--password-stdin"],
+            input=ADMIN_PASSWORD + "\n", capture_output=True, text=True, env=running.env,
+            timeout=60,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        added = subprocess.run(
+            [*picasse_command(), "users", "add", "--login", "support", "--role", "support",
              "--password-stdin"],
             input=ADMIN_PASSWORD + "\n", capture_output=True, text=True, env=running.env,
             timeout=60,
@@ -61,14 +71,17 @@ def _api(up: RunningUp) -> str:
     return f"https://127.0.0.1:{up.env['PICASSE_HTTP_PORT']}"
 
 
-def _log_in(up: RunningUp, password: str, address: str) -> httpx.Response:
-    return httpx.post(
-        f"{_api(up)}/v1/sessions",
-        json={"login": "admin", "password": password},
-        headers={"X-Forwarded-For": address},
-        verify=False,
-        timeout=30,
-    )
+def _log_in(
+    up: RunningUp, password: str, address: str, *, login: str = "admin", via: str = PROXY
+) -> httpx.Response:
+    """POST /v1/sessions from `via` (a local address), claiming to forward for `address`."""
+    transport = httpx.HTTPTransport(local_address=via, verify=False)
+    with httpx.Client(transport=transport, timeout=30) as client:
+        return client.post(
+            f"{_api(up)}/v1/sessions",
+            json={"login": login, "password": password},
+            headers={"X-Forwarded-For": address},
+        )
 
 
 def test_five_wrong_passwords_from_five_addresses_do_not_lock_out_the_owner(up: RunningUp) -> None:
@@ -78,6 +91,20 @@ def test_five_wrong_passwords_from_five_addresses_do_not_lock_out_the_owner(up: 
     owner = _log_in(up, ADMIN_PASSWORD, "198.51.100.6")
 
     assert owner.status_code == 201, owner.text
+
+
+def test_a_forwarded_address_from_a_peer_that_is_no_trusted_proxy_is_ignored(
+    up: RunningUp,
+) -> None:
+    for n in range(1, 4):  # each claiming another address: all are 127.0.0.1's
+        refused = _log_in(up, "not the password", f"192.0.2.{n}", login="support", via="127.0.0.1")
+        assert refused.status_code == 401
+
+    slowed = _log_in(up, ADMIN_PASSWORD, "192.0.2.4", login="support", via="127.0.0.1")
+    from_the_proxy = _log_in(up, ADMIN_PASSWORD, "192.0.2.5", login="support")
+
+    assert slowed.status_code == 429, slowed.text  # the pair (support, 127.0.0.1) is slowed
+    assert from_the_proxy.status_code == 201, from_the_proxy.text
 
 
 def test_with_tls_the_banner_and_the_admin_line_say_https(up: RunningUp) -> None:
