@@ -64,6 +64,10 @@ def main(settings: Settings, *, tls_cert: Path | None = None, tls_key: Path | No
                     ssl_keyfile=tls_key,
                     # Access logs hold client IPs: usage tracking, which we do not do (R6).
                     access_log=False,
+                    # The app settles the client's address itself, from the proxies the
+                    # operator trusts (adapters/http/clients.py); uvicorn would believe
+                    # any X-Forwarded-For from 127.0.0.1.
+                    proxy_headers=False,
                     log_config=None,
                     log_level="warning",
                     server_header=False,
@@ -131,8 +135,10 @@ def http_deps(
             receipt_tokens=receipt_tokens(settings),
             ack_links=ack_links_from(master_key, settings.public_url),
             secure_cookies=secure or settings.public_url.startswith("https://"),
+            hsts=secure,
             login_tracking=settings.login_tracking,
             clock=messages.clock,
+            trusted_proxies=settings.trusted_proxies,
         )
 
 
@@ -151,7 +157,7 @@ def _health_probe(settings: Settings, messages: Messages, views: dict[str, Any])
             tracking_table_name=relay.TRACKING_TABLE,
         ),
         jobs=JobQueueProbe(
-            lambda: connect_nats(nats_url, "picasse-api-health"),
+            lambda: connect_nats(nats_url, "picasse-api-health", tls_ca=settings.nats_tls_ca),
             Topology(settings.nats_namespace),
         )
         if nats_url

@@ -181,7 +181,7 @@ class FirstAdministrator:
 
         schema = self.settings.database_schema
         if tenant_has_keys(self.endpoints.database_url, schema, PLATFORM_TENANT):
-            return f"log in at http://{self.settings.http_host}:{self.settings.http_port}/login"
+            return f"log in at {self.settings.public_url}/login"  # https when TLS is on
         return (
             "no administrator yet; create one with: echo 'a long password' |"
             " .venv/bin/picasse users add --login admin --role platform_admin --password-stdin"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -19,8 +21,20 @@ def connection_kwargs(datastore: Any) -> dict[str, Any]:
     return kwargs
 
 
-async def connect_nats(url: str, name: str) -> Client:
-    return await nats.connect(url, name=name, max_reconnect_attempts=-1, connect_timeout=5)
+async def connect_nats(url: str, name: str, *, tls_ca: Path | None = None) -> Client:
+    """Every platform process's one way onto NATS.
+
+    Credentials travel in the URL (`nats://user:password@host:port`, `nats://token@host`):
+    the embedded server's are added by `servers.nats_url`, an external server's are the
+    operator's PICASSE_NATS_URL. `tls://` URLs speak TLS, verified against the system's
+    CAs or PICASSE_NATS_TLS_CA (`tls_ca`).
+    """
+    options: dict[str, Any] = {}
+    if tls_ca is not None:
+        options["tls"] = ssl.create_default_context(cafile=str(tls_ca))
+    return await nats.connect(
+        url, name=name, max_reconnect_attempts=-1, connect_timeout=5, **options
+    )
 
 
 def run_until_signalled(

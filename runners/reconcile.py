@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
@@ -29,10 +30,17 @@ class ReconcileJob:
     every = EVERY
 
     def __init__(
-        self, log: ReconcilerLog, nats_url: str, topology: Topology, *, grace: timedelta
+        self,
+        log: ReconcilerLog,
+        nats_url: str,
+        topology: Topology,
+        *,
+        grace: timedelta,
+        tls_ca: Path | None = None,
     ) -> None:
         self.log = log
         self.nats_url = nats_url
+        self.tls_ca = tls_ca
         self.topology = topology
         self.grace = grace
 
@@ -44,7 +52,7 @@ class ReconcileJob:
         return asyncio.run(self._reconcile(now))
 
     async def _reconcile(self, now: datetime) -> ReconcilerRun:
-        client = await connect_nats(self.nats_url, "picasse-reconciler")
+        client = await connect_nats(self.nats_url, "picasse-reconciler", tls_ca=self.tls_ca)
         try:
             reconciler = Reconciler(self.log, client.jetstream(), self.topology, grace=self.grace)
             return await reconciler.run(now)
@@ -73,6 +81,7 @@ def reconcile_job(
         nats_url,
         Topology(settings.nats_namespace),
         grace=grace if grace is not None else timedelta(seconds=settings.reconcile_grace_seconds),
+        tls_ca=settings.nats_tls_ca,
     )
 
 

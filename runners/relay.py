@@ -53,7 +53,7 @@ def main(settings: Settings) -> int:
         return False
 
     async def publish_while_held(stop: asyncio.Event) -> None:
-        client = await connect_nats(nats_url, "picasse-relay")
+        client = await connect_nats(nats_url, "picasse-relay", tls_ca=settings.nats_tls_ca)
         done = asyncio.Event()  # stop requested, or the role lost
 
         async def watch() -> None:

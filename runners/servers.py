@@ -5,7 +5,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgspec
 import psycopg
@@ -244,6 +246,10 @@ def nats_url(settings: Settings, *, prefer: str = "") -> str:
     `nats_dir/server.json` with the pids of the processes using it, and the last of them
     to let go stops it. `prefer`: a server started here listens on this URL's port if it
     is free (a restarted server where its clients reconnect).
+
+    The embedded server takes only clients that log in: the URL returned carries the
+    user and password of `nats_dir/credentials.json` (0600), so it is for connecting and
+    for children's environment, never for printing (`up` prints it without them).
     """
     if settings.nats_url:
         return settings.nats_url
@@ -254,7 +260,65 @@ def nats_url(settings: Settings, *, prefer: str = "") -> str:
             handle = _take_nats(nats_dir, urlsplit(prefer).port if prefer else None)
             _held_nats[nats_dir] = handle
             _register_release_at_exit()
-    return handle.url
+    return _with_credentials(handle.url, _nats_credentials(nats_dir))
+
+
+NATS_USER = "picasse"
+
+
+class NatsCredentials(msgspec.Struct, frozen=True):
+    """The embedded server's one user; every Picasse process on the data dir logs in as it."""
+
+    user: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"NatsCredentials(user={self.user!r})"
+
+
+_credentials_decoder = msgspec.json.Decoder(NatsCredentials)
+
+
+def _nats_credentials(nats_dir: Path) -> NatsCredentials:
+    """The credentials file, created (0600, random password) by the first who needs it."""
+    path = nats_dir / "credentials.json"
+    try:
+        return _credentials_decoder.decode(path.read_bytes())
+    except FileNotFoundError:
+        pass
+    credentials = NatsCredentials(user=NATS_USER, password=secrets.token_hex(32))
+    try:  # O_EXCL: two processes creating it at once keep the one written first
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _credentials_decoder.decode(path.read_bytes())
+    with os.fdopen(fd, "wb") as file:
+        file.write(msgspec.json.encode(credentials))
+        file.flush()
+        os.fsync(file.fileno())
+    return credentials
+
+
+def _with_credentials(url: str, credentials: NatsCredentials) -> str:
+    parts = urlsplit(url)
+    netloc = f"{quote(credentials.user, safe='')}:{quote(credentials.password, safe='')}@"
+    return urlunsplit(parts._replace(netloc=netloc + parts.netloc.rpartition("@")[2]))
+
+
+def _server_config(nats_dir: Path, credentials: NatsCredentials) -> Path:
+    """The server's configuration (0600): its password stays off its command line, which
+    every local user can read in `ps`."""
+    path = nats_dir / "server.conf"
+    text = (
+        "authorization {\n"
+        f"  user: {json.dumps(credentials.user)}\n"
+        f"  password: {json.dumps(credentials.password)}\n"
+        "}\n"
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    os.chmod(path, 0o600)
+    return path
 
 
 def stop_nats(settings: Settings) -> None:
@@ -348,8 +412,10 @@ def _start_nats(
     server_name = f"picasse-{uuid.uuid4().hex[:12]}"
     if port is not None and not _port_is_free(port):
         port = None
+    config = _server_config(nats_dir, _nats_credentials(nats_dir))
     command = [
         str(nats_server_binary()),
+        "--config", str(config),
         "--addr", "127.0.0.1",
         # By default a free port chosen by the server: no race with other servers.
         "--port", str(port) if port is not None else "-1",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -30,8 +32,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     login_tracking: bool = False  # R6: possible, but off unless an operator switches it on
     tls_cert: Path | None = None  # with tls_key: serve HTTPS
     tls_key: Path | None = None
-    # Where the outside world reaches our HTTP API (delivery receipt webhooks, ack links).
+    # Where the outside world reaches our HTTP API (delivery receipt webhooks, ack links,
+    # the start-up banner): `effective_public_url` of PICASSE_PUBLIC_URL and the listener.
     public_url: str = "http://127.0.0.1:8000"
+    # Proxies whose forwarded headers name the client (adapters/http/clients.py); none
+    # by default: nobody else's X-Forwarded-For is believed.
+    trusted_proxies: tuple[str, ...] = ()
+    # NATS over TLS (tls:// URLs, or the embedded server's with its own certificate):
+    # the CA that signed the server's certificate; the system's CAs when None.
+    nats_tls_ca: Path | None = None
     # Delivery providers; with none configured, a development Maildir under data_dir.
     smtp_url: str | None = None
     smtp_sender: str = "Picasse <no-reply@picasse.invalid>"
@@ -69,6 +78,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         http_port = _number(env, "PICASSE_HTTP_PORT", 8000, int, minimum=0)  # 0: any free port
         master = env.get("PICASSE_MASTER_KEY_FILE")
         http_host = env.get("PICASSE_HTTP_HOST") or "127.0.0.1"
+        tls_cert = _path(env.get("PICASSE_TLS_CERT"))
         return cls(
             data_dir=data_dir,
             database_url=env.get("PICASSE_DATABASE_URL") or None,
@@ -81,11 +91,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             http_host=http_host,
             http_port=http_port,
             login_tracking=(env.get("PICASSE_LOGIN_TRACKING") or "").strip().lower() == "on",
-            tls_cert=_path(env.get("PICASSE_TLS_CERT")),
+            tls_cert=tls_cert,
             tls_key=_path(env.get("PICASSE_TLS_KEY")),
-            public_url=(env.get("PICASSE_PUBLIC_URL") or f"http://{http_host}:{http_port}").rstrip(
-                "/"
+            public_url=effective_public_url(
+                env.get("PICASSE_PUBLIC_URL"), http_host, http_port, tls=tls_cert is not None
             ),
+            trusted_proxies=_networks(env.get("PICASSE_TRUSTED_PROXIES") or ""),
+            nats_tls_ca=_path(env.get("PICASSE_NATS_TLS_CA")),
             smtp_url=env.get("PICASSE_SMTP_URL") or None,
             smtp_sender=env.get("PICASSE_SMTP_SENDER") or "Picasse <no-reply@picasse.invalid>",
             sms_gateway_url=env.get("PICASSE_SMS_GATEWAY_URL") or None,
@@ -128,6 +140,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.data_dir / "nats"
 
 
+def effective_public_url(configured: str | None, host: str, port: int, *, tls: bool) -> str:
+    """Where the world reaches us: PICASSE_PUBLIC_URL if set, else our own listener, with
+    https when we serve TLS (links in e-mails must not send people to plain http)."""
+    if configured:
+        parts = urlsplit(configured)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise SettingsError(f"PICASSE_PUBLIC_URL must be an http(s) URL, not {configured!r}")
+        return configured.rstrip("/")
+    where = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{where}:{port}"
+
+
 N = TypeVar("N", int, float)
 
 
@@ -154,6 +178,21 @@ def _namespace(text: str) -> str:
             f"PICASSE_NATS_NAMESPACE may hold letters, digits and _ only, not {text!r}"
         )
     return text.lower()
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    """`10.0.0.1, 192.168.0.0/16, ::1` → its networks, written out; refused if one is bad."""
+    networks = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            raise SettingsError(
+                f"PICASSE_TRUSTED_PROXIES: {entry!r} is not an address or a CIDR network"
+            ) from None
+    return tuple(networks)
 
 
 def _path(text: str | None) -> Path | None:

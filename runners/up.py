@@ -107,7 +107,11 @@ class MessagingServer:
     def start(self, stop: StopRequest) -> str:
         # A restart listens where the last server did, so clients reconnect by themselves.
         self.url = servers.nats_url(self.settings, prefer=self.url)
-        return f"{_origin(self.settings.nats_url)}  {_without_password(self.url)}"
+        # The embedded server's credentials are in its directory, not on the screen.
+        # A user without a password is a token (nats://TOKEN@host): not shown either.
+        external = self.settings.nats_url and urlsplit(self.url).password is not None
+        shown = _without_password(self.url) if external else _bare(self.url)
+        return f"{_origin(self.settings.nats_url)}  {shown}"
 
     def failure(self) -> str | None:
         return None if servers.nats_is_running(self.settings) else "the server exited"
@@ -151,6 +155,7 @@ def _run(settings: Settings, extra_services: Sequence[ServiceFactory], stop: Sto
         reason = _start_everything(settings, extra_services, supervisor, stop)
         if reason is None and not stop.requested:
             out.print(f"{'Data dir':<11} {settings.data_dir}")
+            out.print(f"{'Public URL':<11} {settings.public_url}")
             out.print("picasse is up; Ctrl-C or SIGTERM stops it")
             reason = supervisor.watch(stop)
     finally:
@@ -394,6 +399,12 @@ def _without_password(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _bare(url: str) -> str:
+    """A URL without its user and password."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _origin(configured_url: str | None) -> str:

@@ -31,7 +31,7 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
     )
 
     async def work(stop: asyncio.Event) -> None:
-        client = await connect_nats(nats_url, "picasse-worker")
+        client = await connect_nats(nats_url, "picasse-worker", tls_ca=settings.nats_tls_ca)
         try:
             worker = Worker(
                 messages,

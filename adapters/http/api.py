@@ -53,6 +53,7 @@ from picasse.adapters.http.auth import (
     log_out,
     set_session_cookie,
 )
+from picasse.adapters.http.clients import client_address
 from picasse.adapters.http.problems import problem_responses
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import MAX_PASSWORD_LENGTH, Accounts
@@ -211,10 +212,6 @@ def _answers(*statuses: HTTPStatus) -> dict[int, Any]:
     return problem_responses(S.BAD_REQUEST, S.UNAUTHORIZED, S.FORBIDDEN, *statuses)
 
 
-def _client_ip(request: Request[Any, Any, Any]) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 @post(
     "/sessions",
     opt=PUBLIC,
@@ -222,8 +219,9 @@ def _client_ip(request: Request[Any, Any, Any]) -> str:
     security=[],
     summary="Log in: starts a session (cookie) for the pages and this API",
     description=(
-        "Sets the session cookie. Repeated failures are slowed and then locked for a while,"
-        " per account and per client address: 429 with Retry-After."
+        "Sets the session cookie. Repeated failures are slowed per account, and slowed then"
+        " locked for a while per account and client address and per client address: 429"
+        " with Retry-After."
     ),
     responses=problem_responses(
         S.BAD_REQUEST,
@@ -238,7 +236,7 @@ def _client_ip(request: Request[Any, Any, Any]) -> str:
 async def start_session(
     request: Request[Any, Any, Any], data: JSONBody[Credentials], deps: NamedDependency[Any]
 ) -> Response[SessionStarted]:
-    caller, token = await log_in(deps, data.login, data.password, _client_ip(request))
+    caller, token = await log_in(deps, data.login, data.password, client_address(request))
     previous = request.cookies.get(SESSION_COOKIE)
     if previous:  # the session this browser had ends: one live session, not two
         await log_out(deps, previous)
@@ -507,7 +505,7 @@ def send_message(
         escalation_groups=data.escalation_groups,
     )
     message_id = messages.send(
-        caller.customer_id, request_, requested_by=caller.user_id, client_ip=_client_ip(request)
+        caller.customer_id, request_, requested_by=caller.user_id, client_ip=client_address(request)
     )
     return Accepted(id=message_id)
 

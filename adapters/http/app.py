@@ -29,8 +29,10 @@ from picasse.adapters.http.auth import (
     housekeeping,
     tenant_guard,
 )
+from picasse.adapters.http.clients import ClientAddressMiddleware, networks
 from picasse.adapters.http.health import HealthProbe, Liveness
 from picasse.adapters.http.problems import problem_response
+from picasse.adapters.http.transport import json_bodies_only, response_headers
 from picasse.adapters.http.webhooks import (
     ack_confirmation_page,
     acknowledge_by_link,
@@ -63,11 +65,14 @@ class HttpDeps:
     receipt_tokens: Mapping[str, str] = field(repr=False)  # gateway name → token
     ack_links: AckLinks
     secure_cookies: bool = False  # served over TLS (here or at a proxy in front)
+    hsts: bool = False  # served over TLS here: browsers are told to come back over https only
     login_tracking: bool = False  # R6: off unless an operator switches it on
     login_throttling: LoginThrottling = field(default_factory=LoginThrottling)
     health: HealthProbe | None = None  # the overview's view lag, relay and workers
     ledger_view: LedgerView | None = None  # the privacy ledger page
     clock: Clock = field(default_factory=SystemClock)  # the process's one clock (wiring's)
+    # Proxies whose forwarded headers are believed (PICASSE_TRUSTED_PROXIES); none by default.
+    trusted_proxies: tuple[str, ...] = ()  # addresses and networks, as Settings has them
 
 
 class BodyRequest(Request[Any, Any, Any]):
@@ -126,9 +131,14 @@ def create_app(deps: HttpDeps) -> Litestar:
             "receipt_tokens": provide(deps.receipt_tokens),
             "ack_links": provide(deps.ack_links),
         },
-        # Who calls (every request), then which customer they may reach (every route).
-        middleware=[DefineMiddleware(AuthenticationMiddleware, deps=deps)],
-        guards=[tenant_guard],
+        # From where (every request), who calls (every request), then which customer
+        # they may reach (every route).
+        middleware=[
+            DefineMiddleware(ClientAddressMiddleware, trusted=networks(deps.trusted_proxies)),
+            DefineMiddleware(AuthenticationMiddleware, deps=deps),
+        ],
+        guards=[tenant_guard, json_bodies_only],
+        before_send=[response_headers(hsts=deps.hsts)],
         lifespan=[housekeeping(deps), _closing_health(deps)],
         exception_handlers={Exception: problem_response},
         request_class=BodyRequest,

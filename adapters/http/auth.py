@@ -7,10 +7,14 @@ and the one guard that decides which customer a caller may reach (R11).
   and nothing is logged about logins unless an operator switches login tracking on (R6).
 - A program sends `Authorization: Bearer pk_<id>_<secret>` (see `domain/api_keys.py`).
 - Either way the user is loaded on every request, so a disabled user is out at once.
-- Failed logins count per account and per client address (keyed pseudonyms, never the
-  login or the address itself): after a few, each next attempt must wait (429 with
-  Retry-After), after more the key is locked for a while. The counters live in
-  PostgreSQL, so every API process sees the same ones, and go when their window does.
+- Failed logins count per account, per account-and-address pair and per client address
+  (keyed pseudonyms, never the login or the address itself): after a few, each next
+  attempt must wait (429 with Retry-After). A pair or an address is then locked for a
+  while; an account only ever slowed, never locked, since anyone can fail against it from
+  anywhere: its owner, from an address that has not failed, still gets in. No address
+  that succeeded is remembered (R6). The counters live in PostgreSQL, so every API process
+  sees the same ones, and go when their window does. The client's address is the one
+  `adapters/http/clients.py` settles (forwarded headers only from trusted proxies).
 - Anonymous requests: the API (/v1) answers 401 problem+json, a page redirects to /login.
   Route handlers that anyone may call say so with `opt=PUBLIC`.
 - Tenant isolation: `tenant_guard`, installed on the whole app, checks every `customer_id`
@@ -87,14 +91,14 @@ class ThrottlePolicy(msgspec.Struct, frozen=True, kw_only=True):
     """How failed logins against one key (an account, or a client address) are slowed."""
 
     slow_after: int  # failures in the window before attempts must wait
-    lock_after: int  # failures in the window that lock the key
+    lock_after: int | None = None  # failures in the window that lock the key; None: never
     window: timedelta
-    lock: timedelta
+    lock: timedelta = timedelta(0)
     first_delay: timedelta  # the wait after failure slow_after; doubles with each further one
     max_delay: timedelta = timedelta(minutes=1)
 
     def wait_after(self, failures: int) -> timedelta | None:
-        if failures >= self.lock_after:
+        if self.lock_after is not None and failures >= self.lock_after:
             return self.lock
         if failures >= self.slow_after:
             return min(self.first_delay * 2 ** (failures - self.slow_after), self.max_delay)
@@ -102,7 +106,16 @@ class ThrottlePolicy(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class LoginThrottling(msgspec.Struct, frozen=True, kw_only=True):
+    # Failures from every address against one account: slowed, never locked (a lock here
+    # would let anyone lock anyone out), and only after more than one address's worth.
     per_account: ThrottlePolicy = ThrottlePolicy(
+        slow_after=10,
+        window=timedelta(minutes=15),
+        first_delay=timedelta(seconds=1),
+        max_delay=timedelta(seconds=30),
+    )
+    # One address guessing one account's password: slowed, then locked.
+    per_pair: ThrottlePolicy = ThrottlePolicy(
         slow_after=3,
         lock_after=5,
         window=timedelta(minutes=15),
@@ -230,16 +243,15 @@ def _expired_cookie() -> Cookie:
 
 
 def _throttle_keys(deps: HttpDeps, login: str, client_ip: str) -> list[tuple[UUID, ThrottlePolicy]]:
+    """The account's, the account-and-address pair's and the address's keys, in this order."""
     policies = deps.login_throttling
+    account = login.strip().lower()
+    block = _address_block(client_ip)
+    pseudonym = deps.pseudonyms.pseudonym
     return [
-        (
-            deps.pseudonyms.pseudonym("login-throttle/account", login.strip().lower()),
-            policies.per_account,
-        ),
-        (
-            deps.pseudonyms.pseudonym("login-throttle/address", _address_block(client_ip)),
-            policies.per_address,
-        ),
+        (pseudonym("login-throttle/account", account), policies.per_account),
+        (pseudonym("login-throttle/pair", f"{account}\n{block}"), policies.per_pair),
+        (pseudonym("login-throttle/address", block), policies.per_address),
     ]
 
 
@@ -266,7 +278,8 @@ def _log_in(deps: HttpDeps, login: str, password: str, client_ip: str) -> tuple[
     if waits:
         raise LoginThrottled(max(1, math.ceil(max(waits))))
     for (key, policy), count in zip(keys, counts, strict=True):
-        if (count.attempt or 0) > policy.lock_after:  # more in flight than the lock allows
+        if policy.lock_after is not None and (count.attempt or 0) > policy.lock_after:
+            # more in flight than the lock allows
             store.block(key, now + policy.lock)
             raise LoginThrottled(math.ceil(policy.lock.total_seconds()))
     try:
@@ -296,8 +309,9 @@ def _log_in(deps: HttpDeps, login: str, password: str, client_ip: str) -> tuple[
 
 
 def _forgive(store: Any, keys: list[tuple[UUID, ThrottlePolicy]], now: datetime) -> None:
-    (account, _), (address, _) = keys
+    (account, _), (pair, _), (address, _) = keys
     store.forget(account)
+    store.forget(pair)
     store.uncount(address, now)
 
 

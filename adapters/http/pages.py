@@ -47,6 +47,7 @@ from picasse.adapters.http.auth import (
     set_session_cookie,
 )
 from picasse.adapters.http.charts import CHANNELS, OUTCOMES, deliveries_chart, outcome_totals
+from picasse.adapters.http.clients import client_address
 from picasse.adapters.http.health import HealthProbe, PlatformHealth
 from picasse.adapters.http.problems import problem_for
 from picasse.domain.errors import AuthenticationFailed, DomainError, InvalidInput
@@ -153,7 +154,7 @@ async def login(
     dashboard: NamedDependency[Dashboard],
     data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
 ) -> Response[Any]:
-    client_ip = request.client.host if request.client else "unknown"
+    client_ip = client_address(request)
     try:
         _, token = await log_in(dashboard.http, data.login, data.password, client_ip)
     except AuthenticationFailed:

@@ -106,4 +106,14 @@ def _open_maildir(path: Path) -> mailbox.Maildir:
     # creates the same directory between its existence check and its mkdir.
     for sub in ("", "tmp", "new", "cur"):
         _private_directory(path / sub)
-    return mailbox.Maildir(path, factory=None, create=False)
+    return _PrivateMaildir(path, factory=None, create=False)
+
+
+class _PrivateMaildir(mailbox.Maildir):
+    """A Maildir whose message files are 0600: the library creates them 0666 less the
+    umask (0644 by default), readable by everyone on the machine who can reach them."""
+
+    def _create_tmp(self) -> object:  # the library's one place that creates a message file
+        file = super()._create_tmp()  # type: ignore[misc]
+        os.fchmod(file.fileno(), 0o600)  # before a byte of the message is written
+        return file

@@ -59,6 +59,7 @@ def serving(app: Litestar, *, cert: Path | None = None, key: Path | None = None)
             app,
             log_config=None,
             log_level="warning",
+            proxy_headers=False,  # the app settles client addresses (adapters/http/clients.py)
             access_log=False,
             ssl_certfile=cert,
             ssl_keyfile=key,

@@ -41,9 +41,13 @@ from tests.integration.api_server import (
 )
 
 WINDOW = timedelta(minutes=15)
+ONE_SECOND = timedelta(seconds=1)
 # Small numbers; the waits pass by moving the API's clock, never by sleeping.
 THROTTLING = LoginThrottling(
     per_account=ThrottlePolicy(
+        slow_after=6, window=WINDOW, first_delay=timedelta(seconds=0.3), max_delay=ONE_SECOND
+    ),
+    per_pair=ThrottlePolicy(
         slow_after=3, lock_after=5, window=WINDOW, lock=WINDOW, first_delay=timedelta(seconds=0.3)
     ),
     per_address=ThrottlePolicy(
@@ -69,7 +73,11 @@ def clock() -> ManualClock:
 @pytest.fixture(scope="module")
 def deps(here: Settings, database_url: str, clock: ManualClock) -> Iterator[HttpDeps]:
     with http_deps(here, database_url, clock=clock) as opened:
-        yield dataclasses.replace(with_cheap_passwords(opened), login_throttling=THROTTLING)
+        yield dataclasses.replace(
+            with_cheap_passwords(opened),
+            login_throttling=THROTTLING,
+            trusted_proxies=("127.0.0.1",),  # the tests' own proxy: X-Forwarded-For
+        )
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +98,7 @@ def base_url(deps: HttpDeps) -> Iterator[str]:
 
 @pytest.fixture
 def address() -> str:
-    """A client address of the test's own (uvicorn takes X-Forwarded-For from 127.0.0.1),
+    """A client address of the test's own (the app trusts X-Forwarded-For from 127.0.0.1),
     so that no test's failures count against another's."""
     return next(_addresses)
 
@@ -363,9 +371,10 @@ def test_a_disabled_users_session_and_keys_stop_working(
 # ---------------------------------------------------------------- throttling
 
 
-def test_wrong_passwords_for_one_account_are_slowed_then_locked_from_every_address(
+def test_wrong_passwords_from_many_addresses_do_not_lock_out_the_owner(
     base_url: str, new_user: Callable[[], str], clock: ManualClock
 ) -> None:
+    """Issue 11.4: five wrong passwords from five addresses locked `admin` for 15 minutes."""
     login = new_user()
     policy = THROTTLING.per_account
 
@@ -378,20 +387,83 @@ def test_wrong_passwords_for_one_account_are_slowed_then_locked_from_every_addre
             timeout=20,
         )
 
+    for _ in range(5):
+        _assert_problem(attempt(), 401, "authentication-failed")
+    assert attempt(PASSWORD).status_code == 201  # the owner, from a sixth address
+
     for _ in range(policy.slow_after):
         _assert_problem(attempt(), 401, "authentication-failed")
-    slowed = attempt(PASSWORD)  # too soon, even with the right password
+    slowed = attempt(PASSWORD)  # too soon, even with the right password: slowed down
     _assert_problem(slowed, 429, "login-throttled")
-    assert int(slowed.headers["retry-after"]) >= 1
+    assert int(slowed.headers["retry-after"]) <= policy.max_delay.total_seconds()
+    for _ in range(5):  # the attacker goes on as soon as it may: the wait never grows past max
+        clock.advance(policy.max_delay)
+        _assert_problem(attempt(), 401, "authentication-failed")
+    clock.advance(policy.max_delay)
+    assert attempt(PASSWORD).status_code == 201  # slowed, never locked
+
+
+def test_by_default_an_account_is_slowed_only_after_more_than_five_failures_and_never_locked() -> (
+    None
+):
+    policy = LoginThrottling().per_account
+    assert policy.lock_after is None and policy.slow_after > 5
+    assert policy.max_delay <= timedelta(minutes=1)
+
+
+def test_wrong_passwords_from_one_address_lock_that_address_out_of_that_account_only(
+    base_url: str, new_user: Callable[[], str], address: str, clock: ManualClock
+) -> None:
+    login = new_user()
+    policy = THROTTLING.per_pair
+
+    def attempt(password: str = "wrong password!", at: str = address) -> httpx.Response:
+        return httpx.post(
+            f"{base_url}/v1/sessions",
+            json={"login": login, "password": password},
+            headers={"X-Forwarded-For": at},
+            timeout=20,
+        )
+
+    for _ in range(policy.slow_after):
+        _assert_problem(attempt(), 401, "authentication-failed")
+    _assert_problem(attempt(PASSWORD), 429, "login-throttled")
     clock.advance(policy.first_delay)
     _assert_problem(attempt(), 401, "authentication-failed")  # failure 4: wait twice as long
-    _assert_problem(attempt(), 429, "login-throttled")  # not yet: twice as long
+    _assert_problem(attempt(), 429, "login-throttled")
     clock.advance(2 * policy.first_delay)
     _assert_problem(attempt(), 401, "authentication-failed")  # failure 5: locked
+
     locked = attempt(PASSWORD)
+    elsewhere = attempt(PASSWORD, at=next(_addresses))
+
     _assert_problem(locked, 429, "login-throttled")
     lock = policy.lock.total_seconds()
     assert lock - 60 <= int(locked.headers["retry-after"]) <= lock
+    assert elsewhere.status_code == 201, elsewhere.text  # an address that has not failed
+
+
+def test_a_forwarded_header_from_a_peer_that_is_no_trusted_proxy_is_ignored(
+    deps: HttpDeps, new_user: Callable[[], str]
+) -> None:
+    """Every spoofed X-Forwarded-For used to get a bucket of its own."""
+    login = new_user()
+    untrusted = dataclasses.replace(deps, trusted_proxies=())
+    with serving(create_app(untrusted)) as url:
+
+        def attempt(password: str = "wrong password!") -> httpx.Response:
+            spoofed = next(_addresses)
+            return httpx.post(
+                f"{url}/v1/sessions",
+                json={"login": login, "password": password},
+                headers={"X-Forwarded-For": spoofed, "Forwarded": f"for={spoofed}"},
+                timeout=20,
+            )
+
+        for _ in range(THROTTLING.per_pair.slow_after):
+            _assert_problem(attempt(), 401, "authentication-failed")
+        # All from 127.0.0.1, whatever they claim: its pair with the account is slowed.
+        _assert_problem(attempt(PASSWORD), 429, "login-throttled")
 
 
 def test_failures_from_one_address_are_slowed_then_locked_for_every_account(

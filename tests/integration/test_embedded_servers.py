@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import stat
 import subprocess
 import sys
 import uuid
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import msgspec
 import nats
 import psycopg
 import pytest
@@ -137,10 +139,50 @@ def test_embedded_nats_accepts_a_jetstream_stream_and_a_publish(
 
     stream, sequence = asyncio.run(publish())
 
-    assert url.startswith("nats://127.0.0.1:")
+    assert url.startswith("nats://picasse:") and "@127.0.0.1:" in url
     assert not url.endswith(":4222")  # the machine's own NATS is not ours
     assert stream.startswith("TEST_")
     assert sequence == 1
+
+
+def test_embedded_nats_refuses_a_client_without_the_credentials_of_its_data_dir(
+    embedded_settings: Settings,
+) -> None:
+    """Issue 11: the embedded NATS took anyone on the machine."""
+    url = servers.nats_url(embedded_settings)
+    parts = urlsplit(url)
+    bare = f"nats://{parts.hostname}:{parts.port}"
+    wrong = f"nats://picasse:not-the-password@{parts.hostname}:{parts.port}"
+
+    async def connect(to: str) -> None:
+        connection = await nats.connect(
+            to, connect_timeout=5, allow_reconnect=False, max_reconnect_attempts=0
+        )
+        await connection.close()
+
+    asyncio.run(connect(url))
+    for refused in (bare, wrong):
+        with pytest.raises(Exception, match=r"(?i)authoriz"):
+            asyncio.run(connect(refused))
+
+
+def test_embedded_nats_credentials_are_0600_in_the_data_dir_and_on_no_command_line(
+    embedded_settings: Settings,
+) -> None:
+    url = servers.nats_url(embedded_settings)
+    password = urlsplit(url).password
+    assert password and len(password) >= 32
+    nats_dir = embedded_settings.nats_dir
+    for name in ("credentials.json", "server.conf"):
+        path = nats_dir / name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+        assert password in path.read_text()
+    record = (nats_dir / "server.json").read_text()
+    assert password not in record
+    pid = msgspec.json.decode(record)["pid"]
+    command_line = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+    assert password not in command_line
+    assert password not in (nats_dir / "nats-server.log").read_text()
 
 
 def test_asking_again_for_nats_gives_the_same_running_server(

@@ -128,6 +128,25 @@ def test_the_directories_are_private_whatever_the_umask(tmp_path: Path) -> None:
     assert {oct(stat.S_IMODE(path.stat().st_mode)) for path in directories} == {oct(0o700)}
 
 
+def test_every_message_file_is_0600_whatever_the_umask(tmp_path: Path) -> None:
+    """Issue 11: the files were 0644, readable by anyone who could reach them."""
+    provider = MaildirProvider(tmp_path / "outbox")
+    previous = os.umask(0)
+    try:
+        send(provider, *(delivery(channel, 3) for channel in ("email", "sms", "voice")))
+    finally:
+        os.umask(previous)
+
+    files = [
+        path
+        for channel in ("email", "sms", "voice")
+        for sub in ("tmp", "new", "cur")
+        for path in (provider.path_for(channel) / sub).iterdir()
+    ]
+    assert len(files) == 3
+    assert {oct(stat.S_IMODE(path.stat().st_mode)) for path in files} == {oct(0o600)}
+
+
 def test_an_existing_directory_is_made_private_and_keeps_its_messages(tmp_path: Path) -> None:
     send(MaildirProvider(tmp_path / "outbox"), delivery("sms", 1))
     (tmp_path / "outbox").chmod(0o755)
