@@ -27,3 +27,21 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
         if self.role.is_platform:
             return self.role in (Role.PLATFORM_ADMIN, Role.SUPPORT)
         return self.customer_id == customer_id
+
+    def may_add_user(self, customer_id: UUID, role: Role, *, customer_has_admin: bool) -> bool:
+        """Who adds a customer's users (R7, R11): its own admins; Picasse's platform admins
+        only its first admin, so that no staff member holds an account reading its content."""
+        if self.role is Role.CUSTOMER_ADMIN:
+            return self.customer_id == customer_id
+        if self.role is Role.PLATFORM_ADMIN:
+            return role is Role.CUSTOMER_ADMIN and not customer_has_admin
+        return False
+
+    def may_read_content(self, customer_id: UUID, requested_by: UUID | None) -> bool:
+        """A body Picasse sent for a user (a set-password link) is read by nobody but the
+        delivery worker: not staff, nor the customer's other users."""
+        return requested_by != PICASSE_SENDER and self.may_read_content_of(customer_id)
+
+
+# `requested_by` of the mail Picasse itself sends to a customer's user (set-password links).
+PICASSE_SENDER = UUID(int=0)
