@@ -267,6 +267,10 @@ class Accounts(PicasseApplication):
                 f"role {role.value} is for Picasse staff: give no customer", field="role"
             )
         address = EmailAddress.parse(email)
+        try:
+            login = parse_login(login)
+        except InvalidInput:
+            raise LoginUnavailable() from None
         customer = self._get(customer_id, Customer, "customer")
         customer._guard_not_terminated()
         has_admin = self._has_admin(customer_id)
@@ -278,10 +282,6 @@ class Accounts(PicasseApplication):
                 if has_admin or viewer.role.is_platform
                 else "only the customer's admins add its users"
             )
-        try:
-            login = parse_login(login)
-        except InvalidInput:
-            raise LoginUnavailable() from None
         user = User(
             tenant_id=customer_id,
             login=login,
