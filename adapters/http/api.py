@@ -12,7 +12,7 @@ Who may do what (✓ any; "own": only their own customer, others' answer 404; no
 | PATCH /v1/customers/{customer_id}      | ✓              | ✓          | no              | own            | no            |
 | GET /v1/customers/{customer_id}/users  | ✓              | ✓          | ✓               | own            | no            |
 | POST /v1/customers/{customer_id}/users | first admin (2)| no         | no              | own (2)        | no            |
-| PUT /v1/me/password                    | ✓              | ✓          | ✓               | ✓              | ✓             |
+| POST /v1/me/password                   | ✓              | ✓          | ✓               | ✓              | ✓             |
 | POST /v1/password-links/{token}        | anyone holding the link (a customer's user, from their mail)                         |
 | POST /v1/messages                      | no             | no         | no              | own            | own           |
 | GET /v1/messages/{message_id}          | status (3)     | status (3) | status (3), no recipients | own (4) | own (4)     |
@@ -43,7 +43,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from litestar import Request, Response, Router, delete, get, patch, post, put
+from litestar import Request, Response, Router, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
@@ -548,8 +548,9 @@ def set_password_with_link(
     return PasswordSet(user_id=user_id, sessions_ended=end_other_sessions(deps, user_id, None))
 
 
-@put(
+@post(
     "/me/password",
+    status_code=HTTPStatus.OK,
     sync_to_thread=True,
     request_max_body_size=16 * 1024,
     summary="Change the caller's own password",

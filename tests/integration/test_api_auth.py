@@ -39,6 +39,7 @@ from tests.integration.api_server import (
     serving,
     with_cheap_passwords,
 )
+from tests.users import add_customer_user
 
 WINDOW = timedelta(minutes=15)
 # Small numbers; the waits pass by moving the API's clock, never by sleeping.
@@ -116,8 +117,12 @@ def new_user(deps: HttpDeps, acme: Tenant) -> Callable[[], str]:
 
     def add() -> str:
         login = f"user-{uuid.uuid4().hex[:8]}"
-        deps.accounts.add_user(
-            customer_id=acme.customer_id, login=login, role=Role.CUSTOMER_USER, password=PASSWORD
+        add_customer_user(
+            deps.accounts,
+            customer_id=acme.customer_id,
+            login=login,
+            role=Role.CUSTOMER_USER,
+            password=PASSWORD,
         )
         return login
 

@@ -22,6 +22,7 @@ from picasse.domain.accounts import Accounts
 from picasse.domain.personal import ERASED, Erased, Personal
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings
+from tests.users import add_customer_user
 
 PEOPLE = [
     {
@@ -40,7 +41,8 @@ def _register_everyone(accounts: Accounts) -> list[UUID]:
     for i, person in enumerate(PEOPLE):
         customer_id = accounts.register_customer(**person)
         accounts.change_contact(customer_id, billing_address=f"Otherstreet {i}, Deventer")
-        accounts.add_user(
+        add_customer_user(
+            accounts,
             customer_id=customer_id,
             login=f"loginname{i}@example.net",
             role=Role.CUSTOMER_ADMIN,
@@ -171,8 +173,12 @@ def test_destroying_a_tenant_erases_its_users_and_refuses_new_personal_data(
     assert customer.billing_address == ERASED
     assert accounts.customer(second).organisation == "Orgname1 Holding"
     with pytest.raises(TenantErased):
-        accounts.add_user(
-            customer_id=first, login="late@example.net", role=Role.CUSTOMER_USER, password="x" * 12
+        add_customer_user(
+            accounts,
+            customer_id=first,
+            login="late@example.net",
+            role=Role.CUSTOMER_USER,
+            password="tulip harbour quietly",
         )
 
 

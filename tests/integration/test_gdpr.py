@@ -42,6 +42,7 @@ from picasse.runners.settings import Settings
 from picasse.runners.wiring import eventsourcing_env, open_messages
 from tests.integration.inprocess import relay_and_worker
 from tests.integration.platform_processes import jetstream_store_dir, wait_until
+from tests.users import add_customer_user
 
 SUPPORT = Viewer(role=Role.SUPPORT, customer_id=None)
 
@@ -107,7 +108,8 @@ def _customer(accounts: Accounts, person: Person) -> UUID:
     accounts.change_contact(customer_id, contact_name=f"Old{person.tag} Contact")
     accounts.change_contact(customer_id, contact_name=person.values["contact_name"])
     accounts.start_subscription(customer_id)
-    accounts.add_user(
+    add_customer_user(
+        accounts,
         customer_id=customer_id,
         login=person.login,
         role=Role.CUSTOMER_ADMIN,

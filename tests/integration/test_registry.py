@@ -26,6 +26,7 @@ from picasse.runners.retention import run_retention
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages
 from tests.registry_walk import personal_values
+from tests.users import add_customer_user
 
 
 class Planted(msgspec.Struct, frozen=True):
@@ -75,8 +76,8 @@ def planted(accounts: Accounts, messages: Messages) -> Planted:
         billing_address=f"Street{tag} 1, Zwolle",
     )
     accounts.start_subscription(customer)
-    user = accounts.add_user(
-        customer_id=customer, login=values["user"], role=Role.CUSTOMER_ADMIN, password="a long password"
+    user = add_customer_user(
+        accounts, customer_id=customer, login=values["user"], role=Role.CUSTOMER_ADMIN, password="a long password"
     )  # fmt: skip
     group = messages.create_group(customer, f"Team{tag}", [values["group"]])
     messages.send(

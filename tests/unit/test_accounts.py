@@ -143,7 +143,10 @@ def test_customer_users_get_no_password_from_staff_and_staff_take_no_customer() 
     customer_id = _register(accounts)
     with pytest.raises(InvalidInput):
         accounts.add_user(
-            customer_id=customer_id, login="bob", role=Role.CUSTOMER_USER, password="a-long-password"
+            customer_id=customer_id,
+            login="bob",
+            role=Role.CUSTOMER_USER,
+            password="a-long-password",
         )
     with pytest.raises(InvalidInput):
         accounts.add_user(
@@ -220,9 +223,7 @@ def test_a_set_password_link_works_once_for_24_hours_and_the_log_holds_no_token(
     assert link.token not in repr(link)
     with pytest.raises(AuthenticationFailed):  # no password until the user sets one
         accounts.authenticate("bob", "")
-    stored = b"".join(
-        n.state for n in accounts.recorder.select_notifications(start=1, limit=1000)
-    )
+    stored = b"".join(n.state for n in accounts.recorder.select_notifications(start=1, limit=1000))
     assert link.token.encode() not in stored and b"bob@example.com" not in stored
     assert accounts.password_link_valid(link.token)
     user_id = accounts.set_password_with_link(link.token, "tulip harbour quietly")
