@@ -453,22 +453,22 @@ class Accounts(PicasseApplication):
 
     @staticmethod
     def _acceptable_password(password: str) -> str:
-        """The one check of every password set anywhere: length, then zxcvbn's estimate
-        of how guessable it is; its feedback is the message."""
-        single_line(password, "password")
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise InvalidInput(
-                f"password: at least {MIN_PASSWORD_LENGTH} characters", field="password"
-            )
-        if len(password) > MAX_PASSWORD_LENGTH:
-            raise InvalidInput(
-                f"password: at most {MAX_PASSWORD_LENGTH} characters", field="password"
-            )
-        # zxcvbn's time grows with length; its estimate of the first 100 characters suffices.
-        estimate = zxcvbn.zxcvbn(password[:100])
-        if estimate["score"] < MIN_PASSWORD_SCORE:
-            feedback = estimate["feedback"]
-            advice = [feedback.get("warning") or "", *feedback.get("suggestions", [])]
-            said = " ".join(a for a in advice if a) or "Add another word or two."
-            raise InvalidInput(f"password: too easy to guess. {said}", field="password")
-        return password
+        return acceptable_password(password)
+
+
+def acceptable_password(password: str) -> str:
+    """The one check of every password set anywhere: length, then zxcvbn's estimate
+    of how guessable it is; its feedback is the message."""
+    single_line(password, "password")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"password: at least {MIN_PASSWORD_LENGTH} characters", field="password")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise InvalidInput(f"password: at most {MAX_PASSWORD_LENGTH} characters", field="password")
+    # zxcvbn's time grows with length; its estimate of the first 100 characters suffices.
+    estimate = zxcvbn.zxcvbn(password[:100])
+    if estimate["score"] < MIN_PASSWORD_SCORE:
+        feedback = estimate["feedback"]
+        advice = [feedback.get("warning") or "", *feedback.get("suggestions", [])]
+        said = " ".join(a for a in advice if a) or "Add another word or two."
+        raise InvalidInput(f"password: too easy to guess. {said}", field="password")
+    return password

@@ -55,6 +55,7 @@ from picasse.adapters.http.auth import (
     end_other_sessions,
     log_in,
     log_out,
+    password_field,
     roles,
     set_session_cookie,
     throttle_user_creation,
@@ -544,7 +545,8 @@ def set_password_with_link(
     accounts: NamedDependency[Accounts],
     deps: NamedDependency[Any],
 ) -> PasswordSet:
-    user_id = accounts.set_password_with_link(token, data.new_password)
+    with password_field("new_password"):
+        user_id = accounts.set_password_with_link(token, data.new_password)
     return PasswordSet(user_id=user_id, sessions_ended=end_other_sessions(deps, user_id, None))
 
 
@@ -568,7 +570,8 @@ def change_own_password(
     accounts: NamedDependency[Accounts],
     deps: NamedDependency[Any],
 ) -> PasswordSet:
-    user_id = accounts.change_password(caller.login, data.current_password, data.new_password)
+    with password_field("new_password"):
+        user_id = accounts.change_password(caller.login, data.current_password, data.new_password)
     own = request.cookies.get(SESSION_COOKIE) if caller.via == "session" else None
     return PasswordSet(user_id=user_id, sessions_ended=end_other_sessions(deps, user_id, own))
 

@@ -27,8 +27,8 @@ import ipaddress
 import logging
 import math
 import secrets
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -46,7 +46,13 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from picasse.adapters.postgres.keystore import TenantErased
 from picasse.domain.access import Viewer
-from picasse.domain.errors import AuthenticationFailed, DomainError, NotFound, UserDisabled
+from picasse.domain.errors import (
+    AuthenticationFailed,
+    DomainError,
+    InvalidInput,
+    NotFound,
+    UserDisabled,
+)
 from picasse.domain.messaging import Forbidden
 from picasse.domain.values import Role
 
@@ -162,6 +168,18 @@ def throttle_user_creation(deps: HttpDeps, customer_id: UUID) -> None:
     wait = policy.wait_after(count.attempt or 0)
     if wait is not None:  # this one goes through; the next waits
         store.block(key, now + wait)
+
+
+@contextmanager
+def password_field(name: str) -> Iterator[None]:
+    """The domain calls the password it refuses `password`; a body may call it `name`
+    (`new_password`): the problem names the field as the caller sent it."""
+    try:
+        yield
+    except InvalidInput as error:
+        if error.field != "password":
+            raise
+        raise InvalidInput(name + error.message.removeprefix("password"), field=name) from None
 
 
 def end_other_sessions(deps: HttpDeps, user_id: UUID, keep_token: str | None) -> int:

@@ -42,11 +42,13 @@ from picasse.adapters.http.auth import (
     end_other_sessions,
     log_in,
     log_out,
+    password_field,
     set_session_cookie,
 )
 from picasse.adapters.http.charts import CHANNELS, OUTCOMES, deliveries_chart, outcome_totals
 from picasse.adapters.http.health import HealthProbe, PlatformHealth
 from picasse.adapters.http.problems import problem_for
+from picasse.domain.accounts import acceptable_password
 from picasse.domain.errors import AuthenticationFailed, DomainError, InvalidInput, NotFound
 from picasse.domain.values import PLATFORM_ROLES
 from picasse.projections.accounts import AccountsView, CustomerRow
@@ -207,16 +209,12 @@ def set_password(
     data: Annotated[NewPasswordForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
 ) -> Response[str]:
     """Sets the password (the same command as `POST /v1/password-links/{token}`)."""
-    if data.new_password != data.repeat:
-        return page(
-            "set_password.html",
-            HTTPStatus.UNPROCESSABLE_ENTITY,
-            valid=True,
-            token=token,
-            error="The two passwords differ.",
-        )
     try:
-        user_id = dashboard.http.accounts.set_password_with_link(token, data.new_password)
+        with password_field("new_password"):
+            acceptable_password(data.new_password)  # what is wrong with it, before "differ"
+            if data.new_password != data.repeat:
+                raise InvalidInput("repeat: the two passwords differ", field="repeat")
+            user_id = dashboard.http.accounts.set_password_with_link(token, data.new_password)
     except DomainError as error:
         problem, _ = problem_for(error)
         valid = not isinstance(error, NotFound)

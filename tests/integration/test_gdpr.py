@@ -179,8 +179,9 @@ def test_after_termination_no_dump_byte_or_stream_file_holds_the_customers_perso
     assert verify_chains(accounts.factory.datastore, accounts.recorder.events_table_name).ok
     # The statement: what it says, and that it verifies.
     document = signed.document
-    # registered, contact changed twice, user added, message requested, delivery queued
-    assert document.unreadable_events == 6 and not document.views_hold_personal_data
+    # registered, contact changed twice, user added, password set, message requested,
+    # delivery queued
+    assert document.unreadable_events == 7 and not document.views_hold_personal_data
     assert (
         len(document.destroyed_key_ids) >= 4
     )  # tenant, organisation, contact, user, traffic, content

