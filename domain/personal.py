@@ -171,7 +171,14 @@ PERSONAL_DATA_KINDS: dict[str, PersonalDataKind] = {
             retention=SUBSCRIPTION,
             erased_on=frozenset({Trigger.TERMINATION, Trigger.REQUEST}),
             export=("users",),
-            held_in=(HeldIn(table="users", columns=("login",), subject_column="id"),),
+            held_in=(
+                HeldIn(
+                    table="users",
+                    columns=("login", "email"),
+                    subject_column="id",
+                    optional=("email",),  # staff accounts have none
+                ),
+            ),
         ),
     )
 }
