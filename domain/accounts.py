@@ -38,6 +38,7 @@ from picasse.domain.values import (
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
 MIN_PASSWORD_SCORE = 3  # zxcvbn's 0-4: 3 is "safely unguessable", ~10^10 guesses
+ZXCVBN_MAX_LENGTH = 72  # zxcvbn refuses longer input (ValueError)
 PASSWORD_LINK_LIFETIME = timedelta(hours=24)
 OPERATOR = "operator"  # `by` of changes made with the CLI: Picasse staff at the servers
 _ADMIN_NAMESPACE = UUID("5b0f6c1e-4a61-4d55-9a0e-0c9f3a1d2b77")
@@ -464,8 +465,9 @@ def acceptable_password(password: str) -> str:
         raise InvalidInput(f"password: at least {MIN_PASSWORD_LENGTH} characters", field="password")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise InvalidInput(f"password: at most {MAX_PASSWORD_LENGTH} characters", field="password")
-    # zxcvbn's time grows with length; its estimate of the first 100 characters suffices.
-    estimate = zxcvbn.zxcvbn(password[:100])
+    # zxcvbn takes at most 72 characters (its time grows with length): a password that
+    # long is judged by them.
+    estimate = zxcvbn.zxcvbn(password[:ZXCVBN_MAX_LENGTH])
     if estimate["score"] < MIN_PASSWORD_SCORE:
         feedback = estimate["feedback"]
         advice = [feedback.get("warning") or "", *feedback.get("suggestions", [])]

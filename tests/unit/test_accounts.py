@@ -331,3 +331,11 @@ def test_a_disabled_user_cannot_log_in() -> None:
     accounts.disable_user("ann")
     with pytest.raises(UserDisabled):
         accounts.authenticate("ann", "a-long-password")
+
+
+def test_a_very_long_password_is_judged_by_its_first_72_characters() -> None:
+    accounts = _accounts()
+    strong = "tulip harbour quietly " * 40
+    accounts.add_user(customer_id=None, login="ann", role=Role.SUPPORT, password=strong)
+    with pytest.raises(InvalidInput, match="too easy to guess"):
+        accounts.add_user(customer_id=None, login="bob", role=Role.SUPPORT, password="a" * 1000)
