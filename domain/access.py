@@ -17,7 +17,7 @@ What each role may do, as the methods below decide ("own": its own customer only
 | may_use_dashboard         | yes            | yes     | yes     | no             | no            |
 | may_change_customer       | all            | all     | no      | own            | no            |
 | may_list_users_of         | all            | all     | all     | own            | no            |
-| may_add_users_to          | all            | no      | no      | own            | no            |
+| may_add_users_to          | first admin    | no      | no      | own            | no            |
 | may_send_messages_for     | no             | no      | no      | own            | own           |
 | may_revoke_key_of         | any key        | own     | own     | own            | own           |
 """
@@ -64,9 +64,11 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
             return self.role in (Role.PLATFORM_ADMIN, Role.SUPPORT)
         return self._own(customer_id)
 
-    def may_read_content_of(self, customer_id: UUID) -> bool:
-        """Message content (R7): only the customer's own users, never Picasse staff."""
-        return self._own(customer_id)
+    def may_read_content_of(self, customer_id: UUID, requested_by: UUID | None = None) -> bool:
+        """Message content (R7): only the customer's own users, never Picasse staff; and a
+        body Picasse sent for a user (a set-password link, `requested_by` PICASSE_SENDER)
+        nobody but the delivery worker: not staff, nor the customer's other users."""
+        return requested_by != PICASSE_SENDER and self._own(customer_id)
 
     # ------------------------------------------------------------ doing
 
@@ -84,10 +86,21 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
         """A customer's users (logins, roles): staff, and the customer's admin."""
         return self.is_staff or (self.role is Role.CUSTOMER_ADMIN and self._own(customer_id))
 
-    def may_add_users_to(self, customer_id: UUID | None) -> bool:
-        """New users of a customer: a platform admin, and the customer's admin."""
+    def may_add_users_to(
+        self,
+        customer_id: UUID | None,
+        *,
+        role: Role = Role.CUSTOMER_ADMIN,
+        customer_has_admin: bool = False,
+    ) -> bool:
+        """New users of a customer (R7, R11): its own admins; a platform admin only its
+        first admin, so that no staff member holds an account that reads its content.
+        (A route's guard asks without `role` and `customer_has_admin`; the domain asks
+        again with what it knows.)"""
         if self.is_staff:
-            return self.role is Role.PLATFORM_ADMIN
+            return self.role is Role.PLATFORM_ADMIN and (
+                role is Role.CUSTOMER_ADMIN and not customer_has_admin
+            )
         return self.role is Role.CUSTOMER_ADMIN and self._own(customer_id)
 
     def may_send_messages_for(self, customer_id: UUID | None) -> bool:
@@ -97,3 +110,7 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
     def may_revoke_key_of(self, owner: UUID) -> bool:
         """An API key: its owner, or a platform admin (who may stop a leaked one)."""
         return owner == self.user_id or self.role is Role.PLATFORM_ADMIN
+
+
+# `requested_by` of the mail Picasse itself sends to a customer's user (set-password links).
+PICASSE_SENDER = UUID(int=0)

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import secrets
+from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import msgspec
+import zxcvbn
+from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError
 
+from picasse.domain.access import Viewer
 from picasse.domain.application import PasswordHasher, PicasseApplication, Pseudonyms
+from picasse.domain.clock import Clock
 from picasse.domain.customers import Contact, Customer, Subscription
 from picasse.domain.errors import (
     AuthenticationFailed,
     InvalidInput,
+    LoginTaken,
     NotFound,
     UserDisabled,
 )
+from picasse.domain.messaging import Forbidden
 from picasse.domain.personal import Erased
-from picasse.domain.users import PLATFORM_TENANT, Login, User
+from picasse.domain.users import PLATFORM_TENANT, Login, PasswordLink, User, link_id
 from picasse.domain.values import (
     EmailAddress,
     PhoneNumber,
@@ -29,6 +37,58 @@ from picasse.domain.values import (
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
+MIN_PASSWORD_SCORE = 3  # zxcvbn's 0-4: 3 is "safely unguessable", ~10^10 guesses
+ZXCVBN_MAX_LENGTH = 72  # zxcvbn refuses longer input (ValueError)
+PASSWORD_LINK_LIFETIME = timedelta(hours=24)
+OPERATOR = "operator"  # `by` of changes made with the CLI: Picasse staff at the servers
+_ADMIN_NAMESPACE = UUID("5b0f6c1e-4a61-4d55-9a0e-0c9f3a1d2b77")
+
+
+class LoginUnavailable(LoginTaken):
+    """One answer for every refused login at user creation, whatever the reason (taken by
+    another customer, by staff, or not a valid login): other customers' logins stay hidden."""
+
+    code = "login-unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "login: this login cannot be used; choose another (3 to 254 characters of"
+            " a-z, 0-9 and . _ @ + -, starting with a letter or digit)",
+            field="login",
+        )
+
+
+class IssuedLink(msgspec.Struct, frozen=True):
+    """A set-password link just issued: the token goes into the mail to `email` and
+    nowhere else (the log keeps only its hash)."""
+
+    user_id: UUID
+    customer_id: UUID
+    email: str
+    token: str
+    expires_at: datetime
+
+    def __repr__(self) -> str:  # the token and the address stay out of every log line
+        return f"IssuedLink(user_id={self.user_id})"
+
+    __str__ = __repr__
+
+
+class FirstAdmin(Aggregate):
+    """Claims "this customer has an admin": saved with its first admin, so staff, who may
+    add that one only, cannot add a second (its id derives from the customer's)."""
+
+    @event("Claimed")
+    def __init__(self, id: UUID, user_id: UUID) -> None:
+        self.user_id = user_id
+
+
+def first_admin_id(customer_id: UUID) -> UUID:
+    return uuid5(_ADMIN_NAMESPACE, str(customer_id))
+
+
+def _actor(by: Viewer | None) -> str:
+    return OPERATOR if by is None else by.role.value
 
 
 class ContactDetails(msgspec.Struct, frozen=True):
@@ -69,10 +129,12 @@ class Accounts(PicasseApplication):
         *,
         passwords: PasswordHasher,
         pseudonyms: Pseudonyms,
+        clock: Clock,
     ) -> None:
         super().__init__(env)
         self.passwords = passwords
         self.pseudonyms = pseudonyms
+        self.clock = clock
 
     # Customers
 
@@ -157,25 +219,26 @@ class Accounts(PicasseApplication):
     # Users
 
     def add_user(self, *, customer_id: UUID | None, login: str, role: Role, password: str) -> UUID:
+        """A Picasse staff account, with the password its owner gave (the CLI, on stdin).
+        A customer's users are invited with `invite_user`: staff never set their password."""
+        if not role.is_platform:
+            raise InvalidInput(
+                f"role {role.value}: a customer's users get a set-password link at their"
+                " e-mail address, never a password from staff (give --email)",
+                field="password",
+            )
+        if customer_id is not None:
+            raise InvalidInput(
+                f"role {role.value} is for Picasse staff: give no customer", field="role"
+            )
         login = parse_login(login)
         password = self._acceptable_password(password)
-        if role.is_platform:
-            if customer_id is not None:
-                raise InvalidInput(
-                    f"role {role.value} is for Picasse staff: give no customer", field="role"
-                )
-            tenant_id = PLATFORM_TENANT
-        else:
-            if customer_id is None:
-                raise InvalidInput(f"role {role.value} needs a customer", field="customer")
-            customer = self._get(customer_id, Customer, "customer")
-            customer._guard_not_terminated()
-            tenant_id = customer.id
         user = User(
-            tenant_id=tenant_id,
+            tenant_id=PLATFORM_TENANT,
             login=login,
             role=role,
             password_hash=self.passwords.hash(password),
+            by=OPERATOR,
         )
         claim = Login(user_id=user.id, id=self.pseudonyms.pseudonym("login", login))
         try:
@@ -184,20 +247,163 @@ class Accounts(PicasseApplication):
             raise Login.taken(login) from None
         return user.id
 
-    def set_password(self, login: str, password: str) -> None:
-        """An administrator (or the CLI) sets a new password without knowing the old one."""
+    def invite_user(
+        self,
+        *,
+        customer_id: UUID,
+        login: str,
+        role: Role,
+        email: str,
+        by: Viewer | None = None,
+    ) -> IssuedLink:
+        """Adds a customer's user without a password and issues a set-password link for
+        `email`, all in one write; the caller mails the link (`by` None: the CLI).
+
+        Once a customer has an admin, only its admins add its users; Picasse staff may add
+        its first admin only (`Viewer.may_add_users_to`), so staff never hold an account that
+        reads the customer's content (R7).
+        """
+        if role.is_platform:
+            raise InvalidInput(
+                f"role {role.value} is for Picasse staff: give no customer", field="role"
+            )
+        address = EmailAddress.parse(email)
+        try:
+            login = parse_login(login)
+        except InvalidInput:
+            raise LoginUnavailable() from None
+        customer = self._get(customer_id, Customer, "customer")
+        customer._guard_not_terminated()
+        has_admin = self._has_admin(customer_id)
+        viewer = by if by is not None else Viewer(role=Role.PLATFORM_ADMIN, customer_id=None)
+        if not viewer.may_add_users_to(customer_id, role=role, customer_has_admin=has_admin):
+            raise Forbidden(
+                "Picasse staff may add a customer's first admin only; after that its admins"
+                " add its users"
+                if has_admin or viewer.role.is_platform
+                else "only the customer's admins add its users"
+            )
+        user = User(
+            tenant_id=customer_id,
+            login=login,
+            role=role,
+            password_hash=None,
+            email=str(address),
+            by=_actor(by),
+        )
+        link, issued = self._new_link(user, by)
+        pending: list[Aggregate] = [
+            user,
+            link,
+            Login(user_id=user.id, id=self.pseudonyms.pseudonym("login", login)),
+        ]
+        if role is Role.CUSTOMER_ADMIN and not has_admin:
+            pending.append(FirstAdmin(id=first_admin_id(customer_id), user_id=user.id))
+        try:
+            self.save(*pending)
+        except IntegrityError:  # the login is taken (here, elsewhere, by staff: all alike)
+            raise LoginUnavailable() from None
+        return issued
+
+    def _has_admin(self, customer_id: UUID) -> bool:
+        try:
+            self._get(first_admin_id(customer_id), FirstAdmin, "admin")
+        except NotFound:
+            return False
+        return True
+
+    def _new_link(self, user: User, by: Viewer | None) -> tuple[PasswordLink, IssuedLink]:
+        customer_id = user.customer_id
+        if customer_id is None or not isinstance(user.email, str):
+            raise InvalidInput(
+                f"user {user.login} has no e-mail address for a set-password link",
+                field="email",
+            )
+        token = secrets.token_urlsafe(32)
+        expires_at = self.clock.now() + PASSWORD_LINK_LIFETIME
+        link = PasswordLink(
+            id=link_id(token), user_id=user.id, tenant_id=customer_id, expires_at=expires_at
+        )
+        user.issue_password_link(link.id, expires_at, _actor(by))
+        issued = IssuedLink(
+            user_id=user.id,
+            customer_id=customer_id,
+            email=user.email,
+            token=token,
+            expires_at=expires_at,
+        )
+        return link, issued
+
+    def reset_password(self, login: str, by: Viewer | None = None) -> IssuedLink:
+        """A staff reset of a customer user's password: a new link for the user, sent to
+        their own address (the caller mails it); any earlier link stops working."""
+        user = self._user_by_login(login)
+        if user.customer_id is None:
+            raise InvalidInput(
+                f"user {user.login} is Picasse staff: set the password with --password-stdin",
+                field="login",
+            )
+        if by is not None and not by.sees_customer(user.customer_id):
+            raise NotFound(f"no user with login {login.strip()!r}", field="login")
+        link, issued = self._new_link(user, by)
+        self.save(user, link)
+        return issued
+
+    def set_password_with_link(self, token: str, password: str) -> UUID:
+        """The user sets their password with the link's token; the link is used up.
+        Unknown, used, replaced and expired links all answer alike (NotFound)."""
+        single_line(token, "token")
+        password = self._acceptable_password(password)
+        gone = NotFound("this set-password link is not valid (used, replaced or expired)")
+        try:
+            link = self._get(link_id(token), PasswordLink, "link")
+        except NotFound:
+            raise gone from None
+        if self.clock.now() >= link.expires_at:
+            raise gone
+        user = self._get(link.user_id, User, "user")
+        if user.password_link != link.id:
+            raise gone
+        user.change_password(self.passwords.hash(password))
+        try:
+            self.save(user)
+        except IntegrityError:  # the same link used twice at once: one wins
+            raise gone from None
+        return user.id
+
+    def password_link_valid(self, token: str) -> bool:
+        """Whether the link could still set a password (the page shows its form, or says not)."""
+        try:
+            single_line(token, "token")
+            link = self._get(link_id(token), PasswordLink, "link")
+            user = self._get(link.user_id, User, "user")
+        except (NotFound, InvalidInput):
+            return False
+        return self.clock.now() < link.expires_at and user.password_link == link.id
+
+    def set_password(self, login: str, password: str) -> UUID:
+        """The operator (the CLI) sets a Picasse staff member's password. A customer's
+        user's password is never set by staff: `reset_password` sends them a link."""
         password = self._acceptable_password(password)
         user = self._user_by_login(login)
+        if user.customer_id is not None:
+            raise InvalidInput(
+                f"user {user.login} is a customer's user: staff never set its password;"
+                " a reset sends a set-password link to the user (omit --password-stdin)",
+                field="password",
+            )
         user.change_password(self.passwords.hash(password))
         self.save(user)
+        return user.id
 
-    def change_password(self, login: str, current: str, new: str) -> None:
+    def change_password(self, login: str, current: str, new: str) -> UUID:
         """The user changes their own password, proving they know the current one."""
         new = self._acceptable_password(new)
         user = self.authenticate(login, current)
         account = self._get(user.id, User, "user")
         account.change_password(self.passwords.hash(new))
         self.save(account)
+        return account.id
 
     def authenticate(self, login: str, password: str) -> UserDetails:
         single_line(login, "login")  # refused as such: says nothing of which logins exist
@@ -217,9 +423,9 @@ class Accounts(PicasseApplication):
             self.save(user)
         return self._details(user)
 
-    def disable_user(self, login: str) -> None:
+    def disable_user(self, login: str, by: Viewer | None = None) -> None:
         user = self._user_by_login(login)
-        user.disable()
+        user.disable(_actor(by))
         self.save(user)
 
     def user(self, user_id: UUID) -> UserDetails:
@@ -248,13 +454,23 @@ class Accounts(PicasseApplication):
 
     @staticmethod
     def _acceptable_password(password: str) -> str:
-        single_line(password, "password")
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise InvalidInput(
-                f"password: at least {MIN_PASSWORD_LENGTH} characters", field="password"
-            )
-        if len(password) > MAX_PASSWORD_LENGTH:
-            raise InvalidInput(
-                f"password: at most {MAX_PASSWORD_LENGTH} characters", field="password"
-            )
-        return password
+        return acceptable_password(password)
+
+
+def acceptable_password(password: str) -> str:
+    """The one check of every password set anywhere: length, then zxcvbn's estimate
+    of how guessable it is; its feedback is the message."""
+    single_line(password, "password")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"password: at least {MIN_PASSWORD_LENGTH} characters", field="password")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise InvalidInput(f"password: at most {MAX_PASSWORD_LENGTH} characters", field="password")
+    # zxcvbn takes at most 72 characters (its time grows with length): a password that
+    # long is judged by them.
+    estimate = zxcvbn.zxcvbn(password[:ZXCVBN_MAX_LENGTH])
+    if estimate["score"] < MIN_PASSWORD_SCORE:
+        feedback = estimate["feedback"]
+        advice = [feedback.get("warning") or "", *feedback.get("suggestions", [])]
+        said = " ".join(a for a in advice if a) or "Add another word or two."
+        raise InvalidInput(f"password: too easy to guess. {said}", field="password")
+    return password

@@ -13,7 +13,7 @@ import msgspec
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
-from picasse.domain.access import Viewer
+from picasse.domain.access import PICASSE_SENDER, Viewer
 from picasse.domain.application import PicasseApplication, Pseudonyms
 from picasse.domain.clock import Clock
 from picasse.domain.customers import Customer, Subscription
@@ -358,7 +358,10 @@ class Messages(PicasseApplication):
         records nothing.
         """
         _refuse_bad_text(request)
-        self._sending_customer(customer_id)
+        if requested_by == PICASSE_SENDER:  # account mail: also before a subscription starts
+            self._get(customer_id, Customer, "customer")._guard_not_terminated()
+        else:
+            self._sending_customer(customer_id)
         now = self.clock.now()
         channel = self._choice(Channel, request.channel, "channel")
         priority = self._choice(Priority, request.priority, "priority")
@@ -433,6 +436,17 @@ class Messages(PicasseApplication):
                 raise
             return winner.message_id
         return message.id
+
+    def send_account_mail(self, customer_id: UUID, to: str, subject: str, body: str) -> UUID:
+        """Mail Picasse sends to one of a customer's users about their account (a
+        set-password link). It goes the way of the customer's own mail (same pipeline,
+        provider and development Maildir), under the customer's tenant, its body sealed as
+        content; requested by `PICASSE_SENDER`, so no one reads the body back (R7)."""
+        return self.send(
+            customer_id,
+            SendRequest(channel="email", to=[to], body=body, subject=subject),
+            requested_by=PICASSE_SENDER,
+        )
 
     def _sending_customer(self, customer_id: UUID) -> Customer:
         customer = self._get(customer_id, Customer, "customer")
@@ -732,8 +746,11 @@ class Messages(PicasseApplication):
         message = self._get(message_id, Message, "message")
         if not viewer.sees_customer(message.tenant_id):
             raise NotFound(f"message {message_id} not found")
-        if reveal_content and not viewer.may_read_content_of(message.tenant_id):
-            raise Forbidden("message content is readable only by the customer's own users (R7)")
+        if reveal_content and not viewer.may_read_content_of(message.tenant_id, message.requested_by):
+            raise Forbidden(
+                "message content is readable only by the customer's own users, and mail"
+                " Picasse sent to a user (a set-password link) by nobody (R7)"
+            )
         traffic = viewer.sees_traffic_of(message.tenant_id)
         deliveries = []
         for ident in message.delivery_ids():

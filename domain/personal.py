@@ -162,13 +162,23 @@ PERSONAL_DATA_KINDS: dict[str, PersonalDataKind] = {
         ),
         PersonalDataKind(
             kind="user",
-            description="a customer user's or staff member's login and password hash",
+            description=(
+                "a customer user's or staff member's login and password hash, and a customer"
+                " user's e-mail address (where their set-password links go)"
+            ),
             purpose="access to the service (R1, R2, R11)",
             subject="user/<user id>",
             retention=SUBSCRIPTION,
             erased_on=frozenset({Trigger.TERMINATION, Trigger.REQUEST}),
             export=("users",),
-            held_in=(HeldIn(table="users", columns=("login",), subject_column="id"),),
+            held_in=(
+                HeldIn(
+                    table="users",
+                    columns=("login", "email"),
+                    subject_column="id",
+                    optional=("email",),  # staff accounts have none
+                ),
+            ),
         ),
     )
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -16,7 +18,13 @@ PLATFORM_TENANT = UUID(int=0)
 
 
 class User(Aggregate):
-    """Password hashes are argon2id strings, and sealed as personal data on top of that."""
+    """Password hashes are argon2id strings, and sealed as personal data on top of that.
+
+    A customer's user is added without a password (`password_hash` None) and with an
+    e-mail address: they set the password themselves through a one-time link sent there,
+    so nobody at Picasse ever knows it (R7). `by` names who made a change (a role, or
+    `operator` for the CLI), so that staff changes show in the customer's privacy ledger.
+    """
 
     @event("Added")
     def __init__(
@@ -24,13 +32,17 @@ class User(Aggregate):
         tenant_id: UUID,
         login: Annotated[str, Personal("user")],
         role: Role,
-        password_hash: Annotated[str, Personal("user")],
+        password_hash: Annotated[str | None, Personal("user")],
+        email: Annotated[str | None, Personal("user")] = None,
+        by: str = "",
     ) -> None:
         self.tenant_id = tenant_id
         self.login = login
         self.role = role
         self.password_hash = password_hash
+        self.email = email
         self.disabled = False
+        self.password_link: UUID | None = None  # the one link that may still set a password
 
     @property
     def customer_id(self) -> UUID | None:
@@ -46,6 +58,19 @@ class User(Aggregate):
         self, tenant_id: UUID, password_hash: Annotated[str, Personal("user")]
     ) -> None:
         self.password_hash = password_hash
+        self.password_link = None  # a new password voids any link still out
+
+    def issue_password_link(self, link_id: UUID, expires_at: datetime, by: str) -> None:
+        """A new link replaces any earlier one: only the newest sets a password."""
+        if self.disabled:
+            raise UserDisabled(f"user {self.login} is disabled")
+        self._password_link_issued(self.tenant_id, link_id, expires_at, by)
+
+    @event("PasswordLinkIssued")
+    def _password_link_issued(
+        self, tenant_id: UUID, link_id: UUID, expires_at: datetime, by: str
+    ) -> None:
+        self.password_link = link_id
 
     def rehash_password(self, password_hash: str) -> None:
         """Same password, hashed with the current parameters."""
@@ -57,14 +82,15 @@ class User(Aggregate):
     ) -> None:
         self.password_hash = password_hash
 
-    def disable(self) -> None:
+    def disable(self, by: str = "") -> None:
         if self.disabled:
             raise Conflict(f"user {self.login} is already disabled")
-        self._disabled()
+        self._disabled(self.tenant_id, by)
 
     @event("Disabled")
-    def _disabled(self) -> None:
+    def _disabled(self, tenant_id: UUID | None = None, by: str = "") -> None:
         self.disabled = True
+        self.password_link = None
 
     def enable(self) -> None:
         if not self.disabled:
@@ -90,3 +116,19 @@ class Login(Aggregate):
     @staticmethod
     def taken(login: str) -> LoginTaken:
         return LoginTaken(f"login {login!r} is already taken", field="login")
+
+
+class PasswordLink(Aggregate):
+    """A one-time set-password link: its id is derived from the SHA-256 of the link's
+    token (`link_id`), so the log holds only a hash of it, never the token itself."""
+
+    @event("Issued")
+    def __init__(self, id: UUID, user_id: UUID, tenant_id: UUID, expires_at: datetime) -> None:
+        self.user_id = user_id
+        self.tenant_id = tenant_id
+        self.expires_at = expires_at
+
+
+def link_id(token: str) -> UUID:
+    """The id of the link a token belongs to: the first 128 bits of its SHA-256."""
+    return UUID(bytes=hashlib.sha256(token.encode()).digest()[:16])

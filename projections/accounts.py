@@ -21,7 +21,7 @@ from picasse.domain.users import PLATFORM_TENANT, User
 
 def plain(value: Any) -> str | None:
     """Text for a view column; an erased value is stored as NULL (and flagged)."""
-    return None if isinstance(value, Erased) else str(value)
+    return None if value is None or isinstance(value, Erased) else str(value)
 
 
 class CustomerRow(msgspec.Struct, frozen=True):
@@ -44,6 +44,7 @@ class UserRow(msgspec.Struct, frozen=True):
     role: str
     disabled: bool
     added_at: datetime
+    email: str | None = None  # a customer's user's; None for staff, and once erased
 
 
 class AccountsView(TrackingRecorder, ABC):
@@ -80,6 +81,7 @@ class AccountsView(TrackingRecorder, ABC):
         role: str,
         added_at: datetime,
         tracking: Tracking,
+        email: str | None = None,
     ) -> None: ...
 
     @abstractmethod
@@ -168,6 +170,7 @@ class AccountsProjection(Projection[AccountsView]):
             domain_event.role.value,
             domain_event.timestamp,
             tracking,
+            email=plain(getattr(domain_event, "email", None)),  # events before e-mail: None
         )
 
     @process_event.register

@@ -1,4 +1,5 @@
-"""The privacy ledger: every export, termination, erasure, retention run and disclosure, without personal data."""
+"""The privacy ledger: every export, termination, erasure, retention run and disclosure, and
+every change Picasse staff made to a customer's users, without personal data."""
 
 from __future__ import annotations
 
@@ -15,11 +16,25 @@ from eventsourcing.utils import get_topic
 
 from picasse.domain.customers import Customer
 from picasse.domain.privacy import Disclosure, Erasure, Export, RetentionRun, StatementIssued
+from picasse.domain.users import PLATFORM_TENANT, User
+from picasse.domain.values import PLATFORM_ROLES
+
+STAFF = frozenset({"operator", *(role.value for role in PLATFORM_ROLES)})  # `by` of staff
+
+
+def _by_staff(e: Any) -> str | None:
+    """Who among Picasse staff changed a customer's user (None: not staff, or not a
+    customer's user). Events written before `by` existed tell no actor and are left out."""
+    tenant = getattr(e, "tenant_id", None)
+    by = getattr(e, "by", "")
+    if tenant is None or tenant == PLATFORM_TENANT or by not in STAFF:
+        return None
+    return "Picasse staff (CLI)" if by == "operator" else f"Picasse staff ({by})"
 
 
 class LedgerEntry(msgspec.Struct, frozen=True):
     at: datetime
-    kind: str  # export, termination, erasure, retention, disclosure, statement
+    kind: str  # export, termination, erasure, retention, disclosure, statement, users
     customer_id: UUID | None
     summary: str  # ids, counts, reasons: never personal data
 
@@ -45,6 +60,9 @@ class LedgerProjection(Projection[LedgerView]):
             RetentionRun.Ran,
             Disclosure.Recorded,
             StatementIssued.Issued,
+            User.Added,
+            User.PasswordLinkIssued,
+            User.Disabled,
         )
     )
 
@@ -91,3 +109,24 @@ class LedgerProjection(Projection[LedgerView]):
     def _(self, e: StatementIssued.Issued, tracking: Tracking) -> None:
         summary = f"statement of erasure issued (sha256 {e.sha256[:16]}…), {e.unreadable_events} events unreadable"
         self.view.record(LedgerEntry(e.timestamp, "statement", e.tenant_id, summary), tracking)
+
+    @process_event.register
+    def _(self, e: User.Added, tracking: Tracking) -> None:
+        self._staff_change(e, f"user {e.originator_id} added as {e.role}", tracking)
+
+    @process_event.register
+    def _(self, e: User.PasswordLinkIssued, tracking: Tracking) -> None:
+        what = f"set-password link for user {e.originator_id} sent to the user"
+        self._staff_change(e, what, tracking)
+
+    @process_event.register
+    def _(self, e: User.Disabled, tracking: Tracking) -> None:
+        self._staff_change(e, f"user {e.originator_id} disabled", tracking)
+
+    def _staff_change(self, e: Any, what: str, tracking: Tracking) -> None:
+        by = _by_staff(e)
+        if by is None:
+            self.view.insert_tracking(tracking)
+            return
+        entry = LedgerEntry(e.timestamp, "users", e.tenant_id, f"{what} by {by}")
+        self.view.record(entry, tracking)

@@ -117,7 +117,7 @@ class ContactHistory:
 @export_source
 class UserRecords:
     name = "users"
-    description = "the customer's user accounts: login, role, whether disabled"
+    description = "the customer's user accounts: login, e-mail address, role, whether disabled"
 
     def __init__(self, sources: Sources) -> None:
         self.sources = sources
@@ -127,6 +127,7 @@ class UserRecords:
             {
                 "user_id": str(u.id),
                 "login": u.login,
+                "email": u.email,
                 "role": u.role,
                 "disabled": u.disabled,
                 "added_at": u.added_at.isoformat(),

@@ -112,7 +112,11 @@ def http_deps(
         env["POSTGRES_CONNECT_TIMEOUT"] = str(POOL_TIMEOUT)
         pseudonyms = KeyedPseudonyms(master_key)
         accounts = open_accounts(
-            settings, database_url, pool_size=SMALL_POOL, pool_timeout=POOL_TIMEOUT
+            settings,
+            database_url,
+            pool_size=SMALL_POOL,
+            pool_timeout=POOL_TIMEOUT,
+            clock=messages.clock,
         )
         stack.callback(accounts.close)
         api_keys = ApiKeys(env)

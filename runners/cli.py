@@ -21,7 +21,7 @@ from picasse.adapters.archive import ArchiveError
 from picasse.adapters.master_key import MasterKeyError
 from picasse.adapters.postgres.keystore import TenantErased
 from picasse.adapters.postgres.store import StoreSettingRefused
-from picasse.domain.accounts import Accounts
+from picasse.domain.accounts import Accounts, IssuedLink
 from picasse.domain.errors import DomainError, InvalidInput
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.personal import Erased
@@ -375,13 +375,42 @@ def cmd_customers_subscribe(args: argparse.Namespace, settings: Settings) -> int
 
 
 def cmd_users_add(args: argparse.Namespace, settings: Settings) -> int:
-    if not args.password_stdin:
-        raise InvalidInput("give the password on standard input with --password-stdin")
-    password = _read_password()
-    with _accounts(settings) as accounts:
-        user_id = accounts.add_user(
-            customer_id=args.customer, login=args.login, role=args.role, password=password
-        )
+    customer_role = not args.role.is_platform
+    if customer_role or args.customer is not None:
+        # A customer's user chooses their own password through a link: staff never know it.
+        if args.password_stdin:
+            raise InvalidInput(
+                "--password-stdin is for Picasse staff accounts only: a customer's user gets"
+                " a set-password link at --email",
+                field="password",
+            )
+        if not args.email:
+            raise InvalidInput(
+                "give the user's e-mail address with --email: the set-password link goes there",
+                field="email",
+            )
+        if args.customer is None:
+            raise InvalidInput(f"role {args.role.value} needs a customer", field="customer")
+        with _accounts(settings) as accounts:
+            link = accounts.invite_user(
+                customer_id=args.customer, login=args.login, role=args.role, email=args.email
+            )
+        _mail_link(settings, link)
+        user_id = link.user_id
+    else:
+        if args.email:
+            raise InvalidInput(
+                "--email is for a customer's users; a staff account's password is given"
+                " with --password-stdin",
+                field="email",
+            )
+        if not args.password_stdin:
+            raise InvalidInput("give the password on standard input with --password-stdin")
+        password = _read_password()
+        with _accounts(settings) as accounts:
+            user_id = accounts.add_user(
+                customer_id=None, login=args.login, role=args.role, password=password
+            )
     if args.json:
         _json({"id": user_id, "login": args.login.strip().lower(), "role": args.role.value})
     else:
@@ -389,13 +418,52 @@ def cmd_users_add(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _mail_link(settings: Settings, link: IssuedLink) -> None:
+    """Sends the set-password link to the user, the way every mail goes (the pipeline)."""
+    from picasse.adapters.password_links import mail_password_link
+
+    with _messages(settings) as messages:
+        mail_password_link(messages, settings.public_url, link)
+
+
 def cmd_users_passwd(args: argparse.Namespace, settings: Settings) -> int:
-    if not args.password_stdin:
-        raise InvalidInput("give the new password on standard input with --password-stdin")
-    password = _read_password()
     with _accounts(settings) as accounts:
-        accounts.set_password(args.login, password)
+        user = accounts.user_by_login(args.login)
+        if user.customer_id is not None:  # a customer's user: a new link, sent to them
+            if args.password_stdin:
+                raise InvalidInput(
+                    "--password-stdin is for Picasse staff accounts only: a customer's user"
+                    " gets a new set-password link at their e-mail address",
+                    field="password",
+                )
+            link = accounts.reset_password(args.login)
+        else:
+            if not args.password_stdin:
+                raise InvalidInput("give the new password on standard input with --password-stdin")
+            user_id = accounts.set_password(args.login, _read_password())
+            _end_sessions(settings, user_id)
+            return 0
+    _mail_link(settings, link)
+    print(
+        f"a set-password link was sent to the user (valid until {link.expires_at:%Y-%m-%d %H:%M} UTC)"
+    )
     return 0
+
+
+def _end_sessions(settings: Settings, user_id: UUID) -> None:
+    """A new password: every session of the user ends (API keys stay until revoked)."""
+    from picasse.adapters.postgres.sessions import PostgresAuthStore
+    from picasse.runners import servers
+
+    store = PostgresAuthStore(
+        servers.postgres_url(settings), schema=settings.database_schema, pool_size=1
+    )
+    try:
+        store.create_tables()
+        ended = store.end_sessions_of(user_id)
+    finally:
+        store.close()
+    print(f"password set; {ended} session(s) ended; API keys stay valid until revoked")
 
 
 def cmd_users_disable(args: argparse.Namespace, settings: Settings) -> int:
@@ -796,7 +864,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = users.add_parser(
         "add",
         help="add a user and print its id",
-        description="Add a user with a login and a role. Customer roles need --customer; platform roles (platform_admin, support, auditor) take none. The password is read from standard input and stored only as an argon2id hash.",
+        description="Add a user with a login and a role. Customer roles need --customer and --email: the user gets a one-time set-password link (24 hours) there, so nobody else ever knows their password; staff add a customer's first admin only, its admins add the rest. Platform roles (platform_admin, support, auditor) take no customer; their password is read from standard input (--password-stdin) and stored only as an argon2id hash.",
     )
     add.add_argument(
         "--customer", type=_uuid, metavar="ID", help="the customer the user belongs to"
@@ -806,23 +874,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--role", required=True, type=_role, metavar="ROLE", help=", ".join(r.value for r in Role)
     )
     add.add_argument(
+        "--email",
+        metavar="ADDRESS",
+        help="a customer's user: where their one-time set-password link is sent",
+    )
+    add.add_argument(
         "--password-stdin",
         action="store_true",
-        help="read the password from standard input (one line)",
+        help="Picasse staff accounts only: read the password from standard input (one line)",
     )
     add.add_argument("--json", action="store_true", help="print JSON")
     add.set_defaults(run=cmd_users_add)
 
     passwd = users.add_parser(
         "passwd",
-        help="set a user's password",
-        description="Set a new password for LOGIN, read from standard input.",
+        help="reset a user's password",
+        description="A customer's user: send them a new one-time set-password link (staff never set it). A Picasse staff account: set its new password, read from standard input (--password-stdin). Either way, once the new password is set, every session of the user ends; API keys stay valid until revoked.",
     )
     passwd.add_argument("login", metavar="LOGIN")
     passwd.add_argument(
         "--password-stdin",
         action="store_true",
-        help="read the password from standard input (one line)",
+        help="Picasse staff accounts only: read the password from standard input (one line)",
     )
     passwd.set_defaults(run=cmd_users_passwd)
 

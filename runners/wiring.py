@@ -98,7 +98,10 @@ def open_accounts(
     schema: str | None = None,
     pool_size: int = 1,
     pool_timeout: int | None = None,
+    clock: Clock | None = None,
 ) -> Accounts:
+    """Accounts on the process's clock (`clock_from(settings)`) unless given one: it
+    measures how long set-password links live."""
     master_key_file = settings.master_key_path
     env = eventsourcing_env(
         database_url,
@@ -112,6 +115,7 @@ def open_accounts(
         env,
         passwords=Argon2Passwords(),
         pseudonyms=KeyedPseudonyms(read_master_key(master_key_file)),
+        clock=clock if clock is not None else clock_from(settings),
     )
 
 

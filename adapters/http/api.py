@@ -14,7 +14,9 @@ own. What it answers, route by route (✓ any; "own": only their own customer, o
 | GET /v1/customers/{customer_id}        | ✓              | ✓          | ✓ (1)           | own            | own           |
 | PATCH /v1/customers/{customer_id}      | ✓              | ✓          | no              | own            | no            |
 | GET /v1/customers/{customer_id}/users  | ✓              | ✓          | ✓               | own            | no            |
-| POST /v1/customers/{customer_id}/users | ✓ (2)          | no         | no              | own (2)        | no            |
+| POST /v1/customers/{customer_id}/users | first admin (2)| no         | no              | own (2)        | no            |
+| POST /v1/me/password                   | ✓              | ✓          | ✓               | ✓              | ✓             |
+| POST /v1/password-links/{token}        | anyone holding the link (a customer's user, from their mail)                         |
 | POST /v1/messages                      | no             | no         | no              | own            | own           |
 | GET /v1/messages/{message_id}          | status (3)     | status (3) | status (3), no recipients | own (4) | own (4)     |
 | GET /v1/traffic                        | customer_id=   | customer_id= | customer_id=, no recipients | own | own           |
@@ -22,6 +24,11 @@ own. What it answers, route by route (✓ any; "own": only their own customer, o
 (1) organisation and subscription only: contact person and billing address are for
     support, admins and the customer itself.
 (2) customer roles only (customer_admin, customer_user); staff accounts come from the CLI.
+    The user gets a one-time set-password link at the given `email`: nobody else ever
+    knows their password (R7). A platform admin adds a customer's first admin only; after
+    that only the customer's own admins add its users (`Viewer.may_add_users_to`). Every
+    refused login answers alike (409 login-unavailable), and additions are rate-limited
+    per customer (429).
 (3) never the content (R7): `reveal_content=true` answers 403 to every Picasse role.
 (4) `reveal_content=true` adds the body: only the customer's own users ever get one.
 
@@ -49,12 +56,16 @@ from picasse.adapters.http.auth import (
     Caller,
     allowed,
     clear_session_cookie,
+    end_other_sessions,
     log_in,
     log_out,
+    password_field,
     set_session_cookie,
+    throttle_user_creation,
 )
 from picasse.adapters.http.clients import client_address
 from picasse.adapters.http.problems import problem_responses
+from picasse.adapters.password_links import mail_password_link
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import MAX_PASSWORD_LENGTH, Accounts
 from picasse.domain.api_keys import ApiKeys
@@ -137,10 +148,37 @@ class UserOut(msgspec.Struct, frozen=True):
 class NewUser(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     login: str
     role: Role
-    password: str
+    email: Annotated[str, msgspec.Meta(max_length=320)]  # where the set-password link goes
+
+    def __repr__(self) -> str:  # login and address stay out of every log line
+        return f"NewUser(role={self.role.value})"
+
+
+class NewPassword(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    new_password: Annotated[str, msgspec.Meta(max_length=MAX_PASSWORD_LENGTH)]
 
     def __repr__(self) -> str:
-        return f"NewUser(role={self.role.value})"
+        return "NewPassword(…)"
+
+
+class PasswordChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    current_password: Annotated[str, msgspec.Meta(max_length=MAX_PASSWORD_LENGTH)]
+    new_password: Annotated[str, msgspec.Meta(max_length=MAX_PASSWORD_LENGTH)]
+
+    def __repr__(self) -> str:
+        return "PasswordChange(…)"
+
+
+API_KEYS_STAY = (
+    "API keys stay valid until revoked: revoke any the old password may have exposed"
+    " with DELETE /v1/api-keys/{key_id}"
+)
+
+
+class PasswordSet(msgspec.Struct, frozen=True):
+    user_id: UUID
+    sessions_ended: int  # the user's other sessions, ended by the new password
+    api_keys: str = API_KEYS_STAY
 
 
 class SendMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -431,26 +469,43 @@ def list_users(
     sync_to_thread=True,
     guards=[allowed(Viewer.may_add_users_to, "your role may not add users")],
     summary="Add a user to a customer (role customer_admin or customer_user)",
+    description=(
+        "The user gets a one-time set-password link (24 hours) at `email`. A platform admin"
+        " adds a customer's first admin only. A login that cannot be used answers 409"
+        " login-unavailable, whatever the reason; additions are rate-limited per customer."
+    ),
     responses=_answers(
         S.NOT_FOUND,
         S.CONFLICT,
         S.GONE,
         S.UNPROCESSABLE_ENTITY,
+        S.TOO_MANY_REQUESTS,
     ),
     tags=["customers"],
 )
 def add_user(
-    customer_id: FromPath[UUID], data: JSONBody[NewUser], accounts: NamedDependency[Accounts]
+    customer_id: FromPath[UUID],
+    data: JSONBody[NewUser],
+    caller: NamedDependency[Caller],
+    accounts: NamedDependency[Accounts],
+    messages: NamedDependency[Messages],
+    deps: NamedDependency[Any],
 ) -> UserOut:
     if data.role.is_platform:
         raise InvalidInput(
             f"role {data.role.value} is for Picasse staff, who are added with the CLI",
             field="role",
         )
-    user_id = accounts.add_user(
-        customer_id=customer_id, login=data.login, role=data.role, password=data.password
+    throttle_user_creation(deps, customer_id)
+    link = accounts.invite_user(
+        customer_id=customer_id,
+        login=data.login,
+        role=data.role,
+        email=data.email,
+        by=caller.viewer(),
     )
-    user = accounts.user(user_id)
+    mail_password_link(messages, deps.ack_links.public_url, link)
+    user = accounts.user(link.user_id)
     return UserOut(
         id=user.id,
         customer_id=user.customer_id,
@@ -458,6 +513,59 @@ def add_user(
         role=user.role,
         disabled=user.disabled,
     )
+
+
+@post(
+    "/password-links/{token:str}",
+    opt=PUBLIC,
+    security=[],
+    sync_to_thread=True,
+    status_code=HTTPStatus.OK,
+    request_max_body_size=16 * 1024,
+    summary="Set a password with a one-time set-password link (the page's JSON twin)",
+    description=(
+        "The token is the last part of the link mailed to the user. It works once, for 24"
+        " hours, and only the newest link of a user works. Every session of the user ends."
+        " API keys stay valid until revoked."
+    ),
+    responses=problem_responses(S.BAD_REQUEST, S.FORBIDDEN, S.NOT_FOUND, S.UNPROCESSABLE_ENTITY),
+    tags=["sessions"],
+)
+def set_password_with_link(
+    token: FromPath[str],
+    data: JSONBody[NewPassword],
+    accounts: NamedDependency[Accounts],
+    deps: NamedDependency[Any],
+) -> PasswordSet:
+    with password_field("new_password"):
+        user_id = accounts.set_password_with_link(token, data.new_password)
+    return PasswordSet(user_id=user_id, sessions_ended=end_other_sessions(deps, user_id, None))
+
+
+@post(
+    "/me/password",
+    status_code=HTTPStatus.OK,
+    sync_to_thread=True,
+    request_max_body_size=16 * 1024,
+    summary="Change the caller's own password",
+    description=(
+        "Ends every other session of the caller (this one stays). API keys stay valid"
+        " until revoked."
+    ),
+    responses=_answers(S.CONFLICT, S.UNPROCESSABLE_ENTITY),
+    tags=["sessions"],
+)
+def change_own_password(
+    request: Request[Any, Any, Any],
+    data: JSONBody[PasswordChange],
+    caller: NamedDependency[Caller],
+    accounts: NamedDependency[Accounts],
+    deps: NamedDependency[Any],
+) -> PasswordSet:
+    with password_field("new_password"):
+        user_id = accounts.change_password(caller.login, data.current_password, data.new_password)
+    own = request.cookies.get(SESSION_COOKIE) if caller.via == "session" else None
+    return PasswordSet(user_id=user_id, sessions_ended=end_other_sessions(deps, user_id, own))
 
 
 # ---------------------------------------------------------------- messages and traffic
@@ -626,7 +734,7 @@ def show_traffic(
 
 
 # Request bodies that refuse unknown fields (the document says so too).
-STRICT_BODIES = (Credentials, ContactChange, NewUser, SendMessage)
+STRICT_BODIES = (Credentials, ContactChange, NewUser, NewPassword, PasswordChange, SendMessage)
 
 
 def api_router() -> Router:
@@ -643,6 +751,8 @@ def api_router() -> Router:
             change_customer,
             list_users,
             add_user,
+            set_password_with_link,
+            change_own_password,
             send_message,
             show_message,
             show_traffic,

@@ -31,8 +31,8 @@ import ipaddress
 import logging
 import math
 import secrets
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -50,7 +50,13 @@ from litestar.types import ASGIApp, Guard, Receive, Scope, Send
 
 from picasse.adapters.postgres.keystore import TenantErased
 from picasse.domain.access import Viewer
-from picasse.domain.errors import AuthenticationFailed, DomainError, NotFound, UserDisabled
+from picasse.domain.errors import (
+    AuthenticationFailed,
+    DomainError,
+    InvalidInput,
+    NotFound,
+    UserDisabled,
+)
 from picasse.domain.messaging import Forbidden
 from picasse.domain.values import Role
 
@@ -130,6 +136,15 @@ class LoginThrottling(msgspec.Struct, frozen=True, kw_only=True):
         lock=timedelta(minutes=15),
         first_delay=timedelta(seconds=1),
     )
+    # Users added to one customer (logins probed one by one, R11): a burst is fine, a
+    # stream is slowed, then stopped for an hour.
+    per_customer_user_creation: ThrottlePolicy = ThrottlePolicy(
+        slow_after=20,
+        lock_after=60,
+        window=timedelta(hours=1),
+        lock=timedelta(hours=1),
+        first_delay=timedelta(seconds=5),
+    )
 
 
 class LoginThrottled(DomainError):
@@ -140,6 +155,50 @@ class LoginThrottled(DomainError):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"Too many failed logins; try again in {retry_after} seconds.")
         self.retry_after = retry_after
+
+
+class UserCreationThrottled(LoginThrottled):
+    """Too many users added to one customer for now: wait, then try again."""
+
+    code = "user-creation-throttled"
+
+    def __init__(self, retry_after: int) -> None:
+        DomainError.__init__(
+            self, f"Too many users added to this customer; try again in {retry_after} seconds."
+        )
+        self.retry_after = retry_after
+
+
+def throttle_user_creation(deps: HttpDeps, customer_id: UUID) -> None:
+    """Counts one attempt to add a user to the customer, on the failed-login counters'
+    store and policy shape; raises UserCreationThrottled (429) while it must wait."""
+    store, now = deps.auth_store, deps.clock.now()
+    policy = deps.login_throttling.per_customer_user_creation
+    key = deps.pseudonyms.pseudonym("user-creation/customer", str(customer_id))
+    [count] = store.count_attempt([(key, policy.window)], now)
+    if count.retry_after is not None:
+        raise UserCreationThrottled(max(1, math.ceil(count.retry_after)))
+    wait = policy.wait_after(count.attempt or 0)
+    if wait is not None:  # this one goes through; the next waits
+        store.block(key, now + wait)
+
+
+@contextmanager
+def password_field(name: str) -> Iterator[None]:
+    """The domain calls the password it refuses `password`; a body may call it `name`
+    (`new_password`): the problem names the field as the caller sent it."""
+    try:
+        yield
+    except InvalidInput as error:
+        if error.field != "password":
+            raise
+        raise InvalidInput(name + error.message.removeprefix("password"), field=name) from None
+
+
+def end_other_sessions(deps: HttpDeps, user_id: UUID, keep_token: str | None) -> int:
+    """A password was changed or set: every session of the user ends but the caller's."""
+    keep = token_hash(keep_token) if keep_token else None
+    return deps.auth_store.end_sessions_of(user_id, keep=keep)
 
 
 # ---------------------------------------------------------------- reading the caller

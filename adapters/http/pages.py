@@ -42,15 +42,18 @@ from picasse.adapters.http.auth import (
     LoginThrottled,
     clear_session_cookie,
     current_caller,
+    end_other_sessions,
     log_in,
     log_out,
+    password_field,
     set_session_cookie,
 )
 from picasse.adapters.http.charts import CHANNELS, OUTCOMES, deliveries_chart, outcome_totals
 from picasse.adapters.http.clients import client_address
 from picasse.adapters.http.health import HealthProbe, PlatformHealth
 from picasse.adapters.http.problems import problem_for
-from picasse.domain.errors import AuthenticationFailed, DomainError, InvalidInput
+from picasse.domain.accounts import acceptable_password
+from picasse.domain.errors import AuthenticationFailed, DomainError, InvalidInput, NotFound
 from picasse.projections.accounts import AccountsView, CustomerRow
 from picasse.projections.ledger import LedgerView
 from picasse.projections.traffic import DailyCount, TrafficRow, TrafficView
@@ -186,6 +189,51 @@ async def logout(
     return response
 
 
+# Setting a password with a one-time link (mailed to a customer's user)
+
+
+class NewPasswordForm(msgspec.Struct, frozen=True):
+    new_password: str = ""
+    repeat: str = ""
+
+
+@get("/set-password/{token:str}", opt=PUBLIC, include_in_schema=False, sync_to_thread=True)
+def set_password_page(dashboard: NamedDependency[Dashboard], token: FromPath[str]) -> Response[str]:
+    """Shows the form; changes nothing (a mail scanner that follows the link uses nothing up)."""
+    valid = dashboard.http.accounts.password_link_valid(token)
+    status = HTTPStatus.OK if valid else HTTPStatus.NOT_FOUND
+    return page("set_password.html", status, valid=valid, token=token)
+
+
+@post(
+    "/set-password/{token:str}",
+    opt=PUBLIC,
+    include_in_schema=False,
+    sync_to_thread=True,
+    request_max_body_size=MAX_FORM_BYTES,
+)
+def set_password(
+    dashboard: NamedDependency[Dashboard],
+    token: FromPath[str],
+    data: Annotated[NewPasswordForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Response[str]:
+    """Sets the password (the same command as `POST /v1/password-links/{token}`)."""
+    try:
+        with password_field("new_password"):
+            acceptable_password(data.new_password)  # what is wrong with it, before "differ"
+            if data.new_password != data.repeat:
+                raise InvalidInput("repeat: the two passwords differ", field="repeat")
+            user_id = dashboard.http.accounts.set_password_with_link(token, data.new_password)
+    except DomainError as error:
+        problem, _ = problem_for(error)
+        valid = not isinstance(error, NotFound)
+        return page(
+            "set_password.html", problem.status, valid=valid, token=token, error=error.message
+        )
+    end_other_sessions(dashboard.http, user_id, None)
+    return page("set_password.html", valid=False, token=token, done=True)
+
+
 # The dashboard
 
 
@@ -299,12 +347,14 @@ def customer_page(
         channel: outcome_totals(c for c in counts if c.channel == channel)
         for channel, _ in CHANNELS
     }
+    ledger = [] if dashboard.ledger is None else dashboard.ledger.entries(customer_id=customer_id)
     return staff_page(
         request,
         "customer.html",
         customer=customer,
         contact_shown=contact_shown,
         users=dashboard.accounts.users(customer_id=customer_id),
+        staff_changes=[entry for entry in ledger if entry.kind == "users"],
         by_channel=by_channel,
         channels=CHANNELS,
         outcomes=OUTCOMES,
@@ -457,7 +507,7 @@ def pages_router(deps: HttpDeps) -> Router:
     )
     return Router(
         path="/",
-        route_handlers=[login_page, login, logout, admin, static],
+        route_handlers=[login_page, login, logout, set_password_page, set_password, admin, static],
         dependencies={
             "dashboard": Provide(lambda: dashboard, use_cache=True, sync_to_thread=False)
         },

@@ -97,8 +97,15 @@ class PostgresAuthStore:
     def end_session(self, token_hash: bytes) -> None:
         self._run("DELETE FROM {sessions} WHERE token_hash = %s", (token_hash,))
 
-    def end_sessions_of(self, user_id: UUID) -> None:
-        self._run("DELETE FROM {sessions} WHERE user_id = %s", (user_id,))
+    def end_sessions_of(self, user_id: UUID, *, keep: bytes | None = None) -> int:
+        """End every session of the user (a new password: whoever held the old one is
+        out), but `keep`'s, the session that made the change; how many ended."""
+        rows = self._run(
+            "DELETE FROM {sessions} WHERE user_id = %s AND token_hash IS DISTINCT FROM %s"
+            " RETURNING 1",
+            (user_id, keep),
+        )
+        return len(rows)
 
     def record_login(self, user_id: UUID, via: str, now: datetime) -> None:
         self._run(

@@ -141,7 +141,9 @@ class PostgresAccountsView(_View, AccountsView):
             " erased boolean NOT NULL DEFAULT false)",
             "CREATE TABLE IF NOT EXISTS {users} (id uuid PRIMARY KEY, customer_id uuid,"
             " login text, role text NOT NULL, disabled boolean NOT NULL DEFAULT false,"
-            " added_at timestamptz NOT NULL)",
+            " added_at timestamptz NOT NULL, email text)",
+            # Views made before users had an e-mail address get the column (NULL: none).
+            "ALTER TABLE {users} ADD COLUMN IF NOT EXISTS email text",
             "CREATE INDEX IF NOT EXISTS {users_customer_idx} ON {users} (customer_id)",
         ]
 
@@ -196,12 +198,13 @@ class PostgresAccountsView(_View, AccountsView):
         role: str,
         added_at: datetime,
         tracking: Tracking,
+        email: str | None = None,
     ) -> None:
         self._write(
             tracking,
-            "INSERT INTO {users} (id, customer_id, login, role, added_at) VALUES (%s, %s, %s, %s, %s)"
-            " ON CONFLICT (id) DO NOTHING",
-            (user_id, customer_id, login, role, added_at),
+            "INSERT INTO {users} (id, customer_id, login, role, added_at, email)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+            (user_id, customer_id, login, role, added_at, email),
         )
 
     def user_disabled(self, user_id: UUID, disabled: bool, tracking: Tracking) -> None:
@@ -218,7 +221,7 @@ class PostgresAccountsView(_View, AccountsView):
 
     def users(self, *, customer_id: UUID | None = None, platform: bool = False) -> list[UserRow]:
         rows = self._read(
-            "SELECT id, customer_id, login, role, disabled, added_at FROM {users}"
+            "SELECT id, customer_id, login, role, disabled, added_at, email FROM {users}"
             " WHERE (%(platform)s AND customer_id IS NULL)"
             " OR (NOT %(platform)s AND (%(id)s::uuid IS NULL OR customer_id = %(id)s))"
             " ORDER BY added_at",

@@ -19,6 +19,7 @@ import pytest
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import ensure_master_key, open_accounts
+from tests.users import add_customer_user
 
 PASSWORD = "correct horse battery staple"
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
@@ -44,8 +45,12 @@ def api_env(cli_env: dict[str, str]) -> dict[str, str]:
             phone="+31612345670", billing_address="Fuzzweg 1, Delft",
         )  # fmt: skip
         accounts.start_subscription(customer_id)
-        accounts.add_user(
-            customer_id=customer_id, login="fuzz-admin", role=Role.CUSTOMER_ADMIN, password=PASSWORD
+        add_customer_user(
+            accounts,
+            customer_id=customer_id,
+            login="fuzz-admin",
+            role=Role.CUSTOMER_ADMIN,
+            password=PASSWORD,
         )
     finally:
         accounts.close()

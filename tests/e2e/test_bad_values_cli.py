@@ -40,22 +40,23 @@ def test_control_characters_in_text_flags_are_refused_with_one_line_naming_the_f
     sms = ["messages", "send", "--customer", customer, "--channel", "sms",
            "--to", "+31612345678", "--body", "Fire drill"]  # fmt: skip
     add_user = ["users", "add", "--customer", customer, "--login", "anna",
-                "--role", "customer_user", "--password-stdin"]  # fmt: skip
+                "--role", "customer_admin", "--email", "anna@bakkerij.example"]  # fmt: skip
+    add_staff = ["users", "add", "--login", "ops", "--role", "support", "--password-stdin"]
     group = ["groups", "set", "--customer", customer, "--name", "night shift",
              "--member", "+31612345679"]  # fmt: skip
     disclose = ["gdpr", "disclose", "--customer", customer, "--from", "2026-01-01",
                 "--to", "2026-01-31", "--authority", "Police", "--legal-basis", "Art. 126nc Sv",
                 "--out", str(tmp_path / "disclosure.zip")]  # fmt: skip
     change = ["customers", "change-contact", customer, "--contact-name", "Anna"]
-    password = "a long enough password\n"
     undecodable = b"Anna\xff".decode("utf-8", "surrogateescape")  # bytes that are no UTF-8
     cases: list[tuple[list[str], str, str]] = [
         (_with(CUSTOMER, "--contact-name", "Anna\rde Vries"), "", "contact_name"),
         (_with(CUSTOMER, "--org", "Bakkerij\x1b[31m"), "", "organisation"),
         (_with(CUSTOMER, "--contact-name", undecodable), "", "contact_name"),
         (_with(change, "--contact-name", "Mallory\x07"), "", "contact_name"),
-        (_with(add_user, "--login", "anna\r"), password, "login"),
-        (add_user, "a long\x1benough password\n", "password"),
+        (_with(add_user, "--login", "anna\r"), "", "login"),
+        (_with(add_user, "--email", "anna\r@bakkerij.example"), "", "email"),
+        (add_staff, "a long\x1benough password\n", "password"),
         (_with(group, "--name", "night\rshift"), "", "name"),
         (_with(send, "--subject", "Drill\r\nBcc: everyone@example.com"), "", "subject"),
         (_with(send, "--body", "Fire\x7f drill"), "", "body"),

@@ -89,49 +89,57 @@ def test_a_malformed_command_line_exits_2(picasse: Run) -> None:
     assert picasse("users", "add", "--login", "x", "--role", "root").returncode == 2
 
 
-def test_users_are_added_with_a_password_from_stdin_and_can_change_it(picasse: Run) -> None:
+def test_a_customers_user_gets_a_link_and_staff_set_only_staff_passwords(picasse: Run) -> None:
     customer_id = picasse(*CUSTOMER, check=True).stdout.strip()
-    added = picasse(
-        "users", "add", "--customer", customer_id, "--login", "Anna@Bakkerij.example",
-        "--role", "customer_admin", "--password-stdin", "--json",
-        stdin="correct horse battery\n", check=True,
-    )  # fmt: skip
+    user_args = ["users", "add", "--customer", customer_id, "--login", "Anna@Bakkerij.example",
+                 "--role", "customer_admin"]  # fmt: skip
+    with_password = picasse(*user_args, "--email", "anna@bakkerij.example", "--password-stdin",
+                            stdin="correct horse battery\n")  # fmt: skip
+    assert with_password.returncode == 1 and "staff accounts only" in with_password.stderr
+    assert len(with_password.stderr.strip().splitlines()) == 1
+    no_email = picasse(*user_args)
+    assert no_email.returncode == 1 and "--email" in no_email.stderr
+    added = picasse(*user_args, "--email", "anna@bakkerij.example", "--json", check=True)
     user = json.loads(added.stdout)
     assert user["login"] == "anna@bakkerij.example" and user["role"] == "customer_admin"
     shown = json.loads(
         picasse("users", "show", "anna@bakkerij.example", "--json", check=True).stdout
     )
     assert shown["customer_id"] == customer_id and shown["disabled"] is False
-    assert (
-        picasse(
-            "users",
-            "passwd",
-            "anna@bakkerij.example",
-            "--password-stdin",
-            stdin="another good one\n",
-        ).returncode
-        == 0
-    )
-    short = picasse("users", "passwd", "anna@bakkerij.example", "--password-stdin", stdin="short\n")
-    assert short.returncode == 1 and "password" in short.stderr
+    reset = picasse("users", "passwd", "anna@bakkerij.example", check=True)
+    assert "link was sent" in reset.stdout
+    refused = picasse("users", "passwd", "anna@bakkerij.example", "--password-stdin",
+                      stdin="another good one\n")  # fmt: skip
+    assert refused.returncode == 1 and "staff accounts only" in refused.stderr
+    staff = ["users", "add", "--login", "ops", "--role", "support", "--password-stdin"]
+    assert picasse(*staff, stdin="tulip harbour quietly\n").returncode == 0
+    changed = picasse("users", "passwd", "ops", "--password-stdin", stdin="another harbour tulip\n")
+    assert changed.returncode == 0 and "API keys stay valid" in changed.stdout
+    weak = picasse("users", "passwd", "ops", "--password-stdin", stdin="password1234\n")
+    assert weak.returncode == 1 and "too easy to guess" in weak.stderr
 
 
-def test_a_login_cannot_be_added_twice(picasse: Run) -> None:
+def test_staff_add_a_customers_first_admin_only(picasse: Run) -> None:
     customer_id = picasse(*CUSTOMER, check=True).stdout.strip()
-    args = [
-        "users",
-        "add",
-        "--customer",
-        customer_id,
-        "--login",
-        "piet",
-        "--role",
-        "customer_user",
-        "--password-stdin",
-    ]
-    picasse(*args, stdin="a fine password\n", check=True)
-    again = picasse(*args, stdin="a fine password\n")
-    assert again.returncode == 1 and "already taken" in again.stderr
+    args = ["users", "add", "--customer", customer_id, "--email", "x@bakkerij.example"]
+    picasse(*args, "--login", "first", "--role", "customer_admin", check=True)
+    for role in ("customer_admin", "customer_user"):
+        again = picasse(*args, "--login", f"second-{role}", "--role", role)
+        assert again.returncode == 1 and "first admin only" in again.stderr
+
+
+def test_a_refused_login_says_the_same_whatever_the_reason(picasse: Run) -> None:
+    first, second = (picasse(*CUSTOMER, check=True).stdout.strip() for _ in range(2))
+    admin = ["users", "add", "--role", "customer_admin", "--email", "p@bakkerij.example"]
+    picasse(*admin, "--customer", first, "--login", "piet", check=True)
+    picasse("users", "add", "--login", "staffer", "--role", "auditor", "--password-stdin",
+            stdin="tulip harbour quietly\n", check=True)  # fmt: skip
+    answers = set()
+    for login in ("piet", "staffer", "no"):
+        again = picasse(*admin, "--customer", second, "--login", login)
+        assert again.returncode == 1 and "cannot be used" in again.stderr
+        answers.add(again.stderr)
+    assert len(answers) == 1
 
 
 def test_staff_accounts_take_no_customer(picasse: Run) -> None:
@@ -147,14 +155,7 @@ def test_staff_accounts_take_no_customer(picasse: Run) -> None:
     )
     assert staff.returncode == 0
     user = picasse(
-        "users",
-        "add",
-        "--login",
-        "nobody",
-        "--role",
-        "customer_user",
-        "--password-stdin",
-        stdin="a fine password\n",
+        "users", "add", "--login", "nobody", "--role", "customer_user", "--email", "n@x.example"
     )
     assert user.returncode == 1 and "needs a customer" in user.stderr
 

@@ -37,6 +37,7 @@ from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_accounts, open_messages, open_privacy
 from tests.integration.platform_processes import Processes, base_env, processes, wait_until
 from tests.integration.projection_runners import running, statuses
+from tests.users import add_customer_user
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -110,11 +111,11 @@ def _seed_with(accounts: Accounts, messages: Messages) -> tuple[dict[str, UUID],
     for login, role in [("ada", Role.PLATFORM_ADMIN), ("otto", Role.AUDITOR)]:
         accounts.add_user(customer_id=None, login=login, role=role, password=PASSWORD)
     acme = customers["Acme Alerts"]
-    accounts.add_user(
-        customer_id=acme, login="cust.admin", role=Role.CUSTOMER_ADMIN, password=PASSWORD
+    add_customer_user(
+        accounts, customer_id=acme, login="cust.admin", role=Role.CUSTOMER_ADMIN, password=PASSWORD
     )
-    sender = accounts.add_user(
-        customer_id=acme, login="cust.user", role=Role.CUSTOMER_USER, password=PASSWORD
+    sender = add_customer_user(
+        accounts, customer_id=acme, login="cust.user", role=Role.CUSTOMER_USER, password=PASSWORD
     )
 
     recipients: list[str] = []

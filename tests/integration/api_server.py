@@ -34,6 +34,7 @@ from picasse.domain.messaging import SendRequest
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings
 from tests.integration.projection_runners import running, statuses
+from tests.users import add_customer_user
 
 PASSWORD = "correct horse battery staple"
 # argon2id still, with the cheapest parameters: the tests check who gets in, not the cost.
@@ -132,11 +133,19 @@ def make_tenant(deps: HttpDeps, name: str) -> Tenant:
     )  # fmt: skip
     accounts.start_subscription(customer_id)
     admin_login, user_login = f"{name.lower()}-admin", f"{name.lower()}-user"
-    admin_id = accounts.add_user(
-        customer_id=customer_id, login=admin_login, role=Role.CUSTOMER_ADMIN, password=PASSWORD
+    admin_id = add_customer_user(
+        accounts,
+        customer_id=customer_id,
+        login=admin_login,
+        role=Role.CUSTOMER_ADMIN,
+        password=PASSWORD,
     )
-    user_id = accounts.add_user(
-        customer_id=customer_id, login=user_login, role=Role.CUSTOMER_USER, password=PASSWORD
+    user_id = add_customer_user(
+        accounts,
+        customer_id=customer_id,
+        login=user_login,
+        role=Role.CUSTOMER_USER,
+        password=PASSWORD,
     )
     recipient = f"recipient.{name.lower()}@rcpt.example"
     body = f"Secret body of {name}: the vault code is {uuid4().hex}"

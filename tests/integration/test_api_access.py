@@ -41,6 +41,9 @@ EXEMPT = {
     ("POST", "/login"): "the login form",
     ("GET", "/static/{file_path:path}"): "the stylesheet",
     ("HEAD", "/static/{file_path:path}"): "the stylesheet",
+    ("GET", "/set-password/{token:str}"): "the one-time link is the user's proof; shows a form",
+    ("POST", "/set-password/{token:str}"): "the one-time link is the user's proof",
+    ("POST", "/v1/password-links/{token:str}"): "the one-time link is the user's proof",
 }
 # What a body for each route that takes one looks like; a new route with a body needs one here.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -48,8 +51,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/customers/{customer_id:uuid}/users"): {
         "login": "planted-user",
         "role": "customer_admin",
-        "password": PASSWORD,
+        "email": "planted@evil.example",
     },
+    ("POST", "/v1/me/password"): {"current_password": "not it", "new_password": PASSWORD},
     ("POST", "/v1/messages"): {"channel": "sms", "to": ["+31612345678"], "body": "hi"},
 }
 
@@ -316,12 +320,22 @@ def test_a_customer_admin_adds_a_user_of_its_own_customer_who_can_then_log_in(
     world: World,
 ) -> None:
     path = f"/v1/customers/{world.a.customer_id}/users"
-    body = {"login": "anvil-new", "role": "customer_user", "password": PASSWORD}
+    body = {"login": "anvil-new", "role": "customer_user", "email": "new@anvil.example"}
 
     added = world.as_(world.a.admin_login).post(path, json=body)
 
     assert added.status_code == 201, added.text
     assert added.json()["login"] == "anvil-new" and added.json()["role"] == "customer_user"
+    # The user follows a link (the mailed one's token is not ours to see: a new one's is).
+    token = world.deps.accounts.reset_password("anvil-new").token
+    anonymous = httpx.Client(base_url=world.base_url, timeout=20)
+    weak = anonymous.post(f"/v1/password-links/{token}", json={"new_password": "password1234"})
+    assert weak.status_code == 422 and "too easy to guess" in weak.json()["detail"]
+    set_ = anonymous.post(f"/v1/password-links/{token}", json={"new_password": PASSWORD})
+    assert set_.status_code == 200, set_.text
+    assert "API keys stay valid" in set_.json()["api_keys"]
+    again = anonymous.post(f"/v1/password-links/{token}", json={"new_password": PASSWORD})
+    assert again.status_code == 404
     assert world.session_of("anvil-new").get(f"/v1/customers/{world.a.customer_id}").is_success
     staff_role = world.as_(world.staff[Role.PLATFORM_ADMIN]).post(
         path, json=body | {"login": "anvil-staff", "role": "support"}
@@ -426,3 +440,65 @@ def test_the_openapi_document_describes_every_v1_route_with_its_security(
         assert operation.get("security") == expected, documented
     assert {"apiKey", "session"} == set(document["components"]["securitySchemes"])
     assert document["components"]["schemas"]["SendMessage"]["additionalProperties"] is False
+
+
+# ---------------------------------------------------------------- adding users (findings 1, 8)
+
+
+def test_staff_add_a_customers_first_admin_only(world: World) -> None:
+    staff = world.as_(world.staff[Role.PLATFORM_ADMIN])
+    fresh = world.deps.accounts.register_customer(
+        organisation="Fresh BV", contact_name="Fay Fresh", email="fay@fresh.example",
+        phone="+31612345671", billing_address="Versweg 1, Ede",
+    )  # fmt: skip
+    path = f"/v1/customers/{fresh}/users"
+    user = {"login": f"fresh-{uuid.uuid4().hex[:6]}", "email": "u@fresh.example"}
+    assert staff.post(path, json=user | {"role": "customer_user"}).status_code == 403
+    first = staff.post(path, json=user | {"role": "customer_admin"})
+    assert first.status_code == 201, first.text
+    for role in ("customer_admin", "customer_user"):
+        more = {"login": f"more-{uuid.uuid4().hex[:6]}", "email": "m@fresh.example", "role": role}
+        second = staff.post(path, json=more)
+        assert second.status_code == 403 and "first admin only" in second.json()["detail"]
+    # Tenants A and B have their admins: staff add nobody there.
+    a_path = f"/v1/customers/{world.a.customer_id}/users"
+    late = {"login": "late-admin", "email": "late@evil.example", "role": "customer_admin"}
+    assert staff.post(a_path, json=late).status_code == 403
+
+
+def test_a_refused_login_gets_one_answer_whatever_the_reason(world: World) -> None:
+    """Finding 8: taken in another customer, a staff login, invalid: the same 409."""
+    admin = world.as_(world.a.admin_login)
+    path = f"/v1/customers/{world.a.customer_id}/users"
+    answers = set()
+    for login in (world.b.user_login, world.staff[Role.AUDITOR], "x!", world.a.user_login):
+        body = {"login": login, "role": "customer_user", "email": "probe@anvil.example"}
+        refused = admin.post(path, json=body)
+        answer = refused.json()
+        answers.add((refused.status_code, answer["code"], answer["detail"], answer.get("field")))
+    assert len(answers) == 1, answers
+    status, code, _, field = answers.pop()
+    assert (status, code, field) == (409, "login-unavailable", "login")
+    assert world.b.user_login not in str(answers)
+
+
+def test_adding_users_is_rate_limited_per_customer(world: World) -> None:
+    policy = world.deps.login_throttling.per_customer_user_creation
+    admin = world.as_(world.b.admin_login)
+    path = f"/v1/customers/{world.b.customer_id}/users"
+    statuses = []
+    for n in range(policy.slow_after + 1):
+        body = {"login": f"burst-{n}-{uuid.uuid4().hex[:4]}", "role": "customer_user",
+                "email": f"burst{n}@bellows.example"}  # fmt: skip
+        statuses.append(admin.post(path, json=body).status_code)
+    assert statuses[: policy.slow_after] == [201] * policy.slow_after
+    throttled = admin.post(path, json={"login": "one-more", "role": "customer_user",
+                                       "email": "m@bellows.example"})  # fmt: skip
+    assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) >= 1
+    # Another customer is not slowed by this one.
+    other = world.as_(world.a.admin_login).post(
+        f"/v1/customers/{world.a.customer_id}/users",
+        json={"login": f"calm-{uuid.uuid4().hex[:6]}", "role": "customer_user",
+              "email": "calm@anvil.example"},
+    )  # fmt: skip
+    assert other.status_code == 201, other.text

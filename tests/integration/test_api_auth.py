@@ -39,6 +39,7 @@ from tests.integration.api_server import (
     serving,
     with_cheap_passwords,
 )
+from tests.users import add_customer_user
 
 WINDOW = timedelta(minutes=15)
 ONE_SECOND = timedelta(seconds=1)
@@ -124,8 +125,12 @@ def new_user(deps: HttpDeps, acme: Tenant) -> Callable[[], str]:
 
     def add() -> str:
         login = f"user-{uuid.uuid4().hex[:8]}"
-        deps.accounts.add_user(
-            customer_id=acme.customer_id, login=login, role=Role.CUSTOMER_USER, password=PASSWORD
+        add_customer_user(
+            deps.accounts,
+            customer_id=acme.customer_id,
+            login=login,
+            role=Role.CUSTOMER_USER,
+            password=PASSWORD,
         )
         return login
 
@@ -292,6 +297,39 @@ def test_logging_in_again_ends_the_session_the_browser_had(
     assert first != second
     rows = raw.execute("SELECT token_hash FROM http_sessions WHERE user_id = %s", (user_id,))
     assert rows.fetchall() == [(hashlib.sha256(second.encode()).digest(),)]
+
+
+def test_a_password_change_ends_the_users_other_sessions_but_the_callers_own(
+    base_url: str, new_user: Callable[[], str], deps: HttpDeps
+) -> None:
+    """Finding 5: API keys stay valid until revoked, and the response says so."""
+    login = new_user()
+    browsers = [httpx.Client(base_url=base_url, timeout=20) for _ in range(3)]
+    for browser in browsers:
+        assert _log_in(browser, login).status_code == 201
+    mine, other, third = browsers
+    key = mine.post("/v1/api-keys").json()["key"]
+    new_password = "violet anchor gravel 93"
+
+    changed = mine.post(
+        "/v1/me/password", json={"current_password": PASSWORD, "new_password": new_password}
+    )
+
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["sessions_ended"] == 2
+    assert "API keys stay valid until revoked" in changed.json()["api_keys"]
+    assert mine.get("/v1/customers").status_code == 200
+    assert other.get("/v1/customers").status_code == 401
+    assert third.get("/v1/customers").status_code == 401
+    bearer = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(f"{base_url}/v1/customers", headers=bearer).status_code == 200
+    # A reset by link: the user's every session ends (the link's holder has none here).
+    token = deps.accounts.reset_password(login).token
+    done = httpx.post(f"{base_url}/v1/password-links/{token}", json={"new_password": PASSWORD})
+    assert done.status_code == 200 and done.json()["sessions_ended"] == 1
+    assert mine.get("/v1/customers").status_code == 401
+    for browser in browsers:
+        browser.close()
 
 
 # ---------------------------------------------------------------- API keys

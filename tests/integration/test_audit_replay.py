@@ -45,6 +45,7 @@ from picasse.runners.project import VIEWS, LogReader, view_env
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_accounts, open_messages, open_privacy
 from tests.integration.projection_runners import running, statuses
+from tests.users import add_customer_user
 
 # Personal data the log holds, and a tampered value: none of it may appear in a report.
 PLAINTEXT = (
@@ -76,7 +77,8 @@ def _customer(accounts: Accounts, n: int) -> UUID:
         phone=f"+31 6 1111 33{n:02d}", billing_address=f"Laan {n}, Leiden",
     )  # fmt: skip
     accounts.start_subscription(customer_id)
-    accounts.add_user(
+    add_customer_user(
+        accounts,
         customer_id=customer_id,
         login=f"ann{n}",
         role=Role.CUSTOMER_USER,

@@ -42,6 +42,7 @@ from picasse.runners.settings import Settings
 from picasse.runners.wiring import eventsourcing_env, open_messages
 from tests.integration.inprocess import relay_and_worker
 from tests.integration.platform_processes import jetstream_store_dir, wait_until
+from tests.users import add_customer_user
 
 SUPPORT = Viewer(role=Role.SUPPORT, customer_id=None)
 
@@ -107,7 +108,8 @@ def _customer(accounts: Accounts, person: Person) -> UUID:
     accounts.change_contact(customer_id, contact_name=f"Old{person.tag} Contact")
     accounts.change_contact(customer_id, contact_name=person.values["contact_name"])
     accounts.start_subscription(customer_id)
-    accounts.add_user(
+    add_customer_user(
+        accounts,
         customer_id=customer_id,
         login=person.login,
         role=Role.CUSTOMER_ADMIN,
@@ -177,8 +179,9 @@ def test_after_termination_no_dump_byte_or_stream_file_holds_the_customers_perso
     assert verify_chains(accounts.factory.datastore, accounts.recorder.events_table_name).ok
     # The statement: what it says, and that it verifies.
     document = signed.document
-    # registered, contact changed twice, user added, message requested, delivery queued
-    assert document.unreadable_events == 6 and not document.views_hold_personal_data
+    # registered, contact changed twice, user added, password set, message requested,
+    # delivery queued
+    assert document.unreadable_events == 7 and not document.views_hold_personal_data
     assert (
         len(document.destroyed_key_ids) >= 4
     )  # tenant, organisation, contact, user, traffic, content

@@ -26,6 +26,7 @@ from picasse.runners.retention import run_retention
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages
 from tests.registry_walk import personal_values
+from tests.users import add_customer_user
 
 
 class Planted(msgspec.Struct, frozen=True):
@@ -75,8 +76,8 @@ def planted(accounts: Accounts, messages: Messages) -> Planted:
         billing_address=f"Street{tag} 1, Zwolle",
     )
     accounts.start_subscription(customer)
-    user = accounts.add_user(
-        customer_id=customer, login=values["user"], role=Role.CUSTOMER_ADMIN, password="a long password"
+    user = add_customer_user(
+        accounts, customer_id=customer, login=values["user"], role=Role.CUSTOMER_ADMIN, password="a long password"
     )  # fmt: skip
     group = messages.create_group(customer, f"Team{tag}", [values["group"]])
     messages.send(
@@ -167,6 +168,7 @@ def test_each_erasure_trigger_of_a_kind_leaves_no_readable_trace_of_it(
     gdpr.views.catch_up()
 
     after = _logged(gdpr, customer, kind.kind)
-    assert len(after) == len(before) and all(v == ERASED for v in after)
+    # >=: a sealed None (a user's password before they set one) reads as erased too.
+    assert len(after) >= len(before) and all(v == ERASED for v in after)
     assert holdings.plaintext_held(kind, customer) == 0
     assert _in_views(gdpr, planted.values[kind.kind]) == 0

@@ -23,6 +23,7 @@ from picasse.runners.project import VIEWS
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages, open_privacy
 from tests.integration.projection_runners import running, statuses
+from tests.users import add_customer_user
 
 Runners = dict[str, Any]
 
@@ -102,8 +103,12 @@ def test_the_accounts_view_shows_customers_users_and_subscriptions(
     accounts: Accounts, project: Callable[..., AbstractContextManager[Runners]]
 ) -> None:
     customer = _customer(accounts)
-    accounts.add_user(
-        customer_id=customer, login="vera", role=Role.CUSTOMER_ADMIN, password="a long password"
+    add_customer_user(
+        accounts,
+        customer_id=customer,
+        login="vera",
+        role=Role.CUSTOMER_ADMIN,
+        password="a long password",
     )
     accounts.add_user(
         customer_id=None, login="staff", role=Role.SUPPORT, password="a long password"
@@ -192,8 +197,12 @@ def test_erasing_a_customer_blanks_its_accounts_rows(
     accounts: Accounts, privacy: Privacy, project: Callable[..., AbstractContextManager[Runners]]
 ) -> None:
     customer, other = _customer(accounts, 1), _customer(accounts, 2)
-    accounts.add_user(
-        customer_id=customer, login="vera", role=Role.CUSTOMER_USER, password="a long password"
+    add_customer_user(
+        accounts,
+        customer_id=customer,
+        login="vera",
+        role=Role.CUSTOMER_USER,
+        password="a long password",
     )
     with project("accounts") as runners:
         caught_up(runners)

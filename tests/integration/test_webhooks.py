@@ -41,6 +41,7 @@ from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_accounts, open_messages
 from tests.integration.api_server import PASSWORD, logged_in
 from tests.integration.gateway import FakeGateway
+from tests.users import add_customer_user
 
 TOKENS = {"sms-primary": "primary-token", "sms-failover": "failover-token", "voice": "voice-token"}
 RECEIPTS = "/v1/webhooks/receipts"
@@ -352,8 +353,12 @@ def test_a_receipt_quoting_a_number_and_an_address_leaves_only_its_code(
     words = "rejected: unknown subscriber +31 6 4417 2093 to annabel.x9q2@example.nl"
     assert _post_receipt(api, _receipt(alert.delivery_id, "failed", words)).status_code == 204
     login = f"user-{uuid4().hex[:8]}"
-    customers.add_user(
-        customer_id=alert.customer_id, login=login, role=Role.CUSTOMER_USER, password=PASSWORD
+    add_customer_user(
+        customers,
+        customer_id=alert.customer_id,
+        login=login,
+        role=Role.CUSTOMER_USER,
+        password=PASSWORD,
     )
     client = logged_in(str(api.base_url), login)
     try:

@@ -38,6 +38,11 @@ def _answers(viewer: Viewer, question: str) -> str:
         if method(uuid.uuid4()):
             return "any key"
         return "own" if method(viewer.user_id) else "no"
+    if question == "may_add_users_to" and viewer.is_staff and method(OWN):
+        first_only = not method(OWN, customer_has_admin=True) and not method(
+            OWN, role=Role.CUSTOMER_USER
+        )
+        return "first admin" if first_only else "all"
     own, other = method(OWN), method(OTHER)
     return {(True, True): "all", (True, False): "own", (False, False): "no"}[(own, other)]
 

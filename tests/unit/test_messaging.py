@@ -51,6 +51,7 @@ def world() -> tuple[Messages, UUID, ManualClock]:
         env,
         passwords=Argon2Passwords(argon2.PasswordHasher(time_cost=1, memory_cost=8)),
         pseudonyms=KeyedPseudonyms(b"k" * 32),
+        clock=ManualClock(datetime(2026, 11, 30, 12, 0, tzinfo=UTC)),
     )
     customer_id = accounts.register_customer(
         organisation="Acme", contact_name="Bob", email="bob@example.com",
@@ -408,3 +409,22 @@ def test_a_receipts_words_leave_only_a_code_in_the_stored_events(
     (delivery,) = messages.message(message_id, _user(customer_id)).deliveries
     assert delivery.reason is FailureReason.INVALID_RECIPIENT
     assert b"annabel" not in msgspec.json.encode(delivery)
+
+
+def test_mail_picasse_sends_to_a_user_is_read_back_by_nobody(
+    world: tuple[Messages, UUID, ManualClock],
+) -> None:
+    """A set-password link's body: not the customer's own users (a colleague's link would
+    take over their account), nor staff (R7). Only the delivery worker opens it."""
+    messages, customer_id, _ = world
+    message_id = messages.send_account_mail(
+        customer_id, "new.user@example.com", "Set your password", "https://x/set-password/t"
+    )
+    for viewer in (
+        Viewer(role=Role.CUSTOMER_ADMIN, customer_id=customer_id),
+        Viewer(role=Role.CUSTOMER_USER, customer_id=customer_id),
+        Viewer(role=Role.PLATFORM_ADMIN, customer_id=None),
+    ):
+        with pytest.raises(Forbidden):
+            messages.message(message_id, viewer, reveal_content=True)
+        assert messages.message(message_id, viewer).body is None

@@ -1,0 +1,192 @@
+"""Finding 1 of issue 11, against `picasse up` as a process: no sequence of staff actions
+ends with staff reading a message body (R7). Customer users get their password through a
+one-time link mailed to them (the development Maildir here); staff add a customer's first
+admin only; every staff change to a customer's users is in its privacy ledger and pages."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.platform import RunningUp, picasse_command
+
+pytestmark = pytest.mark.own_servers
+
+TIMEOUT = 120.0
+STAFF_PASSWORD = "quartz meadow lantern 17"
+USER_PASSWORD = "velvet orchard compass 42"
+SECRET = "the vault code is 7391-quokka"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def up(servers_root: Path) -> Iterator[RunningUp]:
+    port = _free_port()  # a known port, so the mailed links name where the pages are
+    running = RunningUp(servers_root / "staff-content", PICASSE_HTTP_PORT=str(port))
+    try:
+        running.wait_until_up()
+        yield running
+    finally:
+        running.terminate()
+
+
+def cli(up: RunningUp, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*picasse_command(), *args], input=stdin, capture_output=True, text=True, env=up.env,
+        timeout=120,
+    )  # fmt: skip
+
+
+def base_url(up: RunningUp) -> str:
+    return f"http://127.0.0.1:{up.env['PICASSE_HTTP_PORT']}"
+
+
+def session(up: RunningUp, login: str, password: str) -> httpx.Client:
+    client = httpx.Client(base_url=base_url(up), timeout=30, follow_redirects=False)
+    logged = client.post("/v1/sessions", json={"login": login, "password": password})
+    assert logged.status_code == 201, logged.text
+    return client
+
+
+def links_mailed_to(up: RunningUp, address: str) -> list[str]:
+    """The set-password links in the development Maildir's mails to `address`."""
+    found = []
+    inbox = up.data_dir / "maildir" / "email"
+    for sub in ("new", "cur"):
+        for path in sorted((inbox / sub).glob("*")):
+            try:
+                mail = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            except FileNotFoundError:
+                continue
+            if address not in str(mail["To"]):
+                continue
+            body = mail.get_body(("plain",))  # type: ignore[attr-defined]
+            found += re.findall(r"http\S+/set-password/[A-Za-z0-9_-]+", body.get_content())
+    return found
+
+
+def wait_for_links(up: RunningUp, address: str, count: int) -> list[str]:
+    deadline = time.monotonic() + TIMEOUT
+    while len(links := links_mailed_to(up, address)) < count:
+        assert time.monotonic() < deadline, f"{len(links)} link(s) for {address}"
+        time.sleep(0.5)
+    return links
+
+
+def wait_for(check: object, what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+
+
+def test_no_sequence_of_staff_actions_ends_with_staff_reading_a_body(up: RunningUp) -> None:
+    for login, role in (("boss", "platform_admin"), ("helper", "support")):
+        added = cli(up, "users", "add", "--login", login, "--role", role, "--password-stdin",
+                    stdin=STAFF_PASSWORD + "\n")  # fmt: skip
+        assert added.returncode == 0, added.stderr
+    customer = cli(up, "customers", "register", "--org", "Kluis BV", "--contact-name",
+                   "Karel Kluis", "--email", "karel@kluis.example", "--phone", "+31 6 1234 5000",
+                   "--billing-address", "Kluisweg 1, Urk").stdout.strip()  # fmt: skip
+    assert cli(up, "customers", "subscribe", customer).returncode == 0
+    boss = session(up, "boss", STAFF_PASSWORD)
+    helper = session(up, "helper", STAFF_PASSWORD)
+    users = f"/v1/customers/{customer}/users"
+
+    # Staff add the first admin: no password of theirs, a link to the user's address.
+    first = boss.post(users, json={"login": "karel", "role": "customer_admin",
+                                   "email": "karel@kluis.example"})  # fmt: skip
+    assert first.status_code == 201, first.text
+    refused = {
+        "password in the body": boss.post(users, json={"login": "mallory", "role": "customer_admin",
+                                                       "password": STAFF_PASSWORD}),
+        "a second admin": boss.post(users, json={"login": "mallory", "role": "customer_admin",
+                                                 "email": "mallory@evil.example"}),
+        "a user": boss.post(users, json={"login": "mallory", "role": "customer_user",
+                                         "email": "mallory@evil.example"}),
+        "support adds": helper.post(users, json={"login": "mallory", "role": "customer_admin",
+                                                 "email": "mallory@evil.example"}),
+        "a guessed link": boss.post("/v1/password-links/" + "A" * 43,
+                                    json={"new_password": STAFF_PASSWORD}),
+        "logging in as the new admin": httpx.post(f"{base_url(up)}/v1/sessions",
+                                                  json={"login": "karel", "password": ""}),
+    }  # fmt: skip
+    for what, response in refused.items():
+        assert response.status_code in (400, 401, 403, 404, 422), (what, response.text)
+    cli_refusals = [
+        cli(up, "users", "add", "--customer", customer, "--login", "mallory", "--role",
+            "customer_user", "--email", "mallory@evil.example"),
+        cli(up, "users", "add", "--customer", customer, "--login", "mallory", "--role",
+            "customer_admin", "--password-stdin", stdin=STAFF_PASSWORD + "\n"),
+        cli(up, "users", "passwd", "karel", "--password-stdin", stdin=STAFF_PASSWORD + "\n"),
+    ]  # fmt: skip
+    for result in cli_refusals:
+        assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    reset = cli(up, "users", "passwd", "karel")  # a staff reset: a new link, to the user
+    assert reset.returncode == 0 and "http" not in reset.stdout, reset.stderr
+
+    # The user, at their inbox: two links, only the newest works; opening it uses nothing up.
+    first_link, newest = wait_for_links(up, "karel@kluis.example", 2)
+    assert first_link.startswith(base_url(up) + "/set-password/")
+    for link in (first_link, newest):
+        assert link.rsplit("/", 1)[1] not in reset.stdout + first.text
+    user = httpx.Client(timeout=30, follow_redirects=False)
+    assert user.get(first_link).status_code == 404
+    for _ in range(2):
+        form = user.get(newest)
+        assert form.status_code == 200 and 'name="new_password"' in form.text
+    weak = user.post(newest, data={"new_password": "password1234", "repeat": "password1234"})
+    assert weak.status_code == 422 and "too easy to guess" in weak.text
+    done = user.post(newest, data={"new_password": USER_PASSWORD, "repeat": USER_PASSWORD})
+    assert done.status_code == 200 and 'data-result="password-set"' in done.text
+    assert user.get(newest).status_code == 404  # once only
+
+    karel = session(up, "karel", USER_PASSWORD)
+    sent = karel.post("/v1/messages", json={"channel": "email", "to": ["x@rcpt.example"],
+                                            "subject": "Code", "body": SECRET})  # fmt: skip
+    assert sent.status_code == 202, sent.text
+    message_id = sent.json()["id"]
+    own = karel.get(f"/v1/messages/{message_id}", params={"reveal_content": "true"})
+    assert own.json()["body"] == SECRET  # the control: the customer's own user reads it
+
+    # Staff, every way they have: the message, and every message in the customer's traffic.
+    def traffic_ids() -> set[str]:
+        rows = boss.get("/v1/traffic", params={"customer_id": customer}).json()
+        return {row["message_id"] for row in rows}
+
+    wait_for(lambda: message_id in traffic_ids() and len(traffic_ids()) >= 3, "traffic view")
+    for staff in (boss, helper):
+        for mid in traffic_ids():
+            for query in ({"reveal_content": "true"}, {}):
+                answer = staff.get(f"/v1/messages/{mid}", params=query)
+                assert SECRET not in answer.text and "/set-password/" not in answer.text
+                if query:
+                    assert answer.status_code == 403
+    # Nor does the customer's admin read back the links mailed to its users.
+    for mid in traffic_ids() - {message_id}:
+        answer = karel.get(f"/v1/messages/{mid}", params={"reveal_content": "true"})
+        assert answer.status_code == 403 and "/set-password/" not in answer.text
+
+    # The privacy ledger and the customer's page show what staff did to its users.
+    def ledger() -> str:
+        return boss.get("/admin/ledger", params={"customer_id": customer}).text
+
+    wait_for(lambda: "set-password link" in ledger(), "the ledger")
+    assert "added as customer_admin by Picasse staff (platform_admin)" in ledger()
+    assert "sent to the user by Picasse staff (CLI)" in ledger()
+    page = boss.get(f"/admin/customers/{customer}").text
+    assert "Staff changes to users" in page and "added as customer_admin" in page
