@@ -429,6 +429,11 @@ def verify_statement(p: Platform, path: Path) -> SignedStatement:
         raise StatementInvalid(f"{len(missing)} of the keys it names were never destroyed")
     if p.keys.live_key_count(d.customer_id):
         raise StatementInvalid("keys of this customer exist again")
+    if d.key_epoch is not None and not p.keys.epoch_is_gone(d.key_epoch.epoch_id):
+        raise StatementInvalid(
+            f"key epoch {d.key_epoch.epoch_id} it names as destroyed still exists (its key file"
+            " or a tenant key wrapped under it)"
+        )
     p.views.catch_up()
     held = Holdings(p.sources()).per_kind(d.customer_id)
     if any(held.values()):
