@@ -451,6 +451,11 @@ def verify_statement_main(settings: Settings, path: Path) -> int:
     print(
         f"ok: statement for customer {d.customer_id} is signed by {d.signing_key}, and its claims"
         f" hold: {len(d.destroyed_key_ids)} keys destroyed, no view holds its personal data"
+        + (
+            f", key epoch {d.key_epoch.epoch_id} is gone"
+            if d.key_epoch is not None
+            else " (the statement predates key epochs)"
+        )
     )
     return 0
 

@@ -284,3 +284,33 @@ def test_a_save_sealing_under_a_replaced_tenant_key_or_epoch_seals_again(
     user_id = add_user(login := f"b{tag}@example.net")
     assert open_store().user(user_id).login == login
     assert races == [True, True]
+
+
+def test_tenant_keys_from_before_epochs_are_rewrapped_under_the_first_epoch_on_start(
+    accounts: Accounts, open_store: Callable[[], Accounts], raw: psycopg.Connection,
+    settings: Settings, key_dir: Path,
+) -> None:  # fmt: skip
+    tag = uuid.uuid4().hex[:8]
+    customer = accounts.register_customer(**_person(tag))
+    # Make the store as it was before epochs: tenant keys wrapped by the master key.
+    master = AESGCM(read_master_key(settings.master_key_path))
+    rows = raw.cursor(row_factory=psycopg.rows.dict_row)
+    for row in rows.execute("SELECT * FROM picasse_tenant_keys").fetchall():
+        epoch = AESGCM(read_epoch_key(key_dir, row["epoch_id"]))
+        wrapped = bytes(row["wrapped"])
+        aad = b"tenant" + row["tenant_id"].bytes + row["key_id"].bytes
+        material = epoch.decrypt(wrapped[:12], wrapped[12:], aad + row["epoch_id"].bytes)
+        nonce = os.urandom(12)
+        raw.execute(
+            "UPDATE picasse_tenant_keys SET epoch_id = NULL, wrapped = %s WHERE key_id = %s",
+            (nonce + master.encrypt(nonce, material, aad), row["key_id"]),
+        )
+    raw.execute("DELETE FROM picasse_key_epochs")
+    for path in key_dir.glob("epoch-*.key"):
+        path.unlink()
+
+    assert open_store().customer(customer).contact.email == f"mail{tag}@example.org"
+    assert len(_epoch_files(key_dir)) == 1 and list(_epochs(raw).values()) == ["current"]
+    assert raw.execute(
+        "SELECT count(*) FROM picasse_tenant_keys WHERE epoch_id IS NULL"
+    ).fetchone() == (0,)
