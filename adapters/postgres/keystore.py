@@ -802,6 +802,7 @@ class PostgresKeyStore:
                 ).format(t["tenant_keys"])
             ).fetchall()
             due_set = set(due)
+            rewrapped: list[tuple[UUID, UUID, bytes]] = []  # tenant, key id, wrapped
             for row in tenants:
                 tenant_id, key_id = row["tenant_id"], row["key_id"]
                 material = self._unwrap_tenant_material(
@@ -809,16 +810,16 @@ class PostgresKeyStore:
                 )
                 if tenant_id in due_set:
                     key_id, material = self._replace_tenant_key(conn, tenant_id, material)
+                wrapped = _wrap(new_epoch, material, _tenant_aad(tenant_id, key_id, new_id))
+                rewrapped.append((tenant_id, key_id, wrapped))
+            if rewrapped:
                 conn.execute(
                     sql.SQL(
-                        "UPDATE {} SET key_id = %s, epoch_id = %s, wrapped = %s WHERE tenant_id = %s"
+                        "UPDATE {} k SET key_id = n.key_id, epoch_id = %s, wrapped = n.wrapped"
+                        " FROM unnest(%s::uuid[], %s::uuid[], %s::bytea[]) AS n(tenant_id, key_id, wrapped)"
+                        " WHERE k.tenant_id = n.tenant_id"
                     ).format(t["tenant_keys"]),
-                    (
-                        key_id,
-                        new_id,
-                        _wrap(new_epoch, material, _tenant_aad(tenant_id, key_id, new_id)),
-                        tenant_id,
-                    ),
+                    (new_id, *(list(column) for column in zip(*rewrapped, strict=True))),
                 )
             conn.execute(
                 sql.SQL("DELETE FROM {} WHERE tenant_id = ANY(%s)").format(t["rewrap_due"]), (due,)
@@ -848,22 +849,19 @@ class PostgresKeyStore:
             ).format(self._t["subject_keys"]),
             (tenant_id,),
         ).fetchall()
+        ids, wrapped = [], []
         for row in subjects:
-            subject_material = _unwrap(
-                old_key, bytes(row["wrapped"]), _subject_aad(row["key_id"], row["subject"])
-            )
-            conn.execute(
-                sql.SQL("UPDATE {} SET wrapped = %s, tenant_key_id = %s WHERE key_id = %s").format(
-                    self._t["subject_keys"]
-                ),
-                (
-                    _wrap(
-                        tenant_key, subject_material, _subject_aad(row["key_id"], row["subject"])
-                    ),
-                    key_id,
-                    row["key_id"],
-                ),
-            )
+            aad = _subject_aad(row["key_id"], row["subject"])
+            ids.append(row["key_id"])
+            wrapped.append(_wrap(tenant_key, _unwrap(old_key, bytes(row["wrapped"]), aad), aad))
+        conn.execute(
+            sql.SQL(
+                "UPDATE {} s SET wrapped = n.wrapped, tenant_key_id = %s"
+                " FROM unnest(%s::uuid[], %s::bytea[]) AS n(key_id, wrapped)"
+                " WHERE s.key_id = n.key_id"
+            ).format(self._t["subject_keys"]),
+            (key_id, ids, wrapped),
+        )
         return key_id, material
 
     def _destroy_retired(self, conn: psycopg.Connection[Any]) -> list[DestroyedEpoch]:
