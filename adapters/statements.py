@@ -64,6 +64,14 @@ def render_html(signed: SignedStatement) -> str:
         )
         or "<li>Nothing: no records are kept under a legal obligation.</li>"
     )
+    epoch = (
+        f"<p>The key-encryption key (epoch <code>{d.key_epoch.epoch_id}</code>) that wrapped this"
+        " customer's keys was destroyed no later than"
+        f" {e(d.key_epoch.destroyed_no_later_than.isoformat(timespec='seconds'))}, so no backup"
+        " of the database can open them either.</p>"
+        if d.key_epoch
+        else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Statement of erasure</title>
 <style>body{{font:15px/1.5 system-ui,sans-serif;max-width:46rem;margin:3rem auto;color:#1d2433}}
@@ -77,7 +85,7 @@ personal data of customer <code>{d.customer_id}</code>, whose subscription ended
 <h2>How</h2><p>{e(d.method)}.</p>
 <p>{len(d.destroyed_key_ids)} keys were destroyed; {d.unreadable_events} stored events held this
 customer's personal data and can no longer be read. The history itself stays intact and verifiable.</p>
-<details><summary>Destroyed key ids</summary><ul>{keys}</ul></details>
+<details><summary>Destroyed key ids</summary><ul>{keys}</ul></details>{epoch}
 <h2>Views</h2>
 <table><tr><th>kind of data</th><th>plaintext values still held</th></tr>{views}</table>
 <p>{"Some views still hold personal data." if d.views_hold_personal_data else "No view holds any of this customer's personal data."}</p>

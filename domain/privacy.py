@@ -20,6 +20,7 @@ from picasse.domain.customers import Customer
 from picasse.domain.errors import InvalidInput
 from picasse.domain.personal import Trigger, personal_data_kind
 from picasse.domain.termination import (
+    DestroyedEpoch,
     Statement,
     Step,
     Termination,
@@ -102,6 +103,11 @@ class KeyShredder(Protocol):
 
     def sealed_event_count(self, tenant_id: UUID) -> int:
         """How many stored events hold personal data sealed under this tenant's keys."""
+        ...
+
+    def destroyed_epoch(self, tenant_id: UUID) -> DestroyedEpoch | None:
+        """The key-encryption-key epoch that wrapped this tenant's key, once destroyed
+        itself (so no backup's copy of the tenant key opens); None if it predates epochs."""
         ...
 
 
@@ -220,6 +226,9 @@ class Privacy(PicasseApplication):
         termination.record_keys_destroyed(
             key_ids, self.shredder.sealed_event_count(customer_id), erasure.created_on
         )
+        epoch = self.shredder.destroyed_epoch(customer_id)
+        if epoch is not None:
+            termination.record_epoch_destroyed(epoch)
         return self._saved(termination, erasure)
 
     def record_views_caught_up(self, customer_id: UUID, views: list[ViewCheck]) -> int:

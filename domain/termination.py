@@ -32,6 +32,14 @@ class ViewCheck(msgspec.Struct, frozen=True):
     plaintext_values: int
 
 
+class DestroyedEpoch(msgspec.Struct, frozen=True):
+    """A key-encryption-key epoch whose key file was destroyed: every backup's copy of the
+    tenant keys it wrapped (and so of the keys under them) opens no more."""
+
+    epoch_id: UUID
+    destroyed_no_later_than: datetime
+
+
 class Statement(msgspec.Struct, frozen=True, kw_only=True):
     """What was erased, when, how; what is kept and why. Holds no personal data."""
 
@@ -51,11 +59,18 @@ class Statement(msgspec.Struct, frozen=True, kw_only=True):
     export_sha256: str | None
     issued_by: str = "Picasse"
     signing_key: str  # the key id; verification uses the platform's own key
+    # The epoch that wrapped the customer's tenant key, destroyed too (so backups open
+    # nothing of it). None in statements from before epochs, which keep verifying.
+    key_epoch: DestroyedEpoch | None = None
 
 
 def canonical(statement: Statement) -> bytes:
-    """The exact bytes that are signed: compact JSON with sorted keys."""
-    return msgspec.json.encode(msgspec.to_builtins(statement, order="sorted"))
+    """The exact bytes that are signed: compact JSON with sorted keys. A statement without
+    a key epoch is signed without the field, as statements were before epochs."""
+    document = msgspec.to_builtins(statement, order="sorted")
+    if document.get("key_epoch") is None:
+        document.pop("key_epoch", None)
+    return msgspec.json.encode(document)
 
 
 def statement_digest(statement: Statement) -> str:
@@ -113,6 +128,7 @@ class Termination(Aggregate):
         self.terminated_at: datetime | None = None
         self.erased_at: datetime | None = None
         self.destroyed_key_ids: list[UUID] = []
+        self.key_epoch: DestroyedEpoch | None = None
         self.unreadable_events = 0
         self.views: list[ViewCheck] = []
         self.statement: Statement | None = None
@@ -179,6 +195,16 @@ class Termination(Aggregate):
         self.erased_at = erased_at
         self.done.append(Step.KEYS)
 
+    def record_epoch_destroyed(self, epoch: DestroyedEpoch) -> None:
+        """Recorded with the keys: the epoch that wrapped them is destroyed too."""
+        if not self.keys_destroyed:
+            raise StepOutOfOrder(f"the keys of customer {self.customer_id} are not destroyed")
+        self._epoch_destroyed(epoch)
+
+    @event("KeyEpochDestroyed")
+    def _epoch_destroyed(self, epoch: DestroyedEpoch) -> None:
+        self.key_epoch = epoch
+
     def record_views_caught_up(self, views: list[ViewCheck]) -> None:
         self.expect(Step.VIEWS)
         self._views_caught_up(views)
@@ -206,6 +232,7 @@ class Termination(Aggregate):
             kept_under_legal_obligation=kept_records(),
             export_sha256=self.export_sha256,
             signing_key=signing_key,
+            key_epoch=self.key_epoch,
         )
 
     def record_statement(self, statement: Statement, signature: str) -> None:

@@ -429,6 +429,11 @@ def verify_statement(p: Platform, path: Path) -> SignedStatement:
         raise StatementInvalid(f"{len(missing)} of the keys it names were never destroyed")
     if p.keys.live_key_count(d.customer_id):
         raise StatementInvalid("keys of this customer exist again")
+    if d.key_epoch is not None and not p.keys.epoch_is_gone(d.key_epoch.epoch_id):
+        raise StatementInvalid(
+            f"key epoch {d.key_epoch.epoch_id} it names as destroyed still exists (its key file"
+            " or a tenant key wrapped under it)"
+        )
     p.views.catch_up()
     held = Holdings(p.sources()).per_kind(d.customer_id)
     if any(held.values()):
@@ -446,6 +451,11 @@ def verify_statement_main(settings: Settings, path: Path) -> int:
     print(
         f"ok: statement for customer {d.customer_id} is signed by {d.signing_key}, and its claims"
         f" hold: {len(d.destroyed_key_ids)} keys destroyed, no view holds its personal data"
+        + (
+            f", key epoch {d.key_epoch.epoch_id} is gone"
+            if d.key_epoch is not None
+            else " (the statement predates key epochs)"
+        )
     )
     return 0
 

@@ -36,10 +36,12 @@ def run_retention(
     keys: PostgresKeyStore = privacy.factory.keys  # type: ignore[attr-defined]
     erased = due(keys, period, now)
     if not dry_run:
-        for tenant, subject in erased:
-            privacy.erase_subject(
-                tenant, subject, f"retention: {period.reason}", trigger=Trigger.RETENTION
-            )
+        # One replacement of the wrapping keys for the whole run, not one per month key.
+        with keys.batched_replacement():
+            for tenant, subject in erased:
+                privacy.erase_subject(
+                    tenant, subject, f"retention: {period.reason}", trigger=Trigger.RETENTION
+                )
     privacy.record_retention_run(
         months_before(traffic_month(now), period.months),
         dry_run,

@@ -1,8 +1,15 @@
-"""Key store in PostgreSQL: master → tenant → data subject keys, wrapped at rest.
+"""Key store in PostgreSQL: epoch → tenant → data subject keys, wrapped at rest.
 
+Data subject keys are wrapped by their tenant key, tenant keys by the current key-encryption
+key epoch, whose key lives in a file beside the master key file, never in the database.
 Destroying a key deletes its wrapped form and tells every process (LISTEN/NOTIFY) to
 drop its cached copy; a process whose listener is down does not cache at all.
 New keys are written in the same transaction as the first events sealed under them.
+
+After a key is destroyed the keys that wrapped it are replaced (`replace_wrapping_keys`):
+the tenant's live subject keys are re-wrapped under a new tenant key, every tenant key
+under a new epoch, and the old epoch's file is destroyed. A backup or WAL segment holding
+the destroyed key's wrapped form then holds nothing the current key files open.
 """
 
 from __future__ import annotations
@@ -11,19 +18,29 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import msgspec
 import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from eventsourcing.persistence import PersistenceError
+from eventsourcing.persistence import IntegrityError, PersistenceError
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from picasse.adapters.crypto import SealingNeed, SubjectKey, new_subject_key
+from picasse.adapters.master_key import (
+    EpochKeyMissing,
+    create_epoch_key,
+    destroy_epoch_key,
+    epoch_key_path,
+    read_epoch_key,
+)
 from picasse.adapters.postgres.roles import serialize_schema_changes
+from picasse.domain.termination import DestroyedEpoch
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +59,17 @@ class TenantErased(Exception):
         self.tenant_id = tenant_id
 
 
+class WrappingChanged(IntegrityError):
+    """A key epoch or tenant key this save wraps under was replaced meanwhile: seal again."""
+
+
 class DestroyedKey(msgspec.Struct, frozen=True):
     key_id: UUID
     tenant_id: UUID
     subject: str | None  # None: the tenant key itself
+
+
+TenantKey = tuple[UUID, AESGCM]  # the tenant key's id and the key
 
 
 class _Pending:
@@ -53,10 +77,13 @@ class _Pending:
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
-        self.new_tenants: dict[UUID, tuple[UUID, bytes, AESGCM]] = {}  # key id, wrapped, key
-        self.new_subjects: dict[tuple[UUID, str], tuple[SubjectKey, bytes]] = {}
+        # tenant → key id, epoch wrapping it, wrapped, key
+        self.new_tenants: dict[UUID, tuple[UUID, UUID, bytes, AESGCM]] = {}
+        # (tenant, subject) → key, wrapped, id of the tenant key wrapping it
+        self.new_subjects: dict[tuple[UUID, str], tuple[SubjectKey, bytes, UUID]] = {}
         self.found_subjects: dict[tuple[UUID, str], SubjectKey] = {}
-        self.found_tenants: dict[UUID, AESGCM] = {}
+        self.found_tenants: dict[UUID, TenantKey] = {}
+        self.stale_wrapping = False
         self.absent_subjects: set[tuple[UUID, str]] = set()
         self.absent_tenants: set[UUID] = set()
         self.erased_tenants: set[UUID] = set()
@@ -73,8 +100,9 @@ def _unwrap(wrapping: AESGCM, wrapped: bytes, aad: bytes) -> bytes:
     return wrapping.decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], aad)
 
 
-def _tenant_aad(tenant_id: UUID, key_id: UUID) -> bytes:
-    return b"tenant" + tenant_id.bytes + key_id.bytes
+def _tenant_aad(tenant_id: UUID, key_id: UUID, epoch_id: UUID | None) -> bytes:
+    aad = b"tenant" + tenant_id.bytes + key_id.bytes
+    return aad if epoch_id is None else aad + epoch_id.bytes  # None: under the master key
 
 
 def _subject_aad(key_id: UUID, subject: str) -> bytes:
@@ -83,19 +111,37 @@ def _subject_aad(key_id: UUID, subject: str) -> bytes:
 
 class PostgresKeyStore:
     def __init__(
-        self, datastore: PostgresDatastore, master_key: bytes, *, listen: bool = True
+        self,
+        datastore: PostgresDatastore,
+        master_key: bytes,
+        *,
+        key_dir: Path,
+        listen: bool = True,
     ) -> None:
         self.datastore = datastore
-        self._master = AESGCM(master_key)
+        self._master = AESGCM(master_key)  # only to re-wrap tenant keys from before epochs
+        self.key_dir = key_dir
+        self._epochs: dict[UUID, AESGCM] = {}
+        self._current_epoch: UUID | None = None
+        self._batching = 0
+        # Tests: called after each step of a rotation; raising there is a crash there.
+        self.fault: Callable[[str], None] = lambda step: None
         schema = datastore.schema
         self._schema = schema
         self.channel = f"{schema}_picasse_keys"
         self._t = {
             name: sql.Identifier(schema, f"picasse_{name}")
-            for name in ("tenant_keys", "subject_keys", "destroyed_keys", "sealed_events")
+            for name in (
+                "tenant_keys",
+                "subject_keys",
+                "destroyed_keys",
+                "sealed_events",
+                "key_epochs",
+                "rewrap_due",
+            )
         }
         self._lock = threading.Lock()
-        self._tenant_keys: dict[UUID, AESGCM] = {}
+        self._tenant_keys: dict[UUID, TenantKey] = {}
         self._by_subject: dict[tuple[UUID, str], SubjectKey] = {}
         self._by_id: dict[bytes, SubjectKey | None] = {}  # by the key id's 16 bytes
         self._generation = 0
@@ -137,6 +183,39 @@ class PostgresKeyStore:
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (tenant_id)").format(
                 sql.Identifier("picasse_destroyed_keys_tenant_idx"), t["destroyed_keys"]
             ),
+            # Key-encryption-key epochs: their keys are files (key_dir), never rows. One is
+            # current; a pending one's file may exist; a retired or destroyed one wraps
+            # nothing any more (its file is destroyed, then it is marked destroyed).
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (epoch_id uuid PRIMARY KEY, state text NOT NULL"
+                " CHECK (state IN ('pending', 'current', 'retired', 'destroyed')),"
+                " created_at timestamptz NOT NULL DEFAULT now(), destroyed_at timestamptz)"
+            ).format(t["key_epochs"]),
+            sql.SQL(
+                "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ((true)) WHERE state = 'current'"
+            ).format(sql.Identifier("picasse_key_epochs_one_current"), t["key_epochs"]),
+            # Tenants whose keys wrapped a destroyed key and are still to be replaced.
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (tenant_id uuid PRIMARY KEY,"
+                " since timestamptz NOT NULL DEFAULT now())"
+            ).format(t["rewrap_due"]),
+            # NULL: wrapped by the master key (before epochs); re-wrapped by the first epoch.
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS epoch_id uuid").format(
+                t["tenant_keys"]
+            ),
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS epoch_id uuid").format(
+                t["destroyed_keys"]
+            ),
+            # Which tenant key wraps each subject key: a save that wrapped under a tenant
+            # key replaced meanwhile fails (and seals again) instead of writing a dead key.
+            sql.SQL(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS tenant_key_id uuid"
+                " REFERENCES {} (key_id) DEFERRABLE INITIALLY IMMEDIATE"
+            ).format(t["subject_keys"], t["tenant_keys"]),
+            sql.SQL(
+                "UPDATE {} s SET tenant_key_id = k.key_id FROM {} k"
+                " WHERE s.tenant_key_id IS NULL AND k.tenant_id = s.tenant_id"
+            ).format(t["subject_keys"], t["tenant_keys"]),
         ]
         with self.datastore.transaction(commit=True) as curs:
             serialize_schema_changes(curs)  # concurrent first starts
@@ -180,12 +259,13 @@ class PostgresKeyStore:
         tenants |= {tenant for tenant, _ in subjects}
         query = sql.SQL(
             "SELECT s.tenant_id, s.subject, s.key_id, s.wrapped,"
-            " NULL::uuid AS tenant_key_id, NULL::bytea AS tenant_wrapped FROM {subjects} s"
+            " NULL::uuid AS tenant_key_id, NULL::bytea AS tenant_wrapped, NULL::uuid AS epoch_id"
+            " FROM {subjects} s"
             " JOIN unnest(%s::uuid[], %s::text[]) AS wanted(tenant_id, subject)"
             " USING (tenant_id, subject)"
-            " UNION ALL SELECT k.tenant_id, NULL, NULL, NULL, k.key_id, k.wrapped"
+            " UNION ALL SELECT k.tenant_id, NULL, NULL, NULL, k.key_id, k.wrapped, k.epoch_id"
             " FROM {tenants} k WHERE k.tenant_id = ANY(%s)"
-            " UNION ALL SELECT d.tenant_id, NULL, NULL, NULL, NULL, NULL FROM {destroyed} d"
+            " UNION ALL SELECT d.tenant_id, NULL, NULL, NULL, NULL, NULL, NULL FROM {destroyed} d"
             " WHERE d.subject IS NULL AND d.tenant_id = ANY(%s)"
         ).format(
             subjects=t["subject_keys"], tenants=t["tenant_keys"], destroyed=t["destroyed_keys"]
@@ -205,14 +285,20 @@ class PostgresKeyStore:
             if row["subject"] is not None:
                 wrapped_subjects.append(row)
             elif row["tenant_key_id"] is not None:
-                pending.found_tenants[tenant_id] = self._unwrap_tenant(
-                    tenant_id, row["tenant_key_id"], bytes(row["tenant_wrapped"])
+                pending.found_tenants[tenant_id] = (
+                    row["tenant_key_id"],
+                    self._unwrap_tenant(
+                        tenant_id,
+                        row["tenant_key_id"],
+                        row["epoch_id"],
+                        bytes(row["tenant_wrapped"]),
+                    ),
                 )
             else:
                 pending.erased_tenants.add(tenant_id)
         found: list[SubjectKey] = []
         for row in wrapped_subjects:
-            tenant_key = pending.found_tenants[row["tenant_id"]]
+            _, tenant_key = pending.found_tenants[row["tenant_id"]]
             key = self._unwrap_subject(
                 row["tenant_id"], row["subject"], row["key_id"], bytes(row["wrapped"]), tenant_key
             )
@@ -242,11 +328,12 @@ class PostgresKeyStore:
             key = pending.found_subjects.get(pair)
             if key is not None:
                 return key
-        tenant_key = self._tenant_key(tenant_id, pending, new_tenant)
+        tenant_key_id, tenant_key = self._tenant_key(tenant_id, pending, new_tenant)
         key, material = new_subject_key(tenant_id, subject)
         pending.new_subjects[pair] = (
             key,
             _wrap(tenant_key, material, _subject_aad(key.key_id, subject)),
+            tenant_key_id,
         )
         return key
 
@@ -256,10 +343,10 @@ class PostgresKeyStore:
             pending = self._local.pending = _Pending(self._generation)
         return pending
 
-    def _tenant_key(self, tenant_id: UUID, pending: _Pending, new_tenant: bool) -> AESGCM:
+    def _tenant_key(self, tenant_id: UUID, pending: _Pending, new_tenant: bool) -> TenantKey:
         made = pending.new_tenants.get(tenant_id)
         if made is not None:
-            return made[2]
+            return made[0], made[3]
         found = pending.found_tenants.get(tenant_id)
         if found is not None:
             return found
@@ -276,10 +363,11 @@ class PostgresKeyStore:
             raise TenantErased(tenant_id)
         key_id = uuid4()
         material = AESGCM.generate_key(bit_length=256)
-        wrapped = _wrap(self._master, material, _tenant_aad(tenant_id, key_id))
+        epoch_id, epoch = self._current()
+        wrapped = _wrap(epoch, material, _tenant_aad(tenant_id, key_id, epoch_id))
         tenant_key = AESGCM(material)
-        pending.new_tenants[tenant_id] = (key_id, wrapped, tenant_key)
-        return tenant_key
+        pending.new_tenants[tenant_id] = (key_id, epoch_id, wrapped, tenant_key)
+        return key_id, tenant_key
 
     # The event store's transaction writes new keys with the events sealed under them.
 
@@ -303,21 +391,37 @@ class PostgresKeyStore:
             return
         tenants = sorted(pending.new_tenants.items(), key=lambda item: item[0])
         subjects = sorted(pending.new_subjects.values(), key=lambda item: item[0].key_id)
+        if tenants:
+            # The epoch stays current until this transaction ends (a rotation waits for
+            # the share lock); one replaced meanwhile means sealing again.
+            epochs = sorted({epoch_id for _, (_, epoch_id, _, _) in tenants})
+            curs.execute(
+                sql.SQL(
+                    "SELECT epoch_id FROM {} WHERE epoch_id = ANY(%s) AND state = 'current'"
+                    " FOR SHARE"
+                ).format(t["key_epochs"]),
+                (epochs,),
+            )
+            if len(curs.fetchall()) != len(epochs):
+                pending.stale_wrapping = True
+                raise WrappingChanged("the key epoch was replaced while sealing")
         curs.execute(
             sql.SQL(
-                "WITH t AS (INSERT INTO {tenants} (tenant_id, key_id, wrapped)"
-                " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::bytea[]))"
-                " INSERT INTO {subjects} (key_id, tenant_id, subject, wrapped)"
-                " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::bytea[])"
+                "WITH t AS (INSERT INTO {tenants} (tenant_id, key_id, epoch_id, wrapped)"
+                " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::bytea[]))"
+                " INSERT INTO {subjects} (key_id, tenant_id, subject, wrapped, tenant_key_id)"
+                " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::bytea[], %s::uuid[])"
             ).format(tenants=t["tenant_keys"], subjects=t["subject_keys"]),
             (
                 [tenant_id for tenant_id, _ in tenants],
-                [key_id for _, (key_id, _, _) in tenants],
-                [wrapped for _, (_, wrapped, _) in tenants],
-                [key.key_id for key, _ in subjects],
-                [key.tenant_id for key, _ in subjects],
-                [key.subject for key, _ in subjects],
-                [wrapped for _, wrapped in subjects],
+                [key_id for _, (key_id, _, _, _) in tenants],
+                [epoch_id for _, (_, epoch_id, _, _) in tenants],
+                [wrapped for _, (_, _, wrapped, _) in tenants],
+                [key.key_id for key, _, _ in subjects],
+                [key.tenant_id for key, _, _ in subjects],
+                [key.subject for key, _, _ in subjects],
+                [wrapped for _, wrapped, _ in subjects],
+                [tenant_key_id for _, _, tenant_key_id in subjects],
             ),
         )
 
@@ -344,8 +448,15 @@ class PostgresKeyStore:
         pending: _Pending | None = getattr(self._local, "pending", None)
         if pending is None or not (pending.new_tenants or pending.new_subjects):
             return False
+        if pending.stale_wrapping:
+            return True
         t = self._t
         pairs = list(pending.new_subjects)
+        wrapping = [
+            (key.tenant_id, tenant_key_id)
+            for key, _, tenant_key_id in pending.new_subjects.values()
+            if key.tenant_id not in pending.new_tenants
+        ]
         with self.datastore.get_connection() as conn:
             row = (
                 conn.cursor()
@@ -353,9 +464,20 @@ class PostgresKeyStore:
                     sql.SQL(
                         "SELECT EXISTS (SELECT 1 FROM {tenants} WHERE tenant_id = ANY(%s))"
                         " OR EXISTS (SELECT 1 FROM {subjects} s JOIN unnest(%s::uuid[], %s::text[])"
-                        " AS mine(tenant_id, subject) USING (tenant_id, subject)) AS conflict"
+                        " AS mine(tenant_id, subject) USING (tenant_id, subject))"
+                        # the tenant key we wrapped under was replaced (or destroyed)
+                        " OR EXISTS (SELECT 1 FROM unnest(%s::uuid[], %s::uuid[])"
+                        " AS used(tenant_id, key_id) WHERE NOT EXISTS (SELECT 1 FROM {tenants} k"
+                        " WHERE k.tenant_id = used.tenant_id AND k.key_id = used.key_id))"
+                        " AS conflict"
                     ).format(tenants=t["tenant_keys"], subjects=t["subject_keys"]),
-                    (list(pending.new_tenants), [p[0] for p in pairs], [p[1] for p in pairs]),
+                    (
+                        list(pending.new_tenants),
+                        [p[0] for p in pairs],
+                        [p[1] for p in pairs],
+                        [w[0] for w in wrapping],
+                        [w[1] for w in wrapping],
+                    ),
                 )
                 .fetchone()
             )
@@ -367,13 +489,17 @@ class PostgresKeyStore:
         pending: _Pending | None = getattr(self._local, "pending", None)
         self._local.pending = None
         if retrying:
+            self._forget_wrapping()  # the race may have been a replaced tenant key or epoch
             self._pending().trust_hints = False
         if pending is None or not committed:
             return
-        tenants = {tenant_id: key for tenant_id, (_, _, key) in pending.new_tenants.items()}
+        tenants = {
+            tenant_id: (key_id, key)
+            for tenant_id, (key_id, _, _, key) in pending.new_tenants.items()
+        }
         tenants |= pending.found_tenants
         self._remember(
-            [key for key, _ in pending.new_subjects.values()], tenants, pending.generation
+            [key for key, _, _ in pending.new_subjects.values()], tenants, pending.generation
         )
 
     # Opening
@@ -382,7 +508,7 @@ class PostgresKeyStore:
         """The key whose id is these 16 bytes, or None once it has been destroyed."""
         pending: _Pending | None = getattr(self._local, "pending", None)
         if pending is not None and pending.new_subjects:
-            for key, _ in pending.new_subjects.values():
+            for key, _, _ in pending.new_subjects.values():
                 if key.raw_id == key_id:
                     return key
         if self._listening.is_set():
@@ -404,23 +530,27 @@ class PostgresKeyStore:
         t = self._t
         query = sql.SQL(
             "SELECT s.key_id, s.subject, s.wrapped, s.tenant_id,"
-            " k.key_id AS tenant_key_id, k.wrapped AS tenant_wrapped"
+            " k.key_id AS tenant_key_id, k.wrapped AS tenant_wrapped, k.epoch_id"
             " FROM {} s JOIN {} k USING (tenant_id) WHERE s.key_id = ANY(%s)"
         ).format(t["subject_keys"], t["tenant_keys"])
         with self.datastore.get_connection() as conn:  # autocommit: one round trip
             rows = conn.cursor().execute(query, ([UUID(bytes=k) for k in wanted],)).fetchall()
-        tenants: dict[UUID, AESGCM] = {}
+        tenants: dict[UUID, TenantKey] = {}
         found: dict[bytes, SubjectKey | None] = dict.fromkeys(wanted)
         for row in rows:
             tenant_id = row["tenant_id"]
-            tenant_key = tenants.get(tenant_id) or self._tenant_keys.get(tenant_id)
-            if tenant_key is None:
-                tenant_key = self._unwrap_tenant(
-                    tenant_id, row["tenant_key_id"], bytes(row["tenant_wrapped"])
+            tenant_key_id = row["tenant_key_id"]
+            known = tenants.get(tenant_id) or self._tenant_keys.get(tenant_id)
+            if known is None or known[0] != tenant_key_id:
+                known = (
+                    tenant_key_id,
+                    self._unwrap_tenant(
+                        tenant_id, tenant_key_id, row["epoch_id"], bytes(row["tenant_wrapped"])
+                    ),
                 )
-            tenants[tenant_id] = tenant_key
+            tenants[tenant_id] = known
             key = self._unwrap_subject(
-                tenant_id, row["subject"], row["key_id"], bytes(row["wrapped"]), tenant_key
+                tenant_id, row["subject"], row["key_id"], bytes(row["wrapped"]), known[1]
             )
             found[key.raw_id] = key
         self._remember(
@@ -431,8 +561,49 @@ class PostgresKeyStore:
         )
         return found
 
-    def _unwrap_tenant(self, tenant_id: UUID, key_id: UUID, wrapped: bytes) -> AESGCM:
-        return AESGCM(_unwrap(self._master, wrapped, _tenant_aad(tenant_id, key_id)))
+    def _unwrap_tenant(
+        self, tenant_id: UUID, key_id: UUID, epoch_id: UUID | None, wrapped: bytes
+    ) -> AESGCM:
+        return AESGCM(self._unwrap_tenant_material(tenant_id, key_id, epoch_id, wrapped))
+
+    def _unwrap_tenant_material(
+        self, tenant_id: UUID, key_id: UUID, epoch_id: UUID | None, wrapped: bytes
+    ) -> bytes:
+        wrapping = self._master if epoch_id is None else self._epoch(epoch_id)
+        return _unwrap(wrapping, wrapped, _tenant_aad(tenant_id, key_id, epoch_id))
+
+    def _epoch(self, epoch_id: UUID) -> AESGCM:
+        """An epoch's key, read from its file (cached while destructions are heard of)."""
+        cached = self._epochs.get(epoch_id) if self._listening.is_set() else None
+        if cached is not None:
+            return cached
+        epoch = AESGCM(read_epoch_key(self.key_dir, epoch_id))
+        if self._listening.is_set():
+            self._epochs[epoch_id] = epoch
+        return epoch
+
+    def _current(self) -> tuple[UUID, AESGCM]:
+        """The epoch new tenant keys are wrapped under."""
+        epoch_id = self._current_epoch if self._listening.is_set() else None
+        if epoch_id is None:
+            with self.datastore.get_connection() as conn:
+                row = (
+                    conn.cursor()
+                    .execute(
+                        sql.SQL("SELECT epoch_id FROM {} WHERE state = 'current'").format(
+                            self._t["key_epochs"]
+                        )
+                    )
+                    .fetchone()
+                )
+            if row is None:
+                raise EpochKeyMissing(
+                    "no key epoch is current: the key store was not started (start_epochs)"
+                )
+            epoch_id = row["epoch_id"]
+            if self._listening.is_set():
+                self._current_epoch = epoch_id
+        return epoch_id, self._epoch(epoch_id)
 
     @staticmethod
     def _unwrap_subject(
@@ -444,7 +615,7 @@ class PostgresKeyStore:
     def _remember(
         self,
         keys: Iterable[SubjectKey],
-        tenants: dict[UUID, AESGCM],
+        tenants: dict[UUID, TenantKey],
         generation: int,
         missing: Iterable[bytes] = (),
     ) -> None:
@@ -470,18 +641,22 @@ class PostgresKeyStore:
                 sql.SQL(
                     "WITH gone AS (DELETE FROM {} WHERE tenant_id = %s AND subject = %s"
                     " RETURNING key_id, tenant_id, subject)"
-                    " INSERT INTO {} (key_id, tenant_id, subject) SELECT * FROM gone"
+                    " INSERT INTO {} (key_id, tenant_id, subject, epoch_id)"
+                    " SELECT gone.*, (SELECT epoch_id FROM {} WHERE tenant_id = %s) FROM gone"
                     " RETURNING key_id, tenant_id, subject"
-                ).format(t["subject_keys"], t["destroyed_keys"]),
-                (tenant_id, subject),
+                ).format(t["subject_keys"], t["destroyed_keys"], t["tenant_keys"]),
+                (tenant_id, subject, tenant_id),
             )
             destroyed = [
                 DestroyedKey(r["key_id"], r["tenant_id"], r["subject"]) for r in curs.fetchall()
             ]
             for key in destroyed:
                 curs.execute("SELECT pg_notify(%s, %s)", (self.channel, f"key:{key.key_id}"))
+            if destroyed:
+                self._rewrap_due(curs, tenant_id)
         self._forget(key_ids=[k.key_id for k in destroyed], tenant_id=None)
         self._vacuum()
+        self._replace_unless_batching()
         return destroyed
 
     def destroy_tenant_keys(self, tenant_id: UUID) -> list[DestroyedKey]:
@@ -501,17 +676,250 @@ class PostgresKeyStore:
             ]
             curs.execute(
                 sql.SQL(
-                    "WITH gone AS (DELETE FROM {} WHERE tenant_id = %s RETURNING key_id, tenant_id)"
-                    " INSERT INTO {} (key_id, tenant_id, subject)"
-                    " SELECT key_id, tenant_id, NULL FROM gone RETURNING key_id"
+                    "WITH gone AS (DELETE FROM {} WHERE tenant_id = %s"
+                    " RETURNING key_id, tenant_id, epoch_id)"
+                    " INSERT INTO {} (key_id, tenant_id, subject, epoch_id)"
+                    " SELECT key_id, tenant_id, NULL, epoch_id FROM gone RETURNING key_id"
                 ).format(t["tenant_keys"], t["destroyed_keys"]),
                 (tenant_id,),
             )
             destroyed += [DestroyedKey(r["key_id"], tenant_id, None) for r in curs.fetchall()]
             curs.execute("SELECT pg_notify(%s, %s)", (self.channel, f"tenant:{tenant_id}"))
+            if destroyed:
+                self._rewrap_due(curs, tenant_id)
         self._forget(key_ids=[k.key_id for k in destroyed], tenant_id=tenant_id)
         self._vacuum()
+        self._replace_unless_batching()
         return destroyed
+
+    def _rewrap_due(self, curs: Any, tenant_id: UUID) -> None:
+        """Recorded with the destruction, so a crash before the replacement only delays it
+        (the next start, or the next replacement, does it)."""
+        curs.execute(
+            sql.SQL("INSERT INTO {} (tenant_id) VALUES (%s) ON CONFLICT DO NOTHING").format(
+                self._t["rewrap_due"]
+            ),
+            (tenant_id,),
+        )
+
+    def _replace_unless_batching(self) -> None:
+        if not self._batching:
+            self.replace_wrapping_keys()
+
+    @contextlib.contextmanager
+    def batched_replacement(self) -> Iterator[None]:
+        """Destroy many keys, then replace the wrapping keys once (a retention run)."""
+        self._batching += 1
+        try:
+            yield
+        finally:
+            self._batching -= 1
+        if not self._batching:
+            self.replace_wrapping_keys()
+
+    # Key-encryption-key epochs
+
+    @contextlib.contextmanager
+    def _epoch_lock(self) -> Iterator[psycopg.Connection[Any]]:
+        """One process at a time starts, rotates or cleans up epochs (a session advisory
+        lock, on a connection of its own, held across the file and database steps)."""
+        with psycopg.connect(**self._connection_kwargs(), autocommit=True) as conn:
+            conn.row_factory = dict_row
+            conn.execute(
+                "SELECT pg_advisory_lock(hashtextextended(%s, 0))",
+                (f"{self._schema}.picasse_key_epochs",),
+            )
+            yield conn  # closing the session releases the lock (also on a crash)
+
+    def start_epochs(self) -> None:
+        """On start: finish what a crash interrupted. Epoch files no longer current are
+        destroyed; a current epoch whose file is missing is a clear error; the first
+        start makes the first epoch (re-wrapping tenant keys from before epochs); key
+        replacements still due are done."""
+        with self._epoch_lock() as conn:
+            self._destroy_retired(conn)
+            row = conn.execute(
+                sql.SQL("SELECT epoch_id FROM {} WHERE state = 'current'").format(
+                    self._t["key_epochs"]
+                )
+            ).fetchone()
+            if row is not None:
+                read_epoch_key(self.key_dir, row["epoch_id"])  # EpochKeyMissing, said clearly
+            due = conn.execute(
+                sql.SQL("SELECT EXISTS (SELECT 1 FROM {}) AS due").format(self._t["rewrap_due"])
+            ).fetchone()
+            if row is None or (due and due["due"]):
+                self._rotate(conn)
+
+    def replace_wrapping_keys(self) -> DestroyedEpoch | None:
+        """After keys were destroyed: new tenant keys for the tenants they belonged to,
+        every tenant key under a new epoch, the old epoch's file destroyed. Nothing to
+        do (None) when no destruction is waiting for it."""
+        with self._epoch_lock() as conn:
+            self._destroy_retired(conn)
+            return self._rotate(conn, only_if_due=True)
+
+    def _rotate(
+        self, conn: psycopg.Connection[Any], *, only_if_due: bool = False
+    ) -> DestroyedEpoch | None:
+        t = self._t
+        due = [
+            r["tenant_id"]
+            for r in conn.execute(sql.SQL("SELECT tenant_id FROM {}").format(t["rewrap_due"]))
+        ]
+        if only_if_due and not due:
+            return None
+        new_id = uuid4()
+        # 1. The new epoch is recorded as pending, then its file written: a crash now
+        #    leaves a pending epoch, whose file the next start destroys.
+        conn.execute(
+            sql.SQL("INSERT INTO {} (epoch_id, state) VALUES (%s, 'pending')").format(
+                t["key_epochs"]
+            ),
+            (new_id,),
+        )
+        new_epoch = AESGCM(create_epoch_key(self.key_dir, new_id))
+        self.fault("epoch-written")
+        # 2. One transaction re-wraps everything: live keys are under the old epoch or the
+        #    new one, never neither.
+        with conn.transaction():
+            old = conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET state = 'retired' WHERE state = 'current' RETURNING epoch_id"
+                ).format(t["key_epochs"])
+            ).fetchone()  # waits for saves holding the old epoch (FOR SHARE) to end
+            conn.execute(
+                sql.SQL("UPDATE {} SET state = 'current' WHERE epoch_id = %s").format(
+                    t["key_epochs"]
+                ),
+                (new_id,),
+            )
+            conn.execute("SET CONSTRAINTS ALL DEFERRED")
+            tenants = conn.execute(
+                sql.SQL(
+                    "SELECT tenant_id, key_id, epoch_id, wrapped FROM {} ORDER BY tenant_id"
+                    " FOR UPDATE"
+                ).format(t["tenant_keys"])
+            ).fetchall()
+            due_set = set(due)
+            rewrapped: list[tuple[UUID, UUID, bytes]] = []  # tenant, key id, wrapped
+            for row in tenants:
+                tenant_id, key_id = row["tenant_id"], row["key_id"]
+                material = self._unwrap_tenant_material(
+                    tenant_id, key_id, row["epoch_id"], bytes(row["wrapped"])
+                )
+                if tenant_id in due_set:
+                    key_id, material = self._replace_tenant_key(conn, tenant_id, material)
+                wrapped = _wrap(new_epoch, material, _tenant_aad(tenant_id, key_id, new_id))
+                rewrapped.append((tenant_id, key_id, wrapped))
+            if rewrapped:
+                conn.execute(
+                    sql.SQL(
+                        "UPDATE {} k SET key_id = n.key_id, epoch_id = %s, wrapped = n.wrapped"
+                        " FROM unnest(%s::uuid[], %s::uuid[], %s::bytea[]) AS n(tenant_id, key_id, wrapped)"
+                        " WHERE k.tenant_id = n.tenant_id"
+                    ).format(t["tenant_keys"]),
+                    (new_id, *(list(column) for column in zip(*rewrapped, strict=True))),
+                )
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE tenant_id = ANY(%s)").format(t["rewrap_due"]), (due,)
+            )
+            conn.execute("SELECT pg_notify(%s, %s)", (self.channel, f"epoch:{new_id}"))
+        self._forget_wrapping()
+        self.fault("rewrapped")
+        # 3. The old epoch wraps nothing any more: its file goes.
+        destroyed = self._destroy_retired(conn)
+        self._vacuum()
+        if old is None:
+            return None
+        return next((d for d in destroyed if d.epoch_id == old["epoch_id"]), None)
+
+    def _replace_tenant_key(
+        self, conn: psycopg.Connection[Any], tenant_id: UUID, old_material: bytes
+    ) -> tuple[UUID, bytes]:
+        """A new tenant key for a tenant one of whose keys was destroyed; its live subject
+        keys are re-wrapped under it. Returns its id and material."""
+        old_key = AESGCM(old_material)
+        key_id = uuid4()
+        material = AESGCM.generate_key(bit_length=256)
+        tenant_key = AESGCM(material)
+        subjects = conn.execute(
+            sql.SQL(
+                "SELECT key_id, subject, wrapped FROM {} WHERE tenant_id = %s FOR UPDATE"
+            ).format(self._t["subject_keys"]),
+            (tenant_id,),
+        ).fetchall()
+        ids, wrapped = [], []
+        for row in subjects:
+            aad = _subject_aad(row["key_id"], row["subject"])
+            ids.append(row["key_id"])
+            wrapped.append(_wrap(tenant_key, _unwrap(old_key, bytes(row["wrapped"]), aad), aad))
+        conn.execute(
+            sql.SQL(
+                "UPDATE {} s SET wrapped = n.wrapped, tenant_key_id = %s"
+                " FROM unnest(%s::uuid[], %s::bytea[]) AS n(key_id, wrapped)"
+                " WHERE s.key_id = n.key_id"
+            ).format(self._t["subject_keys"]),
+            (key_id, ids, wrapped),
+        )
+        return key_id, material
+
+    def _destroy_retired(self, conn: psycopg.Connection[Any]) -> list[DestroyedEpoch]:
+        """Destroy the files of epochs that wrap nothing (retired, or pending from an
+        interrupted rotation), then record them destroyed, at a time no earlier."""
+        rows = conn.execute(
+            sql.SQL("SELECT epoch_id FROM {} WHERE state IN ('pending', 'retired')").format(
+                self._t["key_epochs"]
+            )
+        ).fetchall()
+        for row in rows:
+            destroy_epoch_key(self.key_dir, row["epoch_id"])
+        if not rows:
+            return []
+        done = conn.execute(
+            sql.SQL(
+                "UPDATE {} SET state = 'destroyed', destroyed_at = now()"
+                " WHERE epoch_id = ANY(%s) RETURNING epoch_id, destroyed_at"
+            ).format(self._t["key_epochs"]),
+            ([r["epoch_id"] for r in rows],),
+        ).fetchall()
+        return [DestroyedEpoch(r["epoch_id"], r["destroyed_at"]) for r in done]
+
+    def destroyed_epoch(self, tenant_id: UUID) -> DestroyedEpoch | None:
+        """The epoch that wrapped this tenant's key when it was destroyed, once its file is
+        destroyed (a replacement still due is done first); None for a tenant key
+        destroyed before epochs existed."""
+        self.replace_wrapping_keys()
+        with self.datastore.get_connection() as conn:
+            row = (
+                conn.cursor()
+                .execute(
+                    sql.SQL(
+                        "SELECT e.epoch_id, e.destroyed_at FROM {} d JOIN {} e USING (epoch_id)"
+                        " WHERE d.tenant_id = %s AND d.subject IS NULL AND e.state = 'destroyed'"
+                    ).format(self._t["destroyed_keys"], self._t["key_epochs"]),
+                    (tenant_id,),
+                )
+                .fetchone()
+            )
+        return None if row is None else DestroyedEpoch(row["epoch_id"], row["destroyed_at"])
+
+    def epoch_is_gone(self, epoch_id: UUID) -> bool:
+        """No key file for this epoch, and no tenant key wrapped under it."""
+        if epoch_key_path(self.key_dir, epoch_id).exists():
+            return False
+        with self.datastore.get_connection() as conn:
+            row = (
+                conn.cursor()
+                .execute(
+                    sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE epoch_id = %s) AS used").format(
+                        self._t["tenant_keys"]
+                    ),
+                    (epoch_id,),
+                )
+                .fetchone()
+            )
+        return not (row and row["used"])
 
     def destroyed_keys(self, tenant_id: UUID) -> list[DestroyedKey]:
         with self.datastore.transaction(commit=False) as curs:
@@ -583,9 +991,19 @@ class PostgresKeyStore:
                         self._by_id[raw] = None
                         self._by_subject.pop((key.tenant_id, key.subject), None)
 
+    def _forget_wrapping(self) -> None:
+        """Tenant and epoch keys were replaced; subject keys themselves are unchanged."""
+        with self._lock:
+            self._generation += 1
+            self._tenant_keys.clear()
+            self._epochs.clear()
+            self._current_epoch = None
+
     def _forget_everything(self) -> None:
         with self._lock:
             self._generation += 1
+            self._epochs.clear()
+            self._current_epoch = None
             self._tenant_keys.clear()
             self._by_subject.clear()
             self._by_id.clear()
@@ -625,7 +1043,9 @@ class PostgresKeyStore:
             uuid = UUID(ident)
         except ValueError:
             return
-        if what == "tenant":
+        if what == "epoch":
+            self._forget_wrapping()
+        elif what == "tenant":
             self._forget(key_ids=(), tenant_id=uuid)
         elif what == "key":
             self._forget(key_ids=(uuid,), tenant_id=None)

@@ -34,6 +34,7 @@ from picasse.adapters.crypto import SealingMapper
 from picasse.adapters.master_key import read_master_key
 from picasse.adapters.postgres.keystore import KeyRace, PostgresKeyStore
 from picasse.adapters.postgres.roles import serialize_schema_changes
+from picasse.domain.termination import DestroyedEpoch
 
 GENESIS = bytes(32)  # the "predecessor" hash of every aggregate's first event
 KEY_RACE_ATTEMPTS = 3
@@ -210,10 +211,12 @@ class Factory(PostgresFactory):
             self._keys = PostgresKeyStore(
                 self.datastore,
                 read_master_key(Path(path)),
+                key_dir=Path(path).parent,  # epoch key files live beside the master key
                 listen=self.env.get(self.KEY_LISTENER) != "off",
             )
             if self.env_create_table():
                 self._keys.create_tables()
+            self._keys.start_epochs()
         return self._keys
 
     def mapper(
@@ -285,6 +288,9 @@ class KeyStoreShredder:
 
     def sealed_event_count(self, tenant_id: UUID) -> int:
         return self.keys.sealed_event_count(tenant_id)
+
+    def destroyed_epoch(self, tenant_id: UUID) -> DestroyedEpoch | None:
+        return self.keys.destroyed_epoch(tenant_id)
 
 
 def shredder_of(application: Any) -> KeyStoreShredder:

@@ -1,0 +1,316 @@
+"""Key-encryption-key epochs (issue 10, item 3): after any key destruction the keys that
+wrapped it are replaced and the old epoch's file is destroyed, on real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from uuid import UUID
+
+import msgspec
+import psycopg
+import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from picasse.adapters.clock import ManualClock
+from picasse.adapters.master_key import (
+    EpochKeyMissing,
+    epoch_key_path,
+    read_epoch_key,
+    read_master_key,
+)
+from picasse.adapters.pseudonyms import KeyedPseudonyms
+from picasse.adapters.statements import SignedStatement, sign
+from picasse.domain.accounts import Accounts
+from picasse.domain.messaging import Messages, SendRequest
+from picasse.domain.personal import ERASED
+from picasse.domain.retention import traffic_retention
+from picasse.domain.termination import canonical
+from picasse.domain.values import Role
+from picasse.runners.gdpr import (
+    Platform,
+    StatementInvalid,
+    platform,
+    terminate_customer,
+    verify_statement,
+)
+from picasse.runners.retention import run_retention
+from picasse.runners.settings import Settings
+from picasse.runners.wiring import eventsourcing_env
+
+Rows = dict[str, list[dict[str, object]]]
+
+
+class Crash(BaseException):
+    """Stands for the process dying at a step: nothing after it runs."""
+
+
+def _person(tag: str) -> dict[str, str]:
+    return {
+        "organisation": f"Org{tag} Holding",
+        "contact_name": f"Name{tag} Person",
+        "email": f"mail{tag}@example.org",
+        "phone": f"+3161{int(tag[:7], 16) % 10_000_000:07d}",
+        "billing_address": f"Street{tag} 1, Zwolle",
+    }
+
+
+def _keys(raw: psycopg.Connection) -> Rows:
+    """The key tables as a backup of them would hold them."""
+    rows = raw.cursor(row_factory=psycopg.rows.dict_row)
+    return {
+        table: rows.execute(f"SELECT * FROM picasse_{table} ORDER BY key_id").fetchall()
+        for table in ("tenant_keys", "subject_keys")
+    }
+
+
+def _epochs(raw: psycopg.Connection) -> dict[UUID, str]:
+    return dict(raw.execute("SELECT epoch_id, state FROM picasse_key_epochs").fetchall())
+
+
+def _epoch_files(key_dir: Path) -> set[str]:
+    return {p.name for p in key_dir.glob("epoch-*.key")}
+
+
+def _opens(key_dir: Path, rows: Rows, tenant: UUID, subject: str) -> bytes | None:
+    """Unwrap a subject key from (old) key rows with the key files in `key_dir` now."""
+    t = next(r for r in rows["tenant_keys"] if r["tenant_id"] == tenant)
+    s = next(
+        r for r in rows["subject_keys"] if r["tenant_id"] == tenant and r["subject"] == subject
+    )
+    try:
+        epoch = AESGCM(read_epoch_key(key_dir, t["epoch_id"]))  # type: ignore[arg-type]
+    except EpochKeyMissing:
+        return None
+    aad = b"tenant" + t["tenant_id"].bytes + t["key_id"].bytes + t["epoch_id"].bytes  # type: ignore[union-attr]
+    wrapped = bytes(t["wrapped"])  # type: ignore[arg-type]
+    try:
+        tenant_key = AESGCM(epoch.decrypt(wrapped[:12], wrapped[12:], aad))
+        wrapped = bytes(s["wrapped"])  # type: ignore[arg-type]
+        aad = b"subject" + s["key_id"].bytes + subject.encode()  # type: ignore[union-attr]
+        return tenant_key.decrypt(wrapped[:12], wrapped[12:], aad)
+    except InvalidTag:
+        return None
+
+
+@pytest.fixture
+def key_dir(settings: Settings) -> Path:
+    return settings.master_key_path.parent
+
+
+def test_a_subject_erasure_replaces_the_tenant_key_and_the_epoch_and_old_key_rows_open_nothing(
+    accounts: Accounts, open_store: Callable[[], Accounts], raw: psycopg.Connection, key_dir: Path
+) -> None:
+    tag, other_tag = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
+    erased, kept = (
+        accounts.register_customer(**_person(tag)),
+        accounts.register_customer(**_person(other_tag)),
+    )
+    second = open_store()  # another process, its keys cached
+    assert second.customer(erased).organisation == f"Org{tag} Holding"
+    before, files_before = _keys(raw), _epoch_files(key_dir)
+    assert len(files_before) == 1 and list(_epochs(raw).values()) == ["current"]
+    assert _opens(key_dir, before, erased, f"contact/{erased}") is not None  # the check can pass
+
+    accounts.factory.keys.destroy_subject_key(erased, f"contact/{erased}")
+
+    after, files_after = _keys(raw), _epoch_files(key_dir)
+    assert files_after.isdisjoint(files_before) and len(files_after) == 1
+    (new_file,) = files_after
+    assert os.stat(key_dir / new_file).st_mode & 0o777 == 0o600
+    assert sorted(_epochs(raw).values()) == ["current", "destroyed"]
+    tenant_ids = {r["tenant_id"]: r["key_id"] for r in before["tenant_keys"]}
+    tenant_ids_after = {r["tenant_id"]: r["key_id"] for r in after["tenant_keys"]}
+    assert tenant_ids_after[erased] != tenant_ids[erased]  # a new tenant key
+    assert tenant_ids_after[kept] == tenant_ids[kept]  # the same key, under the new epoch
+    assert {r["wrapped"] for r in after["tenant_keys"]}.isdisjoint(
+        {r["wrapped"] for r in before["tenant_keys"]}
+    )
+    # The old rows (a backup's) open nothing with the key files there are now: not the
+    # erased key, not even a live one.
+    assert _opens(key_dir, before, erased, f"contact/{erased}") is None
+    assert _opens(key_dir, before, kept, f"contact/{kept}") is None
+    assert _opens(key_dir, after, kept, f"contact/{kept}") is not None
+    # Live data stays readable, here, in the other process and in a new one.
+    for app in (accounts, second, open_store()):
+        assert app.customer(erased).contact.email == ERASED
+        assert app.customer(erased).organisation == f"Org{tag} Holding"
+        assert app.customer(kept).contact.email == f"mail{other_tag}@example.org"
+    # The other process writes new personal data of the re-keyed tenant: readable anywhere.
+    login = f"new{tag}@example.net"
+    user_id = second.add_user(
+        customer_id=erased, login=login, role=Role.CUSTOMER_ADMIN, password="a long password"
+    )
+    assert open_store().user(user_id).login == login
+
+
+def test_a_retention_run_replaces_the_epoch_once_for_all_its_keys(
+    settings: Settings, database_url: str, schema: str, accounts: Accounts,
+    raw: psycopg.Connection, key_dir: Path,
+) -> None:  # fmt: skip
+    customer = accounts.register_customer(**_person(uuid.uuid4().hex[:8]))
+    accounts.start_subscription(customer)
+    clock = ManualClock()
+    later = clock.now() + timedelta(days=7 * 31)
+    env = eventsourcing_env(database_url, settings.master_key_path, schema=schema)
+    pseudonyms = KeyedPseudonyms(read_master_key(settings.master_key_path))
+    app = Messages(env, clock=clock, pseudonyms=pseudonyms)
+    here = msgspec.structs.replace(settings, database_schema=schema)
+    try:
+        app.send(customer, SendRequest(channel="sms", to=["+31612398765"], body="old"))
+        first_epoch = _epoch_files(key_dir)
+        with platform(here) as p:
+            erased = run_retention(p.privacy, traffic_retention(6), now=later, dry_run=False)
+        assert len(erased) == 2  # traffic and content of that month
+        assert sorted(_epochs(raw).values()) == ["current", "destroyed"]  # one replacement
+        assert _epoch_files(key_dir).isdisjoint(first_epoch)
+        assert accounts.customer(customer).contact.email.startswith("mail")
+    finally:
+        app.close()
+
+
+@pytest.fixture
+def gdpr(settings: Settings, schema: str) -> Iterator[Platform]:
+    with platform(msgspec.structs.replace(settings, database_schema=schema)) as p:
+        yield p
+
+
+def test_termination_destroys_the_epoch_and_its_statement_names_it(
+    gdpr: Platform, accounts: Accounts, raw: psycopg.Connection, key_dir: Path, tmp_path: Path
+) -> None:
+    leaving = accounts.register_customer(**_person(uuid.uuid4().hex[:8]))
+    staying_tag = uuid.uuid4().hex[:8]
+    staying = accounts.register_customer(**_person(staying_tag))
+    (epoch_file,) = _epoch_files(key_dir)
+    signed = terminate_customer(gdpr, leaving, tmp_path, export=False, by="test").signed
+    epoch = signed.document.key_epoch
+    assert epoch is not None and epoch_file == f"epoch-{epoch.epoch_id}.key"
+    assert not epoch_key_path(key_dir, epoch.epoch_id).exists()
+    assert _epochs(raw)[epoch.epoch_id] == "destroyed"
+    assert b"no later than" in (tmp_path / "statement.html").read_bytes()
+    assert verify_statement(gdpr, tmp_path / "statement.json") == signed
+    assert accounts.customer(staying).contact.email == f"mail{staying_tag}@example.org"
+
+    # The epoch file back: the statement no longer holds.
+    epoch_key_path(key_dir, epoch.epoch_id).write_bytes(b"x")
+    with pytest.raises(StatementInvalid, match="still exists"):
+        verify_statement(gdpr, tmp_path / "statement.json")
+    epoch_key_path(key_dir, epoch.epoch_id).unlink()
+
+    # A statement from before epochs (no such field) is signed and verified without it.
+    old = msgspec.structs.replace(signed.document, key_epoch=None)
+    assert b"key_epoch" not in canonical(old)
+    (tmp_path / "old.json").write_bytes(msgspec.json.encode(sign(old, gdpr.signer())))
+    raw_old = msgspec.json.decode((tmp_path / "old.json").read_bytes())
+    del raw_old["document"]["key_epoch"]
+    (tmp_path / "old.json").write_bytes(msgspec.json.encode(raw_old))
+    assert verify_statement(gdpr, tmp_path / "old.json").document.key_epoch is None
+    assert isinstance(verify_statement(gdpr, tmp_path / "old.json"), SignedStatement)
+
+
+@pytest.mark.parametrize("step", ["epoch-written", "rewrapped"])
+def test_a_crash_between_the_steps_of_a_replacement_loses_no_live_key(
+    step: str, accounts: Accounts, open_store: Callable[[], Accounts],
+    raw: psycopg.Connection, key_dir: Path,
+) -> None:  # fmt: skip
+    tag = uuid.uuid4().hex[:8]
+    erased, kept = (
+        accounts.register_customer(**_person(tag)),
+        accounts.register_customer(**_person(uuid.uuid4().hex[:8])),
+    )
+    keys = accounts.factory.keys
+
+    def crash(done: str) -> None:
+        if done == step:
+            raise Crash(done)
+
+    keys.fault = crash
+    with pytest.raises(Crash):
+        keys.destroy_subject_key(erased, f"contact/{erased}")
+    assert len(_epoch_files(key_dir)) == 2  # the old and the new epoch's files both exist
+
+    restarted = open_store()  # a start finishes the replacement
+    assert len(_epoch_files(key_dir)) == 1
+    states = sorted(_epochs(raw).values())
+    assert states.count("current") == 1 and "pending" not in states and "retired" not in states
+    assert raw.execute("SELECT count(*) FROM picasse_rewrap_due").fetchone() == (0,)
+    for app in (restarted, open_store()):
+        assert app.customer(erased).contact.email == ERASED
+        assert app.customer(erased).organisation == f"Org{tag} Holding"
+        assert app.customer(kept).organisation.startswith("Org")
+
+
+def test_a_start_with_the_current_epoch_file_missing_says_so(
+    accounts: Accounts, open_store: Callable[[], Accounts], key_dir: Path
+) -> None:
+    accounts.register_customer(**_person(uuid.uuid4().hex[:8]))
+    (current,) = key_dir.glob("epoch-*.key")
+    current.rename(key_dir / "elsewhere")
+    with pytest.raises(EpochKeyMissing, match="restore it from the key backup"):
+        open_store().factory.keys
+
+
+def test_a_save_sealing_under_a_replaced_tenant_key_or_epoch_seals_again(
+    accounts: Accounts, open_store: Callable[[], Accounts], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    customer = accounts.register_customer(**_person(tag))
+    second = open_store()
+    second.register_customer(**_person(uuid.uuid4().hex[:8]))  # the epoch now cached there
+    # The other process hears of no replacement: its tenant keys and epoch stay cached.
+    keys = second.factory.keys
+    monkeypatch.setattr(keys, "_on_notice", lambda payload: None)
+    races: list[bool] = []
+    conflicts = keys.pending_conflicts
+    monkeypatch.setattr(keys, "pending_conflicts", lambda: races.append(conflicts()) or races[-1])
+
+    def add_user(login: str) -> UUID:
+        return second.add_user(
+            customer_id=customer, login=login, role=Role.CUSTOMER_ADMIN, password="a long password"
+        )
+
+    # A new tenant wrapped under the replaced epoch is sealed again.
+    accounts.factory.keys.destroy_subject_key(customer, f"contact/{customer}")
+    other = second.register_customer(**_person(uuid.uuid4().hex[:8]))
+    assert open_store().customer(other).organisation.startswith("Org")
+    assert races == [True]
+    # A new subject key wrapped under the tenant's replaced key is sealed again.
+    add_user(f"a{tag}@example.net")  # the tenant key now cached there
+    accounts.factory.keys.destroy_subject_key(customer, f"organisation/{customer}")
+    user_id = add_user(login := f"b{tag}@example.net")
+    assert open_store().user(user_id).login == login
+    assert races == [True, True]
+
+
+def test_tenant_keys_from_before_epochs_are_rewrapped_under_the_first_epoch_on_start(
+    accounts: Accounts, open_store: Callable[[], Accounts], raw: psycopg.Connection,
+    settings: Settings, key_dir: Path,
+) -> None:  # fmt: skip
+    tag = uuid.uuid4().hex[:8]
+    customer = accounts.register_customer(**_person(tag))
+    # Make the store as it was before epochs: tenant keys wrapped by the master key.
+    master = AESGCM(read_master_key(settings.master_key_path))
+    rows = raw.cursor(row_factory=psycopg.rows.dict_row)
+    for row in rows.execute("SELECT * FROM picasse_tenant_keys").fetchall():
+        epoch = AESGCM(read_epoch_key(key_dir, row["epoch_id"]))
+        wrapped = bytes(row["wrapped"])
+        aad = b"tenant" + row["tenant_id"].bytes + row["key_id"].bytes
+        material = epoch.decrypt(wrapped[:12], wrapped[12:], aad + row["epoch_id"].bytes)
+        nonce = os.urandom(12)
+        raw.execute(
+            "UPDATE picasse_tenant_keys SET epoch_id = NULL, wrapped = %s WHERE key_id = %s",
+            (nonce + master.encrypt(nonce, material, aad), row["key_id"]),
+        )
+    raw.execute("DELETE FROM picasse_key_epochs")
+    for path in key_dir.glob("epoch-*.key"):
+        path.unlink()
+
+    assert open_store().customer(customer).contact.email == f"mail{tag}@example.org"
+    assert len(_epoch_files(key_dir)) == 1 and list(_epochs(raw).values()) == ["current"]
+    assert raw.execute(
+        "SELECT count(*) FROM picasse_tenant_keys WHERE epoch_id IS NULL"
+    ).fetchone() == (0,)
