@@ -431,6 +431,47 @@ class PostgresKeyStore:
         )
         return found
 
+    def subject_key(self, tenant_id: UUID, subject: str) -> SubjectKey | None:
+        """The subject's live key, or None; never a new one (the views seal under the keys
+        the events were sealed under, which exist by the time a view takes the event)."""
+        if self._listening.is_set():
+            key = self._by_subject.get((tenant_id, subject))
+            if key is not None:
+                return key
+        generation = self._generation
+        query = sql.SQL(
+            "SELECT s.key_id, s.wrapped, k.key_id AS tenant_key_id, k.wrapped AS tenant_wrapped"
+            " FROM {} s JOIN {} k USING (tenant_id) WHERE s.tenant_id = %s AND s.subject = %s"
+        ).format(self._t["subject_keys"], self._t["tenant_keys"])
+        with self.datastore.get_connection() as conn:
+            row = conn.cursor().execute(query, (tenant_id, subject)).fetchone()
+        if row is None:
+            return None
+        tenant_key = self._tenant_keys.get(tenant_id) or self._unwrap_tenant(
+            tenant_id, row["tenant_key_id"], bytes(row["tenant_wrapped"])
+        )
+        key = self._unwrap_subject(
+            tenant_id, subject, row["key_id"], bytes(row["wrapped"]), tenant_key
+        )
+        self._remember([key], {tenant_id: tenant_key}, generation)
+        return key
+
+    def live_subjects(self, tenant_id: UUID, prefix: str) -> list[str]:
+        """The names of the tenant's live subject keys starting with `prefix`."""
+        pattern = prefix.replace("%", r"\%").replace("_", r"\_") + "%"
+        with self.datastore.get_connection() as conn:
+            rows = (
+                conn.cursor()
+                .execute(
+                    sql.SQL(
+                        "SELECT subject FROM {} WHERE tenant_id = %s AND subject LIKE %s ORDER BY 1"
+                    ).format(self._t["subject_keys"]),
+                    (tenant_id, pattern),
+                )
+                .fetchall()
+            )
+        return [row["subject"] for row in rows]
+
     def _unwrap_tenant(self, tenant_id: UUID, key_id: UUID, wrapped: bytes) -> AESGCM:
         return AESGCM(_unwrap(self._master, wrapped, _tenant_aad(tenant_id, key_id)))
 
