@@ -36,15 +36,15 @@ class Canaries:
 
     def __init__(self) -> None:
         tag = secrets.token_hex(6)
-        digits = f"{secrets.randbelow(10**8):08d}"
+        digits = f"{secrets.randbelow(10**7):07d}"
         self.values = {
             "organisation": f"Org{tag}Kanarie",
             "contact_name": f"Name{tag}Kanarie",
             "email": f"mail{tag}@kanarie.example",
-            "phone": f"+316{digits}",
+            "phone": f"+3161{digits}",
             "billing_address": f"Straat{tag}Kanarie 1",
             "recipient_email": f"rcpt{tag}@kanarie.example",
-            "recipient_phone": f"+316{(int(digits) + 1) % 10**8:08d}",
+            "recipient_phone": f"+3162{digits}",
             "group": f"Group{tag}Kanarie",
             "body": f"Body{tag}Kanarie",
         }
