@@ -222,6 +222,7 @@ def recipient_lookup_form(address: str) -> str:
 
 def parse_recipient_query(text: str, field: str = "recipient") -> str:
     """A recipient searched for, in its look-up form: an e-mail address or a phone number."""
+    text = text.strip()
     if "@" in text:
         return recipient_lookup_form(EmailAddress.parse(text, field=field).address)
     return PhoneNumber.parse(text, field=field).e164
