@@ -127,6 +127,7 @@ class MemoryKeyRing:
         self._lock = threading.Lock()
         self._by_subject: dict[tuple[UUID, str], SubjectKey] = {}
         self._by_id: dict[bytes, SubjectKey] = {}
+        self._destroyed: set[bytes] = set()
 
     def sealing_key(
         self, tenant_id: UUID, subject: str, *, new_subject: bool = False, new_tenant: bool = False
@@ -157,11 +158,15 @@ class MemoryKeyRing:
     def live_subjects(self, tenant_id: UUID, prefix: str) -> list[str]:
         return sorted(s for t, s in self._by_subject if t == tenant_id and s.startswith(prefix))
 
+    def was_destroyed(self, key_id: bytes) -> bool:
+        return key_id in self._destroyed
+
     def destroy_subject(self, tenant_id: UUID, subject: str) -> None:
         with self._lock:
             key = self._by_subject.pop((tenant_id, subject), None)
             if key is not None:
                 del self._by_id[key.raw_id]
+                self._destroyed.add(key.raw_id)
 
 
 def event_binding(originator_id: UUID, version: int) -> bytes:
@@ -705,6 +710,11 @@ class ViewKeys(Protocol):
         """The names of the tenant's live subject keys that start with `prefix`."""
         ...
 
+    def was_destroyed(self, key_id: bytes) -> bool:
+        """Whether a key with this 16-byte id existed and was destroyed (an audit tells an
+        erased value from bytes no key of ours ever sealed)."""
+        ...
+
 
 @dataclasses.dataclass(frozen=True)
 class _Derived:
@@ -738,6 +748,8 @@ def seal_view_value(key: SubjectKey, text: str, binding: bytes) -> bytes:
 
 def open_view_value(keys: ViewKeys, envelope: bytes, binding: bytes) -> str | None:
     """The value, or None once its key is destroyed (it reads as erased)."""
+    if len(envelope) <= KEY_ID_SIZE:
+        raise SealBroken("a view value is not sealed: tampered with")
     key = keys.opening_key(bytes(envelope[:KEY_ID_SIZE]))
     if key is None:
         return None

@@ -650,6 +650,16 @@ def _compare_table(
     keyed = {*sealed_view_columns(kind), *blind_indexes}  # values that start with a key id
     sealed_at = [i for i, column in enumerate(shape.columns) if column in keyed]
 
+    gone: dict[bytes, bool] = {}  # per key id: destroyed (its values read as erased)
+
+    def reads_erased(value: bytes) -> bool:
+        key_id = bytes(value[:16])
+        if len(value) <= 16:
+            return False  # not a value any key of ours sealed: compared as it is
+        if key_id not in gone:
+            gone[key_id] = keys.opening_key(key_id) is None and keys.was_destroyed(key_id)
+        return gone[key_id]
+
     def opened(rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
         for row in rows:
             if keys is None or not sealed_at:
@@ -657,7 +667,7 @@ def _compare_table(
                 continue
             values = list(row)
             for i in sealed_at:
-                if values[i] is not None and keys.opening_key(bytes(values[i][:16])) is None:
+                if values[i] is not None and reads_erased(values[i]):
                     values[i] = None
             yield tuple(values)
 

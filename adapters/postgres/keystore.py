@@ -456,6 +456,23 @@ class PostgresKeyStore:
         self._remember([key], {tenant_id: tenant_key}, generation)
         return key
 
+    def was_destroyed(self, key_id: bytes) -> bool:
+        """Whether the key with this 16-byte id was destroyed (not merely never made)."""
+        if len(key_id) != 16:
+            return False
+        with self.datastore.get_connection() as conn:
+            row = (
+                conn.cursor()
+                .execute(
+                    sql.SQL("SELECT 1 AS found FROM {} WHERE key_id = %s").format(
+                        self._t["destroyed_keys"]
+                    ),
+                    (UUID(bytes=key_id),),
+                )
+                .fetchone()
+            )
+        return row is not None
+
     def live_subjects(self, tenant_id: UUID, prefix: str) -> list[str]:
         """The names of the tenant's live subject keys starting with `prefix`."""
         pattern = prefix.replace("%", r"\%").replace("_", r"\_") + "%"

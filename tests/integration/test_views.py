@@ -338,3 +338,40 @@ def test_a_command_catches_up_a_view_itself_only_when_nobody_advances_it(
     command.catch_up(timeout=30)
     assert [row.id for row in command.view("accounts").customers()] == [customer]
     assert not any(views.claims.holds(f"view:{name}") for name in VIEWS)
+
+
+def test_a_view_an_older_version_wrote_in_plaintext_is_dropped_and_rebuilt_sealed(
+    accounts: Accounts, views: Any
+) -> None:
+    from psycopg import sql
+
+    from picasse.adapters.postgres.views import PostgresAccountsView
+
+    customer = _customer(accounts)
+    follower = views.followers["accounts"]
+    assert follower.advance() is None and follower.position() > 0
+    view = follower.view
+    with view.datastore.transaction(commit=True) as curs:  # as the version before left it
+        curs.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN organisation TYPE text USING 'Viewco 1'").format(
+                view.t["customers"]
+            )
+        )
+    started = PostgresAccountsView(
+        view.datastore, tracking_table_name=view.tracking_table_name, keys=view.keys
+    )
+    started.create_table()  # what a process starting on the old data dir does
+    assert follower.position() == 0  # dropped with its position: rebuilt from the log
+    with view.datastore.get_connection() as conn:
+        row = conn.execute(
+            "SELECT data_type FROM information_schema.columns WHERE table_name = %s"
+            " AND column_name = 'organisation' AND table_schema = %s",
+            (
+                f"{view.tracking_table_name.removesuffix('_tracking')}_customers",
+                view.datastore.schema,
+            ),
+        ).fetchone()
+    assert row is not None and row["data_type"] == "bytea"
+    assert follower.advance() is None
+    (rebuilt,) = started.customers(customer_id=customer)
+    assert rebuilt.organisation == "Viewco 1"
