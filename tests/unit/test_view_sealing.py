@@ -31,6 +31,9 @@ def test_a_view_value_opens_is_deterministic_and_reads_as_erased_once_its_key_is
         open_view_value(keys, sealed, b"row-2")  # moved to another row
     keys.destroy_subject(tenant, f"contact/{tenant}")
     assert open_view_value(keys, sealed, b"row-1") is None
+    assert keys.was_destroyed(key.raw_id) and not keys.was_destroyed(bytes(16))
+    with pytest.raises(SealBroken):
+        open_view_value(keys, b"+31612345678", b"row-1")  # text where a sealed value belongs
 
 
 def test_a_blind_index_is_per_key_and_matches_the_lookup_form() -> None:
