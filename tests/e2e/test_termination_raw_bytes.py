@@ -4,9 +4,9 @@ embedded PostgreSQL data directory (heap, indexes, pg_wal) or the JetStream stor
 searched as raw bytes in UTF-8, UTF-16LE and UTF-16BE.
 
 Each search can fail: a second customer's canaries go through the very same path first,
-and the search is shown to find what is stored readable (its ids, through the same
-files), while none of its personal values is stored readable either (views and events
-hold ciphertext only). The second customer stays readable through the API, and staff
+and the search is shown to find what is stored of them (its ids, and its recipient's
+blind index as computed from the canary), while none of its personal values is stored
+readable either (views and events hold ciphertext only). The second customer stays readable through the API, and staff
 find its deliveries by recipient (a blind index, never the recipient's text).
 """
 
@@ -18,11 +18,16 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID
 
 import httpx
 import psycopg
 import pytest
 
+from picasse.adapters.crypto import blind_index
+from picasse.domain.messaging import recipient_lookup_form
+from picasse.runners.settings import Settings
+from picasse.runners.wiring import open_accounts
 from tests.e2e.platform import RunningUp, picasse_command
 
 pytestmark = pytest.mark.own_servers
@@ -89,10 +94,13 @@ def _stored_files(up: RunningUp) -> list[Path]:
     return [p for root in roots for p in root.rglob("*") if p.is_file()]
 
 
-def _found(files: list[Path], needles: list[str]) -> set[str]:
-    """The needles present in any file, in any of the three encodings, as raw bytes."""
-    patterns = {needle: [needle.encode(e) for e in ENCODINGS] for needle in needles}
-    found: set[str] = set()
+def _found(files: list[Path], needles: list[str] | list[bytes]) -> set[str | bytes]:
+    """The needles present in any file, text in any of the three encodings, as raw bytes."""
+    patterns = {
+        needle: [needle] if isinstance(needle, bytes) else [needle.encode(e) for e in ENCODINGS]
+        for needle in needles
+    }
+    found: set[str | bytes] = set()
     for path in files:
         try:
             data = path.read_bytes()
@@ -102,6 +110,18 @@ def _found(files: list[Path], needles: list[str]) -> set[str]:
             if needle not in found and any(form in data for form in forms):
                 found.add(needle)
     return found
+
+
+def _blind_index(up: RunningUp, customer: UUID, month: str, recipient: str) -> bytes:
+    """The stored blind index of a recipient: under the customer's month key."""
+    url = up.url_of("PostgreSQL")
+    accounts = open_accounts(Settings(data_dir=up.data_dir, database_url=url), url)
+    try:
+        key = accounts.factory.keys.subject_key(customer, f"traffic/{month}")  # type: ignore[attr-defined]
+        assert key is not None
+        return blind_index(key, recipient_lookup_form(recipient))
+    finally:
+        accounts.close()
 
 
 def _api(up: RunningUp) -> str:
@@ -133,17 +153,19 @@ def test_a_terminated_customers_values_are_in_no_stored_byte_and_the_search_can_
     up.cli("customers", "terminate", gone, "--out", str(tmp_path / "statement"))
     with psycopg.connect(up.url_of("PostgreSQL"), autocommit=True) as conn:
         conn.execute("CHECKPOINT")
-        message_ids = [
-            str(r[0])
-            for r in conn.execute(
-                "SELECT id FROM traffic_view_messages WHERE customer_id = %s", (kept,)
-            )
-        ]
+        rows = conn.execute(
+            "SELECT id, month FROM traffic_view_messages WHERE customer_id = %s", (kept,)
+        ).fetchall()
+    message_ids, month = [str(r[0]) for r in rows], rows[0][1]
     files = _stored_files(up)
+    index = _blind_index(up, UUID(kept), month, staying.values["recipient_email"])
 
     # The search can fail: the staying customer's readable forms (its ids, written through
     # the same commands into the same heap, index, WAL and stream files) are found ...
     assert _found(files, [kept, *message_ids]) == {kept, *message_ids}
+    # ... and so is what the views store of its recipient: the blind index, as the key
+    # store (master key in the data dir) computes it from the canary ...
+    assert _found(files, [index]) == {index}
     # ... while no personal value of either customer is stored readable anywhere.
     assert _found(files, list(staying.values.values())) == set()
     assert _found(files, list(leaving.values.values())) == set()
