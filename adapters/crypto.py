@@ -20,11 +20,14 @@ import collections.abc
 import dataclasses
 import datetime
 import enum
+import hashlib
+import hmac
 import inspect
 import os
 import threading
 import types
 import typing
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any, Protocol
@@ -32,7 +35,7 @@ from uuid import UUID, uuid4
 
 import msgspec
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 from eventsourcing.persistence import (
     Cipher,
     Compressor,
@@ -124,6 +127,7 @@ class MemoryKeyRing:
         self._lock = threading.Lock()
         self._by_subject: dict[tuple[UUID, str], SubjectKey] = {}
         self._by_id: dict[bytes, SubjectKey] = {}
+        self._destroyed: set[bytes] = set()
 
     def sealing_key(
         self, tenant_id: UUID, subject: str, *, new_subject: bool = False, new_tenant: bool = False
@@ -148,11 +152,21 @@ class MemoryKeyRing:
     def note_sealed(self, tenant_id: UUID) -> None:
         pass
 
+    def subject_key(self, tenant_id: UUID, subject: str) -> SubjectKey | None:
+        return self._by_subject.get((tenant_id, subject))
+
+    def live_subjects(self, tenant_id: UUID, prefix: str) -> list[str]:
+        return sorted(s for t, s in self._by_subject if t == tenant_id and s.startswith(prefix))
+
+    def was_destroyed(self, key_id: bytes) -> bool:
+        return key_id in self._destroyed
+
     def destroy_subject(self, tenant_id: UUID, subject: str) -> None:
         with self._lock:
             key = self._by_subject.pop((tenant_id, subject), None)
             if key is not None:
                 del self._by_id[key.raw_id]
+                self._destroyed.add(key.raw_id)
 
 
 def event_binding(originator_id: UUID, version: int) -> bytes:
@@ -666,3 +680,89 @@ class _Opening:
 def _seal(key: SubjectKey, plaintext: bytes, aad: bytes) -> bytes:
     nonce = os.urandom(NONCE_SIZE)
     return key.raw_id + nonce + key.aead.encrypt(nonce, plaintext, aad)
+
+
+# View columns: the views hold personal values sealed under the same subject keys as the
+# events, so destroying a key erases the views too (no row is updated). A view value is
+# sealed deterministically (AES-SIV, RFC 5297) under a key derived from the subject key,
+# bound to its table, column and row: a view rebuilt from the log holds the very same
+# bytes as the live one (the audit replay compares them), and a value cannot be moved to
+# another row. A blind index (CipherSweet's design) is an HMAC of a value's normalised form
+# under a second key derived from the subject key: look-ups by value without plaintext,
+# and shredded with the subject.
+
+_DERIVING_NONCE = b"picasse-view"  # 12 bytes; random nonces of sealed fields never repeat it
+_VIEW_KEY_SIZE = 64  # AES-SIV-256
+_INDEX_KEY_SIZE = 32
+BLIND_INDEX_SIZE = 16
+
+
+class ViewKeys(Protocol):
+    """What a view needs of the key store: existing keys only, never new ones."""
+
+    def subject_key(self, tenant_id: UUID, subject: str) -> SubjectKey | None:
+        """The subject's live key, or None (never made, or destroyed)."""
+        ...
+
+    def opening_key(self, key_id: bytes) -> SubjectKey | None: ...
+
+    def live_subjects(self, tenant_id: UUID, prefix: str) -> list[str]:
+        """The names of the tenant's live subject keys that start with `prefix`."""
+        ...
+
+    def was_destroyed(self, key_id: bytes) -> bool:
+        """Whether a key with this 16-byte id existed and was destroyed (an audit tells an
+        erased value from bytes no key of ours ever sealed)."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class _Derived:
+    siv: AESSIV = dataclasses.field(repr=False)
+    index: bytes = dataclasses.field(repr=False)
+
+
+# Derived keys live exactly as long as the key store keeps the subject key itself.
+_derived: weakref.WeakKeyDictionary[SubjectKey, _Derived] = weakref.WeakKeyDictionary()
+_derived_lock = threading.Lock()
+
+
+def _derive(key: SubjectKey) -> _Derived:
+    """The view and blind-index keys of a subject key: AES-GCM with a fixed nonce over
+    zeros is the AES keystream under the subject key, a pseudo-random function of it."""
+    found = _derived.get(key)
+    if found is None:
+        stream = key.aead.encrypt(
+            _DERIVING_NONCE, bytes(_VIEW_KEY_SIZE + _INDEX_KEY_SIZE), b"picasse view keys"
+        )
+        found = _Derived(AESSIV(stream[:_VIEW_KEY_SIZE]), stream[_VIEW_KEY_SIZE:-16])
+        with _derived_lock:
+            _derived[key] = found
+    return found
+
+
+def seal_view_value(key: SubjectKey, text: str, binding: bytes) -> bytes:
+    """key id (16 bytes) | AES-SIV(text), deterministic for one key, binding and text."""
+    return key.raw_id + _derive(key).siv.encrypt(text.encode(), [binding])
+
+
+def open_view_value(keys: ViewKeys, envelope: bytes, binding: bytes) -> str | None:
+    """The value, or None once its key is destroyed (it reads as erased)."""
+    if len(envelope) <= KEY_ID_SIZE:
+        raise SealBroken("a view value is not sealed: tampered with")
+    key = keys.opening_key(bytes(envelope[:KEY_ID_SIZE]))
+    if key is None:
+        return None
+    try:
+        return _derive(key).siv.decrypt(bytes(envelope[KEY_ID_SIZE:]), [binding]).decode()
+    except InvalidTag:
+        raise SealBroken(
+            "a sealed view value does not open: tampered with or moved from another row"
+        ) from None
+
+
+def blind_index(key: SubjectKey, form: str) -> bytes:
+    """key id (16 bytes) | HMAC-SHA256 of a value's normalised form under the subject's
+    index key, truncated. The key id lets an index whose key is gone read as erased too."""
+    digest = hmac.new(_derive(key).index, form.encode(), hashlib.sha256).digest()
+    return key.raw_id + digest[:BLIND_INDEX_SIZE]

@@ -53,9 +53,11 @@ from picasse.adapters.postgres.audit import (
     live_tracking_table,
     page_batched,
     replay_into_views,
+    view_keys,
 )
 from picasse.domain.customers import Contact, Customer
 from picasse.domain.messages import Channel, Delivery, Message, Priority, delivery_id, traffic_month
+from picasse.domain.personal import view_columns
 from picasse.domain.users import User
 from picasse.domain.values import EmailAddress, PhoneNumber, Role
 from picasse.runners import servers
@@ -95,7 +97,9 @@ class Erasure:
 
     @property
     def total(self) -> float:
-        return self.terminate + self.erase + self.purge + self.check
+        """The erasure itself; the check is the bench's own verification (a scan of the
+        customer's rows, shown beside it), not part of terminating a customer."""
+        return self.terminate + self.erase + self.purge
 
 
 @dataclass
@@ -191,7 +195,9 @@ def build_live_views(reader: LogReader, progress: Progress) -> None:
     targets = {}
     for name, (projection_class, view_class) in VIEWS.items():
         view = page_batched(view_class)(
-            datastore, tracking_table_name=live_tracking_table(projection_class)
+            datastore,
+            tracking_table_name=live_tracking_table(projection_class),
+            **view_keys(view_class, reader.mapper.keys),
         )
         view.create_table()
         targets[name] = (projection_class(view), head)
@@ -215,33 +221,49 @@ def views_purge(reader: LogReader) -> None:
     datastore = reader.recorder.datastore  # type: ignore[attr-defined]
     head = reader.recorder.max_notification_id() or 0
     for name, (projection_class, view_class) in VIEWS.items():
-        view = view_class(datastore, tracking_table_name=live_tracking_table(projection_class))
+        view = view_class(
+            datastore,
+            tracking_table_name=live_tracking_table(projection_class),
+            **view_keys(view_class, reader.mapper.keys),
+        )
         target = {name: (projection_class(view), head)}
         replay_into_views(reader.recorder, reader.mapper, reader.name, target, only_topics=True)
 
 
-def plaintext_left(reader: LogReader, customer_id: UUID) -> int:
-    """Personal values of the customer the live views still hold."""
+def readable_left(reader: LogReader, customer_id: UUID) -> int:
+    """Personal values of the customer the live views hold that still open: the views hold
+    only ciphertext, so a value is readable exactly while the key it names is live. Counted
+    per distinct key (a handful), so the check costs one index scan per column."""
     datastore = reader.recorder.datastore  # type: ignore[attr-defined]
-    schema = sql.Identifier(datastore.schema)
-    statement = sql.SQL(
-        "SELECT (SELECT count(*) FROM {schema}.accounts_view_customers WHERE id = %(c)s AND"
-        " num_nonnulls(organisation, contact_name, contact_email, contact_phone, billing_address) > 0)"
-        " + (SELECT count(*) FROM {schema}.accounts_view_users WHERE customer_id = %(c)s AND login IS NOT NULL)"
-        " + (SELECT count(*) FROM {schema}.traffic_view_messages WHERE customer_id = %(c)s AND client_ip IS NOT NULL)"
-        " + (SELECT count(*) FROM {schema}.traffic_view_deliveries WHERE customer_id = %(c)s AND recipient IS NOT NULL)"
-        " AS n"
-    ).format(schema=schema)
+    keys = reader.mapper.keys  # type: ignore[attr-defined]
+    key_ids: dict[bytes, int] = {}
     with datastore.get_connection() as conn:
-        row = conn.execute(statement, {"c": customer_id}).fetchone()
-    return int(row["n"]) if row else -1
+        for projection_class, view_class in VIEWS.values():
+            prefix = live_tracking_table(projection_class).removesuffix("_tracking")
+            for table, columns in view_columns().items():
+                tenant = getattr(view_class, "tenant_columns", {}).get(table)
+                if tenant is None:
+                    continue
+                for column in sorted(columns):
+                    statement = sql.SQL(
+                        "SELECT substring({c} from 1 for 16) AS k, count(*) AS n FROM {t}"
+                        " WHERE {tenant} = %s AND {c} IS NOT NULL GROUP BY 1"
+                    ).format(
+                        c=sql.Identifier(column),
+                        t=sql.Identifier(datastore.schema, f"{prefix}_{table}"),
+                        tenant=sql.Identifier(tenant),
+                    )
+                    for row in conn.execute(statement, (customer_id,)).fetchall():
+                        raw = bytes(row["k"])
+                        key_ids[raw] = key_ids.get(raw, 0) + int(row["n"])
+    return sum(n for raw, n in key_ids.items() if keys.opening_key(raw) is not None)
 
 
 def terminate(
     accounts: Any, privacy: Any, reader: LogReader, customer_id: UUID, erasure: Erasure
 ) -> None:
-    if plaintext_left(reader, customer_id) == 0:
-        raise BenchError(f"the views hold no plaintext of the {erasure.label} customer to erase")
+    if readable_left(reader, customer_id) == 0:
+        raise BenchError(f"the views hold nothing readable of the {erasure.label} customer")
     started = time.perf_counter()
     accounts.terminate_customer(customer_id)
     terminated = time.perf_counter()
@@ -249,11 +271,11 @@ def terminate(
     erased = time.perf_counter()
     views_purge(reader)
     purged = time.perf_counter()
-    left = plaintext_left(reader, customer_id)
+    left = readable_left(reader, customer_id)
     checked = time.perf_counter()
     if left:
         raise BenchError(
-            f"the views still hold {left} plaintext values of the {erasure.label} customer"
+            f"the views still hold {left} readable values of the {erasure.label} customer"
         )
     erasure.terminate = terminated - started
     erasure.erase = erased - terminated
@@ -401,7 +423,10 @@ def tables(results: Results) -> list[Table]:
     erasure = Table(
         title="Erasure cost against history (ms)",
         caption="terminate: Accounts.terminate_customer; keys: Privacy.erase_tenant; purge: the"
-        " live views take in both events; check: they hold no plaintext of the customer."
+        " live views take in both events (no personal row is updated: the values read as"
+        " erased once their keys are gone); total: those three. check (shown, not in the total):"
+        " no value of the customer in the views opens any more; the small customer is the"
+        " baseline."
         f" Goal: large/small ≤ {RATIO_GOAL} and large < {LARGE_GOAL_SECONDS:.0f} s",
     )
     for column in ("customer", "events", "terminate", "keys", "purge", "check", "total"):

@@ -220,6 +220,20 @@ def parse_address(channel: Channel, text: str, field: str = "to") -> str:
     return PhoneNumber.parse(text, field=field).e164
 
 
+def recipient_lookup_form(address: str) -> str:
+    """The form a recipient is looked up by (its blind index): e-mail addresses lower-cased,
+    numbers in E.164 as they are stored."""
+    return address.lower() if "@" in address else address
+
+
+def parse_recipient_query(text: str, field: str = "recipient") -> str:
+    """A recipient searched for, in its look-up form: an e-mail address or a phone number."""
+    text = text.strip()
+    if "@" in text:
+        return recipient_lookup_form(EmailAddress.parse(text, field=field).address)
+    return PhoneNumber.parse(text, field=field).e164
+
+
 def _refuse_bad_text(request: SendRequest) -> None:
     """Every text field of a request, each by the one rule: bodies and templates may hold
     several lines, the rest (and every variable's name) one."""

@@ -210,6 +210,18 @@ def view_columns(kinds: Iterable[PersonalDataKind] | None = None) -> dict[str, f
     return {table: frozenset(columns) for table, columns in found.items()}
 
 
+def sealed_view_columns(table: str) -> dict[str, tuple[str, str]]:
+    """Per personal column of a view table: its kind and the column naming its subject.
+    The views seal exactly these columns under the subject's key, and open them on reading."""
+    return {
+        column: (k.kind, held.subject_column)
+        for k in PERSONAL_DATA_KINDS.values()
+        for held in k.held_in
+        if held.table == table
+        for column in held.columns
+    }
+
+
 def required_view_columns(table: str) -> frozenset[str]:
     """The table's personal columns that are NULL only once erased (never just not given)."""
     return frozenset(

@@ -20,7 +20,7 @@ from picasse.domain.users import PLATFORM_TENANT, User
 
 
 def plain(value: Any) -> str | None:
-    """Text for a view column; an erased value is stored as NULL (and flagged)."""
+    """Text for a view column (sealed by the view); an erased value is stored as NULL."""
     return None if value is None or isinstance(value, Erased) else str(value)
 
 
@@ -89,7 +89,8 @@ class AccountsView(TrackingRecorder, ABC):
 
     @abstractmethod
     def erased(self, tenant_id: UUID, subject: str | None, tracking: Tracking) -> None:
-        """Drop the plaintext held for a subject (or, with None, for the whole tenant)."""
+        """A subject's key (or, with None, every key of the tenant) was destroyed: its
+        sealed values read as erased from now on; only bookkeeping may change."""
 
     # Queries
 

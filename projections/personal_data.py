@@ -201,8 +201,9 @@ def all_sources(sources: Sources) -> list[ExportSource]:
 
 
 class Holdings:
-    """How many values of a kind the views still hold in plaintext for a customer, read
-    from the view columns the registry names for it."""
+    """How many values of a kind the views still hold readable for a customer (sealed
+    under a key that is still live: the views open them), read from the view columns the
+    registry names for it."""
 
     def __init__(self, sources: Sources) -> None:
         def traffic(customer_id: UUID) -> list[Any]:

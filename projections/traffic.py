@@ -1,8 +1,9 @@
 """The traffic view (R4): who sent when, over which channel, to whom, with what outcome.
 
-Recipients and sender IPs are plaintext here for the pages that show them to those
-entitled; an erasure (a month's traffic key, or the whole customer) blanks them, while
-counts without personal data stay.
+Recipients and sender IPs are held sealed under the customer's month key (the view opens
+them for the pages that show them to those entitled); an erasure (a month's traffic key,
+or the whole customer) destroys that key, so they read as erased, while counts without
+personal data stay.
 """
 
 from __future__ import annotations
@@ -76,14 +77,17 @@ class TrafficView(TrackingRecorder, ABC):
 
     @abstractmethod
     def erased(self, tenant_id: UUID, subject: str | None, tracking: Tracking) -> None:
-        """Blank recipients and IPs of a month ('traffic/2026-05'), or of the whole tenant (None)."""
+        """A month's key ('traffic/2026-05') or the whole tenant's (None) was destroyed."""
 
     # Queries
 
     @abstractmethod
     def traffic(
-        self, customer_id: UUID | None, start: datetime, end: datetime, *, limit: int = 1000
-    ) -> list[TrafficRow]: ...
+        self, customer_id: UUID | None, start: datetime, end: datetime, *, limit: int = 1000,
+        recipient: str | None = None,
+    ) -> list[TrafficRow]:  # fmt: skip
+        """Newest first; with `recipient` (in its look-up form, see
+        domain.messaging.parse_recipient_query) only the customer's deliveries to it."""
 
     @abstractmethod
     def daily_counts(

@@ -183,6 +183,7 @@ def _view(messages: Messages, name: str) -> Any:
     view = view_class(
         datastore=messages.factory.datastore,  # type: ignore[attr-defined]
         tracking_table_name=f"{projection.name.lower()}_tracking",
+        keys=messages.factory.keys,  # type: ignore[attr-defined]  # opens the sealed columns
     )
     view.create_table()  # if the projections never ran here yet
     return view

@@ -266,7 +266,11 @@ class Views:
             self.followers: dict[str, Follower] = {}
             for name in names or list(VIEWS):
                 projection, view_class = VIEWS[name]
-                view = view_class(datastore, tracking_table_name=f"{projection.name}_tracking")
+                view = view_class(
+                    datastore,
+                    tracking_table_name=f"{projection.name}_tracking",
+                    keys=self.reader.factory.keys,  # type: ignore[attr-defined]
+                )
                 view.create_table()
                 self.followers[name] = Follower(
                     name, self.reader, view, self.status, the_clock, retry_max

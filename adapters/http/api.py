@@ -72,7 +72,7 @@ from picasse.domain.api_keys import ApiKeys
 from picasse.domain.customers import Subscription
 from picasse.domain.errors import InvalidInput
 from picasse.domain.messages import Channel, DeliveryStatus, FailureReason, Priority
-from picasse.domain.messaging import Forbidden, Messages, SendRequest
+from picasse.domain.messaging import Forbidden, Messages, SendRequest, parse_recipient_query
 from picasse.domain.personal import Erased
 from picasse.domain.values import Role
 from picasse.projections.accounts import AccountsView
@@ -680,7 +680,8 @@ def _utc(moment: datetime) -> datetime:
     description=(
         "A customer's users see their own customer's traffic; Picasse staff name the"
         " customer with customer_id. Auditors see no recipients or addresses. Times without"
-        " a time zone are UTC; the period defaults to the last 24 hours."
+        " a time zone are UTC; the period defaults to the last 24 hours. With recipient, only"
+        " deliveries to that phone number or e-mail address (for those who see recipients)."
     ),
     responses=_answers(S.NOT_FOUND, S.UNPROCESSABLE_ENTITY),
     tags=["traffic"],
@@ -700,6 +701,10 @@ def show_traffic(
         QueryParameter(description="whose traffic (Picasse staff only; others: their own)"),
     ] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=MAX_TRAFFIC_ROWS)] = 200,
+    recipient: Annotated[
+        str | None,
+        QueryParameter(description="only deliveries to this number (+…) or e-mail address"),
+    ] = None,
 ) -> list[TrafficEntry]:
     whose = customer_id if customer_id is not None else caller.customer_id
     if whose is None:
@@ -714,6 +719,11 @@ def show_traffic(
     if since > until:
         raise InvalidInput("from: must not lie after to", field="from")
     entitled = caller.viewer().sees_traffic_of(whose)
+    wanted = None
+    if recipient is not None:
+        if not entitled:
+            raise Forbidden("recipient: only those who see recipients may search by one")
+        wanted = parse_recipient_query(recipient)  # found by its blind index, never as text
     return [
         TrafficEntry(
             delivery_id=row.delivery_id,
@@ -729,7 +739,7 @@ def show_traffic(
             reason=row.reason,
             updated_at=row.updated_at,
         )
-        for row in traffic_view.traffic(whose, since, until, limit=limit)
+        for row in traffic_view.traffic(whose, since, until, limit=limit, recipient=wanted)
     ]
 
 

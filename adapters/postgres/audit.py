@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from picasse.adapters.postgres.store import GENESIS
-from picasse.domain.personal import Erased, required_view_columns
+from picasse.domain.personal import Erased, required_view_columns, sealed_view_columns
 
 
 class BrokenLink(msgspec.Struct, frozen=True):
@@ -245,6 +245,11 @@ class _PageBatching:
         self._batch, self._tracked = [], None
 
 
+def view_keys(view_class: type[Any], keys: Any) -> dict[str, Any]:
+    """The key store, for views built on our plumbing (they seal their personal columns)."""
+    return {"keys": keys} if hasattr(view_class, "_sealed") else {}
+
+
 def page_batched(view_class: type[Any]) -> type[Any]:
     """The view class, its writes committed a page of events at a time by `replay_into_views`."""
     if not hasattr(view_class, "_write"):
@@ -332,7 +337,7 @@ def live_tracking_table(projection_class: type[Projection[Any]]) -> str:
 
 @contextmanager
 def scratch_views(
-    datastore: PostgresDatastore, views: ViewClasses, *, run: str | None = None
+    datastore: PostgresDatastore, views: ViewClasses, *, run: str | None = None, keys: Any = None
 ) -> Iterator[dict[str, Projection[Any]]]:
     """Empty scratch copies of the views (their own classes, committing a page of writes
     per transaction) in `audit_<run>_…` tables, dropped on the way out whatever happens."""
@@ -342,7 +347,9 @@ def scratch_views(
     try:
         for name, (projection_class, view_class) in views.items():
             tracking_table = f"{SCRATCH_PREFIX}{run}_{live_tracking_table(projection_class)}"
-            view = page_batched(view_class)(datastore, tracking_table_name=tracking_table)
+            view = page_batched(view_class)(
+                datastore, tracking_table_name=tracking_table, **view_keys(view_class, keys)
+            )
             made.append(view)
             view.create_table()
             with datastore.transaction(commit=True) as curs:
@@ -612,6 +619,8 @@ def compare_views(
                     shape,
                     _rows_in_scope(live_conn, live_table, shape, kind, scope),
                     _rows_in_scope(conn, replayed_view.t[kind], shape, kind, scope),
+                    getattr(live_view, "keys", None),
+                    getattr(live_view, "blind_indexes", {}).get(kind, ()),
                 )
     return findings.tables, findings.listed, findings.count
 
@@ -623,8 +632,12 @@ def _compare_table(
     shape: _Shape,
     live_rows: Iterator[tuple[Any, ...]],
     replayed_rows: Iterator[tuple[Any, ...]],
+    keys: Any = None,
+    blind_indexes: tuple[str, ...] = (),
 ) -> None:
-    """A merge join of two key-ordered row streams."""
+    """A merge join of two key-ordered row streams. Personal columns hold values sealed
+    deterministically, so equal values are equal bytes; one whose key is destroyed reads as
+    erased (NULL), as the replay, which saw it erased, wrote it."""
     # The registry's personal columns of this table that are NULL only once erased.
     personal = required_view_columns(kind)
     personal_at = [i for i, column in enumerate(shape.columns) if column in personal]
@@ -634,6 +647,31 @@ def _compare_table(
     def key(row: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(row[i] for i in shape.key)
 
+    keyed = {*sealed_view_columns(kind), *blind_indexes}  # values that start with a key id
+    sealed_at = [i for i, column in enumerate(shape.columns) if column in keyed]
+
+    gone: dict[bytes, bool] = {}  # per key id: destroyed (its values read as erased)
+
+    def reads_erased(value: bytes) -> bool:
+        key_id = bytes(value[:16])
+        if len(value) <= 16:
+            return False  # not a value any key of ours sealed: compared as it is
+        if key_id not in gone:
+            gone[key_id] = keys.opening_key(key_id) is None and keys.was_destroyed(key_id)
+        return gone[key_id]
+
+    def opened(rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+        for row in rows:
+            if keys is None or not sealed_at:
+                yield row
+                continue
+            values = list(row)
+            for i in sealed_at:
+                if values[i] is not None and reads_erased(values[i]):
+                    values[i] = None
+            yield tuple(values)
+
+    live_rows, replayed_rows = opened(live_rows), opened(replayed_rows)
     live_row, replayed_row = next(live_rows, None), next(replayed_rows, None)
     while live_row is not None or replayed_row is not None:
         rows += 1
@@ -677,12 +715,16 @@ def audit_replay(
     its live view's position in one snapshot. No scratch table outlives the call."""
     datastore: PostgresDatastore = recorder.datastore
     live = {
-        name: view_class(datastore, tracking_table_name=live_tracking_table(projection_class))
+        name: view_class(
+            datastore,
+            tracking_table_name=live_tracking_table(projection_class),
+            **view_keys(view_class, mapper.keys),
+        )
         for name, (projection_class, view_class) in views.items()
     }
     with _AuditSession(datastore) as session:
         positions, head = session.snapshot(live, application_name, recorder.events_table_name)
-        with scratch_views(datastore, views, run=session.run) as scratch:
+        with scratch_views(datastore, views, run=session.run, keys=mapper.keys) as scratch:
             _index_like(datastore, live, {name: p.view for name, p in scratch.items()})
             counts = replay_into_views(
                 recorder,

@@ -561,6 +561,58 @@ class PostgresKeyStore:
         )
         return found
 
+    def subject_key(self, tenant_id: UUID, subject: str) -> SubjectKey | None:
+        """The subject's live key, or None; never a new one (the views seal under the keys
+        the events were sealed under, which exist by the time a view takes the event)."""
+        if self._listening.is_set():
+            key = self._by_subject.get((tenant_id, subject))
+            if key is not None:
+                return key
+        query = sql.SQL("SELECT key_id FROM {} WHERE tenant_id = %s AND subject = %s").format(
+            self._t["subject_keys"]
+        )
+        with self.datastore.get_connection() as conn:
+            row = conn.cursor().execute(query, (tenant_id, subject)).fetchone()
+        if row is None:
+            return None
+        raw = row["key_id"].bytes
+        if self._listening.is_set() and raw in self._by_id:
+            return self._by_id[raw]
+        return self.load([raw]).get(raw)
+
+    def was_destroyed(self, key_id: bytes) -> bool:
+        """Whether the key with this 16-byte id was destroyed (not merely never made)."""
+        if len(key_id) != 16:
+            return False
+        with self.datastore.get_connection() as conn:
+            row = (
+                conn.cursor()
+                .execute(
+                    sql.SQL("SELECT 1 AS found FROM {} WHERE key_id = %s").format(
+                        self._t["destroyed_keys"]
+                    ),
+                    (UUID(bytes=key_id),),
+                )
+                .fetchone()
+            )
+        return row is not None
+
+    def live_subjects(self, tenant_id: UUID, prefix: str) -> list[str]:
+        """The names of the tenant's live subject keys starting with `prefix`."""
+        pattern = prefix.replace("%", r"\%").replace("_", r"\_") + "%"
+        with self.datastore.get_connection() as conn:
+            rows = (
+                conn.cursor()
+                .execute(
+                    sql.SQL(
+                        "SELECT subject FROM {} WHERE tenant_id = %s AND subject LIKE %s ORDER BY 1"
+                    ).format(self._t["subject_keys"]),
+                    (tenant_id, pattern),
+                )
+                .fetchall()
+            )
+        return [row["subject"] for row in rows]
+
     def _unwrap_tenant(
         self, tenant_id: UUID, key_id: UUID, epoch_id: UUID | None, wrapped: bytes
     ) -> AESGCM:

@@ -227,6 +227,20 @@ class Factory(PostgresFactory):
             raise StoreSettingRefused(f"the sealing mapper is the only mapper, not {mapper_class}")
         return SealingMapper(transcoder, keys=self.keys)
 
+    def tracking_recorder(self, tracking_recorder_class: Any = None) -> Any:
+        """A view built by the library (its projection runner) gets the key store too:
+        our views seal their personal columns under the subjects' keys."""
+        if tracking_recorder_class is not None and hasattr(tracking_recorder_class, "_sealed"):
+            recorder = tracking_recorder_class(
+                datastore=self.datastore,
+                tracking_table_name=(self.env.name.lower() or "notification") + "_tracking",
+                keys=self.keys,
+            )
+            if self.env_create_table():
+                recorder.create_table()
+            return recorder
+        return super().tracking_recorder(tracking_recorder_class)
+
     def aggregate_recorder(self, purpose: str = "events") -> Any:
         raise StoreSettingRefused(
             f"an aggregate recorder ({purpose}) would skip writing the keys new events are"

@@ -11,32 +11,47 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import sql
 
+from picasse.adapters.crypto import (
+    ViewKeys,
+    blind_index,
+    open_view_value,
+    seal_view_value,
+)
 from picasse.adapters.postgres.roles import serialize_schema_changes
 from picasse.domain.messages import FailureReason
-from picasse.domain.personal import (
-    HeldIn,
-    Trigger,
-    kinds_erased_on,
-    personal_data_kind,
-    view_columns,
-)
+from picasse.domain.messaging import recipient_lookup_form
+from picasse.domain.personal import sealed_view_columns, subject_name
+from picasse.domain.users import PLATFORM_TENANT
 from picasse.projections.accounts import AccountsView, CustomerRow, UserRow
 from picasse.projections.ledger import LedgerEntry, LedgerView
 from picasse.projections.traffic import Change, DailyCount, TrafficRow, TrafficView
 
 
+class ViewWithoutKeys(RuntimeError):
+    """A view holding personal columns was built without the key store to seal and open them."""
+
+
 class _View(PostgresTrackingRecorder):
-    """Common plumbing: named tables in the datastore's schema, one transaction per write."""
+    """Common plumbing: named tables in the datastore's schema, one transaction per write.
+
+    Personal columns (the registry's `HeldIn`) hold ciphertext only: each value sealed
+    under its data subject's key, the key the events hold it under (adapters/crypto.py).
+    Reads open them; a value whose key is destroyed reads as erased (None). Erasure is
+    therefore the key's destruction alone: no personal row is updated."""
 
     tables: tuple[str, ...] = ()
     indexes: tuple[str, ...] = ()
 
-    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+    def __init__(
+        self, datastore: PostgresDatastore, *, keys: ViewKeys | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(datastore, **kwargs)
+        self.keys = keys
         prefix = self.tracking_table_name.removesuffix("_tracking")
         self.t = {
             name: sql.Identifier(datastore.schema, f"{prefix}_{name}") for name in self.tables
         }
+        self._table_names = {name: f"{prefix}_{name}" for name in self.tables}
         # Index names follow the tables' prefix, so a second copy of a view (an audit's
         # scratch view) in the same schema gets indexes of its own.
         index_names = {
@@ -51,7 +66,33 @@ class _View(PostgresTrackingRecorder):
 
     def _create_table(self, curs: Any) -> None:
         serialize_schema_changes(curs)
+        self._drop_if_plaintext(curs)
         super()._create_table(curs)
+
+    def _drop_if_plaintext(self, curs: Any) -> None:
+        """A view written before its personal columns were sealed is dropped, with its
+        position, so it is rebuilt from the log (sealed); DROP unlinks the old files."""
+        stale = False
+        for table in self.tables:
+            for column in sealed_view_columns(table):
+                curs.execute(
+                    "SELECT data_type FROM information_schema.columns WHERE table_schema = %s"
+                    " AND table_name = %s AND column_name = %s",
+                    (self.datastore.schema or "public", self._table_names[table], column),
+                )
+                row = curs.fetchone()
+                stale |= row is not None and row["data_type"] != "bytea"
+        if not stale:
+            return
+        curs.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(", ").join(self.t.values())))
+        tracking = sql.Identifier(self.datastore.schema, self.tracking_table_name)
+        curs.execute("SELECT to_regclass(%s) AS t", (tracking.as_string(curs),))
+        found = curs.fetchone()
+        if found is not None and found["t"] is not None:
+            curs.execute(
+                sql.SQL("DELETE FROM {} WHERE application_name <> %s").format(tracking),
+                (self.table_migration_identifier,),
+            )
 
     def _write(
         self, tracking: Tracking, statements: str | list[str] | list[sql.Composed], params: Any
@@ -63,52 +104,60 @@ class _View(PostgresTrackingRecorder):
                 curs.execute(statement, params)
             self._insert_tracking(curs, tracking)
 
-    # Erasure: the registry of personal data says which columns of which table hold each
-    # kind; the view knows only which column names a row's customer.
+    # Sealing and opening: the registry says which columns of which table hold which
+    # kind, and which column names the subject; the view knows which names the tenant.
 
     tenant_columns: dict[str, str] = {}  # per table: the column naming the row's customer
+    blind_indexes: dict[str, tuple[str, ...]] = {}  # per table: its blind index columns
     on_termination: tuple[str, ...] = ()  # the view's own bookkeeping when a customer goes
 
-    def erased(self, tenant_id: UUID, subject: str | None, tracking: Tracking) -> None:
-        """Blank what an erasure made unreadable: every kind a termination erases (subject
-        None), or the subject's kind in that subject's rows."""
-        statements = self._purges(subject)
-        if not statements:
-            self.insert_tracking(tracking)
-            return
-        self._write(
-            tracking, statements, {"tenant": tenant_id, "of": (subject or "").partition("/")[2]}
-        )
+    def _keys(self) -> ViewKeys:
+        if self.keys is None:
+            raise ViewWithoutKeys(f"{type(self).__name__} needs the key store (keys=...)")
+        return self.keys
 
-    def _purges(self, subject: str | None) -> list[sql.Composed]:
-        if subject is None:
-            where = sql.SQL("{tenant} = %(tenant)s")
-            held = [
-                HeldIn(table=table, columns=tuple(sorted(columns)), subject_column="")
-                for table, columns in view_columns(kinds_erased_on(Trigger.TERMINATION)).items()
-            ]
+    @staticmethod
+    def _binding(table: str, column: str, row_id: UUID) -> bytes:
+        """What a sealed value is bound to: its table, column and row (not the copy of the
+        view, so a rebuilt or scratch view holds the same bytes)."""
+        return b"view\0" + table.encode() + b"\0" + column.encode() + b"\0" + row_id.bytes
+
+    def subject_key(self, table: str, row: dict[str, Any], kind: str, subject_column: str) -> Any:
+        tenant = row[self.tenant_columns[table]] or PLATFORM_TENANT  # staff: the platform's
+        return self._keys().subject_key(tenant, subject_name(kind, row[subject_column]))
+
+    def _sealed(self, table: str, row: dict[str, Any]) -> dict[str, Any]:
+        """The row with its personal columns sealed; a value whose key is already gone
+        (or that reads as erased) is stored as NULL."""
+        sealed = dict(row)
+        for column, (kind, subject_column) in sealed_view_columns(table).items():
+            if row.get(column) is None:
+                continue
+            key = self.subject_key(table, row, kind, subject_column)
+            sealed[column] = key and seal_view_value(
+                key, row[column], self._binding(table, column, row["id"])
+            )
+        return sealed
+
+    def _opened(self, table: str, row: dict[str, Any], row_id: UUID) -> dict[str, Any]:
+        """The row with its personal columns of `table` opened (None once erased)."""
+        opened = dict(row)
+        for column in sealed_view_columns(table):
+            if opened.get(column) is not None:
+                opened[column] = open_view_value(
+                    self._keys(), opened[column], self._binding(table, column, row_id)
+                )
+        return opened
+
+    def erased(self, tenant_id: UUID, subject: str | None, tracking: Tracking) -> None:
+        """Erasure is the destruction of keys, which has happened: the sealed values now
+        read as erased, so no personal row is touched. A termination (subject None) runs
+        only the view's own bookkeeping, a constant cost whatever the history."""
+        if subject is None and self.on_termination:
+            statements = [sql.SQL(s).format(**self.t) for s in self.on_termination]
+            self._write(tracking, statements, {"tenant": tenant_id})
         else:
-            where = sql.SQL(
-                "{subject}::text = %(of)s AND ({tenant} = %(tenant)s OR {tenant} IS NULL)"
-            )
-            held = list(personal_data_kind(subject).held_in)
-        statements = [
-            sql.SQL("UPDATE {table} SET {blanks} WHERE {where}").format(
-                table=self.t[h.table],
-                blanks=sql.SQL(", ").join(
-                    sql.SQL("{} = NULL").format(sql.Identifier(c)) for c in h.columns
-                ),
-                where=where.format(
-                    tenant=sql.Identifier(self.tenant_columns[h.table]),
-                    subject=sql.Identifier(h.subject_column or self.tenant_columns[h.table]),
-                ),
-            )
-            for h in held
-            if h.table in self.t
-        ]
-        if subject is None:
-            statements += [sql.SQL(s).format(**self.t) for s in self.on_termination]
-        return statements
+            self.insert_tracking(tracking)
 
     def _read(self, statement: str, params: Any = ()) -> list[dict[str, Any]]:
         with self.datastore.get_connection() as conn:
@@ -135,15 +184,13 @@ class PostgresAccountsView(_View, AccountsView):
 
     def schema_statements(self) -> list[str]:
         return [
-            "CREATE TABLE IF NOT EXISTS {customers} (id uuid PRIMARY KEY, organisation text,"
-            " contact_name text, contact_email text, contact_phone text, billing_address text,"
+            "CREATE TABLE IF NOT EXISTS {customers} (id uuid PRIMARY KEY, organisation bytea,"
+            " contact_name bytea, contact_email bytea, contact_phone bytea, billing_address bytea,"
             " subscription text NOT NULL, plan text, registered_at timestamptz NOT NULL,"
             " erased boolean NOT NULL DEFAULT false)",
             "CREATE TABLE IF NOT EXISTS {users} (id uuid PRIMARY KEY, customer_id uuid,"
-            " login text, role text NOT NULL, disabled boolean NOT NULL DEFAULT false,"
-            " added_at timestamptz NOT NULL, email text)",
-            # Views made before users had an e-mail address get the column (NULL: none).
-            "ALTER TABLE {users} ADD COLUMN IF NOT EXISTS email text",
+            " login bytea, role text NOT NULL, disabled boolean NOT NULL DEFAULT false,"
+            " added_at timestamptz NOT NULL, email bytea)",
             "CREATE INDEX IF NOT EXISTS {users_customer_idx} ON {users} (customer_id)",
         ]
 
@@ -151,12 +198,18 @@ class PostgresAccountsView(_View, AccountsView):
         self, customer_id: UUID, organisation: str | None, contact: tuple[str | None, str | None, str | None],
         billing_address: str | None, registered_at: datetime, tracking: Tracking,
     ) -> None:  # fmt: skip
+        row = self._sealed("customers", {
+            "id": customer_id, "organisation": organisation, "contact_name": contact[0],
+            "contact_email": contact[1], "contact_phone": contact[2],
+            "billing_address": billing_address,
+        })  # fmt: skip
         self._write(
             tracking,
             "INSERT INTO {customers} (id, organisation, contact_name, contact_email, contact_phone,"
-            " billing_address, subscription, registered_at) VALUES (%s, %s, %s, %s, %s, %s,"
-            " 'registered', %s) ON CONFLICT (id) DO NOTHING",
-            (customer_id, organisation, *contact, billing_address, registered_at),
+            " billing_address, subscription, registered_at) VALUES (%(id)s, %(organisation)s,"
+            " %(contact_name)s, %(contact_email)s, %(contact_phone)s, %(billing_address)s,"
+            " 'registered', %(at)s) ON CONFLICT (id) DO NOTHING",
+            {**row, "at": registered_at},
         )
 
     def contact_changed(
@@ -165,20 +218,26 @@ class PostgresAccountsView(_View, AccountsView):
         contact: tuple[str | None, str | None, str | None],
         tracking: Tracking,
     ) -> None:
+        row = self._sealed("customers", {
+            "id": customer_id, "contact_name": contact[0], "contact_email": contact[1],
+            "contact_phone": contact[2],
+        })  # fmt: skip
         self._write(
             tracking,
-            "UPDATE {customers} SET contact_name = %s, contact_email = %s, contact_phone = %s"
-            " WHERE id = %s AND NOT erased",
-            (*contact, customer_id),
+            "UPDATE {customers} SET contact_name = %(contact_name)s, contact_email = %(contact_email)s,"
+            " contact_phone = %(contact_phone)s WHERE id = %(id)s AND NOT erased",
+            row,
         )
 
     def billing_address_changed(
         self, customer_id: UUID, billing_address: str | None, tracking: Tracking
     ) -> None:
+        row = self._sealed("customers", {"id": customer_id, "billing_address": billing_address})
         self._write(
             tracking,
-            "UPDATE {customers} SET billing_address = %s WHERE id = %s AND NOT erased",
-            (billing_address, customer_id),
+            "UPDATE {customers} SET billing_address = %(billing_address)s"
+            " WHERE id = %(id)s AND NOT erased",
+            row,
         )
 
     def subscription_changed(
@@ -200,11 +259,14 @@ class PostgresAccountsView(_View, AccountsView):
         tracking: Tracking,
         email: str | None = None,
     ) -> None:
+        row = self._sealed(
+            "users", {"id": user_id, "customer_id": customer_id, "login": login, "email": email}
+        )
         self._write(
             tracking,
-            "INSERT INTO {users} (id, customer_id, login, role, added_at, email)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-            (user_id, customer_id, login, role, added_at, email),
+            "INSERT INTO {users} (id, customer_id, login, role, added_at, email) VALUES (%(id)s,"
+            " %(customer_id)s, %(login)s, %(role)s, %(at)s, %(email)s) ON CONFLICT (id) DO NOTHING",
+            {**row, "role": role, "at": added_at},
         )
 
     def user_disabled(self, user_id: UUID, disabled: bool, tracking: Tracking) -> None:
@@ -217,7 +279,7 @@ class PostgresAccountsView(_View, AccountsView):
             " WHERE %(id)s::uuid IS NULL OR id = %(id)s ORDER BY registered_at",
             {"id": customer_id},
         )
-        return [CustomerRow(**row) for row in rows]
+        return [CustomerRow(**self._opened("customers", row, row["id"])) for row in rows]
 
     def users(self, *, customer_id: UUID | None = None, platform: bool = False) -> list[UserRow]:
         rows = self._read(
@@ -227,70 +289,81 @@ class PostgresAccountsView(_View, AccountsView):
             " ORDER BY added_at",
             {"id": customer_id, "platform": platform},
         )
-        return [UserRow(**row) for row in rows]
+        return [UserRow(**self._opened("users", row, row["id"])) for row in rows]
 
 
 class PostgresTrafficView(_View, TrafficView):
     tables = ("messages", "deliveries")
     tenant_columns = {"messages": "customer_id", "deliveries": "customer_id"}
-    indexes = ("customer_time", "time", "message")
+    indexes = ("customer_time", "time", "message", "recipient")
+    blind_indexes = {"deliveries": ("recipient_index",)}
 
     def schema_statements(self) -> list[str]:
         return [
             "CREATE TABLE IF NOT EXISTS {messages} (id uuid PRIMARY KEY, customer_id uuid NOT NULL,"
             " channel text NOT NULL, priority text NOT NULL, month text NOT NULL,"
-            " requested_at timestamptz NOT NULL, requested_by uuid, client_ip text)",
+            " requested_at timestamptz NOT NULL, requested_by uuid, client_ip bytea)",
             "CREATE TABLE IF NOT EXISTS {deliveries} (id uuid PRIMARY KEY, message_id uuid NOT NULL,"
             " customer_id uuid NOT NULL, idx integer NOT NULL, channel text NOT NULL,"
-            " month text NOT NULL, recipient text, status text NOT NULL, attempts integer NOT NULL DEFAULT 0,"
+            " month text NOT NULL, recipient bytea, recipient_index bytea, status text NOT NULL, attempts integer NOT NULL DEFAULT 0,"
             " reason text, provider text, acknowledged boolean NOT NULL DEFAULT false,"
             " queued_at timestamptz NOT NULL, updated_at timestamptz NOT NULL)",
             "CREATE INDEX IF NOT EXISTS {customer_time_idx} ON {deliveries} (customer_id, queued_at)",
             "CREATE INDEX IF NOT EXISTS {time_idx} ON {deliveries} (queued_at)",
             "CREATE INDEX IF NOT EXISTS {message_idx} ON {deliveries} (message_id)",
+            "CREATE INDEX IF NOT EXISTS {recipient_idx} ON {deliveries} (customer_id, recipient_index)",
         ]
 
     def message_requested(
         self, message_id: UUID, customer_id: UUID, channel: str, priority: str, month: str,
         requested_at: datetime, requested_by: UUID | None, client_ip: str | None, tracking: Tracking,
     ) -> None:  # fmt: skip
+        row = self._sealed("messages", {
+            "id": message_id, "customer_id": customer_id, "channel": channel, "priority": priority,
+            "month": month, "requested_at": requested_at, "requested_by": requested_by,
+            "client_ip": client_ip,
+        })  # fmt: skip
         self._write(
             tracking,
             "INSERT INTO {messages} (id, customer_id, channel, priority, month, requested_at,"
-            " requested_by, client_ip) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-            (
-                message_id,
-                customer_id,
-                channel,
-                priority,
-                month,
-                requested_at,
-                requested_by,
-                client_ip,
-            ),
+            " requested_by, client_ip) VALUES (%(id)s, %(customer_id)s, %(channel)s, %(priority)s,"
+            " %(month)s, %(requested_at)s, %(requested_by)s, %(client_ip)s) ON CONFLICT (id) DO NOTHING",
+            row,
         )
 
     def delivery_queued(
         self, delivery_id: UUID, message_id: UUID, customer_id: UUID, index: int, channel: str,
         month: str, recipient: str | None, queued_at: datetime, tracking: Tracking,
     ) -> None:  # fmt: skip
+        row = {
+            "id": delivery_id,
+            "customer_id": customer_id,
+            "month": month,
+            "recipient": recipient,
+        }
+        sealed = self._sealed("deliveries", row)
+        index_key = sealed["recipient"] and self.subject_key("deliveries", row, *self._recipient)
         self._write(
             tracking,
             "INSERT INTO {deliveries} (id, message_id, customer_id, idx, channel, month, recipient,"
-            " status, queued_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 'queued', %s, %s)"
-            " ON CONFLICT (id) DO NOTHING",
-            (
-                delivery_id,
-                message_id,
-                customer_id,
-                index,
-                channel,
-                month,
-                recipient,
-                queued_at,
-                queued_at,
-            ),
+            " recipient_index, status, queued_at, updated_at) VALUES (%(id)s, %(message_id)s,"
+            " %(customer_id)s, %(idx)s, %(channel)s, %(month)s, %(recipient)s, %(recipient_index)s,"
+            " 'queued', %(at)s, %(at)s) ON CONFLICT (id) DO NOTHING",
+            {
+                **sealed,
+                "message_id": message_id,
+                "idx": index,
+                "channel": channel,
+                "recipient_index": index_key
+                and blind_index(index_key, recipient_lookup_form(recipient or "")),
+                "at": queued_at,
+            },
         )
+
+    @property
+    def _recipient(self) -> tuple[str, str]:
+        """The kind and subject column of `deliveries.recipient`, as the registry has them."""
+        return sealed_view_columns("deliveries")["recipient"]
 
     def delivery_changed(
         self, delivery_id: UUID, change: Change, at: datetime, tracking: Tracking
@@ -314,20 +387,47 @@ class PostgresTrafficView(_View, TrafficView):
         )
 
     def traffic(
-        self, customer_id: UUID | None, start: datetime, end: datetime, *, limit: int = 1000
-    ) -> list[TrafficRow]:
+        self, customer_id: UUID | None, start: datetime, end: datetime, *, limit: int = 1000,
+        recipient: str | None = None,
+    ) -> list[TrafficRow]:  # fmt: skip
+        """Newest first; with `recipient` (its look-up form, one customer), only deliveries
+        to it: matched by its blind index under each of the customer's live month keys."""
+        indexes: list[bytes] | None = None
+        if recipient is not None:
+            if customer_id is None:
+                raise ValueError("a search by recipient names the customer")
+            kind, _ = self._recipient
+            keys = self._keys()
+            indexes = [
+                blind_index(key, recipient)
+                for subject in keys.live_subjects(customer_id, subject_name(kind, ""))
+                if (key := keys.subject_key(customer_id, subject)) is not None
+            ]
         rows = self._read(
             "SELECT d.id AS delivery_id, d.message_id, d.customer_id, m.requested_at, m.requested_by,"
             " m.client_ip, d.channel, d.recipient, d.status, d.attempts, d.reason, d.updated_at"
             " FROM {deliveries} d JOIN {messages} m ON m.id = d.message_id"
             " WHERE (%(customer)s::uuid IS NULL OR d.customer_id = %(customer)s)"
+            " AND (%(indexes)s::bytea[] IS NULL OR d.recipient_index = ANY(%(indexes)s))"
             " AND d.queued_at >= %(start)s AND d.queued_at < %(end)s"
             " ORDER BY d.queued_at DESC, d.idx LIMIT %(limit)s",
-            {"customer": customer_id, "start": start, "end": end, "limit": limit},
+            {
+                "customer": customer_id,
+                "start": start,
+                "end": end,
+                "limit": limit,
+                "indexes": indexes,
+            },
+        )
+        opened = (
+            self._opened(
+                "deliveries", self._opened("messages", row, row["message_id"]), row["delivery_id"]
+            )
+            for row in rows
         )
         return [
             TrafficRow(**{**row, "reason": row["reason"] and FailureReason.read(row["reason"])})
-            for row in rows
+            for row in opened
         ]
 
     def daily_counts(self, customer_id: UUID | None, start: date, end: date) -> list[DailyCount]:

@@ -419,6 +419,32 @@ def test_traffic_shows_recipients_to_the_customer_and_entitled_staff_only(world:
     assert unnamed.status_code == 422 and unnamed.json()["field"] == "customer_id"
 
 
+def test_entitled_staff_find_traffic_by_recipient_through_its_blind_index_others_are_refused(
+    world: World,
+) -> None:
+    a = world.a
+    week = {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
+    of_a = week | {"customer_id": str(a.customer_id)}
+    support = world.as_(world.staff[Role.SUPPORT])
+
+    found = support.get("/v1/traffic", params=of_a | {"recipient": a.recipient.upper()})
+    other = support.get("/v1/traffic", params=of_a | {"recipient": "nobody@elsewhere.example"})
+    own = world.as_(a.user_login).get("/v1/traffic", params=week | {"recipient": a.recipient})
+    auditor = world.as_(world.staff[Role.AUDITOR]).get(
+        "/v1/traffic", params=of_a | {"recipient": a.recipient}
+    )
+    bad = support.get("/v1/traffic", params=of_a | {"recipient": "not an address"})
+
+    assert found.status_code == 200, found.text
+    assert [(r["message_id"], r["recipient"]) for r in found.json()] == [
+        (str(a.message_id), a.recipient)
+    ]
+    assert other.status_code == 200 and other.json() == []
+    assert [r["recipient"] for r in own.json()] == [a.recipient]
+    assert auditor.status_code == 403, auditor.text
+    assert bad.status_code == 422 and bad.json()["field"] == "recipient"
+
+
 def test_the_openapi_document_describes_every_v1_route_with_its_security(
     app: Litestar, world: World
 ) -> None:

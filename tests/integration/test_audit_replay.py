@@ -34,6 +34,7 @@ from picasse.adapters.postgres.audit import (
     audit_replay,
     live_tracking_table,
     replay_into_views,
+    view_keys,
 )
 from picasse.domain.accounts import Accounts
 from picasse.domain.messages import delivery_id
@@ -228,7 +229,7 @@ def test_a_tampered_view_row_is_reported_by_view_row_and_column_without_its_valu
     one_delivery = "id = (SELECT min(id::text)::uuid FROM traffic_view_deliveries WHERE customer_id = %s)"  # fmt: skip
     with (
         _tampered(raw, "traffic_view_deliveries", one_delivery, (third,),
-                  "recipient = 'tampered@rcpt.example'") as (delivery,),
+                  "recipient = overlay(recipient placing '\\xff'::bytea from 30 for 1)") as (delivery,),
         _tampered(raw, "accounts_view_customers", "id = %s", (second,),
                   "contact_name = NULL, subscription = 'terminated'"),
     ):  # fmt: skip
@@ -406,7 +407,11 @@ def _build_live_views(reader: LogReader) -> None:
     head = reader.recorder.max_notification_id() or 0
     targets = {}
     for name, (projection_class, view_class) in VIEWS.items():
-        view = view_class(datastore, tracking_table_name=live_tracking_table(projection_class))
+        view = view_class(
+            datastore,
+            tracking_table_name=live_tracking_table(projection_class),
+            **view_keys(view_class, reader.mapper.keys),
+        )
         view.create_table()
         targets[name] = (projection_class(view), head)
     replay_into_views(reader.recorder, reader.mapper, reader.name, targets)
