@@ -163,17 +163,18 @@ class PostgresKeyStore:
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (tenant_id uuid PRIMARY KEY,"
                 " key_id uuid NOT NULL UNIQUE, wrapped bytea NOT NULL,"
-                " created_at timestamptz NOT NULL DEFAULT now())"
+                " created_at timestamptz NOT NULL DEFAULT now(), epoch_id uuid)"
             ).format(t["tenant_keys"]),
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (key_id uuid PRIMARY KEY,"
                 " tenant_id uuid NOT NULL REFERENCES {} ON DELETE CASCADE,"
                 " subject text NOT NULL, wrapped bytea NOT NULL,"
-                " created_at timestamptz NOT NULL DEFAULT now(), UNIQUE (tenant_id, subject))"
-            ).format(t["subject_keys"], t["tenant_keys"]),
+                " created_at timestamptz NOT NULL DEFAULT now(), UNIQUE (tenant_id, subject),"
+                " tenant_key_id uuid REFERENCES {} (key_id) DEFERRABLE INITIALLY IMMEDIATE)"
+            ).format(t["subject_keys"], t["tenant_keys"], t["tenant_keys"]),
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (key_id uuid PRIMARY KEY, tenant_id uuid NOT NULL,"
-                " subject text, destroyed_at timestamptz NOT NULL DEFAULT now())"
+                " subject text, destroyed_at timestamptz NOT NULL DEFAULT now(), epoch_id uuid)"
             ).format(t["destroyed_keys"]),
             # How many events hold each tenant's sealed data: what an erasure makes unreadable,
             # known without reading the log (erasure cost must not grow with history).
@@ -199,6 +200,11 @@ class PostgresKeyStore:
                 "CREATE TABLE IF NOT EXISTS {} (tenant_id uuid PRIMARY KEY,"
                 " since timestamptz NOT NULL DEFAULT now())"
             ).format(t["rewrap_due"]),
+        ]
+        # Key stores made before epochs get their columns. ALTER TABLE takes an exclusive
+        # lock even when the column exists, which deadlocks with other processes reading
+        # keys, so it runs only when a column is missing.
+        migrations = [
             # NULL: wrapped by the master key (before epochs); re-wrapped by the first epoch.
             sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS epoch_id uuid").format(
                 t["tenant_keys"]
@@ -221,6 +227,15 @@ class PostgresKeyStore:
             serialize_schema_changes(curs)  # concurrent first starts
             for statement in statements:
                 curs.execute(statement)
+            found = curs.execute(
+                "SELECT count(*) AS n FROM information_schema.columns WHERE table_schema = %s"
+                " AND (table_name, column_name) IN (('picasse_tenant_keys', 'epoch_id'),"
+                " ('picasse_destroyed_keys', 'epoch_id'), ('picasse_subject_keys', 'tenant_key_id'))",
+                (self._schema,),
+            ).fetchone()
+            if found["n"] < 3:
+                for statement in migrations:
+                    curs.execute(statement)
 
     # Sealing: find or create the subject's key
 

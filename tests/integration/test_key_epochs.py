@@ -41,6 +41,8 @@ from picasse.runners.gdpr import (
 from picasse.runners.retention import run_retention
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import eventsourcing_env
+from tests.integration.api_server import PASSWORD
+from tests.users import add_customer_user
 
 Rows = dict[str, list[dict[str, object]]]
 
@@ -142,8 +144,8 @@ def test_a_subject_erasure_replaces_the_tenant_key_and_the_epoch_and_old_key_row
         assert app.customer(kept).contact.email == f"mail{other_tag}@example.org"
     # The other process writes new personal data of the re-keyed tenant: readable anywhere.
     login = f"new{tag}@example.net"
-    user_id = second.add_user(
-        customer_id=erased, login=login, role=Role.CUSTOMER_ADMIN, password="a long password"
+    user_id = add_customer_user(
+        second, customer_id=erased, login=login, role=Role.CUSTOMER_ADMIN, password=PASSWORD
     )
     assert open_store().user(user_id).login == login
 
@@ -269,8 +271,8 @@ def test_a_save_sealing_under_a_replaced_tenant_key_or_epoch_seals_again(
     monkeypatch.setattr(keys, "pending_conflicts", lambda: races.append(conflicts()) or races[-1])
 
     def add_user(login: str) -> UUID:
-        return second.add_user(
-            customer_id=customer, login=login, role=Role.CUSTOMER_ADMIN, password="a long password"
+        return add_customer_user(
+            second, customer_id=customer, login=login, role=Role.CUSTOMER_ADMIN, password=PASSWORD
         )
 
     # A new tenant wrapped under the replaced epoch is sealed again.

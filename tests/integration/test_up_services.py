@@ -56,9 +56,15 @@ class RecordingService:
 
 
 @pytest.fixture
-def up_settings(fresh_data_dir: Path, database_url: str, nats_url: str) -> Settings:
-    # The session's servers, given as configured ones, so `up` starts none of its own.
-    return Settings(data_dir=fresh_data_dir / "data", database_url=database_url, nats_url=nats_url)
+def up_settings(fresh_data_dir: Path, database_url: str, nats_url: str, schema: str) -> Settings:
+    # The session's servers, given as configured ones, so `up` starts none of its own; a
+    # schema of its own, since its data dir (and key files) are its own.
+    return Settings(
+        data_dir=fresh_data_dir / "data",
+        database_url=database_url,
+        nats_url=nats_url,
+        database_schema=schema,
+    )
 
 
 def run_up(settings: Settings, *services: RecordingService) -> int:
