@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs the suite twice at once: on the embedded servers it starts itself (shown live),
 # and on the machine's own PostgreSQL and NATS (shown when done). Both must pass.
-# Tests marked own_servers (they kill servers or search their files) run in the
-# embedded pass only: they start servers of their own, so a second run adds nothing.
+# The external pass runs the integration tests (every adapter against servers it did not
+# start) and `up` with configured servers; the end-to-end tests run in the embedded pass
+# only, which keeps the suite within its time budget on two cores and the machine's
+# PostgreSQL within its connection limit. Tests marked own_servers (they kill servers or
+# search their files) start servers of their own, so they too run once.
 set -u
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -11,7 +14,7 @@ external_log=test-output/external-servers.log
 (
   PICASSE_DATABASE_URL="${EXTERNAL_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test}" \
   PICASSE_NATS_URL="${EXTERNAL_NATS_URL:-nats://127.0.0.1:4222}" \
-    "$BIN/pytest" -q -n 2 -p no:cacheprovider --durations=15 -m "not own_servers" tests/integration tests/e2e \
+    "$BIN/pytest" -q -n 2 -p no:cacheprovider --durations=15 -m "not own_servers" tests/integration tests/e2e/test_up.py \
     >"$external_log" 2>&1
   echo $? >test-output/external-servers.rc
 ) &

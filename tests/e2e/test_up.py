@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tests.e2e.platform import RunningUp, environment, picasse_command, processes_using
 
@@ -108,13 +110,19 @@ def test_sigterm_stops_up_with_exit_status_0_and_no_server_left_running(
 def test_up_with_configured_servers_uses_them_and_starts_none(
     fresh_data_dir: Path, database_url: str, nats_url: str
 ) -> None:
+    schema = f"e2e_{uuid.uuid4().hex[:12]}"  # its data dir's key files go with a schema of its own
     up = RunningUp(
-        fresh_data_dir / "data", PICASSE_DATABASE_URL=database_url, PICASSE_NATS_URL=nats_url
+        fresh_data_dir / "data",
+        PICASSE_DATABASE_URL=database_url,
+        PICASSE_NATS_URL=nats_url,
+        PICASSE_DATABASE_SCHEMA=schema,
     )
     try:
         lines = up.wait_until_up()
     finally:
         status = up.terminate()
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
     assert f"PostgreSQL  external  {database_url}" in lines
     password = urlsplit(nats_url).password  # the session's embedded NATS has one

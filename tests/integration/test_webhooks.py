@@ -628,7 +628,10 @@ def test_the_api_process_says_where_it_listens_logs_no_bodies_and_stops_cleanly_
         assert process.stdout is not None
         ready, _, _ = select.select([process.stdout], [], [], 30)
         assert ready, "no ready line within 30 s"
-        assert process.stdout.readline() == f"api listening on http://127.0.0.1:{port}\n".encode()
+        line = process.stdout.readline()
+        assert line == f"api listening on http://127.0.0.1:{port}\n".encode(), (
+            stderr_path.read_text(errors="replace")[-2000:]
+        )
 
         assert httpx.get(f"http://127.0.0.1:{port}/health").json()["status"] == "ok"
         forged = _receipt(uuid4(), "failed", f"no such number {PHONE}")
