@@ -102,21 +102,25 @@ def read_epoch_key(key_dir: Path, epoch_id: UUID) -> bytes:
 
 
 def destroy_epoch_key(key_dir: Path, epoch_id: UUID) -> None:
-    """Overwrite the file's bytes, then unlink it and fsync the directory. The overwrite
-    is best effort: on copy-on-write or journalling file systems and on SSDs the old
-    blocks may survive; the unlink is what is guaranteed (docs/operations.md)."""
+    """Move the file out of its name (a reader then finds it gone, never half-overwritten),
+    overwrite its bytes, unlink it and fsync the directory. The overwrite is best effort:
+    on copy-on-write or journalling file systems and on SSDs the old blocks may survive;
+    the unlink is what is guaranteed (docs/operations.md)."""
     path = epoch_key_path(key_dir, epoch_id)
+    doomed = path.with_name(f".{path.name}.destroying")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+        os.rename(path, doomed)
     except FileNotFoundError:
-        return
+        if not doomed.exists():  # a destruction cut short goes on below
+            return
+    fd = os.open(doomed, os.O_WRONLY | os.O_NOFOLLOW)
     try:
         size = os.fstat(fd).st_size
         os.write(fd, bytes(size))
         os.fsync(fd)
     finally:
         os.close(fd)
-    path.unlink(missing_ok=True)
+    doomed.unlink(missing_ok=True)
     _sync_dir(key_dir)
 
 

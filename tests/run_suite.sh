@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs the suite twice at once: on the embedded servers it starts itself (shown live),
 # and on the machine's own PostgreSQL and NATS (shown when done). Both must pass.
-# The external pass runs the integration tests (every adapter against servers it did not
-# start) and `up` with configured servers; the end-to-end tests run in the embedded pass
-# only, which keeps the suite within its time budget on two cores and the machine's
-# PostgreSQL within its connection limit. Tests marked own_servers (they kill servers or
-# search their files) start servers of their own, so they too run once.
+# The external pass shows that the platform runs on servers it did not start: `up` with
+# configured servers, and the adapters that talk to them (event store, views, delivery
+# pipeline, GDPR). Everything else runs in the embedded pass only, against real servers
+# too, which keeps the suite within its time budget on two cores and the machine's
+# PostgreSQL within its connection limit (one worker). Tests marked own_servers (they
+# kill servers or search their files) start servers of their own and run once.
 set -u
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -14,7 +15,9 @@ external_log=test-output/external-servers.log
 (
   PICASSE_DATABASE_URL="${EXTERNAL_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test}" \
   PICASSE_NATS_URL="${EXTERNAL_NATS_URL:-nats://127.0.0.1:4222}" \
-    "$BIN/pytest" -q -n 2 -p no:cacheprovider --durations=15 -m "not own_servers" tests/integration tests/e2e/test_up.py \
+    "$BIN/pytest" -q -n 1 -p no:cacheprovider --durations=15 -m "not own_servers" \
+      tests/e2e/test_up.py tests/integration/test_event_store.py tests/integration/test_views.py \
+      tests/integration/test_delivery_pipeline.py tests/integration/test_gdpr.py \
     >"$external_log" 2>&1
   echo $? >test-output/external-servers.rc
 ) &

@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import msgspec
@@ -41,6 +41,8 @@ from picasse.adapters.master_key import (
 )
 from picasse.adapters.postgres.roles import serialize_schema_changes
 from picasse.domain.termination import DestroyedEpoch
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +270,25 @@ class PostgresKeyStore:
             self._look_up(pending, subjects, tenants)
 
     def _look_up(
+        self, pending: _Pending, subjects: set[tuple[UUID, str]], tenants: set[UUID]
+    ) -> None:
+        self._across_rotations(lambda: self._look_up_once(pending, set(subjects), set(tenants)))
+
+    def _across_rotations(self, read: Callable[[], _T]) -> _T:
+        """Runs a read of wrapped keys again when its epoch's file went between its query
+        and the file's read: a rotation committed the keys' new wrapping first, so the
+        query run again finds them under the new epoch."""
+        for attempt in range(3):
+            try:
+                return read()
+            except EpochKeyMissing:
+                if attempt == 2:
+                    raise
+                with self._lock:
+                    self._current_epoch = None
+        raise AssertionError("unreachable")
+
+    def _look_up_once(
         self, pending: _Pending, subjects: set[tuple[UUID, str]], tenants: set[UUID]
     ) -> None:
         t = self._t
@@ -535,6 +556,10 @@ class PostgresKeyStore:
 
     def load(self, key_ids: Iterable[bytes]) -> dict[bytes, SubjectKey | None]:
         """Fetch keys not at hand in one round trip (a replay calls this per page)."""
+        ids = list(key_ids)
+        return self._across_rotations(lambda: self._load_once(ids))
+
+    def _load_once(self, key_ids: list[bytes]) -> dict[bytes, SubjectKey | None]:
         if self._listening.is_set():
             wanted = [k for k in set(key_ids) if k not in self._by_id]
         else:
@@ -651,6 +676,9 @@ class PostgresKeyStore:
 
     def _current(self) -> tuple[UUID, AESGCM]:
         """The epoch new tenant keys are wrapped under."""
+        return self._across_rotations(self._current_once)
+
+    def _current_once(self) -> tuple[UUID, AESGCM]:
         epoch_id = self._current_epoch if self._listening.is_set() else None
         if epoch_id is None:
             with self.datastore.get_connection() as conn:

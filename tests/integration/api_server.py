@@ -4,6 +4,7 @@ people and data the API tests act on."""
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import socket
 import threading
 import time
@@ -81,7 +82,7 @@ def serving(app: Litestar, *, cert: Path | None = None, key: Path | None = None)
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    """A certificate for 127.0.0.1 (its own CA) and its key, as PEM files."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = SystemClock().now()  # a certificate is checked against the real time
@@ -93,6 +94,11 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_file, key_file = directory / "cert.pem", directory / "key.pem"

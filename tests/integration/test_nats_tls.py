@@ -4,8 +4,6 @@ nats-server that requires TLS with a self-signed certificate."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import socket
 import ssl
 import subprocess
@@ -14,53 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from picasse.adapters.clock import SystemClock
 from picasse.runners.processes import connect_nats
 from picasse.runners.servers import nats_server_binary
 from picasse.runners.settings import Settings
-
-
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for the IP address 127.0.0.1, its own CA."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "picasse test nats")])
-    now = SystemClock().now()  # a certificate is checked against the real time
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "nats-cert.pem", directory / "nats-key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
+from tests.integration.api_server import self_signed_certificate
 
 
 @pytest.fixture
 def tls_nats(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A nats-server that speaks TLS only; its tls:// URL and its certificate."""
-    cert, key = _certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     config = tmp_path / "tls.conf"
     config.write_text(f'tls {{\n  cert_file: "{cert}"\n  key_file: "{key}"\n}}\n')
     with socket.socket() as probe:
