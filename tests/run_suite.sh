@@ -5,7 +5,8 @@
 # configured servers, and the adapters that talk to them (event store, views, delivery
 # pipeline, GDPR). Everything else runs in the embedded pass only, against real servers
 # too, which keeps the suite within its time budget on two cores and the machine's
-# PostgreSQL within its connection limit (one worker). Tests marked own_servers (they
+# PostgreSQL within its connection limit (one worker). The embedded pass runs three
+# workers: its tests mostly wait on processes and servers, so three keep two cores busy. Tests marked own_servers (they
 # kill servers or search their files) start servers of their own and run once.
 set -u
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ external_log=test-output/external-servers.log
 ) &
 external=$!
 echo "== tests on the embedded servers (the run on the external servers goes on beside it) =="
-env -u PICASSE_DATABASE_URL -u PICASSE_NATS_URL "$BIN/pytest" -q -n 2 -p no:cacheprovider --durations=15
+env -u PICASSE_DATABASE_URL -u PICASSE_NATS_URL "$BIN/pytest" -q -n 3 -p no:cacheprovider --durations=15
 embedded_rc=$?
 wait "$external"
 external_rc=$(cat test-output/external-servers.rc 2>/dev/null || echo 1)

@@ -214,6 +214,9 @@ def module_settings(tmp_path_factory: Any, database_url: str, label: str) -> Ite
         data_dir=tmp_path_factory.mktemp(label) / "data",
         database_url=database_url,
         database_schema=schema,
+        # An API in a test serves a few requests at a time: a small pool, so that the
+        # suite's two workers stay within the server's connection limit.
+        db_connections=10,
     )
     create_master_key(settings.master_key_path)
     try:
