@@ -6,8 +6,9 @@
 # pipeline, GDPR). Everything else runs in the embedded pass only, against real servers
 # too, which keeps the suite within its time budget on two cores and the machine's
 # PostgreSQL within its connection limit (one worker). The embedded pass runs three
-# workers: its tests mostly wait on processes and servers, so three keep two cores busy. Tests marked own_servers (they
-# kill servers or search their files) start servers of their own and run once.
+# workers: its tests mostly wait on processes and servers, so three keep two cores busy.
+# Tests marked own_servers (they kill servers or search their files) start servers of
+# their own and run once.
 set -u
 cd "$(dirname "$0")/.."
 BIN=.venv/bin

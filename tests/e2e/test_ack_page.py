@@ -7,7 +7,6 @@ import email
 import email.policy
 import json
 import re
-import socket
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,16 +16,11 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.e2e.platform import RunningUp
+from tests.ports import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 _LINK = re.compile(r"Acknowledge: (\S+/v1/ack/\S+)")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _ack_link(maildir: Path, timeout: float = 60) -> str:
@@ -53,7 +47,7 @@ def _acknowledged(up: RunningUp, message_id: str) -> list[bool]:
 def test_opening_the_link_asks_and_only_the_button_acknowledges(fresh_data_dir: Path) -> None:
     if not CHROMIUM.exists():
         pytest.fail(f"no {CHROMIUM}: run tests/e2e/ensure_chromium.sh (make test does)")
-    port = _free_port()
+    port = free_port()
     up = RunningUp(fresh_data_dir / "data", PICASSE_HTTP_PORT=str(port))
     try:
         up.wait_until_up()

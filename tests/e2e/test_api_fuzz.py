@@ -7,7 +7,6 @@ import os
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,22 +18,17 @@ import pytest
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import ensure_master_key, open_accounts
+from tests.ports import free_port
 from tests.users import add_customer_user
 
 PASSWORD = "correct horse battery staple"
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def api_env(cli_env: dict[str, str]) -> dict[str, str]:
     """A customer with an admin on the test's schema; the environment to serve it with."""
-    env = cli_env | {"PICASSE_HTTP_HOST": "127.0.0.1", "PICASSE_HTTP_PORT": str(_free_port())}
+    env = cli_env | {"PICASSE_HTTP_HOST": "127.0.0.1", "PICASSE_HTTP_PORT": str(free_port())}
     settings = Settings.from_environ(env)
     ensure_master_key(settings)
     assert settings.database_url is not None

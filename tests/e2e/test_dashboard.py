@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import re
 import select
-import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +36,7 @@ from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_accounts, open_messages, open_privacy
 from tests.integration.platform_processes import Processes, base_env, processes, wait_until
 from tests.integration.projection_runners import running, statuses
+from tests.ports import free_port
 from tests.users import add_customer_user
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -66,12 +66,6 @@ class Platform:
 
 
 # ------------------------------------------------------------------ the platform
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _seed(settings: Settings, database_url: str) -> tuple[dict[str, UUID], list[str]]:
@@ -170,7 +164,7 @@ def platform(
     create_master_key(settings.master_key_path)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    port = _free_port()
+    port = free_port()
     env = base_env(
         PICASSE_DATA_DIR=str(settings.data_dir),
         PICASSE_DATABASE_URL=database_url,

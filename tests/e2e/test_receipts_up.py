@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,9 @@ import pytest
 from picasse.adapters.providers.receipts import RECEIPTS_PATH, SIGNATURE_HEADER
 from tests.e2e.platform import RunningUp
 from tests.integration.gateway import FakeGateway
+from tests.ports import free_port
 
 VOICE_TOKEN = "voice-token-e2e"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _delivery(up: RunningUp, message_id: str) -> dict[str, Any]:
@@ -57,7 +51,7 @@ def _post(url: str, receipt: dict[str, str], token: str) -> httpx.Response:
 
 @pytest.mark.own_servers
 def test_the_voice_gateway_marks_only_its_own_call_and_only_once(fresh_data_dir: Path) -> None:
-    port = _free_port()
+    port = free_port()
     receipts = f"http://127.0.0.1:{port}{RECEIPTS_PATH}"
     with FakeGateway(token=VOICE_TOKEN) as voice:
         up = RunningUp(

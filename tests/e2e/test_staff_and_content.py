@@ -8,7 +8,6 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from tests.e2e.platform import RunningUp, picasse_command
+from tests.ports import free_port
 
 pytestmark = pytest.mark.own_servers
 
@@ -27,15 +27,9 @@ USER_PASSWORD = "velvet orchard compass 42"
 SECRET = "the vault code is 7391-quokka"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def up(servers_root: Path) -> Iterator[RunningUp]:
-    port = _free_port()  # a known port, so the mailed links name where the pages are
+    port = free_port()  # a known port, so the mailed links name where the pages are
     running = RunningUp(servers_root / "staff-content", PICASSE_HTTP_PORT=str(port))
     try:
         running.wait_until_up()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import stat
 import subprocess
 import time
@@ -19,18 +18,13 @@ import pytest
 
 from tests.e2e.platform import RunningUp, picasse_command
 from tests.integration.api_server import self_signed_certificate
+from tests.ports import free_port
 
 pytestmark = pytest.mark.own_servers
 ADMIN_PASSWORD = "quartz-Lantern-79-ferry-Oboe"  # strong: passes any strength rule
 # The trusted proxy: requests from this loopback address may say whom they forward;
 # those from 127.0.0.1 (where uvicorn would have believed anyone) may not.
 PROXY = "127.0.0.2"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +35,7 @@ def up(servers_root: Path) -> Iterator[RunningUp]:
     cert, key = self_signed_certificate(servers_root)
     running = RunningUp(
         data_dir,
-        PICASSE_HTTP_PORT=str(_free_port()),
+        PICASSE_HTTP_PORT=str(free_port()),
         PICASSE_TLS_CERT=str(cert),
         PICASSE_TLS_KEY=str(key),
         PICASSE_TRUSTED_PROXIES=PROXY,

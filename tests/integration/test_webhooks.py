@@ -41,6 +41,7 @@ from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_accounts, open_messages
 from tests.integration.api_server import PASSWORD, logged_in
 from tests.integration.gateway import FakeGateway
+from tests.ports import free_port
 from tests.users import add_customer_user
 
 TOKENS = {"sms-primary": "primary-token", "sms-failover": "failover-token", "voice": "voice-token"}
@@ -597,16 +598,10 @@ def test_an_unknown_path_and_a_wrong_method_answer_with_problem_json(api: httpx.
 # The process
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_the_api_process_says_where_it_listens_logs_no_bodies_and_stops_cleanly_on_sigterm(
     module_settings: Settings, database_url: str, module_schema: str, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ) | {
         "PICASSE_DATA_DIR": str(module_settings.data_dir),
         "PICASSE_DATABASE_URL": database_url,
