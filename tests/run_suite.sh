@@ -18,7 +18,8 @@ external_log=test-output/external-servers.log
   PICASSE_DATABASE_URL="${EXTERNAL_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test}" \
   PICASSE_NATS_URL="${EXTERNAL_NATS_URL:-nats://127.0.0.1:4222}" \
     "$BIN/pytest" -q -n 1 -p no:cacheprovider --durations=15 -m "not own_servers" \
-      tests/e2e/test_up.py tests/integration/test_event_store.py tests/integration/test_views.py \
+      tests/e2e/test_up.py::test_up_with_configured_servers_uses_them_and_starts_none \
+      tests/integration/test_event_store.py tests/integration/test_views.py \
       tests/integration/test_delivery_pipeline.py tests/integration/test_gdpr.py \
     >"$external_log" 2>&1
   echo $? >test-output/external-servers.rc
