@@ -115,6 +115,13 @@ class RunningUp:
                 return line.split()[-1]
         raise AssertionError(f"no line for {server} in {self.lines}")
 
+    def api_url(self) -> str:
+        """Where the API listens now: a restarted one on port 0 picks a new port."""
+        for line in reversed(self.lines):
+            if "api listening on " in line:
+                return line.split("api listening on ")[1].split()[0]
+        raise AssertionError(f"no API line in {self.lines}")
+
     def terminate(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -128,10 +135,15 @@ class RunningUp:
     def stderr(self) -> str:
         return self.stderr_path.read_text()
 
-    def cli(self, *args: str) -> str:
+    def cli(self, *args: str, stdin: str = "") -> str:
         """`picasse ARGS` beside this `up`, as a user runs it (same environment); its stdout."""
         result = subprocess.run(
-            [*picasse_command(), *args], capture_output=True, text=True, env=self.env, timeout=60
+            [*picasse_command(), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
         )
         assert result.returncode == 0, f"picasse {' '.join(args)}: {result.stderr}"
         return result.stdout

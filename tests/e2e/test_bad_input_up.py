@@ -3,7 +3,6 @@ never a 500 and a traceback (issue 11, finding 7)."""
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.platform import RunningUp, picasse_command
+from tests.e2e.platform import RunningUp
 
 pytestmark = pytest.mark.own_servers  # `up` starts embedded servers of its own
 
@@ -24,22 +23,13 @@ def up(servers_root: Path) -> Iterator[RunningUp]:
     running = RunningUp(data_dir)
     try:
         running.wait_until_up()
-        added = subprocess.run(
-            [*picasse_command(), "users", "add", "--login", ADMIN, "--role", "platform_admin",
-             "--password-stdin"],
-            input=PASSWORD, capture_output=True, text=True, env=running.env, timeout=60,
+        running.cli(
+            "users", "add", "--login", ADMIN, "--role", "platform_admin", "--password-stdin",
+            stdin=PASSWORD,
         )  # fmt: skip
-        assert added.returncode == 0, added.stderr
         yield running
     finally:
         running.terminate()
-
-
-def _api_url(up: RunningUp) -> str:
-    for line in reversed(up.lines):
-        if "api listening on " in line:
-            return line.split("api listening on ")[1].split()[0]
-    raise AssertionError(f"no API line in {up.lines}")
 
 
 def _no_traceback(up: RunningUp) -> None:
@@ -52,7 +42,7 @@ def test_json_nested_8000_deep_posted_to_sessions_is_a_400_problem_without_a_tra
 ) -> None:
     for body in (b"[" * 8000 + b"]" * 8000, b'{"login": ' + b"[" * 8000 + b"]" * 8000 + b"}"):
         response = httpx.post(
-            f"{_api_url(up)}/v1/sessions",
+            f"{up.api_url()}/v1/sessions",
             content=body,
             headers={"Content-Type": "application/json"},
             timeout=20,
@@ -65,7 +55,7 @@ def test_json_nested_8000_deep_posted_to_sessions_is_a_400_problem_without_a_tra
 
 
 def test_a_traffic_page_for_days_at_the_end_of_time_is_a_400_page(up: RunningUp) -> None:
-    with httpx.Client(base_url=_api_url(up), timeout=20) as browser:
+    with httpx.Client(base_url=up.api_url(), timeout=20) as browser:
         logged_in = browser.post("/v1/sessions", json={"login": ADMIN, "password": PASSWORD})
         assert logged_in.status_code == 201, logged_in.text
         for query in (

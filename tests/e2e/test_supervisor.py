@@ -70,21 +70,13 @@ def wait_for_deliveries(up: RunningUp, tokens: list[str]) -> dict[str, int]:
         time.sleep(0.5)
 
 
-def api_url(up: RunningUp) -> str:
-    """Where the API listens now: a restarted one on port 0 picks a new port."""
-    for line in reversed(up.lines):
-        if "api listening on " in line:
-            return line.split("api listening on ")[1].split()[0]
-    raise AssertionError(f"no API line in {up.lines}")
-
-
 def recovered_health(up: RunningUp) -> httpx.Response:
     """`/health` once it answers 200: 503 problem-free JSON while the database cannot be
     used (its pool reconnects by itself after a database restart), then 200."""
     deadline = time.monotonic() + RECOVERY_TIMEOUT
     while True:
         try:
-            health = httpx.get(f"{api_url(up)}/health", timeout=10)
+            health = httpx.get(f"{up.api_url()}/health", timeout=10)
         except httpx.TransportError:
             health = None  # the API itself is restarting
         if health is not None and health.status_code == 200:

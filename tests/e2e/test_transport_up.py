@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import httpx
 import nats
 import pytest
 
-from tests.e2e.platform import RunningUp, picasse_command
+from tests.e2e.platform import RunningUp
 from tests.integration.api_server import self_signed_certificate
 from tests.ports import free_port
 
@@ -42,20 +41,14 @@ def up(servers_root: Path) -> Iterator[RunningUp]:
     )
     try:
         running.wait_until_up()
-        added = subprocess.run(
-            [*picasse_command(), "users", "add", "--login", "admin", "--role", "platform_admin",
-             "--password-stdin"],
-            input=ADMIN_PASSWORD + "\n", capture_output=True, text=True, env=running.env,
-            timeout=60,
+        running.cli(
+            "users", "add", "--login", "admin", "--role", "platform_admin", "--password-stdin",
+            stdin=ADMIN_PASSWORD + "\n",
         )  # fmt: skip
-        assert added.returncode == 0, added.stderr
-        added = subprocess.run(
-            [*picasse_command(), "users", "add", "--login", "support", "--role", "support",
-             "--password-stdin"],
-            input=ADMIN_PASSWORD + "\n", capture_output=True, text=True, env=running.env,
-            timeout=60,
+        running.cli(
+            "users", "add", "--login", "support", "--role", "support", "--password-stdin",
+            stdin=ADMIN_PASSWORD + "\n",
         )  # fmt: skip
-        assert added.returncode == 0, added.stderr
         yield running
     finally:
         running.terminate()
