@@ -88,6 +88,7 @@ def wait_for(check: object, what: str) -> None:
         time.sleep(0.5)
 
 
+@pytest.mark.slow
 def test_no_sequence_of_staff_actions_ends_with_staff_reading_a_body(up: RunningUp) -> None:
     for login, role in (("boss", "platform_admin"), ("helper", "support")):
         added = cli(up, "users", "add", "--login", login, "--role", role, "--password-stdin",
