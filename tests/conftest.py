@@ -93,6 +93,7 @@ def _rank(item: pytest.Item) -> int:
     return 3 if "/tests/integration/" in path else 4
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if _shares_a_module_fixture(item):
