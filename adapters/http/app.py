@@ -96,6 +96,11 @@ class BodyRequest(Request[Any, Any, Any]):
     security=[],
     summary="Liveness: whether requests can be served (503 while the database cannot be"
     " used) and the state of `picasse up`'s services",
+    description=(
+        "Public and cheap, for load balancers and supervisors: it names no paths, addresses"
+        " or error texts. `degraded` (still 200) while a view is stopped at an event it"
+        " cannot take."
+    ),
 )
 async def health(deps: HttpDeps) -> Response[Liveness]:
     if deps.health is None:
