@@ -13,7 +13,23 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.e2e.platform import SHARED_UP, RunningUp
+
 Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="session")
+def shared_up(servers_root: Path) -> Iterator[RunningUp]:
+    """The one `picasse up` (embedded servers) of the tests that use a running platform as
+    they find it: they add customers and users of their own and leave it running. A test that
+    stops, kills, breaks or reconfigures `up` starts one of its own. Its tests are marked
+    `xdist_group(SHARED_UP)`, so that one worker runs them all and only one is started."""
+    up = RunningUp(servers_root / SHARED_UP)
+    try:
+        up.wait_until_up()
+        yield up
+    finally:
+        up.terminate()
 
 
 @pytest.fixture

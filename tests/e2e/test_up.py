@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -12,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.e2e.platform import RunningUp, environment, picasse_command, processes_using
+from tests.e2e.platform import SHARED_UP, RunningUp, environment, picasse_command, processes_using
 
 
 def answers_queries(database_url: str) -> bool:
@@ -23,16 +22,12 @@ def answers_queries(database_url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def running_up(servers_root: Path) -> Iterator[RunningUp]:
-    up = RunningUp(servers_root / "shared-up")
-    try:
-        up.wait_until_up()
-        yield up
-    finally:
-        up.terminate()
+@pytest.fixture
+def running_up(shared_up: RunningUp) -> RunningUp:
+    return shared_up
 
 
+@pytest.mark.xdist_group(SHARED_UP)
 def test_up_prints_where_postgresql_and_nats_listen_and_the_data_dir(
     running_up: RunningUp,
 ) -> None:
@@ -44,6 +39,7 @@ def test_up_prints_where_postgresql_and_nats_listen_and_the_data_dir(
     assert not running_up.url_of("NATS").endswith(":4222")  # not the machine's own NATS
 
 
+@pytest.mark.xdist_group(SHARED_UP)
 def test_a_second_up_on_the_same_data_dir_refuses_and_the_first_keeps_working(
     running_up: RunningUp,
 ) -> None:
@@ -64,6 +60,7 @@ def test_a_second_up_on_the_same_data_dir_refuses_and_the_first_keeps_working(
     assert answers_queries(running_up.url_of("PostgreSQL"))
 
 
+@pytest.mark.xdist_group(SHARED_UP)
 def test_a_command_run_beside_up_uses_its_database_and_leaves_it_running(
     running_up: RunningUp,
 ) -> None:

@@ -8,24 +8,29 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from litestar import Litestar
 
 from picasse.adapters.http.app import create_app
 from picasse.runners.api import http_deps
-from tests.integration.api_server import module_settings
+from tests.integration.api_server import module_settings, serving
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
 @pytest.fixture(scope="module")
-def document(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Any]:
+def app(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Litestar]:
     with (
         module_settings(tmp_path_factory, database_url, "docs") as settings,
         http_deps(settings, database_url) as deps,
     ):
-        app: Litestar = create_app(deps)
-        yield app.openapi_schema.to_schema()
+        yield create_app(deps)
+
+
+@pytest.fixture(scope="module")
+def document(app: Litestar) -> dict[str, Any]:
+    return app.openapi_schema.to_schema()
 
 
 def undocumented_operations(document: dict[str, Any]) -> list[str]:
@@ -108,3 +113,22 @@ def test_the_checks_find_what_is_missing() -> None:
         "#/components/schemas/Thing/properties/inner",
         "#/components/schemas/Thing/properties/inner/properties/x",
     ]
+
+
+def test_docs_serves_swagger_ui_its_licence_and_nothing_else_of_the_package(app: Litestar) -> None:
+    with serving(app) as base_url, httpx.Client(base_url=base_url, timeout=20) as client:
+        page = client.get("/docs")
+        script = client.get("/docs/assets/swagger-ui-bundle.js")
+        licence = client.get("/docs/assets/LICENSE")
+        others = [client.get(f"/docs/assets/{name}") for name in
+                  ("swagger-editor-bundle.js", "..%2F__init__.py", "index.css")]  # fmt: skip
+        dashboard = client.get("/login")
+
+    assert page.status_code == 200 and 'src="/docs/assets/swagger-ui-bundle.js"' in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert script.status_code == 200 and "SwaggerUIBundle" in script.text
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert licence.status_code == 200 and "Apache License" in licence.text
+    assert [other.status_code for other in others] == [404, 404, 404]
+    # The other pages keep running no scripts at all.
+    assert "script-src" not in dashboard.headers["content-security-policy"]
