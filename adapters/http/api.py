@@ -304,20 +304,25 @@ class Accepted(msgspec.Struct, frozen=True):
     id: Annotated[UUID, Meta(description="the message's id, to follow it with")]
 
 
+Recipient = Annotated[
+    str | None,
+    Meta(description="the recipient; null for roles not entitled to traffic data, or erased"),
+]
+Attempts = Annotated[int, Meta(description="hand-overs to a provider so far")]
+Reason = Annotated[
+    FailureReason | None, Meta(description="why it failed, as a code; null if it did not")
+]
+
+
 class RecipientStatus(msgspec.Struct, frozen=True):
     """Where the delivery to one recipient stands."""
 
     id: Annotated[UUID, Meta(description="the delivery's id")]
     index: Annotated[int, Meta(description="the recipient's position in the message, from 0")]
-    to: Annotated[
-        str | None,
-        Meta(description="the recipient; null for roles not entitled to traffic data, or erased"),
-    ]
+    to: Recipient
     status: Annotated[DeliveryStatus, Meta(description="where the delivery stands")]
-    attempts: Annotated[int, Meta(description="hand-overs to a provider so far")]
-    reason: Annotated[
-        FailureReason | None, Meta(description="why it failed, as a code; null if it did not")
-    ]
+    attempts: Attempts
+    reason: Reason
     provider: Annotated[str | None, Meta(description="the provider it was handed to, if any")]
     acknowledged: Annotated[bool, Meta(description="alerts: the recipient acknowledged it")]
     escalation_level: Annotated[
@@ -354,22 +359,18 @@ class TrafficEntry(msgspec.Struct, frozen=True):
     customer_id: Annotated[UUID, Meta(description="the customer that sent it")]
     requested_at: Annotated[datetime, Meta(description="when the message was sent to us")]
     requested_by: Annotated[
-        UUID | None, Meta(description="the user who sent it; null: the operator's CLI")
+        UUID | None,
+        Meta(description="the user who sent it; null: the operator's CLI; all zeros: Picasse"),
     ]
     client_ip: Annotated[
         str | None,
         Meta(description="the sender's address; null for roles not entitled to it, or erased"),
     ]
     channel: Annotated[str, Meta(description="sms, email or voice")]
-    recipient: Annotated[
-        str | None,
-        Meta(description="the recipient; null for roles not entitled to it, or erased"),
-    ]
+    recipient: Recipient
     status: Annotated[str, Meta(description="where the delivery stands")]
-    attempts: Annotated[int, Meta(description="hand-overs to a provider so far")]
-    reason: Annotated[
-        FailureReason | None, Meta(description="why it failed, as a code; null if it did not")
-    ]
+    attempts: Attempts
+    reason: Reason
     updated_at: Annotated[datetime, Meta(description="when its status last changed")]
 
 
