@@ -6,8 +6,7 @@
 # pipeline, GDPR). Everything else runs in the embedded pass only, against real servers
 # too, which keeps the suite within its time budget on two cores and the machine's
 # PostgreSQL within its connection limit (one worker). The embedded pass runs three
-# workers: its tests mostly wait on processes and servers, so three keep two cores busy;
-# --dist loadgroup keeps the tests of one xdist_group (the shared `picasse up`) on one worker.
+# workers: its tests mostly wait on processes and servers, so three keep two cores busy.
 # Tests marked own_servers (they kill servers or search their files) start servers of
 # their own and run once.
 set -u
@@ -27,7 +26,7 @@ external_log=test-output/external-servers.log
 ) &
 external=$!
 echo "== tests on the embedded servers (the run on the external servers goes on beside it) =="
-env -u PICASSE_DATABASE_URL -u PICASSE_NATS_URL "$BIN/pytest" -q -n 3 --dist loadgroup -p no:cacheprovider --durations=15
+env -u PICASSE_DATABASE_URL -u PICASSE_NATS_URL "$BIN/pytest" -q -n 3 -p no:cacheprovider --durations=15
 embedded_rc=$?
 wait "$external"
 external_rc=$(cat test-output/external-servers.rc 2>/dev/null || echo 1)

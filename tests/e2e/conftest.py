@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.e2e.platform import SHARED_UP, RunningUp
+from tests.e2e.platform import RunningUp
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -22,9 +22,11 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 def shared_up(servers_root: Path) -> Iterator[RunningUp]:
     """The one `picasse up` (embedded servers) of the tests that use a running platform as
     they find it: they add customers and users of their own and leave it running. A test that
-    stops, kills, breaks or reconfigures `up` starts one of its own. Its tests are marked
-    `xdist_group(SHARED_UP)`, so that one worker runs them all and only one is started."""
-    up = RunningUp(servers_root / SHARED_UP)
+    stops, kills, breaks or reconfigures `up` starts one of its own. One per pytest worker
+    that runs such a test (xdist's `loadgroup`, which could keep them on one worker, does
+    not group under pytest 9.2: it renames node ids through an attribute pytest no longer
+    reads)."""
+    up = RunningUp(servers_root / "shared-up")
     try:
         up.wait_until_up()
         yield up

@@ -26,9 +26,6 @@ from picasse.adapters.clock import TEST_DATA_DIR_MARKER
 START_TIMEOUT = 90.0  # a first start runs initdb; two cores under load can be slow
 STOP_TIMEOUT = 10.0
 READY_LINE = "picasse is up"
-# The xdist group of the tests on the `shared_up` fixture (tests/e2e/conftest.py): one
-# worker runs them all (the suite distributes with --dist loadgroup), so one `up` serves them.
-SHARED_UP = "shared-up"
 MAIL_TIMEOUT = 120.0  # a mail goes through the relay, NATS and a worker
 # Debian's Chromium (tests/e2e/ensure_chromium.sh): playwright never downloads a browser.
 CHROMIUM = Path("/usr/bin/chromium")

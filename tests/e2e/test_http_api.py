@@ -10,12 +10,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 from playwright.sync_api import ConsoleMessage, Route, expect, sync_playwright
 
-from tests.e2e.platform import CHROMIUM, CHROMIUM_ARGS, SHARED_UP, RunningUp, wait_for_links
-
-pytestmark = pytest.mark.xdist_group(SHARED_UP)
+from tests.e2e.platform import CHROMIUM, CHROMIUM_ARGS, RunningUp, wait_for_links
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "HTTP API"

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.e2e.platform import SHARED_UP, RunningUp, environment, picasse_command, processes_using
+from tests.e2e.platform import RunningUp, environment, picasse_command, processes_using
 
 
 def answers_queries(database_url: str) -> bool:
@@ -27,7 +27,6 @@ def running_up(shared_up: RunningUp) -> RunningUp:
     return shared_up
 
 
-@pytest.mark.xdist_group(SHARED_UP)
 def test_up_prints_where_postgresql_and_nats_listen_and_the_data_dir(
     running_up: RunningUp,
 ) -> None:
@@ -39,7 +38,6 @@ def test_up_prints_where_postgresql_and_nats_listen_and_the_data_dir(
     assert not running_up.url_of("NATS").endswith(":4222")  # not the machine's own NATS
 
 
-@pytest.mark.xdist_group(SHARED_UP)
 def test_a_second_up_on_the_same_data_dir_refuses_and_the_first_keeps_working(
     running_up: RunningUp,
 ) -> None:
@@ -60,7 +58,6 @@ def test_a_second_up_on_the_same_data_dir_refuses_and_the_first_keeps_working(
     assert answers_queries(running_up.url_of("PostgreSQL"))
 
 
-@pytest.mark.xdist_group(SHARED_UP)
 def test_a_command_run_beside_up_uses_its_database_and_leaves_it_running(
     running_up: RunningUp,
 ) -> None:
