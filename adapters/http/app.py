@@ -30,6 +30,7 @@ from picasse.adapters.http.auth import (
     tenant_guard,
 )
 from picasse.adapters.http.clients import ClientAddressMiddleware, networks
+from picasse.adapters.http.docs import docs_router
 from picasse.adapters.http.health import HealthProbe, Liveness
 from picasse.adapters.http.problems import problem_response
 from picasse.adapters.http.transport import json_bodies_only, response_headers
@@ -96,6 +97,11 @@ class BodyRequest(Request[Any, Any, Any]):
     security=[],
     summary="Liveness: whether requests can be served (503 while the database cannot be"
     " used) and the state of `picasse up`'s services",
+    description=(
+        "Public and cheap, for load balancers and supervisors: it names no paths, addresses"
+        " or error texts. `degraded` (still 200) while a view is stopped at an event it"
+        " cannot take."
+    ),
 )
 async def health(deps: HttpDeps) -> Response[Liveness]:
     if deps.health is None:
@@ -118,6 +124,7 @@ def create_app(deps: HttpDeps) -> Litestar:
             ack_confirmation_page,
             acknowledge_by_link,
             api_router(),
+            docs_router(),
             *_pages(deps),
         ],
         dependencies={
@@ -146,7 +153,8 @@ def create_app(deps: HttpDeps) -> Litestar:
             title="Picasse API",
             version=API_VERSION,
             path="/schema",
-            # JSON only: the HTML viewers load scripts from third-party CDNs.
+            # JSON only: Litestar's HTML viewers load scripts from CDNs; /docs serves
+            # Swagger UI from here (adapters/http/docs.py).
             render_plugins=[JsonRenderPlugin()],
             components=Components(
                 security_schemes={

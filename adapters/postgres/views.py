@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from msgspec import Meta
 from psycopg import sql
 
 from picasse.adapters.crypto import (
@@ -497,12 +498,17 @@ class ViewFailure(msgspec.Struct, frozen=True):
 
     Only the error's type is kept, never its text: the text may quote the value."""
 
-    view: str
-    failing_at: int  # the notification id of the event the view cannot take
-    error_type: str
-    since: datetime  # the first failed attempt at this event
-    attempts: int
-    seen: int  # the log's head at the last attempt: a later event may unblock it
+    view: Annotated[str, Meta(description="the view's name")]
+    failing_at: Annotated[
+        int, Meta(description="the log position (notification id) of the event it cannot take")
+    ]
+    error_type: Annotated[str, Meta(description="the error's type (never its text)")]
+    since: Annotated[datetime, Meta(description="the first failed attempt at this event")]
+    attempts: Annotated[int, Meta(description="attempts at this event so far")]
+    seen: Annotated[
+        int,
+        Meta(description="the log's head at the last attempt: a later event may unblock it"),
+    ]
 
 
 class ViewStatusTable:

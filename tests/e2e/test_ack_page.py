@@ -15,11 +15,9 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.e2e.platform import RunningUp
+from tests.e2e.platform import CHROMIUM, CHROMIUM_ARGS, RunningUp
 from tests.ports import free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 _LINK = re.compile(r"Acknowledge: (\S+/v1/ack/\S+)")
 
 

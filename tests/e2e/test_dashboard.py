@@ -34,22 +34,12 @@ from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_accounts, open_messages, open_privacy
+from tests.e2e.platform import CHROMIUM, CHROMIUM_ARGS
 from tests.integration.platform_processes import Processes, base_env, processes, wait_until
 from tests.integration.projection_runners import running, statuses
 from tests.ports import free_port
 from tests.users import add_customer_user
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 PASSWORD = "correct horse battery staple"
 # Text that exists only inside sent messages: no page may ever show it (R7).

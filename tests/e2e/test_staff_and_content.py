@@ -5,9 +5,6 @@ admin only; every staff change to a customer's users is in its privacy ledger an
 
 from __future__ import annotations
 
-import email
-import email.policy
-import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.platform import RunningUp, picasse_command
+from tests.e2e.platform import RunningUp, picasse_command, wait_for_links
 from tests.ports import free_port
 
 pytestmark = pytest.mark.own_servers
@@ -54,31 +51,6 @@ def session(up: RunningUp, login: str, password: str) -> httpx.Client:
     logged = client.post("/v1/sessions", json={"login": login, "password": password})
     assert logged.status_code == 201, logged.text
     return client
-
-
-def links_mailed_to(up: RunningUp, address: str) -> list[str]:
-    """The set-password links in the development Maildir's mails to `address`."""
-    found = []
-    inbox = up.data_dir / "maildir" / "email"
-    for sub in ("new", "cur"):
-        for path in sorted((inbox / sub).glob("*")):
-            try:
-                mail = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-            except FileNotFoundError:
-                continue
-            if address not in str(mail["To"]):
-                continue
-            body = mail.get_body(("plain",))  # type: ignore[attr-defined]
-            found += re.findall(r"http\S+/set-password/[A-Za-z0-9_-]+", body.get_content())
-    return found
-
-
-def wait_for_links(up: RunningUp, address: str, count: int) -> list[str]:
-    deadline = time.monotonic() + TIMEOUT
-    while len(links := links_mailed_to(up, address)) < count:
-        assert time.monotonic() < deadline, f"{len(links)} link(s) for {address}"
-        time.sleep(0.5)
-    return links
 
 
 def wait_for(check: object, what: str) -> None:
