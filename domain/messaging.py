@@ -388,6 +388,10 @@ class Messages(PicasseApplication):
         ]
         return sorted((self._group_details(g) for g in found), key=lambda g: str(g.name).casefold())
 
+    def group_id_of(self, customer_id: UUID, name_or_id: str) -> UUID:
+        """The id of the customer's group with this name or id (InvalidInput if none)."""
+        return self._group(customer_id, name_or_id).id
+
     def group(self, customer_id: UUID, group_id: UUID) -> GroupDetails:
         return self._group_details(self._own_group(customer_id, group_id))
 

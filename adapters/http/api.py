@@ -191,6 +191,10 @@ class SendMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     group: str | None = None  # a recipient group's name or id, instead of or besides `to`
     priority: Priority = Priority.NORMAL
     template: str | None = None  # instead of body: text with {name} placeholders
+    template_id: Annotated[
+        UUID | None,
+        msgspec.Meta(description="instead of body: a stored template (POST /v1/templates)"),
+    ] = None
     variables: dict[str, str] = {}
     ack_within_minutes: int | None = None  # alerts: escalate if not acknowledged in time
     escalation_groups: list[str] = []
@@ -604,6 +608,7 @@ def send_message(
         group=data.group,
         body=data.body,
         template=data.template,
+        template_id=data.template_id,
         variables=data.variables,
         subject=data.subject,
         priority=data.priority.value,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from litestar import Litestar, Request, Response, get
+from litestar import Litestar, Request, Response, Router, get
 from litestar.di import Provide
 from litestar.exceptions import SerializationException
 from litestar.middleware import DefineMiddleware
@@ -18,6 +18,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from picasse.adapters.clock import SystemClock
+from picasse.adapters.http import groups_api, messages_api, templates_api
 from picasse.adapters.http.acklinks import AckLinks
 from picasse.adapters.http.api import STRICT_BODIES, api_router
 from picasse.adapters.http.auth import (
@@ -118,6 +119,10 @@ def create_app(deps: HttpDeps) -> Litestar:
             ack_confirmation_page,
             acknowledge_by_link,
             api_router(),
+            Router(
+                path="/v1",
+                route_handlers=[*messages_api.ROUTES, *templates_api.ROUTES, *groups_api.ROUTES],
+            ),
             *_pages(deps),
         ],
         dependencies={
@@ -189,7 +194,10 @@ def _complete_the_document(app: Litestar) -> None:
                 operation = getattr(path_item, method.lower(), None)
                 if operation is not None:
                     operation.security = []
-    strict = {cls.__name__ for cls in STRICT_BODIES}
+    strict = {
+        cls.__name__
+        for cls in (*STRICT_BODIES, *templates_api.STRICT_BODIES, *groups_api.STRICT_BODIES)
+    }
     components = document.components
     for component in components if isinstance(components, list) else [components]:
         for name, schema in (component.schemas or {}).items():
