@@ -752,11 +752,14 @@ def show_traffic(
 STRICT_BODIES = (Credentials, ContactChange, NewUser, NewPassword, PasswordChange, SendMessage)
 
 
-def api_router() -> Router:
-    """Every /v1 route of the customer API (the webhooks and ack links live in webhooks.py)."""
+def api_router(*more: Any) -> Router:
+    """Every /v1 route of the customer API (the webhooks and ack links live in webhooks.py),
+    with `more` from the modules that build on this one's shapes (one router: routes of one
+    path must share it)."""
     return Router(
         path="/v1",
         route_handlers=[
+            *more,
             start_session,
             end_session,
             create_api_key,

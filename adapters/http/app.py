@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from litestar import Litestar, Request, Response, Router, get
+from litestar import Litestar, Request, Response, get
 from litestar.di import Provide
 from litestar.exceptions import SerializationException
 from litestar.middleware import DefineMiddleware
@@ -118,11 +118,7 @@ def create_app(deps: HttpDeps) -> Litestar:
             receive_receipt,
             ack_confirmation_page,
             acknowledge_by_link,
-            api_router(),
-            Router(
-                path="/v1",
-                route_handlers=[*messages_api.ROUTES, *templates_api.ROUTES, *groups_api.ROUTES],
-            ),
+            api_router(*messages_api.ROUTES, *templates_api.ROUTES, *groups_api.ROUTES),
             *_pages(deps),
         ],
         dependencies={
