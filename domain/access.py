@@ -22,11 +22,10 @@ What each role may do, as the methods below decide ("own": its own customer only
 | may_add_users_to          | first admin    | no      | no      | own            | no            |
 | may_send_messages_for     | no             | no      | no      | own            | own           |
 | may_revoke_key_of         | any key        | own     | own     | own            | own           |
-| sees_groups_of            | no             | no      | no      | own            | own           |
-| may_manage_groups_of      | no             | no      | no      | own            | no            |
-| may_manage_templates_of   | no             | no      | no      | own            | no            |
 
-Stored templates are content: they are read by those who `may_read_content_of` it.
+Stored templates are content: read by those who `may_read_content_of` it, managed by those
+who `may_administer` the customer. Recipient groups are read by those who
+`may_send_messages_for` the customer (they send to them) and managed by its admins.
 """
 
 from __future__ import annotations
@@ -121,19 +120,6 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
     def may_send_messages_for(self, customer_id: UUID | None) -> bool:
         """Sending is the customer's own business: its users, never Picasse staff."""
         return self._own(customer_id)
-
-    def sees_groups_of(self, customer_id: UUID | None) -> bool:
-        """A customer's recipient groups (names, members): the users who send to them."""
-        return self._own(customer_id)
-
-    def may_manage_groups_of(self, customer_id: UUID | None) -> bool:
-        """Creating, changing and deleting a customer's groups: its admins."""
-        return self.role is Role.CUSTOMER_ADMIN and self._own(customer_id)
-
-    def may_manage_templates_of(self, customer_id: UUID | None) -> bool:
-        """Creating, changing and deleting a customer's stored templates: its admins (its
-        users read them and send from them, as `may_read_content_of` says)."""
-        return self.role is Role.CUSTOMER_ADMIN and self._own(customer_id)
 
     def may_revoke_key_of(self, owner: UUID) -> bool:
         """An API key: its owner, or a platform admin (who may stop a leaked one)."""

@@ -463,6 +463,7 @@ class Messages(PicasseApplication):
         return ident
 
     def change_template(self, customer_id: UUID, template_id: UUID, text: str) -> None:
+        multi_line(text, "text")  # before anything is looked up
         template = self._own_template(customer_id, template_id)
         template.change(_template_text(template.channel, text))
         self.save(template)

@@ -27,8 +27,8 @@ from picasse.domain.messaging import MAX_GROUP_MEMBERS, Forbidden, GroupDetails,
 
 SCOPE = {"scope": "groups"}
 MAX_GROUP_BODY = 512 * 1024
-_read = allowed(Viewer.sees_groups_of, "a customer's groups are for its own users")
-_manage = allowed(Viewer.may_manage_groups_of, "only a customer's admins manage groups")
+_read = allowed(Viewer.may_send_messages_for, "a customer's groups are for its own users")
+_manage = allowed(Viewer.may_administer, "only a customer's admins manage groups")
 
 Members = Annotated[
     list[str],

@@ -30,7 +30,7 @@ from picasse.domain.messaging import Forbidden, Messages, TemplateDetails
 SCOPE = {"scope": "templates"}
 MAX_TEMPLATE_BODY = 256 * 1024
 _read = allowed(Viewer.may_read_content_of, "templates are the customer's own content (R7)")
-_manage = allowed(Viewer.may_manage_templates_of, "only a customer's admins manage templates")
+_manage = allowed(Viewer.may_administer, "only a customer's admins manage templates")
 
 
 class NewTemplate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
