@@ -59,6 +59,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/v1/templates/{template_id:uuid}"): {"text": "Overwritten by another customer"},
     ("POST", "/v1/groups"): {"name": "Planted", "members": ["+31612345678"]},
     ("PUT", "/v1/groups/{group_id:uuid}"): {"members": ["planted@evil.example"]},
+    ("POST", "/app/templates"): {"name": "Planted", "channel": "sms", "text": "Hi"},
 }
 
 
