@@ -60,6 +60,11 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/groups"): {"name": "Planted", "members": ["+31612345678"]},
     ("PUT", "/v1/groups/{group_id:uuid}"): {"members": ["planted@evil.example"]},
     ("POST", "/app/templates"): {"name": "Planted", "channel": "sms", "text": "Hi"},
+    ("POST", "/account/password"): {
+        "current_password": "not it",
+        "new_password": PASSWORD,
+        "repeat": PASSWORD,
+    },
 }
 
 
