@@ -343,6 +343,14 @@ def revoke_api_key(
 # ---------------------------------------------------------------- customers and users
 
 
+def customer_of(caller: Caller, refusal: str) -> UUID:
+    """The caller's customer, on routes whose guard lets a customer's users only (each of
+    them has one): Forbidden with `refusal` otherwise."""
+    if caller.customer_id is None:
+        raise Forbidden(refusal)
+    return caller.customer_id
+
+
 def _text(value: Any) -> str | None:
     return None if value is None or isinstance(value, Erased) else str(value)
 
@@ -600,8 +608,7 @@ def send_message(
     caller: NamedDependency[Caller],
     messages: NamedDependency[Messages],
 ) -> Accepted:
-    if caller.customer_id is None:  # the guard lets customer roles only; they all have one
-        raise Forbidden("only a customer's users send messages")
+    customer_id = customer_of(caller, "only a customer's users send messages")
     request_ = SendRequest(
         channel=data.channel.value,
         to=data.to,
@@ -618,7 +625,7 @@ def send_message(
         escalation_groups=data.escalation_groups,
     )
     message_id = messages.send(
-        caller.customer_id, request_, requested_by=caller.user_id, client_ip=client_address(request)
+        customer_id, request_, requested_by=caller.user_id, client_ip=client_address(request)
     )
     return Accepted(id=message_id)
 

@@ -20,10 +20,10 @@ from litestar import delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from picasse.adapters.http.api import S, _answers, _text
+from picasse.adapters.http.api import S, _answers, _text, customer_of
 from picasse.adapters.http.auth import Caller, allowed
 from picasse.domain.access import Viewer
-from picasse.domain.messaging import MAX_GROUP_MEMBERS, Forbidden, GroupDetails, Messages
+from picasse.domain.messaging import MAX_GROUP_MEMBERS, GroupDetails, Messages
 
 SCOPE = {"scope": "groups"}
 MAX_GROUP_BODY = 512 * 1024
@@ -75,9 +75,7 @@ def _out(details: GroupDetails, *, members: bool) -> GroupOut:
 
 
 def _own(caller: Caller) -> UUID:
-    if caller.customer_id is None:  # the guards let customer roles only; they all have one
-        raise Forbidden("a customer's groups are for its own users")
-    return caller.customer_id
+    return customer_of(caller, "a customer's groups are for its own users")
 
 
 @get(

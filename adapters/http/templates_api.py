@@ -21,11 +21,11 @@ from litestar import delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from picasse.adapters.http.api import S, _answers, _text
+from picasse.adapters.http.api import S, _answers, _text, customer_of
 from picasse.adapters.http.auth import Caller, allowed
 from picasse.domain.access import Viewer
 from picasse.domain.messages import Channel
-from picasse.domain.messaging import Forbidden, Messages, TemplateDetails
+from picasse.domain.messaging import Messages, TemplateDetails
 
 SCOPE = {"scope": "templates"}
 MAX_TEMPLATE_BODY = 256 * 1024
@@ -73,9 +73,7 @@ def _out(details: TemplateDetails) -> TemplateOut:
 
 
 def _own(caller: Caller) -> UUID:
-    if caller.customer_id is None:  # the guards let customer roles only; they all have one
-        raise Forbidden("templates are the customer's own content (R7)")
-    return caller.customer_id
+    return customer_of(caller, "templates are the customer's own content (R7)")
 
 
 @get(
