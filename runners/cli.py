@@ -454,7 +454,16 @@ def _mail_link(settings: Settings, link: IssuedLink) -> None:
     from picasse.adapters.password_links import mail_password_link
 
     with _messages(settings) as messages:
-        mail_password_link(messages, settings.public_url, link)
+        mail_password_link(messages, _public_url(settings), link)
+
+
+def _public_url(settings: Settings) -> str:
+    """Where links in mail should point: where the `up` running on this data dir is
+    reached (it may listen elsewhere than this shell's settings say), else the settings'."""
+    from picasse.adapters.up_state import read_state
+
+    state = read_state(settings.data_dir)
+    return state.public_url if state and state.public_url else settings.public_url
 
 
 def cmd_users_passwd(args: argparse.Namespace, settings: Settings) -> int:

@@ -44,6 +44,7 @@ def _acknowledged(up: RunningUp, message_id: str) -> list[bool]:
 
 
 @pytest.mark.own_servers
+@pytest.mark.slow
 def test_opening_the_link_asks_and_only_the_button_acknowledges(fresh_data_dir: Path) -> None:
     if not CHROMIUM.exists():
         pytest.fail(f"no {CHROMIUM}: run tests/e2e/ensure_chromium.sh (make test does)")

@@ -93,6 +93,7 @@ def test_a_command_run_beside_up_uses_its_database_and_leaves_it_running(
         assert connection.execute("SELECT pg_postmaster_start_time()").fetchone() == started
 
 
+@pytest.mark.slow
 def test_sigterm_stops_up_with_exit_status_0_and_no_server_left_running(
     fresh_data_dir: Path,
 ) -> None:
