@@ -122,6 +122,7 @@ def create_group(
     opt=SCOPE,
     guards=[_read],
     summary="One recipient group with its members",
+    description="Its name and members; another customer's (or a deleted one) answers 404.",
     responses=_answers(S.NOT_FOUND),
     tags=["groups"],
 )

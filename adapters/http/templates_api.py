@@ -125,6 +125,7 @@ def create_template(
     opt=SCOPE,
     guards=[_read],
     summary="One stored template",
+    description="Its name, channel, text and placeholders; another customer's answers 404.",
     responses=_answers(S.NOT_FOUND),
     tags=["templates"],
 )
