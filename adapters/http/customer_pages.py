@@ -24,13 +24,7 @@ from litestar.params import Body, FromPath, QueryParameter
 from litestar.response import Redirect
 
 from picasse.adapters.http.charts import CHANNELS, OUTCOMES, deliveries_chart, outcome_totals
-from picasse.adapters.http.messages_api import (
-    DEFAULT_PAGE,
-    MessagePage,
-    decode_cursor,
-    encode_cursor,
-    list_message_page,
-)
+from picasse.adapters.http.messages_api import MessagePage, delivery_rows, list_message_page
 from picasse.adapters.http.pages import (
     CHART_DAYS,
     MAX_FORM_BYTES,
@@ -45,6 +39,7 @@ from picasse.adapters.http.problems import problem_for
 from picasse.domain.access import Viewer
 from picasse.domain.errors import DomainError, InvalidInput, NotFound
 from picasse.domain.messages import Channel, DeliveryStatus
+from picasse.projections.traffic import DeliveryRow
 
 customers_only = PageGuard(
     Viewer.may_use_customer_pages,
@@ -128,17 +123,12 @@ def message_page(
     if message is None or message.customer_id != own_customer(request):
         raise NotFound(f"There is no message {message_id}.")
     errors: list[str] = []
-    after = None
-    if cursor:
-        try:
-            after = decode_cursor(cursor, int)
-        except InvalidInput as error:
-            errors.append(error.message)
-    rows = [] if errors else dashboard.traffic.deliveries_of(
-        message_id, after_index=after, limit=DEFAULT_PAGE + 1
-    )  # fmt: skip
-    more = len(rows) > DEFAULT_PAGE
-    rows = rows[:DEFAULT_PAGE]
+    rows: list[DeliveryRow] = []
+    next_cursor = None
+    try:
+        rows, next_cursor = delivery_rows(dashboard.traffic, message_id, cursor=cursor or None)
+    except InvalidInput as error:  # a cursor of no list of ours
+        errors.append(error.message)
     return caller_page(
         request,
         "app_message.html",
@@ -146,7 +136,7 @@ def message_page(
         message=message,
         deliveries=rows,
         errors=errors,
-        next_cursor=encode_cursor(rows[-1].index) if more and rows else None,
+        next_cursor=next_cursor,
         status_class=STATUS_CLASS,
     )
 

@@ -32,7 +32,7 @@ from picasse.domain.access import Viewer
 from picasse.domain.errors import InvalidInput, NotFound
 from picasse.domain.messages import Channel, DeliveryStatus, FailureReason, Priority
 from picasse.domain.messaging import Messages
-from picasse.projections.traffic import MessageQuery, MessageRow, TrafficView
+from picasse.projections.traffic import DeliveryRow, MessageQuery, MessageRow, TrafficView
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
@@ -208,6 +208,16 @@ def list_messages(
     )  # fmt: skip
 
 
+def delivery_rows(
+    traffic_view: TrafficView, message_id: UUID, *, cursor: str | None, limit: int = DEFAULT_PAGE
+) -> tuple[list[DeliveryRow], str | None]:
+    """One page of a message's deliveries in recipient order, and the next page's cursor."""
+    after = decode_cursor(cursor, int) if cursor else None
+    rows = traffic_view.deliveries_of(message_id, after_index=after, limit=limit + 1)
+    page = rows[:limit]
+    return page, encode_cursor(page[-1].index) if len(rows) > limit and page else None
+
+
 @get(
     "/messages/{message_id:uuid}/deliveries",
     sync_to_thread=True,
@@ -237,9 +247,7 @@ def list_deliveries(
     message = traffic_view.message_row(message_id)
     if message is None or not viewer.sees_customer(message.customer_id):
         raise NotFound(f"message {message_id} not found")
-    after = decode_cursor(cursor, int) if cursor else None
-    rows = traffic_view.deliveries_of(message_id, after_index=after, limit=limit + 1)
-    page, more = rows[:limit], len(rows) > limit
+    page, next_cursor = delivery_rows(traffic_view, message_id, cursor=cursor, limit=limit)
     recipients = viewer.sees_traffic_of(message.customer_id)
     return DeliveryPage(
         items=[
@@ -256,7 +264,7 @@ def list_deliveries(
             )
             for row in page
         ],
-        next_cursor=encode_cursor(page[-1].index) if more and page else None,
+        next_cursor=next_cursor,
     )
 
 
