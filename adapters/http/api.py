@@ -282,6 +282,10 @@ class SendMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     template: Annotated[
         str | None, Meta(description="instead of body: text with {name} placeholders")
     ] = None
+    template_id: Annotated[
+        UUID | None,
+        Meta(description="instead of body: a stored template (POST /v1/templates)"),
+    ] = None
     variables: Annotated[
         dict[str, str], Meta(description="the values of the template's placeholders")
     ] = {}
@@ -472,6 +476,14 @@ def revoke_api_key(
 
 
 # ---------------------------------------------------------------- customers and users
+
+
+def customer_of(caller: Caller, refusal: str) -> UUID:
+    """The caller's customer, on routes whose guard lets a customer's users only (each of
+    them has one): Forbidden with `refusal` otherwise."""
+    if caller.customer_id is None:
+        raise Forbidden(refusal)
+    return caller.customer_id
 
 
 def _text(value: Any) -> str | None:
@@ -747,14 +759,14 @@ def send_message(
     caller: NamedDependency[Caller],
     messages: NamedDependency[Messages],
 ) -> Accepted:
-    if caller.customer_id is None:  # the guard lets customer roles only; they all have one
-        raise Forbidden("only a customer's users send messages")
+    customer_id = customer_of(caller, "only a customer's users send messages")
     request_ = SendRequest(
         channel=data.channel.value,
         to=data.to,
         group=data.group,
         body=data.body,
         template=data.template,
+        template_id=data.template_id,
         variables=data.variables,
         subject=data.subject,
         priority=data.priority.value,
@@ -764,7 +776,7 @@ def send_message(
         escalation_groups=data.escalation_groups,
     )
     message_id = messages.send(
-        caller.customer_id, request_, requested_by=caller.user_id, client_ip=client_address(request)
+        customer_id, request_, requested_by=caller.user_id, client_ip=client_address(request)
     )
     return Accepted(id=message_id)
 
@@ -900,11 +912,14 @@ def show_traffic(
 STRICT_BODIES = (Credentials, ContactChange, NewUser, NewPassword, PasswordChange, SendMessage)
 
 
-def api_router() -> Router:
-    """Every /v1 route of the customer API (the webhooks and ack links live in webhooks.py)."""
+def api_router(*more: Any) -> Router:
+    """Every /v1 route of the customer API (the webhooks and ack links live in webhooks.py),
+    with `more` from the modules that build on this one's shapes (one router: routes of one
+    path must share it)."""
     return Router(
         path="/v1",
         route_handlers=[
+            *more,
             start_session,
             end_session,
             create_api_key,

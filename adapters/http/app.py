@@ -18,6 +18,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from picasse.adapters.clock import SystemClock
+from picasse.adapters.http import groups_api, messages_api, templates_api
 from picasse.adapters.http.acklinks import AckLinks
 from picasse.adapters.http.api import STRICT_BODIES, api_router
 from picasse.adapters.http.auth import (
@@ -123,7 +124,7 @@ def create_app(deps: HttpDeps) -> Litestar:
             receive_receipt,
             ack_confirmation_page,
             acknowledge_by_link,
-            api_router(),
+            api_router(*messages_api.ROUTES, *templates_api.ROUTES, *groups_api.ROUTES),
             docs_router(),
             *_pages(deps),
         ],
@@ -197,7 +198,10 @@ def _complete_the_document(app: Litestar) -> None:
                 operation = getattr(path_item, method.lower(), None)
                 if operation is not None:
                     operation.security = []
-    strict = {cls.__name__ for cls in STRICT_BODIES}
+    strict = {
+        cls.__name__
+        for cls in (*STRICT_BODIES, *templates_api.STRICT_BODIES, *groups_api.STRICT_BODIES)
+    }
     components = document.components
     for component in components if isinstance(components, list) else [components]:
         for name, schema in (component.schemas or {}).items():

@@ -90,6 +90,21 @@ EXAMPLES: dict[tuple[str, str], tuple[Who, list[dict[str, Any]]]] = {
         ],
     ),
     ("POST", "/login"): ("anyone", [{"login": ADMIN, "password": PASSWORD}]),
+    ("POST", "/v1/templates"): (
+        "admin",
+        [{"name": "Drill", "channel": "sms", "text": "Drill at {time},\n\tall of you"}],
+    ),
+    ("PUT", "/v1/templates/{template_id:uuid}"): ("admin", [{"text": "Hi {name},\n\tdrill"}]),
+    ("POST", "/app/templates"): (
+        "admin",
+        [{"name": "Page drill", "channel": "email", "text": "Drill at {time},\n\tall of you"}],
+    ),
+    ("POST", "/account/password"): (
+        "user",
+        [{"current_password": PASSWORD, "new_password": PASSWORD, "repeat": PASSWORD}],
+    ),
+    ("POST", "/v1/groups"): ("admin", [{"name": "day shift", "members": ["+31612345670"]}]),
+    ("PUT", "/v1/groups/{group_id:uuid}"): ("admin", [{"members": ["day@rcpt.example"]}]),
 }
 # Text fields that are not recorded, each for a reason; every other one is tried.
 NOT_RECORDED = {
@@ -97,6 +112,8 @@ NOT_RECORDED = {
     ("POST", "/login", "password"): "compared with a hash only, never recorded",
     ("POST", "/v1/me/password", "current_password"): "compared with a hash only, never recorded",
     ("POST", "/set-password/{token:str}", "repeat"): "compared with new_password only",
+    ("POST", "/account/password", "current_password"): "compared with a hash only, never recorded",
+    ("POST", "/account/password", "repeat"): "compared with new_password only",
 }
 # Fields refused with another status, each for a reason (the field is still named).
 OTHER_STATUS = {
@@ -117,6 +134,7 @@ class World:
     settings: Settings
     headers: dict[str, dict[str, str]]
     tokens: dict[str, str]  # per route, a set-password link's token (issued up front)
+    ids: dict[str, str]  # a template's and a group's id, for the paths that name one
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +161,14 @@ def world(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
                 ("/set-password/{token:str}", tenant.user_login),
             )
         }
+        ids = {
+            "{template_id:uuid}": str(
+                deps.messages.save_template(tenant.customer_id, "sms", "Hello", "Hi {name}")
+            ),
+            "{group_id:uuid}": str(deps.messages.group_id_of(tenant.customer_id, GROUP)),
+        }
         with serving(app) as base_url:
-            yield World(app, deps, base_url, tenant, settings, headers, tokens)
+            yield World(app, deps, base_url, tenant, settings, headers, tokens, ids)
 
 
 def _client(world: World, who: Who) -> httpx.Client:
@@ -227,6 +251,8 @@ def _cases(app: Litestar) -> Iterator[tuple[str, str, bool, Who, dict[str, Any],
 
 def _url(world: World, path: str) -> str:
     url = path.replace("{customer_id:uuid}", str(world.tenant.customer_id))
+    for parameter, ident in world.ids.items():
+        url = url.replace(parameter, ident)
     return url.replace("{token:str}", world.tokens.get(path, "no-such-token"))
 
 
@@ -265,7 +291,12 @@ def test_the_examples_themselves_are_accepted(world: World) -> None:
     for (method, path), (who, examples) in EXAMPLES.items():
         for example in examples:
             with _client(world, who) as client:
-                form = path in ("/login", "/set-password/{token:str}")
+                form = path in (
+                    "/login",
+                    "/set-password/{token:str}",
+                    "/account/password",
+                    "/app/templates",
+                )
                 response = _send(client, method, _url(world, path), example, form)
             assert response.status_code < 400, f"{method} {path}: {response.text[:300]}"
 
