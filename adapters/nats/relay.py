@@ -143,7 +143,7 @@ def status_event_for(notification: Notification, first_state: bytes | None) -> S
     is_message = notification.topic == ESCALATED
     return StatusEvent(
         event_id=f"evt_{originator.hex}_{notification.originator_version}",
-        type=event_type,
+        event_type=event_type,
         tenant_id=first.tenant_id,
         message_id=originator if is_message else (first.message_id or originator),
         delivery_id=None if is_message else originator,

@@ -28,7 +28,7 @@ class StatusEvent(msgspec.Struct, frozen=True, tag="status", kw_only=True):
     """Something happened to a delivery or an alert; `event_id` is stable across repeats."""
 
     event_id: str
-    type: WebhookEventType
+    event_type: WebhookEventType
     tenant_id: UUID
     message_id: UUID
     occurred_at: datetime

@@ -57,7 +57,7 @@ payload_encoder = msgspec.json.Encoder()
 def payload_of(event: StatusEvent) -> bytes:
     return payload_encoder.encode(
         Payload(
-            type=event.type.value,
+            type=event.event_type.value,
             timestamp=event.occurred_at,
             data=StatusData(
                 message_id=event.message_id,
@@ -155,7 +155,7 @@ class WebhookSender:
             log.warning("could not settle a webhook job", exc_info=True)
 
     async def _status_event(self, http: httpx.AsyncClient, event: StatusEvent) -> None:
-        subscribers = await self._db(self.webhooks.subscribers, event.tenant_id, event.type)
+        subscribers = await self._db(self.webhooks.subscribers, event.tenant_id, event.event_type)
         if not subscribers:
             return
         payload = payload_of(event)
@@ -166,7 +166,7 @@ class WebhookSender:
                 subscriber.endpoint_id,
                 event.event_id,
                 tenant_id=event.tenant_id,
-                event_type=event.type.value,
+                event_type=event.event_type.value,
                 payload=payload,
                 now=now,
             )

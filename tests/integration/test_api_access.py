@@ -14,6 +14,7 @@ from litestar.enums import ParamType
 from litestar.routes import HTTPRoute
 
 from picasse.adapters.http.app import HttpDeps, create_app
+from picasse.domain.access import Viewer
 from picasse.domain.values import Role
 from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings
@@ -55,6 +56,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("POST", "/v1/me/password"): {"current_password": "not it", "new_password": PASSWORD},
     ("POST", "/v1/messages"): {"channel": "sms", "to": ["+31612345678"], "body": "hi"},
+    ("POST", "/v1/webhooks"): {"url": "http://127.0.0.1:9/planted", "events": ["delivery.failed"]},
 }
 
 
@@ -64,6 +66,10 @@ class World:
     def __init__(self, deps: HttpDeps, base_url: str, a: Tenant, b: Tenant, staff: dict[Role, str]):
         self.deps, self.base_url, self.a, self.b, self.staff = deps, base_url, a, b, staff
         self.b_key_id = deps.api_keys.issue(user_id=b.admin_id, customer_id=b.customer_id).id
+        b_admin = Viewer(role=Role.CUSTOMER_ADMIN, customer_id=b.customer_id, user_id=b.admin_id)
+        self.b_webhook_id = deps.webhooks.register(
+            b.customer_id, "https://93.184.216.34/b-hook", ["delivery.failed"], by=b_admin
+        ).endpoint.id
 
     def as_(self, login: str) -> httpx.Client:
         user = self.deps.accounts.user_by_login(login)
@@ -193,6 +199,7 @@ def test_a_user_of_customer_a_gets_404_or_403_for_every_resource_of_customer_b(
         "customer_id": str(b.customer_id),
         "message_id": str(b.message_id),
         "key_id": str(world.b_key_id),
+        "webhook_id": str(world.b_webhook_id),
     }
     problems, tried = [], 0
     for login in (world.a.admin_login, world.a.user_login):
