@@ -22,7 +22,6 @@ What each role may do, as the methods below decide ("own": its own customer only
 | may_add_users_to          | first admin    | no      | no      | own            | no            |
 | may_send_messages_for     | no             | no      | no      | own            | own           |
 | may_revoke_key_of         | any key        | own     | own     | own            | own           |
-| may_manage_webhooks_of    | no             | no      | no      | own            | no            |
 """
 
 from __future__ import annotations
@@ -117,11 +116,6 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
     def may_send_messages_for(self, customer_id: UUID | None) -> bool:
         """Sending is the customer's own business: its users, never Picasse staff."""
         return self._own(customer_id)
-
-    def may_manage_webhooks_of(self, customer_id: UUID | None) -> bool:
-        """Webhook endpoints (their URLs, secrets and attempts): the customer's own admins.
-        Staff do not: an endpoint receives the customer's traffic events."""
-        return self.role is Role.CUSTOMER_ADMIN and self._own(customer_id)
 
     def may_revoke_key_of(self, owner: UUID) -> bool:
         """An API key: its owner, or a platform admin (who may stop a leaked one)."""

@@ -257,7 +257,7 @@ class Webhooks(PicasseApplication):
         self, customer_id: UUID, url: str, events: list[str], *, by: Viewer
     ) -> NewEndpoint:
         """A new endpoint (the URL's destination already checked by the caller's adapter)."""
-        if not by.may_manage_webhooks_of(customer_id):
+        if not by.may_administer(customer_id):
             raise Forbidden("only the customer's admins manage its webhooks")
         url = parse_webhook_url(url)
         types = parse_event_types(events)
@@ -273,7 +273,7 @@ class Webhooks(PicasseApplication):
         return NewEndpoint(endpoint=self._details(endpoint), secret=secret)
 
     def endpoints(self, customer_id: UUID, *, by: Viewer) -> list[EndpointDetails]:
-        if not by.may_manage_webhooks_of(customer_id):
+        if not by.may_administer(customer_id):
             raise Forbidden("only the customer's admins manage its webhooks")
         return [
             self._details(self._get(endpoint_id, WebhookEndpoint, "webhook"))
@@ -337,7 +337,7 @@ class Webhooks(PicasseApplication):
     def _visible(self, endpoint_id: UUID, by: Viewer) -> WebhookEndpoint:
         """The endpoint if the caller manages its customer's webhooks; to others it does not exist."""
         endpoint = self._get(endpoint_id, WebhookEndpoint, "webhook")
-        if endpoint.deleted or not by.may_manage_webhooks_of(endpoint.tenant_id):
+        if endpoint.deleted or not by.may_administer(endpoint.tenant_id):
             raise NotFound(f"webhook {endpoint_id} not found")
         return endpoint
 

@@ -1,6 +1,6 @@
 """The customer's webhook endpoints under /v1/webhooks: register, list, delete, attempts.
 
-Only a customer's own admins manage its endpoints (`Viewer.may_manage_webhooks_of`); an
+Only a customer's own admins manage its endpoints (`Viewer.may_administer`); an
 API key needs the `webhooks` scope. The secret is in the registration's response only.
 A URL whose host is or resolves to a loopback, private or link-local address answers
 422 `webhook-destination-refused` unless the operator allows private destinations.
@@ -141,7 +141,7 @@ def _answers(*statuses: HTTPStatus) -> dict[int, Any]:
     return problem_responses(S.BAD_REQUEST, S.UNAUTHORIZED, S.FORBIDDEN, *statuses)
 
 
-GUARD = [allowed(Viewer.may_manage_webhooks_of, REFUSAL)]
+GUARD = [allowed(Viewer.may_administer, REFUSAL)]
 
 
 @post(
