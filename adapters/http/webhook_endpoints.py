@@ -75,17 +75,9 @@ class WebhookOut(msgspec.Struct, frozen=True):
     created_at: Annotated[datetime, msgspec.Meta(description="when it was registered")]
 
 
-class NewWebhookOut(msgspec.Struct, frozen=True):
+class NewWebhookOut(WebhookOut, frozen=True):
     """A registered endpoint with its signing secret, shown in this response only."""
 
-    id: Annotated[UUID, msgspec.Meta(description="the endpoint's id")]
-    customer_id: Annotated[UUID, msgspec.Meta(description="the customer it belongs to")]
-    url: Annotated[str | None, msgspec.Meta(description="where events are posted")]
-    events: Annotated[
-        list[WebhookEventType], msgspec.Meta(description="the event types it receives")
-    ]
-    disabled: Annotated[bool, msgspec.Meta(description="false: a new endpoint is active")]
-    created_at: Annotated[datetime, msgspec.Meta(description="when it was registered")]
     secret: Annotated[
         str,
         msgspec.Meta(
@@ -172,16 +164,7 @@ async def register_webhook(
     new = await asyncio.to_thread(
         webhooks.register, customer_id, data.url, data.events, by=caller.viewer()
     )
-    details = new.endpoint
-    return NewWebhookOut(
-        id=details.id,
-        customer_id=details.customer_id,
-        url=details.url,
-        events=details.events,
-        disabled=details.disabled,
-        created_at=details.created_at,
-        secret=new.secret,
-    )
+    return NewWebhookOut(**msgspec.structs.asdict(_out(new.endpoint)), secret=new.secret)
 
 
 @get(
