@@ -160,7 +160,8 @@ class WebhookSender:
             return
         payload = payload_of(event)
         now = self.clock.now()
-        for subscriber in subscribers:
+
+        async def owe_and_post(subscriber: Subscriber) -> None:
             post = await self._db(
                 self.log.owe,
                 subscriber.endpoint_id,
@@ -173,6 +174,9 @@ class WebhookSender:
             # Tried before (this job is a repeat): its retries are the scheduler's to time.
             if post.state == "pending" and post.attempts == 0:
                 await self._attempt(http, subscriber, post)
+
+        # Side by side: one slow endpoint holds the job up by one time-out, not by one each.
+        await asyncio.gather(*(owe_and_post(s) for s in subscribers))
 
     async def _retry(self, http: httpx.AsyncClient, job: RetryDue) -> None:
         post = await self._db(self.log.post, job.endpoint_id, job.event_id)
