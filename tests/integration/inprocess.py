@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import nats
 from eventsourcing.postgres import PostgresTrackingRecorder
+from nats.js.errors import NotFoundError
 
 from picasse.adapters.http.acklinks import AckLinks
 from picasse.adapters.nats.jobs import Topology
@@ -67,7 +68,8 @@ def relay_and_worker(
         finally:
             try:
                 await js.delete_stream(topology.stream)
-                await js.delete_stream(WebhookTopology(topology.namespace).stream)
+                with suppress(NotFoundError):  # made by the relay's start
+                    await js.delete_stream(WebhookTopology(topology.namespace).stream)
             finally:
                 await client.close()
 
