@@ -14,6 +14,7 @@ from litestar.enums import ParamType
 from litestar.routes import HTTPRoute
 
 from picasse.adapters.http.app import HttpDeps, create_app
+from picasse.domain.access import Viewer
 from picasse.domain.values import Role
 from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings
@@ -67,6 +68,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "new_password": PASSWORD,
         "repeat": PASSWORD,
     },
+    ("POST", "/v1/webhooks"): {"url": "http://127.0.0.1:9/planted", "events": ["delivery.failed"]},
 }
 
 
@@ -78,6 +80,10 @@ class World:
         self.b_key_id = deps.api_keys.issue(user_id=b.admin_id, customer_id=b.customer_id).id
         self.b_template_id = deps.messages.save_template(b.customer_id, "sms", "B's", "Hi {n}")
         self.b_group_id = deps.messages.create_group(b.customer_id, "B's", ["+31612345677"])
+        b_admin = Viewer(role=Role.CUSTOMER_ADMIN, customer_id=b.customer_id, user_id=b.admin_id)
+        self.b_webhook_id = deps.webhooks.register(
+            b.customer_id, "https://93.184.216.34/b-hook", ["delivery.failed"], by=b_admin
+        ).endpoint.id
 
     def as_(self, login: str) -> httpx.Client:
         user = self.deps.accounts.user_by_login(login)
@@ -209,6 +215,7 @@ def test_a_user_of_customer_a_gets_404_or_403_for_every_resource_of_customer_b(
         "key_id": str(world.b_key_id),
         "template_id": str(world.b_template_id),
         "group_id": str(world.b_group_id),
+        "webhook_id": str(world.b_webhook_id),
     }
     problems, tried = [], 0
     for login in (world.a.admin_login, world.a.user_login):
