@@ -18,7 +18,7 @@ from uuid import UUID
 import msgspec
 from litestar import Router, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody, PathParameter
 
 from picasse.adapters.http.auth import Caller, allowed
 from picasse.adapters.http.problems import problem_responses
@@ -37,6 +37,8 @@ S = HTTPStatus
 SCOPE = {"scope": "webhooks"}
 REFUSAL = "only the customer's admins manage its webhooks"
 MAX_BODY = 16 * 1024
+
+WebhookId = Annotated[UUID, PathParameter(description="the webhook endpoint's id")]
 
 
 class NewWebhook(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -194,7 +196,7 @@ def list_webhooks(
     tags=["webhooks"],
 )
 def show_webhook(
-    webhook_id: FromPath[UUID], caller: NamedDependency[Caller], webhooks: NamedDependency[Webhooks]
+    webhook_id: WebhookId, caller: NamedDependency[Caller], webhooks: NamedDependency[Webhooks]
 ) -> WebhookOut:
     return _out(webhooks.endpoint(webhook_id, by=caller.viewer()))
 
@@ -211,7 +213,7 @@ def show_webhook(
     tags=["webhooks"],
 )
 def delete_webhook(
-    webhook_id: FromPath[UUID],
+    webhook_id: WebhookId,
     caller: NamedDependency[Caller],
     webhooks: NamedDependency[Webhooks],
     webhook_log: NamedDependency[WebhookLog],
@@ -231,7 +233,7 @@ def delete_webhook(
     tags=["webhooks"],
 )
 def list_webhook_attempts(
-    webhook_id: FromPath[UUID],
+    webhook_id: WebhookId,
     caller: NamedDependency[Caller],
     webhooks: NamedDependency[Webhooks],
     webhook_log: NamedDependency[WebhookLog],
