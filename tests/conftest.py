@@ -71,17 +71,29 @@ def _prefer_external(environ: Settings, embedded: Settings) -> Settings:
 # suite mostly waits on servers and processes, so its length is set by how the tests are
 # spread. Two rules, for every test written later too:
 #
-# - Tests that share a module-scoped fixture (a platform, an API, servers) run on one
-#   worker, so the fixture is set up once and not once per worker that draws one of them.
+# - Tests that share a module-scoped fixture (a platform, an API, servers), or one of the
+#   session's shared platforms, run on one worker, so it is set up once and not once per
+#   worker that draws one of them.
 # - The longest start first (marked `slow`, then the other end-to-end tests, then the
 #   integration tests, the unit tests last), so that no long test starts near the end.
 
 
-def _shares_a_module_fixture(item: pytest.Item) -> bool:
+# Session fixtures that start a whole platform: the tests using one run on one worker too.
+SHARED_PLATFORMS = ("shared_up",)
+
+
+def _group(item: pytest.Item) -> str | None:
+    """The worker group of a test: the shared platform it uses, else its module if it
+    shares a module-scoped fixture, else none (any worker)."""
+    for name in SHARED_PLATFORMS:
+        if name in getattr(item, "fixturenames", ()):
+            return name
     info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    return any(definitions[-1].scope == "module" for definitions in info.name2fixturedefs.values())
+    if info is not None and any(
+        definitions[-1].scope == "module" for definitions in info.name2fixturedefs.values()
+    ):
+        return item.path.stem
+    return None
 
 
 def _rank(item: pytest.Item) -> int:
@@ -96,6 +108,6 @@ def _rank(item: pytest.Item) -> int:
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if _shares_a_module_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+        if group := _group(item):
+            item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=_rank)  # stable: a module's tests stay together, in their order

@@ -22,10 +22,8 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 def shared_up(servers_root: Path) -> Iterator[RunningUp]:
     """The one `picasse up` (embedded servers) of the tests that use a running platform as
     they find it: they add customers and users of their own and leave it running. A test that
-    stops, kills, breaks or reconfigures `up` starts one of its own. One per pytest worker
-    that runs such a test (xdist's `loadgroup`, which could keep them on one worker, does
-    not group under pytest 9.2: it renames node ids through an attribute pytest no longer
-    reads)."""
+    stops, kills, breaks or reconfigures `up` starts one of its own. Its tests run on one
+    worker (tests/conftest.py), so one `up` serves them all."""
     up = RunningUp(servers_root / "shared-up")
     try:
         up.wait_until_up()
