@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,6 +13,8 @@ import nats
 from nats.aio.client import Client
 
 from picasse.runners.signals import DEFAULT_DEADLINE, stop_requested
+
+log = logging.getLogger(__name__)
 
 
 def connection_kwargs(datastore: Any) -> dict[str, Any]:
@@ -32,9 +35,35 @@ async def connect_nats(url: str, name: str, *, tls_ca: Path | None = None) -> Cl
     options: dict[str, Any] = {}
     if tls_ca is not None:
         options["tls"] = ssl.create_default_context(cafile=str(tls_ca))
+    news = _ConnectionNews(name)
     return await nats.connect(
-        url, name=name, max_reconnect_attempts=-1, connect_timeout=5, **options
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        connect_timeout=5,
+        error_cb=news.error,
+        reconnected_cb=news.reconnected,
+        **options,
     )
+
+
+class _ConnectionNews:
+    """Says once that the connection to NATS is in trouble and once that it is back.
+    (nats-py's own default prints a traceback at every failed attempt to reconnect.)"""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.troubled = False
+
+    async def error(self, error: Exception) -> None:
+        if not self.troubled:
+            self.troubled = True
+            log.warning("%s: NATS connection lost (%s); reconnecting", self.name, error)
+
+    async def reconnected(self) -> None:
+        if self.troubled:
+            self.troubled = False
+            log.warning("%s: NATS connection is back", self.name)
 
 
 def run_until_signalled(
