@@ -18,8 +18,11 @@ What each role may do, as the methods below decide ("own": its own customer only
 | may_change_customer       | all            | all     | no      | own            | no            |
 | may_list_users_of         | all            | all     | all     | own            | no            |
 | may_add_users_to          | first admin    | no      | no      | own            | no            |
+| may_change_users_of       | all            | all     | no      | own            | no            |
 | may_send_messages_for     | no             | no      | no      | own            | own           |
-| may_revoke_key_of         | any key        | own     | own     | own            | own           |
+| may_manage_api_keys_of    | no             | no      | no      | own            | no            |
+| sees_api_keys_of          | own keys       | own keys| own keys| own customer's | own keys      |
+| may_revoke_key_of         | any key        | own     | own     | own customer's | own           |
 """
 
 from __future__ import annotations
@@ -103,13 +106,30 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
             )
         return self.role is Role.CUSTOMER_ADMIN and self._own(customer_id)
 
+    def may_change_users_of(self, customer_id: UUID | None) -> bool:
+        """A user's role, or disabling and enabling them (R11): the customer's admins, and
+        support and platform admins (who stop an account in an incident, as the CLI does)."""
+        if self.is_staff:
+            return self.role in (Role.PLATFORM_ADMIN, Role.SUPPORT)
+        return self.role is Role.CUSTOMER_ADMIN and self._own(customer_id)
+
+    def may_manage_api_keys_of(self, customer_id: UUID | None) -> bool:
+        """Every API key of a customer's users (list, revoke): the customer's admins."""
+        return self.role is Role.CUSTOMER_ADMIN and self._own(customer_id)
+
+    def sees_api_keys_of(self, owner: UUID, customer_id: UUID | None) -> bool:
+        """An API key's name, scopes and dates (never its secret): its owner, and the admins
+        of the customer whose key it is."""
+        return owner == self.user_id or self.may_manage_api_keys_of(customer_id)
+
     def may_send_messages_for(self, customer_id: UUID | None) -> bool:
         """Sending is the customer's own business: its users, never Picasse staff."""
         return self._own(customer_id)
 
-    def may_revoke_key_of(self, owner: UUID) -> bool:
-        """An API key: its owner, or a platform admin (who may stop a leaked one)."""
-        return owner == self.user_id or self.role is Role.PLATFORM_ADMIN
+    def may_revoke_key_of(self, owner: UUID, customer_id: UUID | None = None) -> bool:
+        """An API key: its owner, the admins of its customer, or a platform admin (who may
+        stop a leaked one)."""
+        return self.sees_api_keys_of(owner, customer_id) or self.role is Role.PLATFORM_ADMIN
 
 
 # `requested_by` of the mail Picasse itself sends to a customer's user (set-password links).

@@ -48,7 +48,7 @@ from uuid import UUID
 import msgspec
 from litestar import Request, Response, Router, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from picasse.adapters.http.auth import (
     PUBLIC,
@@ -60,6 +60,7 @@ from picasse.adapters.http.auth import (
     log_in,
     log_out,
     password_field,
+    scoped,
     set_session_cookie,
     throttle_user_creation,
 )
@@ -68,7 +69,7 @@ from picasse.adapters.http.problems import problem_responses
 from picasse.adapters.password_links import mail_password_link
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import MAX_PASSWORD_LENGTH, Accounts
-from picasse.domain.api_keys import ApiKeys
+from picasse.domain.api_keys import MAX_NAME, SCOPE_DESCRIPTIONS, ApiKeys, Scope
 from picasse.domain.customers import Subscription
 from picasse.domain.errors import InvalidInput
 from picasse.domain.messages import Channel, DeliveryStatus, FailureReason, Priority
@@ -102,12 +103,50 @@ class SessionStarted(msgspec.Struct, frozen=True):
     customer_id: UUID | None
 
 
+SCOPES_TEXT = "; ".join(f"`{s.value}`: {text}" for s, text in SCOPE_DESCRIPTIONS.items())
+
+
+class ApiKeyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A key to create: what to call it and what it may do."""
+
+    name: Annotated[
+        str,
+        msgspec.Meta(max_length=MAX_NAME, description="what the key is for, e.g. `nightly sender`"),
+    ]
+    scopes: Annotated[
+        list[str],
+        msgspec.Meta(
+            max_length=len(Scope),
+            description="what the key may call (an unknown scope answers 422): " + SCOPES_TEXT,
+        ),
+    ]
+
+
 class NewApiKey(msgspec.Struct, frozen=True):
-    id: UUID
-    key: str  # shown this once; we keep only its hash
+    id: Annotated[UUID, msgspec.Meta(description="the key's id (to revoke it)")]
+    key: Annotated[
+        str,
+        msgspec.Meta(description="the key itself, shown in this response only: we keep its hash"),
+    ]
+    name: Annotated[str, msgspec.Meta(description="what the key is for")]
+    scopes: Annotated[list[str], msgspec.Meta(description="what the key may call")]
 
     def __repr__(self) -> str:
         return f"NewApiKey(id={self.id})"
+
+
+class ApiKeyOut(msgspec.Struct, frozen=True):
+    """An API key as listed: never its secret or hash, and no time of use (R6)."""
+
+    id: Annotated[UUID, msgspec.Meta(description="the key's id")]
+    name: Annotated[
+        str | None,
+        msgspec.Meta(description="what the key is for; null for keys made before names"),
+    ]
+    scopes: Annotated[list[str], msgspec.Meta(description="what the key may call")]
+    creator: Annotated[UUID, msgspec.Meta(description="the user who created it: whose key it is")]
+    created: Annotated[datetime, msgspec.Meta(description="when it was created")]
+    revoked: Annotated[bool, msgspec.Meta(description="revoked keys open nothing")]
 
 
 class Contact(msgspec.Struct, frozen=True):
@@ -152,6 +191,22 @@ class NewUser(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __repr__(self) -> str:  # login and address stay out of every log line
         return f"NewUser(role={self.role.value})"
+
+
+class UserChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Only the fields given change; at least one."""
+
+    role: Annotated[
+        Role | None,
+        msgspec.Meta(description="the user's new role: customer_admin or customer_user"),
+    ] = None
+    disabled: Annotated[
+        bool | None,
+        msgspec.Meta(
+            description="true: the user can no longer log in and their sessions end;"
+            " false: enabled again"
+        ),
+    ] = None
 
 
 class NewPassword(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -307,26 +362,73 @@ async def end_session(
     return response
 
 
-@post(
+@get(
     "/api-keys",
     sync_to_thread=True,
-    summary="Create an API key for the caller; the key is shown in this response only",
-    description="Programs send it as `Authorization: Bearer <key>`. Only its hash is kept.",
+    opt=scoped(Scope.USERS),
+    summary="API keys: the customer's for its admins, the caller's own for everyone else",
+    description=(
+        "Id, name, scopes, creator and dates; never the secret or its hash, and no time of"
+        " last use (R6: no usage tracking). Comes from the accounts view, a moment behind."
+    ),
     responses=_answers(),
     tags=["api-keys"],
 )
+def list_api_keys(
+    caller: NamedDependency[Caller], accounts_view: NamedDependency[AccountsView]
+) -> list[ApiKeyOut]:
+    viewer = caller.viewer()
+    mine = None if viewer.may_manage_api_keys_of(caller.customer_id) else caller.user_id
+    return [
+        ApiKeyOut(
+            id=row.id,
+            name=row.name,
+            scopes=row.scopes,
+            creator=row.user_id,
+            created=row.created_at,
+            revoked=row.revoked,
+        )
+        for row in accounts_view.api_keys(customer_id=caller.customer_id, user_id=mine)
+        if viewer.sees_api_keys_of(row.user_id, row.customer_id)
+    ]
+
+
+@post(
+    "/api-keys",
+    sync_to_thread=True,
+    opt=scoped(Scope.USERS),
+    request_max_body_size=16 * 1024,
+    summary="Create an API key for the caller; the key is shown in this response only",
+    description=(
+        "Programs send it as `Authorization: Bearer <key>`. Only its hash is kept. The key"
+        " may call the routes of its scopes only (others answer 403 missing-scope); a key"
+        " creating a key gives it no scope it lacks itself."
+    ),
+    responses=_answers(S.UNPROCESSABLE_ENTITY),
+    tags=["api-keys"],
+)
 def create_api_key(
-    caller: NamedDependency[Caller], api_keys: NamedDependency[ApiKeys]
+    data: JSONBody[ApiKeyRequest],
+    caller: NamedDependency[Caller],
+    api_keys: NamedDependency[ApiKeys],
 ) -> NewApiKey:
-    issued = api_keys.issue(user_id=caller.user_id, customer_id=caller.customer_id)
-    return NewApiKey(id=issued.id, key=issued.key)
+    issued = api_keys.issue(
+        user_id=caller.user_id,
+        customer_id=caller.customer_id,
+        name=data.name,
+        scopes=data.scopes,
+        within=caller.scopes,
+    )
+    return NewApiKey(id=issued.id, key=issued.key, name=issued.name, scopes=issued.scopes)
 
 
 @delete(
     "/api-keys/{key_id:uuid}",
     sync_to_thread=True,
+    opt=scoped(Scope.USERS),
     status_code=HTTPStatus.NO_CONTENT,
-    summary="Revoke an API key (the owner's own, or any for a platform admin)",
+    summary="Revoke an API key (the owner's own, its customer's admins, or a platform admin)",
+    description="Revoking a revoked key changes nothing; another customer's key is a 404.",
     responses=_answers(S.NOT_FOUND),
     tags=["api-keys"],
 )
@@ -346,6 +448,7 @@ def _text(value: Any) -> str | None:
 @get(
     "/customers",
     sync_to_thread=True,
+    opt=scoped(Scope.USERS),
     summary="Customers: all for Picasse staff, the caller's own for a customer's users",
     responses=_answers(),
     tags=["customers"],
@@ -397,6 +500,7 @@ def _customer_out(accounts: Accounts, customer_id: FromPath[UUID], caller: Calle
 @get(
     "/customers/{customer_id:uuid}",
     sync_to_thread=True,
+    opt=scoped(Scope.USERS),
     summary="One customer",
     responses=_answers(S.NOT_FOUND, S.GONE),
     tags=["customers"],
@@ -412,6 +516,7 @@ def show_customer(
 @patch(
     "/customers/{customer_id:uuid}",
     sync_to_thread=True,
+    opt=scoped(Scope.USERS),
     guards=[allowed(Viewer.may_change_customer, "your role may not change customers")],
     summary="Change a customer's contact details and billing address",
     responses=_answers(
@@ -441,6 +546,7 @@ def change_customer(
 @get(
     "/customers/{customer_id:uuid}/users",
     sync_to_thread=True,
+    opt=scoped(Scope.USERS),
     guards=[allowed(Viewer.may_list_users_of, "your role may not list users")],
     summary="A customer's users",
     responses=_answers(S.NOT_FOUND),
@@ -467,6 +573,7 @@ def list_users(
 @post(
     "/customers/{customer_id:uuid}/users",
     sync_to_thread=True,
+    opt=scoped(Scope.USERS),
     guards=[allowed(Viewer.may_add_users_to, "your role may not add users")],
     summary="Add a user to a customer (role customer_admin or customer_user)",
     description=(
@@ -515,6 +622,44 @@ def add_user(
     )
 
 
+@patch(
+    "/customers/{customer_id:uuid}/users/{user_id:uuid}",
+    sync_to_thread=True,
+    opt=scoped(Scope.USERS),
+    guards=[allowed(Viewer.may_change_users_of, "your role may not change users")],
+    request_max_body_size=16 * 1024,
+    summary="Change a customer's user: its role, or disable or enable it",
+    description=(
+        "`{\"role\": \"customer_admin\"}` or `customer_user`; `{\"disabled\": true}` ends the"
+        " user's sessions and stops their API keys, `false` lets them in again. Asking for"
+        " what already holds changes nothing. The customer's last active admin is neither"
+        " disabled nor demoted: 409 last-admin."
+    ),
+    responses=_answers(S.NOT_FOUND, S.CONFLICT, S.GONE, S.UNPROCESSABLE_ENTITY),
+    tags=["customers"],
+)
+def change_user(
+    customer_id: FromPath[UUID],
+    user_id: FromPath[UUID],
+    data: JSONBody[UserChange],
+    caller: NamedDependency[Caller],
+    accounts: NamedDependency[Accounts],
+    deps: NamedDependency[Any],
+) -> UserOut:
+    user = accounts.change_user(
+        customer_id, user_id, role=data.role, disabled=data.disabled, by=caller.viewer()
+    )
+    if user.disabled:
+        end_other_sessions(deps, user.id, None)  # every session of theirs: none is kept
+    return UserOut(
+        id=user.id,
+        customer_id=user.customer_id,
+        login=_text(user.login),
+        role=user.role,
+        disabled=user.disabled,
+    )
+
+
 @post(
     "/password-links/{token:str}",
     opt=PUBLIC,
@@ -546,6 +691,7 @@ def set_password_with_link(
     "/me/password",
     status_code=HTTPStatus.OK,
     sync_to_thread=True,
+    opt=scoped(Scope.USERS),
     request_max_body_size=16 * 1024,
     summary="Change the caller's own password",
     description=(
@@ -574,13 +720,17 @@ def change_own_password(
 @post(
     "/messages",
     sync_to_thread=True,
+    opt=scoped(Scope.MESSAGES_SEND),
     status_code=HTTPStatus.ACCEPTED,
     guards=[allowed(Viewer.may_send_messages_for, "only a customer's users send messages")],
     request_max_body_size=MAX_JSON_BODY,
     summary="Send a message to recipients (and/or a group); delivered in the background",
     description=(
-        "The same idempotency_key within 24 hours answers the first message's id and sends"
-        " nothing again. schedule_at (with a time zone, at most 7 days ahead) delays it."
+        "The same idempotency key (the `Idempotency-Key` header, or `idempotency_key` in the"
+        " body; both given and different: 422) within 24 hours answers the first message's"
+        " id and sends nothing again; with a different request it answers 422"
+        " idempotency-key-reused. schedule_at (with a time zone, at most 7 days ahead)"
+        " delays it."
     ),
     responses=_answers(
         S.CONFLICT,
@@ -595,9 +745,25 @@ def send_message(
     data: JSONBody[SendMessage],
     caller: NamedDependency[Caller],
     messages: NamedDependency[Messages],
+    idempotency_header: Annotated[
+        str | None,
+        HeaderParameter(
+            header="Idempotency-Key",
+            description="as `idempotency_key` in the body (both given: they must agree)",
+            required=False,
+        ),
+    ] = None,
 ) -> Accepted:
     if caller.customer_id is None:  # the guard lets customer roles only; they all have one
         raise Forbidden("only a customer's users send messages")
+    idempotency_key = data.idempotency_key
+    if idempotency_header is not None:
+        if idempotency_key is not None and idempotency_key != idempotency_header:
+            raise InvalidInput(
+                "idempotency_key: differs from the Idempotency-Key header; give one, or the same",
+                field="idempotency_key",
+            )
+        idempotency_key = idempotency_header
     request_ = SendRequest(
         channel=data.channel.value,
         to=data.to,
@@ -608,7 +774,7 @@ def send_message(
         subject=data.subject,
         priority=data.priority.value,
         schedule_at=data.schedule_at,
-        idempotency_key=data.idempotency_key,
+        idempotency_key=idempotency_key,
         ack_within_minutes=data.ack_within_minutes,
         escalation_groups=data.escalation_groups,
     )
@@ -621,6 +787,7 @@ def send_message(
 @get(
     "/messages/{message_id:uuid}",
     sync_to_thread=True,
+    opt=scoped(Scope.MESSAGES_READ),
     summary="A message's status per recipient",
     description=(
         "reveal_content=true adds the body, for the customer's own users only: every"
@@ -676,6 +843,7 @@ def _utc(moment: datetime) -> datetime:
 @get(
     "/traffic",
     sync_to_thread=True,
+    opt=scoped(Scope.MESSAGES_READ),
     summary="Traffic: who sent when to whom, with what outcome, newest first",
     description=(
         "A customer's users see their own customer's traffic; Picasse staff name the"
@@ -744,7 +912,16 @@ def show_traffic(
 
 
 # Request bodies that refuse unknown fields (the document says so too).
-STRICT_BODIES = (Credentials, ContactChange, NewUser, NewPassword, PasswordChange, SendMessage)
+STRICT_BODIES = (
+    Credentials,
+    ContactChange,
+    NewUser,
+    UserChange,
+    NewPassword,
+    PasswordChange,
+    SendMessage,
+    ApiKeyRequest,
+)
 
 
 def api_router() -> Router:
@@ -754,6 +931,7 @@ def api_router() -> Router:
         route_handlers=[
             start_session,
             end_session,
+            list_api_keys,
             create_api_key,
             revoke_api_key,
             list_customers,
@@ -761,6 +939,7 @@ def api_router() -> Router:
             change_customer,
             list_users,
             add_user,
+            change_user,
             set_password_with_link,
             change_own_password,
             send_message,
