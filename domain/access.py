@@ -21,7 +21,7 @@ What each role may do, as the methods below decide ("own": its own customer only
 | may_change_users_of       | all            | all     | no      | own            | no            |
 | may_send_messages_for     | no             | no      | no      | own            | own           |
 | may_manage_api_keys_of    | no             | no      | no      | own            | no            |
-| sees_api_keys_of          | own keys       | own keys| own keys| own customer's | own keys      |
+| sees_api_keys_of          | own            | own     | own     | own customer's | own           |
 | may_revoke_key_of         | any key        | own     | own     | own customer's | own           |
 """
 

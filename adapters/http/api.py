@@ -748,7 +748,7 @@ def send_message(
     idempotency_header: Annotated[
         str | None,
         HeaderParameter(
-            header="Idempotency-Key",
+            name="Idempotency-Key",
             description="as `idempotency_key` in the body (both given: they must agree)",
             required=False,
         ),

@@ -86,8 +86,22 @@ def test_the_owner_revokes_a_key_and_it_stops_working_and_revoking_again_is_harm
     assert keys.repository.get(issued.id).version == 3  # Issued, Named, one Revoked
 
 
-@pytest.mark.parametrize("role", [Role.CUSTOMER_ADMIN, Role.SUPPORT, Role.AUDITOR])
-def test_to_anyone_but_its_owner_or_a_platform_admin_a_key_does_not_exist(
+def test_the_customers_admin_revokes_its_users_keys_another_customers_admin_cannot(
+    keys: InMemoryApiKeys,
+) -> None:
+    issued = keys.issue(user_id=uuid4(), customer_id=CUSTOMER)
+    stranger = Viewer(role=Role.CUSTOMER_ADMIN, customer_id=uuid4(), user_id=uuid4())
+
+    with pytest.raises(NotFound):
+        keys.revoke(issued.id, by=stranger)
+    keys.revoke(issued.id, by=_viewer(uuid4(), Role.CUSTOMER_ADMIN))
+
+    with pytest.raises(AuthenticationFailed):
+        keys.authenticate(issued.key)
+
+
+@pytest.mark.parametrize("role", [Role.CUSTOMER_USER, Role.SUPPORT, Role.AUDITOR])
+def test_to_anyone_but_its_owner_its_customers_admin_or_a_platform_admin_a_key_does_not_exist(
     keys: InMemoryApiKeys, role: Role
 ) -> None:
     issued = keys.issue(user_id=uuid4(), customer_id=CUSTOMER)

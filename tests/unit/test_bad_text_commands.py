@@ -67,6 +67,7 @@ FIXED: dict[str, dict[str, Any]] = {
     "change_password": {},
     "authenticate": {},
     "disable_user": {},
+    "enable_user": {},
     "user_by_login": {},
     "create_group": {"customer_id": uuid4()},
     "record_disclosure": {"tenant_id": uuid4(), "period_from": date(2026, 1, 1),
