@@ -15,6 +15,8 @@ What each role may do, as the methods below decide ("own": its own customer only
 | sees_traffic_of           | all            | all     | no      | own            | own           |
 | may_read_content_of (R7)  | no             | no      | no      | own            | own           |
 | may_use_dashboard         | yes            | yes     | yes     | no             | no            |
+| may_use_customer_pages    | no             | no      | no      | yes            | yes           |
+| may_administer            | no             | no      | no      | own            | no            |
 | may_change_customer       | all            | all     | no      | own            | no            |
 | may_list_users_of         | all            | all     | all     | own            | no            |
 | may_add_users_to          | first admin    | no      | no      | own            | no            |
@@ -76,8 +78,16 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
     # ------------------------------------------------------------ doing
 
     def may_use_dashboard(self) -> bool:
-        """The admin pages are for Picasse staff; a customer's users use the API."""
+        """The admin pages are for Picasse staff; a customer's users have pages of their own."""
         return self.is_staff
+
+    def may_use_customer_pages(self) -> bool:
+        """The customer's pages (under /app) are for its users; staff use the dashboard."""
+        return not self.is_staff and self.customer_id is not None
+
+    def may_administer(self, customer_id: UUID | None) -> bool:
+        """A customer's own settings (users, API keys, webhooks, templates): its admins."""
+        return self.role is Role.CUSTOMER_ADMIN and self._own(customer_id)
 
     def may_change_customer(self, customer_id: UUID | None) -> bool:
         """Contact details and billing address: support, admins and the customer's admin."""

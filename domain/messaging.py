@@ -790,7 +790,9 @@ class Messages(PicasseApplication):
         message = self._get(message_id, Message, "message")
         if not viewer.sees_customer(message.tenant_id):
             raise NotFound(f"message {message_id} not found")
-        if reveal_content and not viewer.may_read_content_of(message.tenant_id, message.requested_by):
+        if reveal_content and not viewer.may_read_content_of(
+            message.tenant_id, message.requested_by
+        ):
             raise Forbidden(
                 "message content is readable only by the customer's own users, and mail"
                 " Picasse sent to a user (a set-password link) by nobody (R7)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from http import HTTPStatus
 from pathlib import Path
@@ -52,6 +53,7 @@ from picasse.adapters.http.charts import CHANNELS, OUTCOMES, deliveries_chart, o
 from picasse.adapters.http.clients import client_address
 from picasse.adapters.http.health import HealthProbe, PlatformHealth
 from picasse.adapters.http.problems import problem_for
+from picasse.domain.access import Viewer
 from picasse.domain.accounts import acceptable_password
 from picasse.domain.errors import AuthenticationFailed, DomainError, InvalidInput, NotFound
 from picasse.projections.accounts import AccountsView, CustomerRow
@@ -118,9 +120,11 @@ def page(template: str, status: int = HTTPStatus.OK, **context: Any) -> Response
     )
 
 
-def staff_page(
+def caller_page(
     request: Request[Any, Any, Any], template: str, status: int = HTTPStatus.OK, **context: Any
 ) -> Response[str]:
+    """A page for the logged-in caller (staff or a customer's user): the templates get the
+    caller, its viewer and the path, for the navigation."""
     caller = _caller(request)
     return page(
         template, status, caller=caller, viewer=caller.viewer(), path=request.url.path, **context
@@ -134,11 +138,28 @@ def _caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
     return caller
 
 
-def staff_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """The dashboard is for Picasse staff, as the access policy says; a customer's users
-    use the API."""
-    if not _caller(connection).viewer().may_use_dashboard():
-        raise PermissionDeniedException("the dashboard is for Picasse staff")
+class PageGuard:
+    """A page guard: one question of the access policy, asked of the logged-in caller.
+
+    The question is kept on the guard (`question`), so that the page access test asks the
+    policy the same question and compares.
+    """
+
+    def __init__(self, question: Callable[[Viewer], bool], refusal: str) -> None:
+        self.question, self.refusal = question, refusal
+
+    def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if not self.question(_caller(connection).viewer()):
+            raise PermissionDeniedException(self.refusal)
+
+
+# The dashboard is for Picasse staff, as the access policy says.
+staff_only = PageGuard(Viewer.may_use_dashboard, "the dashboard is for Picasse staff")
+
+
+def home_of(viewer: Viewer) -> str:
+    """Where a logged-in person starts: staff on the dashboard, a customer's users on theirs."""
+    return "/admin/" if viewer.may_use_dashboard() else "/app/"
 
 
 # Signing in and out
@@ -146,8 +167,9 @@ def staff_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandl
 
 @get("/login", opt=PUBLIC, include_in_schema=False)
 async def login_page(request: Request[Any, Any, Any]) -> Response[Any]:
-    if current_caller(request) is not None:
-        return Redirect("/admin/")
+    caller = current_caller(request)
+    if caller is not None:
+        return Redirect(home_of(caller.viewer()))
     return page("login.html")
 
 
@@ -159,7 +181,7 @@ async def login(
 ) -> Response[Any]:
     client_ip = client_address(request)
     try:
-        _, token = await log_in(dashboard.http, data.login, data.password, client_ip)
+        caller, token = await log_in(dashboard.http, data.login, data.password, client_ip)
     except AuthenticationFailed:
         message = "Wrong login or password."
         return page("login.html", HTTPStatus.UNAUTHORIZED, error=message)
@@ -172,7 +194,7 @@ async def login(
         return page("login.html", HTTPStatus.UNPROCESSABLE_ENTITY, error=error.message)
     except DomainError as error:  # a disabled account: said only after the right password
         return page("login.html", HTTPStatus.FORBIDDEN, error=error.message)
-    response: Response[Any] = Redirect("/admin/", status_code=SEE_OTHER)
+    response: Response[Any] = Redirect(home_of(caller.viewer()), status_code=SEE_OTHER)
     set_session_cookie(response, token, secure=dashboard.secure_cookies)
     return response
 
@@ -234,6 +256,49 @@ def set_password(
     return page("set_password.html", valid=False, token=token, done=True)
 
 
+# One's own account: the password (staff and a customer's users alike)
+
+
+class PasswordChangeForm(msgspec.Struct, frozen=True):
+    current_password: str = ""
+    new_password: str = ""
+    repeat: str = ""
+
+
+@get("/account", include_in_schema=False)
+async def account_page(request: Request[Any, Any, Any]) -> Response[str]:
+    return caller_page(request, "account.html", home=home_of(_caller(request).viewer()))
+
+
+@post(
+    "/account/password",
+    include_in_schema=False,
+    sync_to_thread=True,
+    request_max_body_size=MAX_FORM_BYTES,
+)
+def change_own_password(
+    request: Request[Any, Any, Any],
+    dashboard: NamedDependency[Dashboard],
+    data: Annotated[PasswordChangeForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Response[str]:
+    """Changes the password (the same command as `POST /v1/me/password`)."""
+    caller = _caller(request)
+    home = home_of(caller.viewer())
+    try:
+        with password_field("new_password"):
+            acceptable_password(data.new_password)  # what is wrong with it, before "differ"
+            if data.new_password != data.repeat:
+                raise InvalidInput("repeat: the two passwords differ", field="repeat")
+            user_id = dashboard.http.accounts.change_password(
+                caller.login, data.current_password, data.new_password
+            )
+    except DomainError as error:
+        problem, _ = problem_for(error)
+        return caller_page(request, "account.html", problem.status, home=home, error=error.message)
+    ended = end_other_sessions(dashboard.http, user_id, request.cookies.get(SESSION_COOKIE))
+    return caller_page(request, "account.html", home=home, done=True, sessions_ended=ended)
+
+
 # The dashboard
 
 
@@ -278,7 +343,7 @@ async def overview(
     )
     week = [c for c in counts if c.day > today - timedelta(days=7)]
     todays = [c for c in counts if c.day == today]
-    return staff_page(
+    return caller_page(
         request,
         "overview.html",
         today=today,
@@ -321,7 +386,7 @@ def customers_page(
 ) -> Response[str]:
     customers = dashboard.accounts.customers()
     users = Counter(u.customer_id for u in dashboard.accounts.users())
-    return staff_page(request, "customers.html", customers=customers, user_counts=users)
+    return caller_page(request, "customers.html", customers=customers, user_counts=users)
 
 
 @get("/customers/{customer_id:uuid}", include_in_schema=False, sync_to_thread=True)
@@ -348,7 +413,7 @@ def customer_page(
         for channel, _ in CHANNELS
     }
     ledger = [] if dashboard.ledger is None else dashboard.ledger.entries(customer_id=customer_id)
-    return staff_page(
+    return caller_page(
         request,
         "customer.html",
         customer=customer,
@@ -389,7 +454,7 @@ def traffic_page(
             datetime.combine(last + timedelta(days=1), time.min, UTC),
             limit=TRAFFIC_LIMIT + 1,
         )
-    return staff_page(
+    return caller_page(
         request,
         "traffic.html",
         HTTPStatus.BAD_REQUEST if errors else HTTPStatus.OK,
@@ -424,7 +489,7 @@ def ledger_page(
         else dashboard.ledger.entries(customer_id=customer_id)
     )
     customers = dashboard.accounts.customers()
-    return staff_page(
+    return caller_page(
         request,
         "ledger.html",
         HTTPStatus.BAD_REQUEST if errors else HTTPStatus.OK,
@@ -490,12 +555,14 @@ def error_page(request: Request[Any, Any, Any], error: Exception) -> Response[An
         status_code=problem.status,
         title=problem.title,
         detail=problem.detail,
-        forbidden=problem.status == HTTPStatus.FORBIDDEN,
     )
 
 
 def pages_router(deps: HttpDeps) -> Router:
-    """The login pages, the dashboard under /admin, and the stylesheet under /static."""
+    """The login and account pages, the dashboard under /admin, the customer's pages under
+    /app, and the stylesheet under /static."""
+    from picasse.adapters.http.customer_pages import customer_pages_router  # it uses ours
+
     dashboard = Dashboard(deps)
     admin = Router(
         path="/admin",
@@ -507,7 +574,18 @@ def pages_router(deps: HttpDeps) -> Router:
     )
     return Router(
         path="/",
-        route_handlers=[login_page, login, logout, set_password_page, set_password, admin, static],
+        route_handlers=[
+            login_page,
+            login,
+            logout,
+            set_password_page,
+            set_password,
+            account_page,
+            change_own_password,
+            admin,
+            customer_pages_router(),
+            static,
+        ],
         dependencies={
             "dashboard": Provide(lambda: dashboard, use_cache=True, sync_to_thread=False)
         },

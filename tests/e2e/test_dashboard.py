@@ -111,6 +111,10 @@ def _seed_with(accounts: Accounts, messages: Messages) -> tuple[dict[str, UUID],
     sender = add_customer_user(
         accounts, customer_id=acme, login="cust.user", role=Role.CUSTOMER_USER, password=PASSWORD
     )
+    add_customer_user(  # changes its password: nobody else logs in with it
+        accounts, customer_id=acme, login="cust.changer", role=Role.CUSTOMER_ADMIN,
+        password=PASSWORD,
+    )  # fmt: skip
 
     recipients: list[str] = []
     for n, customer_id in enumerate(customers.values()):
@@ -355,8 +359,12 @@ def test_a_wrong_password_shows_a_clear_message_and_keeps_nothing(
     page.screenshot(path=OUTPUT / "login-refused.png")
 
 
-def test_a_customer_user_is_refused_the_dashboard(page: Page, platform: Platform) -> None:
+def test_a_customer_user_lands_on_its_own_pages_and_is_refused_the_dashboard(
+    page: Page, platform: Platform
+) -> None:
     log_in(page, "cust.user")
+    page.wait_for_url("**/app/")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Acme Alerts")
     response = page.goto("/admin/")
     assert response.status == 403
     expect(page.get_by_role("heading", level=1)).to_have_text("Forbidden")
@@ -427,3 +435,35 @@ def test_the_privacy_ledger_page_lists_disclosures_without_personal_data(
     html = page.content()
     assert all(recipient not in html for recipient in platform.recipients)
     page.screenshot(path=OUTPUT / "dashboard-ledger.png", full_page=True)
+
+
+# ------------------------------------------------------------------ the customer's pages
+
+
+def test_a_customer_admin_changes_its_password_on_the_account_page(
+    page: Page, platform: Platform
+) -> None:
+    new_password = "violet harbour compass 42"
+    log_in(page, "cust.changer")
+    page.wait_for_url("**/app/")
+    page.get_by_role("link", name="Password").click()
+    page.wait_for_url("**/account")
+
+    page.get_by_label("Current password").fill(PASSWORD)
+    page.get_by_label("New password").fill(new_password)
+    page.get_by_label("Repeat it").fill("something else entirely 7")
+    page.get_by_role("button", name="Change password").click()
+    expect(page.get_by_role("alert")).to_have_text("repeat: the two passwords differ")
+
+    page.get_by_label("Current password").fill(PASSWORD)
+    page.get_by_label("New password").fill(new_password)
+    page.get_by_label("Repeat it").fill(new_password)
+    page.get_by_role("button", name="Change password").click()
+    expect(page.locator('[data-result="password-changed"]')).to_be_visible()
+    page.screenshot(path=OUTPUT / "account-password-changed.png")
+
+    page.get_by_role("button", name="Log out").click()
+    log_in(page, "cust.changer")  # the old password no longer works
+    expect(page.get_by_role("alert")).to_have_text("Wrong login or password.")
+    log_in(page, "cust.changer", new_password)
+    page.wait_for_url("**/app/")

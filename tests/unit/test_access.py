@@ -32,7 +32,7 @@ def _viewer(role: Role) -> Viewer:
 def _answers(viewer: Viewer, question: str) -> str:
     """What the method answers, in the table's words."""
     method = getattr(viewer, question)
-    if question == "may_use_dashboard":
+    if question in ("may_use_dashboard", "may_use_customer_pages"):
         return "yes" if method() else "no"
     if question in ("may_revoke_key_of", "sees_api_keys_of"):  # (owner, owner's customer)
         if method(uuid.uuid4(), OTHER):
