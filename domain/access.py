@@ -22,7 +22,6 @@ What each role may do, as the methods below decide ("own": its own customer only
 | may_add_users_to          | first admin    | no      | no      | own            | no            |
 | may_change_users_of       | all            | all     | no      | own            | no            |
 | may_send_messages_for     | no             | no      | no      | own            | own           |
-| may_manage_api_keys_of    | no             | no      | no      | own            | no            |
 | sees_api_keys_of          | own            | own     | own     | own customer's | own           |
 | may_revoke_key_of         | any key        | own     | own     | own customer's | own           |
 """
@@ -123,14 +122,10 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
             return self.role in (Role.PLATFORM_ADMIN, Role.SUPPORT)
         return self.role is Role.CUSTOMER_ADMIN and self._own(customer_id)
 
-    def may_manage_api_keys_of(self, customer_id: UUID | None) -> bool:
-        """Every API key of a customer's users (list, revoke): the customer's admins."""
-        return self.role is Role.CUSTOMER_ADMIN and self._own(customer_id)
-
     def sees_api_keys_of(self, owner: UUID, customer_id: UUID | None) -> bool:
         """An API key's name, scopes and dates (never its secret): its owner, and the admins
-        of the customer whose key it is."""
-        return owner == self.user_id or self.may_manage_api_keys_of(customer_id)
+        of the customer whose key it is (they list and revoke every key of its users)."""
+        return owner == self.user_id or self.may_administer(customer_id)
 
     def may_send_messages_for(self, customer_id: UUID | None) -> bool:
         """Sending is the customer's own business: its users, never Picasse staff."""

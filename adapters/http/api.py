@@ -378,7 +378,7 @@ def list_api_keys(
     caller: NamedDependency[Caller], accounts_view: NamedDependency[AccountsView]
 ) -> list[ApiKeyOut]:
     viewer = caller.viewer()
-    mine = None if viewer.may_manage_api_keys_of(caller.customer_id) else caller.user_id
+    mine = None if viewer.may_administer(caller.customer_id) else caller.user_id
     return [
         ApiKeyOut(
             id=row.id,
