@@ -75,7 +75,9 @@ def parse_scopes(texts: Iterable[str], field: str = "scopes") -> frozenset[Scope
             scopes.add(Scope(text))
         except ValueError:
             known = ", ".join(s.value for s in Scope)
-            raise InvalidInput(f"{field}: unknown scope {text!r}; known: {known}", field=field) from None
+            raise InvalidInput(
+                f"{field}: unknown scope {text!r}; known: {known}", field=field
+            ) from None
     if not scopes:
         raise InvalidInput(f"{field}: give at least one scope", field=field)
     return frozenset(scopes)

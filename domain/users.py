@@ -116,7 +116,9 @@ class User(Aggregate):
     def change_role(self, role: Role, by: str = "") -> None:
         """A customer's user becomes its admin or an ordinary user; staff roles stay staff's."""
         if role.is_platform != self.role.is_platform:
-            raise Conflict(f"user {self.login}: staff and customer roles do not change into each other")
+            raise Conflict(
+                f"user {self.login}: staff and customer roles do not change into each other"
+            )
         if role is not self.role:
             self._role_changed(self.tenant_id, role, by)
 

@@ -630,7 +630,7 @@ def add_user(
     request_max_body_size=16 * 1024,
     summary="Change a customer's user: its role, or disable or enable it",
     description=(
-        "`{\"role\": \"customer_admin\"}` or `customer_user`; `{\"disabled\": true}` ends the"
+        '`{"role": "customer_admin"}` or `customer_user`; `{"disabled": true}` ends the'
         " user's sessions and stops their API keys, `false` lets them in again. Asking for"
         " what already holds changes nothing. The customer's last active admin is neither"
         " disabled nor demoted: 409 last-admin."

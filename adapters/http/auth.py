@@ -90,7 +90,9 @@ class Caller(msgspec.Struct, frozen=True):
     role: Role
     customer_id: UUID | None  # None for Picasse staff
     via: Literal["session", "api-key"]
-    scopes: frozenset[ApiScope] | None = None  # an API key's; None for a session (the role limits it)
+    scopes: frozenset[ApiScope] | None = (
+        None  # an API key's; None for a session (the role limits it)
+    )
 
     def viewer(self) -> Viewer:
         return Viewer(role=self.role, customer_id=self.customer_id, user_id=self.user_id)

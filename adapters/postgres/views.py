@@ -96,7 +96,9 @@ class _View(PostgresTrackingRecorder):
                 missing |= exists is None or exists["t"] is None
             if missing:
                 curs.execute(
-                    sql.SQL("SELECT 1 FROM {} WHERE application_name <> %s LIMIT 1").format(tracking),
+                    sql.SQL("SELECT 1 FROM {} WHERE application_name <> %s LIMIT 1").format(
+                        tracking
+                    ),
                     (self.table_migration_identifier,),
                 )
                 stale = curs.fetchone() is not None  # it has taken events: start again
