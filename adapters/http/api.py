@@ -5,21 +5,23 @@ with `allowed(Viewer.question, …)` guards and in their handlers, never by a ro
 own. What it answers, route by route (✓ any; "own": only their own customer, others' answer
 404; no: 403):
 
-| route                                  | platform_admin | support    | auditor         | customer_admin | customer_user |
-|----------------------------------------|----------------|------------|-----------------|----------------|---------------|
-| POST, DELETE /v1/sessions              | anyone: log in, log out                                                               |
-| POST /v1/api-keys                      | ✓              | ✓          | ✓               | ✓              | ✓             |
-| DELETE /v1/api-keys/{key_id}           | any key        | own key    | own key         | own key        | own key       |
-| GET /v1/customers                      | all            | all        | all (1)         | own            | own           |
-| GET /v1/customers/{customer_id}        | ✓              | ✓          | ✓ (1)           | own            | own           |
-| PATCH /v1/customers/{customer_id}      | ✓              | ✓          | no              | own            | no            |
-| GET /v1/customers/{customer_id}/users  | ✓              | ✓          | ✓               | own            | no            |
-| POST /v1/customers/{customer_id}/users | first admin (2)| no         | no              | own (2)        | no            |
-| POST /v1/me/password                   | ✓              | ✓          | ✓               | ✓              | ✓             |
-| POST /v1/password-links/{token}        | anyone holding the link (a customer's user, from their mail)                         |
-| POST /v1/messages                      | no             | no         | no              | own            | own           |
-| GET /v1/messages/{message_id}          | status (3)     | status (3) | status (3), no recipients | own (4) | own (4)     |
-| GET /v1/traffic                        | customer_id=   | customer_id= | customer_id=, no recipients | own | own           |
+| route                                  | scope (5)     | platform_admin | support    | auditor         | customer_admin | customer_user |
+|----------------------------------------|---------------|----------------|------------|-----------------|----------------|---------------|
+| POST, DELETE /v1/sessions              | public        | anyone: log in, log out                                                               |
+| GET /v1/api-keys                       | users         | own keys       | own keys   | own keys        | customer's (6) | own keys      |
+| POST /v1/api-keys                      | users         | ✓              | ✓          | ✓               | ✓              | ✓             |
+| DELETE /v1/api-keys/{key_id}           | users         | any key        | own key    | own key         | customer's (6) | own key       |
+| GET /v1/customers                      | users         | all            | all        | all (1)         | own            | own           |
+| GET /v1/customers/{customer_id}        | users         | ✓              | ✓          | ✓ (1)           | own            | own           |
+| PATCH /v1/customers/{customer_id}      | users         | ✓              | ✓          | no              | own            | no            |
+| GET /v1/customers/{customer_id}/users  | users         | ✓              | ✓          | ✓               | own            | no            |
+| POST /v1/customers/{customer_id}/users | users         | first admin (2)| no         | no              | own (2)        | no            |
+| PATCH /v1/customers/{id}/users/{user_id} | users       | ✓ (7)          | ✓ (7)      | no              | own (7)        | no            |
+| POST /v1/me/password                   | users         | ✓              | ✓          | ✓               | ✓              | ✓             |
+| POST /v1/password-links/{token}        | public        | anyone holding the link (a customer's user, from their mail)                         |
+| POST /v1/messages                      | messages:send | no             | no         | no              | own            | own           |
+| GET /v1/messages/{message_id}          | messages:read | status (3)     | status (3) | status (3), no recipients | own (4) | own (4)     |
+| GET /v1/traffic                        | messages:read | customer_id=   | customer_id= | customer_id=, no recipients | own | own           |
 
 (1) organisation and subscription only: contact person and billing address are for
     support, admins and the customer itself.
@@ -31,6 +33,14 @@ own. What it answers, route by route (✓ any; "own": only their own customer, o
     per customer (429).
 (3) never the content (R7): `reveal_content=true` answers 403 to every Picasse role.
 (4) `reveal_content=true` adds the body: only the customer's own users ever get one.
+(5) what an API key needs to call the route (`opt=scoped(Scope....)` on the handler;
+    `auth.scope_guard` refuses a key without it: 403 missing-scope). Sessions are limited
+    by the role alone. A route naming no scope takes no key at all.
+(6) a customer's admins list and revoke every key of the customer's users
+    (`Viewer.sees_api_keys_of`); everyone else their own keys only.
+(7) role (customer_admin, customer_user) or disabled true/false (`Viewer.may_change_users_of`);
+    disabling ends the user's sessions. The customer's last active admin is neither
+    disabled nor demoted (409 last-admin).
 
 The tenant check is not repeated here: `auth.tenant_guard` checks every `customer_id` in a
 path or query, and the domain's queries check resources addressed by their own id.
