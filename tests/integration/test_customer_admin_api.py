@@ -298,3 +298,31 @@ def test_the_same_idempotency_key_with_a_different_request_answers_422_and_sends
     body = _problem(reused, 422, "idempotency-key-reused")
     assert body["field"] == "idempotency_key"
     assert here.deps.messages.recorder.max_notification_id() == before
+
+
+# ---------------------------------------------------------------- the admins' pages
+
+
+def test_the_users_page_adds_changes_disables_and_keeps_the_last_admin(
+    here: Here, staff: dict[Role, str]
+) -> None:
+    solo = make_tenant(here.deps, f"Page{uuid.uuid4().hex[:4]}")
+    admin = here.session(solo.admin_login)
+
+    last = admin.post(f"/app/users/{solo.admin_id}", data={"disabled": "true"})
+    disabled = admin.post(f"/app/users/{solo.user_id}", data={"disabled": "true"})
+    enabled = admin.post(f"/app/users/{solo.user_id}", data={"disabled": "false"})
+    promoted = admin.post(f"/app/users/{solo.user_id}", data={"role": "customer_admin"})
+    login = f"paged-{uuid.uuid4().hex[:6]}"
+    added = admin.post(
+        "/app/users", data={"login": login, "email": "p@page.example", "role": "customer_user"}
+    )
+
+    assert last.status_code == 409 and "last active admin" in last.text
+    assert disabled.status_code == 200 and 'data-result="user-changed"' in disabled.text
+    assert enabled.status_code == 200 and promoted.status_code == 200
+    assert here.deps.accounts.user(solo.user_id).role is Role.CUSTOMER_ADMIN
+    assert added.status_code == 200 and 'data-result="user-added"' in added.text
+    assert here.deps.accounts.user_by_login(login).role is Role.CUSTOMER_USER
+    assert here.session(solo.user_login).get("/app/users").status_code == 200  # admin now
+    assert here.session(staff[Role.SUPPORT]).get("/app/users").status_code == 403
