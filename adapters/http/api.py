@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import msgspec
@@ -78,7 +78,7 @@ from picasse.adapters.http.clients import client_address
 from picasse.adapters.http.problems import problem_responses
 from picasse.adapters.password_links import mail_password_link
 from picasse.domain.access import Viewer
-from picasse.domain.accounts import MAX_PASSWORD_LENGTH, Accounts
+from picasse.domain.accounts import MAX_PASSWORD_LENGTH, Accounts, UserDetails
 from picasse.domain.api_keys import MAX_NAME, SCOPE_DESCRIPTIONS, ApiKeys, Scope
 from picasse.domain.customers import Subscription
 from picasse.domain.errors import InvalidInput
@@ -88,6 +88,9 @@ from picasse.domain.personal import Erased
 from picasse.domain.values import Role
 from picasse.projections.accounts import AccountsView
 from picasse.projections.traffic import TrafficView
+
+if TYPE_CHECKING:
+    from picasse.adapters.http.app import HttpDeps
 
 MAX_TRAFFIC_ROWS = 1000
 DEFAULT_TRAFFIC_PERIOD = timedelta(days=1)
@@ -604,8 +607,6 @@ def add_user(
     customer_id: FromPath[UUID],
     data: JSONBody[NewUser],
     caller: NamedDependency[Caller],
-    accounts: NamedDependency[Accounts],
-    messages: NamedDependency[Messages],
     deps: NamedDependency[Any],
 ) -> UserOut:
     if data.role.is_platform:
@@ -613,16 +614,13 @@ def add_user(
             f"role {data.role.value} is for Picasse staff, who are added with the CLI",
             field="role",
         )
-    throttle_user_creation(deps, customer_id)
-    link = accounts.invite_user(
-        customer_id=customer_id,
-        login=data.login,
-        role=data.role,
-        email=data.email,
-        by=caller.viewer(),
+    user = invite_and_mail(
+        deps, customer_id, login=data.login, role=data.role, email=data.email, by=caller.viewer()
     )
-    mail_password_link(messages, deps.ack_links.public_url, link)
-    user = accounts.user(link.user_id)
+    return _user_out(user)
+
+
+def _user_out(user: UserDetails) -> UserOut:
     return UserOut(
         id=user.id,
         customer_id=user.customer_id,
@@ -630,6 +628,36 @@ def add_user(
         role=user.role,
         disabled=user.disabled,
     )
+
+
+def invite_and_mail(
+    deps: HttpDeps, customer_id: UUID, *, login: str, role: Role, email: str, by: Viewer
+) -> UserDetails:
+    """Adds a customer's user and mails them their set-password link (rate-limited per
+    customer): the one way of the API and the customer's pages."""
+    throttle_user_creation(deps, customer_id)
+    link = deps.accounts.invite_user(
+        customer_id=customer_id, login=login, role=role, email=email, by=by
+    )
+    mail_password_link(deps.messages, deps.ack_links.public_url, link)
+    return deps.accounts.user(link.user_id)
+
+
+def change_and_end_sessions(
+    deps: HttpDeps,
+    customer_id: UUID,
+    user_id: UUID,
+    *,
+    role: Role | None,
+    disabled: bool | None,
+    by: Viewer,
+) -> UserDetails:
+    """Changes a customer's user; a disabled user's every session ends at once (the API's
+    and the customer's pages' one way)."""
+    user = deps.accounts.change_user(customer_id, user_id, role=role, disabled=disabled, by=by)
+    if user.disabled:
+        end_other_sessions(deps, user.id, None)  # every session of theirs: none is kept
+    return user
 
 
 @patch(
@@ -653,21 +681,12 @@ def change_user(
     user_id: FromPath[UUID],
     data: JSONBody[UserChange],
     caller: NamedDependency[Caller],
-    accounts: NamedDependency[Accounts],
     deps: NamedDependency[Any],
 ) -> UserOut:
-    user = accounts.change_user(
-        customer_id, user_id, role=data.role, disabled=data.disabled, by=caller.viewer()
+    user = change_and_end_sessions(
+        deps, customer_id, user_id, role=data.role, disabled=data.disabled, by=caller.viewer()
     )
-    if user.disabled:
-        end_other_sessions(deps, user.id, None)  # every session of theirs: none is kept
-    return UserOut(
-        id=user.id,
-        customer_id=user.customer_id,
-        login=_text(user.login),
-        role=user.role,
-        disabled=user.disabled,
-    )
+    return _user_out(user)
 
 
 @post(

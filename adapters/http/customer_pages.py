@@ -20,7 +20,7 @@ from litestar import Request, Response, Router, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from picasse.adapters.http.auth import end_other_sessions, throttle_user_creation
+from picasse.adapters.http.api import change_and_end_sessions, invite_and_mail
 from picasse.adapters.http.pages import (
     MAX_FORM_BYTES,
     Dashboard,
@@ -29,7 +29,6 @@ from picasse.adapters.http.pages import (
     caller_page,
 )
 from picasse.adapters.http.problems import problem_for
-from picasse.adapters.password_links import mail_password_link
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import UserDetails
 from picasse.domain.api_keys import SCOPE_DESCRIPTIONS, IssuedKey
@@ -95,6 +94,12 @@ async def _attempt(command: Callable[[], Any]) -> tuple[Any, str | None, int]:
 CUSTOMER_ROLES = (Role.CUSTOMER_ADMIN, Role.CUSTOMER_USER)
 
 
+def _role(text: str) -> Role:
+    if text not in {r.value for r in CUSTOMER_ROLES}:
+        raise InvalidInput("role: customer_admin or customer_user", field="role")
+    return Role(text)
+
+
 def _users_page(
     request: Request[Any, Any, Any],
     dashboard: Dashboard,
@@ -155,20 +160,14 @@ async def add_user(
     http = dashboard.http
 
     def invite() -> UserDetails:
-        try:
-            role = Role(_one(form, "role"))
-        except ValueError:
-            raise InvalidInput("role: customer_admin or customer_user", field="role") from None
-        throttle_user_creation(http, customer_id)
-        link = http.accounts.invite_user(
-            customer_id=customer_id,
+        return invite_and_mail(
+            http,
+            customer_id,
             login=_one(form, "login"),
-            role=role,
+            role=_role(_one(form, "role")),
             email=_one(form, "email"),
             by=viewer,
         )
-        mail_password_link(http.messages, http.ack_links.public_url, link)
-        return http.accounts.user(link.user_id)
 
     added, error, status = await _attempt(invite)
     return await anyio.to_thread.run_sync(
@@ -198,20 +197,14 @@ async def change_user(
 
     def change() -> UserDetails:
         role, disabled = _one(form, "role"), _one(form, "disabled")
-        try:
-            new_role = Role(role) if role else None
-        except ValueError:
-            raise InvalidInput("role: customer_admin or customer_user", field="role") from None
-        user = http.accounts.change_user(
+        return change_and_end_sessions(
+            http,
             customer_id,
             user_id,
-            role=new_role,
+            role=_role(role) if role else None,
             disabled={"true": True, "false": False}.get(disabled),
             by=viewer,
         )
-        if user.disabled:
-            end_other_sessions(http, user.id, None)
-        return user
 
     changed, error, status = await _attempt(change)
     return await anyio.to_thread.run_sync(
