@@ -57,6 +57,11 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/v1/customers/{customer_id:uuid}/users/{user_id:uuid}"): {"disabled": True},
     ("POST", "/v1/api-keys"): {"name": "planted", "scopes": ["users"]},
     ("POST", "/v1/me/password"): {"current_password": "not it", "new_password": PASSWORD},
+    ("POST", "/account/password"): {
+        "current_password": "not it",
+        "new_password": PASSWORD,
+        "repeat": PASSWORD,
+    },
     ("POST", "/v1/messages"): {"channel": "sms", "to": ["+31612345678"], "body": "hi"},
 }
 
