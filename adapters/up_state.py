@@ -1,7 +1,7 @@
 """The state file `picasse up` keeps in its data dir: which services run, how often they
 restarted. Written by the supervisor, read by the API for `/health` and the dashboard.
 
-It holds names, pids, exit statuses and times only: no personal data.
+It holds names, pids, exit statuses, times and the public URL only: no personal data.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class ServiceState(msgspec.Struct, frozen=True, kw_only=True):
 class UpState(msgspec.Struct, frozen=True, kw_only=True):
     pid: int
     services: list[ServiceState]
+    public_url: str | None = None  # where the world reaches this platform's API and pages
     stopping: str | None = None  # set when `up` gives up on a service that keeps failing
 
 

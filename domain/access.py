@@ -24,6 +24,10 @@ What each role may do, as the methods below decide ("own": its own customer only
 | may_send_messages_for     | no             | no      | no      | own            | own           |
 | sees_api_keys_of          | own            | own     | own     | own customer's | own           |
 | may_revoke_key_of         | any key        | own     | own     | own customer's | own           |
+
+Stored templates are content: read by those who `may_read_content_of` it, managed by those
+who `may_administer` the customer. Recipient groups are read by those who
+`may_send_messages_for` the customer (they send to them) and managed by its admins.
 """
 
 from __future__ import annotations

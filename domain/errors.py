@@ -38,6 +38,18 @@ class AlreadyTerminated(Conflict):
     code = "already-terminated"
 
 
+class NotCancellable(Conflict):
+    """A message can be cancelled only while it is scheduled and none of it has started."""
+
+    code = "message-not-cancellable"
+
+
+class NameTaken(Conflict):
+    """A customer's template or group of that name (and channel) exists already."""
+
+    code = "name-taken"
+
+
 class LoginTaken(Conflict):
     code = "login-taken"
 

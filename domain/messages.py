@@ -16,7 +16,7 @@ from uuid import UUID, uuid5
 import msgspec
 from eventsourcing.domain import Aggregate, event
 
-from picasse.domain.errors import Conflict
+from picasse.domain.errors import Conflict, NotCancellable
 from picasse.domain.personal import Erased, Personal
 
 
@@ -37,6 +37,7 @@ class DeliveryStatus(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"  # the network reported that it could not deliver
     UNDELIVERED = "undelivered"  # we gave up: attempts used up, or refused for good
+    CANCELLED = "cancelled"  # the customer cancelled its scheduled message before it started
 
     @property
     def final(self) -> bool:
@@ -44,7 +45,12 @@ class DeliveryStatus(StrEnum):
 
 
 FINAL_STATUSES = frozenset(
-    {DeliveryStatus.DELIVERED, DeliveryStatus.FAILED, DeliveryStatus.UNDELIVERED}
+    {
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.FAILED,
+        DeliveryStatus.UNDELIVERED,
+        DeliveryStatus.CANCELLED,
+    }
 )
 
 
@@ -332,6 +338,23 @@ class Delivery(Aggregate):
         self.status = DeliveryStatus.FAILED
         self.reason = reason
 
+    @property
+    def not_started(self) -> bool:
+        """Still waiting for its first attempt: nothing was tried or handed to anyone."""
+        return self.status is DeliveryStatus.QUEUED and self.attempts == 0
+
+    def cancel(self) -> None:
+        """The customer withdrew it before anything was tried; the worker sends nothing."""
+        if self.status is DeliveryStatus.CANCELLED:
+            return
+        if not self.not_started:
+            raise NotCancellable(f"delivery {self.id} is already {self.status.value}")
+        self._cancelled()
+
+    @event("Cancelled")
+    def _cancelled(self) -> None:
+        self.status = DeliveryStatus.CANCELLED
+
     def acknowledge(self, via: str) -> None:
         if not self.acknowledged:
             self._acknowledged(via)
@@ -364,6 +387,7 @@ class RecipientGroup(Aggregate):
         self.tenant_id = tenant_id
         self.name = name
         self.members = members
+        self.deleted = False
 
     def replace_members(self, members: list[Member]) -> None:
         self._members_replaced(self.tenant_id, members)
@@ -371,6 +395,17 @@ class RecipientGroup(Aggregate):
     @event("MembersReplaced")
     def _members_replaced(self, tenant_id: UUID, members: list[Member]) -> None:
         self.members = members
+        self.deleted = False  # setting a deleted group's members again brings it back
+
+    def delete(self) -> None:
+        """Nobody is sent to it any more; its members stay sealed under the group's key
+        until the customer's keys go (the registry's `group` kind)."""
+        if not self.deleted:
+            self._deleted(self.tenant_id)
+
+    @event("Deleted")
+    def _deleted(self, tenant_id: UUID) -> None:
+        self.deleted = True
 
 
 def group_name_key(tenant_id: UUID, name: str) -> str:
@@ -412,3 +447,81 @@ class IdempotencyClaim(Aggregate):
         fingerprint: Annotated[str, Personal("traffic", of="month")],
     ) -> None:
         self.fingerprint = fingerprint  # Erased once the month's key is gone
+
+
+class MessageTemplate(Aggregate):
+    """A customer's named text for one channel, with {name} placeholders filled when a
+    message is sent from it. Name and text are the customer's content, sealed under the
+    template's own key (the registry's `template` kind), kept for the subscription.
+
+    The id is a keyed pseudonym of (customer, channel, name), so a name is used once per
+    channel without being stored readable (`template_name_key`).
+    """
+
+    @event("Saved")
+    def __init__(
+        self,
+        id: UUID,
+        tenant_id: UUID,
+        channel: Channel,
+        name: Annotated[str, Personal("template")],
+        text: Annotated[str, Personal("template")],
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.channel = channel
+        self.name = name
+        self.text = text
+        self.deleted = False
+
+    def change(self, text: str) -> None:
+        self._changed(self.tenant_id, text)
+
+    @event("Changed")
+    def _changed(self, tenant_id: UUID, text: Annotated[str, Personal("template")]) -> None:
+        self.text = text
+        self.deleted = False  # saving a deleted template's name again brings it back
+
+    def delete(self) -> None:
+        if not self.deleted:
+            self._deleted(self.tenant_id)
+
+    @event("Deleted")
+    def _deleted(self, tenant_id: UUID) -> None:
+        self.deleted = True
+
+
+def template_name_key(tenant_id: UUID, channel: Channel, name: str) -> str:
+    """What a template's pseudonymous id is keyed on: customer, channel and name (caseless,
+    runs of spaces as one)."""
+    return f"{tenant_id}/{channel.value}/{' '.join(name.split()).casefold()}"
+
+
+class Catalogue(Aggregate):
+    """The ids (nothing else) of one customer's templates or groups, so they can be listed:
+    their names are sealed and their ids pseudonyms, so nothing else finds them all."""
+
+    @event("Opened")
+    def __init__(self, id: UUID, tenant_id: UUID, of: str) -> None:
+        self.tenant_id = tenant_id
+        self.of = of
+        self.ids: list[UUID] = []
+
+    def add(self, ident: UUID) -> None:
+        if ident not in self.ids:
+            self._added(ident)
+
+    @event("Added")
+    def _added(self, ident: UUID) -> None:
+        self.ids.append(ident)
+
+    def remove(self, ident: UUID) -> None:
+        if ident in self.ids:
+            self._removed(ident)
+
+    @event("Removed")
+    def _removed(self, ident: UUID) -> None:
+        self.ids.remove(ident)
+
+
+def catalogue_id(tenant_id: UUID, of: str) -> UUID:
+    return uuid5(tenant_id, f"catalogue/{of}")

@@ -18,9 +18,17 @@ from picasse.domain.access import PICASSE_SENDER, Viewer
 from picasse.domain.application import PicasseApplication, Pseudonyms
 from picasse.domain.clock import Clock
 from picasse.domain.customers import Customer, Subscription
-from picasse.domain.errors import Conflict, DomainError, InvalidInput, NotFound
+from picasse.domain.errors import (
+    Conflict,
+    DomainError,
+    InvalidInput,
+    NameTaken,
+    NotCancellable,
+    NotFound,
+)
 from picasse.domain.messages import (
     AckPolicy,
+    Catalogue,
     Channel,
     Delivery,
     DeliveryStatus,
@@ -28,10 +36,13 @@ from picasse.domain.messages import (
     IdempotencyClaim,
     Member,
     Message,
+    MessageTemplate,
     Priority,
     RecipientGroup,
+    catalogue_id,
     delivery_id,
     group_name_key,
+    template_name_key,
     traffic_month,
 )
 from picasse.domain.personal import Erased
@@ -50,6 +61,8 @@ MAX_SCHEDULE_AHEAD = timedelta(days=7)
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 MAX_IDEMPOTENCY_KEY = 200
 MAX_GROUP_MEMBERS = MAX_RECIPIENTS  # a group is messaged whole, in one save
+MAX_NAME = 100  # of a group or a template
+MAX_CATALOGUE = 1000  # templates, and groups, per customer
 # A worker's outcome meets another process's write to the same delivery: load and decide
 # again, this often at most.
 CONFLICT_RETRIES = 5
@@ -74,6 +87,7 @@ class SendRequest(msgspec.Struct, frozen=True, kw_only=True):
     group: str | None = None
     body: str | None = None
     template: str | None = None  # text with {name} placeholders, filled from `variables`
+    template_id: UUID | None = None  # a stored template, filled from `variables`
     variables: dict[str, str] = {}
     subject: str | None = None
     priority: str = "normal"
@@ -81,6 +95,22 @@ class SendRequest(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str | None = None
     ack_within_minutes: int | None = None
     escalation_groups: list[str] = []
+
+
+class GroupDetails(msgspec.Struct, frozen=True):
+    id: UUID
+    customer_id: UUID
+    name: str | Erased
+    members: list[str | Erased]
+
+
+class TemplateDetails(msgspec.Struct, frozen=True):
+    id: UUID
+    customer_id: UUID
+    channel: Channel
+    name: str | Erased
+    text: str | Erased
+    placeholders: list[str]  # the names `variables` must give, sorted
 
 
 class DeliveryDetails(msgspec.Struct, frozen=True):
@@ -284,9 +314,9 @@ def _refuse_bad_text(request: SendRequest) -> None:
         multi_line(value, "variables")
 
 
-def _render(template: str, variables: dict[str, str]) -> str:
-    """The template with its {name}s filled. Only plain names: a conversion (`{a!r}`) or a
-    format spec (`{a:>999999999}`, a gigabyte of padding) is refused, not obeyed."""
+def placeholders(template: str, field: str = "template") -> set[str]:
+    """The {name}s of a template. Only plain names: a conversion (`{a!r}`) or a format spec
+    (`{a:>999999999}`, a gigabyte of padding) is refused, not obeyed."""
     try:
         fields = [
             (name, spec, conversion)
@@ -294,12 +324,36 @@ def _render(template: str, variables: dict[str, str]) -> str:
             if name is not None
         ]
     except ValueError as error:
-        raise InvalidInput(f"template: {error}", field="template") from None
+        raise InvalidInput(f"{field}: {error}", field=field) from None
     if any(not name.isidentifier() or spec or conversion for name, spec, conversion in fields):
+        raise InvalidInput(f"{field}: placeholders must be plain names like {{name}}", field=field)
+    return {name for name, _, _ in fields}
+
+
+def _name(text: str) -> str:
+    """A group's or template's name: one line, runs of spaces as one, 1 to 100 characters."""
+    name = " ".join(single_line(text, "name").split())
+    if not name or len(name) > MAX_NAME:
+        raise InvalidInput(f"name: 1 to {MAX_NAME} characters", field="name")
+    return name
+
+
+def _template_text(channel: Channel, text: str) -> str:
+    """A stored template's text, checked as a message's body is (its placeholders too)."""
+    multi_line(text, "text")
+    if not text.strip():
+        raise InvalidInput("text: must not be empty", field="text")
+    if len(text) > MAX_BODY[channel]:
         raise InvalidInput(
-            "template: placeholders must be plain names like {name}", field="template"
+            f"text: at most {MAX_BODY[channel]} characters for {channel.value}", field="text"
         )
-    missing = sorted({name for name, _, _ in fields} - variables.keys())
+    placeholders(text, "text")
+    return text
+
+
+def _render(template: str, variables: dict[str, str]) -> str:
+    """The template with its {name}s filled (each a plain name, see `placeholders`)."""
+    missing = sorted(placeholders(template) - variables.keys())
     if missing:
         raise InvalidInput(f"template: no value for {', '.join(missing)}", field="variables")
     return template.format_map(variables)
@@ -321,10 +375,12 @@ class Messages(PicasseApplication):
 
     # Groups
 
-    def create_group(self, customer_id: UUID, name: str, members: list[str]) -> UUID:
-        name = " ".join(single_line(name, "name").split())
-        if not name or len(name) > 100:
-            raise InvalidInput("group name: 1 to 100 characters", field="name")
+    def create_group(
+        self, customer_id: UUID, name: str, members: list[str], *, replace: bool = True
+    ) -> UUID:
+        """Creates the customer's group of that name, or (with `replace`, as `picasse groups
+        set` does) replaces the members of the one that exists; returns its id."""
+        name = _name(name)
         parsed = self._members(members)
         self._sending_customer(customer_id)
         ident = self._group_ident(customer_id, name)
@@ -333,9 +389,149 @@ class Messages(PicasseApplication):
         except NotFound:
             group = RecipientGroup(id=ident, tenant_id=customer_id, name=name, members=parsed)
         else:
+            if not replace and not group.deleted:
+                raise NameTaken(f"name: this customer has a group {name!r} already", field="name")
             group.replace_members(parsed)
-        self.save(group)
+        self.save(group, self._listed(customer_id, "groups", ident))
         return ident
+
+    def replace_group_members(self, customer_id: UUID, group_id: UUID, members: list[str]) -> None:
+        parsed = self._members(members)
+        group = self._own_group(customer_id, group_id)
+        self._sending_customer(customer_id)
+        group.replace_members(parsed)
+        self.save(group)
+
+    def delete_group(self, customer_id: UUID, group_id: UUID) -> None:
+        """Nobody is sent to it again (nor escalated to); its name is free for a new group."""
+        group = self._own_group(customer_id, group_id)
+        group.delete()
+        self.save(group, self._unlisted(customer_id, "groups", group_id))
+
+    def groups(self, customer_id: UUID) -> list[GroupDetails]:
+        """The customer's groups, by name."""
+        found = [
+            self._own_group(customer_id, ident) for ident in self._catalogue(customer_id, "groups")
+        ]
+        return sorted((self._group_details(g) for g in found), key=lambda g: str(g.name).casefold())
+
+    def group_id_of(self, customer_id: UUID, name_or_id: str) -> UUID:
+        """The id of the customer's group with this name or id (InvalidInput if none)."""
+        return self._group(customer_id, name_or_id).id
+
+    def group(self, customer_id: UUID, group_id: UUID) -> GroupDetails:
+        return self._group_details(self._own_group(customer_id, group_id))
+
+    @staticmethod
+    def _group_details(group: RecipientGroup) -> GroupDetails:
+        return GroupDetails(
+            id=group.id,
+            customer_id=group.tenant_id,
+            name=group.name,
+            members=[m.address for m in group.members],
+        )
+
+    def _own_group(self, customer_id: UUID, group_id: UUID) -> RecipientGroup:
+        """The customer's live group with this id; another customer's, or a deleted one,
+        is not found."""
+        group = self._get(group_id, RecipientGroup, "group")
+        if group.tenant_id != customer_id or group.deleted:
+            raise NotFound(f"group {group_id} not found")
+        return group
+
+    # Listing what has no readable name to be found by
+
+    def _catalogue(self, customer_id: UUID, of: str) -> list[UUID]:
+        try:
+            return list(self._get(catalogue_id(customer_id, of), Catalogue, of).ids)
+        except NotFound:
+            return []
+
+    def _listed(self, customer_id: UUID, of: str, ident: UUID) -> Catalogue:
+        """The customer's catalogue with `ident` in it (to save with what it lists)."""
+        try:
+            catalogue = self._get(catalogue_id(customer_id, of), Catalogue, of)
+        except NotFound:
+            catalogue = Catalogue(id=catalogue_id(customer_id, of), tenant_id=customer_id, of=of)
+        if ident not in catalogue.ids and len(catalogue.ids) >= MAX_CATALOGUE:
+            raise Conflict(f"this customer has {MAX_CATALOGUE} {of} already: delete some first")
+        catalogue.add(ident)
+        return catalogue
+
+    def _unlisted(self, customer_id: UUID, of: str, ident: UUID) -> Catalogue:
+        catalogue = self._get(catalogue_id(customer_id, of), Catalogue, of)
+        catalogue.remove(ident)
+        return catalogue
+
+    # Templates
+
+    def save_template(self, customer_id: UUID, channel: str, name: str, text: str) -> UUID:
+        """A new template of the customer for this channel; its placeholders are checked
+        now, not when a message is sent from it. Returns its id."""
+        kind = self._choice(Channel, channel, "channel")
+        name = _name(name)
+        text = _template_text(kind, text)
+        self._sending_customer(customer_id)
+        ident = self.pseudonyms.pseudonym("template", template_name_key(customer_id, kind, name))
+        try:
+            template = self._get(ident, MessageTemplate, "template")
+        except NotFound:
+            template = MessageTemplate(
+                id=ident, tenant_id=customer_id, channel=kind, name=name, text=text
+            )
+        else:
+            if not template.deleted:
+                raise NameTaken(
+                    f"name: this customer has a {kind.value} template {name!r} already",
+                    field="name",
+                )
+            template.change(text)
+        self.save(template, self._listed(customer_id, "templates", ident))
+        return ident
+
+    def change_template(self, customer_id: UUID, template_id: UUID, text: str) -> None:
+        multi_line(text, "text")  # before anything is looked up
+        template = self._own_template(customer_id, template_id)
+        template.change(_template_text(template.channel, text))
+        self.save(template)
+
+    def delete_template(self, customer_id: UUID, template_id: UUID) -> None:
+        template = self._own_template(customer_id, template_id)
+        template.delete()
+        self.save(template, self._unlisted(customer_id, "templates", template_id))
+
+    def templates(self, customer_id: UUID, channel: str | None = None) -> list[TemplateDetails]:
+        """The customer's templates (of one channel), by channel and name."""
+        wanted = self._choice(Channel, channel, "channel") if channel is not None else None
+        found = [
+            self._template_details(self._own_template(customer_id, ident))
+            for ident in self._catalogue(customer_id, "templates")
+        ]
+        return sorted(
+            (t for t in found if wanted is None or t.channel is wanted),
+            key=lambda t: (t.channel.value, str(t.name).casefold()),
+        )
+
+    def template(self, customer_id: UUID, template_id: UUID) -> TemplateDetails:
+        return self._template_details(self._own_template(customer_id, template_id))
+
+    @staticmethod
+    def _template_details(template: MessageTemplate) -> TemplateDetails:
+        text = template.text
+        return TemplateDetails(
+            id=template.id,
+            customer_id=template.tenant_id,
+            channel=template.channel,
+            name=template.name,
+            text=text,
+            placeholders=sorted(placeholders(text, "text")) if isinstance(text, str) else [],
+        )
+
+    def _own_template(self, customer_id: UUID, template_id: UUID) -> MessageTemplate:
+        template = self._get(template_id, MessageTemplate, "template")
+        if template.tenant_id != customer_id or template.deleted:
+            raise NotFound(f"template {template_id} not found")
+        return template
 
     @staticmethod
     def _members(members: list[str]) -> list[Member]:
@@ -365,7 +561,7 @@ class Messages(PicasseApplication):
             raise InvalidInput(
                 f"group: no group {name_or_id!r} for this customer", field="group"
             ) from None
-        if group.tenant_id != customer_id:
+        if group.tenant_id != customer_id or group.deleted:
             raise InvalidInput(f"group: no group {name_or_id!r} for this customer", field="group")
         return group
 
@@ -377,6 +573,8 @@ class Messages(PicasseApplication):
     @staticmethod
     def _group_addresses(group: RecipientGroup, channel: Channel) -> list[str]:
         wanted_email = channel is Channel.EMAIL
+        if group.deleted:  # an escalation to a group deleted since: nobody more
+            return []
         return [
             m.address
             for m in group.members
@@ -412,7 +610,12 @@ class Messages(PicasseApplication):
         claim = self._live_claim(claim_id, now)
         if claim is not None:
             return _same_request(claim, fingerprint)
-        body = self._body(channel, request)
+        stored = (
+            self._stored_template(customer_id, channel, request.template_id)
+            if request.template_id is not None
+            else None
+        )
+        body = self._body(channel, request, stored)
         subject = self._subject(channel, request.subject)
         group = self._group(customer_id, request.group) if request.group else None
         recipients = [parse_address(channel, text) for text in request.to]
@@ -524,11 +727,30 @@ class Messages(PicasseApplication):
             return None
         return claim if now - claim.claimed_at < IDEMPOTENCY_WINDOW else None
 
+    def _stored_template(self, customer_id: UUID, channel: Channel, template_id: UUID) -> str:
+        try:
+            template = self._own_template(customer_id, template_id)
+        except NotFound:
+            raise InvalidInput(
+                f"template_id: no template {template_id} for this customer", field="template_id"
+            ) from None
+        if template.channel is not channel:
+            raise InvalidInput(
+                f"template_id: a {template.channel.value} template, not {channel.value}",
+                field="template_id",
+            )
+        if not isinstance(template.text, str):
+            raise InvalidInput("template_id: the template was erased", field="template_id")
+        return template.text
+
     @staticmethod
-    def _body(channel: Channel, request: SendRequest) -> str:
-        if request.body is not None and request.template is not None:
-            raise InvalidInput("give a body or a template, not both", field="body")
-        if request.template is not None:
+    def _body(channel: Channel, request: SendRequest, stored: str | None = None) -> str:
+        given = [request.body, request.template, stored]
+        if sum(text is not None for text in given) > 1:
+            raise InvalidInput("give one of body, template or template_id", field="body")
+        if stored is not None:
+            body = _render(stored, request.variables)
+        elif request.template is not None:
             body = _render(request.template, request.variables)
         elif request.body is not None:
             body = request.body
@@ -781,6 +1003,30 @@ class Messages(PicasseApplication):
         ]
         self.save(message, *added)
         return [d.id for d in added]
+
+    def cancel(self, message_id: UUID, viewer: Viewer) -> None:
+        """Cancels a scheduled message before its time, while none of its deliveries has
+        started: each reads `cancelled`, and the worker sends none of them. Cancelling a
+        cancelled message changes nothing."""
+        message = self._get(message_id, Message, "message")
+        if not viewer.sees_customer(message.tenant_id):
+            raise NotFound(f"message {message_id} not found")
+        if not viewer.may_send_messages_for(message.tenant_id):
+            raise Forbidden("only the customer's users cancel its messages")
+        deliveries = [self._get(i, Delivery, "delivery") for i in message.delivery_ids()]
+        if all(d.status is DeliveryStatus.CANCELLED for d in deliveries):
+            return
+        if message.not_before is None or message.not_before <= self.clock.now():
+            raise NotCancellable(
+                f"message {message_id} is not scheduled for later: only a scheduled message"
+                " is cancelled, before its time"
+            )
+        if not all(d.not_started for d in deliveries):
+            raise NotCancellable(f"message {message_id} has deliveries that started")
+        for delivery in deliveries:
+            delivery.cancel()
+        # A worker that took one meanwhile makes this save fail as a whole: nothing cancelled.
+        self.save(*deliveries)
 
     # Queries
 

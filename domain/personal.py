@@ -161,6 +161,18 @@ PERSONAL_DATA_KINDS: dict[str, PersonalDataKind] = {
             export=("groups",),
         ),
         PersonalDataKind(
+            kind="template",
+            description="a customer's stored message templates: their names and texts",
+            purpose="sending the customer's messages from its own templates (R7)",
+            subject="template/<template id>",
+            retention=SUBSCRIPTION,
+            erased_on=frozenset({Trigger.TERMINATION}),
+            not_exported=(
+                "R7: templates are the customer's content, which nobody at Picasse reads;"
+                " the customer reads them through the API while subscribed"
+            ),
+        ),
+        PersonalDataKind(
             kind="user",
             description=(
                 "a customer user's or staff member's login and password hash, a customer"

@@ -39,6 +39,47 @@ class TrafficRow(msgspec.Struct, frozen=True):
     updated_at: datetime
 
 
+class MessageRow(msgspec.Struct, frozen=True):
+    """One message as the view holds it: ids, times and counts, nothing personal."""
+
+    id: UUID
+    customer_id: UUID
+    channel: str
+    priority: str
+    requested_at: datetime
+    requested_by: UUID | None
+    counts: dict[str, int]  # its deliveries per status (only statuses it has)
+
+
+class DeliveryRow(msgspec.Struct, frozen=True):
+    id: UUID
+    message_id: UUID
+    customer_id: UUID
+    index: int
+    channel: str
+    recipient: str | None  # None once erased
+    status: str
+    attempts: int
+    reason: FailureReason | None
+    provider: str | None
+    acknowledged: bool
+    updated_at: datetime
+
+
+class MessageQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """Which of a customer's messages to list, and the page: newest first, those strictly
+    older than `before` (the last one of the previous page: keyset paging, so messages
+    arriving meanwhile move no message from one page to another)."""
+
+    customer_id: UUID
+    channel: str | None = None
+    status: str | None = None  # messages with at least one delivery in it
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+    before: tuple[datetime, UUID] | None = None  # (requested_at, id) of the previous page's last
+    limit: int = 50
+
+
 class DailyCount(msgspec.Struct, frozen=True):
     day: date
     customer_id: UUID
@@ -90,6 +131,18 @@ class TrafficView(TrackingRecorder, ABC):
         domain.messaging.parse_recipient_query) only the customer's deliveries to it."""
 
     @abstractmethod
+    def messages(self, query: MessageQuery) -> list[MessageRow]: ...
+
+    @abstractmethod
+    def message_row(self, message_id: UUID) -> MessageRow | None: ...
+
+    @abstractmethod
+    def deliveries_of(
+        self, message_id: UUID, *, after_index: int | None = None, limit: int = 50
+    ) -> list[DeliveryRow]:
+        """A message's deliveries in recipient order, those after `after_index` (paging)."""
+
+    @abstractmethod
     def daily_counts(
         self, customer_id: UUID | None, start: date, end: date
     ) -> list[DailyCount]: ...
@@ -109,6 +162,7 @@ class TrafficProjection(Projection[TrafficView]):
             Delivery.Undelivered,
             Delivery.Failed,
             Delivery.Acknowledged,
+            Delivery.Cancelled,
             Erasure.Recorded,
         )
     )
@@ -167,6 +221,11 @@ class TrafficProjection(Projection[TrafficView]):
         self.view.delivery_changed(
             e.originator_id, Change(acknowledged=True), e.timestamp, tracking
         )
+
+    @process_event.register
+    def _(self, e: Delivery.Cancelled, tracking: Tracking) -> None:
+        change = Change(status=DeliveryStatus.CANCELLED.value)
+        self.view.delivery_changed(e.originator_id, change, e.timestamp, tracking)
 
     @process_event.register
     def _(self, e: Erasure.Recorded, tracking: Tracking) -> None:

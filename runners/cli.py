@@ -259,6 +259,37 @@ def cmd_groups_set(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_groups_list(args: argparse.Namespace, settings: Settings) -> int:
+    with _messages(settings) as messages:
+        groups = messages.groups(args.customer)
+    if args.json:
+        _json([{"id": g.id, "name": g.name, "member_count": len(g.members)} for g in groups])
+        return 0
+    table = Table("id", "name", "members")
+    for g in groups:
+        table.add_row(str(g.id), _show(g.name), str(len(g.members)))
+    out.print(table)
+    return 0
+
+
+def cmd_groups_show(args: argparse.Namespace, settings: Settings) -> int:
+    with _messages(settings) as messages:
+        group = messages.group(args.customer, messages.group_id_of(args.customer, args.group))
+    if args.json:
+        _json(group)
+        return 0
+    out.print(f"group {group.id}  {_show(group.name)}  {len(group.members)} members")
+    for member in group.members:
+        out.print(f"  {_show(member)}")
+    return 0
+
+
+def cmd_groups_delete(args: argparse.Namespace, settings: Settings) -> int:
+    with _messages(settings) as messages:
+        messages.delete_group(args.customer, messages.group_id_of(args.customer, args.group))
+    return 0
+
+
 def cmd_customers_register(args: argparse.Namespace, settings: Settings) -> int:
     with _accounts(settings) as accounts:
         customer_id = accounts.register_customer(
@@ -423,7 +454,16 @@ def _mail_link(settings: Settings, link: IssuedLink) -> None:
     from picasse.adapters.password_links import mail_password_link
 
     with _messages(settings) as messages:
-        mail_password_link(messages, settings.public_url, link)
+        mail_password_link(messages, _public_url(settings), link)
+
+
+def _public_url(settings: Settings) -> str:
+    """Where links in mail should point: where the `up` running on this data dir is
+    reached (it may listen elsewhere than this shell's settings say), else the settings'."""
+    from picasse.adapters.up_state import read_state
+
+    state = read_state(settings.data_dir)
+    return state.public_url if state and state.public_url else settings.public_url
 
 
 def cmd_users_passwd(args: argparse.Namespace, settings: Settings) -> int:
@@ -713,6 +753,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="a phone number or e-mail address (repeat)",
     )
     group_set.set_defaults(run=cmd_groups_set)
+    group_list = groups.add_parser("list", help="a customer's groups: id, name, member count")
+    group_list.add_argument("--customer", type=_uuid, required=True, metavar="ID")
+    group_list.add_argument("--json", action="store_true", help="print JSON")
+    group_list.set_defaults(run=cmd_groups_list)
+    group_show = groups.add_parser("show", help="one group with its members")
+    group_show.add_argument("--customer", type=_uuid, required=True, metavar="ID")
+    group_show.add_argument("group", metavar="GROUP", help="the group's name or id")
+    group_show.add_argument("--json", action="store_true", help="print JSON")
+    group_show.set_defaults(run=cmd_groups_show)
+    group_delete = groups.add_parser(
+        "delete", help="delete a group: nobody is sent to it again, its name is free again"
+    )
+    group_delete.add_argument("--customer", type=_uuid, required=True, metavar="ID")
+    group_delete.add_argument("group", metavar="GROUP", help="the group's name or id")
+    group_delete.set_defaults(run=cmd_groups_delete)
 
     customers = commands.add_parser(
         "customers", help="register and look after customers"

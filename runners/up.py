@@ -149,7 +149,7 @@ def main(settings: Settings, *, extra_services: Sequence[ServiceFactory] = ()) -
 def _run(settings: Settings, extra_services: Sequence[ServiceFactory], stop: StopRequest) -> int:
     # Soft wrap keeps a long URL on one line; no markup, so a '[' in a URL prints as it is.
     out = Console(soft_wrap=True, highlight=False, markup=False)
-    supervisor = Supervisor(out, settings.data_dir, clock_from(settings))
+    supervisor = Supervisor(out, settings.data_dir, clock_from(settings), settings.public_url)
     reason = None
     try:
         reason = _start_everything(settings, extra_services, supervisor, stop)
@@ -217,10 +217,11 @@ class _Watched:
 class Supervisor:
     """Starts services in order, restarts those that fail, stops them in reverse order."""
 
-    def __init__(self, out: Console, data_dir: Path, clock: Clock) -> None:
+    def __init__(self, out: Console, data_dir: Path, clock: Clock, public_url: str) -> None:
         self.out = out
         self.data_dir = data_dir
         self.clock = clock
+        self.public_url = public_url
         self.running: list[_Watched] = []
         self.stopping: str | None = None
         self.server_failed_at = -SERVER_GRACE  # time.monotonic() of the last server failure
@@ -325,6 +326,7 @@ class Supervisor:
     def state(self) -> UpState:
         return UpState(
             pid=os.getpid(),
+            public_url=self.public_url,
             stopping=self.stopping,
             services=[
                 ServiceState(

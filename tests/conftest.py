@@ -63,3 +63,39 @@ def _prefer_external(environ: Settings, embedded: Settings) -> Settings:
     return msgspec.structs.replace(
         embedded, database_url=environ.database_url, nats_url=environ.nats_url
     )
+
+
+# ---------------------------------------------------------------- how the workers share the suite
+#
+# The suite runs on several xdist workers with `--dist loadgroup` (tests/run_suite.sh); the
+# suite mostly waits on servers and processes, so its length is set by how the tests are
+# spread. Two rules, for every test written later too:
+#
+# - Tests that share a module-scoped fixture (a platform, an API, servers) run on one
+#   worker, so the fixture is set up once and not once per worker that draws one of them.
+# - The longest start first (marked `slow`, then the other end-to-end tests, then the
+#   integration tests, the unit tests last), so that no long test starts near the end.
+
+
+def _shares_a_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(definitions[-1].scope == "module" for definitions in info.name2fixturedefs.values())
+
+
+def _rank(item: pytest.Item) -> int:
+    path = item.path.as_posix()
+    if item.get_closest_marker("slow"):
+        return 0
+    if "/tests/e2e/" in path:
+        return 1 if item.get_closest_marker("own_servers") else 2
+    return 3 if "/tests/integration/" in path else 4
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _shares_a_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    items.sort(key=_rank)  # stable: a module's tests stay together, in their order

@@ -5,12 +5,18 @@
 # configured servers, and the adapters that talk to them (event store, views, delivery
 # pipeline, GDPR). Everything else runs in the embedded pass only, against real servers
 # too, which keeps the suite within its time budget on two cores and the machine's
-# PostgreSQL within its connection limit (one worker). The embedded pass runs three
-# workers: its tests mostly wait on processes and servers, so three keep two cores busy.
+# PostgreSQL within its connection limit (one worker). The embedded pass runs four
+# workers: its tests mostly wait on processes and servers, so four keep two cores busy.
+# `--dist loadgroup` with tests/conftest.py's rules: tests sharing a module-scoped fixture
+# run on one worker (set up once), and the slow ones start first.
 # Tests marked own_servers (they kill servers or search their files) start servers of
 # their own and run once.
 set -u
 cd "$(dirname "$0")/.."
+# Every test starts Python processes (`picasse up` and its children, CLI calls): let them
+# keep compiled modules, or each one compiles the project's sources again. (Some machines
+# set PYTHONDONTWRITEBYTECODE; the compiled files go to __pycache__, which git ignores.)
+unset PYTHONDONTWRITEBYTECODE
 BIN=.venv/bin
 mkdir -p test-output
 external_log=test-output/external-servers.log
@@ -26,7 +32,7 @@ external_log=test-output/external-servers.log
 ) &
 external=$!
 echo "== tests on the embedded servers (the run on the external servers goes on beside it) =="
-env -u PICASSE_DATABASE_URL -u PICASSE_NATS_URL "$BIN/pytest" -q -n 3 -p no:cacheprovider --durations=15
+env -u PICASSE_DATABASE_URL -u PICASSE_NATS_URL "$BIN/pytest" -q -n 4 --dist loadgroup --no-loadscope-reorder -p no:cacheprovider --durations=25
 embedded_rc=$?
 wait "$external"
 external_rc=$(cat test-output/external-servers.rc 2>/dev/null || echo 1)

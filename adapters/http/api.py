@@ -58,7 +58,8 @@ from uuid import UUID
 import msgspec
 from litestar import Request, Response, Router, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
+from msgspec import Meta
 
 from picasse.adapters.http.auth import (
     PUBLIC,
@@ -98,22 +99,40 @@ MAX_JSON_BODY = 512 * 1024  # an e-mail body is at most 100 000 characters
 
 S = HTTPStatus  # short names for the status lists below
 
+# Path parameters, described once for every route that takes them.
+CustomerId = Annotated[UUID, PathParameter(description="the customer's id")]
+KeyId = Annotated[UUID, PathParameter(description="the API key's id")]
+MessageId = Annotated[UUID, PathParameter(description="the message's id")]
+LinkToken = Annotated[
+    str, PathParameter(description="the last part of the set-password link mailed to the user")
+]
+
 
 # ---------------------------------------------------------------- wire shapes
+# Every field says what it is: the OpenAPI document and /docs show these descriptions
+# (tests/integration/test_api_documentation.py holds every route and field to it).
 
 
 class Credentials(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    login: Annotated[str, msgspec.Meta(max_length=254)]
-    password: Annotated[str, msgspec.Meta(max_length=MAX_PASSWORD_LENGTH)]
+    """A login and its password."""
+
+    login: Annotated[str, Meta(max_length=254, description="the user's login")]
+    password: Annotated[
+        str, Meta(max_length=MAX_PASSWORD_LENGTH, description="the user's password")
+    ]
 
     def __repr__(self) -> str:  # the password stays out of every log line
         return "Credentials(…)"
 
 
 class SessionStarted(msgspec.Struct, frozen=True):
-    user_id: UUID
-    role: Role
-    customer_id: UUID | None
+    """Who the new session belongs to."""
+
+    user_id: Annotated[UUID, Meta(description="the logged-in user's id")]
+    role: Annotated[Role, Meta(description="the user's role, which decides what they may do")]
+    customer_id: Annotated[
+        UUID | None, Meta(description="the user's customer; null for Picasse staff")
+    ]
 
 
 SCOPES_TEXT = "; ".join(f"`{s.value}`: {text}" for s, text in SCOPE_DESCRIPTIONS.items())
@@ -136,13 +155,15 @@ class ApiKeyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class NewApiKey(msgspec.Struct, frozen=True):
-    id: Annotated[UUID, msgspec.Meta(description="the key's id (to revoke it)")]
+    """A new API key, with its secret."""
+
+    id: Annotated[UUID, Meta(description="the key's id, to revoke it with")]
     key: Annotated[
         str,
-        msgspec.Meta(description="the key itself, shown in this response only: we keep its hash"),
-    ]
-    name: Annotated[str, msgspec.Meta(description="what the key is for")]
-    scopes: Annotated[list[str], msgspec.Meta(description="what the key may call")]
+        Meta(description="the secret, sent as `Authorization: Bearer <key>`; shown this once"),
+    ]  # we keep only its hash
+    name: Annotated[str, Meta(description="what the key is for")]
+    scopes: Annotated[list[str], Meta(description="what the key may call")]
 
     def __repr__(self) -> str:
         return f"NewApiKey(id={self.id})"
@@ -163,44 +184,67 @@ class ApiKeyOut(msgspec.Struct, frozen=True):
 
 
 class Contact(msgspec.Struct, frozen=True):
-    name: str | None  # None once erased
-    email: str | None
-    phone: str | None
+    """A customer's contact person (a data subject: null once erased)."""
+
+    name: Annotated[str | None, Meta(description="the contact person's name")]
+    email: Annotated[str | None, Meta(description="their e-mail address")]
+    phone: Annotated[str | None, Meta(description="their phone number, E.164")]
 
 
 class CustomerOut(msgspec.Struct, frozen=True):
-    id: UUID
-    organisation: str | None  # None once erased
-    subscription: Subscription
-    plan: str | None
-    registered_at: datetime
-    erased: bool
+    """A business that subscribes to Picasse."""
+
+    id: Annotated[UUID, Meta(description="the customer's id")]
+    organisation: Annotated[
+        str | None, Meta(description="the organisation's name; null once erased")
+    ]
+    subscription: Annotated[Subscription, Meta(description="where the subscription stands")]
+    plan: Annotated[str | None, Meta(description="the plan subscribed to, if any")]
+    registered_at: Annotated[datetime, Meta(description="when the customer was registered")]
+    erased: Annotated[
+        bool, Meta(description="terminated and crypto-shredded: its personal data reads null")
+    ]
     # None for roles not entitled to them (auditor), and once erased:
-    contact: Contact | None = None
-    billing_address: str | None = None
+    contact: Annotated[
+        Contact | None,
+        Meta(description="the contact person; null for roles not entitled to it (auditors)"),
+    ] = None
+    billing_address: Annotated[
+        str | None, Meta(description="the billing address; null for roles not entitled to it")
+    ] = None
 
 
 class ContactChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Only the fields given change."""
 
-    contact_name: str | None = None
-    email: str | None = None
-    phone: str | None = None
-    billing_address: str | None = None
+    contact_name: Annotated[str | None, Meta(description="the contact person's new name")] = None
+    email: Annotated[str | None, Meta(description="their new e-mail address")] = None
+    phone: Annotated[
+        str | None, Meta(description="their new phone number (+ and the country code)")
+    ] = None
+    billing_address: Annotated[str | None, Meta(description="the new billing address")] = None
 
 
 class UserOut(msgspec.Struct, frozen=True):
-    id: UUID
-    customer_id: UUID | None
-    login: str | None  # None once erased
-    role: Role
-    disabled: bool
+    """A user account."""
+
+    id: Annotated[UUID, Meta(description="the user's id")]
+    customer_id: Annotated[
+        UUID | None, Meta(description="the user's customer; null for Picasse staff")
+    ]
+    login: Annotated[str | None, Meta(description="the user's login; null once erased")]
+    role: Annotated[Role, Meta(description="what the user may do")]
+    disabled: Annotated[bool, Meta(description="whether the user is barred from logging in")]
 
 
 class NewUser(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    login: str
-    role: Role
-    email: Annotated[str, msgspec.Meta(max_length=320)]  # where the set-password link goes
+    """A user to add to a customer."""
+
+    login: Annotated[str, Meta(description="the login, unique across Picasse")]
+    role: Annotated[Role, Meta(description="customer_admin or customer_user")]
+    email: Annotated[
+        str, Meta(max_length=320, description="where the one-time set-password link is sent")
+    ]
 
     def __repr__(self) -> str:  # login and address stay out of every log line
         return f"NewUser(role={self.role.value})"
@@ -223,15 +267,33 @@ class UserChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 
 class NewPassword(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    new_password: Annotated[str, msgspec.Meta(max_length=MAX_PASSWORD_LENGTH)]
+    """A password to set with a one-time link."""
+
+    new_password: Annotated[
+        str,
+        Meta(
+            max_length=MAX_PASSWORD_LENGTH,
+            description="the new password; it must score 3 or more with zxcvbn",
+        ),
+    ]
 
     def __repr__(self) -> str:
         return "NewPassword(…)"
 
 
 class PasswordChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    current_password: Annotated[str, msgspec.Meta(max_length=MAX_PASSWORD_LENGTH)]
-    new_password: Annotated[str, msgspec.Meta(max_length=MAX_PASSWORD_LENGTH)]
+    """The caller's current password and the one to replace it."""
+
+    current_password: Annotated[
+        str, Meta(max_length=MAX_PASSWORD_LENGTH, description="the password in use now")
+    ]
+    new_password: Annotated[
+        str,
+        Meta(
+            max_length=MAX_PASSWORD_LENGTH,
+            description="the new password; it must score 3 or more with zxcvbn",
+        ),
+    ]
 
     def __repr__(self) -> str:
         return "PasswordChange(…)"
@@ -244,70 +306,141 @@ API_KEYS_STAY = (
 
 
 class PasswordSet(msgspec.Struct, frozen=True):
-    user_id: UUID
-    sessions_ended: int  # the user's other sessions, ended by the new password
-    api_keys: str = API_KEYS_STAY
+    """A password was set."""
+
+    user_id: Annotated[UUID, Meta(description="whose password it is")]
+    sessions_ended: Annotated[
+        int, Meta(description="how many other sessions of the user the new password ended")
+    ]
+    api_keys: Annotated[str, Meta(description="a reminder: API keys are not revoked")] = (
+        API_KEYS_STAY
+    )
 
 
 class SendMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    channel: Channel
-    to: list[str] = []
-    body: str | None = None
-    idempotency_key: str | None = None
-    schedule_at: datetime | None = None
-    subject: str | None = None  # e-mail only
-    group: str | None = None  # a recipient group's name or id, instead of or besides `to`
-    priority: Priority = Priority.NORMAL
-    template: str | None = None  # instead of body: text with {name} placeholders
-    variables: dict[str, str] = {}
-    ack_within_minutes: int | None = None  # alerts: escalate if not acknowledged in time
-    escalation_groups: list[str] = []
+    """A message to send: its channel, recipients and content."""
+
+    channel: Annotated[Channel, Meta(description="how it is delivered")]
+    to: Annotated[
+        list[str],
+        Meta(description="recipients: phone numbers (+ and the country code) or e-mail addresses"),
+    ] = []
+    body: Annotated[
+        str | None, Meta(description="the text; sealed at rest, never shown to Picasse staff")
+    ] = None
+    idempotency_key: Annotated[
+        str | None,
+        Meta(description="the same key within 24 hours answers the first message's id again"),
+    ] = None
+    schedule_at: Annotated[
+        datetime | None,
+        Meta(description="send then instead of now: with a time zone, at most 7 days ahead"),
+    ] = None
+    subject: Annotated[str | None, Meta(description="the subject line (e-mail only)")] = None
+    group: Annotated[
+        str | None,
+        Meta(description="a recipient group's name or id, instead of or besides `to`"),
+    ] = None
+    priority: Annotated[
+        Priority, Meta(description="alert: may ask for acknowledgement, see ack_within_minutes")
+    ] = Priority.NORMAL
+    template: Annotated[
+        str | None, Meta(description="instead of body: text with {name} placeholders")
+    ] = None
+    template_id: Annotated[
+        UUID | None,
+        Meta(description="instead of body: a stored template (POST /v1/templates)"),
+    ] = None
+    variables: Annotated[
+        dict[str, str], Meta(description="the values of the template's placeholders")
+    ] = {}
+    ack_within_minutes: Annotated[
+        int | None,
+        Meta(description="alerts: escalate to escalation_groups if not acknowledged in time"),
+    ] = None
+    escalation_groups: Annotated[
+        list[str],
+        Meta(description="groups (names or ids) alerted in turn while nobody acknowledges"),
+    ] = []
 
     def __repr__(self) -> str:  # recipients and content stay out of every log line
         return f"SendMessage(channel={self.channel.value})"
 
 
 class Accepted(msgspec.Struct, frozen=True):
-    id: UUID
+    """A message was accepted for delivery."""
+
+    id: Annotated[UUID, Meta(description="the message's id, to follow it with")]
+
+
+Recipient = Annotated[
+    str | None,
+    Meta(description="the recipient; null for roles not entitled to traffic data, or erased"),
+]
+Attempts = Annotated[int, Meta(description="hand-overs to a provider so far")]
+Reason = Annotated[
+    FailureReason | None, Meta(description="why it failed, as a code; null if it did not")
+]
 
 
 class RecipientStatus(msgspec.Struct, frozen=True):
-    id: UUID
-    index: int
-    to: str | None  # None for roles not entitled to traffic data, and once erased
-    status: DeliveryStatus
-    attempts: int
-    reason: FailureReason | None  # a code; FailureReason.text says it in words
-    provider: str | None
-    acknowledged: bool
-    escalation_level: int
+    """Where the delivery to one recipient stands."""
+
+    id: Annotated[UUID, Meta(description="the delivery's id")]
+    index: Annotated[int, Meta(description="the recipient's position in the message, from 0")]
+    to: Recipient
+    status: Annotated[DeliveryStatus, Meta(description="where the delivery stands")]
+    attempts: Attempts
+    reason: Reason
+    provider: Annotated[str | None, Meta(description="the provider it was handed to, if any")]
+    acknowledged: Annotated[bool, Meta(description="alerts: the recipient acknowledged it")]
+    escalation_level: Annotated[
+        int, Meta(description="alerts: how many escalation groups it has reached")
+    ]
 
 
 class MessageOut(msgspec.Struct, frozen=True):
-    id: UUID
-    customer_id: UUID
-    channel: Channel
-    priority: Priority
-    requested_at: datetime
-    not_before: datetime | None
-    recipient_count: int
-    deliveries: list[RecipientStatus]
-    body: str | None = None  # only with reveal_content=true, for the customer's own users
+    """A message and its deliveries."""
+
+    id: Annotated[UUID, Meta(description="the message's id")]
+    customer_id: Annotated[UUID, Meta(description="the customer that sent it")]
+    channel: Annotated[Channel, Meta(description="how it is delivered")]
+    priority: Annotated[
+        Priority, Meta(description="normal, or alert (may ask for acknowledgement)")
+    ]
+    requested_at: Annotated[datetime, Meta(description="when it was sent to us")]
+    not_before: Annotated[
+        datetime | None, Meta(description="when it is scheduled for; null: at once")
+    ]
+    recipient_count: Annotated[int, Meta(description="how many recipients it has")]
+    deliveries: Annotated[list[RecipientStatus], Meta(description="one per recipient")]
+    body: Annotated[
+        str | None,
+        Meta(description="the text: with reveal_content=true, for the customer's own users only"),
+    ] = None
 
 
 class TrafficEntry(msgspec.Struct, frozen=True):
-    delivery_id: UUID
-    message_id: UUID
-    customer_id: UUID
-    requested_at: datetime
-    requested_by: UUID | None
-    client_ip: str | None  # None for roles not entitled to traffic data, and once erased
-    channel: str
-    recipient: str | None  # likewise
-    status: str
-    attempts: int
-    reason: FailureReason | None
-    updated_at: datetime
+    """One delivery as the traffic record (R4) has it."""
+
+    delivery_id: Annotated[UUID, Meta(description="the delivery's id")]
+    message_id: Annotated[UUID, Meta(description="the message it belongs to")]
+    customer_id: Annotated[UUID, Meta(description="the customer that sent it")]
+    requested_at: Annotated[datetime, Meta(description="when the message was sent to us")]
+    requested_by: Annotated[
+        UUID | None,
+        Meta(description="the user who sent it; null: the operator's CLI; all zeros: Picasse"),
+    ]
+    client_ip: Annotated[
+        str | None,
+        Meta(description="the sender's address; null for roles not entitled to it, or erased"),
+    ]
+    channel: Annotated[str, Meta(description="sms, email or voice")]
+    recipient: Recipient
+    status: Annotated[str, Meta(description="where the delivery stands")]
+    attempts: Attempts
+    reason: Reason
+    updated_at: Annotated[datetime, Meta(description="when its status last changed")]
 
 
 # ---------------------------------------------------------------- sessions and keys
@@ -441,17 +574,29 @@ def create_api_key(
     opt=scoped(Scope.USERS),
     status_code=HTTPStatus.NO_CONTENT,
     summary="Revoke an API key (the owner's own, its customer's admins, or a platform admin)",
-    description="Revoking a revoked key changes nothing; another customer's key is a 404.",
+    description=(
+        "The key stops working at once. Revoking a revoked key changes nothing. Another"
+        " user's key (not of one's own customer, for its admins) answers 404, as one that"
+        " does not exist."
+    ),
     responses=_answers(S.NOT_FOUND),
     tags=["api-keys"],
 )
 def revoke_api_key(
-    key_id: FromPath[UUID], caller: NamedDependency[Caller], api_keys: NamedDependency[ApiKeys]
+    key_id: KeyId, caller: NamedDependency[Caller], api_keys: NamedDependency[ApiKeys]
 ) -> None:
     api_keys.revoke(key_id, by=caller.viewer())
 
 
 # ---------------------------------------------------------------- customers and users
+
+
+def customer_of(caller: Caller, refusal: str) -> UUID:
+    """The caller's customer, on routes whose guard lets a customer's users only (each of
+    them has one): Forbidden with `refusal` otherwise."""
+    if caller.customer_id is None:
+        raise Forbidden(refusal)
+    return caller.customer_id
 
 
 def _text(value: Any) -> str | None:
@@ -463,6 +608,10 @@ def _text(value: Any) -> str | None:
     sync_to_thread=True,
     opt=scoped(Scope.USERS),
     summary="Customers: all for Picasse staff, the caller's own for a customer's users",
+    description=(
+        "Read from the accounts view, a moment behind the log. Contact person and billing"
+        " address only for those entitled to them (not auditors)."
+    ),
     responses=_answers(),
     tags=["customers"],
 )
@@ -490,7 +639,7 @@ def list_customers(
     ]
 
 
-def _customer_out(accounts: Accounts, customer_id: FromPath[UUID], caller: Caller) -> CustomerOut:
+def _customer_out(accounts: Accounts, customer_id: CustomerId, caller: Caller) -> CustomerOut:
     details = accounts.customer(customer_id)
     contact = caller.viewer().sees_contact_of(customer_id)
     erased = isinstance(details.organisation, Erased)
@@ -515,11 +664,15 @@ def _customer_out(accounts: Accounts, customer_id: FromPath[UUID], caller: Calle
     sync_to_thread=True,
     opt=scoped(Scope.USERS),
     summary="One customer",
+    description=(
+        "Read from the event store, so a change reads back at once. A customer's users see"
+        " their own customer only (others: 404); 410 once it is terminated and erased."
+    ),
     responses=_answers(S.NOT_FOUND, S.GONE),
     tags=["customers"],
 )
 def show_customer(
-    customer_id: FromPath[UUID],
+    customer_id: CustomerId,
     caller: NamedDependency[Caller],
     accounts: NamedDependency[Accounts],
 ) -> CustomerOut:
@@ -532,6 +685,10 @@ def show_customer(
     opt=scoped(Scope.USERS),
     guards=[allowed(Viewer.may_change_customer, "your role may not change customers")],
     summary="Change a customer's contact details and billing address",
+    description=(
+        "Only the fields given change; phone numbers and e-mail addresses are checked as at"
+        " registration (422 naming the field)."
+    ),
     responses=_answers(
         S.NOT_FOUND,
         S.CONFLICT,
@@ -541,7 +698,7 @@ def show_customer(
     tags=["customers"],
 )
 def change_customer(
-    customer_id: FromPath[UUID],
+    customer_id: CustomerId,
     data: JSONBody[ContactChange],
     caller: NamedDependency[Caller],
     accounts: NamedDependency[Accounts],
@@ -562,11 +719,15 @@ def change_customer(
     opt=scoped(Scope.USERS),
     guards=[allowed(Viewer.may_list_users_of, "your role may not list users")],
     summary="A customer's users",
+    description=(
+        "For Picasse staff and the customer's own admins. Read from the accounts view, a"
+        " moment behind the log; logins of erased users read null."
+    ),
     responses=_answers(S.NOT_FOUND),
     tags=["customers"],
 )
 def list_users(
-    customer_id: FromPath[UUID],
+    customer_id: CustomerId,
     accounts: NamedDependency[Accounts],
     accounts_view: NamedDependency[AccountsView],
 ) -> list[UserOut]:
@@ -604,7 +765,7 @@ def list_users(
     tags=["customers"],
 )
 def add_user(
-    customer_id: FromPath[UUID],
+    customer_id: CustomerId,
     data: JSONBody[NewUser],
     caller: NamedDependency[Caller],
     deps: NamedDependency[Any],
@@ -706,7 +867,7 @@ def change_user(
     tags=["sessions"],
 )
 def set_password_with_link(
-    token: FromPath[str],
+    token: LinkToken,
     data: JSONBody[NewPassword],
     accounts: NamedDependency[Accounts],
     deps: NamedDependency[Any],
@@ -783,8 +944,7 @@ def send_message(
         ),
     ] = None,
 ) -> Accepted:
-    if caller.customer_id is None:  # the guard lets customer roles only; they all have one
-        raise Forbidden("only a customer's users send messages")
+    customer_id = customer_of(caller, "only a customer's users send messages")
     idempotency_key = data.idempotency_key
     if idempotency_header is not None:
         if idempotency_key is not None and idempotency_key != idempotency_header:
@@ -799,6 +959,7 @@ def send_message(
         group=data.group,
         body=data.body,
         template=data.template,
+        template_id=data.template_id,
         variables=data.variables,
         subject=data.subject,
         priority=data.priority.value,
@@ -808,7 +969,7 @@ def send_message(
         escalation_groups=data.escalation_groups,
     )
     message_id = messages.send(
-        caller.customer_id, request_, requested_by=caller.user_id, client_ip=client_address(request)
+        customer_id, request_, requested_by=caller.user_id, client_ip=client_address(request)
     )
     return Accepted(id=message_id)
 
@@ -826,7 +987,7 @@ def send_message(
     tags=["messages"],
 )
 def show_message(
-    message_id: FromPath[UUID],
+    message_id: MessageId,
     caller: NamedDependency[Caller],
     messages: NamedDependency[Messages],
     reveal_content: Annotated[
@@ -897,7 +1058,9 @@ def show_traffic(
         UUID | None,
         QueryParameter(description="whose traffic (Picasse staff only; others: their own)"),
     ] = None,
-    limit: Annotated[int, QueryParameter(ge=1, le=MAX_TRAFFIC_ROWS)] = 200,
+    limit: Annotated[
+        int, QueryParameter(ge=1, le=MAX_TRAFFIC_ROWS, description="at most this many rows")
+    ] = 200,
     recipient: Annotated[
         str | None,
         QueryParameter(description="only deliveries to this number (+…) or e-mail address"),
@@ -953,11 +1116,14 @@ STRICT_BODIES = (
 )
 
 
-def api_router() -> Router:
-    """Every /v1 route of the customer API (the webhooks and ack links live in webhooks.py)."""
+def api_router(*more: Any) -> Router:
+    """Every /v1 route of the customer API (the webhooks and ack links live in webhooks.py),
+    with `more` from the modules that build on this one's shapes (one router: routes of one
+    path must share it)."""
     return Router(
         path="/v1",
         route_handlers=[
+            *more,
             start_session,
             end_session,
             list_api_keys,

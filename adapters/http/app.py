@@ -18,6 +18,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from picasse.adapters.clock import SystemClock
+from picasse.adapters.http import groups_api, messages_api, templates_api
 from picasse.adapters.http.acklinks import AckLinks
 from picasse.adapters.http.api import STRICT_BODIES, api_router
 from picasse.adapters.http.auth import (
@@ -31,6 +32,7 @@ from picasse.adapters.http.auth import (
     tenant_guard,
 )
 from picasse.adapters.http.clients import ClientAddressMiddleware, networks
+from picasse.adapters.http.docs import docs_router
 from picasse.adapters.http.health import HealthProbe, Liveness
 from picasse.adapters.http.problems import problem_response
 from picasse.adapters.http.transport import json_bodies_only, response_headers
@@ -97,6 +99,11 @@ class BodyRequest(Request[Any, Any, Any]):
     security=[],
     summary="Liveness: whether requests can be served (503 while the database cannot be"
     " used) and the state of `picasse up`'s services",
+    description=(
+        "Public and cheap, for load balancers and supervisors: it names no paths, addresses"
+        " or error texts. `degraded` (still 200) while a view is stopped at an event it"
+        " cannot take."
+    ),
 )
 async def health(deps: HttpDeps) -> Response[Liveness]:
     if deps.health is None:
@@ -118,7 +125,8 @@ def create_app(deps: HttpDeps) -> Litestar:
             receive_receipt,
             ack_confirmation_page,
             acknowledge_by_link,
-            api_router(),
+            api_router(*messages_api.ROUTES, *templates_api.ROUTES, *groups_api.ROUTES),
+            docs_router(),
             *_pages(deps),
         ],
         dependencies={
@@ -147,7 +155,8 @@ def create_app(deps: HttpDeps) -> Litestar:
             title="Picasse API",
             version=API_VERSION,
             path="/schema",
-            # JSON only: the HTML viewers load scripts from third-party CDNs.
+            # JSON only: Litestar's HTML viewers load scripts from CDNs; /docs serves
+            # Swagger UI from here (adapters/http/docs.py).
             render_plugins=[JsonRenderPlugin()],
             components=Components(
                 security_schemes={
@@ -190,7 +199,10 @@ def _complete_the_document(app: Litestar) -> None:
                 operation = getattr(path_item, method.lower(), None)
                 if operation is not None:
                     operation.security = []
-    strict = {cls.__name__ for cls in STRICT_BODIES}
+    strict = {
+        cls.__name__
+        for cls in (*STRICT_BODIES, *templates_api.STRICT_BODIES, *groups_api.STRICT_BODIES)
+    }
     components = document.components
     for component in components if isinstance(components, list) else [components]:
         for name, schema in (component.schemas or {}).items():

@@ -24,6 +24,7 @@ OUTCOME_OF = {
     DeliveryStatus.SENDING.value: "pending",
     DeliveryStatus.FAILED.value: "failed",
     DeliveryStatus.UNDELIVERED.value: "failed",
+    DeliveryStatus.CANCELLED.value: "failed",  # not delivered: the customer withdrew it
 }
 CHANNELS: tuple[tuple[str, str], ...] = (
     (Channel.SMS.value, "SMS"),

@@ -12,30 +12,42 @@ per page, with a template `app_<page>.html` that extends `app.html`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from datetime import timedelta
+from http import HTTPStatus
+from typing import Annotated, Any
 from uuid import UUID
 
 import anyio.to_thread
+import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath, QueryParameter
+from litestar.response import Redirect
 
 from picasse.adapters.http.api import change_and_end_sessions, invite_and_mail
+from picasse.adapters.http.charts import CHANNELS, OUTCOMES, deliveries_chart, outcome_totals
+from picasse.adapters.http.messages_api import MessagePage, delivery_rows, list_message_page
 from picasse.adapters.http.pages import (
+    CHART_DAYS,
     MAX_FORM_BYTES,
     Dashboard,
     PageGuard,
     _caller,
+    _parse,
+    _today,
     caller_page,
 )
 from picasse.adapters.http.problems import problem_for
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import UserDetails
 from picasse.domain.api_keys import SCOPE_DESCRIPTIONS, IssuedKey
-from picasse.domain.errors import DomainError, InvalidInput
+from picasse.domain.errors import DomainError, InvalidInput, NotFound
+from picasse.domain.messages import Channel, DeliveryStatus
 from picasse.domain.personal import Erased
 from picasse.domain.values import Role
 from picasse.projections.accounts import ApiKeyRow, UserRow
+from picasse.projections.traffic import DeliveryRow
 
 customers_only = PageGuard(
     Viewer.may_use_customer_pages,
@@ -66,6 +78,162 @@ def home(request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard])
     rows = dashboard.accounts.customers(customer_id=customer_id)
     organisation = rows[0].organisation if rows else None
     return caller_page(request, "app_home.html", organisation=organisation)
+
+
+# Messages: the customer's own, a page at a time, and one message's deliveries
+
+STATUS_CLASS = {"delivered": "ok", "failed": "bad", "undelivered": "bad", "cancelled": "idle"}
+
+
+@get("/messages", include_in_schema=False, sync_to_thread=True)
+def messages_page(
+    request: Request[Any, Any, Any],
+    dashboard: NamedDependency[Dashboard],
+    status: Annotated[str | None, QueryParameter()] = None,
+    channel: Annotated[str | None, QueryParameter()] = None,
+    cursor: Annotated[str | None, QueryParameter()] = None,
+) -> Response[str]:
+    errors: list[str] = []
+    wanted_status = _parse(status, DeliveryStatus, "status", errors)
+    wanted_channel = _parse(channel, Channel, "channel", errors)
+    found = MessagePage(items=[], next_cursor=None)
+    if not errors:
+        try:
+            found = list_message_page(
+                dashboard.traffic, _caller(request), channel=wanted_channel,
+                status=wanted_status, cursor=cursor or None,
+            )  # fmt: skip
+        except InvalidInput as error:  # a cursor of no list of ours
+            errors.append(error.message)
+    return caller_page(
+        request,
+        "app_messages.html",
+        HTTPStatus.BAD_REQUEST if errors else HTTPStatus.OK,
+        page=found,
+        errors=errors,
+        wanted_status=wanted_status,
+        wanted_channel=wanted_channel,
+        statuses=list(DeliveryStatus),
+        channels=CHANNELS,
+        status_class=STATUS_CLASS,
+        first_page=not cursor,
+    )
+
+
+@get("/messages/{message_id:uuid}", include_in_schema=False, sync_to_thread=True)
+def message_page(
+    request: Request[Any, Any, Any],
+    dashboard: NamedDependency[Dashboard],
+    message_id: FromPath[UUID],
+    cursor: Annotated[str | None, QueryParameter()] = None,
+) -> Response[str]:
+    message = dashboard.traffic.message_row(message_id)
+    if message is None or message.customer_id != own_customer(request):
+        raise NotFound(f"There is no message {message_id}.")
+    errors: list[str] = []
+    rows: list[DeliveryRow] = []
+    next_cursor = None
+    try:
+        rows, next_cursor = delivery_rows(dashboard.traffic, message_id, cursor=cursor or None)
+    except InvalidInput as error:  # a cursor of no list of ours
+        errors.append(error.message)
+    return caller_page(
+        request,
+        "app_message.html",
+        HTTPStatus.BAD_REQUEST if errors else HTTPStatus.OK,
+        message=message,
+        deliveries=rows,
+        errors=errors,
+        next_cursor=next_cursor,
+        status_class=STATUS_CLASS,
+    )
+
+
+# Traffic: the customer's own deliveries per day
+
+
+@get("/traffic", include_in_schema=False, sync_to_thread=True)
+def traffic_page(
+    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]
+) -> Response[str]:
+    today = _today(dashboard)
+    first = today - timedelta(days=CHART_DAYS - 1)
+    counts = dashboard.traffic.daily_counts(own_customer(request), first, today)
+    return caller_page(
+        request,
+        "app_traffic.html",
+        chart=deliveries_chart(counts, first, today),
+        totals=outcome_totals(counts),
+        outcomes=OUTCOMES,
+        first=first,
+        today=today,
+    )
+
+
+# Templates: the customer's stored texts, for its admins
+
+
+class TemplateForm(msgspec.Struct, frozen=True):
+    name: str = ""
+    channel: str = ""
+    text: str = ""
+
+
+def _templates_page(
+    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard], **context: Any
+) -> Response[str]:
+    status = context.pop("status", HTTPStatus.OK)
+    templates = dashboard.http.messages.templates(own_customer(request))
+    return caller_page(
+        request, "app_templates.html", status, templates=templates, channels=CHANNELS, **context
+    )
+
+
+@get("/templates", include_in_schema=False, sync_to_thread=True, guards=[admins_only])
+def templates_page(
+    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]
+) -> Response[str]:
+    return _templates_page(request, dashboard)
+
+
+@post(
+    "/templates",
+    include_in_schema=False,
+    sync_to_thread=True,
+    guards=[admins_only],
+    request_max_body_size=MAX_FORM_BYTES,
+)
+def create_template(
+    request: Request[Any, Any, Any],
+    dashboard: NamedDependency[Dashboard],
+    data: Annotated[TemplateForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Response[Any]:
+    """Stores a template (the same command as `POST /v1/templates`)."""
+    try:
+        dashboard.http.messages.save_template(
+            own_customer(request), data.channel, data.name, data.text
+        )
+    except DomainError as error:
+        problem, _ = problem_for(error)
+        return _templates_page(
+            request, dashboard, status=problem.status, error=error.message, form=data
+        )
+    return Redirect("/app/templates", status_code=HTTPStatus.SEE_OTHER)
+
+
+@post(
+    "/templates/{template_id:uuid}/delete",
+    include_in_schema=False,
+    sync_to_thread=True,
+    guards=[admins_only],
+)
+def delete_template(
+    request: Request[Any, Any, Any],
+    dashboard: NamedDependency[Dashboard],
+    template_id: FromPath[UUID],
+) -> Response[Any]:
+    dashboard.http.messages.delete_template(own_customer(request), template_id)
+    return Redirect("/app/templates", status_code=HTTPStatus.SEE_OTHER)
 
 
 # Shared by the admin pages: a form's fields, and a command's refusal shown on its page.
@@ -314,6 +482,12 @@ def customer_pages_router() -> Router:
         path="/app",
         route_handlers=[
             home,
+            messages_page,
+            message_page,
+            traffic_page,
+            templates_page,
+            create_template,
+            delete_template,
             users_page,
             add_user,
             change_user,

@@ -8,10 +8,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 from eventsourcing.persistence import ProgrammingError, TrackingRecorder
 from eventsourcing.postgres import PostgresApplicationRecorder
+from msgspec import Meta
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
@@ -58,10 +60,12 @@ class WorkerState(msgspec.Struct, frozen=True):
 class ReconcilerState(msgspec.Struct, frozen=True):
     """The reconciler's last run (figures only, no personal data); None fields: never ran."""
 
-    last_run: datetime | None = None
-    checked: int = 0  # open deliveries it read from the log
-    overdue: int = 0  # of those, overdue by the grace period
-    republished: int = 0  # of those, whose lost jobs it published again
+    last_run: Annotated[datetime | None, Meta(description="when it last ran; null: never")] = None
+    checked: Annotated[int, Meta(description="open deliveries it read from the log")] = 0
+    overdue: Annotated[int, Meta(description="of those, overdue by the grace period")] = 0
+    republished: Annotated[
+        int, Meta(description="of those, whose lost jobs it published again")
+    ] = 0
 
 
 class PlatformHealth(msgspec.Struct, frozen=True):
@@ -77,24 +81,41 @@ class PlatformHealth(msgspec.Struct, frozen=True):
 class ProcessLiveness(msgspec.Struct, frozen=True, kw_only=True):
     """A service of `up` as anyone may see it: no paths, addresses or exit reasons."""
 
-    name: str
-    state: str
-    restarts: int
-    last_restart_at: datetime | None
+    name: Annotated[str, Meta(description="the service: api, relay, a worker, a projection…")]
+    state: Annotated[str, Meta(description="running or restarting")]
+    restarts: Annotated[int, Meta(description="how often `up` has restarted it")]
+    last_restart_at: Annotated[
+        datetime | None, Meta(description="when it was last restarted; null: never")
+    ]
 
 
 class Liveness(msgspec.Struct, frozen=True, omit_defaults=True):
     """What `/health` answers: whether requests can be served, and `up`'s services."""
 
-    # "ok"; "degraded" while a view is stopped at an event it cannot take (still 200);
-    # "unavailable" while the database cannot be used (503)
-    status: str
-    database: str  # DATABASE_OK, POOL_EXHAUSTED or DATABASE_DOWN
-    processes: list[ProcessLiveness] = msgspec.field(default_factory=list)
-    stopping: str | None = None  # `up` gave up on a service and stops
+    status: Annotated[
+        str,
+        Meta(
+            description="ok; degraded while a view is stopped at an event it cannot take"
+            " (still 200); unavailable while the database cannot be used (503)"
+        ),
+    ]
+    database: Annotated[
+        str, Meta(description="ok, pool exhausted or unreachable (or: not checked)")
+    ]  # DATABASE_OK, POOL_EXHAUSTED or DATABASE_DOWN
+    processes: Annotated[
+        list[ProcessLiveness], Meta(description="the services `picasse up` runs")
+    ] = msgspec.field(default_factory=list)
+    stopping: Annotated[
+        str | None, Meta(description="set when `up` gave up on a service and stops")
+    ] = None
     # Said only while the database can be used:
-    stopped_views: list[ViewFailure] = msgspec.field(default_factory=list)  # only when some
-    reconciler: ReconcilerState | None = None  # its last run, where this server watches it
+    stopped_views: Annotated[
+        list[ViewFailure], Meta(description="views stopped at an event they cannot take")
+    ] = msgspec.field(default_factory=list)  # only when some
+    reconciler: Annotated[
+        ReconcilerState | None,
+        Meta(description="the reconciler's last run, where this server watches it"),
+    ] = None
 
 
 @dataclass(frozen=True)

@@ -510,7 +510,8 @@ def _parse(text: str | None, kind: Any, field: str, errors: list[str]) -> Any:
         return kind(text.strip())
     except ValueError as error:
         reason = f" ({error.args[0]})" if isinstance(error, OutOfRange) else ""
-        errors.append(f"'{field}' is not a valid {'date' if kind is _day else 'id'}{reason}.")
+        what = "date" if kind is _day else "id" if kind is UUID else "value"
+        errors.append(f"'{field}' is not a valid {what}{reason}.")
         return None
 
 

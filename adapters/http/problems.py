@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
+from msgspec import Meta
 
 from picasse.adapters.http.acklinks import InvalidAckToken
 from picasse.adapters.http.auth import LoginThrottled
@@ -34,12 +35,12 @@ PROBLEM_JSON = "application/problem+json"
 class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     """An error response (RFC 9457); `code` is stable for programs, `detail` is for people."""
 
-    type: str
-    title: str
-    status: int
-    detail: str
-    code: str
-    field: str | None = None  # the input field at fault, when one is
+    type: Annotated[str, Meta(description="urn:picasse:problem:<code>")]
+    title: Annotated[str, Meta(description="the HTTP status in words")]
+    status: Annotated[int, Meta(description="the HTTP status")]
+    detail: Annotated[str, Meta(description="what went wrong, in words for people")]
+    code: Annotated[str, Meta(description="what went wrong, as a stable code for programs")]
+    field: Annotated[str | None, Meta(description="the input field at fault, when one is")] = None
 
 
 # The one table from what went wrong to what the caller is told; the most specific

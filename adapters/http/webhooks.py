@@ -24,6 +24,7 @@ from litestar.openapi.spec import (
     Schema,
 )
 from litestar.params import HeaderParameter, PathParameter, RawBody
+from msgspec import Meta
 
 from picasse.adapters.http.acklinks import ACK_PATH, AckLinks
 from picasse.adapters.http.auth import PUBLIC
@@ -48,8 +49,8 @@ T = TypeVar("T")
 class ReceiptAnswer(msgspec.Struct, frozen=True):
     """The answer to a receipt that was accepted but recorded nothing."""
 
-    recorded: bool
-    detail: str
+    recorded: Annotated[bool, Meta(description="false: nothing was recorded")]
+    detail: Annotated[str, Meta(description="why, in words")]
 
 
 NOT_RECORDED = ReceiptAnswer(
@@ -107,8 +108,15 @@ def _receipt_schema() -> Schema:
                 format=OpenAPIFormat.UUID,
                 description="our delivery id, as we submitted it",
             ),
-            "status": Schema(type=OpenAPIType.STRING, enum=list(get_args(ReceiptStatus))),
-            "reason": Schema(one_of=[text, Schema(type=OpenAPIType.NULL)]),
+            "status": Schema(
+                type=OpenAPIType.STRING,
+                enum=list(get_args(ReceiptStatus)),
+                description="what became of the delivery",
+            ),
+            "reason": Schema(
+                one_of=[text, Schema(type=OpenAPIType.NULL)],
+                description="why it failed, in the network's words (read for a code, then dropped)",
+            ),
         },
     )
 
@@ -213,7 +221,7 @@ TokenParameter = Annotated[
         "Asks the recipient to confirm, with a button that POSTs to the same URL. Records"
         " nothing: link scanners that open every link acknowledge nothing."
     ),
-    responses=problem_responses(HTTPStatus.NOT_FOUND),
+    responses=problem_responses(HTTPStatus.BAD_REQUEST, HTTPStatus.NOT_FOUND),
     tags=["alerts"],
 )
 def ack_confirmation_page(
@@ -234,7 +242,7 @@ def ack_confirmation_page(
     request_max_body_size=1024,  # the form sends no fields
     summary="Acknowledge an alert: the confirmation page's button",
     description="Idempotent: posting again shows the same page and records nothing.",
-    responses=problem_responses(HTTPStatus.NOT_FOUND),
+    responses=problem_responses(HTTPStatus.BAD_REQUEST, HTTPStatus.NOT_FOUND),
     tags=["alerts"],
 )
 def acknowledge_by_link(

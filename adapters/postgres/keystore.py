@@ -1112,20 +1112,26 @@ class PostgresKeyStore:
 
     def _listen(self) -> None:
         backoff = 0.2
+        lost = False  # said once per outage, not at every attempt to reconnect
         while not self._stopping.is_set():
             try:
                 with psycopg.connect(**self._connection_kwargs(), autocommit=True) as conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     self._forget_everything()  # anything cached before may have missed a notice
                     self._listening.set()
-                    backoff = 0.2
+                    if lost:
+                        log.warning("key listener reconnected; caching keys again")
+                    backoff, lost = 0.2, False
                     while not self._stopping.is_set():
                         for notice in conn.notifies(timeout=0.1):
                             self._on_notice(notice.payload)
             except psycopg.Error as error:
-                log.warning(
-                    "key listener lost its connection (%s); not caching keys", type(error).__name__
-                )
+                if not lost:
+                    log.warning(
+                        "key listener lost its connection (%s); not caching keys until it is back",
+                        type(error).__name__,
+                    )
+                lost = True
             finally:
                 self._listening.clear()
                 self._forget_everything()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from msgspec import Meta
 from psycopg import sql
 
 from picasse.adapters.crypto import (
@@ -24,7 +25,15 @@ from picasse.domain.personal import sealed_view_columns, subject_name
 from picasse.domain.users import PLATFORM_TENANT
 from picasse.projections.accounts import AccountsView, ApiKeyRow, CustomerRow, UserRow
 from picasse.projections.ledger import LedgerEntry, LedgerView
-from picasse.projections.traffic import Change, DailyCount, TrafficRow, TrafficView
+from picasse.projections.traffic import (
+    Change,
+    DailyCount,
+    DeliveryRow,
+    MessageQuery,
+    MessageRow,
+    TrafficRow,
+    TrafficView,
+)
 
 
 class ViewWithoutKeys(RuntimeError):
@@ -355,7 +364,7 @@ class PostgresAccountsView(_View, AccountsView):
 class PostgresTrafficView(_View, TrafficView):
     tables = ("messages", "deliveries")
     tenant_columns = {"messages": "customer_id", "deliveries": "customer_id"}
-    indexes = ("customer_time", "time", "message", "recipient")
+    indexes = ("customer_time", "time", "message", "recipient", "messages_page")
     blind_indexes = {"deliveries": ("recipient_index",)}
 
     def schema_statements(self) -> list[str]:
@@ -372,6 +381,8 @@ class PostgresTrafficView(_View, TrafficView):
             "CREATE INDEX IF NOT EXISTS {time_idx} ON {deliveries} (queued_at)",
             "CREATE INDEX IF NOT EXISTS {message_idx} ON {deliveries} (message_id)",
             "CREATE INDEX IF NOT EXISTS {recipient_idx} ON {deliveries} (customer_id, recipient_index)",
+            "CREATE INDEX IF NOT EXISTS {messages_page_idx} ON {messages}"
+            " (customer_id, requested_at DESC, id DESC)",
         ]
 
     def message_requested(
@@ -490,6 +501,67 @@ class PostgresTrafficView(_View, TrafficView):
             for row in opened
         ]
 
+    def messages(self, query: MessageQuery) -> list[MessageRow]:
+        at, after_id = query.before if query.before is not None else (None, None)
+        return self._message_rows(
+            {
+                "id": None,
+                "customer": query.customer_id,
+                "channel": query.channel,
+                "status": query.status,
+                "since": query.since,
+                "until": query.until,
+                "at": at,
+                "after": after_id,
+                "limit": query.limit,
+            }
+        )
+
+    def message_row(self, message_id: UUID) -> MessageRow | None:
+        rows = self._message_rows(
+            dict.fromkeys(("customer", "channel", "status", "since", "until", "at", "after"))
+            | {"id": message_id, "limit": 1}
+        )
+        return rows[0] if rows else None
+
+    def _message_rows(self, params: dict[str, Any]) -> list[MessageRow]:
+        """Messages with their deliveries counted per status; newest first."""
+        rows = self._read(
+            "SELECT m.id, m.customer_id, m.channel, m.priority, m.requested_at, m.requested_by,"
+            " coalesce((SELECT json_object_agg(s.status, s.n) FROM (SELECT d.status,"
+            "  count(*)::int AS n FROM {deliveries} d WHERE d.message_id = m.id"
+            "  GROUP BY d.status) s), '{{}}') AS counts"
+            " FROM {messages} m"
+            " WHERE (%(id)s::uuid IS NULL OR m.id = %(id)s)"
+            " AND (%(customer)s::uuid IS NULL OR m.customer_id = %(customer)s)"
+            " AND (%(channel)s::text IS NULL OR m.channel = %(channel)s)"
+            " AND (%(since)s::timestamptz IS NULL OR m.requested_at >= %(since)s)"
+            " AND (%(until)s::timestamptz IS NULL OR m.requested_at < %(until)s)"
+            " AND (%(status)s::text IS NULL OR EXISTS (SELECT 1 FROM {deliveries} d"
+            "  WHERE d.message_id = m.id AND d.status = %(status)s))"
+            " AND (%(at)s::timestamptz IS NULL"
+            "  OR (m.requested_at, m.id) < (%(at)s, %(after)s::uuid))"
+            " ORDER BY m.requested_at DESC, m.id DESC LIMIT %(limit)s",
+            params,
+        )
+        return [MessageRow(**row) for row in rows]
+
+    def deliveries_of(
+        self, message_id: UUID, *, after_index: int | None = None, limit: int = 50
+    ) -> list[DeliveryRow]:
+        rows = self._read(
+            "SELECT id, message_id, customer_id, idx AS index, channel, recipient, status,"
+            " attempts, reason, provider, acknowledged, updated_at FROM {deliveries}"
+            " WHERE message_id = %(message)s AND (%(after)s::int IS NULL OR idx > %(after)s)"
+            " ORDER BY idx LIMIT %(limit)s",
+            {"message": message_id, "after": after_index, "limit": limit},
+        )
+        opened = (self._opened("deliveries", row, row["id"]) for row in rows)
+        return [
+            DeliveryRow(**{**row, "reason": row["reason"] and FailureReason.read(row["reason"])})
+            for row in opened
+        ]
+
     def daily_counts(self, customer_id: UUID | None, start: date, end: date) -> list[DailyCount]:
         rows = self._read(
             "SELECT (queued_at AT TIME ZONE 'UTC')::date AS day, customer_id, channel, status,"
@@ -557,12 +629,17 @@ class ViewFailure(msgspec.Struct, frozen=True):
 
     Only the error's type is kept, never its text: the text may quote the value."""
 
-    view: str
-    failing_at: int  # the notification id of the event the view cannot take
-    error_type: str
-    since: datetime  # the first failed attempt at this event
-    attempts: int
-    seen: int  # the log's head at the last attempt: a later event may unblock it
+    view: Annotated[str, Meta(description="the view's name")]
+    failing_at: Annotated[
+        int, Meta(description="the log position (notification id) of the event it cannot take")
+    ]
+    error_type: Annotated[str, Meta(description="the error's type (never its text)")]
+    since: Annotated[datetime, Meta(description="the first failed attempt at this event")]
+    attempts: Annotated[int, Meta(description="attempts at this event so far")]
+    seen: Annotated[
+        int,
+        Meta(description="the log's head at the last attempt: a later event may unblock it"),
+    ]
 
 
 class ViewStatusTable:

@@ -13,7 +13,25 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.e2e.platform import RunningUp
+
 Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="session")
+def shared_up(servers_root: Path) -> Iterator[RunningUp]:
+    """The one `picasse up` (embedded servers) of the tests that use a running platform as
+    they find it: they add customers and users of their own and leave it running. A test that
+    stops, kills, breaks or reconfigures `up` starts one of its own. One per pytest worker
+    that runs such a test (xdist's `loadgroup`, which could keep them on one worker, does
+    not group under pytest 9.2: it renames node ids through an attribute pytest no longer
+    reads)."""
+    up = RunningUp(servers_root / "shared-up")
+    try:
+        up.wait_until_up()
+        yield up
+    finally:
+        up.terminate()
 
 
 @pytest.fixture

@@ -6,9 +6,12 @@ Tests that claim a behaviour of the platform start it with `RunningUp` (or the
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +26,19 @@ from picasse.adapters.clock import TEST_DATA_DIR_MARKER
 START_TIMEOUT = 90.0  # a first start runs initdb; two cores under load can be slow
 STOP_TIMEOUT = 10.0
 READY_LINE = "picasse is up"
+MAIL_TIMEOUT = 120.0  # a mail goes through the relay, NATS and a worker
+# Debian's Chromium (tests/e2e/ensure_chromium.sh): playwright never downloads a browser.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def picasse_command() -> list[str]:
@@ -185,3 +201,29 @@ def wait_until_none_use(data_dir: Path, timeout: float) -> list[str]:
     while (left := processes_using(data_dir)) and time.monotonic() < deadline:
         time.sleep(0.5)
     return left
+
+
+def links_mailed_to(up: RunningUp, address: str) -> list[str]:
+    """The set-password links in the development Maildir's mails to `address`."""
+    found = []
+    inbox = up.data_dir / "maildir" / "email"
+    for sub in ("new", "cur"):
+        for path in sorted((inbox / sub).glob("*")):
+            try:
+                mail = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            except FileNotFoundError:
+                continue
+            if address not in str(mail["To"]):
+                continue
+            body = mail.get_body(("plain",))  # type: ignore[attr-defined]
+            found += re.findall(r"http\S+/set-password/[A-Za-z0-9_-]+", body.get_content())
+    return found
+
+
+def wait_for_links(up: RunningUp, address: str, count: int) -> list[str]:
+    """The first `count` set-password links mailed to `address`, once they have come."""
+    deadline = time.monotonic() + MAIL_TIMEOUT
+    while len(links := links_mailed_to(up, address)) < count:
+        assert time.monotonic() < deadline, f"{len(links)} link(s) for {address}"
+        time.sleep(0.5)
+    return links

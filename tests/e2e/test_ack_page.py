@@ -15,11 +15,9 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.e2e.platform import RunningUp
+from tests.e2e.platform import CHROMIUM, CHROMIUM_ARGS, RunningUp
 from tests.ports import free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 _LINK = re.compile(r"Acknowledge: (\S+/v1/ack/\S+)")
 
 
@@ -44,6 +42,7 @@ def _acknowledged(up: RunningUp, message_id: str) -> list[bool]:
 
 
 @pytest.mark.own_servers
+@pytest.mark.slow
 def test_opening_the_link_asks_and_only_the_button_acknowledges(fresh_data_dir: Path) -> None:
     if not CHROMIUM.exists():
         pytest.fail(f"no {CHROMIUM}: run tests/e2e/ensure_chromium.sh (make test does)")

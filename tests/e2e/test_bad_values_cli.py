@@ -30,6 +30,7 @@ def _with(args: list[str], option: str, value: str) -> list[str]:
     return changed
 
 
+@pytest.mark.slow
 def test_control_characters_in_text_flags_are_refused_with_one_line_naming_the_field(
     picasse: Run, cli_env: dict[str, str], tmp_path: Path
 ) -> None:

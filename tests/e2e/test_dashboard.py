@@ -34,22 +34,12 @@ from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_accounts, open_messages, open_privacy
+from tests.e2e.platform import CHROMIUM, CHROMIUM_ARGS
 from tests.integration.platform_processes import Processes, base_env, processes, wait_until
 from tests.integration.projection_runners import running, statuses
 from tests.ports import free_port
 from tests.users import add_customer_user
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 PASSWORD = "correct horse battery staple"
 # Text that exists only inside sent messages: no page may ever show it (R7).
@@ -467,6 +457,61 @@ def test_a_customer_admin_changes_its_password_on_the_account_page(
     expect(page.get_by_role("alert")).to_have_text("Wrong login or password.")
     log_in(page, "cust.changer", new_password)
     page.wait_for_url("**/app/")
+
+
+def test_a_customer_user_follows_its_messages_and_sees_its_traffic_chart(
+    page: Page, platform: Platform
+) -> None:
+    log_in(page, "cust.user")
+    page.wait_for_url("**/app/")
+    page.get_by_role("link", name="Messages").click()
+    page.wait_for_url("**/app/messages")
+    rows = page.locator("[data-list=messages] tbody tr")
+    expect(rows).to_have_count(3)  # Acme's e-mail, text and call; no other customer's
+    expect(page.locator("[data-count=undelivered]")).to_have_count(3)
+    page.screenshot(path=OUTPUT / "app-messages.png", full_page=True)
+
+    page.get_by_label("Status").select_option("undelivered")
+    page.get_by_label("Channel").select_option("email")
+    page.get_by_role("button", name="Show").click()
+    expect(rows).to_have_count(1)
+    rows.first.get_by_role("link").click()
+    deliveries = page.locator("[data-list=deliveries] tbody tr")
+    expect(deliveries).to_have_count(3)
+    expect(deliveries.last).to_contain_text("inbox02@recipient.example")
+    expect(deliveries.last).to_contain_text("undelivered")
+    assert "marzipan" not in page.content()  # the body is not on these pages either
+
+    page.get_by_role("link", name="Traffic").click()
+    page.wait_for_url("**/app/traffic")
+    expect(page.locator(".chart-box svg")).to_be_visible()
+    expect(page.locator("[data-total=failed]")).to_have_text("Not delivered: 3")
+    page.screenshot(path=OUTPUT / "app-traffic.png", full_page=True)
+    expect(page.get_by_role("link", name="Templates")).to_have_count(0)
+    assert page.goto("/app/templates").status == 403
+
+
+def test_a_customer_admin_stores_and_deletes_a_template_on_its_templates_page(
+    page: Page, platform: Platform
+) -> None:
+    log_in(page, "cust.admin")
+    page.wait_for_url("**/app/")
+    page.get_by_role("link", name="Templates").click()
+    page.wait_for_url("**/app/templates")
+
+    page.get_by_label("Name").fill("Shift change")
+    page.get_by_label("Text").fill("Hi {name!r}")
+    page.get_by_role("button", name="Save template").click()
+    expect(page.get_by_role("alert")).to_contain_text("placeholders must be plain names")
+    page.get_by_label("Text").fill("Hi {name}, your shift starts at {time}")
+    page.get_by_role("button", name="Save template").click()
+    row = page.locator("[data-list=templates] tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("name, time")
+    page.screenshot(path=OUTPUT / "app-templates.png", full_page=True)
+
+    row.get_by_role("button", name="Delete").click()
+    expect(page.get_by_text("No templates yet.")).to_be_visible()
 
 
 def test_a_customer_admin_creates_an_api_key_and_sees_its_secret_once(

@@ -42,6 +42,7 @@ def _register(picasse: Run, n: int) -> str:
     return customer
 
 
+@pytest.mark.slow
 def test_twenty_gdpr_operations_beside_a_running_platform_all_succeed_and_up_keeps_running(
     running_up: RunningUp, tmp_path: Path
 ) -> None:

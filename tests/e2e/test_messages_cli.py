@@ -92,6 +92,22 @@ def test_a_group_can_be_messaged_by_name(picasse: Run, customer: str) -> None:
     assert [d["to"] for d in shown["deliveries"]] == ["+31612340001", "+31612340002"]
 
 
+def test_groups_are_listed_shown_and_deleted_by_name(picasse: Run, customer: str) -> None:
+    group_id = picasse("groups", "set", "--customer", customer, "--name", "Day shift",
+                       "--member", "+31612340003", check=True).stdout.strip()  # fmt: skip
+
+    listed = json.loads(picasse("groups", "list", "--customer", customer, "--json").stdout)
+    shown = json.loads(
+        picasse("groups", "show", "--customer", customer, "day shift", "--json").stdout
+    )
+    picasse("groups", "delete", "--customer", customer, group_id, check=True)
+    gone = picasse("groups", "show", "--customer", customer, "Day shift")
+
+    assert listed == [{"id": group_id, "name": "Day shift", "member_count": 1}]
+    assert shown["members"] == ["+31612340003"]
+    assert gone.returncode == 1 and len(gone.stderr.strip().splitlines()) == 1
+
+
 def test_content_is_revealed_only_to_the_customers_own_user(
     picasse: Run, customer: str, cli_env: dict[str, str]
 ) -> None:

@@ -50,6 +50,7 @@ def _post(url: str, receipt: dict[str, str], token: str) -> httpx.Response:
 
 
 @pytest.mark.own_servers
+@pytest.mark.slow
 def test_the_voice_gateway_marks_only_its_own_call_and_only_once(fresh_data_dir: Path) -> None:
     port = free_port()
     receipts = f"http://127.0.0.1:{port}{RECEIPTS_PATH}"

@@ -32,6 +32,7 @@ def test_up_refuses_a_test_clock_on_a_data_dir_not_marked_as_a_test_one(tmp_path
 
 
 @pytest.mark.own_servers
+@pytest.mark.slow
 def test_moving_the_test_clock_seven_months_lets_the_scheduler_erase_that_months_traffic(
     fresh_data_dir: Path,
 ) -> None:

@@ -139,6 +139,7 @@ def _delivered(up: RunningUp, n: int) -> bool:
     return bool(row and row[0] >= n)
 
 
+@pytest.mark.slow
 def test_a_terminated_customers_values_are_in_no_stored_byte_and_the_search_can_fail(
     up: RunningUp, tmp_path: Path
 ) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,14 +22,9 @@ def answers_queries(database_url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def running_up(servers_root: Path) -> Iterator[RunningUp]:
-    up = RunningUp(servers_root / "shared-up")
-    try:
-        up.wait_until_up()
-        yield up
-    finally:
-        up.terminate()
+@pytest.fixture
+def running_up(shared_up: RunningUp) -> RunningUp:
+    return shared_up
 
 
 def test_up_prints_where_postgresql_and_nats_listen_and_the_data_dir(
@@ -93,6 +87,7 @@ def test_a_command_run_beside_up_uses_its_database_and_leaves_it_running(
         assert connection.execute("SELECT pg_postmaster_start_time()").fetchone() == started
 
 
+@pytest.mark.slow
 def test_sigterm_stops_up_with_exit_status_0_and_no_server_left_running(
     fresh_data_dir: Path,
 ) -> None:

@@ -196,12 +196,17 @@ def logged_in(base_url: str, login: str, **kwargs: object) -> httpx.Client:
 def catch_up_views(settings: Settings, database_url: str, timeout: float = 30) -> None:
     """Run the projections until every view holds the whole log, as `picasse project` would."""
     with running(settings, database_url, ["accounts", "traffic"]) as runners:
-        deadline = time.monotonic() + timeout
-        while not all(s.lag == 0 for s in statuses(runners)):
-            assert time.monotonic() < deadline, f"views did not catch up: {statuses(runners)}"
-            for runner in runners.values():
-                runner.run_forever(timeout=0)
-            time.sleep(0.05)
+        caught_up(runners, timeout)
+
+
+def caught_up(runners: dict[str, Any], timeout: float = 30) -> None:
+    """Wait until these running projections hold the whole log."""
+    deadline = time.monotonic() + timeout
+    while not all(s.lag == 0 for s in statuses(runners)):
+        assert time.monotonic() < deadline, f"views did not catch up: {statuses(runners)}"
+        for runner in runners.values():
+            runner.run_forever(timeout=0)
+        time.sleep(0.05)
 
 
 @contextmanager

@@ -102,6 +102,17 @@ EXAMPLES: dict[tuple[str, str], tuple[Who, list[dict[str, Any]]]] = {
         ],
     ),
     ("POST", "/login"): ("anyone", [{"login": ADMIN, "password": PASSWORD}]),
+    ("POST", "/v1/templates"): (
+        "admin",
+        [{"name": "Drill", "channel": "sms", "text": "Drill at {time},\n\tall of you"}],
+    ),
+    ("PUT", "/v1/templates/{template_id:uuid}"): ("admin", [{"text": "Hi {name},\n\tdrill"}]),
+    ("POST", "/app/templates"): (
+        "admin",
+        [{"name": "Page drill", "channel": "email", "text": "Drill at {time},\n\tall of you"}],
+    ),
+    ("POST", "/v1/groups"): ("admin", [{"name": "day shift", "members": ["+31612345670"]}]),
+    ("PUT", "/v1/groups/{group_id:uuid}"): ("admin", [{"members": ["day@rcpt.example"]}]),
 }
 # Text fields that are not recorded, each for a reason; every other one is tried.
 NOT_RECORDED = {
@@ -131,6 +142,7 @@ class World:
     settings: Settings
     headers: dict[str, dict[str, str]]
     tokens: dict[str, str]  # per route, a set-password link's token (issued up front)
+    ids: dict[str, str]  # a template's and a group's id, for the paths that name one
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +169,15 @@ def world(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
                 ("/set-password/{token:str}", tenant.user_login),
             )
         }
+        ids = {
+            "{template_id:uuid}": str(
+                deps.messages.save_template(tenant.customer_id, "sms", "Hello", "Hi {name}")
+            ),
+            "{group_id:uuid}": str(deps.messages.group_id_of(tenant.customer_id, GROUP)),
+            "{user_id:uuid}": str(tenant.user_id),
+        }
         with serving(app) as base_url:
-            yield World(app, deps, base_url, tenant, settings, headers, tokens)
+            yield World(app, deps, base_url, tenant, settings, headers, tokens, ids)
 
 
 def _client(world: World, who: Who) -> httpx.Client:
@@ -246,7 +265,8 @@ def _cases(app: Litestar) -> Iterator[tuple[str, str, bool, Who, dict[str, Any],
 
 def _url(world: World, path: str) -> str:
     url = path.replace("{customer_id:uuid}", str(world.tenant.customer_id))
-    url = url.replace("{user_id:uuid}", str(world.tenant.user_id))
+    for parameter, ident in world.ids.items():
+        url = url.replace(parameter, ident)
     return url.replace("{token:str}", world.tokens.get(path, "no-such-token"))
 
 
@@ -285,7 +305,12 @@ def test_the_examples_themselves_are_accepted(world: World) -> None:
     for (method, path), (who, examples) in EXAMPLES.items():
         for example in examples:
             with _client(world, who) as client:
-                form = path in ("/login", "/set-password/{token:str}", "/account/password")
+                form = path in (
+                    "/login",
+                    "/set-password/{token:str}",
+                    "/account/password",
+                    "/app/templates",
+                )
                 response = _send(client, method, _url(world, path), example, form)
             accepted = response.status_code < 400 and not (  # not sent back to log in
                 who == "user-session" and response.is_redirect

@@ -136,6 +136,7 @@ def _statuses(messages: Messages, message_ids: list[UUID]) -> collections.Counte
     return collections.Counter(messages.delivery_status(delivery_id(m, 0)) for m in message_ids)
 
 
+@pytest.mark.slow
 def test_two_hundred_emails_arrive_exactly_once_and_are_delivered_in_the_log(
     platform: Processes,
     messages: Messages,
@@ -155,6 +156,7 @@ def test_two_hundred_emails_arrive_exactly_once_and_are_delivered_in_the_log(
     assert bodies == {f"Body number {i}" for i in range(200)}
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_batch_loses_nothing_and_delivers_nothing_twice(
     platform: Processes,
     messages: Messages,
@@ -190,6 +192,7 @@ def _sms(messages: Messages, customer: UUID, number: str) -> UUID:
     return messages.send(customer, SendRequest(channel="sms", to=[number], body="Gate 4 is open"))
 
 
+@pytest.mark.slow
 def test_gateway_503s_are_retried_and_then_fail_over_to_the_second_gateway(
     platform: Processes,
     messages: Messages,

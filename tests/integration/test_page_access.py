@@ -131,7 +131,7 @@ def test_every_page_answers_every_role_as_the_policy_says_and_shows_only_what_it
     app, people = app_and_people
     a = people.a
     # A's customer page, and A's traffic over a period that holds its message.
-    values = {"customer_id": str(a.customer_id)}
+    values = {"customer_id": str(a.customer_id), "message_id": str(a.message_id)}
     query = {"customer_id": str(a.customer_id), "from": "2000-01-01", "to": "9998-12-31"}
     pages = list(_pages(app))
     # overview, customers, a customer, traffic, ledger, account, the customer's home at least
@@ -219,7 +219,7 @@ def test_no_query_a_page_may_be_given_gets_a_server_error_for_any_role(
     as every role: 4xx for what is malformed, never 5xx, and nothing logged as unhandled."""
     app, people = app_and_people
     pages = [(path, _query_names(route)) for path, route, _ in _pages(app)]
-    values = {"customer_id": str(people.a.customer_id)}
+    values = {"customer_id": str(people.a.customer_id), "message_id": str(people.a.message_id)}
     with ExitStack() as stack:
         sessions = {role: stack.enter_context(people.session(role)) for role in Role}
 

@@ -67,6 +67,7 @@ def planted(accounts: Accounts, messages: Messages) -> Planted:
         "group": f"member{tag}@groups.example",
         "traffic": f"rcpt{tag}@inbox.example",
         "content": f"Body{tag} text",
+        "template": f"Template{tag} text",
     }
     customer = accounts.register_customer(
         organisation=values["organisation"],
@@ -80,6 +81,7 @@ def planted(accounts: Accounts, messages: Messages) -> Planted:
         accounts, customer_id=customer, login=values["user"], role=Role.CUSTOMER_ADMIN, password="a long password"
     )  # fmt: skip
     group = messages.create_group(customer, f"Team{tag}", [values["group"]])
+    template = messages.save_template(customer, "sms", f"Name{tag}", values["template"])
     messages.send(
         customer,
         SendRequest(channel="email", to=[values["traffic"]], body=values["content"], subject="S"),
@@ -89,6 +91,7 @@ def planted(accounts: Accounts, messages: Messages) -> Planted:
         "<customer id>": str(customer),
         "<user id>": str(user),
         "<group id>": str(group),
+        "<template id>": str(template),
         "<YYYY-MM>": f"{messages.clock.now():%Y-%m}",
     }
     missing = [kind for kind in PERSONAL_DATA_KINDS if kind not in values]

@@ -27,6 +27,7 @@ from picasse.domain.values import Role
 ENV = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 PSEUDONYMS = KeyedPseudonyms(b"k" * 32)
 BAD = ["\x00", "\r", "\u2028"]
+MULTI_LINE = {"body", "template", "text"}  # where U+2028 and U+2029 are allowed
 
 
 def _accounts() -> Accounts:
@@ -50,7 +51,7 @@ VALID: dict[str, Any] = {
     "phone": "+31612345678", "billing_address": "Street 1", "plan": "standard",
     "login": "bob", "password": "a long enough password", "token": "a-link-token", "current": "a long enough password",
     "new": "another long password", "name": "night shift", "members": ["+31612345679"],
-    "authority": "Police", "legal_basis": "Art. 126nc Sv",
+    "authority": "Police", "legal_basis": "Art. 126nc Sv", "channel": "sms", "text": "Hi {name}",
 }  # fmt: skip
 # Each command's arguments that are not text (every public command of these applications
 # that takes text must be here, or all its text be listed as not from a person).
@@ -70,6 +71,10 @@ FIXED: dict[str, dict[str, Any]] = {
     "enable_user": {},
     "user_by_login": {},
     "create_group": {"customer_id": uuid4()},
+    "replace_group_members": {"customer_id": uuid4(), "group_id": uuid4()},
+    "save_template": {"customer_id": uuid4()},
+    "change_template": {"customer_id": uuid4(), "template_id": uuid4()},
+    "templates": {"customer_id": uuid4()},
     "record_disclosure": {"tenant_id": uuid4(), "period_from": date(2026, 1, 1),
                           "period_to": date(2026, 1, 2), "records": 0, "by": "cli"},
 }  # fmt: skip
@@ -88,6 +93,7 @@ NOT_FROM_A_PERSON = {
     ("record_receipt", "provider"): "the gateway's name, from our settings",
     ("record_receipt", "reference"): "a gateway's reference, compared and never recorded",
     ("acknowledge", "via"): "how, in our code's words",
+    ("group_id_of", "name_or_id"): "only looked up (as its pseudonym), never recorded",
     ("erase_subject", "subject"): "built by our code from ids",
     ("erase_subject", "reason"): "our code's words",
     ("erase_tenant", "reason"): "our code's words",
@@ -141,6 +147,8 @@ def _cases() -> list[Any]:
             if param in fixed or (name, param) in NOT_FROM_A_PERSON:
                 continue
             for bad in BAD:
+                if param in MULTI_LINE and bad == "\u2028":
+                    continue  # allowed in a text of several lines
                 kwargs = {p: VALID[p] for p in params if p not in fixed} | fixed
                 kwargs[param] = _planted(VALID[param], bad)
                 field = "password" if param == "new" else param
@@ -190,9 +198,6 @@ SEND_BASE: dict[str, Any] = {
     "template": "Hi {name}", "variables": {"name": "Ann"}, "subject": "Drill",
     "priority": "alert", "idempotency_key": "k-1", "escalation_groups": ["night shift"],
 }  # fmt: skip
-
-
-MULTI_LINE = {"body", "template"}  # where U+2028 and U+2029 are allowed
 
 
 @pytest.mark.parametrize(
