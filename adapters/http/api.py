@@ -58,7 +58,7 @@ from uuid import UUID
 import msgspec
 from litestar import Request, Response, Router, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
+from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
 from msgspec import Meta
 
 from picasse.adapters.http.auth import (
@@ -102,6 +102,7 @@ S = HTTPStatus  # short names for the status lists below
 # Path parameters, described once for every route that takes them.
 CustomerId = Annotated[UUID, PathParameter(description="the customer's id")]
 KeyId = Annotated[UUID, PathParameter(description="the API key's id")]
+UserId = Annotated[UUID, PathParameter(description="the user's id")]
 MessageId = Annotated[UUID, PathParameter(description="the message's id")]
 LinkToken = Annotated[
     str, PathParameter(description="the last part of the set-password link mailed to the user")
@@ -838,8 +839,8 @@ def change_and_end_sessions(
     tags=["customers"],
 )
 def change_user(
-    customer_id: FromPath[UUID],
-    user_id: FromPath[UUID],
+    customer_id: CustomerId,
+    user_id: UserId,
     data: JSONBody[UserChange],
     caller: NamedDependency[Caller],
     deps: NamedDependency[Any],

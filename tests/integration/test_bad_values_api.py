@@ -35,7 +35,7 @@ from tests.integration.api_server import (
     with_cheap_passwords,
 )
 
-Who = Literal["anyone", "admin", "user", "user-session"]  # pages take a session, not a key
+Who = Literal["anyone", "admin", "user", "admin-session", "user-session"]  # pages: a session
 GROUP = "night shift"
 ADMIN = "anvil-admin"  # make_tenant's admin of "Anvil"
 
@@ -108,7 +108,7 @@ EXAMPLES: dict[tuple[str, str], tuple[Who, list[dict[str, Any]]]] = {
     ),
     ("PUT", "/v1/templates/{template_id:uuid}"): ("admin", [{"text": "Hi {name},\n\tdrill"}]),
     ("POST", "/app/templates"): (
-        "admin",
+        "admin-session",
         [{"name": "Page drill", "channel": "email", "text": "Drill at {time},\n\tall of you"}],
     ),
     ("POST", "/v1/groups"): ("admin", [{"name": "day shift", "members": ["+31612345670"]}]),
@@ -181,8 +181,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
 
 
 def _client(world: World, who: Who) -> httpx.Client:
-    if who == "user-session":  # logged in now: a password set meanwhile ended older sessions
-        browser = logged_in(world.base_url, world.tenant.user_login)
+    if who.endswith("-session"):  # logged in now: a password set meanwhile ends sessions
+        login = world.tenant.admin_login if who == "admin-session" else world.tenant.user_login
+        browser = logged_in(world.base_url, login)
         cookies = browser.cookies
         browser.close()
         return httpx.Client(base_url=world.base_url, cookies=cookies, timeout=20)
@@ -313,7 +314,7 @@ def test_the_examples_themselves_are_accepted(world: World) -> None:
                 )
                 response = _send(client, method, _url(world, path), example, form)
             accepted = response.status_code < 400 and not (  # not sent back to log in
-                who == "user-session" and response.is_redirect
+                who.endswith("-session") and response.headers.get("location") == "/login"
             )
             assert accepted, f"{method} {path}: {response.status_code} {response.text[:300]}"
 
