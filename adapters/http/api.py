@@ -917,7 +917,7 @@ def change_own_password(
     request_max_body_size=MAX_JSON_BODY,
     summary="Send a message to recipients (and/or a group); delivered in the background",
     description=(
-        "The same idempotency key (the `Idempotency-Key` header, or `idempotency_key` in the"
+        "The same idempotency key (the Idempotency-Key header, or idempotency_key in the"
         " body; both given and different: 422) within 24 hours answers the first message's"
         " id and sends nothing again; with a different request it answers 422"
         " idempotency-key-reused. schedule_at (with a time zone, at most 7 days ahead)"
