@@ -18,7 +18,31 @@ A = TypeVar("A", bound=Aggregate)
 
 
 class PicasseApplication(Application[UUID]):
+    """`sharing`: another application of this process whose store (pool, key store and
+    key listener) this one uses too, instead of opening its own: a small part of the
+    domain then costs no database connections of its own."""
+
     name = LOG_NAME
+
+    def __init__(self, env: Any = None, *, sharing: PicasseApplication | None = None) -> None:
+        self._sharing = sharing
+        super().__init__(env if sharing is None else sharing.env)
+
+    def construct_factory(self, env: Any) -> Any:
+        return super().construct_factory(env) if self._sharing is None else self._sharing.factory
+
+    def construct_mapper(self) -> Any:
+        return super().construct_mapper() if self._sharing is None else self._sharing.mapper
+
+    def construct_recorder(self) -> Any:
+        return super().construct_recorder() if self._sharing is None else self._sharing.recorder
+
+    def construct_event_store(self) -> Any:
+        return super().construct_event_store() if self._sharing is None else self._sharing.events
+
+    def close(self) -> None:
+        if self._sharing is None:  # what is shared is closed by its owner
+            super().close()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

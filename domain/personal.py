@@ -173,6 +173,21 @@ PERSONAL_DATA_KINDS: dict[str, PersonalDataKind] = {
             ),
         ),
         PersonalDataKind(
+            kind="webhook",
+            description=(
+                "a customer's webhook endpoint: its URL and signing secret (the URL may name"
+                " a person's host; the secret must never be readable at rest)"
+            ),
+            purpose="posting the customer's delivery and alert status events to it (R4, R9)",
+            subject="webhook/<endpoint id>",
+            retention=SUBSCRIPTION,
+            erased_on=frozenset({Trigger.TERMINATION}),
+            not_exported=(
+                "the customer set the URL and was shown the secret once; an export"
+                " hands out no credentials"
+            ),
+        ),
+        PersonalDataKind(
             kind="user",
             description=(
                 "a customer user's or staff member's login and password hash, a customer"

@@ -20,13 +20,15 @@ from picasse.adapters.master_key import read_master_key
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.reconciler import ReconcilerLog
 from picasse.adapters.postgres.sessions import PostgresAuthStore
+from picasse.adapters.postgres.webhook_log import WebhookLog
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.api_keys import ApiKeys
 from picasse.domain.clock import Clock
 from picasse.domain.messaging import Messages
+from picasse.domain.webhooks import Webhooks
 from picasse.runners import relay, servers
 from picasse.runners.processes import connect_nats
-from picasse.runners.project import VIEWS
+from picasse.runners.project import VIEWS, view_on_pool_of
 from picasse.runners.settings import Settings, SettingsError
 from picasse.runners.signals import StopRequest, stop_requested
 from picasse.runners.wiring import (
@@ -125,7 +127,10 @@ def http_deps(
             database_url, schema=settings.database_schema, pool_size=SMALL_POOL
         )
         stack.callback(auth_store.close)
-        views = {name: _view(messages, name) for name in VIEWS}
+        views = {name: view_on_pool_of(messages, name) for name in VIEWS}
+        datastore = messages.factory.datastore  # type: ignore[attr-defined]
+        webhook_log = WebhookLog(lambda: datastore.transaction(commit=True), datastore.schema)
+        webhook_log.create_tables()
         yield HttpDeps(
             messages=messages,
             accounts=accounts,
@@ -138,6 +143,9 @@ def http_deps(
             pseudonyms=pseudonyms,
             receipt_tokens=receipt_tokens(settings),
             ack_links=ack_links_from(master_key, settings.public_url),
+            webhooks=Webhooks(clock=messages.clock, sharing=messages),
+            webhook_log=webhook_log,
+            webhooks_allow_private=settings.webhooks_allow_private,
             secure_cookies=secure or settings.public_url.startswith("https://"),
             hsts=secure,
             login_tracking=settings.login_tracking,
@@ -175,18 +183,6 @@ def _health_probe(settings: Settings, messages: Messages, views: dict[str, Any])
         clock=messages.clock,
         data_dir=settings.data_dir,
     )
-
-
-def _view(messages: Messages, name: str) -> Any:
-    """A view to read, as `picasse project` writes it, on the messages pool (no pool of its own)."""
-    projection, view_class = VIEWS[name]
-    view = view_class(
-        datastore=messages.factory.datastore,  # type: ignore[attr-defined]
-        tracking_table_name=f"{projection.name.lower()}_tracking",
-        keys=messages.factory.keys,  # type: ignore[attr-defined]  # opens the sealed columns
-    )
-    view.create_table()  # if the projections never ran here yet
-    return view
 
 
 async def _serve(

@@ -63,6 +63,20 @@ VIEWS: dict[str, tuple[type[Projection[Any]], type[Any]]] = {
     "ledger": (LedgerProjection, PostgresLedgerView),
 }
 
+
+def view_on_pool_of(app: PicasseApplication, name: str) -> Any:
+    """A view to read, as `picasse project` writes it, on the pool of `app` (no pool of its
+    own); it opens its sealed columns with that app's key store."""
+    projection, view_class = VIEWS[name]
+    view = view_class(
+        datastore=app.factory.datastore,  # type: ignore[attr-defined]
+        tracking_table_name=f"{projection.name.lower()}_tracking",
+        keys=app.factory.keys,  # type: ignore[attr-defined]  # opens the sealed columns
+    )
+    view.create_table()  # if the projections never ran here yet
+    return view
+
+
 BATCH = 200  # events read at a time; a stop request is seen between two batches
 TICK_SECONDS = 0.05  # how often the projector looks at the log's head
 CLAIM_SECONDS = 1.0  # how often it checks its claims and tries to take the others

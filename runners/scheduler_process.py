@@ -20,6 +20,7 @@ from picasse.runners.reconcile import reconcile_job
 from picasse.runners.retention import RetentionJob
 from picasse.runners.scheduler import POLL_SECONDS, PeriodicJob, Scheduler
 from picasse.runners.settings import Settings
+from picasse.runners.webhook_retries import webhook_retry_job
 from picasse.runners.wiring import clock_from, ensure_master_key, open_privacy
 
 
@@ -33,6 +34,7 @@ def periodic_jobs(settings: Settings, database_url: str, opened: ExitStack) -> l
     return [
         RetentionJob(privacy, traffic_retention(settings.traffic_retention_months)),
         reconcile_job(settings, database_url, servers.nats_url(settings)),
+        webhook_retry_job(settings, database_url, servers.nats_url(settings)),
     ]
 
 

@@ -50,6 +50,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sms_failover_token: str | None = None
     voice_url: str | None = None
     voice_token: str | None = None
+    # Webhook URLs on loopback, private or link-local addresses are refused unless this is
+    # on (tests, private deployments): PICASSE_WEBHOOKS_ALLOW_PRIVATE=1.
+    webhooks_allow_private: bool = False
     # Workers
     workers: int = 1
     max_attempts: int = 5
@@ -106,6 +109,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             sms_failover_token=env.get("PICASSE_SMS_FAILOVER_TOKEN") or None,
             voice_url=env.get("PICASSE_VOICE_URL") or None,
             voice_token=env.get("PICASSE_VOICE_TOKEN") or None,
+            webhooks_allow_private=_flag(env, "PICASSE_WEBHOOKS_ALLOW_PRIVATE"),
             workers=_number(env, "PICASSE_WORKERS", 1, int),
             max_attempts=_number(env, "PICASSE_MAX_ATTEMPTS", 5, int),
             retry_backoff=_number(env, "PICASSE_RETRY_BACKOFF", 2.0, float),
@@ -170,6 +174,15 @@ def _number(
     if minimum is None and value <= 0:
         raise SettingsError(f"{name} must be positive, not {text!r}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    text = (env.get(name) or "").strip().lower()
+    if text in ("", "0", "off", "no", "false"):
+        return False
+    if text in ("1", "on", "yes", "true"):
+        return True
+    raise SettingsError(f"{name} must be 1 or 0, not {text!r}")
 
 
 def _namespace(text: str) -> str:

@@ -1,15 +1,27 @@
-"""`picasse worker`: a delivery worker process; run as many as the load needs."""
+"""`picasse worker`: a delivery worker process; run as many as the load needs.
+
+Each also sends customers' webhooks (`WebhookSender`), on the same store and clock: the
+webhooks application, the senders' record and the accounts view (to mail admins when an
+endpoint is disabled) all use the messages pool, so the sender costs no connections."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from picasse.adapters.http.acklinks import ack_links_from
 from picasse.adapters.master_key import read_master_key
 from picasse.adapters.nats.jobs import Topology
+from picasse.adapters.nats.status_events import WebhookTopology
+from picasse.adapters.nats.webhook_sender import WebhookSender
 from picasse.adapters.nats.worker import Worker, WorkerSettings
+from picasse.adapters.postgres.webhook_log import WebhookLog
+from picasse.adapters.webhook_notices import mail_endpoint_disabled
+from picasse.domain.messaging import Messages
+from picasse.domain.webhooks import Webhooks
 from picasse.runners import servers
 from picasse.runners.processes import connect_nats, run_until_signalled
+from picasse.runners.project import view_on_pool_of
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import ensure_master_key, open_messages, providers_from
 
@@ -43,8 +55,9 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
                     read_master_key(settings.master_key_path), settings.public_url
                 ),
             )
+            sender = webhook_sender(settings, messages, client.jetstream())
             print("worker running", flush=True)
-            await worker.run(stop)
+            await asyncio.gather(worker.run(stop), sender.run(stop))
         finally:
             await asyncio.gather(
                 *(p.close() for p in {id(p): p for p in providers.values()}.values()),
@@ -58,3 +71,20 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
     finally:
         messages.close()
     return 0
+
+
+def webhook_sender(settings: Settings, messages: Messages, js: Any) -> WebhookSender:
+    """The webhook sender of a worker process, on its messages pool and clock."""
+    datastore = messages.factory.datastore  # type: ignore[attr-defined]
+    accounts_view = view_on_pool_of(messages, "accounts")
+    return WebhookSender(
+        Webhooks(clock=messages.clock, sharing=messages),
+        WebhookLog(lambda: datastore.transaction(commit=True), datastore.schema),
+        js,
+        topology=WebhookTopology(settings.nats_namespace),
+        clock=messages.clock,
+        allow_private=settings.webhooks_allow_private,
+        endpoint_disabled=lambda customer_id, endpoint_id: mail_endpoint_disabled(
+            messages, accounts_view, customer_id, endpoint_id
+        ),
+    )

@@ -36,17 +36,21 @@ from picasse.adapters.http.docs import docs_router
 from picasse.adapters.http.health import HealthProbe, Liveness
 from picasse.adapters.http.problems import problem_response
 from picasse.adapters.http.transport import json_bodies_only, response_headers
+from picasse.adapters.http.webhook_endpoints import STRICT_BODIES as STRICT_WEBHOOK_BODIES
+from picasse.adapters.http.webhook_endpoints import webhook_endpoints_router
 from picasse.adapters.http.webhooks import (
     ack_confirmation_page,
     acknowledge_by_link,
     receive_receipt,
 )
 from picasse.adapters.postgres.sessions import PostgresAuthStore
+from picasse.adapters.postgres.webhook_log import WebhookLog
 from picasse.domain.accounts import Accounts
 from picasse.domain.api_keys import ApiKeys
 from picasse.domain.application import Pseudonyms
 from picasse.domain.clock import Clock
 from picasse.domain.messaging import Messages
+from picasse.domain.webhooks import Webhooks
 from picasse.projections.accounts import AccountsView
 from picasse.projections.ledger import LedgerView
 from picasse.projections.traffic import TrafficView
@@ -67,6 +71,9 @@ class HttpDeps:
     pseudonyms: Pseudonyms  # keys the failed-login counters without naming anyone
     receipt_tokens: Mapping[str, str] = field(repr=False)  # gateway name → token
     ack_links: AckLinks
+    webhooks: Webhooks  # the customers' webhook endpoints
+    webhook_log: WebhookLog  # their posts and attempts
+    webhooks_allow_private: bool = False  # PICASSE_WEBHOOKS_ALLOW_PRIVATE: tests, private use
     secure_cookies: bool = False  # served over TLS (here or at a proxy in front)
     hsts: bool = False  # served over TLS here: browsers are told to come back over https only
     login_tracking: bool = False  # R6: off unless an operator switches it on
@@ -126,6 +133,7 @@ def create_app(deps: HttpDeps) -> Litestar:
             ack_confirmation_page,
             acknowledge_by_link,
             api_router(*messages_api.ROUTES, *templates_api.ROUTES, *groups_api.ROUTES),
+            webhook_endpoints_router(),
             docs_router(),
             *_pages(deps),
         ],
@@ -139,6 +147,8 @@ def create_app(deps: HttpDeps) -> Litestar:
             "traffic_view": provide(deps.traffic_view),
             "receipt_tokens": provide(deps.receipt_tokens),
             "ack_links": provide(deps.ack_links),
+            "webhooks": provide(deps.webhooks),
+            "webhook_log": provide(deps.webhook_log),
         },
         # From where (every request), who calls (every request), then what an API key may
         # call and which customer they may reach (every route).
@@ -201,7 +211,12 @@ def _complete_the_document(app: Litestar) -> None:
                     operation.security = []
     strict = {
         cls.__name__
-        for cls in (*STRICT_BODIES, *templates_api.STRICT_BODIES, *groups_api.STRICT_BODIES)
+        for cls in (
+            *STRICT_BODIES,
+            *templates_api.STRICT_BODIES,
+            *groups_api.STRICT_BODIES,
+            *STRICT_WEBHOOK_BODIES,
+        )
     }
     components = document.components
     for component in components if isinstance(components, list) else [components]:

@@ -11,6 +11,7 @@ per page, with a template `app_<page>.html` that extends `app.html`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from http import HTTPStatus
@@ -39,6 +40,7 @@ from picasse.adapters.http.pages import (
     caller_page,
 )
 from picasse.adapters.http.problems import problem_for
+from picasse.adapters.webhook_posts import check_destination
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import UserDetails
 from picasse.domain.api_keys import SCOPE_DESCRIPTIONS, IssuedKey
@@ -46,6 +48,7 @@ from picasse.domain.errors import DomainError, InvalidInput, NotFound
 from picasse.domain.messages import Channel, DeliveryStatus
 from picasse.domain.personal import Erased
 from picasse.domain.values import Role
+from picasse.domain.webhooks import WebhookEventType
 from picasse.projections.accounts import ApiKeyRow, UserRow
 from picasse.projections.traffic import DeliveryRow
 
@@ -234,6 +237,90 @@ def delete_template(
 ) -> Response[Any]:
     dashboard.http.messages.delete_template(own_customer(request), template_id)
     return Redirect("/app/templates", status_code=HTTPStatus.SEE_OTHER)
+
+
+# Webhooks (the customer's admins): the endpoints, their recent attempts, create and delete
+
+ATTEMPTS_SHOWN = 10  # per endpoint; GET /v1/webhooks/{id}/attempts gives more
+
+
+def _webhooks_page(
+    request: Request[Any, Any, Any],
+    dashboard: Dashboard,
+    status: int = HTTPStatus.OK,
+    **context: Any,
+) -> Response[str]:
+    http = dashboard.http
+    endpoints = http.webhooks.endpoints(own_customer(request), by=_caller(request).viewer())
+    attempts = {e.id: http.webhook_log.attempts(e.id, limit=ATTEMPTS_SHOWN) for e in endpoints}
+    return caller_page(
+        request,
+        "app_webhooks.html",
+        status,
+        endpoints=endpoints,
+        attempts=attempts,
+        event_types=[t.value for t in WebhookEventType],
+        **context,
+    )
+
+
+@get("/webhooks", guards=[admins_only], include_in_schema=False, sync_to_thread=True)
+def webhooks_page(
+    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]
+) -> Response[str]:
+    return _webhooks_page(request, dashboard)
+
+
+@post(
+    "/webhooks",
+    guards=[admins_only],
+    include_in_schema=False,
+    request_max_body_size=MAX_FORM_BYTES,
+)
+async def create_webhook(
+    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]
+) -> Response[str]:
+    """Registers an endpoint (as `POST /v1/webhooks` does) and shows its secret, once."""
+    form = await request.form()
+    url = str(form.get("url") or "")
+    events = [str(value) for value in form.getall("events", [])]
+    http = dashboard.http
+    try:
+        await check_destination(url, allow_private=http.webhooks_allow_private)
+        new = await asyncio.to_thread(
+            http.webhooks.register,
+            own_customer(request),
+            url,
+            events,
+            by=_caller(request).viewer(),
+        )
+    except DomainError as error:
+        problem, _ = problem_for(error)
+        return await asyncio.to_thread(
+            _webhooks_page, request, dashboard, problem.status, error=error.message, url=url
+        )
+    return await asyncio.to_thread(
+        _webhooks_page, request, dashboard, HTTPStatus.CREATED, created=new.endpoint,
+        secret=new.secret,
+    )  # fmt: skip
+
+
+@post(
+    "/webhooks/{webhook_id:uuid}/delete",
+    guards=[admins_only],
+    include_in_schema=False,
+    sync_to_thread=True,
+    request_max_body_size=MAX_FORM_BYTES,
+)
+def delete_webhook(
+    request: Request[Any, Any, Any],
+    dashboard: NamedDependency[Dashboard],
+    webhook_id: FromPath[UUID],
+) -> Response[str]:
+    """Deletes an endpoint (another customer's is a 404, as in the API)."""
+    dashboard.http.webhooks.delete(webhook_id, by=_caller(request).viewer())
+    dashboard.http.webhook_log.cancel(webhook_id)
+    return _webhooks_page(request, dashboard, deleted=webhook_id)
 
 
 # Shared by the admin pages: a form's fields, and a command's refusal shown on its page.
@@ -494,6 +581,9 @@ def customer_pages_router() -> Router:
             api_keys_page,
             create_api_key,
             revoke_api_key,
+            webhooks_page,
+            create_webhook,
+            delete_webhook,
         ],
         guards=[customers_only],
     )

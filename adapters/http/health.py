@@ -22,14 +22,13 @@ from psycopg_pool import PoolTimeout
 
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.reconciler import ReconcilerLog
-from picasse.adapters.nats.relay import ESCALATED, QUEUED, REQUESTED
+from picasse.adapters.nats.relay import TOPICS as RELAY_TOPICS
 from picasse.adapters.postgres.views import ViewFailure, ViewStatusTable, events_after
 from picasse.adapters.up_state import ServiceState, read_state
 from picasse.domain.application import LOG_NAME
 from picasse.domain.clock import Clock
 
-# The events the relay turns into jobs: its lag counts only those.
-RELAY_TOPICS = (QUEUED, REQUESTED, ESCALATED)
+# The relay's lag counts only the events it turns into jobs or status events (RELAY_TOPICS).
 NATS_TIMEOUT = 2.0  # seconds; a page waits no longer than this for the queue's state
 DATABASE_TIMEOUT = 2.0  # seconds `/health` waits for a pooled connection
 DATABASE_OK = "ok"

@@ -75,16 +75,29 @@ async def ensure_stream(js: JetStreamContext, topology: Topology) -> None:
 
     An existing stream takes this config as it is now (subjects included), so a stream
     made by an older version follows the current subjects."""
-    config = StreamConfig(
-        name=topology.stream,
-        subjects=[topology.subjects],
-        retention=RetentionPolicy.WORK_QUEUE,  # acknowledged jobs are deleted at once
-        storage=StorageType.FILE,
+    await ensure_work_queue(
+        js,
+        topology.stream,
+        topology.subjects,
         max_age=MAX_AGE_SECONDS,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
     )
+
+
+async def ensure_work_queue(
+    js: JetStreamContext, name: str, subjects: str, *, max_age: int, duplicate_window: int
+) -> None:
+    """Create or update a work-queue stream on disk: a message is deleted once acknowledged."""
+    config = StreamConfig(
+        name=name,
+        subjects=[subjects],
+        retention=RetentionPolicy.WORK_QUEUE,  # acknowledged jobs are deleted at once
+        storage=StorageType.FILE,
+        max_age=max_age,
+        duplicate_window=duplicate_window,
+    )
     try:
-        await js.stream_info(topology.stream)
+        await js.stream_info(name)
     except NotFoundError:
         await js.add_stream(config)
     else:

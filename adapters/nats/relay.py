@@ -1,4 +1,5 @@
-"""The relay: follows the event log and publishes one job per queued delivery, exactly once.
+"""The relay: follows the event log and publishes one job per queued delivery, exactly once,
+and one status event per delivery outcome, acknowledgement and escalation for webhooks.
 
 Jobs are published with the event's identity as Nats-Msg-Id, then the log position is
 recorded: not after every batch, but at most every quarter second (or thousand events),
@@ -32,14 +33,33 @@ from picasse.adapters.nats.jobs import (
     encoder,
     ensure_stream,
 )
+from picasse.adapters.nats.status_events import (
+    StatusEvent,
+    WebhookTopology,
+    ensure_webhook_stream,
+)
+from picasse.adapters.nats.status_events import publish as publish_status_events
+from picasse.domain.webhooks import WebhookEventType
 
 log = logging.getLogger(__name__)
 
 QUEUED = "picasse.domain.messages:Delivery.Queued"
 REQUESTED = "picasse.domain.messages:Message.Requested"
 ESCALATED = "picasse.domain.messages:Message.Escalated"
-# The events that call for jobs; the relay never reads the rest of the log.
-TOPICS = (QUEUED, REQUESTED, ESCALATED)
+DELIVERED = "picasse.domain.messages:Delivery.Delivered"
+FAILED = "picasse.domain.messages:Delivery.Failed"
+UNDELIVERED = "picasse.domain.messages:Delivery.Undelivered"
+ACKNOWLEDGED = "picasse.domain.messages:Delivery.Acknowledged"
+# What customers' webhooks hear of, by the event that tells it.
+STATUS_TOPICS = {
+    DELIVERED: (WebhookEventType.DELIVERY_DELIVERED, "delivered"),
+    FAILED: (WebhookEventType.DELIVERY_FAILED, "failed"),
+    UNDELIVERED: (WebhookEventType.DELIVERY_UNDELIVERED, "undelivered"),
+    ACKNOWLEDGED: (WebhookEventType.ALERT_ACKNOWLEDGED, "acknowledged"),
+    ESCALATED: (WebhookEventType.ALERT_ESCALATED, "escalated"),
+}
+# The events that call for jobs or status events; the relay never reads the rest of the log.
+TOPICS = (QUEUED, REQUESTED, *STATUS_TOPICS)
 # How stale the recorded position may get while jobs are published: what a restart
 # republishes (and JetStream drops as duplicates) is at most this much work.
 TRACKING_SECONDS = 0.25
@@ -67,7 +87,21 @@ class _Escalated(msgspec.Struct):
     check_again_in_minutes: int | None
 
 
+class _Happened(msgspec.Struct):
+    timestamp: datetime
+    level: int | None = None  # of an escalation
+
+
+class _First(msgspec.Struct):
+    """What a status event needs of its aggregate's first event (Queued or Requested)."""
+
+    tenant_id: UUID
+    message_id: UUID | None = None  # a delivery's; a message is its own
+
+
 _queued = msgspec.msgpack.Decoder(_Queued)
+_happened = msgspec.msgpack.Decoder(_Happened)
+_first = msgspec.msgpack.Decoder(_First)
 _requested = msgspec.msgpack.Decoder(_Requested)
 _escalated = msgspec.msgpack.Decoder(_Escalated)
 
@@ -95,6 +129,30 @@ def jobs_for(notification: Notification) -> list[Job]:
     return []
 
 
+def status_event_for(notification: Notification, first_state: bytes | None) -> StatusEvent | None:
+    """The webhooks' status event one event calls for, given its aggregate's first event
+    (which names the customer and, for a delivery, the message); plain fields only."""
+    told = STATUS_TOPICS.get(notification.topic)
+    if told is None or first_state is None:
+        return None
+    event_type, status = told
+    originator = notification.originator_id
+    assert isinstance(originator, UUID)
+    happened = _happened.decode(notification.state)
+    first = _first.decode(first_state)
+    is_message = notification.topic == ESCALATED
+    return StatusEvent(
+        event_id=f"evt_{originator.hex}_{notification.originator_version}",
+        event_type=event_type,
+        tenant_id=first.tenant_id,
+        message_id=originator if is_message else (first.message_id or originator),
+        delivery_id=None if is_message else originator,
+        status=None if is_message else status,
+        escalation_level=happened.level if is_message else None,
+        occurred_at=happened.timestamp,
+    )
+
+
 class Relay:
     def __init__(
         self,
@@ -115,7 +173,12 @@ class Relay:
         self.conninfo = conninfo
         self.batch = batch
         self.published = 0
+        self.webhook_topology = WebhookTopology(topology.namespace)
         table = sql.Identifier(recorder.datastore.schema, recorder.events_table_name)
+        self._first_events_statement = sql.SQL(
+            "SELECT originator_id, state FROM {table}"
+            " WHERE originator_id = ANY(%s) AND originator_version = 1"
+        ).format(table=table)
         self._read_statement = sql.SQL(
             "SELECT head.id AS head, e.notification_id, e.originator_id, e.originator_version,"
             " e.topic, e.state"
@@ -128,6 +191,7 @@ class Relay:
 
     async def run(self, stop: asyncio.Event) -> None:
         await ensure_stream(self.js, self.topology)
+        await ensure_webhook_stream(self.js, self.webhook_topology)
         position = (
             await asyncio.to_thread(self.tracking.max_tracking_id, self.application_name) or 0
         )
@@ -141,9 +205,11 @@ class Relay:
             )
             try:
                 while not stop.is_set():
-                    notifications, read_up_to = await asyncio.to_thread(self._read, position)
+                    notifications, firsts, read_up_to = await asyncio.to_thread(
+                        self._read, position
+                    )
                     if notifications:
-                        await self._publish(notifications)
+                        await self._publish(notifications, firsts)
                     position = read_up_to
                     due = recorded_at + TRACKING_SECONDS
                     if position != recorded and (
@@ -166,16 +232,22 @@ class Relay:
                         # drops the duplicates.
                         log.warning("relay position %d not recorded", position, exc_info=True)
 
-    def _read(self, position: int) -> tuple[list[Notification], int]:
-        """The next events after `position` that call for jobs, and how far the log has
-        been read, in one round trip. Reading up to the log's head, whatever its events,
-        keeps the position close behind it, so no read scans again what an earlier read
-        passed over. (Notification ids commit in order: nothing appears below the head.)"""
+    def _read(self, position: int) -> tuple[list[Notification], dict[UUID, bytes], int]:
+        """The next events after `position` that call for jobs or status events, the first
+        events of the aggregates of the status events among them, and how far the log has
+        been read. Reading up to the log's head, whatever its events, keeps the position
+        close behind it, so no read scans again what an earlier read passed over.
+        (Notification ids commit in order: nothing appears below the head.)"""
         with self.recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
             cursor.execute(
                 self._read_statement, (position, position, list(TOPICS), self.batch), prepare=True
             )
             rows = cursor.fetchall()
+            told = list({row["originator_id"] for row in rows if row["topic"] in STATUS_TOPICS})
+            firsts: dict[UUID, bytes] = {}
+            if told:
+                cursor.execute(self._first_events_statement, (told,), prepare=True)
+                firsts = {row["originator_id"]: bytes(row["state"]) for row in cursor.fetchall()}
         head = rows[0]["head"] if rows else None
         notifications = [
             Notification(
@@ -189,17 +261,26 @@ class Relay:
             if row["notification_id"] is not None
         ]
         if len(notifications) == self.batch:
-            return notifications, notifications[-1].id
-        return notifications, max(position, head or 0)
+            return notifications, firsts, notifications[-1].id
+        return notifications, firsts, max(position, head or 0)
 
     async def _record(self, position: int) -> None:
         await asyncio.to_thread(
             self.tracking.insert_tracking, Tracking(self.application_name, position)
         )
 
-    async def _publish(self, notifications: Sequence[Notification]) -> None:
+    async def _publish(
+        self, notifications: Sequence[Notification], firsts: dict[UUID, bytes]
+    ) -> None:
         futures = []
+        status_events = []
         for notification in notifications:
+            status_event = status_event_for(
+                notification,
+                firsts.get(notification.originator_id),  # type: ignore[arg-type]
+            )
+            if status_event is not None:
+                status_events.append(status_event)
             for number, job in enumerate(jobs_for(notification)):
                 message_id = (
                     f"{notification.originator_id}/{notification.originator_version}/{number}"
@@ -214,6 +295,8 @@ class Relay:
         if futures:
             await asyncio.gather(*futures)
             self.published += len(futures)
+        if status_events:
+            await publish_status_events(self.js, self.webhook_topology, list(status_events))
 
     @staticmethod
     async def _wait_for_news(listener: psycopg.AsyncConnection, timeout: float) -> None:

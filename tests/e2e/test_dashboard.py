@@ -28,6 +28,7 @@ from psycopg import sql
 from picasse.adapters.clock import SystemClock
 from picasse.adapters.master_key import create_master_key
 from picasse.adapters.nats.jobs import Topology
+from picasse.adapters.nats.status_events import WebhookTopology
 from picasse.domain.accounts import Accounts
 from picasse.domain.messages import FailureReason, delivery_id
 from picasse.domain.messaging import Messages, SendRequest
@@ -166,6 +167,8 @@ def platform(
         PICASSE_NATS_URL=nats_url,
         PICASSE_NATS_NAMESPACE=schema,
         PICASSE_HTTP_PORT=str(port),
+        # Webhooks registered by the pages' tests post to this machine only.
+        PICASSE_WEBHOOKS_ALLOW_PRIVATE="1",
     )
     try:
         customers, recipients = _seed(settings, database_url)
@@ -212,8 +215,9 @@ def _record_disclosure(settings: Settings, database_url: str, customer_id: UUID)
 async def _delete_stream(nats_url: str, topology: Topology) -> None:
     client = await nats.connect(nats_url)
     try:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await client.jetstream().delete_stream(topology.stream)
+        for stream in (topology.stream, WebhookTopology(topology.namespace).stream):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await client.jetstream().delete_stream(stream)
     finally:
         await client.close()
 
@@ -547,3 +551,39 @@ def test_a_customer_user_is_refused_the_users_and_api_keys_pages(
         response = page.goto(path)
         assert response is not None and response.status == 403, path
         expect(page.get_by_role("heading", level=1)).to_have_text("Forbidden")
+
+
+def test_a_customer_admin_registers_a_webhook_sees_its_secret_once_and_deletes_it(
+    page: Page, platform: Platform
+) -> None:
+    hook = f"http://127.0.0.1:{free_port()}/picasse-hook"  # nothing listens: posts fail here
+    log_in(page, "cust.admin")
+    page.wait_for_url("**/app/")
+    page.get_by_role("link", name="Webhooks").click()
+    page.wait_for_url("**/app/webhooks")
+
+    page.get_by_label("URL").fill("ftp://127.0.0.1/nope")
+    page.get_by_role("button", name="Register").click()
+    expect(page.get_by_role("alert")).to_contain_text("http")
+    page.get_by_label("URL").fill(hook)
+    page.get_by_role("button", name="Register").click()
+    secret = page.locator("[data-secret]")
+    expect(secret).to_have_text(re.compile(r"^whsec_[A-Za-z0-9+/=]{40,}$"))
+    row = page.locator("tr[data-webhook]", has_text=hook)
+    expect(row).to_contain_text("delivery.delivered")
+    page.screenshot(path=OUTPUT / "app-webhook-registered.png")
+
+    page.get_by_role("link", name="Webhooks").click()  # the secret is not shown again
+    expect(page.locator("[data-secret]")).to_have_count(0)
+    expect(page.locator("body")).not_to_contain_text("whsec_")
+    page.locator("tr[data-webhook]", has_text=hook).get_by_role("button", name="Delete").click()
+    expect(page.locator('[data-result="webhook-deleted"]')).to_be_visible()
+    expect(page.locator("tr[data-webhook]", has_text=hook)).to_have_count(0)
+
+
+def test_a_customer_user_is_refused_the_webhooks_page(page: Page, platform: Platform) -> None:
+    log_in(page, "cust.user")
+    page.wait_for_url("**/app/")
+    expect(page.get_by_role("link", name="Webhooks")).to_have_count(0)
+    response = page.goto(platform.url + "/app/webhooks")
+    assert response is not None and response.status == 403

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from typing import Any
 
 import nats
 from eventsourcing.postgres import PostgresTrackingRecorder
+from nats.js.errors import NotFoundError
 
 from picasse.adapters.http.acklinks import AckLinks
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.relay import Relay
+from picasse.adapters.nats.status_events import WebhookTopology
 from picasse.adapters.nats.worker import Worker, WorkerSettings
 from picasse.adapters.providers import Provider
 from picasse.domain.clock import Clock
@@ -30,6 +33,7 @@ def relay_and_worker(
     settings: WorkerSettings,
     clock: Clock | None = None,  # None: the Messages application's clock
     ack_links: AckLinks | None = None,
+    also: Callable[[Any], Any] | None = None,  # given the JetStream context: a thing to .run(stop)
 ) -> Iterator[Worker]:
     datastore = messages.factory.datastore  # type: ignore[attr-defined]
     tracking = PostgresTrackingRecorder(datastore, tracking_table_name="picasse_relay_tracking")
@@ -55,12 +59,17 @@ def relay_and_worker(
             messages, providers, js, settings, topology=topology, ack_links=ack_links, clock=clock
         )
         holder["worker"] = worker
+        extra = also(js) if also is not None else None
         started.set()
         try:
-            await asyncio.gather(relay.run(stop), worker.run(stop))
+            await asyncio.gather(
+                relay.run(stop), worker.run(stop), *([extra.run(stop)] if extra else [])
+            )
         finally:
             try:
                 await js.delete_stream(topology.stream)
+                with suppress(NotFoundError):  # made by the relay's start
+                    await js.delete_stream(WebhookTopology(topology.namespace).stream)
             finally:
                 await client.close()
 

@@ -14,6 +14,7 @@ from litestar.enums import ParamType
 from litestar.routes import HTTPRoute
 
 from picasse.adapters.http.app import HttpDeps, create_app
+from picasse.domain.access import Viewer
 from picasse.domain.api_keys import Scope
 from picasse.domain.values import Role
 from picasse.runners.api import http_deps
@@ -70,6 +71,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/groups"): {"name": "Planted", "members": ["+31612345678"]},
     ("PUT", "/v1/groups/{group_id:uuid}"): {"members": ["planted@evil.example"]},
     ("POST", "/app/templates"): {"name": "Planted", "channel": "sms", "text": "Hi"},
+    ("POST", "/v1/webhooks"): {"url": "http://127.0.0.1:9/planted", "events": ["delivery.failed"]},
 }
 
 
@@ -81,6 +83,10 @@ class World:
         self.b_key_id = deps.api_keys.issue(user_id=b.admin_id, customer_id=b.customer_id).id
         self.b_template_id = deps.messages.save_template(b.customer_id, "sms", "B's", "Hi {n}")
         self.b_group_id = deps.messages.create_group(b.customer_id, "B's", ["+31612345677"])
+        b_admin = Viewer(role=Role.CUSTOMER_ADMIN, customer_id=b.customer_id, user_id=b.admin_id)
+        self.b_webhook_id = deps.webhooks.register(
+            b.customer_id, "https://93.184.216.34/b-hook", ["delivery.failed"], by=b_admin
+        ).endpoint.id
 
     def as_(self, login: str) -> httpx.Client:
         user = self.deps.accounts.user_by_login(login)
@@ -276,6 +282,7 @@ def test_a_user_of_customer_a_gets_404_or_403_for_every_resource_of_customer_b(
         "user_id": str(b.user_id),
         "template_id": str(world.b_template_id),
         "group_id": str(world.b_group_id),
+        "webhook_id": str(world.b_webhook_id),
     }
     problems, tried = [], 0
     for login in (world.a.admin_login, world.a.user_login):

@@ -113,6 +113,11 @@ EXAMPLES: dict[tuple[str, str], tuple[Who, list[dict[str, Any]]]] = {
     ),
     ("POST", "/v1/groups"): ("admin", [{"name": "day shift", "members": ["+31612345670"]}]),
     ("PUT", "/v1/groups/{group_id:uuid}"): ("admin", [{"members": ["day@rcpt.example"]}]),
+    # A public address, written as one: nothing resolves a name, and no sender runs here.
+    ("POST", "/v1/webhooks"): (
+        "admin",
+        [{"url": "https://93.184.216.34/hook", "events": ["delivery.failed", "alert.escalated"]}],
+    ),
 }
 # Text fields that are not recorded, each for a reason; every other one is tried.
 NOT_RECORDED = {

@@ -15,11 +15,13 @@ import pytest
 from psycopg import sql
 
 from picasse.adapters.archive import read_export
+from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.personal import ERASED, PERSONAL_DATA_KINDS, PersonalDataKind, Trigger
 from picasse.domain.retention import traffic_retention
 from picasse.domain.values import Role
+from picasse.domain.webhooks import Webhooks
 from picasse.projections.personal_data import Holdings
 from picasse.runners.gdpr import Platform, export_customer, platform, terminate_customer
 from picasse.runners.retention import run_retention
@@ -68,6 +70,7 @@ def planted(accounts: Accounts, messages: Messages) -> Planted:
         "traffic": f"rcpt{tag}@inbox.example",
         "content": f"Body{tag} text",
         "template": f"Template{tag} text",
+        "webhook": f"https://hooks{tag}.example/in",
     }
     customer = accounts.register_customer(
         organisation=values["organisation"],
@@ -87,8 +90,15 @@ def planted(accounts: Accounts, messages: Messages) -> Planted:
         SendRequest(channel="email", to=[values["traffic"]], body=values["content"], subject="S"),
         client_ip="192.0.2.7",
     )
+    admin = Viewer(role=Role.CUSTOMER_ADMIN, customer_id=customer, user_id=user)
+    endpoint = (
+        Webhooks(clock=messages.clock, sharing=messages)
+        .register(customer, values["webhook"], ["delivery.failed"], by=admin)
+        .endpoint.id
+    )
     placeholders = {
         "<customer id>": str(customer),
+        "<endpoint id>": str(endpoint),
         "<user id>": str(user),
         "<group id>": str(group),
         "<template id>": str(template),
