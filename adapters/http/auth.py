@@ -258,8 +258,10 @@ def scoped(scope: ApiScope) -> dict[str, Any]:
 
 def scope_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Installed on the whole app: an API key calls only routes whose scope it holds; a
-    route that names none takes no key at all (refused by default, never let through)."""
-    if handler.opt.get("public"):
+    route that names none takes no key at all (refused by default, never let through).
+    What anyone may read (PUBLIC routes, the OpenAPI document) takes any key or none."""
+    path = connection.scope["path"]
+    if handler.opt.get("public") or not (_is_api(path) or _is_page(path)):
         return
     caller = current_caller(connection)
     if caller is None or caller.scopes is None:

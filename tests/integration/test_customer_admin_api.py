@@ -240,6 +240,7 @@ def test_a_key_calls_the_routes_of_its_scopes_only_and_sessions_are_not_limited(
     assert sent.status_code == 202, sent.text
     _problem(reader.get("/v1/api-keys"), 403, "missing-scope")
     assert reader.get("/app/").status_code == 403  # pages take sessions only
+    assert reader.get("/schema/openapi.json").status_code == 200  # anyone reads the document
 
 
 def test_a_key_makes_no_key_broader_than_itself_and_unknown_scopes_are_refused(
