@@ -20,8 +20,10 @@ What each role may do, as the methods below decide ("own": its own customer only
 | may_change_customer       | all            | all     | no      | own            | no            |
 | may_list_users_of         | all            | all     | all     | own            | no            |
 | may_add_users_to          | first admin    | no      | no      | own            | no            |
+| may_change_users_of       | all            | all     | no      | own            | no            |
 | may_send_messages_for     | no             | no      | no      | own            | own           |
-| may_revoke_key_of         | any key        | own     | own     | own            | own           |
+| sees_api_keys_of          | own            | own     | own     | own customer's | own           |
+| may_revoke_key_of         | any key        | own     | own     | own customer's | own           |
 
 Stored templates are content: read by those who `may_read_content_of` it, managed by those
 who `may_administer` the customer. Recipient groups are read by those who
@@ -117,13 +119,26 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
             )
         return self.role is Role.CUSTOMER_ADMIN and self._own(customer_id)
 
+    def may_change_users_of(self, customer_id: UUID | None) -> bool:
+        """A user's role, or disabling and enabling them (R11): the customer's admins, and
+        support and platform admins (who stop an account in an incident, as the CLI does)."""
+        if self.is_staff:
+            return self.role in (Role.PLATFORM_ADMIN, Role.SUPPORT)
+        return self.role is Role.CUSTOMER_ADMIN and self._own(customer_id)
+
+    def sees_api_keys_of(self, owner: UUID, customer_id: UUID | None) -> bool:
+        """An API key's name, scopes and dates (never its secret): its owner, and the admins
+        of the customer whose key it is (they list and revoke every key of its users)."""
+        return owner == self.user_id or self.may_administer(customer_id)
+
     def may_send_messages_for(self, customer_id: UUID | None) -> bool:
         """Sending is the customer's own business: its users, never Picasse staff."""
         return self._own(customer_id)
 
-    def may_revoke_key_of(self, owner: UUID) -> bool:
-        """An API key: its owner, or a platform admin (who may stop a leaked one)."""
-        return owner == self.user_id or self.role is Role.PLATFORM_ADMIN
+    def may_revoke_key_of(self, owner: UUID, customer_id: UUID | None = None) -> bool:
+        """An API key: its owner, the admins of its customer, or a platform admin (who may
+        stop a leaked one)."""
+        return self.sees_api_keys_of(owner, customer_id) or self.role is Role.PLATFORM_ADMIN
 
 
 # `requested_by` of the mail Picasse itself sends to a customer's user (set-password links).

@@ -18,6 +18,7 @@ from picasse.domain.clock import Clock
 from picasse.domain.customers import Contact, Customer, Subscription
 from picasse.domain.errors import (
     AuthenticationFailed,
+    Conflict,
     InvalidInput,
     LoginTaken,
     NotFound,
@@ -76,11 +77,36 @@ class IssuedLink(msgspec.Struct, frozen=True):
 
 class FirstAdmin(Aggregate):
     """Claims "this customer has an admin": saved with its first admin, so staff, who may
-    add that one only, cannot add a second (its id derives from the customer's)."""
+    add that one only, cannot add a second (its id derives from the customer's).
+
+    It also keeps the roster of the customer's active admins: every change that makes a
+    user an active admin or ends that (an admin added, a role changed, a user disabled or
+    enabled) records an event here in the same save. Two changes at once thus conflict,
+    and one of them is decided again: the last active admin can never be removed by two
+    requests that each saw another admin still there. The roster names who to check; each
+    is read from the log before it counts. Admins added before the roster existed join it
+    when they are next changed."""
 
     @event("Claimed")
     def __init__(self, id: UUID, user_id: UUID) -> None:
         self.user_id = user_id
+        self.admins = {user_id}
+
+    def admin_changed(self, user_id: UUID, active: bool) -> None:
+        self._admin_changed(user_id, active)
+
+    @event("AdminChanged")
+    def _admin_changed(self, user_id: UUID, active: bool) -> None:
+        if active:
+            self.admins.add(user_id)
+        else:
+            self.admins.discard(user_id)
+
+
+class LastAdmin(Conflict):
+    """A customer keeps at least one active admin: the last is neither disabled nor demoted."""
+
+    code = "last-admin"
 
 
 def first_admin_id(customer_id: UUID) -> UUID:
@@ -297,20 +323,86 @@ class Accounts(PicasseApplication):
             link,
             Login(user_id=user.id, id=self.pseudonyms.pseudonym("login", login)),
         ]
-        if role is Role.CUSTOMER_ADMIN and not has_admin:
-            pending.append(FirstAdmin(id=first_admin_id(customer_id), user_id=user.id))
+        if role is Role.CUSTOMER_ADMIN:
+            pending.append(self._admin_roster_with(customer_id, user.id, active=True))
         try:
             self.save(*pending)
         except IntegrityError:  # the login is taken (here, elsewhere, by staff: all alike)
             raise LoginUnavailable() from None
         return issued
 
-    def _has_admin(self, customer_id: UUID) -> bool:
+    def _roster(self, customer_id: UUID) -> FirstAdmin | None:
         try:
-            self._get(first_admin_id(customer_id), FirstAdmin, "admin")
+            return self._get(first_admin_id(customer_id), FirstAdmin, "admin")
         except NotFound:
-            return False
-        return True
+            return None
+
+    def _has_admin(self, customer_id: UUID) -> bool:
+        return self._roster(customer_id) is not None
+
+    def _admin_roster_with(self, customer_id: UUID, user_id: UUID, *, active: bool) -> FirstAdmin:
+        """The customer's roster with the change recorded (a new one for its first admin)."""
+        roster = self._roster(customer_id)
+        if roster is None:
+            return FirstAdmin(id=first_admin_id(customer_id), user_id=user_id)
+        roster.admin_changed(user_id, active)
+        return roster
+
+    def change_user(
+        self,
+        customer_id: UUID,
+        user_id: UUID,
+        *,
+        role: Role | None = None,
+        disabled: bool | None = None,
+        by: Viewer | None = None,
+    ) -> UserDetails:
+        """A customer's user gets another role, or is disabled or enabled again (`by` None:
+        the CLI). Asking for what already holds changes nothing. The customer's last active
+        admin is neither disabled nor demoted (LastAdmin, 409)."""
+        if role is None and disabled is None:
+            raise InvalidInput("give role or disabled", field="role")
+        if role is not None and role.is_platform:
+            raise InvalidInput(
+                f"role {role.value} is for Picasse staff: a customer's users are"
+                " customer_admin or customer_user",
+                field="role",
+            )
+        user = self._get(user_id, User, "user")
+        if user.customer_id != customer_id:
+            raise NotFound(f"user {user_id} not found")
+        self._get(customer_id, Customer, "customer")._guard_not_terminated()
+        was_admin = user.active_admin
+        actor = _actor(by)
+        if role is not None:
+            user.change_role(role, actor)
+        if disabled is True and not user.disabled:
+            user.disable(actor)
+        elif disabled is False and user.disabled:
+            user.enable(actor)
+        if not user.pending_events:
+            return self._details(user)
+        pending: list[Aggregate] = [user]
+        if was_admin != user.active_admin:
+            roster = self._admin_roster_with(customer_id, user.id, active=user.active_admin)
+            if was_admin and not self._other_active_admin(roster, customer_id, user.id):
+                raise LastAdmin(
+                    f"user {user_id} is the customer's last active admin: make another user"
+                    " admin first"
+                )
+            pending.append(roster)
+        self.save(*pending)  # a change at the same moment: IntegrityError, decided again
+        return self._details(user)
+
+    def _other_active_admin(self, roster: FirstAdmin, customer_id: UUID, but: UUID) -> bool:
+        for admin_id in roster.admins - {but}:
+            try:
+                admin = self._get(admin_id, User, "user")
+            except NotFound:
+                continue
+            if admin.customer_id == customer_id and admin.active_admin:
+                return True
+        return False
 
     def _new_link(self, user: User, by: Viewer | None) -> tuple[PasswordLink, IssuedLink]:
         customer_id = user.customer_id
@@ -423,10 +515,27 @@ class Accounts(PicasseApplication):
             self.save(user)
         return self._details(user)
 
-    def disable_user(self, login: str, by: Viewer | None = None) -> None:
+    def disable_user(self, login: str, by: Viewer | None = None) -> UUID:
+        """Disables a user (Conflict if already): a customer's by `change_user`'s rules."""
+        return self._set_disabled(login, True, by)
+
+    def enable_user(self, login: str, by: Viewer | None = None) -> UUID:
+        """Enables a disabled user again (Conflict if not disabled)."""
+        return self._set_disabled(login, False, by)
+
+    def _set_disabled(self, login: str, disabled: bool, by: Viewer | None) -> UUID:
         user = self._user_by_login(login)
-        user.disable(_actor(by))
-        self.save(user)
+        if user.disabled == disabled:
+            raise Conflict(f"user {user.login} is {'already' if disabled else 'not'} disabled")
+        if user.customer_id is not None:
+            self.change_user(user.customer_id, user.id, disabled=disabled, by=by)
+        else:
+            if disabled:
+                user.disable(_actor(by))
+            else:
+                user.enable(_actor(by))
+            self.save(user)
+        return user.id
 
     def user(self, user_id: UUID) -> UserDetails:
         return self._details(self._get(user_id, User, "user"))

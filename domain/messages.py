@@ -17,7 +17,7 @@ import msgspec
 from eventsourcing.domain import Aggregate, event
 
 from picasse.domain.errors import Conflict, NotCancellable
-from picasse.domain.personal import Personal
+from picasse.domain.personal import Erased, Personal
 
 
 class Channel(StrEnum):
@@ -415,12 +415,17 @@ def group_name_key(tenant_id: UUID, name: str) -> str:
 
 
 class IdempotencyClaim(Aggregate):
-    """One client idempotency key of one customer, claimed by the message it created."""
+    """One client idempotency key of one customer, claimed by the message it created.
+
+    The request it was claimed with is kept as a fingerprint (a SHA-256 of the request),
+    sealed as traffic data of the month: it is a hash of recipients and content, so it is
+    shredded with them. A claim from before fingerprints has none (`None`)."""
 
     @event("Claimed")
     def __init__(self, id: UUID, message_id: UUID, claimed_at: datetime) -> None:
         self.message_id = message_id
         self.claimed_at = claimed_at
+        self.fingerprint: str | Erased | None = None
 
     def reclaim(self, message_id: UUID, claimed_at: datetime) -> None:
         self._reclaimed(message_id, claimed_at)
@@ -429,6 +434,19 @@ class IdempotencyClaim(Aggregate):
     def _reclaimed(self, message_id: UUID, claimed_at: datetime) -> None:
         self.message_id = message_id
         self.claimed_at = claimed_at
+        self.fingerprint = None
+
+    def fingerprint_with(self, tenant_id: UUID, month: str, fingerprint: str) -> None:
+        self._fingerprinted(tenant_id, month, fingerprint)
+
+    @event("Fingerprinted")
+    def _fingerprinted(
+        self,
+        tenant_id: UUID,
+        month: str,
+        fingerprint: Annotated[str, Personal("traffic", of="month")],
+    ) -> None:
+        self.fingerprint = fingerprint  # Erased once the month's key is gone
 
 
 class MessageTemplate(Aggregate):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import string
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -72,6 +73,12 @@ R = TypeVar("R")
 
 class Forbidden(DomainError):
     code = "forbidden"
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """The idempotency key was used within 24 hours for a different request."""
+
+    code = "idempotency-key-reused"
 
 
 class SendRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -229,6 +236,26 @@ def _attempted_and_concluded(outcome: Outcome, max_attempts: int = 1) -> Callabl
         return _conclude(delivery, outcome, max_attempts)
 
     return decide
+
+
+def request_fingerprint(request: SendRequest) -> str:
+    """What tells two requests under one idempotency key apart: a SHA-256 of the request
+    without its key (it holds recipients and content: stored only sealed, as traffic)."""
+    request = msgspec.structs.replace(request, idempotency_key=None)
+    canonical = msgspec.json.encode(request, order="sorted")
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def _same_request(claim: IdempotencyClaim, fingerprint: str) -> UUID:
+    """The first message's id, if this request is the one the key was claimed with.
+    A claim without a readable fingerprint (older, or its month erased) is taken as it."""
+    if isinstance(claim.fingerprint, str) and claim.fingerprint != fingerprint:
+        raise IdempotencyKeyReused(
+            "idempotency_key: already used in the last 24 hours for a different request;"
+            " use a new key for a new message",
+            field="idempotency_key",
+        )
+    return claim.message_id
 
 
 def _give_up_erased(delivery: Delivery) -> None:
@@ -567,7 +594,8 @@ class Messages(PicasseApplication):
         """Records the request and one queued delivery per recipient; returns the message id.
 
         The same idempotency key within 24 hours returns the first message's id and
-        records nothing.
+        records nothing, if the request is the same; a different one is refused
+        (IdempotencyKeyReused).
         """
         _refuse_bad_text(request)
         if requested_by == PICASSE_SENDER:  # account mail: also before a subscription starts
@@ -578,9 +606,10 @@ class Messages(PicasseApplication):
         channel = self._choice(Channel, request.channel, "channel")
         priority = self._choice(Priority, request.priority, "priority")
         claim_id = self._claim_id(customer_id, request.idempotency_key)
+        fingerprint = request_fingerprint(request)
         claim = self._live_claim(claim_id, now)
         if claim is not None:
-            return claim.message_id
+            return _same_request(claim, fingerprint)
         stored = (
             self._stored_template(customer_id, channel, request.template_id)
             if request.template_id is not None
@@ -636,12 +665,13 @@ class Messages(PicasseApplication):
         pending = [message, *deliveries]
         if claim_id is not None:
             try:
-                existing = self._get(claim_id, IdempotencyClaim, "idempotency key")
+                claim = self._get(claim_id, IdempotencyClaim, "idempotency key")
             except NotFound:
-                pending.append(IdempotencyClaim(id=claim_id, message_id=message.id, claimed_at=now))
+                claim = IdempotencyClaim(id=claim_id, message_id=message.id, claimed_at=now)
             else:
-                existing.reclaim(message.id, now)
-                pending.append(existing)
+                claim.reclaim(message.id, now)
+            claim.fingerprint_with(customer_id, month, fingerprint)
+            pending.append(claim)
         try:
             self.save(*pending)
         except IntegrityError:
@@ -651,7 +681,7 @@ class Messages(PicasseApplication):
             winner = self._live_claim(claim_id, now)
             if winner is None:
                 raise
-            return winner.message_id
+            return _same_request(winner, fingerprint)
         return message.id
 
     def send_account_mail(self, customer_id: UUID, to: str, subject: str, body: str) -> UUID:

@@ -190,8 +190,9 @@ PERSONAL_DATA_KINDS: dict[str, PersonalDataKind] = {
         PersonalDataKind(
             kind="user",
             description=(
-                "a customer user's or staff member's login and password hash, and a customer"
-                " user's e-mail address (where their set-password links go)"
+                "a customer user's or staff member's login and password hash, a customer"
+                " user's e-mail address (where their set-password links go), and the names"
+                " and hashes of their API keys"
             ),
             purpose="access to the service (R1, R2, R11)",
             subject="user/<user id>",
@@ -204,6 +205,12 @@ PERSONAL_DATA_KINDS: dict[str, PersonalDataKind] = {
                     columns=("login", "email"),
                     subject_column="id",
                     optional=("email",),  # staff accounts have none
+                ),
+                HeldIn(
+                    table="api_keys",
+                    columns=("name",),
+                    subject_column="user_id",
+                    optional=("name",),  # keys issued before names have none
                 ),
             ),
         ),

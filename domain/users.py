@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -92,14 +92,44 @@ class User(Aggregate):
         self.disabled = True
         self.password_link = None
 
-    def enable(self) -> None:
+    def enable(self, by: str = "") -> None:
         if not self.disabled:
             raise Conflict(f"user {self.login} is not disabled")
-        self._enabled()
+        self._enabled(self.tenant_id, by)
 
-    @event("Enabled")
-    def _enabled(self) -> None:
+    class Enabled(Aggregate.Event):
+        """Version 1 told neither the customer nor who enabled the user."""
+
+        class_version = 2
+        tenant_id: UUID | None
+        by: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["tenant_id"] = None
+            state["by"] = ""
+
+    @event(Enabled)
+    def _enabled(self, tenant_id: UUID | None, by: str) -> None:
         self.disabled = False
+
+    def change_role(self, role: Role, by: str = "") -> None:
+        """A customer's user becomes its admin or an ordinary user; staff roles stay staff's."""
+        if role.is_platform != self.role.is_platform:
+            raise Conflict(
+                f"user {self.login}: staff and customer roles do not change into each other"
+            )
+        if role is not self.role:
+            self._role_changed(self.tenant_id, role, by)
+
+    @event("RoleChanged")
+    def _role_changed(self, tenant_id: UUID, role: Role, by: str) -> None:
+        self.role = role
+
+    @property
+    def active_admin(self) -> bool:
+        """Whether the user is one of its customer's admins who may act now."""
+        return self.role is Role.CUSTOMER_ADMIN and not self.disabled
 
 
 class Login(Aggregate):

@@ -1,4 +1,5 @@
-"""The accounts view: customers, subscriptions, users and roles, contact details for those entitled."""
+"""The accounts view: customers, subscriptions, users and roles, contact details for those
+entitled, and API keys (names and scopes; never a secret or hash, and no time of use)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from eventsourcing.persistence import Tracking, TrackingRecorder
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
+from picasse.domain.api_keys import ApiKey
 from picasse.domain.customers import Customer, Subscription
 from picasse.domain.personal import Erased
 from picasse.domain.privacy import Erasure
@@ -45,6 +47,16 @@ class UserRow(msgspec.Struct, frozen=True):
     disabled: bool
     added_at: datetime
     email: str | None = None  # a customer's user's; None for staff, and once erased
+
+
+class ApiKeyRow(msgspec.Struct, frozen=True):
+    id: UUID
+    customer_id: UUID | None  # None for staff's keys
+    user_id: UUID  # whose key it is: who created it
+    name: str | None  # None for keys issued before names, and once erased
+    scopes: list[str]
+    created_at: datetime
+    revoked: bool
 
 
 class AccountsView(TrackingRecorder, ABC):
@@ -88,6 +100,24 @@ class AccountsView(TrackingRecorder, ABC):
     def user_disabled(self, user_id: UUID, disabled: bool, tracking: Tracking) -> None: ...
 
     @abstractmethod
+    def user_role_changed(self, user_id: UUID, role: str, tracking: Tracking) -> None: ...
+
+    @abstractmethod
+    def api_key_issued(
+        self, key_id: UUID, customer_id: UUID | None, user_id: UUID, scopes: list[str],
+        created_at: datetime, tracking: Tracking,
+    ) -> None: ...  # fmt: skip
+
+    @abstractmethod
+    def api_key_named(
+        self, key_id: UUID, customer_id: UUID | None, user_id: UUID, name: str | None,
+        tracking: Tracking,
+    ) -> None: ...  # fmt: skip
+
+    @abstractmethod
+    def api_key_revoked(self, key_id: UUID, tracking: Tracking) -> None: ...
+
+    @abstractmethod
     def erased(self, tenant_id: UUID, subject: str | None, tracking: Tracking) -> None:
         """A subject's key (or, with None, every key of the tenant) was destroyed: its
         sealed values read as erased from now on; only bookkeeping may change."""
@@ -101,6 +131,13 @@ class AccountsView(TrackingRecorder, ABC):
     def users(
         self, *, customer_id: UUID | None = None, platform: bool = False
     ) -> list[UserRow]: ...
+
+    @abstractmethod
+    def api_keys(
+        self, *, customer_id: UUID | None = None, user_id: UUID | None = None
+    ) -> list[ApiKeyRow]:
+        """Keys of a customer (None: staff's), or of one user when `user_id` is given;
+        newest first."""
 
 
 class AccountsProjection(Projection[AccountsView]):
@@ -116,6 +153,10 @@ class AccountsProjection(Projection[AccountsView]):
             User.Added,
             User.Disabled,
             User.Enabled,
+            User.RoleChanged,
+            ApiKey.Issued,
+            ApiKey.Named,
+            ApiKey.Revoked,
             Erasure.Recorded,
         )
     )
@@ -181,6 +222,37 @@ class AccountsProjection(Projection[AccountsView]):
     @process_event.register
     def _(self, domain_event: User.Enabled, tracking: Tracking) -> None:
         self.view.user_disabled(domain_event.originator_id, False, tracking)
+
+    @process_event.register
+    def _(self, domain_event: User.RoleChanged, tracking: Tracking) -> None:
+        self.view.user_role_changed(domain_event.originator_id, domain_event.role.value, tracking)
+
+    @process_event.register
+    def _(self, domain_event: ApiKey.Issued, tracking: Tracking) -> None:
+        tenant = domain_event.tenant_id
+        self.view.api_key_issued(
+            domain_event.originator_id,
+            None if tenant == PLATFORM_TENANT else tenant,
+            domain_event.user_id,
+            list(domain_event.scopes),
+            domain_event.timestamp,
+            tracking,
+        )
+
+    @process_event.register
+    def _(self, domain_event: ApiKey.Named, tracking: Tracking) -> None:
+        tenant = domain_event.tenant_id
+        self.view.api_key_named(
+            domain_event.originator_id,
+            None if tenant == PLATFORM_TENANT else tenant,
+            domain_event.user_id,
+            plain(domain_event.name),
+            tracking,
+        )
+
+    @process_event.register
+    def _(self, domain_event: ApiKey.Revoked, tracking: Tracking) -> None:
+        self.view.api_key_revoked(domain_event.originator_id, tracking)
 
     @process_event.register
     def _(self, domain_event: Erasure.Recorded, tracking: Tracking) -> None:

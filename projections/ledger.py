@@ -63,6 +63,8 @@ class LedgerProjection(Projection[LedgerView]):
             User.Added,
             User.PasswordLinkIssued,
             User.Disabled,
+            User.Enabled,
+            User.RoleChanged,
         )
     )
 
@@ -122,6 +124,14 @@ class LedgerProjection(Projection[LedgerView]):
     @process_event.register
     def _(self, e: User.Disabled, tracking: Tracking) -> None:
         self._staff_change(e, f"user {e.originator_id} disabled", tracking)
+
+    @process_event.register
+    def _(self, e: User.Enabled, tracking: Tracking) -> None:
+        self._staff_change(e, f"user {e.originator_id} enabled", tracking)
+
+    @process_event.register
+    def _(self, e: User.RoleChanged, tracking: Tracking) -> None:
+        self._staff_change(e, f"user {e.originator_id} made {e.role}", tracking)
 
     def _staff_change(self, e: Any, what: str, tracking: Tracking) -> None:
         by = _by_staff(e)

@@ -117,12 +117,26 @@ class ContactHistory:
 @export_source
 class UserRecords:
     name = "users"
-    description = "the customer's user accounts: login, e-mail address, role, whether disabled"
+    description = (
+        "the customer's user accounts: login, e-mail address, role, whether disabled, and"
+        " their API keys' names and scopes"
+    )
 
     def __init__(self, sources: Sources) -> None:
         self.sources = sources
 
     def export(self, customer_id: UUID) -> list[Record]:
+        keys: dict[UUID, list[Record]] = {}
+        for key in self.sources.accounts.api_keys(customer_id=customer_id):
+            keys.setdefault(key.user_id, []).append(
+                {
+                    "key_id": str(key.id),
+                    "name": key.name,
+                    "scopes": key.scopes,
+                    "created_at": key.created_at.isoformat(),
+                    "revoked": key.revoked,
+                }
+            )
         return [
             {
                 "user_id": str(u.id),
@@ -131,6 +145,7 @@ class UserRecords:
                 "role": u.role,
                 "disabled": u.disabled,
                 "added_at": u.added_at.isoformat(),
+                "api_keys": keys.get(u.id, []),
             }
             for u in self.sources.accounts.users(customer_id=customer_id)
         ]
@@ -213,6 +228,7 @@ class Holdings:
         self.rows: dict[str, Callable[[UUID], list[Any]]] = {
             "customers": lambda c: sources.accounts.customers(customer_id=c),
             "users": lambda c: sources.accounts.users(customer_id=c),
+            "api_keys": lambda c: sources.accounts.api_keys(customer_id=c),
             "messages": lambda c: list({r.message_id: r for r in traffic(c)}.values()),
             "deliveries": traffic,
         }

@@ -492,6 +492,11 @@ def cmd_users_passwd(args: argparse.Namespace, settings: Settings) -> int:
 
 def _end_sessions(settings: Settings, user_id: UUID) -> None:
     """A new password: every session of the user ends (API keys stay until revoked)."""
+    ended = _end_sessions_of(settings, user_id)
+    print(f"password set; {ended} session(s) ended; API keys stay valid until revoked")
+
+
+def _end_sessions_of(settings: Settings, user_id: UUID) -> int:
     from picasse.adapters.postgres.sessions import PostgresAuthStore
     from picasse.runners import servers
 
@@ -500,15 +505,23 @@ def _end_sessions(settings: Settings, user_id: UUID) -> None:
     )
     try:
         store.create_tables()
-        ended = store.end_sessions_of(user_id)
+        return store.end_sessions_of(user_id)
     finally:
         store.close()
-    print(f"password set; {ended} session(s) ended; API keys stay valid until revoked")
 
 
 def cmd_users_disable(args: argparse.Namespace, settings: Settings) -> int:
     with _accounts(settings) as accounts:
-        accounts.disable_user(args.login)
+        user_id = accounts.disable_user(args.login)
+    ended = _end_sessions_of(settings, user_id)
+    print(f"user disabled; {ended} session(s) ended; their API keys open nothing while disabled")
+    return 0
+
+
+def cmd_users_enable(args: argparse.Namespace, settings: Settings) -> int:
+    with _accounts(settings) as accounts:
+        accounts.enable_user(args.login)
+    print("user enabled: they can log in again, and their API keys work again")
     return 0
 
 
@@ -954,9 +967,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     passwd.set_defaults(run=cmd_users_passwd)
 
-    disable = users.add_parser("disable", help="disable a user: it can no longer log in")
+    disable = users.add_parser(
+        "disable",
+        help="disable a user: it can no longer log in",
+        description="Disable a user: their sessions end, they cannot log in and their API keys open nothing until they are enabled again. A customer's last active admin is not disabled (exit 1).",
+    )
     disable.add_argument("login", metavar="LOGIN")
     disable.set_defaults(run=cmd_users_disable)
+
+    enable = users.add_parser(
+        "enable",
+        help="enable a disabled user again",
+        description="Enable a disabled user: they can log in again with their password, and their API keys work again.",
+    )
+    enable.add_argument("login", metavar="LOGIN")
+    enable.set_defaults(run=cmd_users_enable)
 
     user_show = users.add_parser("show", help="show a user")
     user_show.add_argument("login", metavar="LOGIN")

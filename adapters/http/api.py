@@ -5,21 +5,23 @@ with `allowed(Viewer.question, …)` guards and in their handlers, never by a ro
 own. What it answers, route by route (✓ any; "own": only their own customer, others' answer
 404; no: 403):
 
-| route                                  | platform_admin | support    | auditor         | customer_admin | customer_user |
-|----------------------------------------|----------------|------------|-----------------|----------------|---------------|
-| POST, DELETE /v1/sessions              | anyone: log in, log out                                                               |
-| POST /v1/api-keys                      | ✓              | ✓          | ✓               | ✓              | ✓             |
-| DELETE /v1/api-keys/{key_id}           | any key        | own key    | own key         | own key        | own key       |
-| GET /v1/customers                      | all            | all        | all (1)         | own            | own           |
-| GET /v1/customers/{customer_id}        | ✓              | ✓          | ✓ (1)           | own            | own           |
-| PATCH /v1/customers/{customer_id}      | ✓              | ✓          | no              | own            | no            |
-| GET /v1/customers/{customer_id}/users  | ✓              | ✓          | ✓               | own            | no            |
-| POST /v1/customers/{customer_id}/users | first admin (2)| no         | no              | own (2)        | no            |
-| POST /v1/me/password                   | ✓              | ✓          | ✓               | ✓              | ✓             |
-| POST /v1/password-links/{token}        | anyone holding the link (a customer's user, from their mail)                         |
-| POST /v1/messages                      | no             | no         | no              | own            | own           |
-| GET /v1/messages/{message_id}          | status (3)     | status (3) | status (3), no recipients | own (4) | own (4)     |
-| GET /v1/traffic                        | customer_id=   | customer_id= | customer_id=, no recipients | own | own           |
+| route                                  | scope (5)     | platform_admin | support    | auditor         | customer_admin | customer_user |
+|----------------------------------------|---------------|----------------|------------|-----------------|----------------|---------------|
+| POST, DELETE /v1/sessions              | public        | anyone: log in, log out                                                               |
+| GET /v1/api-keys                       | users         | own keys       | own keys   | own keys        | customer's (6) | own keys      |
+| POST /v1/api-keys                      | users         | ✓              | ✓          | ✓               | ✓              | ✓             |
+| DELETE /v1/api-keys/{key_id}           | users         | any key        | own key    | own key         | customer's (6) | own key       |
+| GET /v1/customers                      | users         | all            | all        | all (1)         | own            | own           |
+| GET /v1/customers/{customer_id}        | users         | ✓              | ✓          | ✓ (1)           | own            | own           |
+| PATCH /v1/customers/{customer_id}      | users         | ✓              | ✓          | no              | own            | no            |
+| GET /v1/customers/{customer_id}/users  | users         | ✓              | ✓          | ✓               | own            | no            |
+| POST /v1/customers/{customer_id}/users | users         | first admin (2)| no         | no              | own (2)        | no            |
+| PATCH /v1/customers/{id}/users/{user_id} | users       | ✓ (7)          | ✓ (7)      | no              | own (7)        | no            |
+| POST /v1/me/password                   | users         | ✓              | ✓          | ✓               | ✓              | ✓             |
+| POST /v1/password-links/{token}        | public        | anyone holding the link (a customer's user, from their mail)                         |
+| POST /v1/messages                      | messages:send | no             | no         | no              | own            | own           |
+| GET /v1/messages/{message_id}          | messages:read | status (3)     | status (3) | status (3), no recipients | own (4) | own (4)     |
+| GET /v1/traffic                        | messages:read | customer_id=   | customer_id= | customer_id=, no recipients | own | own           |
 
 (1) organisation and subscription only: contact person and billing address are for
     support, admins and the customer itself.
@@ -31,6 +33,14 @@ own. What it answers, route by route (✓ any; "own": only their own customer, o
     per customer (429).
 (3) never the content (R7): `reveal_content=true` answers 403 to every Picasse role.
 (4) `reveal_content=true` adds the body: only the customer's own users ever get one.
+(5) what an API key needs to call the route (`opt=scoped(Scope....)` on the handler;
+    `auth.scope_guard` refuses a key without it: 403 missing-scope). Sessions are limited
+    by the role alone. A route naming no scope takes no key at all.
+(6) a customer's admins list and revoke every key of the customer's users
+    (`Viewer.sees_api_keys_of`); everyone else their own keys only.
+(7) role (customer_admin, customer_user) or disabled true/false (`Viewer.may_change_users_of`);
+    disabling ends the user's sessions. The customer's last active admin is neither
+    disabled nor demoted (409 last-admin).
 
 The tenant check is not repeated here: `auth.tenant_guard` checks every `customer_id` in a
 path or query, and the domain's queries check resources addressed by their own id.
@@ -42,13 +52,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
 from msgspec import Meta
 
 from picasse.adapters.http.auth import (
@@ -61,6 +71,7 @@ from picasse.adapters.http.auth import (
     log_in,
     log_out,
     password_field,
+    scoped,
     set_session_cookie,
     throttle_user_creation,
 )
@@ -68,8 +79,8 @@ from picasse.adapters.http.clients import client_address
 from picasse.adapters.http.problems import problem_responses
 from picasse.adapters.password_links import mail_password_link
 from picasse.domain.access import Viewer
-from picasse.domain.accounts import MAX_PASSWORD_LENGTH, Accounts
-from picasse.domain.api_keys import ApiKeys
+from picasse.domain.accounts import MAX_PASSWORD_LENGTH, Accounts, UserDetails
+from picasse.domain.api_keys import MAX_NAME, SCOPE_DESCRIPTIONS, ApiKeys, Scope
 from picasse.domain.customers import Subscription
 from picasse.domain.errors import InvalidInput
 from picasse.domain.messages import Channel, DeliveryStatus, FailureReason, Priority
@@ -78,6 +89,9 @@ from picasse.domain.personal import Erased
 from picasse.domain.values import Role
 from picasse.projections.accounts import AccountsView
 from picasse.projections.traffic import TrafficView
+
+if TYPE_CHECKING:
+    from picasse.adapters.http.app import HttpDeps
 
 MAX_TRAFFIC_ROWS = 1000
 DEFAULT_TRAFFIC_PERIOD = timedelta(days=1)
@@ -88,6 +102,7 @@ S = HTTPStatus  # short names for the status lists below
 # Path parameters, described once for every route that takes them.
 CustomerId = Annotated[UUID, PathParameter(description="the customer's id")]
 KeyId = Annotated[UUID, PathParameter(description="the API key's id")]
+UserId = Annotated[UUID, PathParameter(description="the user's id")]
 MessageId = Annotated[UUID, PathParameter(description="the message's id")]
 LinkToken = Annotated[
     str, PathParameter(description="the last part of the set-password link mailed to the user")
@@ -121,6 +136,25 @@ class SessionStarted(msgspec.Struct, frozen=True):
     ]
 
 
+SCOPES_TEXT = "; ".join(f"`{s.value}`: {text}" for s, text in SCOPE_DESCRIPTIONS.items())
+
+
+class ApiKeyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A key to create: what to call it and what it may do."""
+
+    name: Annotated[
+        str,
+        msgspec.Meta(max_length=MAX_NAME, description="what the key is for, e.g. `nightly sender`"),
+    ]
+    scopes: Annotated[
+        list[str],
+        msgspec.Meta(
+            max_length=len(Scope),
+            description="what the key may call (an unknown scope answers 422): " + SCOPES_TEXT,
+        ),
+    ]
+
+
 class NewApiKey(msgspec.Struct, frozen=True):
     """A new API key, with its secret."""
 
@@ -129,9 +163,25 @@ class NewApiKey(msgspec.Struct, frozen=True):
         str,
         Meta(description="the secret, sent as `Authorization: Bearer <key>`; shown this once"),
     ]  # we keep only its hash
+    name: Annotated[str, Meta(description="what the key is for")]
+    scopes: Annotated[list[str], Meta(description="what the key may call")]
 
     def __repr__(self) -> str:
         return f"NewApiKey(id={self.id})"
+
+
+class ApiKeyOut(msgspec.Struct, frozen=True):
+    """An API key as listed: never its secret or hash, and no time of use (R6)."""
+
+    id: Annotated[UUID, msgspec.Meta(description="the key's id")]
+    name: Annotated[
+        str | None,
+        msgspec.Meta(description="what the key is for; null for keys made before names"),
+    ]
+    scopes: Annotated[list[str], msgspec.Meta(description="what the key may call")]
+    creator: Annotated[UUID, msgspec.Meta(description="the user who created it: whose key it is")]
+    created: Annotated[datetime, msgspec.Meta(description="when it was created")]
+    revoked: Annotated[bool, msgspec.Meta(description="revoked keys open nothing")]
 
 
 class Contact(msgspec.Struct, frozen=True):
@@ -199,6 +249,22 @@ class NewUser(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __repr__(self) -> str:  # login and address stay out of every log line
         return f"NewUser(role={self.role.value})"
+
+
+class UserChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Only the fields given change; at least one."""
+
+    role: Annotated[
+        Role | None,
+        msgspec.Meta(description="the user's new role: customer_admin or customer_user"),
+    ] = None
+    disabled: Annotated[
+        bool | None,
+        msgspec.Meta(
+            description="true: the user can no longer log in and their sessions end;"
+            " false: enabled again"
+        ),
+    ] = None
 
 
 class NewPassword(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -443,28 +509,76 @@ async def end_session(
     return response
 
 
-@post(
+@get(
     "/api-keys",
     sync_to_thread=True,
-    summary="Create an API key for the caller; the key is shown in this response only",
-    description="Programs send it as `Authorization: Bearer <key>`. Only its hash is kept.",
+    opt=scoped(Scope.USERS),
+    summary="API keys: the customer's for its admins, the caller's own for everyone else",
+    description=(
+        "Id, name, scopes, creator and dates; never the secret or its hash, and no time of"
+        " last use (R6: no usage tracking). Comes from the accounts view, a moment behind."
+    ),
     responses=_answers(),
     tags=["api-keys"],
 )
+def list_api_keys(
+    caller: NamedDependency[Caller], accounts_view: NamedDependency[AccountsView]
+) -> list[ApiKeyOut]:
+    viewer = caller.viewer()
+    mine = None if viewer.may_administer(caller.customer_id) else caller.user_id
+    return [
+        ApiKeyOut(
+            id=row.id,
+            name=row.name,
+            scopes=row.scopes,
+            creator=row.user_id,
+            created=row.created_at,
+            revoked=row.revoked,
+        )
+        for row in accounts_view.api_keys(customer_id=caller.customer_id, user_id=mine)
+        if viewer.sees_api_keys_of(row.user_id, row.customer_id)
+    ]
+
+
+@post(
+    "/api-keys",
+    sync_to_thread=True,
+    opt=scoped(Scope.USERS),
+    request_max_body_size=16 * 1024,
+    summary="Create an API key for the caller; the key is shown in this response only",
+    description=(
+        "Programs send it as `Authorization: Bearer <key>`. Only its hash is kept. The key"
+        " may call the routes of its scopes only (others answer 403 missing-scope); a key"
+        " creating a key gives it no scope it lacks itself."
+    ),
+    responses=_answers(S.UNPROCESSABLE_ENTITY),
+    tags=["api-keys"],
+)
 def create_api_key(
-    caller: NamedDependency[Caller], api_keys: NamedDependency[ApiKeys]
+    data: JSONBody[ApiKeyRequest],
+    caller: NamedDependency[Caller],
+    api_keys: NamedDependency[ApiKeys],
 ) -> NewApiKey:
-    issued = api_keys.issue(user_id=caller.user_id, customer_id=caller.customer_id)
-    return NewApiKey(id=issued.id, key=issued.key)
+    issued = api_keys.issue(
+        user_id=caller.user_id,
+        customer_id=caller.customer_id,
+        name=data.name,
+        scopes=data.scopes,
+        within=caller.scopes,
+    )
+    return NewApiKey(id=issued.id, key=issued.key, name=issued.name, scopes=issued.scopes)
 
 
 @delete(
     "/api-keys/{key_id:uuid}",
     sync_to_thread=True,
+    opt=scoped(Scope.USERS),
     status_code=HTTPStatus.NO_CONTENT,
-    summary="Revoke an API key (the owner's own, or any for a platform admin)",
+    summary="Revoke an API key (the owner's own, its customer's admins, or a platform admin)",
     description=(
-        "The key stops working at once. Another user's key answers 404, as one that does not exist."
+        "The key stops working at once. Revoking a revoked key changes nothing. Another"
+        " user's key (not of one's own customer, for its admins) answers 404, as one that"
+        " does not exist."
     ),
     responses=_answers(S.NOT_FOUND),
     tags=["api-keys"],
@@ -493,6 +607,7 @@ def _text(value: Any) -> str | None:
 @get(
     "/customers",
     sync_to_thread=True,
+    opt=scoped(Scope.USERS),
     summary="Customers: all for Picasse staff, the caller's own for a customer's users",
     description=(
         "Read from the accounts view, a moment behind the log. Contact person and billing"
@@ -548,6 +663,7 @@ def _customer_out(accounts: Accounts, customer_id: CustomerId, caller: Caller) -
 @get(
     "/customers/{customer_id:uuid}",
     sync_to_thread=True,
+    opt=scoped(Scope.USERS),
     summary="One customer",
     description=(
         "Read from the event store, so a change reads back at once. A customer's users see"
@@ -567,6 +683,7 @@ def show_customer(
 @patch(
     "/customers/{customer_id:uuid}",
     sync_to_thread=True,
+    opt=scoped(Scope.USERS),
     guards=[allowed(Viewer.may_change_customer, "your role may not change customers")],
     summary="Change a customer's contact details and billing address",
     description=(
@@ -600,6 +717,7 @@ def change_customer(
 @get(
     "/customers/{customer_id:uuid}/users",
     sync_to_thread=True,
+    opt=scoped(Scope.USERS),
     guards=[allowed(Viewer.may_list_users_of, "your role may not list users")],
     summary="A customer's users",
     description=(
@@ -630,6 +748,7 @@ def list_users(
 @post(
     "/customers/{customer_id:uuid}/users",
     sync_to_thread=True,
+    opt=scoped(Scope.USERS),
     guards=[allowed(Viewer.may_add_users_to, "your role may not add users")],
     summary="Add a user to a customer (role customer_admin or customer_user)",
     description=(
@@ -650,8 +769,6 @@ def add_user(
     customer_id: CustomerId,
     data: JSONBody[NewUser],
     caller: NamedDependency[Caller],
-    accounts: NamedDependency[Accounts],
-    messages: NamedDependency[Messages],
     deps: NamedDependency[Any],
 ) -> UserOut:
     if data.role.is_platform:
@@ -659,16 +776,13 @@ def add_user(
             f"role {data.role.value} is for Picasse staff, who are added with the CLI",
             field="role",
         )
-    throttle_user_creation(deps, customer_id)
-    link = accounts.invite_user(
-        customer_id=customer_id,
-        login=data.login,
-        role=data.role,
-        email=data.email,
-        by=caller.viewer(),
+    user = invite_and_mail(
+        deps, customer_id, login=data.login, role=data.role, email=data.email, by=caller.viewer()
     )
-    mail_password_link(messages, deps.ack_links.public_url, link)
-    user = accounts.user(link.user_id)
+    return _user_out(user)
+
+
+def _user_out(user: UserDetails) -> UserOut:
     return UserOut(
         id=user.id,
         customer_id=user.customer_id,
@@ -676,6 +790,65 @@ def add_user(
         role=user.role,
         disabled=user.disabled,
     )
+
+
+def invite_and_mail(
+    deps: HttpDeps, customer_id: UUID, *, login: str, role: Role, email: str, by: Viewer
+) -> UserDetails:
+    """Adds a customer's user and mails them their set-password link (rate-limited per
+    customer): the one way of the API and the customer's pages."""
+    throttle_user_creation(deps, customer_id)
+    link = deps.accounts.invite_user(
+        customer_id=customer_id, login=login, role=role, email=email, by=by
+    )
+    mail_password_link(deps.messages, deps.ack_links.public_url, link)
+    return deps.accounts.user(link.user_id)
+
+
+def change_and_end_sessions(
+    deps: HttpDeps,
+    customer_id: UUID,
+    user_id: UUID,
+    *,
+    role: Role | None,
+    disabled: bool | None,
+    by: Viewer,
+) -> UserDetails:
+    """Changes a customer's user; a disabled user's every session ends at once (the API's
+    and the customer's pages' one way)."""
+    user = deps.accounts.change_user(customer_id, user_id, role=role, disabled=disabled, by=by)
+    if user.disabled:
+        end_other_sessions(deps, user.id, None)  # every session of theirs: none is kept
+    return user
+
+
+@patch(
+    "/customers/{customer_id:uuid}/users/{user_id:uuid}",
+    sync_to_thread=True,
+    opt=scoped(Scope.USERS),
+    guards=[allowed(Viewer.may_change_users_of, "your role may not change users")],
+    request_max_body_size=16 * 1024,
+    summary="Change a customer's user: its role, or disable or enable it",
+    description=(
+        '`{"role": "customer_admin"}` or `customer_user`; `{"disabled": true}` ends the'
+        " user's sessions and stops their API keys, `false` lets them in again. Asking for"
+        " what already holds changes nothing. The customer's last active admin is neither"
+        " disabled nor demoted: 409 last-admin."
+    ),
+    responses=_answers(S.NOT_FOUND, S.CONFLICT, S.GONE, S.UNPROCESSABLE_ENTITY),
+    tags=["customers"],
+)
+def change_user(
+    customer_id: CustomerId,
+    user_id: UserId,
+    data: JSONBody[UserChange],
+    caller: NamedDependency[Caller],
+    deps: NamedDependency[Any],
+) -> UserOut:
+    user = change_and_end_sessions(
+        deps, customer_id, user_id, role=data.role, disabled=data.disabled, by=caller.viewer()
+    )
+    return _user_out(user)
 
 
 @post(
@@ -709,6 +882,7 @@ def set_password_with_link(
     "/me/password",
     status_code=HTTPStatus.OK,
     sync_to_thread=True,
+    opt=scoped(Scope.USERS),
     request_max_body_size=16 * 1024,
     summary="Change the caller's own password",
     description=(
@@ -737,13 +911,17 @@ def change_own_password(
 @post(
     "/messages",
     sync_to_thread=True,
+    opt=scoped(Scope.MESSAGES_SEND),
     status_code=HTTPStatus.ACCEPTED,
     guards=[allowed(Viewer.may_send_messages_for, "only a customer's users send messages")],
     request_max_body_size=MAX_JSON_BODY,
     summary="Send a message to recipients (and/or a group); delivered in the background",
     description=(
-        "The same idempotency_key within 24 hours answers the first message's id and sends"
-        " nothing again. schedule_at (with a time zone, at most 7 days ahead) delays it."
+        "The same idempotency key (the Idempotency-Key header, or idempotency_key in the"
+        " body; both given and different: 422) within 24 hours answers the first message's"
+        " id and sends nothing again; with a different request it answers 422"
+        " idempotency-key-reused. schedule_at (with a time zone, at most 7 days ahead)"
+        " delays it."
     ),
     responses=_answers(
         S.CONFLICT,
@@ -758,8 +936,24 @@ def send_message(
     data: JSONBody[SendMessage],
     caller: NamedDependency[Caller],
     messages: NamedDependency[Messages],
+    idempotency_header: Annotated[
+        str | None,
+        HeaderParameter(
+            name="Idempotency-Key",
+            description="as `idempotency_key` in the body (both given: they must agree)",
+            required=False,
+        ),
+    ] = None,
 ) -> Accepted:
     customer_id = customer_of(caller, "only a customer's users send messages")
+    idempotency_key = data.idempotency_key
+    if idempotency_header is not None:
+        if idempotency_key is not None and idempotency_key != idempotency_header:
+            raise InvalidInput(
+                "idempotency_key: differs from the Idempotency-Key header; give one, or the same",
+                field="idempotency_key",
+            )
+        idempotency_key = idempotency_header
     request_ = SendRequest(
         channel=data.channel.value,
         to=data.to,
@@ -771,7 +965,7 @@ def send_message(
         subject=data.subject,
         priority=data.priority.value,
         schedule_at=data.schedule_at,
-        idempotency_key=data.idempotency_key,
+        idempotency_key=idempotency_key,
         ack_within_minutes=data.ack_within_minutes,
         escalation_groups=data.escalation_groups,
     )
@@ -784,6 +978,7 @@ def send_message(
 @get(
     "/messages/{message_id:uuid}",
     sync_to_thread=True,
+    opt=scoped(Scope.MESSAGES_READ),
     summary="A message's status per recipient",
     description=(
         "reveal_content=true adds the body, for the customer's own users only: every"
@@ -839,6 +1034,7 @@ def _utc(moment: datetime) -> datetime:
 @get(
     "/traffic",
     sync_to_thread=True,
+    opt=scoped(Scope.MESSAGES_READ),
     summary="Traffic: who sent when to whom, with what outcome, newest first",
     description=(
         "A customer's users see their own customer's traffic; Picasse staff name the"
@@ -909,7 +1105,16 @@ def show_traffic(
 
 
 # Request bodies that refuse unknown fields (the document says so too).
-STRICT_BODIES = (Credentials, ContactChange, NewUser, NewPassword, PasswordChange, SendMessage)
+STRICT_BODIES = (
+    Credentials,
+    ContactChange,
+    NewUser,
+    UserChange,
+    NewPassword,
+    PasswordChange,
+    SendMessage,
+    ApiKeyRequest,
+)
 
 
 def api_router(*more: Any) -> Router:
@@ -922,6 +1127,7 @@ def api_router(*more: Any) -> Router:
             *more,
             start_session,
             end_session,
+            list_api_keys,
             create_api_key,
             revoke_api_key,
             list_customers,
@@ -929,6 +1135,7 @@ def api_router(*more: Any) -> Router:
             change_customer,
             list_users,
             add_user,
+            change_user,
             set_password_with_link,
             change_own_password,
             send_message,

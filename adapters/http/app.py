@@ -28,6 +28,7 @@ from picasse.adapters.http.auth import (
     LoginThrottling,
     caller_dependency,
     housekeeping,
+    scope_guard,
     tenant_guard,
 )
 from picasse.adapters.http.clients import ClientAddressMiddleware, networks
@@ -149,13 +150,13 @@ def create_app(deps: HttpDeps) -> Litestar:
             "webhooks": provide(deps.webhooks),
             "webhook_log": provide(deps.webhook_log),
         },
-        # From where (every request), who calls (every request), then which customer
-        # they may reach (every route).
+        # From where (every request), who calls (every request), then what an API key may
+        # call and which customer they may reach (every route).
         middleware=[
             DefineMiddleware(ClientAddressMiddleware, trusted=networks(deps.trusted_proxies)),
             DefineMiddleware(AuthenticationMiddleware, deps=deps),
         ],
-        guards=[tenant_guard, json_bodies_only],
+        guards=[scope_guard, tenant_guard, json_bodies_only],
         before_send=[response_headers(hsts=deps.hsts)],
         lifespan=[housekeeping(deps), _closing_health(deps)],
         exception_handlers={Exception: problem_response},

@@ -17,6 +17,11 @@ and the one guard that decides which customer a caller may reach (R11).
   `adapters/http/clients.py` settles (forwarded headers only from trusted proxies).
 - Anonymous requests: the API (/v1) answers 401 problem+json, a page redirects to /login.
   Route handlers that anyone may call say so with `opt=PUBLIC`.
+- Scopes: an API key holds scopes (`domain/api_keys.py` `Scope`); every route handler
+  names the one it needs with `opt={"scope": ...}` (`scoped(...)`), and `scope_guard`,
+  installed on the whole app, refuses a key without it (403 missing-scope). A route that
+  names no scope refuses every key (pages among them): sessions only. Sessions are not
+  limited by scopes; the user's role limits them.
 - Tenant isolation: `tenant_guard`, installed on the whole app, checks every `customer_id`
   in a route's path or query against the caller (`customer_in_reach`); another
   customer's id answers 404, so its existence is not revealed. Resources addressed by
@@ -50,6 +55,8 @@ from litestar.types import ASGIApp, Guard, Receive, Scope, Send
 
 from picasse.adapters.postgres.keystore import TenantErased
 from picasse.domain.access import Viewer
+from picasse.domain.api_keys import MissingScope
+from picasse.domain.api_keys import Scope as ApiScope
 from picasse.domain.errors import (
     AuthenticationFailed,
     DomainError,
@@ -83,6 +90,9 @@ class Caller(msgspec.Struct, frozen=True):
     role: Role
     customer_id: UUID | None  # None for Picasse staff
     via: Literal["session", "api-key"]
+    scopes: frozenset[ApiScope] | None = (
+        None  # an API key's; None for a session (the role limits it)
+    )
 
     def viewer(self) -> Viewer:
         return Viewer(role=self.role, customer_id=self.customer_id, user_id=self.user_id)
@@ -241,6 +251,28 @@ def tenant_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRo
         customer_in_reach(caller, customer_id)
 
 
+def scoped(scope: ApiScope) -> dict[str, Any]:
+    """A route handler's opt: the scope an API key needs to call it."""
+    return {"scope": scope}
+
+
+def scope_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Installed on the whole app: an API key calls only routes whose scope it holds; a
+    route that names none takes no key at all (refused by default, never let through).
+    What anyone may read (PUBLIC routes, the OpenAPI document) takes any key or none."""
+    path = connection.scope["path"]
+    if handler.opt.get("public") or not (_is_api(path) or _is_page(path)):
+        return
+    caller = current_caller(connection)
+    if caller is None or caller.scopes is None:
+        return
+    needed = handler.opt.get("scope")
+    if needed is None:
+        raise MissingScope("this route takes a session, not an API key")
+    if ApiScope(needed) not in caller.scopes:
+        raise MissingScope(f"this API key lacks the scope {ApiScope(needed).value}")
+
+
 Question = Callable[[Viewer, UUID | None], bool]
 
 
@@ -378,7 +410,10 @@ def _forgive(store: Any, keys: list[tuple[UUID, ThrottlePolicy]], now: datetime)
 
 
 def _caller_of_user(
-    deps: HttpDeps, user_id: UUID, via: Literal["session", "api-key"]
+    deps: HttpDeps,
+    user_id: UUID,
+    via: Literal["session", "api-key"],
+    scopes: frozenset[ApiScope] | None = None,
 ) -> Caller | None:
     try:
         user = deps.accounts.user(user_id)
@@ -387,7 +422,12 @@ def _caller_of_user(
     if user.disabled or not isinstance(user.login, str):
         return None
     return Caller(
-        user_id=user.id, login=user.login, role=user.role, customer_id=user.customer_id, via=via
+        user_id=user.id,
+        login=user.login,
+        role=user.role,
+        customer_id=user.customer_id,
+        via=via,
+        scopes=scopes,
     )
 
 
@@ -407,7 +447,7 @@ def _caller_from_key(deps: HttpDeps, key: str) -> Caller | None:
         holder = deps.api_keys.authenticate(key)
     except (AuthenticationFailed, TenantErased):
         return None
-    return _caller_of_user(deps, holder.user_id, "api-key")
+    return _caller_of_user(deps, holder.user_id, "api-key", holder.scopes)
 
 
 def _is_api(path: str) -> bool:

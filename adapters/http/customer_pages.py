@@ -12,11 +12,13 @@ per page, with a template `app_<page>.html` that extends `app.html`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from http import HTTPStatus
 from typing import Annotated, Any
 from uuid import UUID
 
+import anyio.to_thread
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.di import NamedDependency
@@ -24,6 +26,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, QueryParameter
 from litestar.response import Redirect
 
+from picasse.adapters.http.api import change_and_end_sessions, invite_and_mail
 from picasse.adapters.http.charts import CHANNELS, OUTCOMES, deliveries_chart, outcome_totals
 from picasse.adapters.http.messages_api import MessagePage, delivery_rows, list_message_page
 from picasse.adapters.http.pages import (
@@ -39,9 +42,14 @@ from picasse.adapters.http.pages import (
 from picasse.adapters.http.problems import problem_for
 from picasse.adapters.webhook_posts import check_destination
 from picasse.domain.access import Viewer
+from picasse.domain.accounts import UserDetails
+from picasse.domain.api_keys import SCOPE_DESCRIPTIONS, IssuedKey
 from picasse.domain.errors import DomainError, InvalidInput, NotFound
 from picasse.domain.messages import Channel, DeliveryStatus
+from picasse.domain.personal import Erased
+from picasse.domain.values import Role
 from picasse.domain.webhooks import WebhookEventType
+from picasse.projections.accounts import ApiKeyRow, UserRow
 from picasse.projections.traffic import DeliveryRow
 
 customers_only = PageGuard(
@@ -315,6 +323,246 @@ def delete_webhook(
     return _webhooks_page(request, dashboard, deleted=webhook_id)
 
 
+# Shared by the admin pages: a form's fields, and a command's refusal shown on its page.
+
+
+async def _form(request: Request[Any, Any, Any]) -> dict[str, list[str]]:
+    form = await request.form()
+    return {name: [str(v) for v in form.getall(name)] for name in form}
+
+
+def _one(form: dict[str, list[str]], name: str) -> str:
+    return (form.get(name) or [""])[0]
+
+
+async def _attempt(command: Callable[[], Any]) -> tuple[Any, str | None, int]:
+    """The command's result, or the refusal's message and status (the API's, for the page)."""
+    try:
+        return await anyio.to_thread.run_sync(command), None, 200
+    except DomainError as error:
+        problem, _ = problem_for(error)
+        return None, error.message, problem.status
+
+
+# Users (the customer's admins)
+
+CUSTOMER_ROLES = (Role.CUSTOMER_ADMIN, Role.CUSTOMER_USER)
+
+
+def _role(text: str) -> Role:
+    if text not in {r.value for r in CUSTOMER_ROLES}:
+        raise InvalidInput("role: customer_admin or customer_user", field="role")
+    return Role(text)
+
+
+def _users_page(
+    request: Request[Any, Any, Any],
+    dashboard: Dashboard,
+    *,
+    changed: UserDetails | None = None,
+    status: int = 200,
+    **context: Any,
+) -> Response[str]:
+    """The users from the view, with a user just changed as the command left it (the view
+    follows the log a moment later)."""
+    customer_id = own_customer(request)
+    rows = {u.id: u for u in dashboard.accounts.users(customer_id=customer_id)}
+    if changed is not None:
+        old = rows.get(changed.id)
+        rows[changed.id] = UserRow(
+            id=changed.id,
+            customer_id=changed.customer_id,
+            login=None if isinstance(changed.login, Erased) else changed.login,
+            role=changed.role.value,
+            disabled=changed.disabled,
+            added_at=old.added_at if old else dashboard.http.clock.now(),
+            email=old.email if old else None,
+        )
+    return caller_page(
+        request,
+        "app_users.html",
+        status,
+        users=list(rows.values()),
+        roles=[r.value for r in CUSTOMER_ROLES],
+        me=_caller(request).user_id,
+        **context,
+    )
+
+
+@get("/users", include_in_schema=False, sync_to_thread=True, guards=[admins_only])
+def users_page(
+    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]
+) -> Response[str]:
+    return _users_page(request, dashboard)
+
+
+@post(
+    "/users",
+    include_in_schema=False,
+    guards=[admins_only],
+    request_max_body_size=MAX_FORM_BYTES,
+)
+async def add_user(
+    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]
+) -> Response[str]:
+    """Invites a user (the same command as `POST /v1/customers/{id}/users`): a one-time
+    set-password link goes to their e-mail address."""
+    form, customer_id, viewer = (
+        await _form(request),
+        own_customer(request),
+        _caller(request).viewer(),
+    )
+    http = dashboard.http
+
+    def invite() -> UserDetails:
+        return invite_and_mail(
+            http,
+            customer_id,
+            login=_one(form, "login"),
+            role=_role(_one(form, "role")),
+            email=_one(form, "email"),
+            by=viewer,
+        )
+
+    added, error, status = await _attempt(invite)
+    return await anyio.to_thread.run_sync(
+        lambda: _users_page(
+            request, dashboard, changed=added, status=status, error=error, added=added
+        )
+    )
+
+
+@post(
+    "/users/{user_id:uuid}",
+    include_in_schema=False,
+    guards=[admins_only],
+    request_max_body_size=MAX_FORM_BYTES,
+)
+async def change_user(
+    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard], user_id: FromPath[UUID]
+) -> Response[str]:
+    """A user's role, or disabling and enabling them (the same command as `PATCH
+    /v1/customers/{id}/users/{user_id}`); disabling ends their sessions."""
+    form, customer_id, viewer = (
+        await _form(request),
+        own_customer(request),
+        _caller(request).viewer(),
+    )
+    http = dashboard.http
+
+    def change() -> UserDetails:
+        role, disabled = _one(form, "role"), _one(form, "disabled")
+        return change_and_end_sessions(
+            http,
+            customer_id,
+            user_id,
+            role=_role(role) if role else None,
+            disabled={"true": True, "false": False}.get(disabled),
+            by=viewer,
+        )
+
+    changed, error, status = await _attempt(change)
+    return await anyio.to_thread.run_sync(
+        lambda: _users_page(
+            request, dashboard, changed=changed, status=status, error=error, done=changed
+        )
+    )
+
+
+# API keys (the customer's admins)
+
+
+def _keys_page(
+    request: Request[Any, Any, Any],
+    dashboard: Dashboard,
+    *,
+    status: int = 200,
+    new_key: IssuedKey | None = None,
+    **context: Any,
+) -> Response[str]:
+    """The customer's keys from the view, a key just made first (the view follows soon)."""
+    customer_id = own_customer(request)
+    keys = dashboard.accounts.api_keys(customer_id=customer_id)
+    if new_key is not None and all(k.id != new_key.id for k in keys):
+        now = dashboard.http.clock.now()
+        keys.insert(
+            0,
+            ApiKeyRow(
+                id=new_key.id,
+                customer_id=customer_id,
+                user_id=_caller(request).user_id,
+                name=new_key.name,
+                scopes=new_key.scopes,
+                created_at=now,
+                revoked=False,
+            ),
+        )
+    logins = {u.id: u.login for u in dashboard.accounts.users(customer_id=customer_id)}
+    return caller_page(
+        request,
+        "app_api_keys.html",
+        status,
+        keys=keys,
+        logins=logins,
+        scopes=[(s.value, text) for s, text in SCOPE_DESCRIPTIONS.items()],
+        new_key=new_key,
+        **context,
+    )
+
+
+@get("/api-keys", include_in_schema=False, sync_to_thread=True, guards=[admins_only])
+def api_keys_page(
+    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]
+) -> Response[str]:
+    return _keys_page(request, dashboard)
+
+
+@post(
+    "/api-keys",
+    include_in_schema=False,
+    guards=[admins_only],
+    request_max_body_size=MAX_FORM_BYTES,
+)
+async def create_api_key(
+    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]
+) -> Response[str]:
+    """A key for the admin (the same command as `POST /v1/api-keys`), shown this once."""
+    form, caller = await _form(request), _caller(request)
+    issue = dashboard.http.api_keys.issue
+
+    def create() -> IssuedKey:
+        return issue(
+            user_id=caller.user_id,
+            customer_id=caller.customer_id,
+            name=_one(form, "name"),
+            scopes=form.get("scopes", []),
+        )
+
+    issued, error, status = await _attempt(create)
+    return await anyio.to_thread.run_sync(
+        lambda: _keys_page(request, dashboard, status=status, new_key=issued, error=error)
+    )
+
+
+@post(
+    "/api-keys/{key_id:uuid}/revoke",
+    include_in_schema=False,
+    guards=[admins_only],
+    request_max_body_size=MAX_FORM_BYTES,
+)
+async def revoke_api_key(
+    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard], key_id: FromPath[UUID]
+) -> Response[str]:
+    viewer = _caller(request).viewer()
+    revoke = dashboard.http.api_keys.revoke
+    _, error, status = await _attempt(lambda: revoke(key_id, by=viewer))
+    return await anyio.to_thread.run_sync(
+        lambda: _keys_page(
+            request, dashboard, status=status, error=error, revoked=None if error else key_id
+        )
+    )
+
+
 def customer_pages_router() -> Router:
     """Every page under /app (the pages router gives them its dependencies and error page)."""
     return Router(
@@ -327,6 +575,12 @@ def customer_pages_router() -> Router:
             templates_page,
             create_template,
             delete_template,
+            users_page,
+            add_user,
+            change_user,
+            api_keys_page,
+            create_api_key,
+            revoke_api_key,
             webhooks_page,
             create_webhook,
             delete_webhook,

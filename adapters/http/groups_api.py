@@ -21,11 +21,12 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
 
 from picasse.adapters.http.api import S, _answers, _text, customer_of
-from picasse.adapters.http.auth import Caller, allowed
+from picasse.adapters.http.auth import Caller, allowed, scoped
 from picasse.domain.access import Viewer
+from picasse.domain.api_keys import Scope
 from picasse.domain.messaging import MAX_GROUP_MEMBERS, GroupDetails, Messages
 
-SCOPE = {"scope": "groups"}
+SCOPE = scoped(Scope.GROUPS)
 GroupId = Annotated[UUID, PathParameter(description="the group's id")]
 MAX_GROUP_BODY = 512 * 1024
 _read = allowed(Viewer.may_send_messages_for, "a customer's groups are for its own users")

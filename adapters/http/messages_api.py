@@ -27,8 +27,9 @@ from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
 from picasse.adapters.http.api import MessageId, S, _answers, _utc
-from picasse.adapters.http.auth import Caller, allowed
+from picasse.adapters.http.auth import Caller, allowed, scoped
 from picasse.domain.access import Viewer
+from picasse.domain.api_keys import Scope
 from picasse.domain.errors import InvalidInput, NotFound
 from picasse.domain.messages import Channel, DeliveryStatus, FailureReason, Priority
 from picasse.domain.messaging import Messages
@@ -36,8 +37,8 @@ from picasse.projections.traffic import DeliveryRow, MessageQuery, MessageRow, T
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
-READ = {"scope": "messages:read"}
-SEND = {"scope": "messages:send"}
+READ = scoped(Scope.MESSAGES_READ)
+SEND = scoped(Scope.MESSAGES_SEND)
 T = TypeVar("T")
 
 

@@ -22,12 +22,13 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from picasse.adapters.http.api import S, _answers, _text, customer_of
-from picasse.adapters.http.auth import Caller, allowed
+from picasse.adapters.http.auth import Caller, allowed, scoped
 from picasse.domain.access import Viewer
+from picasse.domain.api_keys import Scope
 from picasse.domain.messages import Channel
 from picasse.domain.messaging import Messages, TemplateDetails
 
-SCOPE = {"scope": "templates"}
+SCOPE = scoped(Scope.TEMPLATES)
 TemplateId = Annotated[UUID, PathParameter(description="the template's id")]
 MAX_TEMPLATE_BODY = 256 * 1024
 _read = allowed(Viewer.may_read_content_of, "templates are the customer's own content (R7)")

@@ -20,11 +20,12 @@ from litestar import Router, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
 
-from picasse.adapters.http.auth import Caller, allowed
+from picasse.adapters.http.auth import Caller, allowed, scoped
 from picasse.adapters.http.problems import problem_responses
 from picasse.adapters.postgres.webhook_log import MAX_LISTED_ATTEMPTS, WebhookLog
 from picasse.adapters.webhook_posts import check_destination
 from picasse.domain.access import Viewer
+from picasse.domain.api_keys import Scope
 from picasse.domain.messaging import Forbidden
 from picasse.domain.webhooks import (
     MAX_URL_LENGTH,
@@ -34,7 +35,7 @@ from picasse.domain.webhooks import (
 )
 
 S = HTTPStatus
-SCOPE = {"scope": "webhooks"}
+SCOPE = scoped(Scope.WEBHOOKS)
 REFUSAL = "only the customer's admins manage its webhooks"
 MAX_BODY = 16 * 1024
 

@@ -125,12 +125,13 @@ LOCK_TIMEOUT = "10s"  # how long to wait for a view rebuild (TRUNCATE) to finish
 # value is described only as set, null or erased, so no report carries personal data.
 SHOWN_COLUMNS = frozenset(
     {"subscription", "role", "disabled", "erased", "channel", "priority", "month", "status",
-     "attempts", "acknowledged", "idx", "kind"}
+     "attempts", "acknowledged", "idx", "kind", "revoked", "scopes"}
 )  # fmt: skip
 # Per view table: the column naming its customer, and the time that places a row in a period.
 SCOPE_COLUMNS: dict[str, tuple[str, str | None]] = {
     "customers": ("id", "registered_at"),
     "users": ("customer_id", "added_at"),
+    "api_keys": ("customer_id", "created_at"),
     "messages": ("customer_id", "requested_at"),
     "deliveries": ("customer_id", "queued_at"),
     "entries": ("customer_id", "at"),

@@ -23,7 +23,7 @@ from picasse.domain.messages import FailureReason
 from picasse.domain.messaging import recipient_lookup_form
 from picasse.domain.personal import sealed_view_columns, subject_name
 from picasse.domain.users import PLATFORM_TENANT
-from picasse.projections.accounts import AccountsView, CustomerRow, UserRow
+from picasse.projections.accounts import AccountsView, ApiKeyRow, CustomerRow, UserRow
 from picasse.projections.ledger import LedgerEntry, LedgerView
 from picasse.projections.traffic import (
     Change,
@@ -75,29 +75,46 @@ class _View(PostgresTrackingRecorder):
 
     def _create_table(self, curs: Any) -> None:
         serialize_schema_changes(curs)
-        self._drop_if_plaintext(curs)
+        self._drop_if_outdated(curs)
         super()._create_table(curs)
 
-    def _drop_if_plaintext(self, curs: Any) -> None:
-        """A view written before its personal columns were sealed is dropped, with its
-        position, so it is rebuilt from the log (sealed); DROP unlinks the old files."""
+    def _drop_if_outdated(self, curs: Any) -> None:
+        """A view written before its personal columns were sealed, or before one of its
+        tables existed (a new table has none of the rows of the events already taken), is
+        dropped with its position, so it is rebuilt from the log; DROP unlinks old files."""
         stale = False
+        schema = self.datastore.schema or "public"
         for table in self.tables:
             for column in sealed_view_columns(table):
                 curs.execute(
                     "SELECT data_type FROM information_schema.columns WHERE table_schema = %s"
                     " AND table_name = %s AND column_name = %s",
-                    (self.datastore.schema or "public", self._table_names[table], column),
+                    (schema, self._table_names[table], column),
                 )
                 row = curs.fetchone()
                 stale |= row is not None and row["data_type"] != "bytea"
-        if not stale:
-            return
-        curs.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(", ").join(self.t.values())))
         tracking = sql.Identifier(self.datastore.schema, self.tracking_table_name)
         curs.execute("SELECT to_regclass(%s) AS t", (tracking.as_string(curs),))
         found = curs.fetchone()
-        if found is not None and found["t"] is not None:
+        has_tracking = found is not None and found["t"] is not None
+        if not stale and has_tracking:
+            missing = False
+            for table in self.tables:
+                curs.execute("SELECT to_regclass(%s) AS t", (self.t[table].as_string(curs),))
+                exists = curs.fetchone()
+                missing |= exists is None or exists["t"] is None
+            if missing:
+                curs.execute(
+                    sql.SQL("SELECT 1 FROM {} WHERE application_name <> %s LIMIT 1").format(
+                        tracking
+                    ),
+                    (self.table_migration_identifier,),
+                )
+                stale = curs.fetchone() is not None  # it has taken events: start again
+        if not stale:
+            return
+        curs.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(", ").join(self.t.values())))
+        if has_tracking:
             curs.execute(
                 sql.SQL("DELETE FROM {} WHERE application_name <> %s").format(tracking),
                 (self.table_migration_identifier,),
@@ -186,10 +203,10 @@ class _View(PostgresTrackingRecorder):
 
 
 class PostgresAccountsView(_View, AccountsView):
-    tables = ("customers", "users")
-    tenant_columns = {"customers": "id", "users": "customer_id"}
+    tables = ("customers", "users", "api_keys")
+    tenant_columns = {"customers": "id", "users": "customer_id", "api_keys": "customer_id"}
     on_termination = ("UPDATE {customers} SET erased = true WHERE id = %(tenant)s",)
-    indexes = ("users_customer",)
+    indexes = ("users_customer", "api_keys_customer")
 
     def schema_statements(self) -> list[str]:
         return [
@@ -201,6 +218,11 @@ class PostgresAccountsView(_View, AccountsView):
             " login bytea, role text NOT NULL, disabled boolean NOT NULL DEFAULT false,"
             " added_at timestamptz NOT NULL, email bytea)",
             "CREATE INDEX IF NOT EXISTS {users_customer_idx} ON {users} (customer_id)",
+            # No time of use, ever (R6): names, scopes and dates only.
+            "CREATE TABLE IF NOT EXISTS {api_keys} (id uuid PRIMARY KEY, customer_id uuid,"
+            " user_id uuid NOT NULL, name bytea, scopes text[] NOT NULL,"
+            " created_at timestamptz NOT NULL, revoked boolean NOT NULL DEFAULT false)",
+            "CREATE INDEX IF NOT EXISTS {api_keys_customer_idx} ON {api_keys} (customer_id, user_id)",
         ]
 
     def customer_registered(
@@ -280,6 +302,44 @@ class PostgresAccountsView(_View, AccountsView):
 
     def user_disabled(self, user_id: UUID, disabled: bool, tracking: Tracking) -> None:
         self._write(tracking, "UPDATE {users} SET disabled = %s WHERE id = %s", (disabled, user_id))
+
+    def user_role_changed(self, user_id: UUID, role: str, tracking: Tracking) -> None:
+        self._write(tracking, "UPDATE {users} SET role = %s WHERE id = %s", (role, user_id))
+
+    def api_key_issued(
+        self, key_id: UUID, customer_id: UUID | None, user_id: UUID, scopes: list[str],
+        created_at: datetime, tracking: Tracking,
+    ) -> None:  # fmt: skip
+        self._write(
+            tracking,
+            "INSERT INTO {api_keys} (id, customer_id, user_id, scopes, created_at)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+            (key_id, customer_id, user_id, scopes, created_at),
+        )
+
+    def api_key_named(
+        self, key_id: UUID, customer_id: UUID | None, user_id: UUID, name: str | None,
+        tracking: Tracking,
+    ) -> None:  # fmt: skip
+        row = self._sealed(
+            "api_keys", {"id": key_id, "customer_id": customer_id, "user_id": user_id, "name": name}
+        )
+        self._write(tracking, "UPDATE {api_keys} SET name = %(name)s WHERE id = %(id)s", row)
+
+    def api_key_revoked(self, key_id: UUID, tracking: Tracking) -> None:
+        self._write(tracking, "UPDATE {api_keys} SET revoked = true WHERE id = %s", (key_id,))
+
+    def api_keys(
+        self, *, customer_id: UUID | None = None, user_id: UUID | None = None
+    ) -> list[ApiKeyRow]:
+        rows = self._read(
+            "SELECT id, customer_id, user_id, name, scopes, created_at, revoked FROM {api_keys}"
+            " WHERE customer_id IS NOT DISTINCT FROM %(customer)s"
+            " AND (%(user)s::uuid IS NULL OR user_id = %(user)s)"
+            " ORDER BY created_at DESC, id",
+            {"customer": customer_id, "user": user_id},
+        )
+        return [ApiKeyRow(**self._opened("api_keys", row, row["id"])) for row in rows]
 
     def customers(self, *, customer_id: UUID | None = None) -> list[CustomerRow]:
         rows = self._read(

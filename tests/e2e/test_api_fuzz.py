@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from picasse.domain.api_keys import Scope
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import ensure_master_key, open_accounts
@@ -86,7 +87,9 @@ def test_no_request_the_openapi_document_allows_gets_a_server_error(
     with httpx.Client(base_url=api_url, timeout=20) as browser:
         logged_in = browser.post("/v1/sessions", json={"login": "fuzz-admin", "password": PASSWORD})
         assert logged_in.status_code == 201, logged_in.text
-        key = browser.post("/v1/api-keys").json()["key"]
+        every_scope = [scope.value for scope in Scope]
+        made = browser.post("/v1/api-keys", json={"name": "fuzz", "scopes": every_scope})
+        key = made.json()["key"]
 
     options = {
         "--header": f"Authorization: Bearer {key}",

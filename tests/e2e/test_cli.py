@@ -164,3 +164,20 @@ def test_audit_verify_reports_an_intact_log(picasse: Run) -> None:
     picasse(*CUSTOMER, check=True)
     result = picasse("audit", "verify", check=True)
     assert result.stdout.startswith("ok: 1 events in 1 aggregates")
+
+
+def test_users_are_disabled_and_enabled_again_but_a_customers_last_admin_stays(
+    picasse: Run,
+) -> None:
+    customer_id = picasse(*CUSTOMER, check=True).stdout.strip()
+    picasse("users", "add", "--customer", customer_id, "--email", "solo@bakkerij.example",
+            "--login", "solo", "--role", "customer_admin", check=True)  # fmt: skip
+    last = picasse("users", "disable", "solo")
+    assert last.returncode == 1 and "last active admin" in last.stderr
+    assert len(last.stderr.strip().splitlines()) == 1
+    staff = ["users", "add", "--login", "ops-off", "--role", "support", "--password-stdin"]
+    picasse(*staff, stdin="tulip harbour quietly\n", check=True)
+    assert "session(s) ended" in picasse("users", "disable", "ops-off", check=True).stdout
+    assert picasse("users", "enable", "ops-off", check=True).returncode == 0
+    again = picasse("users", "enable", "ops-off")
+    assert again.returncode == 1 and "not disabled" in again.stderr

@@ -518,6 +518,41 @@ def test_a_customer_admin_stores_and_deletes_a_template_on_its_templates_page(
     expect(page.get_by_text("No templates yet.")).to_be_visible()
 
 
+def test_a_customer_admin_creates_an_api_key_and_sees_its_secret_once(
+    page: Page, platform: Platform
+) -> None:
+    log_in(page, "cust.admin")
+    page.wait_for_url("**/app/")
+    page.get_by_role("link", name="API keys").click()
+    page.wait_for_url("**/app/api-keys")
+
+    page.get_by_label("Name").fill("Nightly sender")
+    page.get_by_label("messages:send").check()
+    page.get_by_role("button", name="Create key").click()
+
+    secret = page.locator('[data-field="new-key"]')
+    expect(secret).to_contain_text("pk_")
+    key = secret.inner_text().strip()
+    row = page.locator("[data-table='api-keys'] tbody tr", has_text="Nightly sender")
+    expect(row).to_contain_text("messages:send")
+    page.screenshot(path=OUTPUT / "app-api-key-created.png", full_page=True)
+    page.goto("/app/api-keys")  # shown once: never again
+    assert key not in page.content()
+    expect(page.locator("[data-table='api-keys']")).to_contain_text("Nightly sender")
+
+
+def test_a_customer_user_is_refused_the_users_and_api_keys_pages(
+    page: Page, platform: Platform
+) -> None:
+    log_in(page, "cust.user")
+    page.wait_for_url("**/app/")
+    expect(page.get_by_role("link", name="API keys")).to_have_count(0)
+    for path in ("/app/users", "/app/api-keys"):
+        response = page.goto(path)
+        assert response is not None and response.status == 403, path
+        expect(page.get_by_role("heading", level=1)).to_have_text("Forbidden")
+
+
 def test_a_customer_admin_registers_a_webhook_sees_its_secret_once_and_deletes_it(
     page: Page, platform: Platform
 ) -> None:

@@ -15,6 +15,7 @@ from litestar.routes import HTTPRoute
 
 from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.domain.access import Viewer
+from picasse.domain.api_keys import Scope
 from picasse.domain.values import Role
 from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings
@@ -56,18 +57,20 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "role": "customer_admin",
         "email": "planted@evil.example",
     },
+    ("PATCH", "/v1/customers/{customer_id:uuid}/users/{user_id:uuid}"): {"disabled": True},
+    ("POST", "/v1/api-keys"): {"name": "planted", "scopes": ["users"]},
     ("POST", "/v1/me/password"): {"current_password": "not it", "new_password": PASSWORD},
+    ("POST", "/account/password"): {
+        "current_password": "not it",
+        "new_password": PASSWORD,
+        "repeat": PASSWORD,
+    },
     ("POST", "/v1/messages"): {"channel": "sms", "to": ["+31612345678"], "body": "hi"},
     ("POST", "/v1/templates"): {"name": "Planted", "channel": "sms", "text": "Hi {name}"},
     ("PUT", "/v1/templates/{template_id:uuid}"): {"text": "Overwritten by another customer"},
     ("POST", "/v1/groups"): {"name": "Planted", "members": ["+31612345678"]},
     ("PUT", "/v1/groups/{group_id:uuid}"): {"members": ["planted@evil.example"]},
     ("POST", "/app/templates"): {"name": "Planted", "channel": "sms", "text": "Hi"},
-    ("POST", "/account/password"): {
-        "current_password": "not it",
-        "new_password": PASSWORD,
-        "repeat": PASSWORD,
-    },
     ("POST", "/v1/webhooks"): {"url": "http://127.0.0.1:9/planted", "events": ["delivery.failed"]},
 }
 
@@ -192,6 +195,69 @@ def _request(
     return client.request(method, url, params=query, json=body)
 
 
+# ---------------------------------------------------------------- scopes of API keys
+
+
+def test_every_route_that_is_not_public_names_a_known_scope_or_is_a_page(app: Litestar) -> None:
+    """A /v1 route without a scope would refuse every key; a page takes sessions only."""
+    unscoped = []
+    for method, path, route, _ in _operations(app):
+        if _is_public(route, method) or not path.startswith("/v1"):
+            continue
+        scope = route.route_handler_map[method][0].opt.get("scope")
+        if scope is None or scope not in {s.value for s in Scope}:
+            unscoped.append(f"{method} {path}: scope {scope!r}")
+
+    assert not unscoped, "name a scope with opt=scoped(Scope....):\n" + "\n".join(unscoped)
+
+
+def test_a_key_is_refused_every_route_outside_its_scopes_and_every_page(
+    app: Litestar, world: World
+) -> None:
+    a = world.a
+    of_a = {
+        "customer_id": str(a.customer_id),
+        "message_id": str(a.message_id),
+        "key_id": str(uuid.uuid4()),
+        "user_id": str(a.user_id),
+    }
+    user = world.deps.accounts.user_by_login(a.admin_login)
+    problems, tried = [], 0
+    for scope in Scope:
+        others = [s.value for s in Scope if s is not scope]
+        issued = world.deps.api_keys.issue(
+            user_id=user.id, customer_id=user.customer_id, name="narrow", scopes=others
+        )
+        client = httpx.Client(
+            base_url=world.base_url,
+            headers={"Authorization": f"Bearer {issued.key}"},
+            timeout=20,
+            follow_redirects=False,
+        )
+        for method, path, route, kwargs_model in _operations(app):
+            if _is_public(route, method):
+                continue
+            needed = route.route_handler_map[method][0].opt.get("scope")
+            if needed is not None and needed != scope:
+                continue
+            url = _fill(path, of_a)
+            if url is None:
+                continue
+            response = _request(client, method, path, url, kwargs_model, {})
+            if isinstance(response, str):
+                problems.append(response)
+                continue
+            tried += 1
+            refused = response.status_code == 403 and (
+                not path.startswith("/v1") or response.json()["code"] == "missing-scope"
+            )  # a page answers with a page
+            if not refused:
+                problems.append(f"{scope.value}-less key: {method} {url} -> {response.status_code}")
+
+    assert not problems, "\n".join(problems)
+    assert tried >= 12
+
+
 # ---------------------------------------------------------------- tenant isolation (R11)
 
 
@@ -213,6 +279,7 @@ def test_a_user_of_customer_a_gets_404_or_403_for_every_resource_of_customer_b(
         "customer_id": str(b.customer_id),
         "message_id": str(b.message_id),
         "key_id": str(world.b_key_id),
+        "user_id": str(b.user_id),
         "template_id": str(world.b_template_id),
         "group_id": str(world.b_group_id),
         "webhook_id": str(world.b_webhook_id),

@@ -56,6 +56,7 @@ THROTTLING = LoginThrottling(
     ),
 )
 _addresses = (f"198.51.100.{n}" for n in itertools.count(1))
+NEW_KEY = {"name": "test program", "scopes": ["users", "messages:send", "messages:read"]}
 
 
 @pytest.fixture(scope="module")
@@ -264,9 +265,11 @@ def test_a_changing_request_with_the_session_cookie_from_another_site_is_refused
 ) -> None:
     _log_in(client, acme.admin_login)
 
-    foreign = client.post("/v1/api-keys", headers={"Origin": "https://evil.example"})
-    sibling = client.post("/v1/api-keys", headers={"Sec-Fetch-Site": "same-site"})
-    own = client.post("/v1/api-keys", headers={"Origin": str(client.base_url).rstrip("/")})
+    foreign = client.post("/v1/api-keys", json=NEW_KEY, headers={"Origin": "https://evil.example"})
+    sibling = client.post("/v1/api-keys", json=NEW_KEY, headers={"Sec-Fetch-Site": "same-site"})
+    own = client.post(
+        "/v1/api-keys", json=NEW_KEY, headers={"Origin": str(client.base_url).rstrip("/")}
+    )
 
     _assert_problem(foreign, 403, "forbidden")
     _assert_problem(sibling, 403, "forbidden")
@@ -308,7 +311,7 @@ def test_a_password_change_ends_the_users_other_sessions_but_the_callers_own(
     for browser in browsers:
         assert _log_in(browser, login).status_code == 201
     mine, other, third = browsers
-    key = mine.post("/v1/api-keys").json()["key"]
+    key = mine.post("/v1/api-keys", json=NEW_KEY).json()["key"]
     new_password = "violet anchor gravel 93"
 
     changed = mine.post(
@@ -339,7 +342,7 @@ def test_an_api_key_is_shown_once_works_as_bearer_and_stops_working_once_revoked
     client: httpx.Client, base_url: str, acme: Tenant
 ) -> None:
     _log_in(client, acme.admin_login)
-    created = client.post("/v1/api-keys")
+    created = client.post("/v1/api-keys", json=NEW_KEY)
     assert created.status_code == 201, created.text
     key_id, key = created.json()["id"], created.json()["key"]
     assert key.startswith(f"pk_{UUID(key_id).hex}_")
@@ -361,7 +364,7 @@ def test_an_api_key_is_stored_only_as_a_sealed_hash(
     client: httpx.Client, acme: Tenant, raw: psycopg.Connection[tuple[object, ...]]
 ) -> None:
     _log_in(client, acme.admin_login)
-    key = client.post("/v1/api-keys").json()["key"]
+    key = client.post("/v1/api-keys", json=NEW_KEY).json()["key"]
     secret = key.split("_", 2)[2]
     digest = hashlib.sha256(secret.encode()).hexdigest()
 

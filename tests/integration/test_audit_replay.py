@@ -209,6 +209,7 @@ def test_a_replay_after_erasures_equals_the_live_views_and_counts_the_erased_fie
     assert _rows_compared(report) == {
         ("accounts", "customers"): 3,
         ("accounts", "users"): 3,
+        ("accounts", "api_keys"): 0,
         ("traffic", "messages"): 4,
         ("traffic", "deliveries"): 8,
     }
@@ -273,6 +274,7 @@ def test_a_customer_filter_compares_only_that_customers_rows(
     assert _rows_compared(report) == {
         ("accounts", "customers"): 1,
         ("accounts", "users"): 1,
+        ("accounts", "api_keys"): 0,
         ("traffic", "messages"): 2,
         ("traffic", "deliveries"): 4,
     }

@@ -107,7 +107,7 @@ def test_the_accounts_view_shows_customers_users_and_subscriptions(
         accounts,
         customer_id=customer,
         login="vera",
-        role=Role.CUSTOMER_ADMIN,
+        role=Role.CUSTOMER_USER,
         password="a long password",
     )
     accounts.add_user(
@@ -124,7 +124,7 @@ def test_the_accounts_view_shows_customers_users_and_subscriptions(
             "active",
         )
         (user,) = view.users(customer_id=customer)
-        assert (user.login, user.role, user.disabled) == ("vera", "customer_admin", True)
+        assert (user.login, user.role, user.disabled) == ("vera", "customer_user", True)
         assert [u.login for u in view.users(platform=True)] == ["staff"]
 
 
@@ -384,3 +384,38 @@ def test_a_view_an_older_version_wrote_in_plaintext_is_dropped_and_rebuilt_seale
     assert follower.advance() is None
     (rebuilt,) = started.customers(customer_id=customer)
     assert rebuilt.organisation == "Viewco 1"
+
+
+def test_a_view_an_older_version_wrote_without_one_of_its_tables_is_rebuilt_with_it(
+    accounts: Accounts, views: Any
+) -> None:
+    """API keys came to the accounts view after keys were issued: the view starts again."""
+    from psycopg import sql
+
+    from picasse.adapters.postgres.views import PostgresAccountsView
+    from picasse.domain.api_keys import ApiKeys
+
+    customer = _customer(accounts)
+    keys = ApiKeys(accounts.env)
+    try:
+        user = UUID(int=7)
+        issued = keys.issue(user_id=user, customer_id=customer, name="Vera's laptop")
+    finally:
+        keys.close()
+    follower = views.followers["accounts"]
+    assert follower.advance() is None and follower.position() > 0
+    view = follower.view
+    with view.datastore.transaction(commit=True) as curs:  # as the version before left it
+        curs.execute(sql.SQL("DROP TABLE {}").format(view.t["api_keys"]))
+    started = PostgresAccountsView(
+        view.datastore, tracking_table_name=view.tracking_table_name, keys=view.keys
+    )
+    started.create_table()  # what a process starting on the old data dir does
+
+    assert follower.position() == 0
+    assert follower.advance() is None
+    (key,) = started.api_keys(customer_id=customer)
+    assert (key.id, key.name, key.user_id) == (issued.id, "Vera's laptop", user)
+    with view.datastore.get_connection() as conn:
+        stored = conn.execute(sql.SQL("SELECT * FROM {}").format(view.t["api_keys"])).fetchall()
+    assert b"Vera's laptop" not in repr(stored).encode() and "Vera" not in repr(stored)

@@ -34,10 +34,12 @@ def _answers(viewer: Viewer, question: str) -> str:
     method = getattr(viewer, question)
     if question in ("may_use_dashboard", "may_use_customer_pages"):
         return "yes" if method() else "no"
-    if question == "may_revoke_key_of":
-        if method(uuid.uuid4()):
+    if question in ("may_revoke_key_of", "sees_api_keys_of"):  # (owner, owner's customer)
+        if method(uuid.uuid4(), OTHER):
             return "any key"
-        return "own" if method(viewer.user_id) else "no"
+        if method(uuid.uuid4(), OWN):
+            return "own customer's"
+        return "own" if method(viewer.user_id, None) else "no"
     if question == "may_add_users_to" and viewer.is_staff and method(OWN):
         first_only = not method(OWN, customer_has_admin=True) and not method(
             OWN, role=Role.CUSTOMER_USER

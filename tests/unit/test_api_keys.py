@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from uuid import UUID, uuid4
 
+import msgspec
 import pytest
+from eventsourcing.persistence import StoredEvent
 
 from picasse.adapters.crypto import MemoryKeyRing, SealingMapper
 from picasse.domain.access import Viewer
-from picasse.domain.api_keys import ApiKeys, hash_of_secret
-from picasse.domain.errors import AuthenticationFailed, NotFound
+from picasse.domain.api_keys import ALL_SCOPES, ApiKeys, MissingScope, Scope, hash_of_secret
+from picasse.domain.errors import AuthenticationFailed, InvalidInput, NotFound
 from picasse.domain.users import PLATFORM_TENANT
 from picasse.domain.values import Role
 
@@ -81,11 +83,25 @@ def test_the_owner_revokes_a_key_and_it_stops_working_and_revoking_again_is_harm
 
     with pytest.raises(AuthenticationFailed):
         keys.authenticate(issued.key)
-    assert keys.repository.get(issued.id).version == 2  # one Revoked event
+    assert keys.repository.get(issued.id).version == 3  # Issued, Named, one Revoked
 
 
-@pytest.mark.parametrize("role", [Role.CUSTOMER_ADMIN, Role.SUPPORT, Role.AUDITOR])
-def test_to_anyone_but_its_owner_or_a_platform_admin_a_key_does_not_exist(
+def test_the_customers_admin_revokes_its_users_keys_another_customers_admin_cannot(
+    keys: InMemoryApiKeys,
+) -> None:
+    issued = keys.issue(user_id=uuid4(), customer_id=CUSTOMER)
+    stranger = Viewer(role=Role.CUSTOMER_ADMIN, customer_id=uuid4(), user_id=uuid4())
+
+    with pytest.raises(NotFound):
+        keys.revoke(issued.id, by=stranger)
+    keys.revoke(issued.id, by=_viewer(uuid4(), Role.CUSTOMER_ADMIN))
+
+    with pytest.raises(AuthenticationFailed):
+        keys.authenticate(issued.key)
+
+
+@pytest.mark.parametrize("role", [Role.CUSTOMER_USER, Role.SUPPORT, Role.AUDITOR])
+def test_to_anyone_but_its_owner_its_customers_admin_or_a_platform_admin_a_key_does_not_exist(
     keys: InMemoryApiKeys, role: Role
 ) -> None:
     issued = keys.issue(user_id=uuid4(), customer_id=CUSTOMER)
@@ -113,3 +129,49 @@ def test_erasing_the_user_leaves_no_key_of_theirs_that_works(keys: InMemoryApiKe
 
     with pytest.raises(AuthenticationFailed):
         keys.authenticate(issued.key)
+
+
+# ---------------------------------------------------------------- names and scopes
+
+
+def test_a_key_holds_its_name_and_the_scopes_it_was_given(keys: InMemoryApiKeys) -> None:
+    issued = keys.issue(
+        user_id=uuid4(), customer_id=CUSTOMER, name="  nightly   sender ", scopes=["messages:send"]
+    )
+
+    stored = keys.repository.get(issued.id)
+    assert stored.name == "nightly sender"
+    assert keys.authenticate(issued.key).scopes == {Scope.MESSAGES_SEND}
+
+
+@pytest.mark.parametrize(
+    ("scopes", "name", "field"),
+    [(["messages:send", "admin"], "ok", "scopes"), ([], "ok", "scopes"), (["users"], " ", "name")],
+)
+def test_an_unknown_scope_no_scope_or_an_empty_name_is_refused(
+    keys: InMemoryApiKeys, scopes: list[str], name: str, field: str
+) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        keys.issue(user_id=uuid4(), customer_id=CUSTOMER, name=name, scopes=scopes)
+    assert refused.value.field == field
+
+
+def test_a_key_cannot_issue_a_key_broader_than_itself(keys: InMemoryApiKeys) -> None:
+    narrow = frozenset({Scope.USERS, Scope.MESSAGES_READ})
+
+    with pytest.raises(MissingScope):
+        keys.issue(user_id=uuid4(), customer_id=CUSTOMER, scopes=["messages:send"], within=narrow)
+    issued = keys.issue(user_id=uuid4(), customer_id=CUSTOMER, scopes=["users"], within=narrow)
+    assert keys.authenticate(issued.key).scopes == {Scope.USERS}
+
+
+def test_a_key_issued_before_scopes_existed_reads_as_holding_every_scope(
+    keys: InMemoryApiKeys,
+) -> None:
+    issued = keys.issue(user_id=uuid4(), customer_id=CUSTOMER, scopes=["users"])
+    [first, *_] = keys.recorder.select_events(issued.id)
+    state = msgspec.msgpack.decode(first.state)
+    del state["scopes"], state["class_version"]  # as version 1 stored it
+    old = StoredEvent(first.originator_id, 1, first.topic, keys.mapper.encode(state))
+
+    assert keys.mapper.to_domain_event(old).scopes == sorted(s.value for s in ALL_SCOPES)

@@ -68,6 +68,7 @@ FIXED: dict[str, dict[str, Any]] = {
     "change_password": {},
     "authenticate": {},
     "disable_user": {},
+    "enable_user": {},
     "user_by_login": {},
     "create_group": {"customer_id": uuid4()},
     "replace_group_members": {"customer_id": uuid4(), "group_id": uuid4()},

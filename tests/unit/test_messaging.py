@@ -23,11 +23,13 @@ from picasse.domain.messaging import (
     FailedForGood,
     FailedForNow,
     Forbidden,
+    IdempotencyKeyReused,
     Messages,
     NothingToSend,
     Outcome,
     SendRequest,
     Sent,
+    request_fingerprint,
 )
 from picasse.domain.values import Role
 
@@ -131,10 +133,38 @@ def test_the_same_idempotency_key_within_a_day_returns_the_first_message(
     first = messages.send(customer_id, _email(idempotency_key="order-17"))
     before = messages.recorder.max_notification_id()
     clock.advance(timedelta(hours=23))
-    assert messages.send(customer_id, _email(idempotency_key="order-17", body="changed")) == first
+    assert messages.send(customer_id, _email(idempotency_key="order-17")) == first
     assert messages.recorder.max_notification_id() == before
     clock.advance(timedelta(hours=2))
-    assert messages.send(customer_id, _email(idempotency_key="order-17")) != first
+    assert messages.send(customer_id, _email(idempotency_key="order-17", body="new")) != first
+
+
+def test_the_same_idempotency_key_with_a_different_request_is_refused_and_sends_nothing(
+    world: tuple[Messages, UUID, ManualClock],
+) -> None:
+    messages, customer_id, _ = world
+    messages.send(customer_id, _email(idempotency_key="order-18"))
+    before = messages.recorder.max_notification_id()
+
+    with pytest.raises(IdempotencyKeyReused) as refused:
+        messages.send(customer_id, _email(idempotency_key="order-18", body="changed"))
+
+    assert refused.value.field == "idempotency_key"
+    assert messages.recorder.max_notification_id() == before
+
+
+def test_an_idempotency_claims_fingerprint_is_sealed_as_traffic_of_its_month(
+    world: tuple[Messages, UUID, ManualClock],
+) -> None:
+    messages, customer_id, _ = world
+    request = _email(idempotency_key="order-19")
+    messages.send(customer_id, request)
+
+    fingerprint = request_fingerprint(request)
+    stored = b"".join(
+        e.state for e in messages.recorder.select_notifications(start=1, limit=10_000)
+    )
+    assert fingerprint.encode() not in stored and bytes.fromhex(fingerprint) not in stored
 
 
 def test_templates_are_filled_from_variables(world: tuple[Messages, UUID, ManualClock]) -> None:
