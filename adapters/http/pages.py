@@ -56,6 +56,7 @@ from picasse.adapters.http.problems import problem_for
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import acceptable_password
 from picasse.domain.errors import AuthenticationFailed, DomainError, InvalidInput, NotFound
+from picasse.domain.messaging import parse_recipient_query
 from picasse.projections.accounts import AccountsView, CustomerRow
 from picasse.projections.ledger import LedgerView
 from picasse.projections.traffic import DailyCount, TrafficRow, TrafficView
@@ -436,6 +437,7 @@ def traffic_page(
     customer: Annotated[str | None, QueryParameter(name="customer_id")] = None,
     start: Annotated[str | None, QueryParameter(name="from")] = None,
     end: Annotated[str | None, QueryParameter(name="to")] = None,
+    recipient: Annotated[str | None, QueryParameter(name="recipient")] = None,
 ) -> Response[str]:
     viewer = _caller(request).viewer()
     today = _today(dashboard)
@@ -445,6 +447,7 @@ def traffic_page(
     last = _parse(end, _day, "to", errors) or today
     if first > last:
         errors.append("'from' must not be after 'to'.")
+    wanted = _recipient_wanted(viewer, customer_id, recipient, errors)
     customers = dashboard.accounts.customers()
     rows: list[TrafficRow] = []
     if not errors:
@@ -453,6 +456,7 @@ def traffic_page(
             datetime.combine(first, time.min, UTC),
             datetime.combine(last + timedelta(days=1), time.min, UTC),
             limit=TRAFFIC_LIMIT + 1,
+            recipient=wanted,
         )
     return caller_page(
         request,
@@ -464,6 +468,8 @@ def traffic_page(
         customer_id=customer_id,
         first=first,
         last=last,
+        recipient=(recipient or "").strip() if viewer.sees_traffic_of(customer_id) else "",
+        searches_recipients=any(viewer.sees_traffic_of(c.id) for c in customers),
         errors=errors,
         rows=rows[:TRAFFIC_LIMIT],
         more=len(rows) > TRAFFIC_LIMIT,
@@ -472,6 +478,27 @@ def traffic_page(
         status_class={"delivered": "ok", "failed": "bad", "undelivered": "bad"},
         utc=UTC,
     )
+
+
+def _recipient_wanted(
+    viewer: Viewer, customer_id: UUID | None, text: str | None, errors: list[str]
+) -> str | None:
+    """A recipient to search the traffic by, in its look-up form: found through the
+    customer's blind index, so the customer must be named, and only by those who see
+    recipients (R4, R11)."""
+    if not text or not text.strip():
+        return None
+    if customer_id is None:
+        errors.append("Choose a customer to search its traffic by recipient.")
+        return None
+    if not viewer.sees_traffic_of(customer_id):
+        errors.append("Your role does not see recipients, so it cannot search by one.")
+        return None
+    try:
+        return parse_recipient_query(text)
+    except InvalidInput as error:
+        errors.append(error.message)
+        return None
 
 
 @get("/ledger", include_in_schema=False, sync_to_thread=True)

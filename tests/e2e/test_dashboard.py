@@ -397,6 +397,32 @@ def test_a_platform_admin_sees_the_recipients_of_the_traffic(
     page.screenshot(path=OUTPUT / "dashboard-traffic.png", full_page=True)
 
 
+def test_a_platform_admin_finds_a_customers_traffic_by_recipient_and_an_auditor_cannot(
+    page: Page, platform: Platform
+) -> None:
+    acme = platform.customers["Acme Alerts"]
+    log_in(page, "ada")
+    page.goto(f"/admin/traffic?customer_id={acme}")
+    page.get_by_label("Recipient").fill("+31 6 4444 0001")  # as people write it
+    page.get_by_role("button", name="Search").click()
+    rows = page.locator("[data-field=recipient]")
+    expect(rows.first).to_have_text("+31644440001")
+    assert set(rows.all_inner_texts()) == {"+31644440001"}  # its text and its call
+    expect(page.get_by_label("Recipient")).to_have_value("+31 6 4444 0001")
+
+    page.get_by_label("Recipient").fill("not a number")
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+
+    page.get_by_role("button", name="Log out").click()
+    log_in(page, "otto")
+    page.wait_for_url("**/admin/")
+    page.goto(f"/admin/traffic?customer_id={acme}")
+    expect(page.get_by_label("Recipient")).to_have_count(0)  # auditors see no recipients
+    response = page.goto(f"/admin/traffic?customer_id={acme}&recipient=%2B31644440001")
+    assert response is not None and response.status == 400
+
+
 @pytest.mark.parametrize("login", ["ada", "otto"])
 def test_no_page_shows_the_content_of_a_message(page: Page, platform: Platform, login: str) -> None:
     log_in(page, login)
