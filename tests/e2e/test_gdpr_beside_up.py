@@ -43,6 +43,7 @@ def _register(picasse: Run, n: int) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # a safety limit: twenty CLI runs beside up on a loaded machine
 def test_twenty_gdpr_operations_beside_a_running_platform_all_succeed_and_up_keeps_running(
     running_up: RunningUp, tmp_path: Path
 ) -> None:
