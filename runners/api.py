@@ -37,6 +37,7 @@ from picasse.runners.wiring import (
     open_accounts,
     open_messages,
     receipt_tokens,
+    twilio_callbacks,
 )
 
 # Connections besides the messages pool: the accounts and API keys pools, the sessions
@@ -142,6 +143,7 @@ def http_deps(
             auth_store=auth_store,
             pseudonyms=pseudonyms,
             receipt_tokens=receipt_tokens(settings),
+            twilio_callbacks=twilio_callbacks(settings),
             ack_links=ack_links_from(master_key, settings.public_url),
             webhooks=Webhooks(clock=messages.clock, sharing=messages),
             webhook_log=webhook_log,
