@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -281,6 +282,20 @@ def providers_from(settings: Settings) -> dict[str, Provider]:
         channel: provider if provider is not None else development  # type: ignore[misc]
         for channel, provider in chosen.items()
     }
+
+
+def check_providers(settings: Settings) -> None:
+    """SettingsError unless the delivery provider settings make providers (which are then
+    closed again): `up` checks before it starts workers that would fail on them."""
+    asyncio.run(close_providers(providers_from(settings)))
+
+
+async def close_providers(providers: Mapping[str, Provider]) -> None:
+    """Closes each provider once (channels may share one, like the development Maildir)."""
+    await asyncio.gather(
+        *(p.close() for p in {id(p): p for p in providers.values()}.values()),
+        return_exceptions=True,
+    )
 
 
 def twilio_callbacks(settings: Settings) -> TwilioCallbacks | None:

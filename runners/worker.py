@@ -23,7 +23,12 @@ from picasse.runners import servers
 from picasse.runners.processes import connect_nats, run_until_signalled
 from picasse.runners.project import view_on_pool_of
 from picasse.runners.settings import Settings
-from picasse.runners.wiring import ensure_master_key, open_messages, providers_from
+from picasse.runners.wiring import (
+    close_providers,
+    ensure_master_key,
+    open_messages,
+    providers_from,
+)
 
 
 def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -> int:
@@ -59,10 +64,7 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
             print("worker running", flush=True)
             await asyncio.gather(worker.run(stop), sender.run(stop))
         finally:
-            await asyncio.gather(
-                *(p.close() for p in {id(p): p for p in providers.values()}.values()),
-                return_exceptions=True,
-            )
+            await close_providers(providers)
             await client.drain()
 
     try:
