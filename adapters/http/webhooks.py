@@ -23,7 +23,7 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
-from litestar.params import HeaderParameter, Parameter, PathParameter, RawBody
+from litestar.params import HeaderParameter, PathParameter, QueryParameter, RawBody
 from msgspec import Meta
 
 from picasse.adapters.http.acklinks import ACK_PATH, AckLinks
@@ -296,7 +296,7 @@ TwilioSignature = Annotated[
     ),
 ]
 ReferenceParameter = Annotated[
-    str, Parameter(query="reference", description="our delivery id, from the URL we gave")
+    str, QueryParameter(name="reference", description="our delivery id, from the URL we gave")
 ]
 
 
@@ -360,7 +360,7 @@ def receive_twilio_status(
     callback = _twilio(twilio_callbacks).status(
         request.url.path, request.url.query, body, signature
     )
-    delivery_id = _delivery_id(callback.reference)
+    delivery_id = _delivery_id(reference)  # in the URL Twilio signed
     if not callback.final:
         return Response(INTERIM, status_code=HTTPStatus.OK)
     recorded = _retrying(
@@ -416,10 +416,8 @@ def acknowledge_by_keypad(
     reference: ReferenceParameter,
     signature: TwilioSignature = None,
 ) -> Response[str]:
-    params, form = _twilio(twilio_callbacks).verify(
-        request.url.path, request.url.query, body, signature
-    )
-    delivery_id = _delivery_id(params.get("reference", ""))
+    form = _twilio(twilio_callbacks).verify(request.url.path, request.url.query, body, signature)
+    delivery_id = _delivery_id(reference)  # in the URL Twilio signed
     if form.get("Digits") != ACK_DIGIT:
         return Response(NOT_ACKNOWLEDGED_TWIML, media_type=MediaType.XML)
     _retrying(

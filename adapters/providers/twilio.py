@@ -239,7 +239,7 @@ class ForgedCallback(ReceiptRejected):
 
 
 class MalformedCallback(ReceiptRejected):
-    """Signed by Twilio, but not a callback we can read (no reference, no SID)."""
+    """Signed by Twilio, but not a callback we can read (no SID or no status)."""
 
 
 # What a callback's status says. None: not final yet (queued, sent, ringing…): nothing
@@ -251,7 +251,6 @@ _FAILED = frozenset({"failed", "undelivered", "busy", "no-answer", "canceled"})
 class TwilioCallback(msgspec.Struct, frozen=True, kw_only=True):
     """A verified status callback as we keep it: Twilio's words replaced by a reason code."""
 
-    reference: str  # ours, from the query of the URL we gave
     sid: str  # the MessageSid or CallSid
     final: bool  # False: an interim status (queued, sent, ringing…): nothing to record
     failure: FailureReason | None  # None when final: delivered or answered
@@ -275,26 +274,25 @@ class TwilioCallbacks:
     def __repr__(self) -> str:  # the auth token stays out of every log line
         return f"TwilioCallbacks(public_url={self.public_url!r})"
 
-    def verify(
-        self, path: str, query: str, body: bytes, signature: str | None
-    ) -> tuple[dict[str, str], dict[str, str]]:
-        """(query, form) of a request Twilio signed for our public URL; else ForgedCallback."""
+    def verify(self, path: str, query: str, body: bytes, signature: str | None) -> dict[str, str]:
+        """The form of a request Twilio signed for our public URL (path and query as
+        requested); ForgedCallback otherwise."""
         form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         url = f"{self.public_url}{path}" + (f"?{query}" if query else "")
         if not signature or not self._validator.validate(url, form, signature):
             raise ForgedCallback("callback not signed with our Twilio auth token")
-        return dict(parse_qsl(query, keep_blank_values=True)), form
+        return form
 
     def status(self, path: str, query: str, body: bytes, signature: str | None) -> TwilioCallback:
-        params, form = self.verify(path, query, body, signature)
+        """A status callback of a message or a call, verified and read."""
+        form = self.verify(path, query, body, signature)
         sid = form.get("MessageSid") or form.get("CallSid")
         status = form.get("MessageStatus") or form.get("CallStatus")
-        reference = params.get("reference")
-        if not sid or not status or not reference:
-            raise MalformedCallback("a Twilio callback without reference, SID or status")
+        if not sid or not status:
+            raise MalformedCallback("a Twilio status callback without a SID or a status")
         if status in _DELIVERED:
-            return TwilioCallback(reference=reference, sid=sid, final=True, failure=None)
+            return TwilioCallback(sid=sid, final=True, failure=None)
         if status in _FAILED:
             failure = callback_failure(status, form.get("ErrorCode"))
-            return TwilioCallback(reference=reference, sid=sid, final=True, failure=failure)
-        return TwilioCallback(reference=reference, sid=sid, final=False, failure=None)
+            return TwilioCallback(sid=sid, final=True, failure=failure)
+        return TwilioCallback(sid=sid, final=False, failure=None)

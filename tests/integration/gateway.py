@@ -42,8 +42,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a hung request must not hold up the end of a test
     request_queue_size = 128  # end-to-end tests submit in bursts
 
-    def __init__(self, handle: Handle) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, handle: Handle, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         self.handle = handle
 
 
@@ -88,11 +88,11 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # test output stays readable; the recorded attempts tell what happened
 
 
-class _Running:
+class Running:
     """One server on a free port, served from a daemon thread."""
 
-    def __init__(self, handle: Handle) -> None:
-        self.server = _Server(handle)
+    def __init__(self, handle: Handle, port: int = 0) -> None:
+        self.server = _Server(handle, port)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -204,7 +204,7 @@ class FakeGateway:
         self._refused: dict[str, tuple[int, str]] = {}
         self._stopping = threading.Event()
         self._receipts: queue.Queue[str | None] = queue.Queue()
-        self._running: _Running | None = None
+        self._running: Running | None = None
         self._receipt_thread: threading.Thread | None = None
 
     # -- lifetime
@@ -212,7 +212,7 @@ class FakeGateway:
     def start(self) -> Self:
         if self._running is None:
             self._stopping.clear()
-            self._running = _Running(self._handle)
+            self._running = Running(self._handle)
             self._receipt_thread = threading.Thread(target=self._post_receipts, daemon=True)
             self._receipt_thread.start()
         return self
@@ -448,11 +448,11 @@ class ReceiptSink:
         self.status = status
         self._changed = threading.Condition()
         self._received: list[ReceivedPost] = []
-        self._running: _Running | None = None
+        self._running: Running | None = None
 
     def start(self) -> Self:
         if self._running is None:
-            self._running = _Running(self._handle)
+            self._running = Running(self._handle)
         return self
 
     def close(self) -> None:
