@@ -36,6 +36,7 @@ from picasse.runners.wiring import (
     eventsourcing_env,
     open_accounts,
     open_messages,
+    provider_health_table,
     receipt_tokens,
     twilio_callbacks,
 )
@@ -184,6 +185,7 @@ def _health_probe(settings: Settings, messages: Messages, views: dict[str, Any])
         ),
         clock=messages.clock,
         data_dir=settings.data_dir,
+        providers=provider_health_table(messages),
     )
 
 

@@ -11,8 +11,10 @@ from psycopg.conninfo import conninfo_to_dict
 from picasse.adapters.clock import TEST_DATA_DIR_MARKER, FileClock, SystemClock
 from picasse.adapters.master_key import create_master_key, read_master_key
 from picasse.adapters.passwords import Argon2Passwords
+from picasse.adapters.postgres.provider_health import ProviderHealthTable
 from picasse.adapters.postgres.store import shredder_of
 from picasse.adapters.providers import Provider
+from picasse.adapters.providers.health import ProviderCounters, counted
 from picasse.adapters.providers.maildir import MaildirProvider
 from picasse.adapters.providers.receipts import RECEIPTS_PATH
 from picasse.adapters.providers.sms import in_order, sms_from_settings
@@ -253,8 +255,11 @@ def _chain(
     return in_order(chosen, name=name)
 
 
-def providers_from(settings: Settings) -> dict[str, Provider]:
-    """One provider per channel: those configured, the development Maildir for the rest."""
+def providers_from(
+    settings: Settings, counters: ProviderCounters | None = None
+) -> dict[str, Provider]:
+    """One provider per channel: those configured, the development Maildir for the rest.
+    With `counters` (a worker's), each SMS and voice provider's answers are counted."""
     try:
         email = (
             SmtpProvider.from_url(settings.smtp_url, sender=settings.smtp_sender)
@@ -276,12 +281,25 @@ def providers_from(settings: Settings) -> dict[str, Provider]:
             name="voice",
         ),
     }
+    if counters is not None:
+        for channel in ("sms", "voice"):
+            if (provider := chosen[channel]) is not None:
+                chosen[channel] = counted(provider, counters, channel)
     missing = [channel for channel, provider in chosen.items() if provider is None]
     development = MaildirProvider(settings.maildir) if missing else None
     return {
         channel: provider if provider is not None else development  # type: ignore[misc]
         for channel, provider in chosen.items()
     }
+
+
+def provider_health_table(messages: Messages) -> ProviderHealthTable:
+    """The providers' health table (workers write it, the overview reads it) on the
+    messages pool: no connection of its own."""
+    datastore = messages.factory.datastore  # type: ignore[attr-defined]
+    table = ProviderHealthTable(lambda: datastore.transaction(commit=True), datastore.schema)
+    table.create_table()
+    return table
 
 
 def check_providers(settings: Settings) -> None:
