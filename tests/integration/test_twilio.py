@@ -25,6 +25,7 @@ from picasse.adapters.providers import (
     Sent,
     TemporaryFailure,
 )
+from picasse.adapters.providers.health import ProviderCounters, counted
 from picasse.adapters.providers.sms import FailoverSms, HttpSmsGateway
 from picasse.adapters.providers.twilio import (
     STATUS_PATH,
@@ -40,8 +41,14 @@ from picasse.domain.messaging import DeliveryDetails, Messages, SendRequest
 from picasse.domain.values import Role
 from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings, SettingsError
-from picasse.runners.wiring import providers_from
-from tests.integration.api_server import module_settings, serving
+from picasse.runners.wiring import provider_health_table, providers_from
+from tests.integration.api_server import (
+    add_staff,
+    logged_in,
+    module_settings,
+    serving,
+    with_cheap_passwords,
+)
 from tests.integration.gateway import FakeGateway
 from tests.integration.twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 
@@ -54,6 +61,7 @@ class Api(msgspec.Struct, frozen=True):
     url: str
     messages: Messages
     accounts: Accounts
+    staff: str  # a platform admin's login
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +76,10 @@ def api(here: Settings, database_url: str) -> Iterator[Api]:
     callbacks = TwilioCallbacks(AUTH_TOKEN, "http://placeholder.invalid")
     with http_deps(here, database_url) as deps:
         app = create_app(dataclasses.replace(deps, twilio_callbacks=callbacks))
+        staff = add_staff(with_cheap_passwords(deps))[Role.PLATFORM_ADMIN]
         with serving(app) as base_url:
             callbacks.public_url = base_url  # what Twilio was told: the URL it signs
-            yield Api(base_url, deps.messages, deps.accounts)
+            yield Api(base_url, deps.messages, deps.accounts, staff)
 
 
 @pytest.fixture
@@ -90,16 +99,27 @@ def voice_provider(twilio: FakeTwilio, public_url: str = "https://picasse.exampl
     return TwilioVoice(client, sender=SENDER, public_url=public_url)
 
 
-def outcome(provider: Provider, delivery: Delivery) -> Sent | DeliveryError:
-    async def once() -> Sent | DeliveryError:
+def outcomes(provider: Provider, *deliveries: Delivery) -> list[Sent | DeliveryError]:
+    """Sends each in turn in one event loop, then closes the provider."""
+
+    async def all_of_them() -> list[Sent | DeliveryError]:
+        results: list[Sent | DeliveryError] = []
         try:
-            return await provider.send(delivery)
-        except DeliveryError as failure:
-            return failure
+            for one in deliveries:
+                try:
+                    results.append(await provider.send(one))
+                except DeliveryError as failure:
+                    results.append(failure)
         finally:
             await provider.close()
+        return results
 
-    return asyncio.run(once())
+    return asyncio.run(all_of_them())
+
+
+def outcome(provider: Provider, delivery: Delivery) -> Sent | DeliveryError:
+    (result,) = outcomes(provider, delivery)
+    return result
 
 
 def delivery(channel: str = "sms", reference: str = "ref-1") -> Delivery:
@@ -388,3 +408,49 @@ def test_a_keypad_press_on_another_call_acknowledges_nothing(api: Api, twilio: F
     _problem(response, 403, "forbidden")
     assert api.messages.recorder.max_notification_id() == before
     assert _delivery(api, handed).acknowledged is False
+
+
+# Provider health on the overview
+
+
+class _Session:
+    """A provider keeping a session (as SMPP does): it says whether it is bound."""
+
+    name = "session"
+    bound = False
+
+    async def send(self, delivery: Delivery) -> Sent:
+        raise TemporaryFailure(FailureReason.UNREACHABLE)
+
+    async def close(self) -> None:
+        pass
+
+
+def test_the_overview_shows_each_providers_state_throughput_and_errors(
+    api: Api, twilio: FakeTwilio
+) -> None:
+    counters = ProviderCounters(api.messages.clock)
+    chain = counted(FailoverSms(sms_provider(twilio), _Session()), counters, "sms")
+    twilio.answer_next(503)  # Twilio fails over to the session, which is not bound
+    results = outcomes(chain, *(delivery(reference=f"h-{n}") for n in range(3)))
+    assert [type(o).__name__ for o in results] == ["TemporaryFailure", "Sent", "Sent"]
+    voice = counted(voice_provider(twilio), counters, "voice")
+    twilio.answer_next(400, 21211)
+    outcome(voice, delivery("voice"))
+
+    provider_health_table(api.messages).publish(
+        "worker-1", counters.snapshots(), counters.clock.now()
+    )
+
+    staff = logged_in(api.url, api.staff)
+    try:
+        page = staff.get("/admin").text
+    finally:
+        staff.close()
+    rows = dict(re.findall(r'<tr data-part="provider-([^"]+)">(.*?)</tr>', page, re.S))
+    assert "reachable" in rows["sms-twilio"] and "0.4 per minute" in rows["sms-twilio"]
+    assert "1 error " in rows["sms-twilio"]
+    assert "unbound" in rows["sms-session"] and "1 error " in rows["sms-session"]
+    # A refused number is an error, but Twilio answered: it is reachable.
+    assert "reachable" in rows["voice-twilio"] and "1 error " in rows["voice-twilio"]
+    assert PHONE not in page and TEXT not in page
