@@ -145,6 +145,25 @@ class _ReceiptOperation(Operation):
         )
 
 
+def _receipt_responses(not_recorded: str, *more: HTTPStatus) -> dict[int, ResponseSpec]:
+    """A receipt's answers: 204 recorded, 200 (saying why) nothing recorded, and problems."""
+    return {
+        HTTPStatus.NO_CONTENT.value: ResponseSpec(
+            data_container=None, description="Recorded", generate_examples=False
+        ),
+        HTTPStatus.OK.value: ResponseSpec(
+            data_container=ReceiptAnswer, description=not_recorded, generate_examples=False
+        ),
+        **problem_responses(
+            HTTPStatus.BAD_REQUEST,
+            *more,
+            HTTPStatus.FORBIDDEN,
+            HTTPStatus.NOT_FOUND,
+            HTTPStatus.CONFLICT,
+        ),
+    }
+
+
 # Both routes run in a worker thread: the domain's commands block on the database.
 @post(
     RECEIPTS_PATH,
@@ -165,23 +184,10 @@ class _ReceiptOperation(Operation):
         " before the hand-over is recorded answers 409: the gateway retries. A receipt"
         " that is not signed by one of our gateways records nothing (401)."
     ),
-    responses={
-        HTTPStatus.NO_CONTENT.value: ResponseSpec(
-            data_container=None, description="Recorded", generate_examples=False
-        ),
-        HTTPStatus.OK.value: ResponseSpec(
-            data_container=ReceiptAnswer,
-            description="Accepted, but the delivery awaits no receipt any more: nothing recorded",
-            generate_examples=False,
-        ),
-        **problem_responses(
-            HTTPStatus.BAD_REQUEST,
-            HTTPStatus.UNAUTHORIZED,
-            HTTPStatus.FORBIDDEN,
-            HTTPStatus.NOT_FOUND,
-            HTTPStatus.CONFLICT,
-        ),
-    },
+    responses=_receipt_responses(
+        "Accepted, but the delivery awaits no receipt any more: nothing recorded",
+        HTTPStatus.UNAUTHORIZED,
+    ),
     tags=["webhooks"],
 )
 def receive_receipt(
@@ -331,22 +337,9 @@ def _delivery_id(reference: str) -> UUID:
         " Twilio under this MessageSid or CallSid (else 403); one not signed with our"
         " auth token is refused (403) and records nothing."
     ),
-    responses={
-        HTTPStatus.NO_CONTENT.value: ResponseSpec(
-            data_container=None, description="Recorded", generate_examples=False
-        ),
-        HTTPStatus.OK.value: ResponseSpec(
-            data_container=ReceiptAnswer,
-            description="Accepted, nothing recorded: an interim status or a final delivery",
-            generate_examples=False,
-        ),
-        **problem_responses(
-            HTTPStatus.BAD_REQUEST,
-            HTTPStatus.FORBIDDEN,
-            HTTPStatus.NOT_FOUND,
-            HTTPStatus.CONFLICT,
-        ),
-    },
+    responses=_receipt_responses(
+        "Accepted, nothing recorded: an interim status or a final delivery"
+    ),
     tags=["webhooks"],
 )
 def receive_twilio_status(

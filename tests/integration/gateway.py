@@ -16,6 +16,7 @@ and joins the threads.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import queue
@@ -28,6 +29,8 @@ from typing import Any, Literal, Self
 
 import httpx
 import msgspec
+
+from picasse.adapters.providers import Delivery, DeliveryError, Provider, Sent
 
 Handle = Callable[[str, str, dict[str, str], bytes], "Reply"]
 
@@ -112,6 +115,24 @@ def _json(value: object) -> bytes:
 def _wait(condition: threading.Condition, ready: Callable[[], bool], timeout: float) -> bool:
     with condition:
         return condition.wait_for(ready, timeout=timeout)
+
+
+def outcomes(provider: Provider, *deliveries: Delivery) -> list[Sent | DeliveryError]:
+    """Sends each delivery in turn, in one event loop, then closes the provider."""
+
+    async def send_all() -> list[Sent | DeliveryError]:
+        results: list[Sent | DeliveryError] = []
+        try:
+            for delivery in deliveries:
+                try:
+                    results.append(await provider.send(delivery))
+                except DeliveryError as failure:
+                    results.append(failure)
+        finally:
+            await provider.close()
+        return results
+
+    return asyncio.run(send_all())
 
 
 # -- the gateway ---------------------------------------------------------------------

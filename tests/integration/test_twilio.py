@@ -4,7 +4,6 @@ keypad acknowledgement, through our API under uvicorn on the real PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import re
 from collections.abc import Iterator
@@ -49,7 +48,7 @@ from tests.integration.api_server import (
     serving,
     with_cheap_passwords,
 )
-from tests.integration.gateway import FakeGateway
+from tests.integration.gateway import FakeGateway, outcomes
 from tests.integration.twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 
 PHONE = "+31612345678"
@@ -97,24 +96,6 @@ def sms_provider(twilio: FakeTwilio, public_url: str = "https://picasse.example"
 def voice_provider(twilio: FakeTwilio, public_url: str = "https://picasse.example") -> TwilioVoice:
     client = TwilioClient(ACCOUNT_SID, AUTH_TOKEN, base_url=twilio.url)
     return TwilioVoice(client, sender=SENDER, public_url=public_url)
-
-
-def outcomes(provider: Provider, *deliveries: Delivery) -> list[Sent | DeliveryError]:
-    """Sends each in turn in one event loop, then closes the provider."""
-
-    async def all_of_them() -> list[Sent | DeliveryError]:
-        results: list[Sent | DeliveryError] = []
-        try:
-            for one in deliveries:
-                try:
-                    results.append(await provider.send(one))
-                except DeliveryError as failure:
-                    results.append(failure)
-        finally:
-            await provider.close()
-        return results
-
-    return asyncio.run(all_of_them())
 
 
 def outcome(provider: Provider, delivery: Delivery) -> Sent | DeliveryError:
