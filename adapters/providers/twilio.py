@@ -4,8 +4,9 @@
   ``From`` (or ``MessagingServiceSid`` when our sender is a messaging service, "MG…"),
   ``Body`` and ``StatusCallback``; HTTP basic auth with the account SID and auth token.
 - Voice: ``POST …/Calls.json`` with ``To``, ``From``, ``StatusCallback`` and inline
-  ``Twiml``: the alert's text in ``<Say>`` inside a ``<Gather numDigits="1">`` whose
-  ``action`` is our keypad route. Pressing 1 acknowledges the alert.
+  ``Twiml``: the text in ``<Say>``; for an alert asking for acknowledgement, inside a
+  ``<Gather numDigits="1">`` whose ``action`` is our keypad route. Pressing 1
+  acknowledges the alert.
 - 200/201 with ``{"sid": …}``: Twilio took it; its outcome arrives at ``StatusCallback``
   (``Sent.final`` is False). Error answers carry ``{"code": <Twilio error code>, …}``:
   the code is mapped to a `FailureReason`; the ``message`` (which may quote the number)
@@ -205,13 +206,16 @@ class TwilioSms(TwilioProvider):
         return Sent(provider=self.name, provider_reference=sid, final=False)
 
 
-def call_twiml(text: str, gather_url: str) -> str:
-    """The call's script: say the alert, then ask for 1 to acknowledge it."""
+def call_twiml(text: str, gather_url: str | None) -> str:
+    """The call's script: say the alert; for an alert asking for acknowledgement
+    (`gather_url`), then ask for 1 to acknowledge it."""
+    said = f"<Say>{xml_escape(text)}</Say>"
+    if gather_url is None:
+        return f"<Response>{said}</Response>"
     return (
         "<Response>"
         f'<Gather numDigits="1" method="POST" action={quoteattr(gather_url)}>'
-        f"<Say>{xml_escape(text)}</Say>"
-        "<Say>Press 1 to acknowledge this alert.</Say>"
+        f"{said}<Say>Press 1 to acknowledge this alert.</Say>"
         "</Gather>"
         "<Say>Nothing was pressed: the alert is not acknowledged. Goodbye.</Say>"
         "</Response>"
@@ -220,7 +224,11 @@ def call_twiml(text: str, gather_url: str) -> str:
 
 class TwilioVoice(TwilioProvider):
     async def send(self, delivery: Delivery) -> Sent:
-        gather_url = callback_url(self.public_url, GATHER_PATH, delivery.reference)
+        gather_url = (
+            callback_url(self.public_url, GATHER_PATH, delivery.reference)
+            if delivery.acknowledgeable
+            else None
+        )
         form = {
             "To": delivery.to,
             "From": self.sender,

@@ -104,7 +104,8 @@ def outcome(provider: Provider, delivery: Delivery) -> Sent | DeliveryError:
 
 
 def delivery(channel: str = "sms", reference: str = "ref-1") -> Delivery:
-    return Delivery(reference=reference, channel=channel, to=PHONE, body=TEXT)  # type: ignore[arg-type]
+    return Delivery(reference=reference, channel=channel, to=PHONE, body=TEXT,  # type: ignore[arg-type]
+                    acknowledgeable=True)  # fmt: skip
 
 
 # Sending
@@ -145,6 +146,14 @@ def test_a_call_says_the_alert_and_gathers_one_key_for_our_route(twilio: FakeTwi
         "https://picasse.example/v1/webhooks/twilio/gather?reference=d-2"
     )
     assert isinstance(sent, Sent) and sent.provider_reference == created.sid
+
+
+def test_a_call_that_asks_for_no_acknowledgement_only_says_its_text(twilio: FakeTwilio) -> None:
+    plain = msgspec.structs.replace(delivery("voice"), acknowledgeable=False)
+    outcome(voice_provider(twilio), plain)
+
+    (created,) = twilio.created
+    assert created.form["Twiml"] == f"<Response><Say>{TEXT}</Say></Response>"
 
 
 @pytest.mark.parametrize(
