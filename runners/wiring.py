@@ -212,7 +212,9 @@ def _twilio(kind: type[TwilioSms | TwilioVoice]) -> Callable[[Settings], Provide
 
 
 # The provider kinds of each channel, in the default failover order; a kind that is not
-# configured is left out of the default. (SMPP goes first among SMS: "smpp".)
+# configured (its builder answers None) is left out of the default. A new kind is one
+# entry here: SMPP goes first among SMS, as "smpp". A provider that keeps a session may
+# say whether it is bound through a `bound` attribute: the overview shows it.
 SMS_KINDS: dict[str, Callable[[Settings], Provider | None]] = {
     "twilio": _twilio(TwilioSms),
     "gateway": _sms_gateway,
@@ -241,8 +243,9 @@ def _chain(
             )
         if len(set(order)) != len(order):
             raise SettingsError(f"{variable} names a provider twice")
+    wanted = kinds.keys() if order is None else order  # build (and open) only those used
     try:
-        built = {kind: build(settings) for kind, build in kinds.items()}
+        built = {kind: kinds[kind](settings) for kind in wanted}
     except ValueError as error:
         raise SettingsError(f"delivery provider settings: {error}") from None
     if order is None:

@@ -4,6 +4,7 @@ keypad acknowledgement, through our API under uvicorn on the real PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ from picasse.domain.values import Role
 from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings, SettingsError
 from picasse.runners.wiring import provider_health_table, providers_from
+from picasse.runners.worker import publish_provider_health
 from tests.integration.api_server import (
     add_staff,
     logged_in,
@@ -428,9 +430,9 @@ def test_the_overview_shows_each_providers_state_throughput_and_errors(
     twilio.answer_next(400, 21211)
     outcome(voice, delivery("voice"))
 
-    provider_health_table(api.messages).publish(
-        "worker-1", counters.snapshots(), counters.clock.now()
-    )
+    stopped = asyncio.Event()
+    stopped.set()  # the worker's publisher writes once as it stops
+    asyncio.run(publish_provider_health(provider_health_table(api.messages), counters, stopped))
 
     staff = logged_in(api.url, api.staff)
     try:
