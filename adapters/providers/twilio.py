@@ -84,9 +84,11 @@ _ERROR_CODES: dict[int, FailureReason] = {
 
 def reason_of_code(code: int | str | None) -> FailureReason | None:
     """The reason code a Twilio error code names, or None for one we do not know."""
+    if code is None:
+        return None
     try:
-        return _ERROR_CODES.get(int(code)) if code not in (None, "") else None  # type: ignore[arg-type]
-    except ValueError:
+        return _ERROR_CODES.get(int(code))
+    except ValueError:  # "" or not a number
         return None
 
 
