@@ -967,8 +967,24 @@ class Messages(PicasseApplication):
         self.save(delivery)
         return True
 
-    def acknowledge(self, delivery_id_: UUID, via: str) -> None:
+    def acknowledge(
+        self,
+        delivery_id_: UUID,
+        via: str,
+        *,
+        provider: str | None = None,
+        reference: str | None = None,
+    ) -> None:
+        """The recipient acknowledged the alert (idempotent). Given `provider` and
+        `reference` (a keypad press on a call), it counts only as the receipt rule has it:
+        on the call the delivery was handed to that provider under that reference."""
         delivery = self._get(delivery_id_, Delivery, "delivery")
+        if provider is not None and delivery.provider is None and not delivery.final:
+            raise Conflict(f"delivery {delivery_id_} was not handed to a provider yet")
+        if provider is not None and (
+            delivery.provider != provider or delivery.provider_reference != reference
+        ):
+            raise Forbidden(f"delivery {delivery_id_} was not handed to this call")
         delivery.acknowledge(via)
         self.save(delivery)
 

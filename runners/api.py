@@ -36,7 +36,9 @@ from picasse.runners.wiring import (
     eventsourcing_env,
     open_accounts,
     open_messages,
+    provider_health_table,
     receipt_tokens,
+    twilio_callbacks,
 )
 
 # Connections besides the messages pool: the accounts and API keys pools, the sessions
@@ -142,6 +144,7 @@ def http_deps(
             auth_store=auth_store,
             pseudonyms=pseudonyms,
             receipt_tokens=receipt_tokens(settings),
+            twilio_callbacks=twilio_callbacks(settings),
             ack_links=ack_links_from(master_key, settings.public_url),
             webhooks=Webhooks(clock=messages.clock, sharing=messages),
             webhook_log=webhook_log,
@@ -182,6 +185,7 @@ def _health_probe(settings: Settings, messages: Messages, views: dict[str, Any])
         ),
         clock=messages.clock,
         data_dir=settings.data_dir,
+        providers=provider_health_table(messages),
     )
 
 

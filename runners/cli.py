@@ -137,9 +137,10 @@ def _messages(settings: Settings) -> AbstractContextManager[Messages]:
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from picasse.runners import children, up
-    from picasse.runners.wiring import clock_from
+    from picasse.runners.wiring import check_providers, clock_from
 
     clock_from(settings)  # a test clock on an unmarked data dir: refused before anything starts
+    check_providers(settings)  # unknown or unconfigured providers: refused before anything starts
     settings = msgspec.structs.replace(settings, workers=args.workers or settings.workers)
     children.connection_shares(settings.db_connections, settings.workers)  # refused if too few
 

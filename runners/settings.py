@@ -50,6 +50,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sms_failover_token: str | None = None
     voice_url: str | None = None
     voice_token: str | None = None
+    # Twilio's REST API (or a provider copying it), for SMS and voice.
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from: str | None = None  # a number, or a messaging service SID ("MG…", SMS only)
+    twilio_base_url: str = "https://api.twilio.com"
+    # Failover order per channel, by provider kind ("smpp", "twilio", "gateway");
+    # None: the configured ones in the default order (runners/wiring.py).
+    sms_providers: tuple[str, ...] | None = None
+    voice_providers: tuple[str, ...] | None = None
     # Webhook URLs on loopback, private or link-local addresses are refused unless this is
     # on (tests, private deployments): PICASSE_WEBHOOKS_ALLOW_PRIVATE=1.
     webhooks_allow_private: bool = False
@@ -109,6 +118,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             sms_failover_token=env.get("PICASSE_SMS_FAILOVER_TOKEN") or None,
             voice_url=env.get("PICASSE_VOICE_URL") or None,
             voice_token=env.get("PICASSE_VOICE_TOKEN") or None,
+            twilio_account_sid=env.get("PICASSE_TWILIO_ACCOUNT_SID") or None,
+            twilio_auth_token=env.get("PICASSE_TWILIO_AUTH_TOKEN") or None,
+            twilio_from=env.get("PICASSE_TWILIO_FROM") or None,
+            twilio_base_url=env.get("PICASSE_TWILIO_BASE_URL") or "https://api.twilio.com",
+            sms_providers=_names(env.get("PICASSE_SMS_PROVIDERS")),
+            voice_providers=_names(env.get("PICASSE_VOICE_PROVIDERS")),
             webhooks_allow_private=_flag(env, "PICASSE_WEBHOOKS_ALLOW_PRIVATE"),
             workers=_number(env, "PICASSE_WORKERS", 1, int),
             max_attempts=_number(env, "PICASSE_MAX_ATTEMPTS", 5, int),
@@ -142,6 +157,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def nats_dir(self) -> Path:
         return self.data_dir / "nats"
+
+
+def _names(value: str | None) -> tuple[str, ...] | None:
+    """A comma-separated list of names ("smpp, twilio"); None when unset or empty."""
+    names = tuple(name.strip().lower() for name in (value or "").split(",") if name.strip())
+    return names or None
 
 
 def effective_public_url(configured: str | None, host: str, port: int, *, tls: bool) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
@@ -9,12 +11,20 @@ from psycopg.conninfo import conninfo_to_dict
 from picasse.adapters.clock import TEST_DATA_DIR_MARKER, FileClock, SystemClock
 from picasse.adapters.master_key import create_master_key, read_master_key
 from picasse.adapters.passwords import Argon2Passwords
+from picasse.adapters.postgres.provider_health import ProviderHealthTable
 from picasse.adapters.postgres.store import shredder_of
 from picasse.adapters.providers import Provider
+from picasse.adapters.providers.health import ProviderCounters, counted
 from picasse.adapters.providers.maildir import MaildirProvider
 from picasse.adapters.providers.receipts import RECEIPTS_PATH
-from picasse.adapters.providers.sms import sms_from_settings
+from picasse.adapters.providers.sms import in_order, sms_from_settings
 from picasse.adapters.providers.smtp import SmtpProvider
+from picasse.adapters.providers.twilio import (
+    TwilioCallbacks,
+    TwilioClient,
+    TwilioSms,
+    TwilioVoice,
+)
 from picasse.adapters.providers.voice import HttpVoiceGateway
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.accounts import Accounts
@@ -157,44 +167,163 @@ def open_privacy(settings: Settings, database_url: str, *, schema: str | None = 
     return Privacy(env, shredder=shredder_of)
 
 
-def providers_from(settings: Settings) -> dict[str, Provider]:
-    """One provider per channel: those configured, the development Maildir for the rest."""
-    callback_url = settings.public_url + RECEIPTS_PATH
+def _sms_gateway(settings: Settings) -> Provider | None:
+    """Our JSON gateway, with its own failover gateway (PICASSE_SMS_FAILOVER_URL) if set."""
+    return sms_from_settings(
+        settings.sms_gateway_url,
+        settings.sms_gateway_token,
+        settings.sms_failover_url,
+        settings.sms_failover_token,
+        settings.public_url + RECEIPTS_PATH,
+    )
+
+
+def _voice_gateway(settings: Settings) -> Provider | None:
+    if not settings.voice_url:
+        return None
+    if not settings.voice_token:
+        raise ValueError("PICASSE_VOICE_URL needs PICASSE_VOICE_TOKEN")
+    return HttpVoiceGateway(
+        "voice",
+        settings.voice_url,
+        settings.voice_token,
+        callback_url=settings.public_url + RECEIPTS_PATH,
+    )
+
+
+def _twilio(kind: type[TwilioSms | TwilioVoice]) -> Callable[[Settings], Provider | None]:
+    def build(settings: Settings) -> Provider | None:
+        account = (settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_from)
+        if not any(account):
+            return None
+        if not all(account):
+            raise ValueError(
+                "Twilio needs PICASSE_TWILIO_ACCOUNT_SID, PICASSE_TWILIO_AUTH_TOKEN and"
+                " PICASSE_TWILIO_FROM"
+            )
+        sid, token, sender = account
+        assert sid and token and sender
+        if kind is TwilioVoice and sender.startswith("MG"):
+            raise ValueError("Twilio calls need PICASSE_TWILIO_FROM to be a number")
+        client = TwilioClient(sid, token, base_url=settings.twilio_base_url)
+        return kind(client, sender=sender, public_url=settings.public_url)
+
+    return build
+
+
+# The provider kinds of each channel, in the default failover order; a kind that is not
+# configured (its builder answers None) is left out of the default. A new kind is one
+# entry here: SMPP goes first among SMS, as "smpp". A provider that keeps a session may
+# say whether it is bound through a `bound` attribute: the overview shows it.
+SMS_KINDS: dict[str, Callable[[Settings], Provider | None]] = {
+    "twilio": _twilio(TwilioSms),
+    "gateway": _sms_gateway,
+}
+VOICE_KINDS: dict[str, Callable[[Settings], Provider | None]] = {
+    "twilio": _twilio(TwilioVoice),
+    "gateway": _voice_gateway,
+}
+
+
+def _chain(
+    settings: Settings,
+    variable: str,
+    order: tuple[str, ...] | None,
+    kinds: Mapping[str, Callable[[Settings], Provider | None]],
+    *,
+    name: str,
+) -> Provider | None:
+    """The channel's providers in failover order: `order` as given (each must be a known
+    kind and configured), or every configured kind in the default order."""
+    if order is not None:
+        unknown = [kind for kind in order if kind not in kinds]
+        if unknown:
+            raise SettingsError(
+                f"{variable}: unknown provider {unknown[0]!r} (known: {', '.join(kinds)})"
+            )
+        if len(set(order)) != len(order):
+            raise SettingsError(f"{variable} names a provider twice")
+    wanted = kinds.keys() if order is None else order  # build (and open) only those used
     try:
-        chosen: dict[str, Provider | None] = {
-            "email": (
-                SmtpProvider.from_url(settings.smtp_url, sender=settings.smtp_sender)
-                if settings.smtp_url
-                else None
-            ),
-            "sms": sms_from_settings(
-                settings.sms_gateway_url,
-                settings.sms_gateway_token,
-                settings.sms_failover_url,
-                settings.sms_failover_token,
-                callback_url,
-            ),
-            "voice": (
-                HttpVoiceGateway(
-                    "voice",
-                    settings.voice_url,
-                    settings.voice_token or "",
-                    callback_url=callback_url,
-                )
-                if settings.voice_url
-                else None
-            ),
-        }
+        built = {kind: kinds[kind](settings) for kind in wanted}
     except ValueError as error:
         raise SettingsError(f"delivery provider settings: {error}") from None
-    if settings.voice_url and not settings.voice_token:
-        raise SettingsError("PICASSE_VOICE_URL needs PICASSE_VOICE_TOKEN")
+    if order is None:
+        chosen = [provider for provider in built.values() if provider is not None]
+    else:
+        missing = [kind for kind in order if built[kind] is None]
+        if missing:
+            raise SettingsError(f"{variable} names {missing[0]!r}, which is not configured")
+        chosen = [provider for kind in order if (provider := built[kind]) is not None]
+    return in_order(chosen, name=name)
+
+
+def providers_from(
+    settings: Settings, counters: ProviderCounters | None = None
+) -> dict[str, Provider]:
+    """One provider per channel: those configured, the development Maildir for the rest.
+    With `counters` (a worker's), each SMS and voice provider's answers are counted."""
+    try:
+        email = (
+            SmtpProvider.from_url(settings.smtp_url, sender=settings.smtp_sender)
+            if settings.smtp_url
+            else None
+        )
+    except ValueError as error:
+        raise SettingsError(f"delivery provider settings: {error}") from None
+    chosen: dict[str, Provider | None] = {
+        "email": email,
+        "sms": _chain(
+            settings, "PICASSE_SMS_PROVIDERS", settings.sms_providers, SMS_KINDS, name="sms"
+        ),
+        "voice": _chain(
+            settings,
+            "PICASSE_VOICE_PROVIDERS",
+            settings.voice_providers,
+            VOICE_KINDS,
+            name="voice",
+        ),
+    }
+    if counters is not None:
+        for channel in ("sms", "voice"):
+            if (provider := chosen[channel]) is not None:
+                chosen[channel] = counted(provider, counters, channel)
     missing = [channel for channel, provider in chosen.items() if provider is None]
     development = MaildirProvider(settings.maildir) if missing else None
     return {
         channel: provider if provider is not None else development  # type: ignore[misc]
         for channel, provider in chosen.items()
     }
+
+
+def provider_health_table(messages: Messages) -> ProviderHealthTable:
+    """The providers' health table (workers write it, the overview reads it) on the
+    messages pool: no connection of its own."""
+    datastore = messages.factory.datastore  # type: ignore[attr-defined]
+    table = ProviderHealthTable(lambda: datastore.transaction(commit=True), datastore.schema)
+    table.create_table()
+    return table
+
+
+def check_providers(settings: Settings) -> None:
+    """SettingsError unless the delivery provider settings make providers (which are then
+    closed again): `up` checks before it starts workers that would fail on them."""
+    asyncio.run(close_providers(providers_from(settings)))
+
+
+async def close_providers(providers: Mapping[str, Provider]) -> None:
+    """Closes each provider once (channels may share one, like the development Maildir)."""
+    await asyncio.gather(
+        *(p.close() for p in {id(p): p for p in providers.values()}.values()),
+        return_exceptions=True,
+    )
+
+
+def twilio_callbacks(settings: Settings) -> TwilioCallbacks | None:
+    """What checks Twilio's signatures on its callbacks, when a Twilio account is set."""
+    if not settings.twilio_auth_token:
+        return None
+    return TwilioCallbacks(settings.twilio_auth_token, settings.public_url)
 
 
 def receipt_tokens(settings: Settings) -> dict[str, str]:

@@ -7,6 +7,9 @@ endpoint is disabled) all use the messages pool, so the sender costs no connecti
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import uuid
 from typing import Any
 
 from picasse.adapters.http.acklinks import ack_links_from
@@ -15,7 +18,9 @@ from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.status_events import WebhookTopology
 from picasse.adapters.nats.webhook_sender import WebhookSender
 from picasse.adapters.nats.worker import Worker, WorkerSettings
+from picasse.adapters.postgres.provider_health import ProviderHealthTable
 from picasse.adapters.postgres.webhook_log import WebhookLog
+from picasse.adapters.providers.health import ProviderCounters
 from picasse.adapters.webhook_notices import mail_endpoint_disabled
 from picasse.domain.messaging import Messages
 from picasse.domain.webhooks import Webhooks
@@ -23,17 +28,26 @@ from picasse.runners import servers
 from picasse.runners.processes import connect_nats, run_until_signalled
 from picasse.runners.project import view_on_pool_of
 from picasse.runners.settings import Settings
-from picasse.runners.wiring import ensure_master_key, open_messages, providers_from
+from picasse.runners.wiring import (
+    close_providers,
+    ensure_master_key,
+    open_messages,
+    provider_health_table,
+    providers_from,
+)
+
+log = logging.getLogger(__name__)
 
 
 def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -> int:
     database_url = servers.postgres_url(settings)
     nats_url = servers.nats_url(settings)
     ensure_master_key(settings)
-    providers = providers_from(settings)
     # Its share of the connections, less the key listener's.
     pool_size = max(1, min(concurrency, settings.db_connections - 1))
     messages = open_messages(settings, database_url, pool_size=pool_size)
+    counters = ProviderCounters(messages.clock)
+    providers = providers_from(settings, counters)
     worker_settings = WorkerSettings(
         max_attempts=settings.max_attempts,
         backoff_seconds=settings.retry_backoff,
@@ -57,12 +71,14 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
             )
             sender = webhook_sender(settings, messages, client.jetstream())
             print("worker running", flush=True)
-            await asyncio.gather(worker.run(stop), sender.run(stop))
-        finally:
+            health = provider_health_table(messages)
             await asyncio.gather(
-                *(p.close() for p in {id(p): p for p in providers.values()}.values()),
-                return_exceptions=True,
+                worker.run(stop),
+                sender.run(stop),
+                publish_provider_health(health, counters, stop),
             )
+        finally:
+            await close_providers(providers)
             await client.drain()
 
     try:
@@ -88,3 +104,26 @@ def webhook_sender(settings: Settings, messages: Messages, js: Any) -> WebhookSe
             messages, accounts_view, customer_id, endpoint_id
         ),
     )
+
+
+PUBLISH_SECONDS = 10.0  # how often a worker writes its providers' health
+
+
+async def publish_provider_health(
+    table: ProviderHealthTable, counters: ProviderCounters, stop: asyncio.Event
+) -> None:
+    """Writes this worker's providers' state and counts now, then every PUBLISH_SECONDS
+    until stopped (and once more as it stops). A failed write is tried again next time:
+    the overview only shows the providers' health a little late."""
+    worker = uuid.uuid4().hex  # this process's rows; they age out after it is gone
+    while True:
+        try:
+            await asyncio.to_thread(
+                table.publish, worker, counters.snapshots(), counters.clock.now()
+            )
+        except Exception:
+            log.warning("could not publish the providers' health", exc_info=True)
+        if stop.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PUBLISH_SECONDS)

@@ -40,11 +40,14 @@ from picasse.adapters.http.webhook_endpoints import STRICT_BODIES as STRICT_WEBH
 from picasse.adapters.http.webhook_endpoints import webhook_endpoints_router
 from picasse.adapters.http.webhooks import (
     ack_confirmation_page,
+    acknowledge_by_keypad,
     acknowledge_by_link,
     receive_receipt,
+    receive_twilio_status,
 )
 from picasse.adapters.postgres.sessions import PostgresAuthStore
 from picasse.adapters.postgres.webhook_log import WebhookLog
+from picasse.adapters.providers.twilio import TwilioCallbacks
 from picasse.domain.accounts import Accounts
 from picasse.domain.api_keys import ApiKeys
 from picasse.domain.application import Pseudonyms
@@ -71,6 +74,8 @@ class HttpDeps:
     pseudonyms: Pseudonyms  # keys the failed-login counters without naming anyone
     receipt_tokens: Mapping[str, str] = field(repr=False)  # gateway name → token
     ack_links: AckLinks
+    # Checks Twilio's signatures on its callbacks; None: no Twilio account configured.
+    twilio_callbacks: TwilioCallbacks | None = None
     webhooks: Webhooks  # the customers' webhook endpoints
     webhook_log: WebhookLog  # their posts and attempts
     webhooks_allow_private: bool = False  # PICASSE_WEBHOOKS_ALLOW_PRIVATE: tests, private use
@@ -132,6 +137,8 @@ def create_app(deps: HttpDeps) -> Litestar:
             receive_receipt,
             ack_confirmation_page,
             acknowledge_by_link,
+            receive_twilio_status,
+            acknowledge_by_keypad,
             api_router(*messages_api.ROUTES, *templates_api.ROUTES, *groups_api.ROUTES),
             webhook_endpoints_router(),
             docs_router(),
@@ -147,6 +154,7 @@ def create_app(deps: HttpDeps) -> Litestar:
             "traffic_view": provide(deps.traffic_view),
             "receipt_tokens": provide(deps.receipt_tokens),
             "ack_links": provide(deps.ack_links),
+            "twilio_callbacks": provide(deps.twilio_callbacks),
             "webhooks": provide(deps.webhooks),
             "webhook_log": provide(deps.webhook_log),
         },

@@ -23,6 +23,7 @@ from psycopg_pool import PoolTimeout
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.reconciler import ReconcilerLog
 from picasse.adapters.nats.relay import TOPICS as RELAY_TOPICS
+from picasse.adapters.postgres.provider_health import ProviderHealth, ProviderHealthTable
 from picasse.adapters.postgres.views import ViewFailure, ViewStatusTable, events_after
 from picasse.adapters.up_state import ServiceState, read_state
 from picasse.domain.application import LOG_NAME
@@ -75,6 +76,7 @@ class PlatformHealth(msgspec.Struct, frozen=True):
     workers: WorkerState
     reconciler: ReconcilerState | None = None  # None: this probe does not watch it
     processes: list[ServiceState] = msgspec.field(default_factory=list)  # from `up`
+    providers: list[ProviderHealth] = msgspec.field(default_factory=list)  # as workers publish
 
 
 class ProcessLiveness(msgspec.Struct, frozen=True, kw_only=True):
@@ -179,7 +181,9 @@ class HealthProbe:
         application_name: str = LOG_NAME,
         reconciler: ReconcilerLog | None = None,
         data_dir: Path | None = None,  # where `up` keeps its state file, if under `up`
+        providers: ProviderHealthTable | None = None,  # the delivery providers, as published
     ) -> None:
+        self.providers = providers
         self.clock = clock
         self.data_dir = data_dir
         self.log = log
@@ -198,6 +202,11 @@ class HealthProbe:
         else:
             (head, views, relay), workers = await asyncio.gather(positions, self.jobs.state())
         reconciler = await asyncio.to_thread(self.reconciler_state)
+        providers = (
+            await asyncio.to_thread(self.providers.read, self.clock.now())
+            if self.providers is not None
+            else []
+        )
         return PlatformHealth(
             checked_at=self.clock.now(),
             log_head=head,
@@ -206,6 +215,7 @@ class HealthProbe:
             workers=workers,
             reconciler=reconciler,
             processes=self._processes(),
+            providers=providers,
         )
 
     def reconciler_state(self) -> ReconcilerState | None:

@@ -357,7 +357,18 @@ async def overview(
         chart_days=CHART_DAYS,
         health=health,
         states=_health_status(health) if health else {},
+        provider_states=PROVIDER_BADGES,
     )
+
+
+# The badge colour of each provider state (adapters/providers/health.py).
+PROVIDER_BADGES = {
+    "bound": "ok",
+    "reachable": "ok",
+    "idle": "behind",
+    "unbound": "down",
+    "unreachable": "down",
+}
 
 
 async def _nothing() -> None:

@@ -7,12 +7,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
-from typing import Annotated, TypeVar, get_args
+from typing import Annotated, Any, TypeVar, get_args
 from uuid import UUID
 
 import msgspec
 from eventsourcing.persistence import IntegrityError
-from litestar import MediaType, Response, get, post
+from litestar import MediaType, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
@@ -23,7 +23,7 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
-from litestar.params import HeaderParameter, PathParameter, RawBody
+from litestar.params import HeaderParameter, PathParameter, QueryParameter, RawBody
 from msgspec import Meta
 
 from picasse.adapters.http.acklinks import ACK_PATH, AckLinks
@@ -35,6 +35,15 @@ from picasse.adapters.providers.receipts import (
     ReceiptStatus,
     verify_receipt,
 )
+from picasse.adapters.providers.twilio import (
+    ACK_DIGIT,
+    GATHER_PATH,
+    PROVIDER_NAME,
+    STATUS_PATH,
+    ForgedCallback,
+    TwilioCallbacks,
+)
+from picasse.adapters.providers.twilio import SIGNATURE_HEADER as TWILIO_SIGNATURE_HEADER
 from picasse.domain.errors import NotFound
 from picasse.domain.messaging import Messages
 
@@ -136,6 +145,25 @@ class _ReceiptOperation(Operation):
         )
 
 
+def _receipt_responses(not_recorded: str, *more: HTTPStatus) -> dict[int, ResponseSpec]:
+    """A receipt's answers: 204 recorded, 200 (saying why) nothing recorded, and problems."""
+    return {
+        HTTPStatus.NO_CONTENT.value: ResponseSpec(
+            data_container=None, description="Recorded", generate_examples=False
+        ),
+        HTTPStatus.OK.value: ResponseSpec(
+            data_container=ReceiptAnswer, description=not_recorded, generate_examples=False
+        ),
+        **problem_responses(
+            HTTPStatus.BAD_REQUEST,
+            *more,
+            HTTPStatus.FORBIDDEN,
+            HTTPStatus.NOT_FOUND,
+            HTTPStatus.CONFLICT,
+        ),
+    }
+
+
 # Both routes run in a worker thread: the domain's commands block on the database.
 @post(
     RECEIPTS_PATH,
@@ -156,23 +184,10 @@ class _ReceiptOperation(Operation):
         " before the hand-over is recorded answers 409: the gateway retries. A receipt"
         " that is not signed by one of our gateways records nothing (401)."
     ),
-    responses={
-        HTTPStatus.NO_CONTENT.value: ResponseSpec(
-            data_container=None, description="Recorded", generate_examples=False
-        ),
-        HTTPStatus.OK.value: ResponseSpec(
-            data_container=ReceiptAnswer,
-            description="Accepted, but the delivery awaits no receipt any more: nothing recorded",
-            generate_examples=False,
-        ),
-        **problem_responses(
-            HTTPStatus.BAD_REQUEST,
-            HTTPStatus.UNAUTHORIZED,
-            HTTPStatus.FORBIDDEN,
-            HTTPStatus.NOT_FOUND,
-            HTTPStatus.CONFLICT,
-        ),
-    },
+    responses=_receipt_responses(
+        "Accepted, but the delivery awaits no receipt any more: nothing recorded",
+        HTTPStatus.UNAUTHORIZED,
+    ),
     tags=["webhooks"],
 )
 def receive_receipt(
@@ -253,6 +268,161 @@ def acknowledge_by_link(
     delivery_id = ack_links.verify(token)
     _retrying(partial(messages.acknowledge, delivery_id, via="link"))
     return Response(THANK_YOU_PAGE, media_type=MediaType.HTML, headers=PAGE_HEADERS)
+
+
+@dataclass
+class _TwilioFormOperation(Operation):
+    """Documents the form Twilio posts, which we read raw to check its signature."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description=(
+                "Twilio's form (MessageSid and MessageStatus, or CallSid and CallStatus, with"
+                " ErrorCode; Digits for the keypad), signed in X-Twilio-Signature over our"
+                " URL and the form, with the account's auth token."
+            ),
+            content={
+                "application/x-www-form-urlencoded": OpenAPIMediaType(
+                    schema=Schema(
+                        type=OpenAPIType.OBJECT,
+                        additional_properties=Schema(type=OpenAPIType.STRING),
+                        description="Twilio's fields, as Twilio documents them",
+                    )
+                )
+            },
+        )
+
+
+TwilioSignature = Annotated[
+    str | None,
+    HeaderParameter(
+        name=TWILIO_SIGNATURE_HEADER,
+        description="Twilio's signature: base64 HMAC-SHA1 of our URL and the form",
+    ),
+]
+ReferenceParameter = Annotated[
+    str, QueryParameter(name="reference", description="our delivery id, from the URL we gave")
+]
+
+
+def _twilio(callbacks: TwilioCallbacks | None) -> TwilioCallbacks:
+    if callbacks is None:  # no account configured: nobody can sign for Twilio
+        raise ForgedCallback("no Twilio account is configured")
+    return callbacks
+
+
+def _delivery_id(reference: str) -> UUID:
+    try:
+        return UUID(reference)
+    except ValueError:
+        raise NotFound("the callback's reference names no delivery of ours") from None
+
+
+@post(
+    STATUS_PATH,
+    opt=PUBLIC,  # Twilio signs each callback instead of logging in
+    security=[],
+    status_code=HTTPStatus.OK,
+    sync_to_thread=True,
+    request_max_body_size=MAX_RECEIPT_BYTES,
+    operation_class=_TwilioFormOperation,
+    summary="Record a Twilio status callback of a message or a call",
+    description=(
+        "Twilio's StatusCallback for the messages and calls we created: delivered, read and"
+        " completed mark the delivery delivered (204); failed, undelivered, busy, no-answer"
+        " and canceled mark it failed with a reason code read from ErrorCode. Interim"
+        " statuses (queued, sent, ringing…) and callbacks for a delivery that is final"
+        " answer 200 and record nothing. A callback counts only for the delivery handed to"
+        " Twilio under this MessageSid or CallSid (else 403); one not signed with our"
+        " auth token is refused (403) and records nothing."
+    ),
+    responses=_receipt_responses(
+        "Accepted, nothing recorded: an interim status or a final delivery"
+    ),
+    tags=["webhooks"],
+)
+def receive_twilio_status(
+    request: Request[Any, Any, Any],
+    body: RawBody,
+    messages: NamedDependency[Messages],
+    twilio_callbacks: NamedDependency[TwilioCallbacks | None],
+    reference: ReferenceParameter,
+    signature: TwilioSignature = None,
+) -> Response[ReceiptAnswer | None]:
+    callback = _twilio(twilio_callbacks).status(
+        request.url.path, request.url.query, body, signature
+    )
+    delivery_id = _delivery_id(reference)  # in the URL Twilio signed
+    if not callback.final:
+        return Response(INTERIM, status_code=HTTPStatus.OK)
+    recorded = _retrying(
+        partial(
+            messages.record_receipt,
+            delivery_id,
+            callback.failure,
+            provider=PROVIDER_NAME,
+            reference=callback.sid,
+        )
+    )
+    if recorded:
+        return Response(None, status_code=HTTPStatus.NO_CONTENT)
+    return Response(NOT_RECORDED, status_code=HTTPStatus.OK)
+
+
+INTERIM = ReceiptAnswer(recorded=False, detail="an interim status; nothing was recorded")
+ACKNOWLEDGED_TWIML = (
+    "<Response><Say>Thank you, the alert is acknowledged. Goodbye.</Say></Response>"
+)
+NOT_ACKNOWLEDGED_TWIML = (
+    "<Response><Say>That was not 1: the alert is not acknowledged. Goodbye.</Say></Response>"
+)
+
+
+@post(
+    GATHER_PATH,
+    opt=PUBLIC,  # Twilio signs the keypad's answer instead of logging in
+    security=[],
+    status_code=HTTPStatus.OK,
+    media_type=MediaType.XML,
+    sync_to_thread=True,
+    request_max_body_size=MAX_RECEIPT_BYTES,
+    operation_class=_TwilioFormOperation,
+    summary="Acknowledge an alert by keypad: the Gather action of a Twilio call",
+    description=(
+        "The key the recipient pressed during an alert call (Digits). 1 acknowledges the"
+        " alert, recorded like an acknowledgement by link; any other key records nothing."
+        " Answers TwiML that tells the caller which. Counts only on the call the delivery"
+        " was handed to Twilio with (CallSid, else 403); one not signed with our auth"
+        " token is refused (403) and records nothing."
+    ),
+    responses=problem_responses(
+        HTTPStatus.BAD_REQUEST, HTTPStatus.FORBIDDEN, HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT
+    ),
+    tags=["alerts"],
+)
+def acknowledge_by_keypad(
+    request: Request[Any, Any, Any],
+    body: RawBody,
+    messages: NamedDependency[Messages],
+    twilio_callbacks: NamedDependency[TwilioCallbacks | None],
+    reference: ReferenceParameter,
+    signature: TwilioSignature = None,
+) -> Response[str]:
+    form = _twilio(twilio_callbacks).verify(request.url.path, request.url.query, body, signature)
+    delivery_id = _delivery_id(reference)  # in the URL Twilio signed
+    if form.get("Digits") != ACK_DIGIT:
+        return Response(NOT_ACKNOWLEDGED_TWIML, media_type=MediaType.XML)
+    _retrying(
+        partial(
+            messages.acknowledge,
+            delivery_id,
+            via="keypad",
+            provider=PROVIDER_NAME,
+            reference=form.get("CallSid", ""),
+        )
+    )
+    return Response(ACKNOWLEDGED_TWIML, media_type=MediaType.XML)
 
 
 def _retrying(command: Callable[[], T]) -> T:

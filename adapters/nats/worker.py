@@ -264,7 +264,13 @@ class Worker:
             outcome = FailedForGood(FailureReason.NO_PROVIDER)
         else:
             body = opened.body
-            if opened.needs_acknowledgement and self.ack_links is not None:
+            # A call is acknowledged by keypad, where its provider offers one: a link
+            # read out loud helps nobody.
+            if (
+                opened.needs_acknowledgement
+                and self.ack_links is not None
+                and opened.channel.value != "voice"
+            ):
                 body += f"\n\nAcknowledge: {self.ack_links.link(job.delivery_id)}"
             delivery = Delivery(
                 reference=str(job.delivery_id),  # the same for every attempt: duplicates collapse
@@ -273,6 +279,7 @@ class Worker:
                 body=body,
                 subject=opened.subject,
                 handed_over_at=self.clock.now(),
+                acknowledgeable=opened.needs_acknowledgement,
             )
             try:
                 sent = await provider.send(delivery)

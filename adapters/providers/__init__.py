@@ -26,6 +26,8 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     subject: str | None = None  # e-mail only
     sender: str | None = None  # e-mail From / SMS sender id, when the customer has one
     handed_over_at: datetime | None = None  # the worker's clock: the message's Date header
+    # An alert asking for acknowledgement: a call offers the keypad for it (Twilio).
+    acknowledgeable: bool = False
 
     def __repr__(self) -> str:  # personal data and content stay out of every log line
         return f"Delivery(reference={self.reference!r}, channel={self.channel!r})"

@@ -22,8 +22,10 @@ drop the repeat.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections.abc import Sequence
 
 import httpx
 import msgspec
@@ -224,43 +226,53 @@ class HttpSmsGateway(HttpGateway):
 
 
 class FailoverSms:
-    """The primary gateway, and the failover when the primary cannot take a message now.
+    """Providers of any kind (an SMPP session, Twilio, our HTTP gateway…) in order: each
+    takes a message the ones before it cannot take now.
 
-    A message the primary refused stays refused: a bad number is bad everywhere, and
+    A message a provider refused stays refused: a bad number is bad everywhere, and
     trying elsewhere would only pay twice for the same answer. Refused credentials are
-    the exception, since they say nothing about the message.
+    the exception, since they say nothing about the message. Used for voice as well.
     """
 
-    def __init__(self, primary: Provider, failover: Provider, *, name: str = "sms") -> None:
+    def __init__(self, *providers: Provider, name: str = "sms") -> None:
+        if len(providers) < 2:
+            raise ValueError("a failover needs two providers or more")
         self.name = name
-        self.primary = primary
-        self.failover = failover
+        self.providers = providers
 
     def __repr__(self) -> str:
-        return f"FailoverSms(primary={self.primary!r}, failover={self.failover!r})"
+        return f"FailoverSms(providers={self.providers!r})"
 
     async def send(self, delivery: Delivery) -> Sent:
+        failures: list[str] = []
+        *before_last, last = self.providers
+        for provider in before_last:
+            try:
+                return await provider.send(delivery)
+            except (TemporaryFailure, RefusedCredentials) as failure:
+                failures.append(f"{provider.name}: {failure.reason}")
         try:
-            return await self.primary.send(delivery)
-        except (TemporaryFailure, RefusedCredentials) as primary_failure:
-            first = primary_failure
-        try:
-            return await self.failover.send(delivery)
-        except TemporaryFailure as failover_failure:
-            log.warning(
-                "%s: %s; %s: %s",
-                self.primary.name,
-                first.reason,
-                self.failover.name,
-                failover_failure.reason,
-            )
-            raise TemporaryFailure(failover_failure.reason) from failover_failure
+            return await last.send(delivery)
+        except TemporaryFailure as last_failure:
+            log.warning("%s; %s: %s", "; ".join(failures), last.name, last_failure.reason)
+            raise TemporaryFailure(last_failure.reason) from last_failure
 
     async def close(self) -> None:
-        try:
-            await self.primary.close()
-        finally:
-            await self.failover.close()
+        results = await asyncio.gather(
+            *(provider.close() for provider in self.providers), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+
+def in_order(providers: Sequence[Provider], *, name: str) -> Provider | None:
+    """One provider for a channel from those configured, in failover order."""
+    if not providers:
+        return None
+    if len(providers) == 1:
+        return providers[0]
+    return FailoverSms(*providers, name=name)
 
 
 def sms_from_settings(

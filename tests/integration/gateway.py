@@ -16,6 +16,7 @@ and joins the threads.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import queue
@@ -28,6 +29,8 @@ from typing import Any, Literal, Self
 
 import httpx
 import msgspec
+
+from picasse.adapters.providers import Delivery, DeliveryError, Provider, Sent
 
 Handle = Callable[[str, str, dict[str, str], bytes], "Reply"]
 
@@ -42,8 +45,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a hung request must not hold up the end of a test
     request_queue_size = 128  # end-to-end tests submit in bursts
 
-    def __init__(self, handle: Handle) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, handle: Handle, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         self.handle = handle
 
 
@@ -88,11 +91,11 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # test output stays readable; the recorded attempts tell what happened
 
 
-class _Running:
+class Running:
     """One server on a free port, served from a daemon thread."""
 
-    def __init__(self, handle: Handle) -> None:
-        self.server = _Server(handle)
+    def __init__(self, handle: Handle, port: int = 0) -> None:
+        self.server = _Server(handle, port)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -112,6 +115,24 @@ def _json(value: object) -> bytes:
 def _wait(condition: threading.Condition, ready: Callable[[], bool], timeout: float) -> bool:
     with condition:
         return condition.wait_for(ready, timeout=timeout)
+
+
+def outcomes(provider: Provider, *deliveries: Delivery) -> list[Sent | DeliveryError]:
+    """Sends each delivery in turn, in one event loop, then closes the provider."""
+
+    async def send_all() -> list[Sent | DeliveryError]:
+        results: list[Sent | DeliveryError] = []
+        try:
+            for delivery in deliveries:
+                try:
+                    results.append(await provider.send(delivery))
+                except DeliveryError as failure:
+                    results.append(failure)
+        finally:
+            await provider.close()
+        return results
+
+    return asyncio.run(send_all())
 
 
 # -- the gateway ---------------------------------------------------------------------
@@ -204,7 +225,7 @@ class FakeGateway:
         self._refused: dict[str, tuple[int, str]] = {}
         self._stopping = threading.Event()
         self._receipts: queue.Queue[str | None] = queue.Queue()
-        self._running: _Running | None = None
+        self._running: Running | None = None
         self._receipt_thread: threading.Thread | None = None
 
     # -- lifetime
@@ -212,7 +233,7 @@ class FakeGateway:
     def start(self) -> Self:
         if self._running is None:
             self._stopping.clear()
-            self._running = _Running(self._handle)
+            self._running = Running(self._handle)
             self._receipt_thread = threading.Thread(target=self._post_receipts, daemon=True)
             self._receipt_thread.start()
         return self
@@ -448,11 +469,11 @@ class ReceiptSink:
         self.status = status
         self._changed = threading.Condition()
         self._received: list[ReceivedPost] = []
-        self._running: _Running | None = None
+        self._running: Running | None = None
 
     def start(self) -> Self:
         if self._running is None:
-            self._running = _Running(self._handle)
+            self._running = Running(self._handle)
         return self
 
     def close(self) -> None:

@@ -35,6 +35,8 @@ from tests.integration.api_server import (
 EXEMPT = {
     ("GET", "/health"): "liveness, says nothing",
     ("POST", "/v1/webhooks/receipts"): "gateways sign each receipt",
+    ("POST", "/v1/webhooks/twilio/status"): "Twilio signs each callback (X-Twilio-Signature)",
+    ("POST", "/v1/webhooks/twilio/gather"): "Twilio signs the keypad's answer; records an ack only",
     ("GET", "/v1/ack/{token:str}"): "the link's MAC is the recipient's proof; records nothing",
     ("POST", "/v1/ack/{token:str}"): "the link's MAC is the recipient's proof",
     ("POST", "/v1/sessions"): "logging in",

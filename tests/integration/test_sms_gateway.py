@@ -26,7 +26,7 @@ from picasse.adapters.providers.receipts import (
 from picasse.adapters.providers.sms import FailoverSms, HttpSmsGateway, sms_from_settings
 from picasse.adapters.providers.voice import HttpVoiceGateway
 from picasse.domain.messages import FailureReason
-from tests.integration.gateway import FakeGateway, ReceiptSink
+from tests.integration.gateway import FakeGateway, ReceiptSink, outcomes
 
 NUMBER = "+31612345678"
 BODY = "Evacuation drill at 14:30, meet at the north entrance"
@@ -36,24 +36,6 @@ SHORT_TIMEOUT = 0.3
 
 def sms(to: str = NUMBER, body: str = BODY, reference: str = "msg-1:0") -> Delivery:
     return Delivery(reference=reference, channel="sms", to=to, body=body)
-
-
-def outcomes(provider: Provider, *deliveries: Delivery) -> list[Sent | DeliveryError]:
-    """Sends each delivery in turn, in one event loop, then closes the provider."""
-
-    async def send_all() -> list[Sent | DeliveryError]:
-        results: list[Sent | DeliveryError] = []
-        try:
-            for delivery in deliveries:
-                try:
-                    results.append(await provider.send(delivery))
-                except DeliveryError as failure:
-                    results.append(failure)
-        finally:
-            await provider.close()
-        return results
-
-    return asyncio.run(send_all())
 
 
 def send(provider: Provider, delivery: Delivery) -> Sent:

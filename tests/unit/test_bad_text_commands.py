@@ -93,6 +93,8 @@ NOT_FROM_A_PERSON = {
     ("record_receipt", "provider"): "the gateway's name, from our settings",
     ("record_receipt", "reference"): "a gateway's reference, compared and never recorded",
     ("acknowledge", "via"): "how, in our code's words",
+    ("acknowledge", "provider"): "a provider's name, from our code",
+    ("acknowledge", "reference"): "a provider's call id, compared and never recorded",
     ("group_id_of", "name_or_id"): "only looked up (as its pseudonym), never recorded",
     ("erase_subject", "subject"): "built by our code from ids",
     ("erase_subject", "reason"): "our code's words",
