@@ -13,7 +13,8 @@ from picasse.adapters.postgres.store import shredder_of
 from picasse.adapters.providers import Provider
 from picasse.adapters.providers.maildir import MaildirProvider
 from picasse.adapters.providers.receipts import RECEIPTS_PATH
-from picasse.adapters.providers.sms import sms_from_settings
+from picasse.adapters.providers.smpp import ReceiptSink, smpp_from_settings
+from picasse.adapters.providers.sms import FailoverSms, sms_from_settings
 from picasse.adapters.providers.smtp import SmtpProvider
 from picasse.adapters.providers.voice import HttpVoiceGateway
 from picasse.adapters.pseudonyms import KeyedPseudonyms
@@ -157,8 +158,12 @@ def open_privacy(settings: Settings, database_url: str, *, schema: str | None = 
     return Privacy(env, shredder=shredder_of)
 
 
-def providers_from(settings: Settings) -> dict[str, Provider]:
-    """One provider per channel: those configured, the development Maildir for the rest."""
+def providers_from(
+    settings: Settings, *, receipts: ReceiptSink | None = None
+) -> dict[str, Provider]:
+    """One provider per channel: those configured, the development Maildir for the rest.
+    `receipts` records the receipts that providers speaking a session protocol (SMPP)
+    receive themselves, rather than through our receipt webhook."""
     callback_url = settings.public_url + RECEIPTS_PATH
     try:
         chosen: dict[str, Provider | None] = {
@@ -187,6 +192,8 @@ def providers_from(settings: Settings) -> dict[str, Provider]:
         }
     except ValueError as error:
         raise SettingsError(f"delivery provider settings: {error}") from None
+    if settings.sms_smpp_url:
+        chosen["sms"] = _smpp_first(settings.sms_smpp_url, chosen["sms"], receipts)
     if settings.voice_url and not settings.voice_token:
         raise SettingsError("PICASSE_VOICE_URL needs PICASSE_VOICE_TOKEN")
     missing = [channel for channel, provider in chosen.items() if provider is None]
@@ -195,6 +202,15 @@ def providers_from(settings: Settings) -> dict[str, Provider]:
         channel: provider if provider is not None else development  # type: ignore[misc]
         for channel, provider in chosen.items()
     }
+
+
+def _smpp_first(url: str, then: Provider | None, receipts: ReceiptSink | None) -> Provider:
+    """SMPP, with the JSON gateway (if one is configured) as its failover."""
+    try:
+        smpp = smpp_from_settings(url, receipts=receipts)
+    except ValueError as error:
+        raise SettingsError(f"PICASSE_SMS_SMPP_URL: {error}") from None
+    return smpp if then is None else FailoverSms(smpp, then)
 
 
 def receipt_tokens(settings: Settings) -> dict[str, str]:
