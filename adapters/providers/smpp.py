@@ -37,7 +37,7 @@ import logging
 import re
 import ssl
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -172,6 +172,8 @@ class Session:
             return await asyncio.wait_for(answer, timeout)
         finally:
             self._waiting.pop(sequence, None)
+            if answer.done() and not answer.cancelled():
+                answer.exception()  # seen: a lost session is the SessionLost raised here
 
     async def write(self, unit: pdu.Pdu) -> None:
         try:
@@ -230,11 +232,13 @@ class Session:
 
 @dataclass
 class _Tracked:
-    """What receipts are still awaited for one delivery."""
+    """One delivery's segments the SMSC took, and whose receipts are still awaited."""
 
     reference: str
-    provider_reference: str
+    ids: list[str] = field(default_factory=list)
     awaited: set[str] = field(default_factory=set)
+    complete: bool = False  # every segment taken
+    settled: bool = False  # its receipt was recorded
 
 
 class SmppProvider:
@@ -270,9 +274,10 @@ class SmppProvider:
         self._keeper: asyncio.Task[None] | None = None
         self._stopping = False
         self._tracked: dict[str, _Tracked] = {}
-        # Segments the SMSC took of a delivery whose later segment it refused for now:
-        # the retry sends only the rest.
-        self._taken: dict[str, list[str]] = {}
+        # Deliveries the SMSC took some segments of, then refused one for now: the retry
+        # sends only the rest.
+        self._partial: dict[str, _Tracked] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
         self.binds = 0  # sessions bound so far (tests and health read it)
 
     def __repr__(self) -> str:
@@ -286,8 +291,10 @@ class SmppProvider:
         encoded = pdu.encode_text(delivery.body)
         total = len(encoded.parts)
         reference_byte = zlib.crc32(delivery.reference.encode()) & 0xFF  # the same on retries
-        taken = self._taken.get(delivery.reference, [])
-        for number, part in enumerate(encoded.parts[len(taken) :], start=len(taken) + 1):
+        tracked = self._partial.get(delivery.reference) or _Tracked(delivery.reference)
+        for number, part in enumerate(
+            encoded.parts[len(tracked.ids) :], start=len(tracked.ids) + 1
+        ):
             user_data = part if total == 1 else pdu.udh(reference_byte, total, number) + part
             message = pdu.ShortMessage(
                 source=delivery.sender or self.url.source,
@@ -299,12 +306,17 @@ class SmppProvider:
                 registered_delivery=1 if self._receipts is not None else 0,
             )
             message_id = await self._submit(message)
-            taken = [*taken, message_id]
+            self._track(tracked, message_id)  # its receipt may come before the next answer
             if number < total:
-                self._taken[delivery.reference] = taken
-        self._taken.pop(delivery.reference, None)
-        self._track(delivery.reference, taken)
-        return Sent(provider=self.name, provider_reference=taken[0], final=False, segments=total)
+                self._partial[delivery.reference] = tracked
+        self._partial.pop(delivery.reference, None)
+        tracked.complete = True
+        if self._receipts is not None and not tracked.awaited and not tracked.settled:
+            # Every segment's receipt said delivered before the last answer was read.
+            self._spawn(self._settle(tracked, None))
+        return Sent(
+            provider=self.name, provider_reference=tracked.ids[0], final=False, segments=total
+        )
 
     async def _submit(self, message: pdu.ShortMessage) -> str:
         session = await self._bound_session()
@@ -396,14 +408,19 @@ class SmppProvider:
 
     # Receipts
 
-    def _track(self, reference: str, message_ids: list[str]) -> None:
+    def _track(self, tracked: _Tracked, message_id: str) -> None:
+        tracked.ids.append(message_id)
         if self._receipts is None:
             return
-        tracked = _Tracked(reference, message_ids[0], set(message_ids))
-        for message_id in message_ids:
-            self._tracked[message_id] = tracked
+        tracked.awaited.add(message_id)
+        self._tracked[message_id] = tracked
         while len(self._tracked) > TRACKED_AT_MOST:
             del self._tracked[next(iter(self._tracked))]
+
+    def _spawn(self, work: Coroutine[object, object, object]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _on_deliver(self, session: Session, unit: pdu.Pdu) -> None:
         status = pdu.ESME_ROK
@@ -429,31 +446,41 @@ class SmppProvider:
         if tracked is None or self._receipts is None:
             log.info("%s: receipt for an id this process did not send: dropped", self.name)
             return True
+        if tracked.settled:
+            return True
         if state == pdu.STATE_DELIVERED:
             tracked.awaited.discard(message_id)
-            if tracked.awaited:
-                return True  # more segments to hear about
+            if tracked.awaited or not tracked.complete:
+                return True  # more segments to hear about (or still to send)
             failure = None
         elif state in _STATE_REASONS:
             failure = _STATE_REASONS[state]
         else:
             return True  # enroute, accepted: the final receipt is still to come
+        if await self._settle(tracked, failure):
+            return True
+        tracked.awaited.add(message_id)
+        return False
+
+    async def _settle(self, tracked: _Tracked, failure: FailureReason | None) -> bool:
+        """Asks the sink to record the delivery's receipt, a few times; True once it did."""
+        assert self._receipts is not None
         pause = self._receipt_retry_seconds
         for ask in range(RECEIPT_ASKS):
-            if await self._receipts(
-                tracked.reference, self.name, tracked.provider_reference, failure
-            ):
-                for other in [k for k, v in self._tracked.items() if v is tracked]:
-                    del self._tracked[other]
+            if await self._receipts(tracked.reference, self.name, tracked.ids[0], failure):
+                tracked.settled = True
+                for message_id in tracked.ids:
+                    self._tracked.pop(message_id, None)
                 return True
             if ask + 1 < RECEIPT_ASKS:
                 await asyncio.sleep(pause)
                 pause *= 2
-        tracked.awaited.add(message_id)
         return False
 
     async def close(self) -> None:
         self._stopping = True
+        for task in list(self._tasks):
+            task.cancel()
         session = self._session
         if session is not None and not session.closed.is_set():
             await session.unbind(self._timeout)

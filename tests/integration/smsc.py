@@ -163,7 +163,10 @@ class Smsc:
             count = len(self.taken)
         if self.drop_after is not None and count >= self.drop_after:
             self.drop_after = None
-            writer.transport.abort()  # gone, without an answer: nothing taken
+            # Gone without an answer to this one (nothing taken); the answers already
+            # written go out first, as they would have left before the line dropped.
+            await writer.drain()
+            writer.close()
             return False
         if answer is None and message.destination in self.refused:
             answer = pdu.ESME_RINVDSTADR
