@@ -153,6 +153,7 @@ class Session:
         self._on_deliver = on_deliver
         self._sequence = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[pdu.Pdu]] = {}
+        self._on_answer: dict[int, Callable[[pdu.Pdu], None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = asyncio.Event()
         self._reading: asyncio.Task[None] | None = None
@@ -160,18 +161,29 @@ class Session:
     def start(self) -> None:
         self._reading = asyncio.create_task(self._read())
 
-    async def request(self, command_id: int, body: bytes, timeout: float) -> pdu.Pdu:
-        """Sends one request; its answer, or SessionLost / TimeoutError."""
+    async def request(
+        self,
+        command_id: int,
+        body: bytes,
+        timeout: float,
+        on_answer: Callable[[pdu.Pdu], None] | None = None,
+    ) -> pdu.Pdu:
+        """Sends one request; its answer, or SessionLost / TimeoutError. `on_answer` runs
+        as the answer is read, before any later PDU of the session is looked at (a receipt
+        can follow the answer on the wire before the caller wakes up)."""
         if self.closed.is_set():
             raise SessionLost()
         sequence = next(self._sequence)
         answer: asyncio.Future[pdu.Pdu] = asyncio.get_running_loop().create_future()
         self._waiting[sequence] = answer
+        if on_answer is not None:
+            self._on_answer[sequence] = on_answer
         try:
             await self.write(pdu.Pdu(command_id, sequence, body=body))
             return await asyncio.wait_for(answer, timeout)
         finally:
             self._waiting.pop(sequence, None)
+            self._on_answer.pop(sequence, None)
             if answer.done() and not answer.cancelled():
                 answer.exception()  # seen: a lost session is the SessionLost raised here
 
@@ -190,6 +202,9 @@ class Session:
                 if unit.command_id == pdu.GENERIC_NACK or unit.is_response:
                     answer = self._waiting.get(unit.sequence)
                     if answer is not None and not answer.done():
+                        on_answer = self._on_answer.pop(unit.sequence, None)
+                        if on_answer is not None:
+                            on_answer(unit)
                         answer.set_result(unit)
                 elif unit.command_id == pdu.ENQUIRE_LINK:
                     await self.write(pdu.Pdu(pdu.ENQUIRE_LINK_RESP, unit.sequence))
@@ -305,8 +320,7 @@ class SmppProvider:
                 data_coding=encoded.data_coding,
                 registered_delivery=1 if self._receipts is not None else 0,
             )
-            message_id = await self._submit(message)
-            self._track(tracked, message_id)  # its receipt may come before the next answer
+            await self._submit(message, tracked)
             if number < total:
                 self._partial[delivery.reference] = tracked
         self._partial.pop(delivery.reference, None)
@@ -318,11 +332,20 @@ class SmppProvider:
             provider=self.name, provider_reference=tracked.ids[0], final=False, segments=total
         )
 
-    async def _submit(self, message: pdu.ShortMessage) -> str:
+    async def _submit(self, message: pdu.ShortMessage, tracked: _Tracked) -> str:
+        """Submits one segment; the SMSC's id for it, tracked in `tracked` as soon as the
+        answer is read, so a receipt right behind it on the wire finds its delivery."""
+
+        def taken(answer: pdu.Pdu) -> None:
+            if answer.status == pdu.ESME_ROK and answer.command_id == pdu.SUBMIT_SM_RESP:
+                self._track(tracked, pdu.read_message_id(answer.body))
+
         session = await self._bound_session()
         async with self._window:
             try:
-                answer = await session.request(pdu.SUBMIT_SM, message.encode(), self._timeout)
+                answer = await session.request(
+                    pdu.SUBMIT_SM, message.encode(), self._timeout, taken
+                )
             except SessionLost:
                 raise TemporaryFailure(FailureReason.CONNECTION_LOST) from None
             except TimeoutError:

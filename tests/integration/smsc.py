@@ -138,7 +138,7 @@ class Smsc:
                     writer.write(pdu.Pdu(pdu.UNBIND_RESP, unit.sequence).encode())
                     break
                 elif unit.command_id == pdu.SUBMIT_SM and bound:
-                    if not await self._submit(unit, writer):
+                    if not await self._submit(unit, reader, writer):
                         break
                 elif unit.command_id == pdu.DELIVER_SM_RESP:
                     self._answered(unit)
@@ -153,7 +153,9 @@ class Smsc:
             self._ended(writer)
             writer.close()
 
-    async def _submit(self, unit: pdu.Pdu, writer: asyncio.StreamWriter) -> bool:
+    async def _submit(
+        self, unit: pdu.Pdu, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         """Answers one submit_sm; False when the session is over (unbound or dropped)."""
         if writer not in self._sessions:
             return True  # unbinding: takes nothing more
@@ -164,9 +166,16 @@ class Smsc:
         if self.drop_after is not None and count >= self.drop_after:
             self.drop_after = None
             # Gone without an answer to this one (nothing taken); the answers already
-            # written go out first, as they would have left before the line dropped.
+            # written go out first, as they would have left before the line dropped. A
+            # plain close with submissions still unread would reset the connection and
+            # could throw those answers away: end our side (EOF after them) instead and
+            # ignore what still comes until the client hangs up.
+            self._sessions.remove(writer)
+            writer.write_eof()
             await writer.drain()
-            writer.close()
+            with contextlib.suppress(ConnectionError):
+                while await reader.read(65536):
+                    pass
             return False
         if answer is None and message.destination in self.refused:
             answer = pdu.ESME_RINVDSTADR

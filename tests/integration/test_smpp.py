@@ -94,7 +94,9 @@ def test_two_hundred_messages_with_an_unbind_and_a_drop_arrive_exactly_once_with
     arrived = smsc.messages()  # asserts every segment came once and none is missing
     assert arrived == {_sms(i, "").to[1:]: [_body(i)] for i in range(200)}
     assert smsc.binds >= 3  # the unbind and the drop were each followed by a new bind
-    assert [s.segments for s in sent] == [3 if i % 4 == 0 else 2 if i % 4 == 1 else 1 for i in range(200)]
+    assert [s.segments for s in sent] == [
+        3 if i % 4 == 0 else 2 if i % 4 == 1 else 1 for i in range(200)
+    ]
     ucs2 = [s for s in smsc.taken if s.destination == _sms(0, "").to[1:]]
     assert {s.data_coding for s in ucs2} == {pdu.DATA_CODING_UCS2}
     assert sorted(s.concatenation[2] for s in ucs2 if s.concatenation) == [1, 2, 3]
@@ -151,7 +153,9 @@ def test_wrong_credentials_are_refused_credentials() -> None:
         url = smsc.url.replace(":other@", ":wrong@")
 
         async def run() -> None:
-            provider = SmppProvider("sms-smpp", SmppUrl.parse(url), timeout=0.5, rebind_seconds=0.02)
+            provider = SmppProvider(
+                "sms-smpp", SmppUrl.parse(url), timeout=0.5, rebind_seconds=0.02
+            )
             try:
                 with pytest.raises(PermanentFailure) as failure:
                     await provider.send(_sms(3, "x"))
