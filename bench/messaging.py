@@ -270,7 +270,7 @@ def instant_worker(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from picasse.runners import worker as worker_runner
 
-    def instant_providers(_settings: Settings) -> dict[str, Provider]:
+    def instant_providers(_settings: Settings, *_: object, **__: object) -> dict[str, Provider]:
         provider = InstantProvider()
         return {"sms": provider, "email": provider, "voice": provider}
 

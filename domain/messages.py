@@ -231,6 +231,7 @@ class Delivery(Aggregate):
         self.reason: FailureReason | None = None
         self.provider: str | None = None
         self.provider_reference: str | None = None
+        self.segments: int | None = None  # short messages billed, when the provider counts
         self.awaiting_receipt = False
         self.acknowledged = False
 
@@ -279,26 +280,38 @@ class Delivery(Aggregate):
         self.attempts = attempt
         self.status = DeliveryStatus.SENDING
 
-    def handed_over(self, provider: str, provider_reference: str | None) -> None:
-        """A gateway took it; the network's receipt will tell the outcome."""
+    def handed_over(
+        self, provider: str, provider_reference: str | None, *, segments: int | None = None
+    ) -> None:
+        """A gateway took it; the network's receipt will tell the outcome. `segments`:
+        how many short messages it took, for billing (a count only: no text)."""
         if not self.final:
-            self._accepted(provider, provider_reference)
+            self._accepted(provider, provider_reference, segments)
 
     @event("Accepted")
-    def _accepted(self, provider: str, provider_reference: str | None) -> None:
+    def _accepted(
+        self, provider: str, provider_reference: str | None, segments: int | None = None
+    ) -> None:
+        self.segments = segments
         self.provider = provider
         self.provider_reference = provider_reference
         self.awaiting_receipt = True
 
-    def deliver(self, provider: str, provider_reference: str | None) -> None:
+    def deliver(
+        self, provider: str, provider_reference: str | None, *, segments: int | None = None
+    ) -> None:
         if self.status is DeliveryStatus.DELIVERED:
             return  # a repeated receipt or a redelivered job changes nothing
         if self.final:
             raise Conflict(f"delivery {self.id} is already {self.status.value}")
-        self._delivered(provider, provider_reference)
+        self._delivered(provider, provider_reference, segments)
 
     @event("Delivered")
-    def _delivered(self, provider: str, provider_reference: str | None) -> None:
+    def _delivered(
+        self, provider: str, provider_reference: str | None, segments: int | None = None
+    ) -> None:
+        if segments is not None:
+            self.segments = segments
         self.status = DeliveryStatus.DELIVERED
         self.provider = provider
         self.provider_reference = provider_reference

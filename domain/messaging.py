@@ -192,6 +192,7 @@ class Sent(msgspec.Struct, frozen=True):
     provider: str
     reference: str | None
     final: bool
+    segments: int | None = None  # short messages billed (SMPP segments); None: not counted
 
 
 class FailedForNow(msgspec.Struct, frozen=True):
@@ -215,9 +216,9 @@ def _conclude(delivery: Delivery, outcome: Outcome, max_attempts: int) -> bool:
     `max_attempts` only matters to a temporary failure."""
     if isinstance(outcome, Sent):
         if outcome.final:
-            delivery.deliver(outcome.provider, outcome.reference)
+            delivery.deliver(outcome.provider, outcome.reference, segments=outcome.segments)
         else:
-            delivery.handed_over(outcome.provider, outcome.reference)
+            delivery.handed_over(outcome.provider, outcome.reference, segments=outcome.segments)
         return False
     if isinstance(outcome, FailedForGood):
         delivery.give_up(outcome.reason)

@@ -44,6 +44,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Delivery providers; with none configured, a development Maildir under data_dir.
     smtp_url: str | None = None
     smtp_sender: str = "Picasse <no-reply@picasse.invalid>"
+    # SMS over SMPP 3.4 (smpp://system_id:password@host:port, smpps:// for TLS): first in
+    # the SMS chain when set, the JSON gateway (if any) then its failover.
+    sms_smpp_url: str | None = None
     sms_gateway_url: str | None = None
     sms_gateway_token: str | None = None
     sms_failover_url: str | None = None
@@ -112,6 +115,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             nats_tls_ca=_path(env.get("PICASSE_NATS_TLS_CA")),
             smtp_url=env.get("PICASSE_SMTP_URL") or None,
             smtp_sender=env.get("PICASSE_SMTP_SENDER") or "Picasse <no-reply@picasse.invalid>",
+            sms_smpp_url=env.get("PICASSE_SMS_SMPP_URL") or None,
             sms_gateway_url=env.get("PICASSE_SMS_GATEWAY_URL") or None,
             sms_gateway_token=env.get("PICASSE_SMS_GATEWAY_TOKEN") or None,
             sms_failover_url=env.get("PICASSE_SMS_FAILOVER_URL") or None,

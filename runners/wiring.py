@@ -17,6 +17,7 @@ from picasse.adapters.providers import Provider
 from picasse.adapters.providers.health import ProviderCounters, counted
 from picasse.adapters.providers.maildir import MaildirProvider
 from picasse.adapters.providers.receipts import RECEIPTS_PATH
+from picasse.adapters.providers.smpp import ReceiptSink, smpp_from_settings
 from picasse.adapters.providers.sms import in_order, sms_from_settings
 from picasse.adapters.providers.smtp import SmtpProvider
 from picasse.adapters.providers.twilio import (
@@ -167,7 +168,19 @@ def open_privacy(settings: Settings, database_url: str, *, schema: str | None = 
     return Privacy(env, shredder=shredder_of)
 
 
-def _sms_gateway(settings: Settings) -> Provider | None:
+# Builds one provider kind from the settings (None: not configured).
+Builder = Callable[[Settings, ReceiptSink | None], Provider | None]
+
+
+def _smpp(settings: Settings, receipts: ReceiptSink | None) -> Provider | None:
+    """SMPP 3.4 to an SMSC or aggregator (PICASSE_SMS_SMPP_URL); it takes its receipts on
+    its own session and hands them to `receipts`."""
+    if not settings.sms_smpp_url:
+        return None
+    return smpp_from_settings(settings.sms_smpp_url, receipts=receipts)
+
+
+def _sms_gateway(settings: Settings, receipts: ReceiptSink | None) -> Provider | None:
     """Our JSON gateway, with its own failover gateway (PICASSE_SMS_FAILOVER_URL) if set."""
     return sms_from_settings(
         settings.sms_gateway_url,
@@ -178,7 +191,7 @@ def _sms_gateway(settings: Settings) -> Provider | None:
     )
 
 
-def _voice_gateway(settings: Settings) -> Provider | None:
+def _voice_gateway(settings: Settings, receipts: ReceiptSink | None) -> Provider | None:
     if not settings.voice_url:
         return None
     if not settings.voice_token:
@@ -191,8 +204,8 @@ def _voice_gateway(settings: Settings) -> Provider | None:
     )
 
 
-def _twilio(kind: type[TwilioSms | TwilioVoice]) -> Callable[[Settings], Provider | None]:
-    def build(settings: Settings) -> Provider | None:
+def _twilio(kind: type[TwilioSms | TwilioVoice]) -> Builder:
+    def build(settings: Settings, receipts: ReceiptSink | None) -> Provider | None:
         account = (settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_from)
         if not any(account):
             return None
@@ -213,13 +226,14 @@ def _twilio(kind: type[TwilioSms | TwilioVoice]) -> Callable[[Settings], Provide
 
 # The provider kinds of each channel, in the default failover order; a kind that is not
 # configured (its builder answers None) is left out of the default. A new kind is one
-# entry here: SMPP goes first among SMS, as "smpp". A provider that keeps a session may
-# say whether it is bound through a `bound` attribute: the overview shows it.
-SMS_KINDS: dict[str, Callable[[Settings], Provider | None]] = {
+# entry here. A provider that keeps a session may say whether it is bound through a
+# `bound` attribute: the overview shows it.
+SMS_KINDS: dict[str, Builder] = {
+    "smpp": _smpp,
     "twilio": _twilio(TwilioSms),
     "gateway": _sms_gateway,
 }
-VOICE_KINDS: dict[str, Callable[[Settings], Provider | None]] = {
+VOICE_KINDS: dict[str, Builder] = {
     "twilio": _twilio(TwilioVoice),
     "gateway": _voice_gateway,
 }
@@ -229,9 +243,10 @@ def _chain(
     settings: Settings,
     variable: str,
     order: tuple[str, ...] | None,
-    kinds: Mapping[str, Callable[[Settings], Provider | None]],
+    kinds: Mapping[str, Builder],
     *,
     name: str,
+    receipts: ReceiptSink | None,
 ) -> Provider | None:
     """The channel's providers in failover order: `order` as given (each must be a known
     kind and configured), or every configured kind in the default order."""
@@ -245,7 +260,7 @@ def _chain(
             raise SettingsError(f"{variable} names a provider twice")
     wanted = kinds.keys() if order is None else order  # build (and open) only those used
     try:
-        built = {kind: kinds[kind](settings) for kind in wanted}
+        built = {kind: kinds[kind](settings, receipts) for kind in wanted}
     except ValueError as error:
         raise SettingsError(f"delivery provider settings: {error}") from None
     if order is None:
@@ -259,10 +274,15 @@ def _chain(
 
 
 def providers_from(
-    settings: Settings, counters: ProviderCounters | None = None
+    settings: Settings,
+    counters: ProviderCounters | None = None,
+    *,
+    receipts: ReceiptSink | None = None,
 ) -> dict[str, Provider]:
     """One provider per channel: those configured, the development Maildir for the rest.
-    With `counters` (a worker's), each SMS and voice provider's answers are counted."""
+    With `counters` (a worker's), each SMS and voice provider's answers are counted.
+    `receipts` records the receipts that providers speaking a session protocol (SMPP)
+    receive themselves, rather than through our receipt webhook."""
     try:
         email = (
             SmtpProvider.from_url(settings.smtp_url, sender=settings.smtp_sender)
@@ -274,7 +294,12 @@ def providers_from(
     chosen: dict[str, Provider | None] = {
         "email": email,
         "sms": _chain(
-            settings, "PICASSE_SMS_PROVIDERS", settings.sms_providers, SMS_KINDS, name="sms"
+            settings,
+            "PICASSE_SMS_PROVIDERS",
+            settings.sms_providers,
+            SMS_KINDS,
+            name="sms",
+            receipts=receipts,
         ),
         "voice": _chain(
             settings,
@@ -282,6 +307,7 @@ def providers_from(
             settings.voice_providers,
             VOICE_KINDS,
             name="voice",
+            receipts=receipts,
         ),
     }
     if counters is not None:

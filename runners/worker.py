@@ -11,6 +11,9 @@ import contextlib
 import logging
 import uuid
 from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError
 
 from picasse.adapters.http.acklinks import ack_links_from
 from picasse.adapters.master_key import read_master_key
@@ -21,8 +24,11 @@ from picasse.adapters.nats.worker import Worker, WorkerSettings
 from picasse.adapters.postgres.provider_health import ProviderHealthTable
 from picasse.adapters.postgres.webhook_log import WebhookLog
 from picasse.adapters.providers.health import ProviderCounters
+from picasse.adapters.providers.smpp import ReceiptSink
 from picasse.adapters.webhook_notices import mail_endpoint_disabled
-from picasse.domain.messaging import Messages
+from picasse.domain.errors import Conflict, NotFound
+from picasse.domain.messages import FailureReason
+from picasse.domain.messaging import Forbidden, Messages
 from picasse.domain.webhooks import Webhooks
 from picasse.runners import servers
 from picasse.runners.processes import connect_nats, run_until_signalled
@@ -47,7 +53,7 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
     pool_size = max(1, min(concurrency, settings.db_connections - 1))
     messages = open_messages(settings, database_url, pool_size=pool_size)
     counters = ProviderCounters(messages.clock)
-    providers = providers_from(settings, counters)
+    providers = providers_from(settings, counters, receipts=receipt_recorder(messages))
     worker_settings = WorkerSettings(
         max_attempts=settings.max_attempts,
         backoff_seconds=settings.retry_backoff,
@@ -87,6 +93,35 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
     finally:
         messages.close()
     return 0
+
+
+def receipt_recorder(messages: Messages) -> ReceiptSink:
+    """Records a receipt an SMPP session received, by the rule of the receipt webhook
+    (`Messages.record_receipt`): True once settled; False while the worker has not yet
+    recorded the hand-over it answers (or the store is busy), so it is asked again."""
+
+    async def record(
+        reference: str, provider: str, provider_reference: str, failure: FailureReason | None
+    ) -> bool:
+        try:
+            delivery_id = UUID(reference)
+        except ValueError:
+            return True
+        try:
+            await asyncio.to_thread(
+                messages.record_receipt,
+                delivery_id,
+                failure,
+                provider=provider,
+                reference=provider_reference,
+            )
+        except (Conflict, IntegrityError):
+            return False
+        except (Forbidden, NotFound):
+            log.warning("receipt from %s for delivery %s not recorded", provider, delivery_id)
+        return True
+
+    return record
 
 
 def webhook_sender(settings: Settings, messages: Messages, js: Any) -> WebhookSender:

@@ -299,7 +299,7 @@ class Worker:
                 )
                 outcome = FailedForNow(FailureReason.PROVIDER_ERROR)
             else:
-                outcome = Sent(sent.provider, sent.provider_reference, sent.final)
+                outcome = Sent(sent.provider, sent.provider_reference, sent.final, sent.segments)
         finished = _Finished(msg, attempt, outcome)
         self._to_record.append(finished)
         self._outcome_ready.set()

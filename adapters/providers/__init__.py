@@ -41,6 +41,8 @@ class Sent(msgspec.Struct, frozen=True, kw_only=True):
     # True when handing over is delivery (SMTP accepted it, the dev Maildir stored it);
     # False when the network reports the outcome later through a receipt webhook.
     final: bool = True
+    # Short messages it took to send (SMPP's concatenated segments): what is billed.
+    segments: int | None = None
 
 
 class DeliveryError(Exception):

@@ -1,0 +1,175 @@
+"""SMS over SMPP against the SMSC simulator (tests/integration/smsc.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from picasse.adapters.providers import Delivery, PermanentFailure, Sent, TemporaryFailure
+from picasse.adapters.providers import smpp_pdu as pdu
+from picasse.adapters.providers.smpp import SmppProvider, SmppUrl
+from picasse.domain.messages import FailureReason
+from tests.integration.smsc import Smsc
+
+
+@pytest.fixture
+def smsc() -> Iterator[Smsc]:
+    with Smsc() as server:
+        yield server
+
+
+class Receipts:
+    def __init__(self) -> None:
+        self.got: list[tuple[str, str, str, FailureReason | None]] = []
+
+    async def __call__(
+        self, reference: str, provider: str, provider_reference: str, failure: FailureReason | None
+    ) -> bool:
+        self.got.append((reference, provider, provider_reference, failure))
+        return True
+
+
+def _provider(smsc: Smsc, receipts: Receipts | None = None) -> SmppProvider:
+    return SmppProvider(
+        "sms-smpp",
+        SmppUrl.parse(smsc.url),
+        receipts=receipts,
+        window=8,
+        timeout=2.0,
+        rebind_seconds=0.02,
+        receipt_retry_seconds=0.02,
+    )
+
+
+def _sms(index: int, body: str) -> Delivery:
+    return Delivery(reference=f"ref-{index}", channel="sms", to=f"+3161{index:07d}", body=body)
+
+
+def _body(index: int) -> str:
+    if index % 4 == 0:
+        return f"Алерт {index}: " + "Ж" * 140  # UCS-2, three segments
+    if index % 4 == 1:
+        return f"Gate {index} is open; " + "long text " * 20  # GSM, two segments
+    return f"Gate {index} is open"
+
+
+async def _send_retrying(provider: SmppProvider, delivery: Delivery) -> Sent:
+    """As the worker does: a temporary failure is tried again."""
+    for _ in range(20):
+        try:
+            return await provider.send(delivery)
+        except TemporaryFailure:
+            await asyncio.sleep(0.02)
+    raise AssertionError(f"{delivery.reference} never went")
+
+
+def test_two_hundred_messages_with_an_unbind_and_a_drop_arrive_exactly_once_with_receipts(
+    smsc: Smsc,
+) -> None:
+    smsc.unbind_after = 90
+    smsc.drop_after = 250
+    receipts = Receipts()
+
+    async def run() -> list[Sent]:
+        provider = _provider(smsc, receipts)
+        gate = asyncio.Semaphore(25)
+
+        async def one(index: int) -> Sent:
+            async with gate:
+                return await _send_retrying(provider, _sms(index, _body(index)))
+
+        try:
+            sent = await asyncio.gather(*(one(i) for i in range(200)))
+            for _ in range(200):
+                if len(receipts.got) >= 200:
+                    break
+                await asyncio.sleep(0.02)
+            return sent
+        finally:
+            await provider.close()
+
+    sent = asyncio.run(run())
+    arrived = smsc.messages()  # asserts every segment came once and none is missing
+    assert arrived == {_sms(i, "").to[1:]: [_body(i)] for i in range(200)}
+    assert smsc.binds >= 3  # the unbind and the drop were each followed by a new bind
+    assert [s.segments for s in sent] == [
+        3 if i % 4 == 0 else 2 if i % 4 == 1 else 1 for i in range(200)
+    ]
+    ucs2 = [s for s in smsc.taken if s.destination == _sms(0, "").to[1:]]
+    assert {s.data_coding for s in ucs2} == {pdu.DATA_CODING_UCS2}
+    assert sorted(s.concatenation[2] for s in ucs2 if s.concatenation) == [1, 2, 3]
+    assert len({s.concatenation[0] for s in ucs2 if s.concatenation}) == 1
+    # One receipt per delivery, delivered, for the id of its first segment, from this provider.
+    assert sorted(r[0] for r in receipts.got) == sorted(f"ref-{i}" for i in range(200))
+    assert {(r[1], r[3]) for r in receipts.got} == {("sms-smpp", None)}
+    assert {r[0]: r[2] for r in receipts.got} == {
+        f"ref-{i}": s.provider_reference for i, s in enumerate(sent)
+    }
+
+
+def test_a_throttled_or_queue_full_answer_is_temporary_and_the_retry_goes(smsc: Smsc) -> None:
+    smsc.answer_next(1, pdu.ESME_RTHROTTLED)
+    smsc.answer_next(1, pdu.ESME_RMSGQFUL)
+
+    async def run() -> tuple[list[FailureReason], Sent]:
+        provider = _provider(smsc)
+        reasons = []
+        try:
+            for _ in range(2):
+                with pytest.raises(TemporaryFailure) as failure:
+                    await provider.send(_sms(1, "Gate 1 is open"))
+                reasons.append(failure.value.reason)
+            return reasons, await provider.send(_sms(1, "Gate 1 is open"))
+        finally:
+            await provider.close()
+
+    reasons, sent = asyncio.run(run())
+    assert reasons == [FailureReason.THROTTLED, FailureReason.THROTTLED]
+    assert sent.provider == "sms-smpp" and sent.final is False
+    assert smsc.messages() == {"31610000001": ["Gate 1 is open"]}
+
+
+def test_an_invalid_number_is_a_permanent_failure_with_its_reason_code(smsc: Smsc) -> None:
+    smsc.refuse("+31610000002")
+
+    async def run() -> PermanentFailure:
+        provider = _provider(smsc)
+        try:
+            with pytest.raises(PermanentFailure) as failure:
+                await provider.send(_sms(2, "Gate 2 is open"))
+            return failure.value
+        finally:
+            await provider.close()
+
+    failure = asyncio.run(run())
+    assert failure.reason is FailureReason.INVALID_RECIPIENT
+    assert "3161" not in str(failure)
+
+
+def test_wrong_credentials_are_refused_credentials() -> None:
+    with Smsc(password="other") as smsc:
+        url = smsc.url.replace(":other@", ":wrong@")
+
+        async def run() -> None:
+            provider = SmppProvider(
+                "sms-smpp", SmppUrl.parse(url), timeout=0.5, rebind_seconds=0.02
+            )
+            try:
+                with pytest.raises(PermanentFailure) as failure:
+                    await provider.send(_sms(3, "x"))
+                assert failure.value.reason is FailureReason.CREDENTIALS_REFUSED
+            finally:
+                await provider.close()
+
+        asyncio.run(run())
+
+
+def test_an_smpp_url_names_no_password_in_its_repr_or_errors() -> None:
+    url = SmppUrl.parse("smpps://picasse:s3cret@smsc.example:3550?source=Picasse")
+    assert (url.tls, url.port, url.system_id, url.source) == (True, 3550, "picasse", "Picasse")
+    assert "s3cret" not in repr(url)
+    with pytest.raises(ValueError) as error:
+        SmppUrl.parse("http://picasse:s3cret@smsc.example")
+    assert "s3cret" not in str(error.value)
