@@ -50,8 +50,8 @@ from tests.integration.api_server import (
     serving,
     with_cheap_passwords,
 )
+from tests.integration.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 from tests.integration.gateway import FakeGateway, outcomes
-from tests.integration.twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 
 PHONE = "+31612345678"
 TEXT = "Fire in building B, leave by the north stairs"
