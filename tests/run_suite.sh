@@ -3,7 +3,8 @@
 # and on the machine's own PostgreSQL and NATS (shown when done). Both must pass.
 # The external pass shows that the platform runs on servers it did not start: `up` with
 # configured servers, and the adapters that talk to them (event store, views, delivery
-# pipeline, GDPR). Everything else runs in the embedded pass only, against real servers
+# pipeline, GDPR; their tests marked slow run in the embedded pass only). Everything else
+# runs in the embedded pass only, against real servers
 # too, which keeps the suite within its time budget on two cores and the machine's
 # PostgreSQL within its connection limit (one worker). The embedded pass runs four
 # workers: its tests mostly wait on processes and servers, so four keep two cores busy.
@@ -23,7 +24,7 @@ external_log=test-output/external-servers.log
 (
   PICASSE_DATABASE_URL="${EXTERNAL_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test}" \
   PICASSE_NATS_URL="${EXTERNAL_NATS_URL:-nats://127.0.0.1:4222}" \
-    "$BIN/pytest" -q -n 1 -p no:cacheprovider --durations=15 -m "not own_servers" \
+    "$BIN/pytest" -q -n 1 -p no:cacheprovider --durations=15 -m "not own_servers and not slow" \
       tests/e2e/test_up.py::test_up_with_configured_servers_uses_them_and_starts_none \
       tests/integration/test_event_store.py tests/integration/test_views.py \
       tests/integration/test_delivery_pipeline.py tests/integration/test_gdpr.py \

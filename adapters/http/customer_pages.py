@@ -483,8 +483,9 @@ def _keys_page(
     """The customer's keys from the view, a key just made first (the view follows soon)."""
     customer_id = own_customer(request)
     keys = dashboard.accounts.api_keys(customer_id=customer_id)
-    if new_key is not None and all(k.id != new_key.id for k in keys):
-        now = dashboard.http.clock.now()
+    if new_key is not None:  # as the command made it: the view may have none of it, or half
+        seen = [k for k in keys if k.id == new_key.id]
+        keys = [k for k in keys if k.id != new_key.id]
         keys.insert(
             0,
             ApiKeyRow(
@@ -493,7 +494,7 @@ def _keys_page(
                 user_id=_caller(request).user_id,
                 name=new_key.name,
                 scopes=new_key.scopes,
-                created_at=now,
+                created_at=seen[0].created_at if seen else dashboard.http.clock.now(),
                 revoked=False,
             ),
         )
