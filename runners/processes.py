@@ -58,7 +58,9 @@ class _ConnectionNews:
     async def error(self, error: Exception) -> None:
         if not self.troubled:
             self.troubled = True
-            log.warning("%s: NATS connection lost (%s); reconnecting", self.name, error)
+            log.warning(
+                "%s: NATS connection lost (%s); reconnecting", self.name, type(error).__name__
+            )
 
     async def reconnected(self) -> None:
         if self.troubled:

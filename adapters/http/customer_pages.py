@@ -32,6 +32,7 @@ from picasse.adapters.http.messages_api import MessagePage, delivery_rows, list_
 from picasse.adapters.http.pages import (
     CHART_DAYS,
     MAX_FORM_BYTES,
+    STATUS_CLASS,
     Dashboard,
     PageGuard,
     _caller,
@@ -84,8 +85,6 @@ def home(request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard])
 
 
 # Messages: the customer's own, a page at a time, and one message's deliveries
-
-STATUS_CLASS = {"delivered": "ok", "failed": "bad", "undelivered": "bad", "cancelled": "idle"}
 
 
 @get("/messages", include_in_schema=False, sync_to_thread=True)

@@ -68,6 +68,8 @@ HERE = Path(__file__).parent
 CHART_DAYS = 14
 TRAFFIC_LIMIT = 500  # rows on one traffic page; narrow the period for more
 MAX_FORM_BYTES = 8 * 1024
+# The badge colour of each delivery status, on the staff and the customer's pages alike.
+STATUS_CLASS = {"delivered": "ok", "failed": "bad", "undelivered": "bad", "cancelled": "idle"}
 SEE_OTHER: Final = 303  # after a form post: the browser GETs the next page
 # Pages hold personal data: not cached, not framed, no scripts, nothing loaded from elsewhere.
 PAGE_HEADERS = {
@@ -486,7 +488,7 @@ def traffic_page(
         more=len(rows) > TRAFFIC_LIMIT,
         limit=TRAFFIC_LIMIT,
         entitled={c.id: viewer.sees_traffic_of(c.id) for c in customers},
-        status_class={"delivered": "ok", "failed": "bad", "undelivered": "bad"},
+        status_class=STATUS_CLASS,
         utc=UTC,
     )
 
