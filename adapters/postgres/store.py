@@ -21,13 +21,16 @@ from eventsourcing.persistence import (
     ApplicationRecorder,
     EventStore,
     IntegrityError,
+    InterfaceError,
     Mapper,
+    OperationalError,
     Recording,
     StoredEvent,
     Transcoder,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
-from eventsourcing.utils import Environment, strtobool
+from eventsourcing.utils import Environment, retry, strtobool
+from psycopg import Error as DatabaseError
 from psycopg import sql
 
 from picasse.adapters.crypto import SealingMapper
@@ -100,6 +103,36 @@ class ChainedRecorder(PostgresApplicationRecorder):
     def _create_table(self, curs: Any) -> None:
         serialize_schema_changes(curs)
         super()._create_table(curs)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """The library's insert, except that a statement failing before the sync rolls the
+        transaction back. The library's version catches that error inside the transaction
+        block, so the block commits: the commit meets the aborted pipeline and its
+        "pipeline aborted" (an OperationalError, retried ten times) replaces the real
+        error, so a lost race for a key or a version came out as an outage."""
+        failure: DatabaseError | None = None
+        notification_ids: Sequence[int] | None = None
+        with self.datastore.get_connection() as conn:
+            with conn.pipeline() as pipeline:
+                try:
+                    with conn.transaction():
+                        with conn.cursor() as curs:
+                            self._insert_events(curs, stored_events, **kwargs)
+                        if stored_events:
+                            with conn.cursor() as curs:
+                                self._insert_stored_events(curs, stored_events, **kwargs)
+                                pipeline.sync()  # a violation is raised here at the latest
+                                notification_ids = self._fetch_ids_after_insert_events(
+                                    curs, stored_events, **kwargs
+                                )
+                except DatabaseError as error:
+                    failure = error  # raised once the pipeline is left, as the library does
+            if failure is not None:
+                raise failure  # the datastore's connection maps it to the library's errors
+        return notification_ids
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **_: Any) -> None:
         # The events table's lock first, then the key rows: every saving transaction takes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import time
@@ -239,6 +240,34 @@ def test_two_stores_creating_the_same_subject_key_at_once_both_record_readably(
     for store in (first, second):
         assert store.repository.get(from_first.id).text == "written by the first store"
         assert store.repository.get(from_second.id).text == "written by the second store"
+
+
+def test_a_lost_key_race_noticed_before_the_sync_is_still_a_race_not_an_outage(
+    open_store: Callable[[], Accounts], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's answer to the clashing key insert can reach the client while later
+    statements of the pipeline are being sent (on a busy machine it often does). Here it
+    is made to arrive first: the save must still seal again, not fail as "pipeline
+    aborted"."""
+    first, second = open_store(), open_store()
+    tenant = uuid4()
+    first.factory.keys.sealing_key(tenant, f"contact/{tenant}")
+    second.save(Note(tenant_id=tenant, text="written by the second store"))
+    keys = first.factory.keys
+    write_pending = keys.write_pending
+
+    def write_and_hear_the_answer(curs: psycopg.Cursor[object]) -> None:
+        write_pending(curs)
+        pgconn = curs.connection.pgconn
+        pgconn.send_flush_request()
+        while pgconn.flush():
+            pass
+        select.select([pgconn.socket], [], [], 60)  # the insert's answer (a unique violation) is in
+
+    monkeypatch.setattr(keys, "write_pending", write_and_hear_the_answer)
+    from_first = Note(tenant_id=tenant, text="written by the first store")
+    first.save(from_first)
+    assert second.repository.get(from_first.id).text == "written by the first store"
 
 
 def test_the_master_key_file_is_private(settings: Settings) -> None:
