@@ -39,9 +39,11 @@ class Trigger(StrEnum):
 
 
 class Retention(msgspec.Struct, frozen=True, kw_only=True):
-    """How long a kind is kept: `months` (None: the subscription's life), changed by `setting`."""
+    """How long a kind is kept: `months` (of its month keys) or `days` (after the event each
+    subject's key is for, e.g. a visit); neither: the subscription's life. `setting` changes it."""
 
     months: int | None = None
+    days: int | None = None
     setting: str | None = None  # the environment variable that changes `months`
     reason: str
 
@@ -80,6 +82,17 @@ TRAFFIC = Retention(
     reason=(
         "R5: traffic data (who sent when to which numbers and addresses) and message"
         " content are kept six months for delivery, billing and complaints, then erased"
+    ),
+)
+VISITOR_RETENTION_SETTING = "PICASSE_VISITOR_RETENTION_DAYS"
+DEFAULT_VISITOR_DAYS = 28
+VISITS = Retention(
+    days=DEFAULT_VISITOR_DAYS,
+    setting=VISITOR_RETENTION_SETTING,
+    reason=(
+        "R13: a visitor's details are kept for the visit (host notice, check-in, the"
+        " evacuation list) and a short while after, then erased; a site may keep them"
+        " shorter or longer"
     ),
 )
 _CUSTOMER_RECORDS = ("customer", "contact_history")
@@ -188,11 +201,24 @@ PERSONAL_DATA_KINDS: dict[str, PersonalDataKind] = {
             ),
         ),
         PersonalDataKind(
+            kind="visitor",
+            description=(
+                "a visitor registered through a customer's site: name, e-mail address, phone"
+                " and company, one key per visitor"
+            ),
+            purpose="receiving the visitor: host notice, confirmation, check-in, evacuation list (R13)",
+            subject="visitor/<visitor id>",
+            retention=VISITS,
+            erased_on=frozenset({Trigger.TERMINATION, Trigger.REQUEST, Trigger.RETENTION}),
+            export=("visitors",),
+        ),
+        PersonalDataKind(
             kind="user",
             description=(
                 "a customer user's or staff member's login and password hash, a customer"
-                " user's e-mail address (where their set-password links go), and the names"
-                " and hashes of their API keys"
+                " user's e-mail address (where their set-password links go), the names"
+                " and hashes of their API keys, and the name a site's visitor form shows"
+                " for them as a host"
             ),
             purpose="access to the service (R1, R2, R11)",
             subject="user/<user id>",

@@ -34,6 +34,8 @@ def retention_periods(months_by_setting: Mapping[str, int] | None = None) -> lis
     periods: dict[tuple[str | None, int, str], list[str]] = {}
     for kind in kinds_erased_on(Trigger.RETENTION):
         r = kind.retention
+        if r.days is not None:  # kept per subject after its own event (visitors' own job)
+            continue
         if r.months is None:
             raise ValueError(f"kind {kind.kind!r} is erased by retention but has no period")
         periods.setdefault((r.setting, r.months, r.reason), []).append(kind.kind)
