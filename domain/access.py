@@ -24,6 +24,7 @@ What each role may do, as the methods below decide ("own": its own customer only
 | may_send_messages_for     | no             | no      | no      | own            | own           |
 | sees_api_keys_of          | own            | own     | own     | own customer's | own           |
 | may_revoke_key_of         | any key        | own     | own     | own customer's | own           |
+| sees_sites_of             | no             | no      | no      | own            | own           |
 | sees_visitors_of (R13)    | no             | no      | no      | own            | own           |
 
 Stored templates are content: read by those who `may_read_content_of` it, managed by those
@@ -134,6 +135,11 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
 
     def may_send_messages_for(self, customer_id: UUID | None) -> bool:
         """Sending is the customer's own business: its users, never Picasse staff."""
+        return self._own(customer_id)
+
+    def sees_sites_of(self, customer_id: UUID | None) -> bool:
+        """A customer's sites and geofences: its own users (its admins manage them,
+        `may_administer`); staff serve the platform, not the customer's premises."""
         return self._own(customer_id)
 
     def sees_visitors_of(self, customer_id: UUID | None) -> bool:

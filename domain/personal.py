@@ -104,12 +104,15 @@ PERSONAL_DATA_KINDS: dict[str, PersonalDataKind] = {
     for k in (
         PersonalDataKind(
             kind="organisation",
-            description="customer's organisation name and billing address",
-            purpose="contract and invoicing (R1, R3)",
+            description=(
+                "customer's organisation name and billing address, and the names and"
+                " addresses of its sites"
+            ),
+            purpose="contract and invoicing (R1, R3); the customer's premises (R8, R13)",
             subject="organisation/<customer id>",
             retention=SUBSCRIPTION,
             erased_on=frozenset({Trigger.TERMINATION, Trigger.REQUEST}),
-            export=_CUSTOMER_RECORDS,
+            export=(*_CUSTOMER_RECORDS, "sites"),
             held_in=(
                 HeldIn(
                     table="customers",

@@ -28,6 +28,7 @@ class Sources(msgspec.Struct, frozen=True, kw_only=True):
     traffic: TrafficView
     customer_events: Callable[[UUID], Iterable[Any]]  # the Customer aggregate's events
     groups: Callable[[UUID], Iterable[Any]]  # the customer's recipient groups, from the log
+    sites: Callable[[UUID], Iterable[Any]]  # the customer's sites (SiteDetails), from the log
     now: Callable[[], datetime]
 
 
@@ -207,6 +208,26 @@ class GroupRecords:
                 "members": [_text(member.address) for member in group.members],
             }
             for group in self.sources.groups(customer_id)
+        ]
+
+
+@export_source
+class SiteRecords:
+    name = "sites"
+    description = "the customer's sites (premises): name and address"
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def export(self, customer_id: UUID) -> list[Record]:
+        return [
+            {
+                "site_id": str(site.id),
+                "name": site.name,
+                "address": site.address,
+                "added_at": site.added_at.isoformat(),
+            }
+            for site in self.sources.sites(customer_id)
         ]
 
 

@@ -25,6 +25,7 @@ from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.api_keys import ApiKeys
 from picasse.domain.clock import Clock
 from picasse.domain.messaging import Messages
+from picasse.domain.sites import Sites
 from picasse.domain.webhooks import Webhooks
 from picasse.runners import relay, servers
 from picasse.runners.processes import connect_nats
@@ -154,6 +155,7 @@ def http_deps(
             login_tracking=settings.login_tracking,
             clock=messages.clock,
             trusted_proxies=settings.trusted_proxies,
+            sites=Sites(clock=messages.clock, sharing=messages),
         )
 
 

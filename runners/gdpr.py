@@ -43,6 +43,7 @@ from picasse.domain.clock import Clock
 from picasse.domain.errors import Conflict, InvalidInput
 from picasse.domain.personal import PERSONAL_DATA_KINDS, Trigger
 from picasse.domain.privacy import Privacy
+from picasse.domain.sites import Sites
 from picasse.domain.termination import Step, TerminationProgress, ViewCheck
 from picasse.domain.users import PLATFORM_TENANT
 from picasse.projections.personal_data import Holdings, Sources, TrafficRecords, all_sources
@@ -90,6 +91,7 @@ class Platform:
             traffic=self.views.view("traffic"),
             customer_events=lambda customer_id: self.accounts.events.get(customer_id),
             groups=self.groups,
+            sites=Sites(clock=self.clock, sharing=self.accounts).sites,
             now=self.clock.now,
         )
 

@@ -18,7 +18,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from picasse.adapters.clock import SystemClock
-from picasse.adapters.http import groups_api, messages_api, templates_api
+from picasse.adapters.http import groups_api, messages_api, sites_api, templates_api
 from picasse.adapters.http.acklinks import AckLinks
 from picasse.adapters.http.api import STRICT_BODIES, api_router
 from picasse.adapters.http.auth import (
@@ -53,6 +53,7 @@ from picasse.domain.api_keys import ApiKeys
 from picasse.domain.application import Pseudonyms
 from picasse.domain.clock import Clock
 from picasse.domain.messaging import Messages
+from picasse.domain.sites import Sites
 from picasse.domain.webhooks import Webhooks
 from picasse.projections.accounts import AccountsView
 from picasse.projections.ledger import LedgerView
@@ -88,6 +89,7 @@ class HttpDeps:
     clock: Clock = field(default_factory=SystemClock)  # the process's one clock (wiring's)
     # Proxies whose forwarded headers are believed (PICASSE_TRUSTED_PROXIES); none by default.
     trusted_proxies: tuple[str, ...] = ()  # addresses and networks, as Settings has them
+    sites: Sites | None = None  # None: on the messages application's store and clock
 
 
 class BodyRequest(Request[Any, Any, Any]):
@@ -139,7 +141,12 @@ def create_app(deps: HttpDeps) -> Litestar:
             acknowledge_by_link,
             receive_twilio_status,
             acknowledge_by_keypad,
-            api_router(*messages_api.ROUTES, *templates_api.ROUTES, *groups_api.ROUTES),
+            api_router(
+                *messages_api.ROUTES,
+                *templates_api.ROUTES,
+                *groups_api.ROUTES,
+                *sites_api.ROUTES,
+            ),
             webhook_endpoints_router(),
             docs_router(),
             *_pages(deps),
@@ -157,6 +164,7 @@ def create_app(deps: HttpDeps) -> Litestar:
             "twilio_callbacks": provide(deps.twilio_callbacks),
             "webhooks": provide(deps.webhooks),
             "webhook_log": provide(deps.webhook_log),
+            "sites": provide(deps.sites or Sites(clock=deps.clock, sharing=deps.messages)),
         },
         # From where (every request), who calls (every request), then what an API key may
         # call and which customer they may reach (every route).
@@ -223,6 +231,7 @@ def _complete_the_document(app: Litestar) -> None:
             *STRICT_BODIES,
             *templates_api.STRICT_BODIES,
             *groups_api.STRICT_BODIES,
+            *sites_api.STRICT_BODIES,
             *STRICT_WEBHOOK_BODIES,
         )
     }

@@ -16,6 +16,7 @@ from litestar.routes import HTTPRoute
 from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.domain.access import Viewer
 from picasse.domain.api_keys import Scope
+from picasse.domain.sites import Sites
 from picasse.domain.values import Role
 from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings
@@ -74,6 +75,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/v1/groups/{group_id:uuid}"): {"members": ["planted@evil.example"]},
     ("POST", "/app/templates"): {"name": "Planted", "channel": "sms", "text": "Hi"},
     ("POST", "/v1/webhooks"): {"url": "http://127.0.0.1:9/planted", "events": ["delivery.failed"]},
+    ("POST", "/v1/sites"): {"name": "Planted", "address": "Evil Street 1"},
+    ("PUT", "/v1/sites/{site_id:uuid}"): {"name": "Planted", "address": "Evil Street 1"},
 }
 
 
@@ -86,6 +89,9 @@ class World:
         self.b_template_id = deps.messages.save_template(b.customer_id, "sms", "B's", "Hi {n}")
         self.b_group_id = deps.messages.create_group(b.customer_id, "B's", ["+31612345677"])
         b_admin = Viewer(role=Role.CUSTOMER_ADMIN, customer_id=b.customer_id, user_id=b.admin_id)
+        self.b_site_id = Sites(clock=deps.clock, sharing=deps.messages).add(
+            b.customer_id, "B's depot", "Bellowsweg 1"
+        )
         self.b_webhook_id = deps.webhooks.register(
             b.customer_id, "https://93.184.216.34/b-hook", ["delivery.failed"], by=b_admin
         ).endpoint.id
@@ -285,6 +291,7 @@ def test_a_user_of_customer_a_gets_404_or_403_for_every_resource_of_customer_b(
         "template_id": str(world.b_template_id),
         "group_id": str(world.b_group_id),
         "webhook_id": str(world.b_webhook_id),
+        "site_id": str(world.b_site_id),
     }
     problems, tried = [], 0
     for login in (world.a.admin_login, world.a.user_login):

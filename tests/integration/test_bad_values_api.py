@@ -22,6 +22,7 @@ from litestar.routes import HTTPRoute
 from psycopg import sql
 
 from picasse.adapters.http.app import HttpDeps, create_app
+from picasse.domain.sites import Sites
 from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings
 from tests.integration.api_server import (
@@ -113,6 +114,8 @@ EXAMPLES: dict[tuple[str, str], tuple[Who, list[dict[str, Any]]]] = {
     ),
     ("POST", "/v1/groups"): ("admin", [{"name": "day shift", "members": ["+31612345670"]}]),
     ("PUT", "/v1/groups/{group_id:uuid}"): ("admin", [{"members": ["day@rcpt.example"]}]),
+    ("POST", "/v1/sites"): ("admin", [{"name": "Depot", "address": "Havenweg 3, Urk"}]),
+    ("PUT", "/v1/sites/{site_id:uuid}"): ("admin", [{"name": "Depot", "address": "Kade 1"}]),
     # A public address, written as one: nothing resolves a name, and no sender runs here.
     ("POST", "/v1/webhooks"): (
         "admin",
@@ -180,6 +183,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
             ),
             "{group_id:uuid}": str(deps.messages.group_id_of(tenant.customer_id, GROUP)),
             "{user_id:uuid}": str(tenant.user_id),
+            "{site_id:uuid}": str(
+                Sites(clock=deps.clock, sharing=deps.messages).add(
+                    tenant.customer_id, "Depot", "Havenweg 3, Urk"
+                )
+            ),
         }
         with serving(app) as base_url:
             yield World(app, deps, base_url, tenant, settings, headers, tokens, ids)

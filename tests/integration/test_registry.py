@@ -20,6 +20,7 @@ from picasse.domain.accounts import Accounts
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.personal import ERASED, PERSONAL_DATA_KINDS, PersonalDataKind, Trigger
 from picasse.domain.retention import traffic_retention
+from picasse.domain.sites import Sites
 from picasse.domain.values import Role
 from picasse.domain.webhooks import Webhooks
 from picasse.projections.personal_data import Holdings
@@ -90,6 +91,8 @@ def planted(accounts: Accounts, messages: Messages) -> Planted:
         SendRequest(channel="email", to=[values["traffic"]], body=values["content"], subject="S"),
         client_ip="192.0.2.7",
     )
+    # A site's name and address are the organisation's, sealed under its key.
+    Sites(clock=messages.clock, sharing=messages).add(customer, f"Site{tag}", f"Road{tag} 2")
     admin = Viewer(role=Role.CUSTOMER_ADMIN, customer_id=customer, user_id=user)
     endpoint = (
         Webhooks(clock=messages.clock, sharing=messages)
