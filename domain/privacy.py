@@ -127,8 +127,9 @@ class Privacy(PicasseApplication):
         env: dict[str, str] | None = None,
         *,
         shredder: Callable[[PicasseApplication], KeyShredder],
+        sharing: PicasseApplication | None = None,
     ) -> None:
-        super().__init__(env)
+        super().__init__(env, sharing=sharing)
         self.shredder = shredder(self)
 
     def _saved(self, *aggregates: Aggregate) -> int:

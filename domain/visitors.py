@@ -445,9 +445,7 @@ class Visitors(PicasseApplication):
         try:
             registration = self._get(registration_id(site.id), Registration, "registration")
         except NotFound:
-            registration = Registration(
-                registration_id(site.id), customer_id, site.id, *values
-            )
+            registration = Registration(registration_id(site.id), customer_id, site.id, *values)
             old_slug = None
         else:
             old_slug = registration.slug
@@ -475,7 +473,9 @@ class Visitors(PicasseApplication):
         try:
             user = self._get(user_id, User, "user")
         except NotFound:
-            raise InvalidInput(f"hosts: no user {user_id} of this customer", field="hosts") from None
+            raise InvalidInput(
+                f"hosts: no user {user_id} of this customer", field="hosts"
+            ) from None
         if user.tenant_id != customer_id:
             raise InvalidInput(f"hosts: no user {user_id} of this customer", field="hosts")
         return user
@@ -496,7 +496,9 @@ class Visitors(PicasseApplication):
 
     def registration(self, customer_id: UUID, site_id: UUID) -> RegistrationDetails:
         site = self.sites.own_site(customer_id, site_id)
-        return self._details(site, self._get(registration_id(site.id), Registration, "registration"))
+        return self._details(
+            site, self._get(registration_id(site.id), Registration, "registration")
+        )
 
     def registration_by_slug(self, slug: str) -> RegistrationDetails:
         """The live registration at that slug; NotFound for any other (and for a site or
@@ -742,9 +744,7 @@ class Visitors(PicasseApplication):
         ]
 
     def _visitor_aggregates(self, customer_id: UUID) -> list[Visitor]:
-        return [
-            self._get(ident, Visitor, "visit") for ident in self._catalogue(customer_id).ids
-        ]
+        return [self._get(ident, Visitor, "visit") for ident in self._catalogue(customer_id).ids]
 
     def visitor(self, customer_id: UUID, visitor_id: UUID) -> VisitorDetails:
         visitor = self._get(visitor_id, Visitor, "visit")
@@ -777,4 +777,3 @@ def _visitor_details(v: Visitor) -> VisitorDetails:
         cancelled=v.cancelled_at is not None,
         erased=v.erased or isinstance(v.name, Erased),
     )
-

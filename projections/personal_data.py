@@ -29,6 +29,7 @@ class Sources(msgspec.Struct, frozen=True, kw_only=True):
     customer_events: Callable[[UUID], Iterable[Any]]  # the Customer aggregate's events
     groups: Callable[[UUID], Iterable[Any]]  # the customer's recipient groups, from the log
     sites: Callable[[UUID], Iterable[Any]]  # the customer's sites (SiteDetails), from the log
+    visitors: Callable[[UUID], Iterable[Any]]  # its visitors (VisitorDetails), from the log
     now: Callable[[], datetime]
 
 
@@ -228,6 +229,37 @@ class SiteRecords:
                 "added_at": site.added_at.isoformat(),
             }
             for site in self.sources.sites(customer_id)
+        ]
+
+
+@export_source
+class VisitorRecords:
+    name = "visitors"
+    description = (
+        "visitors registered through the customer's sites: name, e-mail, phone, company,"
+        " host, expected arrival, check-in and check-out (None once erased)"
+    )
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def export(self, customer_id: UUID) -> list[Record]:
+        return [
+            {
+                "visitor_id": str(v.id),
+                "site_id": str(v.site_id),
+                "host_id": str(v.host_id),
+                "name": v.name,
+                "email": v.email,
+                "phone": v.phone,
+                "company": v.company,
+                "expected_at": v.expected_at.isoformat(),
+                "checked_in_at": v.checked_in_at.isoformat() if v.checked_in_at else None,
+                "checked_out_at": v.checked_out_at.isoformat() if v.checked_out_at else None,
+                "cancelled": v.cancelled,
+                "erased": v.erased,
+            }
+            for v in self.sources.visitors(customer_id)
         ]
 
 

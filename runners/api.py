@@ -26,6 +26,7 @@ from picasse.domain.api_keys import ApiKeys
 from picasse.domain.clock import Clock
 from picasse.domain.messaging import Messages
 from picasse.domain.sites import Sites
+from picasse.domain.visitors import Visitors
 from picasse.domain.webhooks import Webhooks
 from picasse.runners import relay, servers
 from picasse.runners.processes import connect_nats
@@ -156,6 +157,11 @@ def http_deps(
             clock=messages.clock,
             trusted_proxies=settings.trusted_proxies,
             sites=Sites(clock=messages.clock, sharing=messages),
+            visitors=Visitors(
+                clock=messages.clock,
+                sharing=messages,
+                default_keep_days=settings.visitor_retention_days,
+            ),
         )
 
 

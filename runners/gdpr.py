@@ -44,6 +44,7 @@ from picasse.domain.errors import Conflict, InvalidInput
 from picasse.domain.personal import PERSONAL_DATA_KINDS, Trigger
 from picasse.domain.privacy import Privacy
 from picasse.domain.sites import Sites
+from picasse.domain.visitors import Visitors
 from picasse.domain.termination import Step, TerminationProgress, ViewCheck
 from picasse.domain.users import PLATFORM_TENANT
 from picasse.projections.personal_data import Holdings, Sources, TrafficRecords, all_sources
@@ -92,6 +93,7 @@ class Platform:
             customer_events=lambda customer_id: self.accounts.events.get(customer_id),
             groups=self.groups,
             sites=Sites(clock=self.clock, sharing=self.accounts).sites,
+            visitors=Visitors(clock=self.clock, sharing=self.accounts).visitors,
             now=self.clock.now,
         )
 

@@ -1,6 +1,8 @@
-"""`picasse retention run`: destroys traffic and content keys of months past the retention period (R5).
+"""`picasse retention run`: destroys traffic and content keys of months past the retention period (R5),
+and the keys of visitors whose retention after their visit is over (R13).
 
-The same work runs every hour as a periodic job of `picasse scheduler` (`RetentionJob`).
+The same work runs every hour as periodic jobs of `picasse scheduler` (`RetentionJob`,
+`VisitorRetentionJob`).
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from uuid import UUID
 from picasse.adapters.postgres.keystore import PostgresKeyStore
 from picasse.domain.errors import InvalidInput
 from picasse.domain.messages import traffic_month
-from picasse.domain.personal import Trigger
+from picasse.domain.personal import VISITS, Trigger, subject_name
 from picasse.domain.privacy import Privacy
 from picasse.domain.retention import RetentionPeriod, expired, months_before, traffic_retention
+from picasse.domain.visitors import Visitors
 from picasse.runners import servers
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import clock_from, ensure_master_key, open_privacy, reach_database
@@ -66,6 +69,49 @@ class RetentionJob:
         return f"erased {len(erased)} month key(s); retention {self.period.months} months"
 
 
+def visitors_due(visitors: Visitors, now: datetime) -> list[tuple[UUID, UUID]]:
+    """(customer, visitor) of every visitor whose key is live and whose retention is over."""
+    keys: PostgresKeyStore = visitors.factory.keys  # type: ignore[attr-defined]
+    tenants = sorted({tenant for tenant, _ in keys.subjects_with_prefix(["visitor/"])})
+    return [(tenant, v) for tenant in tenants for v in visitors.past_retention(tenant, now)]
+
+
+def run_visitor_retention(
+    privacy: Privacy, visitors: Visitors, *, now: datetime, dry_run: bool
+) -> list[tuple[UUID, UUID]]:
+    """Destroys the key of each visitor past the retention its site set (default 28 days
+    after the visit); the visit and its counts stay."""
+    erased = visitors_due(visitors, now)
+    if not dry_run and erased:
+        keys: PostgresKeyStore = privacy.factory.keys  # type: ignore[attr-defined]
+        with keys.batched_replacement():
+            for tenant, visitor_id in erased:
+                privacy.erase_subject(
+                    tenant,
+                    subject_name("visitor", visitor_id),
+                    f"retention: {VISITS.reason}",
+                    trigger=Trigger.RETENTION,
+                )
+        for _, visitor_id in erased:
+            visitors.record_erased(visitor_id, "retention")
+    return erased
+
+
+class VisitorRetentionJob:
+    """Visitors' retention as a periodic job of the scheduler: hourly, on its clock."""
+
+    name = "visitor-retention"  # also the role: one process applies it at a time
+    every = timedelta(hours=1)
+
+    def __init__(self, privacy: Privacy, visitors: Visitors) -> None:
+        self.privacy = privacy
+        self.visitors = visitors
+
+    def run(self, now: datetime) -> str:
+        erased = run_visitor_retention(self.privacy, self.visitors, now=now, dry_run=False)
+        return f"erased {len(erased)} visitor key(s)"
+
+
 def main(settings: Settings, *, dry_run: bool = False, as_of: datetime | None = None) -> int:
     """Apply retention once, as of `as_of` or the clock's now."""
     clock = clock_from(settings)
@@ -84,6 +130,12 @@ def main(settings: Settings, *, dry_run: bool = False, as_of: datetime | None = 
     try:
         now = as_of or clock.now()
         _report(run_retention(privacy, period, now=now, dry_run=dry_run), period, dry_run)
+        visitors = Visitors(clock=clock, sharing=privacy)
+        gone = run_visitor_retention(privacy, visitors, now=now, dry_run=dry_run)
+        for tenant, visitor_id in gone:
+            print(
+                f"{'would erase' if dry_run else 'erased'} visitor/{visitor_id} of customer {tenant}"
+            )
         return 0
     finally:
         privacy.close()

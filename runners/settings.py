@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from picasse.domain.personal import DEFAULT_VISITOR_DAYS, VISITOR_RETENTION_SETTING
+
 
 class SettingsError(Exception):
     """A setting has a value the platform cannot use."""
@@ -27,6 +29,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     master_key_file: Path | None = None  # None: data_dir / "master.key"
     signing_key_file: Path | None = None  # None: data_dir / "signing.key"
     traffic_retention_months: int = 6
+    visitor_retention_days: int = DEFAULT_VISITOR_DAYS  # a site may set its own
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     login_tracking: bool = False  # R6: possible, but off unless an operator switches it on
@@ -103,6 +106,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             master_key_file=Path(master).expanduser().absolute() if master else None,
             signing_key_file=_path(env.get("PICASSE_SIGNING_KEY_FILE")),
             traffic_retention_months=_number(env, "PICASSE_TRAFFIC_RETENTION_MONTHS", 6, int),
+            visitor_retention_days=_number(
+                env, VISITOR_RETENTION_SETTING, DEFAULT_VISITOR_DAYS, int, minimum=1
+            ),
             http_host=http_host,
             http_port=http_port,
             login_tracking=(env.get("PICASSE_LOGIN_TRACKING") or "").strip().lower() == "on",

@@ -70,3 +70,6 @@ def add_commands(commands: Any, uuid: Any) -> None:
     remove.add_argument("--customer", type=uuid, required=True, metavar="ID")
     remove.add_argument("site", type=uuid, metavar="SITE", help="the site's id")
     remove.set_defaults(run=cmd_sites_remove)
+    from picasse.runners.visitors_cli import add_registration_command
+
+    add_registration_command(sites, uuid)

@@ -18,7 +18,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from picasse.adapters.clock import SystemClock
-from picasse.adapters.http import groups_api, messages_api, sites_api, templates_api
+from picasse.adapters.http import groups_api, messages_api, sites_api, templates_api, visits_api
 from picasse.adapters.http.acklinks import AckLinks
 from picasse.adapters.http.api import STRICT_BODIES, api_router
 from picasse.adapters.http.auth import (
@@ -36,6 +36,7 @@ from picasse.adapters.http.docs import docs_router
 from picasse.adapters.http.health import HealthProbe, Liveness
 from picasse.adapters.http.problems import problem_response
 from picasse.adapters.http.transport import json_bodies_only, response_headers
+from picasse.adapters.http.visits import VisitService
 from picasse.adapters.http.webhook_endpoints import STRICT_BODIES as STRICT_WEBHOOK_BODIES
 from picasse.adapters.http.webhook_endpoints import webhook_endpoints_router
 from picasse.adapters.http.webhooks import (
@@ -46,6 +47,7 @@ from picasse.adapters.http.webhooks import (
     receive_twilio_status,
 )
 from picasse.adapters.postgres.sessions import PostgresAuthStore
+from picasse.adapters.postgres.store import shredder_of
 from picasse.adapters.postgres.webhook_log import WebhookLog
 from picasse.adapters.providers.twilio import TwilioCallbacks
 from picasse.domain.accounts import Accounts
@@ -53,7 +55,9 @@ from picasse.domain.api_keys import ApiKeys
 from picasse.domain.application import Pseudonyms
 from picasse.domain.clock import Clock
 from picasse.domain.messaging import Messages
+from picasse.domain.privacy import Privacy
 from picasse.domain.sites import Sites
+from picasse.domain.visitors import Visitors
 from picasse.domain.webhooks import Webhooks
 from picasse.projections.accounts import AccountsView
 from picasse.projections.ledger import LedgerView
@@ -90,6 +94,7 @@ class HttpDeps:
     # Proxies whose forwarded headers are believed (PICASSE_TRUSTED_PROXIES); none by default.
     trusted_proxies: tuple[str, ...] = ()  # addresses and networks, as Settings has them
     sites: Sites | None = None  # None: on the messages application's store and clock
+    visitors: Visitors | None = None  # None: likewise, with the registry's default retention
 
 
 class BodyRequest(Request[Any, Any, Any]):
@@ -146,6 +151,7 @@ def create_app(deps: HttpDeps) -> Litestar:
                 *templates_api.ROUTES,
                 *groups_api.ROUTES,
                 *sites_api.ROUTES,
+                *visits_api.ROUTES,
             ),
             webhook_endpoints_router(),
             docs_router(),
@@ -165,6 +171,7 @@ def create_app(deps: HttpDeps) -> Litestar:
             "webhooks": provide(deps.webhooks),
             "webhook_log": provide(deps.webhook_log),
             "sites": provide(deps.sites or Sites(clock=deps.clock, sharing=deps.messages)),
+            "visits": provide(_visit_service(deps)),
         },
         # From where (every request), who calls (every request), then what an API key may
         # call and which customer they may reach (every route).
@@ -232,6 +239,7 @@ def _complete_the_document(app: Litestar) -> None:
             *templates_api.STRICT_BODIES,
             *groups_api.STRICT_BODIES,
             *sites_api.STRICT_BODIES,
+            *visits_api.STRICT_BODIES,
             *STRICT_WEBHOOK_BODIES,
         )
     }
@@ -240,6 +248,16 @@ def _complete_the_document(app: Litestar) -> None:
         for name, schema in (component.schemas or {}).items():
             if name.rsplit("_", 1)[-1] in strict or name in strict:
                 schema.additional_properties = False
+
+
+def _visit_service(deps: HttpDeps) -> VisitService:
+    return VisitService(
+        visitors=deps.visitors or Visitors(clock=deps.clock, sharing=deps.messages),
+        privacy=Privacy(shredder=shredder_of, sharing=deps.messages),
+        messages=deps.messages,
+        public_url=deps.ack_links.public_url,
+        deps=deps,
+    )
 
 
 def _closing_health(deps: HttpDeps) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:

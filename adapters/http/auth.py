@@ -503,6 +503,8 @@ class AuthenticationMiddleware:
             authorization is None
             and scope["method"] not in _SAFE_METHODS
             and not self._same_origin(connection)
+            # a public route that checks the origin itself against its own list (CORS)
+            and not (handler is not None and handler.opt.get("cross_site"))
         ):
             # SameSite=Lax keeps the cookie off cross-site POSTs; sibling subdomains are
             # "same site" though, and logging in needs no cookie: so whatever a browser

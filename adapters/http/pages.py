@@ -603,6 +603,7 @@ def pages_router(deps: HttpDeps) -> Router:
     """The login and account pages, the dashboard under /admin, the customer's pages under
     /app, and the stylesheet under /static."""
     from picasse.adapters.http.customer_pages import customer_pages_router  # it uses ours
+    from picasse.adapters.http.visits import visit_pages  # it uses ours
 
     dashboard = Dashboard(deps)
     admin = Router(
@@ -625,6 +626,7 @@ def pages_router(deps: HttpDeps) -> Router:
             change_own_password,
             admin,
             customer_pages_router(),
+            *visit_pages(),
             static,
         ],
         dependencies={

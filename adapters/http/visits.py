@@ -438,4 +438,3 @@ def visit_pages() -> list[Any]:
         guards=[desk_users],
     )
     return [visit_form, visit_register, visit_pass, visit_cancel_page, visit_cancel, desk]
-
