@@ -44,9 +44,9 @@ from picasse.domain.errors import Conflict, InvalidInput
 from picasse.domain.personal import PERSONAL_DATA_KINDS, Trigger
 from picasse.domain.privacy import Privacy
 from picasse.domain.sites import Sites
-from picasse.domain.visitors import Visitors
 from picasse.domain.termination import Step, TerminationProgress, ViewCheck
 from picasse.domain.users import PLATFORM_TENANT
+from picasse.domain.visitors import Visitors
 from picasse.projections.personal_data import Holdings, Sources, TrafficRecords, all_sources
 from picasse.runners import servers
 from picasse.runners.project import LiveViews, live_views

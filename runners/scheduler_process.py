@@ -14,10 +14,10 @@ from psycopg.conninfo import conninfo_to_dict
 
 from picasse.adapters.postgres.roles import RoleClaims
 from picasse.domain.retention import traffic_retention
+from picasse.domain.visitors import Visitors
 from picasse.runners import servers
 from picasse.runners.processes import run_until_signalled
 from picasse.runners.reconcile import reconcile_job
-from picasse.domain.visitors import Visitors
 from picasse.runners.retention import RetentionJob, VisitorRetentionJob
 from picasse.runners.scheduler import POLL_SECONDS, PeriodicJob, Scheduler
 from picasse.runners.settings import Settings
