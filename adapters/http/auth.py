@@ -155,6 +155,16 @@ class LoginThrottling(msgspec.Struct, frozen=True, kw_only=True):
         lock=timedelta(hours=1),
         first_delay=timedelta(seconds=5),
     )
+    # Visitor registrations (the public form and its JSON twin) from one address: an
+    # office registering its party is fine, a program filling the form in a loop is
+    # slowed, then stopped for an hour.
+    per_address_registration: ThrottlePolicy = ThrottlePolicy(
+        slow_after=20,
+        lock_after=40,
+        window=timedelta(hours=1),
+        lock=timedelta(hours=1),
+        first_delay=timedelta(seconds=10),
+    )
 
 
 class LoginThrottled(DomainError):

@@ -13,7 +13,6 @@ a link changes nothing.
 from __future__ import annotations
 
 import math
-from datetime import timedelta
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
@@ -56,15 +55,6 @@ if TYPE_CHECKING:
 
 MAX_FORM_BYTES = 16 * 1024  # the form's fields, with room for a long company name
 HONEYPOT = "website"
-# Registrations from one address (block): an office registering its party is fine, a
-# program filling the form in a loop is slowed, then stopped for an hour.
-REGISTRATION_THROTTLE = ThrottlePolicy(
-    slow_after=20,
-    lock_after=40,
-    window=timedelta(hours=1),
-    lock=timedelta(hours=1),
-    first_delay=timedelta(seconds=10),
-)
 
 
 class RegistrationThrottled(LoginThrottled):
@@ -97,14 +87,13 @@ class VisitService:
         messages: Messages,
         public_url: str,
         deps: HttpDeps,
-        throttle: ThrottlePolicy = REGISTRATION_THROTTLE,
     ) -> None:
         self.visitors = visitors
         self.privacy = privacy
         self.messages = messages
         self.public_url = public_url
         self.deps = deps
-        self.throttle = throttle
+        self.throttle: ThrottlePolicy = deps.login_throttling.per_address_registration
 
     @property
     def clock(self) -> Clock:

@@ -21,7 +21,7 @@ from uuid import UUID
 import msgspec
 from litestar import HttpMethod, Request, Response, get, put, route
 from litestar.di import NamedDependency
-from litestar.params import PathParameter
+from litestar.params import JSONBody, PathParameter
 
 from picasse.adapters.http.api import S, _answers
 from picasse.adapters.http.auth import PUBLIC, Caller, allowed, scoped
@@ -107,7 +107,7 @@ def _own(caller: Caller) -> UUID:
     tags=["visitors"],
 )
 def show_registration(
-    caller: Caller, visits: NamedDependency[VisitService], site_id: SiteId
+    caller: NamedDependency[Caller], visits: NamedDependency[VisitService], site_id: SiteId
 ) -> RegistrationOut:
     return _out(visits.visitors.registration(_own(caller), site_id))
 
@@ -130,10 +130,10 @@ def show_registration(
     tags=["visitors"],
 )
 def set_registration(
-    caller: Caller,
+    caller: NamedDependency[Caller],
     visits: NamedDependency[VisitService],
     site_id: SiteId,
-    data: RegistrationSettings,
+    data: JSONBody[RegistrationSettings],
 ) -> RegistrationOut:
     customer_id = _own(caller)
     visits.visitors.set_registration(customer_id, site_id, data)
@@ -164,7 +164,7 @@ def register_visit(
     request: Request[Any, Any, Any],
     visits: NamedDependency[VisitService],
     slug: Slug,
-    data: VisitIn | None = None,
+    data: JSONBody[VisitIn | None] = None,
 ) -> Response[Any]:
     registration = visits.visitors.registration_by_slug(slug)
     origin = request.headers.get("origin")
