@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -69,10 +70,7 @@ class FormRefused(InvalidInput):
 
     def __init__(self, errors: dict[str, str]) -> None:
         first = next(iter(errors))
-        super().__init__(
-            "; ".join(f"{f}: {m}" for f, m in errors.items()),
-            field=first,
-        )
+        super().__init__("; ".join(errors.values()), field=first)
         self.errors = errors
 
 
@@ -537,9 +535,12 @@ class Visitors(PicasseApplication):
 
     # ------------------------------------------------------------ the public form
 
-    def register(self, slug: str, form: VisitForm) -> Registered:
+    def register(
+        self, slug: str, form: VisitForm, *, gate: Callable[[], None] | None = None
+    ) -> Registered:
         """Records a visitor from the site's form, or refuses with every bad field named
-        (FormRefused) and records nothing."""
+        (FormRefused) and records nothing. `gate` runs once the form is found acceptable,
+        before anything is recorded (the caller's rate limit: it may refuse too)."""
         registration = self.registration_by_slug(slug)
         errors: dict[str, str] = {}
 
@@ -547,7 +548,7 @@ class Visitors(PicasseApplication):
             try:
                 return parse() if callable(parse) else parse
             except InvalidInput as error:
-                errors[field] = error.message.removeprefix(f"{field}: ")
+                errors[field] = error.message
                 return None
 
         name = check("name", lambda: required_text(form.name, "name", max_length=MAX_NAME))
@@ -565,9 +566,11 @@ class Visitors(PicasseApplication):
         host = check("host", lambda: self._host(registration, form.host))
         expected = check("arrival", lambda: self._arrival(form.arrival))
         if not form.consent:
-            errors["consent"] = "tick the box to agree to the privacy notice"
+            errors["consent"] = "consent: tick the box to agree to the privacy notice"
         if errors:
             raise FormRefused(errors)
+        if gate is not None:
+            gate()
         assert isinstance(name, str) and isinstance(email, str) and isinstance(host, UUID)
         assert isinstance(expected, datetime)
         cancel_secret, pass_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -620,6 +623,13 @@ class Visitors(PicasseApplication):
             if str(host.user_id) == text.strip():
                 return host.user_id
         raise InvalidInput("host: choose one of the listed hosts", field="host")
+
+    @staticmethod
+    def parse_consent(text: str) -> bool:
+        """A form's checkbox: absent (no consent), or the value our form sends."""
+        if text in ("", "yes", "on"):
+            return bool(text)
+        raise InvalidInput("consent: tick the box, or leave it", field="consent")
 
     def _arrival(self, text: str) -> datetime:
         text = single_line(text, "arrival").strip()

@@ -103,10 +103,10 @@ class VisitService:
         """Throttle, trap, register, notify: FormRefused, TrapSprung or
         RegistrationThrottled record nothing."""
         registration = self.visitors.registration_by_slug(slug)
-        self._count(client_ip)
         if honeypot:
             raise TrapSprung(f"{HONEYPOT}: leave this field empty", field=HONEYPOT)
-        registered = self.visitors.register(slug, form)
+        # Counted once the form is acceptable: refusals record nothing and send nothing.
+        registered = self.visitors.register(slug, form, gate=lambda: self._count(client_ip))
         visitor = self.visitors.visitor(registered.customer_id, registered.visitor_id)
         notify(
             self.messages,
@@ -176,9 +176,10 @@ class FormFields(msgspec.Struct, frozen=True):
         return "FormFields(…)"
 
     def form(self) -> VisitForm:
+        """The form as the domain takes it; InvalidInput (consent) for a box we never send."""
         return VisitForm(
             name=self.name, email=self.email, phone=self.phone, company=self.company,
-            host=self.host, arrival=self.arrival, consent=bool(self.consent),
+            host=self.host, arrival=self.arrival, consent=Visitors.parse_consent(self.consent),
         )  # fmt: skip
 
 
@@ -220,8 +221,12 @@ def visit_register(
     data: Annotated[FormFields, Body(media_type=RequestEncodingType.URL_ENCODED)],
 ) -> Response[str]:
     registration = visits.visitors.registration_by_slug(slug)
-    form = data.form()
+    form = VisitForm(
+        name=data.name, email=data.email, phone=data.phone, company=data.company,
+        host=data.host, arrival=data.arrival,
+    )  # fmt: skip
     try:
+        form = data.form()
         visits.register(slug, form, data.website, client_address(request))
     except FormRefused as refused:
         return _form_page(registration, form, refused.errors, HTTPStatus.UNPROCESSABLE_ENTITY)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from picasse.domain.access import Viewer
 from picasse.domain.api_keys import Scope
 from picasse.domain.sites import Sites
 from picasse.domain.values import Role
+from picasse.domain.visitors import HostChoice, RegistrationSettings, VisitForm, Visitors
 from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings
 from tests.integration.api_server import (
@@ -51,6 +53,12 @@ EXEMPT = {
     ("POST", "/v1/password-links/{token:str}"): "the one-time link is the user's proof",
     ("GET", "/docs"): "the API reference: the OpenAPI document, which /schema serves anyway",
     ("GET", "/docs/assets/{name:str}"): "Swagger UI's script, stylesheet and licence",
+    ("GET", "/visit/{slug:str}"): "a site's public visitor form (R13)",
+    ("POST", "/visit/{slug:str}"): "a site's public visitor form: throttled, honeypot (R13)",
+    ("POST", "/v1/sites/{slug:str}/visits"): "the form's JSON twin: listed origins only (R13)",
+    ("GET", "/visit/pass/{code:str}"): "the pass secret is the visitor's proof; a QR code only",
+    ("GET", "/visit/cancel/{token:str}"): "the cancel secret is the visitor's proof; asks only",
+    ("POST", "/visit/cancel/{token:str}"): "the cancel secret is the visitor's proof",
 }
 # What a body for each route that takes one looks like; a new route with a body needs one here.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -77,6 +85,12 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/webhooks"): {"url": "http://127.0.0.1:9/planted", "events": ["delivery.failed"]},
     ("POST", "/v1/sites"): {"name": "Planted", "address": "Evil Street 1"},
     ("PUT", "/v1/sites/{site_id:uuid}"): {"name": "Planted", "address": "Evil Street 1"},
+    ("PUT", "/v1/sites/{site_id:uuid}/registration"): {
+        "slug": "planted",
+        "hosts": [{"user_id": "00000000-0000-0000-0000-000000000001", "name": "Planted"}],
+        "privacy_notice": "Planted",
+    },
+    ("POST", "/app/desk/check-in"): {"code": "00000000-0000-0000-0000-000000000001.planted"},
 }
 
 
@@ -92,6 +106,22 @@ class World:
         self.b_site_id = Sites(clock=deps.clock, sharing=deps.messages).add(
             b.customer_id, "B's depot", "Bellowsweg 1"
         )
+        visitors = Visitors(clock=deps.clock, sharing=deps.messages)
+        visitors.set_registration(
+            b.customer_id,
+            self.b_site_id,
+            RegistrationSettings(
+                slug="bellows-depot",
+                hosts=[HostChoice(user_id=b.user_id, name="Bo")],
+                privacy_notice="B's notice",
+            ),
+        )
+        tomorrow = (deps.clock.now() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+        self.b_visitor_id = visitors.register(
+            "bellows-depot",
+            VisitForm(name="B's visitor", email="v@bellows.example", host=str(b.user_id),
+                      arrival=tomorrow, consent=True),
+        ).visitor_id  # fmt: skip
         self.b_webhook_id = deps.webhooks.register(
             b.customer_id, "https://93.184.216.34/b-hook", ["delivery.failed"], by=b_admin
         ).endpoint.id
@@ -292,6 +322,7 @@ def test_a_user_of_customer_a_gets_404_or_403_for_every_resource_of_customer_b(
         "group_id": str(world.b_group_id),
         "webhook_id": str(world.b_webhook_id),
         "site_id": str(world.b_site_id),
+        "visitor_id": str(world.b_visitor_id),
     }
     problems, tried = [], 0
     for login in (world.a.admin_login, world.a.user_login):

@@ -10,7 +10,9 @@ import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal, Union
+from uuid import UUID
 
 import httpx
 import msgspec
@@ -23,6 +25,7 @@ from psycopg import sql
 
 from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.domain.sites import Sites
+from picasse.domain.visitors import RegistrationSettings, VisitForm, Visitors
 from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings
 from tests.integration.api_server import (
@@ -116,6 +119,12 @@ EXAMPLES: dict[tuple[str, str], tuple[Who, list[dict[str, Any]]]] = {
     ("PUT", "/v1/groups/{group_id:uuid}"): ("admin", [{"members": ["day@rcpt.example"]}]),
     ("POST", "/v1/sites"): ("admin", [{"name": "Depot", "address": "Havenweg 3, Urk"}]),
     ("PUT", "/v1/sites/{site_id:uuid}"): ("admin", [{"name": "Depot", "address": "Kade 1"}]),
+    # Visitor registration: the hosts' ids, the arrival and the desk's pass code are set
+    # by the world fixture (they exist only once it has made them).
+    ("PUT", "/v1/sites/{site_id:uuid}/registration"): ("admin", []),
+    ("POST", "/visit/{slug:str}"): ("anyone", []),
+    ("POST", "/v1/sites/{slug:str}/visits"): ("anyone", []),
+    ("POST", "/app/desk/check-in"): ("user-session", []),
     # A public address, written as one: nothing resolves a name, and no sender runs here.
     ("POST", "/v1/webhooks"): (
         "admin",
@@ -130,6 +139,7 @@ NOT_RECORDED = {
     ("POST", "/account/password", "current_password"): "compared with a hash only, never recorded",
     ("POST", "/account/password", "repeat"): "compared with new_password only",
     ("POST", "/set-password/{token:str}", "repeat"): "compared with new_password only",
+    ("POST", "/app/desk/check-in", "code"): "a pass: compared with a hash only (404 if none)",
 }
 # Fields refused with another status, each for a reason (the field is still named).
 OTHER_STATUS = {
@@ -189,8 +199,42 @@ def world(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
                 )
             ),
         }
+        ids["{slug:str}"] = _visitor_examples(deps, tenant, UUID(ids["{site_id:uuid}"]))
         with serving(app) as base_url:
             yield World(app, deps, base_url, tenant, settings, headers, tokens, ids)
+
+
+def _visitor_examples(deps: HttpDeps, tenant: Tenant, site: UUID) -> str:
+    """Fills in the visitor routes' EXAMPLES (ids, a pass, tomorrow); the form's slug."""
+    visitors = Visitors(clock=deps.clock, sharing=deps.messages)
+    registration = {
+        "slug": "anvil-depot",
+        "hosts": [{"user_id": str(tenant.user_id), "name": "Anna Host"}],
+        "fields": ["phone", "company"],
+        "privacy_notice": "We keep it 28 days.\n\tThen it is erased.",
+        "origins": ["https://www.anvil.example"],
+    }
+    visitors.set_registration(
+        tenant.customer_id, site, msgspec.convert(registration, RegistrationSettings)
+    )
+    arrival = (deps.clock.now() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    visit = {
+        "name": "Vera Visitor", "email": "vera@visitors.example", "phone": "+31612345672",
+        "company": "Vera BV", "host": str(tenant.user_id), "arrival": arrival,
+    }  # fmt: skip
+    registered = visitors.register(
+        "anvil-depot", msgspec.convert(visit | {"consent": True}, VisitForm)
+    )
+    code = f"{registered.visitor_id}.{registered.pass_secret}"
+    EXAMPLES[("PUT", "/v1/sites/{site_id:uuid}/registration")] = ("admin", [registration])
+    EXAMPLES[("POST", "/visit/{slug:str}")] = (
+        "anyone", [visit | {"consent": "yes", "website": ""}],
+    )  # fmt: skip
+    EXAMPLES[("POST", "/v1/sites/{slug:str}/visits")] = (
+        "anyone", [visit | {"consent": True, "website": ""}],
+    )  # fmt: skip
+    EXAMPLES[("POST", "/app/desk/check-in")] = ("user-session", [{"code": code}])
+    return "anvil-depot"
 
 
 def _client(world: World, who: Who) -> httpx.Client:
@@ -217,11 +261,14 @@ def _routes_with_bodies(app: Litestar) -> Iterator[tuple[str, str, type, bool]]:
         assert isinstance(route, HTTPRoute)
         for method, (handler, _) in route.route_handler_map.items():
             data = handler.parsed_data_field
-            if data is None:
+            if data is None or method == "OPTIONS":  # a CORS preflight sends no body
                 continue
             kwarg = data.kwarg_definition
             form = getattr(kwarg, "media_type", None) is RequestEncodingType.URL_ENCODED
-            yield method, route.path, data.annotation, form
+            given = [a for a in typing.get_args(data.annotation) if a is not type(None)]
+            optional = typing.get_origin(data.annotation) in (Union, types.UnionType)
+            body = given[0] if optional and len(given) == 1 else data.annotation
+            yield method, route.path, body, form
 
 
 def _text_shape(annotation: Any) -> str | None:
@@ -324,6 +371,8 @@ def test_the_examples_themselves_are_accepted(world: World) -> None:
                     "/set-password/{token:str}",
                     "/account/password",
                     "/app/templates",
+                    "/visit/{slug:str}",
+                    "/app/desk/check-in",
                 )
                 response = _send(client, method, _url(world, path), example, form)
             accepted = response.status_code < 400 and not (  # not sent back to log in

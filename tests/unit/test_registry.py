@@ -61,4 +61,12 @@ def test_the_traffic_period_governs_the_kinds_the_registry_erases_by_retention()
     (period,) = retention_periods({"PICASSE_TRAFFIC_RETENTION_MONTHS": 9})
     assert period.months == 9 and set(period.kinds) == {"traffic", "content"}
     retained = {k.kind for k in PERSONAL_DATA_KINDS.values() if Trigger.RETENTION in k.erased_on}
-    assert set(period.kinds) == retained
+    by_days = {k.kind for k in PERSONAL_DATA_KINDS.values() if k.retention.days is not None}
+    assert set(period.kinds) == retained - by_days
+
+
+def test_visitors_are_kept_28_days_after_the_visit_by_a_declared_setting() -> None:
+    visitor = PERSONAL_DATA_KINDS["visitor"]
+    assert visitor.retention.days == 28 and visitor.retention.months is None
+    assert visitor.retention.setting == "PICASSE_VISITOR_RETENTION_DAYS"
+    assert visitor.erased_on == {Trigger.TERMINATION, Trigger.REQUEST, Trigger.RETENTION}
