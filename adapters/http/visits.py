@@ -406,20 +406,30 @@ def desk_check_out(
 def evacuation_list(
     request: Request[Any, Any, Any],
     visits: NamedDependency[VisitService],
-    site: Annotated[UUID, QueryParameter()],
+    site: Annotated[UUID | None, QueryParameter()] = None,
 ) -> Response[str]:
-    """Who is on the site now, to print: names, companies, phones, hosts."""
+    """Who is on site now, to print: names, companies, phones, hosts; of one site, or of
+    every site that takes visitors."""
     customer_id = _caller(request).customer_id
     assert customer_id is not None, "desk_users lets a customer's users in only"
-    registration = visits.visitors.registration(customer_id, site)
+    wanted = [site] if site else [s.id for s in visits.visitors.sites.sites(customer_id)]
+    lists = []
+    for ident in wanted:
+        try:
+            registration = visits.visitors.registration(customer_id, ident)
+        except NotFound:
+            if site:
+                raise
+            continue
+        lists.append(
+            {
+                "name": registration.site_name,
+                "on_site": visits.visitors.on_site(customer_id, ident),
+                "hosts": {h.user_id: h.name for h in registration.hosts},
+            }
+        )
     return _page(
-        "app_evacuation.html",
-        HTTPStatus.OK,
-        PAGE_HEADERS,
-        site_name=registration.site_name,
-        on_site=visits.visitors.on_site(customer_id, site),
-        hosts={h.user_id: h.name for h in registration.hosts},
-        now=visits.clock.now(),
+        "app_evacuation.html", HTTPStatus.OK, PAGE_HEADERS, sites=lists, now=visits.clock.now()
     )
 
 
