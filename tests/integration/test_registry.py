@@ -22,10 +22,11 @@ from picasse.domain.personal import ERASED, PERSONAL_DATA_KINDS, PersonalDataKin
 from picasse.domain.retention import traffic_retention
 from picasse.domain.sites import Sites
 from picasse.domain.values import Role
+from picasse.domain.visitors import HostChoice, RegistrationSettings, VisitForm, Visitors
 from picasse.domain.webhooks import Webhooks
 from picasse.projections.personal_data import Holdings
 from picasse.runners.gdpr import Platform, export_customer, platform, terminate_customer
-from picasse.runners.retention import run_retention
+from picasse.runners.retention import run_retention, run_visitor_retention
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages
 from tests.registry_walk import personal_values
@@ -72,6 +73,7 @@ def planted(accounts: Accounts, messages: Messages) -> Planted:
         "content": f"Body{tag} text",
         "template": f"Template{tag} text",
         "webhook": f"https://hooks{tag}.example/in",
+        "visitor": f"visitor{tag}@visits.example",
     }
     customer = accounts.register_customer(
         organisation=values["organisation"],
@@ -92,7 +94,22 @@ def planted(accounts: Accounts, messages: Messages) -> Planted:
         client_ip="192.0.2.7",
     )
     # A site's name and address are the organisation's, sealed under its key.
-    Sites(clock=messages.clock, sharing=messages).add(customer, f"Site{tag}", f"Road{tag} 2")
+    site = Sites(clock=messages.clock, sharing=messages).add(customer, f"Site{tag}", f"Road{tag} 2")
+    visitors = Visitors(clock=messages.clock, sharing=messages)
+    visitors.set_registration(
+        customer,
+        site,
+        RegistrationSettings(
+            slug=f"site-{tag}", hosts=[HostChoice(user_id=user, name="Host")],
+            privacy_notice="Kept 28 days.",
+        ),
+    )  # fmt: skip
+    arrival = (messages.clock.now() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    visitor = visitors.register(
+        f"site-{tag}",
+        VisitForm(name=f"Visitor{tag}", email=values["visitor"], host=str(user),
+                  arrival=arrival, consent=True),
+    ).visitor_id  # fmt: skip
     admin = Viewer(role=Role.CUSTOMER_ADMIN, customer_id=customer, user_id=user)
     endpoint = (
         Webhooks(clock=messages.clock, sharing=messages)
@@ -105,6 +122,7 @@ def planted(accounts: Accounts, messages: Messages) -> Planted:
         "<user id>": str(user),
         "<group id>": str(group),
         "<template id>": str(template),
+        "<visitor id>": str(visitor),
         "<YYYY-MM>": f"{messages.clock.now():%Y-%m}",
     }
     missing = [kind for kind in PERSONAL_DATA_KINDS if kind not in values]
@@ -178,6 +196,11 @@ def test_each_erasure_trigger_of_a_kind_leaves_no_readable_trace_of_it(
             customer, planted.subject(kind), "the subject asked", trigger=Trigger.REQUEST
         )
         assert done.key_ids
+    elif kind.retention.days is not None:  # kept for days after its subject's own event
+        later = gdpr.clock.now() + timedelta(days=kind.retention.days + 2)
+        visitors = Visitors(clock=gdpr.clock, sharing=gdpr.privacy)
+        gone = run_visitor_retention(gdpr.privacy, visitors, now=later, dry_run=False)
+        assert [f"visitor/{v}" for _, v in gone] == [planted.subject(kind)]
     else:
         later = gdpr.clock.now() + timedelta(days=7 * 31)
         erased = run_retention(gdpr.privacy, traffic_retention(), now=later, dry_run=False)
