@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import httpx
+import psycopg
 import pytest
+from psycopg import sql
 
 from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.adapters.http.auth import LoginThrottling, ThrottlePolicy
@@ -21,6 +24,7 @@ from picasse.domain.privacy import Privacy
 from picasse.domain.visitors import Visitors
 from picasse.runners.api import http_deps
 from picasse.runners.retention import run_visitor_retention
+from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_privacy
 from tests.integration.api_server import (
     Tenant,
@@ -49,6 +53,7 @@ class Here:
         self.deps, self.base_url, self.a, self.b, self.site = deps, base_url, a, b, site
         self.privacy = privacy
         self._addresses = 0
+        self.settings: Settings | None = None
         self.visitors = Visitors(clock=deps.clock, sharing=deps.messages)
 
     def as_(self, login: str) -> httpx.Client:
@@ -82,6 +87,7 @@ def here(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterato
         privacy = open_privacy(settings, database_url)
         with serving(app) as url:
             here = Here(deps, url, a, b, site, privacy)
+            here.settings = settings
             answer = here.as_(a.admin_login).put(
                 f"/v1/sites/{site}/registration", json=_settings(a, "werf-oost")
             )
@@ -390,3 +396,31 @@ def test_past_the_retention_a_visitors_data_reads_as_erased_and_counts_stay(here
     assert here.visitors.visitor(here.a.customer_id, ident).erased
     after = here.visitors.counts(here.a.customer_id)
     assert after.registered == counts.registered and after.erased > counts.erased
+
+
+def _stored_rows(here: Here) -> str:
+    """Every row of every table of this module's schema, as PostgreSQL writes it out as
+    text (bytea as hex): the log, the views, the keys, the throttle, everything."""
+    assert here.settings is not None
+    schema = here.settings.database_schema
+    out = []
+    with psycopg.connect(here.settings.database_url or "") as conn:
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        ).fetchall()
+        for (table,) in tables:
+            query = sql.SQL("SELECT r::text FROM {} AS r").format(sql.Identifier(schema, table))
+            out += [row[0] for row in conn.execute(query)]
+    return "\n".join(out)
+
+
+def test_no_stored_row_holds_a_visitors_details_readable(here: Here) -> None:
+    canary = f"Canary{uuid.uuid4().hex[:12]}"
+    answer = here.anyone().post(
+        "/visit/werf-oost", data=_form(here, name=canary, company=f"{canary} BV")
+    )
+    assert answer.status_code == 200, answer.text
+    stored = _stored_rows(here)
+    assert "werf-oost".encode().hex() in stored  # the search finds what is stored readable
+    for needle in (canary, canary.encode().hex(), canary.encode("utf-16-le").hex()):
+        assert needle not in stored
