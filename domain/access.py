@@ -25,6 +25,8 @@ What each role may do, as the methods below decide ("own": its own customer only
 | sees_api_keys_of          | own            | own     | own     | own customer's | own           |
 | may_revoke_key_of         | any key        | own     | own     | own customer's | own           |
 | sees_sites_of             | no             | no      | no      | own            | own           |
+| may_use_attendance        | no             | no      | no      | own            | own           |
+| sees_attendance_of        | no             | no      | no      | own            | no            |
 
 Stored templates are content: read by those who `may_read_content_of` it, managed by those
 who `may_administer` the customer. Recipient groups are read by those who
@@ -140,6 +142,15 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
         """A customer's sites and geofences: its own users (its admins manage them,
         `may_administer`); staff serve the platform, not the customer's premises."""
         return self._own(customer_id)
+
+    def may_use_attendance(self, customer_id: UUID | None) -> bool:
+        """Giving and withdrawing one's own consent to location processing, and sending
+        pings (R8): the customer's users; never Picasse staff."""
+        return self._own(customer_id)
+
+    def sees_attendance_of(self, customer_id: UUID | None) -> bool:
+        """Who is on which site, and everyone's hours: the customer's admins."""
+        return self.role is Role.CUSTOMER_ADMIN and self._own(customer_id)
 
     def may_revoke_key_of(self, owner: UUID, customer_id: UUID | None = None) -> bool:
         """An API key: its owner, the admins of its customer, or a platform admin (who may

@@ -39,10 +39,13 @@ class Trigger(StrEnum):
 
 
 class Retention(msgspec.Struct, frozen=True, kw_only=True):
-    """How long a kind is kept: `months` (None: the subscription's life), changed by `setting`."""
+    """How long a kind is kept: `months` or `days` (neither: the subscription's life),
+    changed by `setting`. A kind kept in months has one key per month (`…/<YYYY-MM>`), one
+    kept in days one key per day (`…/<YYYY-MM-DD>`): retention destroys whole keys."""
 
     months: int | None = None
-    setting: str | None = None  # the environment variable that changes `months`
+    days: int | None = None
+    setting: str | None = None  # the environment variable that changes `months` or `days`
     reason: str
 
 
@@ -80,6 +83,16 @@ TRAFFIC = Retention(
     reason=(
         "R5: traffic data (who sent when to which numbers and addresses) and message"
         " content are kept six months for delivery, billing and complaints, then erased"
+    ),
+)
+PING_RETENTION_SETTING = "PICASSE_PING_RETENTION_DAYS"
+DEFAULT_PING_DAYS = 30
+PINGS = Retention(
+    days=DEFAULT_PING_DAYS,
+    setting=PING_RETENTION_SETTING,
+    reason=(
+        "R8: raw location pings are kept 30 days for the customer's attendance records,"
+        " then erased; entries and exits (no coordinates) stay"
     ),
 )
 _CUSTOMER_RECORDS = ("customer", "contact_history")
@@ -189,6 +202,31 @@ PERSONAL_DATA_KINDS: dict[str, PersonalDataKind] = {
                 "the customer set the URL and was shown the secret once; an export"
                 " hands out no credentials"
             ),
+        ),
+        PersonalDataKind(
+            kind="location",
+            description=(
+                "a user's location pings (time, coordinates, accuracy), one key per user and"
+                " day; held only while the customer's attendance service is on and the user"
+                " consents"
+            ),
+            purpose="the customer's own attendance records, nothing else (R8)",
+            subject="location/<user id>/<YYYY-MM-DD>",
+            retention=PINGS,
+            erased_on=frozenset({Trigger.TERMINATION, Trigger.REQUEST, Trigger.RETENTION}),
+            export=("location",),
+        ),
+        PersonalDataKind(
+            kind="attendance",
+            description=(
+                "a user's consent history for location processing, and their entries to and"
+                " exits from the customer's sites (times, no coordinates)"
+            ),
+            purpose="the customer's working-time records (R8)",
+            subject="attendance/<user id>",
+            retention=SUBSCRIPTION,
+            erased_on=frozenset({Trigger.TERMINATION, Trigger.REQUEST}),
+            export=("attendance",),
         ),
         PersonalDataKind(
             kind="user",

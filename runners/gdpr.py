@@ -39,6 +39,7 @@ from picasse.adapters.statements import (
 )
 from picasse.adapters.statements import files as statement_files
 from picasse.domain.accounts import Accounts
+from picasse.domain.attendance import Attendance
 from picasse.domain.clock import Clock
 from picasse.domain.errors import Conflict, InvalidInput
 from picasse.domain.personal import PERSONAL_DATA_KINDS, Trigger
@@ -92,6 +93,7 @@ class Platform:
             customer_events=lambda customer_id: self.accounts.events.get(customer_id),
             groups=self.groups,
             sites=Sites(clock=self.clock, sharing=self.accounts).sites,
+            attendance=Attendance(clock=self.clock, privacy=self.privacy, sharing=self.accounts),
             now=self.clock.now,
         )
 

@@ -27,6 +27,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     master_key_file: Path | None = None  # None: data_dir / "master.key"
     signing_key_file: Path | None = None  # None: data_dir / "signing.key"
     traffic_retention_months: int = 6
+    ping_retention_days: int = 30  # PICASSE_PING_RETENTION_DAYS: raw location pings (R8)
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     login_tracking: bool = False  # R6: possible, but off unless an operator switches it on
@@ -103,6 +104,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             master_key_file=Path(master).expanduser().absolute() if master else None,
             signing_key_file=_path(env.get("PICASSE_SIGNING_KEY_FILE")),
             traffic_retention_months=_number(env, "PICASSE_TRAFFIC_RETENTION_MONTHS", 6, int),
+            ping_retention_days=_number(env, "PICASSE_PING_RETENTION_DAYS", 30, int),
             http_host=http_host,
             http_port=http_port,
             login_tracking=(env.get("PICASSE_LOGIN_TRACKING") or "").strip().lower() == "on",

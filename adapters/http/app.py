@@ -18,7 +18,13 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from picasse.adapters.clock import SystemClock
-from picasse.adapters.http import groups_api, messages_api, sites_api, templates_api
+from picasse.adapters.http import (
+    attendance_api,
+    groups_api,
+    messages_api,
+    sites_api,
+    templates_api,
+)
 from picasse.adapters.http.acklinks import AckLinks
 from picasse.adapters.http.api import STRICT_BODIES, api_router
 from picasse.adapters.http.auth import (
@@ -46,13 +52,16 @@ from picasse.adapters.http.webhooks import (
     receive_twilio_status,
 )
 from picasse.adapters.postgres.sessions import PostgresAuthStore
+from picasse.adapters.postgres.store import shredder_of
 from picasse.adapters.postgres.webhook_log import WebhookLog
 from picasse.adapters.providers.twilio import TwilioCallbacks
 from picasse.domain.accounts import Accounts
 from picasse.domain.api_keys import ApiKeys
 from picasse.domain.application import Pseudonyms
+from picasse.domain.attendance import Attendance
 from picasse.domain.clock import Clock
 from picasse.domain.messaging import Messages
+from picasse.domain.privacy import Privacy
 from picasse.domain.sites import Sites
 from picasse.domain.webhooks import Webhooks
 from picasse.projections.accounts import AccountsView
@@ -90,6 +99,7 @@ class HttpDeps:
     # Proxies whose forwarded headers are believed (PICASSE_TRUSTED_PROXIES); none by default.
     trusted_proxies: tuple[str, ...] = ()  # addresses and networks, as Settings has them
     sites: Sites | None = None  # None: on the messages application's store and clock
+    attendance: Attendance | None = None  # likewise
 
 
 class BodyRequest(Request[Any, Any, Any]):
@@ -146,6 +156,7 @@ def create_app(deps: HttpDeps) -> Litestar:
                 *templates_api.ROUTES,
                 *groups_api.ROUTES,
                 *sites_api.ROUTES,
+                *attendance_api.ROUTES,
             ),
             webhook_endpoints_router(),
             docs_router(),
@@ -165,6 +176,7 @@ def create_app(deps: HttpDeps) -> Litestar:
             "webhooks": provide(deps.webhooks),
             "webhook_log": provide(deps.webhook_log),
             "sites": provide(deps.sites or Sites(clock=deps.clock, sharing=deps.messages)),
+            "attendance": provide(deps.attendance or attendance_on(deps.messages, deps.clock)),
         },
         # From where (every request), who calls (every request), then what an API key may
         # call and which customer they may reach (every route).
@@ -232,6 +244,7 @@ def _complete_the_document(app: Litestar) -> None:
             *templates_api.STRICT_BODIES,
             *groups_api.STRICT_BODIES,
             *sites_api.STRICT_BODIES,
+            *attendance_api.STRICT_BODIES,
             *STRICT_WEBHOOK_BODIES,
         )
     }
@@ -240,6 +253,12 @@ def _complete_the_document(app: Litestar) -> None:
         for name, schema in (component.schemas or {}).items():
             if name.rsplit("_", 1)[-1] in strict or name in strict:
                 schema.additional_properties = False
+
+
+def attendance_on(messages: Messages, clock: Clock) -> Attendance:
+    """Attendance on the messages application's store; withdrawals erase through Privacy."""
+    privacy = Privacy(shredder=shredder_of, sharing=messages)
+    return Attendance(clock=clock, privacy=privacy, sharing=messages)
 
 
 def _closing_health(deps: HttpDeps) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
