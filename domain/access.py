@@ -26,6 +26,8 @@ What each role may do, as the methods below decide ("own": its own customer only
 | may_revoke_key_of         | any key        | own     | own     | own customer's | own           |
 | sees_sites_of             | no             | no      | no      | own            | own           |
 | sees_visitors_of (R13)    | no             | no      | no      | own            | own           |
+| may_use_attendance        | no             | no      | no      | own            | own           |
+| sees_attendance_of        | no             | no      | no      | own            | no            |
 
 Stored templates are content: read by those who `may_read_content_of` it, managed by those
 who `may_administer` the customer. Recipient groups are read by those who
@@ -146,6 +148,15 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
         """A customer's visitors (desk check-in, the on-site list): its own users; a
         site's registration settings are its admins' (`may_administer`)."""
         return self._own(customer_id)
+
+    def may_use_attendance(self, customer_id: UUID | None) -> bool:
+        """Giving and withdrawing one's own consent to location processing, and sending
+        pings (R8): the customer's users; never Picasse staff."""
+        return self._own(customer_id)
+
+    def sees_attendance_of(self, customer_id: UUID | None) -> bool:
+        """Who is on which site, and everyone's hours: the customer's admins."""
+        return self.role is Role.CUSTOMER_ADMIN and self._own(customer_id)
 
     def may_revoke_key_of(self, owner: UUID, customer_id: UUID | None = None) -> bool:
         """An API key: its owner, the admins of its customer, or a platform admin (who may

@@ -39,12 +39,15 @@ class Trigger(StrEnum):
 
 
 class Retention(msgspec.Struct, frozen=True, kw_only=True):
-    """How long a kind is kept: `months` (of its month keys) or `days` (after the event each
-    subject's key is for, e.g. a visit); neither: the subscription's life. `setting` changes it."""
+    """How long a kind is kept: `months` or `days` (neither: the subscription's life),
+    changed by `setting`. A kind kept in months has one key per month (`…/<YYYY-MM>`), one
+    kept in days one key per day (`…/<YYYY-MM-DD>`): retention destroys whole keys. A kind
+    whose subject names no month or day (`visitor/<visitor id>`) is kept that long after its
+    subject's own event (a visit), and its own job destroys each subject's key in time."""
 
     months: int | None = None
     days: int | None = None
-    setting: str | None = None  # the environment variable that changes `months`
+    setting: str | None = None  # the environment variable that changes `months` or `days`
     reason: str
 
 
@@ -93,6 +96,16 @@ VISITS = Retention(
         "R13: a visitor's details are kept for the visit (host notice, check-in, the"
         " evacuation list) and a short while after, then erased; a site may keep them"
         " shorter or longer"
+    ),
+)
+PING_RETENTION_SETTING = "PICASSE_PING_RETENTION_DAYS"
+DEFAULT_PING_DAYS = 30
+PINGS = Retention(
+    days=DEFAULT_PING_DAYS,
+    setting=PING_RETENTION_SETTING,
+    reason=(
+        "R8: raw location pings are kept 30 days for the customer's attendance records,"
+        " then erased; entries and exits (no coordinates) stay"
     ),
 )
 _CUSTOMER_RECORDS = ("customer", "contact_history")
@@ -214,6 +227,31 @@ PERSONAL_DATA_KINDS: dict[str, PersonalDataKind] = {
             retention=VISITS,
             erased_on=frozenset({Trigger.TERMINATION, Trigger.REQUEST, Trigger.RETENTION}),
             export=("visitors",),
+        ),
+        PersonalDataKind(
+            kind="location",
+            description=(
+                "a user's location pings (time, coordinates, accuracy), one key per user and"
+                " day; held only while the customer's attendance service is on and the user"
+                " consents"
+            ),
+            purpose="the customer's own attendance records, nothing else (R8)",
+            subject="location/<user id>/<YYYY-MM-DD>",
+            retention=PINGS,
+            erased_on=frozenset({Trigger.TERMINATION, Trigger.REQUEST, Trigger.RETENTION}),
+            export=("location",),
+        ),
+        PersonalDataKind(
+            kind="attendance",
+            description=(
+                "a user's consent history for location processing, and their entries to and"
+                " exits from the customer's sites (times, no coordinates)"
+            ),
+            purpose="the customer's working-time records (R8)",
+            subject="attendance/<user id>",
+            retention=SUBSCRIPTION,
+            erased_on=frozenset({Trigger.TERMINATION, Trigger.REQUEST}),
+            export=("attendance",),
         ),
         PersonalDataKind(
             kind="user",

@@ -97,6 +97,10 @@ class KeyShredder(Protocol):
 
     def destroy_tenant_keys(self, tenant_id: UUID) -> list[UUID]: ...
 
+    def live_subjects(self, tenant_id: UUID, prefix: str) -> list[str]:
+        """The names of the tenant's live subject keys that start with `prefix`."""
+        ...
+
     def destroyed_key_ids(self, tenant_id: UUID) -> list[UUID]:
         """Every key of this tenant destroyed so far, by any erasure."""
         ...
@@ -131,6 +135,9 @@ class Privacy(PicasseApplication):
     ) -> None:
         super().__init__(env, sharing=sharing)
         self.shredder = shredder(self)
+
+    def live_subjects(self, tenant_id: UUID, prefix: str) -> list[str]:
+        return self.shredder.live_subjects(tenant_id, prefix)
 
     def _saved(self, *aggregates: Aggregate) -> int:
         """Saves in one transaction; the notification id of the last event written."""

@@ -14,6 +14,7 @@ from uuid import UUID
 
 import msgspec
 
+from picasse.domain.attendance import Attendance, Ping
 from picasse.domain.personal import PERSONAL_DATA_KINDS, Erased, PersonalDataKind, export_sources
 from picasse.projections.accounts import AccountsView
 from picasse.projections.traffic import TrafficView
@@ -30,6 +31,7 @@ class Sources(msgspec.Struct, frozen=True, kw_only=True):
     groups: Callable[[UUID], Iterable[Any]]  # the customer's recipient groups, from the log
     sites: Callable[[UUID], Iterable[Any]]  # the customer's sites (SiteDetails), from the log
     visitors: Callable[[UUID], Iterable[Any]]  # its visitors (VisitorDetails), from the log
+    attendance: Attendance  # consent, pings still held and entries/exits, from the log
     now: Callable[[], datetime]
 
 
@@ -233,6 +235,61 @@ class SiteRecords:
 
 
 @export_source
+class LocationRecords:
+    name = "location"
+    description = "the customer's users' location pings still held (days within retention)"
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def export(self, customer_id: UUID) -> list[Record]:
+        app = self.sources.attendance
+        return [
+            {
+                "user_id": str(record.user_id),
+                "at": ping.at.isoformat(),
+                "lat": ping.lat,
+                "lon": ping.lon,
+                "accuracy_m": ping.accuracy_m,
+            }
+            for record in app.consent_records(customer_id)
+            for ping in app.pings(customer_id, record.user_id)
+            if isinstance(ping, Ping)
+        ]
+
+
+@export_source
+class AttendanceRecords:
+    name = "attendance"
+    description = (
+        "the customer's users' consent to location processing (given, withdrawn) and their"
+        " entries to and exits from its sites"
+    )
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def export(self, customer_id: UUID) -> list[Record]:
+        app = self.sources.attendance
+        records: list[Record] = [
+            {"user_id": str(c.user_id), "consent": what, "at": _iso(at)}
+            for c in app.consent_records(customer_id)
+            for what, at in c.history
+        ]
+        records += [
+            {
+                "user_id": str(user_id),
+                "site_id": str(visit.site_id),
+                "geofence_id": str(visit.fence_id),
+                "entered_at": _iso(visit.entered_at),
+                "exited_at": _iso(visit.exited_at),
+            }
+            for user_id, visit in app.attendance_records(customer_id)
+        ]
+        return records
+
+
+@export_source
 class VisitorRecords:
     name = "visitors"
     description = (
@@ -261,6 +318,10 @@ class VisitorRecords:
             }
             for v in self.sources.visitors(customer_id)
         ]
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def all_sources(sources: Sources) -> list[ExportSource]:

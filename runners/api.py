@@ -14,7 +14,7 @@ import uvicorn
 from eventsourcing.postgres import PostgresTrackingRecorder
 
 from picasse.adapters.http.acklinks import ack_links_from
-from picasse.adapters.http.app import HttpDeps, create_app
+from picasse.adapters.http.app import HttpDeps, attendance_on, create_app
 from picasse.adapters.http.health import HealthProbe, JobQueueProbe, WatchedView
 from picasse.adapters.master_key import read_master_key
 from picasse.adapters.nats.jobs import Topology
@@ -162,6 +162,7 @@ def http_deps(
                 sharing=messages,
                 default_keep_days=settings.visitor_retention_days,
             ),
+            attendance=attendance_on(messages, messages.clock),
         )
 
 

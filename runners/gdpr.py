@@ -39,6 +39,7 @@ from picasse.adapters.statements import (
 )
 from picasse.adapters.statements import files as statement_files
 from picasse.domain.accounts import Accounts
+from picasse.domain.attendance import Attendance
 from picasse.domain.clock import Clock
 from picasse.domain.errors import Conflict, InvalidInput
 from picasse.domain.personal import PERSONAL_DATA_KINDS, Trigger
@@ -94,6 +95,7 @@ class Platform:
             groups=self.groups,
             sites=Sites(clock=self.clock, sharing=self.accounts).sites,
             visitors=Visitors(clock=self.clock, sharing=self.accounts).visitors,
+            attendance=Attendance(clock=self.clock, privacy=self.privacy, sharing=self.accounts),
             now=self.clock.now,
         )
 

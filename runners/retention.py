@@ -1,5 +1,6 @@
-"""`picasse retention run`: destroys traffic and content keys of months past the retention period (R5),
-and the keys of visitors whose retention after their visit is over (R13).
+"""`picasse retention run`: destroys the keys of months (traffic, content: R5) and days (location
+pings: R8) past their retention periods, every period the registry declares, and the keys of
+visitors whose retention after their visit is over (R13).
 
 The same work runs every hour as periodic jobs of `picasse scheduler` (`RetentionJob`,
 `VisitorRetentionJob`).
@@ -12,10 +13,14 @@ from uuid import UUID
 
 from picasse.adapters.postgres.keystore import PostgresKeyStore
 from picasse.domain.errors import InvalidInput
-from picasse.domain.messages import traffic_month
 from picasse.domain.personal import VISITS, Trigger, subject_name
 from picasse.domain.privacy import Privacy
-from picasse.domain.retention import RetentionPeriod, expired, months_before, traffic_retention
+from picasse.domain.retention import (
+    RetentionPeriod,
+    cutoff,
+    retention_periods,
+    subject_expired,
+)
 from picasse.domain.visitors import Visitors
 from picasse.runners import servers
 from picasse.runners.settings import Settings
@@ -23,14 +28,9 @@ from picasse.runners.wiring import clock_from, ensure_master_key, open_privacy, 
 
 
 def due(keys: PostgresKeyStore, period: RetentionPeriod, now: datetime) -> list[tuple[UUID, str]]:
-    """The (customer, subject) keys whose month is past the period."""
-    current = traffic_month(now)
+    """The (customer, subject) keys whose month or day is past the period."""
     found = keys.subjects_with_prefix([f"{kind}/" for kind in period.kinds])
-    return [
-        (tenant, subject)
-        for tenant, subject in found
-        if expired(subject.partition("/")[2], current, period)
-    ]
+    return [(tenant, subject) for tenant, subject in found if subject_expired(subject, now, period)]
 
 
 def run_retention(
@@ -46,12 +46,22 @@ def run_retention(
                     tenant, subject, f"retention: {period.reason}", trigger=Trigger.RETENTION
                 )
     privacy.record_retention_run(
-        months_before(traffic_month(now), period.months),
+        cutoff(period, now),
         dry_run,
         [f"{tenant}/{subject}" for tenant, subject in erased],
         period.reason,
     )
     return erased
+
+
+def periods_of(settings: Settings) -> list[RetentionPeriod]:
+    """Every period the registry declares, at the lengths the settings give."""
+    return retention_periods(
+        {
+            "PICASSE_TRAFFIC_RETENTION_MONTHS": settings.traffic_retention_months,
+            "PICASSE_PING_RETENTION_DAYS": settings.ping_retention_days,
+        }
+    )
 
 
 class RetentionJob:
@@ -60,13 +70,19 @@ class RetentionJob:
     name = "retention"  # also the role: one process applies retention at a time
     every = timedelta(hours=1)
 
-    def __init__(self, privacy: Privacy, period: RetentionPeriod) -> None:
+    def __init__(self, privacy: Privacy, periods: list[RetentionPeriod]) -> None:
         self.privacy = privacy
-        self.period = period
+        self.periods = periods
 
     def run(self, now: datetime) -> str:
-        erased = run_retention(self.privacy, self.period, now=now, dry_run=False)
-        return f"erased {len(erased)} month key(s); retention {self.period.months} months"
+        done = []
+        for period in self.periods:
+            erased = run_retention(self.privacy, period, now=now, dry_run=False)
+            done.append(
+                f"erased {len(erased)} key(s) of {'/'.join(period.kinds)}"
+                f" (retention {period.length})"
+            )
+        return "; ".join(done)
 
 
 def visitors_due(visitors: Visitors, now: datetime) -> list[tuple[UUID, UUID]]:
@@ -125,11 +141,11 @@ def main(settings: Settings, *, dry_run: bool = False, as_of: datetime | None = 
     database_url = servers.postgres_url(settings)
     reach_database(database_url)
     ensure_master_key(settings)
-    period = traffic_retention(settings.traffic_retention_months)
     privacy = open_privacy(settings, database_url)
     try:
         now = as_of or clock.now()
-        _report(run_retention(privacy, period, now=now, dry_run=dry_run), period, dry_run)
+        for period in periods_of(settings):
+            _report(run_retention(privacy, period, now=now, dry_run=dry_run), period, dry_run)
         visitors = Visitors(clock=clock, sharing=privacy)
         gone = run_visitor_retention(privacy, visitors, now=now, dry_run=dry_run)
         for tenant, visitor_id in gone:
@@ -145,4 +161,5 @@ def _report(erased: list[tuple[UUID, str]], period: RetentionPeriod, dry_run: bo
     verb = "would erase" if dry_run else "erased"
     for tenant, subject in erased:
         print(f"{verb} {subject} of customer {tenant}")
-    print(f"{verb} {len(erased)} month key(s); retention {period.months} months: {period.reason}")
+    unit = "day" if period.days else "month"
+    print(f"{verb} {len(erased)} {unit} key(s); retention {period.length}: {period.reason}")

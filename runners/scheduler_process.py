@@ -13,12 +13,11 @@ from contextlib import ExitStack, suppress
 from psycopg.conninfo import conninfo_to_dict
 
 from picasse.adapters.postgres.roles import RoleClaims
-from picasse.domain.retention import traffic_retention
 from picasse.domain.visitors import Visitors
 from picasse.runners import servers
 from picasse.runners.processes import run_until_signalled
 from picasse.runners.reconcile import reconcile_job
-from picasse.runners.retention import RetentionJob, VisitorRetentionJob
+from picasse.runners.retention import RetentionJob, VisitorRetentionJob, periods_of
 from picasse.runners.scheduler import POLL_SECONDS, PeriodicJob, Scheduler
 from picasse.runners.settings import Settings
 from picasse.runners.webhook_retries import webhook_retry_job
@@ -33,7 +32,7 @@ def periodic_jobs(settings: Settings, database_url: str, opened: ExitStack) -> l
     privacy = open_privacy(settings, database_url)
     opened.callback(privacy.close)
     return [
-        RetentionJob(privacy, traffic_retention(settings.traffic_retention_months)),
+        RetentionJob(privacy, periods_of(settings)),
         VisitorRetentionJob(privacy, Visitors(clock=clock_from(settings), sharing=privacy)),
         reconcile_job(settings, database_url, servers.nats_url(settings)),
         webhook_retry_job(settings, database_url, servers.nats_url(settings)),

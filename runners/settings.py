@@ -30,6 +30,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     signing_key_file: Path | None = None  # None: data_dir / "signing.key"
     traffic_retention_months: int = 6
     visitor_retention_days: int = DEFAULT_VISITOR_DAYS  # a site may set its own
+    ping_retention_days: int = 30  # PICASSE_PING_RETENTION_DAYS: raw location pings (R8)
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     login_tracking: bool = False  # R6: possible, but off unless an operator switches it on
@@ -109,6 +110,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             visitor_retention_days=_number(
                 env, VISITOR_RETENTION_SETTING, DEFAULT_VISITOR_DAYS, int, minimum=1
             ),
+            ping_retention_days=_number(env, "PICASSE_PING_RETENTION_DAYS", 30, int),
             http_host=http_host,
             http_port=http_port,
             login_tracking=(env.get("PICASSE_LOGIN_TRACKING") or "").strip().lower() == "on",

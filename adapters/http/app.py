@@ -18,7 +18,14 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from picasse.adapters.clock import SystemClock
-from picasse.adapters.http import groups_api, messages_api, sites_api, templates_api, visits_api
+from picasse.adapters.http import (
+    attendance_api,
+    groups_api,
+    messages_api,
+    sites_api,
+    templates_api,
+    visits_api,
+)
 from picasse.adapters.http.acklinks import AckLinks
 from picasse.adapters.http.api import STRICT_BODIES, api_router
 from picasse.adapters.http.auth import (
@@ -53,6 +60,7 @@ from picasse.adapters.providers.twilio import TwilioCallbacks
 from picasse.domain.accounts import Accounts
 from picasse.domain.api_keys import ApiKeys
 from picasse.domain.application import Pseudonyms
+from picasse.domain.attendance import Attendance
 from picasse.domain.clock import Clock
 from picasse.domain.messaging import Messages
 from picasse.domain.privacy import Privacy
@@ -95,6 +103,7 @@ class HttpDeps:
     trusted_proxies: tuple[str, ...] = ()  # addresses and networks, as Settings has them
     sites: Sites | None = None  # None: on the messages application's store and clock
     visitors: Visitors | None = None  # None: likewise, with the registry's default retention
+    attendance: Attendance | None = None  # likewise
 
 
 class BodyRequest(Request[Any, Any, Any]):
@@ -152,6 +161,7 @@ def create_app(deps: HttpDeps) -> Litestar:
                 *groups_api.ROUTES,
                 *sites_api.ROUTES,
                 *visits_api.ROUTES,
+                *attendance_api.ROUTES,
             ),
             webhook_endpoints_router(),
             docs_router(),
@@ -172,6 +182,7 @@ def create_app(deps: HttpDeps) -> Litestar:
             "webhook_log": provide(deps.webhook_log),
             "sites": provide(deps.sites or Sites(clock=deps.clock, sharing=deps.messages)),
             "visits": provide(_visit_service(deps)),
+            "attendance": provide(deps.attendance or attendance_on(deps.messages, deps.clock)),
         },
         # From where (every request), who calls (every request), then what an API key may
         # call and which customer they may reach (every route).
@@ -240,6 +251,7 @@ def _complete_the_document(app: Litestar) -> None:
             *groups_api.STRICT_BODIES,
             *sites_api.STRICT_BODIES,
             *visits_api.STRICT_BODIES,
+            *attendance_api.STRICT_BODIES,
             *STRICT_WEBHOOK_BODIES,
         )
     }
@@ -258,6 +270,12 @@ def _visit_service(deps: HttpDeps) -> VisitService:
         public_url=deps.ack_links.public_url,
         deps=deps,
     )
+
+
+def attendance_on(messages: Messages, clock: Clock) -> Attendance:
+    """Attendance on the messages application's store; withdrawals erase through Privacy."""
+    privacy = Privacy(shredder=shredder_of, sharing=messages)
+    return Attendance(clock=clock, privacy=privacy, sharing=messages)
 
 
 def _closing_health(deps: HttpDeps) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:

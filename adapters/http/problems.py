@@ -33,6 +33,14 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 
+class FieldError(msgspec.Struct, frozen=True):
+    """One bad item of a list the request sent (e.g. a ping of a batch)."""
+
+    index: Annotated[int, Meta(description="its position in the list, from 0")]
+    field: Annotated[str, Meta(description="its field at fault")]
+    reason: Annotated[str, Meta(description="what is wrong, in words (never the value)")]
+
+
 class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     """An error response (RFC 9457); `code` is stable for programs, `detail` is for people."""
 
@@ -42,6 +50,10 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     detail: Annotated[str, Meta(description="what went wrong, in words for people")]
     code: Annotated[str, Meta(description="what went wrong, as a stable code for programs")]
     field: Annotated[str | None, Meta(description="the input field at fault, when one is")] = None
+    errors: Annotated[
+        list[FieldError] | None,
+        Meta(description="every bad item of a list refused whole, when the request sent one"),
+    ] = None
 
 
 # The one table from what went wrong to what the caller is told; the most specific
@@ -120,7 +132,11 @@ def problem_for(error: Exception) -> tuple[Problem, Mapping[str, str]]:
                 headers = {"Retry-After": str(error.retry_after)}
                 return _problem(status, error.code, error.message, error.field), headers
             if isinstance(error, DomainError):
-                return _problem(status, error.code, error.message, error.field), {}
+                problem = _problem(status, error.code, error.message, error.field)
+                items = getattr(error, "errors", None)
+                if items:
+                    problem.errors = [FieldError(i.index, i.field, i.reason) for i in items]
+                return problem, {}
             if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
                 log.warning("%s while serving a request", type(error).__name__)
             return _problem(status, own_code or "error", detail or str(error) or status.phrase), {}

@@ -333,6 +333,9 @@ class KeyStoreShredder:
     def destroyed_key_ids(self, tenant_id: UUID) -> list[UUID]:
         return [k.key_id for k in self.keys.destroyed_keys(tenant_id)]
 
+    def live_subjects(self, tenant_id: UUID, prefix: str) -> list[str]:
+        return self.keys.live_subjects(tenant_id, prefix)
+
     def sealed_event_count(self, tenant_id: UUID) -> int:
         return self.keys.sealed_event_count(tenant_id)
 

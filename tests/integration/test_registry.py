@@ -19,7 +19,7 @@ from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.personal import ERASED, PERSONAL_DATA_KINDS, PersonalDataKind, Trigger
-from picasse.domain.retention import traffic_retention
+from picasse.domain.retention import dated_keys, retention_periods
 from picasse.domain.sites import Sites
 from picasse.domain.values import Role
 from picasse.domain.visitors import HostChoice, RegistrationSettings, VisitForm, Visitors
@@ -196,14 +196,19 @@ def test_each_erasure_trigger_of_a_kind_leaves_no_readable_trace_of_it(
             customer, planted.subject(kind), "the subject asked", trigger=Trigger.REQUEST
         )
         assert done.key_ids
-    elif kind.retention.days is not None:  # kept for days after its subject's own event
-        later = gdpr.clock.now() + timedelta(days=kind.retention.days + 2)
+    elif not dated_keys(kind):  # kept for days after its subject's own event (a visit)
+        later = gdpr.clock.now() + timedelta(days=(kind.retention.days or 0) + 2)
         visitors = Visitors(clock=gdpr.clock, sharing=gdpr.privacy)
         gone = run_visitor_retention(gdpr.privacy, visitors, now=later, dry_run=False)
         assert [f"visitor/{v}" for _, v in gone] == [planted.subject(kind)]
     else:
         later = gdpr.clock.now() + timedelta(days=7 * 31)
-        erased = run_retention(gdpr.privacy, traffic_retention(), now=later, dry_run=False)
+        erased = [
+            gone
+            for period in retention_periods()
+            if kind.kind in period.kinds
+            for gone in run_retention(gdpr.privacy, period, now=later, dry_run=False)
+        ]
         assert (customer, planted.subject(kind)) in erased
     gdpr.views.catch_up()
 

@@ -10,7 +10,7 @@ from picasse.domain.personal import (
     Trigger,
     export_sources,
 )
-from picasse.domain.retention import retention_periods
+from picasse.domain.retention import dated_keys, retention_periods
 from picasse.projections.personal_data import SOURCES
 from tests.registry_walk import domain_event_classes, personal_fields_of
 
@@ -50,6 +50,7 @@ def test_every_kind_is_exported_from_a_known_source_or_says_why_not(kind: Person
 def test_every_kind_is_erased_by_termination_or_says_it_is_kept(kind: PersonalDataKind) -> None:
     # Only a kind the law makes us keep (fiscal records) may outlive the subscription.
     assert Trigger.TERMINATION in kind.erased_on or kind.retention.months is not None
+    assert Trigger.RETENTION not in kind.erased_on or (kind.retention.months or kind.retention.days)
     assert kind.subject.startswith(f"{kind.kind}/")
 
 
@@ -57,12 +58,15 @@ def test_every_export_source_serves_a_registered_kind() -> None:
     assert sorted(SOURCES) == sorted(export_sources())
 
 
-def test_the_traffic_period_governs_the_kinds_the_registry_erases_by_retention() -> None:
-    (period,) = retention_periods({"PICASSE_TRAFFIC_RETENTION_MONTHS": 9})
-    assert period.months == 9 and set(period.kinds) == {"traffic", "content"}
+def test_the_traffic_and_ping_periods_govern_the_kinds_the_registry_erases_by_retention() -> None:
+    traffic, pings = retention_periods(
+        {"PICASSE_TRAFFIC_RETENTION_MONTHS": 9, "PICASSE_PING_RETENTION_DAYS": 12}
+    )
+    assert traffic.months == 9 and set(traffic.kinds) == {"traffic", "content"}
+    assert pings.days == 12 and pings.kinds == ("location",)
     retained = {k.kind for k in PERSONAL_DATA_KINDS.values() if Trigger.RETENTION in k.erased_on}
-    by_days = {k.kind for k in PERSONAL_DATA_KINDS.values() if k.retention.days is not None}
-    assert set(period.kinds) == retained - by_days
+    per_visit = {k.kind for k in PERSONAL_DATA_KINDS.values() if not dated_keys(k)}
+    assert set(traffic.kinds) | set(pings.kinds) == retained - per_visit
 
 
 def test_visitors_are_kept_28_days_after_the_visit_by_a_declared_setting() -> None:
@@ -70,3 +74,4 @@ def test_visitors_are_kept_28_days_after_the_visit_by_a_declared_setting() -> No
     assert visitor.retention.days == 28 and visitor.retention.months is None
     assert visitor.retention.setting == "PICASSE_VISITOR_RETENTION_DAYS"
     assert visitor.erased_on == {Trigger.TERMINATION, Trigger.REQUEST, Trigger.RETENTION}
+    assert not dated_keys(visitor)  # its own job, after each visit
