@@ -71,7 +71,7 @@ class FormRefused(InvalidInput):
     def __init__(self, errors: dict[str, str]) -> None:
         first = next(iter(errors))
         super().__init__("; ".join(errors.values()), field=first)
-        self.errors = errors
+        self.by_field = errors  # field → its reason (the page shows each beside its field)
 
 
 class NotOnSite(Conflict):

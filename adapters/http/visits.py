@@ -229,7 +229,7 @@ def visit_register(
         form = data.form()
         visits.register(slug, form, data.website, client_address(request))
     except FormRefused as refused:
-        return _form_page(registration, form, refused.errors, HTTPStatus.UNPROCESSABLE_ENTITY)
+        return _form_page(registration, form, refused.by_field, HTTPStatus.UNPROCESSABLE_ENTITY)
     except TrapSprung as trap:
         return _form_page(
             registration, form, {HONEYPOT: trap.message}, HTTPStatus.UNPROCESSABLE_ENTITY
