@@ -16,6 +16,7 @@ from litestar.routes import HTTPRoute
 from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.domain.access import Viewer
 from picasse.domain.api_keys import Scope
+from picasse.domain.geofences import Circle
 from picasse.domain.sites import Sites
 from picasse.domain.values import Role
 from picasse.runners.api import http_deps
@@ -77,6 +78,28 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/webhooks"): {"url": "http://127.0.0.1:9/planted", "events": ["delivery.failed"]},
     ("POST", "/v1/sites"): {"name": "Planted", "address": "Evil Street 1"},
     ("PUT", "/v1/sites/{site_id:uuid}"): {"name": "Planted", "address": "Evil Street 1"},
+    ("PUT", "/v1/attendance/service"): {"on": True},
+    ("POST", "/v1/location/pings"): {
+        "pings": [
+            {
+                "user_id": str(uuid.uuid4()),
+                "at": "2026-01-01T00:00:00+00:00",
+                "lat": 52.0,
+                "lon": 4.0,
+                "accuracy_m": 5,
+            }
+        ]
+    },
+    ("POST", "/v1/geofences"): {
+        "site_id": str(uuid.uuid4()),
+        "name": "Planted",
+        "shape": {"type": "circle", "lat": 52.0, "lon": 4.0, "radius_m": 50},
+    },
+    ("PUT", "/v1/geofences/{fence_id:uuid}"): {
+        "site_id": str(uuid.uuid4()),
+        "name": "Planted",
+        "shape": {"type": "circle", "lat": 52.0, "lon": 4.0, "radius_m": 50},
+    },
 }
 
 
@@ -91,6 +114,10 @@ class World:
         b_admin = Viewer(role=Role.CUSTOMER_ADMIN, customer_id=b.customer_id, user_id=b.admin_id)
         self.b_site_id = Sites(clock=deps.clock, sharing=deps.messages).add(
             b.customer_id, "B's depot", "Bellowsweg 1"
+        )
+        assert deps.attendance is not None
+        self.b_fence_id = deps.attendance.add_fence(
+            b.customer_id, self.b_site_id, "B's gate", Circle(lat=52.0, lon=4.0, radius_m=50)
         )
         self.b_webhook_id = deps.webhooks.register(
             b.customer_id, "https://93.184.216.34/b-hook", ["delivery.failed"], by=b_admin
@@ -292,6 +319,7 @@ def test_a_user_of_customer_a_gets_404_or_403_for_every_resource_of_customer_b(
         "group_id": str(world.b_group_id),
         "webhook_id": str(world.b_webhook_id),
         "site_id": str(world.b_site_id),
+        "fence_id": str(world.b_fence_id),
     }
     problems, tried = [], 0
     for login in (world.a.admin_login, world.a.user_login):
