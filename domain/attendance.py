@@ -175,18 +175,18 @@ class Presence(Aggregate):
         self.visits: list[Visit] = []
 
     def give_consent(self, at: datetime) -> None:
-        self._consent_given(self.user_id, at)
+        self._consent_given(self.tenant_id, self.user_id, at)
 
     @event("ConsentGiven")
-    def _consent_given(self, user_id: UUID, at: Kept) -> None:
+    def _consent_given(self, tenant_id: UUID, user_id: UUID, at: Kept) -> None:
         self.consent = True
         self.consent_history.append(("given", _time(at)))
 
     def withdraw_consent(self, at: datetime) -> None:
-        self._consent_withdrawn(self.user_id, at)
+        self._consent_withdrawn(self.tenant_id, self.user_id, at)
 
     @event("ConsentWithdrawn")
-    def _consent_withdrawn(self, user_id: UUID, at: Kept) -> None:
+    def _consent_withdrawn(self, tenant_id: UUID, user_id: UUID, at: Kept) -> None:
         self.consent = False
         self.consent_history.append(("withdrawn", _time(at)))
         self.states = {}  # processing stops: nobody is "on site" from pings no longer held
@@ -196,18 +196,22 @@ class Presence(Aggregate):
         ]
 
     def enter(self, fence_id: UUID, site_id: UUID, at: datetime) -> None:
-        self._entered(self.user_id, fence_id, site_id, at)
+        self._entered(self.tenant_id, self.user_id, fence_id, site_id, at)
 
     @event("Entered")
-    def _entered(self, user_id: UUID, fence_id: UUID, site_id: UUID, at: Kept) -> None:
+    def _entered(
+        self, tenant_id: UUID, user_id: UUID, fence_id: UUID, site_id: UUID, at: Kept
+    ) -> None:
         if _time(at) is not None:
             self.visits.append(Visit(fence_id, site_id, at))
 
     def exit(self, fence_id: UUID, site_id: UUID, at: datetime) -> None:
-        self._exited(self.user_id, fence_id, site_id, at)
+        self._exited(self.tenant_id, self.user_id, fence_id, site_id, at)
 
     @event("Exited")
-    def _exited(self, user_id: UUID, fence_id: UUID, site_id: UUID, at: Kept) -> None:
+    def _exited(
+        self, tenant_id: UUID, user_id: UUID, fence_id: UUID, site_id: UUID, at: Kept
+    ) -> None:
         if _time(at) is None:
             return
         for i in range(len(self.visits) - 1, -1, -1):
@@ -216,11 +220,12 @@ class Presence(Aggregate):
                 break
 
     def evaluate(self, until: datetime, states: list[TrackedFence]) -> None:
-        self._evaluated(self.user_id, until, states)
+        self._evaluated(self.tenant_id, self.user_id, until, states)
 
     @event("Evaluated")
     def _evaluated(
         self,
+        tenant_id: UUID,
         user_id: UUID,
         until: Kept,
         states: Annotated[list[TrackedFence], Personal("attendance", of="user_id")],
@@ -403,7 +408,7 @@ class Attendance(PicasseApplication):
         return ConsentRecord(user_id, p.consent, list(p.consent_history))
 
     def _erase_pings(self, customer_id: UUID, user_id: UUID, reason: str) -> int:
-        subjects = self.privacy.live_subjects(customer_id, f"location/{user_id}/")
+        subjects = self.privacy.shredder.live_subjects(customer_id, f"location/{user_id}/")
         for subject in subjects:
             self.privacy.erase_subject(customer_id, subject, reason, trigger=Trigger.REQUEST)
         return len(subjects)
@@ -608,7 +613,7 @@ class Attendance(PicasseApplication):
         if presence is None:
             return []
         out: list[Ping | Erased] = []
-        for subject in self.privacy.live_subjects(customer_id, f"location/{user_id}/"):
+        for subject in self.privacy.shredder.live_subjects(customer_id, f"location/{user_id}/"):
             day = date.fromisoformat(subject.rpartition("/")[2])
             out += self._location_day(customer_id, user_id, day).pings
         return out

@@ -136,9 +136,6 @@ class Privacy(PicasseApplication):
         super().__init__(env, sharing=sharing)
         self.shredder = shredder(self)
 
-    def live_subjects(self, tenant_id: UUID, prefix: str) -> list[str]:
-        return self.shredder.live_subjects(tenant_id, prefix)
-
     def _saved(self, *aggregates: Aggregate) -> int:
         """Saves in one transaction; the notification id of the last event written."""
         recordings = self.save(*aggregates)

@@ -1,4 +1,5 @@
-"""`picasse sites …`: a customer's sites (premises), for operators on the command line."""
+"""`picasse sites …` and `picasse geofences …`: a customer's sites (premises) and their
+geofences, for operators on the command line."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import argparse
 from contextlib import AbstractContextManager
 from typing import Any
 
+import msgspec
 from rich.table import Table
 
+from picasse.domain.attendance import Attendance
+from picasse.domain.errors import InvalidInput
+from picasse.domain.geofences import DEFAULT_DWELL, DEFAULT_HYSTERESIS_M, Circle, Polygon, Shape
 from picasse.domain.sites import Sites
 from picasse.runners.settings import Settings
 
@@ -17,6 +22,87 @@ def open_sites(settings: Settings, database_url: str) -> Sites:
 
     env = eventsourcing_env(database_url, settings.master_key_path, schema=settings.database_schema)
     return Sites(env, clock=clock_from(settings))
+
+
+def open_attendance(settings: Settings, database_url: str) -> Attendance:
+    from picasse.adapters.postgres.store import shredder_of
+    from picasse.domain.privacy import Privacy
+    from picasse.runners.wiring import clock_from, eventsourcing_env
+
+    env = eventsourcing_env(database_url, settings.master_key_path, schema=settings.database_schema)
+    # Attendance owns the store; its Privacy (for withdrawals) shares it, so is made after.
+    attendance = Attendance(env, clock=clock_from(settings), privacy=None)  # type: ignore[arg-type]
+    attendance.privacy = Privacy(shredder=shredder_of, sharing=attendance)
+    return attendance
+
+
+def _attendance(settings: Settings) -> AbstractContextManager[Attendance]:
+    from picasse.runners.cli import _opened
+
+    return _opened(open_attendance, settings)
+
+
+def _shape(args: argparse.Namespace) -> Shape:
+    if args.polygon is not None:
+        if args.circle is not None:
+            raise InvalidInput("give --circle or --polygon, not both", field="shape")
+        try:
+            return msgspec.json.decode(args.polygon, type=Polygon)
+        except msgspec.DecodeError:
+            raise InvalidInput("--polygon: not a GeoJSON Polygon", field="shape") from None
+    if args.circle is None:
+        raise InvalidInput("give --circle LAT,LON,RADIUS_M or --polygon GEOJSON", field="shape")
+    try:
+        lat, lon, radius = (float(part) for part in args.circle.split(","))
+    except ValueError:
+        raise InvalidInput(
+            "--circle: LAT,LON,RADIUS_M, e.g. 52.37,4.89,100", field="shape"
+        ) from None
+    return Circle(lat=lat, lon=lon, radius_m=radius)
+
+
+def cmd_geofences_add(args: argparse.Namespace, settings: Settings) -> int:
+    with _attendance(settings) as attendance:
+        print(
+            attendance.add_fence(
+                args.customer, args.site, args.name, _shape(args),
+                hysteresis_m=args.hysteresis_m, dwell_seconds=args.dwell_seconds,
+            )
+        )  # fmt: skip
+    return 0
+
+
+def cmd_geofences_list(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.runners.cli import _json, out
+
+    with _attendance(settings) as attendance:
+        found = attendance.fences(args.customer, args.site)
+    if args.json:
+        _json(found)
+        return 0
+    table = Table("id", "site", "name", "shape", "hysteresis", "dwell")
+    for f in found:
+        shape = (
+            f"circle {f.shape.lat},{f.shape.lon} r={f.shape.radius_m:g} m"
+            if isinstance(f.shape, Circle)
+            else f"polygon of {len(f.shape.coordinates[0]) - 1} corners"
+        )
+        table.add_row(
+            str(f.id),
+            str(f.site_id),
+            f.name,
+            shape,
+            f"{f.hysteresis_m:g} m",
+            f"{f.dwell_seconds} s",
+        )
+    out.print(table)
+    return 0
+
+
+def cmd_geofences_remove(args: argparse.Namespace, settings: Settings) -> int:
+    with _attendance(settings) as attendance:
+        attendance.remove_fence(args.customer, args.geofence)
+    return 0
 
 
 def _sites(settings: Settings) -> AbstractContextManager[Sites]:
@@ -73,3 +159,35 @@ def add_commands(commands: Any, uuid: Any) -> None:
     from picasse.runners.visitors_cli import add_registration_command
 
     add_registration_command(sites, uuid)
+
+    fences = commands.add_parser(
+        "geofences", help="a customer's geofences (attendance)"
+    ).add_subparsers(title="geofence commands", metavar="COMMAND", required=True)
+    add = fences.add_parser(
+        "add",
+        help="add a circle or a GeoJSON polygon to a site; prints its id",
+        description="Give --circle LAT,LON,RADIUS_M or --polygon with a GeoJSON Polygon.",
+    )
+    add.add_argument("--customer", type=uuid, required=True, metavar="ID")
+    add.add_argument("--site", type=uuid, required=True, metavar="ID", help="the site's id")
+    add.add_argument("--name", required=True, help="what the geofence is called")
+    add.add_argument("--circle", metavar="LAT,LON,RADIUS_M", help="a circle, e.g. 52.37,4.89,100")
+    add.add_argument("--polygon", metavar="GEOJSON", help='{"type": "Polygon", "coordinates": …}')
+    add.add_argument(
+        "--hysteresis-m", type=float, default=DEFAULT_HYSTERESIS_M, metavar="M",
+        help="half the band between inner and outer boundary (default %(default)s)",
+    )  # fmt: skip
+    add.add_argument(
+        "--dwell-seconds", type=int, default=int(DEFAULT_DWELL.total_seconds()), metavar="S",
+        help="how long a change must hold before it counts (default %(default)s)",
+    )  # fmt: skip
+    add.set_defaults(run=cmd_geofences_add)
+    listed = fences.add_parser("list", help="a customer's geofences, of one site or all")
+    listed.add_argument("--customer", type=uuid, required=True, metavar="ID")
+    listed.add_argument("--site", type=uuid, metavar="ID", help="only this site's")
+    listed.add_argument("--json", action="store_true", help="print JSON")
+    listed.set_defaults(run=cmd_geofences_list)
+    remove = fences.add_parser("remove", help="remove a geofence")
+    remove.add_argument("--customer", type=uuid, required=True, metavar="ID")
+    remove.add_argument("geofence", type=uuid, metavar="GEOFENCE", help="the geofence's id")
+    remove.set_defaults(run=cmd_geofences_remove)

@@ -17,6 +17,7 @@ from litestar.routes import HTTPRoute
 from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.domain.access import Viewer
 from picasse.domain.api_keys import Scope
+from picasse.domain.geofences import Circle
 from picasse.domain.sites import Sites
 from picasse.domain.values import Role
 from picasse.domain.visitors import HostChoice, RegistrationSettings, VisitForm, Visitors
@@ -91,6 +92,28 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "privacy_notice": "Planted",
     },
     ("POST", "/app/desk/check-in"): {"code": "00000000-0000-0000-0000-000000000001.planted"},
+    ("PUT", "/v1/attendance/service"): {"on": True},
+    ("POST", "/v1/location/pings"): {
+        "pings": [
+            {
+                "user_id": str(uuid.uuid4()),
+                "at": "2026-01-01T00:00:00+00:00",
+                "lat": 52.0,
+                "lon": 4.0,
+                "accuracy_m": 5,
+            }
+        ]
+    },
+    ("POST", "/v1/geofences"): {
+        "site_id": str(uuid.uuid4()),
+        "name": "Planted",
+        "shape": {"type": "circle", "lat": 52.0, "lon": 4.0, "radius_m": 50},
+    },
+    ("PUT", "/v1/geofences/{fence_id:uuid}"): {
+        "site_id": str(uuid.uuid4()),
+        "name": "Planted",
+        "shape": {"type": "circle", "lat": 52.0, "lon": 4.0, "radius_m": 50},
+    },
 }
 
 
@@ -122,6 +145,10 @@ class World:
             VisitForm(name="B's visitor", email="v@bellows.example", host=str(b.user_id),
                       arrival=tomorrow, consent=True),
         ).visitor_id  # fmt: skip
+        assert deps.attendance is not None
+        self.b_fence_id = deps.attendance.add_fence(
+            b.customer_id, self.b_site_id, "B's gate", Circle(lat=52.0, lon=4.0, radius_m=50)
+        )
         self.b_webhook_id = deps.webhooks.register(
             b.customer_id, "https://93.184.216.34/b-hook", ["delivery.failed"], by=b_admin
         ).endpoint.id
@@ -323,6 +350,7 @@ def test_a_user_of_customer_a_gets_404_or_403_for_every_resource_of_customer_b(
         "webhook_id": str(world.b_webhook_id),
         "site_id": str(world.b_site_id),
         "visitor_id": str(world.b_visitor_id),
+        "fence_id": str(world.b_fence_id),
     }
     problems, tried = [], 0
     for login in (world.a.admin_login, world.a.user_login):

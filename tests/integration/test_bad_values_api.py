@@ -24,6 +24,7 @@ from litestar.routes import HTTPRoute
 from psycopg import sql
 
 from picasse.adapters.http.app import HttpDeps, create_app
+from picasse.domain.geofences import Circle
 from picasse.domain.sites import Sites
 from picasse.domain.visitors import RegistrationSettings, VisitForm, Visitors
 from picasse.runners.api import http_deps
@@ -125,6 +126,44 @@ EXAMPLES: dict[tuple[str, str], tuple[Who, list[dict[str, Any]]]] = {
     ("POST", "/visit/{slug:str}"): ("anyone", []),
     ("POST", "/v1/sites/{slug:str}/visits"): ("anyone", []),
     ("POST", "/app/desk/check-in"): ("user-session", []),
+    ("PUT", "/v1/attendance/service"): ("admin", [{"on": True}]),
+    ("POST", "/v1/location/pings"): (
+        "admin",
+        [
+            {
+                "pings": [
+                    {
+                        "user_id": "{user_id:uuid}",
+                        "at": "2026-01-01T00:00:00+00:00",
+                        "lat": 52.0,
+                        "lon": 4.0,
+                        "accuracy_m": 5,
+                    }
+                ]
+            }
+        ],
+    ),
+    # "{site_id:uuid}": the world's site, filled in as path parameters are.
+    ("POST", "/v1/geofences"): (
+        "admin",
+        [
+            {
+                "site_id": "{site_id:uuid}",
+                "name": "Gate",
+                "shape": {"type": "circle", "lat": 52.0, "lon": 4.0, "radius_m": 50},
+            }
+        ],
+    ),
+    ("PUT", "/v1/geofences/{fence_id:uuid}"): (
+        "admin",
+        [
+            {
+                "site_id": "{site_id:uuid}",
+                "name": "Gate",
+                "shape": {"type": "circle", "lat": 52.0, "lon": 4.0, "radius_m": 80},
+            }
+        ],
+    ),
     # A public address, written as one: nothing resolves a name, and no sender runs here.
     ("POST", "/v1/webhooks"): (
         "admin",
@@ -200,6 +239,16 @@ def world(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
             ),
         }
         ids["{slug:str}"] = _visitor_examples(deps, tenant, UUID(ids["{site_id:uuid}"]))
+        assert deps.attendance is not None
+        # Pings of a user who consented, so that the example is accepted.
+        deps.attendance.switch(tenant.customer_id, True)
+        deps.attendance.give_consent(tenant.customer_id, tenant.user_id)
+        ids["{fence_id:uuid}"] = str(
+            deps.attendance.add_fence(
+                tenant.customer_id, UUID(ids["{site_id:uuid}"]), "Gate",
+                Circle(lat=52.0, lon=4.0, radius_m=50),
+            )
+        )  # fmt: skip
         with serving(app) as base_url:
             yield World(app, deps, base_url, tenant, settings, headers, tokens, ids)
 
@@ -331,6 +380,15 @@ def _url(world: World, path: str) -> str:
     return url.replace("{token:str}", world.tokens.get(path, "no-such-token"))
 
 
+def _filled(world: World, value: Any) -> Any:
+    """The body with the world's ids where an example names them ("{site_id:uuid}")."""
+    if isinstance(value, dict):
+        return {k: _filled(world, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_filled(world, v) for v in value]
+    return world.ids.get(value, value) if isinstance(value, str) else value
+
+
 def _send(client: httpx.Client, method: str, url: str, body: dict[str, Any], form: bool) -> Any:
     if form:
         return client.request(method, url, data=body)
@@ -344,7 +402,7 @@ def test_a_control_character_in_any_text_field_of_any_route_is_a_field_named_422
     before = _events(world)
     for method, path, form, who, body, field in _cases(world.app):
         with _client(world, who) as client:
-            response = _send(client, method, _url(world, path), body, form)
+            response = _send(client, method, _url(world, path), _filled(world, body), form)
         tried += 1
         case = f"{method} {path} {field}={body[field]!r}"
         expected = OTHER_STATUS.get((method, path, field), (422, ""))[0]
@@ -374,7 +432,7 @@ def test_the_examples_themselves_are_accepted(world: World) -> None:
                     "/visit/{slug:str}",
                     "/app/desk/check-in",
                 )
-                response = _send(client, method, _url(world, path), example, form)
+                response = _send(client, method, _url(world, path), _filled(world, example), form)
             accepted = response.status_code < 400 and not (  # not sent back to log in
                 who.endswith("-session") and response.headers.get("location") == "/login"
             )
