@@ -41,7 +41,7 @@ external_log=test-output/external-servers.log
 ) &
 external=$!
 echo "== tests on the embedded servers (the run on the external servers goes on beside it) =="
-env -u PICASSE_DATABASE_URL -u PICASSE_NATS_URL PYTEST_DEBUG_TEMPROOT="$temproot/embedded" "$BIN/pytest" -q -n 6 --dist loadgroup --no-loadscope-reorder -p no:cacheprovider --durations=25
+env -u PICASSE_DATABASE_URL -u PICASSE_NATS_URL PYTEST_DEBUG_TEMPROOT="$temproot/embedded" "$BIN/pytest" -q -n 4 --dist loadgroup --no-loadscope-reorder -p no:cacheprovider --durations=25
 embedded_rc=$?
 wait "$external"
 external_rc=$(cat test-output/external-servers.rc 2>/dev/null || echo 1)
