@@ -27,7 +27,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from bench import audit_replay, event_store, messaging, supervisor
+from bench import audit_replay, event_store, messaging, pings, supervisor
 from picasse.runners import servers
 from picasse.runners.settings import Settings
 
@@ -39,7 +39,7 @@ def positive(text: str) -> int:
     return number
 
 
-BENCHES = ("event-store", "messaging", "audit", "supervisor")
+BENCHES = ("event-store", "messaging", "audit", "supervisor", "pings")
 
 
 def positive_number(text: str) -> float:
@@ -211,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
                 run_messaging(console, settings, database_url, nats_url, messaging_config)
             elif name == "audit":
                 run_audit(console, settings, database_url, audit_config)
+            elif name == "pings":
+                console.rule("location pings")
+                console.print(
+                    pings.table(
+                        pings.run(settings, database_url, pings.Config(), console), pings.Config()
+                    )
+                )
             elif name == "supervisor":
                 with console.status("picasse up: start, kill a worker, stop"):
                     console.print(supervisor.table(supervisor.run()))

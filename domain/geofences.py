@@ -149,24 +149,23 @@ class MeasuredFence:
         self.fence = fence
         self.dwell = timedelta(seconds=fence.dwell_seconds)
         shape = fence.shape
-        self._planar = _ProjectedPolygon(shape) if isinstance(shape, Polygon) else None
+        self._planar: _ProjectedPolygon | None = None  # made when first needed (PROJ set-up)
         if isinstance(shape, Circle):
             self.lon0, self.lat0, self.reach = shape.lon, shape.lat, shape.radius_m
         else:
-            assert self._planar is not None
-            self.lon0, self.lat0, self.reach = (
-                self._planar.lon0,
-                self._planar.lat0,
-                self._planar.radius,
-            )
+            outer = shape.coordinates[0][:-1]
+            self.lon0, self.lat0 = _centre((p[0], p[1]) for p in outer)
+            self.reach = max(GEOD.inv(self.lon0, self.lat0, p[0], p[1])[2] for p in outer)
 
     def signed_distances(self, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
-        if self._planar is not None:
+        shape = self.fence.shape
+        if isinstance(shape, Polygon):
+            if self._planar is None:
+                self._planar = _ProjectedPolygon(shape)
             return self._planar.signed_distances(lats, lons)
-        assert isinstance(self.fence.shape, Circle)
         n = len(lats)
         _, _, d = GEOD.inv(np.full(n, self.lon0), np.full(n, self.lat0), lons, lats)
-        return np.asarray(d) - self.fence.shape.radius_m
+        return np.asarray(d) - shape.radius_m
 
     def verdicts(self, lats: np.ndarray, lons: np.ndarray, accuracy: np.ndarray) -> list[Verdict]:
         d = self.signed_distances(lats, lons)
@@ -198,26 +197,47 @@ class MeasuredFence:
 
 class FenceIndex:
     """A customer's fences behind an STRtree of their lon/lat boxes: a ping is measured
-    against the few fences near it, not against all of them."""
+    against the few fences its accuracy circle may reach, not against all of them."""
 
-    def __init__(self, fences: Iterable[Fence], *, max_accuracy_m: float) -> None:
+    def __init__(self, fences: Iterable[Fence]) -> None:
         self.fences = [MeasuredFence(f) for f in fences]
         self.by_id = {m.fence.id: m for m in self.fences}
         owners: list[int] = []
         geometries = []
         for i, fence in enumerate(self.fences):
-            for b in fence.boxes(max_accuracy_m):
+            for b in fence.boxes(1.0):  # a metre of slack for the boxes' own arithmetic
                 geometries.append(box(*b))
                 owners.append(i)
         self._owners = np.asarray(owners, dtype=np.int64)
         self._tree = STRtree(geometries) if geometries else None
 
-    def near(self, lats: np.ndarray, lons: np.ndarray) -> dict[UUID, np.ndarray]:
-        """Per fence near any of the points: the indexes of the points near it."""
+    def near(
+        self, lats: np.ndarray, lons: np.ndarray, accuracy: np.ndarray
+    ) -> dict[UUID, np.ndarray]:
+        """Per fence whose outer boundary a ping's accuracy circle may reach: the indexes of
+        those pings. A ping near no fence lies wholly beyond every outer boundary."""
         if self._tree is None or len(lats) == 0:
             return {}
-        points, hits = self._tree.query(shapely.points(lons, lats), predicate="intersects")
+        dlat = accuracy / METRES_PER_DEGREE
+        cos = np.maximum(np.cos(np.radians(np.minimum(np.abs(lats) + dlat, 90.0))), 1e-6)
+        dlon = np.minimum(accuracy / (METRES_PER_DEGREE * cos), 180.0)
+        south, north, west, east = lats - dlat, lats + dlat, lons - dlon, lons + dlon
+        # A box over ±180° is asked about on both sides of it.
+        which = np.arange(len(lats))
+        over_west, over_east = west < -180, east > 180
+        n_west, n_east = int(over_west.sum()), int(over_east.sum())
+        boxes = shapely.box(
+            np.concatenate(
+                [np.maximum(west, -180), west[over_west] + 360, np.full(n_east, -180.0)]
+            ),
+            np.concatenate([south, south[over_west], south[over_east]]),
+            np.concatenate([np.minimum(east, 180), np.full(n_west, 180.0), east[over_east] - 360]),
+            np.concatenate([north, north[over_west], north[over_east]]),
+        )
+        point_of_box = np.concatenate([which, which[over_west], which[over_east]])
+        found_boxes, hits = self._tree.query(boxes, predicate="intersects")
         found: dict[UUID, list[int]] = {}
+        points = point_of_box[found_boxes]
         for point, hit in zip(points.tolist(), self._owners[hits].tolist(), strict=True):
             found.setdefault(self.fences[hit].fence.id, []).append(point)
         return {k: np.unique(np.asarray(v)) for k, v in found.items()}
@@ -261,7 +281,7 @@ def follow(
 ) -> tuple[dict[UUID, FenceState], list[Crossing]]:
     """Pings (sorted by time) through every fence they are near, or the user is in or
     changing in: the new states (default ones left out) and the crossings, in time order."""
-    near = index.near(lats, lons)
+    near = index.near(lats, lons, accuracy)
     involved = set(near) | {f for f, s in states.items() if f in index.by_id and s != FenceState()}
     new_states = dict(states)
     crossings: list[Crossing] = []

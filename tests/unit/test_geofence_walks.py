@@ -98,7 +98,7 @@ def test_a_noisy_walk_enters_and_exits_where_the_clean_track_crosses_and_never_f
         np.array([noise.uniform(0, 360) for _ in clean]),
         np.array([noise.uniform(0, 0.95 * ACCURACY) for _ in clean]),
     )
-    index = FenceIndex([fence], max_accuracy_m=1000)
+    index = FenceIndex([fence])
     accuracy = np.full(len(clean), ACCURACY)
     # In batches of 50, as an app uploads them: state carries over between batches.
     states: dict = {}
