@@ -18,7 +18,7 @@ import re
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, TypeVar
 from urllib.parse import urlsplit
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -47,6 +47,7 @@ from picasse.domain.values import (
     single_line,
 )
 
+T = TypeVar("T")
 OPTIONAL_FIELDS = ("phone", "company")  # what a site may ask for beside name, e-mail, host, arrival
 MAX_NAME = 100
 MAX_COMPANY = 100
@@ -544,9 +545,9 @@ class Visitors(PicasseApplication):
         registration = self.registration_by_slug(slug)
         errors: dict[str, str] = {}
 
-        def check(field: str, parse: object) -> object:
+        def check(field: str, parse: Callable[[], T]) -> T | None:
             try:
-                return parse() if callable(parse) else parse
+                return parse()
             except InvalidInput as error:
                 errors[field] = error.message
                 return None
@@ -567,36 +568,41 @@ class Visitors(PicasseApplication):
         expected = check("arrival", lambda: self._arrival(form.arrival))
         if not form.consent:
             errors["consent"] = "consent: tick the box to agree to the privacy notice"
-        if errors:
+        if errors or name is None or email is None or host is None or expected is None:
             raise FormRefused(errors)
         if gate is not None:
             gate()
-        assert isinstance(name, str) and isinstance(email, str) and isinstance(host, UUID)
-        assert isinstance(expected, datetime)
         cancel_secret, pass_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        visitor = Visitor(
-            tenant_id=registration.customer_id,
-            site_id=registration.site_id,
-            host_id=host,
-            name=name,
-            email=email,
-            phone=phone if isinstance(phone, str) else None,
-            company=company if isinstance(company, str) else None,
-            expected_at=expected,
-            keep_days=registration.keep_days,
-            cancel_hash=secret_hash(cancel_secret),
-            pass_hash=secret_hash(pass_secret),
-            consented_notice_sha256=secret_hash(registration.privacy_notice),
-        )
-        notification = self._save_listed(registration.customer_id, visitor)
+
+        def new_visitor() -> Visitor:
+            return Visitor(
+                tenant_id=registration.customer_id,
+                site_id=registration.site_id,
+                host_id=host,
+                name=name,
+                email=email,
+                phone=phone,
+                company=company,
+                expected_at=expected,
+                keep_days=registration.keep_days,
+                cancel_hash=secret_hash(cancel_secret),
+                pass_hash=secret_hash(pass_secret),
+                consented_notice_sha256=secret_hash(registration.privacy_notice),
+            )
+
+        visitor_id, notification = self._save_listed(registration.customer_id, new_visitor)
         return Registered(
-            visitor.id, registration.customer_id, cancel_secret, pass_secret, notification
+            visitor_id, registration.customer_id, cancel_secret, pass_secret, notification
         )
 
-    def _save_listed(self, customer_id: UUID, visitor: Visitor) -> int:
-        """Saves the visitor with its entry in the customer's catalogue (retried when
-        another registration wrote the catalogue first)."""
+    def _save_listed(
+        self, customer_id: UUID, new_visitor: Callable[[], Visitor]
+    ) -> tuple[UUID, int]:
+        """Saves a new visitor with its entry in the customer's catalogue; when another
+        registration wrote the catalogue first, again with both made anew (a failed save
+        has taken the pending events of what it was given)."""
         for attempt in range(CONFLICT_RETRIES):
+            visitor = new_visitor()
             catalogue = self._catalogue(customer_id)
             catalogue.add(visitor.id)
             try:
@@ -605,8 +611,8 @@ class Visitors(PicasseApplication):
                 if attempt == CONFLICT_RETRIES - 1:
                     raise
                 continue
-            return max(r.notification.id for r in recordings)
-        raise AssertionError("unreachable")
+            return visitor.id, max(r.notification.id for r in recordings)
+        raise Conflict("too many registrations at once; try again")
 
     @staticmethod
     def _email(text: str) -> str:

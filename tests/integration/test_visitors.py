@@ -424,3 +424,15 @@ def test_no_stored_row_holds_a_visitors_details_readable(here: Here) -> None:
     assert b"werf-oost".hex() in stored  # the search finds what is stored readable
     for needle in (canary, canary.encode().hex(), canary.encode("utf-16-le").hex()):
         assert needle not in stored
+
+
+def test_registrations_at_once_are_each_recorded_and_listed(here: Here) -> None:
+    """They all add to the customer's one catalogue: a registration that loses the race is
+    made again, not lost (nor listed without its visitor)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = _ids(here)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        made = list(pool.map(lambda _: _register(here)[0], range(6)))
+    assert set(made) <= _ids(here) and len(_ids(here) - before) == 6
+    assert all(here.visitors.visitor(here.a.customer_id, v).name for v in made)
