@@ -61,7 +61,7 @@ _SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{1,62}[a-z0-9])")
 _RESERVED_SLUGS = frozenset({"pass", "cancel"})  # /visit/pass/… and /visit/cancel/…
 VISITORS = "visitors"  # the customer's catalogue of them (ids only)
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://picasse.example/visit-slug")
-CONFLICT_RETRIES = 5
+CONFLICT_RETRIES = 20  # registrations racing for the catalogue: each attempt is one save
 
 
 class FormRefused(InvalidInput):
@@ -362,27 +362,28 @@ def parse_slug(text: str) -> str:
 def parse_origin(text: str) -> str:
     """`https://www.example.com[:port]`, as browsers send it in Origin (no path)."""
     single_line(text, "origins")
-    parts = urlsplit(text.strip())
+    refused = InvalidInput(
+        f"origins: {text!r} is not an origin such as https://www.example.com", field="origins"
+    )
+    try:
+        parts = urlsplit(text.strip())
+        hostname, port = parts.hostname, parts.port
+    except ValueError:  # an unclosed IPv6 bracket, a port out of range
+        raise refused from None
     if (
         parts.scheme not in ("https", "http")
-        or not parts.hostname
+        or not hostname
+        or not hostname.isascii()
         or parts.path not in ("", "/")
         or parts.query
         or parts.fragment
         or parts.username
         or parts.password
-        or not parts.hostname.isascii()
     ):
-        raise InvalidInput(
-            f"origins: {text!r} is not an origin such as https://www.example.com", field="origins"
-        )
-    try:
-        port = parts.port
-    except ValueError:
-        raise InvalidInput(f"origins: {text!r} has a bad port", field="origins") from None
+        raise refused
     default = {"https": 443, "http": 80}[parts.scheme]
     suffix = f":{port}" if port and port != default else ""
-    return f"{parts.scheme}://{parts.hostname.lower()}{suffix}"
+    return f"{parts.scheme}://{hostname.lower()}{suffix}"
 
 
 class Visitors(PicasseApplication):

@@ -152,6 +152,8 @@ def test_an_admin_sets_the_registration_and_its_users_read_it_but_not_others(her
         ({"fields": ["shoe size"]}, "fields"),
         ({"hosts": []}, "hosts"),
         ({"origins": ["https://shop.example/path"]}, "origins"),
+        ({"origins": ["http://[::1"]}, "origins"),
+        ({"origins": ["https://shop.example:99999"]}, "origins"),
         ({"keep_days": 0}, "keep_days"),
         ({"privacy_notice": "a\x00b"}, "privacy_notice"),
     ],
