@@ -7,15 +7,14 @@ content is kept six months under the month's key, the visitor's details only as 
 the site keeps them, under the visitor's own key. The visitor's address is the
 delivery's recipient (traffic data, R4/R5), as for every mail sent.
 
-The confirmation carries the visitor's pass (a link to a page with the QR code, made by
-segno) and the link that cancels the visit and erases their details.
+The confirmation carries the visitor's QR code for the desk (a PNG made by segno, sent with
+the mail), a link to their pass (a page with the same code) and the link that cancels the
+visit and erases their details.
 """
 
 from __future__ import annotations
 
 from uuid import UUID
-
-import segno
 
 from picasse.domain.access import PICASSE_SENDER
 from picasse.domain.messaging import Messages, SendRequest
@@ -41,11 +40,6 @@ def desk_url(public_url: str, code: str) -> str:
     return f"{public_url.rstrip('/')}{DESK_PATH}?code={code}"
 
 
-def qr_svg(data: str) -> str:
-    """The QR code of `data` as an inline SVG element (no XML declaration)."""
-    return str(segno.make(data, error="m").svg_inline(scale=6, border=2))
-
-
 def notify(
     messages: Messages,
     public_url: str,
@@ -67,21 +61,32 @@ def notify(
         )
         sent.append(_mail(messages, registered.customer_id, host_email, HOST_SUBJECT, body))
     if visitor.email:
+        code = pass_code(registered.visitor_id, registered.pass_secret)
         body = (
             "Hello,\n\n"
             f"Your visit to {site}, expected {when}, is registered.\n\n"
-            "Your pass, with the QR code to show at the desk:\n"
+            "Show the QR code that comes with this mail at the desk, or your pass:\n"
             f"{pass_url(public_url, registered.visitor_id, registered.pass_secret)}\n\n"
             "To cancel the visit and erase your details at once:\n"
             f"{cancel_url(public_url, registered.visitor_id, registered.cancel_secret)}\n"
         )
-        sent.append(_mail(messages, registered.customer_id, visitor.email, VISITOR_SUBJECT, body))
+        qr_code = desk_url(public_url, code)
+        sent.append(
+            _mail(messages, registered.customer_id, visitor.email, VISITOR_SUBJECT, body, qr_code)
+        )
     return sent
 
 
-def _mail(messages: Messages, customer_id: UUID, to: str, subject: str, body: str) -> UUID:
+def _mail(
+    messages: Messages,
+    customer_id: UUID,
+    to: str,
+    subject: str,
+    body: str,
+    qr_code: str | None = None,
+) -> UUID:
     return messages.send(
         customer_id,
-        SendRequest(channel="email", to=[to], subject=subject, body=body),
+        SendRequest(channel="email", to=[to], subject=subject, body=body, qr_code=qr_code),
         requested_by=PICASSE_SENDER,
     )

@@ -151,6 +151,8 @@ class Message(Aggregate):
         requested_by: UUID | None,
         client_ip: Annotated[str | None, Personal("traffic", of="month")],
         ack: AckPolicy | None,
+        # E-mail: text whose QR code goes with the mail as an image (a visitor's pass).
+        qr_code: Annotated[str | None, Personal("content", of="month")] = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.month = month
@@ -164,6 +166,7 @@ class Message(Aggregate):
         self.requested_by = requested_by
         self.client_ip = client_ip
         self.ack = ack
+        self.qr_code = qr_code
         self.escalation_level = 0
 
     def delivery_ids(self) -> list[UUID]:

@@ -57,6 +57,7 @@ from picasse.domain.values import (
 MAX_RECIPIENTS = 1000
 MAX_BODY = {Channel.SMS: 1600, Channel.EMAIL: 100_000, Channel.VOICE: 3000}
 MAX_SUBJECT = 200
+MAX_QR_TEXT = 500  # a URL; a QR code of it stays scannable from a phone's screen
 MAX_SCHEDULE_AHEAD = timedelta(days=7)
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 MAX_IDEMPOTENCY_KEY = 200
@@ -95,6 +96,7 @@ class SendRequest(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str | None = None
     ack_within_minutes: int | None = None
     escalation_groups: list[str] = []
+    qr_code: str | None = None  # e-mail: text sent along as a QR code image (Picasse's own mail)
 
 
 class GroupDetails(msgspec.Struct, frozen=True):
@@ -148,6 +150,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     subject: str | None
     attempt: int
     needs_acknowledgement: bool = False  # an alert: the recipient gets a link to acknowledge
+    qr_code: str | None = None  # e-mail: sent along as a QR code image
 
     def __repr__(self) -> str:
         return f"Job(delivery_id={self.delivery_id}, attempt={self.attempt})"
@@ -301,6 +304,7 @@ def _refuse_bad_text(request: SendRequest) -> None:
         ("subject", request.subject),
         ("priority", request.priority),
         ("idempotency_key", request.idempotency_key),
+        ("qr_code", request.qr_code),
     ):
         if text is not None:
             single_line(text, name)
@@ -618,6 +622,7 @@ class Messages(PicasseApplication):
         )
         body = self._body(channel, request, stored)
         subject = self._subject(channel, request.subject)
+        qr_code = self._qr_code(channel, request.qr_code)
         group = self._group(customer_id, request.group) if request.group else None
         recipients = [parse_address(channel, text) for text in request.to]
         if group is not None:
@@ -648,6 +653,7 @@ class Messages(PicasseApplication):
             requested_by=requested_by,
             client_ip=client_ip,
             ack=ack,
+            qr_code=qr_code,
         )
         deliveries = [
             Delivery(
@@ -780,6 +786,16 @@ class Messages(PicasseApplication):
         return subject or None
 
     @staticmethod
+    def _qr_code(channel: Channel, text: str | None) -> str | None:
+        if text is None:
+            return None
+        if channel is not Channel.EMAIL:
+            raise InvalidInput("qr_code: e-mail only", field="qr_code")
+        if not 0 < len(single_line(text, "qr_code")) <= MAX_QR_TEXT:
+            raise InvalidInput(f"qr_code: 1 to {MAX_QR_TEXT} characters", field="qr_code")
+        return text
+
+    @staticmethod
     def _not_before(schedule_at: datetime | None, now: datetime) -> datetime | None:
         if schedule_at is None:
             return None
@@ -857,6 +873,7 @@ class Messages(PicasseApplication):
                 subject=message.subject if isinstance(message.subject, str) else None,
                 attempt=number,
                 needs_acknowledgement=message.ack is not None,
+                qr_code=message.qr_code if isinstance(message.qr_code, str) else None,
             )
             started.append(Attempt(job, delivery))
         for ident in erased:

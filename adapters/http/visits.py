@@ -34,7 +34,8 @@ from picasse.adapters.http.pages import (
     caller_page,
     templates,
 )
-from picasse.adapters.visitor_notices import desk_url, notify, qr_svg
+from picasse.adapters.qr import qr_svg
+from picasse.adapters.visitor_notices import desk_url, notify
 from picasse.domain.access import Viewer
 from picasse.domain.application import Pseudonyms
 from picasse.domain.clock import Clock

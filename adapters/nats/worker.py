@@ -280,6 +280,7 @@ class Worker:
                 subject=opened.subject,
                 handed_over_at=self.clock.now(),
                 acknowledgeable=opened.needs_acknowledgement,
+                qr_code=opened.qr_code,
             )
             try:
                 sent = await provider.send(delivery)

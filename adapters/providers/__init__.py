@@ -28,6 +28,7 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     handed_over_at: datetime | None = None  # the worker's clock: the message's Date header
     # An alert asking for acknowledgement: a call offers the keypad for it (Twilio).
     acknowledgeable: bool = False
+    qr_code: str | None = None  # e-mail: sent along as a QR code image (PNG)
 
     def __repr__(self) -> str:  # personal data and content stay out of every log line
         return f"Delivery(reference={self.reference!r}, channel={self.channel!r})"

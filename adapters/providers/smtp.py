@@ -17,6 +17,7 @@ from picasse.adapters.providers import (
     Sent,
     TemporaryFailure,
 )
+from picasse.adapters.qr import qr_png
 from picasse.domain.errors import InvalidInput
 from picasse.domain.messages import FailureReason
 from picasse.domain.values import header_text
@@ -251,6 +252,10 @@ def email_message(delivery: Delivery, *, sender: str) -> EmailMessage:
         message["Date"] = email.utils.format_datetime(delivery.handed_over_at)
     message["Message-ID"] = message_id_for(delivery.reference, sender)
     message.set_content(delivery.body, charset="utf-8")
+    if delivery.qr_code is not None:
+        message.add_attachment(
+            qr_png(delivery.qr_code), maintype="image", subtype="png", filename="qr-code.png"
+        )
     return message
 
 

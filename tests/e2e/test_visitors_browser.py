@@ -154,7 +154,13 @@ def test_a_visitor_registers_directly_and_framed_is_told_and_checked_in_and_out(
                 host_mail = mail_to(host_address)
                 assert all("registered to see you" in m.get_content() for m in host_mail)
                 (framed_mail,) = mail_to(framed)
-                confirmation = framed_mail.get_content()
+                text_part = framed_mail.get_body(preferencelist=("plain",))
+                assert text_part is not None
+                confirmation = text_part.get_content()
+                (image,) = [
+                    p for p in framed_mail.iter_attachments() if p.get_content_type() == "image/png"
+                ]
+                assert image.get_content().startswith(b"\x89PNG")  # the QR code, for the desk
                 assert "Dirk" not in "".join(m.get_content() for m in host_mail)  # no names
                 pass_link = re.search(r"http\S+/visit/pass/\S+", confirmation)
                 assert pass_link is not None and "/visit/cancel/" in confirmation

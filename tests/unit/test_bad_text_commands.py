@@ -199,6 +199,7 @@ SEND_BASE: dict[str, Any] = {
     "channel": "email", "to": ["ann@example.com"], "group": "night shift", "body": "Hello",
     "template": "Hi {name}", "variables": {"name": "Ann"}, "subject": "Drill",
     "priority": "alert", "idempotency_key": "k-1", "escalation_groups": ["night shift"],
+    "qr_code": "https://picasse.example/app/desk?code=x",
 }  # fmt: skip
 
 
