@@ -42,6 +42,7 @@ class Scope(StrEnum):
     GROUPS = "groups"
     USERS = "users"
     LOCATION = "location"
+    CONFERENCES = "conferences"
 
     @property
     def description(self) -> str:
@@ -56,6 +57,7 @@ SCOPE_DESCRIPTIONS: dict[Scope, str] = {
     Scope.GROUPS: "manage recipient groups",
     Scope.USERS: "the account: the customer's record, its users, API keys, own password",
     Scope.LOCATION: "location pings and consent (attendance)",
+    Scope.CONFERENCES: "schedule and run conference calls; staff: dial-in number pools",
 }
 ALL_SCOPES: frozenset[Scope] = frozenset(Scope)
 _SCOPE_VALUES = frozenset(s.value for s in Scope)  # a scope no longer known is dropped

@@ -37,7 +37,9 @@ from picasse.runners.wiring import (
     open_accounts,
     open_messages,
     provider_health_table,
+    open_conferences,
     receipt_tokens,
+    telephony_tokens,
     twilio_callbacks,
 )
 
@@ -154,6 +156,8 @@ def http_deps(
             login_tracking=settings.login_tracking,
             clock=messages.clock,
             trusted_proxies=settings.trusted_proxies,
+            conferences=open_conferences(settings, messages),
+            telephony_tokens=telephony_tokens(settings),
         )
 
 

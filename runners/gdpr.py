@@ -40,6 +40,7 @@ from picasse.adapters.statements import (
 from picasse.adapters.statements import files as statement_files
 from picasse.domain.accounts import Accounts
 from picasse.domain.clock import Clock
+from picasse.domain.conferencing import conferences_in
 from picasse.domain.errors import Conflict, InvalidInput
 from picasse.domain.personal import PERSONAL_DATA_KINDS, Trigger
 from picasse.domain.privacy import Privacy
@@ -90,8 +91,13 @@ class Platform:
             traffic=self.views.view("traffic"),
             customer_events=lambda customer_id: self.accounts.events.get(customer_id),
             groups=self.groups,
+            conferences=self.conferences,
             now=self.clock.now,
         )
+
+    def conferences(self, customer_id: UUID) -> list[Any]:
+        """The customer's conferences, from its catalogue of them in the log."""
+        return conferences_in(self.accounts.repository, customer_id)
 
     def groups(self, customer_id: UUID) -> list[Any]:
         """The customer's recipient groups: one subject key each, so the key store lists

@@ -18,7 +18,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from picasse.adapters.clock import SystemClock
-from picasse.adapters.http import groups_api, messages_api, templates_api
+from picasse.adapters.http import conferences_api, groups_api, messages_api, templates_api
 from picasse.adapters.http.acklinks import AckLinks
 from picasse.adapters.http.api import STRICT_BODIES, api_router
 from picasse.adapters.http.auth import (
@@ -35,6 +35,7 @@ from picasse.adapters.http.clients import ClientAddressMiddleware, networks
 from picasse.adapters.http.docs import docs_router
 from picasse.adapters.http.health import HealthProbe, Liveness
 from picasse.adapters.http.problems import problem_response
+from picasse.adapters.http.telephony_webhook import receive_telephony_report
 from picasse.adapters.http.transport import json_bodies_only, response_headers
 from picasse.adapters.http.webhook_endpoints import STRICT_BODIES as STRICT_WEBHOOK_BODIES
 from picasse.adapters.http.webhook_endpoints import webhook_endpoints_router
@@ -52,6 +53,7 @@ from picasse.domain.accounts import Accounts
 from picasse.domain.api_keys import ApiKeys
 from picasse.domain.application import Pseudonyms
 from picasse.domain.clock import Clock
+from picasse.domain.conferencing import Conferences
 from picasse.domain.messaging import Messages
 from picasse.domain.webhooks import Webhooks
 from picasse.projections.accounts import AccountsView
@@ -88,6 +90,9 @@ class HttpDeps:
     clock: Clock = field(default_factory=SystemClock)  # the process's one clock (wiring's)
     # Proxies whose forwarded headers are believed (PICASSE_TRUSTED_PROXIES); none by default.
     trusted_proxies: tuple[str, ...] = ()  # addresses and networks, as Settings has them
+    conferences: Conferences | None = None  # conference calls; None: not served here
+    # The telephony provider's name → the token its reports are signed with (one, or none).
+    telephony_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 class BodyRequest(Request[Any, Any, Any]):
@@ -139,7 +144,13 @@ def create_app(deps: HttpDeps) -> Litestar:
             acknowledge_by_link,
             receive_twilio_status,
             acknowledge_by_keypad,
-            api_router(*messages_api.ROUTES, *templates_api.ROUTES, *groups_api.ROUTES),
+            receive_telephony_report,
+            api_router(
+                *messages_api.ROUTES,
+                *templates_api.ROUTES,
+                *groups_api.ROUTES,
+                *conferences_api.ROUTES,
+            ),
             webhook_endpoints_router(),
             docs_router(),
             *_pages(deps),
@@ -157,6 +168,8 @@ def create_app(deps: HttpDeps) -> Litestar:
             "twilio_callbacks": provide(deps.twilio_callbacks),
             "webhooks": provide(deps.webhooks),
             "webhook_log": provide(deps.webhook_log),
+            "conferences": provide(deps.conferences),
+            "telephony_tokens": provide(deps.telephony_tokens),
         },
         # From where (every request), who calls (every request), then what an API key may
         # call and which customer they may reach (every route).
@@ -223,6 +236,7 @@ def _complete_the_document(app: Litestar) -> None:
             *STRICT_BODIES,
             *templates_api.STRICT_BODIES,
             *groups_api.STRICT_BODIES,
+            *conferences_api.STRICT_BODIES,
             *STRICT_WEBHOOK_BODIES,
         )
     }
