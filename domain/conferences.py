@@ -64,6 +64,14 @@ class Invitee(msgspec.Struct, frozen=True):
     address: Annotated[str | None, Personal("traffic", of="month")] = None
 
 
+class Recording(msgspec.Struct, kw_only=True):
+    """A recording the provider holds, by its reference (content: sealed under `month`)."""
+
+    month: str
+    reference: str | Erased
+    deletion_requested: bool = False
+
+
 class Leg(msgspec.Struct, kw_only=True):
     """One caller on the call, from admission to leaving (the provider's call id)."""
 
@@ -139,8 +147,7 @@ class Conference(Aggregate):
         self.locked = False
         self.legs: dict[UUID, Leg] = {}
         self.provider_events: list[str] = []  # ids of the provider's reports taken
-        self.recordings: list[str | Erased] = []
-        self.recordings_deleted = 0  # how many deletions were asked of the provider
+        self.recordings: list[Recording] = []
         self.minutes = 0
 
     # ------------------------------------------------------------ schedule
@@ -359,15 +366,16 @@ class Conference(Aggregate):
         reference: Annotated[str, Personal("content", of="month")],
     ) -> None:
         self.provider_events.append(provider_event)
-        self.recordings.append(reference)
+        self.recordings.append(Recording(month=month, reference=reference))
 
     @event("RecordingsDeletionRequested")
     def recordings_deletion_requested(
-        self, tenant_id: UUID, count: int, accepted: int, reason: str
+        self, tenant_id: UUID, recordings: list[int], confirmed: int, reason: str
     ) -> None:
-        """We asked the provider to delete the recordings (on erasure); `accepted` of `count`
-        it confirmed."""
-        self.recordings_deleted += count
+        """We asked the provider to delete these recordings (by their place in the list),
+        before the keys sealing their references went; it confirmed `confirmed` of them."""
+        for index in recordings:
+            self.recordings[index].deletion_requested = True
 
     def control(self, action: Control, leg: UUID | None, by: UUID | None) -> None:
         self._guard_open()

@@ -188,7 +188,7 @@ class Conferences(PicasseApplication):
         *,
         clock: Clock,
         pseudonyms: Pseudonyms,
-        messages: Messages,
+        messages: Messages | None,  # None: a process that only erases (no invitations)
         telephony: Telephony | None = None,
         pins: Callable[[], str] = random_pin,
         sharing: PicasseApplication | None = None,
@@ -269,6 +269,8 @@ class Conferences(PicasseApplication):
             raise InvalidInput("host_id: name the host (one of the customer's users)", field="host_id")
         self._user_of(customer_id, host_id, "host_id")
         invitees = self._invitees(customer_id, request.participants)
+        if self.messages is None:
+            raise Conflict("conferences cannot be scheduled here: nothing sends invitations")
         numbers = self.dial_in_numbers(customer_id)
         if not numbers:
             raise Conflict("this customer has no dial-in number: ask Picasse support for one")
@@ -463,6 +465,8 @@ class Conferences(PicasseApplication):
                     emails.append(address)
             elif isinstance(invitee.address, str):
                 (phones if invitee.kind is InviteeKind.PHONE else emails).append(invitee.address)
+        if self.messages is None:
+            return
         title = conference.title if isinstance(conference.title, str) else "conference"
         when = f"{conference.start:%Y-%m-%d %H:%M} UTC, {conference.duration_minutes} minutes"
         head = {
@@ -702,19 +706,20 @@ class Conferences(PicasseApplication):
         recordings (of conferences recorded in `month`, or all), and records the request."""
         asked = 0
         for conference in self._all_of(customer_id):
-            if month is not None and conference.month > month:
-                continue
             pending = [
-                r for r in conference.recordings[conference.recordings_deleted :]
-                if isinstance(r, str)
-            ]  # fmt: skip
+                (index, recording.reference)
+                for index, recording in enumerate(conference.recordings)
+                if not recording.deletion_requested
+                and isinstance(recording.reference, str)
+                and (month is None or recording.month <= month)
+            ]
             if not pending:
                 continue
-            accepted = 0
+            confirmed = 0
             if self.telephony is not None:
-                accepted = sum(self.telephony.delete_recording(r) for r in pending)
+                confirmed = sum(self.telephony.delete_recording(ref) for _, ref in pending)
             conference.recordings_deletion_requested(
-                conference.tenant_id, len(pending), accepted, reason
+                conference.tenant_id, [index for index, _ in pending], confirmed, reason
             )
             self.save(conference)
             asked += len(pending)

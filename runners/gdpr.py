@@ -56,6 +56,7 @@ from picasse.runners.wiring import (
     open_accounts,
     open_privacy,
     reach_database,
+    recording_eraser,
 )
 
 err = Console(stderr=True, highlight=False)
@@ -255,6 +256,11 @@ def terminate_customer(
         if step is Step.SUBSCRIPTION:
             last_write = p.privacy.terminate_subscription(customer_id)
         elif step is Step.KEYS:
+            # Recordings stay at the provider, their references sealed under keys about
+            # to go: ask it to delete them first (the request is recorded).
+            recording_eraser(p.settings, p.privacy).delete_recordings(
+                customer_id, TERMINATION_REASON
+            )
             with _progress() as bar:
                 bar.add_task("destroying keys…")
                 last_write = p.privacy.destroy_customer_keys(customer_id, TERMINATION_REASON)

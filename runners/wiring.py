@@ -355,19 +355,32 @@ def twilio_callbacks(settings: Settings) -> TwilioCallbacks | None:
     return TwilioCallbacks(settings.twilio_auth_token, settings.public_url)
 
 
+def _telephony(settings: Settings) -> HttpTelephony | None:
+    if not settings.telephony_url:
+        return None
+    return HttpTelephony(settings.telephony_url, settings.telephony_token or "")
+
+
 def open_conferences(settings: Settings, messages: Messages) -> Conferences:
     """Conferencing on the messages application's store and clock (it invites through it)."""
-    telephony = (
-        HttpTelephony(settings.telephony_url, settings.telephony_token or "")
-        if settings.telephony_url
-        else None
-    )
     return Conferences(
         clock=messages.clock,
         pseudonyms=messages.pseudonyms,
         messages=messages,
-        telephony=telephony,
+        telephony=_telephony(settings),
         sharing=messages,
+    )
+
+
+def recording_eraser(settings: Settings, app: Privacy) -> Conferences:
+    """Conferencing on an erasing process's store, to ask the provider to delete
+    recordings before the keys sealing their references go (it invites nobody)."""
+    return Conferences(
+        clock=clock_from(settings),
+        pseudonyms=KeyedPseudonyms(read_master_key(settings.master_key_path)),
+        messages=None,
+        telephony=_telephony(settings),
+        sharing=app,
     )
 
 

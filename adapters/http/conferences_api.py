@@ -99,10 +99,13 @@ class ConferencePatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     title: Annotated[str | None, msgspec.Meta(description="a new title")] = None
     start: Annotated[datetime | None, msgspec.Meta(description="a new start")] = None
     duration_minutes: Annotated[int | None, msgspec.Meta(description="a new duration")] = None
-    participants: Annotated[
-        list[Participant] | None,
-        msgspec.Meta(max_length=MAX_PARTICIPANTS, description="the new list of participants"),
-    ] = None
+    participants: (
+        Annotated[
+            list[Participant],
+            msgspec.Meta(max_length=MAX_PARTICIPANTS, description="the new list of participants"),
+        ]
+        | None
+    ) = None
 
     def __repr__(self) -> str:
         return "ConferencePatch(…)"
