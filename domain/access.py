@@ -25,12 +25,14 @@ What each role may do, as the methods below decide ("own": its own customer only
 | sees_api_keys_of          | own            | own     | own     | own customer's | own           |
 | may_revoke_key_of         | any key        | own     | own     | own customer's | own           |
 | may_use_conferences_of    | no             | no      | no      | own            | own           |
-| may_host (conferences)    | no             | no      | no      | own            | its host only |
-| may_manage_dial_in_numbers| yes            | yes     | no      | no             | no            |
+| may_host                  | no             | no      | no      | own            | own as host   |
+| may_manage_dial_in_numbers | yes           | yes     | no      | no             | no            |
 
 Stored templates are content: read by those who `may_read_content_of` it, managed by those
 who `may_administer` the customer. Recipient groups are read by those who
 `may_send_messages_for` the customer (they send to them) and managed by its admins.
+Conferences are scheduled and seen by the customer's users; changed, cancelled and run
+(host controls) by their host and the customer's admins (`may_host`).
 """
 
 from __future__ import annotations

@@ -189,7 +189,14 @@ class Conference(Aggregate):
         if self.started_at is not None and start != self.start:
             raise Conflict(f"conference {self.id} has started: its start cannot move")
         self._changed(
-            self.tenant_id, month, title, start, duration_minutes, invitees, participant_pin, host_pin
+            self.tenant_id,
+            month,
+            title,
+            start,
+            duration_minutes,
+            invitees,
+            participant_pin,
+            host_pin,
         )
 
     @event("Changed")
@@ -237,13 +244,17 @@ class Conference(Aggregate):
     def leg_of(self, call: str) -> Leg | None:
         return self.legs.get(leg_id(self.id, call))
 
-    def admit(self, month: str, provider_event: str, call: str, caller: str, role: CallRole) -> UUID:
+    def admit(
+        self, month: str, provider_event: str, call: str, caller: str, role: CallRole
+    ) -> UUID:
         self._guard_open()
         if self.locked and role is not CallRole.HOST:
             raise Conflict(f"conference {self.id} is locked")
         if self.leg_of(call) is not None:
             raise Conflict(f"call {call} was admitted already")
-        self._admitted(self.tenant_id, month, provider_event, leg_id(self.id, call), call, caller, role)
+        self._admitted(
+            self.tenant_id, month, provider_event, leg_id(self.id, call), call, caller, role
+        )
         return leg_id(self.id, call)
 
     @event("CallerAdmitted")
@@ -288,7 +299,9 @@ class Conference(Aggregate):
             raise Conflict(f"call {call} has not joined conference {self.id}")
         if leg.minutes is not None:
             raise Conflict(f"call {call} has left already")
-        self._left(self.tenant_id, month, provider_event, leg.id, at, minutes_between(leg.joined, now))
+        self._left(
+            self.tenant_id, month, provider_event, leg.id, at, minutes_between(leg.joined, now)
+        )
 
     @event("Left")
     def _left(
@@ -386,7 +399,9 @@ class Conference(Aggregate):
         self._controlled(self.tenant_id, action, leg, by)
 
     @event("HostControlUsed")
-    def _controlled(self, tenant_id: UUID, action: Control, leg: UUID | None, by: UUID | None) -> None:
+    def _controlled(
+        self, tenant_id: UUID, action: Control, leg: UUID | None, by: UUID | None
+    ) -> None:
         if action is Control.LOCK:
             self.locked = True
         elif leg is not None and action in (Control.MUTE, Control.UNMUTE):

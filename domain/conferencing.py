@@ -266,7 +266,9 @@ class Conferences(PicasseApplication):
         self._customer(customer_id)
         host_id = request.host_id or viewer.user_id
         if host_id is None:
-            raise InvalidInput("host_id: name the host (one of the customer's users)", field="host_id")
+            raise InvalidInput(
+                "host_id: name the host (one of the customer's users)", field="host_id"
+            )
         self._user_of(customer_id, host_id, "host_id")
         invitees = self._invitees(customer_id, request.participants)
         if self.messages is None:
@@ -366,7 +368,9 @@ class Conferences(PicasseApplication):
                 claim.claim(conference.id, opens, closes)
             except PinTaken:  # another conference holds it at the new time: a new PIN
                 claim.release(conference.id)
-                ((pin, fresh),) = self._draw_pins(conference.number, conference.id, opens, closes, 1)
+                ((pin, fresh),) = self._draw_pins(
+                    conference.number, conference.id, opens, closes, 1
+                )
                 claims.append(fresh)
                 kept.append((pin, fresh.id))
             else:
@@ -524,16 +528,16 @@ class Conferences(PicasseApplication):
 
     # ------------------------------------------------------------ reading
 
-    def conference(self, customer_id: UUID, conference_id: UUID, viewer: Viewer) -> ConferenceDetails:
+    def conference(
+        self, customer_id: UUID, conference_id: UUID, viewer: Viewer
+    ) -> ConferenceDetails:
         return self._details(self._own(customer_id, conference_id, viewer), viewer)
 
     def conferences(self, customer_id: UUID, viewer: Viewer) -> list[ConferenceDetails]:
         """The customer's conferences, soonest start last (upcoming first, then past)."""
         if not viewer.may_use_conferences_of(customer_id):
             raise Forbidden("a customer's conferences are for its own users")
-        found = [
-            self._details(conference, viewer) for conference in self._all_of(customer_id)
-        ]
+        found = [self._details(conference, viewer) for conference in self._all_of(customer_id)]
         return sorted(found, key=lambda c: c.start, reverse=True)
 
     def _all_of(self, customer_id: UUID) -> list[Conference]:
@@ -551,7 +555,10 @@ class Conferences(PicasseApplication):
                 totals = per_month.setdefault(traffic_month(conference.ended_at), [0, 0])
                 totals[0] += conference.minutes
                 totals[1] += 1
-        return [MonthMinutes(month=m, minutes=t[0], conferences=t[1]) for m, t in sorted(per_month.items())]
+        return [
+            MonthMinutes(month=m, minutes=t[0], conferences=t[1])
+            for m, t in sorted(per_month.items())
+        ]
 
     def _details(self, conference: Conference, viewer: Viewer) -> ConferenceDetails:
         now = self.clock.now()
@@ -613,7 +620,9 @@ class Conferences(PicasseApplication):
 
     # ------------------------------------------------------------ the provider's reports
 
-    def admit(self, number: str, caller: str, pin: str, call: str, provider_event: str) -> Admission:
+    def admit(
+        self, number: str, caller: str, pin: str, call: str, provider_event: str
+    ) -> Admission:
         """A caller dialled `number` and entered `pin`: whether to admit them, and as what.
         Wrong PINs count per caller and number; past the limit even a right one is refused
         until the period has passed."""
@@ -651,7 +660,7 @@ class Conferences(PicasseApplication):
         return Admission(admit=True, role=role, conference_id=conference.id, participant_id=leg)
 
     def record_call_event(
-        self, conference_id: UUID, kind: str, provider_event: str, *, call: str = "",
+        self, conference_id: UUID, kind: str, *, provider_event: str, call: str = "",
         at: str = "", recording: str = "",
     ) -> bool:  # fmt: skip
         """Records joined, left, started, ended or recording; False if the report was
@@ -724,7 +733,6 @@ class Conferences(PicasseApplication):
             self.save(conference)
             asked += len(pending)
         return asked
-
 
 
 def conferences_in(repository: Any, customer_id: UUID) -> list[Conference]:

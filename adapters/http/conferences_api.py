@@ -40,7 +40,6 @@ from picasse.domain.conferencing import (
     MonthMinutes,
     ParticipantIn,
     ScheduleRequest,
-    TelephonyUnavailable,
 )
 from picasse.domain.errors import DomainError
 
@@ -137,7 +136,9 @@ class LegOut(msgspec.Struct, frozen=True):
     role: Annotated[CallRole, msgspec.Meta(description="host or participant")]
     caller: Annotated[str | None, msgspec.Meta(description="the caller's number; None once erased")]
     joined_at: Annotated[str | None, msgspec.Meta(description="when they joined (provider's time)")]
-    left_at: Annotated[str | None, msgspec.Meta(description="when they left; None while on the call")]
+    left_at: Annotated[
+        str | None, msgspec.Meta(description="when they left; None while on the call")
+    ]
     minutes: Annotated[int | None, msgspec.Meta(description="their minutes on the call, once left")]
     muted: Annotated[bool, msgspec.Meta(description="whether the host muted them")]
 
@@ -312,7 +313,9 @@ def change_conference(
             title=data.title,
             start=data.start,
             duration_minutes=data.duration_minutes,
-            participants=_participants(data.participants) if data.participants is not None else None,
+            participants=_participants(data.participants)
+            if data.participants is not None
+            else None,
         ),
         caller.viewer(),
     )
@@ -491,4 +494,3 @@ ROUTES: tuple[Any, ...] = (
     remove_dial_in_number,
 )
 STRICT_BODIES = (NewConference, ConferencePatch, Participant, NewDialInNumber)
-_ = TelephonyUnavailable  # mapped to 502 in problems.py

@@ -20,6 +20,7 @@ from picasse.adapters.postgres.keystore import TenantErased
 from picasse.adapters.providers.receipts import ForgedReceipt, MalformedReceipt
 from picasse.adapters.providers.telephony import MalformedReport
 from picasse.adapters.providers.twilio import ForgedCallback, MalformedCallback
+from picasse.domain.conferencing import TelephonyUnavailable
 from picasse.domain.errors import (
     AuthenticationFailed,
     Conflict,
@@ -27,7 +28,6 @@ from picasse.domain.errors import (
     InvalidInput,
     NotFound,
 )
-from picasse.domain.conferencing import TelephonyUnavailable
 from picasse.domain.messaging import Forbidden
 
 log = logging.getLogger(__name__)

@@ -29,13 +29,11 @@ from picasse.adapters.http.problems import problem_responses
 from picasse.adapters.http.webhooks import _retrying
 from picasse.adapters.providers.receipts import SIGNATURE_HEADER, verified_signer
 from picasse.adapters.providers.telephony import (
-    PROVIDER_NAME,
     TELEPHONY_PATH,
     DialIn,
     Ended,
     Joined,
     Left,
-    RecordingAvailable,
     Started,
     read_report,
 )
@@ -132,7 +130,9 @@ def receive_telephony_report(
         raise Replayed("the report is too old (or from the future): refused as a replay")
     if isinstance(report, DialIn):
         admission = _retrying(
-            partial(conferences.admit, report.number, report.caller, report.pin, report.call, report.id)
+            partial(
+                conferences.admit, report.number, report.caller, report.pin, report.call, report.id
+            )
         )
         return Response(
             AdmissionOut(
@@ -144,19 +144,17 @@ def receive_telephony_report(
             )
         )
     at = report.at.isoformat()
-    if isinstance(report, Joined | Left):
-        kind, extra = ("joined" if isinstance(report, Joined) else "left"), {"call": report.call}
-    elif isinstance(report, RecordingAvailable):
-        kind, extra = "recording", {"recording": report.recording}
+    record = partial(conferences.record_call_event, report.conference, provider_event=report.id)
+    if isinstance(report, Joined):
+        command = partial(record, "joined", call=report.call, at=at)
+    elif isinstance(report, Left):
+        command = partial(record, "left", call=report.call, at=at)
+    elif isinstance(report, Started):
+        command = partial(record, "started", at=at)
+    elif isinstance(report, Ended):
+        command = partial(record, "ended", at=at)
     else:
-        kind, extra = ("started" if isinstance(report, Started) else "ended"), {}
-        assert isinstance(report, Started | Ended)
-    recorded = _retrying(
-        partial(conferences.record_call_event, report.conference, kind, report.id, at=at, **extra)
-    )
-    if not recorded:
+        command = partial(record, "recording", recording=report.recording)
+    if not _retrying(command):
         raise Replayed("this report was taken already: nothing recorded")
     return Response(None, status_code=HTTPStatus.NO_CONTENT)
-
-
-_ = PROVIDER_NAME

@@ -61,7 +61,9 @@ class HttpTelephony:
             where += f"/calls/{quote(call, safe='')}"
         status = self._call("POST", f"{where}/{action.value}")
         if not 200 <= status < 300:
-            raise TelephonyUnavailable(f"the telephony provider refused to {action.value} ({status})")
+            raise TelephonyUnavailable(
+                f"the telephony provider refused to {action.value} ({status})"
+            )
 
     def delete_recording(self, reference: str) -> bool:
         try:

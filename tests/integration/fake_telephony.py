@@ -60,7 +60,10 @@ class FakeTelephony:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self._server.shutdown()
         self._server.server_close()
@@ -87,4 +90,6 @@ class FakeTelephony:
         headers = {"content-type": "application/json"}
         if signature is not None:
             headers[SIGNATURE_HEADER] = signature
-        return httpx.post(f"{picasse_url}{TELEPHONY_PATH}", content=body, headers=headers, timeout=20)
+        return httpx.post(
+            f"{picasse_url}{TELEPHONY_PATH}", content=body, headers=headers, timeout=20
+        )

@@ -336,7 +336,9 @@ def test_retention_six_months_on_erases_call_numbers_keeps_minutes_and_deletes_r
 ) -> None:
     scheduled, _, _ = _running(host, clock, provider, base_url)
     conference_id = scheduled["conference_id"]
-    provider.report(base_url, "recording", clock.now(), conference=conference_id, recording="rec-77")
+    provider.report(
+        base_url, "recording", clock.now(), conference=conference_id, recording="rec-77"
+    )
     clock.advance(timedelta(minutes=20))
     ended = provider.report(base_url, "ended", clock.now(), conference=conference_id)
     assert ended.status_code == 204, ended.text
@@ -354,7 +356,7 @@ def test_retention_six_months_on_erases_call_numbers_keeps_minutes_and_deletes_r
         privacy.close()
     deleted = [c.path for c in provider.calls[before:] if c.method == "DELETE"]
     assert "/recordings/rec-77" in deleted
-    shown = host.get(f"/v1/conference-minutes").json()
+    shown = host.get("/v1/conference-minutes").json()
     assert shown == minutes  # counts stay for billing
     (leg,) = host.get(f"/v1/conferences/{conference_id}").json()["legs"]
     assert (leg["caller"], leg["joined_at"], leg["minutes"]) == (None, None, 20)

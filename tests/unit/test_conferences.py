@@ -70,7 +70,9 @@ class World:
         pseudonyms = KeyedPseudonyms(b"k" * 32)
         accounts = InMemoryAccounts(
             env,
-            passwords=Argon2Passwords(argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)),
+            passwords=Argon2Passwords(
+                argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+            ),
             pseudonyms=pseudonyms,
             clock=self.clock,
         )
@@ -114,9 +116,11 @@ class World:
         scheduled = self.conferences.schedule(
             self.customer_id,
             ScheduleRequest(
-                title="Weekly", start=start, duration_minutes=30,
+                title="Weekly",
+                start=start,
+                duration_minutes=30,
                 participants=[ParticipantIn(phone="+31612345679")],
-            ),  # fmt: skip
+            ),
             self.host,
         )
         assert scheduled.participant_pin and scheduled.host_pin
@@ -166,7 +170,11 @@ def test_the_right_pins_admit_host_and_participant_only_while_active(world: Worl
     world.clock.set(START - timedelta(minutes=14))
     as_host = world.conferences.admit(NUMBER, "+31611111112", host, "c1", "e1")
     as_guest = world.conferences.admit(NUMBER, "+31611111113", participant, "c2", "e2")
-    assert (as_host.admit, as_host.role, as_host.conference_id) == (True, CallRole.HOST, conference_id)
+    assert (as_host.admit, as_host.role, as_host.conference_id) == (
+        True,
+        CallRole.HOST,
+        conference_id,
+    )
     assert (as_guest.admit, as_guest.role) == (True, CallRole.PARTICIPANT)
 
 
@@ -195,19 +203,19 @@ def test_a_replayed_dial_in_is_refused(world: World) -> None:
 
 
 def test_joins_and_leaves_count_each_participants_minutes(world: World) -> None:
-    conference_id, participant, host = world.schedule()
+    conference_id, participant, _host = world.schedule()
     world.clock.set(START)
     c = world.conferences
     leg = c.admit(NUMBER, "+31611111111", participant, "c1", "e1").participant_id
-    c.record_call_event(conference_id, "started", "s", at="t0")
-    c.record_call_event(conference_id, "joined", "j1", call="c1", at="t1")
-    assert not c.record_call_event(conference_id, "joined", "j1", call="c1", at="t1")
+    c.record_call_event(conference_id, "started", provider_event="s", at="t0")
+    c.record_call_event(conference_id, "joined", provider_event="j1", call="c1", at="t1")
+    assert not c.record_call_event(conference_id, "joined", provider_event="j1", call="c1", at="t1")
     world.clock.set(START + timedelta(minutes=10, seconds=1))
-    c.record_call_event(conference_id, "left", "l1", call="c1", at="t2")
+    c.record_call_event(conference_id, "left", provider_event="l1", call="c1", at="t2")
     details = c.conference(world.customer_id, conference_id, world.host)
     (only,) = details.legs
     assert (only.id, only.minutes, only.caller, only.joined_at) == (leg, 11, "+31611111111", "t1")
-    c.record_call_event(conference_id, "ended", "end", at="t3")
+    c.record_call_event(conference_id, "ended", provider_event="end", at="t3")
     assert [(m.month, m.minutes) for m in c.minutes(world.customer_id)] == [("2026-12", 11)]
 
 
@@ -216,7 +224,7 @@ def test_host_controls_reach_the_provider_and_only_host_or_admins_use_them(world
     world.clock.set(START)
     c = world.conferences
     leg = c.admit(NUMBER, "+31611111111", participant, "call-9", "e1").participant_id
-    c.record_call_event(conference_id, "joined", "j1", call="call-9", at="t1")
+    c.record_call_event(conference_id, "joined", provider_event="j1", call="call-9", at="t1")
     with pytest.raises(Forbidden):
         c.control(world.customer_id, conference_id, Control.MUTE, world.other, leg)
     c.control(world.customer_id, conference_id, Control.MUTE, world.host, leg)
