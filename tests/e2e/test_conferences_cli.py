@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from uuid import UUID
 
 import pytest
 
+from picasse.adapters.clock import SystemClock
 from picasse.domain.access import Viewer
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings
@@ -46,7 +47,7 @@ def host_login(cli_env: dict[str, str], database_url: str) -> str:
 
 
 def test_a_user_schedules_lists_and_cancels_a_conference(picasse: Run, host_login: str) -> None:
-    start = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    start = (SystemClock().now() + timedelta(days=2)).isoformat()  # the CLI's clock
     acting = ["--as", host_login, "--password-stdin"]
     scheduled = picasse(
         "conferences", "schedule", *acting, "--title", "Board call", "--start", start,

@@ -32,6 +32,7 @@ from tests.integration.api_server import (
     Tenant,
     add_staff,
     bearer,
+    logged_in,
     make_tenant,
     module_settings,
     serving,
@@ -273,8 +274,13 @@ def test_a_forged_or_replayed_report_is_refused_and_records_nothing(
     assert after["status"] == "scheduled"  # the stale "started" recorded nothing
 
 
-def test_joins_and_leaves_show_per_participant_with_their_minutes(
-    host: httpx.Client, clock: ManualClock, provider: FakeTelephony, base_url: str, pooled: str
+def test_joins_and_leaves_show_per_participant_with_their_minutes_on_api_and_page(
+    host: httpx.Client,
+    clock: ManualClock,
+    provider: FakeTelephony,
+    base_url: str,
+    tenant: Tenant,
+    pooled: str,
 ) -> None:
     scheduled, participant, call = _running(host, clock, provider, base_url)
     clock.advance(timedelta(minutes=12, seconds=30))
@@ -286,6 +292,14 @@ def test_joins_and_leaves_show_per_participant_with_their_minutes(
     assert leg["joined_at"] and leg["left_at"]
     listed = {c["id"]: c for c in host.get("/v1/conferences").json()}
     assert listed[conference_id]["minutes"] == 13
+    browser = logged_in(base_url, tenant.user_login)
+    try:
+        page = browser.get("/app/conferences")
+    finally:
+        browser.close()
+    assert page.status_code == 200
+    card = page.text.split(f'data-conference="{conference_id}"')[1].split("</section>")[0]
+    assert "Quarterly numbers" in card and CALLER in card and ">13<" in card
 
 
 def test_host_controls_reach_the_provider_as_the_right_requests(
