@@ -22,8 +22,10 @@ from picasse.adapters.nats.worker import WorkerSettings
 from picasse.adapters.providers.receipts import sign_receipt
 from picasse.adapters.providers.smtp import SmtpProvider
 from picasse.domain.conferences import WRONG_PIN_LIMIT
+from picasse.domain.conferencing import conferences_in
 from picasse.domain.retention import traffic_retention
 from picasse.domain.values import Role
+from picasse.projections.personal_data import Sources, all_sources
 from picasse.runners.api import http_deps
 from picasse.runners.retention import run_retention
 from picasse.runners.settings import Settings
@@ -339,13 +341,15 @@ def test_host_controls_reach_the_provider_as_the_right_requests(
 
 
 # Last in this module: retention destroys the month's keys of every customer of its schema.
-def test_retention_six_months_on_erases_call_numbers_keeps_minutes_and_deletes_recordings(
+def test_retention_erases_call_numbers_in_api_and_export_keeps_minutes_deletes_recordings(
     host: httpx.Client,
     clock: ManualClock,
     provider: FakeTelephony,
     base_url: str,
     here: Settings,
     database_url: str,
+    deps: HttpDeps,
+    tenant: Tenant,
     pooled: str,
 ) -> None:
     scheduled, _, _ = _running(host, clock, provider, base_url)
@@ -358,6 +362,7 @@ def test_retention_six_months_on_erases_call_numbers_keeps_minutes_and_deletes_r
     assert ended.status_code == 204, ended.text
     minutes = host.get("/v1/conference-minutes").json()
     assert sum(m["minutes"] for m in minutes) >= 20
+    assert _exported_callers(deps, tenant, conference_id) == [CALLER]
     privacy = open_privacy(here, database_url)
     try:
         later = clock.now() + timedelta(days=7 * 31)
@@ -374,3 +379,24 @@ def test_retention_six_months_on_erases_call_numbers_keeps_minutes_and_deletes_r
     assert shown == minutes  # counts stay for billing
     (leg,) = host.get(f"/v1/conferences/{conference_id}").json()["legs"]
     assert (leg["caller"], leg["joined_at"], leg["minutes"]) == (None, None, 20)
+    assert _exported_callers(deps, tenant, conference_id) == [None]  # erased
+
+
+def _exported_callers(deps: HttpDeps, tenant: Tenant, conference_id: str) -> list[str | None]:
+    """The callers of the conference in the customer's export, as the registry's sources
+    (`all_sources`) hand them out."""
+    assert deps.conferences is not None
+    repository = deps.conferences.repository
+    sources = Sources(
+        accounts=deps.accounts_view,
+        traffic=deps.traffic_view,
+        customer_events=lambda _: (),
+        groups=lambda _: (),
+        conferences=lambda customer: conferences_in(repository, customer),
+        now=deps.clock.now,
+    )
+    (section,) = [s for s in all_sources(sources) if s.name == "conferences"]
+    (exported,) = [
+        c for c in section.export(tenant.customer_id) if c["conference_id"] == conference_id
+    ]
+    return [call["caller"] for call in exported["calls"]]
