@@ -20,6 +20,7 @@ from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
 from picasse.domain.conferences import WRONG_PIN_LIMIT, WRONG_PIN_PERIOD, CallRole, Control
 from picasse.domain.conferencing import (
+    ConferenceChange,
     Conferences,
     ParticipantIn,
     Replayed,
@@ -238,3 +239,36 @@ def test_host_controls_reach_the_provider_and_only_host_or_admins_use_them(world
     assert details.locked and details.legs[0].muted
     refused = c.admit(NUMBER, "+31644444444", participant, "call-10", "e2")
     assert (refused.admit, refused.reason) == (False, "locked")
+
+
+def test_a_change_keeps_the_pins_unless_another_conference_holds_one_at_the_new_time() -> None:
+    world = World(pins=iter(["111111", "222222", "111111", "222222", "333333", "444444"]))
+    first, _, _ = world.schedule(START)
+    second, _, _ = world.schedule(START + timedelta(days=3))  # the same PINs, another time
+    c = world.conferences
+    c.change(world.customer_id, first, ConferenceChange(title="Renamed"), world.host)
+    world.clock.set(START)
+    kept = c.admit(NUMBER, "+31611111111", "111111", "c1", "e1")
+    assert (kept.conference_id, kept.role) == (first, CallRole.PARTICIPANT)
+    moved_to = START + timedelta(days=3, hours=1)
+    c.change(world.customer_id, first, ConferenceChange(start=moved_to), world.host)
+    world.clock.set(moved_to)
+    theirs = c.admit(NUMBER, "+31611111112", "111111", "c2", "e2")
+    drawn = c.admit(NUMBER, "+31611111113", "333333", "c3", "e3")
+    assert (theirs.conference_id, drawn.conference_id) == (second, first)
+    details = c.conference(world.customer_id, first, world.host)
+    assert (details.title, details.start) == ("Renamed", moved_to)
+
+
+def test_a_cancelled_conference_frees_its_pins_and_only_its_host_or_an_admin_cancels(
+    world: World,
+) -> None:
+    conference_id, participant, _ = world.schedule()
+    with pytest.raises(Forbidden):
+        world.conferences.cancel(world.customer_id, conference_id, world.other)
+    world.conferences.cancel(world.customer_id, conference_id, world.host)
+    world.clock.set(START)
+    refused = world.conferences.admit(NUMBER, "+31611111111", participant, "c1", "e1")
+    assert (refused.admit, refused.reason) == (False, "wrong-pin")
+    with pytest.raises(Conflict):
+        world.conferences.cancel(world.customer_id, conference_id, world.host)
