@@ -15,7 +15,7 @@ webhook checks it with the receipts' one verifier (`receipts.verified_signer`).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import quote
 from uuid import UUID
 
@@ -76,18 +76,21 @@ class HttpTelephony:
 # ---------------------------------------------------------------- the provider's reports
 
 
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
 class _Report(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
-    id: str  # the provider's id of this report: a repeat of it records nothing
-    at: datetime  # when it happened, by the provider's clock
+    id: Text  # the provider's id of this report: a repeat of it records nothing
+    at: Annotated[datetime, msgspec.Meta(tz=True)]  # when it happened, by the provider's clock
 
 
 class DialIn(_Report, tag="dial-in"):
     """A caller dialled `number` and entered `pin`: the answer says whether to admit."""
 
-    number: str
-    caller: str
-    pin: str
-    call: str
+    number: Text
+    caller: Text
+    pin: Annotated[str, msgspec.Meta(max_length=32)]
+    call: Text
 
     def __repr__(self) -> str:  # no number or PIN in any log line
         return f"DialIn({self.id})"
@@ -95,12 +98,12 @@ class DialIn(_Report, tag="dial-in"):
 
 class Joined(_Report, tag="joined"):
     conference: UUID
-    call: str
+    call: Text
 
 
 class Left(_Report, tag="left"):
     conference: UUID
-    call: str
+    call: Text
 
 
 class Started(_Report, tag="started"):
@@ -113,7 +116,7 @@ class Ended(_Report, tag="ended"):
 
 class RecordingAvailable(_Report, tag="recording"):
     conference: UUID
-    recording: str  # the provider's reference; the recording stays there
+    recording: Text  # the provider's reference; the recording stays there
 
 
 Report = DialIn | Joined | Left | Started | Ended | RecordingAvailable
