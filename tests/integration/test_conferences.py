@@ -6,8 +6,10 @@ clock is moved, never waited for."""
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -21,8 +23,9 @@ from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.worker import WorkerSettings
 from picasse.adapters.providers.receipts import sign_receipt
 from picasse.adapters.providers.smtp import SmtpProvider
+from picasse.domain.access import Viewer
 from picasse.domain.conferences import WRONG_PIN_LIMIT
-from picasse.domain.conferencing import conferences_in
+from picasse.domain.conferencing import Conferences, ScheduleRequest, conferences_in, random_pin
 from picasse.domain.retention import traffic_retention
 from picasse.domain.values import Role
 from picasse.projections.personal_data import Sources, all_sources
@@ -338,6 +341,37 @@ def test_host_controls_reach_the_provider_as_the_right_requests(
         ("POST", f"/conferences/{conference_id}/end"),
     ]
     assert host.get(f"/v1/conferences/{conference_id}").json()["locked"] is True
+
+
+def test_conferences_scheduled_at_once_that_draw_the_same_pin_end_up_with_different_ones(
+    deps: HttpDeps, tenant: Tenant, clock: ManualClock, pooled: str
+) -> None:
+    """Both scheduling requests draw 24681357 first: the PostgreSQL write of one of them
+    fails on the PIN's claim, and that one draws again."""
+    assert deps.messages is not None
+    barrier = threading.Barrier(2)
+    draws = threading.local()
+
+    def pins() -> str:
+        count = getattr(draws, "count", 0)
+        draws.count = count + 1
+        if count == 0:
+            barrier.wait(timeout=20)  # both hold the same PIN's claim, unsaved
+            return "24681357"
+        return random_pin()
+
+    racing = Conferences(
+        clock=clock, pseudonyms=deps.messages.pseudonyms, messages=deps.messages,
+        pins=pins, sharing=deps.messages,
+    )  # fmt: skip
+    host = Viewer(role=Role.CUSTOMER_USER, customer_id=tenant.customer_id, user_id=tenant.user_id)
+    request = ScheduleRequest(
+        title="Race", start=clock.now() + timedelta(days=20), duration_minutes=10
+    )
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda _: racing.schedule(tenant.customer_id, request, host), [0, 1]))
+    pins_given = [pin for s in done for pin in (s.participant_pin, s.host_pin)]
+    assert len(set(pins_given)) == 4 and pins_given.count("24681357") == 1
 
 
 # Last in this module: retention destroys the month's keys of every customer of its schema.
