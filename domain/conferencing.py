@@ -302,17 +302,24 @@ class Conferences(PicasseApplication):
         raise Conflict("the PINs were taken by conferences scheduled at the same moment; try again")
 
     def _draw_pins(
-        self, number: str, conference_id: UUID, opens: datetime, closes: datetime, count: int
+        self,
+        number: str,
+        conference_id: UUID,
+        opens: datetime,
+        closes: datetime,
+        count: int,
+        avoid: frozenset[UUID] = frozenset(),
     ) -> list[tuple[str, PinClaim]]:
         """`count` PINs no other conference active in the window holds on the number, each
-        with its claim (unsaved); distinct from each other."""
+        with its claim (unsaved); distinct from each other and from the claims in `avoid`
+        (the conference's own other PIN, on a change)."""
         drawn: list[tuple[str, PinClaim]] = []
         for _ in range(PIN_DRAWS * count):
             pin = self.pins()
             if not (pin.isdigit() and 6 <= len(pin) <= 8):
                 raise ValueError("a PIN is 6 to 8 digits")
             ident = self._pin_claim_id(number, pin)
-            if any(claim.id == ident for _, claim in drawn):
+            if ident in avoid or any(claim.id == ident for _, claim in drawn):
                 continue
             claim = self._pin_claim(ident)
             try:
@@ -361,6 +368,7 @@ class Conferences(PicasseApplication):
         opens, closes = start - EARLY_ENTRY, start + LONGEST_CALL
         claims: list[PinClaim] = []
         kept: list[tuple[str | None, UUID]] = []  # per PIN: the new PIN (if drawn), its claim
+        taken = {conference.participant_pin, conference.host_pin}  # never drawn again here
         for current in (conference.participant_pin, conference.host_pin):
             claim = self._get(current, PinClaim, "PIN")
             claims.append(claim)
@@ -369,8 +377,9 @@ class Conferences(PicasseApplication):
             except PinTaken:  # another conference holds it at the new time: a new PIN
                 claim.release(conference.id)
                 ((pin, fresh),) = self._draw_pins(
-                    conference.number, conference.id, opens, closes, 1
+                    conference.number, conference.id, opens, closes, 1, avoid=frozenset(taken)
                 )
+                taken.add(fresh.id)
                 claims.append(fresh)
                 kept.append((pin, fresh.id))
             else:
@@ -380,7 +389,10 @@ class Conferences(PicasseApplication):
             traffic_month(self.clock.now()), title, start, duration, invitees, p_claim, h_claim
         )
         self.save(conference, *claims)
-        self._invite(conference, "change", p_pin, h_pin, also=before)
+        self._invite(conference, "change", p_pin, h_pin)
+        removed = [i for i in before if i not in invitees]
+        if removed:  # told, without the PIN
+            self._invite(conference, "removal", None, None, to=removed)
 
     def cancel(self, customer_id: UUID, conference_id: UUID, viewer: Viewer) -> None:
         conference = self._own(customer_id, conference_id, viewer)
@@ -456,13 +468,14 @@ class Conferences(PicasseApplication):
         what: str,
         participant_pin: str | None,
         host_pin: str | None,
-        also: list[Invitee] | None = None,
+        to: list[Invitee] | None = None,
     ) -> None:
-        """Mails (or texts) the participants through the messaging pipeline; the host gets
-        the host PIN apart. Sent as Picasse (`PICASSE_SENDER`): nobody reads them back."""
+        """Mails (or texts) the participants (or `to`) through the messaging pipeline; the
+        host gets the host PIN apart. Sent as Picasse (`PICASSE_SENDER`): nobody reads them
+        back."""
         emails: list[str] = []
         phones: list[str] = []
-        for invitee in [*conference.invitees, *(also or [])]:
+        for invitee in conference.invitees if to is None else to:
             if invitee.kind is InviteeKind.USER and invitee.user_id is not None:
                 address = self._user_email(invitee.user_id)
                 if address:
@@ -477,8 +490,9 @@ class Conferences(PicasseApplication):
             "invitation": f"You are invited to the conference call {title!r}",
             "change": f"The conference call {title!r} has changed",
             "cancellation": f"The conference call {title!r} is cancelled",
+            "removal": f"You are no longer invited to the conference call {title!r}",
         }[what]
-        if what == "cancellation":
+        if what in ("cancellation", "removal"):
             body = f"{head} ({when})."
         else:
             pin = (
@@ -502,7 +516,7 @@ class Conferences(PicasseApplication):
                 requested_by=PICASSE_SENDER,
             )
         host_mail = self._user_email(conference.host_id)
-        if host_mail and what != "cancellation" and (host_pin or participant_pin):
+        if host_mail and to is None and what != "cancellation" and (host_pin or participant_pin):
             self.messages.send(
                 customer_id,
                 SendRequest(
