@@ -344,8 +344,9 @@ class Conferences(PicasseApplication):
         self, customer_id: UUID, conference_id: UUID, change: ConferenceChange, viewer: Viewer
     ) -> None:
         """Changes title, time or participants; everyone invited (before or now) hears of it.
-        The PINs stay, unless another conference holds one at the new time: then the new
-        ones go out with the notice."""
+        The PINs stay, unless another conference holds one at the new time, or participants
+        were added (their PIN cannot be told again: only its HMAC is kept): then new ones go
+        out with the notice."""
         conference = self._own(customer_id, conference_id, viewer)
         self._guard_host(conference, viewer)
         title = _title(change.title) if change.title is not None else conference.title
@@ -369,21 +370,27 @@ class Conferences(PicasseApplication):
         claims: list[PinClaim] = []
         kept: list[tuple[str | None, UUID]] = []  # per PIN: the new PIN (if drawn), its claim
         taken = {conference.participant_pin, conference.host_pin}  # never drawn again here
+        # Nobody can tell a newcomer the participants' PIN (only its HMAC is kept): a new one.
+        newcomers = any(i not in before for i in invitees)
         for current in (conference.participant_pin, conference.host_pin):
             claim = self._get(current, PinClaim, "PIN")
             claims.append(claim)
-            try:
-                claim.claim(conference.id, opens, closes)
-            except PinTaken:  # another conference holds it at the new time: a new PIN
-                claim.release(conference.id)
-                ((pin, fresh),) = self._draw_pins(
-                    conference.number, conference.id, opens, closes, 1, avoid=frozenset(taken)
-                )
-                taken.add(fresh.id)
-                claims.append(fresh)
-                kept.append((pin, fresh.id))
-            else:
+            renew = newcomers and current == conference.participant_pin
+            if not renew:
+                try:
+                    claim.claim(conference.id, opens, closes)
+                except PinTaken:  # another conference holds it at the new time
+                    renew = True
+            if not renew:
                 kept.append((None, current))
+                continue
+            claim.release(conference.id)
+            ((pin, fresh),) = self._draw_pins(
+                conference.number, conference.id, opens, closes, 1, avoid=frozenset(taken)
+            )
+            taken.add(fresh.id)
+            claims.append(fresh)
+            kept.append((pin, fresh.id))
         (p_pin, p_claim), (h_pin, h_claim) = kept
         conference.reschedule(
             traffic_month(self.clock.now()), title, start, duration, invitees, p_claim, h_claim

@@ -220,6 +220,43 @@ def _inbox(smtp: RecordingSmtpServer, before: int, awaited: set[str]) -> dict[st
     return inbox
 
 
+def test_a_change_that_adds_a_participant_sends_everyone_a_new_pin_and_the_removed_none(
+    host: httpx.Client,
+    clock: ManualClock,
+    provider: FakeTelephony,
+    base_url: str,
+    pooled: str,
+    pipeline: None,
+    smtp: RecordingSmtpServer,
+) -> None:
+    stays, goes, comes = (f"{who}.{uuid.uuid4().hex[:6]}@partner.example" for who in "abc")
+    scheduled = _schedule(host, clock, participants=[{"email": stays}, {"email": goes}])
+    _inbox(smtp, 0, {stays, goes})  # the invitations are out
+    before = len(smtp.received)
+    changed = host.patch(
+        f"/v1/conferences/{scheduled['conference_id']}",
+        json={"title": "Moved numbers", "participants": [{"email": stays}, {"email": comes}]},
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["title"] == "Moved numbers"
+    inbox = _inbox(smtp, before, {stays, goes, comes})
+    new_pin = re.search(r"PIN: (\d{6,8})", inbox[comes])
+    assert new_pin is not None and new_pin.group(1) != scheduled["participant_pin"]
+    assert new_pin.group(1) in inbox[stays]
+    assert "no longer invited" in inbox[goes] and not re.search(r"\d{6,8}", inbox[goes])
+    clock.advance(timedelta(hours=1))
+
+    def dial(pin: str) -> bool:
+        answer = provider.report(
+            base_url, "dial-in", clock.now(), number=pooled, caller=CALLER, pin=pin,
+            call=uuid.uuid4().hex,
+        )  # fmt: skip
+        return bool(answer.json()["admit"])
+
+    assert dial(new_pin.group(1)) and not dial(scheduled["participant_pin"])
+    assert dial(scheduled["host_pin"])  # the host's stays
+
+
 def test_pins_over_the_webhook_admit_right_refuse_wrong_and_limit_a_guessing_caller(
     host: httpx.Client, clock: ManualClock, provider: FakeTelephony, base_url: str, pooled: str
 ) -> None:
