@@ -84,7 +84,7 @@ class _Report(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     at: Annotated[datetime, msgspec.Meta(tz=True)]  # when it happened, by the provider's clock
 
 
-class DialIn(_Report, tag="dial-in"):
+class DialIn(_Report, frozen=True, tag="dial-in"):
     """A caller dialled `number` and entered `pin`: the answer says whether to admit."""
 
     number: Text
@@ -96,25 +96,25 @@ class DialIn(_Report, tag="dial-in"):
         return f"DialIn({self.id})"
 
 
-class Joined(_Report, tag="joined"):
+class Joined(_Report, frozen=True, tag="joined"):
     conference: UUID
     call: Text
 
 
-class Left(_Report, tag="left"):
+class Left(_Report, frozen=True, tag="left"):
     conference: UUID
     call: Text
 
 
-class Started(_Report, tag="started"):
+class Started(_Report, frozen=True, tag="started"):
     conference: UUID
 
 
-class Ended(_Report, tag="ended"):
+class Ended(_Report, frozen=True, tag="ended"):
     conference: UUID
 
 
-class RecordingAvailable(_Report, tag="recording"):
+class RecordingAvailable(_Report, frozen=True, tag="recording"):
     conference: UUID
     recording: Text  # the provider's reference; the recording stays there
 
