@@ -37,9 +37,11 @@ from picasse.runners.wiring import (
     ensure_master_key,
     eventsourcing_env,
     open_accounts,
+    open_conferences,
     open_messages,
     provider_health_table,
     receipt_tokens,
+    telephony_tokens,
     twilio_callbacks,
 )
 
@@ -163,6 +165,8 @@ def http_deps(
                 default_keep_days=settings.visitor_retention_days,
             ),
             attendance=attendance_on(messages, messages.clock),
+            conferences=open_conferences(settings, messages),
+            telephony_tokens=telephony_tokens(settings),
         )
 
 

@@ -20,6 +20,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from picasse.adapters.clock import SystemClock
 from picasse.adapters.http import (
     attendance_api,
+    conferences_api,
     groups_api,
     messages_api,
     sites_api,
@@ -42,6 +43,7 @@ from picasse.adapters.http.clients import ClientAddressMiddleware, networks
 from picasse.adapters.http.docs import docs_router
 from picasse.adapters.http.health import HealthProbe, Liveness
 from picasse.adapters.http.problems import problem_response
+from picasse.adapters.http.telephony_webhook import receive_telephony_report
 from picasse.adapters.http.transport import json_bodies_only, response_headers
 from picasse.adapters.http.visits import VisitService
 from picasse.adapters.http.webhook_endpoints import STRICT_BODIES as STRICT_WEBHOOK_BODIES
@@ -62,6 +64,7 @@ from picasse.domain.api_keys import ApiKeys
 from picasse.domain.application import Pseudonyms
 from picasse.domain.attendance import Attendance
 from picasse.domain.clock import Clock
+from picasse.domain.conferencing import Conferences
 from picasse.domain.messaging import Messages
 from picasse.domain.privacy import Privacy
 from picasse.domain.sites import Sites
@@ -104,6 +107,9 @@ class HttpDeps:
     sites: Sites | None = None  # None: on the messages application's store and clock
     visitors: Visitors | None = None  # None: likewise, with the registry's default retention
     attendance: Attendance | None = None  # likewise
+    conferences: Conferences | None = None  # conference calls; None: not served here
+    # The telephony provider's name → the token its reports are signed with (one, or none).
+    telephony_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 class BodyRequest(Request[Any, Any, Any]):
@@ -155,6 +161,7 @@ def create_app(deps: HttpDeps) -> Litestar:
             acknowledge_by_link,
             receive_twilio_status,
             acknowledge_by_keypad,
+            receive_telephony_report,
             api_router(
                 *messages_api.ROUTES,
                 *templates_api.ROUTES,
@@ -162,6 +169,7 @@ def create_app(deps: HttpDeps) -> Litestar:
                 *sites_api.ROUTES,
                 *visits_api.ROUTES,
                 *attendance_api.ROUTES,
+                *conferences_api.ROUTES,
             ),
             webhook_endpoints_router(),
             docs_router(),
@@ -183,6 +191,8 @@ def create_app(deps: HttpDeps) -> Litestar:
             "sites": provide(deps.sites or Sites(clock=deps.clock, sharing=deps.messages)),
             "visits": provide(_visit_service(deps)),
             "attendance": provide(deps.attendance or attendance_on(deps.messages, deps.clock)),
+            "conferences": provide(deps.conferences),
+            "telephony_tokens": provide(deps.telephony_tokens),
         },
         # From where (every request), who calls (every request), then what an API key may
         # call and which customer they may reach (every route).
@@ -252,6 +262,7 @@ def _complete_the_document(app: Litestar) -> None:
             *sites_api.STRICT_BODIES,
             *visits_api.STRICT_BODIES,
             *attendance_api.STRICT_BODIES,
+            *conferences_api.STRICT_BODIES,
             *STRICT_WEBHOOK_BODIES,
         )
     }
