@@ -37,7 +37,11 @@ from tests.integration.api_server import (
     with_cheap_passwords,
 )
 
-PAGES_MODULES = ("picasse.adapters.http.pages", "picasse.adapters.http.customer_pages")
+PAGES_MODULES = (
+    "picasse.adapters.http.pages",
+    "picasse.adapters.http.customer_pages",
+    "picasse.adapters.http.attendance_pages",
+)
 
 
 class People:
