@@ -292,3 +292,19 @@ def test_a_user_gives_and_withdraws_consent_on_their_location_page(here: Here) -
     assert [c["change"] for c in browser.get("/v1/location/consent").json()["history"]] == [
         "given", "withdrawn"
     ]  # fmt: skip
+
+
+def test_removing_a_site_removes_its_geofences_from_listing_and_evaluation(here: Here) -> None:
+    admin = here.key(here.a.admin_login)
+    site = admin.post("/v1/sites", json={"name": "Shed", "address": "Dijk 2"}).json()["id"]
+    fence = admin.post(
+        "/v1/geofences",
+        json={"site_id": site, "name": "shed",
+              "shape": {"type": "circle", "lat": 10.0, "lon": 10.0, "radius_m": 50}},
+    ).json()["id"]  # fmt: skip
+    assert fence in [f["id"] for f in admin.get("/v1/geofences").json()]
+    assert admin.delete(f"/v1/sites/{site}").status_code == 204
+    assert fence not in [f["id"] for f in admin.get("/v1/geofences").json()]
+    assert admin.get(f"/v1/geofences/{fence}").status_code == 404
+    index = here.attendance._index(here.a.customer_id)
+    assert UUID(fence) not in index.by_id
