@@ -36,9 +36,10 @@ from picasse.domain.geofences import (
     check_shape,
     follow,
 )
+from picasse.domain.messages import catalogue_id
 from picasse.domain.personal import Erased, Personal, Trigger
 from picasse.domain.privacy import Privacy
-from picasse.domain.sites import Sites
+from picasse.domain.sites import SITES, Sites
 from picasse.domain.values import required_text
 
 MAX_PINGS = 1000  # per batch
@@ -367,7 +368,7 @@ class Attendance(PicasseApplication):
         self.clock = clock
         self.privacy = privacy  # withdrawal erases through the one erasure mechanism
         self.sites = Sites(clock=clock, sharing=self)
-        self._indexes: dict[UUID, tuple[int, FenceIndex]] = {}
+        self._indexes: dict[UUID, tuple[tuple[int, int], FenceIndex]] = {}
 
     # -------------------------------------------------------------- the switch
 
@@ -460,15 +461,17 @@ class Attendance(PicasseApplication):
         self.save(fences)
 
     def fences(self, customer_id: UUID, site_id: UUID | None = None) -> list[Fence]:
+        """The customer's geofences (of one site): those of removed sites are gone with them."""
         found = self._fence_set(customer_id).fences.values()
+        live = self.sites.site_ids(customer_id)
         return sorted(
-            (f for f in found if site_id is None or f.site_id == site_id),
+            (f for f in found if f.site_id in live and (site_id is None or f.site_id == site_id)),
             key=lambda f: (f.name.casefold(), str(f.id)),
         )
 
     def fence(self, customer_id: UUID, fence_id: UUID) -> Fence:
         found = self._fence_set(customer_id).fences.get(fence_id)
-        if found is None:
+        if found is None or found.site_id not in self.sites.site_ids(customer_id):
             raise NotFound(f"geofence {fence_id} not found")
         return found
 
@@ -501,13 +504,14 @@ class Attendance(PicasseApplication):
     def _index(self, customer_id: UUID) -> FenceIndex:
         """The customer's fences behind their index, built again only when they changed:
         one look at the newest version instead of replaying every fence's event per batch."""
-        newest = self.recorder.select_events(fence_set_id(customer_id), desc=True, limit=1)
-        version = newest[0].originator_version if newest else 0
+        version = (
+            self._newest_version(fence_set_id(customer_id)),
+            self._newest_version(catalogue_id(customer_id, SITES)),  # a site removed
+        )
         cached = self._indexes.get(customer_id)
         if cached is not None and cached[0] == version:
             return cached[1]
-        fences = self._fence_set(customer_id)
-        index = FenceIndex(fences.fences.values())
+        index = FenceIndex(self.fences(customer_id))
         self._indexes[customer_id] = (version, index)
         return index
 
@@ -697,6 +701,10 @@ class Attendance(PicasseApplication):
             return self._get(fence_set_id(customer_id), FenceSet, "geofences")
         except NotFound:
             return FenceSet(id=fence_set_id(customer_id), tenant_id=customer_id)
+
+    def _newest_version(self, aggregate_id: UUID) -> int:
+        newest = self.recorder.select_events(aggregate_id, desc=True, limit=1)
+        return newest[0].originator_version if newest else 0
 
     def _save_changed(self, *aggregates: Aggregate) -> None:
         changed = [a for a in aggregates if a.pending_events]

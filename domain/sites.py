@@ -127,6 +127,10 @@ class Sites(PicasseApplication):
         found = [self.site(customer_id, ident) for ident in self._catalogue(customer_id).ids]
         return sorted(found, key=lambda s: ((s.name or "").casefold(), str(s.id)))
 
+    def site_ids(self, customer_id: UUID) -> set[UUID]:
+        """The ids of the customer's live sites (what belongs to a removed one stops with it)."""
+        return set(self._catalogue(customer_id).ids)
+
     def site(self, customer_id: UUID, site_id: UUID) -> SiteDetails:
         return _details(self.own_site(customer_id, site_id))
 

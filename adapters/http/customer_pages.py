@@ -586,6 +586,8 @@ def conferences_page(
 
 def customer_pages_router() -> Router:
     """Every page under /app (the pages router gives them its dependencies and error page)."""
+    from picasse.adapters.http import attendance_pages
+
     return Router(
         path="/app",
         route_handlers=[
@@ -606,6 +608,7 @@ def customer_pages_router() -> Router:
             webhooks_page,
             create_webhook,
             delete_webhook,
+            *attendance_pages.ROUTES,
         ],
         guards=[customers_only],
     )

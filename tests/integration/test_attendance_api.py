@@ -255,3 +255,56 @@ def test_retention_erases_old_days_of_pings_and_keeps_entries_and_exits(here: He
     assert isinstance(here.attendance.pings_of_day(customer, user_id, day.date()), Erased)
     assert here.attendance.pings(customer, user_id) == []
     assert _visits(here, user_id) == visits
+
+
+def test_the_attendance_page_shows_who_is_on_site_and_hours_with_no_coordinates(
+    here: Here,
+) -> None:
+    day = START + timedelta(days=6)
+    here.clock.set(day + timedelta(minutes=15))
+    user_id, client = _walker(here)
+    pings = _walk(user_id, day)[:60]  # in, and staying
+    assert client.post("/v1/location/pings", json={"pings": pings}).status_code == 202
+
+    admin = logged_in(here.url, here.a.admin_login)
+    page = admin.get("/app/attendance", params={"site": here.site_id, "date": str(day.date())})
+    assert page.status_code == 200, page.text
+    on_site = page.text.split('data-table="on-site"')[1].split("</table>")[0]
+    assert str(user_id) in on_site  # by login once the accounts view has the user
+    assert "<svg" in page.text and "h on " + str(day.date()) in page.text
+    for ping in pings:
+        assert f"{ping['lat']:.4f}"[:7] not in page.text  # no coordinates, not even rounded
+    refused = client.get("/app/attendance")
+    assert refused.status_code == 403
+
+
+def test_a_user_gives_and_withdraws_consent_on_their_location_page(here: Here) -> None:
+    login = f"pager-{uuid4().hex[:8]}"
+    add_customer_user(
+        here.deps.accounts, customer_id=here.a.customer_id, login=login,
+        role=Role.CUSTOMER_USER, password=PASSWORD,
+    )  # fmt: skip
+    browser = logged_in(here.url, login)
+    assert "Give my consent" in browser.get("/app/location").text
+    assert browser.post("/app/location/consent").status_code == 303
+    assert "Withdraw my consent" in browser.get("/app/location").text
+    assert browser.post("/app/location/withdraw").status_code == 303
+    assert [c["change"] for c in browser.get("/v1/location/consent").json()["history"]] == [
+        "given", "withdrawn"
+    ]  # fmt: skip
+
+
+def test_removing_a_site_removes_its_geofences_from_listing_and_evaluation(here: Here) -> None:
+    admin = here.key(here.a.admin_login)
+    site = admin.post("/v1/sites", json={"name": "Shed", "address": "Dijk 2"}).json()["id"]
+    fence = admin.post(
+        "/v1/geofences",
+        json={"site_id": site, "name": "shed",
+              "shape": {"type": "circle", "lat": 10.0, "lon": 10.0, "radius_m": 50}},
+    ).json()["id"]  # fmt: skip
+    assert fence in [f["id"] for f in admin.get("/v1/geofences").json()]
+    assert admin.delete(f"/v1/sites/{site}").status_code == 204
+    assert fence not in [f["id"] for f in admin.get("/v1/geofences").json()]
+    assert admin.get(f"/v1/geofences/{fence}").status_code == 404
+    index = here.attendance._index(here.a.customer_id)
+    assert UUID(fence) not in index.by_id

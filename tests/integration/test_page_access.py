@@ -41,6 +41,7 @@ PAGES_MODULES = (
     "picasse.adapters.http.pages",
     "picasse.adapters.http.customer_pages",
     "picasse.adapters.http.visits",
+    "picasse.adapters.http.attendance_pages",
 )
 
 
