@@ -27,10 +27,15 @@ What each role may do, as the methods below decide ("own": its own customer only
 | sees_sites_of             | no             | no      | no      | own            | own           |
 | may_use_attendance        | no             | no      | no      | own            | own           |
 | sees_attendance_of        | no             | no      | no      | own            | no            |
+| may_use_conferences_of    | no             | no      | no      | own            | own           |
+| may_host                  | no             | no      | no      | own            | own as host   |
+| may_manage_dial_in_numbers | yes           | yes     | no      | no             | no            |
 
 Stored templates are content: read by those who `may_read_content_of` it, managed by those
 who `may_administer` the customer. Recipient groups are read by those who
 `may_send_messages_for` the customer (they send to them) and managed by its admins.
+Conferences are scheduled and seen by the customer's users; changed, cancelled and run
+(host controls) by their host and the customer's admins (`may_host`).
 """
 
 from __future__ import annotations
@@ -156,6 +161,22 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
         """An API key: its owner, the admins of its customer, or a platform admin (who may
         stop a leaked one)."""
         return self.sees_api_keys_of(owner, customer_id) or self.role is Role.PLATFORM_ADMIN
+
+    def may_use_conferences_of(self, customer_id: UUID | None) -> bool:
+        """Scheduling and seeing a customer's conferences: its own users, never staff."""
+        return self._own(customer_id)
+
+    def may_host(self, customer_id: UUID | None, host_id: UUID) -> bool:
+        """Changing, cancelling and the host controls of a conference (mute, unmute,
+        remove, lock, end): its host, and the customer's admins."""
+        return self._own(customer_id) and (
+            self.user_id == host_id or self.role is Role.CUSTOMER_ADMIN
+        )
+
+    def may_manage_dial_in_numbers(self) -> bool:
+        """Which platform numbers are in a customer's dial-in pool: platform admins and
+        support (they provision the numbers); no customer."""
+        return self.role in (Role.PLATFORM_ADMIN, Role.SUPPORT)
 
 
 # `requested_by` of the mail Picasse itself sends to a customer's user (set-password links).

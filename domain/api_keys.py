@@ -43,6 +43,7 @@ class Scope(StrEnum):
     USERS = "users"
     LOCATION = "location"
     SITES = "sites"
+    CONFERENCES = "conferences"
 
     @property
     def description(self) -> str:
@@ -58,6 +59,7 @@ SCOPE_DESCRIPTIONS: dict[Scope, str] = {
     Scope.USERS: "the account: the customer's record, its users, API keys, own password",
     Scope.LOCATION: "location pings and consent (attendance)",
     Scope.SITES: "manage the customer's sites and their geofences",
+    Scope.CONFERENCES: "schedule and run conference calls; staff: dial-in number pools",
 }
 ALL_SCOPES: frozenset[Scope] = frozenset(Scope)
 _SCOPE_VALUES = frozenset(s.value for s in Scope)  # a scope no longer known is dropped

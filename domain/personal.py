@@ -139,12 +139,15 @@ PERSONAL_DATA_KINDS: dict[str, PersonalDataKind] = {
         ),
         PersonalDataKind(
             kind="traffic",
-            description="who sent when to which numbers and addresses, one key per customer and month",
-            purpose="delivering messages, billing and complaints; kept six months (R4, R5)",
+            description=(
+                "who sent when to which numbers and addresses, and conference call records"
+                " (participants, callers' numbers, times), one key per customer and month"
+            ),
+            purpose="delivering messages and calls, billing and complaints; kept six months (R4, R5)",
             subject="traffic/<YYYY-MM>",
             retention=TRAFFIC,
             erased_on=frozenset({Trigger.TERMINATION, Trigger.RETENTION}),
-            export=("traffic",),
+            export=("traffic", "conferences"),
             held_in=(
                 HeldIn(
                     table="messages",
@@ -157,7 +160,11 @@ PERSONAL_DATA_KINDS: dict[str, PersonalDataKind] = {
         ),
         PersonalDataKind(
             kind="content",
-            description="message bodies and subjects; only the delivery worker opens them",
+            description=(
+                "message bodies and subjects, conference titles and the references of call"
+                " recordings (which stay at the telephony provider); only the delivery"
+                " worker opens bodies"
+            ),
             purpose="delivering the customer's messages, nothing else (R7)",
             subject="content/<YYYY-MM>",
             retention=TRAFFIC,

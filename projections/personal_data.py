@@ -31,6 +31,7 @@ class Sources(msgspec.Struct, frozen=True, kw_only=True):
     groups: Callable[[UUID], Iterable[Any]]  # the customer's recipient groups, from the log
     sites: Callable[[UUID], Iterable[Any]]  # the customer's sites (SiteDetails), from the log
     attendance: Attendance  # consent, pings still held and entries/exits, from the log
+    conferences: Callable[[UUID], Iterable[Any]] = lambda _: ()  # its Conference aggregates
     now: Callable[[], datetime]
 
 
@@ -211,6 +212,44 @@ class GroupRecords:
             }
             for group in self.sources.groups(customer_id)
         ]
+
+
+@export_source
+class ConferenceRecords:
+    name = "conferences"
+    description = (
+        "conference calls: when, on which number, with which participants, and who called"
+        " in from which number, when, for how many minutes (titles and recordings are"
+        " content: not exported)"
+    )
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def export(self, customer_id: UUID) -> list[Record]:
+        return [
+            {
+                "conference_id": str(c.id),
+                "start": c.start.isoformat(),
+                "duration_minutes": c.duration_minutes,
+                "number": c.number,
+                "host_id": str(c.host_id),
+                "cancelled": c.cancelled,
+                "participants": [
+                    {"kind": i.kind.value, "user_id": str(i.user_id) if i.user_id else None,
+                     "address": _text(i.address)}
+                    for i in c.invitees
+                ],
+                "calls": [
+                    {"role": leg.role.value, "caller": _text(leg.caller),
+                     "joined_at": _text(leg.joined_at), "left_at": _text(leg.left_at),
+                     "minutes": leg.minutes}
+                    for leg in c.legs.values()
+                ],
+                "minutes": c.minutes,
+            }
+            for c in self.sources.conferences(customer_id)
+        ]  # fmt: skip
 
 
 @export_source

@@ -36,9 +36,11 @@ from picasse.runners.wiring import (
     ensure_master_key,
     eventsourcing_env,
     open_accounts,
+    open_conferences,
     open_messages,
     provider_health_table,
     receipt_tokens,
+    telephony_tokens,
     twilio_callbacks,
 )
 
@@ -157,6 +159,8 @@ def http_deps(
             trusted_proxies=settings.trusted_proxies,
             sites=Sites(clock=messages.clock, sharing=messages),
             attendance=attendance_on(messages, messages.clock),
+            conferences=open_conferences(settings, messages),
+            telephony_tokens=telephony_tokens(settings),
         )
 
 

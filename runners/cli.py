@@ -989,6 +989,10 @@ def build_parser() -> argparse.ArgumentParser:
     user_show.add_argument("--json", action="store_true", help="print JSON")
     user_show.set_defaults(run=cmd_users_show)
 
+    from picasse.runners import conferences_cli
+
+    conferences_cli.add_commands(commands)
+
     audit = commands.add_parser("audit", help="verify and replay the event log").add_subparsers(
         title="audit commands", metavar="COMMAND", required=True
     )

@@ -41,6 +41,7 @@ from picasse.adapters.statements import files as statement_files
 from picasse.domain.accounts import Accounts
 from picasse.domain.attendance import Attendance
 from picasse.domain.clock import Clock
+from picasse.domain.conferencing import conferences_in
 from picasse.domain.errors import Conflict, InvalidInput
 from picasse.domain.personal import PERSONAL_DATA_KINDS, Trigger
 from picasse.domain.privacy import Privacy
@@ -57,6 +58,7 @@ from picasse.runners.wiring import (
     open_accounts,
     open_privacy,
     reach_database,
+    recording_eraser,
 )
 
 err = Console(stderr=True, highlight=False)
@@ -94,8 +96,13 @@ class Platform:
             groups=self.groups,
             sites=Sites(clock=self.clock, sharing=self.accounts).sites,
             attendance=Attendance(clock=self.clock, privacy=self.privacy, sharing=self.accounts),
+            conferences=self.conferences,
             now=self.clock.now,
         )
+
+    def conferences(self, customer_id: UUID) -> list[Any]:
+        """The customer's conferences, from its catalogue of them in the log."""
+        return conferences_in(self.accounts.repository, customer_id)
 
     def groups(self, customer_id: UUID) -> list[Any]:
         """The customer's recipient groups: one subject key each, so the key store lists
@@ -253,6 +260,11 @@ def terminate_customer(
         if step is Step.SUBSCRIPTION:
             last_write = p.privacy.terminate_subscription(customer_id)
         elif step is Step.KEYS:
+            # Recordings stay at the provider, their references sealed under keys about
+            # to go: ask it to delete them first (the request is recorded).
+            recording_eraser(p.settings, p.privacy).delete_recordings(
+                customer_id, TERMINATION_REASON
+            )
             with _progress() as bar:
                 bar.add_task("destroying keys…")
                 last_write = p.privacy.destroy_customer_keys(customer_id, TERMINATION_REASON)

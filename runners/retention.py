@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from picasse.adapters.postgres.keystore import PostgresKeyStore
+from picasse.domain.conferencing import Conferences
 from picasse.domain.errors import InvalidInput
 from picasse.domain.personal import Trigger
 from picasse.domain.privacy import Privacy
@@ -21,7 +22,13 @@ from picasse.domain.retention import (
 )
 from picasse.runners import servers
 from picasse.runners.settings import Settings
-from picasse.runners.wiring import clock_from, ensure_master_key, open_privacy, reach_database
+from picasse.runners.wiring import (
+    clock_from,
+    ensure_master_key,
+    open_privacy,
+    reach_database,
+    recording_eraser,
+)
 
 
 def due(keys: PostgresKeyStore, period: RetentionPeriod, now: datetime) -> list[tuple[UUID, str]]:
@@ -31,10 +38,22 @@ def due(keys: PostgresKeyStore, period: RetentionPeriod, now: datetime) -> list[
 
 
 def run_retention(
-    privacy: Privacy, period: RetentionPeriod, *, now: datetime, dry_run: bool
+    privacy: Privacy,
+    period: RetentionPeriod,
+    *,
+    now: datetime,
+    dry_run: bool,
+    recordings: Conferences | None = None,
 ) -> list[tuple[UUID, str]]:
+    """`recordings`: asks the telephony provider to delete the recordings of each content
+    month before its key goes (their references are sealed under it)."""
     keys: PostgresKeyStore = privacy.factory.keys  # type: ignore[attr-defined]
     erased = due(keys, period, now)
+    if not dry_run and recordings is not None:
+        for tenant, subject in erased:
+            kind, _, month = subject.partition("/")
+            if kind == "content":
+                recordings.delete_recordings(tenant, f"retention: {period.reason}", month)
     if not dry_run:
         # One replacement of the wrapping keys for the whole run, not one per month key.
         with keys.batched_replacement():
@@ -67,14 +86,22 @@ class RetentionJob:
     name = "retention"  # also the role: one process applies retention at a time
     every = timedelta(hours=1)
 
-    def __init__(self, privacy: Privacy, periods: list[RetentionPeriod]) -> None:
+    def __init__(
+        self,
+        privacy: Privacy,
+        periods: list[RetentionPeriod],
+        recordings: Conferences | None = None,
+    ) -> None:
         self.privacy = privacy
         self.periods = periods
+        self.recordings = recordings
 
     def run(self, now: datetime) -> str:
         done = []
         for period in self.periods:
-            erased = run_retention(self.privacy, period, now=now, dry_run=False)
+            erased = run_retention(
+                self.privacy, period, now=now, dry_run=False, recordings=self.recordings
+            )
             done.append(
                 f"erased {len(erased)} key(s) of {'/'.join(period.kinds)}"
                 f" (retention {period.length})"
@@ -98,8 +125,10 @@ def main(settings: Settings, *, dry_run: bool = False, as_of: datetime | None = 
     privacy = open_privacy(settings, database_url)
     try:
         now = as_of or clock.now()
+        recordings = recording_eraser(settings, privacy)
         for period in periods_of(settings):
-            _report(run_retention(privacy, period, now=now, dry_run=dry_run), period, dry_run)
+            erased = run_retention(privacy, period, now=now, dry_run=dry_run, recordings=recordings)
+            _report(erased, period, dry_run)
         return 0
     finally:
         privacy.close()

@@ -20,7 +20,12 @@ from picasse.runners.retention import RetentionJob, periods_of
 from picasse.runners.scheduler import POLL_SECONDS, PeriodicJob, Scheduler
 from picasse.runners.settings import Settings
 from picasse.runners.webhook_retries import webhook_retry_job
-from picasse.runners.wiring import clock_from, ensure_master_key, open_privacy
+from picasse.runners.wiring import (
+    clock_from,
+    ensure_master_key,
+    open_privacy,
+    recording_eraser,
+)
 
 
 def periodic_jobs(settings: Settings, database_url: str, opened: ExitStack) -> list[PeriodicJob]:
@@ -31,7 +36,7 @@ def periodic_jobs(settings: Settings, database_url: str, opened: ExitStack) -> l
     privacy = open_privacy(settings, database_url)
     opened.callback(privacy.close)
     return [
-        RetentionJob(privacy, periods_of(settings)),
+        RetentionJob(privacy, periods_of(settings), recording_eraser(settings, privacy)),
         reconcile_job(settings, database_url, servers.nats_url(settings)),
         webhook_retry_job(settings, database_url, servers.nats_url(settings)),
     ]

@@ -59,6 +59,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     twilio_auth_token: str | None = None
     twilio_from: str | None = None  # a number, or a messaging service SID ("MG…", SMS only)
     twilio_base_url: str = "https://api.twilio.com"
+    # The telephony provider of conference calls: its HTTP API, and the token we call it
+    # with and it signs its reports to /v1/webhooks/telephony with.
+    telephony_url: str | None = None
+    telephony_token: str | None = None
     # Failover order per channel, by provider kind ("smpp", "twilio", "gateway");
     # None: the configured ones in the default order (runners/wiring.py).
     sms_providers: tuple[str, ...] | None = None
@@ -128,6 +132,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             twilio_auth_token=env.get("PICASSE_TWILIO_AUTH_TOKEN") or None,
             twilio_from=env.get("PICASSE_TWILIO_FROM") or None,
             twilio_base_url=env.get("PICASSE_TWILIO_BASE_URL") or "https://api.twilio.com",
+            telephony_url=env.get("PICASSE_TELEPHONY_URL") or None,
+            telephony_token=env.get("PICASSE_TELEPHONY_TOKEN") or None,
             sms_providers=_names(env.get("PICASSE_SMS_PROVIDERS")),
             voice_providers=_names(env.get("PICASSE_VOICE_PROVIDERS")),
             webhooks_allow_private=_flag(env, "PICASSE_WEBHOOKS_ALLOW_PRIVATE"),

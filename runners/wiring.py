@@ -20,6 +20,8 @@ from picasse.adapters.providers.receipts import RECEIPTS_PATH
 from picasse.adapters.providers.smpp import ReceiptSink, smpp_from_settings
 from picasse.adapters.providers.sms import in_order, sms_from_settings
 from picasse.adapters.providers.smtp import SmtpProvider
+from picasse.adapters.providers.telephony import PROVIDER_NAME as TELEPHONY_PROVIDER
+from picasse.adapters.providers.telephony import HttpTelephony
 from picasse.adapters.providers.twilio import (
     TwilioCallbacks,
     TwilioClient,
@@ -30,6 +32,7 @@ from picasse.adapters.providers.voice import HttpVoiceGateway
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.accounts import Accounts
 from picasse.domain.clock import Clock
+from picasse.domain.conferencing import Conferences
 from picasse.domain.messaging import Messages
 from picasse.domain.privacy import Privacy
 from picasse.runners.settings import Settings, SettingsError
@@ -350,6 +353,41 @@ def twilio_callbacks(settings: Settings) -> TwilioCallbacks | None:
     if not settings.twilio_auth_token:
         return None
     return TwilioCallbacks(settings.twilio_auth_token, settings.public_url)
+
+
+def _telephony(settings: Settings) -> HttpTelephony | None:
+    if not settings.telephony_url:
+        return None
+    return HttpTelephony(settings.telephony_url, settings.telephony_token or "")
+
+
+def open_conferences(settings: Settings, messages: Messages) -> Conferences:
+    """Conferencing on the messages application's store and clock (it invites through it)."""
+    return Conferences(
+        clock=messages.clock,
+        pseudonyms=messages.pseudonyms,
+        messages=messages,
+        telephony=_telephony(settings),
+        sharing=messages,
+    )
+
+
+def recording_eraser(settings: Settings, app: Privacy) -> Conferences:
+    """Conferencing on an erasing process's store, to ask the provider to delete
+    recordings before the keys sealing their references go (it invites nobody)."""
+    return Conferences(
+        clock=clock_from(settings),
+        pseudonyms=KeyedPseudonyms(read_master_key(settings.master_key_path)),
+        messages=None,
+        telephony=_telephony(settings),
+        sharing=app,
+    )
+
+
+def telephony_tokens(settings: Settings) -> dict[str, str]:
+    """The telephony provider's name → the token its reports are signed with."""
+    token = settings.telephony_token
+    return {TELEPHONY_PROVIDER: token} if token else {}
 
 
 def receipt_tokens(settings: Settings) -> dict[str, str]:

@@ -20,6 +20,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from picasse.adapters.clock import SystemClock
 from picasse.adapters.http import (
     attendance_api,
+    conferences_api,
     groups_api,
     messages_api,
     sites_api,
@@ -41,6 +42,7 @@ from picasse.adapters.http.clients import ClientAddressMiddleware, networks
 from picasse.adapters.http.docs import docs_router
 from picasse.adapters.http.health import HealthProbe, Liveness
 from picasse.adapters.http.problems import problem_response
+from picasse.adapters.http.telephony_webhook import receive_telephony_report
 from picasse.adapters.http.transport import json_bodies_only, response_headers
 from picasse.adapters.http.webhook_endpoints import STRICT_BODIES as STRICT_WEBHOOK_BODIES
 from picasse.adapters.http.webhook_endpoints import webhook_endpoints_router
@@ -60,6 +62,7 @@ from picasse.domain.api_keys import ApiKeys
 from picasse.domain.application import Pseudonyms
 from picasse.domain.attendance import Attendance
 from picasse.domain.clock import Clock
+from picasse.domain.conferencing import Conferences
 from picasse.domain.messaging import Messages
 from picasse.domain.privacy import Privacy
 from picasse.domain.sites import Sites
@@ -100,6 +103,9 @@ class HttpDeps:
     trusted_proxies: tuple[str, ...] = ()  # addresses and networks, as Settings has them
     sites: Sites | None = None  # None: on the messages application's store and clock
     attendance: Attendance | None = None  # likewise
+    conferences: Conferences | None = None  # conference calls; None: not served here
+    # The telephony provider's name → the token its reports are signed with (one, or none).
+    telephony_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 class BodyRequest(Request[Any, Any, Any]):
@@ -151,12 +157,14 @@ def create_app(deps: HttpDeps) -> Litestar:
             acknowledge_by_link,
             receive_twilio_status,
             acknowledge_by_keypad,
+            receive_telephony_report,
             api_router(
                 *messages_api.ROUTES,
                 *templates_api.ROUTES,
                 *groups_api.ROUTES,
                 *sites_api.ROUTES,
                 *attendance_api.ROUTES,
+                *conferences_api.ROUTES,
             ),
             webhook_endpoints_router(),
             docs_router(),
@@ -177,6 +185,8 @@ def create_app(deps: HttpDeps) -> Litestar:
             "webhook_log": provide(deps.webhook_log),
             "sites": provide(deps.sites or Sites(clock=deps.clock, sharing=deps.messages)),
             "attendance": provide(deps.attendance or attendance_on(deps.messages, deps.clock)),
+            "conferences": provide(deps.conferences),
+            "telephony_tokens": provide(deps.telephony_tokens),
         },
         # From where (every request), who calls (every request), then what an API key may
         # call and which customer they may reach (every route).
@@ -245,6 +255,7 @@ def _complete_the_document(app: Litestar) -> None:
             *groups_api.STRICT_BODIES,
             *sites_api.STRICT_BODIES,
             *attendance_api.STRICT_BODIES,
+            *conferences_api.STRICT_BODIES,
             *STRICT_WEBHOOK_BODIES,
         )
     }

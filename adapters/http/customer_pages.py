@@ -563,6 +563,27 @@ async def revoke_api_key(
     )
 
 
+# Conferences: past and upcoming, with who called in, for how long; minutes per month
+
+
+@get("/conferences", include_in_schema=False, sync_to_thread=True)
+def conferences_page(
+    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]
+) -> Response[str]:
+    customer_id, viewer = own_customer(request), _caller(request).viewer()
+    conferences = dashboard.http.conferences
+    found = conferences.conferences(customer_id, viewer) if conferences else []
+    now = dashboard.http.clock.now()
+    return caller_page(
+        request,
+        "app_conferences.html",
+        upcoming=[c for c in found if c.status in ("scheduled", "running")],
+        past=[c for c in found if c.status not in ("scheduled", "running")],
+        minutes=conferences.minutes(customer_id) if conferences else [],
+        now=now,
+    )
+
+
 def customer_pages_router() -> Router:
     """Every page under /app (the pages router gives them its dependencies and error page)."""
     from picasse.adapters.http import attendance_pages
@@ -574,6 +595,7 @@ def customer_pages_router() -> Router:
             messages_page,
             message_page,
             traffic_page,
+            conferences_page,
             templates_page,
             create_template,
             delete_template,

@@ -18,7 +18,9 @@ from picasse.adapters.http.acklinks import InvalidAckToken
 from picasse.adapters.http.auth import LoginThrottled
 from picasse.adapters.postgres.keystore import TenantErased
 from picasse.adapters.providers.receipts import ForgedReceipt, MalformedReceipt
+from picasse.adapters.providers.telephony import MalformedReport
 from picasse.adapters.providers.twilio import ForgedCallback, MalformedCallback
+from picasse.domain.conferencing import TelephonyUnavailable
 from picasse.domain.errors import (
     AuthenticationFailed,
     Conflict,
@@ -69,6 +71,8 @@ _STATUS_OF: dict[type[BaseException], tuple[HTTPStatus, str | None, str | None]]
     LoginThrottled: (HTTPStatus.TOO_MANY_REQUESTS, None, None),
     ForgedReceipt: (HTTPStatus.UNAUTHORIZED, "forged-receipt", None),
     MalformedReceipt: (HTTPStatus.BAD_REQUEST, "malformed-receipt", None),
+    MalformedReport: (HTTPStatus.BAD_REQUEST, "malformed-report", None),
+    TelephonyUnavailable: (HTTPStatus.BAD_GATEWAY, None, None),
     ForgedCallback: (HTTPStatus.FORBIDDEN, "forged-callback", None),
     MalformedCallback: (HTTPStatus.BAD_REQUEST, "malformed-callback", None),
     InvalidAckToken: (HTTPStatus.NOT_FOUND, "invalid-ack-link", None),

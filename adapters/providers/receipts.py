@@ -83,10 +83,12 @@ def sign_receipt(raw_body: bytes, token: str) -> str:
     return "sha256=" + _digest(raw_body, token).hex()
 
 
-def verify_receipt(
+def verified_signer(
     raw_body: bytes, signature_header: str | None, tokens: Mapping[str, str]
-) -> tuple[str, ReadReceipt]:
-    """(gateway name, receipt) when one of `tokens` (gateway name → token) signed `raw_body`."""
+) -> str:
+    """The name of the one of `tokens` (name → token) that signed `raw_body`; else
+    ForgedReceipt. The one check of our providers' signed posts: gateways' receipts and
+    the telephony provider's reports."""
     if signature_header is None:
         raise ForgedReceipt("receipt without a signature")
     presented = _SIGNATURE.fullmatch(signature_header.strip())
@@ -100,6 +102,14 @@ def verify_receipt(
             signer = name
     if signer is None:
         raise ForgedReceipt("receipt not signed by any of our gateways")
+    return signer
+
+
+def verify_receipt(
+    raw_body: bytes, signature_header: str | None, tokens: Mapping[str, str]
+) -> tuple[str, ReadReceipt]:
+    """(gateway name, receipt) when one of `tokens` (gateway name → token) signed `raw_body`."""
+    signer = verified_signer(raw_body, signature_header, tokens)
     try:
         receipt = msgspec.json.decode(raw_body, type=Receipt)
     except msgspec.DecodeError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from litestar.routes import HTTPRoute
 from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.domain.access import Viewer
 from picasse.domain.api_keys import Scope
+from picasse.domain.conferencing import ScheduleRequest
 from picasse.domain.geofences import Circle
 from picasse.domain.sites import Sites
 from picasse.domain.values import Role
@@ -37,6 +39,7 @@ from tests.integration.api_server import (
 EXEMPT = {
     ("GET", "/health"): "liveness, says nothing",
     ("POST", "/v1/webhooks/receipts"): "gateways sign each receipt",
+    ("POST", "/v1/webhooks/telephony"): "the telephony provider signs each report",
     ("POST", "/v1/webhooks/twilio/status"): "Twilio signs each callback (X-Twilio-Signature)",
     ("POST", "/v1/webhooks/twilio/gather"): "Twilio signs the keypad's answer; records an ack only",
     ("GET", "/v1/ack/{token:str}"): "the link's MAC is the recipient's proof; records nothing",
@@ -100,6 +103,13 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "name": "Planted",
         "shape": {"type": "circle", "lat": 52.0, "lon": 4.0, "radius_m": 50},
     },
+    ("POST", "/v1/conferences"): {
+        "title": "Planted",
+        "start": "2030-01-01T10:00:00Z",
+        "duration_minutes": 30,
+    },
+    ("PATCH", "/v1/conferences/{conference_id:uuid}"): {"title": "Overwritten by another"},
+    ("POST", "/v1/dial-in-numbers"): {"customer_id": str(uuid.uuid4()), "number": "+31201234999"},
 }
 
 
@@ -122,6 +132,19 @@ class World:
         self.b_webhook_id = deps.webhooks.register(
             b.customer_id, "https://93.184.216.34/b-hook", ["delivery.failed"], by=b_admin
         ).endpoint.id
+        self.b_number = "+31201234998"
+        assert deps.conferences is not None
+        deps.conferences.add_dial_in_number(
+            b.customer_id, self.b_number, Viewer(role=Role.SUPPORT, customer_id=None)
+        )
+        b_user = Viewer(role=Role.CUSTOMER_USER, customer_id=b.customer_id, user_id=b.user_id)
+        self.b_conference_id = deps.conferences.schedule(
+            b.customer_id,
+            ScheduleRequest(
+                title="B's call", start=deps.clock.now() + timedelta(days=30), duration_minutes=30
+            ),
+            b_user,
+        ).conference_id
 
     def as_(self, login: str) -> httpx.Client:
         user = self.deps.accounts.user_by_login(login)
@@ -320,6 +343,9 @@ def test_a_user_of_customer_a_gets_404_or_403_for_every_resource_of_customer_b(
         "webhook_id": str(world.b_webhook_id),
         "site_id": str(world.b_site_id),
         "fence_id": str(world.b_fence_id),
+        "conference_id": str(world.b_conference_id),
+        "participant_id": str(uuid.uuid4()),
+        "number": world.b_number,
     }
     problems, tried = [], 0
     for login in (world.a.admin_login, world.a.user_login):

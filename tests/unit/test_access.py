@@ -32,7 +32,13 @@ def _viewer(role: Role) -> Viewer:
 def _answers(viewer: Viewer, question: str) -> str:
     """What the method answers, in the table's words."""
     method = getattr(viewer, question)
-    if question in ("may_use_dashboard", "may_use_customer_pages"):
+    if question == "may_host":  # (customer, the conference's host)
+        if method(OTHER, viewer.user_id):
+            return "all"
+        if method(OWN, uuid.uuid4()):
+            return "own"
+        return "own as host" if method(OWN, viewer.user_id) else "no"
+    if question in ("may_use_dashboard", "may_use_customer_pages", "may_manage_dial_in_numbers"):
         return "yes" if method() else "no"
     if question in ("may_revoke_key_of", "sees_api_keys_of"):  # (owner, owner's customer)
         if method(uuid.uuid4(), OTHER):

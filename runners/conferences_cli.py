@@ -1,0 +1,163 @@
+"""`picasse conferences schedule/list/cancel`: a customer's user's conferences from the CLI.
+
+Every command acts as one of the customer's users (`--as LOGIN --password-stdin`), through
+the same `Conferences` application and `Viewer` as the API: staff hold no customer account.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+from rich.table import Table
+
+from picasse.domain.access import Viewer
+from picasse.domain.conferencing import Conferences, ParticipantIn, ScheduleRequest
+from picasse.domain.errors import InvalidInput
+from picasse.runners.cli import (
+    _accounts,
+    _datetime,
+    _json,
+    _opened,
+    _positive,
+    _read_password,
+    _show,
+    _uuid,
+    out,
+)
+from picasse.runners.settings import Settings
+
+
+@contextmanager
+def _conferences(settings: Settings) -> Iterator[Conferences]:
+    from picasse.runners.wiring import open_conferences, open_messages
+
+    with _opened(open_messages, settings) as messages:
+        yield open_conferences(settings, messages)
+
+
+def _viewer(args: argparse.Namespace, settings: Settings) -> tuple[UUID, Viewer]:
+    """The customer's user acting, checked by their password from standard input."""
+    with _accounts(settings) as accounts:
+        user = accounts.authenticate(args.as_login, _read_password())
+    if user.customer_id is None:
+        raise InvalidInput("--as: conferences are for a customer's users", field="as")
+    return user.customer_id, Viewer(role=user.role, customer_id=user.customer_id, user_id=user.id)
+
+
+def _participant(text: str) -> ParticipantIn:
+    """A user's id, a +number or an e-mail address."""
+    try:
+        return ParticipantIn(user_id=UUID(text))
+    except ValueError:
+        pass
+    if "@" in text:
+        return ParticipantIn(email=text)
+    return ParticipantIn(phone=text)
+
+
+def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
+    customer_id, viewer = _viewer(args, settings)
+    request = ScheduleRequest(
+        title=args.title,
+        start=args.start,
+        duration_minutes=args.duration,
+        participants=[_participant(p) for p in args.participant or []],
+        host_id=args.host,
+    )
+    with _conferences(settings) as conferences:
+        scheduled = conferences.schedule(customer_id, request, viewer)
+    if args.json:
+        _json(scheduled)
+        return 0
+    out.print(f"conference {scheduled.conference_id}  dial in {scheduled.number}")
+    if scheduled.participant_pin:
+        out.print(f"participant PIN {scheduled.participant_pin}  host PIN {scheduled.host_pin}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    customer_id, viewer = _viewer(args, settings)
+    with _conferences(settings) as conferences:
+        found = conferences.conferences(customer_id, viewer)
+    if args.json:
+        _json(found)
+        return 0
+    table = Table("id", "start", "minutes", "title", "status", "number", "invited", "called in")
+    for c in found:
+        table.add_row(
+            str(c.id), c.start.isoformat(timespec="minutes"), str(c.duration_minutes),
+            _show(c.title) if c.title is not None else "-", c.status, c.number,
+            str(len(c.participants)), str(len(c.legs)),
+        )  # fmt: skip
+    out.print(table)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    customer_id, viewer = _viewer(args, settings)
+    with _conferences(settings) as conferences:
+        conferences.cancel(customer_id, args.id, viewer)
+    return 0
+
+
+def _acting_as(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--as", dest="as_login", required=True, metavar="LOGIN", help="the customer's user acting"
+    )
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        required=True,
+        help="read that user's password from standard input",
+    )
+
+
+def add_commands(commands: Any) -> None:
+    conferences = commands.add_parser(
+        "conferences", help="schedule, list and cancel a customer's conference calls"
+    ).add_subparsers(title="conference commands", metavar="COMMAND", required=True)
+
+    schedule = conferences.add_parser(
+        "schedule",
+        help="schedule a conference call; prints its id, dial-in number and PINs",
+        description=(
+            "Schedule a conference on a number of the customer's dial-in pool, with two new"
+            " PINs (participants' and host's; shown to the host only, this once), and invite"
+            " the participants through the messaging pipeline."
+        ),
+    )
+    _acting_as(schedule)
+    schedule.add_argument("--title", required=True)
+    schedule.add_argument(
+        "--start", type=_datetime, required=True, metavar="TIME", help="ISO time with zone"
+    )
+    schedule.add_argument("--duration", type=_positive, required=True, metavar="MINUTES")
+    schedule.add_argument(
+        "--participant",
+        action="append",
+        metavar="WHO",
+        help="a user's id, a +number (invited by SMS) or an e-mail address (repeat)",
+    )
+    schedule.add_argument("--host", type=_uuid, metavar="USER_ID", help="default: --as")
+    schedule.add_argument("--json", action="store_true", help="print JSON")
+    schedule.set_defaults(run=cmd_schedule)
+
+    listing = conferences.add_parser("list", help="the customer's conferences, past and upcoming")
+    _acting_as(listing)
+    listing.add_argument(
+        "--json", action="store_true", help="print JSON with participants and calls"
+    )
+    listing.set_defaults(run=cmd_list)
+
+    cancel = conferences.add_parser(
+        "cancel",
+        help="cancel a conference before it starts (its host or the customer's admins)",
+        description="Cancel a conference: its PINs are freed and its participants are told.",
+    )
+    _acting_as(cancel)
+    cancel.add_argument("id", type=_uuid, metavar="ID")
+    cancel.set_defaults(run=cmd_cancel)
