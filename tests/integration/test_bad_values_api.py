@@ -24,14 +24,18 @@ from litestar.routes import HTTPRoute
 from psycopg import sql
 
 from picasse.adapters.http.app import HttpDeps, create_app
+from picasse.domain.access import Viewer
+from picasse.domain.conferencing import ScheduleRequest
 from picasse.domain.geofences import Circle
 from picasse.domain.sites import Sites
+from picasse.domain.values import Role
 from picasse.domain.visitors import RegistrationSettings, VisitForm, Visitors
 from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings
 from tests.integration.api_server import (
     PASSWORD,
     Tenant,
+    add_staff,
     bearer,
     logged_in,
     make_tenant,
@@ -40,7 +44,8 @@ from tests.integration.api_server import (
     with_cheap_passwords,
 )
 
-Who = Literal["anyone", "admin", "user", "admin-session", "user-session"]  # pages: a session
+# pages: a session; staff: Picasse's support
+Who = Literal["anyone", "admin", "user", "admin-session", "user-session", "staff"]
 GROUP = "night shift"
 ADMIN = "anvil-admin"  # make_tenant's admin of "Anvil"
 
@@ -164,6 +169,22 @@ EXAMPLES: dict[tuple[str, str], tuple[Who, list[dict[str, Any]]]] = {
             }
         ],
     ),
+    ("POST", "/v1/conferences"): (
+        "user",
+        [
+            {
+                "title": "Weekly call",
+                "start": "{in a month}",  # filled in: at most a year ahead
+                "duration_minutes": 30,
+                "participants": [{"email": "guest@rcpt.example"}, {"phone": "+31612345676"}],
+            }
+        ],
+    ),
+    ("PATCH", "/v1/conferences/{conference_id:uuid}"): ("user", [{"title": "Weekly call, moved"}]),
+    ("POST", "/v1/dial-in-numbers"): (
+        "staff",
+        [{"customer_id": "{customer_id:uuid}", "number": "+31201234561"}],
+    ),
     # A public address, written as one: nothing resolves a name, and no sender runs here.
     ("POST", "/v1/webhooks"): (
         "admin",
@@ -218,6 +239,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
             "anyone": {},
             "admin": bearer(deps, tenant.admin_login),  # keys issued before events are counted
             "user": bearer(deps, tenant.user_login),
+            "staff": bearer(deps, add_staff(deps)[Role.SUPPORT]),
         }
         tokens = {  # one user each: a user's newer link replaces the older
             path: deps.accounts.reset_password(login).token
@@ -238,6 +260,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
                 )
             ),
         }
+        ids["{customer_id:uuid}"] = str(tenant.customer_id)
+        ids["{conference_id:uuid}"] = _conference_examples(deps, tenant)
+        ids["{in a month}"] = (deps.clock.now() + timedelta(days=31)).isoformat()
         ids["{slug:str}"] = _visitor_examples(deps, tenant, UUID(ids["{site_id:uuid}"]))
         assert deps.attendance is not None
         # Pings of a user who consented, so that the example is accepted.
@@ -251,6 +276,24 @@ def world(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
         )  # fmt: skip
         with serving(app) as base_url:
             yield World(app, deps, base_url, tenant, settings, headers, tokens, ids)
+
+
+def _conference_examples(deps: HttpDeps, tenant: Tenant) -> str:
+    """A number in Anvil's dial-in pool, and a conference of its user; the conference's id."""
+    assert deps.conferences is not None
+    deps.conferences.add_dial_in_number(
+        tenant.customer_id, "+31201234560", Viewer(role=Role.SUPPORT, customer_id=None)
+    )
+    user = Viewer(role=Role.CUSTOMER_USER, customer_id=tenant.customer_id, user_id=tenant.user_id)
+    return str(
+        deps.conferences.schedule(
+            tenant.customer_id,
+            ScheduleRequest(
+                title="Planning", start=deps.clock.now() + timedelta(days=30), duration_minutes=30
+            ),
+            user,
+        ).conference_id
+    )
 
 
 def _visitor_examples(deps: HttpDeps, tenant: Tenant, site: UUID) -> str:
