@@ -456,13 +456,16 @@ def test_retention_erases_call_numbers_in_api_and_export_keeps_minutes_deletes_r
 def _exported_callers(deps: HttpDeps, tenant: Tenant, conference_id: str) -> list[str | None]:
     """The callers of the conference in the customer's export, as the registry's sources
     (`all_sources`) hand them out."""
-    assert deps.conferences is not None
+    assert deps.conferences is not None and deps.attendance is not None
     repository = deps.conferences.repository
     sources = Sources(
         accounts=deps.accounts_view,
         traffic=deps.traffic_view,
         customer_events=lambda _: (),
         groups=lambda _: (),
+        sites=lambda _: (),
+        visitors=lambda _: (),
+        attendance=deps.attendance,
         conferences=lambda customer: conferences_in(repository, customer),
         now=deps.clock.now,
     )
