@@ -42,6 +42,8 @@ class Scope(StrEnum):
     GROUPS = "groups"
     USERS = "users"
     LOCATION = "location"
+    CASES = "cases"
+    BILLING = "billing"
 
     @property
     def description(self) -> str:
@@ -56,6 +58,8 @@ SCOPE_DESCRIPTIONS: dict[Scope, str] = {
     Scope.GROUPS: "manage recipient groups",
     Scope.USERS: "the account: the customer's record, its users, API keys, own password",
     Scope.LOCATION: "location pings and consent (attendance)",
+    Scope.CASES: "file and follow complaints and fault reports",
+    Scope.BILLING: "invoices, price plans and payments",
 }
 ALL_SCOPES: frozenset[Scope] = frozenset(Scope)
 _SCOPE_VALUES = frozenset(s.value for s in Scope)  # a scope no longer known is dropped

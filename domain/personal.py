@@ -83,6 +83,14 @@ TRAFFIC = Retention(
     ),
 )
 _CUSTOMER_RECORDS = ("customer", "contact_history")
+FISCAL_RETENTION_YEARS = 7
+FISCAL = Retention(
+    months=FISCAL_RETENTION_YEARS * 12,
+    reason=(
+        "legal obligation: Dutch tax law (art. 52 AWR) keeps invoices seven years; kept"
+        " after termination, then erased"
+    ),
+)
 
 # The one registry of personal data. A new kind is one declaration here, plus the
 # `Personal(kind)` fields of its events (and an export source if it names a new one).
@@ -212,6 +220,35 @@ PERSONAL_DATA_KINDS: dict[str, PersonalDataKind] = {
                     subject_column="user_id",
                     optional=("name",),  # keys issued before names have none
                 ),
+            ),
+        ),
+        PersonalDataKind(
+            kind="case",
+            description="the words of a customer's complaints and fault reports, and the replies",
+            purpose="handling the customer's complaints and fault reports (R3, R9)",
+            subject="case/<customer id>",
+            retention=SUBSCRIPTION,
+            erased_on=frozenset({Trigger.TERMINATION}),
+            not_exported=(
+                "the customer reads its cases and every reply through GET /v1/cases while"
+                " subscribed"
+            ),
+        ),
+        PersonalDataKind(
+            kind="fiscal",
+            description=(
+                "the billing name and address on a customer's invoices, sealed under its"
+                " fiscal key, which is not wrapped by the tenant key"
+            ),
+            purpose="invoicing, and keeping invoices as tax law requires (R3, R9, R10)",
+            subject="fiscal/<customer id>",
+            retention=FISCAL,
+            # Not termination: the law keeps invoices seven years. The billing retention
+            # (`Billing.fiscal_keys_due`, run by `picasse retention run`) destroys the key.
+            erased_on=frozenset(),
+            not_exported=(
+                "the customer's admins fetch its invoices through GET /v1/invoices; the name"
+                " and address on them are exported as the customer's record"
             ),
         ),
     )

@@ -18,7 +18,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from picasse.adapters.clock import SystemClock
-from picasse.adapters.http import groups_api, messages_api, templates_api
+from picasse.adapters.http import billing_api, cases_api, groups_api, messages_api, templates_api
 from picasse.adapters.http.acklinks import AckLinks
 from picasse.adapters.http.api import STRICT_BODIES, api_router
 from picasse.adapters.http.auth import (
@@ -51,6 +51,8 @@ from picasse.adapters.providers.twilio import TwilioCallbacks
 from picasse.domain.accounts import Accounts
 from picasse.domain.api_keys import ApiKeys
 from picasse.domain.application import Pseudonyms
+from picasse.domain.billing import Billing
+from picasse.domain.cases import Cases
 from picasse.domain.clock import Clock
 from picasse.domain.messaging import Messages
 from picasse.domain.webhooks import Webhooks
@@ -77,6 +79,9 @@ class HttpDeps:
     # Checks Twilio's signatures on its callbacks; None: no Twilio account configured.
     twilio_callbacks: TwilioCallbacks | None = None
     webhooks: Webhooks  # the customers' webhook endpoints
+    # Cases and billing (R3); None: built on `messages`'s store when the app is created.
+    cases: Cases | None = None
+    billing: Billing | None = None
     webhook_log: WebhookLog  # their posts and attempts
     webhooks_allow_private: bool = False  # PICASSE_WEBHOOKS_ALLOW_PRIVATE: tests, private use
     secure_cookies: bool = False  # served over TLS (here or at a proxy in front)
@@ -131,6 +136,8 @@ def create_app(deps: HttpDeps) -> Litestar:
         return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
     deps.auth_store.create_tables(login_records=deps.login_tracking)
+    cases = deps.cases or Cases(clock=deps.clock, sharing=deps.messages)
+    billing = deps.billing or Billing(clock=deps.clock, sharing=deps.messages)
     app = Litestar(
         route_handlers=[
             health,
@@ -139,7 +146,13 @@ def create_app(deps: HttpDeps) -> Litestar:
             acknowledge_by_link,
             receive_twilio_status,
             acknowledge_by_keypad,
-            api_router(*messages_api.ROUTES, *templates_api.ROUTES, *groups_api.ROUTES),
+            api_router(
+                *messages_api.ROUTES,
+                *templates_api.ROUTES,
+                *groups_api.ROUTES,
+                *cases_api.ROUTES,
+                *billing_api.ROUTES,
+            ),
             webhook_endpoints_router(),
             docs_router(),
             *_pages(deps),
@@ -157,6 +170,8 @@ def create_app(deps: HttpDeps) -> Litestar:
             "twilio_callbacks": provide(deps.twilio_callbacks),
             "webhooks": provide(deps.webhooks),
             "webhook_log": provide(deps.webhook_log),
+            "cases": provide(cases),
+            "billing": provide(billing),
         },
         # From where (every request), who calls (every request), then what an API key may
         # call and which customer they may reach (every route).
@@ -223,6 +238,8 @@ def _complete_the_document(app: Litestar) -> None:
             *STRICT_BODIES,
             *templates_api.STRICT_BODIES,
             *groups_api.STRICT_BODIES,
+            *cases_api.STRICT_BODIES,
+            *billing_api.STRICT_BODIES,
             *STRICT_WEBHOOK_BODIES,
         )
     }
