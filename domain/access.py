@@ -25,11 +25,11 @@ What each role may do, as the methods below decide ("own": its own customer only
 | sees_api_keys_of          | own            | own     | own     | own customer's | own           |
 | may_revoke_key_of         | any key        | own     | own     | own customer's | own           |
 | sees_invoices_of          | all            | all     | all     | own            | no            |
-| may_set_price_plans       | yes            | yes     | no      | no             | no            |
-| may_record_payments       | yes            | yes     | no      | no             | no            |
+| may_set_price_plans       | all            | all     | no      | no             | no            |
+| may_record_payments       | all            | all     | no      | no             | no            |
 | sees_cases_of             | all            | all     | no      | own            | own           |
 | may_file_cases_for        | no             | no      | no      | own            | own           |
-| may_handle_cases          | yes            | yes     | no      | no             | no            |
+| may_handle_cases          | all            | all     | no      | no             | no            |
 
 Stored templates are content: read by those who `may_read_content_of` it, managed by those
 who `may_administer` the customer. Recipient groups are read by those who
