@@ -1028,6 +1028,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--json", action="store_true", help="print the report as JSON")
     replay.set_defaults(run=cmd_audit_replay)
+
+    from picasse.runners.billing_cli import add_billing_commands
+
+    add_billing_commands(commands, _uuid)
     return parser
 
 
