@@ -31,7 +31,8 @@ from picasse.domain.customers import Customer
 from picasse.domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from picasse.domain.messages import Channel, Delivery
 from picasse.domain.messaging import Forbidden
-from picasse.domain.personal import Personal
+from picasse.domain.personal import FISCAL, FISCAL_RETENTION_YEARS, Personal
+from picasse.domain.termination import KeptRecord
 
 BILLING = UUID("6f1d7c2e-3a51-4d0e-9a57-2b7f5c1e0b16")  # namespace of billing's ids
 PAYMENT_TERM = timedelta(days=14)
@@ -313,10 +314,16 @@ class InvoiceNumbers(Aggregate):
 
 
 class BilledTo(msgspec.Struct, frozen=True):
-    """The billing name and address on an invoice, sealed under the customer's fiscal key."""
+    """The billing name and address on an invoice, sealed under the customer's fiscal key
+    of the invoice's fiscal year (so each year's invoices go when their seven years do)."""
 
-    name: Annotated[str, Personal("fiscal", of="customer_id")]
-    address: Annotated[str, Personal("fiscal", of="customer_id")]
+    name: Annotated[str, Personal("fiscal", of="fiscal_year")]
+    address: Annotated[str, Personal("fiscal", of="fiscal_year")]
+
+
+def fiscal_key_destroyed_on(fiscal_year: str) -> date:
+    """The day a fiscal year's key goes: seven years after the end of that year."""
+    return date(int(fiscal_year) + 1 + FISCAL_RETENTION_YEARS, 1, 1)
 
 
 class InvoiceStatus(StrEnum):
@@ -337,6 +344,7 @@ class Invoice(Aggregate):
         customer_id: UUID,
         number: int,
         month: str,
+        fiscal_year: str,
         issued_on: date,
         due_on: date,
         billed_to: BilledTo,
@@ -346,6 +354,7 @@ class Invoice(Aggregate):
         self.customer_id = customer_id
         self.number = number
         self.month = month
+        self.fiscal_year = fiscal_year
         self.issued_on = issued_on
         self.due_on = due_on
         self.billed_to = billed_to
@@ -435,6 +444,29 @@ def _details(invoice: Invoice) -> InvoiceDetails:
         paid_cents=invoice.paid_cents,
         status=invoice.status,
     )
+
+
+def kept_under_legal_obligation(log: PicasseApplication, customer_id: UUID) -> list[KeptRecord]:
+    """The customer's invoices, per fiscal year: kept after termination under the fiscal
+    key of their year (Dutch tax law), and the day that key will be destroyed."""
+    try:
+        account = log._get(billing_account_id(customer_id), BillingAccount, "account")
+    except NotFound:
+        return []
+    by_year: dict[str, list[UUID]] = {}
+    for ident in account.invoices:
+        invoice = log._get(ident, Invoice, "invoice")
+        by_year.setdefault(invoice.fiscal_year, []).append(invoice.id)
+    return [
+        KeptRecord(
+            kind="fiscal",
+            reason=FISCAL.reason,
+            until=fiscal_key_destroyed_on(year).isoformat(),
+            invoices=ids,
+            key=f"fiscal/{year}",
+        )
+        for year, ids in sorted(by_year.items())
+    ]
 
 
 # ---------------------------------------------------------------- the application
@@ -572,6 +604,7 @@ class Billing(PicasseApplication):
                 customer_id=customer_id,
                 number=numbers.last,
                 month=month,
+                fiscal_year=f"{today:%Y}",
                 issued_on=today,
                 due_on=today + PAYMENT_TERM,
                 billed_to=BilledTo(
@@ -589,6 +622,9 @@ class Billing(PicasseApplication):
                 continue  # another run took the number (or issued this invoice): again
             return invoice.number, True
         raise AssertionError("unreachable")
+
+    def kept_under_legal_obligation(self, customer_id: UUID) -> list[KeptRecord]:
+        return kept_under_legal_obligation(self, customer_id)
 
     def _numbers(self) -> InvoiceNumbers:
         try:

@@ -85,7 +85,7 @@ TRAFFIC = Retention(
 _CUSTOMER_RECORDS = ("customer", "contact_history")
 FISCAL_RETENTION_YEARS = 7
 FISCAL = Retention(
-    months=FISCAL_RETENTION_YEARS * 12,
+    months=FISCAL_RETENTION_YEARS * 12,  # after the end of the invoices' fiscal year
     reason=(
         "legal obligation: Dutch tax law (art. 52 AWR) keeps invoices seven years; kept"
         " after termination, then erased"
@@ -241,15 +241,14 @@ PERSONAL_DATA_KINDS: dict[str, PersonalDataKind] = {
                 " fiscal key, which is not wrapped by the tenant key"
             ),
             purpose="invoicing, and keeping invoices as tax law requires (R3, R9, R10)",
-            subject="fiscal/<customer id>",
+            # One key per fiscal year, in a tenant of the customer's own that the tenant key
+            # does not wrap (`billing.fiscal_tenant_id`): termination leaves it.
+            subject="fiscal/<YYYY>",
             retention=FISCAL,
-            # Not termination: the law keeps invoices seven years. The billing retention
-            # (`Billing.fiscal_keys_due`, run by `picasse retention run`) destroys the key.
-            erased_on=frozenset(),
-            not_exported=(
-                "the customer's admins fetch its invoices through GET /v1/invoices; the name"
-                " and address on them are exported as the customer's record"
-            ),
+            # Not termination: the law keeps invoices seven years after their year; the
+            # retention run destroys a year's key then.
+            erased_on=frozenset({Trigger.RETENTION}),
+            export=("invoices",),
         ),
     )
 }

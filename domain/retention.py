@@ -17,7 +17,13 @@ from picasse.domain.personal import (
     kinds_erased_on,
 )
 
-__all__ = ["DEFAULT_TRAFFIC_MONTHS", "RetentionPeriod", "retention_periods", "traffic_retention"]
+__all__ = [
+    "DEFAULT_TRAFFIC_MONTHS",
+    "RetentionPeriod",
+    "fiscal_retention",
+    "retention_periods",
+    "traffic_retention",
+]
 
 
 class RetentionPeriod(msgspec.Struct, frozen=True):
@@ -66,5 +72,14 @@ def months_before(month: str, count: int) -> str:
 
 
 def expired(subject_month: str, current_month: str, period: RetentionPeriod) -> bool:
-    """A month's keys go once the month lies `months` or more before the current one."""
+    """A month's keys go once the month lies `months` or more before the current one; a
+    year's (a fiscal year, `YYYY`) once that many months have passed since its end."""
+    if len(subject_month) == 4 and subject_month.isdigit():
+        subject_month = f"{int(subject_month) + 1:04d}-01"
     return subject_month <= months_before(current_month, period.months)
+
+
+def fiscal_retention() -> RetentionPeriod:
+    """The period of invoices' billing names and addresses (seven years, tax law)."""
+    (period,) = [p for p in retention_periods() if "fiscal" in p.kinds]
+    return period

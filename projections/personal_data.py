@@ -28,6 +28,9 @@ class Sources(msgspec.Struct, frozen=True, kw_only=True):
     traffic: TrafficView
     customer_events: Callable[[UUID], Iterable[Any]]  # the Customer aggregate's events
     groups: Callable[[UUID], Iterable[Any]]  # the customer's recipient groups, from the log
+    invoices: Callable[
+        [UUID], Iterable[Any]
+    ]  # the customer's invoices (InvoiceDetails), from the log
     now: Callable[[], datetime]
 
 
@@ -207,6 +210,30 @@ class GroupRecords:
                 "members": [_text(member.address) for member in group.members],
             }
             for group in self.sources.groups(customer_id)
+        ]
+
+
+@export_source
+class InvoiceRecords:
+    name = "invoices"
+    description = "the customer's invoices: number, month, billing name and address, amounts"
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def export(self, customer_id: UUID) -> list[Record]:
+        return [
+            {
+                "invoice_id": str(i.id),
+                "number": i.number,
+                "month": i.month,
+                "billed_to_name": i.billed_to_name,
+                "billed_to_address": i.billed_to_address,
+                "total_cents": i.total_cents,
+                "paid_cents": i.paid_cents,
+                "status": str(i.status),
+            }
+            for i in self.sources.invoices(customer_id)
         ]
 
 

@@ -1,4 +1,5 @@
-"""`picasse retention run`: destroys traffic and content keys of months past the retention period (R5).
+"""`picasse retention run`: destroys traffic and content keys of months past the retention
+period (R5), and the fiscal keys of years whose seven years of tax law are over.
 
 The same work runs every hour as a periodic job of `picasse scheduler` (`RetentionJob`).
 """
@@ -13,7 +14,13 @@ from picasse.domain.errors import InvalidInput
 from picasse.domain.messages import traffic_month
 from picasse.domain.personal import Trigger
 from picasse.domain.privacy import Privacy
-from picasse.domain.retention import RetentionPeriod, expired, months_before, traffic_retention
+from picasse.domain.retention import (
+    RetentionPeriod,
+    expired,
+    fiscal_retention,
+    months_before,
+    traffic_retention,
+)
 from picasse.runners import servers
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import clock_from, ensure_master_key, open_privacy, reach_database
@@ -57,13 +64,18 @@ class RetentionJob:
     name = "retention"  # also the role: one process applies retention at a time
     every = timedelta(hours=1)
 
-    def __init__(self, privacy: Privacy, period: RetentionPeriod) -> None:
+    def __init__(self, privacy: Privacy, period: RetentionPeriod, *more: RetentionPeriod) -> None:
         self.privacy = privacy
         self.period = period
+        self.more = more  # other periods (the fiscal keys' seven years), applied after
 
     def run(self, now: datetime) -> str:
         erased = run_retention(self.privacy, self.period, now=now, dry_run=False)
-        return f"erased {len(erased)} month key(s); retention {self.period.months} months"
+        said = f"erased {len(erased)} month key(s); retention {self.period.months} months"
+        for period in self.more:
+            gone = run_retention(self.privacy, period, now=now, dry_run=False)
+            said += f"; {len(gone)} {'/'.join(period.kinds)} key(s) of {period.months} months"
+        return said
 
 
 def main(settings: Settings, *, dry_run: bool = False, as_of: datetime | None = None) -> int:
@@ -84,6 +96,8 @@ def main(settings: Settings, *, dry_run: bool = False, as_of: datetime | None = 
     try:
         now = as_of or clock.now()
         _report(run_retention(privacy, period, now=now, dry_run=dry_run), period, dry_run)
+        fiscal = fiscal_retention()
+        _report(run_retention(privacy, fiscal, now=now, dry_run=dry_run), fiscal, dry_run)
         return 0
     finally:
         privacy.close()
@@ -93,4 +107,5 @@ def _report(erased: list[tuple[UUID, str]], period: RetentionPeriod, dry_run: bo
     verb = "would erase" if dry_run else "erased"
     for tenant, subject in erased:
         print(f"{verb} {subject} of customer {tenant}")
-    print(f"{verb} {len(erased)} month key(s); retention {period.months} months: {period.reason}")
+    what = "month" if "traffic" in period.kinds else "/".join(period.kinds)
+    print(f"{verb} {len(erased)} {what} key(s); retention {period.months} months: {period.reason}")

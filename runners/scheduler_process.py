@@ -13,7 +13,7 @@ from contextlib import ExitStack, suppress
 from psycopg.conninfo import conninfo_to_dict
 
 from picasse.adapters.postgres.roles import RoleClaims
-from picasse.domain.retention import traffic_retention
+from picasse.domain.retention import fiscal_retention, traffic_retention
 from picasse.runners import servers
 from picasse.runners.processes import run_until_signalled
 from picasse.runners.reconcile import reconcile_job
@@ -32,7 +32,9 @@ def periodic_jobs(settings: Settings, database_url: str, opened: ExitStack) -> l
     privacy = open_privacy(settings, database_url)
     opened.callback(privacy.close)
     return [
-        RetentionJob(privacy, traffic_retention(settings.traffic_retention_months)),
+        RetentionJob(
+            privacy, traffic_retention(settings.traffic_retention_months), fiscal_retention()
+        ),
         reconcile_job(settings, database_url, servers.nats_url(settings)),
         webhook_retry_job(settings, database_url, servers.nats_url(settings)),
     ]

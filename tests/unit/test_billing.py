@@ -112,7 +112,7 @@ def _invoice(total: int = 1000) -> Invoice:
     rated = rate(PLAN, {})
     rated = type(rated)(lines=rated.lines, subtotal_cents=total, vat_percent=Decimal(0),
                         vat_cents=0, total_cents=total)  # fmt: skip
-    return Invoice(id=uuid4(), tenant_id=uuid4(), customer_id=uuid4(), number=1, month="2026-03",
+    return Invoice(id=uuid4(), tenant_id=uuid4(), customer_id=uuid4(), number=1, month="2026-03", fiscal_year="2026",
                    issued_on=date(2026, 4, 1), due_on=date(2026, 4, 15),
                    billed_to=BilledTo("Org", "Street 1"), rated=rated)  # fmt: skip
 

@@ -10,7 +10,7 @@ from picasse.domain.personal import (
     Trigger,
     export_sources,
 )
-from picasse.domain.retention import retention_periods
+from picasse.domain.retention import expired, fiscal_retention, retention_periods
 from picasse.projections.personal_data import SOURCES
 from tests.registry_walk import domain_event_classes, personal_fields_of
 
@@ -58,7 +58,15 @@ def test_every_export_source_serves_a_registered_kind() -> None:
 
 
 def test_the_traffic_period_governs_the_kinds_the_registry_erases_by_retention() -> None:
-    (period,) = retention_periods({"PICASSE_TRAFFIC_RETENTION_MONTHS": 9})
-    assert period.months == 9 and set(period.kinds) == {"traffic", "content"}
+    traffic, fiscal = retention_periods({"PICASSE_TRAFFIC_RETENTION_MONTHS": 9})
+    assert traffic.months == 9 and set(traffic.kinds) == {"traffic", "content"}
+    # Invoices' names and addresses: seven years of tax law, which no setting shortens.
+    assert fiscal.months == 84 and fiscal.kinds == ("fiscal",) and fiscal.setting is None
     retained = {k.kind for k in PERSONAL_DATA_KINDS.values() if Trigger.RETENTION in k.erased_on}
-    assert set(period.kinds) == retained
+    assert {*traffic.kinds, *fiscal.kinds} == retained
+
+
+def test_a_fiscal_years_key_goes_seven_years_after_the_years_end() -> None:
+    fiscal = fiscal_retention()
+    assert not expired("2026", "2033-12", fiscal)
+    assert expired("2026", "2034-01", fiscal)
