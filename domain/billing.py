@@ -33,9 +33,12 @@ from picasse.domain.messages import Channel, Delivery
 from picasse.domain.messaging import Forbidden
 from picasse.domain.personal import FISCAL, FISCAL_RETENTION_YEARS, Personal
 from picasse.domain.termination import KeptRecord
+from picasse.domain.values import EmailAddress
 
 BILLING = UUID("6f1d7c2e-3a51-4d0e-9a57-2b7f5c1e0b16")  # namespace of billing's ids
 PAYMENT_TERM = timedelta(days=14)
+# Sends a reminder: (customer, to, subject, body), as `Messages.send_account_mail` does.
+Reminder = Callable[[UUID, str, str, str], object]
 CONFLICT_RETRIES = 20
 _MONTH_FORMAT = "%Y-%m"
 
@@ -680,8 +683,10 @@ class Billing(PicasseApplication):
             return _details(invoice)
         raise AssertionError("unreachable")
 
-    def mark_overdue(self) -> list[InvoiceDetails]:
-        """Invoices unpaid after their due date become overdue (the scheduler asks daily)."""
+    def mark_overdue(self, remind: Reminder | None = None) -> list[InvoiceDetails]:
+        """Invoices unpaid after their due date become overdue (the scheduler asks), each
+        once; `remind` sends the customer's contact a reminder through the messaging
+        pipeline (it says the number and what is outstanding, nothing else)."""
         today = self.clock.now().date()
         became: list[InvoiceDetails] = []
         for account in self._accounts():
@@ -694,7 +699,23 @@ class Billing(PicasseApplication):
                     except IntegrityError:
                         continue  # changed meanwhile (a payment): the next run decides
                     became.append(_details(invoice))
+                    if remind is not None:
+                        self._remind(invoice, remind)
         return became
+
+    def _remind(self, invoice: Invoice, remind: Reminder) -> None:
+        customer = self._get(invoice.customer_id, Customer, "customer")
+        email = customer.contact.email
+        if customer.terminated or not isinstance(email, EmailAddress):
+            return  # no one to remind (erased): the overdue invoice is on the accounts page
+        outstanding = Decimal(invoice.outstanding_cents) / 100
+        remind(
+            invoice.customer_id,
+            email.address,
+            f"Reminder: invoice {invoice.number} is overdue",
+            f"Invoice {invoice.number} for {invoice.month} was due on"
+            f" {invoice.due_on.isoformat()}; EUR {outstanding:.2f} is still outstanding.",
+        )
 
     def overdue_customers(self) -> dict[UUID, int]:
         """Per customer with overdue invoices, what is outstanding on them (cents)."""

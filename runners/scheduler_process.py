@@ -15,13 +15,14 @@ from psycopg.conninfo import conninfo_to_dict
 from picasse.adapters.postgres.roles import RoleClaims
 from picasse.domain.retention import fiscal_retention, traffic_retention
 from picasse.runners import servers
+from picasse.runners.overdue import OverdueJob
 from picasse.runners.processes import run_until_signalled
 from picasse.runners.reconcile import reconcile_job
 from picasse.runners.retention import RetentionJob
 from picasse.runners.scheduler import POLL_SECONDS, PeriodicJob, Scheduler
 from picasse.runners.settings import Settings
 from picasse.runners.webhook_retries import webhook_retry_job
-from picasse.runners.wiring import clock_from, ensure_master_key, open_privacy
+from picasse.runners.wiring import clock_from, ensure_master_key, open_messages, open_privacy
 
 
 def periodic_jobs(settings: Settings, database_url: str, opened: ExitStack) -> list[PeriodicJob]:
@@ -31,12 +32,15 @@ def periodic_jobs(settings: Settings, database_url: str, opened: ExitStack) -> l
     """
     privacy = open_privacy(settings, database_url)
     opened.callback(privacy.close)
+    messages = open_messages(settings, database_url)
+    opened.callback(messages.close)
     return [
         RetentionJob(
             privacy, traffic_retention(settings.traffic_retention_months), fiscal_retention()
         ),
         reconcile_job(settings, database_url, servers.nats_url(settings)),
         webhook_retry_job(settings, database_url, servers.nats_url(settings)),
+        OverdueJob(messages),
     ]
 
 

@@ -221,3 +221,30 @@ def test_two_concurrent_runs_leave_no_gap_and_no_duplicate_in_the_numbering(
         results[0] == results[1] == [n for n in results[0] if n is not None]
         and len(results[0]) == 12
     )
+
+
+def test_an_invoice_unpaid_after_its_due_date_becomes_overdue_once_and_its_contact_is_reminded(
+    accounts: Accounts, messages: Messages, billing: Billing, clock: ManualClock
+) -> None:
+    late, paying = _customer(accounts, "Laggard"), _customer(accounts, "Prompt")
+    for customer in (late, paying):
+        billing.set_plan(customer, PLAN, by=STAFF)
+    clock.set(datetime(2026, 4, 1, 8, tzinfo=UTC))
+    lines = {line.customer_id: line for line in billing.run("2026-03")}
+    billing.pay(lines[paying].invoice_id, lines[paying].total_cents, by=STAFF)
+    sent: list[UUID] = []
+
+    def remind(customer: UUID, to: str, subject: str, body: str) -> None:
+        assert to == "ann@example.org" and "overdue" in subject
+        sent.append(messages.send_account_mail(customer, to, subject, body))
+
+    clock.set(datetime(2026, 4, 15, 23, tzinfo=UTC))  # the due date itself: not yet
+    assert billing.mark_overdue(remind) == []
+    clock.set(datetime(2026, 4, 16, 1, tzinfo=UTC))
+    (became,) = billing.mark_overdue(remind)
+    assert became.customer_id == late and became.status.value == "overdue"
+    assert billing.mark_overdue(remind) == []  # once
+    assert billing.overdue_customers() == {late: lines[late].total_cents}
+    (reminder,) = sent
+    details = messages.message(reminder, STAFF)
+    assert details.customer_id == late and len(details.deliveries) == 1 and details.body is None
