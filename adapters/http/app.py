@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import Any
 
@@ -138,6 +138,7 @@ def create_app(deps: HttpDeps) -> Litestar:
     deps.auth_store.create_tables(login_records=deps.login_tracking)
     cases = deps.cases or Cases(clock=deps.clock, sharing=deps.messages)
     billing = deps.billing or Billing(clock=deps.clock, sharing=deps.messages)
+    deps = replace(deps, cases=cases, billing=billing)  # the pages use them too
     app = Litestar(
         route_handlers=[
             health,

@@ -89,6 +89,10 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "vat_percent": "0",
     },
     ("POST", "/v1/invoices/{invoice_id:uuid}/payments"): {"amount_cents": 1},
+    ("POST", "/app/cases"): {"category": "complaint", "description": "Planted"},
+    ("POST", "/app/cases/{case_id:uuid}/comments"): {"text": "Planted in another's case"},
+    ("POST", "/admin/cases/{case_id:uuid}/comments"): {"text": "Planted"},
+    ("POST", "/admin/cases/{case_id:uuid}/state"): {"state": "in_progress"},
 }
 
 
