@@ -557,7 +557,9 @@ class Billing(PicasseApplication):
         """Rates every customer with a plan for the month from the log, and issues an
         invoice where none was issued yet (never twice: invoices are one per month)."""
         month = parse_month(month)
-        if month >= f"{self.clock.now():%Y-%m}":
+        current = f"{self.clock.now():%Y-%m}"
+        if month > current or (month == current and not dry_run):
+            # A dry run shows the current month so far; an invoice waits for its end.
             raise InvalidInput(f"month: {month} is not over yet", field="month")
         counted = count_billable(self.billable_events(), month)
         plans = self._plans()

@@ -180,6 +180,7 @@ def test_a_dry_run_rates_and_issues_nothing_and_an_unfinished_month_is_refused(
     assert billing.invoices(customer, by=STAFF) == []
     with pytest.raises(Exception, match="not over yet"):
         billing.run(f"{clock.now():%Y-%m}")
+    assert billing.run(f"{clock.now():%Y-%m}", dry_run=True)[0].number is None  # so far
 
 
 def test_two_concurrent_runs_leave_no_gap_and_no_duplicate_in_the_numbering(
