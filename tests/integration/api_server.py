@@ -34,7 +34,7 @@ from picasse.adapters.passwords import Argon2Passwords
 from picasse.domain.messaging import SendRequest
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings
-from tests.integration.projection_runners import running, statuses
+from tests.integration.projection_runners import caught_up, running
 from tests.users import add_customer_user
 
 PASSWORD = "correct horse battery staple"
@@ -193,20 +193,10 @@ def logged_in(base_url: str, login: str, **kwargs: object) -> httpx.Client:
     return client
 
 
-def catch_up_views(settings: Settings, database_url: str, timeout: float = 30) -> None:
+def catch_up_views(settings: Settings, database_url: str, timeout: float = 120) -> None:
     """Run the projections until every view holds the whole log, as `picasse project` would."""
     with running(settings, database_url, ["accounts", "traffic"]) as runners:
         caught_up(runners, timeout)
-
-
-def caught_up(runners: dict[str, Any], timeout: float = 30) -> None:
-    """Wait until these running projections hold the whole log."""
-    deadline = time.monotonic() + timeout
-    while not all(s.lag == 0 for s in statuses(runners)):
-        assert time.monotonic() < deadline, f"views did not catch up: {statuses(runners)}"
-        for runner in runners.values():
-            runner.run_forever(timeout=0)
-        time.sleep(0.05)
 
 
 @contextmanager

@@ -4,6 +4,7 @@ only way of advancing views is `picasse.runners.project` (roles, one writer per 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -43,3 +44,14 @@ def statuses(runners: dict[str, ProjectionRunner[Any, Any]]) -> list[ViewStatus]
         lag = events_after(runner.app.recorder, position, VIEWS[name][0].topics)
         result.append(ViewStatus(name, position, head, lag))
     return result
+
+
+def caught_up(runners: dict[str, Any], timeout: float = 120) -> None:
+    """Wait until these running projections hold the whole log (the timeout is a safety
+    limit: thousands of events on a busy machine take a while)."""
+    deadline = time.monotonic() + timeout
+    while not all(s.lag == 0 for s in statuses(runners)):
+        assert time.monotonic() < deadline, f"views did not catch up: {statuses(runners)}"
+        for runner in runners.values():
+            runner.run_forever(timeout=0)
+        time.sleep(0.05)

@@ -22,7 +22,7 @@ from picasse.domain.values import Role
 from picasse.runners.project import VIEWS
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages, open_privacy
-from tests.integration.projection_runners import running, statuses
+from tests.integration.projection_runners import caught_up, running
 from tests.users import add_customer_user
 
 Runners = dict[str, Any]
@@ -50,17 +50,6 @@ def privacy(settings: Settings, database_url: str, schema: str) -> Iterator[Priv
     app = open_privacy(settings, database_url, schema=schema)
     yield app
     app.close()
-
-
-def caught_up(runners: Runners, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(s.lag == 0 for s in statuses(runners)):
-            return
-        for runner in runners.values():
-            runner.run_forever(timeout=0)
-        time.sleep(0.05)
-    raise AssertionError(f"views did not catch up: {statuses(runners)}")
 
 
 def _customer(accounts: Accounts, n: int = 1) -> UUID:
