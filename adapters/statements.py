@@ -59,7 +59,8 @@ def render_html(signed: SignedStatement) -> str:
     views = "".join(f"<tr><td>{e(v.kind)}</td><td>{v.plaintext_values}</td></tr>" for v in d.views)
     kept = (
         "".join(
-            f"<li>{e(k.kind)}: {e(k.reason)}{f' (until {e(k.until)})' if k.until else ''}</li>"
+            f"<li>{e(k.kind)}: {f'{len(k.invoices)} invoice(s), ' if k.invoices else ''}"
+            f"{e(k.reason)}{f' (until {e(k.until)})' if k.until else ''}</li>"
             for k in d.kept_under_legal_obligation
         )
         or "<li>Nothing: no records are kept under a legal obligation.</li>"

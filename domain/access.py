@@ -31,6 +31,12 @@ What each role may do, as the methods below decide ("own": its own customer only
 | may_use_conferences_of    | no             | no      | no      | own            | own           |
 | may_host                  | no             | no      | no      | own            | own as host   |
 | may_manage_dial_in_numbers | yes           | yes     | no      | no             | no            |
+| sees_invoices_of          | all            | all     | all     | own            | no            |
+| may_set_price_plans       | all            | all     | no      | no             | no            |
+| may_record_payments       | all            | all     | no      | no             | no            |
+| sees_cases_of             | all            | all     | no      | own            | own           |
+| may_file_cases_for        | no             | no      | no      | own            | own           |
+| may_handle_cases          | all            | all     | no      | no             | no            |
 
 Stored templates are content: read by those who `may_read_content_of` it, managed by those
 who `may_administer` the customer. Recipient groups are read by those who
@@ -182,6 +188,36 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
     def may_manage_dial_in_numbers(self) -> bool:
         """Which platform numbers are in a customer's dial-in pool: platform admins and
         support (they provision the numbers); no customer."""
+        return self.role in (Role.PLATFORM_ADMIN, Role.SUPPORT)
+
+    # ------------------------------------------------------------ billing and cases (R3)
+
+    def sees_invoices_of(self, customer_id: UUID | None) -> bool:
+        """Invoices (counts and amounts, the billing name and address): staff, who bill and
+        audit, and the customer's admins."""
+        return self.is_staff or (self.role is Role.CUSTOMER_ADMIN and self._own(customer_id))
+
+    def may_set_price_plans(self, customer_id: UUID | None = None) -> bool:
+        """A customer's prices: support and platform admins."""
+        return self.role in (Role.PLATFORM_ADMIN, Role.SUPPORT)
+
+    def may_record_payments(self, customer_id: UUID | None = None) -> bool:
+        """Payments received: support and platform admins."""
+        return self.role in (Role.PLATFORM_ADMIN, Role.SUPPORT)
+
+    def sees_cases_of(self, customer_id: UUID | None) -> bool:
+        """Complaints and fault reports, with the customer's own words (R3): those who
+        handle them, and the customer's users; auditors check the platform, not cases."""
+        if self.is_staff:
+            return self.role in (Role.PLATFORM_ADMIN, Role.SUPPORT)
+        return self._own(customer_id)
+
+    def may_file_cases_for(self, customer_id: UUID | None) -> bool:
+        """Filing a complaint or fault report, and commenting on it: the customer's users."""
+        return self._own(customer_id)
+
+    def may_handle_cases(self, customer_id: UUID | None = None) -> bool:
+        """Replying to cases and moving them along: support and platform admins."""
         return self.role in (Role.PLATFORM_ADMIN, Role.SUPPORT)
 
 

@@ -44,6 +44,8 @@ class Scope(StrEnum):
     LOCATION = "location"
     SITES = "sites"
     CONFERENCES = "conferences"
+    CASES = "cases"
+    BILLING = "billing"
 
     @property
     def description(self) -> str:
@@ -60,6 +62,8 @@ SCOPE_DESCRIPTIONS: dict[Scope, str] = {
     Scope.LOCATION: "location pings and consent (attendance)",
     Scope.SITES: "manage the customer's sites and their geofences",
     Scope.CONFERENCES: "schedule and run conference calls; staff: dial-in number pools",
+    Scope.CASES: "file and follow complaints and fault reports",
+    Scope.BILLING: "invoices, price plans and payments",
 }
 ALL_SCOPES: frozenset[Scope] = frozenset(Scope)
 _SCOPE_VALUES = frozenset(s.value for s in Scope)  # a scope no longer known is dropped

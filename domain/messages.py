@@ -130,6 +130,11 @@ class AckPolicy(msgspec.Struct, frozen=True):
     escalation_groups: list[UUID]
 
 
+def call_minutes(seconds: int) -> int:
+    """A call's billed minutes: every minute begun counts (0 seconds: none)."""
+    return -(-max(seconds, 0) // 60)
+
+
 def traffic_month(moment: datetime) -> str:
     """The month whose traffic key seals what happened at `moment`, e.g. '2026-11'."""
     return f"{moment.year:04d}-{moment.month:02d}"
@@ -235,6 +240,7 @@ class Delivery(Aggregate):
         self.provider: str | None = None
         self.provider_reference: str | None = None
         self.segments: int | None = None  # short messages billed, when the provider counts
+        self.minutes: int | None = None  # a call's billed minutes, from its receipt
         self.awaiting_receipt = False
         self.acknowledged = False
 
@@ -301,20 +307,32 @@ class Delivery(Aggregate):
         self.awaiting_receipt = True
 
     def deliver(
-        self, provider: str, provider_reference: str | None, *, segments: int | None = None
+        self,
+        provider: str,
+        provider_reference: str | None,
+        *,
+        segments: int | None = None,
+        minutes: int | None = None,
     ) -> None:
+        """`minutes`: a call's billed minutes, from its receipt's duration (`call_minutes`)."""
         if self.status is DeliveryStatus.DELIVERED:
             return  # a repeated receipt or a redelivered job changes nothing
         if self.final:
             raise Conflict(f"delivery {self.id} is already {self.status.value}")
-        self._delivered(provider, provider_reference, segments)
+        self._delivered(provider, provider_reference, segments, minutes)
 
     @event("Delivered")
     def _delivered(
-        self, provider: str, provider_reference: str | None, segments: int | None = None
+        self,
+        provider: str,
+        provider_reference: str | None,
+        segments: int | None = None,
+        minutes: int | None = None,
     ) -> None:
         if segments is not None:
             self.segments = segments
+        if minutes is not None:
+            self.minutes = minutes
         self.status = DeliveryStatus.DELIVERED
         self.provider = provider
         self.provider_reference = provider_reference

@@ -39,6 +39,7 @@ from picasse.domain.messages import (
     MessageTemplate,
     Priority,
     RecipientGroup,
+    call_minutes,
     catalogue_id,
     delivery_id,
     group_name_key,
@@ -958,9 +959,11 @@ class Messages(PicasseApplication):
         failure: FailureReason | None,
         provider: str,
         reference: str,
+        call_seconds: int | None = None,
     ) -> bool:
         """A delivery receipt from the network: delivered (no failure), or failed with the
-        reason code the receipt adapter read from it. True if recorded.
+        reason code the receipt adapter read from it. True if recorded. `call_seconds`: an
+        answered call's duration as the receipt gives it, recorded as billed minutes.
 
         Every gateway signs with its own token, but a token proves only who signed, not
         that the receipt is theirs to give: a receipt counts only from the gateway the
@@ -979,7 +982,8 @@ class Messages(PicasseApplication):
         if not delivery.awaiting_receipt or delivery.final:
             return False
         if failure is None:
-            delivery.deliver(provider, reference)
+            minutes = None if call_seconds is None else call_minutes(call_seconds)
+            delivery.deliver(provider, reference, minutes=minutes)
         else:
             delivery.network_failed(failure)
         self.save(delivery)

@@ -109,6 +109,14 @@ PINGS = Retention(
     ),
 )
 _CUSTOMER_RECORDS = ("customer", "contact_history")
+FISCAL_RETENTION_YEARS = 7
+FISCAL = Retention(
+    months=FISCAL_RETENTION_YEARS * 12,  # after the end of the invoices' fiscal year
+    reason=(
+        "legal obligation: Dutch tax law (art. 52 AWR) keeps invoices seven years; kept"
+        " after termination, then erased"
+    ),
+)
 
 # The one registry of personal data. A new kind is one declaration here, plus the
 # `Personal(kind)` fields of its events (and an export source if it names a new one).
@@ -287,6 +295,34 @@ PERSONAL_DATA_KINDS: dict[str, PersonalDataKind] = {
                     optional=("name",),  # keys issued before names have none
                 ),
             ),
+        ),
+        PersonalDataKind(
+            kind="case",
+            description="the words of a customer's complaints and fault reports, and the replies",
+            purpose="handling the customer's complaints and fault reports (R3, R9)",
+            subject="case/<customer id>",
+            retention=SUBSCRIPTION,
+            erased_on=frozenset({Trigger.TERMINATION}),
+            not_exported=(
+                "the customer reads its cases and every reply through GET /v1/cases while"
+                " subscribed"
+            ),
+        ),
+        PersonalDataKind(
+            kind="fiscal",
+            description=(
+                "the billing name and address on a customer's invoices, sealed under its"
+                " fiscal key, which is not wrapped by the tenant key"
+            ),
+            purpose="invoicing, and keeping invoices as tax law requires (R3, R9, R10)",
+            # One key per fiscal year, in a tenant of the customer's own that the tenant key
+            # does not wrap (`billing.fiscal_tenant_id`): termination leaves it.
+            subject="fiscal/<YYYY>",
+            retention=FISCAL,
+            # Not termination: the law keeps invoices seven years after their year; the
+            # retention run destroys a year's key then.
+            erased_on=frozenset({Trigger.RETENTION}),
+            export=("invoices",),
         ),
     )
 }

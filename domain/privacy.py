@@ -16,6 +16,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate, event
 
 from picasse.domain.application import PicasseApplication
+from picasse.domain.billing import kept_under_legal_obligation
 from picasse.domain.customers import Customer
 from picasse.domain.errors import InvalidInput
 from picasse.domain.personal import Trigger, personal_data_kind
@@ -234,6 +235,9 @@ class Privacy(PicasseApplication):
         epoch = self.shredder.destroyed_epoch(customer_id)
         if epoch is not None:
             termination.record_epoch_destroyed(epoch)
+        # Invoices are sealed under the fiscal keys, which the tenant key does not wrap:
+        # they stay, and the statement names them and the day they go.
+        termination.record_kept(kept_under_legal_obligation(self, customer_id))
         return self._saved(termination, erasure)
 
     def record_views_caught_up(self, customer_id: UUID, views: list[ViewCheck]) -> int:

@@ -24,6 +24,7 @@ from picasse.domain.personal import (
 __all__ = [
     "DEFAULT_TRAFFIC_MONTHS",
     "RetentionPeriod",
+    "fiscal_retention",
     "ping_retention",
     "retention_periods",
     "traffic_retention",
@@ -73,10 +74,10 @@ def retention_periods(given: Mapping[str, int] | None = None) -> list[RetentionP
 
 
 def dated_keys(kind: PersonalDataKind) -> bool:
-    """Whether a kind's keys are named by month or day (`traffic/<YYYY-MM>`), so that a
+    """Whether a kind's keys are named by year, month or day (`traffic/<YYYY-MM>`), so that a
     period destroys whole keys by their names; else each subject's key is kept for the
     period after its own event (`visitor/<visitor id>`, after the visit)."""
-    return kind.subject.endswith(("<YYYY-MM>", "<YYYY-MM-DD>"))
+    return kind.subject.endswith(("<YYYY>", "<YYYY-MM>", "<YYYY-MM-DD>"))
 
 
 def ping_retention(days: int = DEFAULT_PING_DAYS) -> RetentionPeriod:
@@ -97,7 +98,7 @@ def cutoff(period: RetentionPeriod, now: datetime) -> str:
 
 
 def subject_expired(subject: str, now: datetime, period: RetentionPeriod) -> bool:
-    """Whether a subject key of the period's kinds (`traffic/2026-05`,
+    """Whether a subject key of the period's kinds (`traffic/2026-05`, `fiscal/2026`,
     `location/<user>/2026-11-02`) is past it as of `now`."""
     tail = subject.rpartition("/")[2]
     if period.days:
@@ -105,7 +106,7 @@ def subject_expired(subject: str, now: datetime, period: RetentionPeriod) -> boo
             return date.fromisoformat(tail).isoformat() <= cutoff(period, now)
         except ValueError:
             return False
-    return tail <= cutoff(period, now)
+    return expired(tail, f"{now.year:04d}-{now.month:02d}", period)
 
 
 def traffic_retention(months: int = DEFAULT_TRAFFIC_MONTHS) -> RetentionPeriod:
@@ -126,5 +127,14 @@ def months_before(month: str, count: int) -> str:
 
 
 def expired(subject_month: str, current_month: str, period: RetentionPeriod) -> bool:
-    """A month's keys go once the month lies `months` or more before the current one."""
+    """A month's keys go once the month lies `months` or more before the current one; a
+    year's (a fiscal year, `YYYY`) once that many months have passed since its end."""
+    if len(subject_month) == 4 and subject_month.isdigit():
+        subject_month = f"{int(subject_month) + 1:04d}-01"
     return subject_month <= months_before(current_month, period.months)
+
+
+def fiscal_retention() -> RetentionPeriod:
+    """The period of invoices' billing names and addresses (seven years, tax law)."""
+    (period,) = [p for p in retention_periods() if "fiscal" in p.kinds]
+    return period

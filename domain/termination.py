@@ -24,7 +24,9 @@ from picasse.domain.errors import Conflict
 class KeptRecord(msgspec.Struct, frozen=True):
     kind: str
     reason: str
-    until: str | None
+    until: str | None  # the day they will be destroyed
+    invoices: list[UUID] = msgspec.field(default_factory=list)  # the records kept, by id
+    key: str | None = None  # the key they stay sealed under (within the fiscal tenant)
 
 
 class ViewCheck(msgspec.Struct, frozen=True):
@@ -77,10 +79,10 @@ def statement_digest(statement: Statement) -> str:
     return hashlib.sha256(canonical(statement)).hexdigest()
 
 
-def kept_records() -> list[KeptRecord]:
-    """Records the law obliges us to keep after termination. Invoices (7 years, Dutch tax
-    law) will be sealed under a separate fiscal key once invoicing exists; none yet."""
-    return []
+def kept_records(kept: list[KeptRecord] | None) -> list[KeptRecord]:
+    """Records the law obliges us to keep after termination: the customer's invoices (7
+    years, Dutch tax law), sealed under its fiscal keys, as recorded with the keys' step."""
+    return list(kept or [])
 
 
 # The process
@@ -133,6 +135,7 @@ class Termination(Aggregate):
         self.views: list[ViewCheck] = []
         self.statement: Statement | None = None
         self.signature: str | None = None
+        self.kept: list[KeptRecord] = []
 
     @property
     def steps(self) -> list[Step]:
@@ -201,6 +204,17 @@ class Termination(Aggregate):
             raise StepOutOfOrder(f"the keys of customer {self.customer_id} are not destroyed")
         self._epoch_destroyed(epoch)
 
+    def record_kept(self, kept: list[KeptRecord]) -> None:
+        """Recorded with the keys: what the law keeps, and until when (not erased)."""
+        if not self.keys_destroyed:
+            raise StepOutOfOrder(f"the keys of customer {self.customer_id} are not destroyed")
+        if kept:
+            self._kept(kept)
+
+    @event("KeptRecorded")
+    def _kept(self, kept: list[KeptRecord]) -> None:
+        self.kept = kept
+
     @event("KeyEpochDestroyed")
     def _epoch_destroyed(self, epoch: DestroyedEpoch) -> None:
         self.key_epoch = epoch
@@ -229,7 +243,7 @@ class Termination(Aggregate):
             unreadable_events=self.unreadable_events,
             views=self.views,
             views_hold_personal_data=any(v.plaintext_values for v in self.views),
-            kept_under_legal_obligation=kept_records(),
+            kept_under_legal_obligation=kept_records(self.kept),
             export_sha256=self.export_sha256,
             signing_key=signing_key,
             key_epoch=self.key_epoch,

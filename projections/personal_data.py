@@ -33,6 +33,7 @@ class Sources(msgspec.Struct, frozen=True, kw_only=True):
     visitors: Callable[[UUID], Iterable[Any]]  # its visitors (VisitorDetails), from the log
     attendance: Attendance  # consent, pings still held and entries/exits, from the log
     conferences: Callable[[UUID], Iterable[Any]] = lambda _: ()  # its Conference aggregates
+    invoices: Callable[[UUID], Iterable[Any]]  # its invoices (InvoiceDetails), from the log
     now: Callable[[], datetime]
 
 
@@ -398,3 +399,27 @@ class Holdings:
             name: self.plaintext_held(kind, customer_id)
             for name, kind in PERSONAL_DATA_KINDS.items()
         }
+
+
+@export_source
+class InvoiceRecords:
+    name = "invoices"
+    description = "the customer's invoices: number, month, billing name and address, amounts"
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def export(self, customer_id: UUID) -> list[Record]:
+        return [
+            {
+                "invoice_id": str(i.id),
+                "number": i.number,
+                "month": i.month,
+                "billed_to_name": i.billed_to_name,
+                "billed_to_address": i.billed_to_address,
+                "total_cents": i.total_cents,
+                "paid_cents": i.paid_cents,
+                "status": str(i.status),
+            }
+            for i in self.sources.invoices(customer_id)
+        ]

@@ -1036,6 +1036,9 @@ def build_parser() -> argparse.ArgumentParser:
     from picasse.runners import sites_cli
 
     sites_cli.add_commands(commands, _uuid)
+    from picasse.runners.billing_cli import add_billing_commands
+
+    add_billing_commands(commands, _uuid)
     return parser
 
 

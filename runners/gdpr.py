@@ -38,16 +38,19 @@ from picasse.adapters.statements import (
     write,
 )
 from picasse.adapters.statements import files as statement_files
+from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
 from picasse.domain.attendance import Attendance
+from picasse.domain.billing import Billing, fiscal_tenant_id
 from picasse.domain.clock import Clock
 from picasse.domain.conferencing import conferences_in
 from picasse.domain.errors import Conflict, InvalidInput
 from picasse.domain.personal import PERSONAL_DATA_KINDS, Trigger
 from picasse.domain.privacy import Privacy
 from picasse.domain.sites import Sites
-from picasse.domain.termination import Step, TerminationProgress, ViewCheck
+from picasse.domain.termination import Statement, Step, TerminationProgress, ViewCheck
 from picasse.domain.users import PLATFORM_TENANT
+from picasse.domain.values import Role
 from picasse.domain.visitors import Visitors
 from picasse.projections.personal_data import Holdings, Sources, TrafficRecords, all_sources
 from picasse.runners import servers
@@ -99,12 +102,17 @@ class Platform:
             visitors=Visitors(clock=self.clock, sharing=self.accounts).visitors,
             attendance=Attendance(clock=self.clock, privacy=self.privacy, sharing=self.accounts),
             conferences=self.conferences,
+            invoices=self.invoices,
             now=self.clock.now,
         )
 
     def conferences(self, customer_id: UUID) -> list[Any]:
         """The customer's conferences, from its catalogue of them in the log."""
         return conferences_in(self.accounts.repository, customer_id)
+
+    def invoices(self, customer_id: UUID) -> list[Any]:
+        billing = Billing(clock=self.clock, sharing=self.accounts)
+        return billing.invoices(customer_id, by=Viewer(role=Role.SUPPORT, customer_id=None))
 
     def groups(self, customer_id: UUID) -> list[Any]:
         """The customer's recipient groups: one subject key each, so the key store lists
@@ -459,7 +467,31 @@ def verify_statement(p: Platform, path: Path) -> SignedStatement:
         raise StatementInvalid(f"views hold personal data of this customer again: {kinds}")
     if d.unreadable_events != p.keys.sealed_event_count(d.customer_id):
         raise StatementInvalid("the number of unreadable events does not match the database")
+    _check_kept(p, d)
     return signed
+
+
+def _check_kept(p: Platform, d: Statement) -> None:
+    """What the statement says is kept under a legal obligation is kept, readable, until the
+    day it names (after which the retention run destroys it), and is all there is."""
+    kept = {k.key: k for k in d.kept_under_legal_obligation if k.key is not None}
+    fiscal = fiscal_tenant_id(d.customer_id)
+    live = {
+        subject for tenant, subject in p.keys.subjects_with_prefix(["fiscal/"]) if tenant == fiscal
+    }
+    if unnamed := live - kept.keys():
+        raise StatementInvalid(f"keys it does not name are kept: {', '.join(sorted(unnamed))}")
+    today = p.clock.now().date()
+    billing = Billing(clock=p.clock, sharing=p.accounts)
+    staff = Viewer(role=Role.SUPPORT, customer_id=None)
+    for key, record in kept.items():
+        if record.until is None or today >= date.fromisoformat(record.until):
+            continue  # its time is over: the retention run destroys it
+        if key not in live:
+            raise StatementInvalid(f"{key} it says is kept until {record.until} is gone already")
+        for ident in record.invoices:
+            if billing.invoice(ident, by=staff).billed_to_name is None:
+                raise StatementInvalid(f"invoice {ident} it says is kept cannot be read")
 
 
 def verify_statement_main(settings: Settings, path: Path) -> int:

@@ -15,6 +15,7 @@ from psycopg.conninfo import conninfo_to_dict
 from picasse.adapters.postgres.roles import RoleClaims
 from picasse.domain.visitors import Visitors
 from picasse.runners import servers
+from picasse.runners.overdue import OverdueJob
 from picasse.runners.processes import run_until_signalled
 from picasse.runners.reconcile import reconcile_job
 from picasse.runners.retention import RetentionJob, VisitorRetentionJob, periods_of
@@ -24,6 +25,7 @@ from picasse.runners.webhook_retries import webhook_retry_job
 from picasse.runners.wiring import (
     clock_from,
     ensure_master_key,
+    open_messages,
     open_privacy,
     recording_eraser,
 )
@@ -36,11 +38,14 @@ def periodic_jobs(settings: Settings, database_url: str, opened: ExitStack) -> l
     """
     privacy = open_privacy(settings, database_url)
     opened.callback(privacy.close)
+    messages = open_messages(settings, database_url)
+    opened.callback(messages.close)
     return [
         RetentionJob(privacy, periods_of(settings), recording_eraser(settings, privacy)),
         VisitorRetentionJob(privacy, Visitors(clock=clock_from(settings), sharing=privacy)),
         reconcile_job(settings, database_url, servers.nats_url(settings)),
         webhook_retry_job(settings, database_url, servers.nats_url(settings)),
+        OverdueJob(messages),
     ]
 
 

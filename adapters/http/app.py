@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import Any
 
@@ -20,6 +20,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 from picasse.adapters.clock import SystemClock
 from picasse.adapters.http import (
     attendance_api,
+    billing_api,
+    cases_api,
     conferences_api,
     groups_api,
     messages_api,
@@ -63,6 +65,8 @@ from picasse.domain.accounts import Accounts
 from picasse.domain.api_keys import ApiKeys
 from picasse.domain.application import Pseudonyms
 from picasse.domain.attendance import Attendance
+from picasse.domain.billing import Billing
+from picasse.domain.cases import Cases
 from picasse.domain.clock import Clock
 from picasse.domain.conferencing import Conferences
 from picasse.domain.messaging import Messages
@@ -93,6 +97,9 @@ class HttpDeps:
     # Checks Twilio's signatures on its callbacks; None: no Twilio account configured.
     twilio_callbacks: TwilioCallbacks | None = None
     webhooks: Webhooks  # the customers' webhook endpoints
+    # Cases and billing (R3); None: built on `messages`'s store when the app is created.
+    cases: Cases | None = None
+    billing: Billing | None = None
     webhook_log: WebhookLog  # their posts and attempts
     webhooks_allow_private: bool = False  # PICASSE_WEBHOOKS_ALLOW_PRIVATE: tests, private use
     secure_cookies: bool = False  # served over TLS (here or at a proxy in front)
@@ -153,6 +160,9 @@ def create_app(deps: HttpDeps) -> Litestar:
         return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
     deps.auth_store.create_tables(login_records=deps.login_tracking)
+    cases = deps.cases or Cases(clock=deps.clock, sharing=deps.messages)
+    billing = deps.billing or Billing(clock=deps.clock, sharing=deps.messages)
+    deps = replace(deps, cases=cases, billing=billing)  # the pages use them too
     app = Litestar(
         route_handlers=[
             health,
@@ -170,6 +180,8 @@ def create_app(deps: HttpDeps) -> Litestar:
                 *visits_api.ROUTES,
                 *attendance_api.ROUTES,
                 *conferences_api.ROUTES,
+                *cases_api.ROUTES,
+                *billing_api.ROUTES,
             ),
             webhook_endpoints_router(),
             docs_router(),
@@ -193,6 +205,8 @@ def create_app(deps: HttpDeps) -> Litestar:
             "attendance": provide(deps.attendance or attendance_on(deps.messages, deps.clock)),
             "conferences": provide(deps.conferences),
             "telephony_tokens": provide(deps.telephony_tokens),
+            "cases": provide(cases),
+            "billing": provide(billing),
         },
         # From where (every request), who calls (every request), then what an API key may
         # call and which customer they may reach (every route).
@@ -263,6 +277,8 @@ def _complete_the_document(app: Litestar) -> None:
             *visits_api.STRICT_BODIES,
             *attendance_api.STRICT_BODIES,
             *conferences_api.STRICT_BODIES,
+            *cases_api.STRICT_BODIES,
+            *billing_api.STRICT_BODIES,
             *STRICT_WEBHOOK_BODIES,
         )
     }

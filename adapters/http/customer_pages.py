@@ -27,6 +27,7 @@ from litestar.params import Body, FromPath, QueryParameter
 from litestar.response import Redirect
 
 from picasse.adapters.http.api import change_and_end_sessions, invite_and_mail
+from picasse.adapters.http.case_pages import CUSTOMER_PAGES as CUSTOMER_CASE_PAGES
 from picasse.adapters.http.charts import CHANNELS, OUTCOMES, deliveries_chart, outcome_totals
 from picasse.adapters.http.messages_api import MessagePage, delivery_rows, list_message_page
 from picasse.adapters.http.pages import (
@@ -609,6 +610,7 @@ def customer_pages_router() -> Router:
             create_webhook,
             delete_webhook,
             *attendance_pages.ROUTES,
+            *CUSTOMER_CASE_PAGES,
         ],
         guards=[customers_only],
     )

@@ -400,7 +400,11 @@ def customers_page(
 ) -> Response[str]:
     customers = dashboard.accounts.customers()
     users = Counter(u.customer_id for u in dashboard.accounts.users())
-    return caller_page(request, "customers.html", customers=customers, user_counts=users)
+    billing = dashboard.http.billing
+    overdue = billing.overdue_customers() if billing is not None else {}
+    return caller_page(
+        request, "customers.html", customers=customers, user_counts=users, overdue=overdue
+    )
 
 
 @get("/customers/{customer_id:uuid}", include_in_schema=False, sync_to_thread=True)
@@ -602,13 +606,21 @@ def error_page(request: Request[Any, Any, Any], error: Exception) -> Response[An
 def pages_router(deps: HttpDeps) -> Router:
     """The login and account pages, the dashboard under /admin, the customer's pages under
     /app, and the stylesheet under /static."""
+    from picasse.adapters.http.case_pages import STAFF_PAGES  # they use ours
     from picasse.adapters.http.customer_pages import customer_pages_router  # it uses ours
     from picasse.adapters.http.visits import visit_pages  # it uses ours
 
     dashboard = Dashboard(deps)
     admin = Router(
         path="/admin",
-        route_handlers=[overview, customers_page, customer_page, traffic_page, ledger_page],
+        route_handlers=[
+            overview,
+            customers_page,
+            customer_page,
+            traffic_page,
+            ledger_page,
+            *STAFF_PAGES,
+        ],
         guards=[staff_only],
     )
     static = create_static_files_router(

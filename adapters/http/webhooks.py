@@ -212,6 +212,7 @@ def receive_receipt(
             receipt.failure,
             provider=gateway,
             reference=receipt.id,
+            call_seconds=receipt.call_seconds,
         )
     )
     if recorded:
@@ -363,6 +364,7 @@ def receive_twilio_status(
             callback.failure,
             provider=PROVIDER_NAME,
             reference=callback.sid,
+            call_seconds=callback.call_seconds,
         )
     )
     if recorded:

@@ -39,6 +39,7 @@ from picasse.adapters.nats.jobs import (
     ensure_stream,
 )
 from picasse.adapters.providers import Delivery, PermanentFailure, Provider, TemporaryFailure
+from picasse.adapters.providers.smpp_pdu import segment_count
 from picasse.domain.clock import Clock
 from picasse.domain.messages import FailureReason
 from picasse.domain.messaging import (
@@ -300,7 +301,12 @@ class Worker:
                 )
                 outcome = FailedForNow(FailureReason.PROVIDER_ERROR)
             else:
-                outcome = Sent(sent.provider, sent.provider_reference, sent.final, sent.segments)
+                # What an SMS is billed by, counted now (billing never reads content, R7):
+                # the provider's own count where it has one (SMPP), else from the text.
+                segments = sent.segments
+                if segments is None and opened.channel.value == "sms":
+                    segments = segment_count(body)
+                outcome = Sent(sent.provider, sent.provider_reference, sent.final, segments)
         finished = _Finished(msg, attempt, outcome)
         self._to_record.append(finished)
         self._outcome_ready.set()

@@ -4,7 +4,8 @@ The receipt half of the gateway protocol: a gateway POSTs to the callback URL it
 given (``callback_url`` for SMS, ``status_callback`` for calls) the JSON object
 ``{"id": "<gateway id>", "reference": "<our reference>", "status": "delivered" |
 "failed" | "undelivered" | "answered" | "no-answer" | "busy", "reason": "…"}``
-(``reason`` optional) with the header ``X-Picasse-Signature: sha256=<hex>``, the hex
+(``reason`` optional; ``"duration": <seconds>`` for an answered call, which bills its
+minutes) with the header ``X-Picasse-Signature: sha256=<hex>``, the hex
 HMAC-SHA256 of the raw body keyed with that gateway's token. The signature is checked
 over the bytes as received, before anything reads them.
 
@@ -42,6 +43,7 @@ class Receipt(msgspec.Struct, frozen=True, kw_only=True):
     reference: str  # ours, as we submitted it
     status: ReceiptStatus
     reason: str | None = None  # the network's words: read for a code, then dropped
+    duration: int | None = None  # an answered call's length in seconds: what is billed
 
 
 class ReadReceipt(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,6 +53,7 @@ class ReadReceipt(msgspec.Struct, frozen=True, kw_only=True):
     reference: str
     status: ReceiptStatus
     failure: FailureReason | None  # None: delivered (or the call answered)
+    call_seconds: int | None = None  # an answered call's duration, for billing
 
 
 def receipt_failure(status: ReceiptStatus, reason: str | None) -> FailureReason | None:
@@ -120,6 +123,7 @@ def verify_receipt(
         reference=receipt.reference,
         status=receipt.status,
         failure=receipt_failure(receipt.status, receipt.reason),
+        call_seconds=receipt.duration if receipt.duration and receipt.duration > 0 else None,
     )
 
 

@@ -328,6 +328,18 @@ def encode_text(text: str) -> Encoded:
     return Encoded(DATA_CODING_UCS2, _split(utf16, UCS2_SINGLE * 2, UCS2_SEGMENT * 2))
 
 
+def segment_count(text: str) -> int:
+    """How many short messages the text takes (GSM 03.38 or UCS-2, as `encode_text` splits
+    it): the count an SMS is billed by, whichever provider sends it."""
+    try:
+        return len(encode_text(text).parts)
+    except ValueError:  # longer than any concatenation can carry: counted, not refused here
+        units = sum(len(gsm_septets(c) or b"") for c in text)
+        if all(gsm_septets(c) is not None for c in text):
+            return -(-units // GSM_SEGMENT)
+        return -(-len(text.encode("utf-16-be")) // (UCS2_SEGMENT * 2))
+
+
 def _split(units: list[bytes], single: int, segment: int) -> tuple[bytes, ...]:
     """Whole units (a character's octets) packed into parts of at most `single` octets
     when all fit one, else `segment` octets each."""

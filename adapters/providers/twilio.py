@@ -264,6 +264,7 @@ class TwilioCallback(msgspec.Struct, frozen=True, kw_only=True):
     sid: str  # the MessageSid or CallSid
     final: bool  # False: an interim status (queued, sent, ringing…): nothing to record
     failure: FailureReason | None  # None when final: delivered or answered
+    call_seconds: int | None = None  # a completed call's CallDuration: what is billed
 
 
 def callback_failure(status: str, error_code: str | None) -> FailureReason:
@@ -301,7 +302,9 @@ class TwilioCallbacks:
         if not sid or not status:
             raise MalformedCallback("a Twilio status callback without a SID or a status")
         if status in _DELIVERED:
-            return TwilioCallback(sid=sid, final=True, failure=None)
+            duration = form.get("CallDuration", "")
+            seconds = int(duration) if duration.isascii() and duration.isdigit() else None
+            return TwilioCallback(sid=sid, final=True, failure=None, call_seconds=seconds)
         if status in _FAILED:
             failure = callback_failure(status, form.get("ErrorCode"))
             return TwilioCallback(sid=sid, final=True, failure=failure)

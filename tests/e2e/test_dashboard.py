@@ -619,3 +619,38 @@ def test_a_customer_user_is_refused_the_webhooks_page(page: Page, platform: Plat
     expect(page.get_by_role("link", name="Webhooks")).to_have_count(0)
     response = page.goto(platform.url + "/app/webhooks")
     assert response is not None and response.status == 403
+
+
+def test_a_customer_files_a_case_support_replies_and_the_customer_sees_the_reply(
+    page: Page, platform: Platform
+) -> None:
+    log_in(page, "cust.user")
+    page.wait_for_url("**/app/")
+    page.get_by_role("link", name="Cases", exact=True).click()
+    page.wait_for_url("**/app/cases")
+    page.get_by_label("Category").select_option("fault_report")
+    page.get_by_label("What happened").fill("Alerts reached nobody on Sunday night")
+    page.get_by_role("button", name="File case").click()
+    page.wait_for_url(re.compile(r".*/app/cases/[0-9a-f-]{36}$"))
+    case_id = page.url.rsplit("/", 1)[1]
+    page.get_by_role("button", name="Log out").click()
+
+    log_in(page, "ada")
+    page.wait_for_url("**/admin/")
+    page.get_by_role("link", name="Cases", exact=True).click()
+    page.locator(f"[data-case='{case_id}'] a").first.click()
+    expect(page.get_by_text("Alerts reached nobody on Sunday night")).to_be_visible()
+    page.get_by_label("Reply").fill("A gateway was down; fixed at 02:10")
+    page.get_by_role("button", name="Send reply").click()
+    page.get_by_role("button", name="Move to in progress").click()
+    expect(page.locator("[data-state]")).to_have_text("in progress")
+    page.get_by_role("button", name="Log out").click()
+
+    log_in(page, "cust.user")
+    page.wait_for_url("**/app/")
+    page.goto(f"/app/cases/{case_id}")
+    expect(page.locator("[data-from=support]")).to_contain_text(
+        "A gateway was down; fixed at 02:10"
+    )
+    expect(page.locator("[data-state]")).to_have_text("in progress")
+    page.screenshot(path=OUTPUT / "app-case.png", full_page=True)

@@ -17,6 +17,8 @@ from litestar.routes import HTTPRoute
 from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.domain.access import Viewer
 from picasse.domain.api_keys import Scope
+from picasse.domain.billing import Billing, price_plan
+from picasse.domain.cases import Cases
 from picasse.domain.conferencing import ScheduleRequest
 from picasse.domain.geofences import Circle
 from picasse.domain.sites import Sites
@@ -123,7 +125,27 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("PATCH", "/v1/conferences/{conference_id:uuid}"): {"title": "Overwritten by another"},
     ("POST", "/v1/dial-in-numbers"): {"customer_id": str(uuid.uuid4()), "number": "+31201234999"},
+    ("POST", "/v1/cases"): {"category": "complaint", "description": "Planted"},
+    ("POST", "/v1/cases/{case_id:uuid}/comments"): {"text": "Planted in another's case"},
+    ("PATCH", "/v1/cases/{case_id:uuid}"): {"state": "in_progress"},
+    ("PUT", "/v1/customers/{customer_id:uuid}/plan"): {
+        "monthly_fee": "0",
+        "per_sms_segment": "0",
+        "per_email": "0",
+        "per_voice_minute": "0",
+        "per_conference_minute": "0",
+        "vat_percent": "0",
+    },
+    ("POST", "/v1/invoices/{invoice_id:uuid}/payments"): {"amount_cents": 1},
+    ("POST", "/app/cases"): {"category": "complaint", "description": "Planted"},
+    ("POST", "/app/cases/{case_id:uuid}/comments"): {"text": "Planted in another's case"},
+    ("POST", "/admin/cases/{case_id:uuid}/comments"): {"text": "Planted"},
+    ("POST", "/admin/cases/{case_id:uuid}/state"): {"state": "in_progress"},
 }
+
+
+PLAN = price_plan({name: "1" for name in ("monthly_fee", "per_sms_segment", "per_email",
+                  "per_voice_minute", "per_conference_minute", "vat_percent")})  # fmt: skip
 
 
 class World:
@@ -174,6 +196,14 @@ class World:
             ),
             b_user,
         ).conference_id
+        b_user = Viewer(role=Role.CUSTOMER_USER, customer_id=b.customer_id, user_id=b.user_id)
+        cases = Cases(clock=deps.clock, sharing=deps.messages)
+        self.b_case_id = cases.file(b.customer_id, "complaint", "B's words", by=b_user).id
+        billing = Billing(clock=deps.clock, sharing=deps.messages)
+        billing.set_plan(b.customer_id, PLAN, by=Viewer(role=Role.SUPPORT, customer_id=None))
+        last_month = f"{deps.clock.now().replace(day=1) - timedelta(days=1):%Y-%m}"
+        (line,) = [x for x in billing.run(last_month) if x.customer_id == b.customer_id]
+        self.b_invoice_id = line.invoice_id
 
     def as_(self, login: str) -> httpx.Client:
         user = self.deps.accounts.user_by_login(login)
@@ -376,6 +406,8 @@ def test_a_user_of_customer_a_gets_404_or_403_for_every_resource_of_customer_b(
         "conference_id": str(world.b_conference_id),
         "participant_id": str(uuid.uuid4()),
         "number": world.b_number,
+        "case_id": str(world.b_case_id),
+        "invoice_id": str(world.b_invoice_id),
     }
     problems, tried = [], 0
     for login in (world.a.admin_login, world.a.user_login):

@@ -25,6 +25,8 @@ from psycopg import sql
 
 from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.domain.access import Viewer
+from picasse.domain.billing import Billing, price_plan
+from picasse.domain.cases import Cases
 from picasse.domain.conferencing import ScheduleRequest
 from picasse.domain.geofences import Circle
 from picasse.domain.sites import Sites
@@ -45,7 +47,7 @@ from tests.integration.api_server import (
 )
 
 # pages: a session; staff: Picasse's support
-Who = Literal["anyone", "admin", "user", "admin-session", "user-session", "staff"]
+Who = Literal["anyone", "admin", "user", "admin-session", "user-session", "staff", "staff-session"]
 GROUP = "night shift"
 ADMIN = "anvil-admin"  # make_tenant's admin of "Anvil"
 
@@ -185,6 +187,30 @@ EXAMPLES: dict[tuple[str, str], tuple[Who, list[dict[str, Any]]]] = {
         "staff",
         [{"customer_id": "{customer_id:uuid}", "number": "+31201234561"}],
     ),
+    ("POST", "/v1/cases"): ("user", [{"category": "complaint", "description": "SMS late"}]),
+    ("POST", "/v1/cases/{case_id:uuid}/comments"): ("user", [{"text": "Again today"}]),
+    ("PATCH", "/v1/cases/{case_id:uuid}"): ("staff", [{"state": "in_progress"}]),
+    ("POST", "/app/cases"): (
+        "user-session",
+        [{"category": "fault_report", "description": "The page hangs"}],
+    ),
+    ("POST", "/app/cases/{case_id:uuid}/comments"): ("user-session", [{"text": "Still so"}]),
+    ("POST", "/admin/cases/{case_id:uuid}/comments"): ("staff-session", [{"text": "On it"}]),
+    ("POST", "/admin/cases/{case_id:uuid}/state"): ("staff-session", [{"state": "resolved"}]),
+    ("PUT", "/v1/customers/{customer_id:uuid}/plan"): (
+        "staff",
+        [
+            {
+                "monthly_fee": "10.00",
+                "per_sms_segment": "0.07",
+                "per_email": "0.01",
+                "per_voice_minute": "0.12",
+                "per_conference_minute": "0.05",
+                "vat_percent": "21",
+            }
+        ],
+    ),
+    ("POST", "/v1/invoices/{invoice_id:uuid}/payments"): ("staff", [{"amount_cents": 1}]),
     # A public address, written as one: nothing resolves a name, and no sender runs here.
     ("POST", "/v1/webhooks"): (
         "admin",
@@ -221,6 +247,7 @@ class World:
     headers: dict[str, dict[str, str]]
     tokens: dict[str, str]  # per route, a set-password link's token (issued up front)
     ids: dict[str, str]  # a template's and a group's id, for the paths that name one
+    staff_login: str  # Picasse's support
 
 
 @pytest.fixture(scope="module")
@@ -235,11 +262,12 @@ def world(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
         deps.messages.create_group(
             tenant.customer_id, GROUP, ["+31612345679", "night@rcpt.example"]
         )
+        staff_login = add_staff(deps)[Role.SUPPORT]
         headers = {
             "anyone": {},
             "admin": bearer(deps, tenant.admin_login),  # keys issued before events are counted
             "user": bearer(deps, tenant.user_login),
-            "staff": bearer(deps, add_staff(deps)[Role.SUPPORT]),
+            "staff": bearer(deps, staff_login),
         }
         tokens = {  # one user each: a user's newer link replaces the older
             path: deps.accounts.reset_password(login).token
@@ -263,6 +291,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
         ids["{customer_id:uuid}"] = str(tenant.customer_id)
         ids["{conference_id:uuid}"] = _conference_examples(deps, tenant)
         ids["{in a month}"] = (deps.clock.now() + timedelta(days=31)).isoformat()
+        ids["{case_id:uuid}"], ids["{invoice_id:uuid}"] = _billing_examples(deps, tenant)
         ids["{slug:str}"] = _visitor_examples(deps, tenant, UUID(ids["{site_id:uuid}"]))
         assert deps.attendance is not None
         # Pings of a user who consented, so that the example is accepted.
@@ -275,7 +304,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
             )
         )  # fmt: skip
         with serving(app) as base_url:
-            yield World(app, deps, base_url, tenant, settings, headers, tokens, ids)
+            yield World(app, deps, base_url, tenant, settings, headers, tokens, ids, staff_login)
 
 
 def _conference_examples(deps: HttpDeps, tenant: Tenant) -> str:
@@ -294,6 +323,26 @@ def _conference_examples(deps: HttpDeps, tenant: Tenant) -> str:
             user,
         ).conference_id
     )
+
+
+def _billing_examples(deps: HttpDeps, tenant: Tenant) -> tuple[str, str]:
+    """A case of Anvil's user, and an invoice of Anvil's last month; their ids."""
+    user = Viewer(role=Role.CUSTOMER_USER, customer_id=tenant.customer_id, user_id=tenant.user_id)
+    case = Cases(clock=deps.clock, sharing=deps.messages).file(
+        tenant.customer_id, "complaint", "SMS late", by=user
+    )
+    billing = Billing(clock=deps.clock, sharing=deps.messages)
+    plan = price_plan({name: "1" for name in PLAN_FIELDS})
+    billing.set_plan(tenant.customer_id, plan, by=Viewer(role=Role.SUPPORT, customer_id=None))
+    last_month = f"{deps.clock.now().replace(day=1) - timedelta(days=1):%Y-%m}"
+    (line,) = [x for x in billing.run(last_month) if x.customer_id == tenant.customer_id]
+    return str(case.id), str(line.invoice_id)
+
+
+PLAN_FIELDS = (
+    "monthly_fee", "per_sms_segment", "per_email", "per_voice_minute", "per_conference_minute",
+    "vat_percent",
+)  # fmt: skip
 
 
 def _visitor_examples(deps: HttpDeps, tenant: Tenant, site: UUID) -> str:
@@ -331,7 +380,11 @@ def _visitor_examples(deps: HttpDeps, tenant: Tenant, site: UUID) -> str:
 
 def _client(world: World, who: Who) -> httpx.Client:
     if who.endswith("-session"):  # logged in now: a password set meanwhile ends sessions
-        login = world.tenant.admin_login if who == "admin-session" else world.tenant.user_login
+        login = {
+            "admin-session": world.tenant.admin_login,
+            "user-session": world.tenant.user_login,
+            "staff-session": world.staff_login,
+        }[who]
         browser = logged_in(world.base_url, login)
         cookies = browser.cookies
         browser.close()
@@ -464,17 +517,11 @@ def test_a_control_character_in_any_text_field_of_any_route_is_a_field_named_422
 
 def test_the_examples_themselves_are_accepted(world: World) -> None:
     """The control: each 422 above came from the character planted, not from the example."""
+    forms = {(method, path) for method, path, _, form in _routes_with_bodies(world.app) if form}
     for (method, path), (who, examples) in EXAMPLES.items():
         for example in examples:
             with _client(world, who) as client:
-                form = path in (
-                    "/login",
-                    "/set-password/{token:str}",
-                    "/account/password",
-                    "/app/templates",
-                    "/visit/{slug:str}",
-                    "/app/desk/check-in",
-                )
+                form = (method, path) in forms
                 response = _send(client, method, _url(world, path), _filled(world, example), form)
             accepted = response.status_code < 400 and not (  # not sent back to log in
                 who.endswith("-session") and response.headers.get("location") == "/login"

@@ -467,6 +467,7 @@ def _exported_callers(deps: HttpDeps, tenant: Tenant, conference_id: str) -> lis
         visitors=lambda _: (),
         attendance=deps.attendance,
         conferences=lambda customer: conferences_in(repository, customer),
+        invoices=lambda _: (),
         now=deps.clock.now,
     )
     (section,) = [s for s in all_sources(sources) if s.name == "conferences"]

@@ -222,8 +222,14 @@ def test_a_hanging_gateway_times_out_and_fails_over(
     primary.hang_next(1000)
     platform.start("relay")
     platform.start("worker")
-    _sms(messages, customer, "+31612340002")
+    # 71 characters outside GSM 03.38: UCS-2, two segments, counted by the worker for billing.
+    text = "⚡" * 71
+    message_id = messages.send(customer, SendRequest(channel="sms", to=["+31612340002"], body=text))
     failover.wait_for(1, timeout=40)
+    wait_until(
+        lambda: messages.repository.get(delivery_id(message_id, 0)).segments == 2,
+        15, "the worker to record the SMS's two segments",
+    )  # fmt: skip
 
 
 def test_a_permanently_refused_number_ends_undelivered_with_the_reason(

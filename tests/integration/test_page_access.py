@@ -24,6 +24,7 @@ import picasse.adapters.http as http
 from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.adapters.http.pages import PageGuard
 from picasse.domain.access import Viewer
+from picasse.domain.cases import Cases
 from picasse.domain.values import Role
 from picasse.runners.api import http_deps
 from tests.integration.api_server import (
@@ -42,6 +43,7 @@ PAGES_MODULES = (
     "picasse.adapters.http.customer_pages",
     "picasse.adapters.http.visits",
     "picasse.adapters.http.attendance_pages",
+    "picasse.adapters.http.case_pages",
 )
 
 
@@ -51,6 +53,9 @@ class People:
     def __init__(self, deps: HttpDeps, base_url: str, a: Tenant, staff: dict[Role, str]):
         self.deps, self.base_url, self.a = deps, base_url, a
         self.logins = staff | {Role.CUSTOMER_ADMIN: a.admin_login, Role.CUSTOMER_USER: a.user_login}
+        a_user = Viewer(role=Role.CUSTOMER_USER, customer_id=a.customer_id, user_id=a.user_id)
+        cases = Cases(clock=deps.clock, sharing=deps.messages)
+        self.case_id = cases.file(a.customer_id, "complaint", "Late alerts", by=a_user).id
 
     def viewer(self, role: Role) -> Viewer:
         user = self.deps.accounts.user_by_login(self.logins[role])
@@ -136,7 +141,8 @@ def test_every_page_answers_every_role_as_the_policy_says_and_shows_only_what_it
     app, people = app_and_people
     a = people.a
     # A's customer page, and A's traffic over a period that holds its message.
-    values = {"customer_id": str(a.customer_id), "message_id": str(a.message_id)}
+    values = {"customer_id": str(a.customer_id), "message_id": str(a.message_id),
+              "case_id": str(people.case_id)}  # fmt: skip
     query = {"customer_id": str(a.customer_id), "from": "2000-01-01", "to": "9998-12-31"}
     pages = list(_pages(app))
     # overview, customers, a customer, traffic, ledger, account, the customer's home at least
@@ -224,7 +230,8 @@ def test_no_query_a_page_may_be_given_gets_a_server_error_for_any_role(
     as every role: 4xx for what is malformed, never 5xx, and nothing logged as unhandled."""
     app, people = app_and_people
     pages = [(path, _query_names(route)) for path, route, _ in _pages(app)]
-    values = {"customer_id": str(people.a.customer_id), "message_id": str(people.a.message_id)}
+    values = {"customer_id": str(people.a.customer_id), "message_id": str(people.a.message_id),
+              "case_id": str(people.case_id)}  # fmt: skip
     with ExitStack() as stack:
         sessions = {role: stack.enter_context(people.session(role)) for role in Role}
 

@@ -19,6 +19,8 @@ from picasse.adapters.postgres.store import shredder_of
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
 from picasse.domain.attendance import Attendance, PingIn
+from picasse.domain.billing import Billing, fiscal_tenant_id, price_plan
+from picasse.domain.cases import Cases
 from picasse.domain.geofences import Circle
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.personal import ERASED, PERSONAL_DATA_KINDS, PersonalDataKind, Trigger
@@ -35,6 +37,9 @@ from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages
 from tests.registry_walk import personal_values
 from tests.users import add_customer_user
+
+PLAN = price_plan({name: "1" for name in ("monthly_fee", "per_sms_segment", "per_email",
+                  "per_voice_minute", "per_conference_minute", "vat_percent")})  # fmt: skip
 
 
 class Planted(msgspec.Struct, frozen=True):
@@ -78,6 +83,8 @@ def planted(accounts: Accounts, messages: Messages) -> Planted:
         "template": f"Template{tag} text",
         "webhook": f"https://hooks{tag}.example/in",
         "visitor": f"visitor{tag}@visits.example",
+        "case": f"Complaint{tag} words",
+        "fiscal": f"Street{tag} 1, Zwolle",  # the billing address, as its invoice holds it
     }
     customer = accounts.register_customer(
         organisation=values["organisation"],
@@ -140,6 +147,15 @@ def planted(accounts: Accounts, messages: Messages) -> Planted:
         .register(customer, values["webhook"], ["delivery.failed"], by=admin)
         .endpoint.id
     )
+    staff = Viewer(role=Role.SUPPORT, customer_id=None)
+    user_viewer = Viewer(role=Role.CUSTOMER_USER, customer_id=customer, user_id=user)
+    Cases(clock=messages.clock, sharing=messages).file(
+        customer, "complaint", values["case"], by=user_viewer
+    )
+    billing = Billing(clock=messages.clock, sharing=messages)
+    billing.set_plan(customer, PLAN, by=staff)
+    last_month = f"{messages.clock.now().replace(day=1) - timedelta(days=1):%Y-%m}"
+    billing.run(last_month)
     placeholders = {
         "<customer id>": str(customer),
         "<endpoint id>": str(endpoint),
@@ -149,6 +165,7 @@ def planted(accounts: Accounts, messages: Messages) -> Planted:
         "<visitor id>": str(visitor),
         "<YYYY-MM>": f"{messages.clock.now():%Y-%m}",
         "<YYYY-MM-DD>": first.date().isoformat(),
+        "<YYYY>": f"{messages.clock.now():%Y}",
     }
     missing = [kind for kind in PERSONAL_DATA_KINDS if kind not in values]
     assert missing == [], f"plant a value of each new kind in this fixture: {missing}"
@@ -161,7 +178,10 @@ def _logged(p: Platform, customer_id: UUID, kind: str) -> list[Any]:
     found: list[Any] = []
     for notification in recorder.select_notifications(start=1, limit=1_000_000):
         event = p.accounts.mapper.to_domain_event(notification)
-        tenant = getattr(event, "tenant_id", event.originator_id)
+        # An invoice's tenant is its customer's fiscal tenant; it names the customer too.
+        tenant = getattr(event, "customer_id", None) or getattr(
+            event, "tenant_id", event.originator_id
+        )
         if tenant == customer_id:
             found += personal_values(event, kind)
     return found
@@ -236,10 +256,11 @@ def test_each_erasure_trigger_of_a_kind_leaves_no_readable_trace_of_it(
         gone = run_visitor_retention(gdpr.privacy, visitors, now=later, dry_run=False)
         assert [f"visitor/{v}" for _, v in gone] == [planted.subject(kind)]
     else:
-        later = gdpr.clock.now() + timedelta(days=7 * 31)
         (period,) = [p for p in retention_periods() if kind.kind in p.kinds]
+        later = gdpr.clock.now() + timedelta(days=(period.months + 13) * 31)
         erased = run_retention(gdpr.privacy, period, now=later, dry_run=False)
-        assert (customer, planted.subject(kind)) in erased
+        owner = fiscal_tenant_id(customer) if kind.kind == "fiscal" else customer
+        assert (owner, planted.subject(kind)) in erased
     gdpr.views.catch_up()
 
     after = _logged(gdpr, customer, kind.kind)

@@ -385,9 +385,13 @@ def test_pressing_1_on_the_call_acknowledges_the_alert(api: Api, twilio: FakeTwi
     assert "acknowledged" in pressed.text and "not acknowledged" not in pressed.text
     assert _delivery(api, handed).acknowledged is True
 
-    completed = twilio.callback(_status_url(form), {"CallSid": call_sid, "CallStatus": "completed"})
+    completed = twilio.callback(
+        _status_url(form), {"CallSid": call_sid, "CallStatus": "completed", "CallDuration": "61"}
+    )
     assert completed.status_code == 204
     assert _delivery(api, handed).status is DeliveryStatus.DELIVERED
+    call = api.messages.repository.get(delivery_id(handed.message_id, 0))
+    assert call.minutes == 2  # billed: every minute begun
 
 
 def test_a_keypad_press_on_another_call_acknowledges_nothing(api: Api, twilio: FakeTwilio) -> None:

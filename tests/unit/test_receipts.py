@@ -181,3 +181,14 @@ def test_a_receipt_maps_to_its_reason_code(
     status: str, reason: str | None, failure: FailureReason | None
 ) -> None:
     assert receipt_failure(status, reason) is failure  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("duration", "seconds"), [(125, 125), (0, None), (-5, None), (None, None)])
+def test_an_answered_calls_duration_is_read_for_billing(
+    duration: int | None, seconds: int | None
+) -> None:
+    body = msgspec.json.encode(
+        Receipt(id="c1", reference="r", status="answered", duration=duration)
+    )
+    _, read = verify_receipt(body, sign_receipt(body, TOKENS["sms-primary"]), TOKENS)
+    assert read.call_seconds == seconds and read.failure is None

@@ -10,7 +10,7 @@ from picasse.domain.personal import (
     Trigger,
     export_sources,
 )
-from picasse.domain.retention import dated_keys, retention_periods
+from picasse.domain.retention import dated_keys, expired, fiscal_retention, retention_periods
 from picasse.projections.personal_data import SOURCES
 from tests.registry_walk import domain_event_classes, personal_fields_of
 
@@ -58,15 +58,20 @@ def test_every_export_source_serves_a_registered_kind() -> None:
     assert sorted(SOURCES) == sorted(export_sources())
 
 
-def test_the_traffic_and_ping_periods_govern_the_kinds_the_registry_erases_by_retention() -> None:
-    traffic, pings = retention_periods(
+def test_the_traffic_ping_and_fiscal_periods_govern_the_kinds_erased_by_retention() -> None:
+    periods = retention_periods(
         {"PICASSE_TRAFFIC_RETENTION_MONTHS": 9, "PICASSE_PING_RETENTION_DAYS": 12}
     )
+    by_kind = {kind: period for period in periods for kind in period.kinds}
+    traffic, pings, fiscal = by_kind["traffic"], by_kind["location"], by_kind["fiscal"]
+    assert len(periods) == 3
     assert traffic.months == 9 and set(traffic.kinds) == {"traffic", "content"}
     assert pings.days == 12 and pings.kinds == ("location",)
+    # Invoices' names and addresses: seven years of tax law, which no setting shortens.
+    assert fiscal.months == 84 and fiscal.kinds == ("fiscal",) and fiscal.setting is None
     retained = {k.kind for k in PERSONAL_DATA_KINDS.values() if Trigger.RETENTION in k.erased_on}
     per_visit = {k.kind for k in PERSONAL_DATA_KINDS.values() if not dated_keys(k)}
-    assert set(traffic.kinds) | set(pings.kinds) == retained - per_visit
+    assert {*traffic.kinds, *pings.kinds, *fiscal.kinds} == retained - per_visit
 
 
 def test_visitors_are_kept_28_days_after_the_visit_by_a_declared_setting() -> None:
@@ -75,3 +80,9 @@ def test_visitors_are_kept_28_days_after_the_visit_by_a_declared_setting() -> No
     assert visitor.retention.setting == "PICASSE_VISITOR_RETENTION_DAYS"
     assert visitor.erased_on == {Trigger.TERMINATION, Trigger.REQUEST, Trigger.RETENTION}
     assert not dated_keys(visitor)  # its own job, after each visit
+
+
+def test_a_fiscal_years_key_goes_seven_years_after_the_years_end() -> None:
+    fiscal = fiscal_retention()
+    assert not expired("2026", "2033-12", fiscal)
+    assert expired("2026", "2034-01", fiscal)

@@ -1,0 +1,251 @@
+"""The invoicing run on real PostgreSQL: a month of traffic rated from the log matches a
+count made here straight from the deliveries, a second run issues nothing, and concurrent
+runs number their invoices without gap or repeat."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from uuid import UUID
+
+import pytest
+
+from picasse.adapters.clock import ManualClock
+from picasse.adapters.providers.smpp_pdu import segment_count
+from picasse.domain.access import Viewer
+from picasse.domain.accounts import Accounts
+from picasse.domain.billing import Billing, CountKind, InvoiceNumbers, PricePlan, rate
+from picasse.domain.messages import Delivery, delivery_id
+from picasse.domain.messaging import Messages, SendRequest, Sent
+from picasse.domain.values import Role
+from picasse.runners.settings import Settings
+from picasse.runners.wiring import open_messages
+
+MARCH = datetime(2026, 3, 5, 9, tzinfo=UTC)
+STAFF = Viewer(role=Role.SUPPORT, customer_id=None)
+PLAN = PricePlan(
+    monthly_fee=Decimal("19.95"),
+    per_sms_segment=Decimal("0.075"),
+    per_email=Decimal("0.002"),
+    per_voice_minute=Decimal("0.13"),
+    per_conference_minute=Decimal("0.04"),
+    vat_percent=Decimal("21"),
+)
+TEXTS = ["Hi", "x" * 161, "Storing ⚡ now", "é" * 200, "€" * 40, "ü" * 400]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(MARCH)
+
+
+@pytest.fixture
+def messages(
+    settings: Settings, database_url: str, schema: str, clock: ManualClock
+) -> Iterator[Messages]:
+    app = open_messages(settings, database_url, schema=schema, clock=clock, pool_size=2)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def billing(messages: Messages, clock: ManualClock) -> Billing:
+    return Billing(clock=clock, sharing=messages)
+
+
+def _customer(accounts: Accounts, name: str) -> UUID:
+    customer = accounts.register_customer(
+        organisation=f"{name} B.V.", contact_name="Ann", email="ann@example.org",
+        phone="+31612345678", billing_address=f"{name}straat 1, 8011 AA Zwolle",
+    )  # fmt: skip
+    accounts.start_subscription(customer)
+    return customer
+
+
+def _traffic(messages: Messages, customer: UUID, rng: random.Random) -> None:
+    """Some SMS (counted by the provider, or from the text as the worker does), e-mails and
+    calls (minutes from their receipts), each handed over and concluded as a worker would."""
+    for _ in range(rng.randint(2, 5)):
+        channel = rng.choice(["sms", "email", "voice"])
+        to = {"sms": "+31612345678", "email": "rcpt@example.org", "voice": "+31201234567"}[channel]
+        body = rng.choice(TEXTS)
+        request = SendRequest(
+            channel=channel, to=[to], body=body, subject="S" if channel == "email" else None
+        )
+        message = messages.send(customer, request)
+        ids = [delivery_id(message, 0)]
+        attempts = [a for a in messages.start_attempts(ids) if not isinstance(a, str)]
+        outcomes = []
+        for attempt in attempts:
+            if channel == "sms":
+                outcomes.append(
+                    (
+                        attempt,
+                        Sent(
+                            "gw",
+                            f"r-{attempt.job.delivery_id}",
+                            False,
+                            segment_count(attempt.job.body),
+                        ),
+                    )
+                )
+            elif channel == "voice":
+                outcomes.append((attempt, Sent("gw", f"r-{attempt.job.delivery_id}", False)))
+            else:
+                outcomes.append((attempt, Sent("smtp", None, True)))
+        messages.record_outcomes(outcomes, max_attempts=3)
+        for attempt, sent in outcomes:
+            if not sent.final:  # the network's receipt; a call's with its duration
+                seconds = rng.randint(1, 400) if channel == "voice" else None
+                messages.record_receipt(
+                    attempt.job.delivery_id, None, "gw", sent.reference or "", call_seconds=seconds
+                )
+
+
+def _independent_counts(messages: Messages, month: str) -> dict[UUID, dict[CountKind, int]]:
+    """Straight from the deliveries as the log holds them, not through the sources' table."""
+    found: dict[UUID, dict[CountKind, int]] = {}
+    queued = messages.recorder.select_notifications(
+        1, 1_000_000, topics=[f"{Delivery.__module__}:Delivery.Queued"]
+    )
+    for n in queued:
+        d = messages.repository.get(n.originator_id)
+        if d.month != month:
+            continue
+        counts = found.setdefault(d.tenant_id, {})
+        if d.channel.value == "sms" and d.segments:
+            counts[CountKind.SMS_SEGMENTS] = counts.get(CountKind.SMS_SEGMENTS, 0) + d.segments
+        if d.channel.value == "email" and d.status.value == "delivered":
+            counts[CountKind.EMAILS] = counts.get(CountKind.EMAILS, 0) + 1
+        if d.channel.value == "voice" and d.minutes:
+            counts[CountKind.VOICE_MINUTES] = counts.get(CountKind.VOICE_MINUTES, 0) + d.minutes
+    return found
+
+
+def test_a_run_over_a_month_of_traffic_matches_a_count_made_from_the_deliveries_and_issues_once(
+    accounts: Accounts, messages: Messages, billing: Billing, clock: ManualClock
+) -> None:
+    rng = random.Random(16)
+    customers = [_customer(accounts, name) for name in ("Anvil", "Bellows", "Chisel")]
+    for customer in customers[:2]:  # Chisel has no plan: it is not invoiced
+        billing.set_plan(customer, PLAN, by=STAFF)
+    clock.set(datetime(2026, 2, 27, tzinfo=UTC))
+    _traffic(messages, customers[0], rng)  # February: not March's
+    for day in range(5, 28, 4):
+        clock.set(MARCH.replace(day=day))
+        for customer in customers:
+            _traffic(messages, customer, rng)
+    clock.set(datetime(2026, 4, 1, 12, tzinfo=UTC))
+    _traffic(messages, customers[1], rng)  # April: not March's
+
+    expected = _independent_counts(messages, "2026-03")
+    lines = billing.run("2026-03")
+
+    assert {line.customer_id for line in lines} == set(customers[:2])
+    for line in lines:
+        assert line.counts == expected[line.customer_id]
+        assert (
+            line.issued and line.total_cents == rate(PLAN, expected[line.customer_id]).total_cents
+        )
+        invoice = billing.invoice(line.invoice_id, by=STAFF)
+        assert invoice.total_cents == line.total_cents
+        assert invoice.billed_to_name in ("Anvil B.V.", "Bellows B.V.")
+        assert {li.item: li.quantity for li in invoice.lines}["emails"] == expected[
+            line.customer_id
+        ].get(CountKind.EMAILS, 0)
+    assert sum(expected[customers[0]].values()) > 0
+
+    again = billing.run("2026-03")
+    assert [(x.invoice_id, x.number, x.issued) for x in again] == [
+        (x.invoice_id, x.number, False) for x in lines
+    ]
+    numbers = messages.repository.get(billing._numbers().id)
+    assert isinstance(numbers, InvoiceNumbers) and numbers.last == 2
+    assert len(billing.invoices(customers[0], by=STAFF)) == 1
+
+
+def test_a_dry_run_rates_and_issues_nothing_and_an_unfinished_month_is_refused(
+    accounts: Accounts, billing: Billing, clock: ManualClock
+) -> None:
+    customer = _customer(accounts, "Dowel")
+    billing.set_plan(customer, PLAN, by=STAFF)
+    clock.advance(timedelta(days=30))
+    (line,) = billing.run("2026-03", dry_run=True)
+    assert (
+        line.number is None and not line.issued and line.total_cents == rate(PLAN, {}).total_cents
+    )
+    assert billing.invoices(customer, by=STAFF) == []
+    with pytest.raises(Exception, match="not over yet"):
+        billing.run(f"{clock.now():%Y-%m}")
+    assert billing.run(f"{clock.now():%Y-%m}", dry_run=True)[0].number is None  # so far
+
+
+def test_two_concurrent_runs_leave_no_gap_and_no_duplicate_in_the_numbering(
+    accounts: Accounts,
+    settings: Settings,
+    database_url: str,
+    schema: str,
+    clock: ManualClock,
+    billing: Billing,
+) -> None:
+    customers = [_customer(accounts, f"Firm{i}") for i in range(12)]
+    for customer in customers:
+        billing.set_plan(customer, PLAN, by=STAFF)
+    clock.set(datetime(2026, 4, 2, tzinfo=UTC))
+    runners = [
+        open_messages(settings, database_url, schema=schema, clock=clock, pool_size=2)
+        for _ in range(2)
+    ]
+    try:
+        apps = [Billing(clock=clock, sharing=m) for m in runners]
+        start = threading.Barrier(2)
+        results: list[list[int | None]] = [[], []]
+
+        def run(i: int) -> None:
+            start.wait()
+            results[i] = [line.number for line in apps[i].run("2026-03")]
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        for m in runners:
+            m.close()
+    numbers = sorted(i.number for c in customers for i in billing.invoices(c, by=STAFF))
+    assert numbers == list(range(1, 13))
+    assert (
+        results[0] == results[1] == [n for n in results[0] if n is not None]
+        and len(results[0]) == 12
+    )
+
+
+def test_an_invoice_unpaid_after_its_due_date_becomes_overdue_once_and_its_contact_is_reminded(
+    accounts: Accounts, messages: Messages, billing: Billing, clock: ManualClock
+) -> None:
+    late, paying = _customer(accounts, "Laggard"), _customer(accounts, "Prompt")
+    for customer in (late, paying):
+        billing.set_plan(customer, PLAN, by=STAFF)
+    clock.set(datetime(2026, 4, 1, 8, tzinfo=UTC))
+    lines = {line.customer_id: line for line in billing.run("2026-03")}
+    billing.pay(lines[paying].invoice_id, lines[paying].total_cents, by=STAFF)
+    sent: list[UUID] = []
+
+    def remind(customer: UUID, to: str, subject: str, body: str) -> None:
+        assert to == "ann@example.org" and "overdue" in subject
+        sent.append(messages.send_account_mail(customer, to, subject, body))
+
+    clock.set(datetime(2026, 4, 15, 23, tzinfo=UTC))  # the due date itself: not yet
+    assert billing.mark_overdue(remind) == []
+    clock.set(datetime(2026, 4, 16, 1, tzinfo=UTC))
+    (became,) = billing.mark_overdue(remind)
+    assert became.customer_id == late and became.status.value == "overdue"
+    assert billing.mark_overdue(remind) == []  # once
+    assert billing.overdue_customers() == {late: lines[late].total_cents}
+    (reminder,) = sent
+    details = messages.message(reminder, STAFF)
+    assert details.customer_id == late and len(details.deliveries) == 1 and details.body is None
