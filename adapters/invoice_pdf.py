@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from fpdf import FPDF
-
 from picasse.domain.billing import InvoiceDetails
 
 ITEM_NAMES = {
@@ -33,6 +31,8 @@ def _latin(text: str) -> str:
 
 
 def invoice_pdf(invoice: InvoiceDetails) -> bytes:
+    from fpdf import FPDF  # here, not at the top: every CLI start would load fpdf's fonts
+
     pdf = FPDF(format="A4")
     pdf.set_title(f"Invoice {invoice.number}")
     pdf.set_creator("Picasse")

@@ -26,8 +26,6 @@ from picasse.domain.clock import Clock
 from picasse.domain.customers import Customer
 from picasse.domain.errors import Conflict, InvalidInput, NotFound
 from picasse.domain.geofences import (
-    DEFAULT_DWELL,
-    DEFAULT_HYSTERESIS_M,
     Crossing,
     Fence,
     FenceIndex,
@@ -39,7 +37,7 @@ from picasse.domain.geofences import (
 from picasse.domain.messages import catalogue_id
 from picasse.domain.personal import Erased, Personal, Trigger
 from picasse.domain.privacy import Privacy
-from picasse.domain.sites import SITES, Sites
+from picasse.domain.sites import DEFAULT_DWELL, DEFAULT_HYSTERESIS_M, SITES, Sites
 from picasse.domain.values import required_text
 
 MAX_PINGS = 1000  # per batch

@@ -29,12 +29,11 @@ from shapely.geometry import Polygon as PlanarPolygon
 from shapely.geometry import box
 
 from picasse.domain.errors import InvalidInput
+from picasse.domain.sites import DEFAULT_DWELL, DEFAULT_HYSTERESIS_M
 
 GEOD = Geod(ellps="WGS84")
 MAX_RADIUS_M = 50_000.0
 MAX_VERTICES = 1000
-DEFAULT_HYSTERESIS_M = 20.0
-DEFAULT_DWELL = timedelta(seconds=60)
 METRES_PER_DEGREE = 111_320.0
 
 

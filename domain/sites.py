@@ -8,7 +8,7 @@ sites (ids only), as its groups and templates are.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
@@ -22,6 +22,12 @@ from picasse.domain.errors import Conflict, NotFound
 from picasse.domain.messages import Catalogue, catalogue_id
 from picasse.domain.personal import Erased, Personal
 from picasse.domain.values import required_text
+
+# A site's geofences, unless told otherwise: the band either side of the edge within which
+# nothing changes (hysteresis), and how long a change must hold (dwell). Here rather than
+# in `geofences`, so that reading them needs no geometry library (the CLI's options do).
+DEFAULT_HYSTERESIS_M = 20.0
+DEFAULT_DWELL = timedelta(seconds=60)
 
 MAX_SITE_NAME = 100
 MAX_ADDRESS = 300

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import argparse
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from rich.table import Table
 
-from picasse.domain.attendance import Attendance
 from picasse.domain.errors import InvalidInput
-from picasse.domain.geofences import DEFAULT_DWELL, DEFAULT_HYSTERESIS_M, Circle, Polygon, Shape
-from picasse.domain.sites import Sites
+from picasse.domain.sites import DEFAULT_DWELL, DEFAULT_HYSTERESIS_M, Sites
 from picasse.runners.settings import Settings
+
+if TYPE_CHECKING:  # attendance and geometry load numpy, shapely and pyproj: only when used
+    from picasse.domain.attendance import Attendance
+    from picasse.domain.geofences import Shape
 
 
 def open_sites(settings: Settings, database_url: str) -> Sites:
@@ -26,6 +28,7 @@ def open_sites(settings: Settings, database_url: str) -> Sites:
 
 def open_attendance(settings: Settings, database_url: str) -> Attendance:
     from picasse.adapters.postgres.store import shredder_of
+    from picasse.domain.attendance import Attendance
     from picasse.domain.privacy import Privacy
     from picasse.runners.wiring import clock_from, eventsourcing_env
 
@@ -43,6 +46,8 @@ def _attendance(settings: Settings) -> AbstractContextManager[Attendance]:
 
 
 def _shape(args: argparse.Namespace) -> Shape:
+    from picasse.domain.geofences import Circle, Polygon
+
     if args.polygon is not None:
         if args.circle is not None:
             raise InvalidInput("give --circle or --polygon, not both", field="shape")
@@ -73,6 +78,7 @@ def cmd_geofences_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_geofences_list(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.domain.geofences import Circle
     from picasse.runners.cli import _json, out
 
     with _attendance(settings) as attendance:

@@ -33,13 +33,12 @@ from picasse.domain.api_keys import Scope
 from picasse.domain.attendance import MAX_PINGS, Attendance, PingIn
 from picasse.domain.errors import InvalidInput
 from picasse.domain.geofences import (
-    DEFAULT_DWELL,
-    DEFAULT_HYSTERESIS_M,
     Circle,
     Fence,
     Polygon,
     Shape,
 )
+from picasse.domain.sites import DEFAULT_DWELL, DEFAULT_HYSTERESIS_M
 
 LOCATION = scoped(Scope.LOCATION)
 SITES = scoped(Scope.SITES)
