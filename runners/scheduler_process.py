@@ -13,6 +13,8 @@ from contextlib import ExitStack, suppress
 from psycopg.conninfo import conninfo_to_dict
 
 from picasse.adapters.postgres.roles import RoleClaims
+from picasse.adapters.postgres.store import shredder_of
+from picasse.domain.privacy import Privacy
 from picasse.domain.visitors import Visitors
 from picasse.runners import servers
 from picasse.runners.overdue import OverdueJob
@@ -26,7 +28,6 @@ from picasse.runners.wiring import (
     clock_from,
     ensure_master_key,
     open_messages,
-    open_privacy,
     recording_eraser,
 )
 
@@ -36,10 +37,11 @@ def periodic_jobs(settings: Settings, database_url: str, opened: ExitStack) -> l
 
     What a job opens is closed by `opened` when the scheduler stops.
     """
-    privacy = open_privacy(settings, database_url)
-    opened.callback(privacy.close)
+    # One store (pool, key store and its listener) for every job: the scheduler's share of
+    # the connection budget (`children.CONNECTIONS`) has room for one.
     messages = open_messages(settings, database_url)
     opened.callback(messages.close)
+    privacy = Privacy(shredder=shredder_of, sharing=messages)
     return [
         RetentionJob(privacy, periods_of(settings), recording_eraser(settings, privacy)),
         VisitorRetentionJob(privacy, Visitors(clock=clock_from(settings), sharing=privacy)),
