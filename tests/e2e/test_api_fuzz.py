@@ -81,6 +81,7 @@ def api_url(api_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # a safety limit: every route of the API, on a busy machine
 def test_no_request_the_openapi_document_allows_gets_a_server_error(
     api_url: str, tmp_path: Path
 ) -> None:
@@ -108,7 +109,7 @@ def test_no_request_the_openapi_document_allows_gets_a_server_error(
         + [part for option in options.items() for part in option],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=540,
         cwd=tmp_path,  # it may leave files behind: not in the work tree
         env={k: v for k, v in os.environ.items() if not k.startswith("PICASSE_")},
     )
