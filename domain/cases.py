@@ -21,6 +21,7 @@ from eventsourcing.persistence import IntegrityError
 from picasse.domain.access import Viewer
 from picasse.domain.application import PicasseApplication
 from picasse.domain.clock import Clock
+from picasse.domain.conferences import Conference
 from picasse.domain.customers import Customer
 from picasse.domain.errors import Conflict, InvalidInput, NotFound
 from picasse.domain.messages import Message
@@ -230,6 +231,8 @@ class Cases(PicasseApplication):
         self._get(customer_id, Customer, "customer")._guard_not_terminated()
         if message_id is not None:
             self._related_message(customer_id, message_id)
+        if conference_id is not None:
+            self._related_conference(customer_id, conference_id)
         ident, now = uuid4(), self.clock.now()
 
         def write() -> Case:
@@ -255,6 +258,14 @@ class Cases(PicasseApplication):
             raise InvalidInput("message_id: no such message", field="message_id") from None
         if message.tenant_id != customer_id:
             raise InvalidInput("message_id: no such message", field="message_id")
+
+    def _related_conference(self, customer_id: UUID, conference_id: UUID) -> None:
+        try:
+            conference = self._get(conference_id, Conference, "conference")
+        except NotFound:
+            raise InvalidInput("conference_id: no such conference", field="conference_id") from None
+        if conference.tenant_id != customer_id:
+            raise InvalidInput("conference_id: no such conference", field="conference_id")
 
     def _filed(self, customer_id: UUID, case: Case) -> None:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from uuid import uuid4
 
 import httpx
 import msgspec
@@ -15,6 +16,7 @@ from psycopg import sql
 from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.domain.access import Viewer
 from picasse.domain.billing import Billing
+from picasse.domain.conferencing import ScheduleRequest
 from picasse.domain.values import Role
 from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings
@@ -104,13 +106,38 @@ def test_a_customer_files_a_case_support_replies_and_the_customer_reads_the_repl
     assert b"fault_report" in stored and words.encode() not in stored  # sealed, not absent
 
 
-def test_a_case_about_another_customers_message_or_without_words_is_refused(world: World) -> None:
+def test_a_case_about_another_customers_message_or_call_or_without_words_is_refused(
+    world: World,
+) -> None:
     customer = world.client(world.tenant.user_login)
     other = customer.post(
         "/v1/cases",
         json={"category": "complaint", "description": "x", "message_id": str(world.tenant.user_id)},
     )
     assert other.status_code == 422 and other.json()["field"] == "message_id"
+    no_call = customer.post(
+        "/v1/cases",
+        json={"category": "complaint", "description": "x", "conference_id": str(uuid4())},
+    )
+    assert no_call.status_code == 422 and no_call.json()["field"] == "conference_id"
+    deps, tenant = world.deps, world.tenant
+    assert deps.conferences is not None
+    deps.conferences.add_dial_in_number(
+        tenant.customer_id, "+31201234321", Viewer(role=Role.SUPPORT, customer_id=None)
+    )
+    call = deps.conferences.schedule(
+        tenant.customer_id,
+        ScheduleRequest(
+            title="Weekly", start=deps.clock.now() + timedelta(days=3), duration_minutes=30
+        ),
+        Viewer(role=Role.CUSTOMER_USER, customer_id=tenant.customer_id, user_id=tenant.user_id),
+    )
+    about_the_call = customer.post(
+        "/v1/cases",
+        json={"category": "fault_report", "description": "echo on the line",
+              "conference_id": str(call.conference_id)},
+    )  # fmt: skip
+    assert about_the_call.status_code == 201, about_the_call.text
     empty = customer.post("/v1/cases", json={"category": "complaint", "description": "  "})
     assert empty.status_code == 422 and empty.json()["field"] == "description"
     staff = world.client(world.staff[Role.SUPPORT]).post(
