@@ -347,7 +347,7 @@ def _throttle_keys(deps: HttpDeps, login: str, client_ip: str) -> list[tuple[UUI
     """The account's, the account-and-address pair's and the address's keys, in this order."""
     policies = deps.login_throttling
     account = login.strip().lower()
-    block = _address_block(client_ip)
+    block = address_block(client_ip)
     pseudonym = deps.pseudonyms.pseudonym
     return [
         (pseudonym("login-throttle/account", account), policies.per_account),
@@ -356,7 +356,7 @@ def _throttle_keys(deps: HttpDeps, login: str, client_ip: str) -> list[tuple[UUI
     ]
 
 
-def _address_block(client_ip: str) -> str:
+def address_block(client_ip: str) -> str:
     """IPv6 users hold a whole /64 each: count per /64, or one person has endless addresses."""
     try:
         address = ipaddress.ip_address(client_ip)

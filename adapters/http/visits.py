@@ -24,7 +24,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, QueryParameter
 from litestar.response import Redirect
 
-from picasse.adapters.http.auth import LoginThrottled, ThrottlePolicy, _address_block
+from picasse.adapters.http.auth import LoginThrottled, ThrottlePolicy, address_block
 from picasse.adapters.http.clients import client_address
 from picasse.adapters.http.pages import (
     PAGE_HEADERS,
@@ -122,7 +122,7 @@ class VisitService:
     def _count(self, client_ip: str) -> None:
         store, now = self.deps.auth_store, self.clock.now()
         pseudonyms: Pseudonyms = self.deps.pseudonyms
-        key = pseudonyms.pseudonym("visit-registration/address", _address_block(client_ip))
+        key = pseudonyms.pseudonym("visit-registration/address", address_block(client_ip))
         [count] = store.count_attempt([(key, self.throttle.window)], now)
         if count.retry_after is not None:
             raise RegistrationThrottled(max(1, math.ceil(count.retry_after)))

@@ -537,11 +537,11 @@ def test_failures_from_one_address_are_slowed_then_locked_for_every_account(
 
 
 def test_an_ipv6_client_is_counted_by_its_slash_64(deps: HttpDeps) -> None:
-    from picasse.adapters.http.auth import _address_block
+    from picasse.adapters.http.auth import address_block
 
-    assert _address_block("2001:db8:1:2::1") == _address_block("2001:db8:1:2:ffff::9")
-    assert _address_block("2001:db8:1:2::1") != _address_block("2001:db8:1:3::1")
-    assert _address_block("::ffff:192.0.2.1") == "192.0.2.1"
+    assert address_block("2001:db8:1:2::1") == address_block("2001:db8:1:2:ffff::9")
+    assert address_block("2001:db8:1:2::1") != address_block("2001:db8:1:3::1")
+    assert address_block("::ffff:192.0.2.1") == "192.0.2.1"
 
 
 # ---------------------------------------------------------------- R6
