@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import ssl
 import threading
 import time
 from collections import defaultdict
@@ -33,7 +34,13 @@ class Segment:
 
 
 class Smsc:
-    def __init__(self, system_id: str = "picasse", password: str = "secret") -> None:
+    def __init__(
+        self,
+        system_id: str = "picasse",
+        password: str = "secret",
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.tls = tls  # a server context: the SMSC speaks SMPP over TLS (smpps://)
         self.system_id = system_id
         self.password = password
         self.port = free_port()
@@ -57,7 +64,8 @@ class Smsc:
 
     @property
     def url(self) -> str:
-        return f"smpp://{self.system_id}:{self.password}@127.0.0.1:{self.port}"
+        scheme = "smpps" if self.tls else "smpp"
+        return f"{scheme}://{self.system_id}:{self.password}@127.0.0.1:{self.port}"
 
     def answer_next(self, count: int, status: int) -> None:
         with self._lock:
@@ -78,7 +86,7 @@ class Smsc:
 
     async def _start(self) -> None:
         self._receipts_ready = asyncio.Event()
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, ssl=self.tls)
         self._sender = asyncio.create_task(self._send_receipts())
 
     async def _stop(self) -> None:

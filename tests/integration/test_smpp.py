@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,7 @@ from picasse.adapters.providers import Delivery, PermanentFailure, Sent, Tempora
 from picasse.adapters.providers import smpp_pdu as pdu
 from picasse.adapters.providers.smpp import SmppProvider, SmppUrl
 from picasse.domain.messages import FailureReason
+from tests.integration.api_server import self_signed_certificate
 from tests.integration.smsc import Smsc
 
 
@@ -164,6 +167,43 @@ def test_wrong_credentials_are_refused_credentials() -> None:
                 await provider.close()
 
         asyncio.run(run())
+
+
+def test_over_smpps_the_session_is_tls_and_an_smsc_it_cannot_verify_gets_nothing(
+    tmp_path: Path,
+) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    with Smsc(tls=served) as smsc:
+        assert smsc.url.startswith("smpps://")
+
+        async def run() -> None:
+            receipts = Receipts()
+            url = SmppUrl.parse(smsc.url)
+            provider = SmppProvider("sms-smpp", url, receipts=receipts, timeout=5.0,
+                                    receipt_retry_seconds=0.02, tls_context=trusting)  # fmt: skip
+            try:
+                sent = await provider.send(_sms(5, "Gate 5 is open"))
+                assert sent.segments == 1
+                for _ in range(500):  # the receipt comes back on the same TLS session
+                    if receipts.got:
+                        break
+                    await asyncio.sleep(0.01)
+                assert receipts.got == [("ref-5", "sms-smpp", sent.provider_reference, None)]
+            finally:
+                await provider.close()
+            # The system's trust store knows no such certificate: no bind, nothing sent.
+            untrusting = SmppProvider("sms-smpp", url, timeout=0.5, rebind_seconds=0.02)
+            try:
+                with pytest.raises(TemporaryFailure):
+                    await untrusting.send(_sms(6, "Gate 6 is open"))
+            finally:
+                await untrusting.close()
+
+        asyncio.run(run())
+        assert smsc.binds == 1 and smsc.messages() == {"31610000005": ["Gate 5 is open"]}
 
 
 def test_an_smpp_url_names_no_password_in_its_repr_or_errors() -> None:
