@@ -10,10 +10,12 @@ import re
 from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import httpx
 import msgspec
+import psycopg
 import pytest
 
 from picasse.adapters.http.app import create_app
@@ -420,6 +422,43 @@ class _Session:
 
     async def close(self) -> None:
         pass
+
+
+def test_the_health_publisher_outlives_a_failed_write_and_writes_once_more_as_it_stops(
+    api: Api,
+) -> None:
+    class Quiet(_Session):
+        name = "quiet-session"
+
+    counters = ProviderCounters(api.messages.clock)
+    counters.watch(Quiet(), "sms")
+    table = provider_health_table(api.messages)
+    attempts: list[str] = []
+
+    class FirstWriteFails:
+        """The table, with the database away for the first write."""
+
+        def publish(self, worker: str, snapshots: Any, now: Any) -> None:
+            attempts.append(worker)
+            if len(attempts) == 1:
+                raise psycopg.OperationalError("the server closed the connection")
+            table.publish(worker, snapshots, now)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        publisher = asyncio.create_task(
+            publish_provider_health(FirstWriteFails(), counters, stop)  # type: ignore[arg-type]
+        )
+        while not attempts:  # the first write (it fails; the publisher goes on)
+            await asyncio.sleep(0.01)
+        counters.count("quiet-session", "sms", sent=True, reachable=True)
+        stop.set()  # long before the next round: only the write on stopping can follow
+        await publisher
+
+    asyncio.run(run())
+    assert len(attempts) == 2 and attempts[0] == attempts[1]  # one worker's rows
+    (row,) = [h for h in table.read(api.messages.clock.now()) if h.provider == "quiet-session"]
+    assert (row.state, row.sent_per_minute, row.errors) == ("unbound", 0.2, 0)
 
 
 def test_the_overview_shows_each_providers_state_throughput_and_errors(
