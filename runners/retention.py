@@ -190,5 +190,7 @@ def _report(erased: list[tuple[UUID, str]], period: RetentionPeriod, dry_run: bo
     verb = "would erase" if dry_run else "erased"
     for tenant, subject in erased:
         print(f"{verb} {subject} of customer {tenant}")
-    unit = "day" if period.days else "month"
-    print(f"{verb} {len(erased)} {unit} key(s); retention {period.length}: {period.reason}")
+    print(
+        f"{verb} {len(erased)} key(s) of {'/'.join(period.kinds)}"
+        f" (retention {period.length}): {period.reason}"
+    )
