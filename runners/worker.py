@@ -25,6 +25,7 @@ from picasse.adapters.postgres.provider_health import ProviderHealthTable
 from picasse.adapters.postgres.webhook_log import WebhookLog
 from picasse.adapters.providers.health import ProviderCounters
 from picasse.adapters.providers.smpp import ReceiptSink, SessionReceipts
+from picasse.adapters.providers.sms import start_session
 from picasse.adapters.webhook_notices import mail_endpoint_disabled
 from picasse.domain.errors import Conflict, NotFound
 from picasse.domain.messages import FailureReason
@@ -65,6 +66,8 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
     )
 
     async def work(stop: asyncio.Event) -> None:
+        # Bound before any job: receipts of what a worker before this one sent come in.
+        start_session(*{id(p): p for p in providers.values()}.values())
         client = await connect_nats(nats_url, "picasse-worker", tls_ca=settings.nats_tls_ca)
         try:
             worker = Worker(

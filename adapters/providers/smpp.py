@@ -419,15 +419,15 @@ class SmppProvider:
         )
         raise (TemporaryFailure if temporary else PermanentFailure)(reason)
 
-    async def open(self) -> None:
-        """Binds now rather than at the first send, so that receipts for what an earlier
-        process sent come in (TemporaryFailure or RefusedCredentials if it cannot)."""
-        await self._bound_session()
-
-    async def _bound_session(self) -> Session:
+    def start(self) -> None:
+        """Starts binding (and keeping bound) now rather than at the first send, so that
+        receipts for what an earlier process sent come in. Call it on the running loop."""
         if self._keeper is None or self._keeper.done():
             self._stopping = False
             self._keeper = asyncio.create_task(self._keep_bound())
+
+    async def _bound_session(self) -> Session:
+        self.start()
         try:
             await asyncio.wait_for(self._bound.wait(), self._timeout)
         except TimeoutError:

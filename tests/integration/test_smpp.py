@@ -286,7 +286,11 @@ def _send_then_restart(
         )
         restarted = _provider(smsc, receipts)
         try:
-            await restarted.open()
+            restarted.start()  # as the worker does when it starts: no message to send
+            for _ in range(500):
+                if restarted.bound:
+                    break
+                await asyncio.sleep(0.01)
             smsc.release_receipts()
             for _ in range(1000):  # every segment's receipt answered, the outcome recorded
                 status = await asyncio.to_thread(messages.delivery_status, ident)
