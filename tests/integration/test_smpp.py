@@ -4,14 +4,17 @@ hands out are recorded in the real PostgreSQL (`picasse_smsc_ids`), as the worke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
+import nats
 import psycopg
 import pytest
 
+from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.postgres.smsc_ids import KEPT_FOR, SmscIdTable
 from picasse.adapters.postgres.store import shredder_of
 from picasse.adapters.providers import Delivery, PermanentFailure, Sent, TemporaryFailure
@@ -26,6 +29,7 @@ from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages, smsc_id_table
 from picasse.runners.worker import receipt_recorder
 from tests.integration.api_server import self_signed_certificate
+from tests.integration.platform_processes import base_env, processes, wait_until
 from tests.integration.smsc import Smsc
 
 
@@ -356,3 +360,78 @@ def test_retention_removes_smsc_ids_whose_receipt_never_came(
     )
     assert job.run(taken_at + KEPT_FOR + KEPT_FOR / 2).startswith("removed 1 SMSC id")
     assert raw.execute("SELECT count(*) FROM picasse_smsc_ids").fetchone() == (0,)
+
+
+# Through the platform: relay, JetStream, `picasse worker` processes, PostgreSQL
+
+
+def test_sms_over_smpp_through_relay_and_workers_is_delivered_or_undelivered_across_a_restart(
+    smsc: Smsc,
+    messages: Messages,
+    accounts: Accounts,
+    settings: Settings,
+    database_url: str,
+    nats_url: str,
+    schema: str,
+    tmp_path: Path,
+    raw: psycopg.Connection,
+) -> None:
+    smsc.refuse("+31610000021")
+    smsc.hold_receipts = True  # until the worker that sent has been killed
+    env = base_env(
+        PICASSE_DATA_DIR=str(settings.data_dir),
+        PICASSE_MASTER_KEY_FILE=str(settings.master_key_path),
+        PICASSE_DATABASE_URL=database_url,
+        PICASSE_DATABASE_SCHEMA=schema,
+        PICASSE_NATS_URL=nats_url,
+        PICASSE_NATS_NAMESPACE=schema,
+        PICASSE_SMS_SMPP_URL=smsc.url,
+        PICASSE_SMS_PROVIDERS="smpp",
+    )
+    customer = _customer(accounts)
+    try:
+        with processes(env, tmp_path / "logs") as platform:
+            platform.start("relay")
+            first = platform.start("worker")
+            long = messages.send(
+                customer,
+                SendRequest(channel="sms", to=["+31610000020"], body=UCS2_THREE_SEGMENTS),
+            )
+            bad = messages.send(
+                customer, SendRequest(channel="sms", to=["+31610000021"], body="Gate 21")
+            )
+            accepted, refused = delivery_id(long, 0), delivery_id(bad, 0)
+            wait_until(
+                lambda: messages.repository.get(accepted).provider == "sms-smpp"
+                and messages.delivery_status(refused).final,
+                60, "the worker to hand one SMS over and give the other up",
+            )  # fmt: skip
+            platform.kill(first)
+            platform.start("worker")
+            wait_until(lambda: smsc.binds >= 2, 30, "the new worker to bind with nothing to send")
+            smsc.release_receipts()
+            wait_until(
+                lambda: messages.delivery_status(accepted) is DeliveryStatus.DELIVERED,
+                30, "the receipts to reach the new worker",
+            )  # fmt: skip
+    finally:
+        asyncio.run(_delete_stream(nats_url, Topology(schema)))
+
+    assert messages.repository.get(accepted).segments == 3  # billed: three short messages
+    assert smsc.messages() == {"31610000020": [UCS2_THREE_SEGMENTS]}  # once, in order
+    assert raw.execute(
+        "SELECT count(*) FROM picasse_events WHERE topic = %s AND originator_id = %s",
+        (DELIVERED, accepted),
+    ).fetchone() == (1,)
+    assert messages.delivery_status(refused) is DeliveryStatus.UNDELIVERED
+    assert messages.repository.get(refused).reason is FailureReason.INVALID_RECIPIENT
+    assert raw.execute("SELECT count(*) FROM picasse_smsc_ids").fetchone() == (0,)
+
+
+async def _delete_stream(nats_url: str, topology: Topology) -> None:
+    client = await nats.connect(nats_url)
+    try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await client.jetstream().delete_stream(topology.stream)
+    finally:
+        await client.close()
