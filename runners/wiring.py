@@ -180,8 +180,10 @@ def _smpp(settings: Settings, receipts: SessionReceipts | None) -> Provider | No
     """SMPP 3.4 to an SMSC or aggregator (PICASSE_SMS_SMPP_URL); it takes its receipts on
     its own session and hands them to `receipts`."""
     if not settings.sms_smpp_url:
+        if settings.sms_smpp_ca is not None:
+            raise ValueError("PICASSE_SMS_SMPP_CA is set but PICASSE_SMS_SMPP_URL is not")
         return None
-    return smpp_from_settings(settings.sms_smpp_url, receipts=receipts)
+    return smpp_from_settings(settings.sms_smpp_url, receipts=receipts, tls_ca=settings.sms_smpp_ca)
 
 
 def _sms_gateway(settings: Settings, receipts: SessionReceipts | None) -> Provider | None:

@@ -47,6 +47,7 @@ import ssl
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -619,6 +620,20 @@ def _read_receipt(message: pdu.ShortMessage) -> tuple[str, int] | None:
     return raw_id.rstrip(b"\x00").decode("ascii", "replace"), state
 
 
-def smpp_from_settings(url: str, *, receipts: SessionReceipts | None = None) -> SmppProvider:
-    """The SMPP provider `PICASSE_SMS_SMPP_URL` names (ValueError if it names none)."""
-    return SmppProvider("sms-smpp", SmppUrl.parse(url), receipts=receipts)
+def smpp_from_settings(
+    url: str, *, receipts: SessionReceipts | None = None, tls_ca: Path | None = None
+) -> SmppProvider:
+    """The SMPP provider `PICASSE_SMS_SMPP_URL` names, its smpps:// session verified
+    against `tls_ca` (PICASSE_SMS_SMPP_CA, a PEM file) when given, else the system's CAs.
+    ValueError, in one line, when the URL names none or the CA cannot be used."""
+    parsed = SmppUrl.parse(url)
+    context = None
+    if tls_ca is not None:
+        if not parsed.tls:
+            raise ValueError("PICASSE_SMS_SMPP_CA is for smpps:// URLs; the SMPP URL is smpp://")
+        try:
+            context = ssl.create_default_context(cafile=str(tls_ca))
+        except (OSError, ssl.SSLError) as error:  # missing, unreadable, or not PEM
+            reason = error.strerror or type(error).__name__
+            raise ValueError(f"PICASSE_SMS_SMPP_CA: cannot load {tls_ca}: {reason}") from None
+    return SmppProvider("sms-smpp", parsed, receipts=receipts, tls_context=context)

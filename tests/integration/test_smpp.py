@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +26,8 @@ from picasse.domain.messages import DeliveryStatus, FailureReason, delivery_id
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.privacy import Privacy
 from picasse.runners.retention import RetentionJob
-from picasse.runners.settings import Settings
-from picasse.runners.wiring import open_messages, smsc_id_table
+from picasse.runners.settings import Settings, SettingsError
+from picasse.runners.wiring import open_messages, providers_from, smsc_id_table
 from picasse.runners.worker import receipt_recorder
 from tests.integration.api_server import self_signed_certificate
 from tests.integration.platform_processes import base_env, processes, wait_until
@@ -199,22 +200,26 @@ def test_wrong_credentials_are_refused_credentials() -> None:
         asyncio.run(run())
 
 
-def test_over_smpps_the_session_is_tls_and_an_smsc_it_cannot_verify_gets_nothing(
+def test_over_smpps_with_picasse_sms_smpp_ca_the_session_is_tls_and_an_unknown_smsc_gets_nothing(
     tmp_path: Path, ledger: SmscIdTable
 ) -> None:
     cert, key = self_signed_certificate(tmp_path)
     served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     served.load_cert_chain(cert, key)
-    trusting = ssl.create_default_context(cafile=str(cert))
     with Smsc(tls=served) as smsc:
         assert smsc.url.startswith("smpps://")
+        settings = Settings.from_environ(
+            {
+                "PICASSE_DATA_DIR": str(tmp_path),
+                "PICASSE_SMS_SMPP_URL": smsc.url,
+                "PICASSE_SMS_SMPP_CA": str(cert),  # the SMSC's self-signed certificate
+            }
+        )
 
         async def run() -> None:
             receipts = Receipts()
-            url = SmppUrl.parse(smsc.url)
-            provider = SmppProvider("sms-smpp", url, receipts=SessionReceipts(ledger, receipts),
-                                    timeout=5.0,
-                                    receipt_retry_seconds=0.02, tls_context=trusting)  # fmt: skip
+            provider = providers_from(settings, receipts=SessionReceipts(ledger, receipts))["sms"]
+            assert isinstance(provider, SmppProvider)
             try:
                 sent = await provider.send(_sms(5, "Gate 5 is open"))
                 assert sent.segments == 1
@@ -225,7 +230,9 @@ def test_over_smpps_the_session_is_tls_and_an_smsc_it_cannot_verify_gets_nothing
                 assert receipts.got == [("ref-5", "sms-smpp", sent.provider_reference, None)]
             finally:
                 await provider.close()
-            # The system's trust store knows no such certificate: no bind, nothing sent.
+            # Without the setting, the system's trust store knows no such certificate: no
+            # bind, nothing sent.
+            url = SmppUrl.parse(smsc.url)
             untrusting = SmppProvider("sms-smpp", url, timeout=0.5, rebind_seconds=0.02)
             try:
                 with pytest.raises(TemporaryFailure):
@@ -235,6 +242,27 @@ def test_over_smpps_the_session_is_tls_and_an_smsc_it_cannot_verify_gets_nothing
 
         asyncio.run(run())
         assert smsc.binds == 1 and smsc.messages() == {"31610000005": ["Gate 5 is open"]}
+
+
+@pytest.mark.parametrize(
+    ("url", "ca", "says"),
+    [
+        ("smpps://p:s@127.0.0.1:3550", "missing.pem", "cannot load"),
+        ("smpps://p:s@127.0.0.1:3550", "not-pem.pem", "cannot load"),
+        ("smpp://p:s@127.0.0.1:2775", "ca.pem", "is for smpps:// URLs"),
+        ("", "ca.pem", "PICASSE_SMS_SMPP_URL is not"),
+    ],
+)
+def test_an_smpp_ca_that_cannot_work_is_refused_in_one_line(
+    tmp_path: Path, url: str, ca: str, says: str
+) -> None:
+    cert, _ = self_signed_certificate(tmp_path)
+    (tmp_path / "ca.pem").write_bytes(cert.read_bytes())
+    (tmp_path / "not-pem.pem").write_text("not a certificate")
+    env = {"PICASSE_DATA_DIR": str(tmp_path), "PICASSE_SMS_SMPP_CA": str(tmp_path / ca)}
+    with pytest.raises(SettingsError, match=re.escape(says)) as refused:
+        providers_from(Settings.from_environ(env | {"PICASSE_SMS_SMPP_URL": url}))
+    assert "\n" not in str(refused.value)
 
 
 def test_an_smpp_url_names_no_password_in_its_repr_or_errors() -> None:
