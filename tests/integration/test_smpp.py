@@ -4,33 +4,34 @@ hands out are recorded in the real PostgreSQL (`picasse_smsc_ids`), as the worke
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
-import nats
 import psycopg
 import pytest
 
-from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.postgres.smsc_ids import KEPT_FOR, SmscIdTable
 from picasse.adapters.postgres.store import shredder_of
 from picasse.adapters.providers import Delivery, PermanentFailure, Sent, TemporaryFailure
 from picasse.adapters.providers import smpp_pdu as pdu
 from picasse.adapters.providers.smpp import SessionReceipts, SmppProvider, SmppUrl
-from picasse.domain.accounts import Accounts
 from picasse.domain.messages import DeliveryStatus, FailureReason, delivery_id
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.privacy import Privacy
 from picasse.runners.retention import RetentionJob
 from picasse.runners.settings import Settings, SettingsError
-from picasse.runners.wiring import open_messages, providers_from, smsc_id_table
+from picasse.runners.wiring import providers_from, smsc_id_table
 from picasse.runners.worker import receipt_recorder
 from tests.integration.api_server import self_signed_certificate
-from tests.integration.platform_processes import base_env, processes, wait_until
+from tests.integration.platform_processes import (
+    delete_streams,
+    platform_env,
+    processes,
+    wait_until,
+)
 from tests.integration.smsc import Smsc
 
 
@@ -38,13 +39,6 @@ from tests.integration.smsc import Smsc
 def smsc() -> Iterator[Smsc]:
     with Smsc() as server:
         yield server
-
-
-@pytest.fixture
-def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Messages]:
-    app = open_messages(settings, database_url, schema=schema, pool_size=4)
-    yield app
-    app.close()
 
 
 @pytest.fixture
@@ -288,15 +282,6 @@ def _handed_over(messages: Messages, customer: UUID, body: str, phone: str) -> U
     return ident
 
 
-def _customer(accounts: Accounts) -> UUID:
-    customer_id = accounts.register_customer(
-        organisation="Acme", contact_name="Bob", email="bob@example.com",
-        phone="+31612345670", billing_address="Street 1",
-    )  # fmt: skip
-    accounts.start_subscription(customer_id)
-    return customer_id
-
-
 def _send_then_restart(
     smsc: Smsc, messages: Messages, ledger: SmscIdTable, ident: UUID, phone: str
 ) -> Sent:
@@ -340,10 +325,10 @@ def test_a_receipt_on_a_restarted_workers_session_marks_the_delivery_delivered_o
     smsc: Smsc,
     messages: Messages,
     ledger: SmscIdTable,
-    accounts: Accounts,
+    customer: UUID,
     raw: psycopg.Connection,
 ) -> None:
-    ident = _handed_over(messages, _customer(accounts), UCS2_THREE_SEGMENTS, "+31610000007")
+    ident = _handed_over(messages, customer, UCS2_THREE_SEGMENTS, "+31610000007")
     sent = _send_then_restart(smsc, messages, ledger, ident, "+31610000007")
 
     assert sent.segments == 3 and smsc.binds == 2
@@ -360,11 +345,11 @@ def test_one_failed_segment_fails_the_delivery_with_its_reason(
     smsc: Smsc,
     messages: Messages,
     ledger: SmscIdTable,
-    accounts: Accounts,
+    customer: UUID,
     raw: psycopg.Connection,
 ) -> None:
     smsc.receipt_state["31610000008"] = "UNDELIV"
-    ident = _handed_over(messages, _customer(accounts), UCS2_THREE_SEGMENTS, "+31610000008")
+    ident = _handed_over(messages, customer, UCS2_THREE_SEGMENTS, "+31610000008")
     _send_then_restart(smsc, messages, ledger, ident, "+31610000008")
 
     assert messages.delivery_status(ident) is DeliveryStatus.FAILED
@@ -396,7 +381,7 @@ def test_retention_removes_smsc_ids_whose_receipt_never_came(
 def test_sms_over_smpp_through_relay_and_workers_is_delivered_or_undelivered_across_a_restart(
     smsc: Smsc,
     messages: Messages,
-    accounts: Accounts,
+    customer: UUID,
     settings: Settings,
     database_url: str,
     nats_url: str,
@@ -406,17 +391,10 @@ def test_sms_over_smpp_through_relay_and_workers_is_delivered_or_undelivered_acr
 ) -> None:
     smsc.refuse("+31610000021")
     smsc.hold_receipts = True  # until the worker that sent has been killed
-    env = base_env(
-        PICASSE_DATA_DIR=str(settings.data_dir),
-        PICASSE_MASTER_KEY_FILE=str(settings.master_key_path),
-        PICASSE_DATABASE_URL=database_url,
-        PICASSE_DATABASE_SCHEMA=schema,
-        PICASSE_NATS_URL=nats_url,
-        PICASSE_NATS_NAMESPACE=schema,
-        PICASSE_SMS_SMPP_URL=smsc.url,
-        PICASSE_SMS_PROVIDERS="smpp",
-    )
-    customer = _customer(accounts)
+    env = platform_env(
+        settings, database_url, nats_url, schema,
+        PICASSE_SMS_SMPP_URL=smsc.url, PICASSE_SMS_PROVIDERS="smpp",
+    )  # fmt: skip
     try:
         with processes(env, tmp_path / "logs") as platform:
             platform.start("relay")
@@ -443,7 +421,7 @@ def test_sms_over_smpp_through_relay_and_workers_is_delivered_or_undelivered_acr
                 30, "the receipts to reach the new worker",
             )  # fmt: skip
     finally:
-        asyncio.run(_delete_stream(nats_url, Topology(schema)))
+        asyncio.run(delete_streams(nats_url, schema))
 
     assert messages.repository.get(accepted).segments == 3  # billed: three short messages
     assert smsc.messages() == {"31610000020": [UCS2_THREE_SEGMENTS]}  # once, in order
@@ -454,12 +432,3 @@ def test_sms_over_smpp_through_relay_and_workers_is_delivered_or_undelivered_acr
     assert messages.delivery_status(refused) is DeliveryStatus.UNDELIVERED
     assert messages.repository.get(refused).reason is FailureReason.INVALID_RECIPIENT
     assert raw.execute("SELECT count(*) FROM picasse_smsc_ids").fetchone() == (0,)
-
-
-async def _delete_stream(nats_url: str, topology: Topology) -> None:
-    client = await nats.connect(nats_url)
-    try:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await client.jetstream().delete_stream(topology.stream)
-    finally:
-        await client.close()
