@@ -23,8 +23,10 @@ it and before the send is reported accepted; no text, no number. A receipt marks
 segment there. A delivery is delivered once every one of its segments is; a segment that
 fails fails the delivery at once, with that segment's reason: the phone got the message
 with a part missing, which is not the message (the other segments' receipts are then
-dropped). A receipt for an id the ledger does not know (not ours, or long forgotten) is
-acknowledged and dropped.
+dropped). A receipt for an id the ledger does not know is looked up a few times more (the
+session that took the segment may be a moment from writing it down), then acknowledged
+and dropped: not ours, or long forgotten. A ledger that cannot be read has the SMSC send
+the receipt again later.
 
 The `ReceiptSink` records the outcome as a receipt of this provider for the id of the
 delivery's first segment, so the rule of the HTTP receipts holds: it counts only for a
@@ -552,7 +554,12 @@ class SmppProvider:
             failure = _STATE_REASONS[state]
         else:
             return True  # enroute, accepted: the final receipt is still to come
-        heard = await asyncio.to_thread(self._receipts.ledger.heard, self.name, message_id, failure)
+        try:
+            heard = await self._hear(message_id, failure)
+        except Exception:
+            log.warning("%s: cannot read the SMSC ids now; receipt deferred", self.name,
+                        exc_info=True)  # fmt: skip
+            return False
         if heard is None:
             log.info("%s: receipt for an SMSC id we do not know: dropped", self.name)
             return True
@@ -570,6 +577,22 @@ class SmppProvider:
             return True
         await asyncio.to_thread(self._receipts.ledger.unheard, self.name, message_id)
         return False
+
+    async def _hear(self, message_id: str, failure: FailureReason | None) -> Heard | None:
+        """Marks the segment's receipt in the ledger. An id it does not know is looked up a
+        few more times: the worker whose session took the segment may be a moment from
+        writing it down when the SMSC sends the receipt on another session."""
+        assert self._receipts is not None
+        pause = self._receipt_retry_seconds
+        for ask in range(RECEIPT_ASKS):
+            heard = await asyncio.to_thread(
+                self._receipts.ledger.heard, self.name, message_id, failure
+            )
+            if heard is not None or ask + 1 == RECEIPT_ASKS:
+                return heard
+            await asyncio.sleep(pause)
+            pause *= 2
+        return None
 
     async def _settle(
         self, reference: str, provider_reference: str, failure: FailureReason | None
