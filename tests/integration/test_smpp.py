@@ -23,7 +23,7 @@ from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.privacy import Privacy
 from picasse.runners.retention import RetentionJob
 from picasse.runners.settings import Settings, SettingsError
-from picasse.runners.wiring import providers_from, smsc_id_table
+from picasse.runners.wiring import open_messages, providers_from, smsc_id_table
 from picasse.runners.worker import receipt_recorder
 from tests.integration.api_server import self_signed_certificate
 from tests.integration.platform_processes import (
@@ -39,6 +39,15 @@ from tests.integration.smsc import Smsc
 def smsc() -> Iterator[Smsc]:
     with Smsc() as server:
         yield server
+
+
+@pytest.fixture
+def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Messages]:
+    """On a pool of a few connections, as a worker's: the sessions' writes of SMSC ids and
+    the receipts' reads of them go on side by side (on one, the 200 messages take 4 s)."""
+    app = open_messages(settings, database_url, schema=schema, pool_size=4)
+    yield app
+    app.close()
 
 
 @pytest.fixture
