@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -12,8 +13,9 @@ from psycopg import sql
 
 from picasse.adapters.master_key import create_master_key
 from picasse.domain.accounts import Accounts
+from picasse.domain.messaging import Messages
 from picasse.runners.settings import Settings
-from picasse.runners.wiring import open_accounts
+from picasse.runners.wiring import open_accounts, open_messages
 
 
 @pytest.fixture
@@ -53,6 +55,24 @@ def open_store(
 @pytest.fixture
 def accounts(open_store: Callable[[], Accounts]) -> Accounts:
     return open_store()
+
+
+@pytest.fixture
+def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Messages]:
+    app = open_messages(settings, database_url, schema=schema)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def customer(accounts: Accounts) -> UUID:
+    """A subscribed customer."""
+    customer_id = accounts.register_customer(
+        organisation="Acme", contact_name="Bob", email="bob@example.com",
+        phone="+31612345670", billing_address="Street 1",
+    )  # fmt: skip
+    accounts.start_subscription(customer_id)
+    return customer_id
 
 
 @pytest.fixture

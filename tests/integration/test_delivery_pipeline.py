@@ -23,13 +23,13 @@ from picasse.domain.messages import DeliveryStatus, FailureReason, delivery_id
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings
-from picasse.runners.wiring import open_messages
 from tests.integration.gateway import FakeGateway
 from tests.integration.inprocess import relay_and_worker
 from tests.integration.platform_processes import (
     Processes,
-    base_env,
+    delete_streams,
     jetstream_store_dir,
+    platform_env,
     processes,
     wait_until,
 )
@@ -46,13 +46,6 @@ def customer(accounts: Accounts) -> UUID:
     )  # fmt: skip
     accounts.start_subscription(customer_id)
     return customer_id
-
-
-@pytest.fixture
-def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Messages]:
-    app = open_messages(settings, database_url, schema=schema)
-    yield app
-    app.close()
 
 
 @pytest.fixture
@@ -81,13 +74,11 @@ def platform(
     tmp_path: Path,
 ) -> Iterator[Processes]:
     primary, failover = gateways
-    env = base_env(
-        PICASSE_DATA_DIR=str(settings.data_dir),
-        PICASSE_MASTER_KEY_FILE=str(settings.master_key_path),
-        PICASSE_DATABASE_URL=database_url,
-        PICASSE_DATABASE_SCHEMA=schema,
-        PICASSE_NATS_URL=nats_url,
-        PICASSE_NATS_NAMESPACE=schema,
+    env = platform_env(
+        settings,
+        database_url,
+        nats_url,
+        schema,
         PICASSE_SMTP_URL=smtp.url,
         PICASSE_SMS_GATEWAY_URL=primary.url,
         PICASSE_SMS_GATEWAY_TOKEN="primary-token",
@@ -98,17 +89,7 @@ def platform(
     )
     with processes(env, tmp_path / "logs") as group:
         yield group
-    asyncio.run(_delete_stream(nats_url, Topology(schema)))
-
-
-async def _delete_stream(nats_url: str, topology: Topology) -> None:
-    client = await nats.connect(nats_url)
-    try:
-        await client.jetstream().delete_stream(topology.stream)
-    except nats.js.errors.NotFoundError:
-        pass
-    finally:
-        await client.close()
+    asyncio.run(delete_streams(nats_url, schema))
 
 
 def _count(raw: psycopg.Connection, topic: str) -> int:
