@@ -85,8 +85,11 @@ class ChildProcess:
             "PGAPPNAME": f"picasse {name.lower()}",
         }
         self.process: subprocess.Popen[str] | None = None
+        self.launched = False  # launched, and its start not yet waited for
 
-    def start(self, stop: StopRequest) -> str:
+    def launch(self) -> None:
+        """Start the process without waiting for it: `up` launches every child at once,
+        then waits for each in order (`start`), so their start-ups overlap."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "picasse.runners.cli", *self.command],
             env=self.env,
@@ -96,7 +99,13 @@ class ChildProcess:
             # to the thread that forked.
             preexec_fn=die_with_parent(os.getpid()),
         )
-        assert self.process.stdout is not None
+        self.launched = True
+
+    def start(self, stop: StopRequest) -> str:
+        if not self.launched:  # not launched beforehand, or a restart
+            self.launch()
+        self.launched = False  # the next start is a restart
+        assert self.process is not None and self.process.stdout is not None
         # The child prints one line ("… running") once it works, and nothing after.
         line = ""
         waited = 0.0

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -60,6 +60,15 @@ class Service(Protocol):
 
     def stop(self) -> None:
         """Stop it and wait until it has stopped."""
+        ...
+
+
+@runtime_checkable
+class Launchable(Service, Protocol):
+    """A service whose start can begin before `start` waits for it (a child process)."""
+
+    def launch(self) -> None:
+        """Begin starting it; `start` then waits until it works."""
         ...
 
 
@@ -187,15 +196,27 @@ def _start_everything(
         messaging = MessagingServer(settings)
         supervisor.start(messaging, stop)
         endpoints = Endpoints(database_url=database.url, nats_url=messaging.url)
+        services = []
         for factory in extra_services:
-            if stop.requested:
-                return None
             try:
-                service = factory(settings, endpoints)
+                services.append(factory(settings, endpoints))
             except Exception as error:
                 name = getattr(factory, "__name__", "a service")
                 raise _StartFailed(f"{name} could not be built: {_one_line(error)}") from error
-            supervisor.start(service, stop)
+        # Child processes are launched together, so their start-ups overlap, and then
+        # waited for in order: the output, the state and the stopping order stay in order.
+        launched = [s for s in services if isinstance(s, Launchable)]
+        try:
+            for service in launched:
+                service.launch()
+            for service in services:
+                if stop.requested:
+                    return None
+                supervisor.start(service, stop)
+        finally:
+            for service in launched:
+                if service not in supervisor.services():
+                    service.stop()  # launched, but never started: not left behind
     except _StartFailed as failure:
         return str(failure)
     return None
@@ -300,6 +321,10 @@ class Supervisor:
         watched.restart_at = None
         self.out.print(f"{service.name} restarted: {watched.detail}")
         self._write_state()
+
+    def services(self) -> list[Service]:
+        """The services started so far, in their order."""
+        return [watched.service for watched in self.running]
 
     def stop_all(self) -> list[str]:
         """Stop every started service, newest first; the reasons of those that failed.
