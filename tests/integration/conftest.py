@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -12,8 +13,10 @@ from psycopg import sql
 
 from picasse.adapters.master_key import create_master_key
 from picasse.domain.accounts import Accounts
+from picasse.domain.messaging import Messages
 from picasse.runners.settings import Settings
-from picasse.runners.wiring import open_accounts
+from picasse.runners.wiring import open_accounts, open_messages
+from tests.integration.smtp_server import RecordingSmtpServer
 
 
 @pytest.fixture
@@ -61,3 +64,29 @@ def raw(database_url: str, schema: str) -> Iterator[psycopg.Connection[tuple[obj
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         yield conn
+
+
+# The delivery pipeline's: a subscribed customer, its messages, a real SMTP server.
+
+
+@pytest.fixture
+def customer(accounts: Accounts) -> UUID:
+    customer_id = accounts.register_customer(
+        organisation="Acme Alerts", contact_name="Carla Contact", email="carla@acme.example",
+        phone="+31 6 5555 0000", billing_address="Kade 1, Delft",
+    )  # fmt: skip
+    accounts.start_subscription(customer_id)
+    return customer_id
+
+
+@pytest.fixture
+def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Messages]:
+    app = open_messages(settings, database_url, schema=schema)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def smtp() -> Iterator[RecordingSmtpServer]:
+    with RecordingSmtpServer() as server:
+        yield server

@@ -18,12 +18,10 @@ from picasse.adapters.nats.worker import WorkerSettings
 from picasse.adapters.providers import Delivery as ProviderDelivery
 from picasse.adapters.providers import Provider, Sent
 from picasse.domain.access import Viewer
-from picasse.domain.accounts import Accounts
 from picasse.domain.messages import DeliveryStatus, FailureReason, delivery_id
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings
-from picasse.runners.wiring import open_messages
 from tests.integration.gateway import FakeGateway
 from tests.integration.inprocess import relay_and_worker
 from tests.integration.platform_processes import (
@@ -36,29 +34,6 @@ from tests.integration.platform_processes import (
 from tests.integration.smtp_server import RecordingSmtpServer
 
 DELIVERED = "picasse.domain.messages:Delivery.Delivered"
-
-
-@pytest.fixture
-def customer(accounts: Accounts) -> UUID:
-    customer_id = accounts.register_customer(
-        organisation="Acme Alerts", contact_name="Carla Contact", email="carla@acme.example",
-        phone="+31 6 5555 0000", billing_address="Kade 1, Delft",
-    )  # fmt: skip
-    accounts.start_subscription(customer_id)
-    return customer_id
-
-
-@pytest.fixture
-def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Messages]:
-    app = open_messages(settings, database_url, schema=schema)
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def smtp() -> Iterator[RecordingSmtpServer]:
-    with RecordingSmtpServer() as server:
-        yield server
 
 
 @pytest.fixture
