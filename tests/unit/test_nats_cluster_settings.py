@@ -3,9 +3,13 @@ of each stream JetStream keeps (PICASSE_NATS_REPLICAS)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from picasse.runners.settings import Settings, SettingsError, nats_servers
+from picasse.runners.signals import StopRequest
+from picasse.runners.up import MessagingServer
 
 
 def test_a_comma_separated_url_names_each_node_of_a_cluster_with_its_credentials() -> None:
@@ -27,3 +31,16 @@ def test_streams_are_kept_once_unless_the_replicas_setting_says_more() -> None:
 def test_a_replica_count_jetstream_cannot_keep_is_refused_with_its_name(bad: str) -> None:
     with pytest.raises(SettingsError, match="PICASSE_NATS_REPLICAS"):
         Settings.from_environ({"PICASSE_NATS_REPLICAS": bad})
+
+
+def test_up_shows_each_node_of_an_external_cluster_without_its_password() -> None:
+    settings = Settings(
+        data_dir=Path("unused"),
+        nats_url="nats://picasse:s3cret@nats-1:4222,nats://picasse:s3cret@nats-2:4222",
+    )
+    stop = StopRequest()
+    try:
+        shown = MessagingServer(settings).start(stop)
+    finally:
+        stop.close()
+    assert shown == "external  nats://picasse:***@nats-1:4222,nats://picasse:***@nats-2:4222"
