@@ -18,6 +18,8 @@ from nats.js.errors import FetchTimeoutError, NotFoundError
 
 log = logging.getLogger(__name__)
 
+PUBLISH_ANSWER_SECONDS = 5.0  # JetStream answers in milliseconds; silence means a lost answer
+
 # Jobs wait at most as long as a send may be scheduled ahead, plus a margin: the stream
 # is a queue, never a second archive of the traffic.
 MAX_AGE_SECONDS = 8 * 24 * 3600
@@ -125,10 +127,20 @@ async def ensure_work_queue(
         await js.update_stream(config)
 
 
-async def published(answers: Iterable[Awaitable[Any]]) -> None:
+async def published(
+    answers: Iterable[Awaitable[Any]], timeout: float = PUBLISH_ANSWER_SECONDS
+) -> None:
     """Waits for JetStream's answers to `publish_async` calls; raises the first failure
-    once every answer is in (so none is left unretrieved)."""
-    results = await asyncio.gather(*answers, return_exceptions=True)
+    once every answer is in (so none is left unretrieved).
+
+    nats-py waits for an answer without end, and one can be lost: a node that dies after
+    taking the message, a connection that moves to another node. So after `timeout` they
+    count as failed (nats.errors.TimeoutError); publishing them again is harmless, since
+    JetStream drops a repeated Nats-Msg-Id."""
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*answers, return_exceptions=True), timeout)
+    except TimeoutError:
+        raise nats.errors.TimeoutError from None
     for result in results:
         if isinstance(result, BaseException):
             raise result

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,11 +29,17 @@ START_TIMEOUT = 30.0  # generous: a busy machine
 class Node:
     name: str
     port: int
+    monitor_port: int  # the server's HTTP monitoring: /connz names its clients
     process: subprocess.Popen[bytes]
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
+
+    def client_names(self) -> list[str]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/connz") as answer:
+            connections = json.load(answer).get("connections") or []
+        return [connection.get("name", "") for connection in connections]
 
 
 class Cluster:
@@ -47,6 +55,41 @@ class Cluster:
     def node(self, name: str) -> Node:
         return next(node for node in self.nodes if node.name == name)
 
+    def node_of_client(self, client: str) -> str:
+        """The node a client (by the name it connected with) is connected to."""
+        return next(node.name for node in self.nodes if client in node.client_names())
+
+    def stream_leader(self, stream: str) -> tuple[str, int]:
+        """The stream's leader, and how many copies of it the cluster keeps."""
+        return asyncio.run(self._stream_leader(stream))
+
+    async def _stream_leader(self, stream: str) -> tuple[str, int]:
+        client = await nats.connect(self.url.split(","), name="test-observer")
+        try:
+            info = await client.jetstream().stream_info(stream)
+        finally:
+            await client.close()
+        assert info.cluster is not None and info.cluster.leader is not None
+        return info.cluster.leader, info.config.num_replicas or 1
+
+    def make_leader(self, stream: str, node: str) -> None:
+        """Moves the stream's leadership to `node` (JetStream's step-down with a preferred
+        successor) and waits until it is there."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while self.stream_leader(stream)[0] != node:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{stream}'s leadership did not move to {node}")
+            asyncio.run(self._step_down(stream, node))
+            time.sleep(0.2)
+
+    async def _step_down(self, stream: str, preferred: str) -> None:
+        client = await nats.connect(self.url.split(","), name="test-observer")
+        try:
+            request = json.dumps({"placement": {"preferred": preferred}}).encode()
+            await client.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", request, timeout=5)
+        finally:
+            await client.close()
+
     def kill(self, name: str) -> None:
         node = self.node(name)
         node.process.send_signal(signal.SIGKILL)
@@ -58,11 +101,13 @@ class Cluster:
         )
 
 
-def _config(name: str, port: int, cluster_port: int, routes: list[int], store: Path) -> str:
+def _config(name: str, ports: tuple[int, int, int], routes: list[int], store: Path) -> str:
+    port, cluster_port, monitor_port = ports
     routes_text = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in routes)
     return (
         f'server_name: "{name}"\n'
         f'listen: "127.0.0.1:{port}"\n'
+        f'http: "127.0.0.1:{monitor_port}"\n'
         f'jetstream {{ store_dir: "{store}" }}\n'
         f'cluster {{\n  name: "{CLUSTER_NAME}"\n  listen: "127.0.0.1:{cluster_port}"\n'
         f"  routes: [{routes_text}]\n}}\n"
@@ -73,13 +118,13 @@ def _config(name: str, port: int, cluster_port: int, routes: list[int], store: P
 def nats_cluster(root: Path, size: int = 3) -> Iterator[Cluster]:
     """Starts `size` nodes routed to each other; stops (kills) them all on leaving."""
     root.mkdir(parents=True, exist_ok=True)
-    ports = [(free_port(), free_port()) for _ in range(size)]
+    ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
     nodes: list[Node] = []
     try:
-        for number, (port, cluster_port) in enumerate(ports, start=1):
+        for number, node_ports in enumerate(ports, start=1):
             name = f"n{number}"
             config = root / f"{name}.conf"
-            config.write_text(_config(name, port, cluster_port, [c for _, c in ports], root / name))
+            config.write_text(_config(name, node_ports, [p[1] for p in ports], root / name))
             log = os.open(root / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 process = subprocess.Popen(
@@ -91,7 +136,7 @@ def nats_cluster(root: Path, size: int = 3) -> Iterator[Cluster]:
                 )
             finally:
                 os.close(log)
-            nodes.append(Node(name, port, process))
+            nodes.append(Node(name, node_ports[0], node_ports[2], process))
         cluster = Cluster(nodes, root)
         _wait_until_ready(cluster)
         yield cluster
