@@ -111,7 +111,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             database_schema=env.get("PICASSE_DATABASE_SCHEMA") or "",
             nats_url=env.get("PICASSE_NATS_URL") or None,
             nats_namespace=_namespace(env.get("PICASSE_NATS_NAMESPACE") or ""),
-            nats_replicas=_replicas(env.get("PICASSE_NATS_REPLICAS") or "1"),
+            nats_replicas=_replicas(env.get("PICASSE_NATS_REPLICAS") or "1", env),
             master_key_file=Path(master).expanduser().absolute() if master else None,
             signing_key_file=_path(env.get("PICASSE_SIGNING_KEY_FILE")),
             traffic_retention_months=_number(env, "PICASSE_TRAFFIC_RETENTION_MONTHS", 6, int),
@@ -239,7 +239,7 @@ def _namespace(text: str) -> str:
 MAX_NATS_REPLICAS = 5  # JetStream's own limit
 
 
-def _replicas(text: str) -> int:
+def _replicas(text: str, env: Mapping[str, str]) -> int:
     try:
         replicas = int(text)
     except ValueError:
@@ -248,6 +248,11 @@ def _replicas(text: str) -> int:
         raise SettingsError(
             f"PICASSE_NATS_REPLICAS must be a whole number from 1 to {MAX_NATS_REPLICAS},"
             f" not {text!r}"
+        )
+    if replicas > 1 and not env.get("PICASSE_NATS_URL"):
+        raise SettingsError(
+            f"PICASSE_NATS_REPLICAS={replicas} needs a NATS cluster in PICASSE_NATS_URL:"
+            " the embedded server keeps one copy"
         )
     return replicas
 

@@ -23,8 +23,14 @@ def test_a_comma_separated_url_names_each_node_of_a_cluster_with_its_credentials
 
 
 def test_streams_are_kept_once_unless_the_replicas_setting_says_more() -> None:
+    cluster = {"PICASSE_NATS_URL": "nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222"}
     assert Settings.from_environ({}).nats_replicas == 1
-    assert Settings.from_environ({"PICASSE_NATS_REPLICAS": "3"}).nats_replicas == 3
+    assert Settings.from_environ(cluster | {"PICASSE_NATS_REPLICAS": "3"}).nats_replicas == 3
+
+
+def test_more_than_one_copy_on_the_embedded_server_is_refused_before_anything_starts() -> None:
+    with pytest.raises(SettingsError, match="PICASSE_NATS_REPLICAS=3 needs a NATS cluster"):
+        Settings.from_environ({"PICASSE_NATS_REPLICAS": "3"})
 
 
 @pytest.mark.parametrize("bad", ["0", "6", "three", "2.5", "-1"])
