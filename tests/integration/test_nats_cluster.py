@@ -22,7 +22,8 @@ from tests.integration.nats_cluster import Cluster, nats_cluster
 from tests.integration.platform_processes import Processes, base_env, processes, wait_until
 from tests.integration.smtp_server import RecordingSmtpServer
 
-pytestmark = pytest.mark.own_servers  # kills a server of its own
+# Kills a server of its own; about half a minute on a busy machine, so started first.
+pytestmark = [pytest.mark.own_servers, pytest.mark.slow]
 
 # 2,000 e-mails, as 200 requests to ten recipients each: one delivery job per e-mail, while
 # the test's own sending (a transaction per request) stays cheap.
