@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from uuid import UUID
 
 import psycopg
@@ -14,18 +13,9 @@ from picasse.domain.errors import InvalidInput
 from picasse.domain.messages import delivery_id
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.values import Role
-from picasse.runners.settings import Settings
-from picasse.runners.wiring import open_messages
 
 # High entropy, so a hit means this value and nothing else.
 CANARY = "Ploeg Xq7vKz93Wm nacht"
-
-
-@pytest.fixture
-def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Messages]:
-    app = open_messages(settings, database_url, schema=schema)
-    yield app
-    app.close()
 
 
 @pytest.fixture
