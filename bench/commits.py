@@ -11,6 +11,7 @@ is dropped afterwards).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -77,6 +78,7 @@ def main() -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
         servers.stop_postgres(settings)
+        shutil.rmtree(settings.data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
