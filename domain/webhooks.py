@@ -162,6 +162,17 @@ class WebhookEndpoint(Aggregate):
     def _disabled(self, failing_since: datetime) -> None:
         self.disabled = True
 
+    def enable(self) -> bool:
+        """True if this enabled it again (it was disabled, not deleted)."""
+        if self.deleted or not self.disabled:
+            return False
+        self._enabled()
+        return True
+
+    @event("Enabled")
+    def _enabled(self) -> None:
+        self.disabled = False
+
 
 class WebhookEndpoints(Aggregate):
     """The index of one customer's endpoints (ids only), so they can be listed."""
@@ -289,6 +300,15 @@ class Webhooks(PicasseApplication):
         endpoint.delete()
         index.remove(endpoint.id)
         self._save_changed(endpoint, index)
+
+    def enable(self, endpoint_id: UUID, *, by: Viewer) -> bool:
+        """Enables a disabled endpoint again (its admins fixed it); True if it was disabled.
+        Events of the time it was disabled are not posted: its pending posts were cancelled."""
+        endpoint = self._visible(endpoint_id, by)
+        if not endpoint.enable():
+            return False
+        self.save(endpoint)
+        return True
 
     # ------------------------------------------------------------ the sender
 

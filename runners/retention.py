@@ -3,7 +3,9 @@ pings: R8) past their retention periods, every period the registry declares, and
 visitors whose retention after their visit is over (R13).
 
 The same work runs every hour as periodic jobs of `picasse scheduler` (`RetentionJob`,
-`VisitorRetentionJob`).
+`VisitorRetentionJob`). Retention also removes the SMPP provider's records of SMSC ids
+whose receipt never came (`adapters/postgres/smsc_ids.py`, after `KEPT_FOR`): ids only,
+no personal data, but nothing is kept for ever.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from picasse.adapters.postgres.keystore import PostgresKeyStore
+from picasse.adapters.postgres.smsc_ids import KEPT_FOR, SmscIdTable
 from picasse.domain.conferencing import Conferences
 from picasse.domain.errors import InvalidInput
 from picasse.domain.personal import VISITS, Trigger, subject_name
@@ -31,6 +34,7 @@ from picasse.runners.wiring import (
     open_privacy,
     reach_database,
     recording_eraser,
+    smsc_id_table,
 )
 
 
@@ -94,10 +98,12 @@ class RetentionJob:
         privacy: Privacy,
         periods: list[RetentionPeriod],
         recordings: Conferences | None = None,
+        smsc_ids: SmscIdTable | None = None,
     ) -> None:
         self.privacy = privacy
         self.periods = periods
         self.recordings = recordings
+        self.smsc_ids = smsc_ids
 
     def run(self, now: datetime) -> str:
         done = []
@@ -109,7 +115,13 @@ class RetentionJob:
                 f"erased {len(erased)} key(s) of {'/'.join(period.kinds)}"
                 f" (retention {period.length})"
             )
+        if self.smsc_ids is not None:
+            done.append(_pruned(self.smsc_ids.prune(now)))
         return "; ".join(done)
+
+
+def _pruned(count: int) -> str:
+    return f"removed {count} SMSC id record(s) older than {KEPT_FOR.days} days"
 
 
 def visitors_due(visitors: Visitors, now: datetime) -> list[tuple[UUID, UUID]]:
@@ -175,6 +187,8 @@ def main(settings: Settings, *, dry_run: bool = False, as_of: datetime | None = 
         for period in periods_of(settings):
             erased = run_retention(privacy, period, now=now, dry_run=dry_run, recordings=recordings)
             _report(erased, period, dry_run)
+        if not dry_run:
+            print(_pruned(smsc_id_table(privacy, clock).prune(now)))
         visitors = Visitors(clock=clock, sharing=privacy)
         gone = run_visitor_retention(privacy, visitors, now=now, dry_run=dry_run)
         for tenant, visitor_id in gone:

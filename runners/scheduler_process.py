@@ -29,6 +29,7 @@ from picasse.runners.wiring import (
     ensure_master_key,
     open_messages,
     recording_eraser,
+    smsc_id_table,
 )
 
 
@@ -43,7 +44,12 @@ def periodic_jobs(settings: Settings, database_url: str, opened: ExitStack) -> l
     opened.callback(messages.close)
     privacy = Privacy(shredder=shredder_of, sharing=messages)
     return [
-        RetentionJob(privacy, periods_of(settings), recording_eraser(settings, privacy)),
+        RetentionJob(
+            privacy,
+            periods_of(settings),
+            recording_eraser(settings, privacy),
+            smsc_id_table(messages, messages.clock),
+        ),
         VisitorRetentionJob(privacy, Visitors(clock=clock_from(settings), sharing=privacy)),
         reconcile_job(settings, database_url, servers.nats_url(settings)),
         webhook_retry_job(settings, database_url, servers.nats_url(settings)),

@@ -54,6 +54,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # SMS over SMPP 3.4 (smpp://system_id:password@host:port, smpps:// for TLS): first in
     # the SMS chain when set, the JSON gateway (if any) then its failover.
     sms_smpp_url: str | None = None
+    # smpps://: the CA that signed the SMSC's certificate (PEM); the system's CAs when None.
+    sms_smpp_ca: Path | None = None
     sms_gateway_url: str | None = None
     sms_gateway_token: str | None = None
     sms_failover_url: str | None = None
@@ -132,6 +134,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             smtp_url=env.get("PICASSE_SMTP_URL") or None,
             smtp_sender=env.get("PICASSE_SMTP_SENDER") or "Picasse <no-reply@picasse.invalid>",
             sms_smpp_url=env.get("PICASSE_SMS_SMPP_URL") or None,
+            sms_smpp_ca=_path(env.get("PICASSE_SMS_SMPP_CA")),
             sms_gateway_url=env.get("PICASSE_SMS_GATEWAY_URL") or None,
             sms_gateway_token=env.get("PICASSE_SMS_GATEWAY_TOKEN") or None,
             sms_failover_url=env.get("PICASSE_SMS_FAILOVER_URL") or None,

@@ -12,12 +12,13 @@ from picasse.adapters.clock import TEST_DATA_DIR_MARKER, FileClock, SystemClock
 from picasse.adapters.master_key import create_master_key, read_master_key
 from picasse.adapters.passwords import Argon2Passwords
 from picasse.adapters.postgres.provider_health import ProviderHealthTable
+from picasse.adapters.postgres.smsc_ids import SmscIdTable
 from picasse.adapters.postgres.store import shredder_of
 from picasse.adapters.providers import Provider
 from picasse.adapters.providers.health import ProviderCounters, counted
 from picasse.adapters.providers.maildir import MaildirProvider
 from picasse.adapters.providers.receipts import RECEIPTS_PATH
-from picasse.adapters.providers.smpp import ReceiptSink, smpp_from_settings
+from picasse.adapters.providers.smpp import SessionReceipts, smpp_from_settings
 from picasse.adapters.providers.sms import in_order, sms_from_settings
 from picasse.adapters.providers.smtp import SmtpProvider
 from picasse.adapters.providers.telephony import PROVIDER_NAME as TELEPHONY_PROVIDER
@@ -172,18 +173,20 @@ def open_privacy(settings: Settings, database_url: str, *, schema: str | None = 
 
 
 # Builds one provider kind from the settings (None: not configured).
-Builder = Callable[[Settings, ReceiptSink | None], Provider | None]
+Builder = Callable[[Settings, SessionReceipts | None], Provider | None]
 
 
-def _smpp(settings: Settings, receipts: ReceiptSink | None) -> Provider | None:
+def _smpp(settings: Settings, receipts: SessionReceipts | None) -> Provider | None:
     """SMPP 3.4 to an SMSC or aggregator (PICASSE_SMS_SMPP_URL); it takes its receipts on
     its own session and hands them to `receipts`."""
     if not settings.sms_smpp_url:
+        if settings.sms_smpp_ca is not None:
+            raise ValueError("PICASSE_SMS_SMPP_CA is set but PICASSE_SMS_SMPP_URL is not")
         return None
-    return smpp_from_settings(settings.sms_smpp_url, receipts=receipts)
+    return smpp_from_settings(settings.sms_smpp_url, receipts=receipts, tls_ca=settings.sms_smpp_ca)
 
 
-def _sms_gateway(settings: Settings, receipts: ReceiptSink | None) -> Provider | None:
+def _sms_gateway(settings: Settings, receipts: SessionReceipts | None) -> Provider | None:
     """Our JSON gateway, with its own failover gateway (PICASSE_SMS_FAILOVER_URL) if set."""
     return sms_from_settings(
         settings.sms_gateway_url,
@@ -194,7 +197,7 @@ def _sms_gateway(settings: Settings, receipts: ReceiptSink | None) -> Provider |
     )
 
 
-def _voice_gateway(settings: Settings, receipts: ReceiptSink | None) -> Provider | None:
+def _voice_gateway(settings: Settings, receipts: SessionReceipts | None) -> Provider | None:
     if not settings.voice_url:
         return None
     if not settings.voice_token:
@@ -208,7 +211,7 @@ def _voice_gateway(settings: Settings, receipts: ReceiptSink | None) -> Provider
 
 
 def _twilio(kind: type[TwilioSms | TwilioVoice]) -> Builder:
-    def build(settings: Settings, receipts: ReceiptSink | None) -> Provider | None:
+    def build(settings: Settings, receipts: SessionReceipts | None) -> Provider | None:
         account = (settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_from)
         if not any(account):
             return None
@@ -249,7 +252,7 @@ def _chain(
     kinds: Mapping[str, Builder],
     *,
     name: str,
-    receipts: ReceiptSink | None,
+    receipts: SessionReceipts | None,
 ) -> Provider | None:
     """The channel's providers in failover order: `order` as given (each must be a known
     kind and configured), or every configured kind in the default order."""
@@ -280,7 +283,7 @@ def providers_from(
     settings: Settings,
     counters: ProviderCounters | None = None,
     *,
-    receipts: ReceiptSink | None = None,
+    receipts: SessionReceipts | None = None,
 ) -> dict[str, Provider]:
     """One provider per channel: those configured, the development Maildir for the rest.
     With `counters` (a worker's), each SMS and voice provider's answers are counted.
@@ -330,6 +333,15 @@ def provider_health_table(messages: Messages) -> ProviderHealthTable:
     messages pool: no connection of its own."""
     datastore = messages.factory.datastore  # type: ignore[attr-defined]
     table = ProviderHealthTable(lambda: datastore.transaction(commit=True), datastore.schema)
+    table.create_table()
+    return table
+
+
+def smsc_id_table(app: Messages | Privacy, clock: Clock) -> SmscIdTable:
+    """The SMPP provider's record of SMSC ids (workers write and read it, the retention
+    job prunes it) on the application's pool: no connection of its own."""
+    datastore = app.factory.datastore  # type: ignore[attr-defined]
+    table = SmscIdTable(lambda: datastore.transaction(commit=True), datastore.schema, clock)
     table.create_table()
     return table
 

@@ -24,7 +24,8 @@ from picasse.adapters.nats.worker import Worker, WorkerSettings
 from picasse.adapters.postgres.provider_health import ProviderHealthTable
 from picasse.adapters.postgres.webhook_log import WebhookLog
 from picasse.adapters.providers.health import ProviderCounters
-from picasse.adapters.providers.smpp import ReceiptSink
+from picasse.adapters.providers.smpp import ReceiptSink, SessionReceipts
+from picasse.adapters.providers.sms import start_session
 from picasse.adapters.webhook_notices import mail_endpoint_disabled
 from picasse.domain.errors import Conflict, NotFound
 from picasse.domain.messages import FailureReason
@@ -40,6 +41,7 @@ from picasse.runners.wiring import (
     open_messages,
     provider_health_table,
     providers_from,
+    smsc_id_table,
 )
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
     pool_size = max(1, min(concurrency, settings.db_connections - 1))
     messages = open_messages(settings, database_url, pool_size=pool_size)
     counters = ProviderCounters(messages.clock)
-    providers = providers_from(settings, counters, receipts=receipt_recorder(messages))
+    receipts = SessionReceipts(smsc_id_table(messages, messages.clock), receipt_recorder(messages))
+    providers = providers_from(settings, counters, receipts=receipts)
     worker_settings = WorkerSettings(
         max_attempts=settings.max_attempts,
         backoff_seconds=settings.retry_backoff,
@@ -63,6 +66,8 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
     )
 
     async def work(stop: asyncio.Event) -> None:
+        # Bound before any job: receipts of what a worker before this one sent come in.
+        start_session(*{id(p): p for p in providers.values()}.values())
         client = await connect_nats(nats_url, "picasse-worker", tls_ca=settings.nats_tls_ca)
         try:
             worker = Worker(

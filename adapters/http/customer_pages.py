@@ -42,6 +42,7 @@ from picasse.adapters.http.pages import (
     caller_page,
 )
 from picasse.adapters.http.problems import problem_for
+from picasse.adapters.http.webhook_endpoints import enable_endpoint
 from picasse.adapters.webhook_posts import check_destination
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import UserDetails
@@ -321,6 +322,24 @@ def delete_webhook(
     dashboard.http.webhooks.delete(webhook_id, by=_caller(request).viewer())
     dashboard.http.webhook_log.cancel(webhook_id)
     return _webhooks_page(request, dashboard, deleted=webhook_id)
+
+
+@post(
+    "/webhooks/{webhook_id:uuid}/enable",
+    guards=[admins_only],
+    include_in_schema=False,
+    sync_to_thread=True,
+    request_max_body_size=MAX_FORM_BYTES,
+)
+def enable_webhook(
+    request: Request[Any, Any, Any],
+    dashboard: NamedDependency[Dashboard],
+    webhook_id: FromPath[UUID],
+) -> Response[str]:
+    """Enables a disabled endpoint again (as `POST /v1/webhooks/{id}/enable` does)."""
+    http = dashboard.http
+    enable_endpoint(http.webhooks, http.webhook_log, webhook_id, _caller(request).viewer())
+    return _webhooks_page(request, dashboard, enabled=webhook_id)
 
 
 # Shared by the admin pages: a form's fields, and a command's refusal shown on its page.
@@ -609,6 +628,7 @@ def customer_pages_router() -> Router:
             webhooks_page,
             create_webhook,
             delete_webhook,
+            enable_webhook,
             *attendance_pages.ROUTES,
             *CUSTOMER_CASE_PAGES,
         ],

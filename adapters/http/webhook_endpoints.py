@@ -223,6 +223,37 @@ def delete_webhook(
     webhook_log.cancel(webhook_id)
 
 
+@post(
+    "/webhooks/{webhook_id:uuid}/enable",
+    guards=GUARD,
+    opt=SCOPE,
+    sync_to_thread=True,
+    status_code=HTTPStatus.OK,
+    summary="Enable a disabled webhook endpoint again",
+    description=(
+        "For an endpoint that was disabled after failing for 24 hours, once its receiver"
+        " works again. Events of the time it was disabled are not posted; new ones are, and"
+        " its failing streak starts anew. Enabling an active endpoint changes nothing."
+    ),
+    responses=_answers(S.NOT_FOUND),
+    tags=["webhooks"],
+)
+def enable_webhook(
+    webhook_id: WebhookId,
+    caller: NamedDependency[Caller],
+    webhooks: NamedDependency[Webhooks],
+    webhook_log: NamedDependency[WebhookLog],
+) -> WebhookOut:
+    enable_endpoint(webhooks, webhook_log, webhook_id, caller.viewer())
+    return _out(webhooks.endpoint(webhook_id, by=caller.viewer()))
+
+
+def enable_endpoint(webhooks: Webhooks, log: WebhookLog, endpoint_id: UUID, by: Viewer) -> None:
+    """The one way an endpoint is enabled again (API and page): its failing streak goes too."""
+    if webhooks.enable(endpoint_id, by=by):
+        log.forget_failures(endpoint_id)
+
+
 @get(
     "/webhooks/{webhook_id:uuid}/attempts",
     guards=GUARD,
@@ -265,6 +296,7 @@ def webhook_endpoints_router() -> Router:
             list_webhooks,
             show_webhook,
             delete_webhook,
+            enable_webhook,
             list_webhook_attempts,
         ],
     )

@@ -213,6 +213,13 @@ class WebhookLog:
             )
             return int(curs.rowcount or 0)
 
+    def forget_failures(self, endpoint_id: UUID) -> None:
+        """An endpoint enabled again starts a new failing streak with its next failure."""
+        with self.transaction() as curs:
+            curs.execute(
+                self._sql("DELETE FROM {endpoints} WHERE endpoint_id = %s"), (endpoint_id,)
+            )
+
     # ------------------------------------------------------------ the scheduler's job
 
     def due(self, now: datetime, limit: int = 1000) -> list[tuple[UUID, str, int]]:

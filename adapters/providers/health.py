@@ -26,7 +26,7 @@ from picasse.adapters.providers import (
     Sent,
     TemporaryFailure,
 )
-from picasse.adapters.providers.sms import FailoverSms, RefusedCredentials
+from picasse.adapters.providers.sms import FailoverSms, RefusedCredentials, start_session
 from picasse.domain.clock import Clock
 
 KEPT_MINUTES = 15  # the counts a worker keeps in memory (and publishes)
@@ -107,6 +107,9 @@ class Counted:
     @property
     def bound(self) -> bool | None:
         return getattr(self.provider, "bound", None)
+
+    def start(self) -> None:
+        start_session(self.provider)
 
     async def send(self, delivery: Delivery) -> Sent:
         try:

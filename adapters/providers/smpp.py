@@ -14,15 +14,25 @@ concatenated segments when it is longer than one short message (see `smpp_pdu`).
 segment asks for a delivery receipt. `Sent.segments` tells how many went: the count that
 is billed. The SMSC's id of the first segment is the delivery's provider reference.
 
-Receipts come back on the session as `deliver_sm` naming the SMSC's id
-(`receipted_message_id`, or the ``id:`` of the receipt text). This provider remembers,
-in memory, which delivery each id it was given belongs to; a receipt for an id it does not
-know (another process sent it, or it was restarted) is acknowledged and dropped. A
-delivery is delivered once every segment's receipt says so, failed at the first one
-that does not. The `ReceiptSink` records it, as a receipt of this provider for that id,
-so the rule of the HTTP receipts holds: it counts only for a delivery handed to this
-provider under that id. A sink that cannot record it yet (the worker has not written the
-hand-over) is asked again a few times; then the SMSC is told to send it again later.
+Receipts come back as `deliver_sm` naming the SMSC's id (`receipted_message_id`, or
+the ``id:`` of the receipt text), on whatever session is bound when the SMSC sends them:
+perhaps a restarted worker's, or another worker's. So which delivery and segment each id
+belongs to is kept in a `SegmentLedger` (`adapters/postgres/smsc_ids.py` in the
+workers), written as the SMSC's answer is read, before this session reads anything after
+it and before the send is reported accepted; no text, no number. A receipt marks its
+segment there. A delivery is delivered once every one of its segments is; a segment that
+fails fails the delivery at once, with that segment's reason: the phone got the message
+with a part missing, which is not the message (the other segments' receipts are then
+dropped). A receipt for an id the ledger does not know is looked up a few times more (the
+session that took the segment may be a moment from writing it down), then acknowledged
+and dropped: not ours, or long forgotten. A ledger that cannot be read has the SMSC send
+the receipt again later.
+
+The `ReceiptSink` records the outcome as a receipt of this provider for the id of the
+delivery's first segment, so the rule of the HTTP receipts holds: it counts only for a
+delivery handed to this provider under that id. A sink that cannot record it yet (the
+worker has not written the hand-over) is asked again a few times; then the SMSC is told
+to send it again later. Once recorded (or refused for good), the attempt's rows go.
 
 What the SMSC answers (command status codes) becomes a reason code; receipt texts are
 read for their ``stat:`` and dropped.
@@ -37,9 +47,13 @@ import logging
 import re
 import ssl
 import zlib
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import msgspec
 
 from picasse.adapters.providers import (
     Delivery,
@@ -56,6 +70,55 @@ log = logging.getLogger(__name__)
 # (our reference, provider name, provider reference, failure or None for delivered) →
 # True once recorded (or never to be recorded); False: not yet, ask again later.
 ReceiptSink = Callable[[str, str, str, FailureReason | None], Awaitable[bool]]
+
+
+class SegmentRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One segment the SMSC took, as the ledger keeps it."""
+
+    reference: str  # ours: the delivery's
+    first_id: str  # the SMSC's id of the attempt's first segment: the provider reference
+    segment: int  # 1-based
+    segments: int  # of the whole message
+    state: Literal["awaited", "delivered", "failed"]
+    failure: FailureReason | None = None  # a failed segment's reason
+
+
+class Heard(msgspec.Struct, frozen=True, kw_only=True):
+    """What the ledger knows once a segment's receipt is marked."""
+
+    news: bool  # the segment was awaited: not a receipt heard before
+    segments: list[SegmentRecord]  # every segment of its attempt so far, in order
+
+
+class SegmentLedger(Protocol):
+    """The durable (provider, SMSC id) → (delivery, segment) record; blocking calls."""
+
+    def taken(
+        self,
+        provider: str,
+        smsc_id: str,
+        *,
+        reference: str,
+        first_id: str,
+        segment: int,
+        segments: int,
+    ) -> None: ...
+
+    def heard(self, provider: str, smsc_id: str, failure: FailureReason | None) -> Heard | None: ...
+
+    def unheard(self, provider: str, smsc_id: str) -> None: ...
+
+    def ended(self, provider: str, first_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class SessionReceipts:
+    """What a provider that hears receipts on its own session needs: where segments are
+    recorded, and who records a delivery's receipt."""
+
+    ledger: SegmentLedger
+    record: ReceiptSink
+
 
 # submit_sm_resp command status → (temporary?, reason). Statuses not named here are
 # temporary `provider-unavailable`: retrying cannot lose a message, refusing could.
@@ -94,7 +157,6 @@ _STAT_WORDS = {
 _RECEIPT_ID = re.compile(rb"\bid:(\S+)")
 _RECEIPT_STAT = re.compile(rb"\bstat:(\w+)")
 
-TRACKED_AT_MOST = 100_000  # SMSC ids remembered for receipts; the oldest go first
 RECEIPT_ASKS = 5  # times the sink is asked before the SMSC is told to send it again
 
 
@@ -153,7 +215,7 @@ class Session:
         self._on_deliver = on_deliver
         self._sequence = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[pdu.Pdu]] = {}
-        self._on_answer: dict[int, Callable[[pdu.Pdu], None]] = {}
+        self._on_answer: dict[int, Callable[[pdu.Pdu], Awaitable[None]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = asyncio.Event()
         self._reading: asyncio.Task[None] | None = None
@@ -166,11 +228,11 @@ class Session:
         command_id: int,
         body: bytes,
         timeout: float,
-        on_answer: Callable[[pdu.Pdu], None] | None = None,
+        on_answer: Callable[[pdu.Pdu], Awaitable[None]] | None = None,
     ) -> pdu.Pdu:
         """Sends one request; its answer, or SessionLost / TimeoutError. `on_answer` runs
-        as the answer is read, before any later PDU of the session is looked at (a receipt
-        can follow the answer on the wire before the caller wakes up)."""
+        as the answer is read, and the session reads no later PDU until it is done (a
+        receipt can follow the answer on the wire before the caller wakes up)."""
         if self.closed.is_set():
             raise SessionLost()
         sequence = next(self._sequence)
@@ -204,8 +266,9 @@ class Session:
                     if answer is not None and not answer.done():
                         on_answer = self._on_answer.pop(unit.sequence, None)
                         if on_answer is not None:
-                            on_answer(unit)
-                        answer.set_result(unit)
+                            await on_answer(unit)
+                        if not answer.done():  # the caller may have given up meanwhile
+                            answer.set_result(unit)
                 elif unit.command_id == pdu.ENQUIRE_LINK:
                     await self.write(pdu.Pdu(pdu.ENQUIRE_LINK_RESP, unit.sequence))
                 elif unit.command_id == pdu.UNBIND:
@@ -247,13 +310,10 @@ class Session:
 
 @dataclass
 class _Tracked:
-    """One delivery's segments the SMSC took, and whose receipts are still awaited."""
+    """One delivery's segments the SMSC took so far (their ids, in order)."""
 
     reference: str
     ids: list[str] = field(default_factory=list)
-    awaited: set[str] = field(default_factory=set)
-    complete: bool = False  # every segment taken
-    settled: bool = False  # its receipt was recorded
 
 
 class SmppProvider:
@@ -264,7 +324,7 @@ class SmppProvider:
         name: str,
         url: SmppUrl,
         *,
-        receipts: ReceiptSink | None = None,
+        receipts: SessionReceipts | None = None,
         window: int = 10,
         timeout: float = 10.0,
         enquire_seconds: float = 30.0,
@@ -288,11 +348,9 @@ class SmppProvider:
         self._refused = False
         self._keeper: asyncio.Task[None] | None = None
         self._stopping = False
-        self._tracked: dict[str, _Tracked] = {}
         # Deliveries the SMSC took some segments of, then refused one for now: the retry
         # sends only the rest.
         self._partial: dict[str, _Tracked] = {}
-        self._tasks: set[asyncio.Task[object]] = set()
         self.binds = 0  # sessions bound so far (tests and health read it)
 
     def __repr__(self) -> str:
@@ -320,25 +378,30 @@ class SmppProvider:
                 data_coding=encoded.data_coding,
                 registered_delivery=1 if self._receipts is not None else 0,
             )
-            await self._submit(message, tracked)
+            try:
+                await self._submit(message, tracked, number, total)
+            except PermanentFailure:
+                self._partial.pop(delivery.reference, None)
+                if tracked.ids and self._receipts is not None:  # no receipt will settle it
+                    await self._forget(tracked.ids[0])
+                raise
             if number < total:
                 self._partial[delivery.reference] = tracked
         self._partial.pop(delivery.reference, None)
-        tracked.complete = True
-        if self._receipts is not None and not tracked.awaited and not tracked.settled:
-            # Every segment's receipt said delivered before the last answer was read.
-            self._spawn(self._settle(tracked, None))
         return Sent(
             provider=self.name, provider_reference=tracked.ids[0], final=False, segments=total
         )
 
-    async def _submit(self, message: pdu.ShortMessage, tracked: _Tracked) -> str:
-        """Submits one segment; the SMSC's id for it, tracked in `tracked` as soon as the
-        answer is read, so a receipt right behind it on the wire finds its delivery."""
+    async def _submit(
+        self, message: pdu.ShortMessage, tracked: _Tracked, number: int, total: int
+    ) -> str:
+        """Submits segment `number` of `total`; the SMSC's id for it, added to `tracked`
+        and written to the ledger as the answer is read, so a receipt right behind it on
+        the wire (or on another session) finds its delivery."""
 
-        def taken(answer: pdu.Pdu) -> None:
+        async def taken(answer: pdu.Pdu) -> None:
             if answer.status == pdu.ESME_ROK and answer.command_id == pdu.SUBMIT_SM_RESP:
-                self._track(tracked, pdu.read_message_id(answer.body))
+                await self._track(tracked, pdu.read_message_id(answer.body), number, total)
 
         session = await self._bound_session()
         async with self._window:
@@ -359,10 +422,15 @@ class SmppProvider:
         )
         raise (TemporaryFailure if temporary else PermanentFailure)(reason)
 
-    async def _bound_session(self) -> Session:
+    def start(self) -> None:
+        """Starts binding (and keeping bound) now rather than at the first send, so that
+        receipts for what an earlier process sent come in. Call it on the running loop."""
         if self._keeper is None or self._keeper.done():
             self._stopping = False
             self._keeper = asyncio.create_task(self._keep_bound())
+
+    async def _bound_session(self) -> Session:
+        self.start()
         try:
             await asyncio.wait_for(self._bound.wait(), self._timeout)
         except TimeoutError:
@@ -431,19 +499,32 @@ class SmppProvider:
 
     # Receipts
 
-    def _track(self, tracked: _Tracked, message_id: str) -> None:
+    async def _track(self, tracked: _Tracked, message_id: str, number: int, total: int) -> None:
         tracked.ids.append(message_id)
         if self._receipts is None:
             return
-        tracked.awaited.add(message_id)
-        self._tracked[message_id] = tracked
-        while len(self._tracked) > TRACKED_AT_MOST:
-            del self._tracked[next(iter(self._tracked))]
+        try:
+            await asyncio.to_thread(
+                self._receipts.ledger.taken,
+                self.name,
+                message_id,
+                reference=tracked.reference,
+                first_id=tracked.ids[0],
+                segment=number,
+                segments=total,
+            )
+        except Exception:
+            # The SMSC has the segment: failing the send would send it twice. Only its
+            # receipt will find no delivery.
+            log.warning("%s: could not record an SMSC id; its receipt will be dropped",
+                        self.name, exc_info=True)  # fmt: skip
 
-    def _spawn(self, work: Coroutine[object, object, object]) -> None:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _forget(self, first_id: str) -> None:
+        assert self._receipts is not None
+        try:
+            await asyncio.to_thread(self._receipts.ledger.ended, self.name, first_id)
+        except Exception:  # the retention job removes what is left
+            log.warning("%s: could not forget settled SMSC ids", self.name, exc_info=True)
 
     async def _on_deliver(self, session: Session, unit: pdu.Pdu) -> None:
         status = pdu.ESME_ROK
@@ -465,35 +546,62 @@ class SmppProvider:
         if found is None:
             return True
         message_id, state = found
-        tracked = self._tracked.get(message_id)
-        if tracked is None or self._receipts is None:
-            log.info("%s: receipt for an id this process did not send: dropped", self.name)
-            return True
-        if tracked.settled:
+        if self._receipts is None:
             return True
         if state == pdu.STATE_DELIVERED:
-            tracked.awaited.discard(message_id)
-            if tracked.awaited or not tracked.complete:
-                return True  # more segments to hear about (or still to send)
             failure = None
         elif state in _STATE_REASONS:
             failure = _STATE_REASONS[state]
         else:
             return True  # enroute, accepted: the final receipt is still to come
-        if await self._settle(tracked, failure):
+        try:
+            heard = await self._hear(message_id, failure)
+        except Exception:
+            log.warning("%s: cannot read the SMSC ids now; receipt deferred", self.name,
+                        exc_info=True)  # fmt: skip
+            return False
+        if heard is None:
+            log.info("%s: receipt for an SMSC id we do not know: dropped", self.name)
             return True
-        tracked.awaited.add(message_id)
+        if not heard.news:
+            return True  # the SMSC sent it again (our answer was lost): it counted already
+        segments = heard.segments
+        failed = next((s for s in segments if s.state == "failed"), None)
+        if failed is not None:
+            failure = failed.failure or FailureReason.UNKNOWN
+        elif len(segments) < segments[0].segments or any(s.state != "delivered" for s in segments):
+            return True  # more segments to hear about (or still to send)
+        first = segments[0]
+        if await self._settle(first.reference, first.first_id, failure):
+            await self._forget(first.first_id)
+            return True
+        await asyncio.to_thread(self._receipts.ledger.unheard, self.name, message_id)
         return False
 
-    async def _settle(self, tracked: _Tracked, failure: FailureReason | None) -> bool:
+    async def _hear(self, message_id: str, failure: FailureReason | None) -> Heard | None:
+        """Marks the segment's receipt in the ledger. An id it does not know is looked up a
+        few more times: the worker whose session took the segment may be a moment from
+        writing it down when the SMSC sends the receipt on another session."""
+        assert self._receipts is not None
+        pause = self._receipt_retry_seconds
+        for ask in range(RECEIPT_ASKS):
+            heard = await asyncio.to_thread(
+                self._receipts.ledger.heard, self.name, message_id, failure
+            )
+            if heard is not None or ask + 1 == RECEIPT_ASKS:
+                return heard
+            await asyncio.sleep(pause)
+            pause *= 2
+        return None
+
+    async def _settle(
+        self, reference: str, provider_reference: str, failure: FailureReason | None
+    ) -> bool:
         """Asks the sink to record the delivery's receipt, a few times; True once it did."""
         assert self._receipts is not None
         pause = self._receipt_retry_seconds
         for ask in range(RECEIPT_ASKS):
-            if await self._receipts(tracked.reference, self.name, tracked.ids[0], failure):
-                tracked.settled = True
-                for message_id in tracked.ids:
-                    self._tracked.pop(message_id, None)
+            if await self._receipts.record(reference, self.name, provider_reference, failure):
                 return True
             if ask + 1 < RECEIPT_ASKS:
                 await asyncio.sleep(pause)
@@ -502,8 +610,6 @@ class SmppProvider:
 
     async def close(self) -> None:
         self._stopping = True
-        for task in list(self._tasks):
-            task.cancel()
         session = self._session
         if session is not None and not session.closed.is_set():
             await session.unbind(self._timeout)
@@ -537,6 +643,20 @@ def _read_receipt(message: pdu.ShortMessage) -> tuple[str, int] | None:
     return raw_id.rstrip(b"\x00").decode("ascii", "replace"), state
 
 
-def smpp_from_settings(url: str, *, receipts: ReceiptSink | None = None) -> SmppProvider:
-    """The SMPP provider `PICASSE_SMS_SMPP_URL` names (ValueError if it names none)."""
-    return SmppProvider("sms-smpp", SmppUrl.parse(url), receipts=receipts)
+def smpp_from_settings(
+    url: str, *, receipts: SessionReceipts | None = None, tls_ca: Path | None = None
+) -> SmppProvider:
+    """The SMPP provider `PICASSE_SMS_SMPP_URL` names, its smpps:// session verified
+    against `tls_ca` (PICASSE_SMS_SMPP_CA, a PEM file) when given, else the system's CAs.
+    ValueError, in one line, when the URL names none or the CA cannot be used."""
+    parsed = SmppUrl.parse(url)
+    context = None
+    if tls_ca is not None:
+        if not parsed.tls:
+            raise ValueError("PICASSE_SMS_SMPP_CA is for smpps:// URLs; the SMPP URL is smpp://")
+        try:
+            context = ssl.create_default_context(cafile=str(tls_ca))
+        except (OSError, ssl.SSLError) as error:  # missing, unreadable, or not PEM
+            reason = error.strerror or type(error).__name__
+            raise ValueError(f"PICASSE_SMS_SMPP_CA: cannot load {tls_ca}: {reason}") from None
+    return SmppProvider("sms-smpp", parsed, receipts=receipts, tls_context=context)

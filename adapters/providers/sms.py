@@ -257,6 +257,9 @@ class FailoverSms:
             log.warning("%s; %s: %s", "; ".join(failures), last.name, last_failure.reason)
             raise TemporaryFailure(last_failure.reason) from last_failure
 
+    def start(self) -> None:
+        start_session(*self.providers)
+
     async def close(self) -> None:
         results = await asyncio.gather(
             *(provider.close() for provider in self.providers), return_exceptions=True
@@ -264,6 +267,15 @@ class FailoverSms:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+
+def start_session(*providers: Provider) -> None:
+    """Starts the session of each provider that keeps one (it has a `start`, as SMPP's
+    has) without waiting for a message to send; the others need nothing started."""
+    for provider in providers:
+        start = getattr(provider, "start", None)
+        if start is not None:
+            start()
 
 
 def in_order(providers: Sequence[Provider], *, name: str) -> Provider | None:

@@ -16,7 +16,6 @@ from picasse.domain.accounts import Accounts
 from picasse.domain.messaging import Messages
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_accounts, open_messages
-from tests.integration.smtp_server import RecordingSmtpServer
 
 
 @pytest.fixture
@@ -59,27 +58,6 @@ def accounts(open_store: Callable[[], Accounts]) -> Accounts:
 
 
 @pytest.fixture
-def raw(database_url: str, schema: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
-    """A plain connection for looking at the bytes as stored, bypassing the mapper."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        yield conn
-
-
-# The delivery pipeline's: a subscribed customer, its messages, a real SMTP server.
-
-
-@pytest.fixture
-def customer(accounts: Accounts) -> UUID:
-    customer_id = accounts.register_customer(
-        organisation="Acme Alerts", contact_name="Carla Contact", email="carla@acme.example",
-        phone="+31 6 5555 0000", billing_address="Kade 1, Delft",
-    )  # fmt: skip
-    accounts.start_subscription(customer_id)
-    return customer_id
-
-
-@pytest.fixture
 def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Messages]:
     app = open_messages(settings, database_url, schema=schema)
     yield app
@@ -87,6 +65,19 @@ def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Mes
 
 
 @pytest.fixture
-def smtp() -> Iterator[RecordingSmtpServer]:
-    with RecordingSmtpServer() as server:
-        yield server
+def customer(accounts: Accounts) -> UUID:
+    """A subscribed customer."""
+    customer_id = accounts.register_customer(
+        organisation="Acme", contact_name="Bob", email="bob@example.com",
+        phone="+31612345670", billing_address="Street 1",
+    )  # fmt: skip
+    accounts.start_subscription(customer_id)
+    return customer_id
+
+
+@pytest.fixture
+def raw(database_url: str, schema: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A plain connection for looking at the bytes as stored, bypassing the mapper."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        yield conn

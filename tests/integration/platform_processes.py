@@ -9,9 +9,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+
+import nats
+import nats.js.errors
+
+from picasse.adapters.nats.jobs import Topology
+from picasse.adapters.nats.status_events import WebhookTopology
+from picasse.runners.settings import Settings
 
 
 class Processes:
@@ -80,6 +87,32 @@ def wait_until(condition: object, timeout: float, what: str, interval: float = 0
 def base_env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PICASSE_")}
     return env | settings
+
+
+def platform_env(
+    settings: Settings, database_url: str, nats_url: str, schema: str, **more: str
+) -> dict[str, str]:
+    """The processes' environment on a test's own schema and NATS namespace (`schema`)."""
+    return base_env(
+        PICASSE_DATA_DIR=str(settings.data_dir),
+        PICASSE_MASTER_KEY_FILE=str(settings.master_key_path),
+        PICASSE_DATABASE_URL=database_url,
+        PICASSE_DATABASE_SCHEMA=schema,
+        PICASSE_NATS_URL=nats_url,
+        PICASSE_NATS_NAMESPACE=schema,
+        **more,
+    )
+
+
+async def delete_streams(nats_url: str, namespace: str) -> None:
+    """Deletes the JetStream streams of a namespace (jobs, webhooks), those that exist."""
+    client = await nats.connect(nats_url)
+    try:
+        for stream in (Topology(namespace).stream, WebhookTopology(namespace).stream):
+            with suppress(nats.js.errors.NotFoundError):
+                await client.jetstream().delete_stream(stream)
+    finally:
+        await client.close()
 
 
 def jetstream_store_dir(nats_url: str, embedded: Any) -> Path:

@@ -4,7 +4,8 @@ It binds transceivers with one system_id and password, takes `submit_sm`, answer
 message ids, and sends a delivery receipt (`deliver_sm`) for each segment on the session
 that is bound when the receipt is due. Knobs: answer the next submissions with a status
 (`answer_next`), refuse destinations (`refuse`), unbind or drop the connection after a
-number of taken segments, and the receipt state per destination (`receipt_state`).
+number of taken segments, the receipt state per destination (`receipt_state`), and hold
+receipts back until told (`hold_receipts`, `release_receipts`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Smsc:
         self.receipt_state: dict[str, str] = {}  # destination → stat word; DELIVRD otherwise
         self.unbind_after: int | None = None  # taken segments, then the SMSC unbinds
         self.drop_after: int | None = None  # taken segments, then the connection drops
+        self.hold_receipts = False  # receipts wait for `release_receipts`
         self._answers: list[int] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -70,6 +72,11 @@ class Smsc:
     def answer_next(self, count: int, status: int) -> None:
         with self._lock:
             self._answers.extend([status] * count)
+
+    def release_receipts(self) -> None:
+        """Sends the held receipts, and those due later, on the newest bound session."""
+        self.hold_receipts = False
+        self._loop.call_soon_threadsafe(self._receipts_ready.set)  # type: ignore[union-attr]
 
     def refuse(self, destination: str) -> None:
         self.refused.add(destination.removeprefix("+"))
@@ -243,7 +250,7 @@ class Smsc:
         while True:
             await self._receipts_ready.wait()  # type: ignore[union-attr]
             self._receipts_ready.clear()  # type: ignore[union-attr]
-            if not self._sessions or not self._receipts:
+            if not self._sessions or not self._receipts or self.hold_receipts:
                 continue
             writer = self._sessions[-1]
             batch, self._receipts = self._receipts, []

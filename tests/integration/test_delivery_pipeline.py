@@ -18,6 +18,7 @@ from picasse.adapters.nats.worker import WorkerSettings
 from picasse.adapters.providers import Delivery as ProviderDelivery
 from picasse.adapters.providers import Provider, Sent
 from picasse.domain.access import Viewer
+from picasse.domain.accounts import Accounts
 from picasse.domain.messages import DeliveryStatus, FailureReason, delivery_id
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.values import Role
@@ -26,14 +27,31 @@ from tests.integration.gateway import FakeGateway
 from tests.integration.inprocess import relay_and_worker
 from tests.integration.platform_processes import (
     Processes,
-    base_env,
+    delete_streams,
     jetstream_store_dir,
+    platform_env,
     processes,
     wait_until,
 )
 from tests.integration.smtp_server import RecordingSmtpServer
 
 DELIVERED = "picasse.domain.messages:Delivery.Delivered"
+
+
+@pytest.fixture
+def customer(accounts: Accounts) -> UUID:
+    customer_id = accounts.register_customer(
+        organisation="Acme Alerts", contact_name="Carla Contact", email="carla@acme.example",
+        phone="+31 6 5555 0000", billing_address="Kade 1, Delft",
+    )  # fmt: skip
+    accounts.start_subscription(customer_id)
+    return customer_id
+
+
+@pytest.fixture
+def smtp() -> Iterator[RecordingSmtpServer]:
+    with RecordingSmtpServer() as server:
+        yield server
 
 
 @pytest.fixture
@@ -56,13 +74,11 @@ def platform(
     tmp_path: Path,
 ) -> Iterator[Processes]:
     primary, failover = gateways
-    env = base_env(
-        PICASSE_DATA_DIR=str(settings.data_dir),
-        PICASSE_MASTER_KEY_FILE=str(settings.master_key_path),
-        PICASSE_DATABASE_URL=database_url,
-        PICASSE_DATABASE_SCHEMA=schema,
-        PICASSE_NATS_URL=nats_url,
-        PICASSE_NATS_NAMESPACE=schema,
+    env = platform_env(
+        settings,
+        database_url,
+        nats_url,
+        schema,
         PICASSE_SMTP_URL=smtp.url,
         PICASSE_SMS_GATEWAY_URL=primary.url,
         PICASSE_SMS_GATEWAY_TOKEN="primary-token",
@@ -73,17 +89,7 @@ def platform(
     )
     with processes(env, tmp_path / "logs") as group:
         yield group
-    asyncio.run(_delete_stream(nats_url, Topology(schema)))
-
-
-async def _delete_stream(nats_url: str, topology: Topology) -> None:
-    client = await nats.connect(nats_url)
-    try:
-        await client.jetstream().delete_stream(topology.stream)
-    except nats.js.errors.NotFoundError:
-        pass
-    finally:
-        await client.close()
+    asyncio.run(delete_streams(nats_url, schema))
 
 
 def _count(raw: psycopg.Connection, topic: str) -> int:

@@ -18,16 +18,6 @@ from picasse.domain.values import Role
 CANARY = "Ploeg Xq7vKz93Wm nacht"
 
 
-@pytest.fixture
-def customer(accounts: Accounts) -> UUID:
-    customer_id = accounts.register_customer(
-        organisation="Acme", contact_name="Bob", email="bob@example.com",
-        phone="+31612345670", billing_address="Street 1",
-    )  # fmt: skip
-    accounts.start_subscription(customer_id)
-    return customer_id
-
-
 def _stored(raw: psycopg.Connection[tuple[object, ...]], messages: Messages) -> bytes:
     """Every stored event's bytes, read past the mapper."""
     rows = raw.execute(f"SELECT topic, state FROM {messages.recorder.events_table_name}")

@@ -18,8 +18,9 @@ from picasse.adapters.nats.jobs import Topology
 from picasse.domain.messages import delivery_id
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.runners.settings import Settings
+from tests.integration import test_delivery_pipeline as pipeline
 from tests.integration.nats_cluster import Cluster, nats_cluster
-from tests.integration.platform_processes import Processes, base_env, processes, wait_until
+from tests.integration.platform_processes import Processes, platform_env, processes, wait_until
 from tests.integration.smtp_server import RecordingSmtpServer
 
 # Kills a server of its own; about half a minute on a busy machine, so started first.
@@ -40,6 +41,10 @@ OUTCOMES = (
 )
 
 
+_count = pipeline._count
+smtp = pipeline.smtp  # a real SMTP server, recording what it takes
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     with nats_cluster(tmp_path / "nats") as started:
@@ -55,25 +60,17 @@ def platform(
     smtp: RecordingSmtpServer,
     tmp_path: Path,
 ) -> Iterator[Processes]:
-    env = base_env(
-        PICASSE_DATA_DIR=str(settings.data_dir),
-        PICASSE_MASTER_KEY_FILE=str(settings.master_key_path),
-        PICASSE_DATABASE_URL=database_url,
-        PICASSE_DATABASE_SCHEMA=schema,
-        PICASSE_NATS_URL=cluster.url,  # every node, as a deployment gives them
+    env = platform_env(
+        settings,
+        database_url,
+        cluster.url,  # every node, as a deployment gives them
+        schema,
         PICASSE_NATS_REPLICAS=str(REPLICAS),
-        PICASSE_NATS_NAMESPACE=schema,
         PICASSE_SMTP_URL=smtp.url,
         PICASSE_RATE_PER_CUSTOMER="100000",  # the run is one customer's
     )
     with processes(env, tmp_path / "logs") as group:
         yield group
-
-
-def _count(raw: psycopg.Connection, topic: str) -> int:
-    row = raw.execute("SELECT count(*) FROM picasse_events WHERE topic = %s", (topic,)).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def test_the_deliveries_stream_loses_its_leader_mid_run_and_each_message_is_delivered_once(

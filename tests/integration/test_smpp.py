@@ -1,19 +1,37 @@
-"""SMS over SMPP against the SMSC simulator (tests/integration/smsc.py)."""
+"""SMS over SMPP against the SMSC simulator (tests/integration/smsc.py); the SMSC ids it
+hands out are recorded in the real PostgreSQL (`picasse_smsc_ids`), as the workers do."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID
 
+import psycopg
 import pytest
 
+from picasse.adapters.postgres.smsc_ids import KEPT_FOR, SmscIdTable
+from picasse.adapters.postgres.store import shredder_of
 from picasse.adapters.providers import Delivery, PermanentFailure, Sent, TemporaryFailure
 from picasse.adapters.providers import smpp_pdu as pdu
-from picasse.adapters.providers.smpp import SmppProvider, SmppUrl
-from picasse.domain.messages import FailureReason
+from picasse.adapters.providers.smpp import SessionReceipts, SmppProvider, SmppUrl
+from picasse.domain.messages import DeliveryStatus, FailureReason, delivery_id
+from picasse.domain.messaging import Messages, SendRequest
+from picasse.domain.privacy import Privacy
+from picasse.runners.retention import RetentionJob
+from picasse.runners.settings import Settings, SettingsError
+from picasse.runners.wiring import open_messages, providers_from, smsc_id_table
+from picasse.runners.worker import receipt_recorder
 from tests.integration.api_server import self_signed_certificate
+from tests.integration.platform_processes import (
+    delete_streams,
+    platform_env,
+    processes,
+    wait_until,
+)
 from tests.integration.smsc import Smsc
 
 
@@ -21,6 +39,20 @@ from tests.integration.smsc import Smsc
 def smsc() -> Iterator[Smsc]:
     with Smsc() as server:
         yield server
+
+
+@pytest.fixture
+def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Messages]:
+    """On a pool of a few connections, as a worker's: the sessions' writes of SMSC ids and
+    the receipts' reads of them go on side by side (on one, the 200 messages take 4 s)."""
+    app = open_messages(settings, database_url, schema=schema, pool_size=4)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def ledger(messages: Messages) -> SmscIdTable:
+    return smsc_id_table(messages, messages.clock)
 
 
 class Receipts:
@@ -34,7 +66,7 @@ class Receipts:
         return True
 
 
-def _provider(smsc: Smsc, receipts: Receipts | None = None) -> SmppProvider:
+def _provider(smsc: Smsc, receipts: SessionReceipts | None = None) -> SmppProvider:
     return SmppProvider(
         "sms-smpp",
         SmppUrl.parse(smsc.url),
@@ -69,14 +101,14 @@ async def _send_retrying(provider: SmppProvider, delivery: Delivery) -> Sent:
 
 
 def test_two_hundred_messages_with_an_unbind_and_a_drop_arrive_exactly_once_with_receipts(
-    smsc: Smsc,
+    smsc: Smsc, ledger: SmscIdTable, raw: psycopg.Connection
 ) -> None:
     smsc.unbind_after = 90
     smsc.drop_after = 250
     receipts = Receipts()
 
     async def run() -> list[Sent]:
-        provider = _provider(smsc, receipts)
+        provider = _provider(smsc, SessionReceipts(ledger, receipts))
         gate = asyncio.Semaphore(25)
 
         async def one(index: int) -> Sent:
@@ -110,6 +142,8 @@ def test_two_hundred_messages_with_an_unbind_and_a_drop_arrive_exactly_once_with
     assert {r[0]: r[2] for r in receipts.got} == {
         f"ref-{i}": s.provider_reference for i, s in enumerate(sent)
     }
+    # Settled deliveries leave no record of their SMSC ids behind.
+    assert raw.execute("SELECT count(*) FROM picasse_smsc_ids").fetchone() == (0,)
 
 
 def test_a_throttled_or_queue_full_answer_is_temporary_and_the_retry_goes(smsc: Smsc) -> None:
@@ -169,21 +203,26 @@ def test_wrong_credentials_are_refused_credentials() -> None:
         asyncio.run(run())
 
 
-def test_over_smpps_the_session_is_tls_and_an_smsc_it_cannot_verify_gets_nothing(
-    tmp_path: Path,
+def test_over_smpps_with_picasse_sms_smpp_ca_the_session_is_tls_and_an_unknown_smsc_gets_nothing(
+    tmp_path: Path, ledger: SmscIdTable
 ) -> None:
     cert, key = self_signed_certificate(tmp_path)
     served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     served.load_cert_chain(cert, key)
-    trusting = ssl.create_default_context(cafile=str(cert))
     with Smsc(tls=served) as smsc:
         assert smsc.url.startswith("smpps://")
+        settings = Settings.from_environ(
+            {
+                "PICASSE_DATA_DIR": str(tmp_path),
+                "PICASSE_SMS_SMPP_URL": smsc.url,
+                "PICASSE_SMS_SMPP_CA": str(cert),  # the SMSC's self-signed certificate
+            }
+        )
 
         async def run() -> None:
             receipts = Receipts()
-            url = SmppUrl.parse(smsc.url)
-            provider = SmppProvider("sms-smpp", url, receipts=receipts, timeout=5.0,
-                                    receipt_retry_seconds=0.02, tls_context=trusting)  # fmt: skip
+            provider = providers_from(settings, receipts=SessionReceipts(ledger, receipts))["sms"]
+            assert isinstance(provider, SmppProvider)
             try:
                 sent = await provider.send(_sms(5, "Gate 5 is open"))
                 assert sent.segments == 1
@@ -194,7 +233,9 @@ def test_over_smpps_the_session_is_tls_and_an_smsc_it_cannot_verify_gets_nothing
                 assert receipts.got == [("ref-5", "sms-smpp", sent.provider_reference, None)]
             finally:
                 await provider.close()
-            # The system's trust store knows no such certificate: no bind, nothing sent.
+            # Without the setting, the system's trust store knows no such certificate: no
+            # bind, nothing sent.
+            url = SmppUrl.parse(smsc.url)
             untrusting = SmppProvider("sms-smpp", url, timeout=0.5, rebind_seconds=0.02)
             try:
                 with pytest.raises(TemporaryFailure):
@@ -206,6 +247,27 @@ def test_over_smpps_the_session_is_tls_and_an_smsc_it_cannot_verify_gets_nothing
         assert smsc.binds == 1 and smsc.messages() == {"31610000005": ["Gate 5 is open"]}
 
 
+@pytest.mark.parametrize(
+    ("url", "ca", "says"),
+    [
+        ("smpps://p:s@127.0.0.1:3550", "missing.pem", "cannot load"),
+        ("smpps://p:s@127.0.0.1:3550", "not-pem.pem", "cannot load"),
+        ("smpp://p:s@127.0.0.1:2775", "ca.pem", "is for smpps:// URLs"),
+        ("", "ca.pem", "PICASSE_SMS_SMPP_URL is not"),
+    ],
+)
+def test_an_smpp_ca_that_cannot_work_is_refused_in_one_line(
+    tmp_path: Path, url: str, ca: str, says: str
+) -> None:
+    cert, _ = self_signed_certificate(tmp_path)
+    (tmp_path / "ca.pem").write_bytes(cert.read_bytes())
+    (tmp_path / "not-pem.pem").write_text("not a certificate")
+    env = {"PICASSE_DATA_DIR": str(tmp_path), "PICASSE_SMS_SMPP_CA": str(tmp_path / ca)}
+    with pytest.raises(SettingsError, match=re.escape(says)) as refused:
+        providers_from(Settings.from_environ(env | {"PICASSE_SMS_SMPP_URL": url}))
+    assert "\n" not in str(refused.value)
+
+
 def test_an_smpp_url_names_no_password_in_its_repr_or_errors() -> None:
     url = SmppUrl.parse("smpps://picasse:s3cret@smsc.example:3550?source=Picasse")
     assert (url.tls, url.port, url.system_id, url.source) == (True, 3550, "picasse", "Picasse")
@@ -213,3 +275,169 @@ def test_an_smpp_url_names_no_password_in_its_repr_or_errors() -> None:
     with pytest.raises(ValueError) as error:
         SmppUrl.parse("http://picasse:s3cret@smsc.example")
     assert "s3cret" not in str(error.value)
+
+
+# Receipts after a restart: the SMSC ids are recorded in PostgreSQL
+
+DELIVERED = "picasse.domain.messages:Delivery.Delivered"
+UCS2_THREE_SEGMENTS = "Пожар в здании B: " + "Ж" * 140
+
+
+def _handed_over(messages: Messages, customer: UUID, body: str, phone: str) -> UUID:
+    """An SMS the worker has started: its delivery, ready to be handed to SMPP."""
+    message_id = messages.send(customer, SendRequest(channel="sms", to=[phone], body=body))
+    ident = delivery_id(message_id, 0)
+    assert messages.start_attempt(ident) is not None
+    return ident
+
+
+def _send_then_restart(
+    smsc: Smsc, messages: Messages, ledger: SmscIdTable, ident: UUID, phone: str
+) -> Sent:
+    """Sends on one provider (a worker), records the hand-over, drops that provider, and
+    binds a new one (the restarted worker), on whose session the held receipts come."""
+    receipts = SessionReceipts(ledger, receipt_recorder(messages))
+    smsc.hold_receipts = True
+
+    async def run() -> Sent:
+        first = _provider(smsc, receipts)
+        try:
+            sent = await first.send(
+                Delivery(reference=str(ident), channel="sms", to=phone, body=UCS2_THREE_SEGMENTS)
+            )
+        finally:
+            await first.close()
+        await asyncio.to_thread(
+            messages.record_sent, ident, sent.provider, sent.provider_reference, final=False
+        )
+        restarted = _provider(smsc, receipts)
+        try:
+            restarted.start()  # as the worker does when it starts: no message to send
+            for _ in range(500):
+                if restarted.bound:
+                    break
+                await asyncio.sleep(0.01)
+            smsc.release_receipts()
+            for _ in range(1000):  # every segment's receipt answered, the outcome recorded
+                status = await asyncio.to_thread(messages.delivery_status, ident)
+                if status.final and len(smsc.receipt_answers) >= 3:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await restarted.close()
+        return sent
+
+    return asyncio.run(run())
+
+
+def test_a_receipt_on_a_restarted_workers_session_marks_the_delivery_delivered_once(
+    smsc: Smsc,
+    messages: Messages,
+    ledger: SmscIdTable,
+    customer: UUID,
+    raw: psycopg.Connection,
+) -> None:
+    ident = _handed_over(messages, customer, UCS2_THREE_SEGMENTS, "+31610000007")
+    sent = _send_then_restart(smsc, messages, ledger, ident, "+31610000007")
+
+    assert sent.segments == 3 and smsc.binds == 2
+    assert messages.delivery_status(ident) is DeliveryStatus.DELIVERED
+    assert raw.execute(
+        "SELECT count(*) FROM picasse_events WHERE topic = %s AND originator_id = %s",
+        (DELIVERED, ident),
+    ).fetchone() == (1,)
+    assert smsc.receipt_answers == [pdu.ESME_ROK] * 3  # each segment's receipt taken once
+    assert raw.execute("SELECT count(*) FROM picasse_smsc_ids").fetchone() == (0,)
+
+
+def test_one_failed_segment_fails_the_delivery_with_its_reason(
+    smsc: Smsc,
+    messages: Messages,
+    ledger: SmscIdTable,
+    customer: UUID,
+    raw: psycopg.Connection,
+) -> None:
+    smsc.receipt_state["31610000008"] = "UNDELIV"
+    ident = _handed_over(messages, customer, UCS2_THREE_SEGMENTS, "+31610000008")
+    _send_then_restart(smsc, messages, ledger, ident, "+31610000008")
+
+    assert messages.delivery_status(ident) is DeliveryStatus.FAILED
+    assert messages.repository.get(ident).reason is FailureReason.RECIPIENT_UNREACHABLE
+    assert raw.execute(
+        "SELECT count(*) FROM picasse_events WHERE originator_id = %s AND topic = %s",
+        (ident, "picasse.domain.messages:Delivery.Failed"),
+    ).fetchone() == (1,)
+    assert raw.execute("SELECT count(*) FROM picasse_smsc_ids").fetchone() == (0,)
+
+
+def test_retention_removes_smsc_ids_whose_receipt_never_came(
+    messages: Messages, ledger: SmscIdTable, raw: psycopg.Connection
+) -> None:
+    ledger.taken("sms-smpp", "S1", reference="r", first_id="S1", segment=1, segments=2)
+    taken_at = messages.clock.now()
+    job = RetentionJob(Privacy(shredder=shredder_of, sharing=messages), [], smsc_ids=ledger)
+
+    assert job.run(taken_at + KEPT_FOR - KEPT_FOR / 2) == (
+        "removed 0 SMSC id record(s) older than 7 days"
+    )
+    assert job.run(taken_at + KEPT_FOR + KEPT_FOR / 2).startswith("removed 1 SMSC id")
+    assert raw.execute("SELECT count(*) FROM picasse_smsc_ids").fetchone() == (0,)
+
+
+# Through the platform: relay, JetStream, `picasse worker` processes, PostgreSQL
+
+
+def test_sms_over_smpp_through_relay_and_workers_is_delivered_or_undelivered_across_a_restart(
+    smsc: Smsc,
+    messages: Messages,
+    customer: UUID,
+    settings: Settings,
+    database_url: str,
+    nats_url: str,
+    schema: str,
+    tmp_path: Path,
+    raw: psycopg.Connection,
+) -> None:
+    smsc.refuse("+31610000021")
+    smsc.hold_receipts = True  # until the worker that sent has been killed
+    env = platform_env(
+        settings, database_url, nats_url, schema,
+        PICASSE_SMS_SMPP_URL=smsc.url, PICASSE_SMS_PROVIDERS="smpp",
+    )  # fmt: skip
+    try:
+        with processes(env, tmp_path / "logs") as platform:
+            platform.start("relay")
+            first = platform.start("worker")
+            long = messages.send(
+                customer,
+                SendRequest(channel="sms", to=["+31610000020"], body=UCS2_THREE_SEGMENTS),
+            )
+            bad = messages.send(
+                customer, SendRequest(channel="sms", to=["+31610000021"], body="Gate 21")
+            )
+            accepted, refused = delivery_id(long, 0), delivery_id(bad, 0)
+            wait_until(
+                lambda: messages.repository.get(accepted).provider == "sms-smpp"
+                and messages.delivery_status(refused).final,
+                60, "the worker to hand one SMS over and give the other up",
+            )  # fmt: skip
+            platform.kill(first)
+            platform.start("worker")
+            wait_until(lambda: smsc.binds >= 2, 30, "the new worker to bind with nothing to send")
+            smsc.release_receipts()
+            wait_until(
+                lambda: messages.delivery_status(accepted) is DeliveryStatus.DELIVERED,
+                30, "the receipts to reach the new worker",
+            )  # fmt: skip
+    finally:
+        asyncio.run(delete_streams(nats_url, schema))
+
+    assert messages.repository.get(accepted).segments == 3  # billed: three short messages
+    assert smsc.messages() == {"31610000020": [UCS2_THREE_SEGMENTS]}  # once, in order
+    assert raw.execute(
+        "SELECT count(*) FROM picasse_events WHERE topic = %s AND originator_id = %s",
+        (DELIVERED, accepted),
+    ).fetchone() == (1,)
+    assert messages.delivery_status(refused) is DeliveryStatus.UNDELIVERED
+    assert messages.repository.get(refused).reason is FailureReason.INVALID_RECIPIENT
+    assert raw.execute("SELECT count(*) FROM picasse_smsc_ids").fetchone() == (0,)
