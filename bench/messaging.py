@@ -47,7 +47,7 @@ from picasse.adapters.nats.jobs import decoder as job_decoder
 from picasse.adapters.providers import Delivery, Provider, Sent
 from picasse.domain.messages import delivery_id
 from picasse.domain.messaging import SendRequest
-from picasse.runners.settings import Settings
+from picasse.runners.settings import Settings, nats_servers
 from picasse.runners.wiring import open_accounts, open_messages
 
 THROUGHPUT_GOAL = 0.5  # ours / raw JetStream
@@ -155,13 +155,18 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
 
 
 async def raw_jetstream(
-    nats_url: str, namespace: str, config: Config, tick: Callable[[int], None]
+    nats_url: str,
+    namespace: str,
+    config: Config,
+    tick: Callable[[int], None],
+    *,
+    replicas: int = 1,  # copies of the stream, on a cluster (bench/cluster.py)
 ) -> float:
     """Messages/s from the first publish to the last ack: publish_async + gather while a
     pull consumer fetches batches of `concurrency` and acks each message."""
-    topology = Topology(namespace)
-    publisher = await nats.connect(nats_url, name="bench-raw-publisher")
-    consumer = await nats.connect(nats_url, name="bench-raw-consumer")
+    topology = Topology(namespace, replicas)
+    publisher = await nats.connect(nats_servers(nats_url), name="bench-raw-publisher")
+    consumer = await nats.connect(nats_servers(nats_url), name="bench-raw-consumer")
     try:
         js = publisher.jetstream()
         await ensure_stream(js, topology)

@@ -186,7 +186,7 @@ def _health_probe(settings: Settings, messages: Messages, views: dict[str, Any])
         ),
         jobs=JobQueueProbe(
             lambda: connect_nats(nats_url, "picasse-api-health", tls_ca=settings.nats_tls_ca),
-            Topology(settings.nats_namespace),
+            Topology(settings.nats_namespace, settings.nats_replicas),
         )
         if nats_url
         else None,

@@ -12,6 +12,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 
+from picasse.runners.settings import nats_servers
 from picasse.runners.signals import DEFAULT_DEADLINE, stop_requested
 
 log = logging.getLogger(__name__)
@@ -30,14 +31,15 @@ async def connect_nats(url: str, name: str, *, tls_ca: Path | None = None) -> Cl
     Credentials travel in the URL (`nats://user:password@host:port`, `nats://token@host`):
     the embedded server's are added by `servers.nats_url`, an external server's are the
     operator's PICASSE_NATS_URL. `tls://` URLs speak TLS, verified against the system's
-    CAs or PICASSE_NATS_TLS_CA (`tls_ca`).
+    CAs or PICASSE_NATS_TLS_CA (`tls_ca`). A comma-separated list names a cluster's nodes:
+    the client connects to one and moves to another when that one goes.
     """
     options: dict[str, Any] = {}
     if tls_ca is not None:
         options["tls"] = ssl.create_default_context(cafile=str(tls_ca))
     news = _ConnectionNews(name)
     return await nats.connect(
-        url,
+        nats_servers(url),
         name=name,
         max_reconnect_attempts=-1,
         connect_timeout=5,

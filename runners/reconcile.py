@@ -79,7 +79,7 @@ def reconcile_job(
     return ReconcileJob(
         reconciler_log(settings, database_url),
         nats_url,
-        Topology(settings.nats_namespace),
+        Topology(settings.nats_namespace, settings.nats_replicas),
         grace=grace if grace is not None else timedelta(seconds=settings.reconcile_grace_seconds),
         tls_ca=settings.nats_tls_ca,
     )

@@ -74,7 +74,7 @@ def main(settings: Settings) -> int:
                 messages.recorder,  # type: ignore[arg-type]
                 tracking,
                 client.jetstream(),
-                topology=Topology(settings.nats_namespace),
+                topology=Topology(settings.nats_namespace, settings.nats_replicas),
                 application_name=messages.name,
                 conninfo=connection_kwargs(datastore),
             )

@@ -26,6 +26,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_schema: str = ""  # "" : the database's default schema
     nats_url: str | None = None  # None: the embedded NATS server under data_dir
     nats_namespace: str = ""  # prefixes stream and subject names, to share one NATS server
+    # Copies JetStream keeps of each of our streams: 3 (or 5) on a NATS cluster, so a node
+    # may fail; 1 on a single server, which refuses more.
+    nats_replicas: int = 1
     master_key_file: Path | None = None  # None: data_dir / "master.key"
     signing_key_file: Path | None = None  # None: data_dir / "signing.key"
     traffic_retention_months: int = 6
@@ -110,6 +113,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             database_schema=env.get("PICASSE_DATABASE_SCHEMA") or "",
             nats_url=env.get("PICASSE_NATS_URL") or None,
             nats_namespace=_namespace(env.get("PICASSE_NATS_NAMESPACE") or ""),
+            nats_replicas=_replicas(env.get("PICASSE_NATS_REPLICAS") or "1", env),
             master_key_file=Path(master).expanduser().absolute() if master else None,
             signing_key_file=_path(env.get("PICASSE_SIGNING_KEY_FILE")),
             traffic_retention_months=_number(env, "PICASSE_TRAFFIC_RETENTION_MONTHS", 6, int),
@@ -233,6 +237,33 @@ def _namespace(text: str) -> str:
             f"PICASSE_NATS_NAMESPACE may hold letters, digits and _ only, not {text!r}"
         )
     return text.lower()
+
+
+MAX_NATS_REPLICAS = 5  # JetStream's own limit
+
+
+def _replicas(text: str, env: Mapping[str, str]) -> int:
+    try:
+        replicas = int(text)
+    except ValueError:
+        replicas = 0
+    if not 1 <= replicas <= MAX_NATS_REPLICAS:
+        raise SettingsError(
+            f"PICASSE_NATS_REPLICAS must be a whole number from 1 to {MAX_NATS_REPLICAS},"
+            f" not {text!r}"
+        )
+    if replicas > 1 and not env.get("PICASSE_NATS_URL"):
+        raise SettingsError(
+            f"PICASSE_NATS_REPLICAS={replicas} needs a NATS cluster in PICASSE_NATS_URL:"
+            " the embedded server keeps one copy"
+        )
+    return replicas
+
+
+def nats_servers(url: str) -> list[str]:
+    """The servers of PICASSE_NATS_URL: one URL, or a comma-separated list of a cluster's
+    nodes (`nats://a:4222,nats://b:4222`), each with its own credentials if any."""
+    return [part.strip() for part in url.split(",") if part.strip()]
 
 
 def _networks(text: str) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ from rich.console import Console
 from picasse.adapters.up_state import ServiceState, UpState, forget_state, write_state
 from picasse.domain.clock import Clock
 from picasse.runners import servers
-from picasse.runners.settings import Settings
+from picasse.runners.settings import Settings, nats_servers
 from picasse.runners.signals import StopRequest, stop_requested
 from picasse.runners.wiring import clock_from, prepare
 
@@ -118,8 +118,13 @@ class MessagingServer:
         self.url = servers.nats_url(self.settings, prefer=self.url)
         # The embedded server's credentials are in its directory, not on the screen.
         # A user without a password is a token (nats://TOKEN@host): not shown either.
-        external = self.settings.nats_url and urlsplit(self.url).password is not None
-        shown = _without_password(self.url) if external else _bare(self.url)
+        # A cluster's nodes are a comma-separated list: each shown alike.
+        shown = ",".join(
+            _without_password(url)
+            if self.settings.nats_url and urlsplit(url).password is not None
+            else _bare(url)
+            for url in nats_servers(self.url)
+        )
         return f"{_origin(self.settings.nats_url)}  {shown}"
 
     def failure(self) -> str | None:

@@ -74,6 +74,6 @@ def webhook_retry_job(settings: Settings, database_url: str, nats_url: str) -> W
     return WebhookRetryJob(
         WebhookLog(transaction_on(dict(conninfo_to_dict(database_url))), settings.database_schema),
         nats_url,
-        WebhookTopology(settings.nats_namespace),
+        WebhookTopology(settings.nats_namespace, settings.nats_replicas),
         tls_ca=settings.nats_tls_ca,
     )

@@ -75,7 +75,7 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
                 providers,
                 client.jetstream(),
                 worker_settings,
-                topology=Topology(settings.nats_namespace),
+                topology=Topology(settings.nats_namespace, settings.nats_replicas),
                 ack_links=ack_links_from(
                     read_master_key(settings.master_key_path), settings.public_url
                 ),
@@ -137,7 +137,7 @@ def webhook_sender(settings: Settings, messages: Messages, js: Any) -> WebhookSe
         Webhooks(clock=messages.clock, sharing=messages),
         WebhookLog(lambda: datastore.transaction(commit=True), datastore.schema),
         js,
-        topology=WebhookTopology(settings.nats_namespace),
+        topology=WebhookTopology(settings.nats_namespace, settings.nats_replicas),
         clock=messages.clock,
         allow_private=settings.webhooks_allow_private,
         endpoint_disabled=lambda customer_id, endpoint_id: mail_endpoint_disabled(

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Iterable
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import msgspec
+import nats.errors
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import FetchTimeoutError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+PUBLISH_ANSWER_SECONDS = 5.0  # JetStream answers in milliseconds; silence means a lost answer
 
 # Jobs wait at most as long as a send may be scheduled ahead, plus a margin: the stream
 # is a queue, never a second archive of the traffic.
@@ -38,6 +48,7 @@ class Topology(msgspec.Struct, frozen=True):
     """Names on the NATS server. A namespace lets deployments (or test runs) share one."""
 
     namespace: str = ""
+    replicas: int = 1  # copies of the stream on a cluster's nodes (PICASSE_NATS_REPLICAS)
 
     @property
     def stream(self) -> str:
@@ -81,13 +92,24 @@ async def ensure_stream(js: JetStreamContext, topology: Topology) -> None:
         topology.subjects,
         max_age=MAX_AGE_SECONDS,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        replicas=topology.replicas,
     )
 
 
 async def ensure_work_queue(
-    js: JetStreamContext, name: str, subjects: str, *, max_age: int, duplicate_window: int
+    js: JetStreamContext,
+    name: str,
+    subjects: str,
+    *,
+    max_age: int,
+    duplicate_window: int,
+    replicas: int,
 ) -> None:
-    """Create or update a work-queue stream on disk: a message is deleted once acknowledged."""
+    """Create or update a work-queue stream on disk: a message is deleted once acknowledged.
+
+    `replicas` copies live on as many nodes of a cluster; an existing stream is brought to
+    that number (JetStream moves a stream's replicas up or down in place). Its consumers
+    inherit it."""
     config = StreamConfig(
         name=name,
         subjects=[subjects],
@@ -95,6 +117,7 @@ async def ensure_work_queue(
         storage=StorageType.FILE,
         max_age=max_age,
         duplicate_window=duplicate_window,
+        num_replicas=replicas,
     )
     try:
         await js.stream_info(name)
@@ -102,3 +125,54 @@ async def ensure_work_queue(
         await js.add_stream(config)
     else:
         await js.update_stream(config)
+
+
+async def published(
+    answers: Iterable[Awaitable[Any]], timeout: float = PUBLISH_ANSWER_SECONDS
+) -> None:
+    """Waits for JetStream's answers to `publish_async` calls; raises the first failure
+    once every answer is in (so none is left unretrieved).
+
+    nats-py waits for an answer without end, and one can be lost: a node that dies after
+    taking the message, a connection that moves to another node. So after `timeout` they
+    count as failed (nats.errors.TimeoutError); publishing them again is harmless, since
+    JetStream drops a repeated Nats-Msg-Id."""
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*answers, return_exceptions=True), timeout)
+    except TimeoutError:
+        raise nats.errors.TimeoutError from None
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+class Fetcher:
+    """Pulls from a durable consumer, riding out the moments JetStream cannot serve.
+
+    A fetch that times out, or that JetStream answers with an error because it cannot serve
+    now (a cluster electing a stream's or consumer's leader, the connection moving to
+    another node), returns no jobs after a pause; the caller asks again. Says once that
+    fetching is in trouble and once that it is back, like the connection's own news."""
+
+    def __init__(self, subscription: JetStreamContext.PullSubscription, name: str) -> None:
+        self.subscription = subscription
+        self.name = name
+        self.troubled = False
+
+    async def fetch(self, batch: int, timeout: float) -> list[Msg]:
+        try:
+            fetched = await self.subscription.fetch(batch, timeout=timeout)
+        except (FetchTimeoutError, TimeoutError):
+            return []
+        except nats.errors.Error as error:
+            if not self.troubled:
+                self.troubled = True
+                log.warning(
+                    "%s: JetStream cannot serve (%s); retrying", self.name, type(error).__name__
+                )
+            await asyncio.sleep(timeout)
+            return []
+        if self.troubled:
+            self.troubled = False
+            log.warning("%s: JetStream serves again", self.name)
+        return fetched

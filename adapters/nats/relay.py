@@ -15,10 +15,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from datetime import datetime, timedelta
 from uuid import UUID
 
 import msgspec
+import nats.errors
 import psycopg
 from eventsourcing.persistence import Notification, Tracking
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresTrackingRecorder
@@ -32,6 +34,7 @@ from picasse.adapters.nats.jobs import (
     Topology,
     encoder,
     ensure_stream,
+    published,
 )
 from picasse.adapters.nats.status_events import (
     StatusEvent,
@@ -65,6 +68,7 @@ TOPICS = (QUEUED, REQUESTED, *STATUS_TOPICS)
 TRACKING_SECONDS = 0.25
 TRACKING_NOTIFICATIONS = 1000
 QUIET_POLL_SECONDS = 0.25  # bounds a missed NOTIFY, and how soon a stop request is seen
+UNAVAILABLE_PAUSE_SECONDS = 0.5  # before publishing again what JetStream could not take
 
 
 class _Queued(msgspec.Struct):
@@ -173,7 +177,7 @@ class Relay:
         self.conninfo = conninfo
         self.batch = batch
         self.published = 0
-        self.webhook_topology = WebhookTopology(topology.namespace)
+        self.webhook_topology = WebhookTopology(topology.namespace, topology.replicas)
         table = sql.Identifier(recorder.datastore.schema, recorder.events_table_name)
         self._first_events_statement = sql.SQL(
             "SELECT originator_id, state FROM {table}"
@@ -197,6 +201,7 @@ class Relay:
         )
         log.info("relay resumes after notification %d", position)
         recorded, recorded_at = position, time.monotonic()
+        unavailable = False  # said once when JetStream stops taking jobs, once when it takes them
         async with await psycopg.AsyncConnection.connect(
             **self.conninfo, autocommit=True
         ) as listener:  # type: ignore[arg-type]
@@ -209,7 +214,24 @@ class Relay:
                         self._read, position
                     )
                     if notifications:
-                        await self._publish(notifications, firsts)
+                        try:
+                            await self._publish(notifications, firsts)
+                        except nats.errors.Error as error:
+                            # JetStream cannot take them now (a cluster electing a stream's
+                            # leader, a connection moving to another node): the same events
+                            # are published again shortly, and it drops what it already has.
+                            if not unavailable:
+                                unavailable = True
+                                log.warning(
+                                    "JetStream takes no jobs (%s); publishing them again",
+                                    type(error).__name__,
+                                )
+                            with suppress(TimeoutError):
+                                await asyncio.wait_for(stop.wait(), UNAVAILABLE_PAUSE_SECONDS)
+                            continue
+                        if unavailable:
+                            unavailable = False
+                            log.warning("JetStream takes jobs again")
                     position = read_up_to
                     due = recorded_at + TRACKING_SECONDS
                     if position != recorded and (
@@ -293,7 +315,7 @@ class Relay:
                     )
                 )
         if futures:
-            await asyncio.gather(*futures)
+            await published(futures)
             self.published += len(futures)
         if status_events:
             await publish_status_events(self.js, self.webhook_topology, list(status_events))

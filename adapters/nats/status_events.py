@@ -8,14 +8,13 @@ their own, a work queue that the webhook senders share.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from uuid import UUID
 
 import msgspec
 from nats.js import JetStreamContext
 
-from picasse.adapters.nats.jobs import ensure_work_queue
+from picasse.adapters.nats.jobs import ensure_work_queue, published
 from picasse.domain.webhooks import WebhookEventType
 
 # A status event is posted (or its post recorded for retries) within moments; the stream
@@ -54,6 +53,7 @@ class WebhookTopology(msgspec.Struct, frozen=True):
     """Names on the NATS server, namespaced like the delivery jobs' (jobs.Topology)."""
 
     namespace: str = ""
+    replicas: int = 1  # as jobs.Topology's
 
     @property
     def stream(self) -> str:
@@ -91,6 +91,7 @@ async def ensure_webhook_stream(js: JetStreamContext, topology: WebhookTopology)
         topology.subjects,
         max_age=MAX_AGE_SECONDS,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        replicas=topology.replicas,
     )
 
 
@@ -104,4 +105,4 @@ async def publish(js: JetStreamContext, topology: WebhookTopology, jobs: list[We
         for job in jobs
     ]
     if futures:
-        await asyncio.gather(*futures)
+        await published(futures)

@@ -28,8 +28,8 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
-from nats.js.errors import FetchTimeoutError
 
+from picasse.adapters.nats.jobs import Fetcher
 from picasse.adapters.nats.status_events import (
     RetryDue,
     StatusEvent,
@@ -105,13 +105,11 @@ class WebhookSender:
                 ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_SECONDS, max_deliver=-1
             ),
         )
+        fetcher = Fetcher(subscription, "webhook sender")
         http = self._http or httpx.AsyncClient(trust_env=False)
         try:
             while not stop.is_set():
-                try:
-                    fetched = await subscription.fetch(BATCH, timeout=FETCH_TIMEOUT_SECONDS)
-                except (FetchTimeoutError, TimeoutError):
-                    continue
+                fetched = await fetcher.fetch(BATCH, FETCH_TIMEOUT_SECONDS)
                 await asyncio.gather(*(self._handle(http, msg) for msg in fetched))
         finally:
             if self._http is None:

@@ -28,12 +28,12 @@ from eventsourcing.persistence import IntegrityError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
-from nats.js.errors import FetchTimeoutError
 
 from picasse.adapters.http.acklinks import AckLinks
 from picasse.adapters.nats.jobs import (
     CheckAcknowledgements,
     Deliver,
+    Fetcher,
     Topology,
     decoder,
     ensure_stream,
@@ -153,6 +153,7 @@ class Worker:
                 max_ack_pending=self.settings.concurrency * 20,
             ),
         )
+        fetcher = Fetcher(subscription, "worker")
         recorder = asyncio.create_task(self._record_outcomes())
         batches: set[asyncio.Task[None]] = set()
         try:
@@ -163,9 +164,8 @@ class Worker:
                     with suppress(TimeoutError):
                         await asyncio.wait_for(self._slot_freed.wait(), FETCH_TIMEOUT_SECONDS)
                     continue
-                try:
-                    fetched = await subscription.fetch(free, timeout=FETCH_TIMEOUT_SECONDS)
-                except (FetchTimeoutError, TimeoutError):
+                fetched = await fetcher.fetch(free, FETCH_TIMEOUT_SECONDS)
+                if not fetched:
                     continue
                 self._in_hand += len(fetched)
                 batch = asyncio.create_task(self._handle_batch(fetched))

@@ -39,7 +39,7 @@ from picasse.runners.gdpr import (
 )
 from picasse.runners.retention import run_retention
 from picasse.runners.settings import Settings
-from picasse.runners.wiring import eventsourcing_env, open_messages
+from picasse.runners.wiring import eventsourcing_env
 from tests.integration.inprocess import relay_and_worker
 from tests.integration.platform_processes import jetstream_store_dir, wait_until
 from tests.users import add_customer_user
@@ -94,13 +94,6 @@ def here(settings: Settings, schema: str) -> Settings:
 def gdpr(here: Settings) -> Iterator[Platform]:
     with platform(here) as p:
         yield p
-
-
-@pytest.fixture
-def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Messages]:
-    app = open_messages(settings, database_url, schema=schema)
-    yield app
-    app.close()
 
 
 def _customer(accounts: Accounts, person: Person) -> UUID:

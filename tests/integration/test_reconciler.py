@@ -36,11 +36,10 @@ GRACE = timedelta(minutes=5)
 DELIVERED = pipeline.DELIVERED
 _count = pipeline._count
 _send_emails = pipeline._send_emails
-# The delivery pipeline's fixtures: a customer, its Messages, an SMTP server, the platform's
-# processes (relay, worker) on this test's schema and namespace.
+# The delivery pipeline's fixtures: a customer, an SMTP server, the platform's processes
+# (relay, worker) on this test's schema and namespace (Messages is conftest's).
 customer = pipeline.customer
 gateways = pipeline.gateways
-messages = pipeline.messages
 platform = pipeline.platform
 smtp = pipeline.smtp
 

@@ -34,7 +34,6 @@ from picasse.projections.personal_data import Holdings
 from picasse.runners.gdpr import Platform, export_customer, platform, terminate_customer
 from picasse.runners.retention import run_retention, run_visitor_retention
 from picasse.runners.settings import Settings
-from picasse.runners.wiring import open_messages
 from tests.registry_walk import personal_values
 from tests.users import add_customer_user
 
@@ -61,13 +60,6 @@ class Planted(msgspec.Struct, frozen=True):
 def gdpr(settings: Settings, schema: str) -> Iterator[Platform]:
     with platform(msgspec.structs.replace(settings, database_schema=schema)) as p:
         yield p
-
-
-@pytest.fixture
-def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Messages]:
-    app = open_messages(settings, database_url, schema=schema)
-    yield app
-    app.close()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from picasse.domain.privacy import Privacy
 from picasse.domain.values import Role
 from picasse.runners.project import VIEWS
 from picasse.runners.settings import Settings
-from picasse.runners.wiring import open_messages, open_privacy
+from picasse.runners.wiring import open_privacy
 from tests.integration.projection_runners import caught_up, running
 from tests.users import add_customer_user
 
@@ -36,13 +36,6 @@ def here(settings: Settings, schema: str) -> Settings:
 @pytest.fixture
 def project(here: Settings, database_url: str) -> Callable[..., AbstractContextManager[Runners]]:
     return lambda *names: running(here, database_url, list(names or VIEWS))
-
-
-@pytest.fixture
-def messages(settings: Settings, database_url: str, schema: str) -> Iterator[Messages]:
-    app = open_messages(settings, database_url, schema=schema)
-    yield app
-    app.close()
 
 
 @pytest.fixture
