@@ -58,6 +58,14 @@ class PicasseApplication(Application[UUID]):
         return aggregate
 
 
+class Saving(Protocol):
+    """How a command's aggregates are saved: the application itself, or (in the API) a
+    group commit that writes concurrent saves in one transaction, each returning after
+    the commit that holds it."""
+
+    def save(self, *aggregates: Any) -> Any: ...
+
+
 class PasswordHasher(Protocol):
     """Hashes passwords so they are never stored readable (R2); argon2id in adapters."""
 

@@ -15,7 +15,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from picasse.domain.access import PICASSE_SENDER, Viewer
-from picasse.domain.application import PicasseApplication, Pseudonyms
+from picasse.domain.application import PicasseApplication, Pseudonyms, Saving
 from picasse.domain.clock import Clock
 from picasse.domain.customers import Customer, Subscription
 from picasse.domain.errors import (
@@ -374,10 +374,13 @@ class Messages(PicasseApplication):
         *,
         clock: Clock,
         pseudonyms: Pseudonyms,
+        saving: Saving | None = None,
     ) -> None:
         super().__init__(env)
         self.clock = clock
         self.pseudonyms = pseudonyms
+        # How sends are saved; the API sets a group commit (adapters/group_commit.py).
+        self.saving: Saving = saving if saving is not None else self
 
     # Groups
 
@@ -681,7 +684,7 @@ class Messages(PicasseApplication):
             claim.fingerprint_with(customer_id, month, fingerprint)
             pending.append(claim)
         try:
-            self.save(*pending)
+            self.saving.save(*pending)
         except IntegrityError:
             if claim_id is None:
                 raise

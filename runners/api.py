@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 from eventsourcing.postgres import PostgresTrackingRecorder
 
+from picasse.adapters.group_commit import GroupCommit
 from picasse.adapters.http.acklinks import ack_links_from
 from picasse.adapters.http.app import HttpDeps, attendance_on, create_app
 from picasse.adapters.http.health import HealthProbe, JobQueueProbe, WatchedView
@@ -113,6 +114,9 @@ def http_deps(
             clock=clock,
         )
         stack.callback(messages.close)
+        # Concurrent sends are written together, one transaction per group, each request
+        # answered after its group's commit.
+        messages.saving = GroupCommit(messages)
         env = eventsourcing_env(
             database_url, settings.master_key_path, schema=settings.database_schema
         )
