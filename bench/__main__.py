@@ -334,6 +334,7 @@ def run_messaging(
     with progress_bar(console) as progress:
         results = messaging.run(settings, database_url, nats_url, config, progress)
     console.print(messaging.table(results, config))
+    console.print(messaging.cpu_table(results))
     runs = [run for run in (results.latency, results.fanout) if run is not None]
     if runs:
         console.print(messaging.stages_table(runs))

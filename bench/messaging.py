@@ -114,6 +114,7 @@ class Phase:
 
     label: str
     times: dict[str, list[float]]
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per role in the run
 
     @property
     def count(self) -> int:
@@ -246,12 +247,26 @@ def child_env(
     }
 
 
+@dataclass(frozen=True)
+class Started:
+    pid: int
+    line: str  # its first line
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def child(
     command: list[str], env: dict[str, str], log_path: Path, *, ready_word: str = "running"
-) -> Iterator[str]:
-    """A platform process, ready once its first line says `ready_word` (the line is given);
-    SIGTERMed at the end."""
+) -> Iterator[Started]:
+    """A platform process, ready once its first line says `ready_word`; SIGTERMed at the end."""
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True
@@ -262,7 +277,7 @@ def child(
         line = process.stdout.readline() if ready else ""
         if ready_word not in line:
             raise BenchError(f"{' '.join(command[2:])} did not start: {tail(log_path)}")
-        yield line.strip()
+        yield Started(process.pid, line.strip())
         if process.poll() is not None:
             raise BenchError(f"{' '.join(command[2:])} exited early: {tail(log_path)}")
     finally:
@@ -323,8 +338,9 @@ def sender(plan_bytes: bytes, ready: Any, go: Any, start_at: Any, results: Any) 
     try:
         ready.wait()
         go.wait()
+        cpu = time.process_time()
         sent = asyncio.run(_send_all(plan, start_at.value))
-        results.put(("sent", sent))
+        results.put(("sent", (sent, time.process_time() - cpu)))
     except Exception as error:
         results.put(("error", f"sender {plan.offset} failed: {error!r}"))
 
@@ -467,11 +483,13 @@ _stamped = msgspec.msgpack.Decoder(_Stamped)
 class Pipeline:
     api_url: str
     keys: list[str]  # one API key per customer
+    roles: dict[str, list[int]]  # the pids of api, relay and workers
     db: psycopg.Connection[Any]
     observer: Observer
     progress: Progress
     config: Config
     numbers_used: int = 0
+    _client_cpu: float = 0.0
 
     def last_notification(self) -> int:
         row = self.db.execute(
@@ -507,6 +525,7 @@ class Pipeline:
         """`count` requests from the senders, then waits for every delivery's Delivered."""
         mark = self.last_notification()
         task = self.progress.add_task(label, total=count)
+        cpu_before = self.role_cpu()
         context = multiprocessing.get_context("spawn")
         ready = context.Barrier(self.config.senders + 1)
         go = context.Event()
@@ -555,8 +574,10 @@ class Pipeline:
                 if process.is_alive():
                     process.kill()
             self.progress.remove_task(task)
+        cpu = {role: seconds - cpu_before[role] for role, seconds in self.role_cpu().items()}
+        cpu["clients"] = self._client_cpu
         sent.sort()
-        return self._phase(
+        phase = self._phase(
             label,
             mark,
             [
@@ -564,6 +585,11 @@ class Pipeline:
                 for _, message_id, requested, accepted in sent
             ],
         )
+        phase.cpu = cpu
+        return phase
+
+    def role_cpu(self) -> dict[str, float]:
+        return {role: sum(cpu_seconds(pid) for pid in pids) for role, pids in self.roles.items()}
 
     def fanout(self, label: str, recipients: int) -> Phase:
         """One alert to `recipients` numbers in one request; waits for all their Delivered."""
@@ -632,6 +658,7 @@ class Pipeline:
         self, label: str, count: int, results: Any, task: TaskID
     ) -> list[tuple[int, bytes, float, float]]:
         sent: list[tuple[int, bytes, float, float]] = []
+        self._client_cpu = 0.0
         reports = 0
         before = len(self.observer.committed)  # deliveries only ever get added
         delivered = 0
@@ -644,7 +671,9 @@ class Pipeline:
             else:
                 if kind == "error":
                     raise BenchError(f"{label}: {payload}")
-                sent.extend(payload)
+                rows, cpu = payload
+                sent.extend(rows)
+                self._client_cpu += cpu
                 reports += 1
             self.observer.check()
             now = len(self.observer.committed) - before
@@ -785,9 +814,11 @@ def run(
         logs = settings.data_dir / "bench-logs"
         logs.mkdir(exist_ok=True)
         progress.update(setup, description="starting picasse relay, api and the instant worker")
-        stack.enter_context(
+        roles: dict[str, list[int]] = {"api": [], "relay": [], "workers": []}
+        relay_process = stack.enter_context(
             child([sys.executable, "-m", "picasse.runners.cli", "relay"], env, logs / "relay.log")
         )
+        roles["relay"].append(relay_process.pid)
         listening = stack.enter_context(
             child(
                 [sys.executable, "-m", "picasse.runners.cli", "api"],
@@ -796,14 +827,15 @@ def run(
                 ready_word="listening",
             )
         )
-        api_url = listening.rsplit(" ", 1)[-1]
+        roles["api"].append(listening.pid)
+        api_url = listening.line.rsplit(" ", 1)[-1]
         workers = 0
 
         def more_workers(wanted: int) -> None:
             nonlocal workers
             while workers < wanted:
                 workers += 1
-                stack.enter_context(
+                started = stack.enter_context(
                     child(
                         [
                             sys.executable, "-m", "bench.messaging", "instant-worker",
@@ -813,13 +845,16 @@ def run(
                         logs / f"worker{workers}.log",
                     )
                 )  # fmt: skip
+                roles["workers"].append(started.pid)
 
         more_workers(config.workers[0])
         progress.remove_task(setup)
         db = stack.enter_context(psycopg.connect(database_url, autocommit=True))
         db.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         observer = stack.enter_context(Observer(database_url, schema, nats_url, topology))
-        pipeline = Pipeline(api_url, [key for _, key in customers], db, observer, progress, config)
+        pipeline = Pipeline(
+            api_url, [key for _, key in customers], roles, db, observer, progress, config
+        )
 
         say(f"[bold]ours: warm-up, one message per customer ({config.customers})")
         pipeline.run("warm-up", config.customers, None)
@@ -930,6 +965,27 @@ def table(results: Results, config: Config) -> Table:
             "",
             _verdict(span <= FANOUT_GOAL_SECONDS, f"≤ {FANOUT_GOAL_SECONDS:.0f} s"),
         )
+    return grid
+
+
+def cpu_table(results: Results) -> Table:
+    """CPU time per delivery by process role: what a busy machine changes least."""
+    grid = Table(
+        title="CPU per delivery (ms), throughput runs",
+        caption="user + system time of each role's processes during the run, / deliveries"
+        " (PostgreSQL and NATS not counted)",
+    )
+    grid.add_column("role", no_wrap=True)
+    phases = list(results.throughput.items())
+    for workers, _ in phases:
+        grid.add_column(f"{workers} worker{'s' if workers > 1 else ''}", justify="right")
+    roles = ("clients", "api", "relay", "workers")
+    for role in roles:
+        grid.add_row(role, *(f"{1000 * p.cpu.get(role, 0.0) / p.count:.2f}" for _, p in phases))
+    grid.add_row(
+        "total",
+        *(f"{1000 * sum(p.cpu.get(r, 0.0) for r in roles) / p.count:.2f}" for _, p in phases),
+    )
     return grid
 
 
