@@ -262,6 +262,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def with_children(pid: int) -> list[int]:
+    """The process and its children (an embedded PostgreSQL: the postmaster and backends)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return [pid]
+    return [pid, *(int(child) for child in children)]
+
+
+def embedded_postgres_pid(settings: Settings) -> int | None:
+    """The embedded server's postmaster, when the run started one (an external server's
+    CPU is shared with whoever else uses it, so it is not counted)."""
+    if settings.database_url is not None:
+        return None
+    try:
+        return int((settings.postgres_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @contextmanager
 def child(
     command: list[str], env: dict[str, str], log_path: Path, *, ready_word: str = "running"
@@ -488,6 +508,7 @@ class Pipeline:
     observer: Observer
     progress: Progress
     config: Config
+    postgres_pid: int | None = None
     numbers_used: int = 0
     _client_cpu: float = 0.0
 
@@ -574,7 +595,9 @@ class Pipeline:
                 if process.is_alive():
                     process.kill()
             self.progress.remove_task(task)
-        cpu = {role: seconds - cpu_before[role] for role, seconds in self.role_cpu().items()}
+        cpu = {
+            role: seconds - cpu_before.get(role, 0.0) for role, seconds in self.role_cpu().items()
+        }
         cpu["clients"] = self._client_cpu
         sent.sort()
         phase = self._phase(
@@ -853,8 +876,9 @@ def run(
         db.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         observer = stack.enter_context(Observer(database_url, schema, nats_url, topology))
         pipeline = Pipeline(
-            api_url, [key for _, key in customers], roles, db, observer, progress, config
-        )
+            api_url, [key for _, key in customers], roles, db, observer, progress, config,
+            postgres_pid=embedded_postgres_pid(settings),
+        )  # fmt: skip
 
         say(f"[bold]ours: warm-up, one message per customer ({config.customers})")
         pipeline.run("warm-up", config.customers, None)
@@ -973,13 +997,13 @@ def cpu_table(results: Results) -> Table:
     grid = Table(
         title="CPU per delivery (ms), throughput runs",
         caption="user + system time of each role's processes during the run, / deliveries"
-        " (PostgreSQL and NATS not counted)",
+        " (PostgreSQL only when embedded: its postmaster and backends; NATS not counted)",
     )
     grid.add_column("role", no_wrap=True)
     phases = list(results.throughput.items())
     for workers, _ in phases:
         grid.add_column(f"{workers} worker{'s' if workers > 1 else ''}", justify="right")
-    roles = ("clients", "api", "relay", "workers")
+    roles = ("clients", "api", "relay", "workers", "postgres")
     for role in roles:
         grid.add_row(role, *(f"{1000 * p.cpu.get(role, 0.0) / p.count:.2f}" for _, p in phases))
     grid.add_row(
