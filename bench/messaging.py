@@ -612,7 +612,10 @@ class Pipeline:
         return phase
 
     def role_cpu(self) -> dict[str, float]:
-        return {role: sum(cpu_seconds(pid) for pid in pids) for role, pids in self.roles.items()}
+        cpu = {role: sum(cpu_seconds(pid) for pid in pids) for role, pids in self.roles.items()}
+        if self.postgres_pid is not None:
+            cpu["postgres"] = sum(cpu_seconds(pid) for pid in with_children(self.postgres_pid))
+        return cpu
 
     def fanout(self, label: str, recipients: int) -> Phase:
         """One alert to `recipients` numbers in one request; waits for all their Delivered."""
