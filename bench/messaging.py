@@ -57,6 +57,10 @@ THROUGHPUT_GOAL = 0.25  # ours / raw JetStream
 P99_GOAL_MS = 100.0  # request → Delivered committed, at half our measured peak
 FANOUT_GOAL_SECONDS = 1.0  # one message to FANOUT recipients, all Delivered committed
 RATE_PER_CUSTOMER = 100_000.0  # the workers' per-customer limit in the bench (see run)
+# PostgreSQL connections per process (PICASSE_DB_CONNECTIONS): the relay's share under
+# `up`; the API's default budget; a worker enough for its database threads. Four workers
+# and the rest stay well within the embedded server's max_connections (100).
+CONNECTIONS = {"relay": 3, "api": 20, "worker": 8}
 REPO = Path(__file__).resolve().parent.parent
 EVENTS_TABLE = "picasse_events"
 TOPIC = "picasse.domain.messages:Delivery.{}"
@@ -842,13 +846,17 @@ def run(
         progress.update(setup, description="starting picasse relay, api and the instant worker")
         roles: dict[str, list[int]] = {"api": [], "relay": [], "workers": []}
         relay_process = stack.enter_context(
-            child([sys.executable, "-m", "picasse.runners.cli", "relay"], env, logs / "relay.log")
+            child(
+                [sys.executable, "-m", "picasse.runners.cli", "relay"],
+                env | {"PICASSE_DB_CONNECTIONS": str(CONNECTIONS["relay"])},
+                logs / "relay.log",
+            )
         )
         roles["relay"].append(relay_process.pid)
         listening = stack.enter_context(
             child(
                 [sys.executable, "-m", "picasse.runners.cli", "api"],
-                env,
+                env | {"PICASSE_DB_CONNECTIONS": str(CONNECTIONS["api"])},
                 logs / "api.log",
                 ready_word="listening",
             )
@@ -867,7 +875,7 @@ def run(
                             sys.executable, "-m", "bench.messaging", "instant-worker",
                             "--concurrency", str(config.concurrency),
                         ],
-                        env,
+                        env | {"PICASSE_DB_CONNECTIONS": str(CONNECTIONS["worker"])},
                         logs / f"worker{workers}.log",
                     )
                 )  # fmt: skip
@@ -944,7 +952,9 @@ def table(results: Results, config: Config) -> Table:
             f"ours: {config.clients} keep-alive HTTP clients (POST /v1/messages, API keys) in"
             f" {config.senders} processes, picasse api, picasse relay, picasse worker"
             f" --concurrency {config.concurrency} with a provider that accepts at once"
-            f" (PICASSE_RATE_PER_CUSTOMER={RATE_PER_CUSTOMER:,.0f}). raw NATS: nats-py"
+            f" (PICASSE_RATE_PER_CUSTOMER={RATE_PER_CUSTOMER:,.0f}; PostgreSQL connections:"
+            f" api {CONNECTIONS['api']}, relay {CONNECTIONS['relay']}, each worker"
+            f" {CONNECTIONS['worker']}). raw NATS: nats-py"
             f" publish_async, pull fetch({config.concurrency}), ack."
         ),
     )
