@@ -64,6 +64,7 @@ CONNECTIONS = {"relay": 3, "api": 20, "worker": 8}
 REPO = Path(__file__).resolve().parent.parent
 EVENTS_TABLE = "picasse_events"
 TOPIC = "picasse.domain.messages:Delivery.{}"
+MESSAGE_TOPIC = "picasse.domain.messages:Message.Requested"
 WORKER_EVENTS = ("Attempted", "Delivered")
 POLL_SECONDS = 0.25
 CHILD_START_SECONDS = 60.0
@@ -119,6 +120,7 @@ class Phase:
     label: str
     times: dict[str, list[float]]
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per role in the run
+    send_transactions: int = 0  # transactions the messages were written in (group commit)
 
     @property
     def count(self) -> int:
@@ -613,7 +615,19 @@ class Pipeline:
             ],
         )
         phase.cpu = cpu
+        phase.send_transactions = self.send_transactions(mark)
         return phase
+
+    def send_transactions(self, mark: int) -> int:
+        """In how many transactions the API wrote the messages since `mark`: rows one
+        transaction inserted share its xmin."""
+        row = self.db.execute(
+            sql.SQL(
+                "SELECT count(DISTINCT xmin::text) FROM {} WHERE notification_id > %s AND topic = %s"
+            ).format(sql.Identifier(EVENTS_TABLE)),
+            (mark, MESSAGE_TOPIC),
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     def role_cpu(self) -> dict[str, float]:
         cpu = {role: sum(cpu_seconds(pid) for pid in pids) for role, pids in self.roles.items()}
@@ -974,6 +988,12 @@ def table(results: Results, config: Config) -> Table:
             _verdict(ratio >= THROUGHPUT_GOAL, f"≥ {THROUGHPUT_GOAL:.2f}", judged=phase is peak),
         )
         grid.add_row("  requests accepted/s", "", f"{phase.offered_per_second:,.0f}")
+        if phase.send_transactions:
+            grid.add_row(
+                "  sends per transaction (group commit)",
+                "",
+                f"{phase.count / phase.send_transactions:,.1f}",
+            )
     latency = results.latency
     if latency is not None:
         # The goal is about the asked load: a run the clients could not offer it in
