@@ -99,8 +99,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     sending = parser.add_argument_group(
         "messaging",
-        "deliveries/s and latency of request → relay → worker → Delivered, with a provider"
-        " that accepts at once, beside raw nats-py JetStream publish+pull+ack",
+        "deliveries/s and latency of POST /v1/messages → relay → worker → Delivered, with a"
+        " provider that accepts at once, beside raw nats-py JetStream publish+pull+ack",
     )
     sending.add_argument(
         "--messages",
@@ -136,7 +136,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--workers",
         type=worker_counts,
         default=messaging_defaults.workers,
-        help="worker processes of the throughput runs, e.g. 1,2,4 (default: %(default)s)",
+        help="worker processes of the throughput runs (default: 1,2,4)",
     )
     sending.add_argument(
         "--fanout",
