@@ -28,7 +28,6 @@ class _Group:
     def __init__(self) -> None:
         self.events: list[list[Any]] = []  # each request's events
         self.size = 0
-        self.closed = False
         self.done = threading.Event()
         self.failed = False
 
@@ -43,11 +42,11 @@ class GroupCommit:
         self._writing = threading.Lock()  # held while a group is written: one at a time
         self._open: _Group | None = None
         self._in_write: _Group | None = None
-        self.groups = 0  # transactions written (tests and the bench read them)
+        self.groups = 0  # transactions written (tests read them; the bench counts xmins)
         self.saves = 0  # requests written
 
     def waiting(self) -> int:
-        """Requests gathered for the next write (tests and the bench read it)."""
+        """Requests gathered for the next write (tests read it)."""
         with self._lock:
             return len(self._open.events) if self._open is not None else 0
 
@@ -82,13 +81,12 @@ class GroupCommit:
             with self._lock:
                 if self._open is group:
                     self._open = None  # from now on, arrivals start the next group
-                group.closed = True
                 self._in_write = group
             try:
                 self.application.save(*_flat(group.events))
                 self.groups += 1
                 self.saves += len(group.events)
-            except BaseException:
+            except BaseException:  # whatever it was, each member then writes alone
                 group.failed = True
             finally:
                 self._in_write = None
