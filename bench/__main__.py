@@ -49,6 +49,13 @@ def positive_number(text: str) -> float:
     return number
 
 
+def worker_counts(text: str) -> tuple[int, ...]:
+    counts = tuple(positive(part) for part in text.split(","))
+    if list(counts) != sorted(set(counts)):
+        raise argparse.ArgumentTypeError(f"rising worker counts, as 1,2,4, not {text}")
+    return counts
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = event_store.Config()
     messaging_defaults = messaging.Config()
@@ -92,8 +99,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     sending = parser.add_argument_group(
         "messaging",
-        "deliveries/s and latency of request → relay → worker → Delivered, with a provider"
-        " that accepts at once, beside raw nats-py JetStream publish+pull+ack",
+        "deliveries/s and latency of POST /v1/messages → relay → worker → Delivered, with a"
+        " provider that accepts at once, beside raw nats-py JetStream publish+pull+ack",
     )
     sending.add_argument(
         "--messages",
@@ -105,7 +112,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rate",
         type=positive_number,
         default=messaging_defaults.rate,
-        help="offered load of the latency run, messages/s (default %(default)s)",
+        help="offered load of the latency run, messages/s (default: half our peak throughput)",
     )
     sending.add_argument(
         "--seconds",
@@ -117,7 +124,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--senders",
         type=positive,
         default=messaging_defaults.senders,
-        help="processes calling Messages.send (default %(default)s)",
+        help="processes holding the HTTP clients (default %(default)s)",
+    )
+    sending.add_argument(
+        "--clients",
+        type=positive,
+        default=messaging_defaults.clients,
+        help="keep-alive HTTP clients calling POST /v1/messages (default %(default)s)",
+    )
+    sending.add_argument(
+        "--workers",
+        type=worker_counts,
+        default=messaging_defaults.workers,
+        help="worker processes of the throughput runs (default: 1,2,4)",
+    )
+    sending.add_argument(
+        "--fanout",
+        type=positive,
+        default=messaging_defaults.fanout,
+        help="recipients of the one alert of the fan-out run (default %(default)s)",
     )
     sending.add_argument(
         "--concurrency",
@@ -182,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         seconds=args.seconds,
         senders=args.senders,
+        clients=args.clients,
+        workers=args.workers,
+        fanout=args.fanout,
         concurrency=args.concurrency,
         baseline_messages=args.baseline_messages,
     )
@@ -298,15 +326,16 @@ def run_messaging(
     console.rule("messaging")
     console.print(
         f"baseline: nats-py {installed_version('nats-py')} on a stream configured as ours;"
-        f" ours: {config.senders} sender processes → picasse relay → picasse worker, each"
-        " its own process as in production (no GIL shared with the senders); the worker is"
-        " its own runner with the providers swapped for one that accepts at once (the"
-        " default Maildir would measure file writes)"
+        f" ours: {config.clients} HTTP clients → picasse api → picasse relay → picasse"
+        " worker(s), each its own process as in production; the worker is its own runner"
+        " with the providers swapped for one that accepts at once (the default Maildir"
+        " would measure file writes)"
     )
     with progress_bar(console) as progress:
         results = messaging.run(settings, database_url, nats_url, config, progress)
     console.print(messaging.table(results, config))
-    runs = [run for run in (results.latency, results.unsaturated) if run is not None]
+    console.print(messaging.cpu_table(results))
+    runs = [run for run in (results.latency, results.fanout) if run is not None]
     if runs:
         console.print(messaging.stages_table(runs))
     for line in messaging.summary(results):

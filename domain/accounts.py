@@ -156,8 +156,9 @@ class Accounts(PicasseApplication):
         passwords: PasswordHasher,
         pseudonyms: Pseudonyms,
         clock: Clock,
+        sharing: PicasseApplication | None = None,
     ) -> None:
-        super().__init__(env)
+        super().__init__(env, sharing=sharing)
         self.passwords = passwords
         self.pseudonyms = pseudonyms
         self.clock = clock

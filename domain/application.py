@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.domain import Aggregate
 
 from picasse.domain.errors import NotFound
@@ -56,6 +58,30 @@ class PicasseApplication(Application[UUID]):
         if not isinstance(aggregate, kind):
             raise NotFound(f"{what} {aggregate_id} not found")
         return aggregate
+
+    def _get_many(self, aggregate_ids: Iterable[UUID], kind: type[A]) -> dict[UUID, A]:
+        """Those of these aggregates that exist and are of `kind`, by id: read in one query
+        where the event store can (ours), else one by one."""
+        wanted = list(dict.fromkeys(aggregate_ids))
+        get_many = getattr(self.events, "get_many", None)
+        if get_many is None:  # the library's own store (the unit tests' in-memory one)
+            found: dict[UUID, A] = {}
+            for ident in wanted:
+                with contextlib.suppress(NotFound):
+                    found[ident] = self._get(ident, kind, kind.__name__)
+            return found
+        aggregates: dict[UUID, object] = {
+            ident: project_aggregate(None, events) for ident, events in get_many(wanted).items()
+        }
+        return {ident: a for ident, a in aggregates.items() if isinstance(a, kind)}
+
+
+class Saving(Protocol):
+    """How a command's aggregates are saved: the application itself, or (in the API) a
+    group commit that writes concurrent saves in one transaction, each returning after
+    the commit that holds it."""
+
+    def save(self, *aggregates: Any) -> Any: ...
 
 
 class PasswordHasher(Protocol):

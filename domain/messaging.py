@@ -15,7 +15,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from picasse.domain.access import PICASSE_SENDER, Viewer
-from picasse.domain.application import PicasseApplication, Pseudonyms
+from picasse.domain.application import PicasseApplication, Pseudonyms, Saving
 from picasse.domain.clock import Clock
 from picasse.domain.customers import Customer, Subscription
 from picasse.domain.errors import (
@@ -374,10 +374,13 @@ class Messages(PicasseApplication):
         *,
         clock: Clock,
         pseudonyms: Pseudonyms,
+        saving: Saving | None = None,
     ) -> None:
         super().__init__(env)
         self.clock = clock
         self.pseudonyms = pseudonyms
+        # How sends are saved; the API sets a group commit (adapters/group_commit.py).
+        self.saving: Saving = saving if saving is not None else self
 
     # Groups
 
@@ -681,7 +684,7 @@ class Messages(PicasseApplication):
             claim.fingerprint_with(customer_id, month, fingerprint)
             pending.append(claim)
         try:
-            self.save(*pending)
+            self.saving.save(*pending)
         except IntegrityError:
             if claim_id is None:
                 raise
@@ -836,30 +839,32 @@ class Messages(PicasseApplication):
         Records nothing, except that a delivery whose recipient or body was erased is
         given up. The attempts are recorded with their outcomes (`record_outcomes`).
         """
-        messages: dict[UUID, Message] = {}
-        terminated: dict[UUID, bool] = {}
+        # Three reads for the whole call: the deliveries, their messages, their customers.
+        deliveries = self._get_many(delivery_ids, Delivery)
+        open_ones = [d for d in deliveries.values() if not d.settled]
+        messages = self._get_many((d.message_id for d in open_ones), Message)
+        customers = self._get_many((d.tenant_id for d in open_ones), Customer)
         started: list[Attempt | NothingToSend] = []
         erased: list[UUID] = []
         ended: list[UUID] = []
+        seen: set[UUID] = set()
         for ident in delivery_ids:
-            try:
-                delivery = self._get(ident, Delivery, "delivery")
-            except NotFound:
+            delivery = deliveries.get(ident)
+            if delivery is None:
                 started.append(NothingToSend.UNKNOWN)
                 continue
-            if delivery.settled:
+            if delivery.settled or ident in seen:  # the same job twice: one attempt
                 started.append(NothingToSend.SETTLED)
                 continue
-            if delivery.tenant_id not in terminated:
-                terminated[delivery.tenant_id] = self._customer_terminated(delivery.tenant_id)
-            if terminated[delivery.tenant_id]:
+            seen.add(ident)
+            customer = customers.get(delivery.tenant_id)
+            if customer is not None and customer.terminated:
                 ended.append(ident)
                 started.append(NothingToSend.TERMINATED)
                 continue
             message = messages.get(delivery.message_id)
             if message is None:
-                message = self._get(delivery.message_id, Message, "message")
-                messages[delivery.message_id] = message
+                raise NotFound(f"message {delivery.message_id} not found")
             if isinstance(delivery.to, Erased) or isinstance(message.body, Erased):
                 erased.append(ident)
                 started.append(NothingToSend.ERASED)
@@ -882,12 +887,6 @@ class Messages(PicasseApplication):
         for ident in ended:
             self._decide(ident, _give_up_terminated)
         return started
-
-    def _customer_terminated(self, customer_id: UUID) -> bool:
-        try:
-            return self._get(customer_id, Customer, "customer").terminated
-        except NotFound:
-            return False
 
     def record_outcomes(
         self, outcomes: Sequence[tuple[Attempt, Outcome]], *, max_attempts: int

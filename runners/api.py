@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 from eventsourcing.postgres import PostgresTrackingRecorder
 
+from picasse.adapters.group_commit import GroupCommit
 from picasse.adapters.http.acklinks import ack_links_from
 from picasse.adapters.http.app import HttpDeps, attendance_on, create_app
 from picasse.adapters.http.health import HealthProbe, JobQueueProbe, WatchedView
@@ -35,7 +36,6 @@ from picasse.runners.settings import Settings, SettingsError
 from picasse.runners.signals import StopRequest, stop_requested
 from picasse.runners.wiring import (
     ensure_master_key,
-    eventsourcing_env,
     open_accounts,
     open_conferences,
     open_messages,
@@ -45,10 +45,11 @@ from picasse.runners.wiring import (
     twilio_callbacks,
 )
 
-# Connections besides the messages pool: the accounts and API keys pools, the sessions
-# pool, and a key listener for each of the three applications.
-OTHER_CONNECTIONS = 6
-SMALL_POOL = 1  # accounts, API keys, sessions: one short query per request
+# Connections besides the messages pool: the sessions pool and the key listener. Accounts
+# and API keys share the messages pool: every API request reads its key and its user, and
+# a pool of their own, kept small, was where concurrent requests queued.
+OTHER_CONNECTIONS = 2
+SMALL_POOL = 1  # sessions: one short query per request
 # How long a request waits for a pooled connection before it is answered 503; the
 # library tries a failed database call a few times more, so keep it short.
 POOL_TIMEOUT = 1  # seconds; the library takes whole seconds only
@@ -113,22 +114,12 @@ def http_deps(
             clock=clock,
         )
         stack.callback(messages.close)
-        env = eventsourcing_env(
-            database_url, settings.master_key_path, schema=settings.database_schema
-        )
-        env["POSTGRES_POOL_SIZE"] = str(SMALL_POOL)
-        env["POSTGRES_CONNECT_TIMEOUT"] = str(POOL_TIMEOUT)
+        # Concurrent sends are written together, one transaction per group, each request
+        # answered after its group's commit.
+        messages.saving = GroupCommit(messages)
         pseudonyms = KeyedPseudonyms(master_key)
-        accounts = open_accounts(
-            settings,
-            database_url,
-            pool_size=SMALL_POOL,
-            pool_timeout=POOL_TIMEOUT,
-            clock=messages.clock,
-        )
-        stack.callback(accounts.close)
-        api_keys = ApiKeys(env)
-        stack.callback(api_keys.close)
+        accounts = open_accounts(settings, database_url, clock=messages.clock, sharing=messages)
+        api_keys = ApiKeys(sharing=messages)
         auth_store = PostgresAuthStore(
             database_url, schema=settings.database_schema, pool_size=SMALL_POOL
         )

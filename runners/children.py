@@ -32,7 +32,9 @@ PR_SET_PDEATHSIG = 1
 # key listener, role claims, one spare for the views' datastore; scheduler: retention's
 # store and key listener, role claims, the reconciler's run; worker: store, key listener.
 CONNECTIONS = {"relay": 3, "projections": 4, "scheduler": 4, "worker": 2}
-MIN_API = 7  # messages (and views), accounts, API keys, sessions, three key listeners
+# The API's least: a messages pool of 5 (views, accounts and API keys share it), the
+# sessions' connection, a key listener.
+MIN_API = 7
 
 
 def connection_shares(total: int, workers: int) -> dict[str, int]:

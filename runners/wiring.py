@@ -32,6 +32,7 @@ from picasse.adapters.providers.twilio import (
 from picasse.adapters.providers.voice import HttpVoiceGateway
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.accounts import Accounts
+from picasse.domain.application import PicasseApplication
 from picasse.domain.clock import Clock
 from picasse.domain.conferencing import Conferences
 from picasse.domain.messaging import Messages
@@ -114,9 +115,11 @@ def open_accounts(
     pool_size: int = 1,
     pool_timeout: int | None = None,
     clock: Clock | None = None,
+    sharing: PicasseApplication | None = None,
 ) -> Accounts:
     """Accounts on the process's clock (`clock_from(settings)`) unless given one: it
-    measures how long set-password links live."""
+    measures how long set-password links live. `sharing`: use that application's store
+    (its pool and key store) instead of opening one."""
     master_key_file = settings.master_key_path
     env = eventsourcing_env(
         database_url,
@@ -131,6 +134,7 @@ def open_accounts(
         passwords=Argon2Passwords(),
         pseudonyms=KeyedPseudonyms(read_master_key(master_key_file)),
         clock=clock if clock is not None else clock_from(settings),
+        sharing=sharing,
     )
 
 

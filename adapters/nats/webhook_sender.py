@@ -70,6 +70,10 @@ def payload_of(event: StatusEvent) -> bytes:
     )
 
 
+# A customer's endpoints that want an event type, looked up once per fetched batch.
+SubscribersOf = Callable[[UUID, Any], "asyncio.Future[list[Subscriber]]"]
+
+
 class WebhookSender:
     def __init__(
         self,
@@ -110,7 +114,8 @@ class WebhookSender:
         try:
             while not stop.is_set():
                 fetched = await fetcher.fetch(BATCH, FETCH_TIMEOUT_SECONDS)
-                await asyncio.gather(*(self._handle(http, msg) for msg in fetched))
+                subscribers = self._looked_up_once()
+                await asyncio.gather(*(self._handle(http, msg, subscribers) for msg in fetched))
         finally:
             if self._http is None:
                 await http.aclose()
@@ -118,11 +123,26 @@ class WebhookSender:
                 await subscription.unsubscribe()
             self._threads.shutdown(wait=True)
 
+    def _looked_up_once(self) -> SubscribersOf:
+        """For one fetched batch: each customer's endpoints for each event type looked up
+        once (a fan-out's status events all ask the same)."""
+        found: dict[tuple[UUID, Any], asyncio.Future[list[Subscriber]]] = {}
+
+        def subscribers(tenant_id: UUID, event_type: Any) -> asyncio.Future[list[Subscriber]]:
+            key = (tenant_id, event_type)
+            if key not in found:
+                found[key] = asyncio.ensure_future(
+                    self._db(self.webhooks.subscribers, tenant_id, event_type)
+                )
+            return found[key]
+
+        return subscribers
+
     async def _db(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._threads, lambda: call(*args, **kwargs))
 
-    async def _handle(self, http: httpx.AsyncClient, msg: Msg) -> None:
+    async def _handle(self, http: httpx.AsyncClient, msg: Msg, subscribers: SubscribersOf) -> None:
         try:
             job = decoder.decode(msg.data)
         except msgspec.DecodeError:
@@ -131,7 +151,7 @@ class WebhookSender:
             return
         try:
             if isinstance(job, StatusEvent):
-                await self._status_event(http, job)
+                await self._status_event(http, job, subscribers)
             else:
                 await self._retry(http, job)
         except Exception as error:
@@ -152,8 +172,10 @@ class WebhookSender:
         except Exception:  # the connection went: the job comes back after ack_wait anyway
             log.warning("could not settle a webhook job", exc_info=True)
 
-    async def _status_event(self, http: httpx.AsyncClient, event: StatusEvent) -> None:
-        subscribers = await self._db(self.webhooks.subscribers, event.tenant_id, event.event_type)
+    async def _status_event(
+        self, http: httpx.AsyncClient, event: StatusEvent, subscribers_of: SubscribersOf
+    ) -> None:
+        subscribers = await subscribers_of(event.tenant_id, event.event_type)
         if not subscribers:
             return
         payload = payload_of(event)

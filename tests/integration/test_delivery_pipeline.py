@@ -7,7 +7,7 @@ import collections
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import nats
 import psycopg
@@ -20,7 +20,7 @@ from picasse.adapters.providers import Provider, Sent
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
 from picasse.domain.messages import DeliveryStatus, FailureReason, delivery_id
-from picasse.domain.messaging import Messages, SendRequest
+from picasse.domain.messaging import Attempt, Messages, NothingToSend, SendRequest
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings
 from tests.integration.gateway import FakeGateway
@@ -417,3 +417,22 @@ def _head(raw: psycopg.Connection) -> int:
     row = raw.execute("SELECT max(notification_id) FROM picasse_events").fetchone()
     assert row is not None
     return int(row[0])
+
+
+def test_deliveries_started_together_are_each_opened_once_with_their_own_message(
+    messages: Messages, customer: UUID
+) -> None:
+    sent = [
+        messages.send(
+            customer, SendRequest(channel="sms", to=[f"+316120000{n:02d}"], body=f"Gate {n}")
+        )
+        for n in range(3)
+    ]
+    ids = [delivery_id(message_id, 0) for message_id in sent]
+    # One call reads all deliveries, their messages and customers together (three queries).
+    started = messages.start_attempts([*ids, ids[0], uuid4()])
+    attempts = [a for a in started[:3] if isinstance(a, Attempt)]
+    assert [(a.job.to, a.job.body, a.job.attempt) for a in attempts] == [
+        (f"+316120000{n:02d}", f"Gate {n}", 1) for n in range(3)
+    ]
+    assert started[3:] == [NothingToSend.SETTLED, NothingToSend.UNKNOWN]  # repeated, unknown
