@@ -10,11 +10,9 @@ import asyncio
 import contextlib
 import logging
 
-from eventsourcing.postgres import PostgresTrackingRecorder
-
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.relay import Relay
-from picasse.adapters.postgres.roles import RoleClaims
+from picasse.adapters.postgres.roles import RoleClaims, TrackingTable
 from picasse.runners import servers
 from picasse.runners.processes import connect_nats, connection_kwargs, run_until_signalled
 from picasse.runners.settings import Settings
@@ -33,7 +31,7 @@ def main(settings: Settings) -> int:
     # The relay reads ids and times only: it needs no listener for destroyed keys.
     messages = open_messages(settings, database_url, opens_sealed_fields=False)
     datastore = messages.factory.datastore  # type: ignore[attr-defined]
-    tracking = PostgresTrackingRecorder(datastore, tracking_table_name=TRACKING_TABLE)
+    tracking = TrackingTable(datastore, tracking_table_name=TRACKING_TABLE)
     tracking.create_table()
     claims = RoleClaims(connection_kwargs(datastore), datastore.schema)
 

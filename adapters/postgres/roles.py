@@ -13,6 +13,8 @@ import threading
 from typing import Any
 
 import psycopg
+from eventsourcing.postgres import PostgresTrackingRecorder
+from psycopg import sql
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +120,24 @@ _SCHEMA_CHANGES = 7401
 def serialize_schema_changes(curs: Any) -> None:
     """Inside a transaction that creates or alters tables: wait for any other one first."""
     curs.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_CHANGES,))
+
+
+class TrackingTable(PostgresTrackingRecorder):
+    """A tracking table that processes starting together create once.
+
+    The library reads whether the table and its `__migration__` record exist before its
+    creating transaction; two processes starting on a fresh database then both believe
+    they made the table, and the second fails to write the migration record ("Failed to
+    record tracking for __migration__ 1"). Here the creating transaction takes the schema
+    lock first and reads both again under it."""
+
+    def _create_table(self, curs: Any) -> None:
+        serialize_schema_changes(curs)
+        table = sql.Identifier(self.datastore.schema or "public", self.tracking_table_name)
+        curs.execute("SELECT to_regclass(%s) AS t", (table.as_string(curs),))
+        found = curs.fetchone()
+        if found is not None and found["t"] is not None:  # made by now, perhaps by another
+            self.tracking_table_exists = True
+            migrated = self._max_tracking_id(self.table_migration_identifier, curs)
+            self.tracking_migration_previous = self.tracking_migration_current = migrated
+        super()._create_table(curs)

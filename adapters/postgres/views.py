@@ -8,7 +8,7 @@ from uuid import UUID
 
 import msgspec
 from eventsourcing.persistence import Tracking
-from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from eventsourcing.postgres import PostgresDatastore
 from msgspec import Meta
 from psycopg import sql
 
@@ -18,7 +18,7 @@ from picasse.adapters.crypto import (
     open_view_value,
     seal_view_value,
 )
-from picasse.adapters.postgres.roles import serialize_schema_changes
+from picasse.adapters.postgres.roles import TrackingTable, serialize_schema_changes
 from picasse.domain.messages import FailureReason
 from picasse.domain.messaging import recipient_lookup_form
 from picasse.domain.personal import sealed_view_columns, subject_name
@@ -40,7 +40,7 @@ class ViewWithoutKeys(RuntimeError):
     """A view holding personal columns was built without the key store to seal and open them."""
 
 
-class _View(PostgresTrackingRecorder):
+class _View(TrackingTable):
     """Common plumbing: named tables in the datastore's schema, one transaction per write.
 
     Personal columns (the registry's `HeldIn`) hold ciphertext only: each value sealed
@@ -76,7 +76,7 @@ class _View(PostgresTrackingRecorder):
     def _create_table(self, curs: Any) -> None:
         serialize_schema_changes(curs)
         self._drop_if_outdated(curs)
-        super()._create_table(curs)
+        super()._create_table(curs)  # takes the schema lock again: it is held already
 
     def _drop_if_outdated(self, curs: Any) -> None:
         """A view written before its personal columns were sealed, or before one of its

@@ -19,6 +19,7 @@ from eventsourcing.domain import Aggregate, event
 
 from picasse.adapters.postgres.audit import verify_chains
 from picasse.adapters.postgres.keystore import TenantErased
+from picasse.adapters.postgres.roles import TrackingTable
 from picasse.domain.accounts import Accounts
 from picasse.domain.personal import ERASED, Erased, Personal
 from picasse.domain.values import Role
@@ -272,3 +273,19 @@ def test_a_lost_key_race_noticed_before_the_sync_is_still_a_race_not_an_outage(
 
 def test_the_master_key_file_is_private(settings: Settings) -> None:
     assert os.stat(settings.master_key_path).st_mode & 0o777 == 0o600
+
+
+def test_two_processes_creating_one_tracking_table_at_once_both_start(
+    open_store: Callable[[], Accounts],
+) -> None:
+    """`picasse up` starts its children together (and a deployment its services): on a
+    fresh database each creates the tracking tables it needs. Both looked before either
+    created; the second must find the first's table and its migration record, not fail."""
+    datastore = open_store().factory.datastore  # type: ignore[attr-defined]
+    # Made, both of them, before the table exists: as create_table reads them first.
+    first, second = (TrackingTable(datastore, tracking_table_name="race_tracking") for _ in "12")
+    for table in (first, second):
+        with datastore.transaction(commit=True) as curs:
+            table._create_table(curs)
+    with datastore.transaction(commit=False) as curs:
+        assert second._max_tracking_id(second.table_migration_identifier, curs) == 1
