@@ -135,6 +135,9 @@ SCOPE_COLUMNS: dict[str, tuple[str, str | None]] = {
     "messages": ("customer_id", "requested_at"),
     "deliveries": ("customer_id", "queued_at"),
     "entries": ("customer_id", "at"),
+    # Counts the projections keep: a customer's in its scope, all of them in any period.
+    "daily": ("customer_id", None),
+    "user_counts": ("customer_id", None),
 }
 
 ViewClasses = Mapping[str, tuple[type[Projection[Any]], type[Any]]]
