@@ -231,7 +231,8 @@ class PostgresAccountsView(_View, AccountsView):
     tables = ("customers", "users", "api_keys", "customer_counts", "user_counts")
     tenant_columns = {"customers": "id", "users": "customer_id", "api_keys": "customer_id"}
     on_termination = ("UPDATE {customers} SET erased = true WHERE id = %(tenant)s",)
-    indexes = ("users_customer", "api_keys_customer", "customers_page", "users_page")
+    indexes = ("users_customer", "api_keys_page", "api_keys_user", "customers_page", "users_page")
+    retired_indexes = ("api_keys_customer",)  # (customer_id, user_id): not the list's order
 
     def schema_statements(self) -> list[str]:
         return [
@@ -247,7 +248,10 @@ class PostgresAccountsView(_View, AccountsView):
             "CREATE TABLE IF NOT EXISTS {api_keys} (id uuid PRIMARY KEY, customer_id uuid,"
             " user_id uuid NOT NULL, name bytea, scopes text[] NOT NULL,"
             " created_at timestamptz NOT NULL, revoked boolean NOT NULL DEFAULT false)",
-            "CREATE INDEX IF NOT EXISTS {api_keys_customer_idx} ON {api_keys} (customer_id, user_id)",
+            "CREATE INDEX IF NOT EXISTS {api_keys_page_idx} ON {api_keys}"
+            " (customer_id, created_at, id)",
+            "CREATE INDEX IF NOT EXISTS {api_keys_user_idx} ON {api_keys}"
+            " (customer_id, user_id, created_at, id)",
             # The lists' orders, for keyset pages.
             "CREATE INDEX IF NOT EXISTS {customers_page_idx} ON {customers} (registered_at, id)",
             "CREATE INDEX IF NOT EXISTS {users_page_idx} ON {users} (customer_id, added_at, id)",
@@ -388,11 +392,15 @@ class PostgresAccountsView(_View, AccountsView):
         ]
         if user_id is not None:
             conditions.append("user_id = %(user)s")
+        # Newest first; led by the columns held equal, so that it is the index's order even
+        # where that equality is `IS NULL` (which the planner does not take for one).
+        order = "customer_id DESC, user_id DESC," if user_id is not None else "customer_id DESC,"
         rows = self._read(
             self._shaped(
                 "SELECT id, customer_id, user_id, name, scopes, created_at, revoked"
-                " FROM {api_keys}{where} ORDER BY created_at DESC, id",
+                " FROM {api_keys}{where} ORDER BY {order} created_at DESC, id DESC",
                 conditions,
+                order=order,
             ),
             {"customer": customer_id, "user": user_id},
         )
@@ -455,7 +463,8 @@ class PostgresAccountsView(_View, AccountsView):
             conditions.append("customer_id = %(id)s")
         if after is not None:
             conditions.append("(added_at, id) > (%(at)s, %(after)s)")
-        order = "added_at, id" if platform or customer_id is None else "customer_id, added_at, id"
+        # Whose first where the rows are one customer's (or staff's): the index's order.
+        order = "customer_id, added_at, id" if platform or customer_id else "added_at, id"
         limited = "" if limit is None else " LIMIT %(limit)s"
         rows = self._read(
             self._shaped(
@@ -488,8 +497,8 @@ class PostgresAccountsView(_View, AccountsView):
 class PostgresTrafficView(_View, TrafficView):
     tables = ("messages", "deliveries", "daily", "daily_all")
     tenant_columns = {"messages": "customer_id", "deliveries": "customer_id"}
-    indexes = ("customer_queued", "queued", "message", "recipient", "messages_page")
-    retired_indexes = ("customer_time", "time")  # without the id: no keyset order
+    indexes = ("customer_queued", "queued", "message_position", "recipient", "messages_page")
+    retired_indexes = ("customer_time", "time", "message")  # not in the pages' orders
     blind_indexes = {"deliveries": ("recipient_index",)}
 
     def schema_statements(self) -> list[str]:
@@ -506,7 +515,7 @@ class PostgresTrafficView(_View, TrafficView):
             "CREATE INDEX IF NOT EXISTS {customer_queued_idx} ON {deliveries}"
             " (customer_id, queued_at, id)",
             "CREATE INDEX IF NOT EXISTS {queued_idx} ON {deliveries} (queued_at, id)",
-            "CREATE INDEX IF NOT EXISTS {message_idx} ON {deliveries} (message_id)",
+            "CREATE INDEX IF NOT EXISTS {message_position_idx} ON {deliveries} (message_id, idx)",
             "CREATE INDEX IF NOT EXISTS {recipient_idx} ON {deliveries} (customer_id, recipient_index)",
             "CREATE INDEX IF NOT EXISTS {messages_page_idx} ON {messages}"
             " (customer_id, requested_at DESC, id DESC)",
@@ -715,9 +724,10 @@ class PostgresTrafficView(_View, TrafficView):
                 " m.requested_by, coalesce((SELECT json_object_agg(s.status, s.n) FROM"
                 " (SELECT d.status, count(*)::int AS n FROM {deliveries} d"
                 "  WHERE d.message_id = m.id GROUP BY d.status) s), '{{}}') AS counts"
-                " FROM {messages} m{where} ORDER BY m.requested_at DESC, m.id DESC"
-                " LIMIT %(limit)s",
+                " FROM {messages} m{where}{order} LIMIT %(limit)s",
                 conditions,
+                # One message by its id needs no order.
+                order="" if "id" in given else " ORDER BY m.requested_at DESC, m.id DESC",
             ),
             params,
         )
