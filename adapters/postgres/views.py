@@ -214,6 +214,57 @@ class _View(PostgresTrackingRecorder):
             **{name: sql.SQL(part) for name, part in parts.items()},
         )
 
+    def tables_with_tracking(self) -> list[tuple[sql.Identifier, str]]:
+        """The view's tables and its tracking table (last), with their names unqualified."""
+        return [
+            *((self.t[kind], self._table_names[kind]) for kind in self.tables),
+            (
+                sql.Identifier(self.datastore.schema, self.tracking_table_name),
+                self.tracking_table_name,
+            ),
+        ]
+
+    def drop(self) -> None:
+        """Drop the view's tables and its position (a shadow copy left by a rebuild cut short)."""
+        tables = [table for table, _ in self.tables_with_tracking()]
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(", ").join(tables)))
+
+    def replace_with(self, shadow: _View) -> None:
+        """Swap `shadow`, a copy of this view built beside it (same class, other table
+        names), in for this view's tables, in one transaction: readers see the old tables
+        until it commits and the new ones after it (a reader waiting on the lock meanwhile
+        finds the new table by its name), never a view part-built. The shadow's tables,
+        indexes, keys and position take this view's names."""
+        live_prefix = self.tracking_table_name.removesuffix("_tracking")
+        shadow_prefix = shadow.tracking_table_name.removesuffix("_tracking")
+        schema = self.datastore.schema
+        with self.datastore.transaction(commit=True) as curs:
+            serialize_schema_changes(curs)
+            old = [table for table, _ in self.tables_with_tracking()]
+            curs.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(", ").join(old)))
+            for (table, _), (_, live_name) in zip(
+                shadow.tables_with_tracking(), self.tables_with_tracking(), strict=True
+            ):
+                curs.execute(
+                    sql.SQL("ALTER TABLE {} RENAME TO {}").format(table, sql.Identifier(live_name))
+                )
+                # Its primary key's and indexes' names follow: a later start's
+                # CREATE INDEX IF NOT EXISTS finds them under the view's own names.
+                indexes = curs.execute(
+                    "SELECT c.relname AS name FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                    " WHERE i.indrelid = %s::regclass",
+                    (sql.Identifier(schema, live_name).as_string(curs),),
+                ).fetchall()
+                for index in indexes:
+                    if index["name"].startswith(shadow_prefix):
+                        renamed = live_prefix + index["name"].removeprefix(shadow_prefix)
+                        curs.execute(
+                            sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                                sql.Identifier(schema, index["name"]), sql.Identifier(renamed)
+                            )
+                        )
+
     def reset(self) -> None:
         """Empty the view and its position, so it is rebuilt from the start of the log."""
         with self.datastore.transaction(commit=True) as curs:
