@@ -53,6 +53,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlencode
 from uuid import UUID
 
 import msgspec
@@ -670,10 +671,9 @@ def paged(request: Request[Any, Any, Any], rows: list[Any], after: str | None) -
     so clients reading the array read it as before."""
     response = Response(rows)
     if after is not None:
-        following = request.url.with_replacements(
-            query={**dict(request.query_params), "after": after}
-        )
-        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+        query = [(k, v) for k, v in request.query_params.multi_items() if k != "after"]
+        following = urlencode([*query, ("after", after)])
+        response.headers["Link"] = f'<{request.url.path}?{following}>; rel="next"'
     return response
 
 

@@ -62,8 +62,11 @@ def _rebuild(settings: Settings, names: list[str] | None = None) -> None:
 
 
 class World:
-    def __init__(self, settings: Settings, base_url: str, ours: Tenant, admin: str) -> None:
-        self.settings, self.base_url, self.ours, self.admin = settings, base_url, ours, admin
+    def __init__(
+        self, settings: Settings, base_url: str, ours: Tenant, others: Tenant, admin: str
+    ) -> None:
+        self.settings, self.base_url, self.admin = settings, base_url, admin
+        self.ours, self.others = ours, others
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +82,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
         _deliveries(deps, ours, OURS)
         _rebuild(settings)  # every view built from the log the first time, the same way
         with serving(app) as url:
-            yield World(settings, url, ours, staff[Role.PLATFORM_ADMIN])
+            yield World(settings, url, ours, others, staff[Role.PLATFORM_ADMIN])
 
 
 def test_the_traffic_page_never_shows_fewer_rows_while_the_view_is_rebuilt(
@@ -123,3 +126,26 @@ def test_the_traffic_page_never_shows_fewer_rows_while_the_view_is_rebuilt(
     assert during > 0, "no page was read while the shadow view was being built"
     assert min(seen) >= before and after == before, (before, seen, after)
     assert shadows == []  # swapped in under the live names: tables, keys and indexes
+
+
+def test_list_routes_page_by_a_link_to_the_next_page_and_each_row_comes_once(
+    world: World,
+) -> None:
+    """GET /v1/traffic answers its array as before, at most 200 rows, and names the next
+    page in a `Link: <…?after=…>; rel="next"` header (issue 18, item 3)."""
+    client = logged_in(world.base_url, world.admin)
+    with closing(client):
+        path: str | None = f"/v1/traffic?customer_id={world.others.customer_id}&limit=500"
+        pages, seen = [], []
+        while path is not None:
+            answer = client.get(path)
+            assert answer.status_code == 200, answer.text
+            pages.append(len(answer.json()))
+            seen += [row["delivery_id"] for row in answer.json()]
+            path = answer.links.get("next", {}).get("url")
+        refused = client.get(
+            "/v1/traffic", params={"customer_id": str(world.ours.customer_id), "after": "x"}
+        )
+    assert max(pages) == 200 and len(pages) == 8, pages
+    assert len(seen) == len(set(seen)) == OTHERS + 1
+    assert refused.status_code == 422 and refused.json()["field"] == "after"
