@@ -96,6 +96,14 @@ if TYPE_CHECKING:
     from picasse.adapters.http.app import HttpDeps
 
 MAX_TRAFFIC_ROWS = 1000
+# The cursor of a list route's next page, as its `Link: <…?after=…>; rel="next"` names it.
+AfterCursor = Annotated[
+    str | None,
+    QueryParameter(
+        max_length=200,
+        description="where the previous page ended: the `after` of its `Link: rel=next`",
+    ),
+]
 DEFAULT_TRAFFIC_PERIOD = timedelta(days=1)
 MAX_JSON_BODY = 512 * 1024  # an e-mail body is at most 100 000 characters
 
@@ -624,13 +632,7 @@ def list_customers(
     request: Request[Any, Any, Any],
     caller: NamedDependency[Caller],
     accounts_view: NamedDependency[AccountsView],
-    after: Annotated[
-        str | None,
-        QueryParameter(
-            max_length=200,
-            description="where the previous page ended: the `after` of its `Link: rel=next`",
-        ),
-    ] = None,
+    after: AfterCursor = None,
 ) -> Response[list[CustomerOut]]:
     viewer = caller.viewer()
     if viewer.customer_id is not None:  # a customer's users: their own, one row
@@ -770,13 +772,7 @@ def list_users(
     customer_id: CustomerId,
     accounts: NamedDependency[Accounts],
     accounts_view: NamedDependency[AccountsView],
-    after: Annotated[
-        str | None,
-        QueryParameter(
-            max_length=200,
-            description="where the previous page ended: the `after` of its `Link: rel=next`",
-        ),
-    ] = None,
+    after: AfterCursor = None,
 ) -> Response[list[UserOut]]:
     accounts.customer(customer_id)  # a customer we do not know is a 404, not an empty list
     position = decode_cursor(after, UserPosition, "after") if after else None
@@ -1119,13 +1115,7 @@ def show_traffic(
         str | None,
         QueryParameter(description="only deliveries to this number (+…) or e-mail address"),
     ] = None,
-    after: Annotated[
-        str | None,
-        QueryParameter(
-            max_length=200,
-            description="where the previous page ended: the `after` of its `Link: rel=next`",
-        ),
-    ] = None,
+    after: AfterCursor = None,
 ) -> Response[list[TrafficEntry]]:
     whose = customer_id if customer_id is not None else caller.customer_id
     if whose is None:
