@@ -79,6 +79,9 @@ def view_on_pool_of(app: PicasseApplication, name: str) -> Any:
 
 
 BATCH = 200  # events read at a time; a stop request is seen between two batches
+# A view that has taken everything of its topics records the log position it is up to
+# once this many events of other topics came after its own last one.
+SETTLE_AFTER = 1000
 TICK_SECONDS = 0.05  # how often the projector looks at the log's head
 CLAIM_SECONDS = 1.0  # how often it checks its claims and tries to take the others
 FIRST_RETRY = timedelta(seconds=1)  # a stopped view's first retry; doubles each time
@@ -195,6 +198,11 @@ class Follower:
             if not batch:
                 if upto is None:
                     self.drained_to = head
+                if target - position >= SETTLE_AFTER:
+                    # Nothing of its topics up to `target`: say so, so that its lag (the
+                    # health probe's count of its events after its position, on every
+                    # overview) reads from here, not from its last event long ago.
+                    self.view.insert_tracking(Tracking(self.reader.name, target))
                 return None
             for notification in batch:
                 try:
