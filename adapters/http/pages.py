@@ -419,7 +419,8 @@ def customers_page(
     shown = customers[:PAGE_SIZE]
     last = shown[-1] if len(customers) > PAGE_SIZE else None
     billing = dashboard.http.billing
-    overdue = billing.overdue_customers() if billing is not None else {}
+    # Only the page's customers: every account would be found by reading the whole log.
+    overdue = billing.overdue_customers([c.id for c in shown]) if billing is not None else {}
     return caller_page(
         request,
         "customers.html",
