@@ -162,3 +162,22 @@ def test_a_view_with_none_of_its_events_in_a_long_stretch_records_that_it_is_up_
     finally:
         views.close()
     assert status.head > OTHERS and status.position == status.head and status.lag == 0
+
+
+def test_a_customer_is_found_by_a_search_box_over_the_login_blind_index_not_a_list(
+    world: World,
+) -> None:
+    """No page lists every customer to choose from: the customers page and the traffic
+    page find one by its id or by a login of one of its users (the Login claim)."""
+    client = logged_in(world.base_url, world.admin)
+    with closing(client):
+        found = client.get("/admin/customers", params={"q": world.ours.user_login})
+        by_id = client.get("/admin/customers", params={"q": str(world.others.customer_id)})
+        traffic = client.get("/admin/traffic", params={"customer": world.ours.admin_login})
+        nobody = client.get("/admin/traffic", params={"customer": "no-such-login"})
+        listed = client.get("/admin/traffic")
+    assert re.findall(r'data-customer="([^"]+)"', found.text) == [str(world.ours.customer_id)]
+    assert re.findall(r'data-customer="([^"]+)"', by_id.text) == [str(world.others.customer_id)]
+    assert traffic.status_code == 200 and traffic.text.count("data-delivery=") == OURS + 1
+    assert nobody.status_code == 400 and "No customer has that id" in nobody.text
+    assert "<option" not in listed.text  # no drop-down of every customer
