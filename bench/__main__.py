@@ -27,7 +27,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from bench import audit_replay, event_store, messaging, pings, supervisor
+from bench import audit_replay, event_store, messaging, pings, supervisor, views
 from picasse.runners import servers
 from picasse.runners.settings import Settings
 
@@ -39,7 +39,7 @@ def positive(text: str) -> int:
     return number
 
 
-BENCHES = ("event-store", "messaging", "audit", "supervisor", "pings")
+BENCHES = ("event-store", "messaging", "audit", "supervisor", "pings", "views")
 
 
 def positive_number(text: str) -> float:
@@ -173,6 +173,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=audit_defaults.large,
         help="events of the large customer (default %(default)s)",
     )
+    parser.add_argument_group(
+        "views", "pages and list routes at 2M deliveries and 100k customers; rebuild rate"
+    ).add_argument(
+        "--scale",
+        type=positive_number,
+        default=views.Config().scale,
+        help="of 2M deliveries and 100k customers (default %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
@@ -246,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
                         pings.run(settings, database_url, pings.Config(), console), pings.Config()
                     )
                 )
+            elif name == "views":
+                console.rule("views at scale")
+                with views.progress_bar(console) as progress:
+                    found = views.run(settings, database_url, views.Config(args.scale), progress)
+                for table in views.tables(found):
+                    console.print(table)
             elif name == "supervisor":
                 with console.status("picasse up: start, kill a worker, stop"):
                     console.print(supervisor.table(supervisor.run()))
@@ -254,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         messaging.BenchError,
         audit_replay.BenchError,
         supervisor.BenchError,
+        views.BenchError,
         servers.ServerError,
     ) as error:
         console.print(f"[red]bench: {error}")

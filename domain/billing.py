@@ -722,10 +722,23 @@ class Billing(PicasseApplication):
             f" {invoice.due_on.isoformat()}; EUR {outstanding:.2f} is still outstanding.",
         )
 
-    def overdue_customers(self) -> dict[UUID, int]:
-        """Per customer with overdue invoices, what is outstanding on them (cents)."""
+    def overdue_customers(self, customer_ids: Iterable[UUID] | None = None) -> dict[UUID, int]:
+        """Per customer with overdue invoices, what is outstanding on them (cents); of the
+        customers named (a page of them: their accounts looked up by id), or of all (every
+        account, found by reading the log)."""
         found: dict[UUID, int] = {}
-        for account in self._accounts():
+        if customer_ids is None:
+            accounts = self._accounts()
+        else:
+            accounts = []
+            for customer_id in customer_ids:
+                try:
+                    accounts.append(
+                        self._get(billing_account_id(customer_id), BillingAccount, "account")
+                    )
+                except NotFound:
+                    continue  # never billed
+        for account in accounts:
             for ident in account.invoices:
                 invoice = self._get(ident, Invoice, "invoice")
                 if invoice.status is InvoiceStatus.OVERDUE:

@@ -26,6 +26,9 @@ def plain(value: Any) -> str | None:
     return None if value is None or isinstance(value, Erased) else str(value)
 
 
+PAGE_SIZE = 200  # rows of one page of a list, at most
+
+
 class CustomerRow(msgspec.Struct, frozen=True):
     id: UUID
     organisation: str | None  # None once erased
@@ -125,12 +128,40 @@ class AccountsView(TrackingRecorder, ABC):
     # Queries
 
     @abstractmethod
-    def customers(self, *, customer_id: UUID | None = None) -> list[CustomerRow]: ...
+    def customers(self, *, customer_id: UUID | None = None) -> list[CustomerRow]:
+        """Every customer (oldest first), or the one named. Every one: for exports and
+        audits, never for a page (pages read `customer_page`)."""
+
+    @abstractmethod
+    def customer_page(
+        self, *, after: tuple[datetime, UUID] | None = None, limit: int = PAGE_SIZE
+    ) -> list[CustomerRow]:
+        """Customers in registration order, those after `after` ((registered_at, id) of the
+        previous page's last: keyset paging)."""
+
+    @abstractmethod
+    def customers_by_id(self, ids: list[UUID]) -> list[CustomerRow]:
+        """The named customers (those the view knows), for the rows of a page."""
+
+    @abstractmethod
+    def customer_counts(self) -> dict[str, int]:
+        """How many customers per subscription state, kept by the projection."""
+
+    @abstractmethod
+    def user_counts(self, customer_ids: list[UUID]) -> dict[UUID, int]:
+        """How many users each of these customers has, kept by the projection."""
+
+    @abstractmethod
+    def users_by_id(self, ids: list[UUID]) -> list[UserRow]:
+        """The named users (those the view knows), for the rows of a page."""
 
     @abstractmethod
     def users(
-        self, *, customer_id: UUID | None = None, platform: bool = False
-    ) -> list[UserRow]: ...
+        self, *, customer_id: UUID | None = None, platform: bool = False,
+        after: tuple[datetime, UUID] | None = None, limit: int | None = None,
+    ) -> list[UserRow]:  # fmt: skip
+        """A customer's users (or staff, with `platform`) in the order they were added,
+        those after `after` ((added_at, id)), at most `limit` (None: all)."""
 
     @abstractmethod
     def api_keys(

@@ -37,6 +37,7 @@ class LedgerEntry(msgspec.Struct, frozen=True):
     kind: str  # export, termination, erasure, retention, disclosure, statement, users
     customer_id: UUID | None
     summary: str  # ids, counts, reasons: never personal data
+    position: int = 0  # its place in the log (as read back): where a page of entries ends
 
 
 class LedgerView(TrackingRecorder, ABC):
@@ -45,8 +46,9 @@ class LedgerView(TrackingRecorder, ABC):
 
     @abstractmethod
     def entries(
-        self, *, customer_id: UUID | None = None, limit: int = 500
-    ) -> list[LedgerEntry]: ...
+        self, *, customer_id: UUID | None = None, limit: int = 500, before: int | None = None
+    ) -> list[LedgerEntry]:
+        """Newest first; with `before` (the previous page's last position) those older."""
 
 
 class LedgerProjection(Projection[LedgerView]):

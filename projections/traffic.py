@@ -37,6 +37,7 @@ class TrafficRow(msgspec.Struct, frozen=True):
     attempts: int
     reason: FailureReason | None
     updated_at: datetime
+    queued_at: datetime | None = None  # with the delivery id, where a page of rows ends
 
 
 class MessageRow(msgspec.Struct, frozen=True):
@@ -82,7 +83,7 @@ class MessageQuery(msgspec.Struct, frozen=True, kw_only=True):
 
 class DailyCount(msgspec.Struct, frozen=True):
     day: date
-    customer_id: UUID
+    customer_id: UUID | None  # None: summed over every customer
     channel: str
     status: str
     count: int
@@ -125,10 +126,12 @@ class TrafficView(TrackingRecorder, ABC):
     @abstractmethod
     def traffic(
         self, customer_id: UUID | None, start: datetime, end: datetime, *, limit: int = 1000,
-        recipient: str | None = None,
+        recipient: str | None = None, before: tuple[datetime, UUID] | None = None,
     ) -> list[TrafficRow]:  # fmt: skip
-        """Newest first; with `recipient` (in its look-up form, see
-        domain.messaging.parse_recipient_query) only the customer's deliveries to it."""
+        """Newest first (queued_at, then delivery id, both descending); with `recipient`
+        (in its look-up form, see domain.messaging.parse_recipient_query) only the
+        customer's deliveries to it; with `before` ((queued_at, delivery id) of the previous
+        page's last row) only those after it in that order: keyset paging."""
 
     @abstractmethod
     def messages(self, query: MessageQuery) -> list[MessageRow]: ...
@@ -143,9 +146,10 @@ class TrafficView(TrackingRecorder, ABC):
         """A message's deliveries in recipient order, those after `after_index` (paging)."""
 
     @abstractmethod
-    def daily_counts(
-        self, customer_id: UUID | None, start: date, end: date
-    ) -> list[DailyCount]: ...
+    def daily_counts(self, customer_id: UUID | None, start: date, end: date) -> list[DailyCount]:
+        """Deliveries per day (of queueing, UTC), channel and status, of one customer or
+        (None) of all, summed: counts the projection keeps as it writes the deliveries, so
+        a page reads a few hundred rows however much traffic there is."""
 
 
 class TrafficProjection(Projection[TrafficView]):

@@ -29,6 +29,7 @@ from eventsourcing.utils import get_topic
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from picasse.adapters.postgres.audit import page_batched, replay_into_views
 from picasse.adapters.postgres.roles import RoleClaims
 from picasse.adapters.postgres.views import (
     PostgresAccountsView,
@@ -78,6 +79,9 @@ def view_on_pool_of(app: PicasseApplication, name: str) -> Any:
 
 
 BATCH = 200  # events read at a time; a stop request is seen between two batches
+# A view that has taken everything of its topics records the log position it is up to
+# once this many events of other topics came after its own last one.
+SETTLE_AFTER = 1000
 TICK_SECONDS = 0.05  # how often the projector looks at the log's head
 CLAIM_SECONDS = 1.0  # how often it checks its claims and tries to take the others
 FIRST_RETRY = timedelta(seconds=1)  # a stopped view's first retry; doubles each time
@@ -194,6 +198,11 @@ class Follower:
             if not batch:
                 if upto is None:
                     self.drained_to = head
+                if target - position >= SETTLE_AFTER:
+                    # Nothing of its topics up to `target`: say so, so that its lag (the
+                    # health probe's count of its events after its position, on every
+                    # overview) reads from here, not from its last event long ago.
+                    self.view.insert_tracking(Tracking(self.reader.name, target))
                 return None
             for notification in batch:
                 try:
@@ -379,9 +388,8 @@ def _by_hand(views: Views, stop: Stop, *, reset: bool) -> int:
             )
     if reset:
         for follower in views.followers.values():
-            # One transaction: at worst (interrupted later) an empty view at position 0
-            # that the projector fills again from the start of the log.
-            follower.view.reset()
+            if not _rebuild(views, follower, stop):
+                return 1  # stopped: the live view is as it was, the shadow is gone
             views.status.cleared(follower.name)
     failures = _catch_up(views, stop)
     for status in views.statuses():
@@ -390,6 +398,67 @@ def _by_hand(views: Views, stop: Stop, *, reset: bool) -> int:
         first = failures[0]
         raise ViewStuck(first.view, first.failing_at, first.error_type)
     return 0
+
+
+SHADOW_PREFIX = "rebuild_"  # a view being rebuilt: its tables beside the live ones
+
+
+def _rebuild(views: Views, follower: Follower, stop: Stop) -> bool:
+    """Build the view afresh from the log into shadow tables beside the live ones, a page
+    of events per transaction (the page's writes pipelined, its tracking record in the same
+    transaction: `replay_into_views`, as the audit replays), then swap them in in one
+    transaction. Readers see the old view until the swap, then the whole new one: never a
+    view part-built. False if stopped first (the shadow is dropped, the live view kept)."""
+    projection_class, view_class = VIEWS[follower.name]
+    live = follower.view
+    shadow = page_batched(view_class)(
+        live.datastore,
+        tracking_table_name=SHADOW_PREFIX + live.tracking_table_name,
+        keys=views.reader.factory.keys,  # type: ignore[attr-defined]
+    )
+    shadow.drop()  # what a rebuild cut short left
+    shadow.create_table()
+    reader = views.reader
+    head = views.head()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    try:
+        with Progress(*columns, console=Console(stderr=True)) as progress:
+            task = progress.add_task(f"rebuild {follower.name}", total=None)
+
+            def show(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+                if stop.is_set():
+                    raise _Stopped
+
+            counts = replay_into_views(
+                reader.recorder,
+                reader.mapper,
+                reader.name,
+                {follower.name: (projection_class(shadow), head)},
+                only_topics=True,
+                progress=show,
+            )
+    except _Stopped:
+        shadow.drop()
+        return False
+    except BaseException:
+        shadow.drop()
+        raise
+    live.replace_with(shadow)
+    rate = counts.events / counts.seconds if counts.seconds else 0.0
+    print(
+        f"{follower.name}: rebuilt from {counts.events} events at {rate:,.0f} events/s", flush=True
+    )
+    return True
+
+
+class _Stopped(Exception):
+    """A stop request during a rebuild."""
 
 
 def _catch_up(views: Views, stop: Stop) -> list[ViewFailure]:

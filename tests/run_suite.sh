@@ -35,6 +35,7 @@ external_log=test-output/external-servers.log
     "$BIN/pytest" -q -n 1 -p no:cacheprovider --durations=15 -m "not own_servers and not slow" \
       tests/e2e/test_up.py::test_up_with_configured_servers_uses_them_and_starts_none \
       tests/integration/test_event_store.py tests/integration/test_views.py \
+      tests/integration/test_view_plans.py \
       tests/integration/test_delivery_pipeline.py tests/integration/test_gdpr.py \
     >"$external_log" 2>&1
   echo $? >test-output/external-servers.rc

@@ -53,6 +53,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlencode
 from uuid import UUID
 
 import msgspec
@@ -76,6 +77,7 @@ from picasse.adapters.http.auth import (
     throttle_user_creation,
 )
 from picasse.adapters.http.clients import client_address
+from picasse.adapters.http.cursors import decode_cursor, encode_cursor
 from picasse.adapters.http.problems import problem_responses
 from picasse.adapters.password_links import mail_password_link
 from picasse.domain.access import Viewer
@@ -87,13 +89,21 @@ from picasse.domain.messages import Channel, DeliveryStatus, FailureReason, Prio
 from picasse.domain.messaging import Forbidden, Messages, SendRequest, parse_recipient_query
 from picasse.domain.personal import Erased
 from picasse.domain.values import Role
-from picasse.projections.accounts import AccountsView
+from picasse.projections.accounts import PAGE_SIZE, AccountsView
 from picasse.projections.traffic import TrafficView
 
 if TYPE_CHECKING:
     from picasse.adapters.http.app import HttpDeps
 
 MAX_TRAFFIC_ROWS = 1000
+# The cursor of a list route's next page, as its `Link: <…?after=…>; rel="next"` names it.
+AfterCursor = Annotated[
+    str | None,
+    QueryParameter(
+        max_length=200,
+        description="where the previous page ended: the `after` of its `Link: rel=next`",
+    ),
+]
 DEFAULT_TRAFFIC_PERIOD = timedelta(days=1)
 MAX_JSON_BODY = 512 * 1024  # an e-mail body is at most 100 000 characters
 
@@ -611,18 +621,30 @@ def _text(value: Any) -> str | None:
     summary="Customers: all for Picasse staff, the caller's own for a customer's users",
     description=(
         "Read from the accounts view, a moment behind the log. Contact person and billing"
-        " address only for those entitled to them (not auditors)."
+        " address only for those entitled to them (not auditors). Staff get 200 customers a"
+        ' page in registration order; a `Link: <…?after=…>; rel="next"` header names the'
+        " next page (none on the last)."
     ),
-    responses=_answers(),
+    responses=_answers(S.UNPROCESSABLE_ENTITY),
     tags=["customers"],
 )
 def list_customers(
-    caller: NamedDependency[Caller], accounts_view: NamedDependency[AccountsView]
-) -> list[CustomerOut]:
+    request: Request[Any, Any, Any],
+    caller: NamedDependency[Caller],
+    accounts_view: NamedDependency[AccountsView],
+    after: AfterCursor = None,
+) -> Response[list[CustomerOut]]:
     viewer = caller.viewer()
-    # Staff have no customer of their own: None reads every customer's row.
-    rows = accounts_view.customers(customer_id=viewer.customer_id)
-    return [
+    if viewer.customer_id is not None:  # a customer's users: their own, one row
+        rows = accounts_view.customers(customer_id=viewer.customer_id)
+        more = False
+    else:  # staff: a page of every customer's rows, in registration order
+        position = decode_cursor(after, CustomerPosition, "after") if after else None
+        rows = accounts_view.customer_page(after=position, limit=PAGE_SIZE + 1)
+        more = len(rows) > PAGE_SIZE
+        rows = rows[:PAGE_SIZE]
+    last = rows[-1] if more else None
+    customers = [
         CustomerOut(
             id=row.id,
             organisation=row.organisation,
@@ -638,6 +660,23 @@ def list_customers(
         for row in rows
         if viewer.sees_customer(row.id)
     ]
+    return paged(request, customers, last and encode_cursor((last.registered_at, last.id)))
+
+
+CustomerPosition = tuple[datetime, UUID]  # (registered_at, id) of a page's last customer
+UserPosition = tuple[datetime, UUID]  # (added_at, id) of a page's last user
+
+
+def paged(request: Request[Any, Any, Any], rows: list[Any], after: str | None) -> Response[Any]:
+    """A page of a list route that answers a JSON array: the array as it always was, and
+    the next page, if there is one, in a `Link: <…?after=…>; rel="next"` header (RFC 8288),
+    so clients reading the array read it as before."""
+    response = Response(rows)
+    if after is not None:
+        query = [(k, v) for k, v in request.query_params.multi_items() if k != "after"]
+        following = urlencode([*query, ("after", after)])
+        response.headers["Link"] = f'<{request.url.path}?{following}>; rel="next"'
+    return response
 
 
 def _customer_out(accounts: Accounts, customer_id: CustomerId, caller: Caller) -> CustomerOut:
@@ -722,18 +761,24 @@ def change_customer(
     summary="A customer's users",
     description=(
         "For Picasse staff and the customer's own admins. Read from the accounts view, a"
-        " moment behind the log; logins of erased users read null."
+        " moment behind the log; logins of erased users read null. 200 users a page, in the"
+        ' order they were added; a `Link: <…?after=…>; rel="next"` header names the next.'
     ),
-    responses=_answers(S.NOT_FOUND),
+    responses=_answers(S.NOT_FOUND, S.UNPROCESSABLE_ENTITY),
     tags=["customers"],
 )
 def list_users(
+    request: Request[Any, Any, Any],
     customer_id: CustomerId,
     accounts: NamedDependency[Accounts],
     accounts_view: NamedDependency[AccountsView],
-) -> list[UserOut]:
+    after: AfterCursor = None,
+) -> Response[list[UserOut]]:
     accounts.customer(customer_id)  # a customer we do not know is a 404, not an empty list
-    return [
+    position = decode_cursor(after, UserPosition, "after") if after else None
+    rows = accounts_view.users(customer_id=customer_id, after=position, limit=PAGE_SIZE + 1)
+    last = rows[PAGE_SIZE - 1] if len(rows) > PAGE_SIZE else None
+    users = [
         UserOut(
             id=row.id,
             customer_id=row.customer_id,
@@ -741,8 +786,9 @@ def list_users(
             role=Role(row.role),
             disabled=row.disabled,
         )
-        for row in accounts_view.users(customer_id=customer_id)
+        for row in rows[:PAGE_SIZE]
     ]
+    return paged(request, users, last and encode_cursor((last.added_at, last.id)))
 
 
 @post(
@@ -1041,11 +1087,14 @@ def _utc(moment: datetime) -> datetime:
         " customer with customer_id. Auditors see no recipients or addresses. Times without"
         " a time zone are UTC; the period defaults to the last 24 hours. With recipient, only"
         " deliveries to that phone number or e-mail address (for those who see recipients)."
+        ' At most 200 rows a page (fewer with limit); a `Link: <…?after=…>; rel="next"`'
+        " header names the next, older page (none on the last)."
     ),
     responses=_answers(S.NOT_FOUND, S.UNPROCESSABLE_ENTITY),
     tags=["traffic"],
 )
 def show_traffic(
+    request: Request[Any, Any, Any],
     caller: NamedDependency[Caller],
     traffic_view: NamedDependency[TrafficView],
     deps: NamedDependency[Any],
@@ -1066,7 +1115,8 @@ def show_traffic(
         str | None,
         QueryParameter(description="only deliveries to this number (+…) or e-mail address"),
     ] = None,
-) -> list[TrafficEntry]:
+    after: AfterCursor = None,
+) -> Response[list[TrafficEntry]]:
     whose = customer_id if customer_id is not None else caller.customer_id
     if whose is None:
         raise InvalidInput(
@@ -1085,7 +1135,13 @@ def show_traffic(
         if not entitled:
             raise Forbidden("recipient: only those who see recipients may search by one")
         wanted = parse_recipient_query(recipient)  # found by its blind index, never as text
-    return [
+    position = decode_cursor(after, TrafficPosition, "after") if after else None
+    size = min(limit, PAGE_SIZE)  # a page holds at most PAGE_SIZE rows; Link names the next
+    rows = traffic_view.traffic(
+        whose, since, until, limit=size + 1, recipient=wanted, before=position
+    )
+    last = rows[size - 1] if len(rows) > size else None
+    entries = [
         TrafficEntry(
             delivery_id=row.delivery_id,
             message_id=row.message_id,
@@ -1100,8 +1156,13 @@ def show_traffic(
             reason=row.reason,
             updated_at=row.updated_at,
         )
-        for row in traffic_view.traffic(whose, since, until, limit=limit, recipient=wanted)
+        for row in rows[:size]
     ]
+    cursor = last and last.queued_at and encode_cursor((last.queued_at, last.delivery_id))
+    return paged(request, entries, cursor)
+
+
+TrafficPosition = tuple[datetime, UUID]  # (queued_at, delivery id) of a page's last row
 
 
 # Request bodies that refuse unknown fields (the document says so too).

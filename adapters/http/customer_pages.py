@@ -517,7 +517,9 @@ def _keys_page(
                 revoked=False,
             ),
         )
-    logins = {u.id: u.login for u in dashboard.accounts.users(customer_id=customer_id)}
+    # Only the keys' creators: never every user of the customer.
+    creators = list({k.user_id for k in keys})
+    logins = {u.id: u.login for u in dashboard.accounts.users_by_id(creators)}
     return caller_page(
         request,
         "app_api_keys.html",

@@ -14,11 +14,9 @@ are cursors, newest message first: a cursor names the last message of the page i
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 from http import HTTPStatus
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
@@ -28,6 +26,7 @@ from litestar.params import QueryParameter
 
 from picasse.adapters.http.api import MessageId, S, _answers, _utc
 from picasse.adapters.http.auth import Caller, allowed, scoped
+from picasse.adapters.http.cursors import decode_cursor, encode_cursor
 from picasse.domain.access import Viewer
 from picasse.domain.api_keys import Scope
 from picasse.domain.errors import InvalidInput, NotFound
@@ -39,7 +38,6 @@ DEFAULT_PAGE = 50
 MAX_PAGE = 200
 READ = scoped(Scope.MESSAGES_READ)
 SEND = scoped(Scope.MESSAGES_SEND)
-T = TypeVar("T")
 
 
 class MessageSummary(msgspec.Struct, frozen=True):
@@ -90,20 +88,6 @@ class DeliveryPage(msgspec.Struct, frozen=True):
 
 
 # ---------------------------------------------------------------- cursors
-
-
-def encode_cursor(position: object) -> str:
-    """An opaque cursor: what the page ended on, base64url of its JSON."""
-    return base64.urlsafe_b64encode(msgspec.json.encode(position)).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, shape: type[T]) -> T:
-    """The position a cursor of ours names; 422 for anything else."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return msgspec.json.decode(raw, type=shape)
-    except (binascii.Error, ValueError, msgspec.DecodeError):
-        raise InvalidInput("cursor: not a cursor this list gave", field="cursor") from None
 
 
 MessagePosition = tuple[datetime, UUID]

@@ -12,7 +12,6 @@ a fixed vocabulary, shown in words.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from http import HTTPStatus
@@ -51,13 +50,14 @@ from picasse.adapters.http.auth import (
 )
 from picasse.adapters.http.charts import CHANNELS, OUTCOMES, deliveries_chart, outcome_totals
 from picasse.adapters.http.clients import client_address
+from picasse.adapters.http.cursors import decode_cursor, encode_cursor
 from picasse.adapters.http.health import HealthProbe, PlatformHealth
 from picasse.adapters.http.problems import problem_for
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import acceptable_password
 from picasse.domain.errors import AuthenticationFailed, DomainError, InvalidInput, NotFound
 from picasse.domain.messaging import parse_recipient_query
-from picasse.projections.accounts import AccountsView, CustomerRow
+from picasse.projections.accounts import PAGE_SIZE, AccountsView, CustomerRow
 from picasse.projections.ledger import LedgerView
 from picasse.projections.traffic import DailyCount, TrafficRow, TrafficView
 
@@ -66,7 +66,6 @@ if TYPE_CHECKING:
 
 HERE = Path(__file__).parent
 CHART_DAYS = 14
-TRAFFIC_LIMIT = 500  # rows on one traffic page; narrow the period for more
 MAX_FORM_BYTES = 8 * 1024
 # The badge colour of each delivery status, on the staff and the customer's pages alike.
 STATUS_CLASS = {"delivered": "ok", "failed": "bad", "undelivered": "bad", "cancelled": "idle"}
@@ -337,11 +336,16 @@ async def overview(
     today = _today(dashboard)
     first = today - timedelta(days=CHART_DAYS - 1)
 
-    def read() -> tuple[list[CustomerRow], list[DailyCount]]:
-        return dashboard.accounts.customers(), dashboard.traffic.daily_counts(None, first, today)
+    def read() -> tuple[dict[str, int], list[DailyCount]]:
+        # Counts the projections keep: a few hundred rows, however many customers and
+        # deliveries there are.
+        return (
+            dashboard.accounts.customer_counts(),
+            dashboard.traffic.daily_counts(None, first, today),
+        )
 
     probe = dashboard.health
-    (customers, counts), health = await asyncio.gather(
+    (subscriptions, counts), health = await asyncio.gather(
         asyncio.to_thread(read), probe.check() if probe else _nothing()
     )
     week = [c for c in counts if c.day > today - timedelta(days=7)]
@@ -350,8 +354,8 @@ async def overview(
         request,
         "overview.html",
         today=today,
-        customer_count=len(customers),
-        active_count=sum(1 for c in customers if c.subscription == "active"),
+        customer_count=sum(subscriptions.values()),
+        active_count=subscriptions.get("active", 0),
         deliveries_today=sum(c.count for c in todays),
         rate_today=_rate(todays),
         rate_week=_rate(week),
@@ -396,15 +400,86 @@ def _health_status(health: PlatformHealth) -> dict[str, str]:
 
 @get("/customers", include_in_schema=False, sync_to_thread=True)
 def customers_page(
-    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]
+    request: Request[Any, Any, Any],
+    dashboard: NamedDependency[Dashboard],
+    after: Annotated[str | None, QueryParameter(name="after")] = None,
+    find: Annotated[str | None, QueryParameter(name="q")] = None,
 ) -> Response[str]:
-    customers = dashboard.accounts.customers()
-    users = Counter(u.customer_id for u in dashboard.accounts.users())
+    """Customers a page at a time (registration order, keyset cursor `after`), or the one
+    a search finds (`q`: its id, or the login of one of its users)."""
+    errors: list[str] = []
+    position = _cursor(after, CustomerPosition, errors)
+    customers: list[CustomerRow] = []
+    if errors:
+        pass
+    elif find and find.strip():
+        customers = _find_customers(dashboard, find)
+    else:
+        customers = dashboard.accounts.customer_page(after=position, limit=PAGE_SIZE + 1)
+    shown = customers[:PAGE_SIZE]
+    last = shown[-1] if len(customers) > PAGE_SIZE else None
     billing = dashboard.http.billing
-    overdue = billing.overdue_customers() if billing is not None else {}
+    # Only the page's customers: every account would be found by reading the whole log.
+    overdue = billing.overdue_customers([c.id for c in shown]) if billing is not None else {}
     return caller_page(
-        request, "customers.html", customers=customers, user_counts=users, overdue=overdue
+        request,
+        "customers.html",
+        HTTPStatus.BAD_REQUEST if errors else HTTPStatus.OK,
+        customers=shown,
+        total=sum(dashboard.accounts.customer_counts().values()),
+        user_counts=dashboard.accounts.user_counts([c.id for c in shown]),
+        overdue=overdue,
+        find=(find or "").strip(),
+        errors=errors,
+        next=last and encode_cursor((last.registered_at, last.id)),
     )
+
+
+CustomerPosition = tuple[datetime, UUID]  # (registered_at, id) of a page's last customer
+TrafficPosition = tuple[datetime, UUID]  # (queued_at, delivery id) of a page's last row
+
+
+def _cursor(text: str | None, shape: Any, errors: list[str], field: str = "after") -> Any:
+    """A page's cursor, or None and a line in `errors` (the page answers 400)."""
+    if not text:
+        return None
+    try:
+        return decode_cursor(text.strip(), shape, field)
+    except InvalidInput as error:
+        errors.append(error.message)
+        return None
+
+
+def _find_customers(dashboard: Dashboard, text: str) -> list[CustomerRow]:
+    """The customer a search names: by its id, or by the login of one of its users, found
+    through the login's claim (the platform-wide blind index of logins); no list of every
+    customer is read."""
+    text = text.strip()
+    try:
+        return dashboard.accounts.customers(customer_id=UUID(text))
+    except ValueError:
+        pass
+    try:
+        user = dashboard.http.accounts.user_by_login(text)
+    except DomainError:  # no such login, or text no login can be
+        return []
+    if user.customer_id is None:
+        return []
+    return dashboard.accounts.customers(customer_id=user.customer_id)
+
+
+def _chosen_customer(
+    dashboard: Dashboard, customer_id: UUID | None, find: str | None, errors: list[str]
+) -> UUID | None:
+    """The customer a list page is narrowed to: `customer_id`, else the one the search box
+    (`customer`: an id or a user's login) finds."""
+    if customer_id is not None or not find or not find.strip():
+        return customer_id
+    found = _find_customers(dashboard, find)
+    if not found:
+        errors.append("No customer has that id, nor a user with that login.")
+        return None
+    return found[0].id
 
 
 @get("/customers/{customer_id:uuid}", include_in_schema=False, sync_to_thread=True)
@@ -430,13 +505,19 @@ def customer_page(
         channel: outcome_totals(c for c in counts if c.channel == channel)
         for channel, _ in CHANNELS
     }
-    ledger = [] if dashboard.ledger is None else dashboard.ledger.entries(customer_id=customer_id)
+    ledger = (
+        []
+        if dashboard.ledger is None
+        else dashboard.ledger.entries(customer_id=customer_id, limit=PAGE_SIZE)
+    )
+    users = dashboard.accounts.users(customer_id=customer_id, limit=PAGE_SIZE + 1)
     return caller_page(
         request,
         "customer.html",
         customer=customer,
         contact_shown=contact_shown,
-        users=dashboard.accounts.users(customer_id=customer_id),
+        users=users[:PAGE_SIZE],
+        more_users=len(users) > PAGE_SIZE,
         staff_changes=[entry for entry in ledger if entry.kind == "users"],
         by_channel=by_channel,
         channels=CHANNELS,
@@ -452,9 +533,11 @@ def traffic_page(
     request: Request[Any, Any, Any],
     dashboard: NamedDependency[Dashboard],
     customer: Annotated[str | None, QueryParameter(name="customer_id")] = None,
+    find: Annotated[str | None, QueryParameter(name="customer")] = None,
     start: Annotated[str | None, QueryParameter(name="from")] = None,
     end: Annotated[str | None, QueryParameter(name="to")] = None,
     recipient: Annotated[str | None, QueryParameter(name="recipient")] = None,
+    before: Annotated[str | None, QueryParameter(name="before")] = None,
 ) -> Response[str]:
     viewer = _caller(request).viewer()
     today = _today(dashboard)
@@ -462,36 +545,49 @@ def traffic_page(
     customer_id = _parse(customer, UUID, "customer", errors)
     first = _parse(start, _day, "from", errors) or today - timedelta(days=6)
     last = _parse(end, _day, "to", errors) or today
+    position = _cursor(before, TrafficPosition, errors, "before")
     if first > last:
         errors.append("'from' must not be after 'to'.")
+    if not errors:
+        customer_id = _chosen_customer(dashboard, customer_id, find, errors)
     wanted = _recipient_wanted(viewer, customer_id, recipient, errors)
-    customers = dashboard.accounts.customers()
     rows: list[TrafficRow] = []
     if not errors:
         rows = dashboard.traffic.traffic(
             customer_id,
             datetime.combine(first, time.min, UTC),
             datetime.combine(last + timedelta(days=1), time.min, UTC),
-            limit=TRAFFIC_LIMIT + 1,
+            limit=PAGE_SIZE + 1,
             recipient=wanted,
+            before=position,
         )
+    shown = rows[:PAGE_SIZE]
+    # Only the customers and senders of the rows shown: never a list of every customer.
+    customers = dashboard.accounts.customers_by_id(list({r.customer_id for r in shown}))
+    senders = list({r.requested_by for r in shown if r.requested_by is not None})
+    entitled = {c.id: viewer.sees_traffic_of(c.id) for c in customers}
+    end_row = shown[-1] if len(rows) > PAGE_SIZE else None
     return caller_page(
         request,
         "traffic.html",
         HTTPStatus.BAD_REQUEST if errors else HTTPStatus.OK,
-        customers=customers,
         names={c.id: c.organisation for c in customers},
-        logins={u.id: u.login for u in dashboard.accounts.users()} if rows else {},
+        logins={u.id: u.login for u in dashboard.accounts.users_by_id(senders)},
         customer_id=customer_id,
+        find=(find or "").strip() if customer_id is None else str(customer_id),
         first=first,
         last=last,
         recipient=(recipient or "").strip() if viewer.sees_traffic_of(customer_id) else "",
-        searches_recipients=any(viewer.sees_traffic_of(c.id) for c in customers),
+        searches_recipients=viewer.sees_traffic_of(customer_id)
+        if customer_id is not None
+        else any(entitled.values()),
         errors=errors,
-        rows=rows[:TRAFFIC_LIMIT],
-        more=len(rows) > TRAFFIC_LIMIT,
-        limit=TRAFFIC_LIMIT,
-        entitled={c.id: viewer.sees_traffic_of(c.id) for c in customers},
+        rows=shown,
+        next=end_row
+        and end_row.queued_at
+        and encode_cursor((end_row.queued_at, end_row.delivery_id)),
+        limit=PAGE_SIZE,
+        entitled=entitled,
         status_class=STATUS_CLASS,
         utc=UTC,
     )
@@ -523,25 +619,34 @@ def ledger_page(
     request: Request[Any, Any, Any],
     dashboard: NamedDependency[Dashboard],
     customer: Annotated[str | None, QueryParameter(name="customer_id")] = None,
+    find: Annotated[str | None, QueryParameter(name="customer")] = None,
+    before: Annotated[str | None, QueryParameter(name="before")] = None,
 ) -> Response[str]:
     """The privacy ledger: exports, terminations, erasures, retention runs, disclosures."""
     errors: list[str] = []
     customer_id = _parse(customer, UUID, "customer", errors)
+    position = _cursor(before, int, errors, "before")
+    if not errors:
+        customer_id = _chosen_customer(dashboard, customer_id, find, errors)
     entries = (
         []
         if dashboard.ledger is None or errors
-        else dashboard.ledger.entries(customer_id=customer_id)
+        else dashboard.ledger.entries(customer_id=customer_id, limit=PAGE_SIZE + 1, before=position)
     )
-    customers = dashboard.accounts.customers()
+    shown = entries[:PAGE_SIZE]
+    customers = dashboard.accounts.customers_by_id(
+        list({e.customer_id for e in shown if e.customer_id is not None})
+    )
     return caller_page(
         request,
         "ledger.html",
         HTTPStatus.BAD_REQUEST if errors else HTTPStatus.OK,
-        entries=entries,
+        entries=shown,
         errors=errors,
         customer_id=customer_id,
-        customers=customers,
+        find=(find or "").strip() if customer_id is None else str(customer_id),
         names={c.id: c.organisation for c in customers},
+        next=encode_cursor(shown[-1].position) if len(entries) > PAGE_SIZE else None,
     )
 
 

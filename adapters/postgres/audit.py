@@ -128,13 +128,19 @@ SHOWN_COLUMNS = frozenset(
      "attempts", "acknowledged", "idx", "kind", "revoked", "scopes"}
 )  # fmt: skip
 # Per view table: the column naming its customer, and the time that places a row in a period.
-SCOPE_COLUMNS: dict[str, tuple[str, str | None]] = {
+SCOPE_COLUMNS: dict[str, tuple[str | None, str | None]] = {
     "customers": ("id", "registered_at"),
     "users": ("customer_id", "added_at"),
     "api_keys": ("customer_id", "created_at"),
     "messages": ("customer_id", "requested_at"),
     "deliveries": ("customer_id", "queued_at"),
     "entries": ("customer_id", "at"),
+    # Counts the projections keep: a customer's in its scope, all of them in any period;
+    # counts over every customer are no customer's, so outside any customer's scope.
+    "daily": ("customer_id", None),
+    "user_counts": ("customer_id", None),
+    "daily_all": (None, None),
+    "customer_counts": (None, None),
 }
 
 ViewClasses = Mapping[str, tuple[type[Projection[Any]], type[Any]]]
@@ -278,6 +284,7 @@ def replay_into_views(
     only_topics: bool = False,
     page_size: int = REPLAY_PAGE_SIZE,
     progress: Callable[[int, int], None] | None = None,
+    after: int = 0,
 ) -> ReplayCounts:
     """Replay the log synchronously into projections, each from just after the position
     its view has recorded up to and including the stop position given with it. Every
@@ -289,7 +296,8 @@ def replay_into_views(
         (projection, projection.view.max_tracking_id(application_name) or 0, last, frozenset(projection.topics))
         for projection, last in targets.values()
     ]  # fmt: skip
-    start = min((first for _, first, _, _ in plans), default=0) + 1
+    # `after`: every projection has taken its events up to there already.
+    start = max(after, min((first for _, first, _, _ in plans), default=0)) + 1
     stop = max((last for _, _, last, _ in plans), default=0)
     topics = sorted({t for *_, of in plans for t in of}) if only_topics else []
     total = _events_between(recorder, start, stop, topics)
@@ -417,8 +425,9 @@ class _AuditSession:
     holds any more (killed before they could clean up), then reads the live views in one
     REPEATABLE READ snapshot, opened by `snapshot` and closed with the connection."""
 
-    def __init__(self, datastore: PostgresDatastore) -> None:
+    def __init__(self, datastore: PostgresDatastore, events_table: str = "") -> None:
         self.schema = datastore.schema
+        self.events_table = events_table
         self.run = uuid4().hex[:8]
         pool_kwargs: Any = datastore.pool.kwargs  # the pool's connection parameters
         kwargs = {k: v for k, v in pool_kwargs.items() if k != "row_factory"}
@@ -465,11 +474,8 @@ class _AuditSession:
             finally:
                 self.conn.execute("SELECT pg_advisory_unlock(%s::int4, %s::int4)", _run_lock(run))
 
-    def snapshot(
-        self, live: Mapping[str, Any], application_name: str, events_table: str
-    ) -> tuple[dict[str, int], int]:
-        """Open the snapshot the live views are compared in; return each view's position
-        and the log's head. A view rebuild (TRUNCATE) waits for the audit to finish."""
+    def check_built(self, live: Mapping[str, Any]) -> None:
+        """AuditCannotRun unless every live view's tables exist."""
         for name, view in live.items():
             for table in _tables_of(view):
                 found = self.conn.execute(
@@ -480,6 +486,39 @@ class _AuditSession:
                         f"the live {name} view has not been built in schema {self.schema!r}:"
                         " run `picasse project` (or `picasse up`) first"
                     )
+
+    def settled(self, live: Mapping[str, Any], views: ViewClasses, application_name: str) -> int:
+        """A log position every live view has taken in all of its events up to (now, no
+        snapshot held): the least, over the views, of the event before the first of its
+        topics it has yet to take (the head, for a view that has taken all of them)."""
+        head = self._number(
+            sql.SQL("SELECT max(notification_id) FROM {}").format(
+                sql.Identifier(self.schema, self.events_table)
+            ),
+            (),
+        )
+        settled = head
+        for name, view in live.items():
+            statement = sql.SQL(
+                "SELECT min(notification_id) FROM {} WHERE notification_id > %s AND topic = ANY(%s)"
+            ).format(sql.Identifier(self.schema, self.events_table))
+            position = self._number(
+                sql.SQL("SELECT max(notification_id) FROM {} WHERE application_name = %s").format(
+                    sql.Identifier(self.schema, view.tracking_table_name)
+                ),
+                (application_name,),
+            )
+            next_one = self._number(statement, (position, list(views[name][0].topics)))
+            if next_one:
+                settled = min(settled, next_one - 1)
+        return settled
+
+    def snapshot(
+        self, live: Mapping[str, Any], application_name: str, events_table: str
+    ) -> tuple[dict[str, int], int]:
+        """Open the snapshot the live views are compared in; return each view's position
+        and the log's head. A view rebuild (its swap) waits for the audit to finish."""
+        self.check_built(live)
         self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         self.conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
         tables = [table for view in live.values() for table in _tables_of(view)]
@@ -547,6 +586,8 @@ def _rows_in_scope(
     conditions: list[sql.Composable] = []
     if scope.customer is not None and customer_column is not None:
         conditions.append(sql.SQL("{} = %(customer)s").format(sql.Identifier(customer_column)))
+    elif scope.customer is not None and kind in SCOPE_COLUMNS:
+        conditions.append(sql.SQL("false"))  # no customer's rows
     if scope.start is not None and time_column is not None:
         conditions.append(sql.SQL("{} >= %(start)s").format(sql.Identifier(time_column)))
     if scope.end is not None and time_column is not None:
@@ -723,16 +764,36 @@ def audit_replay(
         )
         for name, (projection_class, view_class) in views.items()
     }
-    with _AuditSession(datastore) as session:
-        positions, head = session.snapshot(live, application_name, recorder.events_table_name)
+    with _AuditSession(datastore, recorder.events_table_name) as session:
+        session.check_built(live)
         with scratch_views(datastore, views, run=session.run, keys=mapper.keys) as scratch:
             _index_like(datastore, live, {name: p.view for name, p in scratch.items()})
-            counts = replay_into_views(
+            # Most of the log is replayed before the snapshot is opened: a snapshot held
+            # that long keeps every dead row version in the database, and the counts the
+            # views keep are rows updated by each delivery, so each update would walk a
+            # longer chain of versions than the one before.
+            settled = session.settled(live, views, application_name)
+            first = replay_into_views(
+                recorder,
+                mapper,
+                application_name,
+                {name: (scratch[name], settled) for name in views},
+                progress=progress,
+            )
+            positions, head = session.snapshot(live, application_name, recorder.events_table_name)
+            rest = replay_into_views(
                 recorder,
                 mapper,
                 application_name,
                 {name: (scratch[name], positions[name]) for name in views},
+                after=settled,
                 progress=progress,
+            )
+            counts = ReplayCounts(
+                first.events + rest.events,
+                first.applied + rest.applied,
+                first.erased_values + rest.erased_values,
+                first.seconds + rest.seconds,
             )
             replayed = {name: projection.view for name, projection in scratch.items()}
             tables, mismatches, count = compare_views(session.conn, live, replayed, scope)

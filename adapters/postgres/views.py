@@ -23,7 +23,13 @@ from picasse.domain.messages import FailureReason
 from picasse.domain.messaging import recipient_lookup_form
 from picasse.domain.personal import sealed_view_columns, subject_name
 from picasse.domain.users import PLATFORM_TENANT
-from picasse.projections.accounts import AccountsView, ApiKeyRow, CustomerRow, UserRow
+from picasse.projections.accounts import (
+    PAGE_SIZE,
+    AccountsView,
+    ApiKeyRow,
+    CustomerRow,
+    UserRow,
+)
 from picasse.projections.ledger import LedgerEntry, LedgerView
 from picasse.projections.traffic import (
     Change,
@@ -50,6 +56,7 @@ class _View(TrackingTable):
 
     tables: tuple[str, ...] = ()
     indexes: tuple[str, ...] = ()
+    retired_indexes: tuple[str, ...] = ()  # indexes of earlier versions, dropped at start
 
     def __init__(
         self, datastore: PostgresDatastore, *, keys: ViewKeys | None = None, **kwargs: Any
@@ -68,6 +75,11 @@ class _View(TrackingTable):
         }
         self.sql_create_statements += [
             sql.SQL(s).format(**self.t, **index_names) for s in self.schema_statements()
+        ] + [
+            sql.SQL("DROP INDEX IF EXISTS {}").format(
+                sql.Identifier(datastore.schema, f"{prefix}_{name}_idx")
+            )
+            for name in self.retired_indexes
         ]
 
     def schema_statements(self) -> list[str]:
@@ -185,9 +197,73 @@ class _View(TrackingTable):
         else:
             self.insert_tracking(tracking)
 
-    def _read(self, statement: str, params: Any = ()) -> list[dict[str, Any]]:
+    def _read(self, statement: str | sql.Composed, params: Any = ()) -> list[dict[str, Any]]:
+        if isinstance(statement, str):
+            statement = sql.SQL(statement).format(**self.t)
         with self.datastore.get_connection() as conn:
-            return conn.execute(sql.SQL(statement).format(**self.t), params).fetchall()  # type: ignore[return-value]
+            return conn.execute(statement, params).fetchall()  # type: ignore[return-value]
+
+    def _shaped(self, statement: str, conditions: list[str], **parts: str) -> sql.Composed:
+        """`statement` with `{where}` the conditions given, and nothing for those not: one
+        statement per shape of a query, so each gets plans of its own (a generic plan of
+        `$1 IS NULL OR col = $1` uses no index)."""
+        where = sql.SQL(" AND ").join(sql.SQL(c).format(**self.t) for c in conditions)
+        return sql.SQL(statement).format(
+            **self.t,
+            where=sql.SQL(" WHERE ") + where if conditions else sql.SQL(""),
+            **{name: sql.SQL(part) for name, part in parts.items()},
+        )
+
+    def tables_with_tracking(self) -> list[tuple[sql.Identifier, str]]:
+        """The view's tables and its tracking table (last), with their names unqualified."""
+        return [
+            *((self.t[kind], self._table_names[kind]) for kind in self.tables),
+            (
+                sql.Identifier(self.datastore.schema, self.tracking_table_name),
+                self.tracking_table_name,
+            ),
+        ]
+
+    def drop(self) -> None:
+        """Drop the view's tables and its position (a shadow copy left by a rebuild cut short)."""
+        tables = [table for table, _ in self.tables_with_tracking()]
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(", ").join(tables)))
+
+    def replace_with(self, shadow: _View) -> None:
+        """Swap `shadow`, a copy of this view built beside it (same class, other table
+        names), in for this view's tables, in one transaction: readers see the old tables
+        until it commits and the new ones after it (a reader waiting on the lock meanwhile
+        finds the new table by its name), never a view part-built. The shadow's tables,
+        indexes, keys and position take this view's names."""
+        live_prefix = self.tracking_table_name.removesuffix("_tracking")
+        shadow_prefix = shadow.tracking_table_name.removesuffix("_tracking")
+        schema = self.datastore.schema
+        with self.datastore.transaction(commit=True) as curs:
+            serialize_schema_changes(curs)
+            old = [table for table, _ in self.tables_with_tracking()]
+            curs.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(", ").join(old)))
+            for (table, _), (_, live_name) in zip(
+                shadow.tables_with_tracking(), self.tables_with_tracking(), strict=True
+            ):
+                curs.execute(
+                    sql.SQL("ALTER TABLE {} RENAME TO {}").format(table, sql.Identifier(live_name))
+                )
+                # Its primary key's and indexes' names follow: a later start's
+                # CREATE INDEX IF NOT EXISTS finds them under the view's own names.
+                indexes = curs.execute(
+                    "SELECT c.relname AS name FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                    " WHERE i.indrelid = %s::regclass",
+                    (sql.Identifier(schema, live_name).as_string(curs),),
+                ).fetchall()
+                for index in indexes:
+                    if index["name"].startswith(shadow_prefix):
+                        renamed = live_prefix + index["name"].removeprefix(shadow_prefix)
+                        curs.execute(
+                            sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                                sql.Identifier(schema, index["name"]), sql.Identifier(renamed)
+                            )
+                        )
 
     def reset(self) -> None:
         """Empty the view and its position, so it is rebuilt from the start of the log."""
@@ -203,10 +279,11 @@ class _View(TrackingTable):
 
 
 class PostgresAccountsView(_View, AccountsView):
-    tables = ("customers", "users", "api_keys")
+    tables = ("customers", "users", "api_keys", "customer_counts", "user_counts")
     tenant_columns = {"customers": "id", "users": "customer_id", "api_keys": "customer_id"}
     on_termination = ("UPDATE {customers} SET erased = true WHERE id = %(tenant)s",)
-    indexes = ("users_customer", "api_keys_customer")
+    indexes = ("users_customer", "api_keys_page", "api_keys_user", "customers_page", "users_page")
+    retired_indexes = ("api_keys_customer",)  # (customer_id, user_id): not the list's order
 
     def schema_statements(self) -> list[str]:
         return [
@@ -222,7 +299,18 @@ class PostgresAccountsView(_View, AccountsView):
             "CREATE TABLE IF NOT EXISTS {api_keys} (id uuid PRIMARY KEY, customer_id uuid,"
             " user_id uuid NOT NULL, name bytea, scopes text[] NOT NULL,"
             " created_at timestamptz NOT NULL, revoked boolean NOT NULL DEFAULT false)",
-            "CREATE INDEX IF NOT EXISTS {api_keys_customer_idx} ON {api_keys} (customer_id, user_id)",
+            "CREATE INDEX IF NOT EXISTS {api_keys_page_idx} ON {api_keys}"
+            " (customer_id, created_at, id)",
+            "CREATE INDEX IF NOT EXISTS {api_keys_user_idx} ON {api_keys}"
+            " (customer_id, user_id, created_at, id)",
+            # The lists' orders, for keyset pages.
+            "CREATE INDEX IF NOT EXISTS {customers_page_idx} ON {customers} (registered_at, id)",
+            "CREATE INDEX IF NOT EXISTS {users_page_idx} ON {users} (customer_id, added_at, id)",
+            # Counts the pages show, kept in the transaction of the write that changes them.
+            "CREATE TABLE IF NOT EXISTS {customer_counts} (subscription text PRIMARY KEY,"
+            " count integer NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS {user_counts} (customer_id uuid PRIMARY KEY,"
+            " count integer NOT NULL)",
         ]
 
     def customer_registered(
@@ -236,10 +324,14 @@ class PostgresAccountsView(_View, AccountsView):
         })  # fmt: skip
         self._write(
             tracking,
-            "INSERT INTO {customers} (id, organisation, contact_name, contact_email, contact_phone,"
-            " billing_address, subscription, registered_at) VALUES (%(id)s, %(organisation)s,"
-            " %(contact_name)s, %(contact_email)s, %(contact_phone)s, %(billing_address)s,"
-            " 'registered', %(at)s) ON CONFLICT (id) DO NOTHING",
+            "WITH added AS (INSERT INTO {customers} (id, organisation, contact_name, contact_email,"
+            " contact_phone, billing_address, subscription, registered_at) VALUES (%(id)s,"
+            " %(organisation)s, %(contact_name)s, %(contact_email)s, %(contact_phone)s,"
+            " %(billing_address)s, 'registered', %(at)s) ON CONFLICT (id) DO NOTHING"
+            " RETURNING subscription)"
+            " INSERT INTO {customer_counts} AS c (subscription, count)"
+            " SELECT subscription, 1 FROM added"
+            " ON CONFLICT (subscription) DO UPDATE SET count = c.count + 1",
             {**row, "at": registered_at},
         )
 
@@ -276,8 +368,17 @@ class PostgresAccountsView(_View, AccountsView):
     ) -> None:
         self._write(
             tracking,
-            "UPDATE {customers} SET subscription = %s, plan = coalesce(%s, plan) WHERE id = %s",
-            (subscription, plan, customer_id),
+            "WITH was AS (SELECT subscription FROM {customers} WHERE id = %(id)s),"
+            " now AS (UPDATE {customers} SET subscription = %(subscription)s,"
+            "  plan = coalesce(%(plan)s, plan) WHERE id = %(id)s RETURNING subscription),"
+            " moved AS (SELECT was.subscription, -1 AS n FROM was, now"
+            "  WHERE was.subscription <> now.subscription"
+            "  UNION ALL SELECT now.subscription, 1 FROM was, now"
+            "  WHERE was.subscription <> now.subscription)"
+            " INSERT INTO {customer_counts} AS c (subscription, count)"
+            " SELECT subscription, n FROM moved"
+            " ON CONFLICT (subscription) DO UPDATE SET count = c.count + excluded.count",
+            {"subscription": subscription, "plan": plan, "id": customer_id},
         )
 
     def user_added(
@@ -295,8 +396,12 @@ class PostgresAccountsView(_View, AccountsView):
         )
         self._write(
             tracking,
-            "INSERT INTO {users} (id, customer_id, login, role, added_at, email) VALUES (%(id)s,"
-            " %(customer_id)s, %(login)s, %(role)s, %(at)s, %(email)s) ON CONFLICT (id) DO NOTHING",
+            "WITH added AS (INSERT INTO {users} (id, customer_id, login, role, added_at, email)"
+            " VALUES (%(id)s, %(customer_id)s, %(login)s, %(role)s, %(at)s, %(email)s)"
+            " ON CONFLICT (id) DO NOTHING RETURNING customer_id)"
+            " INSERT INTO {user_counts} AS c (customer_id, count)"
+            " SELECT customer_id, 1 FROM added WHERE customer_id IS NOT NULL"
+            " ON CONFLICT (customer_id) DO UPDATE SET count = c.count + 1",
             {**row, "role": role, "at": added_at},
         )
 
@@ -332,39 +437,119 @@ class PostgresAccountsView(_View, AccountsView):
     def api_keys(
         self, *, customer_id: UUID | None = None, user_id: UUID | None = None
     ) -> list[ApiKeyRow]:
+        # One statement per shape (a generic plan of `$1 IS NULL OR …` uses no index).
+        conditions = [
+            "customer_id IS NULL" if customer_id is None else "customer_id = %(customer)s"
+        ]
+        if user_id is not None:
+            conditions.append("user_id = %(user)s")
+        # Newest first; led by the columns held equal, so that it is the index's order even
+        # where that equality is `IS NULL` (which the planner does not take for one).
+        order = "customer_id DESC, user_id DESC," if user_id is not None else "customer_id DESC,"
         rows = self._read(
-            "SELECT id, customer_id, user_id, name, scopes, created_at, revoked FROM {api_keys}"
-            " WHERE customer_id IS NOT DISTINCT FROM %(customer)s"
-            " AND (%(user)s::uuid IS NULL OR user_id = %(user)s)"
-            " ORDER BY created_at DESC, id",
+            self._shaped(
+                "SELECT id, customer_id, user_id, name, scopes, created_at, revoked"
+                " FROM {api_keys}{where} ORDER BY {order} created_at DESC, id DESC",
+                conditions,
+                order=order,
+            ),
             {"customer": customer_id, "user": user_id},
         )
         return [ApiKeyRow(**self._opened("api_keys", row, row["id"])) for row in rows]
 
-    def customers(self, *, customer_id: UUID | None = None) -> list[CustomerRow]:
-        rows = self._read(
-            "SELECT id, organisation, contact_name, contact_email, contact_phone, billing_address,"
-            " subscription, plan, registered_at, erased FROM {customers}"
-            " WHERE %(id)s::uuid IS NULL OR id = %(id)s ORDER BY registered_at",
-            {"id": customer_id},
-        )
+    CUSTOMER_COLUMNS = (
+        "SELECT id, organisation, contact_name, contact_email, contact_phone, billing_address,"
+        " subscription, plan, registered_at, erased FROM {customers}"
+    )
+
+    def _customer_rows(self, statement: str, params: Any) -> list[CustomerRow]:
+        rows = self._read(self.CUSTOMER_COLUMNS + statement, params)
         return [CustomerRow(**self._opened("customers", row, row["id"])) for row in rows]
 
-    def users(self, *, customer_id: UUID | None = None, platform: bool = False) -> list[UserRow]:
+    def customers(self, *, customer_id: UUID | None = None) -> list[CustomerRow]:
+        if customer_id is not None:
+            return self._customer_rows(" WHERE id = %(id)s", {"id": customer_id})
+        return self._customer_rows(" ORDER BY registered_at, id", {})
+
+    def customer_page(
+        self, *, after: tuple[datetime, UUID] | None = None, limit: int = PAGE_SIZE
+    ) -> list[CustomerRow]:
+        if after is None:
+            return self._customer_rows(
+                " ORDER BY registered_at, id LIMIT %(limit)s", {"limit": limit}
+            )
+        return self._customer_rows(
+            " WHERE (registered_at, id) > (%(at)s, %(id)s) ORDER BY registered_at, id"
+            " LIMIT %(limit)s",
+            {"at": after[0], "id": after[1], "limit": limit},
+        )
+
+    def customers_by_id(self, ids: list[UUID]) -> list[CustomerRow]:
+        if not ids:
+            return []
+        return self._customer_rows(" WHERE id = ANY(%(ids)s)", {"ids": list(ids)})
+
+    def customer_counts(self) -> dict[str, int]:
+        rows = self._read("SELECT subscription, count FROM {customer_counts} WHERE count <> 0")
+        return {row["subscription"]: row["count"] for row in rows}
+
+    def user_counts(self, customer_ids: list[UUID]) -> dict[UUID, int]:
+        if not customer_ids:
+            return {}
+        rows = self._read(
+            "SELECT customer_id, count FROM {user_counts} WHERE customer_id = ANY(%(ids)s)",
+            {"ids": list(customer_ids)},
+        )
+        return {row["customer_id"]: row["count"] for row in rows}
+
+    def users(
+        self, *, customer_id: UUID | None = None, platform: bool = False,
+        after: tuple[datetime, UUID] | None = None, limit: int | None = None,
+    ) -> list[UserRow]:  # fmt: skip
+        # One statement per shape: whose users, from where, how many.
+        conditions = []
+        if platform:
+            conditions.append("customer_id IS NULL")
+        elif customer_id is not None:
+            conditions.append("customer_id = %(id)s")
+        if after is not None:
+            conditions.append("(added_at, id) > (%(at)s, %(after)s)")
+        # Whose first where the rows are one customer's (or staff's): the index's order.
+        order = "customer_id, added_at, id" if platform or customer_id else "added_at, id"
+        limited = "" if limit is None else " LIMIT %(limit)s"
+        rows = self._read(
+            self._shaped(
+                "SELECT id, customer_id, login, role, disabled, added_at, email FROM {users}{where}"
+                " ORDER BY {order}{limited}",
+                conditions,
+                order=order,
+                limited=limited,
+            ),
+            {
+                "id": customer_id,
+                "at": after and after[0],
+                "after": after and after[1],
+                "limit": limit,
+            },
+        )
+        return [UserRow(**self._opened("users", row, row["id"])) for row in rows]
+
+    def users_by_id(self, ids: list[UUID]) -> list[UserRow]:
+        if not ids:
+            return []
         rows = self._read(
             "SELECT id, customer_id, login, role, disabled, added_at, email FROM {users}"
-            " WHERE (%(platform)s AND customer_id IS NULL)"
-            " OR (NOT %(platform)s AND (%(id)s::uuid IS NULL OR customer_id = %(id)s))"
-            " ORDER BY added_at",
-            {"id": customer_id, "platform": platform},
+            " WHERE id = ANY(%(ids)s)",
+            {"ids": list(ids)},
         )
         return [UserRow(**self._opened("users", row, row["id"])) for row in rows]
 
 
 class PostgresTrafficView(_View, TrafficView):
-    tables = ("messages", "deliveries")
+    tables = ("messages", "deliveries", "daily", "daily_all")
     tenant_columns = {"messages": "customer_id", "deliveries": "customer_id"}
-    indexes = ("customer_time", "time", "message", "recipient", "messages_page")
+    indexes = ("customer_queued", "queued", "message_position", "recipient", "messages_page")
+    retired_indexes = ("customer_time", "time", "message")  # not in the pages' orders
     blind_indexes = {"deliveries": ("recipient_index",)}
 
     def schema_statements(self) -> list[str]:
@@ -377,12 +562,21 @@ class PostgresTrafficView(_View, TrafficView):
             " month text NOT NULL, recipient bytea, recipient_index bytea, status text NOT NULL, attempts integer NOT NULL DEFAULT 0,"
             " reason text, provider text, acknowledged boolean NOT NULL DEFAULT false,"
             " queued_at timestamptz NOT NULL, updated_at timestamptz NOT NULL)",
-            "CREATE INDEX IF NOT EXISTS {customer_time_idx} ON {deliveries} (customer_id, queued_at)",
-            "CREATE INDEX IF NOT EXISTS {time_idx} ON {deliveries} (queued_at)",
-            "CREATE INDEX IF NOT EXISTS {message_idx} ON {deliveries} (message_id)",
+            # The traffic pages' order (queued_at, id), newest first: a backward scan.
+            "CREATE INDEX IF NOT EXISTS {customer_queued_idx} ON {deliveries}"
+            " (customer_id, queued_at, id)",
+            "CREATE INDEX IF NOT EXISTS {queued_idx} ON {deliveries} (queued_at, id)",
+            "CREATE INDEX IF NOT EXISTS {message_position_idx} ON {deliveries} (message_id, idx)",
             "CREATE INDEX IF NOT EXISTS {recipient_idx} ON {deliveries} (customer_id, recipient_index)",
             "CREATE INDEX IF NOT EXISTS {messages_page_idx} ON {messages}"
             " (customer_id, requested_at DESC, id DESC)",
+            # Deliveries per day (of queueing, UTC), channel and status: per customer, and
+            # summed over all; kept in the transaction of each delivery's write.
+            "CREATE TABLE IF NOT EXISTS {daily} (customer_id uuid NOT NULL, day date NOT NULL,"
+            " channel text NOT NULL, status text NOT NULL, count integer NOT NULL,"
+            " PRIMARY KEY (customer_id, day, channel, status))",
+            "CREATE TABLE IF NOT EXISTS {daily_all} (day date NOT NULL, channel text NOT NULL,"
+            " status text NOT NULL, count integer NOT NULL, PRIMARY KEY (day, channel, status))",
         ]
 
     def message_requested(
@@ -416,10 +610,18 @@ class PostgresTrafficView(_View, TrafficView):
         index_key = sealed["recipient"] and self.subject_key("deliveries", row, *self._recipient)
         self._write(
             tracking,
-            "INSERT INTO {deliveries} (id, message_id, customer_id, idx, channel, month, recipient,"
-            " recipient_index, status, queued_at, updated_at) VALUES (%(id)s, %(message_id)s,"
-            " %(customer_id)s, %(idx)s, %(channel)s, %(month)s, %(recipient)s, %(recipient_index)s,"
-            " 'queued', %(at)s, %(at)s) ON CONFLICT (id) DO NOTHING",
+            "WITH added AS (INSERT INTO {deliveries} (id, message_id, customer_id, idx, channel,"
+            " month, recipient, recipient_index, status, queued_at, updated_at) VALUES (%(id)s,"
+            " %(message_id)s, %(customer_id)s, %(idx)s, %(channel)s, %(month)s, %(recipient)s,"
+            " %(recipient_index)s, 'queued', %(at)s, %(at)s) ON CONFLICT (id) DO NOTHING"
+            " RETURNING customer_id, (queued_at AT TIME ZONE 'UTC')::date AS day, channel, status),"
+            " moved AS (SELECT customer_id, day, channel, status, 1 AS n FROM added),"
+            " per_customer AS (INSERT INTO {daily} AS c (customer_id, day, channel, status, count)"
+            "  SELECT customer_id, day, channel, status, n FROM moved ON CONFLICT"
+            "  (customer_id, day, channel, status) DO UPDATE SET count = c.count + excluded.count)"
+            " INSERT INTO {daily_all} AS c (day, channel, status, count)"
+            " SELECT day, channel, status, sum(n) FROM moved GROUP BY day, channel, status"
+            " ON CONFLICT (day, channel, status) DO UPDATE SET count = c.count + excluded.count",
             {
                 **sealed,
                 "message_id": message_id,
@@ -441,11 +643,23 @@ class PostgresTrafficView(_View, TrafficView):
     ) -> None:
         self._write(
             tracking,
-            "UPDATE {deliveries} SET status = coalesce(%(status)s, status),"
+            "WITH was AS (SELECT customer_id, (queued_at AT TIME ZONE 'UTC')::date AS day, channel,"
+            "  status FROM {deliveries} WHERE id = %(id)s),"
+            " now AS (UPDATE {deliveries} SET status = coalesce(%(status)s, status),"
             " attempts = coalesce(%(attempts)s, attempts), reason = CASE WHEN %(status)s::text IS NULL"
             " THEN reason ELSE %(reason)s END, provider = coalesce(%(provider)s, provider),"
             " acknowledged = coalesce(%(acknowledged)s, acknowledged), updated_at = %(at)s"
-            " WHERE id = %(id)s",
+            " WHERE id = %(id)s RETURNING status),"
+            " moved AS (SELECT was.customer_id, was.day, was.channel, was.status, -1 AS n"
+            "  FROM was, now WHERE was.status <> now.status UNION ALL"
+            "  SELECT was.customer_id, was.day, was.channel, now.status, 1"
+            "  FROM was, now WHERE was.status <> now.status),"
+            " per_customer AS (INSERT INTO {daily} AS c (customer_id, day, channel, status, count)"
+            "  SELECT customer_id, day, channel, status, n FROM moved ON CONFLICT"
+            "  (customer_id, day, channel, status) DO UPDATE SET count = c.count + excluded.count)"
+            " INSERT INTO {daily_all} AS c (day, channel, status, count)"
+            " SELECT day, channel, status, sum(n) FROM moved GROUP BY day, channel, status"
+            " ON CONFLICT (day, channel, status) DO UPDATE SET count = c.count + excluded.count",
             {
                 "status": change.status,
                 "attempts": change.attempts,
@@ -459,7 +673,7 @@ class PostgresTrafficView(_View, TrafficView):
 
     def traffic(
         self, customer_id: UUID | None, start: datetime, end: datetime, *, limit: int = 1000,
-        recipient: str | None = None,
+        recipient: str | None = None, before: tuple[datetime, UUID] | None = None,
     ) -> list[TrafficRow]:  # fmt: skip
         """Newest first; with `recipient` (its look-up form, one customer), only deliveries
         to it: matched by its blind index under each of the customer's live month keys."""
@@ -474,20 +688,32 @@ class PostgresTrafficView(_View, TrafficView):
                 for subject in keys.live_subjects(customer_id, subject_name(kind, ""))
                 if (key := keys.subject_key(customer_id, subject)) is not None
             ]
+        # One statement per shape (whose, by recipient or not, from where): a generic plan
+        # of `$1 IS NULL OR …` would use none of the indexes.
+        conditions = ["d.queued_at >= %(start)s", "d.queued_at < %(end)s"]
+        if customer_id is not None:
+            conditions.append("d.customer_id = %(customer)s")
+        if indexes is not None:
+            conditions.append("d.recipient_index = ANY(%(indexes)s)")
+        if before is not None:
+            conditions.append("(d.queued_at, d.id) < (%(at)s, %(id)s)")
         rows = self._read(
-            "SELECT d.id AS delivery_id, d.message_id, d.customer_id, m.requested_at, m.requested_by,"
-            " m.client_ip, d.channel, d.recipient, d.status, d.attempts, d.reason, d.updated_at"
-            " FROM {deliveries} d JOIN {messages} m ON m.id = d.message_id"
-            " WHERE (%(customer)s::uuid IS NULL OR d.customer_id = %(customer)s)"
-            " AND (%(indexes)s::bytea[] IS NULL OR d.recipient_index = ANY(%(indexes)s))"
-            " AND d.queued_at >= %(start)s AND d.queued_at < %(end)s"
-            " ORDER BY d.queued_at DESC, d.idx LIMIT %(limit)s",
+            self._shaped(
+                "SELECT d.id AS delivery_id, d.message_id, d.customer_id, m.requested_at,"
+                " m.requested_by, m.client_ip, d.channel, d.recipient, d.status, d.attempts,"
+                " d.reason, d.updated_at, d.queued_at"
+                " FROM {deliveries} d JOIN {messages} m ON m.id = d.message_id{where}"
+                " ORDER BY d.queued_at DESC, d.id DESC LIMIT %(limit)s",
+                conditions,
+            ),
             {
                 "customer": customer_id,
                 "start": start,
                 "end": end,
                 "limit": limit,
                 "indexes": indexes,
+                "at": before and before[0],
+                "id": before and before[1],
             },
         )
         opened = (
@@ -518,30 +744,42 @@ class PostgresTrafficView(_View, TrafficView):
         )
 
     def message_row(self, message_id: UUID) -> MessageRow | None:
-        rows = self._message_rows(
-            dict.fromkeys(("customer", "channel", "status", "since", "until", "at", "after"))
-            | {"id": message_id, "limit": 1}
-        )
+        rows = self._message_rows({"id": message_id, "limit": 1})
         return rows[0] if rows else None
 
     def _message_rows(self, params: dict[str, Any]) -> list[MessageRow]:
-        """Messages with their deliveries counted per status; newest first."""
+        """Messages with their deliveries counted per status; newest first. One statement
+        per shape: only the conditions given (a generic plan of `$1 IS NULL OR …` would
+        use no index)."""
+        given = {name for name, value in params.items() if value is not None}
+        conditions = [
+            condition
+            for name, condition in (
+                ("id", "m.id = %(id)s"),
+                ("customer", "m.customer_id = %(customer)s"),
+                ("channel", "m.channel = %(channel)s"),
+                ("since", "m.requested_at >= %(since)s"),
+                ("until", "m.requested_at < %(until)s"),
+                (
+                    "status",
+                    "EXISTS (SELECT 1 FROM {deliveries} d"
+                    " WHERE d.message_id = m.id AND d.status = %(status)s)",
+                ),
+                ("at", "(m.requested_at, m.id) < (%(at)s, %(after)s)"),
+            )
+            if name in given
+        ]
         rows = self._read(
-            "SELECT m.id, m.customer_id, m.channel, m.priority, m.requested_at, m.requested_by,"
-            " coalesce((SELECT json_object_agg(s.status, s.n) FROM (SELECT d.status,"
-            "  count(*)::int AS n FROM {deliveries} d WHERE d.message_id = m.id"
-            "  GROUP BY d.status) s), '{{}}') AS counts"
-            " FROM {messages} m"
-            " WHERE (%(id)s::uuid IS NULL OR m.id = %(id)s)"
-            " AND (%(customer)s::uuid IS NULL OR m.customer_id = %(customer)s)"
-            " AND (%(channel)s::text IS NULL OR m.channel = %(channel)s)"
-            " AND (%(since)s::timestamptz IS NULL OR m.requested_at >= %(since)s)"
-            " AND (%(until)s::timestamptz IS NULL OR m.requested_at < %(until)s)"
-            " AND (%(status)s::text IS NULL OR EXISTS (SELECT 1 FROM {deliveries} d"
-            "  WHERE d.message_id = m.id AND d.status = %(status)s))"
-            " AND (%(at)s::timestamptz IS NULL"
-            "  OR (m.requested_at, m.id) < (%(at)s, %(after)s::uuid))"
-            " ORDER BY m.requested_at DESC, m.id DESC LIMIT %(limit)s",
+            self._shaped(
+                "SELECT m.id, m.customer_id, m.channel, m.priority, m.requested_at,"
+                " m.requested_by, coalesce((SELECT json_object_agg(s.status, s.n) FROM"
+                " (SELECT d.status, count(*)::int AS n FROM {deliveries} d"
+                "  WHERE d.message_id = m.id GROUP BY d.status) s), '{{}}') AS counts"
+                " FROM {messages} m{where}{order} LIMIT %(limit)s",
+                conditions,
+                # One message by its id needs no order.
+                order="" if "id" in given else " ORDER BY m.requested_at DESC, m.id DESC",
+            ),
             params,
         )
         return [MessageRow(**row) for row in rows]
@@ -549,11 +787,16 @@ class PostgresTrafficView(_View, TrafficView):
     def deliveries_of(
         self, message_id: UUID, *, after_index: int | None = None, limit: int = 50
     ) -> list[DeliveryRow]:
+        conditions = ["message_id = %(message)s"]
+        if after_index is not None:
+            conditions.append("idx > %(after)s")
         rows = self._read(
-            "SELECT id, message_id, customer_id, idx AS index, channel, recipient, status,"
-            " attempts, reason, provider, acknowledged, updated_at FROM {deliveries}"
-            " WHERE message_id = %(message)s AND (%(after)s::int IS NULL OR idx > %(after)s)"
-            " ORDER BY idx LIMIT %(limit)s",
+            self._shaped(
+                "SELECT id, message_id, customer_id, idx AS index, channel, recipient, status,"
+                " attempts, reason, provider, acknowledged, updated_at FROM {deliveries}{where}"
+                " ORDER BY idx LIMIT %(limit)s",
+                conditions,
+            ),
             {"message": message_id, "after": after_index, "limit": limit},
         )
         opened = (self._opened("deliveries", row, row["id"]) for row in rows)
@@ -563,14 +806,20 @@ class PostgresTrafficView(_View, TrafficView):
         ]
 
     def daily_counts(self, customer_id: UUID | None, start: date, end: date) -> list[DailyCount]:
-        rows = self._read(
-            "SELECT (queued_at AT TIME ZONE 'UTC')::date AS day, customer_id, channel, status,"
-            " count(*)::int AS count FROM {deliveries}"
-            " WHERE (%(customer)s::uuid IS NULL OR customer_id = %(customer)s)"
-            " AND queued_at >= %(start)s AND queued_at < %(end)s + 1"
-            " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
-            {"customer": customer_id, "start": start, "end": end},
-        )
+        if customer_id is None:
+            rows = self._read(
+                "SELECT day, NULL::uuid AS customer_id, channel, status, count FROM {daily_all}"
+                " WHERE day >= %(start)s AND day <= %(end)s AND count <> 0"
+                " ORDER BY day, channel, status",
+                {"start": start, "end": end},
+            )
+        else:
+            rows = self._read(
+                "SELECT day, customer_id, channel, status, count FROM {daily}"
+                " WHERE customer_id = %(customer)s AND day >= %(start)s AND day <= %(end)s"
+                " AND count <> 0 ORDER BY day, channel, status",
+                {"customer": customer_id, "start": start, "end": end},
+            )
         return [DailyCount(**row) for row in rows]
 
 
@@ -586,13 +835,15 @@ def events_after(recorder: Any, position: int, topics: tuple[str, ...]) -> int:
 
 class PostgresLedgerView(_View, LedgerView):
     tables = ("entries",)
-    indexes = ("customer",)
+    indexes = ("customer_position",)
+    retired_indexes = ("customer",)  # (customer_id, at): not the pages' order
 
     def schema_statements(self) -> list[str]:
         return [
             "CREATE TABLE IF NOT EXISTS {entries} (notification_id bigint PRIMARY KEY,"
             " at timestamptz NOT NULL, kind text NOT NULL, customer_id uuid, summary text NOT NULL)",
-            "CREATE INDEX IF NOT EXISTS {customer_idx} ON {entries} (customer_id, at)",
+            "CREATE INDEX IF NOT EXISTS {customer_position_idx} ON {entries}"
+            " (customer_id, notification_id)",
         ]
 
     def record(self, entry: LedgerEntry, tracking: Tracking) -> None:
@@ -603,12 +854,20 @@ class PostgresLedgerView(_View, LedgerView):
             (tracking.notification_id, entry.at, entry.kind, entry.customer_id, entry.summary),
         )
 
-    def entries(self, *, customer_id: UUID | None = None, limit: int = 500) -> list[LedgerEntry]:
+    def entries(
+        self, *, customer_id: UUID | None = None, limit: int = 500, before: int | None = None
+    ) -> list[LedgerEntry]:
+        # One statement per shape (whose, from where).
+        conditions = [] if customer_id is None else ["customer_id = %(customer)s"]
+        if before is not None:
+            conditions.append("notification_id < %(before)s")
         rows = self._read(
-            "SELECT at, kind, customer_id, summary FROM {entries}"
-            " WHERE %(customer)s::uuid IS NULL OR customer_id = %(customer)s"
-            " ORDER BY notification_id DESC LIMIT %(limit)s",
-            {"customer": customer_id, "limit": limit},
+            self._shaped(
+                "SELECT notification_id AS position, at, kind, customer_id, summary"
+                " FROM {entries}{where} ORDER BY notification_id DESC LIMIT %(limit)s",
+                conditions,
+            ),
+            {"customer": customer_id, "limit": limit, "before": before},
         )
         return [LedgerEntry(**row) for row in rows]
 

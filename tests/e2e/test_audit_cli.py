@@ -69,10 +69,16 @@ def test_replay_of_a_consistent_log_exits_0_with_a_summary(platform: Platform) -
     result = platform.run("audit", "replay")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "ok: the live views equal a replay of the log"
+    # With the counts the views keep: subscription states (registered, active, terminated)
+    # and the deliveries' one day, channel and status.
     assert (
-        "accounts: rows compared: customers 2, users 0, api_keys 0; mismatches: 0" in result.stdout
+        "accounts: rows compared: customers 2, users 0, api_keys 0, customer_counts 3,"
+        " user_counts 0; mismatches: 0" in result.stdout
     )
-    assert "traffic: rows compared: messages 1, deliveries 2; mismatches: 0" in result.stdout
+    assert (
+        "traffic: rows compared: messages 1, deliveries 2, daily 1, daily_all 1; mismatches: 0"
+        in result.stdout
+    )
     assert result.stderr == ""
     assert [value for value in PLAINTEXT if value in result.stdout] == []
 

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -246,6 +246,8 @@ def test_an_invoice_unpaid_after_its_due_date_becomes_overdue_once_and_its_conta
     assert became.customer_id == late and became.status.value == "overdue"
     assert billing.mark_overdue(remind) == []  # once
     assert billing.overdue_customers() == {late: lines[late].total_cents}
+    # Of the customers named only (a page of them), a never-billed one among them.
+    assert billing.overdue_customers([late, uuid4()]) == {late: lines[late].total_cents}
     (reminder,) = sent
     details = messages.message(reminder, STAFF)
     assert details.customer_id == late and len(details.deliveries) == 1 and details.body is None

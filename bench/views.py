@@ -1,0 +1,338 @@
+"""Views at scale (issue 18): the pages and list routes with millions of deliveries and
+a hundred thousand customers, and the rebuild rate beside the audit replay's.
+
+At `--scale 1` the log holds 2,000,000 deliveries and 100,000 customers: one big customer
+with half the deliveries (a million in the month), the other half spread over the small
+customers, ten recipients a message; each delivery is queued, attempted and delivered.
+The history is written in big batches of aggregates (bench/audit_replay.py's way), and the
+views are grown from it by `picasse project --rebuild` itself (`_by_hand`: the shadow
+build, a page of events per transaction through the projections' own code, then the
+swap). Then, against the app in this process (Litestar's TestClient, no socket):
+
+1. rebuild rate: log events/s of rebuilding every view, beside `audit replay`'s replay
+   rate over the same log (its decode + project into scratch views), goal ratio >= 0.5;
+2. each page's and list route's median latency (5 loads, after a warm-up), goal < 200 ms;
+3. the small customer's page, after 50 loads of the big customer's (plans cached on the
+   connection go generic after five runs), goal < 50 ms.
+
+Run alone with `python -m bench.views [--scale 0.01]` (PICASSE_DATABASE_URL, else an
+embedded server), or `python -m bench --only views`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+from litestar.testing import TestClient
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from bench import event_store
+from bench.audit_replay import _message, _new_customer, progress_bar
+from picasse.adapters.clock import SystemClock
+from picasse.adapters.http.app import create_app
+from picasse.adapters.master_key import create_master_key
+from picasse.adapters.postgres.audit import audit_replay
+from picasse.domain.application import LOG_NAME
+from picasse.domain.billing import Billing
+from picasse.domain.messages import traffic_month
+from picasse.domain.values import Role
+from picasse.runners import relay, servers
+from picasse.runners.api import http_deps
+from picasse.runners.project import VIEWS, LogReader, Views, _by_hand, view_env
+from picasse.runners.settings import Settings
+from picasse.runners.wiring import open_messages
+
+PAGE_GOAL_MS = 200.0
+SMALL_AFTER_BIG_GOAL_MS = 50.0
+BIG_LOADS = 50
+RATE_GOAL = 0.5  # rebuild rate / audit replay rate
+LOADS = 5  # timed loads of each page; the median is shown
+PASSWORD = "a long bench password"
+
+
+class BenchError(Exception):
+    """The benchmark could not measure what it claims to measure."""
+
+
+@dataclass(frozen=True)
+class Config:
+    scale: float = 1.0  # of 2M deliveries and 100k customers
+    events_per_save: int = 1_000  # see bench/audit_replay.py: not more
+
+    @property
+    def deliveries(self) -> int:
+        return max(100, round(2_000_000 * self.scale))
+
+    @property
+    def customers(self) -> int:
+        return max(2, round(100_000 * self.scale))
+
+
+@dataclass
+class Results:
+    config: Config
+    events: int = 0
+    write_seconds: float = 0.0
+    rebuild_seconds: float = 0.0
+    audit_events: int = 0
+    audit_replay_seconds: float = 0.0
+    pages: dict[str, float] = field(default_factory=dict)  # label: median ms
+    small_after_big: float = 0.0  # ms
+    overdue_ms: float = 0.0  # Billing.overdue_customers(), which the customers page calls
+
+    @property
+    def rebuild_rate(self) -> float:
+        return self.events / self.rebuild_seconds if self.rebuild_seconds else 0.0
+
+    @property
+    def audit_rate(self) -> float:
+        return self.audit_events / self.audit_replay_seconds if self.audit_replay_seconds else 0.0
+
+
+def write_log(app: Any, config: Config, progress: Progress) -> tuple[UUID, UUID]:
+    """The customers and their traffic; the big customer's id and a small one's."""
+    month = traffic_month(SystemClock().now())
+    big_share = config.deliveries // 2
+    small_customers = config.customers - 1
+    per_small = max(1, (config.deliveries - big_share) // small_customers)
+    task = progress.add_task("writing the log (deliveries)", total=config.deliveries)
+    pending: list[Aggregate] = []
+    written = serial = 0
+
+    def flush(force: bool = False) -> None:
+        nonlocal pending
+        # About three events an aggregate (a delivery: queued, attempted, delivered).
+        if pending and (force or len(pending) * 3 >= config.events_per_save):
+            app.save(*pending)
+            pending = []
+            progress.update(task, completed=written)
+
+    big = _new_customer(0)
+    pending.append(big)
+    flush(force=True)
+    done = 0
+    while done < big_share:  # the big customer's messages of 100 recipients
+        recipients = min(100, big_share - done)
+        pending += _message(big.id, month, recipients, serial)
+        serial += 1
+        done += recipients
+        written += recipients
+        flush()
+    small_id = big.id
+    for n in range(1, config.customers):
+        customer = _new_customer(n)
+        small_id = customer.id if n == 1 else small_id
+        pending.append(customer)
+        for start in range(0, per_small, 10):
+            recipients = min(10, per_small - start)
+            pending += _message(customer.id, month, recipients, serial)
+            serial += 1
+            written += recipients
+        flush()
+    flush(force=True)
+    progress.remove_task(task)
+    return big.id, small_id
+
+
+def median_ms(client: TestClient[Any], path: str, loads: int = LOADS) -> float:
+    client.get(path)  # warm
+    times = []
+    for _ in range(loads):
+        started = time.perf_counter()
+        answer = client.get(path)
+        times.append((time.perf_counter() - started) * 1000)
+        if answer.status_code != 200:
+            raise BenchError(f"{path} answered {answer.status_code}: {answer.text[:200]}")
+    return statistics.median(times)
+
+
+def run(settings: Settings, database_url: str, config: Config, progress: Progress) -> Results:
+    create_master_key(settings.master_key_path)
+    results = Results(config)
+    with ExitStack() as stack:
+        schema = stack.enter_context(event_store.fresh_schema(database_url, "views"))
+        here = Settings(
+            data_dir=settings.data_dir, database_url=database_url, database_schema=schema,
+            master_key_file=settings.master_key_path, db_connections=20,
+        )  # fmt: skip
+        messages = open_messages(here, database_url, schema=schema)
+        stack.callback(messages.close)
+        started = time.perf_counter()
+        big, small = write_log(messages, config, progress)
+        results.write_seconds = time.perf_counter() - started
+        results.events = messages.recorder.max_notification_id() or 0
+        progress.console.print(
+            f"   wrote {results.events:,} events ({config.deliveries:,} deliveries,"
+            f" {config.customers:,} customers) in {results.write_seconds:.0f}s"
+        )
+
+        # 1. The views grown by `picasse project --rebuild` of every view, and its rate
+        # beside the audit's replay of the same log.
+        views = Views(here, database_url)
+        try:
+            started = time.perf_counter()
+            if _by_hand(views, threading.Event(), reset=True) != 0:
+                raise BenchError("the rebuild stopped")
+            results.rebuild_seconds = time.perf_counter() - started
+        finally:
+            views.close()
+        # The relay is not running here: record it as one that has published the whole
+        # log would be, so the overview's health probe counts its lag as it would live.
+        relay_tracking = PostgresTrackingRecorder(
+            messages.factory.datastore,  # type: ignore[attr-defined]
+            tracking_table_name=relay.TRACKING_TABLE,
+        )
+        relay_tracking.create_table()
+        relay_tracking.insert_tracking(Tracking(LOG_NAME, results.events))
+        with _closing(LogReader(view_env(here, database_url))) as fresh:
+            task = progress.add_task("audit replay", total=None)
+            report = audit_replay(
+                fresh.recorder, fresh.mapper, fresh.name, VIEWS,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )  # fmt: skip
+            progress.remove_task(task)
+        if not report.ok:
+            raise BenchError(f"the audit replay found {report.mismatch_count} mismatches")
+        results.audit_events, results.audit_replay_seconds = report.events, report.replay_seconds
+
+        # 2. and 3. The pages and routes, as a platform admin, against the app here.
+        with http_deps(here, database_url) as deps:
+            deps.accounts.add_user(
+                customer_id=None, login="bench-admin", role=Role.PLATFORM_ADMIN, password=PASSWORD
+            )
+            with TestClient(create_app(deps), base_url="http://127.0.0.1") as client:
+                login = client.post(
+                    "/v1/sessions", json={"login": "bench-admin", "password": PASSWORD}
+                )
+                if login.status_code != 201:
+                    raise BenchError(f"no session: {login.status_code} {login.text[:200]}")
+                paths = {
+                    "/admin/ overview": "/admin/",
+                    "/admin/customers": "/admin/customers",
+                    "/admin/customers/{big}": f"/admin/customers/{big}",
+                    "/admin/customers/{small}": f"/admin/customers/{small}",
+                    "/admin/traffic": "/admin/traffic",
+                    "/admin/traffic?customer_id={big}": f"/admin/traffic?customer_id={big}",
+                    "/admin/ledger": "/admin/ledger",
+                    "GET /v1/customers": "/v1/customers",
+                    "GET /v1/customers/{big}/users": f"/v1/customers/{big}/users",
+                    "GET /v1/traffic?customer_id={big}&limit=100": (
+                        f"/v1/traffic?customer_id={big}&limit=100"
+                    ),
+                }
+                for label, path in paths.items():
+                    results.pages[label] = median_ms(client, path)
+                for _ in range(BIG_LOADS):
+                    client.get(f"/admin/customers/{big}")
+                results.small_after_big = median_ms(client, f"/admin/customers/{small}")
+            # What the customers page spends in billing's own query (not a view's): shown
+            # beside the page, since it reads the event store, not the views.
+            billing = Billing(clock=deps.clock, sharing=deps.messages)
+            billing.overdue_customers()
+            started = time.perf_counter()
+            billing.overdue_customers()  # every customer's: what the page asked for before
+            results.overdue_ms = (time.perf_counter() - started) * 1000
+    return results
+
+
+@contextmanager
+def _closing(app: Any) -> Iterator[Any]:
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def _verdict(met: bool, figure: str) -> str:
+    return f"[green]{figure}" if met else f"[red]{figure}"
+
+
+def tables(results: Results) -> list[Table]:
+    config = results.config
+    rebuild = Table(
+        title=f"rebuild vs audit replay ({results.events:,} events in the log)",
+    )
+    for column in ("", "events", "seconds", "events/s"):
+        rebuild.add_column(column, justify="right" if column else "left")
+    rebuild.add_row(
+        "picasse project --rebuild (every view)", f"{results.events:,}",
+        f"{results.rebuild_seconds:.1f}", f"{results.rebuild_rate:,.0f}",
+    )  # fmt: skip
+    rebuild.add_row(
+        "audit replay (baseline)", f"{results.audit_events:,}",
+        f"{results.audit_replay_seconds:.1f}", f"{results.audit_rate:,.0f}",
+    )  # fmt: skip
+    ratio = results.rebuild_rate / results.audit_rate if results.audit_rate else 0.0
+    rebuild.add_row("ratio (goal >= 0.5)", "", "", _verdict(ratio >= RATE_GOAL, f"{ratio:.2f}"))
+    pages = Table(
+        title=(
+            f"pages and routes at scale {config.scale:g}: {config.deliveries:,} deliveries,"
+            f" {config.customers:,} customers (median of {LOADS}, warm)"
+        )
+    )
+    pages.add_column("page or route")
+    pages.add_column("median ms", justify="right")
+    pages.add_column("goal", justify="right")
+    for label, ms in results.pages.items():
+        pages.add_row(label, _verdict(ms < PAGE_GOAL_MS, f"{ms:,.1f}"), f"< {PAGE_GOAL_MS:.0f}")
+    pages.add_row(
+        f"/admin/customers/{{small}} after {BIG_LOADS} loads of {{big}}",
+        _verdict(results.small_after_big < SMALL_AFTER_BIG_GOAL_MS, f"{results.small_after_big:,.1f}"),
+        f"< {SMALL_AFTER_BIG_GOAL_MS:.0f}",
+    )  # fmt: skip
+    pages.add_row(
+        "Billing.overdue_customers() of every customer (reads the log; the page asks for its 200)",
+        f"{results.overdue_ms:,.1f}",
+        "",
+    )
+    return [rebuild, pages]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.views", description=__doc__)
+    parser.add_argument(
+        "--scale", type=float, default=Config().scale,
+        help="of 2,000,000 deliveries and 100,000 customers (default %(default)s)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    console = Console()
+    data_dir = Path(tempfile.mkdtemp(prefix="picasse-bench-"))
+    settings = Settings(data_dir=data_dir, database_url=Settings.from_environ().database_url)
+    started = time.monotonic()
+    try:
+        with console.status("starting PostgreSQL"):
+            database_url = servers.postgres_url(settings)
+        with progress_bar(console) as progress:
+            results = run(settings, database_url, Config(scale=args.scale), progress)
+        for table in tables(results):
+            console.print(table)
+    except (BenchError, event_store.BenchError, servers.ServerError, psycopg.Error) as error:
+        console.print(f"[red]bench: {error}")
+        return 1
+    finally:
+        servers.stop_postgres(settings)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    console.print(f"took {time.monotonic() - started:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
