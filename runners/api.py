@@ -135,6 +135,7 @@ def http_deps(
             accounts_view=views["accounts"],
             traffic_view=views["traffic"],
             ledger_view=views["ledger"],
+            invoices_view=views["invoices"],
             health=_health_probe(settings, messages, views),
             auth_store=auth_store,
             pseudonyms=pseudonyms,

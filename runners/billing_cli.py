@@ -22,6 +22,7 @@ from picasse.adapters.invoice_pdf import euros
 from picasse.domain.access import Viewer
 from picasse.domain.billing import Billing, InvoiceDetails, PricePlan, price_plan
 from picasse.domain.values import Role
+from picasse.projections.accounts import PAGE_SIZE
 from picasse.runners.settings import Settings
 
 OPERATOR = Viewer(role=Role.SUPPORT, customer_id=None)  # the operator's view: no content
@@ -116,12 +117,22 @@ def cmd_pay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_invoices(args: argparse.Namespace, settings: Settings) -> int:
-    with _billing(settings) as billing:
-        found: list[InvoiceDetails] = (
-            billing.invoices(args.customer, by=OPERATOR)
-            if args.customer
-            else billing.all_invoices(by=OPERATOR)
-        )
+    from picasse.runners import servers
+    from picasse.runners.project import live_views
+
+    found: list[InvoiceDetails] = []
+    with (
+        _billing(settings) as billing,
+        live_views(settings, servers.postgres_url(settings), ["invoices"]) as views,
+    ):
+        views.catch_up()  # the invoices view holds every invoice issued so far
+        view, after = views.view("invoices"), None
+        while True:  # page by page, by number
+            rows = view.invoices(customer_id=args.customer, after=after, limit=PAGE_SIZE)
+            found += billing.invoices_by_id([row.id for row in rows], by=OPERATOR)
+            if len(rows) < PAGE_SIZE:
+                break
+            after = rows[-1].number
     if args.json:
         _json(found)
         return 0

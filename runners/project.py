@@ -33,6 +33,7 @@ from picasse.adapters.postgres.audit import page_batched, replay_into_views
 from picasse.adapters.postgres.roles import RoleClaims
 from picasse.adapters.postgres.views import (
     PostgresAccountsView,
+    PostgresInvoicesView,
     PostgresLedgerView,
     PostgresTrafficView,
     ViewFailure,
@@ -45,6 +46,7 @@ from picasse.domain.clock import Clock
 from picasse.domain.errors import Conflict, DomainError
 from picasse.domain.privacy import Erasure
 from picasse.projections.accounts import AccountsProjection
+from picasse.projections.invoices import InvoicesProjection
 from picasse.projections.ledger import LedgerProjection
 from picasse.projections.traffic import TrafficProjection
 from picasse.runners import servers
@@ -62,6 +64,7 @@ VIEWS: dict[str, tuple[type[Projection[Any]], type[Any]]] = {
     "accounts": (AccountsProjection, PostgresAccountsView),
     "traffic": (TrafficProjection, PostgresTrafficView),
     "ledger": (LedgerProjection, PostgresLedgerView),
+    "invoices": (InvoicesProjection, PostgresInvoicesView),
 }
 
 
@@ -541,9 +544,11 @@ class LiveViews:
 
 
 @contextmanager
-def live_views(settings: Settings, database_url: str) -> Iterator[LiveViews]:
-    """The views for a command; nothing is advanced until it calls `catch_up`."""
-    views = Views(settings, database_url)
+def live_views(
+    settings: Settings, database_url: str, names: list[str] | None = None
+) -> Iterator[LiveViews]:
+    """The views for a command (or those named); nothing is advanced until it calls `catch_up`."""
+    views = Views(settings, database_url, names)
     try:
         yield LiveViews(views)
     finally:

@@ -75,6 +75,7 @@ from picasse.domain.sites import Sites
 from picasse.domain.visitors import Visitors
 from picasse.domain.webhooks import Webhooks
 from picasse.projections.accounts import AccountsView
+from picasse.projections.invoices import InvoicesView
 from picasse.projections.ledger import LedgerView
 from picasse.projections.traffic import TrafficView
 
@@ -108,6 +109,7 @@ class HttpDeps:
     login_throttling: LoginThrottling = field(default_factory=LoginThrottling)
     health: HealthProbe | None = None  # the overview's view lag, relay and workers
     ledger_view: LedgerView | None = None  # the privacy ledger page
+    invoices_view: InvoicesView | None = None  # GET /v1/invoices
     clock: Clock = field(default_factory=SystemClock)  # the process's one clock (wiring's)
     # Proxies whose forwarded headers are believed (PICASSE_TRUSTED_PROXIES); none by default.
     trusted_proxies: tuple[str, ...] = ()  # addresses and networks, as Settings has them
@@ -195,6 +197,7 @@ def create_app(deps: HttpDeps) -> Litestar:
             "api_keys": provide(deps.api_keys),
             "accounts_view": provide(deps.accounts_view),
             "traffic_view": provide(deps.traffic_view),
+            "invoices_view": provide(deps.invoices_view),
             "receipt_tokens": provide(deps.receipt_tokens),
             "ack_links": provide(deps.ack_links),
             "twilio_callbacks": provide(deps.twilio_callbacks),

@@ -135,6 +135,7 @@ SCOPE_COLUMNS: dict[str, tuple[str | None, str | None]] = {
     "messages": ("customer_id", "requested_at"),
     "deliveries": ("customer_id", "queued_at"),
     "entries": ("customer_id", "at"),
+    "invoices": ("customer_id", "issued_at"),
     # Counts the projections keep: a customer's in its scope, all of them in any period;
     # counts over every customer are no customer's, so outside any customer's scope.
     "daily": ("customer_id", None),

@@ -30,6 +30,7 @@ from picasse.projections.accounts import (
     CustomerRow,
     UserRow,
 )
+from picasse.projections.invoices import InvoiceRow, InvoicesView
 from picasse.projections.ledger import LedgerEntry, LedgerView
 from picasse.projections.traffic import (
     Change,
@@ -870,6 +871,64 @@ class PostgresLedgerView(_View, LedgerView):
             {"customer": customer_id, "limit": limit, "before": before},
         )
         return [LedgerEntry(**row) for row in rows]
+
+
+class PostgresInvoicesView(_View, InvoicesView):
+    """Every invoice's row, without personal data; listed by number through an index in
+    that order, of all customers or of one."""
+
+    tables = ("invoices",)
+    indexes = ("number", "customer_number")
+
+    def schema_statements(self) -> list[str]:
+        return [
+            "CREATE TABLE IF NOT EXISTS {invoices} (id uuid PRIMARY KEY, customer_id uuid NOT NULL,"
+            " number bigint NOT NULL, month text NOT NULL, fiscal_year text NOT NULL,"
+            " issued_on date NOT NULL, due_on date NOT NULL, issued_at timestamptz NOT NULL,"
+            " total_cents bigint NOT NULL, paid_cents bigint NOT NULL DEFAULT 0,"
+            " last_paid_on date, overdue boolean NOT NULL DEFAULT false)",
+            "CREATE UNIQUE INDEX IF NOT EXISTS {number_idx} ON {invoices} (number)",
+            "CREATE INDEX IF NOT EXISTS {customer_number_idx} ON {invoices} (customer_id, number)",
+        ]
+
+    def issued(self, row: InvoiceRow, tracking: Tracking) -> None:
+        self._write(
+            tracking,
+            "INSERT INTO {invoices} (id, customer_id, number, month, fiscal_year, issued_on,"
+            " due_on, issued_at, total_cents, paid_cents, last_paid_on, overdue)"
+            " VALUES (%(id)s, %(customer_id)s, %(number)s, %(month)s, %(fiscal_year)s,"
+            " %(issued_on)s, %(due_on)s, %(issued_at)s, %(total_cents)s, %(paid_cents)s,"
+            " %(last_paid_on)s, %(overdue)s) ON CONFLICT (id) DO NOTHING",
+            msgspec.structs.asdict(row),
+        )
+
+    def paid(self, invoice_id: UUID, amount_cents: int, paid_on: date, tracking: Tracking) -> None:
+        self._write(
+            tracking,
+            "UPDATE {invoices} SET paid_cents = paid_cents + %s, last_paid_on = %s WHERE id = %s",
+            (amount_cents, paid_on, invoice_id),
+        )
+
+    def became_overdue(self, invoice_id: UUID, tracking: Tracking) -> None:
+        self._write(tracking, "UPDATE {invoices} SET overdue = true WHERE id = %s", (invoice_id,))
+
+    def invoices(
+        self, *, customer_id: UUID | None = None, after: int | None = None, limit: int = PAGE_SIZE
+    ) -> list[InvoiceRow]:
+        # One statement per shape (whose, from where), each in the order of an index.
+        conditions = [] if customer_id is None else ["customer_id = %(customer)s"]
+        if after is not None:
+            conditions.append("number > %(after)s")
+        rows = self._read(
+            self._shaped(
+                "SELECT id, customer_id, number, month, fiscal_year, issued_on, due_on,"
+                " issued_at, total_cents, paid_cents, last_paid_on, overdue"
+                " FROM {invoices}{where} ORDER BY number LIMIT %(limit)s",
+                conditions,
+            ),
+            {"customer": customer_id, "after": after, "limit": limit},
+        )
+        return [InvoiceRow(**row) for row in rows]
 
 
 def last_notification_in(recorder: Any, upto: int, topics: tuple[str, ...]) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 from uuid import uuid4
 
 import httpx
@@ -13,7 +14,9 @@ import msgspec
 import pytest
 from psycopg import sql
 
+from picasse.adapters.http import billing_api
 from picasse.adapters.http.app import HttpDeps, create_app
+from picasse.adapters.http.billing_api import InvoiceOut
 from picasse.domain.access import Viewer
 from picasse.domain.billing import Billing
 from picasse.domain.conferencing import ScheduleRequest
@@ -29,6 +32,7 @@ from tests.integration.api_server import (
     serving,
     with_cheap_passwords,
 )
+from tests.integration.projection_runners import caught_up, running
 
 PLAN = {
     "monthly_fee": "19.95",
@@ -46,6 +50,7 @@ class World(msgspec.Struct):
     tenant: Tenant
     staff: dict[Role, str]
     schema: str
+    invoices_view: dict[str, Any]  # its projection, run here (no `picasse project` runs)
 
     def client(self, login: str) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, headers=bearer(self.deps, login), timeout=20)
@@ -56,12 +61,14 @@ def world(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
     with (
         module_settings(tmp_path_factory, database_url, "care") as settings,
         http_deps(settings, database_url) as deps,
+        running(settings, database_url, ["invoices"]) as invoices_view,
     ):
         assert isinstance(settings, Settings)
         app = create_app(with_cheap_passwords(deps))
         tenant, staff = make_tenant(deps, "Caster"), add_staff(deps)
         with serving(app) as base_url:
-            yield World(deps, base_url, tenant, staff, settings.database_schema or "public")
+            schema = settings.database_schema or "public"
+            yield World(deps, base_url, tenant, staff, schema, invoices_view)
 
 
 def test_a_customer_files_a_case_support_replies_and_the_customer_reads_the_reply(
@@ -160,8 +167,9 @@ def test_staff_set_a_plan_and_the_customers_admin_gets_its_invoice_and_pdf_and_p
     billing = Billing(clock=world.deps.clock, sharing=world.deps.messages)
     last_month = f"{world.deps.clock.now().replace(day=1) - timedelta(days=1):%Y-%m}"
     billing.run(last_month)
+    caught_up(world.invoices_view)  # the list is read from the invoices view
 
-    (listed,) = admin.get("/v1/invoices").json()
+    (listed,) = [i for i in admin.get("/v1/invoices").json() if i["month"] == last_month]
     assert listed["billed_to_name"] == world.tenant.organisation
     assert listed["total_cents"] == 2414  # 19.95 + 21 % VAT, nothing sent last month
     assert {line["item"] for line in listed["lines"]} >= {
@@ -190,6 +198,50 @@ def test_staff_set_a_plan_and_the_customers_admin_gets_its_invoice_and_pdf_and_p
     assert rest.json()["status"] == "paid"
     assert billing.overdue_customers() == {}
     assert Viewer(role=Role.AUDITOR, customer_id=None).sees_invoices_of(customer_id)
+
+
+def test_the_invoice_list_comes_from_the_view_page_by_page_and_a_customer_sees_only_its_own(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /v1/invoices reads the invoices view by number, a page at a time, and names the
+    next page in a `Link: <…?after=…>; rel="next"` header (issue 18). The page size is made
+    small here so that a few invoices make several pages."""
+    support = world.client(world.staff[Role.SUPPORT])
+    other = make_tenant(world.deps, "Listed")
+    for customer in (world.tenant.customer_id, other.customer_id):
+        assert support.put(f"/v1/customers/{customer}/plan", json=PLAN).status_code == 200
+    billing = Billing(clock=world.deps.clock, sharing=world.deps.messages)
+    first = world.deps.clock.now().replace(day=1)
+    for back in (40, 70):  # two months before last: two invoices for each customer
+        billing.run(f"{first - timedelta(days=back):%Y-%m}")
+    caught_up(world.invoices_view)
+    issued = sorted(
+        i.number
+        for customer in (world.tenant.customer_id, other.customer_id)
+        for i in billing.invoices(customer, by=Viewer(role=Role.SUPPORT, customer_id=None))
+    )
+    monkeypatch.setattr(billing_api, "PAGE_SIZE", 3)
+
+    path: str | None = "/v1/invoices"
+    pages: list[list[dict[str, Any]]] = []
+    while path is not None:
+        answer = support.get(path)
+        assert answer.status_code == 200, answer.text
+        pages.append(answer.json())
+        path = answer.links.get("next", {}).get("url")
+    numbers = [i["number"] for page in pages for i in page]
+    assert numbers == sorted(set(numbers)) and set(issued) <= set(numbers)
+    assert len(pages) == -(-len(numbers) // 3) > 1 and all(len(p) == 3 for p in pages[:-1])
+    assert set(pages[0][0]) == set(InvoiceOut.__struct_fields__)  # the shape it always had
+
+    own = world.client(other.admin_login).get("/v1/invoices")
+    assert own.status_code == 200 and "link" not in own.headers
+    assert {i["customer_id"] for i in own.json()} == {str(other.customer_id)}
+    assert len(own.json()) == 2 and own.json()[0]["billed_to_name"] == other.organisation
+    narrowed = support.get("/v1/invoices", params={"customer_id": str(other.customer_id)})
+    assert narrowed.json() == own.json()
+    refused = support.get("/v1/invoices", params={"after": "not-a-cursor"})
+    assert refused.status_code == 422 and refused.json()["field"] == "after"
 
 
 @pytest.fixture

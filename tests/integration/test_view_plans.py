@@ -24,6 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from picasse.adapters.postgres.views import (
     PostgresAccountsView,
+    PostgresInvoicesView,
     PostgresLedgerView,
     PostgresTrafficView,
 )
@@ -106,7 +107,8 @@ def test_every_page_and_route_query_uses_an_index_under_a_generic_plan(
         datastore, tracking_table_name="traffic_view_tracking", keys=keys
     )
     ledger_view = PostgresLedgerView(datastore, tracking_table_name="ledger_view_tracking")
-    for view in (accounts_view, traffic_view, ledger_view):
+    invoices_view = PostgresInvoicesView(datastore, tracking_table_name="invoices_view_tracking")
+    for view in (accounts_view, traffic_view, ledger_view, invoices_view):
         view.create_table()
     with datastore.get_connection() as conn:
         conn.prepare_threshold = 0  # every statement prepared at its first run
@@ -145,10 +147,14 @@ def test_every_page_and_route_query_uses_an_index_under_a_generic_plan(
     ledger_view.entries(customer_id=customer, limit=201)
     ledger_view.entries(limit=201, before=40)
     ledger_view.entries(customer_id=customer, limit=201, before=40)
+    invoices_view.invoices(limit=201)
+    invoices_view.invoices(after=40, limit=201)
+    invoices_view.invoices(customer_id=customer, limit=201)
+    invoices_view.invoices(customer_id=customer, after=40, limit=201)
 
     plans = _generic_plans(datastore)
     queries = [s for s in plans if s.lstrip().upper().startswith("SELECT")]
-    assert len(queries) >= 25, list(plans)  # every shape above, each a statement of its own
+    assert len(queries) >= 29, list(plans)  # every shape above, each a statement of its own
     faults = {
         statement: found
         for statement in queries
