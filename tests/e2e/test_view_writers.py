@@ -19,7 +19,7 @@ from psycopg import sql
 
 from picasse.adapters.master_key import create_master_key
 from picasse.domain.accounts import Accounts
-from picasse.runners.project import LiveViews, Views, ViewStuck
+from picasse.runners.project import VIEWS, LiveViews, Views, ViewStuck
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_accounts
 
@@ -108,7 +108,7 @@ def _holders(database_url: str, schema: str) -> dict[str, int]:
     """Which backend holds each view's role (pid of its connection)."""
     holders = {}
     with psycopg.connect(database_url, autocommit=True) as conn:
-        for name in ("accounts", "traffic", "ledger"):
+        for name in VIEWS:
             row = conn.execute(
                 sql.SQL(
                     "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
@@ -134,7 +134,7 @@ def test_two_projectors_one_advances_each_view_and_the_other_takes_over_after_a_
 ) -> None:  # fmt: skip
     first = projectors()
     schema = settings.database_schema
-    _until(lambda: len(_holders(database_url, schema)) == 3, "the first projector claims")
+    _until(lambda: len(_holders(database_url, schema)) == len(VIEWS), "the first projector claims")
     second = projectors()
     customers = [_register(accounts, n) for n in range(5)]
     live = LiveViews(views)
@@ -146,7 +146,9 @@ def test_two_projectors_one_advances_each_view_and_the_other_takes_over_after_a_
     first.process.kill()  # SIGKILL: its claims end with its connection
     first.process.wait()
     _until(
-        lambda: len(h := _holders(database_url, schema)) == 3 and set(h.values()) != held_by,
+        lambda: (
+            len(h := _holders(database_url, schema)) == len(VIEWS) and set(h.values()) != held_by
+        ),
         "the second projector takes the views over",
     )
     later = [_register(accounts, n) for n in range(5, 10)]
@@ -163,7 +165,7 @@ def test_a_command_beside_a_running_projector_waits_for_it_instead_of_writing(
 ) -> None:  # fmt: skip
     projector = projectors()
     schema = settings.database_schema
-    _until(lambda: len(_holders(database_url, schema)) == 3, "the projector claims")
+    _until(lambda: len(_holders(database_url, schema)) == len(VIEWS), "the projector claims")
     live = LiveViews(views)
     os.kill(projector.process.pid, signal.SIGSTOP)  # it holds the views but takes nothing in
     try:
@@ -183,7 +185,7 @@ def test_a_rebuild_beside_a_running_projector_is_refused_in_one_line(
 ) -> None:
     projectors()
     schema = settings.database_schema
-    _until(lambda: len(_holders(database_url, schema)) == 3, "the projector claims")
+    _until(lambda: len(_holders(database_url, schema)) == len(VIEWS), "the projector claims")
     result = picasse("project", "--rebuild", "accounts")
     assert result.returncode == 1, result.stderr
     assert "running projector" in result.stderr and len(result.stderr.strip().splitlines()) == 1
