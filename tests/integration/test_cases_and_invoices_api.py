@@ -243,6 +243,15 @@ def test_the_invoice_list_comes_from_the_view_page_by_page_and_a_customer_sees_o
     refused = support.get("/v1/invoices", params={"after": "not-a-cursor"})
     assert refused.status_code == 422 and refused.json()["field"] == "after"
 
+    # The view keeps what was paid; its row holds no billing name or address.
+    paid = support.post(f"/v1/invoices/{own.json()[0]['id']}/payments", json={"amount_cents": 500})
+    assert paid.status_code == 201, paid.text
+    caught_up(world.invoices_view)
+    assert world.deps.invoices_view is not None
+    (row, _) = world.deps.invoices_view.invoices(customer_id=other.customer_id)
+    assert (row.number, row.paid_cents, row.overdue) == (own.json()[0]["number"], 500, False)
+    assert not {"billed_to_name", "billed_to_address"} & set(row.__struct_fields__)
+
 
 @pytest.fixture
 def raw_events() -> object:
