@@ -13,9 +13,8 @@ from typing import Any
 import msgspec
 import nats
 import pytest
-from eventsourcing.persistence import InfrastructureFactory, Tracking
+from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
-from eventsourcing.projection import ProjectionRunner
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from picasse.adapters.http.health import (
@@ -30,7 +29,7 @@ from picasse.adapters.postgres.views import events_after
 from picasse.domain.accounts import Accounts
 from picasse.domain.application import LOG_NAME
 from picasse.domain.messaging import Messages, SendRequest
-from picasse.runners.project import VIEWS, view_env
+from picasse.runners.project import VIEWS, view_on_pool_of
 from picasse.runners.relay import TRACKING_TABLE
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages
@@ -50,17 +49,9 @@ def messages(here: Settings, database_url: str) -> Iterator[Messages]:
 
 
 @pytest.fixture
-def views(here: Settings, database_url: str) -> Iterator[dict[str, Any]]:
-    """The views as a reader opens them: tables made, nothing projected."""
-    factories, opened = [], {}
-    for name, (projection, view_class) in VIEWS.items():
-        env = ProjectionRunner._construct_env(projection.name, view_env(here, database_url))
-        factory = InfrastructureFactory.construct(env=env)
-        factories.append(factory)
-        opened[name] = factory.tracking_recorder(view_class)
-    yield opened
-    for factory in factories:
-        factory.close()
+def views(messages: Messages) -> dict[str, Any]:
+    """The views as the API opens them (on its messages pool): tables made, nothing projected."""
+    return {name: view_on_pool_of(messages, name) for name in VIEWS}
 
 
 def _send_two(accounts: Accounts, messages: Messages) -> None:
