@@ -240,6 +240,11 @@ class _View(TrackingTable):
         live_prefix = self.tracking_table_name.removesuffix("_tracking")
         shadow_prefix = shadow.tracking_table_name.removesuffix("_tracking")
         schema = self.datastore.schema
+        # Tables filled moments ago have no statistics until autovacuum gets to them: the
+        # planner should know them before the first reader does.
+        with self.datastore.transaction(commit=True) as curs:
+            for table, _ in shadow.tables_with_tracking():
+                curs.execute(sql.SQL("ANALYZE {}").format(table))
         with self.datastore.transaction(commit=True) as curs:
             serialize_schema_changes(curs)
             old = [table for table, _ in self.tables_with_tracking()]

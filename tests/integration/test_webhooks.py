@@ -608,6 +608,8 @@ def test_the_api_process_says_where_it_listens_logs_no_bodies_and_stops_cleanly_
         "PICASSE_DATABASE_SCHEMA": module_schema,
         "PICASSE_HTTP_PORT": str(port),
         "PICASSE_SMS_GATEWAY_TOKEN": TOKENS["sms-primary"],
+        # The least an API needs: the module's own apps hold connections of the same server.
+        "PICASSE_DB_CONNECTIONS": "7",
     }
     stderr_path = tmp_path / "stderr"
     program = (
