@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             elif name == "views":
                 console.rule("views at scale")
-                with views.progress_bar(console) as progress:
+                with progress_bar(console) as progress:
                     found = views.run(settings, database_url, views.Config(args.scale), progress)
                 for table in views.tables(found):
                     console.print(table)

@@ -23,7 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -481,6 +481,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     config = Config(small=args.small, large=args.large)
+    return standalone(lambda settings, url, progress: tables(run(settings, url, config, progress)))
+
+
+def standalone(
+    tables_of: Callable[[Settings, str, Progress], list[Table]],
+    *errors: type[Exception],
+) -> int:
+    """A bench run on its own (`python -m bench.<name>`): an embedded PostgreSQL unless
+    PICASSE_DATABASE_URL names one, a progress bar, the tables printed; `errors` (beside
+    the store's and the servers') end it with one line."""
     console = Console()
     data_dir = Path(tempfile.mkdtemp(prefix="picasse-bench-"))
     settings = Settings(data_dir=data_dir, database_url=Settings.from_environ().database_url)
@@ -489,10 +499,12 @@ def main(argv: list[str] | None = None) -> int:
         with console.status("starting PostgreSQL"):
             database_url = servers.postgres_url(settings)
         with progress_bar(console) as progress:
-            results = run(settings, database_url, config, progress)
-        for table in tables(results):
+            printed = tables_of(settings, database_url, progress)
+        for table in printed:
             console.print(table)
-    except (BenchError, event_store.BenchError, servers.ServerError, psycopg.Error) as error:
+    except (
+        BenchError, event_store.BenchError, servers.ServerError, psycopg.Error, *errors
+    ) as error:  # fmt: skip
         console.print(f"[red]bench: {error}")
         return 1
     finally:

@@ -22,30 +22,25 @@ embedded server), or `python -m bench --only views`.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import psycopg
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from litestar.testing import TestClient
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from bench import event_store
-from bench.audit_replay import _message, _new_customer, progress_bar
+from bench.audit_replay import _message, _new_customer, standalone
 from picasse.adapters.clock import SystemClock
 from picasse.adapters.http.app import create_app
 from picasse.adapters.master_key import create_master_key
@@ -54,7 +49,7 @@ from picasse.domain.application import LOG_NAME
 from picasse.domain.billing import Billing
 from picasse.domain.messages import traffic_month
 from picasse.domain.values import Role
-from picasse.runners import relay, servers
+from picasse.runners import relay
 from picasse.runners.api import http_deps
 from picasse.runners.project import VIEWS, LogReader, Views, _by_hand, view_env
 from picasse.runners.settings import Settings
@@ -313,25 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         help="of 2,000,000 deliveries and 100,000 customers (default %(default)s)",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    console = Console()
-    data_dir = Path(tempfile.mkdtemp(prefix="picasse-bench-"))
-    settings = Settings(data_dir=data_dir, database_url=Settings.from_environ().database_url)
-    started = time.monotonic()
-    try:
-        with console.status("starting PostgreSQL"):
-            database_url = servers.postgres_url(settings)
-        with progress_bar(console) as progress:
-            results = run(settings, database_url, Config(scale=args.scale), progress)
-        for table in tables(results):
-            console.print(table)
-    except (BenchError, event_store.BenchError, servers.ServerError, psycopg.Error) as error:
-        console.print(f"[red]bench: {error}")
-        return 1
-    finally:
-        servers.stop_postgres(settings)
-        shutil.rmtree(data_dir, ignore_errors=True)
-    console.print(f"took {time.monotonic() - started:.0f}s")
-    return 0
+    config = Config(scale=args.scale)
+    return standalone(
+        lambda settings, url, progress: tables(run(settings, url, config, progress)), BenchError
+    )
 
 
 if __name__ == "__main__":
