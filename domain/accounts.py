@@ -267,7 +267,7 @@ class Accounts(PicasseApplication):
             password_hash=self.passwords.hash(password),
             by=OPERATOR,
         )
-        claim = Login(user_id=user.id, id=self.pseudonyms.pseudonym("login", login))
+        claim = self._claim(login, user.id)
         try:
             self.save(user, claim)
         except IntegrityError:
@@ -322,7 +322,7 @@ class Accounts(PicasseApplication):
         pending: list[Aggregate] = [
             user,
             link,
-            Login(user_id=user.id, id=self.pseudonyms.pseudonym("login", login)),
+            self._claim(login, user.id),
         ]
         if role is Role.CUSTOMER_ADMIN:
             pending.append(self._admin_roster_with(customer_id, user.id, active=True))
@@ -546,11 +546,34 @@ class Accounts(PicasseApplication):
 
     def _user_by_login(self, text: str) -> User:
         login = parse_login(text)
+        claim = self._login_claim(login)
+        user = None if claim is None else self._claimant(claim)
+        if user is None:  # name the login as typed, never the claim's id (its pseudonym)
+            raise NotFound(f"no user with login {text.strip()!r}", field="login")
+        return user
+
+    def _login_claim(self, login: str) -> Login | None:
         try:
-            claim = self._get(self.pseudonyms.pseudonym("login", login), Login, "login")
-        except NotFound:  # name the login as typed, never the claim's id (its pseudonym)
-            raise NotFound(f"no user with login {text.strip()!r}", field="login") from None
-        return self._get(claim.user_id, User, "user")
+            return self._get(self.pseudonyms.pseudonym("login", login), Login, "login")
+        except NotFound:
+            return None
+
+    def _claimant(self, claim: Login) -> User | None:
+        """The user holding a claim; None once that user is erased (its login unreadable:
+        its key destroyed on request or with its customer's), so the login is free again."""
+        user = self._get(claim.user_id, User, "user")
+        return None if isinstance(user.login, Erased) else user
+
+    def _claim(self, login: str, user_id: UUID) -> Login:
+        """The claim of `login` for a new user: new, or an erased user's claimed again. A
+        claim held by a live user is left as it is, and saving it then fails as taken."""
+        claim = self._login_claim(login)
+        if claim is None:
+            return Login(user_id=user_id, id=self.pseudonyms.pseudonym("login", login))
+        if self._claimant(claim) is None:
+            claim.reclaim(user_id)
+            return claim
+        return Login(user_id=user_id, id=claim.id)  # a second "Claimed": refused on save
 
     @staticmethod
     def _details(user: User) -> UserDetails:

@@ -137,10 +137,16 @@ class Login(Aggregate):
 
     Its id is a keyed pseudonym of the login (see `Pseudonyms`), so the event
     table holds no login in plaintext, nor an unkeyed hash that could be guessed.
+    A claim whose user has been erased holds nobody's login: it is claimed again
+    (`reclaim`) by the next user who asks for that login.
     """
 
     @event("Claimed")
     def __init__(self, id: UUID, user_id: UUID) -> None:
+        self.user_id = user_id
+
+    @event("Reclaimed")
+    def reclaim(self, user_id: UUID) -> None:
         self.user_id = user_id
 
     @staticmethod

@@ -24,9 +24,10 @@ from picasse.adapters.providers.maildir import MaildirProvider
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
+from picasse.domain.errors import LoginTaken, NotFound
 from picasse.domain.messages import FailureReason, delivery_id
 from picasse.domain.messaging import Messages, SendRequest
-from picasse.domain.personal import ERASED
+from picasse.domain.personal import ERASED, Trigger
 from picasse.domain.retention import traffic_retention
 from picasse.domain.values import Role
 from picasse.runners.gdpr import (
@@ -212,6 +213,43 @@ def test_terminating_again_hands_out_the_stored_statement_and_records_nothing(
     assert (tmp_path / "second" / "statement.json").read_bytes() == (
         tmp_path / "first" / "statement.json"
     ).read_bytes()
+
+
+@pytest.mark.parametrize("erasure", ["termination", "request"])
+def test_an_erased_users_login_names_nobody_and_can_be_claimed_again(
+    gdpr: Platform, accounts: Accounts, tmp_path: Path, erasure: str
+) -> None:
+    """Without this, a terminated customer's admin could never sign up again with their
+    e-mail address, and the login would go on naming the erased user."""
+    person = Person(uuid.uuid4().hex[:8])
+    customer = _customer(accounts, person)
+    erased_user = gdpr.accounts.user_by_login(person.login).id
+    if erasure == "termination":
+        terminate_customer(gdpr, customer, tmp_path / "out", export=False, by="test")
+        newcomer = Person(uuid.uuid4().hex[:8])
+        home = gdpr.accounts.register_customer(**newcomer.values)
+        gdpr.accounts.start_subscription(home)
+    else:
+        gdpr.privacy.erase_subject(
+            customer, f"user/{erased_user}", "asked", trigger=Trigger.REQUEST
+        )
+        home = customer
+    with pytest.raises(NotFound):
+        gdpr.accounts.user_by_login(person.login)
+
+    user = add_customer_user(
+        gdpr.accounts, customer_id=home, login=person.login, role=Role.CUSTOMER_USER,
+        password="another long password",
+    )  # fmt: skip
+
+    assert user != erased_user
+    assert gdpr.accounts.user_by_login(person.login).id == user
+    assert gdpr.accounts.authenticate(person.login, "another long password").id == user
+    with pytest.raises(LoginTaken):  # claimed again: held, as any live user's login is
+        add_customer_user(
+            gdpr.accounts, customer_id=home, login=person.login, role=Role.CUSTOMER_USER,
+            password="a third long password",
+        )  # fmt: skip
 
 
 def test_retention_with_the_clock_seven_months_on_erases_old_traffic_and_keeps_recent(
