@@ -638,3 +638,27 @@ def test_subscriber_numbers_of_each_kind_are_accepted(world: World) -> None:
         sent = client.post("/v1/messages", json={"channel": "sms", "to": numbers, "body": "Hi"})
 
     assert sent.status_code == 202, sent.text
+
+
+def _routes_naming_an_id(app: Litestar) -> Iterator[tuple[str, str]]:
+    for route in app.routes:
+        if isinstance(route, HTTPRoute) and ":uuid}" in route.path:
+            for method in sorted(set(route.route_handler_map) - {"HEAD", "OPTIONS"}):
+                yield method, route.path
+
+
+def test_a_path_id_that_is_no_id_is_not_found_on_every_route(world: World) -> None:
+    """Never a 405: the method is allowed; what the path names does not exist."""
+    problems, tried = [], 0
+    for method, path in _routes_naming_an_id(world.app):
+        url = path
+        for parameter in {p for p in path.split("/") if p.endswith(":uuid}")}:
+            url = url.replace(parameter, "not-an-id")
+        url = _url(world, url)
+        with _client(world, "admin") as client:
+            response = client.request(method, url)
+        tried += 1
+        if response.status_code != 404 or "not-found" not in response.text:
+            problems.append(f"{method} {url}: {response.status_code} {response.text[:120]}")
+    assert not problems, "\n".join(problems)
+    assert tried >= 20
