@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import base64
 import os
+import tempfile
 from pathlib import Path
 from uuid import UUID
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from picasse.adapters.archive import write_atomically
+from picasse.adapters.archive import TargetExists, move_into_place, write_atomically
 
 MASTER_KEY_SIZE = 32
 EPOCH_KEY_SIZE = 32
@@ -34,17 +35,27 @@ class EpochKeyMissing(MasterKeyError):
 
 
 def create_master_key(path: Path) -> bool:
-    """Create the key file if it does not exist; True when this call created it."""
+    """Create the key file if it does not exist; True when this call created it.
+
+    Processes starting at once (compose's services on a fresh volume) may all get here:
+    each writes a whole key to a file of its own (0600) and links it into place; the first
+    link wins, and a process that loses reads the winner's complete file, never a
+    half-written one."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        # O_EXCL: two processes starting at once cannot both write a key.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return False
-    with os.fdopen(fd, "wb") as file:
-        file.write(base64.b64encode(AESGCM.generate_key(bit_length=256)) + b"\n")
-        file.flush()
-        os.fsync(file.fileno())
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    partial = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(base64.b64encode(AESGCM.generate_key(bit_length=256)) + b"\n")
+            file.flush()
+            os.fsync(file.fileno())
+        move_into_place(partial, path, replace=False)
+    except TargetExists:
+        return False
+    finally:
+        partial.unlink(missing_ok=True)
     return True
 
 
