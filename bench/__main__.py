@@ -13,6 +13,7 @@ import tempfile
 import time
 from importlib.metadata import version as installed_version
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
@@ -29,7 +30,7 @@ from rich.progress import (
 
 from bench import audit_replay, event_store, messaging, pings, supervisor, views
 from picasse.runners import servers
-from picasse.runners.settings import Settings
+from picasse.runners.settings import Settings, nats_servers
 
 
 def positive(text: str) -> int:
@@ -301,8 +302,17 @@ def start_nats(console: Console, settings: Settings) -> str:
     embedded = settings.nats_url is None
     with console.status("starting the embedded NATS server" if embedded else "connecting"):
         nats_url = servers.nats_url(settings)
-    console.print(f"NATS, {'embedded' if embedded else 'external'} server ({nats_url})")
+    console.print(f"NATS, {'embedded' if embedded else 'external'} server ({hosts(nats_url)})")
     return nats_url
+
+
+def hosts(nats_url: str) -> str:
+    """Each node of a NATS URL without its user and password (the embedded server's are
+    its own secret, and a token is a password too)."""
+    return ",".join(
+        urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        for parts in map(urlsplit, nats_servers(nats_url))
+    )
 
 
 def progress_bar(console: Console) -> Progress:

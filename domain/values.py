@@ -128,9 +128,15 @@ class PhoneNumber(msgspec.Struct, frozen=True, array_like=True):
             raise InvalidInput(
                 f"{field}: not a phone number in international form (+country…)", field=field
             ) from None
-        if not (phonenumbers.is_possible_number(number) and phonenumbers.is_valid_number(number)):
+        # A number is valid exactly when its type is known (phonenumbers' is_valid_number
+        # is that same type look-up): one look-up, not two, for every recipient of a send.
+        kind = (
+            phonenumbers.number_type(number)
+            if phonenumbers.is_possible_number(number)
+            else phonenumbers.PhoneNumberType.UNKNOWN
+        )
+        if kind == phonenumbers.PhoneNumberType.UNKNOWN:
             raise InvalidInput(f"{field}: not a valid phone number", field=field)
-        kind = phonenumbers.number_type(number)
         if kind not in SENDABLE_NUMBER_TYPES:
             what = _NUMBER_TYPE_NAMES.get(kind, "unknown")
             raise InvalidInput(

@@ -18,7 +18,6 @@ from picasse.adapters.http.acklinks import ack_links_from
 from picasse.adapters.http.app import HttpDeps, attendance_on, create_app
 from picasse.adapters.http.health import HealthProbe, JobQueueProbe, WatchedView
 from picasse.adapters.master_key import read_master_key
-from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.reconciler import ReconcilerLog
 from picasse.adapters.postgres.sessions import PostgresAuthStore
 from picasse.adapters.postgres.webhook_log import WebhookLog
@@ -36,6 +35,7 @@ from picasse.runners.settings import Settings, SettingsError
 from picasse.runners.signals import StopRequest, stop_requested
 from picasse.runners.wiring import (
     ensure_master_key,
+    job_topology,
     open_accounts,
     open_conferences,
     open_messages,
@@ -178,7 +178,7 @@ def _health_probe(settings: Settings, messages: Messages, views: dict[str, Any])
         ),
         jobs=JobQueueProbe(
             lambda: connect_nats(nats_url, "picasse-api-health", tls_ca=settings.nats_tls_ca),
-            Topology(settings.nats_namespace, settings.nats_replicas),
+            job_topology(settings),
         )
         if nats_url
         else None,

@@ -16,7 +16,7 @@ from picasse.runners import servers
 from picasse.runners.processes import connect_nats
 from picasse.runners.relay import TRACKING_TABLE
 from picasse.runners.settings import Settings
-from picasse.runners.wiring import clock_from
+from picasse.runners.wiring import clock_from, job_topology
 
 EVERY = timedelta(minutes=1)
 EXIT_REFUSED = 1
@@ -79,7 +79,7 @@ def reconcile_job(
     return ReconcileJob(
         reconciler_log(settings, database_url),
         nats_url,
-        Topology(settings.nats_namespace, settings.nats_replicas),
+        job_topology(settings),
         grace=grace if grace is not None else timedelta(seconds=settings.reconcile_grace_seconds),
         tls_ca=settings.nats_tls_ca,
     )

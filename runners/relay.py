@@ -10,13 +10,12 @@ import asyncio
 import contextlib
 import logging
 
-from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.relay import Relay
 from picasse.adapters.postgres.roles import RoleClaims, TrackingTable
 from picasse.runners import servers
 from picasse.runners.processes import connect_nats, connection_kwargs, run_until_signalled
 from picasse.runners.settings import Settings
-from picasse.runners.wiring import ensure_master_key, open_messages
+from picasse.runners.wiring import ensure_master_key, job_topology, open_messages
 
 log = logging.getLogger(__name__)
 TRACKING_TABLE = "picasse_relay_tracking"
@@ -72,7 +71,7 @@ def main(settings: Settings) -> int:
                 messages.recorder,  # type: ignore[arg-type]
                 tracking,
                 client.jetstream(),
-                topology=Topology(settings.nats_namespace, settings.nats_replicas),
+                topology=job_topology(settings),
                 application_name=messages.name,
                 conninfo=connection_kwargs(datastore),
             )

@@ -18,6 +18,7 @@ from picasse.adapters.nats.status_events import publish as publish_jobs
 from picasse.adapters.postgres.webhook_log import WebhookLog, transaction_on
 from picasse.runners.processes import connect_nats
 from picasse.runners.settings import Settings
+from picasse.runners.wiring import webhook_topology
 
 ROLE = "webhook-retries"
 EVERY = timedelta(seconds=30)
@@ -74,6 +75,6 @@ def webhook_retry_job(settings: Settings, database_url: str, nats_url: str) -> W
     return WebhookRetryJob(
         WebhookLog(transaction_on(dict(conninfo_to_dict(database_url))), settings.database_schema),
         nats_url,
-        WebhookTopology(settings.nats_namespace, settings.nats_replicas),
+        webhook_topology(settings),
         tls_ca=settings.nats_tls_ca,
     )

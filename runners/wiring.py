@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from psycopg.conninfo import conninfo_to_dict
 
@@ -39,6 +40,10 @@ from picasse.domain.messaging import Messages
 from picasse.domain.privacy import Privacy
 from picasse.runners.settings import Settings, SettingsError
 
+if TYPE_CHECKING:  # nats is imported by the commands that talk to it, not by every command
+    from picasse.adapters.nats.jobs import Topology
+    from picasse.adapters.nats.status_events import WebhookTopology
+
 STORE_MODULE = "picasse.adapters.postgres.store:Factory"
 
 
@@ -55,6 +60,20 @@ def clock_from(settings: Settings) -> Clock:
 
 
 DATABASE_PROBE_SECONDS = 5
+
+
+def job_topology(settings: Settings) -> Topology:
+    """The delivery jobs' names on NATS and the copies a cluster keeps of them."""
+    from picasse.adapters.nats.jobs import Topology
+
+    return Topology(settings.nats_namespace, settings.nats_replicas)
+
+
+def webhook_topology(settings: Settings) -> WebhookTopology:
+    """The webhook status events' names on NATS, beside the jobs'."""
+    from picasse.adapters.nats.status_events import WebhookTopology
+
+    return WebhookTopology(settings.nats_namespace, settings.nats_replicas)
 
 
 def reach_database(database_url: str) -> None:

@@ -17,8 +17,6 @@ from eventsourcing.persistence import IntegrityError
 
 from picasse.adapters.http.acklinks import ack_links_from
 from picasse.adapters.master_key import read_master_key
-from picasse.adapters.nats.jobs import Topology
-from picasse.adapters.nats.status_events import WebhookTopology
 from picasse.adapters.nats.webhook_sender import WebhookSender
 from picasse.adapters.nats.worker import Worker, WorkerSettings
 from picasse.adapters.postgres.provider_health import ProviderHealthTable
@@ -38,10 +36,12 @@ from picasse.runners.settings import Settings
 from picasse.runners.wiring import (
     close_providers,
     ensure_master_key,
+    job_topology,
     open_messages,
     provider_health_table,
     providers_from,
     smsc_id_table,
+    webhook_topology,
 )
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
                 providers,
                 client.jetstream(),
                 worker_settings,
-                topology=Topology(settings.nats_namespace, settings.nats_replicas),
+                topology=job_topology(settings),
                 ack_links=ack_links_from(
                     read_master_key(settings.master_key_path), settings.public_url
                 ),
@@ -137,7 +137,7 @@ def webhook_sender(settings: Settings, messages: Messages, js: Any) -> WebhookSe
         Webhooks(clock=messages.clock, sharing=messages),
         WebhookLog(lambda: datastore.transaction(commit=True), datastore.schema),
         js,
-        topology=WebhookTopology(settings.nats_namespace, settings.nats_replicas),
+        topology=webhook_topology(settings),
         clock=messages.clock,
         allow_private=settings.webhooks_allow_private,
         endpoint_disabled=lambda customer_id, endpoint_id: mail_endpoint_disabled(

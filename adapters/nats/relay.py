@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from contextlib import suppress
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -26,6 +27,7 @@ from eventsourcing.persistence import Notification, Tracking
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresTrackingRecorder
 from nats.js import JetStreamContext
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from picasse.adapters.nats.jobs import (
     CheckAcknowledgements,
@@ -202,6 +204,9 @@ class Relay:
         log.info("relay resumes after notification %d", position)
         recorded, recorded_at = position, time.monotonic()
         unavailable = False  # said once when JetStream stops taking jobs, once when it takes them
+        # One connection listens and reads, on the event loop: no thread hop for a read
+        # (one follows every committed send). A notice that arrives during a read is seen
+        # at the next wait, or, at worst, the next poll (QUIET_POLL_SECONDS) reads anyway.
         async with await psycopg.AsyncConnection.connect(
             **self.conninfo, autocommit=True
         ) as listener:  # type: ignore[arg-type]
@@ -210,9 +215,7 @@ class Relay:
             )
             try:
                 while not stop.is_set():
-                    notifications, firsts, read_up_to = await asyncio.to_thread(
-                        self._read, position
-                    )
+                    notifications, firsts, read_up_to = await self._read(listener, position)
                     if notifications:
                         try:
                             await self._publish(notifications, firsts)
@@ -254,22 +257,26 @@ class Relay:
                         # drops the duplicates.
                         log.warning("relay position %d not recorded", position, exc_info=True)
 
-    def _read(self, position: int) -> tuple[list[Notification], dict[UUID, bytes], int]:
+    async def _read(
+        self, connection: psycopg.AsyncConnection[Any], position: int
+    ) -> tuple[list[Notification], dict[UUID, bytes], int]:
         """The next events after `position` that call for jobs or status events, the first
         events of the aggregates of the status events among them, and how far the log has
         been read. Reading up to the log's head, whatever its events, keeps the position
         close behind it, so no read scans again what an earlier read passed over.
         (Notification ids commit in order: nothing appears below the head.)"""
-        with self.recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
-            cursor.execute(
+        async with connection.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute(
                 self._read_statement, (position, position, list(TOPICS), self.batch), prepare=True
             )
-            rows = cursor.fetchall()
+            rows = await cursor.fetchall()
             told = list({row["originator_id"] for row in rows if row["topic"] in STATUS_TOPICS})
             firsts: dict[UUID, bytes] = {}
             if told:
-                cursor.execute(self._first_events_statement, (told,), prepare=True)
-                firsts = {row["originator_id"]: bytes(row["state"]) for row in cursor.fetchall()}
+                await cursor.execute(self._first_events_statement, (told,), prepare=True)
+                firsts = {
+                    row["originator_id"]: bytes(row["state"]) for row in await cursor.fetchall()
+                }
         head = rows[0]["head"] if rows else None
         notifications = [
             Notification(

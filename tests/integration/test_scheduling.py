@@ -19,7 +19,7 @@ from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
 from picasse.domain.errors import NotFound
 from picasse.domain.messages import DeliveryStatus, delivery_id
-from picasse.domain.messaging import Messages, SendRequest
+from picasse.domain.messaging import MAX_RECIPIENTS, Messages, SendRequest
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages
@@ -153,7 +153,9 @@ def test_one_customers_burst_does_not_starve_another_customer(
     burst = messages.send(
         noisy, SendRequest(channel="sms", to=[f"+3161235{i:04d}" for i in range(200)], body="burst")
     )
-    settings = WorkerSettings(concurrency=16, rate_per_customer=20.0, backoff_seconds=0.1)
+    settings = WorkerSettings(
+        concurrency=16, rate_per_customer=20.0, burst_per_customer=20.0, backoff_seconds=0.1
+    )
     with relay_and_worker(
         messages,
         _channels(maildir),
@@ -184,6 +186,20 @@ def test_one_customers_burst_does_not_starve_another_customer(
     # The quiet customer's message went out while the throttled burst was held back: it
     # did not queue behind it.
     assert delivered_of_burst <= 40  # at most two buckets: the first limiter, then this one
+
+
+def test_one_alert_to_the_most_recipients_goes_at_once_and_then_the_rate_applies() -> None:
+    now = [100.0]
+    limiter = RateLimiter(rate=100.0, clock=lambda: now[0], burst=float(MAX_RECIPIENTS))
+    customer = UUID(int=1)
+    assert all(limiter.wait_needed(customer) == 0.0 for _ in range(MAX_RECIPIENTS))
+    assert limiter.wait_needed(customer) == pytest.approx(0.01)  # then 100 a second
+    now[0] += 1.0
+    assert sum(limiter.wait_needed(customer) == 0.0 for _ in range(MAX_RECIPIENTS)) == 100
+
+
+def test_a_worker_lets_a_customer_send_one_full_message_at_once_by_default() -> None:
+    assert WorkerSettings().burst_per_customer == MAX_RECIPIENTS
 
 
 def test_the_rate_limiter_allows_the_rate_and_says_how_long_to_wait() -> None:
