@@ -422,6 +422,7 @@ class PostgresKeyStore:
                     " ON CONFLICT (tenant_id) DO UPDATE SET events = {}.events + excluded.events"
                 ).format(t["sealed_events"], t["sealed_events"]),
                 ([tenant for tenant, _ in counts], [n for _, n in counts]),
+                binary=True,  # arrays sent as they are, not escaped into text and parsed
             )
         if not (pending.new_tenants or pending.new_subjects):
             return
@@ -459,6 +460,7 @@ class PostgresKeyStore:
                 [wrapped for _, wrapped, _ in subjects],
                 [tenant_key_id for _, _, tenant_key_id in subjects],
             ),
+            binary=True,
         )
 
     def note_sealed(self, tenant_id: UUID) -> None:

@@ -155,6 +155,16 @@ class ChainedRecorder(PostgresApplicationRecorder):
                 for row in curs.fetchall()
             ]
 
+    def _insert_stored_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        """The library's, except that the table is not locked again: `_insert_events`
+        locked it in this very transaction (two statements fewer per save)."""
+        self._notify_channel(curs)
+        super(PostgresApplicationRecorder, self)._insert_stored_events(
+            curs, stored_events, **kwargs
+        )
+
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **_: Any) -> None:
         # The events table's lock first, then the key rows: every saving transaction takes
         # its locks in this one order, so two saves (say a send beside a termination)
