@@ -47,6 +47,7 @@ _T = TypeVar("_T")
 log = logging.getLogger(__name__)
 
 NONCE_SIZE = 12
+FIRST_ANALYZE_AFTER = 500  # keys written by a process before it has the key tables analyzed
 
 
 class KeyRace(Exception):
@@ -126,6 +127,10 @@ class PostgresKeyStore:
         self._epochs: dict[UUID, AESGCM] = {}
         self._current_epoch: UUID | None = None
         self._batching = 0
+        # Keys this process wrote since it last had the key tables analyzed, and how many
+        # more it writes before it does so again (see `_keep_statistics`).
+        self._keys_written = 0
+        self._analyze_after = FIRST_ANALYZE_AFTER
         # Tests: called after each step of a rotation; raising there is a crash there.
         self.fault: Callable[[str], None] = lambda step: None
         schema = datastore.schema
@@ -539,6 +544,25 @@ class PostgresKeyStore:
         self._remember(
             [key for key, _, _ in pending.new_subjects.values()], tenants, pending.generation
         )
+        self._keep_statistics(len(pending.new_tenants) + len(pending.new_subjects))
+
+    def _keep_statistics(self, written: int) -> None:
+        """Have PostgreSQL analyze the key tables each time this process has doubled the
+        keys it wrote. Every new subject key is checked against the tenant keys (two foreign
+        keys), and PostgreSQL keeps the plan of that check that it chose while the table was
+        small: a scan of the whole table. Registering customers into fresh key tables then
+        slowed down with every customer (server CPU per 100 new tenants: 61 ms over the
+        first 3,000, 285 ms between 9,000 and 12,000; 6 ms once analyzed) until autovacuum
+        analyzed the tables, which it does at most once a minute. An analysis invalidates
+        those plans in every session."""
+        with self._lock:
+            self._keys_written += written
+            if self._keys_written < self._analyze_after:
+                return
+            self._analyze_after = 2 * self._keys_written
+        t = self._t
+        with self.datastore.get_connection() as conn:  # autocommit
+            conn.execute(sql.SQL("ANALYZE {}, {}").format(t["tenant_keys"], t["subject_keys"]))
 
     # Opening
 

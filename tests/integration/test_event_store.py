@@ -18,11 +18,12 @@ import pytest
 from eventsourcing.domain import Aggregate, event
 
 from picasse.adapters.postgres.audit import verify_chains
-from picasse.adapters.postgres.keystore import TenantErased
+from picasse.adapters.postgres.keystore import FIRST_ANALYZE_AFTER, TenantErased
 from picasse.adapters.postgres.roles import TrackingTable
 from picasse.domain.accounts import Accounts
+from picasse.domain.customers import Contact, Customer
 from picasse.domain.personal import ERASED, Erased, Personal
-from picasse.domain.values import Role
+from picasse.domain.values import EmailAddress, PhoneNumber, Role
 from picasse.runners.settings import Settings
 from tests.users import add_customer_user
 
@@ -289,3 +290,30 @@ def test_two_processes_creating_one_tracking_table_at_once_both_start(
             table._create_table(curs)
     with datastore.transaction(commit=False) as curs:
         assert second._max_tracking_id(second.table_migration_identifier, curs) == 1
+
+
+def test_a_process_writing_many_new_keys_has_the_key_tables_analyzed(
+    accounts: Accounts, raw: psycopg.Connection
+) -> None:
+    def estimated_rows() -> float:
+        row = raw.execute(
+            "SELECT reltuples FROM pg_class WHERE oid = 'picasse_subject_keys'::regclass"
+        ).fetchone()
+        assert row is not None
+        return float(row[0])  # type: ignore[arg-type]
+
+    assert estimated_rows() == 0  # as estimated when the table was made
+    customers = [
+        Customer(
+            organisation=f"Organisation {n}",
+            contact=Contact(
+                f"Person {n}", EmailAddress(f"p{n}@example.org"), PhoneNumber("+31612345678")
+            ),
+            billing_address=f"Street {n}",
+        )
+        for n in range(FIRST_ANALYZE_AFTER // 3 + 1)  # a tenant key and two subject keys each
+    ]
+    accounts.save(*customers)
+    # Analyzed at once (autovacuum would take up to a minute): the plans PostgreSQL keeps
+    # for checking new keys against the tenant keys use the index again.
+    assert estimated_rows() == 2 * len(customers)
