@@ -26,7 +26,7 @@ from uuid import UUID, uuid4
 import msgspec
 import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.persistence import PersistenceError
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -62,10 +62,6 @@ class TenantErased(Exception):
         self.tenant_id = tenant_id
 
 
-class WrappingChanged(IntegrityError):
-    """A key epoch or tenant key this save wraps under was replaced meanwhile: seal again."""
-
-
 class DestroyedKey(msgspec.Struct, frozen=True):
     key_id: UUID
     tenant_id: UUID
@@ -86,7 +82,6 @@ class _Pending:
         self.new_subjects: dict[tuple[UUID, str], tuple[SubjectKey, bytes, UUID]] = {}
         self.found_subjects: dict[tuple[UUID, str], SubjectKey] = {}
         self.found_tenants: dict[UUID, TenantKey] = {}
-        self.stale_wrapping = False
         self.absent_subjects: set[tuple[UUID, str]] = set()
         self.absent_tenants: set[UUID] = set()
         self.erased_tenants: set[UUID] = set()
@@ -419,42 +414,47 @@ class PostgresKeyStore:
         if pending is None:
             return
         t = self._t
-        if pending.sealed_events:
-            counts = sorted(pending.sealed_events.items())  # rows locked in one order
-            curs.execute(
-                sql.SQL(
-                    "INSERT INTO {} (tenant_id, events) SELECT * FROM unnest(%s::uuid[], %s::bigint[])"
-                    " ON CONFLICT (tenant_id) DO UPDATE SET events = {}.events + excluded.events"
-                ).format(t["sealed_events"], t["sealed_events"]),
-                ([tenant for tenant, _ in counts], [n for _, n in counts]),
-                binary=True,  # arrays sent as they are, not escaped into text and parsed
-            )
+        counts = sorted(pending.sealed_events.items())  # rows locked in one order
+        counted = ([tenant for tenant, _ in counts], [n for _, n in counts])
+        count = sql.SQL(
+            "INSERT INTO {} (tenant_id, events) SELECT * FROM unnest(%s::uuid[], %s::bigint[])"
+            " ON CONFLICT (tenant_id) DO UPDATE SET events = {}.events + excluded.events"
+        ).format(t["sealed_events"], t["sealed_events"])
         if not (pending.new_tenants or pending.new_subjects):
+            if counts:
+                # binary: arrays sent as they are, not escaped into text and parsed
+                curs.execute(count, counted, binary=True)
             return
         tenants = sorted(pending.new_tenants.items(), key=lambda item: item[0])
         subjects = sorted(pending.new_subjects.values(), key=lambda item: item[0].key_id)
-        if tenants:
-            # The epoch stays current until this transaction ends (a rotation waits for
-            # the share lock); one replaced meanwhile means sealing again.
-            epochs = sorted({epoch_id for _, (_, epoch_id, _, _) in tenants})
-            curs.execute(
-                sql.SQL(
-                    "SELECT epoch_id FROM {} WHERE epoch_id = ANY(%s) AND state = 'current'"
-                    " FOR SHARE"
-                ).format(t["key_epochs"]),
-                (epochs,),
-            )
-            if len(curs.fetchall()) != len(epochs):
-                pending.stale_wrapping = True
-                raise WrappingChanged("the key epoch was replaced while sealing")
+        epochs = sorted({epoch_id for _, (_, epoch_id, _, _) in tenants})
+        # One statement, sent with the events (no round trip of its own). The epochs new
+        # tenant keys are wrapped under stay current until this transaction ends (a
+        # rotation waits for the share lock). A tenant key wrapped under an epoch replaced
+        # meanwhile gets no wrapped form: the NOT NULL constraint fails the save, and
+        # `pending_conflicts` finds the replaced epoch, so the save seals again.
         curs.execute(
             sql.SQL(
-                "WITH t AS (INSERT INTO {tenants} (tenant_id, key_id, epoch_id, wrapped)"
-                " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::bytea[]))"
+                "WITH counted AS ({count}),"
+                " current AS (SELECT epoch_id FROM {epochs} WHERE epoch_id = ANY(%s)"
+                "  AND state = 'current' FOR SHARE),"
+                " t AS (INSERT INTO {tenants} (tenant_id, key_id, epoch_id, wrapped)"
+                "  SELECT n.tenant_id, n.key_id, n.epoch_id,"
+                "  CASE WHEN c.epoch_id IS NOT NULL THEN n.wrapped END"
+                "  FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::bytea[])"
+                "  AS n(tenant_id, key_id, epoch_id, wrapped)"
+                "  LEFT JOIN current c ON c.epoch_id = n.epoch_id)"
                 " INSERT INTO {subjects} (key_id, tenant_id, subject, wrapped, tenant_key_id)"
                 " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::bytea[], %s::uuid[])"
-            ).format(tenants=t["tenant_keys"], subjects=t["subject_keys"]),
+            ).format(
+                count=count,
+                epochs=t["key_epochs"],
+                tenants=t["tenant_keys"],
+                subjects=t["subject_keys"],
+            ),
             (
+                *counted,
+                epochs,
                 [tenant_id for tenant_id, _ in tenants],
                 [key_id for _, (key_id, _, _, _) in tenants],
                 [epoch_id for _, (_, epoch_id, _, _) in tenants],
@@ -491,8 +491,6 @@ class PostgresKeyStore:
         pending: _Pending | None = getattr(self._local, "pending", None)
         if pending is None or not (pending.new_tenants or pending.new_subjects):
             return False
-        if pending.stale_wrapping:
-            return True
         t = self._t
         pairs = list(pending.new_subjects)
         wrapping = [
@@ -512,14 +510,23 @@ class PostgresKeyStore:
                         " OR EXISTS (SELECT 1 FROM unnest(%s::uuid[], %s::uuid[])"
                         " AS used(tenant_id, key_id) WHERE NOT EXISTS (SELECT 1 FROM {tenants} k"
                         " WHERE k.tenant_id = used.tenant_id AND k.key_id = used.key_id))"
+                        # the epoch we wrapped new tenant keys under was replaced
+                        " OR EXISTS (SELECT 1 FROM unnest(%s::uuid[]) AS used(epoch_id)"
+                        " WHERE NOT EXISTS (SELECT 1 FROM {epochs} e"
+                        " WHERE e.epoch_id = used.epoch_id AND e.state = 'current'))"
                         " AS conflict"
-                    ).format(tenants=t["tenant_keys"], subjects=t["subject_keys"]),
+                    ).format(
+                        tenants=t["tenant_keys"],
+                        subjects=t["subject_keys"],
+                        epochs=t["key_epochs"],
+                    ),
                     (
                         list(pending.new_tenants),
                         [p[0] for p in pairs],
                         [p[1] for p in pairs],
                         [w[0] for w in wrapping],
                         [w[1] for w in wrapping],
+                        list({epoch_id for _, epoch_id, _, _ in pending.new_tenants.values()}),
                     ),
                 )
                 .fetchone()
