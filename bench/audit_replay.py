@@ -487,12 +487,16 @@ def main(argv: list[str] | None = None) -> int:
 def standalone(
     tables_of: Callable[[Settings, str, Progress], list[Table]],
     *errors: type[Exception],
+    data_dir: Path | None = None,
 ) -> int:
     """A bench run on its own (`python -m bench.<name>`): an embedded PostgreSQL unless
     PICASSE_DATABASE_URL names one, a progress bar, the tables printed; `errors` (beside
-    the store's and the servers') end it with one line."""
+    the store's and the servers') end it with one line. In `data_dir` if given (its
+    embedded server's data and master key are left there), else in a temporary one."""
     console = Console()
-    data_dir = Path(tempfile.mkdtemp(prefix="picasse-bench-"))
+    kept = data_dir is not None
+    if data_dir is None:
+        data_dir = Path(tempfile.mkdtemp(prefix="picasse-bench-"))
     settings = Settings(data_dir=data_dir, database_url=Settings.from_environ().database_url)
     started = time.monotonic()
     try:
@@ -509,7 +513,8 @@ def standalone(
         return 1
     finally:
         servers.stop_postgres(settings)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if not kept:
+            shutil.rmtree(data_dir, ignore_errors=True)
     console.print(f"took {time.monotonic() - started:.0f}s")
     return 0
 

@@ -271,14 +271,20 @@ def workloads(config: Config) -> list[Workload]:
 @contextmanager
 def fresh_schema(database_url: str, label: str) -> Iterator[str]:
     """A schema of the side's own, dropped with everything in it afterwards."""
-    name = f"bench_{label}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    name = new_schema(database_url, label)
     try:
         yield name
     finally:
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+def new_schema(database_url: str, label: str) -> str:
+    """A schema of the side's own, left for the caller (fresh_schema drops it afterwards)."""
+    name = f"bench_{label}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    return name
 
 
 def baseline_env(settings: Settings, database_url: str, schema: str, cipher: str) -> dict[str, str]:

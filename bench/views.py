@@ -16,7 +16,9 @@ swap). Then, against the app in this process (Litestar's TestClient, no socket):
    connection go generic after five runs), goal < 50 ms.
 
 Run alone with `python -m bench.views [--scale 0.01]` (PICASSE_DATABASE_URL, else an
-embedded server), or `python -m bench --only views`.
+embedded server), or `python -m bench --only views`. For profiling, `--keep DIR` runs in
+DIR (its embedded server's data and the master key) and leaves the log and views there;
+`--reuse DIR` then times the pages again on them, without writing or rebuilding.
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from litestar.testing import TestClient
+from psycopg import sql
 from rich.progress import Progress
 from rich.table import Table
 
@@ -45,6 +49,7 @@ from picasse.adapters.clock import SystemClock
 from picasse.adapters.http.app import create_app
 from picasse.adapters.master_key import create_master_key
 from picasse.adapters.postgres.audit import audit_replay
+from picasse.adapters.postgres.views import PostgresTrafficView
 from picasse.domain.application import LOG_NAME
 from picasse.domain.billing import Billing
 from picasse.domain.messages import traffic_month
@@ -61,6 +66,7 @@ BIG_LOADS = 50
 RATE_GOAL = 0.5  # rebuild rate / audit replay rate
 LOADS = 5  # timed loads of each page; the median is shown
 PASSWORD = "a long bench password"
+SCHEMA_FILE = "views-schema"  # in a kept run's data dir: the schema it left
 
 
 class BenchError(Exception):
@@ -71,6 +77,8 @@ class BenchError(Exception):
 class Config:
     scale: float = 1.0  # of 2M deliveries and 100k customers
     events_per_save: int = 1_000  # see bench/audit_replay.py: not more
+    keep: bool = False  # leave the schema (log and views) for profiling, named in SCHEMA_FILE
+    reuse: bool = False  # time the pages of the schema a kept run left (no write, no rebuild)
 
     @property
     def deliveries(self) -> int:
@@ -163,11 +171,25 @@ def run(settings: Settings, database_url: str, config: Config, progress: Progres
     create_master_key(settings.master_key_path)
     results = Results(config)
     with ExitStack() as stack:
-        schema = stack.enter_context(event_store.fresh_schema(database_url, "views"))
+        if config.reuse:
+            schema = _kept_schema(settings)
+        elif config.keep:
+            schema = event_store.new_schema(database_url, "views")
+            (settings.data_dir / SCHEMA_FILE).write_text(schema + "\n")
+        else:
+            schema = stack.enter_context(event_store.fresh_schema(database_url, "views"))
         here = Settings(
             data_dir=settings.data_dir, database_url=database_url, database_schema=schema,
             master_key_file=settings.master_key_path, db_connections=20,
         )  # fmt: skip
+        if config.keep:
+            progress.console.print(
+                f"   keeping schema {schema} and the master key in {settings.data_dir}"
+            )
+        if config.reuse:
+            big, small = _kept_customers(here, database_url)
+            results.pages, results.small_after_big = _time_pages(here, database_url, big, small)
+            return results
         messages = open_messages(here, database_url, schema=schema)
         stack.callback(messages.close)
         started = time.perf_counter()
@@ -209,35 +231,8 @@ def run(settings: Settings, database_url: str, config: Config, progress: Progres
         results.audit_events, results.audit_replay_seconds = report.events, report.replay_seconds
 
         # 2. and 3. The pages and routes, as a platform admin, against the app here.
+        results.pages, results.small_after_big = _time_pages(here, database_url, big, small)
         with http_deps(here, database_url) as deps:
-            deps.accounts.add_user(
-                customer_id=None, login="bench-admin", role=Role.PLATFORM_ADMIN, password=PASSWORD
-            )
-            with TestClient(create_app(deps), base_url="http://127.0.0.1") as client:
-                login = client.post(
-                    "/v1/sessions", json={"login": "bench-admin", "password": PASSWORD}
-                )
-                if login.status_code != 201:
-                    raise BenchError(f"no session: {login.status_code} {login.text[:200]}")
-                paths = {
-                    "/admin/ overview": "/admin/",
-                    "/admin/customers": "/admin/customers",
-                    "/admin/customers/{big}": f"/admin/customers/{big}",
-                    "/admin/customers/{small}": f"/admin/customers/{small}",
-                    "/admin/traffic": "/admin/traffic",
-                    "/admin/traffic?customer_id={big}": f"/admin/traffic?customer_id={big}",
-                    "/admin/ledger": "/admin/ledger",
-                    "GET /v1/customers": "/v1/customers",
-                    "GET /v1/customers/{big}/users": f"/v1/customers/{big}/users",
-                    "GET /v1/traffic?customer_id={big}&limit=100": (
-                        f"/v1/traffic?customer_id={big}&limit=100"
-                    ),
-                }
-                for label, path in paths.items():
-                    results.pages[label] = median_ms(client, path)
-                for _ in range(BIG_LOADS):
-                    client.get(f"/admin/customers/{big}")
-                results.small_after_big = median_ms(client, f"/admin/customers/{small}")
             # What the customers page spends in billing's own query (not a view's): shown
             # beside the page, since it reads the event store, not the views.
             billing = Billing(clock=deps.clock, sharing=deps.messages)
@@ -246,6 +241,66 @@ def run(settings: Settings, database_url: str, config: Config, progress: Progres
             billing.overdue_customers()  # every customer's: what the page asked for before
             results.overdue_ms = (time.perf_counter() - started) * 1000
     return results
+
+
+def _time_pages(
+    here: Settings, database_url: str, big: UUID, small: UUID
+) -> tuple[dict[str, float], float]:
+    """Each page's and route's median ms as a platform admin, and the small customer's page
+    after BIG_LOADS loads of the big one's."""
+    pages: dict[str, float] = {}
+    login_name = f"bench-admin-{uuid4().hex[:8]}"  # a kept schema is timed more than once
+    with http_deps(here, database_url) as deps:
+        deps.accounts.add_user(
+            customer_id=None, login=login_name, role=Role.PLATFORM_ADMIN, password=PASSWORD
+        )
+        with TestClient(create_app(deps), base_url="http://127.0.0.1") as client:
+            login = client.post("/v1/sessions", json={"login": login_name, "password": PASSWORD})
+            if login.status_code != 201:
+                raise BenchError(f"no session: {login.status_code} {login.text[:200]}")
+            paths = {
+                "/admin/ overview": "/admin/",
+                "/admin/customers": "/admin/customers",
+                "/admin/customers/{big}": f"/admin/customers/{big}",
+                "/admin/customers/{small}": f"/admin/customers/{small}",
+                "/admin/traffic": "/admin/traffic",
+                "/admin/traffic?customer_id={big}": f"/admin/traffic?customer_id={big}",
+                "/admin/ledger": "/admin/ledger",
+                "GET /v1/customers": "/v1/customers",
+                "GET /v1/customers/{big}/users": f"/v1/customers/{big}/users",
+                "GET /v1/traffic?customer_id={big}&limit=100": (
+                    f"/v1/traffic?customer_id={big}&limit=100"
+                ),
+            }
+            for label, path in paths.items():
+                pages[label] = median_ms(client, path)
+            for _ in range(BIG_LOADS):
+                client.get(f"/admin/customers/{big}")
+            small_after_big = median_ms(client, f"/admin/customers/{small}")
+    return pages, small_after_big
+
+
+def _kept_schema(settings: Settings) -> str:
+    try:
+        return (settings.data_dir / SCHEMA_FILE).read_text().strip()
+    except FileNotFoundError:
+        raise BenchError(f"{settings.data_dir} holds no run kept with --keep") from None
+
+
+def _kept_customers(here: Settings, database_url: str) -> tuple[UUID, UUID]:
+    """A kept run's big customer (the most deliveries) and a small one, from the counts."""
+    with http_deps(here, database_url) as deps:
+        traffic = deps.traffic_view
+        assert isinstance(traffic, PostgresTrafficView)
+        with traffic.datastore.get_connection() as conn:
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT customer_id FROM {} GROUP BY customer_id ORDER BY sum(count) DESC"
+                ).format(traffic.t["daily"])
+            ).fetchall()
+    if len(rows) < 2:
+        raise BenchError(f"schema {here.database_schema} holds no bench run to reuse")
+    return rows[0]["customer_id"], rows[-1]["customer_id"]
 
 
 @contextmanager
@@ -281,6 +336,8 @@ def tables(results: Results) -> list[Table]:
         title=(
             f"pages and routes at scale {config.scale:g}: {config.deliveries:,} deliveries,"
             f" {config.customers:,} customers (median of {LOADS}, warm)"
+            if not config.reuse
+            else f"pages and routes of the kept run (median of {LOADS}, warm)"
         )
     )
     pages.add_column("page or route")
@@ -293,6 +350,8 @@ def tables(results: Results) -> list[Table]:
         _verdict(results.small_after_big < SMALL_AFTER_BIG_GOAL_MS, f"{results.small_after_big:,.1f}"),
         f"< {SMALL_AFTER_BIG_GOAL_MS:.0f}",
     )  # fmt: skip
+    if config.reuse:  # no log written, no rebuild: the pages only
+        return [pages]
     pages.add_row(
         "Billing.overdue_customers() of every customer (reads the log; the page asks for its 200)",
         f"{results.overdue_ms:,.1f}",
@@ -307,10 +366,22 @@ def main(argv: list[str] | None = None) -> int:
         "--scale", type=float, default=Config().scale,
         help="of 2,000,000 deliveries and 100,000 customers (default %(default)s)",
     )  # fmt: skip
+    kept = parser.add_mutually_exclusive_group()
+    kept.add_argument(
+        "--keep", metavar="DIR", type=Path,
+        help="run in DIR (embedded PostgreSQL, master key) and leave it there, with the"
+        " log and views, for profiling",
+    )  # fmt: skip
+    kept.add_argument(
+        "--reuse", metavar="DIR", type=Path,
+        help="time the pages again on what a --keep run left in DIR (no write, rebuild or audit)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    config = Config(scale=args.scale)
+    config = Config(scale=args.scale, keep=args.keep is not None, reuse=args.reuse is not None)
     return standalone(
-        lambda settings, url, progress: tables(run(settings, url, config, progress)), BenchError
+        lambda settings, url, progress: tables(run(settings, url, config, progress)),
+        BenchError,
+        data_dir=args.keep or args.reuse,
     )
 
 
