@@ -114,6 +114,12 @@ def next_attempt_at(first_failure: datetime, failed_at: datetime, attempts: int)
     return min(failed_at + delay, end)
 
 
+def endpoint_active(*, deleted: bool, disabled: bool) -> bool:
+    """An endpoint is posted to unless deleted or disabled: the endpoint itself asks this, and
+    so does the relay, which publishes a status event only if an active endpoint wants it."""
+    return not (deleted or disabled)
+
+
 def failing_too_long(failing_since: datetime | None, now: datetime) -> bool:
     """An endpoint that has answered nothing but failures for RETRY_WINDOW is disabled."""
     return failing_since is not None and now - failing_since >= RETRY_WINDOW
@@ -141,7 +147,7 @@ class WebhookEndpoint(Aggregate):
 
     @property
     def active(self) -> bool:
-        return not (self.deleted or self.disabled)
+        return endpoint_active(deleted=self.deleted, disabled=self.disabled)
 
     def delete(self) -> None:
         if not self.deleted:

@@ -1,5 +1,12 @@
 """The relay: follows the event log and publishes one job per queued delivery, exactly once,
-and one status event per delivery outcome, acknowledgement and escalation for webhooks.
+and one status event per delivery outcome, acknowledgement and escalation that an active
+webhook endpoint of its customer wants.
+
+Which endpoints want what it learns from the log it reads anyway: an endpoint's
+registration, deletion, disabling or enabling read before a status event decides for that
+event (the log's order is the truth), and on start it folds the endpoints' events up to its
+position. So an endpoint registered just before a delivery's outcome hears of it, and a
+customer without endpoints (most of them) costs no status event, publish or sender's look-up.
 
 Jobs are published with the event's identity as Nats-Msg-Id, then the log position is
 recorded: not after every batch, but at most every quarter second (or thousand events),
@@ -44,7 +51,7 @@ from picasse.adapters.nats.status_events import (
     ensure_webhook_stream,
 )
 from picasse.adapters.nats.status_events import publish as publish_status_events
-from picasse.domain.webhooks import WebhookEventType
+from picasse.domain.webhooks import WebhookEventType, endpoint_active
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +70,15 @@ STATUS_TOPICS = {
     ACKNOWLEDGED: (WebhookEventType.ALERT_ACKNOWLEDGED, "acknowledged"),
     ESCALATED: (WebhookEventType.ALERT_ESCALATED, "escalated"),
 }
-# The events that call for jobs or status events; the relay never reads the rest of the log.
-TOPICS = (QUEUED, REQUESTED, *STATUS_TOPICS)
+ENDPOINT_REGISTERED = "picasse.domain.webhooks:WebhookEndpoint.Registered"
+ENDPOINT_DELETED = "picasse.domain.webhooks:WebhookEndpoint.Deleted"
+ENDPOINT_DISABLED = "picasse.domain.webhooks:WebhookEndpoint.Disabled"
+ENDPOINT_ENABLED = "picasse.domain.webhooks:WebhookEndpoint.Enabled"
+# What tells the relay which customers' endpoints want which status events.
+ENDPOINT_TOPICS = (ENDPOINT_REGISTERED, ENDPOINT_DELETED, ENDPOINT_DISABLED, ENDPOINT_ENABLED)
+# The events that call for jobs or status events, or decide who wants the status events;
+# the relay never reads the rest of the log.
+TOPICS = (QUEUED, REQUESTED, *STATUS_TOPICS, *ENDPOINT_TOPICS)
 # How stale the recorded position may get while jobs are published: what a restart
 # republishes (and JetStream drops as duplicates) is at most this much work.
 TRACKING_SECONDS = 0.25
@@ -105,6 +119,21 @@ class _First(msgspec.Struct):
     message_id: UUID | None = None  # a delivery's; a message is its own
 
 
+class _Registered(msgspec.Struct):
+    """An endpoint's plain fields (its URL and secret are sealed and skipped unopened)."""
+
+    tenant_id: UUID
+    events: list[WebhookEventType]
+
+
+class _Endpoint(msgspec.Struct):
+    tenant_id: UUID
+    events: frozenset[WebhookEventType]
+    deleted: bool = False
+    disabled: bool = False
+
+
+_registered = msgspec.msgpack.Decoder(_Registered)
 _queued = msgspec.msgpack.Decoder(_Queued)
 _happened = msgspec.msgpack.Decoder(_Happened)
 _first = msgspec.msgpack.Decoder(_First)
@@ -159,6 +188,58 @@ def status_event_for(notification: Notification, first_state: bytes | None) -> S
     )
 
 
+class Listeners:
+    """Which customers' active endpoints want which status events, as the endpoints' events
+    folded in so far tell it (in log order; "active" is the endpoints' own rule)."""
+
+    def __init__(self) -> None:
+        self._endpoints: dict[UUID, _Endpoint] = {}
+        self._of_customer: dict[UUID, set[UUID]] = {}
+
+    def __bool__(self) -> bool:
+        """False while no customer has an endpoint: no status event is wanted."""
+        return bool(self._endpoints)
+
+    def fold(self, notification: Notification) -> bool:
+        """Takes in an endpoint's event; False (and nothing done) for any other event."""
+        topic = notification.topic
+        if topic not in ENDPOINT_TOPICS:
+            return False
+        endpoint_id = notification.originator_id
+        assert isinstance(endpoint_id, UUID)
+        if topic == ENDPOINT_REGISTERED:
+            registered = _registered.decode(notification.state)
+            self._endpoints[endpoint_id] = _Endpoint(
+                registered.tenant_id, frozenset(registered.events)
+            )
+            self._of_customer.setdefault(registered.tenant_id, set()).add(endpoint_id)
+            return True
+        endpoint = self._endpoints.get(endpoint_id)
+        if endpoint is None:  # its registration is not in the log (cannot happen)
+            return True
+        if topic == ENDPOINT_DELETED:
+            endpoint.deleted = True
+        else:
+            endpoint.disabled = topic == ENDPOINT_DISABLED
+        if endpoint.deleted:  # for good: forgotten
+            del self._endpoints[endpoint_id]
+            of_customer = self._of_customer[endpoint.tenant_id]
+            of_customer.discard(endpoint_id)
+            if not of_customer:
+                del self._of_customer[endpoint.tenant_id]
+        return True
+
+    def want(self, tenant_id: UUID, event_type: WebhookEventType) -> bool:
+        """Whether an active endpoint of this customer wants this type of event."""
+        for endpoint_id in self._of_customer.get(tenant_id, ()):
+            endpoint = self._endpoints[endpoint_id]
+            if event_type in endpoint.events and endpoint_active(
+                deleted=endpoint.deleted, disabled=endpoint.disabled
+            ):
+                return True
+        return False
+
+
 class Relay:
     def __init__(
         self,
@@ -180,7 +261,12 @@ class Relay:
         self.batch = batch
         self.published = 0
         self.webhook_topology = WebhookTopology(topology.namespace, topology.replicas)
+        self.listeners = Listeners()
         table = sql.Identifier(recorder.datastore.schema, recorder.events_table_name)
+        self._endpoint_events_statement = sql.SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state FROM {table}"
+            " WHERE notification_id <= %s AND topic = ANY(%s) ORDER BY notification_id"
+        ).format(table=table)
         self._first_events_statement = sql.SQL(
             "SELECT originator_id, state FROM {table}"
             " WHERE originator_id = ANY(%s) AND originator_version = 1"
@@ -213,6 +299,7 @@ class Relay:
             await listener.execute(
                 sql.SQL("LISTEN {}").format(sql.Identifier(self.recorder.channel_name))
             )
+            self.listeners = await self._listeners_at(listener, position)
             try:
                 while not stop.is_set():
                     notifications, firsts, read_up_to = await self._read(listener, position)
@@ -231,6 +318,8 @@ class Relay:
                                 )
                             with suppress(TimeoutError):
                                 await asyncio.wait_for(stop.wait(), UNAVAILABLE_PAUSE_SECONDS)
+                            # These endpoints' events are read again: fold them anew.
+                            self.listeners = await self._listeners_at(listener, position)
                             continue
                         if unavailable:
                             unavailable = False
@@ -257,6 +346,18 @@ class Relay:
                         # drops the duplicates.
                         log.warning("relay position %d not recorded", position, exc_info=True)
 
+    async def _listeners_at(
+        self, connection: psycopg.AsyncConnection[Any], position: int
+    ) -> Listeners:
+        """Who wants status events as of the log up to `position`: its endpoints' events
+        folded in order (a few per endpoint, read once at start)."""
+        listeners = Listeners()
+        async with connection.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute(self._endpoint_events_statement, (position, list(ENDPOINT_TOPICS)))
+            async for row in cursor:
+                listeners.fold(_notification(row))
+        return listeners
+
     async def _read(
         self, connection: psycopg.AsyncConnection[Any], position: int
     ) -> tuple[list[Notification], dict[UUID, bytes], int]:
@@ -270,7 +371,11 @@ class Relay:
                 self._read_statement, (position, position, list(TOPICS), self.batch), prepare=True
             )
             rows = await cursor.fetchall()
+            # A status event needs its customer (in its aggregate's first event) only if some
+            # customer has an endpoint, before or among these events.
             told = list({row["originator_id"] for row in rows if row["topic"] in STATUS_TOPICS})
+            if not self.listeners and not any(row["topic"] in ENDPOINT_TOPICS for row in rows):
+                told = []
             firsts: dict[UUID, bytes] = {}
             if told:
                 await cursor.execute(self._first_events_statement, (told,), prepare=True)
@@ -278,17 +383,7 @@ class Relay:
                     row["originator_id"]: bytes(row["state"]) for row in await cursor.fetchall()
                 }
         head = rows[0]["head"] if rows else None
-        notifications = [
-            Notification(
-                id=row["notification_id"],
-                originator_id=row["originator_id"],
-                originator_version=row["originator_version"],
-                topic=row["topic"],
-                state=bytes(row["state"]),
-            )
-            for row in rows
-            if row["notification_id"] is not None
-        ]
+        notifications = [_notification(row) for row in rows if row["notification_id"] is not None]
         if len(notifications) == self.batch:
             return notifications, firsts, notifications[-1].id
         return notifications, firsts, max(position, head or 0)
@@ -304,12 +399,17 @@ class Relay:
         futures = []
         status_events = []
         for notification in notifications:
-            status_event = status_event_for(
-                notification,
-                firsts.get(notification.originator_id),  # type: ignore[arg-type]
-            )
-            if status_event is not None:
-                status_events.append(status_event)
+            if self.listeners.fold(notification):
+                continue  # an endpoint's event: it decides for the status events after it
+            if self.listeners and notification.topic in STATUS_TOPICS:
+                status_event = status_event_for(
+                    notification,
+                    firsts.get(notification.originator_id),  # type: ignore[arg-type]
+                )
+                if status_event is not None and self.listeners.want(
+                    status_event.tenant_id, status_event.event_type
+                ):
+                    status_events.append(status_event)
             for number, job in enumerate(jobs_for(notification)):
                 message_id = (
                     f"{notification.originator_id}/{notification.originator_version}/{number}"
@@ -336,3 +436,13 @@ class Relay:
         # Every insert notifies: one read takes in all that arrived meanwhile.
         async for _ in listener.notifies(timeout=0.0):
             pass
+
+
+def _notification(row: dict[str, Any]) -> Notification:
+    return Notification(
+        id=row["notification_id"],
+        originator_id=row["originator_id"],
+        originator_version=row["originator_version"],
+        topic=row["topic"],
+        state=bytes(row["state"]),
+    )

@@ -1,7 +1,8 @@
 """Status events for customers' webhooks on JetStream: ids, statuses and times only.
 
 The relay publishes one `StatusEvent` per delivery outcome, acknowledgement and escalation
-(whether or not its customer has an endpoint: the sender looks that up); the scheduler's
+that an active endpoint of its customer wants (as of that point in the log; the sender looks
+up the endpoints again, to post to those still active); the scheduler's
 webhook job publishes a `RetryDue` when a failed post is due again. Both go to a stream of
 their own, a work queue that the webhook senders share.
 """

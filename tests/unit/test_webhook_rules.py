@@ -108,3 +108,37 @@ def test_our_signature_verifies_with_the_standard_webhooks_reference() -> None:
     ]
     with pytest.raises(Exception, match="signature"):
         Webhook(secret).verify(body, headers)
+
+
+def test_the_relays_listeners_follow_registration_disabling_enabling_and_deletion() -> None:
+    from picasse.adapters.nats.relay import (
+        ENDPOINT_DELETED,
+        ENDPOINT_DISABLED,
+        ENDPOINT_ENABLED,
+        ENDPOINT_REGISTERED,
+        Listeners,
+    )
+
+    tenant, other, endpoint = uuid4(), uuid4(), uuid4()
+    delivered, failed = WebhookEventType.DELIVERY_DELIVERED, WebhookEventType.DELIVERY_FAILED
+    listeners = Listeners()
+    assert not listeners and not listeners.want(tenant, delivered)
+
+    def fold(topic: str, state: dict[str, object]) -> None:
+        told = Notification(
+            id=1, originator_id=endpoint, originator_version=1, topic=topic,
+            state=msgspec.msgpack.encode(state),
+        )  # fmt: skip
+        assert listeners.fold(told)
+
+    fold(ENDPOINT_REGISTERED, {"tenant_id": tenant, "events": ["delivery.delivered"], "url": b"x"})
+    assert listeners and listeners.want(tenant, delivered)
+    assert not listeners.want(tenant, failed) and not listeners.want(other, delivered)
+    fold(ENDPOINT_DISABLED, {"failing_since": T0})
+    assert not listeners.want(tenant, delivered)
+    fold(ENDPOINT_ENABLED, {})
+    assert listeners.want(tenant, delivered)
+    fold(ENDPOINT_DELETED, {})
+    assert not listeners and not listeners.want(tenant, delivered)
+    other_event = _notification("picasse.domain.messages:Delivery.Delivered", {"timestamp": T0})
+    assert not listeners.fold(other_event)
