@@ -200,6 +200,13 @@ class Listeners:
         """False while no customer has an endpoint: no status event is wanted."""
         return bool(self._endpoints)
 
+    def copy(self) -> Listeners:
+        """A copy to fold a batch into, kept only once the batch is published."""
+        copied = Listeners()
+        copied._endpoints = {i: msgspec.structs.replace(e) for i, e in self._endpoints.items()}
+        copied._of_customer = {c: set(ids) for c, ids in self._of_customer.items()}
+        return copied
+
     def fold(self, notification: Notification) -> bool:
         """Takes in an endpoint's event; False (and nothing done) for any other event."""
         topic = notification.topic
@@ -318,9 +325,7 @@ class Relay:
                                 )
                             with suppress(TimeoutError):
                                 await asyncio.wait_for(stop.wait(), UNAVAILABLE_PAUSE_SECONDS)
-                            # These endpoints' events are read again: fold them anew.
-                            self.listeners = await self._listeners_at(listener, position)
-                            continue
+                            continue  # `listeners` still as at `position`: the batch is read again
                         if unavailable:
                             unavailable = False
                             log.warning("JetStream takes jobs again")
@@ -398,15 +403,22 @@ class Relay:
     ) -> None:
         futures = []
         status_events = []
+        # Endpoints' events of this batch are folded into a copy, which replaces the
+        # listeners only once the batch is published: a batch that fails is read again
+        # from the same position, against the listeners as they were there.
+        listeners = self.listeners
         for notification in notifications:
-            if self.listeners.fold(notification):
+            if notification.topic in ENDPOINT_TOPICS:
+                if listeners is self.listeners:
+                    listeners = self.listeners.copy()
+                listeners.fold(notification)
                 continue  # an endpoint's event: it decides for the status events after it
-            if self.listeners and notification.topic in STATUS_TOPICS:
+            if listeners and notification.topic in STATUS_TOPICS:
                 status_event = status_event_for(
                     notification,
                     firsts.get(notification.originator_id),  # type: ignore[arg-type]
                 )
-                if status_event is not None and self.listeners.want(
+                if status_event is not None and listeners.want(
                     status_event.tenant_id, status_event.event_type
                 ):
                     status_events.append(status_event)
@@ -426,6 +438,7 @@ class Relay:
             self.published += len(futures)
         if status_events:
             await publish_status_events(self.js, self.webhook_topology, list(status_events))
+        self.listeners = listeners
 
     @staticmethod
     async def _wait_for_news(listener: psycopg.AsyncConnection, timeout: float) -> None:

@@ -142,3 +142,25 @@ def test_the_relays_listeners_follow_registration_disabling_enabling_and_deletio
     assert not listeners and not listeners.want(tenant, delivered)
     other_event = _notification("picasse.domain.messages:Delivery.Delivered", {"timestamp": T0})
     assert not listeners.fold(other_event)
+
+
+def test_a_copy_of_the_relays_listeners_folds_on_its_own() -> None:
+    """A batch's endpoint events go into a copy, kept only once the batch is published: a
+    batch read again after a failed publish meets the listeners as they were before it."""
+    from picasse.adapters.nats.relay import ENDPOINT_DISABLED, ENDPOINT_REGISTERED, Listeners
+
+    tenant, endpoint = uuid4(), uuid4()
+    delivered = WebhookEventType.DELIVERY_DELIVERED
+
+    def told(topic: str, state: dict[str, object]) -> Notification:
+        return Notification(
+            id=1, originator_id=endpoint, originator_version=1, topic=topic,
+            state=msgspec.msgpack.encode(state),
+        )  # fmt: skip
+
+    before = Listeners()
+    before.fold(told(ENDPOINT_REGISTERED, {"tenant_id": tenant, "events": ["delivery.delivered"]}))
+    batch = before.copy()
+    batch.fold(told(ENDPOINT_DISABLED, {"failing_since": T0}))
+    assert not batch.want(tenant, delivered)
+    assert before.want(tenant, delivered)
