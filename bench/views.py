@@ -51,7 +51,6 @@ from picasse.adapters.master_key import create_master_key
 from picasse.adapters.postgres.audit import audit_replay
 from picasse.adapters.postgres.views import PostgresTrafficView
 from picasse.domain.application import LOG_NAME
-from picasse.domain.billing import Billing
 from picasse.domain.messages import traffic_month
 from picasse.domain.values import Role
 from picasse.runners import relay
@@ -99,7 +98,6 @@ class Results:
     audit_replay_seconds: float = 0.0
     pages: dict[str, float] = field(default_factory=dict)  # label: median ms
     small_after_big: float = 0.0  # ms
-    overdue_ms: float = 0.0  # Billing.overdue_customers(), which the customers page calls
 
     @property
     def rebuild_rate(self) -> float:
@@ -232,14 +230,6 @@ def run(settings: Settings, database_url: str, config: Config, progress: Progres
 
         # 2. and 3. The pages and routes, as a platform admin, against the app here.
         results.pages, results.small_after_big = _time_pages(here, database_url, big, small)
-        with http_deps(here, database_url) as deps:
-            # What the customers page spends in billing's own query (not a view's): shown
-            # beside the page, since it reads the event store, not the views.
-            billing = Billing(clock=deps.clock, sharing=deps.messages)
-            billing.overdue_customers()
-            started = time.perf_counter()
-            billing.overdue_customers()  # every customer's: what the page asked for before
-            results.overdue_ms = (time.perf_counter() - started) * 1000
     return results
 
 
@@ -352,11 +342,6 @@ def tables(results: Results) -> list[Table]:
     )  # fmt: skip
     if config.reuse:  # no log written, no rebuild: the pages only
         return [pages]
-    pages.add_row(
-        "Billing.overdue_customers() of every customer (reads the log; the page asks for its 200)",
-        f"{results.overdue_ms:,.1f}",
-        "",
-    )
     return [rebuild, pages]
 
 

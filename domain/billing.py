@@ -720,31 +720,6 @@ class Billing(PicasseApplication):
             f" {invoice.due_on.isoformat()}; EUR {outstanding:.2f} is still outstanding.",
         )
 
-    def overdue_customers(self, customer_ids: Iterable[UUID] | None = None) -> dict[UUID, int]:
-        """Per customer with overdue invoices, what is outstanding on them (cents); of the
-        customers named (a page of them: their accounts looked up by id), or of all (every
-        account, found by reading the log)."""
-        found: dict[UUID, int] = {}
-        if customer_ids is None:
-            accounts = self._accounts()
-        else:
-            accounts = []
-            for customer_id in customer_ids:
-                try:
-                    accounts.append(
-                        self._get(billing_account_id(customer_id), BillingAccount, "account")
-                    )
-                except NotFound:
-                    continue  # never billed
-        for account in accounts:
-            for ident in account.invoices:
-                invoice = self._get(ident, Invoice, "invoice")
-                if invoice.status is InvoiceStatus.OVERDUE:
-                    found[account.tenant_id] = (
-                        found.get(account.tenant_id, 0) + invoice.outstanding_cents
-                    )
-        return found
-
     def _retrying(self, write: Callable[[], None]) -> None:
         for tries_left in range(CONFLICT_RETRIES - 1, -1, -1):
             try:

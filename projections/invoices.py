@@ -54,6 +54,11 @@ class InvoicesView(TrackingRecorder, ABC):
         """By number; of one customer or of all; with `after` (the previous page's last
         number) those numbered after it."""
 
+    @abstractmethod
+    def overdue_of(self, customer_ids: list[UUID]) -> dict[UUID, int]:
+        """Of these customers, each with overdue invoices: what is outstanding on them
+        (cents). An overdue invoice paid in full is no longer overdue."""
+
 
 class InvoicesProjection(Projection[InvoicesView]):
     name = "invoices_view"

@@ -418,9 +418,8 @@ def customers_page(
         customers = dashboard.accounts.customer_page(after=position, limit=PAGE_SIZE + 1)
     shown = customers[:PAGE_SIZE]
     last = shown[-1] if len(customers) > PAGE_SIZE else None
-    billing = dashboard.http.billing
-    # Only the page's customers: every account would be found by reading the whole log.
-    overdue = billing.overdue_customers([c.id for c in shown]) if billing is not None else {}
+    invoices = dashboard.http.invoices_view
+    overdue = invoices.overdue_of([c.id for c in shown]) if invoices is not None else {}
     return caller_page(
         request,
         "customers.html",

@@ -945,6 +945,15 @@ class PostgresInvoicesView(_View, InvoicesView):
         )
         return [InvoiceRow(**row) for row in rows]
 
+    def overdue_of(self, customer_ids: list[UUID]) -> dict[UUID, int]:
+        rows = self._read(
+            "SELECT customer_id, sum(total_cents - paid_cents) AS outstanding FROM {invoices}"
+            " WHERE customer_id = ANY(%s) AND overdue AND total_cents > paid_cents"
+            " GROUP BY customer_id",
+            (customer_ids,),
+        )
+        return {row["customer_id"]: int(row["outstanding"]) for row in rows}
+
 
 def last_notification_in(recorder: Any, upto: int, topics: tuple[str, ...]) -> int:
     """The last notification up to `upto` of these topics (0: none): what a view must have

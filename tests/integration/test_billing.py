@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID, uuid4
 
+import msgspec
 import pytest
 
 from picasse.adapters.clock import ManualClock
@@ -23,6 +24,7 @@ from picasse.domain.messaging import Messages, SendRequest, Sent
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages
+from tests.integration.projection_runners import caught_up, running
 
 MARCH = datetime(2026, 3, 5, 9, tzinfo=UTC)
 STAFF = Viewer(role=Role.SUPPORT, customer_id=None)
@@ -225,7 +227,13 @@ def test_two_concurrent_runs_leave_no_gap_and_no_duplicate_in_the_numbering(
 
 
 def test_an_invoice_unpaid_after_its_due_date_becomes_overdue_once_and_its_contact_is_reminded(
-    accounts: Accounts, messages: Messages, billing: Billing, clock: ManualClock
+    accounts: Accounts,
+    messages: Messages,
+    billing: Billing,
+    clock: ManualClock,
+    settings: Settings,
+    database_url: str,
+    schema: str,
 ) -> None:
     late, paying = _customer(accounts, "Laggard"), _customer(accounts, "Prompt")
     for customer in (late, paying):
@@ -245,9 +253,20 @@ def test_an_invoice_unpaid_after_its_due_date_becomes_overdue_once_and_its_conta
     (became,) = billing.mark_overdue(remind)
     assert became.customer_id == late and became.status.value == "overdue"
     assert billing.mark_overdue(remind) == []  # once
-    assert billing.overdue_customers() == {late: lines[late].total_cents}
-    # Of the customers named only (a page of them), a never-billed one among them.
-    assert billing.overdue_customers([late, uuid4()]) == {late: lines[late].total_cents}
+    here = msgspec.structs.replace(settings, database_schema=schema)
+    with running(here, database_url, ["invoices"]) as views:
+        caught_up(views)
+        invoices = views["invoices"].view
+        # What the customers page shows, of the customers named only (a page of them): a
+        # never-billed one and one who paid in time among them.
+        named = [late, paying, uuid4()]
+        assert invoices.overdue_of(named) == {late: lines[late].total_cents}
+        billing.pay(lines[late].invoice_id, 100, by=STAFF)
+        caught_up(views)
+        assert invoices.overdue_of(named) == {late: lines[late].total_cents - 100}
+        billing.pay(lines[late].invoice_id, lines[late].total_cents - 100, by=STAFF)
+        caught_up(views)
+        assert invoices.overdue_of(named) == {}  # paid in full: no longer overdue
     (reminder,) = sent
     details = messages.message(reminder, STAFF)
     assert details.customer_id == late and len(details.deliveries) == 1 and details.body is None

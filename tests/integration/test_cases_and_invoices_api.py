@@ -196,7 +196,9 @@ def test_staff_set_a_plan_and_the_customers_admin_gets_its_invoice_and_pdf_and_p
     )
     rest = support.post(f"/v1/invoices/{listed['id']}/payments", json={"amount_cents": 1414})
     assert rest.json()["status"] == "paid"
-    assert billing.overdue_customers() == {}
+    caught_up(world.invoices_view)
+    assert world.deps.invoices_view is not None
+    assert world.deps.invoices_view.overdue_of([customer_id]) == {}
     assert Viewer(role=Role.AUDITOR, customer_id=None).sees_invoices_of(customer_id)
 
 
