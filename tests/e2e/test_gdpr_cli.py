@@ -119,9 +119,17 @@ def _message_of(picasse: Run, customer: str) -> str:
 def test_a_user_can_be_erased_individually(picasse: Run, customer: str) -> None:
     picasse("users", "add", "--customer", customer, "--login", "lea", "--role", "customer_admin",
             "--email", "lea@lea.example", check=True)  # fmt: skip
-    picasse("gdpr", "erase", "--login", "lea", check=True)
+    erased = picasse("gdpr", "erase", "--login", "lea", check=True)
+    assert erased.stdout.startswith("erased user/")
+    # The login names nobody now, and the next user given it claims it again.
     shown = picasse("users", "show", "lea", "--json")
-    assert json.loads(shown.stdout)["login"] == {"type": "erased"}
+    assert shown.returncode != 0 and "no user with login 'lea'" in shown.stderr
+    elsewhere = picasse(*CUSTOMER, check=True).stdout.strip()
+    picasse("users", "add", "--customer", elsewhere, "--login", "lea", "--role", "customer_admin",
+            "--email", "lea@new.example", check=True)  # fmt: skip
+    again = json.loads(picasse("users", "show", "lea", "--json", check=True).stdout)
+    assert again["login"] == "lea" and again["customer_id"] == elsewhere
+    assert f"user/{again['id']}" not in erased.stdout
 
 
 def _head(env: dict[str, str]) -> int:
