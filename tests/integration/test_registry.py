@@ -126,10 +126,15 @@ def planted(accounts: Accounts, messages: Messages) -> Planted:
         hysteresis_m=0, dwell_seconds=0,
     )  # fmt: skip
     lat = 52.0 + int(tag, 16) % 10**6 / 10**10  # high-entropy digits, within the gate
-    first = (messages.clock.now() - timedelta(minutes=10)).replace(microsecond=123457)
+    # All of today's (location keys are per user and day): a run just after midnight
+    # would otherwise seal the first pings under yesterday's key, which is not erased.
+    now = messages.clock.now()
+    first = max(now - timedelta(minutes=10), now.replace(hour=0, minute=0, second=0))
+    first = first.replace(microsecond=123457 if first.second or first.minute else 0)
+    step = min(timedelta(minutes=1), (now - first) / 5)
     attendance.record_pings(
         customer,
-        [PingIn(user, first + timedelta(minutes=m), lat, 4.0, 5.0) for m in range(5)],
+        [PingIn(user, first + m * step, lat, 4.0, 5.0) for m in range(5)],
     )
     values["location"] = repr(lat)
     values["attendance"] = first.isoformat()
