@@ -7,13 +7,13 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
-
-import nats
-from nats.aio.client import Client
+from typing import TYPE_CHECKING, Any
 
 from picasse.runners.settings import nats_servers
 from picasse.runners.signals import DEFAULT_DEADLINE, stop_requested
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ async def connect_nats(url: str, name: str, *, tls_ca: Path | None = None) -> Cl
     CAs or PICASSE_NATS_TLS_CA (`tls_ca`). A comma-separated list names a cluster's nodes:
     the client connects to one and moves to another when that one goes.
     """
+    import nats  # here: commands that import this module for the rest need not load it
+
     options: dict[str, Any] = {}
     if tls_ca is not None:
         options["tls"] = ssl.create_default_context(cafile=str(tls_ca))
