@@ -1,7 +1,11 @@
-"""GDPR commands as CLI processes beside a running `picasse up` with traffic flowing."""
+"""GDPR commands as CLI processes beside a running `picasse up` with traffic flowing.
+
+The customers are registered, and the traffic sent, by this process on the platform's
+database (as the API would): the processes started are the twenty operations under test."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,8 +15,12 @@ from uuid import UUID
 import psycopg
 import pytest
 
+from picasse.domain.accounts import Accounts
+from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.termination import termination_id
-from tests.e2e.conftest import Run, cli_runner
+from picasse.runners.settings import Settings
+from picasse.runners.wiring import open_accounts, open_messages
+from tests.e2e.conftest import cli_runner
 from tests.e2e.platform import RunningUp, environment
 
 pytestmark = pytest.mark.own_servers
@@ -30,16 +38,14 @@ def running_up(fresh_data_dir: Path) -> Iterator[RunningUp]:
         up.terminate()
 
 
-def _register(picasse: Run, n: int) -> str:
-    customer = picasse(
-        "customers", "register", "--org", f"Org {n}", "--contact-name", f"Contact {n}",
-        "--email", f"contact{n}@example.org", "--phone", f"+31 6 1000 {n:04d}",
-        "--billing-address", f"Street {n}, Urk", check=True,
-    ).stdout.strip()  # fmt: skip
-    picasse("customers", "subscribe", customer, check=True)
-    picasse("messages", "send", "--customer", customer, "--channel", "sms",
-            "--to", f"+3161000{n:04d}", "--body", "hello", check=True)  # fmt: skip
-    return customer
+def _register(accounts: Accounts, messages: Messages, n: int) -> str:
+    customer = accounts.register_customer(
+        organisation=f"Org {n}", contact_name=f"Contact {n}", email=f"contact{n}@example.org",
+        phone=f"+31 6 1000 {n:04d}", billing_address=f"Street {n}, Urk",
+    )  # fmt: skip
+    accounts.start_subscription(customer)
+    messages.send(customer, SendRequest(channel="sms", to=[f"+3161000{n:04d}"], body="hello"))
+    return str(customer)
 
 
 @pytest.mark.slow
@@ -47,20 +53,45 @@ def _register(picasse: Run, n: int) -> str:
 def test_twenty_gdpr_operations_beside_a_running_platform_all_succeed_and_up_keeps_running(
     running_up: RunningUp, tmp_path: Path
 ) -> None:
-    picasse = cli_runner(environment(running_up.data_dir, COLUMNS="200"))
-    with ThreadPoolExecutor(OPERATIONS_AT_ONCE) as pool:
-        customers = list(pool.map(lambda n: _register(picasse, n), range(12)))
+    env = environment(running_up.data_dir, COLUMNS="200")
+    picasse = cli_runner(env)
+    settings = Settings.from_environ(env)
+    database_url = running_up.url_of("PostgreSQL")
+    accounts = open_accounts(settings, database_url)
+    messages = open_messages(settings, database_url)
+    try:
+        customers = [_register(accounts, messages, n) for n in range(12)]
+    finally:
+        accounts.close()
     staying = customers[-1]
 
+    # Traffic keeps the relay, the workers and the views busy meanwhile: a message to the
+    # staying customer as each operation starts, from this process (so not one more process
+    # each), and every one must be taken while keys are destroyed and epochs replaced.
+    started = threading.Semaphore(0)
     stop = threading.Event()
+    traffic_failures: list[str] = []
+    sent = 0
 
-    def traffic() -> None:  # keeps the relay, the workers and the views busy meanwhile
-        while not stop.is_set():
-            picasse("messages", "send", "--customer", staying, "--channel", "email",
-                    "--to", "traffic@example.org", "--body", "still here")  # fmt: skip
+    def traffic() -> None:
+        nonlocal sent
+        while started.acquire() and not stop.is_set():
+            try:
+                messages.send(
+                    UUID(staying),
+                    SendRequest(channel="email", to=["traffic@example.org"], body="still here"),
+                )
+                sent += 1
+            except Exception as error:  # reported by the assertion below
+                traffic_failures.append(repr(error))
 
     sender = threading.Thread(target=traffic, daemon=True)
     sender.start()
+
+    def operate(args: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+        started.release()
+        return picasse(*args)
+
     leaving, erased = customers[:8], customers[8:11]
     operations: list[tuple[str, ...]] = [
         *(("customers", "terminate", c, "--out", str(tmp_path / c)) for c in leaving),
@@ -93,10 +124,12 @@ def test_twenty_gdpr_operations_beside_a_running_platform_all_succeed_and_up_kee
     assert len(operations) == 20
     try:
         with ThreadPoolExecutor(OPERATIONS_AT_ONCE) as pool:
-            results = list(pool.map(lambda args: picasse(*args), operations))
+            results = list(pool.map(operate, operations))
     finally:
         stop.set()
+        started.release()
         sender.join(timeout=90)
+        messages.close()
 
     failed = [
         (r.args[3:5], r.returncode, r.stderr.strip().splitlines()[-1:])
@@ -104,6 +137,8 @@ def test_twenty_gdpr_operations_beside_a_running_platform_all_succeed_and_up_kee
         if r.returncode != 0
     ]
     assert failed == []
+    assert traffic_failures == []
+    assert sent >= 1
     for customer in leaving:
         picasse("gdpr", "verify-statement", str(tmp_path / customer / "statement.json"), check=True)
     assert _statements_signed(running_up.url_of("PostgreSQL")) == {
