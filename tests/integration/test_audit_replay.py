@@ -34,8 +34,10 @@ from picasse.adapters.postgres.audit import (
     audit_replay,
     live_tracking_table,
     replay_into_views,
+    scratch_views,
     view_keys,
 )
+from picasse.adapters.postgres.views import last_notification_in
 from picasse.domain.accounts import Accounts
 from picasse.domain.messages import delivery_id
 from picasse.domain.messaging import Messages, SendRequest
@@ -367,6 +369,48 @@ def test_an_interrupted_replay_drops_its_indexed_scratch_tables(
     assert len(seen[0]) == sum(len(view.tables) + 1 for _, view in VIEWS.values())
     # The scratch deliveries have the live table's indexes, erasures replay by index.
     assert any("(customer_id, queued_at, id)" in definition for (definition,) in indexed), indexed
+    assert _scratch_tables(raw) == []
+
+
+def test_pages_commit_in_order_behind_the_reading_and_a_page_that_fails_fails_the_replay(
+    reader: LogReader, raw: psycopg.Connection[Any]
+) -> None:
+    """A page's writes commit in a thread of their own while the next page is read: in
+    order, all of them before the replay returns, and an error in one is the replay's."""
+    head = reader.recorder.max_notification_id() or 0
+    datastore = reader.recorder.datastore  # type: ignore[attr-defined]
+    with scratch_views(datastore, VIEWS, keys=reader.mapper.keys) as scratch:
+        traffic = scratch["traffic"].view
+        positions: list[int] = []
+
+        def committed(done: int, total: int) -> None:
+            positions.append(traffic.max_tracking_id(reader.name) or 0)
+
+        targets = {name: (projection, head) for name, projection in scratch.items()}
+        replay_into_views(
+            reader.recorder, reader.mapper, reader.name, targets, page_size=2, progress=committed
+        )
+        assert positions == sorted(positions)
+        for name, projection in scratch.items():
+            last = last_notification_in(reader.recorder, head, projection.topics)
+            assert (projection.view.max_tracking_id(reader.name) or 0) == last, name
+
+    with scratch_views(datastore, VIEWS, keys=reader.mapper.keys) as scratch:
+        deliveries = scratch["traffic"].view.t["deliveries"]
+
+        def refuse_deliveries(done: int, total: int) -> None:
+            if done == 2:  # no delivery yet: the first page holds a customer's events
+                raw.execute(
+                    sql.SQL("ALTER TABLE {} ADD CHECK (false) NOT VALID").format(deliveries)
+                )
+
+        targets = {name: (projection, head) for name, projection in scratch.items()}
+        with pytest.raises(Exception, match="violates check constraint"):
+            replay_into_views(
+                reader.recorder, reader.mapper, reader.name, targets, page_size=2,
+                progress=refuse_deliveries,
+            )  # fmt: skip
+        assert (scratch["traffic"].view.max_tracking_id(reader.name) or 0) < head
     assert _scratch_tables(raw) == []
 
 
