@@ -363,6 +363,8 @@ def run_messaging(
     runs = [run for run in (results.latency, results.fanout) if run is not None]
     if runs:
         console.print(messaging.stages_table(runs))
+    if results.fanout is not None:
+        console.print(messaging.fanout_table(results.fanout))
     for line in messaging.summary(results):
         console.print(f"note: {line}")
 

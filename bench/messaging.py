@@ -646,6 +646,7 @@ class Pipeline:
         first = self.numbers_used
         self.numbers_used += recipients
         before = len(self.observer.committed)
+        cpu_before = self.role_cpu()
         try:
             with httpx.Client(base_url=self.api_url, timeout=60) as http:
                 requested = _wall()
@@ -675,11 +676,15 @@ class Pipeline:
                     raise BenchError(f"{label}: stuck at {delivered} of {recipients} deliveries")
         finally:
             self.progress.remove_task(task)
-        return self._phase(
+        phase = self._phase(
             label,
             mark,
             [(delivery_id(message_id, n), requested, accepted) for n in range(recipients)],
         )
+        phase.cpu = {
+            role: seconds - cpu_before.get(role, 0.0) for role, seconds in self.role_cpu().items()
+        }
+        return phase
 
     def _phase(self, label: str, mark: int, sent: list[tuple[UUID, float, float]]) -> Phase:
         """Each delivery's moments, in the order given: (delivery id, requested, accepted)."""
@@ -1077,6 +1082,38 @@ def stages_table(phases: Sequence[Phase]) -> Table:
             values = phase.latencies_ms(start, end)
             cells += [f"{percentile(values, f):,.0f}" for f in (0.5, 0.99)]
         grid.add_row(label, *cells)
+    return grid
+
+
+def fanout_table(phase: Phase) -> Table:
+    """The fan-out's milestones, each the first and the last delivery to reach it, in ms
+    after the request; and each role's CPU over the whole fan-out."""
+    grid = Table(
+        title=f"Fan-out to {phase.count:,}: milestones (ms after the request)",
+        caption=(
+            "job: seen on NATS; Attempted, Delivered: the worker's events' timestamps;"
+            " committed: Delivered seen in the log. CPU: each role's user + system seconds"
+            " from the request to the last Delivered seen (PostgreSQL only when embedded)"
+        ),
+    )
+    grid.add_column("milestone", no_wrap=True)
+    grid.add_column("first", justify="right")
+    grid.add_column("last", justify="right")
+    start = min(phase.times["requested"])
+    for label, name in (
+        ("request accepted", "accepted"),
+        ("job on NATS", "published"),
+        ("Attempted (worker's clock)", "Attempted"),
+        ("Delivered (worker's clock)", "Delivered"),
+        ("Delivered committed", "committed"),
+    ):
+        values = phase.times[name]
+        grid.add_row(
+            label, f"{(min(values) - start) * 1000:,.0f}", f"{(max(values) - start) * 1000:,.0f}"
+        )
+    for role in ("api", "relay", "workers", "postgres"):
+        if role in phase.cpu:
+            grid.add_row(f"CPU: {role}", "", f"{phase.cpu[role] * 1000:,.0f}")
     return grid
 
 

@@ -57,6 +57,12 @@ class ChainedRecorder(PostgresApplicationRecorder):
         self.keys = keys
         schema = sql.Identifier(self.datastore.schema)
         table = sql.Identifier(self.events_table_name)
+        # In the given order: the notification ids come back in it (as the library's do).
+        self._insert_columns_statement = sql.SQL(
+            "INSERT INTO {}.{} (originator_id, originator_version, topic, state)"
+            " SELECT * FROM unnest(%s::{}[], %s::bigint[], %s::text[], %s::bytea[])"
+            " RETURNING notification_id"
+        ).format(schema, table, sql.Identifier(self.datastore.originator_id_type))
         function = sql.Identifier(f"{self.events_table_name}_chain")
         self.sql_create_statements += [
             sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS chain_hash bytea").format(
@@ -156,13 +162,23 @@ class ChainedRecorder(PostgresApplicationRecorder):
             ]
 
     def _insert_stored_events(
-        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+        self, curs: Any, stored_events: Sequence[StoredEvent], **_: Any
     ) -> None:
-        """The library's, except that the table is not locked again: `_insert_events`
-        locked it in this very transaction (two statements fewer per save)."""
+        """The library's insert, except that the table is not locked again (`_insert_events`
+        locked it in this very transaction: two statements fewer per save), and the events
+        go as four binary arrays, one per column, rather than an array of the library's
+        composite type in text: that text escaped each event's state into hex, and
+        PostgreSQL parsed it back (a 1,000-recipient message: 1,001 events)."""
         self._notify_channel(curs)
-        super(PostgresApplicationRecorder, self)._insert_stored_events(
-            curs, stored_events, **kwargs
+        curs.execute(
+            self._insert_columns_statement,
+            (
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+            ),
+            binary=True,
         )
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **_: Any) -> None:

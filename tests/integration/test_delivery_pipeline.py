@@ -340,6 +340,8 @@ def test_a_backlog_is_recorded_in_batches_each_attempt_in_one_write_with_its_out
     assert sorted(provider.references) == sorted(str(delivery_id(m, 0)) for m in message_ids)
     writes = _transactions(raw, DELIVERED)
     assert len(writes) < 60 and worker.writes == len(writes)
+    # Each fetched batch started in one call: its messages and customers read once.
+    assert worker.starts == worker.batches < 60
     # Each attempt was written in the same transaction as its outcome, and no other.
     same = raw.execute(
         "SELECT count(*) FROM picasse_events a JOIN picasse_events d USING (originator_id)"

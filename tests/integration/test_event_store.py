@@ -16,6 +16,7 @@ import msgspec
 import psycopg
 import pytest
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import get_topic
 
 from picasse.adapters.postgres.audit import verify_chains
 from picasse.adapters.postgres.keystore import FIRST_ANALYZE_AFTER, TenantErased
@@ -317,3 +318,27 @@ def test_a_process_writing_many_new_keys_has_the_key_tables_analyzed(
     # Analyzed at once (autovacuum would take up to a minute): the plans PostgreSQL keeps
     # for checking new keys against the tenant keys use the index again.
     assert estimated_rows() == 2 * len(customers)
+
+
+def test_a_save_of_many_events_stores_each_as_given_and_answers_their_ids_in_order(
+    accounts: Accounts, raw: psycopg.Connection
+) -> None:
+    """The events go to PostgreSQL as one binary array per column: each row holds its own
+    event's id, version and topic, and the ids answered follow the events' order."""
+    customer_id = accounts.register_customer(**PEOPLE[0])
+    customer = accounts.repository.get(customer_id)
+    for n in range(300):  # one aggregate, many events, saved together
+        customer.change_billing_address(f"Street {n}, Zwolle")
+    given = [
+        (e.originator_id, e.originator_version, get_topic(type(e))) for e in customer.pending_events
+    ]
+    ids = [r.notification.id for r in accounts.save(customer)]
+    assert len(ids) == 300 and ids == sorted(set(ids))
+    rows = raw.execute(
+        "SELECT notification_id, originator_id, originator_version, topic"
+        " FROM picasse_events WHERE notification_id = ANY(%s) ORDER BY notification_id",
+        (ids,),
+    ).fetchall()
+    assert [row[0] for row in rows] == ids
+    assert [tuple(row[1:]) for row in rows] == given
+    assert accounts.repository.get(customer_id).billing_address == "Street 299, Zwolle"
