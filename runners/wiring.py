@@ -14,7 +14,7 @@ from picasse.adapters.master_key import create_master_key, read_master_key
 from picasse.adapters.passwords import Argon2Passwords
 from picasse.adapters.postgres.provider_health import ProviderHealthTable
 from picasse.adapters.postgres.smsc_ids import SmscIdTable
-from picasse.adapters.postgres.store import shredder_of
+from picasse.adapters.postgres.store import Factory, shredder_of
 from picasse.adapters.providers import Provider
 from picasse.adapters.providers.health import ProviderCounters, counted
 from picasse.adapters.providers.maildir import MaildirProvider
@@ -60,6 +60,7 @@ def clock_from(settings: Settings) -> Clock:
 
 
 DATABASE_PROBE_SECONDS = 5
+STARTUP_CONNECT_SECONDS = 30  # a process's first connections, on a short pool timeout
 
 
 def job_topology(settings: Settings) -> Topology:
@@ -146,8 +147,7 @@ def open_accounts(
         schema=settings.database_schema if schema is None else schema,
     )
     env["POSTGRES_POOL_SIZE"] = str(pool_size)
-    if pool_timeout is not None:  # also how long a new connection may take
-        env["POSTGRES_CONNECT_TIMEOUT"] = str(pool_timeout)
+    _pool_waits(env, pool_timeout)
     return Accounts(
         env,
         passwords=Argon2Passwords(),
@@ -155,6 +155,17 @@ def open_accounts(
         clock=clock if clock is not None else clock_from(settings),
         sharing=sharing,
     )
+
+
+def _pool_waits(env: dict[str, str], pool_timeout: int | None) -> None:
+    """`pool_timeout`: how long a call waits for a pooled connection (the library makes it
+    also how long a new connection may take). The pool's first connections are then made
+    before its first use, for up to STARTUP_CONNECT_SECONDS: left to the background, the
+    first use waited `pool_timeout` for them, and a loaded machine can take longer than
+    that (1 s for the API) to make one, so the API failed to start."""
+    if pool_timeout is not None:
+        env["POSTGRES_CONNECT_TIMEOUT"] = str(pool_timeout)
+        env[Factory.POOL_OPEN_TIMEOUT] = str(STARTUP_CONNECT_SECONDS)
 
 
 def open_messages(
@@ -177,8 +188,7 @@ def open_messages(
     env["POSTGRES_POOL_SIZE"] = str(pool_size)
     if not opens_sealed_fields:
         env["KEY_LISTENER"] = "off"
-    if pool_timeout is not None:  # also how long a new connection may take
-        env["POSTGRES_CONNECT_TIMEOUT"] = str(pool_timeout)
+    _pool_waits(env, pool_timeout)
     return Messages(
         env,
         clock=clock if clock is not None else clock_from(settings),

@@ -273,11 +273,17 @@ class Factory(PostgresFactory):
     # caches no key at all, so it can never use a destroyed one. For processes that
     # open no sealed field, such as the relay.
     KEY_LISTENER = "KEY_LISTENER"
+    # Seconds the pool's first use waits for its first connections to be made (the library
+    # reads no such setting: unset, it makes them in the background and the first use waits
+    # only POSTGRES_CONNECT_TIMEOUT for one).
+    POOL_OPEN_TIMEOUT = "POOL_OPEN_TIMEOUT"
 
     def __init__(self, env: Any) -> None:
         self.env = env if isinstance(env, Environment) else Environment(env=env)
         self.refuse_unhonoured_settings()  # before connecting to anything
         super().__init__(self.env)
+        if open_timeout := self.env.get(self.POOL_OPEN_TIMEOUT):
+            self.datastore.pool_open_timeout = float(open_timeout)
         self._keys: PostgresKeyStore | None = None
 
     def refuse_unhonoured_settings(self) -> None:
