@@ -273,9 +273,10 @@ class Factory(PostgresFactory):
     # caches no key at all, so it can never use a destroyed one. For processes that
     # open no sealed field, such as the relay.
     KEY_LISTENER = "KEY_LISTENER"
-    # Seconds the pool's first use waits for its first connections to be made (the library
-    # reads no such setting: unset, it makes them in the background and the first use waits
-    # only POSTGRES_CONNECT_TIMEOUT for one).
+    # Seconds to wait, here, for the pool's first connections to be made. Unset, the pool
+    # makes them in the background and the first use waits only POSTGRES_CONNECT_TIMEOUT for
+    # one. (Not the library's pool_open_timeout: that waits on every use, until the pool is
+    # full again, so concurrent users queue behind each other.)
     POOL_OPEN_TIMEOUT = "POOL_OPEN_TIMEOUT"
 
     def __init__(self, env: Any) -> None:
@@ -283,7 +284,7 @@ class Factory(PostgresFactory):
         self.refuse_unhonoured_settings()  # before connecting to anything
         super().__init__(self.env)
         if open_timeout := self.env.get(self.POOL_OPEN_TIMEOUT):
-            self.datastore.pool_open_timeout = float(open_timeout)
+            self.datastore.pool.open(wait=True, timeout=float(open_timeout))
         self._keys: PostgresKeyStore | None = None
 
     def refuse_unhonoured_settings(self) -> None:
