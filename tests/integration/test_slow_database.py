@@ -23,7 +23,7 @@ from picasse.runners.api import POOL_TIMEOUT
 from picasse.runners.settings import Settings
 from tests.ports import free_port
 
-SLOWNESS = POOL_TIMEOUT + 1.0  # seconds before each new connection reaches the server
+SLOWNESS = POOL_TIMEOUT + 0.5  # seconds before each new connection reaches the server
 
 
 class SlowToConnect:
@@ -96,6 +96,7 @@ def test_the_api_starts_on_a_database_slower_to_connect_than_its_pool_timeout(
         "PICASSE_DATABASE_URL": slow_database.url,
         "PICASSE_DATABASE_SCHEMA": schema,
         "PICASSE_HTTP_PORT": str(port),
+        "PICASSE_DB_CONNECTIONS": "3",  # the least: fewer slow connections to wait for
     }
     program = (
         "import sys; from picasse.runners.api import main;"
