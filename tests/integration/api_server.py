@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -219,3 +222,25 @@ def module_settings(tmp_path_factory: Any, database_url: str, label: str) -> Ite
     finally:
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+API_PROGRAM = (
+    "import sys; from picasse.runners.api import main;"
+    " from picasse.runners.settings import Settings;"
+    " sys.exit(main(Settings.from_environ()))"
+)
+
+
+def start_api_process(
+    env: dict[str, str], stderr_path: Path, *, within: float = 60.0
+) -> tuple[subprocess.Popen[bytes], bytes]:
+    """`picasse.runners.api.main` as a process of its own, its standard error to
+    `stderr_path`: the process, and its first line on standard output (b"" if none came
+    within `within` seconds)."""
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-c", API_PROGRAM], env=env, stdout=subprocess.PIPE, stderr=stderr
+        )
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], within)
+    return process, process.stdout.readline() if ready else b""

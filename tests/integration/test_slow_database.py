@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +18,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from picasse.runners.api import POOL_TIMEOUT
 from picasse.runners.settings import Settings
+from tests.integration.api_server import start_api_process
 from tests.ports import free_port
 
 SLOWNESS = POOL_TIMEOUT + 0.5  # seconds before each new connection reaches the server
@@ -98,20 +96,9 @@ def test_the_api_starts_on_a_database_slower_to_connect_than_its_pool_timeout(
         "PICASSE_HTTP_PORT": str(port),
         "PICASSE_DB_CONNECTIONS": "3",  # the least: fewer slow connections to wait for
     }
-    program = (
-        "import sys; from picasse.runners.api import main;"
-        " from picasse.runners.settings import Settings;"
-        " sys.exit(main(Settings.from_environ()))"
-    )
     stderr_path = tmp_path / "stderr"
-    with stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-c", program], env=env, stdout=subprocess.PIPE, stderr=stderr
-        )
+    process, line = start_api_process(env, stderr_path, within=120)
     try:
-        assert process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], 120)
-        line = process.stdout.readline() if ready else b""
         assert line == f"api listening on http://127.0.0.1:{port}\n".encode(), (
             stderr_path.read_text(errors="replace")[-2000:]
         )

@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import select
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -39,7 +36,7 @@ from picasse.domain.values import Role
 from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_accounts, open_messages
-from tests.integration.api_server import PASSWORD, logged_in
+from tests.integration.api_server import PASSWORD, logged_in, start_api_process
 from tests.integration.gateway import FakeGateway
 from tests.ports import free_port
 from tests.users import add_customer_user
@@ -612,20 +609,9 @@ def test_the_api_process_says_where_it_listens_logs_no_bodies_and_stops_cleanly_
         "PICASSE_DB_CONNECTIONS": "7",
     }
     stderr_path = tmp_path / "stderr"
-    program = (
-        "import sys; from picasse.runners.api import main;"
-        " from picasse.runners.settings import Settings;"
-        " sys.exit(main(Settings.from_environ()))"
-    )
-    with stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-c", program], env=env, stdout=subprocess.PIPE, stderr=stderr
-        )
+    process, line = start_api_process(env, stderr_path)
     try:
         assert process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], 30)
-        assert ready, "no ready line within 30 s"
-        line = process.stdout.readline()
         assert line == f"api listening on http://127.0.0.1:{port}\n".encode(), (
             stderr_path.read_text(errors="replace")[-2000:]
         )
