@@ -60,7 +60,7 @@ def clock_from(settings: Settings) -> Clock:
 
 
 DATABASE_PROBE_SECONDS = 5
-STARTUP_CONNECT_SECONDS = 30  # a process's first connections, on a short pool timeout
+STARTUP_CONNECT_SECONDS = 30  # a process's first connection, on a short pool timeout
 
 
 def job_topology(settings: Settings) -> Topology:
@@ -159,9 +159,9 @@ def open_accounts(
 
 def _pool_waits(env: dict[str, str], pool_timeout: int | None) -> None:
     """`pool_timeout`: how long a call waits for a pooled connection (the library makes it
-    also how long a new connection may take). The pool's first connections are then made
-    before its first use, for up to STARTUP_CONNECT_SECONDS: left to the background, the
-    first use waited `pool_timeout` for them, and a loaded machine can take longer than
+    also how long a new connection may take). The pool's first connection is then made
+    before its first use, waited for up to STARTUP_CONNECT_SECONDS: left to the background,
+    the first use waited `pool_timeout` for it, and a loaded machine can take longer than
     that (1 s for the API) to make one, so the API failed to start."""
     if pool_timeout is not None:
         env["POSTGRES_CONNECT_TIMEOUT"] = str(pool_timeout)

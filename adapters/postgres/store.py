@@ -273,10 +273,11 @@ class Factory(PostgresFactory):
     # caches no key at all, so it can never use a destroyed one. For processes that
     # open no sealed field, such as the relay.
     KEY_LISTENER = "KEY_LISTENER"
-    # Seconds to wait, here, for the pool's first connections to be made. Unset, the pool
-    # makes them in the background and the first use waits only POSTGRES_CONNECT_TIMEOUT for
-    # one. (Not the library's pool_open_timeout: that waits on every use, until the pool is
-    # full again, so concurrent users queue behind each other.)
+    # Seconds to wait, here, for the pool's first connection. Unset, the pool makes its
+    # connections in the background and the first use waits only POSTGRES_CONNECT_TIMEOUT
+    # for one. (Not the library's pool_open_timeout: that waits on every use until the pool
+    # is full again, so concurrent users queue behind each other; nor a wait for the whole
+    # pool, which a server near its max_connections may not grant for a long while.)
     POOL_OPEN_TIMEOUT = "POOL_OPEN_TIMEOUT"
 
     def __init__(self, env: Any) -> None:
@@ -284,7 +285,9 @@ class Factory(PostgresFactory):
         self.refuse_unhonoured_settings()  # before connecting to anything
         super().__init__(self.env)
         if open_timeout := self.env.get(self.POOL_OPEN_TIMEOUT):
-            self.datastore.pool.open(wait=True, timeout=float(open_timeout))
+            self.datastore.pool.open()
+            with self.datastore.pool.connection(timeout=float(open_timeout)):
+                pass  # one is made; the rest follow in the background
         self._keys: PostgresKeyStore | None = None
 
     def refuse_unhonoured_settings(self) -> None:
