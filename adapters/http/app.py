@@ -212,7 +212,9 @@ def create_app(deps: HttpDeps) -> Litestar:
             "billing": provide(billing),
         },
         # From where (every request), who calls (every request), then what an API key may
-        # call and which customer they may reach (every route).
+        # call and which customer they may reach (every route). Guards only read the caller
+        # the middleware resolved, so they are coroutines: Litestar runs a plain function
+        # guard in a thread of its own, a hand-off per guard per request.
         middleware=[
             DefineMiddleware(ClientAddressMiddleware, trusted=networks(deps.trusted_proxies)),
             DefineMiddleware(AuthenticationMiddleware, deps=deps),

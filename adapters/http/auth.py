@@ -244,7 +244,9 @@ def customer_in_reach(caller: Caller | None, customer_id: UUID) -> None:
         raise NotFound(f"customer {customer_id} not found")
 
 
-def tenant_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+async def tenant_guard(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
     """Installed on the whole app: every `customer_id` in a path or query must be in reach."""
     if handler.opt.get("public"):
         return
@@ -266,7 +268,9 @@ def scoped(scope: ApiScope) -> dict[str, Any]:
     return {"scope": scope}
 
 
-def scope_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+async def scope_guard(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
     """Installed on the whole app: an API key calls only routes whose scope it holds; a
     route that names none takes no key at all (refused by default, never let through).
     What anyone may read (PUBLIC routes, the OpenAPI document) takes any key or none."""
@@ -290,7 +294,7 @@ def allowed(question: Question, refusal: str) -> Guard:
     """A guard that asks the access policy (`Viewer`) about the customer a request names:
     its path's `customer_id`, else the caller's own. 403 with `refusal` when it says no."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         caller = current_caller(connection)
         if caller is None:
             raise NotAuthorizedException("log in, or send an API key")

@@ -150,7 +150,9 @@ class PageGuard:
     def __init__(self, question: Callable[[Viewer], bool], refusal: str) -> None:
         self.question, self.refusal = question, refusal
 
-    def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def __call__(
+        self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+    ) -> None:
         if not self.question(_caller(connection).viewer()):
             raise PermissionDeniedException(self.refusal)
 

@@ -40,7 +40,7 @@ def response_headers(*, hsts: bool) -> Callable[[Message, Scope], Awaitable[None
     return add
 
 
-def json_bodies_only(
+async def json_bodies_only(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
     """A guard of the whole app: a body sent to a JSON route must say it is JSON (415)."""

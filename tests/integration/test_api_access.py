@@ -13,6 +13,7 @@ import pytest
 from litestar import Litestar
 from litestar.enums import ParamType
 from litestar.routes import HTTPRoute
+from litestar.utils.sync import AsyncCallable
 
 from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.domain.access import Viewer
@@ -326,6 +327,19 @@ def test_every_route_that_is_not_public_names_a_known_scope_or_is_a_page(app: Li
             unscoped.append(f"{method} {path}: scope {scope!r}")
 
     assert not unscoped, "name a scope with opt=scoped(Scope....):\n" + "\n".join(unscoped)
+
+
+def test_every_guard_runs_in_the_event_loop_not_in_a_thread(app: Litestar) -> None:
+    """Guards read only the caller that the middleware resolved: Litestar wraps a plain
+    function guard to run in a worker thread, a thread hand-off for each guard of each
+    request (four of them per send, before the handler's own)."""
+    threaded = {
+        f"{method} {path}: {guard.func!r}"
+        for method, path, route, _ in _operations(app)
+        for guard in route.route_handler_map[method][0].resolve_guards()
+        if isinstance(guard, AsyncCallable)
+    }
+    assert not threaded, "make these guards coroutines (async def):\n" + "\n".join(threaded)
 
 
 def test_a_key_is_refused_every_route_outside_its_scopes_and_every_page(
