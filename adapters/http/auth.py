@@ -31,6 +31,7 @@ and the one guard that decides which customer a caller may reach (R11).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import logging
@@ -44,7 +45,6 @@ from urllib.parse import urlsplit
 from uuid import UUID
 
 import anyio
-import anyio.to_thread
 import msgspec
 from litestar import Litestar, Response
 from litestar.connection import ASGIConnection
@@ -317,11 +317,11 @@ async def log_in(deps: HttpDeps, login: str, password: str, client_ip: str) -> t
 
     Raises AuthenticationFailed (401), LoginThrottled (429), UserDisabled (409).
     """
-    return await anyio.to_thread.run_sync(_log_in, deps, login, password, client_ip)
+    return await asyncio.to_thread(_log_in, deps, login, password, client_ip)
 
 
 async def log_out(deps: HttpDeps, token: str) -> None:
-    await anyio.to_thread.run_sync(deps.auth_store.end_session, token_hash(token))
+    await asyncio.to_thread(deps.auth_store.end_session, token_hash(token))
 
 
 def set_session_cookie(response: Response[Any], token: str, *, secure: bool) -> None:
@@ -500,9 +500,9 @@ class AuthenticationMiddleware:
         if authorization is not None:
             scheme, _, key = authorization.partition(" ")
             if scheme.lower() == "bearer" and key.strip():
-                caller = await anyio.to_thread.run_sync(_caller_from_key, self.deps, key.strip())
+                caller = await asyncio.to_thread(_caller_from_key, self.deps, key.strip())
         elif cookie:
-            caller = await anyio.to_thread.run_sync(_caller_from_session, self.deps, cookie)
+            caller = await asyncio.to_thread(_caller_from_session, self.deps, cookie)
         scope["user"] = caller
         scope["auth"] = caller.via if caller is not None else None
         if caller is None and not public:
@@ -571,9 +571,7 @@ def housekeeping(deps: HttpDeps) -> Callable[[Litestar], Any]:
 async def _purge_forever(deps: HttpDeps) -> None:
     while True:
         try:
-            await anyio.to_thread.run_sync(
-                deps.auth_store.purge_expired, deps.clock.now(), abandon_on_cancel=True
-            )
+            await asyncio.to_thread(deps.auth_store.purge_expired, deps.clock.now())
         except Exception as error:  # a database hiccup: try again next round
             log.warning("purging expired sessions failed (%s); trying again", type(error).__name__)
         await anyio.sleep(HOUSEKEEPING_EVERY)

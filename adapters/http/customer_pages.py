@@ -18,7 +18,6 @@ from http import HTTPStatus
 from typing import Annotated, Any
 from uuid import UUID
 
-import anyio.to_thread
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.di import NamedDependency
@@ -357,7 +356,7 @@ def _one(form: dict[str, list[str]], name: str) -> str:
 async def _attempt(command: Callable[[], Any]) -> tuple[Any, str | None, int]:
     """The command's result, or the refusal's message and status (the API's, for the page)."""
     try:
-        return await anyio.to_thread.run_sync(command), None, 200
+        return await asyncio.to_thread(command), None, 200
     except DomainError as error:
         problem, _ = problem_for(error)
         return None, error.message, problem.status
@@ -444,7 +443,7 @@ async def add_user(
         )
 
     added, error, status = await _attempt(invite)
-    return await anyio.to_thread.run_sync(
+    return await asyncio.to_thread(
         lambda: _users_page(
             request, dashboard, changed=added, status=status, error=error, added=added
         )
@@ -481,7 +480,7 @@ async def change_user(
         )
 
     changed, error, status = await _attempt(change)
-    return await anyio.to_thread.run_sync(
+    return await asyncio.to_thread(
         lambda: _users_page(
             request, dashboard, changed=changed, status=status, error=error, done=changed
         )
@@ -561,7 +560,7 @@ async def create_api_key(
         )
 
     issued, error, status = await _attempt(create)
-    return await anyio.to_thread.run_sync(
+    return await asyncio.to_thread(
         lambda: _keys_page(request, dashboard, status=status, new_key=issued, error=error)
     )
 
@@ -578,7 +577,7 @@ async def revoke_api_key(
     viewer = _caller(request).viewer()
     revoke = dashboard.http.api_keys.revoke
     _, error, status = await _attempt(lambda: revoke(key_id, by=viewer))
-    return await anyio.to_thread.run_sync(
+    return await asyncio.to_thread(
         lambda: _keys_page(
             request, dashboard, status=status, error=error, revoked=None if error else key_id
         )
