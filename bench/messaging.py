@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import aiohttp
 import httpx
 import msgspec
 import nats
@@ -380,8 +381,13 @@ async def _send_all(plan: SendPlan, start: float) -> list[tuple[int, bytes, floa
 
     async def client(first: int) -> None:
         # One connection per client, kept alive: what a customer's program would hold.
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(base_url=plan.api_url, limits=limits, timeout=60) as http:
+        # aiohttp, not httpx: the clients share the machine's cores with the platform, and
+        # httpx's async client took 1.2-1.4 ms of CPU per request, aiohttp's a fraction.
+        connector = aiohttp.TCPConnector(limit=1)
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(
+            plan.api_url, connector=connector, timeout=timeout
+        ) as http:
             for number in range(first, plan.count, plan.step):
                 if plan.rate is not None:
                     pause = start + number / plan.rate - _wall()
@@ -389,15 +395,23 @@ async def _send_all(plan: SendPlan, start: float) -> list[tuple[int, bytes, floa
                         await asyncio.sleep(pause)
                 n = plan.first_number + number
                 requested = _wall()
-                answer = await http.post(
+                async with http.post(
                     "/v1/messages",
-                    json={"channel": "sms", "to": [phone(n)], "body": BODY.format(n)},
-                    headers={"Authorization": f"Bearer {plan.keys[number % len(plan.keys)]}"},
-                )
+                    data=msgspec.json.encode(
+                        {"channel": "sms", "to": [phone(n)], "body": BODY.format(n)}
+                    ),
+                    headers={
+                        "Authorization": f"Bearer {plan.keys[number % len(plan.keys)]}",
+                        "Content-Type": "application/json",
+                    },
+                ) as answer:
+                    body = await answer.read()
                 accepted = _wall()
-                if answer.status_code != 202:
-                    raise BenchError(f"POST /v1/messages: {answer.status_code} {answer.text[:200]}")
-                sent.append((number, UUID(answer.json()["id"]).bytes, requested, accepted))
+                if answer.status != 202:
+                    raise BenchError(f"POST /v1/messages: {answer.status} {body[:200]!r}")
+                sent.append(
+                    (number, UUID(msgspec.json.decode(body)["id"]).bytes, requested, accepted)
+                )
 
     await asyncio.gather(*(client(plan.offset + c) for c in range(plan.clients)))
     return sent
