@@ -10,8 +10,10 @@ from http import HTTPStatus
 from typing import Any
 
 from litestar import Litestar, Request, Response, get
+from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.exceptions import SerializationException
+from litestar.handlers import BaseRouteHandler
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -157,6 +159,18 @@ async def health(deps: HttpDeps) -> Response[Liveness]:
     return Response(liveness, status_code=status)
 
 
+async def every_route(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """The app's guards, run in this order on every route. One guard, not three: Litestar
+    copies the route handler for each guard of each request. Guards only read the caller
+    the middleware resolved, so they are coroutines: Litestar runs a plain function guard
+    in a worker thread, a thread hand-off per guard per request."""
+    await scope_guard(connection, handler)
+    await tenant_guard(connection, handler)
+    await json_bodies_only(connection, handler)
+
+
 def create_app(deps: HttpDeps) -> Litestar:
     def provide(value: object) -> Provide:
         return Provide(lambda: value, use_cache=True, sync_to_thread=False)
@@ -212,14 +226,12 @@ def create_app(deps: HttpDeps) -> Litestar:
             "billing": provide(billing),
         },
         # From where (every request), who calls (every request), then what an API key may
-        # call and which customer they may reach (every route). Guards only read the caller
-        # the middleware resolved, so they are coroutines: Litestar runs a plain function
-        # guard in a thread of its own, a hand-off per guard per request.
+        # call and which customer they may reach (every route: `every_route`).
         middleware=[
             DefineMiddleware(ClientAddressMiddleware, trusted=networks(deps.trusted_proxies)),
             DefineMiddleware(AuthenticationMiddleware, deps=deps),
         ],
-        guards=[scope_guard, tenant_guard, json_bodies_only],
+        guards=[every_route],
         before_send=[response_headers(hsts=deps.hsts)],
         lifespan=[housekeeping(deps), _closing_health(deps)],
         exception_handlers={Exception: problem_response},
