@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 
 from picasse.domain.errors import NotFound
@@ -17,6 +17,17 @@ from picasse.domain.errors import NotFound
 LOG_NAME = "Picasse"
 
 A = TypeVar("A", bound=Aggregate)
+
+
+def projected(aggregate: Any, events: Iterable[Any]) -> Any:
+    """An aggregate from its events: the library's `project_aggregate` without its
+    `assert isinstance(event, CanMutateProtocol)`, a check against a runtime Protocol that
+    takes 18-23 µs an event on Python 3.11 (every aggregate read replays its events: a tenth
+    of a send's CPU in the API, more in the worker). Our events are the library's own
+    classes, whose `mutate` it calls all the same."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
 
 
 class PicasseApplication(Application[UUID]):
@@ -52,7 +63,7 @@ class PicasseApplication(Application[UUID]):
 
     def _get(self, aggregate_id: UUID, kind: type[A], what: str) -> A:
         try:
-            aggregate: object = self.repository.get(aggregate_id)
+            aggregate: object = self.repository.get(aggregate_id, projector_func=projected)
         except AggregateNotFoundError:
             raise NotFound(f"{what} {aggregate_id} not found") from None
         if not isinstance(aggregate, kind):
@@ -71,7 +82,7 @@ class PicasseApplication(Application[UUID]):
                     found[ident] = self._get(ident, kind, kind.__name__)
             return found
         aggregates: dict[UUID, object] = {
-            ident: project_aggregate(None, events) for ident, events in get_many(wanted).items()
+            ident: projected(None, events) for ident, events in get_many(wanted).items()
         }
         return {ident: a for ident, a in aggregates.items() if isinstance(a, kind)}
 

@@ -14,7 +14,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from picasse.domain.access import PICASSE_SENDER, Viewer
-from picasse.domain.application import PicasseApplication, Pseudonyms
+from picasse.domain.application import PicasseApplication, Pseudonyms, projected
 from picasse.domain.clock import Clock
 from picasse.domain.conferences import (
     EARLY_ENTRY,
@@ -759,7 +759,7 @@ class Conferences(PicasseApplication):
 def conferences_in(repository: Any, customer_id: UUID) -> list[Conference]:
     """A customer's conferences, read through an application's repository (the export's)."""
     try:
-        catalogue = repository.get(catalogue_id(customer_id, CATALOGUE))
+        catalogue = repository.get(catalogue_id(customer_id, CATALOGUE), projector_func=projected)
     except AggregateNotFoundError:
         return []
-    return [repository.get(ident) for ident in catalogue.ids]
+    return [repository.get(ident, projector_func=projected) for ident in catalogue.ids]

@@ -15,7 +15,7 @@ import msgspec
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate, event
 
-from picasse.domain.application import PicasseApplication
+from picasse.domain.application import PicasseApplication, projected
 from picasse.domain.billing import kept_under_legal_obligation
 from picasse.domain.customers import Customer
 from picasse.domain.errors import InvalidInput
@@ -178,7 +178,9 @@ class Privacy(PicasseApplication):
 
     def _termination(self, customer_id: UUID) -> Termination | None:
         try:
-            found: object = self.repository.get(termination_id(customer_id))
+            found: object = self.repository.get(
+                termination_id(customer_id), projector_func=projected
+            )
         except AggregateNotFoundError:
             return None
         return found if isinstance(found, Termination) else None

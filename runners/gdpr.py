@@ -40,6 +40,7 @@ from picasse.adapters.statements import (
 from picasse.adapters.statements import files as statement_files
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
+from picasse.domain.application import projected
 from picasse.domain.attendance import Attendance
 from picasse.domain.billing import Billing, fiscal_tenant_id
 from picasse.domain.clock import Clock
@@ -118,7 +119,7 @@ class Platform:
         """The customer's recipient groups: one subject key each, so the key store lists
         them (while they are readable)."""
         return [
-            self.accounts.repository.get(UUID(subject.partition("/")[2]))
+            self.accounts.repository.get(UUID(subject.partition("/")[2]), projector_func=projected)
             for tenant, subject in self.keys.subjects_with_prefix(["group/"])
             if tenant == customer_id
         ]
