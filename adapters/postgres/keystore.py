@@ -417,7 +417,7 @@ class PostgresKeyStore:
         counts = sorted(pending.sealed_events.items())  # rows locked in one order
         counted = ([tenant for tenant, _ in counts], [n for _, n in counts])
         count = sql.SQL(
-            "INSERT INTO {} (tenant_id, events) SELECT * FROM unnest(%s::uuid[], %s::bigint[])"
+            "INSERT INTO {} (tenant_id, events) SELECT * FROM unnest(%b::uuid[], %b::bigint[])"
             " ON CONFLICT (tenant_id) DO UPDATE SET events = {}.events + excluded.events"
         ).format(t["sealed_events"], t["sealed_events"])
         if not (pending.new_tenants or pending.new_subjects):
@@ -436,16 +436,16 @@ class PostgresKeyStore:
         curs.execute(
             sql.SQL(
                 "WITH counted AS ({count}),"
-                " current AS (SELECT epoch_id FROM {epochs} WHERE epoch_id = ANY(%s)"
+                " current AS (SELECT epoch_id FROM {epochs} WHERE epoch_id = ANY(%b)"
                 "  AND state = 'current' FOR SHARE),"
                 " t AS (INSERT INTO {tenants} (tenant_id, key_id, epoch_id, wrapped)"
                 "  SELECT n.tenant_id, n.key_id, n.epoch_id,"
                 "  CASE WHEN c.epoch_id IS NOT NULL THEN n.wrapped END"
-                "  FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::bytea[])"
+                "  FROM unnest(%b::uuid[], %b::uuid[], %b::uuid[], %b::bytea[])"
                 "  AS n(tenant_id, key_id, epoch_id, wrapped)"
                 "  LEFT JOIN current c ON c.epoch_id = n.epoch_id)"
                 " INSERT INTO {subjects} (key_id, tenant_id, subject, wrapped, tenant_key_id)"
-                " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::bytea[], %s::uuid[])"
+                " SELECT * FROM unnest(%b::uuid[], %b::uuid[], %b::text[], %b::bytea[], %b::uuid[])"
             ).format(
                 count=count,
                 epochs=t["key_epochs"],
