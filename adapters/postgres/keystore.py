@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import PersistenceError
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from picasse.adapters.crypto import SealingNeed, SubjectKey, new_subject_key
 from picasse.adapters.master_key import (
@@ -601,30 +601,30 @@ class PostgresKeyStore:
             return {}
         generation = self._generation
         t = self._t
+        # Binary both ways, as tuples: a replay's page asks for hundreds of keys, and
+        # text uuids and hex bytea, parsed on either side, cost more than the query.
         query = sql.SQL(
             "SELECT s.key_id, s.subject, s.wrapped, s.tenant_id,"
-            " k.key_id AS tenant_key_id, k.wrapped AS tenant_wrapped, k.epoch_id"
-            " FROM {} s JOIN {} k USING (tenant_id) WHERE s.key_id = ANY(%s)"
+            " k.key_id, k.wrapped, k.epoch_id"
+            " FROM {} s JOIN {} k USING (tenant_id) WHERE s.key_id = ANY(%b::uuid[])"
         ).format(t["subject_keys"], t["tenant_keys"])
         with self.datastore.get_connection() as conn:  # autocommit: one round trip
-            rows = conn.cursor().execute(query, ([UUID(bytes=k) for k in wanted],)).fetchall()
+            rows = (
+                conn.cursor(row_factory=tuple_row, binary=True)
+                .execute(query, ([UUID(bytes=k) for k in wanted],))
+                .fetchall()
+            )
         tenants: dict[UUID, TenantKey] = {}
         found: dict[bytes, SubjectKey | None] = dict.fromkeys(wanted)
-        for row in rows:
-            tenant_id = row["tenant_id"]
-            tenant_key_id = row["tenant_key_id"]
+        for key_id, subject, wrapped, tenant_id, tenant_key_id, tenant_wrapped, epoch_id in rows:
             known = tenants.get(tenant_id) or self._tenant_keys.get(tenant_id)
             if known is None or known[0] != tenant_key_id:
                 known = (
                     tenant_key_id,
-                    self._unwrap_tenant(
-                        tenant_id, tenant_key_id, row["epoch_id"], bytes(row["tenant_wrapped"])
-                    ),
+                    self._unwrap_tenant(tenant_id, tenant_key_id, epoch_id, tenant_wrapped),
                 )
             tenants[tenant_id] = known
-            key = self._unwrap_subject(
-                tenant_id, row["subject"], row["key_id"], bytes(row["wrapped"]), known[1]
-            )
+            key = self._unwrap_subject(tenant_id, subject, key_id, wrapped, known[1])
             found[key.raw_id] = key
         self._remember(
             [k for k in found.values() if k is not None],
