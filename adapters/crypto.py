@@ -517,8 +517,11 @@ class SealingMapper(Mapper[UUID]):
             tenant_id = state.get("tenant_id", originator_id)
             if version == 1 and tenant_id == originator_id:
                 new_tenants.add(tenant_id)
+            subjects: dict[tuple[str, Any], str] = {}
             for personal, of in _personal_leaves(plan.fields, state, state):
-                subject = subject_name(personal.kind, of)
+                if (personal.kind, of) in subjects:
+                    continue  # this event's need of this subject is known
+                subject = subjects[personal.kind, of] = subject_name(personal.kind, of)
                 if version == 1 and of == originator_id:
                     new_subjects.add((tenant_id, subject))
                 if tenant_id in new_tenants or (tenant_id, subject) in new_subjects:
@@ -668,6 +671,7 @@ class _Sealing:
         # where the group's seal goes (the dict and name of its first field).
         self.groups: dict[bytes, tuple[SubjectKey, list[str], list[bytes], dict[str, Any], str]]
         self.groups = {}
+        self.subject_keys: dict[tuple[str, Any], SubjectKey] = {}  # (kind, of) → its key
 
     def seal(self) -> None:
         """One AES-GCM call per subject: its fields' values, bound to their paths."""
@@ -688,12 +692,15 @@ class _Sealing:
                 out[field.name] = value
             elif isinstance(field, _Sealed):
                 of = _subject_of(field, values, self.event_state)
-                key = self.keys.sealing_key(
-                    self.tenant_id,
-                    subject_name(field.personal.kind, of),
-                    new_subject=self.version == 1 and of == self.originator_id,
-                    new_tenant=self.version == 1 and self.tenant_id == self.originator_id,
-                )
+                subject = (field.personal.kind, of)
+                key = self.subject_keys.get(subject)
+                if key is None:
+                    key = self.subject_keys[subject] = self.keys.sealing_key(
+                        self.tenant_id,
+                        subject_name(field.personal.kind, of),
+                        new_subject=self.version == 1 and of == self.originator_id,
+                        new_tenant=self.version == 1 and self.tenant_id == self.originator_id,
+                    )
                 plaintext = self.encode(value)
                 try:
                     field.decoder.decode(plaintext)  # what is sealed must open to a value

@@ -142,6 +142,7 @@ class PostgresKeyStore:
                 "rewrap_due",
             )
         }
+        self._write_statements: tuple[bytes, bytes] | None = None  # see write_pending
         self._lock = threading.Lock()
         self._tenant_keys: dict[UUID, TenantKey] = {}
         self._by_subject: dict[tuple[UUID, str], SubjectKey] = {}
@@ -413,13 +414,11 @@ class PostgresKeyStore:
         pending: _Pending | None = getattr(self._local, "pending", None)
         if pending is None:
             return
-        t = self._t
+        if self._write_statements is None:
+            self._write_statements = self._composed_write_statements(curs)
+        count, write_keys = self._write_statements
         counts = sorted(pending.sealed_events.items())  # rows locked in one order
         counted = ([tenant for tenant, _ in counts], [n for _, n in counts])
-        count = sql.SQL(
-            "INSERT INTO {} (tenant_id, events) SELECT * FROM unnest(%b::uuid[], %b::bigint[])"
-            " ON CONFLICT (tenant_id) DO UPDATE SET events = {}.events + excluded.events"
-        ).format(t["sealed_events"], t["sealed_events"])
         if not (pending.new_tenants or pending.new_subjects):
             if counts:
                 # binary: arrays sent as they are, not escaped into text and parsed
@@ -434,24 +433,7 @@ class PostgresKeyStore:
         # meanwhile gets no wrapped form: the NOT NULL constraint fails the save, and
         # `pending_conflicts` finds the replaced epoch, so the save seals again.
         curs.execute(
-            sql.SQL(
-                "WITH counted AS ({count}),"
-                " current AS (SELECT epoch_id FROM {epochs} WHERE epoch_id = ANY(%b)"
-                "  AND state = 'current' FOR SHARE),"
-                " t AS (INSERT INTO {tenants} (tenant_id, key_id, epoch_id, wrapped)"
-                "  SELECT n.tenant_id, n.key_id, n.epoch_id,"
-                "  CASE WHEN c.epoch_id IS NOT NULL THEN n.wrapped END"
-                "  FROM unnest(%b::uuid[], %b::uuid[], %b::uuid[], %b::bytea[])"
-                "  AS n(tenant_id, key_id, epoch_id, wrapped)"
-                "  LEFT JOIN current c ON c.epoch_id = n.epoch_id)"
-                " INSERT INTO {subjects} (key_id, tenant_id, subject, wrapped, tenant_key_id)"
-                " SELECT * FROM unnest(%b::uuid[], %b::uuid[], %b::text[], %b::bytea[], %b::uuid[])"
-            ).format(
-                count=count,
-                epochs=t["key_epochs"],
-                tenants=t["tenant_keys"],
-                subjects=t["subject_keys"],
-            ),
+            write_keys,
             (
                 *counted,
                 epochs,
@@ -467,6 +449,33 @@ class PostgresKeyStore:
             ),
             binary=True,
         )
+
+    def _composed_write_statements(self, curs: Any) -> tuple[bytes, bytes]:
+        """`write_pending`'s two statements, composed once (every save sends one)."""
+        t = self._t
+        count = sql.SQL(
+            "INSERT INTO {} (tenant_id, events) SELECT * FROM unnest(%b::uuid[], %b::bigint[])"
+            " ON CONFLICT (tenant_id) DO UPDATE SET events = {}.events + excluded.events"
+        ).format(t["sealed_events"], t["sealed_events"])
+        write_keys = sql.SQL(
+            "WITH counted AS ({count}),"
+            " current AS (SELECT epoch_id FROM {epochs} WHERE epoch_id = ANY(%b)"
+            "  AND state = 'current' FOR SHARE),"
+            " t AS (INSERT INTO {tenants} (tenant_id, key_id, epoch_id, wrapped)"
+            "  SELECT n.tenant_id, n.key_id, n.epoch_id,"
+            "  CASE WHEN c.epoch_id IS NOT NULL THEN n.wrapped END"
+            "  FROM unnest(%b::uuid[], %b::uuid[], %b::uuid[], %b::bytea[])"
+            "  AS n(tenant_id, key_id, epoch_id, wrapped)"
+            "  LEFT JOIN current c ON c.epoch_id = n.epoch_id)"
+            " INSERT INTO {subjects} (key_id, tenant_id, subject, wrapped, tenant_key_id)"
+            " SELECT * FROM unnest(%b::uuid[], %b::uuid[], %b::text[], %b::bytea[], %b::uuid[])"
+        ).format(
+            count=count,
+            epochs=t["key_epochs"],
+            tenants=t["tenant_keys"],
+            subjects=t["subject_keys"],
+        )
+        return count.as_bytes(curs), write_keys.as_bytes(curs)
 
     def note_sealed(self, tenant_id: UUID) -> None:
         sealed = self._pending().sealed_events
