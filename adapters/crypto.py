@@ -568,7 +568,13 @@ class SealingMapper(Mapper[UUID]):
         decoded = [(stored, *self._decode(stored)) for stored in stored_events]
         key_ids: set[bytes] = set()
         for _, _, plan, shape in decoded:
-            if plan.has_personal:
+            if plan.groups is not None:
+                # A hint: the key of each group's first field (where its seal is). A key
+                # not loaded here is looked up when it is needed.
+                key_ids.update(
+                    _attr(shape, group.names[0]).data[:KEY_ID_SIZE] for group in plan.groups
+                )
+            elif plan.has_personal:
                 key_ids.update(_sealed_key_ids(plan.fields, shape))
         if key_ids:
             self.keys.load(key_ids)
