@@ -863,18 +863,19 @@ class _Opening:
                     self.binding + _group_aad(tuple(paths)),
                 )
             except InvalidTag:
-                raise self._broken(", ".join(paths)) from None
+                raise self._broken(*paths) from None
             raws = _decode_group(plaintext)
             if len(raws) != len(paths):
-                raise self._broken(", ".join(paths))
+                raise self._broken(*paths)
             for path, decoder, raw in zip(paths, decoders, raws, strict=True):
                 values[path] = decoder.decode(raw)
         return values
 
-    def _broken(self, paths: str) -> SealBroken:
+    def _broken(self, *paths: str) -> SealBroken:
+        together = f" (sealed with {', '.join(paths[1:])})" if len(paths) > 1 else ""
         return SealBroken(
-            f"sealed fields {paths} of {self.originator_id} v{self.version} do not open:"
-            " tampered with or moved from another event"
+            f"sealed field {paths[0]}{together} of {self.originator_id} v{self.version}"
+            " does not open: tampered with or moved from another event"
         )
 
     def _open(self, decoder: msgspec.msgpack.Decoder[Any], envelope: bytes, path: str) -> Any:
