@@ -1,9 +1,14 @@
 """The sealing mapper: the one place personal data is sealed (AES-256-GCM) and opened.
 
-Each field an event declares `Personal` is encoded on its own (msgpack), sealed under
-its data subject's key and stored as a msgpack extension value holding
-key id (16 bytes) | nonce (12 bytes) | ciphertext+tag. The associated data binds the
-ciphertext to its event (originator id, version) and field path, so it cannot be moved.
+Each field an event declares `Personal` is encoded on its own (msgpack); the fields of
+one data subject in one event are sealed together, in one AES-GCM call under the
+subject's key. The first of them (in field order) is stored as a msgpack extension value
+SEALED_GROUP holding key id (16 bytes) | nonce (12 bytes) | ciphertext+tag of the msgpack
+array of the group's encoded values; each other field of the group holds SEALED_WITH with
+just the key id. The associated data binds the ciphertext to its event (originator id,
+version) and to the paths of all the group's fields, in order, so neither the ciphertext
+nor a field can be moved. Events stored before (SEALED: each field sealed on its own,
+bound to its event and its one path) stay readable.
 Everything else in the event stays readable, so history replays after erasure.
 
 The mapper stores exactly what each event class's annotations say, and nothing it
@@ -20,6 +25,7 @@ import collections.abc
 import dataclasses
 import datetime
 import enum
+import functools
 import hashlib
 import hmac
 import inspect
@@ -50,7 +56,9 @@ from eventsourcing.utils import get_topic, resolve_topic
 
 from picasse.domain.personal import ERASED, Personal, subject_name
 
-SEALED = 1  # msgpack extension code of a sealed value
+SEALED = 1  # msgpack extension code of a value sealed on its own (the older format)
+SEALED_GROUP = 2  # the first field of a subject's group: key id | nonce | sealed values
+SEALED_WITH = 3  # another field of that group: the key id; its value is in the group
 NONCE_SIZE = 12
 KEY_ID_SIZE = 16
 
@@ -300,6 +308,21 @@ class _Plan:
     decoder: msgspec.msgpack.Decoder[Any]
     has_personal: bool
     class_version: int  # > 1: stored with the state, upcast on reading
+    # Each sealed field's path, plan and attribute names from the event down, in field
+    # order; None when a list of structs makes them differ from event to event.
+    leaves: tuple[tuple[str, _Sealed, tuple[str, ...]], ...] | None = None
+    # The groups the declarations make (fields of one kind of one subject field): each
+    # group's paths, associated data, attribute names and decoders. An event whose
+    # stored groups are these opens without working out its groups (`_Opening`).
+    groups: tuple[_StaticGroup, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _StaticGroup:
+    paths: tuple[str, ...]
+    aad: bytes
+    names: tuple[tuple[str, ...], ...]
+    decoders: tuple[msgspec.msgpack.Decoder[Any], ...]
 
 
 def _personal_of(annotation: Any) -> tuple[Any, Personal | None]:
@@ -371,7 +394,57 @@ def _plan_for(
     if has_personal and "tenant_id" in names and hints["tenant_id"] is not UUID:
         raise PersonalDataNotSealable(f"{where}.tenant_id must be a UUID")
     class_version = getattr(event_class, "class_version", 1)
-    return _Plan(fields, decoder, has_personal, class_version)
+    leaves = _static_leaves(fields, "", ())
+    groups = None if leaves is None else _static_groups(event_class, leaves, hints)
+    return _Plan(fields, decoder, has_personal, class_version, leaves, groups)
+
+
+def _static_groups(
+    event_class: type,
+    leaves: tuple[tuple[str, _Sealed, tuple[str, ...]], ...],
+    hints: dict[str, Any],
+) -> tuple[_StaticGroup, ...]:
+    """The leaves grouped by what names their subject: the kind, and the field `of` read
+    from the leaf's own struct if it has one so named, else from the event."""
+    grouped: dict[tuple[str, str, tuple[str, ...]], list[tuple[str, _Sealed, tuple[str, ...]]]]
+    grouped = {}
+    for path, field, names in leaves:
+        scope: tuple[str, ...] = ()
+        if len(names) > 1:
+            owner: Any = event_class
+            for name in names[:-1]:
+                owner_hints = typing.get_type_hints(owner, include_extras=True)
+                owner = _personal_of(owner_hints[name])[0]
+            if field.personal.of in owner.__struct_fields__:
+                scope = names[:-1]
+        kind, of = field.personal.kind, field.personal.of
+        grouped.setdefault((kind, of, scope), []).append((path, field, names))
+    return tuple(
+        _StaticGroup(
+            paths=tuple(path for path, _, _ in members),
+            aad=_group_aad(tuple(path for path, _, _ in members)),
+            names=tuple(names for _, _, names in members),
+            decoders=tuple(field.decoder for _, field, _ in members),
+        )
+        for members in grouped.values()
+    )
+
+
+def _static_leaves(
+    fields: tuple[_Field, ...], prefix: str, names: tuple[str, ...]
+) -> tuple[tuple[str, _Sealed, tuple[str, ...]], ...] | None:
+    leaves: list[tuple[str, _Sealed, tuple[str, ...]]] = []
+    for field in fields:
+        if isinstance(field, _Sealed):
+            leaves.append((prefix + field.name, field, (*names, field.name)))
+        elif isinstance(field, _Nested):
+            if field.many:
+                return None
+            inner = _static_leaves(field.fields, f"{prefix}{field.name}.", (*names, field.name))
+            if inner is None:
+                return None
+            leaves.extend(inner)
+    return tuple(leaves)
 
 
 class SealingMapper(Mapper[UUID]):
@@ -444,8 +517,11 @@ class SealingMapper(Mapper[UUID]):
             tenant_id = state.get("tenant_id", originator_id)
             if version == 1 and tenant_id == originator_id:
                 new_tenants.add(tenant_id)
+            subjects: dict[tuple[str, Any], str] = {}
             for personal, of in _personal_leaves(plan.fields, state, state):
-                subject = subject_name(personal.kind, of)
+                if (personal.kind, of) in subjects:
+                    continue  # this event's need of this subject is known
+                subject = subjects[personal.kind, of] = subject_name(personal.kind, of)
                 if version == 1 and of == originator_id:
                     new_subjects.add((tenant_id, subject))
                 if tenant_id in new_tenants or (tenant_id, subject) in new_subjects:
@@ -463,6 +539,7 @@ class SealingMapper(Mapper[UUID]):
             if plan.has_personal:
                 sealing = _Sealing(self, state, originator_id, version)
                 stored = sealing.fields(plan.fields, state, "")
+                sealing.seal()
             else:
                 stored = {f.name: state[f.name] for f in plan.fields}
             if plan.class_version > 1:
@@ -491,7 +568,13 @@ class SealingMapper(Mapper[UUID]):
         decoded = [(stored, *self._decode(stored)) for stored in stored_events]
         key_ids: set[bytes] = set()
         for _, _, plan, shape in decoded:
-            if plan.has_personal:
+            if plan.groups is not None:
+                # A hint: the key of each group's first field (where its seal is). A key
+                # not loaded here is looked up when it is needed.
+                key_ids.update(
+                    _attr(shape, group.names[0]).data[:KEY_ID_SIZE] for group in plan.groups
+                )
+            elif plan.has_personal:
                 key_ids.update(_sealed_key_ids(plan.fields, shape))
         if key_ids:
             self.keys.load(key_ids)
@@ -529,7 +612,7 @@ class SealingMapper(Mapper[UUID]):
             originator_id = UUID(str(originator_id))
         version = stored_event.originator_version
         if plan.has_personal:
-            opening = _Opening(self.keys, originator_id, version)
+            opening = _Opening(self.keys, originator_id, version, plan, shape)
             state = opening.fields(plan.fields, shape, "")
         else:
             state = {f.name: getattr(shape, f.name) for f in plan.fields}
@@ -590,6 +673,19 @@ class _Sealing:
         self.originator_id = originator_id
         self.version = version
         self.binding = event_binding(originator_id, version)
+        # Per subject key, in first use: the key, its fields' paths and encoded values, and
+        # where the group's seal goes (the dict and name of its first field).
+        self.groups: dict[bytes, tuple[SubjectKey, list[str], list[bytes], dict[str, Any], str]]
+        self.groups = {}
+        self.subject_keys: dict[tuple[str, Any], SubjectKey] = {}  # (kind, of) → its key
+
+    def seal(self) -> None:
+        """One AES-GCM call per subject: its fields' values, bound to their paths."""
+        for key, paths, plaintexts, out, name in self.groups.values():
+            values = _encode_group([msgspec.Raw(p) for p in plaintexts])
+            out[name] = msgspec.msgpack.Ext(
+                SEALED_GROUP, _seal(key, values, self.binding + _group_aad(tuple(paths)))
+            )
 
     def fields(
         self, fields: tuple[_Field, ...], values: dict[str, Any], prefix: str
@@ -602,20 +698,28 @@ class _Sealing:
                 out[field.name] = value
             elif isinstance(field, _Sealed):
                 of = _subject_of(field, values, self.event_state)
-                key = self.keys.sealing_key(
-                    self.tenant_id,
-                    subject_name(field.personal.kind, of),
-                    new_subject=self.version == 1 and of == self.originator_id,
-                    new_tenant=self.version == 1 and self.tenant_id == self.originator_id,
-                )
+                subject = (field.personal.kind, of)
+                key = self.subject_keys.get(subject)
+                if key is None:
+                    key = self.subject_keys[subject] = self.keys.sealing_key(
+                        self.tenant_id,
+                        subject_name(field.personal.kind, of),
+                        new_subject=self.version == 1 and of == self.originator_id,
+                        new_tenant=self.version == 1 and self.tenant_id == self.originator_id,
+                    )
                 plaintext = self.encode(value)
                 try:
                     field.decoder.decode(plaintext)  # what is sealed must open to a value
                 except msgspec.ValidationError as error:
                     raise msgspec.ValidationError(f"{error} - at `{path}`") from None
-                out[field.name] = msgspec.msgpack.Ext(
-                    SEALED, _seal(key, plaintext, self.binding + path.encode())
-                )
+                group = self.groups.get(key.raw_id)
+                if group is None:
+                    out[field.name] = None  # the group's seal, once all its fields are known
+                    group = self.groups[key.raw_id] = (key, [], [], out, field.name)
+                else:
+                    out[field.name] = msgspec.msgpack.Ext(SEALED_WITH, key.raw_id)
+                group[1].append(path)
+                group[2].append(plaintext)
             elif field.many:
                 out[field.name] = [
                     self._struct(field, item, f"{path}[{i}]") for i, item in enumerate(value)
@@ -632,11 +736,21 @@ class _Sealing:
 class _Opening:
     """Opens the personal fields of one event; a destroyed key reads as ERASED."""
 
-    def __init__(self, keys: KeyRing, originator_id: UUID, version: int) -> None:
+    def __init__(
+        self,
+        keys: KeyRing,
+        originator_id: UUID,
+        version: int,
+        plan: _Plan,
+        shape: Any,
+    ) -> None:
         self.keys = keys
         self.originator_id = originator_id
         self.version = version
         self.binding = event_binding(originator_id, version)
+        self.plan = plan
+        self.shape = shape
+        self.grouped: dict[str, Any] | None = None  # path → value, once the groups are open
 
     def fields(self, fields: tuple[_Field, ...], shape: Any, prefix: str) -> dict[str, Any]:
         state: dict[str, Any] = {}
@@ -647,7 +761,12 @@ class _Opening:
                 continue
             path = prefix + field.name
             if isinstance(field, _Sealed):
-                state[field.name] = self._open(field.decoder, value.data, path)
+                if value.code == SEALED:
+                    state[field.name] = self._open(field.decoder, value.data, path)
+                else:
+                    if self.grouped is None:
+                        self.grouped = self._open_groups()
+                    state[field.name] = self.grouped[path]
             elif field.many:
                 state[field.name] = [
                     self._struct(field, item, f"{path}[{i}]") for i, item in enumerate(value)
@@ -659,6 +778,105 @@ class _Opening:
     def _struct(self, field: _Nested, shape: Any, path: str) -> msgspec.Struct:
         # Struct.__init__ does not validate, so an erased field can hold ERASED.
         return field.struct(**self.fields(field.fields, shape, path + "."))
+
+    def _open_groups(self) -> dict[str, Any]:
+        if self.plan.groups is not None:
+            values = self._open_static_groups(self.plan.groups)
+            if values is not None:
+                return values
+        return self._open_any_groups()
+
+    def _open_static_groups(self, groups: tuple[_StaticGroup, ...]) -> dict[str, Any] | None:
+        """The values when the event's groups are those of its declarations, else None
+        (and `_open_any_groups` works them out, or finds them broken)."""
+        shape = self.shape
+        values: dict[str, Any] = {}
+        for group in groups:
+            names = group.names
+            first = _attr(shape, names[0])
+            if first.code != SEALED_GROUP:
+                return None
+            envelope = first.data
+            key_id = envelope[:KEY_ID_SIZE]
+            for other in names[1:]:
+                value = _attr(shape, other)
+                if value.code != SEALED_WITH or value.data != key_id:
+                    return None
+            key = self.keys.opening_key(key_id)
+            if key is None:
+                values.update(dict.fromkeys(group.paths, ERASED))
+                continue
+            try:
+                plaintext = key.aead.decrypt(
+                    envelope[KEY_ID_SIZE : KEY_ID_SIZE + NONCE_SIZE],
+                    envelope[KEY_ID_SIZE + NONCE_SIZE :],
+                    self.binding + group.aad,
+                )
+            except InvalidTag:
+                return None
+            raws = _decode_group(plaintext)
+            if len(raws) != len(names):
+                return None
+            for path, decoder, raw in zip(group.paths, group.decoders, raws, strict=True):
+                values[path] = decoder.decode(raw)
+        return values
+
+    def _open_any_groups(self) -> dict[str, Any]:
+        """Every grouped field's value: one AES-GCM call per subject of the event."""
+        # key id → the group's seal, its fields' paths and their decoders, in field order
+        groups: dict[bytes, tuple[bytes, list[str], list[msgspec.msgpack.Decoder[Any]]]] = {}
+        shape = self.shape
+        leaves: Iterable[tuple[str, _Sealed, Any]]
+        if self.plan.leaves is None:
+            leaves = _sealed_leaves(self.plan.fields, shape, "")
+        else:
+            leaves = [
+                (path, field, getattr(shape, names[0]) if len(names) == 1 else _attr(shape, names))
+                for path, field, names in self.plan.leaves
+            ]
+        for path, field, value in leaves:
+            code = value.code
+            if code == SEALED:
+                continue
+            data = value.data
+            if code == SEALED_GROUP:
+                key_id = data[:KEY_ID_SIZE]
+                if key_id in groups:
+                    raise self._broken(path)  # two seals of one subject
+                groups[key_id] = (data, [path], [field.decoder])
+            elif code == SEALED_WITH and data in groups:
+                group = groups[data]
+                group[1].append(path)
+                group[2].append(field.decoder)
+            else:
+                raise self._broken(path)  # a group's first field must hold its seal
+        values: dict[str, Any] = {}
+        for key_id, (envelope, paths, decoders) in groups.items():
+            key = self.keys.opening_key(key_id)
+            if key is None:
+                values.update(dict.fromkeys(paths, ERASED))
+                continue
+            try:
+                plaintext = key.aead.decrypt(
+                    envelope[KEY_ID_SIZE : KEY_ID_SIZE + NONCE_SIZE],
+                    envelope[KEY_ID_SIZE + NONCE_SIZE :],
+                    self.binding + _group_aad(tuple(paths)),
+                )
+            except InvalidTag:
+                raise self._broken(*paths) from None
+            raws = _decode_group(plaintext)
+            if len(raws) != len(paths):
+                raise self._broken(*paths)
+            for path, decoder, raw in zip(paths, decoders, raws, strict=True):
+                values[path] = decoder.decode(raw)
+        return values
+
+    def _broken(self, *paths: str) -> SealBroken:
+        together = f" (sealed with {', '.join(paths[1:])})" if len(paths) > 1 else ""
+        return SealBroken(
+            f"sealed field {paths[0]}{together} of {self.originator_id} v{self.version}"
+            " does not open: tampered with or moved from another event"
+        )
 
     def _open(self, decoder: msgspec.msgpack.Decoder[Any], envelope: bytes, path: str) -> Any:
         key = self.keys.opening_key(bytes(envelope[:KEY_ID_SIZE]))
@@ -675,6 +893,43 @@ class _Opening:
                 " tampered with or moved from another event"
             ) from None
         return decoder.decode(plaintext)
+
+
+def _sealed_leaves(
+    fields: tuple[_Field, ...], shape: Any, prefix: str
+) -> Iterator[tuple[str, _Sealed, Any]]:
+    """Each sealed field's path, plan and stored value, in field order (the order in which
+    `_Sealing.fields` met them)."""
+    for field in fields:
+        path = prefix + field.name
+        if isinstance(field, _Sealed):
+            yield path, field, getattr(shape, field.name)
+        elif isinstance(field, _Nested):
+            value = getattr(shape, field.name)
+            if field.many:
+                for i, item in enumerate(value):
+                    yield from _sealed_leaves(field.fields, item, f"{path}[{i}].")
+            else:
+                yield from _sealed_leaves(field.fields, value, path + ".")
+
+
+def _attr(value: Any, names: tuple[str, ...]) -> Any:
+    if len(names) == 1:
+        return getattr(value, names[0])
+    for name in names:
+        value = getattr(value, name)
+    return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _group_aad(paths: tuple[str, ...]) -> bytes:
+    """The associated data naming a group's fields, after the event's binding. It starts
+    with a zero byte, which no path does: it cannot equal a single field's (`SEALED`)."""
+    return b"\0group\0" + "\0".join(paths).encode()
+
+
+_encode_group = msgspec.msgpack.Encoder().encode
+_decode_group = msgspec.msgpack.Decoder(list[msgspec.Raw]).decode
 
 
 def _seal(key: SubjectKey, plaintext: bytes, aad: bytes) -> bytes:

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import PersistenceError
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from picasse.adapters.crypto import SealingNeed, SubjectKey, new_subject_key
 from picasse.adapters.master_key import (
@@ -142,6 +142,7 @@ class PostgresKeyStore:
                 "rewrap_due",
             )
         }
+        self._write_statements: tuple[bytes, bytes] | None = None  # see write_pending
         self._lock = threading.Lock()
         self._tenant_keys: dict[UUID, TenantKey] = {}
         self._by_subject: dict[tuple[UUID, str], SubjectKey] = {}
@@ -413,13 +414,11 @@ class PostgresKeyStore:
         pending: _Pending | None = getattr(self._local, "pending", None)
         if pending is None:
             return
-        t = self._t
+        if self._write_statements is None:
+            self._write_statements = self._composed_write_statements(curs)
+        count, write_keys = self._write_statements
         counts = sorted(pending.sealed_events.items())  # rows locked in one order
         counted = ([tenant for tenant, _ in counts], [n for _, n in counts])
-        count = sql.SQL(
-            "INSERT INTO {} (tenant_id, events) SELECT * FROM unnest(%s::uuid[], %s::bigint[])"
-            " ON CONFLICT (tenant_id) DO UPDATE SET events = {}.events + excluded.events"
-        ).format(t["sealed_events"], t["sealed_events"])
         if not (pending.new_tenants or pending.new_subjects):
             if counts:
                 # binary: arrays sent as they are, not escaped into text and parsed
@@ -434,24 +433,7 @@ class PostgresKeyStore:
         # meanwhile gets no wrapped form: the NOT NULL constraint fails the save, and
         # `pending_conflicts` finds the replaced epoch, so the save seals again.
         curs.execute(
-            sql.SQL(
-                "WITH counted AS ({count}),"
-                " current AS (SELECT epoch_id FROM {epochs} WHERE epoch_id = ANY(%s)"
-                "  AND state = 'current' FOR SHARE),"
-                " t AS (INSERT INTO {tenants} (tenant_id, key_id, epoch_id, wrapped)"
-                "  SELECT n.tenant_id, n.key_id, n.epoch_id,"
-                "  CASE WHEN c.epoch_id IS NOT NULL THEN n.wrapped END"
-                "  FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::bytea[])"
-                "  AS n(tenant_id, key_id, epoch_id, wrapped)"
-                "  LEFT JOIN current c ON c.epoch_id = n.epoch_id)"
-                " INSERT INTO {subjects} (key_id, tenant_id, subject, wrapped, tenant_key_id)"
-                " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::bytea[], %s::uuid[])"
-            ).format(
-                count=count,
-                epochs=t["key_epochs"],
-                tenants=t["tenant_keys"],
-                subjects=t["subject_keys"],
-            ),
+            write_keys,
             (
                 *counted,
                 epochs,
@@ -467,6 +449,33 @@ class PostgresKeyStore:
             ),
             binary=True,
         )
+
+    def _composed_write_statements(self, curs: Any) -> tuple[bytes, bytes]:
+        """`write_pending`'s two statements, composed once (every save sends one)."""
+        t = self._t
+        count = sql.SQL(
+            "INSERT INTO {} (tenant_id, events) SELECT * FROM unnest(%b::uuid[], %b::bigint[])"
+            " ON CONFLICT (tenant_id) DO UPDATE SET events = {}.events + excluded.events"
+        ).format(t["sealed_events"], t["sealed_events"])
+        write_keys = sql.SQL(
+            "WITH counted AS ({count}),"
+            " current AS (SELECT epoch_id FROM {epochs} WHERE epoch_id = ANY(%b)"
+            "  AND state = 'current' FOR SHARE),"
+            " t AS (INSERT INTO {tenants} (tenant_id, key_id, epoch_id, wrapped)"
+            "  SELECT n.tenant_id, n.key_id, n.epoch_id,"
+            "  CASE WHEN c.epoch_id IS NOT NULL THEN n.wrapped END"
+            "  FROM unnest(%b::uuid[], %b::uuid[], %b::uuid[], %b::bytea[])"
+            "  AS n(tenant_id, key_id, epoch_id, wrapped)"
+            "  LEFT JOIN current c ON c.epoch_id = n.epoch_id)"
+            " INSERT INTO {subjects} (key_id, tenant_id, subject, wrapped, tenant_key_id)"
+            " SELECT * FROM unnest(%b::uuid[], %b::uuid[], %b::text[], %b::bytea[], %b::uuid[])"
+        ).format(
+            count=count,
+            epochs=t["key_epochs"],
+            tenants=t["tenant_keys"],
+            subjects=t["subject_keys"],
+        )
+        return count.as_bytes(curs), write_keys.as_bytes(curs)
 
     def note_sealed(self, tenant_id: UUID) -> None:
         sealed = self._pending().sealed_events
@@ -601,30 +610,30 @@ class PostgresKeyStore:
             return {}
         generation = self._generation
         t = self._t
+        # Binary both ways, as tuples: a replay's page asks for hundreds of keys, and
+        # text uuids and hex bytea, parsed on either side, cost more than the query.
         query = sql.SQL(
             "SELECT s.key_id, s.subject, s.wrapped, s.tenant_id,"
-            " k.key_id AS tenant_key_id, k.wrapped AS tenant_wrapped, k.epoch_id"
-            " FROM {} s JOIN {} k USING (tenant_id) WHERE s.key_id = ANY(%s)"
+            " k.key_id, k.wrapped, k.epoch_id"
+            " FROM {} s JOIN {} k USING (tenant_id) WHERE s.key_id = ANY(%b::uuid[])"
         ).format(t["subject_keys"], t["tenant_keys"])
         with self.datastore.get_connection() as conn:  # autocommit: one round trip
-            rows = conn.cursor().execute(query, ([UUID(bytes=k) for k in wanted],)).fetchall()
+            rows = (
+                conn.cursor(row_factory=tuple_row, binary=True)
+                .execute(query, ([UUID(bytes=k) for k in wanted],))
+                .fetchall()
+            )
         tenants: dict[UUID, TenantKey] = {}
         found: dict[bytes, SubjectKey | None] = dict.fromkeys(wanted)
-        for row in rows:
-            tenant_id = row["tenant_id"]
-            tenant_key_id = row["tenant_key_id"]
+        for key_id, subject, wrapped, tenant_id, tenant_key_id, tenant_wrapped, epoch_id in rows:
             known = tenants.get(tenant_id) or self._tenant_keys.get(tenant_id)
             if known is None or known[0] != tenant_key_id:
                 known = (
                     tenant_key_id,
-                    self._unwrap_tenant(
-                        tenant_id, tenant_key_id, row["epoch_id"], bytes(row["tenant_wrapped"])
-                    ),
+                    self._unwrap_tenant(tenant_id, tenant_key_id, epoch_id, tenant_wrapped),
                 )
             tenants[tenant_id] = known
-            key = self._unwrap_subject(
-                tenant_id, row["subject"], row["key_id"], bytes(row["wrapped"]), known[1]
-            )
+            key = self._unwrap_subject(tenant_id, subject, key_id, wrapped, known[1])
             found[key.raw_id] = key
         self._remember(
             [k for k in found.values() if k is not None],

@@ -60,7 +60,7 @@ class ChainedRecorder(PostgresApplicationRecorder):
         # In the given order: the notification ids come back in it (as the library's do).
         self._insert_columns_statement = sql.SQL(
             "INSERT INTO {}.{} (originator_id, originator_version, topic, state)"
-            " SELECT * FROM unnest(%s::{}[], %s::bigint[], %s::text[], %s::bytea[])"
+            " SELECT * FROM unnest(%b::{}[], %b::bigint[], %b::text[], %b::bytea[])"
             " RETURNING notification_id"
         ).format(schema, table, sql.Identifier(self.datastore.originator_id_type))
         function = sql.Identifier(f"{self.events_table_name}_chain")

@@ -16,10 +16,14 @@ from hypothesis import strategies as st
 
 from picasse.adapters.crypto import (
     SEALED,
+    SEALED_GROUP,
+    SEALED_WITH,
     EventNotStorable,
     MemoryKeyRing,
     SealBroken,
     SealingMapper,
+    _seal,
+    event_binding,
 )
 from picasse.domain.customers import Contact, Customer
 from picasse.domain.personal import ERASED, Personal
@@ -55,11 +59,11 @@ def _note(author: str, name: str) -> Note:
     )
 
 
-def _sealed_values(state: bytes) -> list[bytes]:
+def _sealed_values(state: bytes, code: int = SEALED_GROUP) -> list[bytes]:
     found: list[bytes] = []
 
     def walk(value: object) -> None:
-        if isinstance(value, msgspec.msgpack.Ext) and value.code == SEALED:
+        if isinstance(value, msgspec.msgpack.Ext) and value.code == code:
             found.append(value.data)
         elif isinstance(value, dict):
             for item in value.values():
@@ -84,7 +88,10 @@ def test_sealed_fields_open_to_what_was_sealed(author: str, name: str) -> None:
     assert opened.contact.name == name
     assert opened.pages == 3
     assert opened.originator_id == note.id
-    assert len(_sealed_values(stored.state)) == 4  # author + contact name, e-mail, phone
+    # One seal per subject: the author's, and the contact's (name, e-mail and phone).
+    assert len(_sealed_values(stored.state)) == 2
+    assert len(_sealed_values(stored.state, SEALED_WITH)) == 2
+    assert not _sealed_values(stored.state, SEALED)
 
 
 @settings(max_examples=60, deadline=None)
@@ -166,6 +173,67 @@ def test_a_ciphertext_moved_to_another_field_of_the_same_event_does_not_open() -
     )
     with pytest.raises(SealBroken):
         mapper.to_domain_event(_restore(stored, state))
+
+
+def test_a_field_taken_out_of_its_subjects_group_does_not_open() -> None:
+    mapper = SealingMapper(keys=MemoryKeyRing())
+    (created,) = _note("the author", "the contact").collect_events()
+    stored = mapper.to_stored_event(created)
+    state = msgspec.msgpack.decode(stored.state)
+    contact_key_id = state["contact"]["email"].data
+    # The contact's group without its e-mail: the seal names the paths of all its fields.
+    state["contact"]["email"] = state["author"]
+    state["author"] = msgspec.msgpack.Ext(SEALED_WITH, contact_key_id)
+    with pytest.raises(SealBroken):
+        mapper.to_domain_event(_restore(stored, state))
+
+
+def test_a_group_whose_seal_was_removed_does_not_open() -> None:
+    mapper = SealingMapper(keys=MemoryKeyRing())
+    (created,) = _note("the author", "the contact").collect_events()
+    stored = mapper.to_stored_event(created)
+    state = msgspec.msgpack.decode(stored.state)
+    state["contact"]["name"] = state["contact"]["email"]  # a reference to the group only
+    with pytest.raises(SealBroken):
+        mapper.to_domain_event(_restore(stored, state))
+
+
+def test_an_event_stored_with_each_field_sealed_on_its_own_still_opens() -> None:
+    """The format before one seal per subject: each field its own SEALED value, bound to
+    its event and its path."""
+    ring = MemoryKeyRing()
+    mapper = SealingMapper(keys=ring)
+    note = _note("the author", "the contact")
+    (created,) = note.collect_events()
+    binding = event_binding(note.id, 1)
+    user = ring.sealing_key(note.tenant_id, f"user/{note.id}")
+    contact = ring.sealing_key(note.tenant_id, f"contact/{note.id}")
+
+    def sealed(key: Any, value: object, path: str) -> msgspec.msgpack.Ext:
+        plaintext = msgspec.msgpack.encode(value)
+        return msgspec.msgpack.Ext(SEALED, _seal(key, plaintext, binding + path.encode()))
+
+    old_state = {
+        "timestamp": created.timestamp.isoformat(),
+        "originator_topic": get_topic(Note),
+        "tenant_id": note.tenant_id,
+        "author": sealed(user, "the author", "author"),
+        "contact": {
+            "name": sealed(contact, "the contact", "contact.name"),
+            "email": sealed(contact, note.contact.email, "contact.email"),
+            "phone": sealed(contact, note.contact.phone, "contact.phone"),
+        },
+        "pages": 3,
+    }
+    stored = StoredEvent(note.id, 1, get_topic(type(created)), msgspec.msgpack.encode(old_state))
+    opened = mapper.to_domain_event(stored)
+    assert opened.author == "the author"
+    assert opened.contact == note.contact
+    moved = dict(old_state, author=old_state["contact"]["name"])  # type: ignore[index]
+    with pytest.raises(SealBroken):
+        mapper.to_domain_event(StoredEvent(note.id, 1, stored.topic, msgspec.msgpack.encode(moved)))
+    ring.destroy_subject(note.tenant_id, f"contact/{note.id}")
+    assert mapper.to_domain_event(stored).contact.email == ERASED
 
 
 def test_an_unchanged_restored_state_still_opens() -> None:
