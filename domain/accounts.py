@@ -18,12 +18,12 @@ from picasse.domain.customers import Contact, Customer, Subscription
 from picasse.domain.errors import (
     AuthenticationFailed,
     Conflict,
+    Forbidden,
     InvalidInput,
     LoginTaken,
     NotFound,
     UserDisabled,
 )
-from picasse.domain.messaging import Forbidden
 from picasse.domain.personal import Erased
 from picasse.domain.users import PLATFORM_TENANT, Login, PasswordLink, User, link_id
 from picasse.domain.values import (
