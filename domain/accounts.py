@@ -8,7 +8,6 @@ from typing import Any
 from uuid import UUID, uuid5
 
 import msgspec
-import zxcvbn
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError
 
@@ -19,12 +18,12 @@ from picasse.domain.customers import Contact, Customer, Subscription
 from picasse.domain.errors import (
     AuthenticationFailed,
     Conflict,
+    Forbidden,
     InvalidInput,
     LoginTaken,
     NotFound,
     UserDisabled,
 )
-from picasse.domain.messaging import Forbidden
 from picasse.domain.personal import Erased
 from picasse.domain.users import PLATFORM_TENANT, Login, PasswordLink, User, link_id
 from picasse.domain.values import (
@@ -599,7 +598,10 @@ def acceptable_password(password: str) -> str:
     if len(password) > MAX_PASSWORD_LENGTH:
         raise InvalidInput(f"password: at most {MAX_PASSWORD_LENGTH} characters", field="password")
     # zxcvbn takes at most 72 characters (its time grows with length): a password that
-    # long is judged by them.
+    # long is judged by them. Imported here: its word lists take ~20 ms to load, which
+    # the commands and processes that set no password need not pay.
+    import zxcvbn
+
     estimate = zxcvbn.zxcvbn(password[:ZXCVBN_MAX_LENGTH])
     if estimate["score"] < MIN_PASSWORD_SCORE:
         feedback = estimate["feedback"]

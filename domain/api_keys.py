@@ -21,8 +21,7 @@ from eventsourcing.domain import Aggregate, event
 
 from picasse.domain.access import Viewer
 from picasse.domain.application import PicasseApplication
-from picasse.domain.errors import AuthenticationFailed, InvalidInput, NotFound
-from picasse.domain.messaging import Forbidden
+from picasse.domain.errors import AuthenticationFailed, Forbidden, InvalidInput, NotFound
 from picasse.domain.personal import Personal
 from picasse.domain.users import PLATFORM_TENANT
 from picasse.domain.values import single_line

@@ -18,7 +18,6 @@ from typing import Annotated
 from uuid import UUID, uuid4, uuid5
 
 import msgspec
-import numpy as np
 from eventsourcing.domain import Aggregate, event
 
 from picasse.domain.application import PicasseApplication
@@ -593,6 +592,8 @@ class Attendance(PicasseApplication):
             useful = [p for p in due if p.accuracy_m <= MAX_USEFUL_ACCURACY_M]
             states = presence.states
             if useful:
+                import numpy as np  # with the geometry (domain/geofences.py)
+
                 states, found = follow(
                     index,
                     presence.states,

@@ -29,9 +29,8 @@ from picasse.domain.application import PicasseApplication
 from picasse.domain.clock import Clock
 from picasse.domain.conferences import Conference
 from picasse.domain.customers import Customer
-from picasse.domain.errors import Conflict, DomainError, InvalidInput, NotFound
+from picasse.domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from picasse.domain.messages import Channel, Delivery
-from picasse.domain.messaging import Forbidden
 from picasse.domain.personal import FISCAL, FISCAL_RETENTION_YEARS, Personal
 from picasse.domain.termination import KeptRecord
 from picasse.domain.values import EmailAddress

@@ -23,9 +23,8 @@ from picasse.domain.application import PicasseApplication
 from picasse.domain.clock import Clock
 from picasse.domain.conferences import Conference
 from picasse.domain.customers import Customer
-from picasse.domain.errors import Conflict, InvalidInput, NotFound
+from picasse.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from picasse.domain.messages import Message
-from picasse.domain.messaging import Forbidden
 from picasse.domain.personal import Erased, Personal
 from picasse.domain.values import multi_line
 

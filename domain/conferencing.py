@@ -33,9 +33,9 @@ from picasse.domain.conferences import (
     dial_in_pool_id,
 )
 from picasse.domain.customers import Customer, Subscription
-from picasse.domain.errors import Conflict, DomainError, InvalidInput, NotFound
+from picasse.domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from picasse.domain.messages import Catalogue, catalogue_id, traffic_month
-from picasse.domain.messaging import Forbidden, Messages, SendRequest
+from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.personal import Erased
 from picasse.domain.users import User
 from picasse.domain.values import EmailAddress, PhoneNumber, single_line

@@ -58,6 +58,10 @@ class UserDisabled(Conflict):
     code = "user-disabled"
 
 
+class Forbidden(DomainError):
+    code = "forbidden"
+
+
 class AuthenticationFailed(DomainError):
     """Login or password is wrong; deliberately does not say which."""
 

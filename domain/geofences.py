@@ -17,21 +17,37 @@ import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import msgspec
-import numpy as np
-import shapely
-from pyproj import CRS, Geod, Transformer
-from shapely import STRtree
-from shapely.geometry import Polygon as PlanarPolygon
-from shapely.geometry import box
 
 from picasse.domain.errors import InvalidInput
 from picasse.domain.sites import DEFAULT_DWELL, DEFAULT_HYSTERESIS_M
 
-GEOD = Geod(ellps="WGS84")
+# numpy, shapely and pyproj (~0.15 s to import) are imported where geometry is measured:
+# every process that imports the attendance application (the API, the GDPR commands) would
+# otherwise load them, and most never measure a fence.
+if TYPE_CHECKING:
+    import numpy as np
+    from pyproj import Geod
+
+
+@cache
+def _geod() -> Geod:
+    """The WGS84 ellipsoid (`GEOD`)."""
+    from pyproj import Geod
+
+    return Geod(ellps="WGS84")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GEOD":
+        return _geod()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 MAX_RADIUS_M = 50_000.0
 MAX_VERTICES = 1000
 METRES_PER_DEGREE = 111_320.0
@@ -106,6 +122,10 @@ class _ProjectedPolygon:
     """A polygon in the azimuthal equidistant projection centred on it (metres)."""
 
     def __init__(self, shape: Polygon) -> None:
+        import shapely
+        from pyproj import CRS, Transformer
+        from shapely.geometry import Polygon as PlanarPolygon
+
         outer = shape.coordinates[0]
         self.lon0, self.lat0 = _centre((p[0], p[1]) for p in outer[:-1])
         crs = CRS.from_proj4(
@@ -123,6 +143,9 @@ class _ProjectedPolygon:
         self.radius = max(math.hypot(x, y) for x, y in rings[0])
 
     def signed_distances(self, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
+        import numpy as np
+        import shapely
+
         x, y = self.to_plane.transform(lons, lats)
         d = np.asarray(shapely.distance(self.boundary, shapely.points(x, y)), dtype=float)
         inside = np.asarray(shapely.contains_xy(self.polygon, x, y), dtype=bool)
@@ -154,7 +177,7 @@ class MeasuredFence:
         else:
             outer = shape.coordinates[0][:-1]
             self.lon0, self.lat0 = _centre((p[0], p[1]) for p in outer)
-            self.reach = max(GEOD.inv(self.lon0, self.lat0, p[0], p[1])[2] for p in outer)
+            self.reach = max(_geod().inv(self.lon0, self.lat0, p[0], p[1])[2] for p in outer)
 
     def signed_distances(self, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
         shape = self.fence.shape
@@ -162,8 +185,10 @@ class MeasuredFence:
             if self._planar is None:
                 self._planar = _ProjectedPolygon(shape)
             return self._planar.signed_distances(lats, lons)
+        import numpy as np
+
         n = len(lats)
-        _, _, d = GEOD.inv(np.full(n, self.lon0), np.full(n, self.lat0), lons, lats)
+        _, _, d = _geod().inv(np.full(n, self.lon0), np.full(n, self.lat0), lons, lats)
         return np.asarray(d) - shape.radius_m
 
     def verdicts(self, lats: np.ndarray, lons: np.ndarray, accuracy: np.ndarray) -> list[Verdict]:
@@ -199,6 +224,10 @@ class FenceIndex:
     against the few fences its accuracy circle may reach, not against all of them."""
 
     def __init__(self, fences: Iterable[Fence]) -> None:
+        import numpy as np
+        from shapely import STRtree
+        from shapely.geometry import box
+
         self.fences = [MeasuredFence(f) for f in fences]
         self.by_id = {m.fence.id: m for m in self.fences}
         owners: list[int] = []
@@ -215,6 +244,9 @@ class FenceIndex:
     ) -> dict[UUID, np.ndarray]:
         """Per fence whose outer boundary a ping's accuracy circle may reach: the indexes of
         those pings. A ping near no fence lies wholly beyond every outer boundary."""
+        import numpy as np
+        import shapely
+
         if self._tree is None or len(lats) == 0:
             return {}
         dlat = accuracy / METRES_PER_DEGREE
@@ -284,6 +316,8 @@ def follow(
     involved = set(near) | {f for f, s in states.items() if f in index.by_id and s != FenceState()}
     new_states = dict(states)
     crossings: list[Crossing] = []
+    import numpy as np
+
     all_points = np.arange(len(times))
     for fence_id in involved:
         measured = index.by_id[fence_id]

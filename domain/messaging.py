@@ -20,7 +20,7 @@ from picasse.domain.clock import Clock
 from picasse.domain.customers import Customer, Subscription
 from picasse.domain.errors import (
     Conflict,
-    DomainError,
+    Forbidden,
     InvalidInput,
     NameTaken,
     NotCancellable,
@@ -71,10 +71,6 @@ CONFLICT_RETRIES = 5
 
 E = TypeVar("E", bound=StrEnum)
 R = TypeVar("R")
-
-
-class Forbidden(DomainError):
-    code = "forbidden"
 
 
 class IdempotencyKeyReused(InvalidInput):

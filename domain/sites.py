@@ -9,7 +9,7 @@ sites (ids only), as its groups and templates are.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
 import msgspec
@@ -19,9 +19,11 @@ from picasse.domain.application import PicasseApplication
 from picasse.domain.clock import Clock
 from picasse.domain.customers import Customer
 from picasse.domain.errors import Conflict, NotFound
-from picasse.domain.messages import Catalogue, catalogue_id
 from picasse.domain.personal import Erased, Personal
 from picasse.domain.values import required_text
+
+if TYPE_CHECKING:  # messages (and its event classes) is loaded when the list is read
+    from picasse.domain.messages import Catalogue
 
 # A site's geofences, unless told otherwise: the band either side of the edge within which
 # nothing changes (hysteresis), and how long a change must hold (dwell). Here rather than
@@ -153,6 +155,8 @@ class Sites(PicasseApplication):
         return customer
 
     def _catalogue(self, customer_id: UUID) -> Catalogue:
+        from picasse.domain.messages import Catalogue, catalogue_id
+
         try:
             return self._get(catalogue_id(customer_id, SITES), Catalogue, SITES)
         except NotFound:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import email.policy
 import re
 from enum import StrEnum
+from functools import cache
 
-import email_validator
 import msgspec
-import phonenumbers
 
 from picasse.domain.errors import InvalidInput
 
@@ -90,19 +89,21 @@ _PHONE_TEXT = re.compile(r"\+[0-9]+(?:[ -][0-9]+)*")
 # Numbers a customer may message or call: subscribers' lines. Premium-rate and shared-cost
 # numbers make the platform pay whoever owns them (toll fraud); toll-free, pager, UAN,
 # personal (UK 070) and voicemail numbers are services, not people, and take no SMS.
-SENDABLE_NUMBER_TYPES = frozenset(
-    {
-        phonenumbers.PhoneNumberType.MOBILE,
-        phonenumbers.PhoneNumberType.FIXED_LINE,
-        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
-        phonenumbers.PhoneNumberType.VOIP,
+# (Names of phonenumbers.PhoneNumberType: phonenumbers, ~20 ms to import with its metadata,
+# is imported by the first parse, not by every process that imports the domain.)
+SENDABLE_NUMBER_TYPES = frozenset({"MOBILE", "FIXED_LINE", "FIXED_LINE_OR_MOBILE", "VOIP"})
+
+
+@cache
+def _number_type_names() -> dict[int, str]:
+    """phonenumbers.PhoneNumberType's values → their names."""
+    import phonenumbers
+
+    return {
+        value: name
+        for name, value in vars(phonenumbers.PhoneNumberType).items()
+        if name.isupper() and isinstance(value, int)
     }
-)
-_NUMBER_TYPE_NAMES = {
-    value: name.lower().replace("_", "-")
-    for name, value in vars(phonenumbers.PhoneNumberType).items()
-    if name.isupper() and isinstance(value, int)
-}
 
 
 class PhoneNumber(msgspec.Struct, frozen=True, array_like=True):
@@ -115,6 +116,8 @@ class PhoneNumber(msgspec.Struct, frozen=True, array_like=True):
         """The one check of a phone number a person gives: international form in ASCII
         (`_PHONE_TEXT`), possible and valid for its country, and of a type we send to
         (`SENDABLE_NUMBER_TYPES`); else InvalidInput naming `field`."""
+        import phonenumbers
+
         single_line(text, field)
         if not _PHONE_TEXT.fullmatch(text.strip()):
             raise InvalidInput(
@@ -137,8 +140,9 @@ class PhoneNumber(msgspec.Struct, frozen=True, array_like=True):
         )
         if kind == phonenumbers.PhoneNumberType.UNKNOWN:
             raise InvalidInput(f"{field}: not a valid phone number", field=field)
-        if kind not in SENDABLE_NUMBER_TYPES:
-            what = _NUMBER_TYPE_NAMES.get(kind, "unknown")
+        name = _number_type_names().get(kind, "UNKNOWN")
+        if name not in SENDABLE_NUMBER_TYPES:
+            what = name.lower().replace("_", "-")
             raise InvalidInput(
                 f"{field}: a {what} number; only mobile, fixed-line and VoIP numbers are accepted",
                 field=field,
@@ -157,6 +161,10 @@ class EmailAddress(msgspec.Struct, frozen=True, array_like=True):
     @classmethod
     def parse(cls, text: str, *, field: str = "email") -> EmailAddress:
         header_text(text, field)  # an address is written into the To header
+        # Imported here: its regular expressions take ~20 ms to compile, which commands
+        # that take no address need not pay.
+        import email_validator
+
         try:
             valid = email_validator.validate_email(text, check_deliverability=False)
         except email_validator.EmailNotValidError as error:

@@ -26,8 +26,7 @@ from picasse.domain.access import Viewer
 from picasse.domain.application import PicasseApplication
 from picasse.domain.clock import Clock
 from picasse.domain.customers import Customer
-from picasse.domain.errors import Conflict, DomainError, InvalidInput, NotFound
-from picasse.domain.messaging import Forbidden
+from picasse.domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from picasse.domain.personal import Erased, Personal
 from picasse.domain.values import single_line
 

@@ -11,26 +11,23 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
-from picasse.adapters.invoice_pdf import euros
 from picasse.domain.access import Viewer
-from picasse.domain.billing import Billing, InvoiceDetails, PricePlan, price_plan
 from picasse.domain.values import Role
-from picasse.projections.accounts import PAGE_SIZE
 from picasse.runners.settings import Settings
 
+if TYPE_CHECKING:  # imported when a billing command runs (runners/cli.py builds the parser)
+    from picasse.domain.billing import Billing, InvoiceDetails
+
 OPERATOR = Viewer(role=Role.SUPPORT, customer_id=None)  # the operator's view: no content
-out = Console(highlight=False, soft_wrap=True)
 
 
 @contextmanager
 def _billing(settings: Settings) -> Iterator[Billing]:
+    from picasse.domain.billing import Billing
     from picasse.runners import servers, wiring
 
     database_url = servers.postgres_url(settings)
@@ -48,6 +45,8 @@ def _json(value: Any) -> None:
 
 
 def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.domain.billing import PricePlan, price_plan
+
     plan = price_plan({name: getattr(args, name) for name in PricePlan.__struct_fields__})
     with _billing(settings) as billing:
         billing.set_plan(args.customer, plan, by=OPERATOR)
@@ -56,6 +55,13 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Table
+
+    from picasse.adapters.invoice_pdf import euros
+    from picasse.runners.cli import _out
+
     err = Console(stderr=True)
     with (
         _billing(settings) as billing,
@@ -89,7 +95,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             "-" if line.number is None else str(line.number),
             state,
         )
-    out.print(table)
+    _out().print(table)
     issued = sum(line.issued for line in lines)
     verb = "dry run: nothing issued" if args.dry_run else f"{issued} invoice(s) issued"
     print(f"{args.month}: {len(lines)} customer(s) rated; {verb}")
@@ -107,6 +113,8 @@ def _amount_cents(text: str) -> int:
 
 
 def cmd_pay(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.adapters.invoice_pdf import euros
+
     with _billing(settings) as billing:
         invoice = billing.pay(args.invoice, args.amount, by=OPERATOR)
     print(
@@ -117,7 +125,12 @@ def cmd_pay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_invoices(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.table import Table
+
+    from picasse.adapters.invoice_pdf import euros
+    from picasse.projections.accounts import PAGE_SIZE
     from picasse.runners import servers
+    from picasse.runners.cli import _out
     from picasse.runners.project import live_views
 
     found: list[InvoiceDetails] = []
@@ -142,7 +155,7 @@ def cmd_invoices(args: argparse.Namespace, settings: Settings) -> int:
             str(i.number), str(i.id), str(i.customer_id), i.month,
             euros(i.total_cents), euros(i.paid_cents), i.status.value,
         )  # fmt: skip
-    out.print(table)
+    _out().print(table)
     return 0
 
 

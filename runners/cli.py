@@ -8,25 +8,29 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 from uuid import UUID
 
 import msgspec
 import psycopg
 from eventsourcing.persistence import PersistenceError
-from rich.console import Console
-from rich.table import Table
 
 from picasse.adapters.archive import ArchiveError
 from picasse.adapters.master_key import MasterKeyError
 from picasse.adapters.postgres.keystore import TenantErased
 from picasse.adapters.postgres.store import StoreSettingRefused
-from picasse.domain.accounts import Accounts, IssuedLink
 from picasse.domain.errors import DomainError, InvalidInput
-from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.personal import Erased
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings, SettingsError
+
+# A command imports the applications it opens (in wiring) and the modules of its own group
+# when it runs: one command should not load every application's event classes.
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from picasse.domain.accounts import Accounts, IssuedLink
+    from picasse.domain.messaging import Messages
 
 
 class _Closable(Protocol):
@@ -39,7 +43,18 @@ EXIT_REFUSED = 1  # the domain said no: bad input, conflict, not found
 EXIT_USAGE = 2  # argparse's own code for a malformed command line
 EXIT_ENVIRONMENT = 3  # the platform cannot run here: no database, no master key, …
 
-out = Console(highlight=False, soft_wrap=True)
+_console: Console | None = None
+
+
+def _out() -> Console:
+    """Standard output's console (tables, rich text), made on first use: rich takes ~30 ms
+    to import, which the commands that print none need not pay."""
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(highlight=False, soft_wrap=True)
+    return _console
 
 
 class CommandFailed(Exception):
@@ -196,6 +211,8 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_messages_send(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.domain.messaging import SendRequest
+
     request = SendRequest(
         channel=args.channel,
         to=args.to or [],
@@ -218,6 +235,8 @@ def cmd_messages_send(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_messages_show(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.table import Table
+
     from picasse.domain.access import Viewer
 
     viewer = Viewer(role=Role.SUPPORT, customer_id=None)  # the operator's view: no content
@@ -234,12 +253,12 @@ def cmd_messages_show(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _json(details)
         return 0
-    out.print(
+    _out().print(
         f"message {details.id}  {details.channel.value}  {details.priority.value}"
         f"  requested {details.requested_at.isoformat(timespec='seconds')}"
     )
     if details.body is not None:
-        out.print(f"body: {_show(details.body)}")
+        _out().print(f"body: {_show(details.body)}")
     table = Table("#", "to", "status", "attempts", "reason")
     for d in details.deliveries:
         table.add_row(
@@ -249,7 +268,7 @@ def cmd_messages_show(args: argparse.Namespace, settings: Settings) -> int:
             str(d.attempts),
             d.reason or "",
         )
-    out.print(table)
+    _out().print(table)
     return 0
 
 
@@ -261,6 +280,8 @@ def cmd_groups_set(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_groups_list(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.table import Table
+
     with _messages(settings) as messages:
         groups = messages.groups(args.customer)
     if args.json:
@@ -269,7 +290,7 @@ def cmd_groups_list(args: argparse.Namespace, settings: Settings) -> int:
     table = Table("id", "name", "members")
     for g in groups:
         table.add_row(str(g.id), _show(g.name), str(len(g.members)))
-    out.print(table)
+    _out().print(table)
     return 0
 
 
@@ -279,9 +300,9 @@ def cmd_groups_show(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _json(group)
         return 0
-    out.print(f"group {group.id}  {_show(group.name)}  {len(group.members)} members")
+    _out().print(f"group {group.id}  {_show(group.name)}  {len(group.members)} members")
     for member in group.members:
-        out.print(f"  {_show(member)}")
+        _out().print(f"  {_show(member)}")
     return 0
 
 
@@ -312,6 +333,8 @@ def _show(value: Any) -> str:
 
 
 def cmd_customers_show(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.table import Table
+
     with _accounts(settings) as accounts:
         customer = accounts.customer(args.id)
     if args.json:
@@ -330,7 +353,7 @@ def cmd_customers_show(args: argparse.Namespace, settings: Settings) -> int:
         ("registered", customer.registered_at),
     ):
         table.add_row(label, _show(value))
-    out.print(table)
+    _out().print(table)
     return 0
 
 
@@ -527,6 +550,8 @@ def cmd_users_enable(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_users_show(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.table import Table
+
     with _accounts(settings) as accounts:
         user = accounts.user_by_login(args.login)
     if args.json:
@@ -541,11 +566,12 @@ def cmd_users_show(args: argparse.Namespace, settings: Settings) -> int:
             ("disabled", "yes" if user.disabled else "no"),
         ):
             table.add_row(label, _show(value))
-        out.print(table)
+        _out().print(table)
     return 0
 
 
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from picasse.adapters.postgres.audit import verify_chains

@@ -9,26 +9,26 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from rich.table import Table
-
 from picasse.domain.access import Viewer
-from picasse.domain.conferencing import Conferences, ParticipantIn, ScheduleRequest
 from picasse.domain.errors import InvalidInput
 from picasse.runners.cli import (
     _accounts,
     _datetime,
     _json,
     _opened,
+    _out,
     _positive,
     _read_password,
     _show,
     _uuid,
-    out,
 )
 from picasse.runners.settings import Settings
+
+if TYPE_CHECKING:  # imported when a conferences command runs (runners/cli.py builds the parser)
+    from picasse.domain.conferencing import Conferences, ParticipantIn
 
 
 @contextmanager
@@ -50,6 +50,8 @@ def _viewer(args: argparse.Namespace, settings: Settings) -> tuple[UUID, Viewer]
 
 def _participant(text: str) -> ParticipantIn:
     """A user's id, a +number or an e-mail address."""
+    from picasse.domain.conferencing import ParticipantIn
+
     try:
         return ParticipantIn(user_id=UUID(text))
     except ValueError:
@@ -60,6 +62,8 @@ def _participant(text: str) -> ParticipantIn:
 
 
 def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.domain.conferencing import ScheduleRequest
+
     customer_id, viewer = _viewer(args, settings)
     request = ScheduleRequest(
         title=args.title,
@@ -73,13 +77,15 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _json(scheduled)
         return 0
-    out.print(f"conference {scheduled.conference_id}  dial in {scheduled.number}")
+    _out().print(f"conference {scheduled.conference_id}  dial in {scheduled.number}")
     if scheduled.participant_pin:
-        out.print(f"participant PIN {scheduled.participant_pin}  host PIN {scheduled.host_pin}")
+        _out().print(f"participant PIN {scheduled.participant_pin}  host PIN {scheduled.host_pin}")
     return 0
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.table import Table
+
     customer_id, viewer = _viewer(args, settings)
     with _conferences(settings) as conferences:
         found = conferences.conferences(customer_id, viewer)
@@ -93,7 +99,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             _show(c.title) if c.title is not None else "-", c.status, c.number,
             str(len(c.participants)), str(len(c.legs)),
         )  # fmt: skip
-    out.print(table)
+    _out().print(table)
     return 0
 
 

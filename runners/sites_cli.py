@@ -8,7 +8,6 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from rich.table import Table
 
 from picasse.domain.errors import InvalidInput
 from picasse.domain.sites import DEFAULT_DWELL, DEFAULT_HYSTERESIS_M, Sites
@@ -78,8 +77,10 @@ def cmd_geofences_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_geofences_list(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.table import Table
+
     from picasse.domain.geofences import Circle
-    from picasse.runners.cli import _json, out
+    from picasse.runners.cli import _json, _out
 
     with _attendance(settings) as attendance:
         found = attendance.fences(args.customer, args.site)
@@ -101,7 +102,7 @@ def cmd_geofences_list(args: argparse.Namespace, settings: Settings) -> int:
             f"{f.hysteresis_m:g} m",
             f"{f.dwell_seconds} s",
         )
-    out.print(table)
+    _out().print(table)
     return 0
 
 
@@ -124,7 +125,9 @@ def cmd_sites_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sites_list(args: argparse.Namespace, settings: Settings) -> int:
-    from picasse.runners.cli import _json, out
+    from rich.table import Table
+
+    from picasse.runners.cli import _json, _out
 
     with _sites(settings) as sites:
         found = sites.sites(args.customer)
@@ -134,7 +137,7 @@ def cmd_sites_list(args: argparse.Namespace, settings: Settings) -> int:
     table = Table("id", "name", "address")
     for s in found:
         table.add_row(str(s.id), s.name or "[erased]", s.address or "[erased]")
-    out.print(table)
+    _out().print(table)
     return 0
 
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from picasse.domain.errors import InvalidInput
-from picasse.domain.visitors import HostChoice, RegistrationSettings, Visitors
 from picasse.runners.settings import Settings
+
+if TYPE_CHECKING:  # imported when a command runs (runners/cli.py builds the parser)
+    from picasse.domain.visitors import HostChoice, Visitors
 
 
 def open_visitors(settings: Settings, database_url: str) -> Visitors:
+    from picasse.domain.visitors import Visitors
     from picasse.runners.wiring import clock_from, eventsourcing_env
 
     env = eventsourcing_env(database_url, settings.master_key_path, schema=settings.database_schema)
@@ -22,6 +25,8 @@ def open_visitors(settings: Settings, database_url: str) -> Visitors:
 
 
 def _host(text: str) -> HostChoice:
+    from picasse.domain.visitors import HostChoice
+
     ident, sep, name = text.partition("=")
     try:
         user_id = UUID(ident.strip())
@@ -33,6 +38,7 @@ def _host(text: str) -> HostChoice:
 
 
 def cmd_sites_registration(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.domain.visitors import RegistrationSettings
     from picasse.runners.cli import _json, _opened
 
     with _opened(open_visitors, settings) as visitors:

@@ -11,38 +11,30 @@ from psycopg.conninfo import conninfo_to_dict
 
 from picasse.adapters.clock import TEST_DATA_DIR_MARKER, FileClock, SystemClock
 from picasse.adapters.master_key import create_master_key, read_master_key
-from picasse.adapters.passwords import Argon2Passwords
-from picasse.adapters.postgres.provider_health import ProviderHealthTable
-from picasse.adapters.postgres.smsc_ids import SmscIdTable
 from picasse.adapters.postgres.store import Factory, shredder_of
-from picasse.adapters.providers import Provider
-from picasse.adapters.providers.health import ProviderCounters, counted
-from picasse.adapters.providers.maildir import MaildirProvider
-from picasse.adapters.providers.receipts import RECEIPTS_PATH
-from picasse.adapters.providers.smpp import SessionReceipts, smpp_from_settings
-from picasse.adapters.providers.sms import in_order, sms_from_settings
-from picasse.adapters.providers.smtp import SmtpProvider
-from picasse.adapters.providers.telephony import PROVIDER_NAME as TELEPHONY_PROVIDER
-from picasse.adapters.providers.telephony import HttpTelephony
-from picasse.adapters.providers.twilio import (
-    TwilioCallbacks,
-    TwilioClient,
-    TwilioSms,
-    TwilioVoice,
-)
-from picasse.adapters.providers.voice import HttpVoiceGateway
 from picasse.adapters.pseudonyms import KeyedPseudonyms
-from picasse.domain.accounts import Accounts
-from picasse.domain.application import PicasseApplication
-from picasse.domain.clock import Clock
-from picasse.domain.conferencing import Conferences
-from picasse.domain.messaging import Messages
-from picasse.domain.privacy import Privacy
 from picasse.runners.settings import Settings, SettingsError
 
-if TYPE_CHECKING:  # nats is imported by the commands that talk to it, not by every command
+# Each application, and the delivery providers (httpx, SMTP, SMPP, Twilio), is imported by
+# the function that opens or builds it: a CLI command loads only what it uses. (Start-up
+# CPU: every command and test process paid for every application's ~200 event classes and
+# every provider's client.)
+if TYPE_CHECKING:
     from picasse.adapters.nats.jobs import Topology
     from picasse.adapters.nats.status_events import WebhookTopology
+    from picasse.adapters.postgres.provider_health import ProviderHealthTable
+    from picasse.adapters.postgres.smsc_ids import SmscIdTable
+    from picasse.adapters.providers import Provider
+    from picasse.adapters.providers.health import ProviderCounters
+    from picasse.adapters.providers.smpp import SessionReceipts
+    from picasse.adapters.providers.telephony import HttpTelephony
+    from picasse.adapters.providers.twilio import TwilioCallbacks
+    from picasse.domain.accounts import Accounts
+    from picasse.domain.application import PicasseApplication
+    from picasse.domain.clock import Clock
+    from picasse.domain.conferencing import Conferences
+    from picasse.domain.messaging import Messages
+    from picasse.domain.privacy import Privacy
 
 STORE_MODULE = "picasse.adapters.postgres.store:Factory"
 
@@ -140,6 +132,9 @@ def open_accounts(
     """Accounts on the process's clock (`clock_from(settings)`) unless given one: it
     measures how long set-password links live. `sharing`: use that application's store
     (its pool and key store) instead of opening one."""
+    from picasse.adapters.passwords import Argon2Passwords
+    from picasse.domain.accounts import Accounts
+
     master_key_file = settings.master_key_path
     env = eventsourcing_env(
         database_url,
@@ -179,6 +174,8 @@ def open_messages(
     opens_sealed_fields: bool = True,
 ) -> Messages:
     """Messages on the process's clock (`clock_from(settings)`) unless given one."""
+    from picasse.domain.messaging import Messages
+
     master_key_file = settings.master_key_path
     env = eventsourcing_env(
         database_url,
@@ -197,6 +194,8 @@ def open_messages(
 
 
 def open_privacy(settings: Settings, database_url: str, *, schema: str | None = None) -> Privacy:
+    from picasse.domain.privacy import Privacy
+
     env = eventsourcing_env(
         database_url,
         settings.master_key_path,
@@ -206,7 +205,7 @@ def open_privacy(settings: Settings, database_url: str, *, schema: str | None = 
 
 
 # Builds one provider kind from the settings (None: not configured).
-Builder = Callable[[Settings, SessionReceipts | None], Provider | None]
+Builder = Callable[[Settings, "SessionReceipts | None"], "Provider | None"]
 
 
 def _smpp(settings: Settings, receipts: SessionReceipts | None) -> Provider | None:
@@ -216,11 +215,16 @@ def _smpp(settings: Settings, receipts: SessionReceipts | None) -> Provider | No
         if settings.sms_smpp_ca is not None:
             raise ValueError("PICASSE_SMS_SMPP_CA is set but PICASSE_SMS_SMPP_URL is not")
         return None
+    from picasse.adapters.providers.smpp import smpp_from_settings
+
     return smpp_from_settings(settings.sms_smpp_url, receipts=receipts, tls_ca=settings.sms_smpp_ca)
 
 
 def _sms_gateway(settings: Settings, receipts: SessionReceipts | None) -> Provider | None:
     """Our JSON gateway, with its own failover gateway (PICASSE_SMS_FAILOVER_URL) if set."""
+    from picasse.adapters.providers.receipts import RECEIPTS_PATH
+    from picasse.adapters.providers.sms import sms_from_settings
+
     return sms_from_settings(
         settings.sms_gateway_url,
         settings.sms_gateway_token,
@@ -235,6 +239,9 @@ def _voice_gateway(settings: Settings, receipts: SessionReceipts | None) -> Prov
         return None
     if not settings.voice_token:
         raise ValueError("PICASSE_VOICE_URL needs PICASSE_VOICE_TOKEN")
+    from picasse.adapters.providers.receipts import RECEIPTS_PATH
+    from picasse.adapters.providers.voice import HttpVoiceGateway
+
     return HttpVoiceGateway(
         "voice",
         settings.voice_url,
@@ -243,7 +250,9 @@ def _voice_gateway(settings: Settings, receipts: SessionReceipts | None) -> Prov
     )
 
 
-def _twilio(kind: type[TwilioSms | TwilioVoice]) -> Builder:
+def _twilio(channel: str) -> Builder:
+    """Twilio's SMS ("sms") or calls ("voice")."""
+
     def build(settings: Settings, receipts: SessionReceipts | None) -> Provider | None:
         account = (settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_from)
         if not any(account):
@@ -255,8 +264,11 @@ def _twilio(kind: type[TwilioSms | TwilioVoice]) -> Builder:
             )
         sid, token, sender = account
         assert sid and token and sender
-        if kind is TwilioVoice and sender.startswith("MG"):
+        if channel == "voice" and sender.startswith("MG"):
             raise ValueError("Twilio calls need PICASSE_TWILIO_FROM to be a number")
+        from picasse.adapters.providers.twilio import TwilioClient, TwilioSms, TwilioVoice
+
+        kind = TwilioVoice if channel == "voice" else TwilioSms
         client = TwilioClient(sid, token, base_url=settings.twilio_base_url)
         return kind(client, sender=sender, public_url=settings.public_url)
 
@@ -269,11 +281,11 @@ def _twilio(kind: type[TwilioSms | TwilioVoice]) -> Builder:
 # `bound` attribute: the overview shows it.
 SMS_KINDS: dict[str, Builder] = {
     "smpp": _smpp,
-    "twilio": _twilio(TwilioSms),
+    "twilio": _twilio("sms"),
     "gateway": _sms_gateway,
 }
 VOICE_KINDS: dict[str, Builder] = {
-    "twilio": _twilio(TwilioVoice),
+    "twilio": _twilio("voice"),
     "gateway": _voice_gateway,
 }
 
@@ -309,6 +321,8 @@ def _chain(
         if missing:
             raise SettingsError(f"{variable} names {missing[0]!r}, which is not configured")
         chosen = [provider for kind in order if (provider := built[kind]) is not None]
+    from picasse.adapters.providers.sms import in_order
+
     return in_order(chosen, name=name)
 
 
@@ -322,6 +336,10 @@ def providers_from(
     With `counters` (a worker's), each SMS and voice provider's answers are counted.
     `receipts` records the receipts that providers speaking a session protocol (SMPP)
     receive themselves, rather than through our receipt webhook."""
+    from picasse.adapters.providers.health import counted
+    from picasse.adapters.providers.maildir import MaildirProvider
+    from picasse.adapters.providers.smtp import SmtpProvider
+
     try:
         email = (
             SmtpProvider.from_url(settings.smtp_url, sender=settings.smtp_sender)
@@ -364,6 +382,8 @@ def providers_from(
 def provider_health_table(messages: Messages) -> ProviderHealthTable:
     """The providers' health table (workers write it, the overview reads it) on the
     messages pool: no connection of its own."""
+    from picasse.adapters.postgres.provider_health import ProviderHealthTable
+
     datastore = messages.factory.datastore  # type: ignore[attr-defined]
     table = ProviderHealthTable(lambda: datastore.transaction(commit=True), datastore.schema)
     table.create_table()
@@ -373,6 +393,8 @@ def provider_health_table(messages: Messages) -> ProviderHealthTable:
 def smsc_id_table(app: Messages | Privacy, clock: Clock) -> SmscIdTable:
     """The SMPP provider's record of SMSC ids (workers write and read it, the retention
     job prunes it) on the application's pool: no connection of its own."""
+    from picasse.adapters.postgres.smsc_ids import SmscIdTable
+
     datastore = app.factory.datastore  # type: ignore[attr-defined]
     table = SmscIdTable(lambda: datastore.transaction(commit=True), datastore.schema, clock)
     table.create_table()
@@ -397,17 +419,23 @@ def twilio_callbacks(settings: Settings) -> TwilioCallbacks | None:
     """What checks Twilio's signatures on its callbacks, when a Twilio account is set."""
     if not settings.twilio_auth_token:
         return None
+    from picasse.adapters.providers.twilio import TwilioCallbacks
+
     return TwilioCallbacks(settings.twilio_auth_token, settings.public_url)
 
 
 def _telephony(settings: Settings) -> HttpTelephony | None:
     if not settings.telephony_url:
         return None
+    from picasse.adapters.providers.telephony import HttpTelephony
+
     return HttpTelephony(settings.telephony_url, settings.telephony_token or "")
 
 
 def open_conferences(settings: Settings, messages: Messages) -> Conferences:
     """Conferencing on the messages application's store and clock (it invites through it)."""
+    from picasse.domain.conferencing import Conferences
+
     return Conferences(
         clock=messages.clock,
         pseudonyms=messages.pseudonyms,
@@ -420,6 +448,8 @@ def open_conferences(settings: Settings, messages: Messages) -> Conferences:
 def recording_eraser(settings: Settings, app: Privacy) -> Conferences:
     """Conferencing on an erasing process's store, to ask the provider to delete
     recordings before the keys sealing their references go (it invites nobody)."""
+    from picasse.domain.conferencing import Conferences
+
     return Conferences(
         clock=clock_from(settings),
         pseudonyms=KeyedPseudonyms(read_master_key(settings.master_key_path)),
@@ -431,6 +461,8 @@ def recording_eraser(settings: Settings, app: Privacy) -> Conferences:
 
 def telephony_tokens(settings: Settings) -> dict[str, str]:
     """The telephony provider's name → the token its reports are signed with."""
+    from picasse.adapters.providers.telephony import PROVIDER_NAME as TELEPHONY_PROVIDER
+
     token = settings.telephony_token
     return {TELEPHONY_PROVIDER: token} if token else {}
 

@@ -25,9 +25,9 @@ from picasse.adapters.providers.health import ProviderCounters
 from picasse.adapters.providers.smpp import ReceiptSink, SessionReceipts
 from picasse.adapters.providers.sms import start_session
 from picasse.adapters.webhook_notices import mail_endpoint_disabled
-from picasse.domain.errors import Conflict, NotFound
+from picasse.domain.errors import Conflict, Forbidden, NotFound
 from picasse.domain.messages import FailureReason
-from picasse.domain.messaging import Forbidden, Messages
+from picasse.domain.messaging import Messages
 from picasse.domain.webhooks import Webhooks
 from picasse.runners import servers
 from picasse.runners.processes import connect_nats, run_until_signalled

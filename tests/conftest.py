@@ -49,9 +49,34 @@ def embedded_settings(servers_root: Path) -> Iterator[Settings]:
     servers.stop_postgres(settings)
 
 
+# The session's embedded PostgreSQL serves every test of its worker: their fixtures' pools,
+# the views and projection runners they start, their `raw` connections. On initdb's default
+# of 100 connections, tests that each hold several pools at once got "sorry, too many clients
+# already" (tests/integration/test_views.py, four at once). The platform's own embedded
+# servers keep the default: this is the test server's budget only.
+TEST_SERVER_MAX_CONNECTIONS = 300
+
+
 @pytest.fixture(scope="session")
 def database_url(environ_settings: Settings, embedded_settings: Settings) -> str:
-    return servers.postgres_url(_prefer_external(environ_settings, embedded_settings))
+    settings = _prefer_external(environ_settings, embedded_settings)
+    if not settings.database_url:
+        _allow_more_connections(embedded_settings)
+    return servers.postgres_url(settings)
+
+
+def _allow_more_connections(settings: Settings) -> None:
+    """Raise the session server's max_connections; it takes a restart, so the first start
+    sets it and lets go of the server (it stops unless something else holds it), and the
+    next use starts it again with the new limit."""
+    import psycopg
+
+    with psycopg.connect(servers.postgres_url(settings), autocommit=True) as connection:
+        row = connection.execute("SHOW max_connections").fetchone()
+        if row is not None and int(row[0]) >= TEST_SERVER_MAX_CONNECTIONS:
+            return
+        connection.execute(f"ALTER SYSTEM SET max_connections = {TEST_SERVER_MAX_CONNECTIONS}")
+    servers.stop_postgres(settings)
 
 
 @pytest.fixture(scope="session")

@@ -84,9 +84,9 @@ from picasse.domain.access import Viewer
 from picasse.domain.accounts import MAX_PASSWORD_LENGTH, Accounts, UserDetails
 from picasse.domain.api_keys import MAX_NAME, SCOPE_DESCRIPTIONS, ApiKeys, Scope
 from picasse.domain.customers import Subscription
-from picasse.domain.errors import InvalidInput
+from picasse.domain.errors import Forbidden, InvalidInput
 from picasse.domain.messages import Channel, DeliveryStatus, FailureReason, Priority
-from picasse.domain.messaging import Forbidden, Messages, SendRequest, parse_recipient_query
+from picasse.domain.messaging import Messages, SendRequest, parse_recipient_query
 from picasse.domain.personal import Erased
 from picasse.domain.values import Role
 from picasse.projections.accounts import PAGE_SIZE, AccountsView

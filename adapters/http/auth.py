@@ -60,11 +60,11 @@ from picasse.domain.api_keys import Scope as ApiScope
 from picasse.domain.errors import (
     AuthenticationFailed,
     DomainError,
+    Forbidden,
     InvalidInput,
     NotFound,
     UserDisabled,
 )
-from picasse.domain.messaging import Forbidden
 from picasse.domain.values import Role
 
 if TYPE_CHECKING:

@@ -28,8 +28,7 @@ from picasse.adapters.invoice_pdf import invoice_pdf
 from picasse.domain.access import Viewer
 from picasse.domain.api_keys import Scope
 from picasse.domain.billing import Billing, InvoiceDetails, InvoiceStatus, PricePlan, price_plan
-from picasse.domain.errors import NotFound
-from picasse.domain.messaging import Forbidden
+from picasse.domain.errors import Forbidden, NotFound
 from picasse.projections.accounts import PAGE_SIZE
 from picasse.projections.invoices import InvoicesView
 

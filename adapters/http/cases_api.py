@@ -27,7 +27,7 @@ from picasse.adapters.http.auth import Caller, allowed, scoped
 from picasse.domain.access import Viewer
 from picasse.domain.api_keys import Scope
 from picasse.domain.cases import CaseCategory, CaseDetails, Cases, CaseState
-from picasse.domain.messaging import Forbidden
+from picasse.domain.errors import Forbidden
 
 SCOPE = scoped(Scope.CASES)
 CaseId = Annotated[UUID, PathParameter(description="the case's id")]

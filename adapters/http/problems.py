@@ -25,10 +25,10 @@ from picasse.domain.errors import (
     AuthenticationFailed,
     Conflict,
     DomainError,
+    Forbidden,
     InvalidInput,
     NotFound,
 )
-from picasse.domain.messaging import Forbidden
 
 log = logging.getLogger(__name__)
 

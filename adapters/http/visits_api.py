@@ -30,8 +30,7 @@ from picasse.adapters.http.problems import problem_response, problem_responses
 from picasse.adapters.http.visits import RegistrationThrottled, VisitService
 from picasse.domain.access import Viewer
 from picasse.domain.api_keys import Scope
-from picasse.domain.errors import DomainError
-from picasse.domain.messaging import Forbidden
+from picasse.domain.errors import DomainError, Forbidden
 from picasse.domain.visitors import HostChoice, RegistrationDetails, RegistrationSettings, VisitForm
 
 SCOPE = scoped(Scope.SITES)

@@ -26,7 +26,7 @@ from picasse.adapters.postgres.webhook_log import MAX_LISTED_ATTEMPTS, WebhookLo
 from picasse.adapters.webhook_posts import check_destination
 from picasse.domain.access import Viewer
 from picasse.domain.api_keys import Scope
-from picasse.domain.messaging import Forbidden
+from picasse.domain.errors import Forbidden
 from picasse.domain.webhooks import (
     MAX_URL_LENGTH,
     EndpointDetails,

@@ -83,6 +83,19 @@ def test_embedded_postgres_answers_queries_on_the_picasse_database(
     assert row == ("picasse", 42)
 
 
+def test_the_sessions_embedded_postgres_takes_more_clients_than_initdbs_default(
+    environ_settings: Settings, database_url: str
+) -> None:
+    """The worker's tests hold many pools at once (tests/conftest.py, database_url)."""
+    if environ_settings.database_url:
+        pytest.skip("an external server keeps its own limit")
+
+    with psycopg.connect(database_url) as connection:
+        row = connection.execute("SHOW max_connections").fetchone()
+
+    assert row is not None and int(row[0]) == 300  # TEST_SERVER_MAX_CONNECTIONS
+
+
 def test_asking_again_for_postgres_gives_the_same_running_server(
     embedded_settings: Settings,
 ) -> None:

@@ -16,12 +16,12 @@ from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts, LoginUnavailable
 from picasse.domain.errors import (
     AuthenticationFailed,
+    Forbidden,
     InvalidInput,
     LoginTaken,
     NotFound,
     UserDisabled,
 )
-from picasse.domain.messaging import Forbidden
 from picasse.domain.values import Role
 
 FAST = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)

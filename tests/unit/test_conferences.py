@@ -26,8 +26,8 @@ from picasse.domain.conferencing import (
     Replayed,
     ScheduleRequest,
 )
-from picasse.domain.errors import Conflict
-from picasse.domain.messaging import Forbidden, Messages
+from picasse.domain.errors import Conflict, Forbidden
+from picasse.domain.messaging import Messages
 from picasse.domain.values import Role
 from tests.users import add_customer_user
 

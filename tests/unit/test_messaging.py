@@ -16,13 +16,12 @@ from picasse.adapters.providers.receipts import receipt_failure
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
-from picasse.domain.errors import Conflict, InvalidInput, NotFound
+from picasse.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from picasse.domain.messages import DeliveryStatus, FailureReason, delivery_id
 from picasse.domain.messaging import (
     Attempt,
     FailedForGood,
     FailedForNow,
-    Forbidden,
     IdempotencyKeyReused,
     Messages,
     NothingToSend,
