@@ -109,6 +109,15 @@ MAX_JSON_BODY = 512 * 1024  # an e-mail body is at most 100 000 characters
 
 S = HTTPStatus  # short names for the status lists below
 
+# An enum is one component schema of the OpenAPI document, whose description Litestar takes
+# from whichever field of that enum it meets last: every field of one enum says the same,
+# or the document would change from one process to the next.
+ROLE = "the user's role: what they may do (a customer's users: customer_admin or customer_user)"
+CHANNEL = "the channel: sms, email or voice"
+PRIORITY = "normal, or alert (an alert may ask for acknowledgement: see ack_within_minutes)"
+FAILURE_REASON = "why it failed, as a code; null if it did not"
+CASE_STATE = "the case's state: open → in_progress → resolved → closed"
+
 # Path parameters, described once for every route that takes them.
 CustomerId = Annotated[UUID, PathParameter(description="the customer's id")]
 KeyId = Annotated[UUID, PathParameter(description="the API key's id")]
@@ -140,7 +149,7 @@ class SessionStarted(msgspec.Struct, frozen=True):
     """Who the new session belongs to."""
 
     user_id: Annotated[UUID, Meta(description="the logged-in user's id")]
-    role: Annotated[Role, Meta(description="the user's role, which decides what they may do")]
+    role: Annotated[Role, Meta(description=ROLE)]
     customer_id: Annotated[
         UUID | None, Meta(description="the user's customer; null for Picasse staff")
     ]
@@ -244,7 +253,7 @@ class UserOut(msgspec.Struct, frozen=True):
         UUID | None, Meta(description="the user's customer; null for Picasse staff")
     ]
     login: Annotated[str | None, Meta(description="the user's login; null once erased")]
-    role: Annotated[Role, Meta(description="what the user may do")]
+    role: Annotated[Role, Meta(description=ROLE)]
     disabled: Annotated[bool, Meta(description="whether the user is barred from logging in")]
 
 
@@ -252,7 +261,7 @@ class NewUser(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A user to add to a customer."""
 
     login: Annotated[str, Meta(description="the login, unique across Picasse")]
-    role: Annotated[Role, Meta(description="customer_admin or customer_user")]
+    role: Annotated[Role, Meta(description=ROLE)]
     email: Annotated[
         str, Meta(max_length=320, description="where the one-time set-password link is sent")
     ]
@@ -266,7 +275,7 @@ class UserChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     role: Annotated[
         Role | None,
-        msgspec.Meta(description="the user's new role: customer_admin or customer_user"),
+        msgspec.Meta(description=ROLE),
     ] = None
     disabled: Annotated[
         bool | None,
@@ -331,7 +340,7 @@ class PasswordSet(msgspec.Struct, frozen=True):
 class SendMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A message to send: its channel, recipients and content."""
 
-    channel: Annotated[Channel, Meta(description="how it is delivered")]
+    channel: Annotated[Channel, Meta(description=CHANNEL)]
     to: Annotated[
         list[str],
         Meta(description="recipients: phone numbers (+ and the country code) or e-mail addresses"),
@@ -352,9 +361,7 @@ class SendMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         str | None,
         Meta(description="a recipient group's name or id, instead of or besides `to`"),
     ] = None
-    priority: Annotated[
-        Priority, Meta(description="alert: may ask for acknowledgement, see ack_within_minutes")
-    ] = Priority.NORMAL
+    priority: Annotated[Priority, Meta(description=PRIORITY)] = Priority.NORMAL
     template: Annotated[
         str | None, Meta(description="instead of body: text with {name} placeholders")
     ] = None
@@ -389,9 +396,7 @@ Recipient = Annotated[
     Meta(description="the recipient; null for roles not entitled to traffic data, or erased"),
 ]
 Attempts = Annotated[int, Meta(description="hand-overs to a provider so far")]
-Reason = Annotated[
-    FailureReason | None, Meta(description="why it failed, as a code; null if it did not")
-]
+Reason = Annotated[FailureReason | None, Meta(description=FAILURE_REASON)]
 
 
 class RecipientStatus(msgspec.Struct, frozen=True):
@@ -415,10 +420,8 @@ class MessageOut(msgspec.Struct, frozen=True):
 
     id: Annotated[UUID, Meta(description="the message's id")]
     customer_id: Annotated[UUID, Meta(description="the customer that sent it")]
-    channel: Annotated[Channel, Meta(description="how it is delivered")]
-    priority: Annotated[
-        Priority, Meta(description="normal, or alert (may ask for acknowledgement)")
-    ]
+    channel: Annotated[Channel, Meta(description=CHANNEL)]
+    priority: Annotated[Priority, Meta(description=PRIORITY)]
     requested_at: Annotated[datetime, Meta(description="when it was sent to us")]
     not_before: Annotated[
         datetime | None, Meta(description="when it is scheduled for; null: at once")
@@ -446,7 +449,7 @@ class TrafficEntry(msgspec.Struct, frozen=True):
         str | None,
         Meta(description="the sender's address; null for roles not entitled to it, or erased"),
     ]
-    channel: Annotated[str, Meta(description="sms, email or voice")]
+    channel: Annotated[str, Meta(description=CHANNEL)]
     recipient: Recipient
     status: Annotated[str, Meta(description="where the delivery stands")]
     attempts: Attempts

@@ -22,7 +22,7 @@ from litestar import get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
 
-from picasse.adapters.http.api import S, _answers
+from picasse.adapters.http.api import CASE_STATE, S, _answers
 from picasse.adapters.http.auth import Caller, allowed, scoped
 from picasse.domain.access import Viewer
 from picasse.domain.api_keys import Scope
@@ -61,7 +61,7 @@ class NewComment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class CaseStep(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     state: Annotated[
         CaseState,
-        msgspec.Meta(description="the next state: open → in_progress → resolved → closed"),
+        msgspec.Meta(description=CASE_STATE),
     ]
 
 
@@ -75,7 +75,7 @@ class CaseOut(msgspec.Struct, frozen=True):
     id: Annotated[UUID, msgspec.Meta(description="the case's id")]
     customer_id: Annotated[UUID, msgspec.Meta(description="whose case it is")]
     category: Annotated[CaseCategory, msgspec.Meta(description="complaint or fault_report")]
-    state: Annotated[CaseState, msgspec.Meta(description="open, in_progress, resolved, closed")]
+    state: Annotated[CaseState, msgspec.Meta(description=CASE_STATE)]
     description: Annotated[str | None, msgspec.Meta(description="None once erased")]
     message_id: Annotated[UUID | None, msgspec.Meta(description="the message it is about")]
     conference_id: Annotated[UUID | None, msgspec.Meta(description="the conference it is about")]

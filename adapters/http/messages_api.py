@@ -24,7 +24,15 @@ from litestar import delete, get
 from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
-from picasse.adapters.http.api import MessageId, S, _answers, _utc
+from picasse.adapters.http.api import (
+    CHANNEL,
+    FAILURE_REASON,
+    PRIORITY,
+    MessageId,
+    S,
+    _answers,
+    _utc,
+)
 from picasse.adapters.http.auth import Caller, allowed, scoped
 from picasse.adapters.http.cursors import decode_cursor, encode_cursor
 from picasse.domain.access import Viewer
@@ -43,8 +51,8 @@ SEND = scoped(Scope.MESSAGES_SEND)
 class MessageSummary(msgspec.Struct, frozen=True):
     id: Annotated[UUID, msgspec.Meta(description="the message's id")]
     customer_id: Annotated[UUID, msgspec.Meta(description="the customer who sent it")]
-    channel: Annotated[Channel, msgspec.Meta(description="sms, email or voice")]
-    priority: Annotated[Priority, msgspec.Meta(description="normal, or alert")]
+    channel: Annotated[Channel, msgspec.Meta(description=CHANNEL)]
+    priority: Annotated[Priority, msgspec.Meta(description=PRIORITY)]
     requested_at: Annotated[datetime, msgspec.Meta(description="when it was sent (asked for)")]
     requested_by: Annotated[
         UUID | None, msgspec.Meta(description="the user who sent it (None: Picasse itself)")
@@ -72,9 +80,7 @@ class DeliveryEntry(msgspec.Struct, frozen=True):
     ]
     status: Annotated[DeliveryStatus, msgspec.Meta(description="where the delivery stands")]
     attempts: Annotated[int, msgspec.Meta(description="attempts made so far")]
-    reason: Annotated[
-        FailureReason | None, msgspec.Meta(description="why it failed, as a code (if it did)")
-    ]
+    reason: Annotated[FailureReason | None, msgspec.Meta(description=FAILURE_REASON)]
     provider: Annotated[str | None, msgspec.Meta(description="who took it for delivery")]
     acknowledged: Annotated[bool, msgspec.Meta(description="an alert's recipient acknowledged")]
     updated_at: Annotated[datetime, msgspec.Meta(description="its last change")]

@@ -21,7 +21,7 @@ from litestar import delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
-from picasse.adapters.http.api import S, _answers, _text, customer_of
+from picasse.adapters.http.api import CHANNEL, S, _answers, _text, customer_of
 from picasse.adapters.http.auth import Caller, allowed, scoped
 from picasse.domain.access import Viewer
 from picasse.domain.api_keys import Scope
@@ -37,7 +37,7 @@ _manage = allowed(Viewer.may_administer, "only a customer's admins manage templa
 
 class NewTemplate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(description="unique per customer and channel")]
-    channel: Annotated[Channel, msgspec.Meta(description="sms, email or voice")]
+    channel: Annotated[Channel, msgspec.Meta(description=CHANNEL)]
     text: Annotated[
         str,
         msgspec.Meta(description="the message text, with {name} placeholders (plain names only)"),
@@ -56,7 +56,7 @@ class TemplateChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class TemplateOut(msgspec.Struct, frozen=True):
     id: Annotated[UUID, msgspec.Meta(description="give as template_id when sending")]
-    channel: Annotated[Channel, msgspec.Meta(description="the channel it is for")]
+    channel: Annotated[Channel, msgspec.Meta(description=CHANNEL)]
     name: Annotated[str | None, msgspec.Meta(description="its name; None once erased")]
     text: Annotated[str | None, msgspec.Meta(description="its text; None once erased")]
     placeholders: Annotated[
