@@ -153,6 +153,7 @@ class Results:
     # At a fixed offered load: half our peak throughput, unless --rate asked for another.
     latency: Phase | None = None
     latency_rate: float = 0.0  # the load asked for
+    latency_workers: int = 0  # worker processes of the latency and fan-out runs: the peak's
     fanout: Phase | None = None  # one alert to many recipients
     redelivered: int = 0  # jobs NATS handed out again (NAKs: rate limit, retries)
     notes: list[str] = field(default_factory=list)
@@ -899,25 +900,30 @@ def run(
         )
         roles["api"].append(listening.pid)
         api_url = listening.line.rsplit(" ", 1)[-1]
-        workers = 0
+        running: list[ExitStack] = []  # one per worker process, in start order
+        stack.callback(lambda: [each.close() for each in reversed(running)])
 
-        def more_workers(wanted: int) -> None:
-            nonlocal workers
-            while workers < wanted:
-                workers += 1
-                started = stack.enter_context(
+        def workers_to(wanted: int) -> None:
+            """Start worker processes, or stop the last started (SIGTERM: they drain)."""
+            while len(running) > wanted:
+                running.pop().close()
+                roles["workers"].pop()
+            while len(running) < wanted:
+                own = ExitStack()
+                started = own.enter_context(
                     child(
                         [
                             sys.executable, "-m", "bench.messaging", "instant-worker",
                             "--concurrency", str(config.concurrency),
                         ],
                         env | {"PICASSE_DB_CONNECTIONS": str(CONNECTIONS["worker"])},
-                        logs / f"worker{workers}.log",
+                        logs / f"worker{len(running) + 1}.log",
                     )
                 )  # fmt: skip
+                running.append(own)
                 roles["workers"].append(started.pid)
 
-        more_workers(config.workers[0])
+        workers_to(config.workers[0])
         progress.remove_task(setup)
         db = stack.enter_context(psycopg.connect(database_url, autocommit=True))
         db.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
@@ -931,7 +937,7 @@ def run(
         pipeline.run("warm-up", config.customers, None)
 
         for count in config.workers:
-            more_workers(count)
+            workers_to(count)
             say(
                 f"[bold]ours: throughput with {count} worker process(es), {config.messages:,}"
                 f" SMS as fast as {config.clients} HTTP clients can request them"
@@ -945,8 +951,13 @@ def run(
 
         peak = results.peak
         assert peak is not None
+        # Half the peak is measured on the deployment that reached it: as many workers.
+        peak_workers = next(n for n, phase in results.throughput.items() if phase is peak)
+        workers_to(peak_workers)
+        results.latency_workers = peak_workers
         rate = config.rate or max(1.0, round(peak.deliveries_per_second * config.unsaturated_share))
         results.latency_rate = rate
+        say(f"ours: latency and fan-out with {peak_workers} worker process(es), as at the peak")
         results.latency = latency_run(pipeline, "latency", rate, config, say)
         if results.latency.offered_per_second < 0.95 * rate:
             results.notes.append(
@@ -1026,7 +1037,8 @@ def table(results: Results, config: Config) -> Table:
             value = percentile(latencies, fraction)
             label = (
                 f"latency at {latency.offered_per_second:,.0f}/s"
-                f" (asked {results.latency_rate:,.0f}), {name}"
+                f" (asked {results.latency_rate:,.0f}; {results.latency_workers} worker"
+                f"{'s' if results.latency_workers > 1 else ''}), {name}"
                 if name == "p50"
                 else f"  {name}"
             )
