@@ -30,7 +30,7 @@ from picasse.domain.sites import Sites
 from picasse.domain.visitors import Visitors
 from picasse.domain.webhooks import Webhooks
 from picasse.runners import relay, servers
-from picasse.runners.processes import connect_nats
+from picasse.runners.processes import connect_nats, run_loop
 from picasse.runners.project import VIEWS, view_on_pool_of
 from picasse.runners.settings import Settings, SettingsError
 from picasse.runners.signals import StopRequest, stop_requested
@@ -90,7 +90,7 @@ def main(settings: Settings, *, tls_cert: Path | None = None, tls_key: Path | No
                 where = f"{'https' if tls_cert else 'http'}://{_address(listener)}"
                 if not stop.requested:
                     threads = max(1, settings.db_connections)
-                    asyncio.run(_serve(_Server(config), listener, where, stop, threads))
+                    run_loop(_serve(_Server(config), listener, where, stop, threads))
         finally:
             listener.close()
     return 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from picasse.runners.settings import nats_servers
 from picasse.runners.signals import DEFAULT_DEADLINE, stop_requested
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def connection_kwargs(datastore: Any) -> dict[str, Any]:
@@ -72,6 +73,17 @@ class _ConnectionNews:
             log.warning("%s: NATS connection is back", self.name)
 
 
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Runs `main` to its end on uvloop: the event loop of every long-running Picasse
+    process (the API, relay, workers, scheduler). The API spends most of its CPU in its
+    event loop; on uvloop it took about 8 % less per send (bench/messaging.py, quiet
+    machine, alternating runs: 1.88-1.98 against 2.10-2.12 ms)."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 def run_until_signalled(
     work: Callable[[asyncio.Event], Awaitable[None]], *, deadline: float = DEFAULT_DEADLINE
 ) -> None:
@@ -83,4 +95,4 @@ def run_until_signalled(
             await work(request.as_event())
 
         if not request.requested:
-            asyncio.run(main())
+            run_loop(main())
