@@ -83,6 +83,9 @@ class ChildProcess:
             "PICASSE_NATS_URL": endpoints.nats_url,
             "PICASSE_MASTER_KEY_FILE": str(settings.master_key_path),
             "PICASSE_DB_CONNECTIONS": str(connections),
+            # up's own: a port it picked for PICASSE_HTTP_PORT=0 is every child's.
+            "PICASSE_HTTP_PORT": str(settings.http_port),
+            "PICASSE_PUBLIC_URL": settings.public_url,
             # Names its connections in pg_stat_activity.
             "PGAPPNAME": f"picasse {name.lower()}",
         }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,7 +27,7 @@ from rich.console import Console
 from picasse.adapters.up_state import ServiceState, UpState, forget_state, write_state
 from picasse.domain.clock import Clock
 from picasse.runners import servers
-from picasse.runners.settings import Settings, nats_servers
+from picasse.runners.settings import Settings, effective_public_url, nats_servers
 from picasse.runners.signals import StopRequest, stop_requested
 from picasse.runners.wiring import clock_from, prepare
 
@@ -157,7 +158,31 @@ def main(settings: Settings, *, extra_services: Sequence[ServiceFactory] = ()) -
             return 1
         if settings.database_url is None or settings.nats_url is None:
             held.enter_context(servers.released_when_orphaned(settings))
+        try:
+            settings = _with_its_port(settings)
+        except OSError as error:
+            print(f"picasse up: cannot listen on {settings.http_host}: {error}", file=sys.stderr)
+            return 1
         return _run(settings, extra_services, stop)
+
+
+def _with_its_port(settings: Settings) -> Settings:
+    """PICASSE_HTTP_PORT=0 asks for any free port: `up` picks one, once. The API keeps it
+    when it is restarted, and the public URL (the links in every child's mails) names it;
+    each child choosing for itself put ":0" in the links and moved the API on restarts."""
+    if settings.http_port != 0:
+        return settings
+    family = socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((settings.http_host, 0))
+        port = int(probe.getsockname()[1])
+    public_url = effective_public_url(
+        os.environ.get("PICASSE_PUBLIC_URL"),
+        settings.http_host,
+        port,
+        tls=settings.tls_cert is not None,
+    )
+    return msgspec.structs.replace(settings, http_port=port, public_url=public_url)
 
 
 def _run(settings: Settings, extra_services: Sequence[ServiceFactory], stop: StopRequest) -> int:

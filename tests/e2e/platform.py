@@ -132,7 +132,7 @@ class RunningUp:
         raise AssertionError(f"no line for {server} in {self.lines}")
 
     def api_url(self) -> str:
-        """Where the API listens now: a restarted one on port 0 picks a new port."""
+        """Where the API listens now (the latest line that says so)."""
         for line in reversed(self.lines):
             if "api listening on " in line:
                 return line.split("api listening on ")[1].split()[0]

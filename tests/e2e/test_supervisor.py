@@ -122,7 +122,11 @@ def test_up_restarts_each_killed_child_and_stops_only_when_one_keeps_dying(
         picasse(up, "customers", "subscribe", customer)
 
         for service in services:
+            listening = up.api_url()
             kill_and_check_deliveries(up, customer, service)
+            # PICASSE_HTTP_PORT=0 (the tests' platform): up picked one port, the API keeps
+            # it through restarts, and the public URL in every child's links names it.
+            assert up.api_url() == listening == up.url_of("Public URL"), up.lines
 
         if then_keep_killing:
             keep_killing(up, then_keep_killing)
