@@ -34,7 +34,7 @@ import threading
 import types
 import typing
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 from uuid import UUID, uuid4
@@ -802,23 +802,10 @@ class _Opening:
                 value = _attr(shape, other)
                 if value.code != SEALED_WITH or value.data != key_id:
                     return None
-            key = self.keys.opening_key(key_id)
-            if key is None:
-                values.update(dict.fromkeys(group.paths, ERASED))
-                continue
-            try:
-                plaintext = key.aead.decrypt(
-                    envelope[KEY_ID_SIZE : KEY_ID_SIZE + NONCE_SIZE],
-                    envelope[KEY_ID_SIZE + NONCE_SIZE :],
-                    self.binding + group.aad,
-                )
-            except InvalidTag:
+            opened = self._open_group(envelope, group.paths, group.aad, group.decoders)
+            if opened is None:
                 return None
-            raws = _decode_group(plaintext)
-            if len(raws) != len(names):
-                return None
-            for path, decoder, raw in zip(group.paths, group.decoders, raws, strict=True):
-                values[path] = decoder.decode(raw)
+            values.update(opened)
         return values
 
     def _open_any_groups(self) -> dict[str, Any]:
@@ -851,25 +838,32 @@ class _Opening:
             else:
                 raise self._broken(path)  # a group's first field must hold its seal
         values: dict[str, Any] = {}
-        for key_id, (envelope, paths, decoders) in groups.items():
-            key = self.keys.opening_key(key_id)
-            if key is None:
-                values.update(dict.fromkeys(paths, ERASED))
-                continue
-            try:
-                plaintext = key.aead.decrypt(
-                    envelope[KEY_ID_SIZE : KEY_ID_SIZE + NONCE_SIZE],
-                    envelope[KEY_ID_SIZE + NONCE_SIZE :],
-                    self.binding + _group_aad(tuple(paths)),
-                )
-            except InvalidTag:
-                raise self._broken(*paths) from None
-            raws = _decode_group(plaintext)
-            if len(raws) != len(paths):
+        for envelope, paths, decoders in groups.values():
+            opened = self._open_group(envelope, paths, _group_aad(tuple(paths)), decoders)
+            if opened is None:
                 raise self._broken(*paths)
-            for path, decoder, raw in zip(paths, decoders, raws, strict=True):
-                values[path] = decoder.decode(raw)
+            values.update(opened)
         return values
+
+    def _open_group(
+        self,
+        envelope: bytes,
+        paths: Sequence[str],
+        aad: bytes,
+        decoders: Sequence[msgspec.msgpack.Decoder[Any]],
+    ) -> dict[str, Any] | None:
+        """A group's values by path (ERASED if its key is gone); None if it does not open."""
+        key = self.keys.opening_key(bytes(envelope[:KEY_ID_SIZE]))
+        if key is None:
+            return dict.fromkeys(paths, ERASED)
+        plaintext = _decrypted(key, envelope, self.binding + aad)
+        raws = None if plaintext is None else _decode_group(plaintext)
+        if raws is None or len(raws) != len(paths):
+            return None
+        return {
+            path: decoder.decode(raw)
+            for path, decoder, raw in zip(paths, decoders, raws, strict=True)
+        }
 
     def _broken(self, *paths: str) -> SealBroken:
         together = f" (sealed with {', '.join(paths[1:])})" if len(paths) > 1 else ""
@@ -879,20 +873,26 @@ class _Opening:
         )
 
     def _open(self, decoder: msgspec.msgpack.Decoder[Any], envelope: bytes, path: str) -> Any:
+        """A field sealed on its own (the older format)."""
         key = self.keys.opening_key(bytes(envelope[:KEY_ID_SIZE]))
         if key is None:
             return ERASED
-        nonce = envelope[KEY_ID_SIZE : KEY_ID_SIZE + NONCE_SIZE]
-        try:
-            plaintext = key.aead.decrypt(
-                nonce, envelope[KEY_ID_SIZE + NONCE_SIZE :], self.binding + path.encode()
-            )
-        except InvalidTag:
-            raise SealBroken(
-                f"sealed field {path} of {self.originator_id} v{self.version} does not open:"
-                " tampered with or moved from another event"
-            ) from None
+        plaintext = _decrypted(key, envelope, self.binding + path.encode())
+        if plaintext is None:
+            raise self._broken(path)
         return decoder.decode(plaintext)
+
+
+def _decrypted(key: SubjectKey, envelope: bytes, aad: bytes) -> bytes | None:
+    """The plaintext of key id | nonce | ciphertext+tag, or None if it does not open."""
+    try:
+        return key.aead.decrypt(
+            envelope[KEY_ID_SIZE : KEY_ID_SIZE + NONCE_SIZE],
+            envelope[KEY_ID_SIZE + NONCE_SIZE :],
+            aad,
+        )
+    except InvalidTag:
+        return None
 
 
 def _sealed_leaves(
