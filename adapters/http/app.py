@@ -282,7 +282,9 @@ def _schema_router() -> Router:
     )
 
 
-def _completed_document(request: Request[Any, Any, Any]) -> None:
+async def _completed_document(request: Request[Any, Any, Any]) -> None:
+    # In the event loop, not a thread (Litestar's way with a plain function): two first
+    # requests at once must not complete the one document together.
     app = request.app
     document = app.openapi_schema  # built on first use, and again if routes were added
     if app.state.get(_COMPLETED) is not document:
