@@ -182,7 +182,10 @@ def processes_using(data_dir: Path) -> list[str]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            # Any bytes: a process beside the suite (the CLI's undecodable-argument test)
+            # may hold some that are no UTF-8.
+            raw = (entry / "cmdline").read_bytes()
+            command = raw.replace(b"\0", b" ").decode(errors="backslashreplace")
             environ = (entry / "environ").read_bytes().split(b"\0")
             state = (entry / "stat").read_text().rpartition(")")[2].split()[:1]
         except OSError:
