@@ -21,6 +21,7 @@ from uuid import UUID, uuid5
 
 import msgspec
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import get_topic
 
 from picasse.domain.access import Viewer
 from picasse.domain.application import PicasseApplication
@@ -177,6 +178,20 @@ class WebhookEndpoint(Aggregate):
     @event("Enabled")
     def _enabled(self) -> None:
         self.disabled = False
+
+
+# An endpoint's life in the log: the events that decide which of a customer's endpoints
+# want which status events. The relay reads them across the whole log when it starts, so
+# the event store keeps an index of just their rows.
+ENDPOINT_TOPICS = tuple(
+    get_topic(event_class)
+    for event_class in (
+        WebhookEndpoint.Registered,
+        WebhookEndpoint.Deleted,
+        WebhookEndpoint.Disabled,
+        WebhookEndpoint.Enabled,
+    )
+)
 
 
 class WebhookEndpoints(Aggregate):

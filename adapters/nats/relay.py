@@ -51,7 +51,8 @@ from picasse.adapters.nats.status_events import (
     ensure_webhook_stream,
 )
 from picasse.adapters.nats.status_events import publish as publish_status_events
-from picasse.domain.webhooks import WebhookEventType, endpoint_active
+from picasse.adapters.postgres.store import endpoint_topics
+from picasse.domain.webhooks import ENDPOINT_TOPICS, WebhookEventType, endpoint_active
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,8 @@ STATUS_TOPICS = {
     ACKNOWLEDGED: (WebhookEventType.ALERT_ACKNOWLEDGED, "acknowledged"),
     ESCALATED: (WebhookEventType.ALERT_ESCALATED, "escalated"),
 }
-ENDPOINT_REGISTERED = "picasse.domain.webhooks:WebhookEndpoint.Registered"
-ENDPOINT_DELETED = "picasse.domain.webhooks:WebhookEndpoint.Deleted"
-ENDPOINT_DISABLED = "picasse.domain.webhooks:WebhookEndpoint.Disabled"
-ENDPOINT_ENABLED = "picasse.domain.webhooks:WebhookEndpoint.Enabled"
 # What tells the relay which customers' endpoints want which status events.
-ENDPOINT_TOPICS = (ENDPOINT_REGISTERED, ENDPOINT_DELETED, ENDPOINT_DISABLED, ENDPOINT_ENABLED)
+ENDPOINT_REGISTERED, ENDPOINT_DELETED, ENDPOINT_DISABLED, ENDPOINT_ENABLED = ENDPOINT_TOPICS
 # The events that call for jobs or status events, or decide who wants the status events;
 # the relay never reads the rest of the log.
 TOPICS = (QUEUED, REQUESTED, *STATUS_TOPICS, *ENDPOINT_TOPICS)
@@ -272,8 +269,8 @@ class Relay:
         table = sql.Identifier(recorder.datastore.schema, recorder.events_table_name)
         self._endpoint_events_statement = sql.SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {table}"
-            " WHERE notification_id <= %s AND topic = ANY(%s) ORDER BY notification_id"
-        ).format(table=table)
+            " WHERE notification_id <= %s AND topic = ANY({topics}) ORDER BY notification_id"
+        ).format(table=table, topics=endpoint_topics())
         self._first_events_statement = sql.SQL(
             "SELECT originator_id, state FROM {table}"
             " WHERE originator_id = ANY(%s) AND originator_version = 1"
@@ -358,7 +355,7 @@ class Relay:
         folded in order (a few per endpoint, read once at start)."""
         listeners = Listeners()
         async with connection.cursor(row_factory=dict_row) as cursor:
-            await cursor.execute(self._endpoint_events_statement, (position, list(ENDPOINT_TOPICS)))
+            await cursor.execute(self._endpoint_events_statement, (position,))
             async for row in cursor:
                 listeners.fold(_notification(row))
         return listeners

@@ -38,9 +38,17 @@ from picasse.adapters.master_key import read_master_key
 from picasse.adapters.postgres.keystore import KeyRace, PostgresKeyStore
 from picasse.adapters.postgres.roles import serialize_schema_changes
 from picasse.domain.termination import DestroyedEpoch
+from picasse.domain.webhooks import ENDPOINT_TOPICS
 
 GENESIS = bytes(32)  # the "predecessor" hash of every aggregate's first event
 KEY_RACE_ATTEMPTS = 3
+
+
+def endpoint_topics() -> sql.Composable:
+    """The webhook endpoints' topics as one SQL literal, written alike in the partial index
+    and in the query that reads it: PostgreSQL uses a partial index only where it can prove
+    the query's condition implies the index's."""
+    return sql.Literal(list(ENDPOINT_TOPICS))
 
 
 class ChainedRecorder(PostgresApplicationRecorder):
@@ -105,6 +113,22 @@ class ChainedRecorder(PostgresApplicationRecorder):
                 function=function,
             ),
         ]
+
+        # The relay reads the webhook endpoints' events across the whole log when it starts:
+        # with this index it reads just their rows, however long the log has grown (without
+        # it, a scan of the whole table at every relay start). Built once; on a big log that
+        # already exists, the first start after an upgrade waits for it.
+        self.sql_create_statements.append(
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} (notification_id)"
+                " WHERE topic = ANY({topics})"
+            ).format(
+                index=sql.Identifier(f"{self.events_table_name}_endpoint_events"),
+                schema=schema,
+                table=table,
+                topics=endpoint_topics(),
+            )
+        )
 
     def _create_table(self, curs: Any) -> None:
         serialize_schema_changes(curs)

@@ -14,6 +14,7 @@ import msgspec
 import nats
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from picasse.adapters.http.app import HttpDeps
@@ -32,6 +33,7 @@ from picasse.runners.processes import connection_kwargs
 from picasse.runners.settings import Settings
 from tests.integration.api_server import Tenant, make_tenant, module_settings
 from tests.integration.inprocess import relay_and_worker
+from tests.integration.plans import plan_nodes
 from tests.integration.platform_processes import wait_until
 
 WAIT = 20.0  # seconds of wall time a step may take at most
@@ -185,16 +187,8 @@ def test_a_relay_starting_knows_the_endpoints_as_of_its_position_in_the_log(
     deps: HttpDeps, here: Settings, database_url: str
 ) -> None:
     tenant = make_tenant(deps, "Restart")
-    recorder = deps.messages.recorder
-    relay = Relay(
-        recorder,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]  # its position is given here
-        None,  # type: ignore[arg-type]  # it publishes nothing here
-        topology=Topology(here.nats_namespace),
-        application_name="test",
-        conninfo=connection_kwargs(deps.messages.factory.datastore),  # type: ignore[attr-defined]
-    )
-    table = f'"{here.database_schema}"."{recorder.events_table_name}"'  # type: ignore[attr-defined]
+    relay = _starting_relay(deps, here)
+    table = f'"{here.database_schema}"."{deps.messages.recorder.events_table_name}"'  # type: ignore[attr-defined]
 
     def head() -> int:
         with psycopg.connect(**conninfo_to_dict(database_url)) as conn:
@@ -216,3 +210,39 @@ def test_a_relay_starting_knows_the_endpoints_as_of_its_position_in_the_log(
     assert asyncio.run(want_at(before)) is False
     assert asyncio.run(want_at(registered)) is True
     assert asyncio.run(want_at(disabled)) is False
+
+
+def test_a_relay_starting_reads_the_endpoints_events_by_their_own_index_not_the_whole_log(
+    deps: HttpDeps, here: Settings
+) -> None:
+    """Its read at start goes through the partial index of the endpoints' events: a few rows
+    whatever the log's length. Without the index, or with a condition PostgreSQL cannot
+    match to it, the plan scans the log (here: the notification ids' index, filtering each
+    row's topic), since sequential and bitmap scans are priced out to make the choice plain."""
+    _register(deps, make_tenant(deps, "Plan"), ["delivery.failed"])
+    relay = _starting_relay(deps, here)
+    with psycopg.connect(**relay.conninfo) as conn:  # type: ignore[arg-type]
+        conn.execute("SET enable_seqscan = off")
+        conn.execute("SET enable_bitmapscan = off")
+        statement = sql.SQL("EXPLAIN (FORMAT JSON) ") + relay._endpoint_events_statement
+        row = conn.execute(statement, (2**62,)).fetchone()
+    assert row is not None
+    nodes = [n for n in plan_nodes(row[0]) if "Node Type" in n]
+    scans = [n for n in nodes if n["Node Type"].endswith("Scan")]
+    index = f"{deps.messages.recorder.events_table_name}_endpoint_events"  # type: ignore[attr-defined]
+    assert [(n["Node Type"], n.get("Index Name"), n.get("Filter")) for n in scans] == [
+        ("Index Scan", index, None)
+    ]
+    assert not [n for n in nodes if n["Node Type"] == "Sort"]  # the index gives the order
+
+
+def _starting_relay(deps: HttpDeps, here: Settings) -> Relay:
+    """A relay as it starts, for its read of the endpoints' events: no position, no NATS."""
+    return Relay(
+        deps.messages.recorder,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]  # its position is given here
+        None,  # type: ignore[arg-type]  # it publishes nothing here
+        topology=Topology(here.nats_namespace),
+        application_name="test",
+        conninfo=connection_kwargs(deps.messages.factory.datastore),  # type: ignore[attr-defined]
+    )

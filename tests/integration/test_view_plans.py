@@ -31,6 +31,7 @@ from picasse.adapters.postgres.views import (
 )
 from picasse.domain.accounts import Accounts
 from picasse.projections.traffic import MessageQuery
+from tests.integration.plans import plan_nodes
 
 AT = datetime(2026, 5, 1, tzinfo=UTC)
 # Reads of a handful of rows whatever the size: the counts per subscription state.
@@ -75,24 +76,13 @@ def _generic_plans(datastore: PostgresDatastore) -> dict[str, Any]:
 SCANS = ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
 
 
-def _nodes(plan: Any) -> Iterator[dict[str, Any]]:
-    """Every node of an EXPLAIN (FORMAT JSON) plan, depth first."""
-    if isinstance(plan, dict):
-        yield plan
-        for value in plan.values():
-            yield from _nodes(value)
-    elif isinstance(plan, list):
-        for value in plan:
-            yield from _nodes(value)
-
-
 def _faults(plan: Any, whole_table_ok: bool) -> list[str]:
     """What in a plan reads more than its rows: a sequential scan, an index scanned from
     end to end with a filter (what `$1 IS NULL OR …` comes to), a sort (no index in the
     order asked for). `whole_table_ok`: a statement with no condition (a first page of
     everything) may walk an index in its order."""
     found = []
-    for node in _nodes(plan):
+    for node in plan_nodes(plan):
         kind, relation = node.get("Node Type"), node.get("Relation Name") or node.get("Index Name")
         if kind == "Seq Scan" and not str(relation).endswith(WHOLE_TABLE_READS):
             found.append(f"Seq Scan on {relation}")
@@ -172,7 +162,7 @@ def test_every_page_and_route_query_uses_an_index_under_a_generic_plan(
 
 def _scans_of(plan: Any, table: str) -> list[dict[str, Any]]:
     """The plan's nodes that read `table` (by its name's end)."""
-    return [n for n in _nodes(plan) if str(n.get("Relation Name", "")).endswith(table)]
+    return [n for n in plan_nodes(plan) if str(n.get("Relation Name", "")).endswith(table)]
 
 
 def test_a_customer_with_most_of_the_traffic_but_none_of_the_newest_has_its_page_read_from_its_own_rows(
