@@ -184,13 +184,8 @@ class WebhookEndpoint(Aggregate):
 # want which status events. The relay reads them across the whole log when it starts, so
 # the event store keeps an index of just their rows.
 ENDPOINT_TOPICS = tuple(
-    get_topic(event_class)
-    for event_class in (
-        WebhookEndpoint.Registered,
-        WebhookEndpoint.Deleted,
-        WebhookEndpoint.Disabled,
-        WebhookEndpoint.Enabled,
-    )
+    f"{get_topic(WebhookEndpoint)}.{name}"
+    for name in ("Registered", "Deleted", "Disabled", "Enabled")
 )
 
 
