@@ -18,12 +18,14 @@ from uuid import UUID
 
 import msgspec
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import get_topic
 
 from picasse.domain.access import Viewer
 from picasse.domain.application import PicasseApplication
+from picasse.domain.customers import Customer
 from picasse.domain.errors import AuthenticationFailed, Forbidden, InvalidInput, NotFound
 from picasse.domain.personal import Personal
-from picasse.domain.users import PLATFORM_TENANT
+from picasse.domain.users import PLATFORM_TENANT, User
 from picasse.domain.values import single_line
 
 KEY_PREFIX = "pk"
@@ -189,6 +191,12 @@ def parse_key(text: str) -> tuple[UUID, str]:
         return UUID(hex=ident), secret
     except ValueError:
         raise AuthenticationFailed("not an API key of ours") from None
+
+
+# What an authenticated caller is made of: the key, its user, and the user's customer. The
+# event store tells every process when it saves an event of any of them, so that a cache of
+# callers forgets what may have changed (a key revoked, a user disabled or erased).
+CALLER_SOURCES = tuple(get_topic(aggregate) + "." for aggregate in (ApiKey, User, Customer))
 
 
 class ApiKeys(PicasseApplication):

@@ -17,6 +17,7 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from picasse.adapters.group_commit import GroupCommit
 from picasse.adapters.http.acklinks import ack_links_from
 from picasse.adapters.http.app import HttpDeps, attendance_on, create_app
+from picasse.adapters.http.auth import CallerCache
 from picasse.adapters.http.health import HealthProbe, JobQueueProbe, WatchedView
 from picasse.adapters.master_key import read_master_key
 from picasse.adapters.nats.reconciler import ReconcilerLog
@@ -134,6 +135,7 @@ def http_deps(
             messages=messages,
             accounts=accounts,
             api_keys=api_keys,
+            callers=CallerCache(messages.clock, messages.recorder.keys.notices),  # type: ignore[attr-defined]
             accounts_view=views["accounts"],
             traffic_view=views["traffic"],
             ledger_view=views["ledger"],

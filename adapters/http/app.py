@@ -37,6 +37,7 @@ from picasse.adapters.http.auth import (
     PUBLIC,
     SESSION_COOKIE,
     AuthenticationMiddleware,
+    CallerCache,
     LoginThrottling,
     caller_dependency,
     housekeeping,
@@ -91,6 +92,7 @@ class HttpDeps:
     messages: Messages
     accounts: Accounts
     api_keys: ApiKeys
+    callers: CallerCache  # API keys' callers between requests, forgotten at any change
     accounts_view: AccountsView
     traffic_view: TrafficView
     auth_store: PostgresAuthStore  # sessions and failed-login counters

@@ -37,6 +37,7 @@ import ipaddress
 import logging
 import math
 import secrets
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
@@ -54,9 +55,11 @@ from litestar.handlers import BaseRouteHandler
 from litestar.types import ASGIApp, Guard, Receive, Scope, Send
 
 from picasse.adapters.postgres.keystore import TenantErased
+from picasse.adapters.postgres.notices import Notices
 from picasse.domain.access import Viewer
 from picasse.domain.api_keys import MissingScope
 from picasse.domain.api_keys import Scope as ApiScope
+from picasse.domain.clock import Clock
 from picasse.domain.errors import (
     AuthenticationFailed,
     DomainError,
@@ -74,6 +77,9 @@ log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "picasse_session"
 SESSION_LIFETIME = timedelta(hours=8)  # from login; not extended by use (that would track it)
+# How long an API key's caller is kept between requests at most (CallerCache): a bound, in
+# case a change ever reached no notice.
+CALLER_LIFETIME = timedelta(seconds=60)
 PUBLIC: dict[str, Any] = {"public": True}  # a route handler's opt: anyone may call it
 API_PREFIX = "/v1"
 LOGIN_PAGE = "/login"
@@ -101,6 +107,55 @@ class Caller(msgspec.Struct, frozen=True):
         return f"Caller(user_id={self.user_id}, role={self.role.value}, via={self.via})"
 
     __str__ = __repr__
+
+
+class CallerCache:
+    """The callers of API keys, kept between requests: a request with a key seen before then
+    needs no thread and no read of the key, its user and their customer.
+
+    Kept true by the schema's notices (adapters/postgres/notices.py): saving an event of a
+    key, a user or a customer, and destroying a key, tell every process, and this forgets
+    everything it holds (such changes are rare; sends are not among them). So does a gap in
+    the notices, and nothing is kept while they are not listened to. The process that made a
+    change forgets at once; any other within the time PostgreSQL takes to deliver the notice.
+    Only API keys: a session ends by a row deleted, which tells nobody. An entry lives at
+    most CALLER_LIFETIME by the clock, and the cache holds at most `size` of them."""
+
+    def __init__(self, clock: Clock, notices: Notices, size: int = 10_000) -> None:
+        self._clock = clock
+        self._notices = notices
+        self._size = size
+        self._lock = threading.Lock()
+        self._callers: dict[bytes, tuple[Caller, datetime]] = {}
+        self.generation = 0  # moves at each forgetting: a read that began before keeps nothing
+        notices.subscribe(lambda _payload: self.forget(), self.forget)
+
+    def get(self, key: str) -> Caller | None:
+        found = self._callers.get(_digest(key))
+        if found is None or not self._notices.listening.is_set():
+            return None
+        caller, until = found
+        return caller if self._clock.now() < until else None
+
+    def keep(self, key: str, caller: Caller, generation: int) -> None:
+        """`generation`: as read before the caller was; if anything was forgotten since, the
+        caller may be from before the change, and is not kept."""
+        with self._lock:
+            if generation != self.generation or not self._notices.listening.is_set():
+                return
+            if len(self._callers) >= self._size:
+                self._callers.clear()  # rare: more keys in use than it holds; start again
+            self._callers[_digest(key)] = (caller, self._clock.now() + CALLER_LIFETIME)
+
+    def forget(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._callers.clear()
+
+
+def _digest(key: str) -> bytes:
+    """What the cache is keyed by: not the key itself, which is a secret."""
+    return hashlib.sha256(key.encode()).digest()
 
 
 class ThrottlePolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -500,7 +555,7 @@ class AuthenticationMiddleware:
         if authorization is not None:
             scheme, _, key = authorization.partition(" ")
             if scheme.lower() == "bearer" and key.strip():
-                caller = await asyncio.to_thread(_caller_from_key, self.deps, key.strip())
+                caller = await self._caller_of_key(key.strip())
         elif cookie:
             caller = await asyncio.to_thread(_caller_from_session, self.deps, cookie)
         scope["user"] = caller
@@ -525,6 +580,16 @@ class AuthenticationMiddleware:
             # sends to change something must also come from our own origin.
             raise PermissionDeniedException("a changing request must come from this site")
         await self.app(scope, receive, send)
+
+    async def _caller_of_key(self, key: str) -> Caller | None:
+        callers = self.deps.callers
+        caller = callers.get(key)
+        if caller is None:
+            generation = callers.generation
+            caller = await asyncio.to_thread(_caller_from_key, self.deps, key)
+            if caller is not None:  # a failure is not kept: it costs a read every time
+                callers.keep(key, caller, generation)
+        return caller
 
     def _same_origin(self, connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
         headers = connection.headers

@@ -39,6 +39,7 @@ from picasse.adapters.master_key import (
     epoch_key_path,
     read_epoch_key,
 )
+from picasse.adapters.postgres.notices import Notices
 from picasse.adapters.postgres.roles import serialize_schema_changes
 from picasse.domain.termination import DestroyedEpoch
 
@@ -149,13 +150,16 @@ class PostgresKeyStore:
         self._by_id: dict[bytes, SubjectKey | None] = {}  # by the key id's 16 bytes
         self._generation = 0
         self._local = threading.local()
-        self._listening = threading.Event()
-        self._stopping = threading.Event()
-        self._listener: threading.Thread | None = None
+        # The schema's notices (see adapters/postgres/notices.py): a destroyed key drops
+        # out of every process's cache. Not listening: nothing is cached.
+        self.notices = Notices(self._connection_kwargs(), self.channel)
+        self._listening = self.notices.listening
         if listen:
-            self._listener = threading.Thread(target=self._listen, name="key-listener", daemon=True)
-            self._listener.start()
-            self._listening.wait(timeout=10)
+            # Looked up at each notice, not bound now (tests replace them on one store).
+            self.notices.subscribe(
+                lambda payload: self._on_notice(payload), lambda: self._forget_everything()
+            )
+            self.notices.start()
 
     # Schema
 
@@ -1152,34 +1156,6 @@ class PostgresKeyStore:
         kwargs.pop("row_factory", None)
         return kwargs
 
-    def _listen(self) -> None:
-        backoff = 0.2
-        lost = False  # said once per outage, not at every attempt to reconnect
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(**self._connection_kwargs(), autocommit=True) as conn:
-                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-                    self._forget_everything()  # anything cached before may have missed a notice
-                    self._listening.set()
-                    if lost:
-                        log.warning("key listener reconnected; caching keys again")
-                    backoff, lost = 0.2, False
-                    while not self._stopping.is_set():
-                        for notice in conn.notifies(timeout=0.1):
-                            self._on_notice(notice.payload)
-            except psycopg.Error as error:
-                if not lost:
-                    log.warning(
-                        "key listener lost its connection (%s); not caching keys until it is back",
-                        type(error).__name__,
-                    )
-                lost = True
-            finally:
-                self._listening.clear()
-                self._forget_everything()
-            self._stopping.wait(backoff)
-            backoff = min(backoff * 2, 5.0)
-
     def _on_notice(self, payload: str) -> None:
         what, _, ident = payload.partition(":")
         try:
@@ -1194,9 +1170,7 @@ class PostgresKeyStore:
             self._forget(key_ids=(uuid,), tenant_id=None)
 
     def close(self) -> None:
-        self._stopping.set()
-        if self._listener is not None:
-            self._listener.join(timeout=5)
+        self.notices.close()
 
 
 def tenant_has_keys(database_url: str, schema: str, tenant_id: UUID) -> bool:

@@ -36,7 +36,9 @@ from psycopg import sql
 from picasse.adapters.crypto import SealingMapper
 from picasse.adapters.master_key import read_master_key
 from picasse.adapters.postgres.keystore import KeyRace, PostgresKeyStore
+from picasse.adapters.postgres.notices import CALLERS_CHANGED
 from picasse.adapters.postgres.roles import serialize_schema_changes
+from picasse.domain.api_keys import CALLER_SOURCES
 from picasse.domain.termination import DestroyedEpoch
 from picasse.domain.webhooks import ENDPOINT_TOPICS
 
@@ -145,12 +147,19 @@ class ChainedRecorder(PostgresApplicationRecorder):
         error, so a lost race for a key or a version came out as an outage."""
         failure: DatabaseError | None = None
         notification_ids: Sequence[int] | None = None
+        # A key, a user or a customer changed: every process's cache of callers forgets.
+        callers = any(e.topic.startswith(CALLER_SOURCES) for e in stored_events)
         with self.datastore.get_connection() as conn:
             with conn.pipeline() as pipeline:
                 try:
                     with conn.transaction():
                         with conn.cursor() as curs:
                             self._insert_events(curs, stored_events, **kwargs)
+                            if callers:  # delivered at the commit, not before
+                                curs.execute(
+                                    "SELECT pg_notify(%s, %s)",
+                                    (self.keys.notices.channel, CALLERS_CHANGED),
+                                )
                         if stored_events:
                             with conn.cursor() as curs:
                                 self._insert_stored_events(curs, stored_events, **kwargs)
@@ -162,6 +171,8 @@ class ChainedRecorder(PostgresApplicationRecorder):
                     failure = error  # raised once the pipeline is left, as the library does
             if failure is not None:
                 raise failure  # the datastore's connection maps it to the library's errors
+        if callers:
+            self.keys.notices.tell(CALLERS_CHANGED)  # this process's own caches: now
         return notification_ids
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)

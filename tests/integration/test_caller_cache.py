@@ -1,0 +1,185 @@
+"""API keys' callers are kept between requests (CallerCache) and forgotten at any change of a
+key, a user or a customer, in the process that made it at once and in every other one when
+PostgreSQL delivers the notice. Real PostgreSQL; the API in this process, then as a process
+of its own while this one plays another process that changes things."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from picasse.adapters.clock import ManualClock
+from picasse.adapters.http.app import HttpDeps, create_app
+from picasse.adapters.http.auth import CALLER_LIFETIME, _caller_from_key
+from picasse.adapters.postgres.notices import CALLERS_CHANGED
+from picasse.domain.access import Viewer
+from picasse.domain.messaging import SendRequest
+from picasse.domain.values import Role
+from picasse.runners.api import http_deps
+from picasse.runners.settings import Settings
+from tests.integration.api_server import (
+    Tenant,
+    make_tenant,
+    module_settings,
+    serving,
+    start_api_process,
+    with_cheap_passwords,
+)
+from tests.integration.platform_processes import wait_until
+from tests.ports import free_port
+
+WAIT = 20.0  # seconds of wall time a notice may take at most on a busy machine
+
+
+@pytest.fixture(scope="module")
+def here(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Settings]:
+    with module_settings(tmp_path_factory, database_url, "caller-cache") as settings:
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture(scope="module")
+def deps(here: Settings, database_url: str, clock: ManualClock) -> Iterator[HttpDeps]:
+    with http_deps(here, database_url, clock=clock) as opened:
+        yield with_cheap_passwords(opened)
+
+
+@pytest.fixture(scope="module")
+def base_url(deps: HttpDeps) -> Iterator[str]:
+    with serving(create_app(deps)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def acme(deps: HttpDeps) -> Tenant:
+    return make_tenant(deps, "Acme")
+
+
+def _key(deps: HttpDeps, login: str) -> tuple[str, Any]:
+    user = deps.accounts.user_by_login(login)
+    issued = deps.api_keys.issue(user_id=user.id, customer_id=user.customer_id)
+    return issued.key, issued
+
+
+def _channel(deps: HttpDeps) -> str:
+    return deps.messages.recorder.keys.notices.channel  # type: ignore[attr-defined, no-any-return]
+
+
+def test_a_key_seen_is_kept_until_any_notice_of_the_schema_or_its_lifetime_on_the_clock(
+    deps: HttpDeps, base_url: str, acme: Tenant, clock: ManualClock, database_url: str
+) -> None:
+    key, _ = _key(deps, acme.user_login)
+    program = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"})
+    assert deps.callers.get(key) is None
+
+    assert program.get(f"/v1/customers/{acme.customer_id}").status_code == 200
+    kept = deps.callers.get(key)
+    assert kept is not None and kept.user_id == acme.user_id and kept.via == "api-key"
+
+    # Any notice on the schema's channel, from any connection: everything is forgotten.
+    with psycopg.connect(database_url, autocommit=True) as other:
+        other.execute("SELECT pg_notify(%s, %s)", (_channel(deps), "anything"))
+    wait_until(lambda: deps.callers.get(key) is None, WAIT, "the caller forgotten")
+
+    assert program.get(f"/v1/customers/{acme.customer_id}").status_code == 200
+    assert deps.callers.get(key) is not None
+    clock.advance(CALLER_LIFETIME)
+    assert deps.callers.get(key) is None  # read again at the next request
+    assert program.get(f"/v1/customers/{acme.customer_id}").status_code == 200
+    assert deps.callers.get(key) is not None
+
+    refused = httpx.get(f"{base_url}/v1/customers", headers={"Authorization": f"Bearer {key}x"})
+    assert refused.status_code == 401
+    assert deps.callers.get(key + "x") is None  # a key that fails is not kept
+
+
+def test_a_caller_read_while_a_change_came_in_is_not_kept(deps: HttpDeps, acme: Tenant) -> None:
+    key, _ = _key(deps, acme.admin_login)
+    before = deps.callers.generation
+    caller = deps.callers.get(key)
+    assert caller is None
+    deps.messages.recorder.keys.notices.tell(CALLERS_CHANGED)  # type: ignore[attr-defined]
+    read = _caller_from_key(deps, key)
+    assert read is not None
+    deps.callers.keep(key, read, before)  # read from before the change: dropped
+    assert deps.callers.get(key) is None
+    deps.callers.keep(key, read, deps.callers.generation)
+    assert deps.callers.get(key) == read
+
+
+def test_the_store_tells_of_changed_keys_users_and_customers_and_not_of_sends(
+    deps: HttpDeps, acme: Tenant, database_url: str
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute(f'LISTEN "{_channel(deps)}"')
+        deps.messages.send(
+            acme.customer_id,
+            SendRequest(channel="email", to=["one@rcpt.example"], body="Hi", subject="Hi"),
+            requested_by=acme.user_id,
+        )
+        listener.execute("SELECT pg_notify(%s, %s)", (_channel(deps), "after the send"))
+        _, issued = _key(deps, acme.admin_login)  # an API key issued
+        deps.accounts.change_contact(acme.customer_id, billing_address="Herengracht 2, Amsterdam")
+        told = [n.payload for n in _notices(listener, 3)]
+    assert told == ["after the send", CALLERS_CHANGED, CALLERS_CHANGED]
+    assert issued.key.startswith("pk_")
+
+
+def _notices(conn: psycopg.Connection[Any], count: int) -> list[Any]:
+    found: list[Any] = []
+    for notice in conn.notifies(timeout=WAIT):
+        found.append(notice)
+        if len(found) == count:
+            break
+    return found
+
+
+def test_a_key_revoked_or_a_user_disabled_by_another_process_is_refused_by_a_running_api(
+    deps: HttpDeps, here: Settings, database_url: str, tmp_path: Path
+) -> None:
+    """The API runs as a process of its own and keeps the callers it has seen; this test's
+    process revokes a key and disables a user, as a CLI or another API process would. Each
+    is refused once the notice arrives there: without it, they would work for a minute."""
+    tenant = make_tenant(deps, "Other")
+    revoked_key, issued = _key(deps, tenant.admin_login)
+    disabled_key, _ = _key(deps, tenant.user_login)
+    port = free_port()
+    env = dict(os.environ) | {
+        "PICASSE_DATA_DIR": str(here.data_dir),
+        "PICASSE_DATABASE_URL": database_url,
+        "PICASSE_DATABASE_SCHEMA": here.database_schema,
+        "PICASSE_HTTP_PORT": str(port),
+        "PICASSE_DB_CONNECTIONS": "7",
+    }
+    stderr_path = tmp_path / "stderr"
+    process, line = start_api_process(env, stderr_path)
+    try:
+        assert line.startswith(b"api listening"), stderr_path.read_text(errors="replace")[-2000:]
+        url = f"http://127.0.0.1:{port}/v1/customers/{tenant.customer_id}"
+
+        def status(key: str) -> int:
+            return httpx.get(url, headers={"Authorization": f"Bearer {key}"}).status_code
+
+        for key in (revoked_key, disabled_key, revoked_key, disabled_key):
+            assert status(key) == 200  # the second time from what the API kept
+
+        admin = Viewer(role=Role.CUSTOMER_ADMIN, customer_id=tenant.customer_id, user_id=tenant.admin_id)  # fmt: skip
+        deps.api_keys.revoke(issued.id, by=admin)
+        wait_until(lambda: status(revoked_key) == 401, WAIT, "the revoked key refused")
+        assert status(disabled_key) == 200
+
+        deps.accounts.disable_user(tenant.user_login)
+        wait_until(lambda: status(disabled_key) == 401, WAIT, "the disabled user's key refused")
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
