@@ -148,7 +148,7 @@ class ChainedRecorder(PostgresApplicationRecorder):
         failure: DatabaseError | None = None
         notification_ids: Sequence[int] | None = None
         # A key, a user or a customer changed: every process's cache of callers forgets.
-        callers = any(e.topic.startswith(CALLER_SOURCES) for e in stored_events)
+        callers = any(t.startswith(CALLER_SOURCES) for t in {e.topic for e in stored_events})
         with self.datastore.get_connection() as conn:
             with conn.pipeline() as pipeline:
                 try:
