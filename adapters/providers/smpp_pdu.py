@@ -281,6 +281,8 @@ _GSM_CHAR = {code: char for char, code in _GSM_CODE.items()}
 _GSM_EXTENDED_CHAR = {code: char for char, code in _GSM_EXTENDED.items()}
 ESCAPE = 0x1B
 
+# Septets per character of the GSM default alphabet: 2 for those of its extension table.
+_GSM_SIZE = {**dict.fromkeys(_GSM_CODE, 1), **dict.fromkeys(_GSM_EXTENDED, 2)}
 GSM_SINGLE, GSM_SEGMENT = 160, 153  # septets
 UCS2_SINGLE, UCS2_SEGMENT = 70, 67  # UTF-16 code units
 MAX_SEGMENTS = 255
@@ -329,35 +331,39 @@ def encode_text(text: str) -> Encoded:
 
 
 def segment_count(text: str) -> int:
-    """How many short messages the text takes (GSM 03.38 or UCS-2, as `encode_text` splits
-    it): the count an SMS is billed by, whichever provider sends it."""
-    try:
-        return len(encode_text(text).parts)
-    except ValueError:  # longer than any concatenation can carry: counted, not refused here
-        units = sum(len(gsm_septets(c) or b"") for c in text)
-        if all(gsm_septets(c) is not None for c in text):
-            return -(-units // GSM_SEGMENT)
-        return -(-len(text.encode("utf-16-be")) // (UCS2_SEGMENT * 2))
+    """How many short messages the text takes (GSM 03.38 or UCS-2, split as `encode_text`
+    splits it): the count an SMS is billed by, whichever provider sends it. Counted from
+    each character's size alone, without encoding; a text longer than any concatenation
+    can carry is counted too, not refused here."""
+    sizes = [_GSM_SIZE.get(char, 0) for char in text]
+    if 0 not in sizes:
+        return len(_part_starts(sizes, GSM_SINGLE, GSM_SEGMENT))
+    sizes = [2 if char <= "\uffff" else 4 for char in text]  # UTF-16: a pair beyond the BMP
+    return len(_part_starts(sizes, UCS2_SINGLE * 2, UCS2_SEGMENT * 2))
+
+
+def _part_starts(sizes: list[int], single: int, segment: int) -> list[int]:
+    """Where each part begins (indexes of units, each of the given size in octets): all in
+    one part when they fit `single`, else whole units packed into parts of `segment` at
+    most; a unit is never split."""
+    if sum(sizes) <= single:
+        return [0]
+    starts, used = [0], 0
+    for index, size in enumerate(sizes):
+        if used + size > segment:
+            starts.append(index)
+            used = 0
+        used += size
+    return starts
 
 
 def _split(units: list[bytes], single: int, segment: int) -> tuple[bytes, ...]:
-    """Whole units (a character's octets) packed into parts of at most `single` octets
-    when all fit one, else `segment` octets each."""
-    whole = b"".join(units)
-    if len(whole) <= single:
-        return (whole,)
-    parts: list[bytes] = []
-    current = bytearray()
-    for unit in units:
-        if len(current) + len(unit) > segment:
-            parts.append(bytes(current))
-            current = bytearray()
-        current += unit
-    if current:
-        parts.append(bytes(current))
-    if len(parts) > MAX_SEGMENTS:
+    """The units (a character's octets each) joined into the parts `_part_starts` makes."""
+    starts = _part_starts([len(unit) for unit in units], single, segment)
+    if len(starts) > MAX_SEGMENTS:
         raise ValueError(f"a text of more than {MAX_SEGMENTS} segments")
-    return tuple(parts)
+    ends = [*starts[1:], len(units)]
+    return tuple(b"".join(units[start:end]) for start, end in zip(starts, ends, strict=True))
 
 
 def udh(reference: int, total: int, number: int) -> bytes:

@@ -1,5 +1,8 @@
 """How texts become short messages: GSM 03.38 or UCS-2, and where they are split."""
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from picasse.adapters.providers import smpp_pdu as pdu
 
 
@@ -31,3 +34,27 @@ def test_a_surrogate_pair_stays_in_one_segment() -> None:
 def test_a_concatenation_header_reads_back() -> None:
     header = pdu.udh(200, 3, 2)
     assert pdu.read_udh(header + b"text") == ((200, 3, 2), b"text")
+
+
+# Characters of each kind: GSM, GSM's extension table (two septets), outside GSM (UCS-2),
+# and beyond the BMP (a surrogate pair in UTF-16).
+_MIXED = "aZ09 @£\n€{}[]~\\^|\fЖ中😀🇳🇱"
+
+
+@given(st.text(alphabet=_MIXED, max_size=700) | st.text(alphabet="ab€", max_size=400))
+@settings(max_examples=400, deadline=None)
+def test_the_billed_count_is_the_number_of_parts_the_encoder_makes(text: str) -> None:
+    assert pdu.segment_count(text) == len(pdu.encode_text(text).parts)
+
+
+def test_the_count_at_each_boundary() -> None:
+    counts = {
+        "a" * 160: 1, "a" * 161: 2, "a" * 306: 2, "a" * 307: 3,
+        "€" * 80: 1, "€" * 81: 2, "a" * 158 + "€": 1, "a" * 159 + "€": 2,
+        "Ж" * 70: 1, "Ж" * 71: 2, "Ж" * 134: 2, "Ж" * 135: 3, "x" * 68 + "😀": 1, "x" * 69 + "😀": 2, "": 1,
+    }  # fmt: skip
+    assert {text: pdu.segment_count(text) for text in counts} == counts
+
+
+def test_a_text_longer_than_any_concatenation_is_counted_not_refused() -> None:
+    assert pdu.segment_count("a" * 153 * 300) == 300
