@@ -47,7 +47,7 @@ from picasse.runners.wiring import (
     twilio_callbacks,
 )
 
-# Connections besides the messages pool: the sessions pool and the key listener. Accounts
+# Connections besides the messages pool: the sessions pool and the notice listener. Accounts
 # and API keys share the messages pool: every API request reads its key and its user, and
 # a pool of their own, kept small, was where concurrent requests queued.
 OTHER_CONNECTIONS = 2

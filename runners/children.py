@@ -29,11 +29,11 @@ PR_SET_PDEATHSIG = 1
 # measured in pg_stat_activity at their peak; the API takes what the others leave, and
 # needs at least MIN_API. Each child reads its share as its own PICASSE_DB_CONNECTIONS.
 # relay: log reader, LISTEN for new events, role claim; projections: log reader and views,
-# key listener, role claims, one spare for the views' datastore; scheduler: retention's
-# store and key listener, role claims, the reconciler's run; worker: store, key listener.
+# notice listener, role claims, one spare for the views' datastore; scheduler: retention's
+# store and notice listener, role claims, the reconciler's run; worker: store, notice listener.
 CONNECTIONS = {"relay": 3, "projections": 4, "scheduler": 4, "worker": 2}
 # The API's least: a messages pool of 5 (views, accounts and API keys share it), the
-# sessions' connection, a key listener.
+# sessions' connection, a notice listener.
 MIN_API = 7
 
 
