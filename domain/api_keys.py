@@ -193,10 +193,12 @@ def parse_key(text: str) -> tuple[UUID, str]:
         raise AuthenticationFailed("not an API key of ours") from None
 
 
-# What an authenticated caller is made of: the key, its user, and the user's customer. The
-# event store tells every process when it saves an event of any of them, so that a cache of
-# callers forgets what may have changed (a key revoked, a user disabled or erased).
-CALLER_SOURCES = tuple(get_topic(aggregate) + "." for aggregate in (ApiKey, User, Customer))
+# What an authenticated caller is made of (the key, its user, the user's customer) and
+# whether a customer may send (its subscription). The event store tells every process when
+# it saves an event of any of them, so that what a process keeps of them (the API's callers
+# and sending customers) is forgotten: a key revoked, a user disabled or erased, a customer
+# terminated.
+ACCOUNT_SOURCES = tuple(get_topic(aggregate) + "." for aggregate in (ApiKey, User, Customer))
 
 
 class ApiKeys(PicasseApplication):

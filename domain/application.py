@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
@@ -93,6 +93,18 @@ class Saving(Protocol):
     the commit that holds it."""
 
     def save(self, *aggregates: Any) -> Any: ...
+
+
+class Remembered(Protocol):
+    """What a process may keep between calls, forgotten whenever what it was read from may
+    have changed (in adapters: a cache kept true by the database's notices). `generation`
+    is read before the read; `keep` drops the value if anything was forgotten since."""
+
+    generation: int
+
+    def get(self, key: Hashable) -> Any | None: ...
+
+    def keep(self, key: Hashable, value: Any, generation: int) -> None: ...
 
 
 class PasswordHasher(Protocol):

@@ -15,7 +15,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from picasse.domain.access import PICASSE_SENDER, Viewer
-from picasse.domain.application import PicasseApplication, Pseudonyms, Saving
+from picasse.domain.application import PicasseApplication, Pseudonyms, Remembered, Saving
 from picasse.domain.clock import Clock
 from picasse.domain.customers import Customer, Subscription
 from picasse.domain.errors import (
@@ -377,6 +377,9 @@ class Messages(PicasseApplication):
         self.pseudonyms = pseudonyms
         # How sends are saved; the API sets a group commit (adapters/group_commit.py).
         self.saving: Saving = saving if saving is not None else self
+        # Customers found sending, kept between calls; the API sets a cache that forgets
+        # at any change of a customer (adapters/postgres/notices.py). None: read each time.
+        self.sending: Remembered | None = None
 
     # Groups
 
@@ -702,11 +705,17 @@ class Messages(PicasseApplication):
             requested_by=PICASSE_SENDER,
         )
 
-    def _sending_customer(self, customer_id: UUID) -> Customer:
+    def _sending_customer(self, customer_id: UUID) -> None:
+        """Refused unless the customer's subscription is active (remembered once found so)."""
+        sending = self.sending
+        if sending is not None and sending.get(customer_id) is not None:
+            return
+        generation = sending.generation if sending is not None else 0
         customer = self._get(customer_id, Customer, "customer")
         if customer.subscription is not Subscription.ACTIVE:
             raise Conflict(f"customer {customer_id} has no active subscription")
-        return customer
+        if sending is not None:
+            sending.keep(customer_id, True, generation)
 
     @staticmethod
     def _choice(kind: type[E], text: str, field: str) -> E:

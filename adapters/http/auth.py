@@ -37,8 +37,7 @@ import ipaddress
 import logging
 import math
 import secrets
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -55,7 +54,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.types import ASGIApp, Guard, Receive, Scope, Send
 
 from picasse.adapters.postgres.keystore import TenantErased
-from picasse.adapters.postgres.notices import Notices
+from picasse.adapters.postgres.notices import NoticedCache, Notices
 from picasse.domain.access import Viewer
 from picasse.domain.api_keys import MissingScope
 from picasse.domain.api_keys import Scope as ApiScope
@@ -109,48 +108,22 @@ class Caller(msgspec.Struct, frozen=True):
     __str__ = __repr__
 
 
-class CallerCache:
+class CallerCache(NoticedCache):
     """The callers of API keys, kept between requests: a request with a key seen before then
-    needs no thread and no read of the key, its user and their customer.
+    needs no thread and no read of the key, its user and their customer. Forgotten at any
+    change of a key, a user or a customer, in this process at once and in any other when
+    the notice arrives (adapters/postgres/notices.py). Only API keys: a session ends by a
+    row deleted, which tells nobody. Keyed by the key's digest, never the key."""
 
-    Kept true by the schema's notices (adapters/postgres/notices.py): saving an event of a
-    key, a user or a customer, and destroying a key, tell every process, and this forgets
-    everything it holds (such changes are rare; sends are not among them). So does a gap in
-    the notices, and nothing is kept while they are not listened to. The process that made a
-    change forgets at once; any other within the time PostgreSQL takes to deliver the notice.
-    Only API keys: a session ends by a row deleted, which tells nobody. An entry lives at
-    most CALLER_LIFETIME by the clock, and the cache holds at most `size` of them."""
+    def __init__(self, clock: Clock, notices: Notices) -> None:
+        super().__init__(clock, notices, CALLER_LIFETIME)
 
-    def __init__(self, clock: Clock, notices: Notices, size: int = 10_000) -> None:
-        self._clock = clock
-        self._notices = notices
-        self._size = size
-        self._lock = threading.Lock()
-        self._callers: dict[bytes, tuple[Caller, datetime]] = {}
-        self.generation = 0  # moves at each forgetting: a read that began before keeps nothing
-        notices.subscribe(lambda _payload: self.forget(), self.forget)
+    def get(self, key: Hashable) -> Caller | None:
+        caller: Caller | None = super().get(_digest(str(key)))
+        return caller
 
-    def get(self, key: str) -> Caller | None:
-        found = self._callers.get(_digest(key))
-        if found is None or not self._notices.listening.is_set():
-            return None
-        caller, until = found
-        return caller if self._clock.now() < until else None
-
-    def keep(self, key: str, caller: Caller, generation: int) -> None:
-        """`generation`: as read before the caller was; if anything was forgotten since, the
-        caller may be from before the change, and is not kept."""
-        with self._lock:
-            if generation != self.generation or not self._notices.listening.is_set():
-                return
-            if len(self._callers) >= self._size:
-                self._callers.clear()  # rare: more keys in use than it holds; start again
-            self._callers[_digest(key)] = (caller, self._clock.now() + CALLER_LIFETIME)
-
-    def forget(self) -> None:
-        with self._lock:
-            self.generation += 1
-            self._callers.clear()
+    def keep(self, key: Hashable, value: Any, generation: int) -> None:
+        super().keep(_digest(str(key)), value, generation)
 
 
 def _digest(key: str) -> bytes:

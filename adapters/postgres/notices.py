@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from picasse.domain.clock import Clock
+
 log = logging.getLogger(__name__)
 
 # The payload saying that a key, a user or a customer changed (domain/api_keys.py,
-# CALLER_SOURCES); the key store's own payloads name a key, a tenant or an epoch.
-CALLERS_CHANGED = "callers"
+# ACCOUNT_SOURCES); the key store's own payloads name a key, a tenant or an epoch.
+ACCOUNTS_CHANGED = "accounts"
 
 
 class Notices:
@@ -84,3 +87,45 @@ class Notices:
                 self._gap()
             self._stopping.wait(backoff)
             backoff = min(backoff * 2, 5.0)
+
+
+class NoticedCache:
+    """Values read from the database, kept between calls until any notice on the schema's
+    channel or any gap in them (everything is forgotten then: the changes that send notices
+    are rare), and never kept while the notices are not listened to. An entry lives at most
+    `lifetime` by the clock besides, a bound in case a change ever sent no notice; the cache
+    holds at most `size` entries. Implements the domain's `Remembered`."""
+
+    def __init__(
+        self, clock: Clock, notices: Notices, lifetime: timedelta, size: int = 10_000
+    ) -> None:
+        self._clock = clock
+        self._notices = notices
+        self._lifetime = lifetime
+        self._size = size
+        self._lock = threading.Lock()
+        self._values: dict[Hashable, tuple[Any, datetime]] = {}
+        self.generation = 0  # moves at each forgetting: a read that began before keeps nothing
+        notices.subscribe(lambda _payload: self.forget(), self.forget)
+
+    def get(self, key: Hashable) -> Any | None:
+        found = self._values.get(key)
+        if found is None or not self._notices.listening.is_set():
+            return None
+        value, until = found
+        return value if self._clock.now() < until else None
+
+    def keep(self, key: Hashable, value: Any, generation: int) -> None:
+        """`generation`: as read before the value was; if anything was forgotten since, the
+        value may be from before the change, and is not kept."""
+        with self._lock:
+            if generation != self.generation or not self._notices.listening.is_set():
+                return
+            if len(self._values) >= self._size:
+                self._values.clear()  # rare: more in use than it holds; start again
+            self._values[key] = (value, self._clock.now() + self._lifetime)
+
+    def forget(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._values.clear()

@@ -36,9 +36,9 @@ from psycopg import sql
 from picasse.adapters.crypto import SealingMapper
 from picasse.adapters.master_key import read_master_key
 from picasse.adapters.postgres.keystore import KeyRace, PostgresKeyStore
-from picasse.adapters.postgres.notices import CALLERS_CHANGED
+from picasse.adapters.postgres.notices import ACCOUNTS_CHANGED
 from picasse.adapters.postgres.roles import serialize_schema_changes
-from picasse.domain.api_keys import CALLER_SOURCES
+from picasse.domain.api_keys import ACCOUNT_SOURCES
 from picasse.domain.termination import DestroyedEpoch
 from picasse.domain.webhooks import ENDPOINT_TOPICS
 
@@ -147,8 +147,8 @@ class ChainedRecorder(PostgresApplicationRecorder):
         error, so a lost race for a key or a version came out as an outage."""
         failure: DatabaseError | None = None
         notification_ids: Sequence[int] | None = None
-        # A key, a user or a customer changed: every process's cache of callers forgets.
-        callers = any(t.startswith(CALLER_SOURCES) for t in {e.topic for e in stored_events})
+        # A key, a user or a customer changed: what every process keeps of them is forgotten.
+        callers = any(t.startswith(ACCOUNT_SOURCES) for t in {e.topic for e in stored_events})
         with self.datastore.get_connection() as conn:
             with conn.pipeline() as pipeline:
                 try:
@@ -158,7 +158,7 @@ class ChainedRecorder(PostgresApplicationRecorder):
                             if callers:  # delivered at the commit, not before
                                 curs.execute(
                                     "SELECT pg_notify(%s, %s)",
-                                    (self.keys.notices.channel, CALLERS_CHANGED),
+                                    (self.keys.notices.channel, ACCOUNTS_CHANGED),
                                 )
                         if stored_events:
                             with conn.cursor() as curs:
@@ -172,7 +172,7 @@ class ChainedRecorder(PostgresApplicationRecorder):
             if failure is not None:
                 raise failure  # the datastore's connection maps it to the library's errors
         if callers:
-            self.keys.notices.tell(CALLERS_CHANGED)  # this process's own caches: now
+            self.keys.notices.tell(ACCOUNTS_CHANGED)  # this process's own caches: now
         return notification_ids
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)

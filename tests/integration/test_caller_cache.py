@@ -1,12 +1,13 @@
-"""API keys' callers are kept between requests (CallerCache) and forgotten at any change of a
-key, a user or a customer, in the process that made it at once and in every other one when
-PostgreSQL delivers the notice. Real PostgreSQL; the API in this process, then as a process
+"""What the API keeps between requests (NoticedCache: the callers of API keys, the customers
+found sending) is forgotten at any change of a key, a user or a customer, in the process
+that made it at once and in every other one when PostgreSQL delivers the notice. Real PostgreSQL; the API in this process, then as a process
 of its own while this one plays another process that changes things."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 from picasse.adapters.clock import ManualClock
 from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.adapters.http.auth import CALLER_LIFETIME, _caller_from_key
-from picasse.adapters.postgres.notices import CALLERS_CHANGED
+from picasse.adapters.postgres.notices import ACCOUNTS_CHANGED
 from picasse.domain.access import Viewer
 from picasse.domain.messaging import SendRequest
 from picasse.domain.values import Role
@@ -108,7 +109,7 @@ def test_a_caller_read_while_a_change_came_in_is_not_kept(deps: HttpDeps, acme: 
     before = deps.callers.generation
     caller = deps.callers.get(key)
     assert caller is None
-    deps.messages.recorder.keys.notices.tell(CALLERS_CHANGED)  # type: ignore[attr-defined]
+    deps.messages.recorder.keys.notices.tell(ACCOUNTS_CHANGED)  # type: ignore[attr-defined]
     read = _caller_from_key(deps, key)
     assert read is not None
     deps.callers.keep(key, read, before)  # read from before the change: dropped
@@ -131,7 +132,7 @@ def test_the_store_tells_of_changed_keys_users_and_customers_and_not_of_sends(
         _, issued = _key(deps, acme.admin_login)  # an API key issued
         deps.accounts.change_contact(acme.customer_id, billing_address="Herengracht 2, Amsterdam")
         told = [n.payload for n in _notices(listener, 3)]
-    assert told == ["after the send", CALLERS_CHANGED, CALLERS_CHANGED]
+    assert told == ["after the send", ACCOUNTS_CHANGED, ACCOUNTS_CHANGED]
     assert issued.key.startswith("pk_")
 
 
@@ -153,19 +154,8 @@ def test_a_key_revoked_or_a_user_disabled_by_another_process_is_refused_by_a_run
     tenant = make_tenant(deps, "Other")
     revoked_key, issued = _key(deps, tenant.admin_login)
     disabled_key, _ = _key(deps, tenant.user_login)
-    port = free_port()
-    env = dict(os.environ) | {
-        "PICASSE_DATA_DIR": str(here.data_dir),
-        "PICASSE_DATABASE_URL": database_url,
-        "PICASSE_DATABASE_SCHEMA": here.database_schema,
-        "PICASSE_HTTP_PORT": str(port),
-        "PICASSE_DB_CONNECTIONS": "7",
-    }
-    stderr_path = tmp_path / "stderr"
-    process, line = start_api_process(env, stderr_path)
-    try:
-        assert line.startswith(b"api listening"), stderr_path.read_text(errors="replace")[-2000:]
-        url = f"http://127.0.0.1:{port}/v1/customers/{tenant.customer_id}"
+    with _api_process(here, database_url, tmp_path) as base:
+        url = f"{base}/v1/customers/{tenant.customer_id}"
 
         def status(key: str) -> int:
             return httpx.get(url, headers={"Authorization": f"Bearer {key}"}).status_code
@@ -180,6 +170,57 @@ def test_a_key_revoked_or_a_user_disabled_by_another_process_is_refused_by_a_run
 
         deps.accounts.disable_user(tenant.user_login)
         wait_until(lambda: status(disabled_key) == 401, WAIT, "the disabled user's key refused")
+
+
+@contextmanager
+def _api_process(here: Settings, database_url: str, tmp_path: Path) -> Iterator[str]:
+    """`picasse api` as a process of its own on the module's schema: its base URL."""
+    port = free_port()
+    env = dict(os.environ) | {
+        "PICASSE_DATA_DIR": str(here.data_dir),
+        "PICASSE_DATABASE_URL": database_url,
+        "PICASSE_DATABASE_SCHEMA": here.database_schema,
+        "PICASSE_HTTP_PORT": str(port),
+        "PICASSE_DB_CONNECTIONS": "7",
+    }
+    stderr_path = tmp_path / "stderr"
+    process, line = start_api_process(env, stderr_path)
+    try:
+        assert line.startswith(b"api listening"), stderr_path.read_text(errors="replace")[-2000:]
+        yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_a_customer_found_sending_is_remembered_until_a_notice(
+    deps: HttpDeps, acme: Tenant, database_url: str
+) -> None:
+    sending = deps.messages.sending
+    assert sending is not None
+    request = SendRequest(channel="email", to=["two@rcpt.example"], body="Hi", subject="Hi")
+    deps.messages.send(acme.customer_id, request, requested_by=acme.user_id)
+    assert sending.get(acme.customer_id) is True
+    with psycopg.connect(database_url, autocommit=True) as other:
+        other.execute("SELECT pg_notify(%s, %s)", (_channel(deps), "anything"))
+    wait_until(lambda: sending.get(acme.customer_id) is None, WAIT, "the customer forgotten")
+
+
+def test_a_customer_terminated_by_another_process_can_no_longer_send_through_a_running_api(
+    deps: HttpDeps, here: Settings, database_url: str, tmp_path: Path
+) -> None:
+    """The API remembers that the customer may send; this test's process terminates it, as
+    `picasse customers terminate` would. Sends are refused (409) once the notice arrives
+    there: without it, they would be accepted for a minute."""
+    tenant = make_tenant(deps, "Ending")
+    key, _ = _key(deps, tenant.user_login)
+    with _api_process(here, database_url, tmp_path) as base:
+        send = {"channel": "sms", "to": ["+31612345670"], "body": "Gate 3 is open"}
+
+        def status() -> int:
+            headers = {"Authorization": f"Bearer {key}"}
+            return httpx.post(f"{base}/v1/messages", json=send, headers=headers).status_code
+
+        assert [status(), status()] == [202, 202]  # the second from what the API kept
+        deps.accounts.terminate_customer(tenant.customer_id)
+        wait_until(lambda: status() == 409, WAIT, "sends of the terminated customer refused")
