@@ -23,6 +23,7 @@ from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
     Mapper,
+    Notification,
     OperationalError,
     Recording,
     StoredEvent,
@@ -32,6 +33,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.utils import Environment, retry, strtobool
 from psycopg import Error as DatabaseError
 from psycopg import sql
+from psycopg.rows import tuple_row
 
 from picasse.adapters.crypto import SealingMapper
 from picasse.adapters.master_key import read_master_key
@@ -139,6 +141,58 @@ class ChainedRecorder(PostgresApplicationRecorder):
             if failure is not None:
                 raise failure  # the datastore's connection maps it to the library's errors
         return notification_ids
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """The library's selection, except that it reads the five columns a notification
+        holds (not `chain_hash` too), in binary, as tuples: the library's text rows carry
+        each state escaped into hex, which PostgreSQL writes and psycopg parses back, and
+        that cost a replay more than decoding the events themselves."""
+        conditions: list[sql.Composable] = []
+        params: list[Any] = []
+        if start is not None:
+            conditions.append(
+                sql.SQL("notification_id >= %s" if inclusive_of_start else "notification_id > %s")
+            )
+            params.append(start)
+        if stop is not None:
+            conditions.append(sql.SQL("notification_id <= %s"))
+            params.append(stop)
+        if topics:
+            conditions.append(sql.SQL("topic = ANY(%s)"))
+            params.append(list(topics))
+        params.append(limit)
+        statement = sql.SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state"
+            " FROM {}.{}{} ORDER BY notification_id LIMIT %s"
+        ).format(
+            sql.Identifier(self.datastore.schema),
+            sql.Identifier(self.events_table_name),
+            sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL(""),
+        )
+        with self.datastore.get_connection() as conn:
+            curs = conn.cursor(row_factory=tuple_row, binary=True)
+            curs.execute(statement, params, prepare=True)
+            return [
+                Notification(
+                    id=notification_id,
+                    originator_id=originator_id,
+                    originator_version=originator_version,
+                    topic=topic,
+                    state=bytes(state),  # the same object when psycopg gave bytes
+                )
+                for notification_id, originator_id, originator_version, topic, state in (
+                    curs.fetchall()
+                )
+            ]
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
