@@ -65,6 +65,7 @@ class ChainedRecorder(PostgresApplicationRecorder):
             " SELECT * FROM unnest(%b::{}[], %b::bigint[], %b::text[], %b::bytea[])"
             " RETURNING notification_id"
         ).format(schema, table, sql.Identifier(self.datastore.originator_id_type))
+        self._saving_statements: tuple[list[bytes], bytes] | None = None
         function = sql.Identifier(f"{self.events_table_name}_chain")
         self.sql_create_statements += [
             sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS chain_hash bytea").format(
@@ -234,6 +235,25 @@ class ChainedRecorder(PostgresApplicationRecorder):
             ),
             binary=True,
         )
+
+    def _lock_table(self, curs: Any) -> None:
+        """The library's statements (its lock timeout, then the table lock), composed into
+        bytes once rather than at every save."""
+        for statement in self._composed_saving_statements(curs)[0]:
+            curs.execute(statement, prepare=True)
+
+    def _notify_channel(self, curs: Any) -> None:
+        """The library's NOTIFY, composed once."""
+        curs.execute(self._composed_saving_statements(curs)[1])
+
+    def _composed_saving_statements(self, curs: Any) -> tuple[list[bytes], bytes]:
+        if self._saving_statements is None:
+            notify = sql.SQL("NOTIFY {0}").format(sql.Identifier(self.channel_name))
+            self._saving_statements = (
+                [statement.as_bytes(curs) for statement in self.lock_table_statements],
+                notify.as_bytes(curs),
+            )
+        return self._saving_statements
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **_: Any) -> None:
         # The events table's lock first, then the key rows: every saving transaction takes
