@@ -590,6 +590,8 @@ class SealingMapper(Mapper[UUID]):
             tenant_id = state.get("tenant_id", originator_id)
             if version == 1 and tenant_id == originator_id:
                 new_tenants.add(tenant_id)
+            if tenant_id in new_tenants:
+                continue  # created by this very save: none of its keys can exist
             subjects: dict[tuple[str, Any], str] = {}
             for personal, of in _personal_leaves(plan.fields, state, state):
                 if (personal.kind, of) in subjects:
@@ -597,7 +599,7 @@ class SealingMapper(Mapper[UUID]):
                 subject = subjects[personal.kind, of] = subject_name(personal.kind, of)
                 if version == 1 and of == originator_id:
                     new_subjects.add((tenant_id, subject))
-                if tenant_id in new_tenants or (tenant_id, subject) in new_subjects:
+                if (tenant_id, subject) in new_subjects:
                     continue  # created by this very save: nothing to look up
                 needs.append(SealingNeed(tenant_id, subject))
         return needs
