@@ -29,12 +29,13 @@ import functools
 import hashlib
 import hmac
 import inspect
+import operator
 import os
 import threading
 import types
 import typing
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any, Protocol
 from uuid import UUID, uuid4
@@ -312,9 +313,11 @@ class _Plan:
     # order; None when a list of structs makes them differ from event to event.
     leaves: tuple[tuple[str, _Sealed, tuple[str, ...]], ...] | None = None
     # The groups the declarations make (fields of one kind of one subject field): each
-    # group's paths, associated data, attribute names and decoders. An event whose
-    # stored groups are these opens without working out its groups (`_Opening`).
+    # group's paths, associated data, attribute names and decoder. An event whose
+    # stored groups are these opens without working out its groups (`_Opening`), and its
+    # state is put together by `assembly` from its plain fields and the groups' values.
     groups: tuple[_StaticGroup, ...] | None = None
+    assembly: tuple[_Step, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,7 +325,18 @@ class _StaticGroup:
     paths: tuple[str, ...]
     aad: bytes
     names: tuple[tuple[str, ...], ...]
-    decoders: tuple[msgspec.msgpack.Decoder[Any], ...]
+    decoder: msgspec.msgpack.Decoder[Any]  # all the group's values at once, as a tuple
+    first: Callable[[Any], Any]  # the stored value of its first field: the seal
+    others: tuple[Callable[[Any], Any], ...]  # those of its other fields
+
+
+# How `_assemble` puts an event's state (or a nested struct's fields) together when its
+# groups opened as declared: each field's name, then where its value comes from.
+_PLAIN, _GROUPED, _STRUCT = 0, 1, 2
+# (name, _PLAIN, None, None): the stored value as it is
+# (name, _GROUPED, group index, position in the group): an opened value
+# (name, _STRUCT, struct class, its fields' steps): a nested struct
+_Step = tuple[str, int, Any, Any]
 
 
 def _personal_of(annotation: Any) -> tuple[Any, Personal | None]:
@@ -365,7 +379,11 @@ def _plan_fields(
                 continue
         fields.append(_Plain(name))
         shape.append((name, value_type))
-    return tuple(fields), msgspec.defstruct("Stored", shape, forbid_unknown_fields=False)
+    # gc=False: a decoded shape holds only what was decoded into it, never itself, so it
+    # is in no reference cycle. Tracked, a replay's pages of shapes were what the garbage
+    # collector scanned most (a third of decoding's time, with the events kept).
+    stored = msgspec.defstruct("Stored", shape, forbid_unknown_fields=False, gc=False)
+    return tuple(fields), stored
 
 
 def _plan_for(
@@ -395,14 +413,51 @@ def _plan_for(
         raise PersonalDataNotSealable(f"{where}.tenant_id must be a UUID")
     class_version = getattr(event_class, "class_version", 1)
     leaves = _static_leaves(fields, "", ())
-    groups = None if leaves is None else _static_groups(event_class, leaves, hints)
-    return _Plan(fields, decoder, has_personal, class_version, leaves, groups)
+    if leaves is None:
+        return _Plan(fields, decoder, has_personal, class_version)
+    groups = _static_groups(event_class, leaves, hints, dec_hook)
+    slots = {names: (i, j) for i, group in enumerate(groups) for j, names in enumerate(group.names)}
+    assembly = _assembly(fields, (), slots)
+    return _Plan(fields, decoder, has_personal, class_version, leaves, groups, assembly)
+
+
+def _assembly(
+    fields: tuple[_Field, ...],
+    names: tuple[str, ...],
+    slots: dict[tuple[str, ...], tuple[int, int]],
+) -> tuple[_Step, ...]:
+    steps: list[_Step] = []
+    for field in fields:
+        here = (*names, field.name)
+        if isinstance(field, _Plain):
+            steps.append((field.name, _PLAIN, None, None))
+        elif isinstance(field, _Sealed):
+            steps.append((field.name, _GROUPED, *slots[here]))
+        else:  # a single nested struct: lists of them make a plan without static groups
+            steps.append((field.name, _STRUCT, field.struct, _assembly(field.fields, here, slots)))
+    return tuple(steps)
+
+
+def _assemble(
+    steps: tuple[_Step, ...], shape: Any, opened: list[tuple[Any, ...]]
+) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    for name, how, a, b in steps:
+        if how == _GROUPED:
+            state[name] = opened[a][b]
+        elif how == _PLAIN:
+            state[name] = getattr(shape, name)
+        else:
+            # Struct.__init__ does not validate, so an erased field can hold ERASED.
+            state[name] = a(**_assemble(b, getattr(shape, name), opened))
+    return state
 
 
 def _static_groups(
     event_class: type,
     leaves: tuple[tuple[str, _Sealed, tuple[str, ...]], ...],
     hints: dict[str, Any],
+    dec_hook: DecHook | None,
 ) -> tuple[_StaticGroup, ...]:
     """The leaves grouped by what names their subject: the kind, and the field `of` read
     from the leaf's own struct if it has one so named, else from the event."""
@@ -424,10 +479,19 @@ def _static_groups(
             paths=tuple(path for path, _, _ in members),
             aad=_group_aad(tuple(path for path, _, _ in members)),
             names=tuple(names for _, _, names in members),
-            decoders=tuple(field.decoder for _, field, _ in members),
+            decoder=_group_decoder(tuple(field.decoder.type for _, field, _ in members), dec_hook),
+            first=operator.attrgetter(".".join(members[0][2])),
+            others=tuple(operator.attrgetter(".".join(names)) for _, _, names in members[1:]),
         )
         for members in grouped.values()
     )
+
+
+def _group_decoder(
+    types: tuple[Any, ...], dec_hook: DecHook | None
+) -> msgspec.msgpack.Decoder[Any]:
+    """Decodes a group's sealed array of values in one call, each to its field's type."""
+    return msgspec.msgpack.Decoder(tuple[types], dec_hook=dec_hook)  # type: ignore[valid-type]
 
 
 def _static_leaves(
@@ -469,6 +533,7 @@ class SealingMapper(Mapper[UUID]):
         super().__init__(transcoder=transcoder)  # type: ignore[arg-type]
         self.keys = keys
         self._plans: dict[type, _Plan] = {}
+        self._group_decoders: dict[tuple[Any, ...], msgspec.msgpack.Decoder[Any]] = {}
         self._encoder = msgspec.msgpack.Encoder()
         # Application transcodings, for the types msgspec does not store by itself.
         self._transcoded: Transcodings = dict(transcoder.types) if transcoder else {}
@@ -481,6 +546,14 @@ class SealingMapper(Mapper[UUID]):
                 event_class, self._transcoded, self._dec_hook
             )
         return plan
+
+    def group_decoder(self, types: tuple[Any, ...]) -> msgspec.msgpack.Decoder[Any]:
+        """The decoder of a group whose fields have these types (groups that are not
+        their plan's static ones: lists of structs, or groups stored otherwise)."""
+        decoder = self._group_decoders.get(types)
+        if decoder is None:
+            decoder = self._group_decoders[types] = _group_decoder(types, self._dec_hook)
+        return decoder
 
     def _enc_hook(self, value: Any) -> Any:
         transcoding = self._transcoded.get(type(value))
@@ -517,6 +590,8 @@ class SealingMapper(Mapper[UUID]):
             tenant_id = state.get("tenant_id", originator_id)
             if version == 1 and tenant_id == originator_id:
                 new_tenants.add(tenant_id)
+            if tenant_id in new_tenants:
+                continue  # created by this very save: none of its keys can exist
             subjects: dict[tuple[str, Any], str] = {}
             for personal, of in _personal_leaves(plan.fields, state, state):
                 if (personal.kind, of) in subjects:
@@ -524,7 +599,7 @@ class SealingMapper(Mapper[UUID]):
                 subject = subjects[personal.kind, of] = subject_name(personal.kind, of)
                 if version == 1 and of == originator_id:
                     new_subjects.add((tenant_id, subject))
-                if tenant_id in new_tenants or (tenant_id, subject) in new_subjects:
+                if (tenant_id, subject) in new_subjects:
                     continue  # created by this very save: nothing to look up
                 needs.append(SealingNeed(tenant_id, subject))
         return needs
@@ -571,9 +646,7 @@ class SealingMapper(Mapper[UUID]):
             if plan.groups is not None:
                 # A hint: the key of each group's first field (where its seal is). A key
                 # not loaded here is looked up when it is needed.
-                key_ids.update(
-                    _attr(shape, group.names[0]).data[:KEY_ID_SIZE] for group in plan.groups
-                )
+                key_ids.update(group.first(shape).data[:KEY_ID_SIZE] for group in plan.groups)
             elif plan.has_personal:
                 key_ids.update(_sealed_key_ids(plan.fields, shape))
         if key_ids:
@@ -612,8 +685,7 @@ class SealingMapper(Mapper[UUID]):
             originator_id = UUID(str(originator_id))
         version = stored_event.originator_version
         if plan.has_personal:
-            opening = _Opening(self.keys, originator_id, version, plan, shape)
-            state = opening.fields(plan.fields, shape, "")
+            state = _Opening(self, originator_id, version, plan, shape).state()
         else:
             state = {f.name: getattr(shape, f.name) for f in plan.fields}
         state["originator_id"] = originator_id
@@ -738,13 +810,14 @@ class _Opening:
 
     def __init__(
         self,
-        keys: KeyRing,
+        mapper: SealingMapper,
         originator_id: UUID,
         version: int,
         plan: _Plan,
         shape: Any,
     ) -> None:
-        self.keys = keys
+        self.mapper = mapper
+        self.keys = mapper.keys
         self.originator_id = originator_id
         self.version = version
         self.binding = event_binding(originator_id, version)
@@ -752,7 +825,18 @@ class _Opening:
         self.shape = shape
         self.grouped: dict[str, Any] | None = None  # path → value, once the groups are open
 
+    def state(self) -> dict[str, Any]:
+        """The event's fields, opened."""
+        plan = self.plan
+        if plan.groups is not None and plan.assembly is not None:
+            opened = self._open_static_groups(plan.groups)
+            if opened is not None:
+                return _assemble(plan.assembly, self.shape, opened)
+        return self.fields(plan.fields, self.shape, "")
+
     def fields(self, fields: tuple[_Field, ...], shape: Any, prefix: str) -> dict[str, Any]:
+        """Field by field: events stored in the older format, events with lists of
+        structs, and events whose groups are not those of their declarations."""
         state: dict[str, Any] = {}
         for field in fields:
             value = getattr(shape, field.name)
@@ -765,7 +849,7 @@ class _Opening:
                     state[field.name] = self._open(field.decoder, value.data, path)
                 else:
                     if self.grouped is None:
-                        self.grouped = self._open_groups()
+                        self.grouped = self._open_any_groups()
                     state[field.name] = self.grouped[path]
             elif field.many:
                 state[field.name] = [
@@ -779,48 +863,37 @@ class _Opening:
         # Struct.__init__ does not validate, so an erased field can hold ERASED.
         return field.struct(**self.fields(field.fields, shape, path + "."))
 
-    def _open_groups(self) -> dict[str, Any]:
-        if self.plan.groups is not None:
-            values = self._open_static_groups(self.plan.groups)
-            if values is not None:
-                return values
-        return self._open_any_groups()
-
-    def _open_static_groups(self, groups: tuple[_StaticGroup, ...]) -> dict[str, Any] | None:
-        """The values when the event's groups are those of its declarations, else None
-        (and `_open_any_groups` works them out, or finds them broken)."""
+    def _open_static_groups(self, groups: tuple[_StaticGroup, ...]) -> list[tuple[Any, ...]] | None:
+        """Each group's values when the event's groups are those of its declarations,
+        else None (and `_open_any_groups` works them out, or finds them broken)."""
         shape = self.shape
-        values: dict[str, Any] = {}
+        opened = []
         for group in groups:
-            names = group.names
-            first = _attr(shape, names[0])
+            first = group.first(shape)
             if first.code != SEALED_GROUP:
                 return None
             envelope = first.data
             key_id = envelope[:KEY_ID_SIZE]
-            for other in names[1:]:
-                value = _attr(shape, other)
+            for other in group.others:
+                value = other(shape)
                 if value.code != SEALED_WITH or value.data != key_id:
                     return None
-            opened = self._open_group(envelope, group.paths, group.aad, group.decoders)
-            if opened is None:
+            values = self._open_group(envelope, len(group.paths), group.aad, group.decoder)
+            if values is None:
                 return None
-            values.update(opened)
-        return values
+            opened.append(values)
+        return opened
 
     def _open_any_groups(self) -> dict[str, Any]:
         """Every grouped field's value: one AES-GCM call per subject of the event."""
-        # key id → the group's seal, its fields' paths and their decoders, in field order
-        groups: dict[bytes, tuple[bytes, list[str], list[msgspec.msgpack.Decoder[Any]]]] = {}
+        # key id → the group's seal, its fields' paths and their types, in field order
+        groups: dict[bytes, tuple[bytes, list[str], list[Any]]] = {}
         shape = self.shape
         leaves: Iterable[tuple[str, _Sealed, Any]]
         if self.plan.leaves is None:
             leaves = _sealed_leaves(self.plan.fields, shape, "")
         else:
-            leaves = [
-                (path, field, getattr(shape, names[0]) if len(names) == 1 else _attr(shape, names))
-                for path, field, names in self.plan.leaves
-            ]
+            leaves = [(path, field, _attr(shape, names)) for path, field, names in self.plan.leaves]
         for path, field, value in leaves:
             code = value.code
             if code == SEALED:
@@ -830,40 +903,44 @@ class _Opening:
                 key_id = data[:KEY_ID_SIZE]
                 if key_id in groups:
                     raise self._broken(path)  # two seals of one subject
-                groups[key_id] = (data, [path], [field.decoder])
+                groups[key_id] = (data, [path], [field.decoder.type])
             elif code == SEALED_WITH and data in groups:
                 group = groups[data]
                 group[1].append(path)
-                group[2].append(field.decoder)
+                group[2].append(field.decoder.type)
             else:
                 raise self._broken(path)  # a group's first field must hold its seal
         values: dict[str, Any] = {}
-        for envelope, paths, decoders in groups.values():
-            opened = self._open_group(envelope, paths, _group_aad(tuple(paths)), decoders)
+        for envelope, paths, value_types in groups.values():
+            opened = self._open_group(
+                envelope,
+                len(paths),
+                _group_aad(tuple(paths)),
+                self.mapper.group_decoder(tuple(value_types)),
+            )
             if opened is None:
                 raise self._broken(*paths)
-            values.update(opened)
+            values.update(zip(paths, opened, strict=True))
         return values
 
     def _open_group(
-        self,
-        envelope: bytes,
-        paths: Sequence[str],
-        aad: bytes,
-        decoders: Sequence[msgspec.msgpack.Decoder[Any]],
-    ) -> dict[str, Any] | None:
-        """A group's values by path (ERASED if its key is gone); None if it does not open."""
+        self, envelope: bytes, size: int, aad: bytes, decoder: msgspec.msgpack.Decoder[Any]
+    ) -> tuple[Any, ...] | None:
+        """A group's values, in field order (each ERASED if its key is gone); None if it
+        does not open, or holds another number of values than the group has fields."""
         key = self.keys.opening_key(bytes(envelope[:KEY_ID_SIZE]))
         if key is None:
-            return dict.fromkeys(paths, ERASED)
+            return (ERASED,) * size
         plaintext = _decrypted(key, envelope, self.binding + aad)
-        raws = None if plaintext is None else _decode_group(plaintext)
-        if raws is None or len(raws) != len(paths):
+        if plaintext is None:
             return None
-        return {
-            path: decoder.decode(raw)
-            for path, decoder, raw in zip(paths, decoders, raws, strict=True)
-        }
+        try:
+            values: tuple[Any, ...] = decoder.decode(plaintext)
+        except msgspec.ValidationError:
+            if len(_decode_group(plaintext)) != size:
+                return None  # sealed with other fields than these
+            raise  # a value that does not match its field's type
+        return values if len(values) == size else None
 
     def _broken(self, *paths: str) -> SealBroken:
         together = f" (sealed with {', '.join(paths[1:])})" if len(paths) > 1 else ""

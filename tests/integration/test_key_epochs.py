@@ -316,3 +316,37 @@ def test_tenant_keys_from_before_epochs_are_rewrapped_under_the_first_epoch_on_s
     assert raw.execute(
         "SELECT count(*) FROM picasse_tenant_keys WHERE epoch_id IS NULL"
     ).fetchone() == (0,)
+
+
+def test_key_rows_sent_as_array_literals_read_back_exactly_as_the_values(database_url: str) -> None:
+    # write_pending sends its arrays as the text of array literals: every value must come
+    # back from PostgreSQL's array input as it was, whatever characters it holds.
+    from picasse.adapters.postgres.keystore import (
+        _bytea_array,
+        _int_array,
+        _text_array,
+        _uuid_array,
+    )
+
+    uuids = [uuid.uuid4() for _ in range(3)]
+    texts = ["contact/x", 'a "quoted", {braced} text', "back\\slash\\", "NULL", "", " ", "ünï/€"]
+    blobs = [bytes(range(256)), b"", b"\\x00", os.urandom(60)]
+    ints = [0, 1, -5, 2**40]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT %t::uuid[], %t::text[], %t::bytea[], %t::bigint[], %t::uuid[], %t::text[]",
+            (
+                _uuid_array(uuids),
+                _text_array(texts),
+                _bytea_array(blobs),
+                _int_array(ints),
+                _uuid_array([]),
+                _text_array([]),
+            ),
+        ).fetchone()
+    assert row is not None
+    assert row[0] == uuids
+    assert row[1] == texts
+    assert [bytes(b) for b in row[2]] == blobs
+    assert row[3] == ints
+    assert row[4] == [] and row[5] == []
