@@ -50,8 +50,8 @@ from picasse.runners.wiring import (
 )
 
 # Connections besides the messages pool: the sessions pool and the notice listener. Accounts
-# and API keys share the messages pool: every API request reads its key and its user, and
-# a pool of their own, kept small, was where concurrent requests queued.
+# and API keys share the messages pool: a request reads its key and its user (unless the
+# API keeps its caller), and a pool of their own, kept small, was where requests queued.
 OTHER_CONNECTIONS = 2
 SMALL_POOL = 1  # sessions: one short query per request
 # How long a customer found sending is remembered at most (besides the notices).

@@ -29,6 +29,8 @@ ACCOUNTS_CHANGED = "accounts"
 
 
 class Notices:
+    """The listener of one schema's channel, in a thread of its own once started."""
+
     def __init__(self, connection_kwargs: dict[str, Any], channel: str) -> None:
         self.channel = channel
         self.listening = threading.Event()
