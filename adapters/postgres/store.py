@@ -151,14 +151,16 @@ class ChainedRecorder(PostgresApplicationRecorder):
         failure: DatabaseError | None = None
         notification_ids: Sequence[int] | None = None
         # A key, a user or a customer changed: what every process keeps of them is forgotten.
-        callers = any(t.startswith(ACCOUNT_SOURCES) for t in {e.topic for e in stored_events})
+        accounts_changed = any(
+            t.startswith(ACCOUNT_SOURCES) for t in {e.topic for e in stored_events}
+        )
         with self.datastore.get_connection() as conn:
             with conn.pipeline() as pipeline:
                 try:
                     with conn.transaction():
                         with conn.cursor() as curs:
                             self._insert_events(curs, stored_events, **kwargs)
-                            if callers:  # delivered at the commit, not before
+                            if accounts_changed:  # delivered at the commit, not before
                                 curs.execute(
                                     "SELECT pg_notify(%s, %s)",
                                     (self.keys.notices.channel, ACCOUNTS_CHANGED),
@@ -174,7 +176,7 @@ class ChainedRecorder(PostgresApplicationRecorder):
                     failure = error  # raised once the pipeline is left, as the library does
             if failure is not None:
                 raise failure  # the datastore's connection maps it to the library's errors
-        if callers:
+        if accounts_changed:
             self.keys.notices.tell(ACCOUNTS_CHANGED)  # this process's own caches: now
         return notification_ids
 
