@@ -199,7 +199,7 @@ def test_an_intact_log_verifies_and_changed_bytes_are_detected(
     assert report.ok and report.events == 5 * 8  # erasure changes no stored byte
 
     raw.execute(
-        "UPDATE picasse_events SET state = overlay(state placing '\\x00'::bytea from 20 for 1)"
+        "UPDATE picasse_events SET state = set_byte(state, 19, get_byte(state, 19) # 255)"
         " WHERE originator_id = %s AND originator_version = 2",
         (first,),
     )
