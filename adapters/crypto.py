@@ -55,7 +55,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic, resolve_topic
 
-from picasse.domain.personal import ERASED, Personal, subject_name
+from picasse.domain.personal import ERASED, Erased, Personal, subject_name
 
 SEALED = 1  # msgpack extension code of a value sealed on its own (the older format)
 SEALED_GROUP = 2  # the first field of a subject's group: key id | nonce | sealed values
@@ -547,6 +547,19 @@ class SealingMapper(Mapper[UUID]):
             )
         return plan
 
+    def erased_count(self, domain_event: Any) -> int:
+        """How many of the event's values read as erased (their subject's key destroyed).
+        Only sealed fields can: an event without any is not looked at, and one whose sealed
+        fields sit at fixed places is looked at there only."""
+        plan = self.plan(type(domain_event))
+        if not plan.has_personal:
+            return 0
+        if plan.leaves is not None:
+            return sum(
+                isinstance(_attr(domain_event, names), Erased) for _, _, names in plan.leaves
+            )
+        return sum(_erased_in(value) for value in vars(domain_event).values())
+
     def group_decoder(self, types: tuple[Any, ...]) -> msgspec.msgpack.Decoder[Any]:
         """The decoder of a group whose fields have these types (groups that are not
         their plan's static ones: lists of structs, or groups stored otherwise)."""
@@ -988,6 +1001,17 @@ def _sealed_leaves(
                     yield from _sealed_leaves(field.fields, item, f"{path}[{i}].")
             else:
                 yield from _sealed_leaves(field.fields, value, path + ".")
+
+
+def _erased_in(value: Any) -> int:
+    """How many values, in nested structs and lists too, read as erased."""
+    if isinstance(value, Erased):
+        return 1
+    if isinstance(value, msgspec.Struct):
+        return sum(_erased_in(getattr(value, name)) for name in value.__struct_fields__)
+    if isinstance(value, list | tuple):
+        return sum(_erased_in(item) for item in value)
+    return 0
 
 
 def _attr(value: Any, names: tuple[str, ...]) -> Any:

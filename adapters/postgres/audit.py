@@ -20,7 +20,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from picasse.adapters.postgres.store import GENESIS
-from picasse.domain.personal import Erased, required_view_columns, sealed_view_columns
+from picasse.domain.personal import required_view_columns, sealed_view_columns
 
 
 class BrokenLink(msgspec.Struct, frozen=True):
@@ -319,17 +319,6 @@ def page_batched(view_class: type[Any]) -> type[Any]:
     return type(f"Scratch{view_class.__name__}", (_PageBatching, view_class), {})
 
 
-def erased_values(value: Any) -> int:
-    """How many values (in nested structs and lists too) read as erased."""
-    if isinstance(value, Erased):
-        return 1
-    if isinstance(value, msgspec.Struct):
-        return sum(erased_values(getattr(value, name)) for name in value.__struct_fields__)
-    if isinstance(value, list | tuple):
-        return sum(erased_values(item) for item in value)
-    return 0
-
-
 def replay_into_views(
     recorder: Any,
     mapper: Any,
@@ -358,6 +347,7 @@ def replay_into_views(
     total = _events_between(recorder, start, stop, topics)
     batched = [p.view for p, _ in targets.values() if isinstance(p.view, _PageBatching)]
     decode_page = getattr(mapper, "to_domain_events", None)
+    erased_count = mapper.erased_count
     events = applied = erased = 0
     position = start
     started = time.perf_counter()
@@ -374,7 +364,7 @@ def replay_into_views(
                 decode_page(page) if decode_page else [mapper.to_domain_event(n) for n in page]
             )
             for notification, domain_event in zip(page, decoded, strict=True):
-                erased += sum(erased_values(value) for value in vars(domain_event).values())
+                erased += erased_count(domain_event)
                 tracking = Tracking(application_name, notification.id)
                 for projection, first, last, subscribed in plans:
                     if first < notification.id <= last and notification.topic in subscribed:

@@ -443,3 +443,28 @@ def test_a_failure_stored_with_a_providers_own_words_reads_back_as_the_unknown_c
 
     assert read.reason is FailureReason.UNKNOWN
     assert b"annabel" not in mapper.to_stored_event(read).state
+
+
+class Roster(Aggregate):
+    """Personal fields in a list of structs: their places differ from event to event."""
+
+    @event("Listed")
+    def __init__(self, tenant_id: UUID, contacts: list[Contact]) -> None:
+        self.tenant_id = tenant_id
+        self.contacts = contacts
+
+
+def test_the_mapper_counts_the_values_that_read_as_erased_at_fixed_places_and_in_lists() -> None:
+    ring = MemoryKeyRing()
+    mapper = SealingMapper(keys=ring)
+    note = _note("the author", "the contact")
+    contact = Contact("x", EmailAddress("x@example.com"), PhoneNumber("+31612345678"))
+    roster = Roster(tenant_id=note.tenant_id, contacts=[contact, contact])
+    stored = [mapper.to_stored_event(e) for e in [*note.collect_events(), *roster.collect_events()]]
+    assert [mapper.erased_count(mapper.to_domain_event(s)) for s in stored] == [0, 0]
+
+    ring.destroy_subject(note.tenant_id, f"contact/{note.id}")
+    ring.destroy_subject(note.tenant_id, f"contact/{roster.id}")
+    opened = [mapper.to_domain_event(s) for s in stored]
+    assert opened[0].author == "the author"  # another subject's value: not counted
+    assert [mapper.erased_count(e) for e in opened] == [3, 6]
