@@ -717,6 +717,22 @@ class Messages(PicasseApplication):
         if sending is not None:
             sending.keep(customer_id, True, generation)
 
+    def _terminated(self, customer_ids: set[UUID]) -> set[UUID]:
+        """Which of these customers are terminated. One remembered sending is not: its
+        termination would have made every process forget it. The others are read in one
+        go, and those found sending are remembered."""
+        sending = self.sending
+        unknown = [c for c in customer_ids if sending is None or sending.get(c) is None]
+        if not unknown:
+            return set()
+        generation = sending.generation if sending is not None else 0
+        customers = self._get_many(unknown, Customer)
+        if sending is not None:
+            for ident, customer in customers.items():
+                if customer.subscription is Subscription.ACTIVE:
+                    sending.keep(ident, True, generation)
+        return {ident for ident, customer in customers.items() if customer.terminated}
+
     @staticmethod
     def _choice(kind: type[E], text: str, field: str) -> E:
         try:
@@ -844,11 +860,12 @@ class Messages(PicasseApplication):
         Records nothing, except that a delivery whose recipient or body was erased is
         given up. The attempts are recorded with their outcomes (`record_outcomes`).
         """
-        # Three reads for the whole call: the deliveries, their messages, their customers.
+        # At most three reads for the whole call: the deliveries, their messages, and their
+        # customers not remembered sending.
         deliveries = self._get_many(delivery_ids, Delivery)
         open_ones = [d for d in deliveries.values() if not d.settled]
         messages = self._get_many((d.message_id for d in open_ones), Message)
-        customers = self._get_many((d.tenant_id for d in open_ones), Customer)
+        terminated = self._terminated({d.tenant_id for d in open_ones})
         started: list[Attempt | NothingToSend] = []
         erased: list[UUID] = []
         ended: list[UUID] = []
@@ -862,8 +879,7 @@ class Messages(PicasseApplication):
                 started.append(NothingToSend.SETTLED)
                 continue
             seen.add(ident)
-            customer = customers.get(delivery.tenant_id)
-            if customer is not None and customer.terminated:
+            if delivery.tenant_id in terminated:
                 ended.append(ident)
                 started.append(NothingToSend.TERMINATED)
                 continue

@@ -8,7 +8,6 @@ import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from picasse.adapters.http.auth import CallerCache
 from picasse.adapters.http.health import HealthProbe, JobQueueProbe, WatchedView
 from picasse.adapters.master_key import read_master_key
 from picasse.adapters.nats.reconciler import ReconcilerLog
-from picasse.adapters.postgres.notices import NoticedCache
 from picasse.adapters.postgres.sessions import PostgresAuthStore
 from picasse.adapters.postgres.webhook_log import WebhookLog
 from picasse.adapters.pseudonyms import KeyedPseudonyms
@@ -45,6 +43,7 @@ from picasse.runners.wiring import (
     open_messages,
     provider_health_table,
     receipt_tokens,
+    remember_sending,
     telephony_tokens,
     twilio_callbacks,
 )
@@ -54,8 +53,6 @@ from picasse.runners.wiring import (
 # API keeps its caller), and a pool of their own, kept small, was where requests queued.
 OTHER_CONNECTIONS = 2
 SMALL_POOL = 1  # sessions: one short query per request
-# How long a customer found sending is remembered at most (besides the notices).
-SENDING_LIFETIME = timedelta(seconds=60)
 # How long a request waits for a pooled connection before it is answered 503; the
 # library tries a failed database call a few times more, so keep it short.
 POOL_TIMEOUT = 1  # seconds; the library takes whole seconds only
@@ -124,9 +121,7 @@ def http_deps(
         # Concurrent sends are written together, one transaction per group, each request
         # answered after its group's commit.
         messages.saving = GroupCommit(messages)
-        # Customers found sending are remembered until a notice says any customer changed.
-        notices = messages.recorder.keys.notices  # type: ignore[attr-defined]
-        messages.sending = NoticedCache(messages.clock, notices, SENDING_LIFETIME)
+        remember_sending(messages)
         pseudonyms = KeyedPseudonyms(master_key)
         accounts = open_accounts(settings, database_url, clock=messages.clock, sharing=messages)
         api_keys = ApiKeys(sharing=messages)
@@ -142,7 +137,7 @@ def http_deps(
             messages=messages,
             accounts=accounts,
             api_keys=api_keys,
-            callers=CallerCache(messages.clock, notices),
+            callers=CallerCache(messages.clock, messages.recorder.keys.notices),  # type: ignore[attr-defined]
             accounts_view=views["accounts"],
             traffic_view=views["traffic"],
             ledger_view=views["ledger"],

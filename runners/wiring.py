@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from picasse.adapters.clock import TEST_DATA_DIR_MARKER, FileClock, SystemClock
 from picasse.adapters.master_key import create_master_key, read_master_key
+from picasse.adapters.postgres.notices import NoticedCache
 from picasse.adapters.postgres.store import Factory, shredder_of
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.runners.settings import Settings, SettingsError
@@ -191,6 +193,18 @@ def open_messages(
         clock=clock if clock is not None else clock_from(settings),
         pseudonyms=KeyedPseudonyms(read_master_key(master_key_file)),
     )
+
+
+# How long a customer found sending is remembered at most (besides the notices).
+SENDING_LIFETIME = timedelta(seconds=60)
+
+
+def remember_sending(messages: Messages) -> None:
+    """Customers found sending are remembered until a notice says any customer changed
+    (the API checks each send against them, a worker each batch of deliveries), and at
+    most SENDING_LIFETIME by the clock."""
+    notices = messages.recorder.keys.notices  # type: ignore[attr-defined]
+    messages.sending = NoticedCache(messages.clock, notices, SENDING_LIFETIME)
 
 
 def open_privacy(settings: Settings, database_url: str, *, schema: str | None = None) -> Privacy:

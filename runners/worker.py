@@ -40,6 +40,7 @@ from picasse.runners.wiring import (
     open_messages,
     provider_health_table,
     providers_from,
+    remember_sending,
     smsc_id_table,
     webhook_topology,
 )
@@ -54,6 +55,7 @@ def main(settings: Settings, *, concurrency: int = 32, ack_wait: float = 30.0) -
     # Its share of the connections, less the key listener's.
     pool_size = max(1, min(concurrency, settings.db_connections - 1))
     messages = open_messages(settings, database_url, pool_size=pool_size)
+    remember_sending(messages)
     counters = ProviderCounters(messages.clock)
     receipts = SessionReceipts(smsc_id_table(messages, messages.clock), receipt_recorder(messages))
     providers = providers_from(settings, counters, receipts=receipts)

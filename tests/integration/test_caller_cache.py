@@ -20,10 +20,12 @@ from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.adapters.http.auth import CALLER_LIFETIME, _caller_from_key
 from picasse.adapters.postgres.notices import ACCOUNTS_CHANGED
 from picasse.domain.access import Viewer
-from picasse.domain.messaging import SendRequest
+from picasse.domain.messages import delivery_id
+from picasse.domain.messaging import Attempt, NothingToSend, SendRequest
 from picasse.domain.values import Role
 from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings
+from picasse.runners.wiring import open_messages, remember_sending
 from tests.integration.api_server import (
     Tenant,
     make_tenant,
@@ -224,3 +226,37 @@ def test_a_customer_terminated_by_another_process_can_no_longer_send_through_a_r
         assert [status(), status()] == [202, 202]  # the second from what the API kept
         deps.accounts.terminate_customer(tenant.customer_id)
         wait_until(lambda: status() == 409, WAIT, "sends of the terminated customer refused")
+
+
+def test_a_worker_remembers_the_customers_sending_and_gives_up_their_deliveries_once_told_of_a_termination(
+    deps: HttpDeps, here: Settings, database_url: str
+) -> None:
+    """A worker's Messages, wired as `picasse worker` wires it, reads the customers of a
+    batch only when it does not remember them sending. A termination saved elsewhere (here,
+    the API's Messages and store) reaches it by notice: the next batch gives the
+    customer's deliveries up rather than send them."""
+    tenant = make_tenant(deps, "Worked")
+    request = SendRequest(channel="sms", to=["+31612345670"], body="Gate 3 is open")
+    first, second = (
+        deps.messages.send(tenant.customer_id, request, requested_by=tenant.user_id)
+        for _ in range(2)
+    )
+    worker = open_messages(here, database_url)
+    remember_sending(worker)
+    try:
+        notices = worker.recorder.keys.notices  # type: ignore[attr-defined]
+        assert notices.listening.wait(WAIT), "the worker's notice listener did not start"
+        assert worker.sending is not None and worker.sending.get(tenant.customer_id) is None
+        (attempt,) = worker.start_attempts([delivery_id(first, 0)])
+        assert isinstance(attempt, Attempt)
+        assert worker.sending.get(tenant.customer_id) is True  # the next batch reads no customer
+
+        deps.accounts.terminate_customer(tenant.customer_id)
+        wait_until(
+            lambda: worker.sending.get(tenant.customer_id) is None,  # type: ignore[union-attr]
+            WAIT,
+            "the worker forgetting the customer",
+        )
+        assert worker.start_attempts([delivery_id(second, 0)]) == [NothingToSend.TERMINATED]
+    finally:
+        worker.close()
