@@ -22,6 +22,7 @@ from picasse.adapters.postgres.store import StoreSettingRefused
 from picasse.domain.errors import DomainError, InvalidInput
 from picasse.domain.personal import Erased
 from picasse.domain.values import Role
+from picasse.runners.logs import configure_logging
 from picasse.runners.settings import Settings, SettingsError
 
 # A command imports the applications it opens (in wiring) and the modules of its own group
@@ -1075,6 +1076,7 @@ def _fail(message: str, code: int) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(sys.argv[1:] if argv is None else argv)
     run: Callable[[argparse.Namespace, Settings], int] = args.run
     try:
         settings = Settings.from_environ()

@@ -54,9 +54,17 @@ class Scheduler:
         self.jobs = list(jobs)
         self.clock = clock
         self.claims = claims
-        self.report = report or (lambda name, line: log.info("%s: %s", name, line))
+        self.report = report or self._log_changes
         self.state = {job.name: JobState() for job in self.jobs}
         self._due: dict[str, datetime] = {}
+        self._logged: dict[str, str] = {}
+
+    def _log_changes(self, name: str, line: str) -> None:
+        """A job's report is logged when it differs from the one logged before it: on a
+        quiet platform, "0 open deliveries checked" once, not every half minute."""
+        if self._logged.get(name) != line:
+            self._logged[name] = line
+            log.info("%s: %s", name, line)
 
     def run_due(self) -> None:
         """Run every job that is due now (and whose role this process plays)."""
