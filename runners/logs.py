@@ -18,12 +18,23 @@ import itertools
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 DAEMONS = frozenset({"up", "api", "relay", "project", "scheduler", "worker"})
 
 
 class _PicasseHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Ours, told apart from handlers others added (pytest's, say), which stay."""
+    """Ours, told apart from handlers others added (pytest's, say), which stay. It writes
+    to whatever sys.stderr is when a line is logged, not to the one it was made with (a
+    test, or a caller of the CLI's `main`, may have replaced it and closed it since)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _stream: Any) -> None:
+        pass  # always sys.stderr
 
 
 def configure_logging(argv: Sequence[str]) -> str:
@@ -37,7 +48,6 @@ def configure_logging(argv: Sequence[str]) -> str:
     if handler is None:
         handler = _PicasseHandler()  # stderr
         root.addHandler(handler)
-    handler.setStream(sys.stderr)  # the stderr of now (a test may have replaced it)
     handler.setFormatter(
         logging.Formatter(f"picasse {name}[%(process)d] %(levelname)s %(name)s: %(message)s")
     )

@@ -80,3 +80,21 @@ def test_the_scheduler_logs_a_jobs_report_when_it_differs_from_the_last_one_logg
         "counting: 0 found",
     ]
     assert scheduler.state["counting"].last_result == "0 found"  # every run is still recorded
+
+
+def test_lines_go_to_the_stderr_of_the_moment_even_after_the_one_of_a_set_up_was_closed(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import sys
+
+    earlier = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", earlier)
+    configure_logging(["relay"])  # as a caller of `main` with its own stderr would
+    earlier.close()
+    monkeypatch.undo()
+    configure_logging(["relay"])
+    logging.getLogger("picasse.adapters.nats.relay").info("relay resumes after notification 7")
+    assert capsys.readouterr().err.splitlines() == [
+        f"picasse relay[{os.getpid()}] INFO picasse.adapters.nats.relay: relay resumes after notification 7"
+    ]
