@@ -90,6 +90,14 @@ class _Pending:
         self.trust_hints = True
 
 
+class _ThisThread(threading.local):
+    """Each thread's save under way. The class attribute answers for a thread that has
+    none: a replay asks for every sealed value it opens, and a missing attribute (with a
+    getattr default) made and dropped an AttributeError each time."""
+
+    pending: _Pending | None = None
+
+
 def _wrap(wrapping: AESGCM, material: bytes, aad: bytes) -> bytes:
     nonce = os.urandom(NONCE_SIZE)
     return nonce + wrapping.encrypt(nonce, material, aad)
@@ -172,7 +180,7 @@ class PostgresKeyStore:
         self._by_subject: dict[tuple[UUID, str], SubjectKey] = {}
         self._by_id: dict[bytes, SubjectKey | None] = {}  # by the key id's 16 bytes
         self._generation = 0
-        self._local = threading.local()
+        self._local = _ThisThread()
         # The schema's notices (see adapters/postgres/notices.py): a destroyed key drops
         # out of every process's cache. Not listening: nothing is cached.
         self.notices = Notices(self._connection_kwargs(), self.channel)
@@ -402,7 +410,7 @@ class PostgresKeyStore:
         return key
 
     def _pending(self) -> _Pending:
-        pending: _Pending | None = getattr(self._local, "pending", None)
+        pending: _Pending | None = self._local.pending
         if pending is None:
             pending = self._local.pending = _Pending(self._generation)
         return pending
@@ -438,7 +446,7 @@ class PostgresKeyStore:
     def write_pending(self, curs: Any) -> None:
         """Insert this thread's new keys; a key another process made first fails the
         transaction with a unique violation, which `pending_conflicts` then explains."""
-        pending: _Pending | None = getattr(self._local, "pending", None)
+        pending: _Pending | None = self._local.pending
         if pending is None:
             return
         if self._write_statements is None:
@@ -525,7 +533,7 @@ class PostgresKeyStore:
 
     def pending_conflicts(self) -> bool:
         """After a failed save: did another process create one of our new keys first?"""
-        pending: _Pending | None = getattr(self._local, "pending", None)
+        pending: _Pending | None = self._local.pending
         if pending is None or not (pending.new_tenants or pending.new_subjects):
             return False
         t = self._t
@@ -573,7 +581,7 @@ class PostgresKeyStore:
     def settle_pending(self, *, committed: bool, retrying: bool = False) -> None:
         """After the event transaction: cache what was committed, forget what was not.
         A retry after a key race looks everything up, trusting no "new" hint."""
-        pending: _Pending | None = getattr(self._local, "pending", None)
+        pending: _Pending | None = self._local.pending
         self._local.pending = None
         if retrying:
             self._forget_wrapping()  # the race may have been a replaced tenant key or epoch
@@ -612,7 +620,7 @@ class PostgresKeyStore:
 
     def opening_key(self, key_id: bytes) -> SubjectKey | None:
         """The key whose id is these 16 bytes, or None once it has been destroyed."""
-        pending: _Pending | None = getattr(self._local, "pending", None)
+        pending: _Pending | None = self._local.pending
         if pending is not None and pending.new_subjects:
             for key, _, _ in pending.new_subjects.values():
                 if key.raw_id == key_id:
