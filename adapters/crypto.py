@@ -34,7 +34,6 @@ import os
 import threading
 import types
 import typing
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any, Protocol
@@ -64,18 +63,29 @@ NONCE_SIZE = 12
 KEY_ID_SIZE = 16
 
 
-@dataclasses.dataclass(frozen=True)
-class SubjectKey:
-    """An unwrapped data subject key; the AES object keeps the key material out of any repr."""
+class SubjectKey(msgspec.Struct, frozen=True, gc=False):
+    """An unwrapped data subject key.
 
-    key_id: UUID
+    A replay keeps one for every subject it met, so it is small and costs the garbage
+    collector nothing: its id is kept as the 16 bytes sealed values carry (a UUID object
+    is made only when asked for), and it is untracked (gc=False), which is safe because
+    it can never be in a reference cycle: nothing it holds refers back to it.
+    """
+
+    raw_id: bytes
     tenant_id: UUID
     subject: str
-    aead: AESGCM = dataclasses.field(repr=False, compare=False)
-    raw_id: bytes = dataclasses.field(init=False, repr=False, compare=False)
+    aead: AESGCM  # the key material stays inside it, out of any repr
+    # The view and blind-index keys derived from it, made when a view first needs them
+    # (`_derive`): they live exactly as long as the key itself.
+    view_keys: _Derived | None = None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "raw_id", self.key_id.bytes)
+    @property
+    def key_id(self) -> UUID:
+        return UUID(bytes=self.raw_id)
+
+    def __repr__(self) -> str:
+        return f"SubjectKey({self.key_id}, tenant {self.tenant_id}, {self.subject!r})"
 
 
 class SealingNeed(msgspec.Struct, frozen=True):
@@ -126,7 +136,7 @@ class EventNotStorable(TypeError):
 
 def new_subject_key(tenant_id: UUID, subject: str) -> tuple[SubjectKey, bytes]:
     material = AESGCM.generate_key(bit_length=256)
-    return SubjectKey(uuid4(), tenant_id, subject, AESGCM(material)), material
+    return SubjectKey(uuid4().bytes, tenant_id, subject, AESGCM(material)), material
 
 
 class MemoryKeyRing:
@@ -1078,22 +1088,17 @@ class _Derived:
     index: bytes = dataclasses.field(repr=False)
 
 
-# Derived keys live exactly as long as the key store keeps the subject key itself.
-_derived: weakref.WeakKeyDictionary[SubjectKey, _Derived] = weakref.WeakKeyDictionary()
-_derived_lock = threading.Lock()
-
-
 def _derive(key: SubjectKey) -> _Derived:
     """The view and blind-index keys of a subject key: AES-GCM with a fixed nonce over
     zeros is the AES keystream under the subject key, a pseudo-random function of it."""
-    found = _derived.get(key)
+    found = key.view_keys
     if found is None:
         stream = key.aead.encrypt(
             _DERIVING_NONCE, bytes(_VIEW_KEY_SIZE + _INDEX_KEY_SIZE), b"picasse view keys"
         )
         found = _Derived(AESSIV(stream[:_VIEW_KEY_SIZE]), stream[_VIEW_KEY_SIZE:-16])
-        with _derived_lock:
-            _derived[key] = found
+        # Kept on the key, made once: threads that race here make the same keys.
+        msgspec.structs.force_setattr(key, "view_keys", found)
     return found
 
 

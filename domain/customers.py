@@ -13,8 +13,12 @@ from picasse.domain.personal import Personal
 from picasse.domain.values import EmailAddress, PhoneNumber
 
 
-class Contact(msgspec.Struct, frozen=True):
-    """The person Picasse deals with at a customer."""
+class Contact(msgspec.Struct, frozen=True, gc=False):
+    """The person Picasse deals with at a customer.
+
+    gc=False: it holds only text and frozen values, so it can never be in a reference
+    cycle; untracked, the contacts a replay keeps cost the garbage collector nothing.
+    """
 
     name: Annotated[str, Personal("contact")]
     email: Annotated[EmailAddress, Personal("contact")]

@@ -90,6 +90,19 @@ class _Pending:
         self.trust_hints = True
 
 
+class _ThisThread(threading.local):
+    """Each thread's save under way. The class attribute answers for a thread that has
+    none: a replay asks for every sealed value it opens, and a missing attribute (with a
+    getattr default) made and dropped an AttributeError each time."""
+
+    pending: _Pending | None = None
+
+
+def _subject_slot(tenant_id: bytes, subject: str) -> bytes:
+    """A subject key's place in the cache: its tenant id's 16 bytes, then its name."""
+    return tenant_id + subject.encode()
+
+
 def _wrap(wrapping: AESGCM, material: bytes, aad: bytes) -> bytes:
     nonce = os.urandom(NONCE_SIZE)
     return nonce + wrapping.encrypt(nonce, material, aad)
@@ -122,13 +135,15 @@ def _bytea_array(values: Iterable[bytes]) -> str:
     return "{" + ",".join(['"\\\\x' + value.hex() + '"' for value in values]) + "}"
 
 
-def _tenant_aad(tenant_id: UUID, key_id: UUID, epoch_id: UUID | None) -> bytes:
-    aad = b"tenant" + tenant_id.bytes + key_id.bytes
+def _tenant_aad(tenant_id: bytes, key_id: bytes, epoch_id: UUID | None) -> bytes:
+    """Binds a wrapped tenant key to its tenant, its id and the epoch wrapping it (ids as
+    their 16 bytes, which the key look-ups read without making UUID objects)."""
+    aad = b"tenant" + tenant_id + key_id
     return aad if epoch_id is None else aad + epoch_id.bytes  # None: under the master key
 
 
-def _subject_aad(key_id: UUID, subject: str) -> bytes:
-    return b"subject" + key_id.bytes + subject.encode()
+def _subject_aad(key_id: bytes, subject: str) -> bytes:
+    return b"subject" + key_id + subject.encode()
 
 
 class PostgresKeyStore:
@@ -167,12 +182,15 @@ class PostgresKeyStore:
             )
         }
         self._write_statements: tuple[bytes, bytes] | None = None  # see write_pending
+        self._load_statement: bytes | None = None  # see _load_once
         self._lock = threading.Lock()
         self._tenant_keys: dict[UUID, TenantKey] = {}
-        self._by_subject: dict[tuple[UUID, str], SubjectKey] = {}
+        # By `_subject_slot`: bytes, which the garbage collector neither tracks nor
+        # counts, so a replay's many cached keys do not make it collect more often.
+        self._by_subject: dict[bytes, SubjectKey] = {}
         self._by_id: dict[bytes, SubjectKey | None] = {}  # by the key id's 16 bytes
         self._generation = 0
-        self._local = threading.local()
+        self._local = _ThisThread()
         # The schema's notices (see adapters/postgres/notices.py): a destroyed key drops
         # out of every process's cache. Not listening: nothing is cached.
         self.notices = Notices(self._connection_kwargs(), self.channel)
@@ -279,7 +297,7 @@ class PostgresKeyStore:
             pair = (need.tenant_id, need.subject)
             if pair in pending.new_subjects or pair in pending.found_subjects:
                 continue
-            if cached and pair in self._by_subject:
+            if cached and _subject_slot(need.tenant_id.bytes, need.subject) in self._by_subject:
                 continue
             if need.new_subject and pending.trust_hints:
                 pending.absent_subjects.add(pair)
@@ -352,8 +370,8 @@ class PostgresKeyStore:
                 pending.found_tenants[tenant_id] = (
                     row["tenant_key_id"],
                     self._unwrap_tenant(
-                        tenant_id,
-                        row["tenant_key_id"],
+                        tenant_id.bytes,
+                        row["tenant_key_id"].bytes,
                         row["epoch_id"],
                         bytes(row["tenant_wrapped"]),
                     ),
@@ -364,7 +382,11 @@ class PostgresKeyStore:
         for row in wrapped_subjects:
             _, tenant_key = pending.found_tenants[row["tenant_id"]]
             key = self._unwrap_subject(
-                row["tenant_id"], row["subject"], row["key_id"], bytes(row["wrapped"]), tenant_key
+                row["tenant_id"],
+                row["subject"],
+                row["key_id"].bytes,
+                bytes(row["wrapped"]),
+                tenant_key,
             )
             pending.found_subjects[(key.tenant_id, key.subject)] = key
             found.append(key)
@@ -384,7 +406,7 @@ class PostgresKeyStore:
         if key is not None:
             return key
         if self._listening.is_set():
-            key = self._by_subject.get(pair)
+            key = self._by_subject.get(_subject_slot(tenant_id.bytes, subject))
             if key is not None:
                 return key
         if pair not in pending.absent_subjects:
@@ -396,13 +418,13 @@ class PostgresKeyStore:
         key, material = new_subject_key(tenant_id, subject)
         pending.new_subjects[pair] = (
             key,
-            _wrap(tenant_key, material, _subject_aad(key.key_id, subject)),
+            _wrap(tenant_key, material, _subject_aad(key.raw_id, subject)),
             tenant_key_id,
         )
         return key
 
     def _pending(self) -> _Pending:
-        pending: _Pending | None = getattr(self._local, "pending", None)
+        pending: _Pending | None = self._local.pending
         if pending is None:
             pending = self._local.pending = _Pending(self._generation)
         return pending
@@ -428,7 +450,7 @@ class PostgresKeyStore:
         key_id = uuid4()
         material = AESGCM.generate_key(bit_length=256)
         epoch_id, epoch = self._current()
-        wrapped = _wrap(epoch, material, _tenant_aad(tenant_id, key_id, epoch_id))
+        wrapped = _wrap(epoch, material, _tenant_aad(tenant_id.bytes, key_id.bytes, epoch_id))
         tenant_key = AESGCM(material)
         pending.new_tenants[tenant_id] = (key_id, epoch_id, wrapped, tenant_key)
         return key_id, tenant_key
@@ -438,7 +460,7 @@ class PostgresKeyStore:
     def write_pending(self, curs: Any) -> None:
         """Insert this thread's new keys; a key another process made first fails the
         transaction with a unique violation, which `pending_conflicts` then explains."""
-        pending: _Pending | None = getattr(self._local, "pending", None)
+        pending: _Pending | None = self._local.pending
         if pending is None:
             return
         if self._write_statements is None:
@@ -525,7 +547,7 @@ class PostgresKeyStore:
 
     def pending_conflicts(self) -> bool:
         """After a failed save: did another process create one of our new keys first?"""
-        pending: _Pending | None = getattr(self._local, "pending", None)
+        pending: _Pending | None = self._local.pending
         if pending is None or not (pending.new_tenants or pending.new_subjects):
             return False
         t = self._t
@@ -573,7 +595,7 @@ class PostgresKeyStore:
     def settle_pending(self, *, committed: bool, retrying: bool = False) -> None:
         """After the event transaction: cache what was committed, forget what was not.
         A retry after a key race looks everything up, trusting no "new" hint."""
-        pending: _Pending | None = getattr(self._local, "pending", None)
+        pending: _Pending | None = self._local.pending
         self._local.pending = None
         if retrying:
             self._forget_wrapping()  # the race may have been a replaced tenant key or epoch
@@ -612,7 +634,7 @@ class PostgresKeyStore:
 
     def opening_key(self, key_id: bytes) -> SubjectKey | None:
         """The key whose id is these 16 bytes, or None once it has been destroyed."""
-        pending: _Pending | None = getattr(self._local, "pending", None)
+        pending: _Pending | None = self._local.pending
         if pending is not None and pending.new_subjects:
             for key, _, _ in pending.new_subjects.values():
                 if key.raw_id == key_id:
@@ -637,47 +659,86 @@ class PostgresKeyStore:
         if not wanted:
             return {}
         generation = self._generation
-        t = self._t
-        # Binary both ways, as tuples: a replay's page asks for hundreds of keys, and
-        # text uuids and hex bytea, parsed on either side, cost more than the query. The
-        # ids go as hex text, which the server casts: a UUID object each, made here only
-        # to be sent, cost more than the hex, and kept the garbage collector busy.
-        query = sql.SQL(
-            "SELECT s.key_id, s.subject, s.wrapped, s.tenant_id,"
-            " k.key_id, k.wrapped, k.epoch_id"
-            " FROM {} s JOIN {} k USING (tenant_id) WHERE s.key_id = ANY(%b::text[]::uuid[])"
-        ).format(t["subject_keys"], t["tenant_keys"])
+        if self._load_statement is None:
+            self._load_statement = self._composed_load_statement()
         with self.datastore.get_connection() as conn:  # autocommit: one round trip
-            rows = (
+            columns = (
                 conn.cursor(row_factory=tuple_row, binary=True)
-                .execute(query, ([k.hex() for k in wanted],))
-                .fetchall()
+                .execute(self._load_statement, ([k.hex() for k in wanted],), prepare=True)
+                .fetchone()
             )
-        tenants: dict[UUID, TenantKey] = {}
-        found: dict[bytes, SubjectKey | None] = dict.fromkeys(wanted)
-        for key_id, subject, wrapped, tenant_id, tenant_key_id, tenant_wrapped, epoch_id in rows:
-            known = tenants.get(tenant_id) or self._tenant_keys.get(tenant_id)
-            if known is None or known[0] != tenant_key_id:
-                known = (
-                    tenant_key_id,
-                    self._unwrap_tenant(tenant_id, tenant_key_id, epoch_id, tenant_wrapped),
+        # Aggregates answer one row, each array NULL when nothing was found.
+        tenant_ids, tenant_key_ids, tenant_wrapped, epoch_ids = (columns or (None,) * 8)[:4]
+        key_ids, subjects, wrapped, subject_tenants = (columns or (None,) * 8)[4:]
+        tenants: dict[bytes, tuple[UUID, AESGCM]] = {}  # tenant id's bytes → id, key
+        epochs: dict[bytes, UUID] = {}
+        for tenant_raw, tenant_key_raw, tenant_key_wrapped, epoch_raw in zip(
+            tenant_ids or (),
+            tenant_key_ids or (),
+            tenant_wrapped or (),
+            epoch_ids or (),
+            strict=True,
+        ):
+            tenant_id = UUID(bytes=tenant_raw)  # one UUID object for all of its keys
+            known = self._tenant_keys.get(tenant_id)
+            if known is not None and known[0].bytes == tenant_key_raw:
+                tenant_key = known[1]
+            else:
+                epoch_id = None
+                if epoch_raw is not None:
+                    epoch_id = epochs.get(epoch_raw) or epochs.setdefault(
+                        epoch_raw, UUID(bytes=epoch_raw)
+                    )
+                tenant_key = self._unwrap_tenant(
+                    tenant_raw, tenant_key_raw, epoch_id, tenant_key_wrapped
                 )
-            tenants[tenant_id] = known
-            key = self._unwrap_subject(tenant_id, subject, key_id, wrapped, known[1])
-            found[key.raw_id] = key
+            tenants[tenant_raw] = (tenant_id, tenant_key)
+        found: dict[bytes, SubjectKey | None] = dict.fromkeys(wanted)
+        for key_id, subject, key_wrapped, tenant_raw in zip(
+            key_ids or (), subjects or (), wrapped or (), subject_tenants or (), strict=True
+        ):
+            tenant = tenants.get(tenant_raw)
+            if tenant is None:
+                continue  # its tenant key is gone (erased with it): it reads as erased
+            found[key_id] = self._unwrap_subject(tenant[0], subject, key_id, key_wrapped, tenant[1])
+        # Tenant keys are not cached here: a replay never uses them again, and a save
+        # that needs one looks it up with the subject keys it looks up anyway.
         self._remember(
             [k for k in found.values() if k is not None],
-            tenants,
+            {},
             generation,
             missing=[raw for raw, k in found.items() if k is None],
         )
         return found
 
+    def _composed_load_statement(self) -> bytes:
+        """`_load_once`'s statement, composed once. Binary both ways: a replay's page asks
+        for hundreds of keys, and text uuids and hex bytea, parsed on either side, cost
+        more than the query. The ids go as hex text, which the server casts, and come back
+        as their 16 bytes: a UUID object each, made only to be sent or to be turned back
+        into bytes, cost more than the query and kept the garbage collector busy. The keys
+        come as one row of columns (arrays, in one order per table: the aggregates of one
+        query read its rows in one order), not a tuple a key for the collector to count.
+        Each tenant's key comes once, found by its primary key (a join scanned the whole
+        tenant table for every page)."""
+        t = self._t
+        statement = sql.SQL(
+            "WITH s AS MATERIALIZED (SELECT key_id, subject, wrapped, tenant_id FROM {subjects}"
+            "  WHERE key_id = ANY(%b::text[]::uuid[]))"
+            " SELECT * FROM (SELECT array_agg(uuid_send(tenant_id)), array_agg(uuid_send(key_id)),"
+            "  array_agg(wrapped), array_agg(uuid_send(epoch_id)) FROM {tenants}"
+            "  WHERE tenant_id = ANY(ARRAY(SELECT DISTINCT tenant_id FROM s))) t,"
+            " (SELECT array_agg(uuid_send(key_id)), array_agg(subject), array_agg(wrapped),"
+            "  array_agg(uuid_send(tenant_id)) FROM s) k"
+        ).format(subjects=t["subject_keys"], tenants=t["tenant_keys"])
+        with self.datastore.get_connection() as conn:
+            return statement.as_bytes(conn)
+
     def subject_key(self, tenant_id: UUID, subject: str) -> SubjectKey | None:
         """The subject's live key, or None; never a new one (the views seal under the keys
         the events were sealed under, which exist by the time a view takes the event)."""
         if self._listening.is_set():
-            key = self._by_subject.get((tenant_id, subject))
+            key = self._by_subject.get(_subject_slot(tenant_id.bytes, subject))
             if key is not None:
                 return key
         query = sql.SQL("SELECT key_id FROM {} WHERE tenant_id = %s AND subject = %s").format(
@@ -726,13 +787,14 @@ class PostgresKeyStore:
         return [row["subject"] for row in rows]
 
     def _unwrap_tenant(
-        self, tenant_id: UUID, key_id: UUID, epoch_id: UUID | None, wrapped: bytes
+        self, tenant_id: bytes, key_id: bytes, epoch_id: UUID | None, wrapped: bytes
     ) -> AESGCM:
         return AESGCM(self._unwrap_tenant_material(tenant_id, key_id, epoch_id, wrapped))
 
     def _unwrap_tenant_material(
-        self, tenant_id: UUID, key_id: UUID, epoch_id: UUID | None, wrapped: bytes
+        self, tenant_id: bytes, key_id: bytes, epoch_id: UUID | None, wrapped: bytes
     ) -> bytes:
+        """A tenant key's material; the ids as their 16 bytes."""
         wrapping = self._master if epoch_id is None else self._epoch(epoch_id)
         return _unwrap(wrapping, wrapped, _tenant_aad(tenant_id, key_id, epoch_id))
 
@@ -774,7 +836,7 @@ class PostgresKeyStore:
 
     @staticmethod
     def _unwrap_subject(
-        tenant_id: UUID, subject: str, key_id: UUID, wrapped: bytes, tenant_key: AESGCM
+        tenant_id: UUID, subject: str, key_id: bytes, wrapped: bytes, tenant_key: AESGCM
     ) -> SubjectKey:
         material = _unwrap(tenant_key, wrapped, _subject_aad(key_id, subject))
         return SubjectKey(key_id, tenant_id, subject, AESGCM(material))
@@ -794,7 +856,7 @@ class PostgresKeyStore:
                 return
             self._tenant_keys.update(tenants)
             for key in keys:
-                self._by_subject[(key.tenant_id, key.subject)] = key
+                self._by_subject[_subject_slot(key.tenant_id.bytes, key.subject)] = key
                 self._by_id[key.raw_id] = key
             for raw in missing:
                 self._by_id[raw] = None  # destroyed keys never come back
@@ -973,11 +1035,13 @@ class PostgresKeyStore:
             for row in tenants:
                 tenant_id, key_id = row["tenant_id"], row["key_id"]
                 material = self._unwrap_tenant_material(
-                    tenant_id, key_id, row["epoch_id"], bytes(row["wrapped"])
+                    tenant_id.bytes, key_id.bytes, row["epoch_id"], bytes(row["wrapped"])
                 )
                 if tenant_id in due_set:
                     key_id, material = self._replace_tenant_key(conn, tenant_id, material)
-                wrapped = _wrap(new_epoch, material, _tenant_aad(tenant_id, key_id, new_id))
+                wrapped = _wrap(
+                    new_epoch, material, _tenant_aad(tenant_id.bytes, key_id.bytes, new_id)
+                )
                 rewrapped.append((tenant_id, key_id, wrapped))
             if rewrapped:
                 conn.execute(
@@ -1018,7 +1082,7 @@ class PostgresKeyStore:
         ).fetchall()
         ids, wrapped = [], []
         for row in subjects:
-            aad = _subject_aad(row["key_id"], row["subject"])
+            aad = _subject_aad(row["key_id"].bytes, row["subject"])
             ids.append(row["key_id"])
             wrapped.append(_wrap(tenant_key, _unwrap(old_key, bytes(row["wrapped"]), aad), aad))
         conn.execute(
@@ -1149,14 +1213,14 @@ class PostgresKeyStore:
             for key_id in key_ids:
                 key = self._by_id.pop(key_id.bytes, None)
                 if key is not None:
-                    self._by_subject.pop((key.tenant_id, key.subject), None)
+                    self._by_subject.pop(_subject_slot(key.tenant_id.bytes, key.subject), None)
                 self._by_id[key_id.bytes] = None
             if tenant_id is not None:
                 self._tenant_keys.pop(tenant_id, None)
                 for raw, key in list(self._by_id.items()):
                     if key is not None and key.tenant_id == tenant_id:
                         self._by_id[raw] = None
-                        self._by_subject.pop((key.tenant_id, key.subject), None)
+                        self._by_subject.pop(_subject_slot(key.tenant_id.bytes, key.subject), None)
 
     def _forget_wrapping(self) -> None:
         """Tenant and epoch keys were replaced; subject keys themselves are unchanged."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import subprocess
@@ -342,3 +343,42 @@ def test_a_save_of_many_events_stores_each_as_given_and_answers_their_ids_in_ord
     assert [row[0] for row in rows] == ids
     assert [tuple(row[1:]) for row in rows] == given
     assert accounts.repository.get(customer_id).billing_address == "Street 299, Zwolle"
+
+
+def test_a_replay_keeps_its_contacts_and_keys_out_of_the_garbage_collectors_sight(
+    accounts: Accounts, open_store: Callable[[], Accounts]
+) -> None:
+    # A replay keeps every event it decodes and every key it loads: what the garbage
+    # collector tracks among them it scans again and again as the replay goes on.
+    _register_everyone(accounts)
+    fresh = open_store()
+    keys = fresh.factory.keys
+    page = fresh.recorder.select_notifications(start=1, limit=1000)
+    events = fresh.mapper.to_domain_events(page)  # type: ignore[attr-defined]
+    contacts = [e.contact for e in events if type(e).__name__ == "Registered"]
+    assert len(contacts) == len(PEOPLE)
+    assert contacts[0].name == "Contactperson0 Vandermeer"
+    assert not any(gc.is_tracked(contact) for contact in contacts)
+    cached = list(keys._by_id.values())
+    assert len(cached) >= 3 * len(PEOPLE)  # organisation, contact and user of each
+    assert not any(gc.is_tracked(key) for key in cached)
+    assert not any(gc.is_tracked(name) for name in keys._by_subject)
+
+
+def test_a_replay_caches_no_tenant_key_and_a_save_after_it_finds_the_tenant_key(
+    accounts: Accounts, open_store: Callable[[], Accounts]
+) -> None:
+    first, *_ = _register_everyone(accounts)
+    fresh = open_store()
+    page = fresh.recorder.select_notifications(start=1, limit=1000)
+    fresh.mapper.to_domain_events(page)  # type: ignore[attr-defined]
+    assert fresh.factory.keys._tenant_keys == {}  # a replay never uses them again
+    # A new subject of a known tenant: its key is wrapped under the tenant key looked up.
+    user = add_customer_user(
+        fresh,
+        customer_id=first,
+        login="anotherlogin@example.net",
+        role=Role.CUSTOMER_USER,
+        password="passwordvalueanother",
+    )
+    assert open_store().user(user).login == "anotherlogin@example.net"

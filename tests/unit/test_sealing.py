@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any
 from uuid import UUID, uuid4
@@ -257,6 +258,20 @@ def test_a_destroyed_subject_key_reads_as_erased_and_leaves_other_subjects_reada
     assert opened.contact.email == ERASED
     assert opened.author == "the author"
     assert opened.pages == 3
+
+
+def test_an_opened_contact_is_invisible_to_the_garbage_collector_erased_or_not() -> None:
+    """A replay keeps every contact it opens; untracked, they cost no collection."""
+    ring = MemoryKeyRing()
+    mapper = SealingMapper(keys=ring)
+    note = _note("the author", "the contact")
+    (created,) = note.collect_events()
+    stored = mapper.to_stored_event(created)
+    opened = mapper.to_domain_event(stored).contact
+    assert opened == note.contact and not gc.is_tracked(opened)
+    ring.destroy_subject(note.tenant_id, f"contact/{note.id}")
+    erased = mapper.to_domain_event(stored).contact
+    assert erased.name == ERASED and not gc.is_tracked(erased)
 
 
 # The mapper stores only what it can read back, and refuses the rest before writing.

@@ -3,6 +3,7 @@ as erased once the key is gone; blind indexes differ per key and go with it."""
 
 from __future__ import annotations
 
+import gc
 from uuid import uuid4
 
 import pytest
@@ -11,6 +12,7 @@ from picasse.adapters.crypto import (
     MemoryKeyRing,
     SealBroken,
     blind_index,
+    new_subject_key,
     open_view_value,
     seal_view_value,
 )
@@ -56,3 +58,19 @@ def test_the_sealed_columns_of_a_view_table_are_the_registrys() -> None:
         for held in kind.held_in:
             for column in held.columns:
                 assert sealed_view_columns(held.table)[column] == (kind.kind, held.subject_column)
+
+
+def test_a_subject_keys_view_keys_are_derived_once_and_kept_with_it_out_of_its_repr() -> None:
+    tenant = uuid4()
+    key, material = new_subject_key(tenant, f"contact/{tenant}")
+    assert key.view_keys is None
+    sealed = seal_view_value(key, "Anna de Vries", b"row-1")
+    derived = key.view_keys
+    assert derived is not None
+    assert blind_index(key, "anna") and key.view_keys is derived  # made once, then kept
+    assert seal_view_value(key, "Anna de Vries", b"row-1") == sealed
+    shown = repr(key)
+    assert str(key.key_id) in shown and f"contact/{tenant}" in shown
+    assert material.hex() not in shown and repr(material) not in shown
+    assert derived.index.hex() not in shown
+    assert not gc.is_tracked(key)  # a replay keeps many: never in a cycle, so untracked
