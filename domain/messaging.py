@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TypeVar
@@ -707,31 +707,37 @@ class Messages(PicasseApplication):
 
     def _sending_customer(self, customer_id: UUID) -> None:
         """Refused unless the customer's subscription is active (remembered once found so)."""
-        sending = self.sending
-        if sending is not None and sending.get(customer_id) is not None:
-            return
-        generation = sending.generation if sending is not None else 0
-        customer = self._get(customer_id, Customer, "customer")
+        read = self._customers_not_remembered_sending([customer_id])
+        if customer_id not in read:
+            return  # remembered sending
+        customer = read[customer_id]
+        if customer is None:
+            raise NotFound(f"customer {customer_id} not found")
         if customer.subscription is not Subscription.ACTIVE:
             raise Conflict(f"customer {customer_id} has no active subscription")
-        if sending is not None:
-            sending.keep(customer_id, True, generation)
 
-    def _terminated(self, customer_ids: set[UUID]) -> set[UUID]:
+    def _terminated(self, customer_ids: Iterable[UUID]) -> set[UUID]:
         """Which of these customers are terminated. One remembered sending is not: its
-        termination would have made every process forget it. The others are read in one
-        go, and those found sending are remembered."""
+        termination would have made every process forget it."""
+        read = self._customers_not_remembered_sending(customer_ids)
+        return {ident for ident, customer in read.items() if customer and customer.terminated}
+
+    def _customers_not_remembered_sending(
+        self, customer_ids: Iterable[UUID]
+    ) -> dict[UUID, Customer | None]:
+        """Those of these customers not remembered sending, read in one go (None: no such
+        customer); those found sending are remembered from now on."""
         sending = self.sending
         unknown = [c for c in customer_ids if sending is None or sending.get(c) is None]
         if not unknown:
-            return set()
+            return {}
         generation = sending.generation if sending is not None else 0
         customers = self._get_many(unknown, Customer)
         if sending is not None:
             for ident, customer in customers.items():
                 if customer.subscription is Subscription.ACTIVE:
                     sending.keep(ident, True, generation)
-        return {ident for ident, customer in customers.items() if customer.terminated}
+        return {ident: customers.get(ident) for ident in unknown}
 
     @staticmethod
     def _choice(kind: type[E], text: str, field: str) -> E:
