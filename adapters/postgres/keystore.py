@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 NONCE_SIZE = 12
 FIRST_ANALYZE_AFTER = 500  # keys written by a process before it has the key tables analyzed
+# Constraint names: a tenant's key id, and the foreign key of subject keys to it.
+TENANT_KEY_PAIR = "picasse_tenant_keys_tenant_key"
+WRAPPED_BY_ITS_TENANT_KEY = "picasse_subject_keys_wrapped_by"
 
 
 class KeyRace(Exception):
@@ -211,15 +214,15 @@ class PostgresKeyStore:
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (tenant_id uuid PRIMARY KEY,"
                 " key_id uuid NOT NULL UNIQUE, wrapped bytea NOT NULL,"
-                " created_at timestamptz NOT NULL DEFAULT now(), epoch_id uuid)"
-            ).format(t["tenant_keys"]),
+                " created_at timestamptz NOT NULL DEFAULT now(), epoch_id uuid,"
+                " CONSTRAINT {} UNIQUE (tenant_id, key_id))"
+            ).format(t["tenant_keys"], sql.Identifier(TENANT_KEY_PAIR)),
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (key_id uuid PRIMARY KEY,"
-                " tenant_id uuid NOT NULL REFERENCES {} ON DELETE CASCADE,"
-                " subject text NOT NULL, wrapped bytea NOT NULL,"
+                " tenant_id uuid NOT NULL, subject text NOT NULL, wrapped bytea NOT NULL,"
                 " created_at timestamptz NOT NULL DEFAULT now(), UNIQUE (tenant_id, subject),"
-                " tenant_key_id uuid REFERENCES {} (key_id) DEFERRABLE INITIALLY IMMEDIATE)"
-            ).format(t["subject_keys"], t["tenant_keys"], t["tenant_keys"]),
+                " tenant_key_id uuid NOT NULL, {})"
+            ).format(t["subject_keys"], self._wrapped_by_its_tenant_key()),
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (key_id uuid PRIMARY KEY, tenant_id uuid NOT NULL,"
                 " subject text, destroyed_at timestamptz NOT NULL DEFAULT now(), epoch_id uuid)"
@@ -262,28 +265,55 @@ class PostgresKeyStore:
             ),
             # Which tenant key wraps each subject key: a save that wrapped under a tenant
             # key replaced meanwhile fails (and seals again) instead of writing a dead key.
-            sql.SQL(
-                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS tenant_key_id uuid"
-                " REFERENCES {} (key_id) DEFERRABLE INITIALLY IMMEDIATE"
-            ).format(t["subject_keys"], t["tenant_keys"]),
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS tenant_key_id uuid").format(
+                t["subject_keys"]
+            ),
+        ]
+        # Key stores made before the one foreign key had two (a subject key's tenant, and
+        # the tenant key wrapping it, each checked on its own at every new subject key).
+        one_foreign_key = [
             sql.SQL(
                 "UPDATE {} s SET tenant_key_id = k.key_id FROM {} k"
                 " WHERE s.tenant_key_id IS NULL AND k.tenant_id = s.tenant_id"
             ).format(t["subject_keys"], t["tenant_keys"]),
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} UNIQUE (tenant_id, key_id)").format(
+                t["tenant_keys"], sql.Identifier(TENANT_KEY_PAIR)
+            ),
+            sql.SQL(
+                "ALTER TABLE {} DROP CONSTRAINT IF EXISTS picasse_subject_keys_tenant_id_fkey,"
+                " DROP CONSTRAINT IF EXISTS picasse_subject_keys_tenant_key_id_fkey,"
+                " ALTER COLUMN tenant_key_id SET NOT NULL, ADD {}"
+            ).format(t["subject_keys"], self._wrapped_by_its_tenant_key()),
         ]
         with self.datastore.transaction(commit=True) as curs:
             serialize_schema_changes(curs)  # concurrent first starts
             for statement in statements:
                 curs.execute(statement)
             found = curs.execute(
-                "SELECT count(*) AS n FROM information_schema.columns WHERE table_schema = %s"
-                " AND (table_name, column_name) IN (('picasse_tenant_keys', 'epoch_id'),"
-                " ('picasse_destroyed_keys', 'epoch_id'), ('picasse_subject_keys', 'tenant_key_id'))",
-                (self._schema,),
+                "SELECT (SELECT count(*) FROM information_schema.columns"
+                "  WHERE table_schema = %s AND (table_name, column_name) IN"
+                "  (('picasse_tenant_keys', 'epoch_id'), ('picasse_destroyed_keys', 'epoch_id'),"
+                "  ('picasse_subject_keys', 'tenant_key_id'))) AS columns,"
+                " (SELECT count(*) FROM information_schema.table_constraints"
+                "  WHERE constraint_schema = %s AND constraint_name = %s) AS foreign_key",
+                (self._schema, self._schema, WRAPPED_BY_ITS_TENANT_KEY),
             ).fetchone()
-            if found["n"] < 3:
+            if found["columns"] < 3:
                 for statement in migrations:
                     curs.execute(statement)
+            if found["foreign_key"] == 0:
+                for statement in one_foreign_key:
+                    curs.execute(statement)
+
+    def _wrapped_by_its_tenant_key(self) -> sql.Composable:
+        """A subject key's one foreign key: the tenant key that wraps it, of its own tenant.
+        One check per new subject key; a tenant key's deletion takes its subject keys with
+        it. Deferrable: a replacement re-wraps the subject keys before it changes the
+        tenant key's id."""
+        return sql.SQL(
+            "CONSTRAINT {} FOREIGN KEY (tenant_id, tenant_key_id) REFERENCES {} (tenant_id, key_id)"
+            " ON DELETE CASCADE DEFERRABLE INITIALLY IMMEDIATE"
+        ).format(sql.Identifier(WRAPPED_BY_ITS_TENANT_KEY), self._t["tenant_keys"])
 
     # Sealing: find or create the subject's key
 

@@ -318,6 +318,64 @@ def test_tenant_keys_from_before_epochs_are_rewrapped_under_the_first_epoch_on_s
     ).fetchone() == (0,)
 
 
+def _subject_key_foreign_keys(raw: psycopg.Connection) -> list[str]:
+    return [
+        name
+        for (name,) in raw.execute(
+            "SELECT conname FROM pg_constraint WHERE contype = 'f'"
+            " AND conrelid = 'picasse_subject_keys'::regclass ORDER BY conname"
+        ).fetchall()
+    ]
+
+
+def test_a_subject_key_has_one_foreign_key_its_own_tenants_key_also_after_an_upgrade(
+    accounts: Accounts, open_store: Callable[[], Accounts], raw: psycopg.Connection
+) -> None:
+    tag, other_tag = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
+    customer = accounts.register_customer(**_person(tag))
+    other = accounts.register_customer(**_person(other_tag))
+    assert _subject_key_foreign_keys(raw) == ["picasse_subject_keys_wrapped_by"]
+    # Make the key tables as they were before: two foreign keys (the tenant, and the key
+    # wrapping it, each checked alone), the wrapping key's id nullable and one not known.
+    raw.execute(
+        "ALTER TABLE picasse_subject_keys DROP CONSTRAINT picasse_subject_keys_wrapped_by,"
+        " ALTER COLUMN tenant_key_id DROP NOT NULL,"
+        " ADD FOREIGN KEY (tenant_id) REFERENCES picasse_tenant_keys ON DELETE CASCADE,"
+        " ADD FOREIGN KEY (tenant_key_id) REFERENCES picasse_tenant_keys (key_id)"
+        "  DEFERRABLE INITIALLY IMMEDIATE"
+    )
+    raw.execute("ALTER TABLE picasse_tenant_keys DROP CONSTRAINT picasse_tenant_keys_tenant_key")
+    raw.execute(
+        "UPDATE picasse_subject_keys SET tenant_key_id = NULL WHERE subject = %s",
+        (f"contact/{customer}",),
+    )
+    assert _subject_key_foreign_keys(raw) == [
+        "picasse_subject_keys_tenant_id_fkey",
+        "picasse_subject_keys_tenant_key_id_fkey",
+    ]
+
+    reopened = open_store()
+    assert reopened.customer(customer).contact.email == f"mail{tag}@example.org"
+    assert _subject_key_foreign_keys(raw) == ["picasse_subject_keys_wrapped_by"]
+    assert raw.execute(
+        "SELECT count(*) FROM picasse_subject_keys WHERE tenant_key_id IS NULL"
+    ).fetchone() == (0,)
+    # The one key checks both: a subject key wrapped by another tenant's key is refused,
+    key_of = dict(raw.execute("SELECT tenant_id, key_id FROM picasse_tenant_keys").fetchall())
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        raw.execute(
+            "INSERT INTO picasse_subject_keys (key_id, tenant_id, subject, wrapped, tenant_key_id)"
+            " VALUES (%s, %s, 'contact/x', '\\x00', %s)",
+            (uuid.uuid4(), customer, key_of[other]),
+        )
+    # and a tenant key's row takes its subject keys with it.
+    raw.execute("DELETE FROM picasse_tenant_keys WHERE tenant_id = %s", (customer,))
+    assert raw.execute(
+        "SELECT count(*) FROM picasse_subject_keys WHERE tenant_id = %s", (customer,)
+    ).fetchone() == (0,)
+    assert reopened.customer(other).contact.email == f"mail{other_tag}@example.org"
+
+
 def test_key_rows_sent_as_array_literals_read_back_exactly_as_the_values(database_url: str) -> None:
     # write_pending sends its arrays as the text of array literals: every value must come
     # back from PostgreSQL's array input as it was, whatever characters it holds.
