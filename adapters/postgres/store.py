@@ -150,10 +150,7 @@ class ChainedRecorder(PostgresApplicationRecorder):
         error, so a lost race for a key or a version came out as an outage."""
         failure: DatabaseError | None = None
         notification_ids: Sequence[int] | None = None
-        # A key, a user or a customer changed: what every process keeps of them is forgotten.
-        accounts_changed = any(
-            t.startswith(ACCOUNT_SOURCES) for t in {e.topic for e in stored_events}
-        )
+        accounts_changed = _accounts_changed(stored_events)
         with self.datastore.get_connection() as conn:
             with conn.pipeline() as pipeline:
                 try:
@@ -301,6 +298,17 @@ class ChainedRecorder(PostgresApplicationRecorder):
             self._lock_table(curs)
         # Keys created while sealing these events commit with them, or not at all.
         self.keys.write_pending(curs)
+
+
+def _accounts_changed(stored_events: Sequence[StoredEvent]) -> bool:
+    """Whether a key, a user or a customer that existed before changes: then what every
+    process keeps of them is forgotten. One made by this very save (its first event is
+    here) cannot be kept anywhere yet, so registering one makes nobody forget anything."""
+    made_here = {e.originator_id for e in stored_events if e.originator_version == 1}
+    return any(
+        e.originator_id not in made_here and e.topic.startswith(ACCOUNT_SOURCES)
+        for e in stored_events
+    )
 
 
 class SealingEventStore(EventStore[UUID]):

@@ -120,9 +120,10 @@ def test_a_caller_read_while_a_change_came_in_is_not_kept(deps: HttpDeps, acme: 
     assert deps.callers.get(key) == read
 
 
-def test_the_store_tells_of_changed_keys_users_and_customers_and_not_of_sends(
+def test_the_store_tells_of_changed_keys_users_and_customers_and_not_of_sends_or_new_ones(
     deps: HttpDeps, acme: Tenant, database_url: str
 ) -> None:
+    admin = Viewer(role=Role.CUSTOMER_ADMIN, customer_id=acme.customer_id, user_id=acme.admin_id)
     with psycopg.connect(database_url, autocommit=True) as listener:
         listener.execute(f'LISTEN "{_channel(deps)}"')
         deps.messages.send(
@@ -131,11 +132,20 @@ def test_the_store_tells_of_changed_keys_users_and_customers_and_not_of_sends(
             requested_by=acme.user_id,
         )
         listener.execute("SELECT pg_notify(%s, %s)", (_channel(deps), "after the send"))
-        _, issued = _key(deps, acme.admin_login)  # an API key issued
+        # A new key and a new customer: nothing kept anywhere can be of them.
+        _, issued = _key(deps, acme.admin_login)
+        deps.accounts.register_customer(
+            organisation="Newcomer B.V.",
+            contact_name="New Comer",
+            email="new@newcomer.example",
+            phone="+31612345670",
+            billing_address="Damrak 1, Amsterdam",
+        )
+        listener.execute("SELECT pg_notify(%s, %s)", (_channel(deps), "after the new ones"))
         deps.accounts.change_contact(acme.customer_id, billing_address="Herengracht 2, Amsterdam")
-        told = [n.payload for n in _notices(listener, 3)]
-    assert told == ["after the send", ACCOUNTS_CHANGED, ACCOUNTS_CHANGED]
-    assert issued.key.startswith("pk_")
+        deps.api_keys.revoke(issued.id, by=admin)
+        told = [n.payload for n in _notices(listener, 4)]
+    assert told == ["after the send", "after the new ones", ACCOUNTS_CHANGED, ACCOUNTS_CHANGED]
 
 
 def _notices(conn: psycopg.Connection[Any], count: int) -> list[Any]:
