@@ -11,7 +11,7 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, Router, get
 from litestar.connection import ASGIConnection
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import SerializationException
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import DefineMiddleware
@@ -152,7 +152,7 @@ class BodyRequest(Request[Any, Any, Any]):
         " cannot take."
     ),
 )
-async def health(deps: HttpDeps) -> Response[Liveness]:
+async def health(deps: NamedDependency[HttpDeps]) -> Response[Liveness]:
     if deps.health is None:
         return Response(Liveness(status="ok", database="not checked"))
     liveness = await deps.health.liveness()
