@@ -233,6 +233,8 @@ _CONTAINERS = frozenset(
 # Passed through `to_builtins` unchanged, so they are stored as msgpack stores them;
 # everything else (datetimes with their offsets, above all) becomes what JSON would hold.
 _STORED_AS_IS = (bytes, bytearray, memoryview, msgspec.msgpack.Ext)
+# Exactly these types (not subclasses) encode alike with and without `to_builtins`.
+_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
 
 Transcodings = dict[type, Transcoding]
 
@@ -591,7 +593,11 @@ class SealingMapper(Mapper[UUID]):
         return transcoding.decode(data)
 
     def encode(self, value: Any) -> bytes:
-        """msgpack, except that datetimes are stored as RFC 3339 text, keeping their offset."""
+        """msgpack, except that datetimes are stored as RFC 3339 text, keeping their offset.
+        A plain scalar (most personal values are text) is the same either way: it goes
+        straight to the encoder, without the walk that finds datetimes and transcodings."""
+        if type(value) in _SCALARS:
+            return self._encoder.encode(value)
         return self._encoder.encode(
             msgspec.to_builtins(value, builtin_types=_STORED_AS_IS, enc_hook=self._enc_hook)
         )

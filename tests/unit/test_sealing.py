@@ -483,3 +483,15 @@ def test_the_mapper_counts_the_values_that_read_as_erased_at_fixed_places_and_in
     opened = [mapper.to_domain_event(s) for s in stored]
     assert opened[0].author == "the author"  # another subject's value: not counted
     assert [mapper.erased_count(e) for e in opened] == [3, 6]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "Ann Example", "é" * 40, "x" * 70_000, 0, -1, 2**63 - 1, 1.5, True, None, b"\0\xff"],
+)
+def test_a_plain_scalar_is_encoded_as_the_walk_for_datetimes_would_encode_it(value: object) -> None:
+    # `encode` gives exact scalars straight to the encoder; the bytes must not depend on it.
+    mapper = SealingMapper(keys=MemoryKeyRing())
+    walked = msgspec.msgpack.encode(msgspec.to_builtins(value, builtin_types=(bytes,)))
+    assert mapper.encode(value) == walked
+    assert mapper.encode([value]) == msgspec.msgpack.encode([value])
