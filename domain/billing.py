@@ -340,9 +340,22 @@ class InvoiceStatus(StrEnum):
 
 class Invoice(Aggregate):
     """An invoice: its number, the month it rates, lines with counts and amounts, what was
-    paid. Its tenant is the customer's fiscal tenant, so it outlives termination."""
+    paid. Its tenant is the customer's fiscal tenant, so it outlives termination.
 
-    @event("Issued")
+    Its event classes are declared, so that type checkers see what the projection reads."""
+
+    class Issued(Aggregate.Created):
+        tenant_id: UUID
+        customer_id: UUID
+        number: int
+        month: str
+        fiscal_year: str
+        issued_on: date
+        due_on: date
+        billed_to: BilledTo
+        rated: Rated
+
+    @event(Issued)
     def __init__(
         self,
         id: UUID,
@@ -388,14 +401,21 @@ class Invoice(Aggregate):
             )
         self._paid(amount_cents, paid_on)
 
-    @event("PaymentRecorded")
+    class PaymentRecorded(Aggregate.Event):
+        amount_cents: int
+        paid_on: date
+
+    @event(PaymentRecorded)
     def _paid(self, amount_cents: int, paid_on: date) -> None:
         self.paid_cents += amount_cents
 
     def due_passed(self, today: date) -> bool:
         return not self.overdue and self.outstanding_cents > 0 and today > self.due_on
 
-    @event("BecameOverdue")
+    class BecameOverdue(Aggregate.Event):
+        pass
+
+    @event(BecameOverdue)
     def become_overdue(self) -> None:
         self.overdue = True
 
