@@ -144,9 +144,16 @@ class ThrottlePolicy(msgspec.Struct, frozen=True, kw_only=True):
     def wait_after(self, failures: int) -> timedelta | None:
         if self.lock_after is not None and failures >= self.lock_after:
             return self.lock
-        if failures >= self.slow_after:
-            return min(self.first_delay * 2 ** (failures - self.slow_after), self.max_delay)
-        return None
+        if failures < self.slow_after:
+            return None
+        # Doubled per further failure only until max_delay: first_delay * 2**failures
+        # outgrows a timedelta (OverflowError) after some 47 doublings.
+        delay = self.first_delay
+        for _ in range(failures - self.slow_after):
+            if delay >= self.max_delay or not delay:
+                break
+            delay *= 2
+        return min(delay, self.max_delay)
 
 
 class LoginThrottling(msgspec.Struct, frozen=True, kw_only=True):
