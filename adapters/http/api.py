@@ -77,7 +77,7 @@ from picasse.adapters.http.auth import (
     throttle_user_creation,
 )
 from picasse.adapters.http.clients import client_address
-from picasse.adapters.http.cursors import decode_cursor, encode_cursor
+from picasse.adapters.http.cursors import Position, decode_cursor, encode_cursor
 from picasse.adapters.http.problems import problem_responses
 from picasse.adapters.password_links import mail_password_link
 from picasse.domain.access import Viewer
@@ -666,8 +666,8 @@ def list_customers(
     return paged(request, customers, last and encode_cursor((last.registered_at, last.id)))
 
 
-CustomerPosition = tuple[datetime, UUID]  # (registered_at, id) of a page's last customer
-UserPosition = tuple[datetime, UUID]  # (added_at, id) of a page's last user
+CustomerPosition = Position  # (registered_at, id) of a page's last customer
+UserPosition = Position  # (added_at, id) of a page's last user
 
 
 def paged(request: Request[Any, Any, Any], rows: list[Any], after: str | None) -> Response[Any]:
@@ -1165,7 +1165,7 @@ def show_traffic(
     return paged(request, entries, cursor)
 
 
-TrafficPosition = tuple[datetime, UUID]  # (queued_at, delivery id) of a page's last row
+TrafficPosition = Position  # (queued_at, delivery id) of a page's last row
 
 
 # Request bodies that refuse unknown fields (the document says so too).
