@@ -663,7 +663,8 @@ def list_customers(
         for row in rows
         if viewer.sees_customer(row.id)
     ]
-    return paged(request, customers, last and encode_cursor((last.registered_at, last.id)))
+    following = None if last is None else encode_cursor((last.registered_at, last.id))
+    return paged(request, customers, following)
 
 
 CustomerPosition = Position  # (registered_at, id) of a page's last customer
@@ -791,7 +792,8 @@ def list_users(
         )
         for row in rows[:PAGE_SIZE]
     ]
-    return paged(request, users, last and encode_cursor((last.added_at, last.id)))
+    following = None if last is None else encode_cursor((last.added_at, last.id))
+    return paged(request, users, following)
 
 
 @post(
@@ -1161,7 +1163,9 @@ def show_traffic(
         )
         for row in rows[:size]
     ]
-    cursor = last and last.queued_at and encode_cursor((last.queued_at, last.delivery_id))
+    cursor = None
+    if last is not None and last.queued_at is not None:  # every row read here was queued
+        cursor = encode_cursor((last.queued_at, last.delivery_id))
     return paged(request, entries, cursor)
 
 
