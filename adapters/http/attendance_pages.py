@@ -25,7 +25,7 @@ from picasse.adapters.http.pages import (
     caller_page,
 )
 from picasse.domain.access import Viewer
-from picasse.domain.attendance import Attendance
+from picasse.domain.attendance import Attendance, OnSite
 from picasse.domain.errors import DomainError
 
 CHART_DAYS = 7
@@ -90,7 +90,8 @@ def attendance_page(
     last = day or _today(dashboard)
     days = [last - timedelta(days=n) for n in range(CHART_DAYS - 1, -1, -1)]
     logins = {u.id: str(u.login) for u in dashboard.accounts.users(customer_id=customer_id)}
-    on_site, hours = [], {}
+    on_site: list[OnSite] = []
+    hours: dict[UUID, dict[date, float]] = {}  # per user, per day
     if chosen is not None:
         on_site = attendance.attendance(customer_id, chosen.id, last).on_site
         for d in days:
