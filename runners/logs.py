@@ -28,7 +28,7 @@ class _PicasseHandler(logging.StreamHandler):  # type: ignore[type-arg]
     to whatever sys.stderr is when a line is logged, not to the one it was made with (a
     test, or a caller of the CLI's `main`, may have replaced it and closed it since)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

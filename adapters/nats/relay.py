@@ -253,7 +253,7 @@ class Relay:
         *,
         topology: Topology,
         application_name: str,
-        conninfo: dict[str, object],
+        conninfo: dict[str, Any],  # psycopg connection parameters (runners: connection_kwargs)
         batch: int = 500,
     ) -> None:
         self.recorder = recorder
@@ -299,7 +299,7 @@ class Relay:
         # at the next wait, or, at worst, the next poll (QUIET_POLL_SECONDS) reads anyway.
         async with await psycopg.AsyncConnection.connect(
             **self.conninfo, autocommit=True
-        ) as listener:  # type: ignore[arg-type]
+        ) as listener:
             await listener.execute(
                 sql.SQL("LISTEN {}").format(sql.Identifier(self.recorder.channel_name))
             )
