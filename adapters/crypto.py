@@ -713,7 +713,7 @@ class SealingMapper(Mapper[UUID]):
             state = {f.name: getattr(shape, f.name) for f in plan.fields}
         state["originator_id"] = originator_id
         state["originator_version"] = version
-        event = object.__new__(event_class)
+        event: object = object.__new__(event_class)  # no __init__: its state is set whole
         object.__setattr__(event, "__dict__", state)
         return event
 
