@@ -55,6 +55,14 @@ def endpoint_topics() -> sql.Composable:
     return sql.Literal(list(ENDPOINT_TOPICS))
 
 
+def _composed(statement: object) -> sql.Composable:
+    """One of the library's lock statements, which it declares as any query but composes
+    (eventsourcing 9.5: SQL.format); a plain one could not be turned into bytes here."""
+    if not isinstance(statement, sql.Composable):
+        raise TypeError(f"the library's lock statement is not composed SQL: {statement!r}")
+    return statement
+
+
 class ChainedRecorder(PostgresApplicationRecorder):
     """Adds `chain_hash` to each event: sha256 over its predecessor's hash and its stored bytes.
 
@@ -287,7 +295,7 @@ class ChainedRecorder(PostgresApplicationRecorder):
         if self._saving_statements is None:
             notify = sql.SQL("NOTIFY {0}").format(sql.Identifier(self.channel_name))
             self._saving_statements = (
-                [statement.as_bytes(curs) for statement in self.lock_table_statements],
+                [_composed(statement).as_bytes(curs) for statement in self.lock_table_statements],
                 notify.as_bytes(curs),
             )
         return self._saving_statements
