@@ -281,7 +281,7 @@ class PostgresKeyStore:
                 " ('picasse_destroyed_keys', 'epoch_id'), ('picasse_subject_keys', 'tenant_key_id'))",
                 (self._schema,),
             ).fetchone()
-            if found["n"] < 3:
+            if found is None or found["n"] < 3:  # count(*) always answers one row
                 for statement in migrations:
                     curs.execute(statement)
 
@@ -1242,7 +1242,8 @@ class PostgresKeyStore:
     # Listening for destructions by other processes
 
     def _connection_kwargs(self) -> dict[str, Any]:
-        kwargs = dict(self.datastore.pool.kwargs)
+        given = self.datastore.pool.kwargs  # psycopg_pool takes a dict, a callable or None
+        kwargs = dict((given() if callable(given) else given) or {})
         kwargs.pop("row_factory", None)
         return kwargs
 
