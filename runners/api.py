@@ -177,10 +177,10 @@ def _health_probe(settings: Settings, messages: Messages, views: dict[str, Any])
     """
     nats_url = settings.nats_url
     return HealthProbe(
-        log=messages.recorder,  # type: ignore[arg-type]
+        log=recorder_of(messages),
         views=[WatchedView(name, view, VIEWS[name][0].topics) for name, view in views.items()],
         relay=PostgresTrackingRecorder(
-            messages.factory.datastore,  # type: ignore[attr-defined]
+            factory_of(messages).datastore,
             tracking_table_name=relay.TRACKING_TABLE,
         ),
         jobs=JobQueueProbe(
@@ -192,7 +192,7 @@ def _health_probe(settings: Settings, messages: Messages, views: dict[str, Any])
         # Read over the log's own connections: only its table's name is needed.
         reconciler=ReconcilerLog(
             {},
-            messages.factory.datastore.schema,  # type: ignore[attr-defined]
+            factory_of(messages).datastore.schema,
             relay_tracking_table=relay.TRACKING_TABLE,
         ),
         clock=messages.clock,

@@ -28,6 +28,7 @@ from picasse.adapters.archive import (
 )
 from picasse.adapters.clock import TEST_DATA_DIR_MARKER
 from picasse.adapters.postgres.keystore import PostgresKeyStore
+from picasse.adapters.postgres.store import factory_of
 from picasse.adapters.signing import PlatformSigner
 from picasse.adapters.statements import (
     SignedStatement,
@@ -90,7 +91,7 @@ class Platform:
 
     @property
     def keys(self) -> PostgresKeyStore:
-        return self.privacy.factory.keys  # type: ignore[attr-defined, no-any-return]
+        return factory_of(self.privacy).keys
 
     def sources(self) -> Sources:
         return Sources(
