@@ -179,7 +179,8 @@ def parse_price(text: object, field: str) -> Decimal:
         raise InvalidInput(f"{field}: not a decimal number", field=field) from None
     if not value.is_finite() or value < 0 or value > Decimal(1_000_000):
         raise InvalidInput(f"{field}: between 0 and 1000000", field=field)
-    if value.as_tuple().exponent < -6:  # type: ignore[operator]
+    exponent = value.as_tuple().exponent  # an int, the value being finite
+    if isinstance(exponent, int) and exponent < -6:
         raise InvalidInput(f"{field}: at most 6 decimals", field=field)
     return value
 

@@ -385,12 +385,15 @@ def providers_from(
         for channel in ("sms", "voice"):
             if (provider := chosen[channel]) is not None:
                 chosen[channel] = counted(provider, counters, channel)
-    missing = [channel for channel, provider in chosen.items() if provider is None]
-    development = MaildirProvider(settings.maildir) if missing else None
-    return {
-        channel: provider if provider is not None else development  # type: ignore[misc]
-        for channel, provider in chosen.items()
-    }
+    development: MaildirProvider | None = None  # one, made only if a channel has none
+    providers = {}
+    for channel, provider in chosen.items():
+        if provider is None:
+            if development is None:
+                development = MaildirProvider(settings.maildir)
+            provider = development
+        providers[channel] = provider
+    return providers
 
 
 def provider_health_table(messages: Messages) -> ProviderHealthTable:
