@@ -44,7 +44,7 @@ lint: $(BIN)/picasse
 	$(BIN)/ruff check .
 	mkdir -p .typecheck/picasse
 	for room in domain projections adapters runners; do ln -sfn ../../$$room .typecheck/picasse/$$room; done
-	MYPYPATH=.typecheck $(BIN)/mypy -p picasse.domain
+	MYPYPATH=.typecheck $(BIN)/mypy -p picasse.domain -p picasse.projections -p picasse.adapters -p picasse.runners
 
 clean:
 	rm -rf $(VENV) .typecheck .pytest_cache .mypy_cache .ruff_cache

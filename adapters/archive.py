@@ -51,7 +51,7 @@ def check_target(path: Path, *, replace: bool) -> Path:
 
 def write_atomically(
     path: Path,
-    produce: Callable[[BinaryIO], None],
+    produce: Callable[[BinaryIO], object],  # what it returns is not used
     *,
     replace: bool,
     before_move: Callable[[Path], None] | None = None,

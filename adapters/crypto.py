@@ -36,6 +36,7 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
+from types import GenericAlias
 from typing import Any, Protocol
 from uuid import UUID, uuid4
 
@@ -387,7 +388,7 @@ def _plan_fields(
             )
             if any(not isinstance(f, _Plain) for f in sub_fields):
                 fields.append(_Nested(name, inner, sub_fields, many))
-                shape.append((name, list[sub_shape] if many else sub_shape))  # type: ignore[valid-type]
+                shape.append((name, GenericAlias(list, sub_shape) if many else sub_shape))
                 continue
         fields.append(_Plain(name))
         shape.append((name, value_type))
@@ -503,7 +504,7 @@ def _group_decoder(
     types: tuple[Any, ...], dec_hook: DecHook | None
 ) -> msgspec.msgpack.Decoder[Any]:
     """Decodes a group's sealed array of values in one call, each to its field's type."""
-    return msgspec.msgpack.Decoder(tuple[types], dec_hook=dec_hook)  # type: ignore[valid-type]
+    return msgspec.msgpack.Decoder(GenericAlias(tuple, types), dec_hook=dec_hook)
 
 
 def _static_leaves(
@@ -542,6 +543,8 @@ class SealingMapper(Mapper[UUID]):
                 f"the sealing mapper stores with msgspec; it honours the transcodings of"
                 f" a JSONTranscoder, not a {type(transcoder).__qualname__}"
             )
+        # None when no transcodings are given: we encode with msgspec, never with the
+        # library's transcoder, which its Mapper types as required.
         super().__init__(transcoder=transcoder)  # type: ignore[arg-type]
         self.keys = keys
         self._plans: dict[type, _Plan] = {}
@@ -719,7 +722,7 @@ class SealingMapper(Mapper[UUID]):
             state = {f.name: getattr(shape, f.name) for f in plan.fields}
         state["originator_id"] = originator_id
         state["originator_version"] = version
-        event = object.__new__(event_class)
+        event: object = object.__new__(event_class)  # no __init__: its state is set whole
         object.__setattr__(event, "__dict__", state)
         return event
 

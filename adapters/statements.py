@@ -37,7 +37,11 @@ def write(signed: SignedStatement, directory: Path, *, replace: bool = False) ->
         path = directory / name
         if not path.is_symlink() and path.is_file() and path.read_bytes() == content:
             continue
-        write_atomically(path, lambda file, content=content: file.write(content), replace=replace)
+        _write_file(path, content, replace=replace)
+
+
+def _write_file(path: Path, content: bytes, *, replace: bool) -> None:
+    write_atomically(path, lambda file: file.write(content), replace=replace)
 
 
 def read(path: Path) -> SignedStatement:

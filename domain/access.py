@@ -87,7 +87,9 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
             return self.role in (Role.PLATFORM_ADMIN, Role.SUPPORT)
         return self._own(customer_id)
 
-    def may_read_content_of(self, customer_id: UUID, requested_by: UUID | None = None) -> bool:
+    def may_read_content_of(
+        self, customer_id: UUID | None, requested_by: UUID | None = None
+    ) -> bool:
         """Message content (R7): only the customer's own users, never Picasse staff; and a
         body Picasse sent for a user (a set-password link, `requested_by` PICASSE_SENDER)
         nobody but the delivery worker: not staff, nor the customer's other users."""

@@ -144,7 +144,12 @@ class ApiKey(Aggregate):
     def name_it(self, name: str) -> None:
         self._named(self.tenant_id, self.user_id, name)
 
-    @event("Named")
+    class Named(Aggregate.Event):
+        tenant_id: UUID
+        user_id: UUID
+        name: Annotated[str, Personal("user", of="user_id")]
+
+    @event(Named)
     def _named(
         self, tenant_id: UUID, user_id: UUID, name: Annotated[str, Personal("user", of="user_id")]
     ) -> None:
@@ -154,7 +159,10 @@ class ApiKey(Aggregate):
         if not self.revoked:  # revoking twice is asking for what already holds
             self._revoked()
 
-    @event("Revoked")
+    class Revoked(Aggregate.Event):
+        pass
+
+    @event(Revoked)
     def _revoked(self) -> None:
         self.revoked = True
 

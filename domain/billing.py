@@ -179,7 +179,8 @@ def parse_price(text: object, field: str) -> Decimal:
         raise InvalidInput(f"{field}: not a decimal number", field=field) from None
     if not value.is_finite() or value < 0 or value > Decimal(1_000_000):
         raise InvalidInput(f"{field}: between 0 and 1000000", field=field)
-    if value.as_tuple().exponent < -6:  # type: ignore[operator]
+    exponent = value.as_tuple().exponent  # an int, the value being finite
+    if isinstance(exponent, int) and exponent < -6:
         raise InvalidInput(f"{field}: at most 6 decimals", field=field)
     return value
 
@@ -340,9 +341,22 @@ class InvoiceStatus(StrEnum):
 
 class Invoice(Aggregate):
     """An invoice: its number, the month it rates, lines with counts and amounts, what was
-    paid. Its tenant is the customer's fiscal tenant, so it outlives termination."""
+    paid. Its tenant is the customer's fiscal tenant, so it outlives termination.
 
-    @event("Issued")
+    Its event classes are declared, so that type checkers see what the projection reads."""
+
+    class Issued(Aggregate.Created):
+        tenant_id: UUID
+        customer_id: UUID
+        number: int
+        month: str
+        fiscal_year: str
+        issued_on: date
+        due_on: date
+        billed_to: BilledTo
+        rated: Rated
+
+    @event(Issued)
     def __init__(
         self,
         id: UUID,
@@ -388,14 +402,21 @@ class Invoice(Aggregate):
             )
         self._paid(amount_cents, paid_on)
 
-    @event("PaymentRecorded")
+    class PaymentRecorded(Aggregate.Event):
+        amount_cents: int
+        paid_on: date
+
+    @event(PaymentRecorded)
     def _paid(self, amount_cents: int, paid_on: date) -> None:
         self.paid_cents += amount_cents
 
     def due_passed(self, today: date) -> bool:
         return not self.overdue and self.outstanding_cents > 0 and today > self.due_on
 
-    @event("BecameOverdue")
+    class BecameOverdue(Aggregate.Event):
+        pass
+
+    @event(BecameOverdue)
     def become_overdue(self) -> None:
         self.overdue = True
 

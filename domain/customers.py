@@ -32,9 +32,18 @@ class Subscription(StrEnum):
 
 
 class Customer(Aggregate):
-    """A customer is also a tenant: its id names the keys its personal data is sealed under."""
+    """A customer is also a tenant: its id names the keys its personal data is sealed under.
 
-    @event("Registered")
+    Its event classes are declared, not named in `@event`, so that type checkers see the
+    classes the projections and workers dispatch on.
+    """
+
+    class Registered(Aggregate.Created):
+        organisation: Annotated[str, Personal("organisation")]
+        contact: Contact
+        billing_address: Annotated[str, Personal("organisation")]
+
+    @event(Registered)
     def __init__(
         self,
         organisation: Annotated[str, Personal("organisation")],
@@ -56,7 +65,10 @@ class Customer(Aggregate):
         if contact != self.contact:
             self._contact_changed(contact)
 
-    @event("ContactChanged")
+    class ContactChanged(Aggregate.Event):
+        contact: Contact
+
+    @event(ContactChanged)
     def _contact_changed(self, contact: Contact) -> None:
         self.contact = contact
 
@@ -65,7 +77,10 @@ class Customer(Aggregate):
         if billing_address != self.billing_address:
             self._billing_address_changed(billing_address)
 
-    @event("BillingAddressChanged")
+    class BillingAddressChanged(Aggregate.Event):
+        billing_address: Annotated[str, Personal("organisation")]
+
+    @event(BillingAddressChanged)
     def _billing_address_changed(
         self, billing_address: Annotated[str, Personal("organisation")]
     ) -> None:
@@ -77,7 +92,10 @@ class Customer(Aggregate):
             raise Conflict(f"customer {self.id} already has an active subscription")
         self._subscription_started(plan)
 
-    @event("SubscriptionStarted")
+    class SubscriptionStarted(Aggregate.Event):
+        plan: str
+
+    @event(SubscriptionStarted)
     def _subscription_started(self, plan: str) -> None:
         self.subscription = Subscription.ACTIVE
         self.plan = plan
@@ -86,7 +104,10 @@ class Customer(Aggregate):
         self._guard_not_terminated()
         self._terminated()
 
-    @event("Terminated")
+    class Terminated(Aggregate.Event):
+        pass
+
+    @event(Terminated)
     def _terminated(self) -> None:
         self.subscription = Subscription.TERMINATED
 

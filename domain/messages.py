@@ -141,7 +141,24 @@ def traffic_month(moment: datetime) -> str:
 
 
 class Message(Aggregate):
-    @event("Requested")
+    """The event classes other rooms dispatch on are declared, so that type checkers see them."""
+
+    class Requested(Aggregate.Created):
+        tenant_id: UUID
+        month: str
+        channel: Channel
+        priority: Priority
+        body: Annotated[str, Personal("content", of="month")]
+        subject: Annotated[str | None, Personal("content", of="month")]
+        recipient_count: int
+        group_id: UUID | None
+        not_before: datetime | None
+        requested_by: UUID | None
+        client_ip: Annotated[str | None, Personal("traffic", of="month")]
+        ack: AckPolicy | None
+        qr_code: Annotated[str | None, Personal("content", of="month")]
+
+    @event(Requested)
     def __init__(
         self,
         tenant_id: UUID,
@@ -211,9 +228,22 @@ def delivery_id(message_id: UUID, index: int) -> UUID:
 
 
 class Delivery(Aggregate):
-    """One recipient of one message: queued → sending → delivered | failed | undelivered."""
+    """One recipient of one message: queued → sending → delivered | failed | undelivered.
 
-    @event("Queued")
+    The event classes other rooms dispatch on are declared, so that type checkers see them.
+    """
+
+    class Queued(Aggregate.Created):
+        tenant_id: UUID
+        month: str
+        message_id: UUID
+        index: int
+        channel: Channel
+        to: Annotated[str, Personal("traffic", of="month")]
+        not_before: datetime | None
+        escalation_level: int
+
+    @event(Queued)
     def __init__(
         self,
         id: UUID,  # delivery_id(message_id, index)
@@ -284,7 +314,10 @@ class Delivery(Aggregate):
         self._attempted(self.attempts + 1)
         return self.attempts
 
-    @event("Attempted")
+    class Attempted(Aggregate.Event):
+        attempt: int
+
+    @event(Attempted)
     def _attempted(self, attempt: int) -> None:
         self.attempts = attempt
         self.status = DeliveryStatus.SENDING
@@ -297,7 +330,12 @@ class Delivery(Aggregate):
         if not self.final:
             self._accepted(provider, provider_reference, segments)
 
-    @event("Accepted")
+    class Accepted(Aggregate.Event):
+        provider: str
+        provider_reference: str | None
+        segments: int | None
+
+    @event(Accepted)
     def _accepted(
         self, provider: str, provider_reference: str | None, segments: int | None = None
     ) -> None:
@@ -321,7 +359,13 @@ class Delivery(Aggregate):
             raise Conflict(f"delivery {self.id} is already {self.status.value}")
         self._delivered(provider, provider_reference, segments, minutes)
 
-    @event("Delivered")
+    class Delivered(Aggregate.Event):
+        provider: str
+        provider_reference: str | None
+        segments: int | None
+        minutes: int | None
+
+    @event(Delivered)
     def _delivered(
         self,
         provider: str,
@@ -385,7 +429,10 @@ class Delivery(Aggregate):
             raise NotCancellable(f"delivery {self.id} is already {self.status.value}")
         self._cancelled()
 
-    @event("Cancelled")
+    class Cancelled(Aggregate.Event):
+        pass
+
+    @event(Cancelled)
     def _cancelled(self) -> None:
         self.status = DeliveryStatus.CANCELLED
 
@@ -393,7 +440,10 @@ class Delivery(Aggregate):
         if not self.acknowledged:
             self._acknowledged(via)
 
-    @event("Acknowledged")
+    class Acknowledged(Aggregate.Event):
+        via: str
+
+    @event(Acknowledged)
     def _acknowledged(self, via: str) -> None:
         self.acknowledged = True
 

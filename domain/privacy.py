@@ -36,7 +36,13 @@ from picasse.domain.values import single_line
 class Erasure(Aggregate):
     """One erasure: of a tenant's keys (subject None), or of one subject's key."""
 
-    @event("Recorded")
+    class Recorded(Aggregate.Created):
+        tenant_id: UUID
+        subject: str | None
+        reason: str
+        key_ids: list[UUID]
+
+    @event(Recorded)
     def __init__(
         self, tenant_id: UUID, subject: str | None, reason: str, key_ids: list[UUID]
     ) -> None:
@@ -49,7 +55,13 @@ class Erasure(Aggregate):
 class Export(Aggregate):
     """A customer's personal data was handed out (portability, or on termination)."""
 
-    @event("Made")
+    class Made(Aggregate.Created):
+        tenant_id: UUID
+        purpose: str
+        counts: dict[str, int]
+        by: str
+
+    @event(Made)
     def __init__(self, tenant_id: UUID, purpose: str, counts: dict[str, int], by: str) -> None:
         self.tenant_id = tenant_id
         self.purpose = purpose
@@ -59,7 +71,16 @@ class Export(Aggregate):
 class Disclosure(Aggregate):
     """Traffic data handed to a competent authority (R9): who, when, to whom, on what basis."""
 
-    @event("Recorded")
+    class Recorded(Aggregate.Created):
+        tenant_id: UUID
+        authority: str
+        legal_basis: str
+        period_from: date
+        period_to: date
+        records: int
+        by: str
+
+    @event(Recorded)
     def __init__(
         self,
         tenant_id: UUID,
@@ -77,7 +98,13 @@ class Disclosure(Aggregate):
 class RetentionRun(Aggregate):
     """One run of the retention policy: which months' keys were destroyed (ids only)."""
 
-    @event("Ran")
+    class Ran(Aggregate.Created):
+        cutoff_month: str
+        dry_run: bool
+        erased: list[str]
+        reason: str
+
+    @event(Ran)
     def __init__(self, cutoff_month: str, dry_run: bool, erased: list[str], reason: str) -> None:
         self.erased = erased
 
@@ -85,7 +112,12 @@ class RetentionRun(Aggregate):
 class StatementIssued(Aggregate):
     """A signed written statement of erasure was given to the customer (R10)."""
 
-    @event("Issued")
+    class Issued(Aggregate.Created):
+        tenant_id: UUID
+        sha256: str
+        unreadable_events: int
+
+    @event(Issued)
     def __init__(self, tenant_id: UUID, sha256: str, unreadable_events: int) -> None:
         self.tenant_id = tenant_id
         self.sha256 = sha256

@@ -24,9 +24,19 @@ class User(Aggregate):
     e-mail address: they set the password themselves through a one-time link sent there,
     so nobody at Picasse ever knows it (R7). `by` names who made a change (a role, or
     `operator` for the CLI), so that staff changes show in the customer's privacy ledger.
+
+    The event classes other rooms dispatch on are declared, so that type checkers see them.
     """
 
-    @event("Added")
+    class Added(Aggregate.Created):
+        tenant_id: UUID
+        login: Annotated[str, Personal("user")]
+        role: Role
+        password_hash: Annotated[str | None, Personal("user")]
+        email: Annotated[str | None, Personal("user")]
+        by: str
+
+    @event(Added)
     def __init__(
         self,
         tenant_id: UUID,
@@ -66,7 +76,13 @@ class User(Aggregate):
             raise UserDisabled(f"user {self.login} is disabled")
         self._password_link_issued(self.tenant_id, link_id, expires_at, by)
 
-    @event("PasswordLinkIssued")
+    class PasswordLinkIssued(Aggregate.Event):
+        tenant_id: UUID
+        link_id: UUID
+        expires_at: datetime
+        by: str
+
+    @event(PasswordLinkIssued)
     def _password_link_issued(
         self, tenant_id: UUID, link_id: UUID, expires_at: datetime, by: str
     ) -> None:
@@ -87,7 +103,11 @@ class User(Aggregate):
             raise Conflict(f"user {self.login} is already disabled")
         self._disabled(self.tenant_id, by)
 
-    @event("Disabled")
+    class Disabled(Aggregate.Event):
+        tenant_id: UUID | None
+        by: str
+
+    @event(Disabled)
     def _disabled(self, tenant_id: UUID | None = None, by: str = "") -> None:
         self.disabled = True
         self.password_link = None
@@ -122,7 +142,12 @@ class User(Aggregate):
         if role is not self.role:
             self._role_changed(self.tenant_id, role, by)
 
-    @event("RoleChanged")
+    class RoleChanged(Aggregate.Event):
+        tenant_id: UUID
+        role: Role
+        by: str
+
+    @event(RoleChanged)
     def _role_changed(self, tenant_id: UUID, role: Role, by: str) -> None:
         self.role = role
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -47,9 +47,10 @@ class ExportSource(Protocol):
 
 
 SOURCES: dict[str, type[ExportSource]] = {}
+Source = TypeVar("Source", bound=ExportSource)
 
 
-def export_source(cls: type[ExportSource]) -> type[ExportSource]:
+def export_source(cls: type[Source]) -> type[Source]:
     SOURCES[cls.name] = cls
     return cls
 
@@ -68,8 +69,8 @@ def _held(*values: Any) -> int:
 
 @export_source
 class CustomerRecords:
-    name = "customer"
-    description = "organisation, contact person and billing address as they are now"
+    name: ClassVar[str] = "customer"
+    description: ClassVar[str] = "organisation, contact person and billing address as they are now"
 
     def __init__(self, sources: Sources) -> None:
         self.sources = sources
@@ -93,8 +94,10 @@ class CustomerRecords:
 
 @export_source
 class ContactHistory:
-    name = "contact_history"
-    description = "every contact detail and billing address ever registered, with its date"
+    name: ClassVar[str] = "contact_history"
+    description: ClassVar[str] = (
+        "every contact detail and billing address ever registered, with its date"
+    )
 
     def __init__(self, sources: Sources) -> None:
         self.sources = sources
@@ -122,8 +125,8 @@ class ContactHistory:
 
 @export_source
 class UserRecords:
-    name = "users"
-    description = (
+    name: ClassVar[str] = "users"
+    description: ClassVar[str] = (
         "the customer's user accounts: login, e-mail address, role, whether disabled, and"
         " their API keys' names and scopes"
     )
@@ -159,8 +162,8 @@ class UserRecords:
 
 @export_source
 class TrafficRecords:
-    name = "traffic"
-    description = (
+    name: ClassVar[str] = "traffic"
+    description: ClassVar[str] = (
         "messages sent: when, by which account and IP, over which channel, to whom, outcome"
     )
 
@@ -199,8 +202,8 @@ class TrafficRecords:
 
 @export_source
 class GroupRecords:
-    name = "groups"
-    description = "the customer's recipient groups: name and members"
+    name: ClassVar[str] = "groups"
+    description: ClassVar[str] = "the customer's recipient groups: name and members"
 
     def __init__(self, sources: Sources) -> None:
         self.sources = sources
@@ -218,8 +221,8 @@ class GroupRecords:
 
 @export_source
 class SiteRecords:
-    name = "sites"
-    description = "the customer's sites (premises): name and address"
+    name: ClassVar[str] = "sites"
+    description: ClassVar[str] = "the customer's sites (premises): name and address"
 
     def __init__(self, sources: Sources) -> None:
         self.sources = sources
@@ -238,8 +241,10 @@ class SiteRecords:
 
 @export_source
 class LocationRecords:
-    name = "location"
-    description = "the customer's users' location pings still held (days within retention)"
+    name: ClassVar[str] = "location"
+    description: ClassVar[str] = (
+        "the customer's users' location pings still held (days within retention)"
+    )
 
     def __init__(self, sources: Sources) -> None:
         self.sources = sources
@@ -262,8 +267,8 @@ class LocationRecords:
 
 @export_source
 class AttendanceRecords:
-    name = "attendance"
-    description = (
+    name: ClassVar[str] = "attendance"
+    description: ClassVar[str] = (
         "the customer's users' consent to location processing (given, withdrawn) and their"
         " entries to and exits from its sites"
     )
@@ -293,8 +298,8 @@ class AttendanceRecords:
 
 @export_source
 class VisitorRecords:
-    name = "visitors"
-    description = (
+    name: ClassVar[str] = "visitors"
+    description: ClassVar[str] = (
         "visitors registered through the customer's sites: name, e-mail, phone, company,"
         " host, expected arrival, check-in and check-out (None once erased)"
     )
@@ -328,8 +333,8 @@ def _iso(moment: datetime | None) -> str | None:
 
 @export_source
 class ConferenceRecords:
-    name = "conferences"
-    description = (
+    name: ClassVar[str] = "conferences"
+    description: ClassVar[str] = (
         "conference calls: when, on which number, with which participants, and who called"
         " in from which number, when, for how many minutes (titles and recordings are"
         " content: not exported)"
@@ -403,8 +408,10 @@ class Holdings:
 
 @export_source
 class InvoiceRecords:
-    name = "invoices"
-    description = "the customer's invoices: number, month, billing name and address, amounts"
+    name: ClassVar[str] = "invoices"
+    description: ClassVar[str] = (
+        "the customer's invoices: number, month, billing name and address, amounts"
+    )
 
     def __init__(self, sources: Sources) -> None:
         self.sources = sources

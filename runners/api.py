@@ -22,6 +22,7 @@ from picasse.adapters.http.health import HealthProbe, JobQueueProbe, WatchedView
 from picasse.adapters.master_key import read_master_key
 from picasse.adapters.nats.reconciler import ReconcilerLog
 from picasse.adapters.postgres.sessions import PostgresAuthStore
+from picasse.adapters.postgres.store import factory_of, recorder_of
 from picasse.adapters.postgres.webhook_log import WebhookLog
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.api_keys import ApiKeys
@@ -130,14 +131,14 @@ def http_deps(
         )
         stack.callback(auth_store.close)
         views = {name: view_on_pool_of(messages, name) for name in VIEWS}
-        datastore = messages.factory.datastore  # type: ignore[attr-defined]
+        datastore = factory_of(messages).datastore
         webhook_log = WebhookLog(lambda: datastore.transaction(commit=True), datastore.schema)
         webhook_log.create_tables()
         yield HttpDeps(
             messages=messages,
             accounts=accounts,
             api_keys=api_keys,
-            callers=CallerCache(messages.clock, messages.recorder.keys.notices),  # type: ignore[attr-defined]
+            callers=CallerCache(messages.clock, recorder_of(messages).keys.notices),
             accounts_view=views["accounts"],
             traffic_view=views["traffic"],
             ledger_view=views["ledger"],
@@ -176,10 +177,10 @@ def _health_probe(settings: Settings, messages: Messages, views: dict[str, Any])
     """
     nats_url = settings.nats_url
     return HealthProbe(
-        log=messages.recorder,  # type: ignore[arg-type]
+        log=recorder_of(messages),
         views=[WatchedView(name, view, VIEWS[name][0].topics) for name, view in views.items()],
         relay=PostgresTrackingRecorder(
-            messages.factory.datastore,  # type: ignore[attr-defined]
+            factory_of(messages).datastore,
             tracking_table_name=relay.TRACKING_TABLE,
         ),
         jobs=JobQueueProbe(
@@ -191,7 +192,7 @@ def _health_probe(settings: Settings, messages: Messages, views: dict[str, Any])
         # Read over the log's own connections: only its table's name is needed.
         reconciler=ReconcilerLog(
             {},
-            messages.factory.datastore.schema,  # type: ignore[attr-defined]
+            factory_of(messages).datastore.schema,
             relay_tracking_table=relay.TRACKING_TABLE,
         ),
         clock=messages.clock,

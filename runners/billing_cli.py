@@ -107,7 +107,8 @@ def _amount_cents(text: str) -> int:
         amount = Decimal(text)
     except InvalidOperation:
         raise argparse.ArgumentTypeError(f"not an amount in euros: {text!r}") from None
-    if not amount.is_finite() or amount.as_tuple().exponent < -2:  # type: ignore[operator]
+    exponent = amount.as_tuple().exponent  # a letter for NaN and infinity, else an int
+    if not isinstance(exponent, int) or exponent < -2:
         raise argparse.ArgumentTypeError(f"give euros with at most two decimals: {text!r}")
     return int(amount * 100)
 

@@ -18,7 +18,7 @@ from eventsourcing.persistence import PersistenceError
 from picasse.adapters.archive import ArchiveError
 from picasse.adapters.master_key import MasterKeyError
 from picasse.adapters.postgres.keystore import TenantErased
-from picasse.adapters.postgres.store import StoreSettingRefused
+from picasse.adapters.postgres.store import StoreSettingRefused, factory_of, recorder_of
 from picasse.domain.errors import DomainError, InvalidInput
 from picasse.domain.personal import Erased
 from picasse.domain.values import Role
@@ -578,8 +578,8 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     from picasse.adapters.postgres.audit import verify_chains
 
     with _accounts(settings) as accounts:
-        datastore = accounts.factory.datastore  # type: ignore[attr-defined]
-        table = accounts.recorder.events_table_name  # type: ignore[attr-defined]
+        datastore = factory_of(accounts).datastore
+        table = recorder_of(accounts).events_table_name
         err = Console(stderr=True)
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True

@@ -6,7 +6,7 @@ import getpass
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -28,10 +28,10 @@ from picasse.adapters.archive import (
 )
 from picasse.adapters.clock import TEST_DATA_DIR_MARKER
 from picasse.adapters.postgres.keystore import PostgresKeyStore
+from picasse.adapters.postgres.store import factory_of
 from picasse.adapters.signing import PlatformSigner
 from picasse.adapters.statements import (
     SignedStatement,
-    canonical,
     read,
     sha256_of,
     sign,
@@ -49,7 +49,7 @@ from picasse.domain.errors import Conflict, InvalidInput
 from picasse.domain.personal import PERSONAL_DATA_KINDS, Trigger
 from picasse.domain.privacy import Privacy
 from picasse.domain.sites import Sites
-from picasse.domain.termination import Statement, Step, TerminationProgress, ViewCheck
+from picasse.domain.termination import Statement, Step, TerminationProgress, ViewCheck, canonical
 from picasse.domain.users import PLATFORM_TENANT
 from picasse.domain.values import Role
 from picasse.domain.visitors import Visitors
@@ -91,7 +91,7 @@ class Platform:
 
     @property
     def keys(self) -> PostgresKeyStore:
-        return self.privacy.factory.keys  # type: ignore[attr-defined, no-any-return]
+        return factory_of(self.privacy).keys
 
     def sources(self) -> Sources:
         return Sources(
@@ -328,7 +328,8 @@ def _refuse_foreign_files(out_dir: Path, progress: TerminationProgress | None, f
     """Before any step: a file in DIR that is not this termination's needs --force."""
     if force:
         return
-    ours: dict[str, bytes | None] = {"statement.json": None, "statement.html": None}
+    # The bytes each file of ours holds; None: no statement signed yet, so any file is foreign.
+    ours: Mapping[str, bytes | None] = {"statement.json": None, "statement.html": None}
     if progress is not None and progress.statement is not None and progress.signature is not None:
         ours = statement_files(SignedStatement(progress.statement, progress.signature))
     foreign = [

@@ -18,17 +18,17 @@ import itertools
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 DAEMONS = frozenset({"up", "api", "relay", "project", "scheduler", "worker"})
 
 
-class _PicasseHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _PicasseHandler(logging.StreamHandler[TextIO]):
     """Ours, told apart from handlers others added (pytest's, say), which stay. It writes
     to whatever sys.stderr is when a line is logged, not to the one it was made with (a
     test, or a caller of the CLI's `main`, may have replaced it and closed it since)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

@@ -31,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from picasse.adapters.postgres.audit import page_batched, replay_into_views
 from picasse.adapters.postgres.roles import RoleClaims
+from picasse.adapters.postgres.store import factory_of
 from picasse.adapters.postgres.views import (
     PostgresAccountsView,
     PostgresInvoicesView,
@@ -73,9 +74,9 @@ def view_on_pool_of(app: PicasseApplication, name: str) -> Any:
     own); it opens its sealed columns with that app's key store."""
     projection, view_class = VIEWS[name]
     view = view_class(
-        datastore=app.factory.datastore,  # type: ignore[attr-defined]
+        datastore=factory_of(app).datastore,
         tracking_table_name=f"{projection.name.lower()}_tracking",
-        keys=app.factory.keys,  # type: ignore[attr-defined]  # opens the sealed columns
+        keys=factory_of(app).keys,  # opens the sealed columns
     )
     view.create_table()  # if the projections never ran here yet
     return view
@@ -283,7 +284,7 @@ class Views:
     ) -> None:
         self.reader = LogReader(env=view_env(settings, database_url))
         try:
-            datastore = self.reader.factory.datastore  # type: ignore[attr-defined]
+            datastore = factory_of(self.reader).datastore
             self.status = ViewStatusTable(datastore)
             self.status.create_table()
             self.claims = RoleClaims(connection_kwargs(datastore), datastore.schema)
@@ -295,7 +296,7 @@ class Views:
                 view = view_class(
                     datastore,
                     tracking_table_name=f"{projection.name}_tracking",
-                    keys=self.reader.factory.keys,  # type: ignore[attr-defined]
+                    keys=factory_of(self.reader).keys,
                 )
                 view.create_table()
                 self.followers[name] = Follower(
@@ -417,7 +418,7 @@ def _rebuild(views: Views, follower: Follower, stop: Stop) -> bool:
     shadow = page_batched(view_class)(
         live.datastore,
         tracking_table_name=SHADOW_PREFIX + live.tracking_table_name,
-        keys=views.reader.factory.keys,  # type: ignore[attr-defined]
+        keys=factory_of(views.reader).keys,
     )
     shadow.drop()  # what a rebuild cut short left
     shadow.create_table()

@@ -12,6 +12,7 @@ import logging
 
 from picasse.adapters.nats.relay import Relay
 from picasse.adapters.postgres.roles import RoleClaims, TrackingTable
+from picasse.adapters.postgres.store import factory_of, recorder_of
 from picasse.runners import servers
 from picasse.runners.processes import connect_nats, connection_kwargs, run_until_signalled
 from picasse.runners.settings import Settings
@@ -29,7 +30,7 @@ def main(settings: Settings) -> int:
     ensure_master_key(settings)
     # The relay reads ids and times only: it needs no listener for destroyed keys.
     messages = open_messages(settings, database_url, opens_sealed_fields=False)
-    datastore = messages.factory.datastore  # type: ignore[attr-defined]
+    datastore = factory_of(messages).datastore
     tracking = TrackingTable(datastore, tracking_table_name=TRACKING_TABLE)
     tracking.create_table()
     claims = RoleClaims(connection_kwargs(datastore), datastore.schema)
@@ -68,7 +69,7 @@ def main(settings: Settings) -> int:
         watcher = asyncio.create_task(watch())
         try:
             relay = Relay(
-                messages.recorder,  # type: ignore[arg-type]
+                recorder_of(messages),
                 tracking,
                 client.jetstream(),
                 topology=job_topology(settings),

@@ -15,6 +15,7 @@ from uuid import UUID
 
 from picasse.adapters.postgres.keystore import PostgresKeyStore
 from picasse.adapters.postgres.smsc_ids import KEPT_FOR, SmscIdTable
+from picasse.adapters.postgres.store import factory_of
 from picasse.domain.conferencing import Conferences
 from picasse.domain.errors import InvalidInput
 from picasse.domain.personal import VISITS, Trigger, subject_name
@@ -54,7 +55,7 @@ def run_retention(
 ) -> list[tuple[UUID, str]]:
     """`recordings`: asks the telephony provider to delete the recordings of each content
     month before its key goes (their references are sealed under it)."""
-    keys: PostgresKeyStore = privacy.factory.keys  # type: ignore[attr-defined]
+    keys = factory_of(privacy).keys
     erased = due(keys, period, now)
     if not dry_run and recordings is not None:
         for tenant, subject in erased:
@@ -126,7 +127,7 @@ def _pruned(count: int) -> str:
 
 def visitors_due(visitors: Visitors, now: datetime) -> list[tuple[UUID, UUID]]:
     """(customer, visitor) of every visitor whose key is live and whose retention is over."""
-    keys: PostgresKeyStore = visitors.factory.keys  # type: ignore[attr-defined]
+    keys = factory_of(visitors).keys
     tenants = sorted({tenant for tenant, _ in keys.subjects_with_prefix(["visitor/"])})
     return [(tenant, v) for tenant in tenants for v in visitors.past_retention(tenant, now)]
 
@@ -138,7 +139,7 @@ def run_visitor_retention(
     after the visit); the visit and its counts stay."""
     erased = visitors_due(visitors, now)
     if not dry_run and erased:
-        keys: PostgresKeyStore = privacy.factory.keys  # type: ignore[attr-defined]
+        keys = factory_of(privacy).keys
         with keys.batched_replacement():
             for tenant, visitor_id in erased:
                 privacy.erase_subject(

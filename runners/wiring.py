@@ -13,7 +13,7 @@ from psycopg.conninfo import conninfo_to_dict
 from picasse.adapters.clock import TEST_DATA_DIR_MARKER, FileClock, SystemClock
 from picasse.adapters.master_key import create_master_key, read_master_key
 from picasse.adapters.postgres.notices import NoticedCache
-from picasse.adapters.postgres.store import Factory, shredder_of
+from picasse.adapters.postgres.store import Factory, factory_of, recorder_of, shredder_of
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.runners.settings import Settings, SettingsError
 
@@ -203,7 +203,7 @@ def remember_sending(messages: Messages) -> None:
     """Customers found sending are remembered until a notice says any customer changed
     (the API checks each send against them, a worker each batch of deliveries), and at
     most SENDING_LIFETIME by the clock."""
-    notices = messages.recorder.keys.notices  # type: ignore[attr-defined]
+    notices = recorder_of(messages).keys.notices
     messages.sending = NoticedCache(messages.clock, notices, SENDING_LIFETIME)
 
 
@@ -385,12 +385,15 @@ def providers_from(
         for channel in ("sms", "voice"):
             if (provider := chosen[channel]) is not None:
                 chosen[channel] = counted(provider, counters, channel)
-    missing = [channel for channel, provider in chosen.items() if provider is None]
-    development = MaildirProvider(settings.maildir) if missing else None
-    return {
-        channel: provider if provider is not None else development  # type: ignore[misc]
-        for channel, provider in chosen.items()
-    }
+    development: MaildirProvider | None = None  # one, made only if a channel has none
+    providers = {}
+    for channel, provider in chosen.items():
+        if provider is None:
+            if development is None:
+                development = MaildirProvider(settings.maildir)
+            provider = development
+        providers[channel] = provider
+    return providers
 
 
 def provider_health_table(messages: Messages) -> ProviderHealthTable:
@@ -398,7 +401,7 @@ def provider_health_table(messages: Messages) -> ProviderHealthTable:
     messages pool: no connection of its own."""
     from picasse.adapters.postgres.provider_health import ProviderHealthTable
 
-    datastore = messages.factory.datastore  # type: ignore[attr-defined]
+    datastore = factory_of(messages).datastore
     table = ProviderHealthTable(lambda: datastore.transaction(commit=True), datastore.schema)
     table.create_table()
     return table
@@ -409,7 +412,7 @@ def smsc_id_table(app: Messages | Privacy, clock: Clock) -> SmscIdTable:
     job prunes it) on the application's pool: no connection of its own."""
     from picasse.adapters.postgres.smsc_ids import SmscIdTable
 
-    datastore = app.factory.datastore  # type: ignore[attr-defined]
+    datastore = factory_of(app).datastore
     table = SmscIdTable(lambda: datastore.transaction(commit=True), datastore.schema, clock)
     table.create_table()
     return table

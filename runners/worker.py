@@ -20,6 +20,7 @@ from picasse.adapters.master_key import read_master_key
 from picasse.adapters.nats.webhook_sender import WebhookSender
 from picasse.adapters.nats.worker import Worker, WorkerSettings
 from picasse.adapters.postgres.provider_health import ProviderHealthTable
+from picasse.adapters.postgres.store import factory_of
 from picasse.adapters.postgres.webhook_log import WebhookLog
 from picasse.adapters.providers.health import ProviderCounters
 from picasse.adapters.providers.smpp import ReceiptSink, SessionReceipts
@@ -133,7 +134,7 @@ def receipt_recorder(messages: Messages) -> ReceiptSink:
 
 def webhook_sender(settings: Settings, messages: Messages, js: Any) -> WebhookSender:
     """The webhook sender of a worker process, on its messages pool and clock."""
-    datastore = messages.factory.datastore  # type: ignore[attr-defined]
+    datastore = factory_of(messages).datastore
     accounts_view = view_on_pool_of(messages, "accounts")
     return WebhookSender(
         Webhooks(clock=messages.clock, sharing=messages),

@@ -77,7 +77,7 @@ from picasse.adapters.http.auth import (
     throttle_user_creation,
 )
 from picasse.adapters.http.clients import client_address
-from picasse.adapters.http.cursors import decode_cursor, encode_cursor
+from picasse.adapters.http.cursors import Position, decode_cursor, encode_cursor
 from picasse.adapters.http.problems import problem_responses
 from picasse.adapters.password_links import mail_password_link
 from picasse.domain.access import Viewer
@@ -663,11 +663,12 @@ def list_customers(
         for row in rows
         if viewer.sees_customer(row.id)
     ]
-    return paged(request, customers, last and encode_cursor((last.registered_at, last.id)))
+    following = None if last is None else encode_cursor((last.registered_at, last.id))
+    return paged(request, customers, following)
 
 
-CustomerPosition = tuple[datetime, UUID]  # (registered_at, id) of a page's last customer
-UserPosition = tuple[datetime, UUID]  # (added_at, id) of a page's last user
+CustomerPosition = Position  # (registered_at, id) of a page's last customer
+UserPosition = Position  # (added_at, id) of a page's last user
 
 
 def paged(request: Request[Any, Any, Any], rows: list[Any], after: str | None) -> Response[Any]:
@@ -791,7 +792,8 @@ def list_users(
         )
         for row in rows[:PAGE_SIZE]
     ]
-    return paged(request, users, last and encode_cursor((last.added_at, last.id)))
+    following = None if last is None else encode_cursor((last.added_at, last.id))
+    return paged(request, users, following)
 
 
 @post(
@@ -1161,11 +1163,13 @@ def show_traffic(
         )
         for row in rows[:size]
     ]
-    cursor = last and last.queued_at and encode_cursor((last.queued_at, last.delivery_id))
+    cursor = None
+    if last is not None and last.queued_at is not None:  # every row read here was queued
+        cursor = encode_cursor((last.queued_at, last.delivery_id))
     return paged(request, entries, cursor)
 
 
-TrafficPosition = tuple[datetime, UUID]  # (queued_at, delivery id) of a page's last row
+TrafficPosition = Position  # (queued_at, delivery id) of a page's last row
 
 
 # Request bodies that refuse unknown fields (the document says so too).

@@ -7,7 +7,6 @@ No map and no coordinates: the pages read entries and exits only (R8).
 from __future__ import annotations
 
 from datetime import date, timedelta
-from http import HTTPStatus
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -17,9 +16,16 @@ from litestar.params import QueryParameter
 from litestar.response import Redirect
 from markupsafe import Markup, escape
 
-from picasse.adapters.http.pages import Dashboard, PageGuard, _caller, _today, caller_page
+from picasse.adapters.http.pages import (
+    SEE_OTHER,
+    Dashboard,
+    PageGuard,
+    _caller,
+    _today,
+    caller_page,
+)
 from picasse.domain.access import Viewer
-from picasse.domain.attendance import Attendance
+from picasse.domain.attendance import Attendance, OnSite
 from picasse.domain.errors import DomainError
 
 CHART_DAYS = 7
@@ -59,7 +65,7 @@ def give_consent_page(
     request: Request[Any, Any, Any], attendance: NamedDependency[Attendance]
 ) -> Response[Any]:
     attendance.give_consent(_own(request), _caller(request).user_id)
-    return Redirect("/app/location", status_code=HTTPStatus.SEE_OTHER)
+    return Redirect("/app/location", status_code=SEE_OTHER)
 
 
 @post("/location/withdraw", include_in_schema=False, sync_to_thread=True)
@@ -67,7 +73,7 @@ def withdraw_consent_page(
     request: Request[Any, Any, Any], attendance: NamedDependency[Attendance]
 ) -> Response[Any]:
     attendance.withdraw_consent(_own(request), _caller(request).user_id)
-    return Redirect("/app/location", status_code=HTTPStatus.SEE_OTHER)
+    return Redirect("/app/location", status_code=SEE_OTHER)
 
 
 @get("/attendance", include_in_schema=False, sync_to_thread=True, guards=[admins_see])
@@ -84,7 +90,8 @@ def attendance_page(
     last = day or _today(dashboard)
     days = [last - timedelta(days=n) for n in range(CHART_DAYS - 1, -1, -1)]
     logins = {u.id: str(u.login) for u in dashboard.accounts.users(customer_id=customer_id)}
-    on_site, hours = [], {}
+    on_site: list[OnSite] = []
+    hours: dict[UUID, dict[date, float]] = {}  # per user, per day
     if chosen is not None:
         on_site = attendance.attendance(customer_id, chosen.id, last).on_site
         for d in days:

@@ -49,6 +49,7 @@ import msgspec
 from litestar import Litestar, Response
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie
+from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers import BaseRouteHandler
 from litestar.types import ASGIApp, Guard, Receive, Scope, Send
@@ -144,9 +145,16 @@ class ThrottlePolicy(msgspec.Struct, frozen=True, kw_only=True):
     def wait_after(self, failures: int) -> timedelta | None:
         if self.lock_after is not None and failures >= self.lock_after:
             return self.lock
-        if failures >= self.slow_after:
-            return min(self.first_delay * 2 ** (failures - self.slow_after), self.max_delay)
-        return None
+        if failures < self.slow_after:
+            return None
+        # Doubled per further failure only until max_delay: first_delay * 2**failures
+        # outgrows a timedelta (OverflowError) after some 47 doublings.
+        delay = self.first_delay
+        for _ in range(failures - self.slow_after):
+            if delay >= self.max_delay or not delay:
+                break
+            delay *= 2
+        return min(delay, self.max_delay)
 
 
 class LoginThrottling(msgspec.Struct, frozen=True, kw_only=True):
@@ -513,7 +521,7 @@ class AuthenticationMiddleware:
         self._public_host = allowed.lower()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope, receive)

@@ -194,7 +194,8 @@ def list_invoices(
     rows = invoices_view.invoices(customer_id=whose, after=position, limit=PAGE_SIZE + 1)
     last = rows[PAGE_SIZE - 1] if len(rows) > PAGE_SIZE else None
     found = billing.invoices_by_id([row.id for row in rows[:PAGE_SIZE]], by=viewer)
-    return paged(request, [invoice_out(i) for i in found], last and encode_cursor(last.number))
+    following = None if last is None else encode_cursor(last.number)
+    return paged(request, [invoice_out(i) for i in found], following)
 
 
 @get(

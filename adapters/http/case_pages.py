@@ -14,7 +14,14 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
 from litestar.response import Redirect
 
-from picasse.adapters.http.pages import MAX_FORM_BYTES, Dashboard, PageGuard, _caller, caller_page
+from picasse.adapters.http.pages import (
+    MAX_FORM_BYTES,
+    SEE_OTHER,
+    Dashboard,
+    PageGuard,
+    _caller,
+    caller_page,
+)
 from picasse.adapters.http.problems import problem_for
 from picasse.domain.access import Viewer
 from picasse.domain.cases import NEXT_STATE, CaseCategory, Cases, CaseState
@@ -89,7 +96,7 @@ def file_case(
         return _own_cases_page(
             request, dashboard, status=problem.status, error=error.message, form=data
         )
-    return Redirect(f"/app/cases/{case.id}", status_code=HTTPStatus.SEE_OTHER)
+    return Redirect(f"/app/cases/{case.id}", status_code=SEE_OTHER)
 
 
 def _case_page(
@@ -127,7 +134,7 @@ def _commented(
         return _case_page(
             request, dashboard, case_id, template, status=problem.status, error=error.message
         )
-    return Redirect(back, status_code=HTTPStatus.SEE_OTHER)
+    return Redirect(back, status_code=SEE_OTHER)
 
 
 @post(
@@ -201,7 +208,7 @@ def move_case(
         return _case_page(
             request, dashboard, case_id, "case.html", status=problem.status, error=error.message
         )
-    return Redirect(f"/admin/cases/{case_id}", status_code=HTTPStatus.SEE_OTHER)
+    return Redirect(f"/admin/cases/{case_id}", status_code=SEE_OTHER)
 
 
 CUSTOMER_PAGES: tuple[Any, ...] = (own_cases_page, file_case, own_case_page, comment_on_own_case)

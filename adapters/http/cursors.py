@@ -6,13 +6,23 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TypeVar
+from datetime import datetime
+from typing import NamedTuple, TypeVar
+from uuid import UUID
 
 import msgspec
 
 from picasse.domain.errors import InvalidInput
 
 T = TypeVar("T")
+
+
+class Position(NamedTuple):
+    """Where a page of rows ordered by time ended: its last row's time and id (a JSON
+    array of two, as a plain tuple of them encodes)."""
+
+    at: datetime
+    id: UUID
 
 
 def encode_cursor(position: object) -> str:

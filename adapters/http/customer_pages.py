@@ -32,6 +32,7 @@ from picasse.adapters.http.messages_api import MessagePage, delivery_rows, list_
 from picasse.adapters.http.pages import (
     CHART_DAYS,
     MAX_FORM_BYTES,
+    SEE_OTHER,
     STATUS_CLASS,
     Dashboard,
     PageGuard,
@@ -221,7 +222,7 @@ def create_template(
         return _templates_page(
             request, dashboard, status=problem.status, error=error.message, form=data
         )
-    return Redirect("/app/templates", status_code=HTTPStatus.SEE_OTHER)
+    return Redirect("/app/templates", status_code=SEE_OTHER)
 
 
 @post(
@@ -236,7 +237,7 @@ def delete_template(
     template_id: FromPath[UUID],
 ) -> Response[Any]:
     dashboard.http.messages.delete_template(own_customer(request), template_id)
-    return Redirect("/app/templates", status_code=HTTPStatus.SEE_OTHER)
+    return Redirect("/app/templates", status_code=SEE_OTHER)
 
 
 # Webhooks (the customer's admins): the endpoints, their recent attempts, create and delete

@@ -223,7 +223,7 @@ class HealthProbe:
         if self.reconciler is None:
             return None
         with self.log.datastore.get_connection() as conn:
-            last = self.reconciler.last_run(conn)  # type: ignore[arg-type]
+            last = self.reconciler.last_run(conn)
         if last is None:
             return ReconcilerState()
         return ReconcilerState(

@@ -34,7 +34,7 @@ from picasse.adapters.http.api import (
     _utc,
 )
 from picasse.adapters.http.auth import Caller, allowed, scoped
-from picasse.adapters.http.cursors import decode_cursor, encode_cursor
+from picasse.adapters.http.cursors import Position, decode_cursor, encode_cursor
 from picasse.domain.access import Viewer
 from picasse.domain.api_keys import Scope
 from picasse.domain.errors import InvalidInput, NotFound
@@ -96,7 +96,7 @@ class DeliveryPage(msgspec.Struct, frozen=True):
 # ---------------------------------------------------------------- cursors
 
 
-MessagePosition = tuple[datetime, UUID]
+MessagePosition = Position  # (requested_at, id) of a page's last message
 
 
 def _summary(row: MessageRow) -> MessageSummary:

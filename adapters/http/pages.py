@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -50,7 +50,7 @@ from picasse.adapters.http.auth import (
 )
 from picasse.adapters.http.charts import CHANNELS, OUTCOMES, deliveries_chart, outcome_totals
 from picasse.adapters.http.clients import client_address
-from picasse.adapters.http.cursors import decode_cursor, encode_cursor
+from picasse.adapters.http.cursors import Position, decode_cursor, encode_cursor
 from picasse.adapters.http.health import HealthProbe, PlatformHealth
 from picasse.adapters.http.problems import problem_for
 from picasse.domain.access import Viewer
@@ -436,11 +436,12 @@ def customers_page(
     )
 
 
-CustomerPosition = tuple[datetime, UUID]  # (registered_at, id) of a page's last customer
-TrafficPosition = tuple[datetime, UUID]  # (queued_at, delivery id) of a page's last row
+CustomerPosition = Position  # (registered_at, id) of a page's last customer
+TrafficPosition = Position  # (queued_at, delivery id) of a page's last row
+T = TypeVar("T")
 
 
-def _cursor(text: str | None, shape: Any, errors: list[str], field: str = "after") -> Any:
+def _cursor(text: str | None, shape: type[T], errors: list[str], field: str = "after") -> T | None:
     """A page's cursor, or None and a line in `errors` (the page answers 400)."""
     if not text:
         return None

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
-from litestar.enums import RequestEncodingType
+from litestar.enums import RequestEncodingType, ScopeType
 from litestar.exceptions import HTTPException
 from litestar.handlers import BaseRouteHandler
 from litestar.types import Message, Scope
@@ -30,12 +30,13 @@ def response_headers(*, hsts: bool) -> Callable[[Message, Scope], Awaitable[None
     async def add(message: Message, scope: Scope) -> None:
         if message["type"] != "http.response.start":
             return
-        headers = message.setdefault("headers", [])
+        headers = list(message.get("headers", ()))  # any iterable, by the ASGI spec
         names = {name.lower() for name, _ in headers}
         if b"cache-control" not in names:
             headers.append((b"cache-control", b"no-store"))
         if hsts and b"strict-transport-security" not in names:
             headers.append((b"strict-transport-security", HSTS))
+        message["headers"] = headers
 
     return add
 
@@ -44,10 +45,12 @@ async def json_bodies_only(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
     """A guard of the whole app: a body sent to a JSON route must say it is JSON (415)."""
+    scope = connection.scope
     if (
-        connection.scope["method"] in _BODY_METHODS
+        scope["type"] == ScopeType.HTTP  # guards see websocket handshakes too
+        and scope["method"] in _BODY_METHODS
         and _takes_json(handler)
-        and _has_body(connection.scope)
+        and _has_body(scope)
         and not _is_json(connection.headers.get("content-type"))
     ):
         raise HTTPException(status_code=415, detail="send the body as application/json")

@@ -253,7 +253,7 @@ class Relay:
         *,
         topology: Topology,
         application_name: str,
-        conninfo: dict[str, object],
+        conninfo: dict[str, Any],  # psycopg connection parameters (runners: connection_kwargs)
         batch: int = 500,
     ) -> None:
         self.recorder = recorder
@@ -299,7 +299,7 @@ class Relay:
         # at the next wait, or, at worst, the next poll (QUIET_POLL_SECONDS) reads anyway.
         async with await psycopg.AsyncConnection.connect(
             **self.conninfo, autocommit=True
-        ) as listener:  # type: ignore[arg-type]
+        ) as listener:
             await listener.execute(
                 sql.SQL("LISTEN {}").format(sql.Identifier(self.recorder.channel_name))
             )
@@ -362,7 +362,7 @@ class Relay:
 
     async def _read(
         self, connection: psycopg.AsyncConnection[Any], position: int
-    ) -> tuple[list[Notification], dict[UUID, bytes], int]:
+    ) -> tuple[list[Notification], dict[UUID | str, bytes], int]:
         """The next events after `position` that call for jobs or status events, the first
         events of the aggregates of the status events among them, and how far the log has
         been read. Reading up to the log's head, whatever its events, keeps the position
@@ -378,7 +378,7 @@ class Relay:
             told = list({row["originator_id"] for row in rows if row["topic"] in STATUS_TOPICS})
             if not self.listeners and not any(row["topic"] in ENDPOINT_TOPICS for row in rows):
                 told = []
-            firsts: dict[UUID, bytes] = {}
+            firsts: dict[UUID | str, bytes] = {}  # by originator id, as Notification types it
             if told:
                 await cursor.execute(self._first_events_statement, (told,), prepare=True)
                 firsts = {
@@ -396,7 +396,7 @@ class Relay:
         )
 
     async def _publish(
-        self, notifications: Sequence[Notification], firsts: dict[UUID, bytes]
+        self, notifications: Sequence[Notification], firsts: dict[UUID | str, bytes]
     ) -> None:
         futures = []
         status_events = []
@@ -413,7 +413,7 @@ class Relay:
             if listeners and notification.topic in STATUS_TOPICS:
                 status_event = status_event_for(
                     notification,
-                    firsts.get(notification.originator_id),  # type: ignore[arg-type]
+                    firsts.get(notification.originator_id),
                 )
                 if status_event is not None and listeners.want(
                     status_event.tenant_id, status_event.event_type

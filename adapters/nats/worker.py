@@ -381,7 +381,7 @@ class Worker:
 
     def backoff(self, attempt: int) -> float:
         return min(
-            self.settings.backoff_seconds * 2 ** (attempt - 1), self.settings.backoff_max_seconds
+            self.settings.backoff_seconds * 2.0 ** (attempt - 1), self.settings.backoff_max_seconds
         )
 
     async def _retrying(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 import msgspec
@@ -217,6 +217,10 @@ class _PageBatching:
     datastore: PostgresDatastore
     t: dict[str, sql.Identifier]
 
+    if TYPE_CHECKING:  # the view's own, from the library's tracking recorder
+
+        def _insert_tracking(self, curs: Any, tracking: Tracking) -> None: ...
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._batch: list[tuple[str | list[str] | list[sql.Composed], Any]] = []
@@ -268,7 +272,7 @@ class _PageBatching:
                             query = sql.SQL(statement).format(**self.t).as_bytes(curs)
                             composed[statement] = query
                         curs.execute(query, params)
-            self._insert_tracking(curs, tracked)  # type: ignore[attr-defined]
+            self._insert_tracking(curs, tracked)
 
 
 class _Committer:
@@ -510,7 +514,8 @@ class _AuditSession:
             taken = self.conn.execute(
                 "SELECT pg_try_advisory_lock(%s::int4, %s::int4)", _run_lock(run)
             )
-            if not taken.fetchone()[0]:  # type: ignore[index]
+            row = taken.fetchone()
+            if row is None or not row[0]:
                 continue  # that run is still going
             try:
                 tables = self._scratch_tables(run + "_")
@@ -767,6 +772,7 @@ def _compare_table(
     while live_row is not None or replayed_row is not None:
         rows += 1
         if replayed_row is None or (live_row is not None and key(live_row) < key(replayed_row)):
+            # The loop's condition: with no replayed row left, a live one is (mypy cannot tell).
             row = _row_label(key(live_row))  # type: ignore[arg-type]
             findings.note(Mismatch(view, kind, row, None, "present", "missing"))
             live_row = next(live_rows, None)

@@ -298,10 +298,12 @@ class PostgresKeyStore:
                 "  WHERE constraint_schema = %s AND constraint_name = %s) AS foreign_key",
                 (self._schema, self._schema, WRAPPED_BY_ITS_TENANT_KEY),
             ).fetchone()
-            if found["columns"] < 3:
+            # One row of counts always comes back; none would mean nothing was found.
+            columns, foreign_key = (found["columns"], found["foreign_key"]) if found else (0, 0)
+            if columns < 3:
                 for statement in migrations:
                     curs.execute(statement)
-            if found["foreign_key"] == 0:
+            if foreign_key == 0:
                 for statement in one_foreign_key:
                     curs.execute(statement)
 
@@ -1272,7 +1274,8 @@ class PostgresKeyStore:
     # Listening for destructions by other processes
 
     def _connection_kwargs(self) -> dict[str, Any]:
-        kwargs = dict(self.datastore.pool.kwargs)
+        given = self.datastore.pool.kwargs  # psycopg_pool takes a dict, a callable or None
+        kwargs = dict((given() if callable(given) else given) or {})
         kwargs.pop("row_factory", None)
         return kwargs
 

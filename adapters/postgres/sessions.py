@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from psycopg import Rollback, sql
-from psycopg.rows import dict_row
+from psycopg import Connection, Rollback, sql
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
 
@@ -37,6 +37,7 @@ class PostgresAuthStore:
             database_url,
             min_size=1,
             max_size=pool_size,
+            connection_class=Connection[DictRow],  # its rows are dicts, for mypy too
             kwargs={"autocommit": True, "row_factory": dict_row},
             open=True,
             name="picasse-auth",
@@ -57,8 +58,8 @@ class PostgresAuthStore:
 
     def _run(self, statement: str, params: Any = ()) -> list[dict[str, Any]]:
         with self._pool.connection() as conn:
-            cursor = conn.execute(sql.SQL(statement).format(**self.t), params)  # type: ignore[arg-type]
-            return cursor.fetchall() if cursor.description else []  # type: ignore[return-value]
+            cursor = conn.execute(sql.SQL(statement).format(**self.t), params)
+            return cursor.fetchall() if cursor.description else []
 
     def create_tables(self, *, login_records: bool = False) -> None:
         statements = [
@@ -77,7 +78,7 @@ class PostgresAuthStore:
             # Two processes starting at once must not both try to create the tables.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('picasse auth tables'))")
             for statement in statements:
-                conn.execute(sql.SQL(statement).format(**self.t))  # type: ignore[arg-type]
+                conn.execute(sql.SQL(statement).format(**self.t))
 
     # Sessions
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.application import Application
 from eventsourcing.persistence import (
-    ApplicationRecorder,
     EventStore,
     IntegrityError,
     InterfaceError,
@@ -53,6 +53,14 @@ def endpoint_topics() -> sql.Composable:
     and in the query that reads it: PostgreSQL uses a partial index only where it can prove
     the query's condition implies the index's."""
     return sql.Literal(list(ENDPOINT_TOPICS))
+
+
+def _composed(statement: object) -> sql.Composable:
+    """One of the library's lock statements, which it declares as any query but composes
+    (eventsourcing 9.5: SQL.format); a plain one could not be turned into bytes here."""
+    if not isinstance(statement, sql.Composable):
+        raise TypeError(f"the library's lock statement is not composed SQL: {statement!r}")
+    return statement
 
 
 class ChainedRecorder(PostgresApplicationRecorder):
@@ -284,7 +292,7 @@ class ChainedRecorder(PostgresApplicationRecorder):
         if self._saving_statements is None:
             notify = sql.SQL("NOTIFY {0}").format(sql.Identifier(self.channel_name))
             self._saving_statements = (
-                [statement.as_bytes(curs) for statement in self.lock_table_statements],
+                [_composed(statement).as_bytes(curs) for statement in self.lock_table_statements],
                 notify.as_bytes(curs),
             )
         return self._saving_statements
@@ -314,14 +322,17 @@ def _accounts_changed(stored_events: Sequence[StoredEvent]) -> bool:
 class SealingEventStore(EventStore[UUID]):
     """Puts events; if another process created one of our new keys first, seals again."""
 
-    def __init__(self, mapper: Mapper[UUID], recorder: ApplicationRecorder, keys: PostgresKeyStore):
+    mapper: SealingMapper
+    recorder: ChainedRecorder
+
+    def __init__(self, mapper: SealingMapper, recorder: ChainedRecorder, keys: PostgresKeyStore):
         super().__init__(mapper=mapper, recorder=recorder)
         self.keys = keys
 
     def put(self, domain_events: Sequence[Any], **kwargs: Any) -> list[Recording[UUID]]:
         for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
             try:
-                self.keys.prefetch(self.mapper.sealing_needs(domain_events))  # type: ignore[attr-defined]
+                self.keys.prefetch(self.mapper.sealing_needs(domain_events))
                 recordings = super().put(domain_events, **kwargs)
             except IntegrityError:
                 # Either an ordinary conflict (someone saved this aggregate first), or
@@ -343,9 +354,9 @@ class SealingEventStore(EventStore[UUID]):
     def get_many(self, originator_ids: Sequence[UUID]) -> dict[UUID, list[Any]]:
         """The events of each of these aggregates (those that have any), read in one query
         and opened in one go (their keys fetched together)."""
-        stored = self.recorder.select_events_of(originator_ids)  # type: ignore[attr-defined]
+        stored = self.recorder.select_events_of(originator_ids)
         events: dict[UUID, list[Any]] = {}
-        for event in self.mapper.to_domain_events(stored):  # type: ignore[attr-defined]
+        for event in self.mapper.to_domain_events(stored):
             events.setdefault(event.originator_id, []).append(event)
         return events
 
@@ -359,7 +370,7 @@ class SealingEventStore(EventStore[UUID]):
         limit: int | None = None,
     ) -> Iterator[Any]:
         stored = self.recorder.select_events(originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
-        return iter(self.mapper.to_domain_events(stored))  # type: ignore[attr-defined]
+        return iter(self.mapper.to_domain_events(stored))
 
 
 class StoreSettingRefused(Exception):
@@ -471,7 +482,7 @@ class Factory(PostgresFactory):
             " use the application recorder and a tracking recorder"
         )
 
-    def application_recorder(self) -> ApplicationRecorder:
+    def application_recorder(self) -> ChainedRecorder:
         prefix = self.env.name.lower() or "stored"
         recorder = ChainedRecorder(
             self.datastore, events_table_name=f"{prefix}_events", keys=self.keys
@@ -483,11 +494,15 @@ class Factory(PostgresFactory):
     def event_store(
         self, mapper: Mapper[Any] | None = None, recorder: Any = None
     ) -> EventStore[Any]:
-        return SealingEventStore(
-            mapper=mapper or self.mapper(),
-            recorder=recorder or self.application_recorder(),
-            keys=self.keys,
-        )
+        mapper = mapper or self.mapper()
+        recorder = recorder or self.application_recorder()
+        if not isinstance(mapper, SealingMapper) or not isinstance(recorder, ChainedRecorder):
+            # Only ours seal, chain and write the keys: the library's would store plaintext.
+            raise StoreSettingRefused(
+                "the event store takes the sealing mapper and the chained recorder,"
+                f" not {type(mapper).__name__} and {type(recorder).__name__}"
+            )
+        return SealingEventStore(mapper=mapper, recorder=recorder, keys=self.keys)
 
     def close(self) -> None:
         if self._keys is not None:
@@ -530,3 +545,21 @@ class KeyStoreShredder:
 
 def shredder_of(application: Any) -> KeyStoreShredder:
     return KeyStoreShredder(application.factory.keys)
+
+
+def factory_of(application: Application[Any]) -> Factory:
+    """The factory of an application on this store, as ours: the library types it as any
+    infrastructure factory. Its datastore and key store are what other tables share."""
+    factory = application.factory
+    if not isinstance(factory, Factory):
+        raise StoreSettingRefused(f"{application.name} is not on {__name__}:Factory")
+    return factory
+
+
+def recorder_of(application: Application[Any]) -> ChainedRecorder:
+    """The recorder of an application on this store, as ours (the library's type is any
+    recorder): the relay reads its table, caches hear its key store's notices."""
+    recorder = application.recorder
+    if not isinstance(recorder, ChainedRecorder):
+        raise StoreSettingRefused(f"{application.name} is not on {__name__}:Factory")
+    return recorder

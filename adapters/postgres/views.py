@@ -202,7 +202,7 @@ class _View(TrackingTable):
         if isinstance(statement, str):
             statement = sql.SQL(statement).format(**self.t)
         with self.datastore.get_connection() as conn:
-            return conn.execute(statement, params).fetchall()  # type: ignore[return-value]
+            return conn.execute(statement, params).fetchall()
 
     def _shaped(self, statement: str, conditions: list[str], **parts: str) -> sql.Composed:
         """`statement` with `{where}` the conditions given, and nothing for those not: one
@@ -1035,7 +1035,7 @@ class ViewStatusTable:
                     "SELECT view, failing_at, error_type, since, attempts, seen FROM {} ORDER BY view"
                 ).format(self.table)
             ).fetchall()
-        return [ViewFailure(**row) for row in rows]  # type: ignore[arg-type]
+        return [ViewFailure(**row) for row in rows]
 
     def failure_of(self, view: str) -> ViewFailure | None:
         return next((f for f in self.failures() if f.view == view), None)

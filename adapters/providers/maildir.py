@@ -114,6 +114,6 @@ class _PrivateMaildir(mailbox.Maildir):
     umask (0644 by default), readable by everyone on the machine who can reach them."""
 
     def _create_tmp(self) -> object:  # the library's one place that creates a message file
-        file = super()._create_tmp()  # type: ignore[misc]
+        file = super()._create_tmp()  # type: ignore[misc]  # typeshed leaves the private method out
         os.fchmod(file.fileno(), 0o600)  # before a byte of the message is written
         return file

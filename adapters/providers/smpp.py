@@ -47,10 +47,10 @@ import logging
 import re
 import ssl
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
@@ -208,7 +208,7 @@ class Session:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        on_deliver: Callable[[Session, pdu.Pdu], Awaitable[None]],
+        on_deliver: Callable[[Session, pdu.Pdu], Coroutine[Any, Any, None]],  # run as a task
     ) -> None:
         self._reader = reader
         self._writer = writer

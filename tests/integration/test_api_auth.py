@@ -452,6 +452,14 @@ def test_by_default_an_account_is_slowed_only_after_more_than_five_failures_and_
     assert policy.max_delay <= timedelta(minutes=1)
 
 
+def test_an_account_failed_against_without_end_waits_the_longest_wait_and_no_longer() -> None:
+    policy = LoginThrottling().per_account  # never locked: its failures may go on and on
+    assert policy.wait_after(policy.slow_after) == policy.first_delay
+    assert policy.wait_after(policy.slow_after + 1) == 2 * policy.first_delay
+    for failures in (policy.slow_after + 60, 10_000):  # once overflowed a timedelta
+        assert policy.wait_after(failures) == policy.max_delay
+
+
 def test_wrong_passwords_from_one_address_lock_that_address_out_of_that_account_only(
     base_url: str, new_user: Callable[[], str], address: str, clock: ManualClock
 ) -> None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import inspect
+import pkgutil
+import typing
 from uuid import uuid4
 
 import pytest
 from eventsourcing.application import project_aggregate
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, CommandMethodDecorator
 
+import picasse.domain
 import picasse.domain.customers
 import picasse.domain.users
 from picasse.adapters.crypto import MemoryKeyRing, SealingMapper, _Plain, _plan_for
@@ -99,6 +104,43 @@ def test_every_event_class_can_be_sealed(event_class: type) -> None:
     if not all(isinstance(f, _Plain) for f in plan.fields):
         # Personal data needs a tenant: the event's tenant_id or its own id.
         assert "tenant_id" in names or event_class.__qualname__.startswith("Customer.")
+
+
+def _declared_event_methods() -> list[CommandMethodDecorator]:
+    """Every `@event(SomeClass)` method of the domain's aggregates: those whose event class
+    is declared beside it rather than made from its signature."""
+    for info in pkgutil.iter_modules(picasse.domain.__path__):
+        importlib.import_module(f"picasse.domain.{info.name}")
+    found, pending = [], list(Aggregate.__subclasses__())
+    while pending:
+        aggregate = pending.pop()
+        pending += aggregate.__subclasses__()
+        if aggregate.__module__.startswith("picasse.domain."):
+            found += [
+                value
+                for value in vars(aggregate).values()
+                if isinstance(value, CommandMethodDecorator) and value.given_event_cls is not None
+            ]
+    return found
+
+
+@pytest.mark.parametrize(
+    "method", _declared_event_methods(), ids=lambda m: m.decorated_func.__qualname__
+)
+def test_a_declared_event_class_has_the_parameters_of_its_method_annotated_alike(
+    method: CommandMethodDecorator,
+) -> None:
+    """The mapper seals what the event class's annotations declare personal: a Personal(...)
+    written on the method's parameter alone would be stored in plaintext."""
+    func, event_class = method.decorated_func, method.given_event_cls
+    params = list(inspect.signature(func).parameters)[1:]
+    if func.__name__ == "__init__":
+        params = [p for p in params if p != "id"]  # the aggregate's id, not a field
+    fields = [f.name for f in dataclasses.fields(event_class)]
+    assert fields[len(fields) - len(params) :] == params
+    event_hints = typing.get_type_hints(event_class, include_extras=True)
+    method_hints = typing.get_type_hints(func, include_extras=True)
+    assert {p: event_hints[p] for p in params} == {p: method_hints[p] for p in params}
 
 
 def test_every_personal_field_of_user_events_is_sealed() -> None:
