@@ -306,6 +306,14 @@ class BillingAccount(Aggregate):
         self.invoices.append(invoice_id)
 
 
+# A billing account's opening and its plans: every run reads them across the whole log (the
+# plans it rates, the accounts whose invoices may be overdue), so the event store keeps an
+# index of just their rows.
+_ACCOUNT_OPENED = get_topic(BillingAccount) + ".Opened"
+_PLAN_SET = get_topic(BillingAccount) + ".PlanSet"
+BILLING_ACCOUNT_TOPICS = (_ACCOUNT_OPENED, _PLAN_SET)
+
+
 class InvoiceNumbers(Aggregate):
     """The one sequence of invoice numbers: each number is taken in the write that issues
     its invoice, so numbers have no gaps and no repeats."""
@@ -537,13 +545,12 @@ class Billing(PicasseApplication):
         return list(many(page)) if many else [self.mapper.to_domain_event(n) for n in page]
 
     def _plans(self) -> dict[UUID, PricePlan]:
-        """Every customer with a plan, and the plan as it stands."""
+        """Every customer with a plan, and the plan as it stands (its latest `PlanSet`): read
+        through the event store's index of billing accounts' events, not the whole log."""
         found: dict[UUID, PricePlan] = {}
         page_start: int | None = 1
         while True:
-            page = self.recorder.select_notifications(
-                page_start, 500, topics=[get_topic(BillingAccount) + ".PlanSet"]
-            )
+            page = self.recorder.select_notifications(page_start, 500, topics=[_PLAN_SET])
             if not page:
                 return found
             for e in self._decoded(page):
@@ -664,9 +671,7 @@ class Billing(PicasseApplication):
         return [i for i in found if by.sees_invoices_of(i.customer_id)]
 
     def _accounts(self) -> list[BillingAccount]:
-        page = self.recorder.select_notifications(
-            1, 1_000_000, topics=[get_topic(BillingAccount) + ".Opened"]
-        )
+        page = self.recorder.select_notifications(1, 1_000_000, topics=[_ACCOUNT_OPENED])
         return [self._get(UUID(str(n.originator_id)), BillingAccount, "account") for n in page]
 
     def pay(self, ident: UUID, amount_cents: int, *, by: Viewer) -> InvoiceDetails:

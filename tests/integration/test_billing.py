@@ -9,21 +9,32 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from uuid import UUID, uuid4
 
 import msgspec
+import psycopg
 import pytest
+from psycopg import sql
 
 from picasse.adapters.clock import ManualClock
 from picasse.adapters.providers.smpp_pdu import segment_count
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
-from picasse.domain.billing import Billing, CountKind, InvoiceNumbers, PricePlan, rate
+from picasse.domain.billing import (
+    BILLING_ACCOUNT_TOPICS,
+    Billing,
+    CountKind,
+    InvoiceNumbers,
+    PricePlan,
+    rate,
+)
 from picasse.domain.messages import Delivery, delivery_id
 from picasse.domain.messaging import Messages, SendRequest, Sent
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages
+from tests.integration.plans import plan_nodes
 from tests.integration.projection_runners import caught_up, running
 
 MARCH = datetime(2026, 3, 5, 9, tzinfo=UTC)
@@ -270,3 +281,66 @@ def test_an_invoice_unpaid_after_its_due_date_becomes_overdue_once_and_its_conta
     (reminder,) = sent
     details = messages.message(reminder, STAFF)
     assert details.customer_id == late and len(details.deliveries) == 1 and details.body is None
+
+
+# ---------------------------------------------------------------- the plans
+
+
+def test_a_plan_changed_several_times_rates_with_the_latest(
+    accounts: Accounts, billing: Billing, clock: ManualClock
+) -> None:
+    changing, steady = _customer(accounts, "Changing"), _customer(accounts, "Steady")
+    billing.set_plan(steady, PLAN, by=STAFF)
+    for fee in ("10.00", "12.50", "11.00"):
+        billing.set_plan(
+            changing, msgspec.structs.replace(PLAN, monthly_fee=Decimal(fee)), by=STAFF
+        )
+    clock.set(datetime(2026, 4, 2, tzinfo=UTC))
+    lines = {line.customer_id: line for line in billing.run("2026-03", dry_run=True)}
+    latest = msgspec.structs.replace(PLAN, monthly_fee=Decimal("11.00"))
+    assert lines[changing].total_cents == rate(latest, {}).total_cents
+    assert lines[steady].total_cents == rate(PLAN, {}).total_cents
+
+
+def test_the_plans_and_accounts_are_read_through_their_own_index_not_the_whole_log(
+    billing: Billing, raw: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """The index of the billing accounts' events: a few rows whatever the log's length.
+    Without it, or with a condition PostgreSQL cannot match to it, the plan scans the log
+    (the notification ids' index, filtering each row's topic); sequential and bitmap scans
+    are priced out to make the choice plain. The plan is the generic one, which a prepared
+    query (as the recorder's are) gets after a few runs: its parameters unknown."""
+    recorder = billing.recorder
+    index = f"{recorder.events_table_name}_billing_accounts"  # type: ignore[attr-defined]
+    raw.execute("SET enable_seqscan = off")
+    raw.execute("SET enable_bitmapscan = off")
+    read_by: dict[str, list[tuple[object, ...]]] = {}
+    for topic in BILLING_ACCOUNT_TOPICS:
+        statement, params = recorder.selection_statement(  # type: ignore[attr-defined]
+            1, 500, topics=[topic]
+        )
+        scans = [
+            n for n in _generic_plan(raw, statement, params) if n["Node Type"].endswith("Scan")
+        ]
+        read_by[topic] = [(n["Node Type"], n.get("Index Name")) for n in scans]
+    # (Each reads the index's rows, the accounts' events only, and keeps its own topic's.)
+    assert read_by == {t: [("Index Scan", index)] for t in BILLING_ACCOUNT_TOPICS}
+
+
+def _generic_plan(
+    conn: psycopg.Connection[tuple[object, ...]], statement: sql.Composed, params: list[Any]
+) -> list[dict[str, Any]]:
+    """The nodes of the plan PostgreSQL gives the statement prepared, for any parameters."""
+    text = statement.as_string(conn).split("%s")
+    numbered = text[0] + "".join(f"${i}{part}" for i, part in enumerate(text[1:], start=1))
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    conn.execute(sql.SQL("PREPARE read_to_explain AS {}").format(sql.SQL(numbered)))  # type: ignore[arg-type]
+    try:
+        execute = sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE read_to_explain ({})").format(
+            sql.SQL(", ").join(sql.Literal(p) for p in params)
+        )
+        row = conn.execute(execute).fetchone()
+    finally:
+        conn.execute("DEALLOCATE read_to_explain")
+    assert row is not None
+    return [n for n in plan_nodes(row[0]) if "Node Type" in n]
