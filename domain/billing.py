@@ -97,6 +97,10 @@ BILLABLE_SOURCES: dict[CountKind, tuple[BillableSource, ...]] = {
 }
 # What tells the customer, month and channel of a delivery's outcome events.
 _DELIVERY_QUEUED = _DELIVERY + ".Queued"
+# The billable events that carry their own customer and month (`tenant_id`, `month`: the
+# platform clock's month when they were recorded); every other billable event belongs to a
+# delivery, whose `Queued` comes before it in the log.
+DATED_TOPICS = (_DELIVERY_QUEUED, get_topic(Conference) + ".Ended")
 
 
 def billable_topics() -> list[str]:
@@ -263,6 +267,11 @@ def month_after(month: str) -> date:
     return date(year + number // 12, number % 12 + 1, 1)
 
 
+def month_before(month: str) -> str:
+    year, number = (int(p) for p in month.split("-"))
+    return f"{year - 1}-12" if number == 1 else f"{year}-{number - 1:02d}"
+
+
 # ---------------------------------------------------------------- aggregates
 
 
@@ -305,6 +314,14 @@ class BillingAccount(Aggregate):
     @event("InvoiceListed")
     def list_invoice(self, invoice_id: UUID) -> None:
         self.invoices.append(invoice_id)
+
+
+# A billing account's opening and its plans: every run reads them across the whole log (the
+# plans it rates, the accounts whose invoices may be overdue), so the event store keeps an
+# index of just their rows.
+_ACCOUNT_OPENED = get_topic(BillingAccount) + ".Opened"
+_PLAN_SET = get_topic(BillingAccount) + ".PlanSet"
+BILLING_ACCOUNT_TOPICS = (_ACCOUNT_OPENED, _PLAN_SET)
 
 
 class InvoiceNumbers(Aggregate):
@@ -541,10 +558,9 @@ class Billing(PicasseApplication):
 
     # ------------------------------------------------------------ the run
 
-    def billable_events(self) -> Iterator[Any]:
-        """The log's events that billing counts from, in log order."""
+    def billable_events(self, start: int = 1) -> Iterator[Any]:
+        """The log's events that billing counts from, in log order, from position `start`."""
         topics = [_DELIVERY_QUEUED, *billable_topics()]
-        start: int | None = 1
         while True:
             page = self.recorder.select_notifications(start, 500, topics=topics)
             if not page:
@@ -552,19 +568,50 @@ class Billing(PicasseApplication):
             yield from self._decoded(page)
             start = page[-1].id + 1
 
+    def reading_start(self, month: str) -> int:
+        """Where a run of the month starts reading the log: at the first dated billable
+        event of the month before it or later (past the head when there is none), so a run
+        costs about two months of traffic, not the log's history.
+
+        Nothing of the month lies before: outcomes count in their delivery's month and come
+        after its `Queued`. Dated events' months do not go down along the log, but for the
+        skew of the clocks of the processes that record them (far less than a month: the
+        month before is the margin for it), so a bisection over positions finds the place,
+        reading one dated event per step, about log2(head) of them."""
+        margin = month_before(month)
+        low = 1
+        high = start = (self.recorder.max_notification_id() or 0) + 1
+        # Invariant: `start` is the first dated event at or after `high` (or `high`), and
+        # every dated event before `low` is older than the margin.
+        while low < high:
+            middle = (low + high) // 2
+            dated = self._first_dated_at(middle)
+            if dated is None or dated[1] >= margin:
+                high, start = middle, middle if dated is None else dated[0]
+            else:
+                low = min(dated[0] + 1, high)
+        return start
+
+    def _first_dated_at(self, position: int) -> tuple[int, str] | None:
+        """The position and month of the first dated billable event at or after `position`."""
+        page = self.recorder.select_notifications(position, 1, topics=DATED_TOPICS)
+        if not page:
+            return None
+        dated: Any = self.mapper.to_domain_event(page[0])
+        return page[0].id, dated.month
+
     def _decoded(self, page: Sequence[Notification]) -> list[Any]:
         # The sealing mapper opens the keys of a whole page in one go.
         many = getattr(self.mapper, "to_domain_events", None)
         return list(many(page)) if many else [self.mapper.to_domain_event(n) for n in page]
 
     def _plans(self) -> dict[UUID, PricePlan]:
-        """Every customer with a plan, and the plan as it stands."""
+        """Every customer with a plan, and the plan as it stands (its latest `PlanSet`): read
+        through the event store's index of billing accounts' events, not the whole log."""
         found: dict[UUID, PricePlan] = {}
         page_start: int | None = 1
         while True:
-            page = self.recorder.select_notifications(
-                page_start, 500, topics=[get_topic(BillingAccount) + ".PlanSet"]
-            )
+            page = self.recorder.select_notifications(page_start, 500, topics=[_PLAN_SET])
             if not page:
                 return found
             for e in self._decoded(page):
@@ -585,7 +632,7 @@ class Billing(PicasseApplication):
         if month > current or (month == current and not dry_run):
             # A dry run shows the current month so far; an invoice waits for its end.
             raise InvalidInput(f"month: {month} is not over yet", field="month")
-        counted = count_billable(self.billable_events(), month)
+        counted = count_billable(self.billable_events(self.reading_start(month)), month)
         plans = self._plans()
         lines: list[RunLine] = []
         for done, (account_id, plan) in enumerate(sorted(plans.items()), start=1):
@@ -685,9 +732,7 @@ class Billing(PicasseApplication):
         return [i for i in found if by.sees_invoices_of(i.customer_id)]
 
     def _accounts(self) -> list[BillingAccount]:
-        page = self.recorder.select_notifications(
-            1, 1_000_000, topics=[get_topic(BillingAccount) + ".Opened"]
-        )
+        page = self.recorder.select_notifications(1, 1_000_000, topics=[_ACCOUNT_OPENED])
         return [self._get(UUID(str(n.originator_id)), BillingAccount, "account") for n in page]
 
     def pay(self, ident: UUID, amount_cents: int, *, by: Viewer) -> InvoiceDetails:

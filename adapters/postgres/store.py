@@ -41,6 +41,7 @@ from picasse.adapters.postgres.keystore import KeyRace, PostgresKeyStore
 from picasse.adapters.postgres.notices import ACCOUNTS_CHANGED
 from picasse.adapters.postgres.roles import serialize_schema_changes
 from picasse.domain.api_keys import ACCOUNT_SOURCES
+from picasse.domain.billing import BILLING_ACCOUNT_TOPICS
 from picasse.domain.termination import DestroyedEpoch
 from picasse.domain.webhooks import ENDPOINT_TOPICS
 
@@ -48,11 +49,32 @@ GENESIS = bytes(32)  # the "predecessor" hash of every aggregate's first event
 KEY_RACE_ATTEMPTS = 3
 
 
+# Topics whose events are read across the whole log, each set with a partial index of just
+# its rows (by the index's name, after the events table's): reading them costs their rows,
+# however long the log has grown. Their events are few; an index over every topic would
+# slow every save. The webhook endpoints' life, which the relay reads when it starts; the
+# billing accounts' (plans and openings), which each invoicing and overdue run reads.
+INDEXED_TOPICS: dict[str, tuple[str, ...]] = {
+    "endpoint_events": ENDPOINT_TOPICS,
+    "billing_accounts": BILLING_ACCOUNT_TOPICS,
+}
+
+
+def topics_literal(topics: Sequence[str]) -> sql.Composable:
+    """Topics as one SQL literal, written alike in a partial index and in the queries that
+    read it: PostgreSQL uses a partial index only where it can prove the query's condition
+    implies the index's, which it cannot for a parameter's value in a generic plan."""
+    return sql.Literal(list(topics))
+
+
 def endpoint_topics() -> sql.Composable:
-    """The webhook endpoints' topics as one SQL literal, written alike in the partial index
-    and in the query that reads it: PostgreSQL uses a partial index only where it can prove
-    the query's condition implies the index's."""
-    return sql.Literal(list(ENDPOINT_TOPICS))
+    """The webhook endpoints' topics as the literal of their partial index."""
+    return topics_literal(ENDPOINT_TOPICS)
+
+
+def within_an_indexed_set(topics: Sequence[str]) -> bool:
+    """Whether the topics all belong to one indexed set: its partial index holds their rows."""
+    return any(set(topics) <= set(indexed) for indexed in INDEXED_TOPICS.values())
 
 
 def _composed(statement: object) -> sql.Composable:
@@ -127,21 +149,20 @@ class ChainedRecorder(PostgresApplicationRecorder):
             ),
         ]
 
-        # The relay reads the webhook endpoints' events across the whole log when it starts:
-        # with this index it reads just their rows, however long the log has grown (without
-        # it, a scan of the whole table at every relay start). Built once; on a big log that
-        # already exists, the first start after an upgrade waits for it.
-        self.sql_create_statements.append(
-            sql.SQL(
-                "CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} (notification_id)"
-                " WHERE topic = ANY({topics})"
-            ).format(
-                index=sql.Identifier(f"{self.events_table_name}_endpoint_events"),
-                schema=schema,
-                table=table,
-                topics=endpoint_topics(),
+        # Built once each; on a big log that already exists, the first start after an
+        # upgrade waits for them (the relay's start, say, would otherwise scan the table).
+        for name, topics in INDEXED_TOPICS.items():
+            self.sql_create_statements.append(
+                sql.SQL(
+                    "CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} (notification_id)"
+                    " WHERE topic = ANY({topics})"
+                ).format(
+                    index=sql.Identifier(f"{self.events_table_name}_{name}"),
+                    schema=schema,
+                    table=table,
+                    topics=topics_literal(topics),
+                )
             )
-        )
 
     def _create_table(self, curs: Any) -> None:
         serialize_schema_changes(curs)
@@ -198,28 +219,10 @@ class ChainedRecorder(PostgresApplicationRecorder):
         """The library's selection, except that it reads the five columns a notification
         holds (not `chain_hash` too), in binary, as tuples: the library's text rows carry
         each state escaped into hex, which PostgreSQL writes and psycopg parses back, and
-        that cost a replay more than decoding the events themselves."""
-        conditions: list[sql.Composable] = []
-        params: list[Any] = []
-        if start is not None:
-            conditions.append(
-                sql.SQL("notification_id >= %s" if inclusive_of_start else "notification_id > %s")
-            )
-            params.append(start)
-        if stop is not None:
-            conditions.append(sql.SQL("notification_id <= %s"))
-            params.append(stop)
-        if topics:
-            conditions.append(sql.SQL("topic = ANY(%s)"))
-            params.append(list(topics))
-        params.append(limit)
-        statement = sql.SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state"
-            " FROM {}.{}{} ORDER BY notification_id LIMIT %s"
-        ).format(
-            sql.Identifier(self.datastore.schema),
-            sql.Identifier(self.events_table_name),
-            sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL(""),
+        that cost a replay more than decoding the events themselves. Topics within an
+        indexed set are read through its partial index (`selection_statement`)."""
+        statement, params = self.selection_statement(
+            start, limit, stop, topics, inclusive_of_start=inclusive_of_start
         )
         with self.datastore.get_connection() as conn:
             curs = conn.cursor(row_factory=tuple_row, binary=True)
@@ -236,6 +239,45 @@ class ChainedRecorder(PostgresApplicationRecorder):
                     curs.fetchall()
                 )
             ]
+
+    def selection_statement(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> tuple[sql.Composed, list[Any]]:
+        """`select_notifications`' query and its parameters. Topics that all belong to an
+        indexed set are written as a literal, so PostgreSQL can prove its partial index
+        holds their rows (a parameter's topics it cannot, once it plans the prepared query
+        generically); other topics are a parameter, one prepared query for them all."""
+        conditions: list[sql.Composable] = []
+        params: list[Any] = []
+        if start is not None:
+            conditions.append(
+                sql.SQL("notification_id >= %s" if inclusive_of_start else "notification_id > %s")
+            )
+            params.append(start)
+        if stop is not None:
+            conditions.append(sql.SQL("notification_id <= %s"))
+            params.append(stop)
+        if topics and within_an_indexed_set(topics):
+            conditions.append(sql.SQL("topic = ANY({})").format(topics_literal(sorted(topics))))
+        elif topics:
+            conditions.append(sql.SQL("topic = ANY(%s)"))
+            params.append(list(topics))
+        params.append(limit)
+        statement = sql.SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state"
+            " FROM {}.{}{} ORDER BY notification_id LIMIT %s"
+        ).format(
+            sql.Identifier(self.datastore.schema),
+            sql.Identifier(self.events_table_name),
+            sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL(""),
+        )
+        return statement, params
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from uuid import UUID, uuid4
 
 import pytest
+from eventsourcing.utils import get_topic, resolve_topic
 from hypothesis import given
 from hypothesis import strategies as st
 
 from picasse.domain.billing import (
     BILLABLE_SOURCES,
+    DATED_TOPICS,
     BilledTo,
     CountKind,
     Invoice,
     InvoiceOverpaid,
     InvoiceStatus,
     PricePlan,
+    billable_topics,
     count_billable,
+    month_before,
     parse_month,
     price_plan,
     rate,
@@ -83,6 +88,22 @@ def test_a_month_is_given_as_year_and_month() -> None:
     for bad in ("2026-13", "March", "2026-3-1"):
         with pytest.raises(InvalidInput):
             parse_month(bad)
+
+
+def test_the_month_before_a_january_is_the_december_of_the_year_before() -> None:
+    assert [month_before(m) for m in ("2026-01", "2026-03", "2026-10", "2026-12")] == [
+        "2025-12", "2026-02", "2026-09", "2026-11",
+    ]  # fmt: skip
+
+
+def test_every_billable_event_is_dated_or_a_delivery_s_outcome() -> None:
+    """A run starts reading at the dated events of the month before its own: an event that
+    counts must carry its customer and month or belong to a delivery (after its `Queued`)."""
+    for topic in DATED_TOPICS:
+        fields = {f.name for f in dataclasses.fields(resolve_topic(topic))}
+        assert {"tenant_id", "month"} <= fields
+    for topic in billable_topics():
+        assert topic in DATED_TOPICS or topic.startswith(get_topic(Delivery) + ".")
 
 
 def test_a_call_is_billed_by_every_minute_begun() -> None:
