@@ -294,8 +294,11 @@ class PostgresKeyStore:
                 "  WHERE table_schema = %s AND (table_name, column_name) IN"
                 "  (('picasse_tenant_keys', 'epoch_id'), ('picasse_destroyed_keys', 'epoch_id'),"
                 "  ('picasse_subject_keys', 'tenant_key_id'))) AS columns,"
-                " (SELECT count(*) FROM information_schema.table_constraints"
-                "  WHERE constraint_schema = %s AND constraint_name = %s) AS foreign_key",
+                # The catalog, not information_schema: it shows a constraint whatever the
+                # role's privileges on the table.
+                " (SELECT count(*) FROM pg_constraint c JOIN pg_namespace n"
+                "  ON n.oid = c.connamespace WHERE n.nspname = %s AND c.conname = %s)"
+                " AS foreign_key",
                 (self._schema, self._schema, WRAPPED_BY_ITS_TENANT_KEY),
             ).fetchone()
             # One row of counts always comes back; none would mean nothing was found.
