@@ -19,13 +19,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def connection_kwargs(datastore: Any) -> dict[str, Any]:
-    """psycopg connection parameters of an eventsourcing datastore (for LISTEN)."""
-    kwargs = dict(datastore.pool.kwargs)
-    kwargs.pop("row_factory", None)
-    return kwargs
-
-
 async def connect_nats(url: str, name: str, *, tls_ca: Path | None = None) -> Client:
     """Every platform process's one way onto NATS.
 

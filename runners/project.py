@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from picasse.adapters.postgres.audit import page_batched, replay_into_views
+from picasse.adapters.postgres.notices import connection_kwargs
 from picasse.adapters.postgres.roles import RoleClaims
 from picasse.adapters.postgres.store import factory_of
 from picasse.adapters.postgres.views import (
@@ -51,7 +52,6 @@ from picasse.projections.invoices import InvoicesProjection
 from picasse.projections.ledger import LedgerProjection
 from picasse.projections.traffic import TrafficProjection
 from picasse.runners import servers
-from picasse.runners.processes import connection_kwargs
 from picasse.runners.settings import Settings, SettingsError
 from picasse.runners.signals import StopRequest, stop_requested
 from picasse.runners.wiring import clock_from, ensure_master_key, eventsourcing_env

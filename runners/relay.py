@@ -11,10 +11,11 @@ import contextlib
 import logging
 
 from picasse.adapters.nats.relay import Relay
+from picasse.adapters.postgres.notices import connection_kwargs
 from picasse.adapters.postgres.roles import RoleClaims, TrackingTable
 from picasse.adapters.postgres.store import factory_of, recorder_of
 from picasse.runners import servers
-from picasse.runners.processes import connect_nats, connection_kwargs, run_until_signalled
+from picasse.runners.processes import connect_nats, run_until_signalled
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import ensure_master_key, job_topology, open_messages
 

@@ -51,7 +51,7 @@ from picasse.adapters.nats.status_events import (
     ensure_webhook_stream,
 )
 from picasse.adapters.nats.status_events import publish as publish_status_events
-from picasse.adapters.postgres.store import endpoint_topics
+from picasse.adapters.postgres.store import topics_literal
 from picasse.domain.webhooks import ENDPOINT_TOPICS, WebhookEventType, endpoint_active
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ class Relay:
         *,
         topology: Topology,
         application_name: str,
-        conninfo: dict[str, Any],  # psycopg connection parameters (runners: connection_kwargs)
+        conninfo: dict[str, Any],  # psycopg connection parameters (notices.connection_kwargs)
         batch: int = 500,
     ) -> None:
         self.recorder = recorder
@@ -270,7 +270,7 @@ class Relay:
         self._endpoint_events_statement = sql.SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {table}"
             " WHERE notification_id <= %s AND topic = ANY({topics}) ORDER BY notification_id"
-        ).format(table=table, topics=endpoint_topics())
+        ).format(table=table, topics=topics_literal(ENDPOINT_TOPICS))
         self._first_events_statement = sql.SQL(
             "SELECT originator_id, state FROM {table}"
             " WHERE originator_id = ANY(%s) AND originator_version = 1"

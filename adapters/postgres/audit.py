@@ -19,6 +19,7 @@ from eventsourcing.projection import Projection
 from psycopg import sql
 from psycopg.rows import tuple_row
 
+from picasse.adapters.postgres.notices import connection_kwargs
 from picasse.adapters.postgres.store import GENESIS
 from picasse.domain.personal import required_view_columns, sealed_view_columns
 
@@ -482,9 +483,7 @@ class _AuditSession:
         self.schema = datastore.schema
         self.events_table = events_table
         self.run = uuid4().hex[:8]
-        pool_kwargs: Any = datastore.pool.kwargs  # the pool's connection parameters
-        kwargs = {k: v for k, v in pool_kwargs.items() if k != "row_factory"}
-        self.conn = psycopg.connect(**kwargs, autocommit=True)
+        self.conn = psycopg.connect(**connection_kwargs(datastore), autocommit=True)
 
     def __enter__(self) -> _AuditSession:
         try:

@@ -39,7 +39,7 @@ from picasse.adapters.master_key import (
     epoch_key_path,
     read_epoch_key,
 )
-from picasse.adapters.postgres.notices import Notices
+from picasse.adapters.postgres.notices import Notices, connection_kwargs
 from picasse.adapters.postgres.roles import serialize_schema_changes
 from picasse.domain.termination import DestroyedEpoch
 
@@ -196,7 +196,7 @@ class PostgresKeyStore:
         self._local = _ThisThread()
         # The schema's notices (see adapters/postgres/notices.py): a destroyed key drops
         # out of every process's cache. Not listening: nothing is cached.
-        self.notices = Notices(self._connection_kwargs(), self.channel)
+        self.notices = Notices(connection_kwargs(self.datastore), self.channel)
         self._listening = self.notices.listening
         if listen:
             # Looked up at each notice, not bound now (tests replace them on one store).
@@ -987,7 +987,7 @@ class PostgresKeyStore:
     def _epoch_lock(self) -> Iterator[psycopg.Connection[Any]]:
         """One process at a time starts, rotates or cleans up epochs (a session advisory
         lock, on a connection of its own, held across the file and database steps)."""
-        with psycopg.connect(**self._connection_kwargs(), autocommit=True) as conn:
+        with psycopg.connect(**connection_kwargs(self.datastore), autocommit=True) as conn:
             conn.row_factory = dict_row
             conn.execute(
                 "SELECT pg_advisory_lock(hashtextextended(%s, 0))",
@@ -1275,12 +1275,6 @@ class PostgresKeyStore:
             self._by_id.clear()
 
     # Listening for destructions by other processes
-
-    def _connection_kwargs(self) -> dict[str, Any]:
-        given = self.datastore.pool.kwargs  # psycopg_pool takes a dict, a callable or None
-        kwargs = dict((given() if callable(given) else given) or {})
-        kwargs.pop("row_factory", None)
-        return kwargs
 
     def _on_notice(self, payload: str) -> None:
         what, _, ident = payload.partition(":")

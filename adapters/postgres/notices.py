@@ -28,6 +28,15 @@ log = logging.getLogger(__name__)
 ACCOUNTS_CHANGED = "accounts"
 
 
+def connection_kwargs(datastore: Any) -> dict[str, Any]:
+    """The psycopg connection parameters of an eventsourcing datastore's pool, for a
+    connection of its own beside the pool (a LISTEN, role claims, an audit's snapshot)."""
+    given = datastore.pool.kwargs  # psycopg_pool takes a dict, a callable or None
+    kwargs = dict((given() if callable(given) else given) or {})
+    kwargs.pop("row_factory", None)
+    return kwargs
+
+
 class Notices:
     """The listener of one schema's channel, in a thread of its own once started."""
 

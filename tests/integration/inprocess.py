@@ -17,10 +17,10 @@ from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.relay import Relay
 from picasse.adapters.nats.status_events import WebhookTopology
 from picasse.adapters.nats.worker import Worker, WorkerSettings
+from picasse.adapters.postgres.notices import connection_kwargs
 from picasse.adapters.providers import Provider
 from picasse.domain.clock import Clock
 from picasse.domain.messaging import Messages
-from picasse.runners.processes import connection_kwargs
 
 
 @contextmanager

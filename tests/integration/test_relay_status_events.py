@@ -22,6 +22,7 @@ from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.relay import Relay
 from picasse.adapters.nats.status_events import StatusEvent, WebhookTopology, decoder
 from picasse.adapters.nats.worker import WorkerSettings
+from picasse.adapters.postgres.notices import connection_kwargs
 from picasse.adapters.providers.maildir import MaildirProvider
 from picasse.domain.access import Viewer
 from picasse.domain.messages import DeliveryStatus, delivery_id
@@ -29,7 +30,6 @@ from picasse.domain.messaging import SendRequest
 from picasse.domain.values import Role
 from picasse.domain.webhooks import WebhookEventType
 from picasse.runners.api import http_deps
-from picasse.runners.processes import connection_kwargs
 from picasse.runners.settings import Settings
 from tests.integration.api_server import Tenant, make_tenant, module_settings
 from tests.integration.inprocess import relay_and_worker
