@@ -85,8 +85,13 @@ def main(settings: Settings) -> int:
 
     async def work(stop: asyncio.Event) -> None:
         print("relay running", flush=True)
-        while await claimed(stop):
-            await publish_while_held(stop)
+        try:
+            while await claimed(stop):
+                await publish_while_held(stop)
+        finally:
+            # Before the loop ends, which waits for its threads: one still waiting for a
+            # pooled connection (the position, with the database gone) is let go now.
+            messages.close()
 
     try:
         run_until_signalled(work)

@@ -82,6 +82,11 @@ TRACKING_SECONDS = 0.25
 TRACKING_NOTIFICATIONS = 1000
 QUIET_POLL_SECONDS = 0.25  # bounds a missed NOTIFY, and how soon a stop request is seen
 UNAVAILABLE_PAUSE_SECONDS = 0.5  # before publishing again what JetStream could not take
+# How long a stopping relay tries to record where it got to. Not recording loses nothing
+# (a restart republishes from the last recorded position, and JetStream drops the
+# duplicates), while a database that went away first would hold the stop for the pool's
+# whole wait, and then its retries.
+LAST_RECORD_SECONDS = 3.0
 
 
 class _Queued(msgspec.Struct):
@@ -342,7 +347,7 @@ class Relay:
             finally:
                 if position != recorded:
                     try:
-                        await self._record(position)
+                        await asyncio.wait_for(self._record(position), LAST_RECORD_SECONDS)
                     except Exception:
                         # A restart republishes from the last recorded position; JetStream
                         # drops the duplicates.
