@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from types import GenericAlias
 from typing import Any, Protocol
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import msgspec
 from cryptography.exceptions import InvalidTag
@@ -135,9 +135,24 @@ class EventNotStorable(TypeError):
     before anything is written."""
 
 
+# A version 4 UUID's fixed bits, set on 128 random bits read as an integer.
+_V4_KEEP = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_V4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_key_id_and_material() -> tuple[bytes, bytes]:
+    """A new key's id (the 16 bytes of a random, version 4 UUID) and its 256 bits of key
+    material, from one read of the operating system's random source: what `uuid4()` and
+    `AESGCM.generate_key` read in two, and `uuid4` then builds a UUID object only for its
+    bytes to be taken (a third of a new key's cost, a key a data subject)."""
+    drawn = os.urandom(48)
+    key_id = (int.from_bytes(drawn[:16]) & _V4_KEEP | _V4_SET).to_bytes(16)
+    return key_id, drawn[16:]
+
+
 def new_subject_key(tenant_id: UUID, subject: str) -> tuple[SubjectKey, bytes]:
-    material = AESGCM.generate_key(bit_length=256)
-    return SubjectKey(uuid4().bytes, tenant_id, subject, AESGCM(material)), material
+    key_id, material = new_key_id_and_material()
+    return SubjectKey(key_id, tenant_id, subject, AESGCM(material)), material
 
 
 class MemoryKeyRing:

@@ -31,7 +31,12 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 
-from picasse.adapters.crypto import SealingNeed, SubjectKey, new_subject_key
+from picasse.adapters.crypto import (
+    SealingNeed,
+    SubjectKey,
+    new_key_id_and_material,
+    new_subject_key,
+)
 from picasse.adapters.master_key import (
     EpochKeyMissing,
     create_epoch_key,
@@ -72,7 +77,7 @@ class DestroyedKey(msgspec.Struct, frozen=True):
     subject: str | None  # None: the tenant key itself
 
 
-TenantKey = tuple[UUID, AESGCM]  # the tenant key's id and the key
+TenantKey = tuple[bytes, AESGCM]  # the tenant key's id (its 16 bytes) and the key
 
 
 class _Pending:
@@ -80,10 +85,10 @@ class _Pending:
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
-        # tenant → key id, epoch wrapping it, wrapped, key
-        self.new_tenants: dict[UUID, tuple[UUID, UUID, bytes, AESGCM]] = {}
-        # (tenant, subject) → key, wrapped, id of the tenant key wrapping it
-        self.new_subjects: dict[tuple[UUID, str], tuple[SubjectKey, bytes, UUID]] = {}
+        # tenant → key id (16 bytes), epoch wrapping it, wrapped, key
+        self.new_tenants: dict[UUID, tuple[bytes, UUID, bytes, AESGCM]] = {}
+        # (tenant, subject) → key, wrapped, id of the tenant key wrapping it (16 bytes)
+        self.new_subjects: dict[tuple[UUID, str], tuple[SubjectKey, bytes, bytes]] = {}
         self.found_subjects: dict[tuple[UUID, str], SubjectKey] = {}
         self.found_tenants: dict[UUID, TenantKey] = {}
         self.absent_subjects: set[tuple[UUID, str]] = set()
@@ -123,6 +128,11 @@ def _unwrap(wrapping: AESGCM, wrapped: bytes, aad: bytes) -> bytes:
 
 def _uuid_array(values: Iterable[UUID]) -> str:
     return "{" + ",".join([value.hex for value in values]) + "}"
+
+
+def _raw_uuid_array(values: Iterable[bytes]) -> str:
+    """uuids given as their 16 bytes (new key ids are made as bytes, never as UUIDs)."""
+    return "{" + ",".join([value.hex() for value in values]) + "}"
 
 
 def _int_array(values: Iterable[int]) -> str:
@@ -402,11 +412,12 @@ class PostgresKeyStore:
             if row["subject"] is not None:
                 wrapped_subjects.append(row)
             elif row["tenant_key_id"] is not None:
+                tenant_key_id = row["tenant_key_id"].bytes
                 pending.found_tenants[tenant_id] = (
-                    row["tenant_key_id"],
+                    tenant_key_id,
                     self._unwrap_tenant(
                         tenant_id.bytes,
-                        row["tenant_key_id"].bytes,
+                        tenant_key_id,
                         row["epoch_id"],
                         bytes(row["tenant_wrapped"]),
                     ),
@@ -444,12 +455,15 @@ class PostgresKeyStore:
             key = self._by_subject.get(_subject_slot(tenant_id.bytes, subject))
             if key is not None:
                 return key
-        if pair not in pending.absent_subjects:
+        # A first event's own subject (and tenant) has no key yet: nothing to look up. A
+        # wrong hint fails the save on the key's unique constraint; the retry trusts none.
+        trusted = pending.trust_hints
+        if not (new_subject and trusted) and pair not in pending.absent_subjects:
             self.prefetch([SealingNeed(tenant_id, subject, new_subject, new_tenant)])
             key = pending.found_subjects.get(pair)
             if key is not None:
                 return key
-        tenant_key_id, tenant_key = self._tenant_key(tenant_id, pending, new_tenant)
+        tenant_key_id, tenant_key = self._tenant_key(tenant_id, pending, new_tenant and trusted)
         key, material = new_subject_key(tenant_id, subject)
         pending.new_subjects[pair] = (
             key,
@@ -464,7 +478,8 @@ class PostgresKeyStore:
             pending = self._local.pending = _Pending(self._generation)
         return pending
 
-    def _tenant_key(self, tenant_id: UUID, pending: _Pending, new_tenant: bool) -> TenantKey:
+    def _tenant_key(self, tenant_id: UUID, pending: _Pending, new: bool) -> TenantKey:
+        """The tenant's key, found or made; `new`: a trusted hint that it has none yet."""
         made = pending.new_tenants.get(tenant_id)
         if made is not None:
             return made[0], made[3]
@@ -475,17 +490,16 @@ class PostgresKeyStore:
             cached = self._tenant_keys.get(tenant_id)
             if cached is not None:
                 return cached
-        if tenant_id not in pending.absent_tenants and tenant_id not in pending.erased_tenants:
+        if not (new or tenant_id in pending.absent_tenants or tenant_id in pending.erased_tenants):
             self._look_up(pending, set(), {tenant_id})
             found = pending.found_tenants.get(tenant_id)
             if found is not None:
                 return found
         if tenant_id in pending.erased_tenants:
             raise TenantErased(tenant_id)
-        key_id = uuid4()
-        material = AESGCM.generate_key(bit_length=256)
+        key_id, material = new_key_id_and_material()
         epoch_id, epoch = self._current()
-        wrapped = _wrap(epoch, material, _tenant_aad(tenant_id.bytes, key_id.bytes, epoch_id))
+        wrapped = _wrap(epoch, material, _tenant_aad(tenant_id.bytes, key_id, epoch_id))
         tenant_key = AESGCM(material)
         pending.new_tenants[tenant_id] = (key_id, epoch_id, wrapped, tenant_key)
         return key_id, tenant_key
@@ -511,7 +525,7 @@ class PostgresKeyStore:
                 curs.execute(count, counted)
             return
         tenants = sorted(pending.new_tenants.items(), key=lambda item: item[0])
-        subjects = sorted(pending.new_subjects.values(), key=lambda item: item[0].key_id)
+        subjects = sorted(pending.new_subjects.values(), key=lambda item: item[0].raw_id)
         epochs = sorted({epoch_id for _, (_, epoch_id, _, _) in tenants})
         # One statement, sent with the events (no round trip of its own). The epochs new
         # tenant keys are wrapped under stay current until this transaction ends (a
@@ -524,14 +538,14 @@ class PostgresKeyStore:
                 *counted,
                 _uuid_array(epochs),
                 _uuid_array(tenant_id for tenant_id, _ in tenants),
-                _uuid_array(key_id for _, (key_id, _, _, _) in tenants),
+                _raw_uuid_array(key_id for _, (key_id, _, _, _) in tenants),
                 _uuid_array(epoch_id for _, (_, epoch_id, _, _) in tenants),
                 _bytea_array(wrapped for _, (_, _, wrapped, _) in tenants),
-                _uuid_array(key.key_id for key, _, _ in subjects),
+                _raw_uuid_array(key.raw_id for key, _, _ in subjects),
                 _uuid_array(key.tenant_id for key, _, _ in subjects),
                 _text_array(key.subject for key, _, _ in subjects),
                 _bytea_array(wrapped for _, wrapped, _ in subjects),
-                _uuid_array(tenant_key_id for _, _, tenant_key_id in subjects),
+                _raw_uuid_array(tenant_key_id for _, _, tenant_key_id in subjects),
             ),
         )
 
@@ -588,7 +602,7 @@ class PostgresKeyStore:
         t = self._t
         pairs = list(pending.new_subjects)
         wrapping = [
-            (key.tenant_id, tenant_key_id)
+            (key.tenant_id, UUID(bytes=tenant_key_id))
             for key, _, tenant_key_id in pending.new_subjects.values()
             if key.tenant_id not in pending.new_tenants
         ]
@@ -716,7 +730,7 @@ class PostgresKeyStore:
         ):
             tenant_id = UUID(bytes=tenant_raw)  # one UUID object for all of its keys
             known = self._tenant_keys.get(tenant_id)
-            if known is not None and known[0].bytes == tenant_key_raw:
+            if known is not None and known[0] == tenant_key_raw:
                 tenant_key = known[1]
             else:
                 epoch_id = None

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 import msgspec
@@ -382,3 +382,38 @@ def test_a_replay_caches_no_tenant_key_and_a_save_after_it_finds_the_tenant_key(
         password="passwordvalueanother",
     )
     assert open_store().user(user).login == "anotherlogin@example.net"
+
+
+def test_registering_a_customer_looks_up_no_key_and_a_known_tenants_new_subject_one(
+    accounts: Accounts, open_store: Callable[[], Accounts], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first event's own subject and tenant cannot have keys yet: they are made without
+    a look-up. A new subject of a tenant that has a key looks up just that tenant key."""
+    looked_up: list[tuple[set[tuple[UUID, str]], set[UUID]]] = []
+
+    def record_look_ups(store: Accounts) -> None:
+        keys = store.factory.keys
+        look_up = keys._look_up
+
+        def recorded(pending: Any, subjects: set[tuple[UUID, str]], tenants: set[UUID]) -> None:
+            looked_up.append((set(subjects), set(tenants)))
+            look_up(pending, subjects, tenants)
+
+        monkeypatch.setattr(keys, "_look_up", recorded)
+
+    record_look_ups(accounts)
+    customer_id = accounts.register_customer(**PEOPLE[0])
+    assert looked_up == []
+    fresh = open_store()  # nothing cached: the tenant key must be looked up
+    record_look_ups(fresh)
+    user = add_customer_user(
+        fresh,
+        customer_id=customer_id,
+        login="loginname0@example.net",
+        role=Role.CUSTOMER_ADMIN,
+        password="passwordvalue0xyz",
+    )
+    assert looked_up == [(set(), {customer_id})]
+    assert open_store().user(user).login == "loginname0@example.net"
+    registered = open_store().repository.get(customer_id)
+    assert registered.contact.name == PEOPLE[0]["contact_name"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any
-from uuid import UUID, uuid4
+from uuid import RFC_4122, UUID, uuid4
 
 import msgspec
 import pytest
@@ -25,6 +25,7 @@ from picasse.adapters.crypto import (
     SealingMapper,
     _seal,
     event_binding,
+    new_key_id_and_material,
 )
 from picasse.domain.customers import Contact, Customer
 from picasse.domain.personal import ERASED, Personal
@@ -495,3 +496,18 @@ def test_a_plain_scalar_is_encoded_as_the_walk_for_datetimes_would_encode_it(val
     walked = msgspec.msgpack.encode(msgspec.to_builtins(value, builtin_types=(bytes,)))
     assert mapper.encode(value) == walked
     assert mapper.encode([value]) == msgspec.msgpack.encode([value])
+
+
+def test_new_key_ids_are_random_version_4_uuids_and_each_key_its_own_material() -> None:
+    made = [new_key_id_and_material() for _ in range(200)]
+    ids = [UUID(bytes=key_id) for key_id, _ in made]
+    assert all(key_id.version == 4 and key_id.variant == RFC_4122 for key_id in ids)
+    assert len(set(ids)) == len(ids)
+    assert all(len(material) == 32 for _, material in made)
+    assert len({material for _, material in made}) == len(made)
+    # The bits a version 4 UUID leaves random vary: nothing else was fixed by mistake.
+    fixed = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+    varying = 0
+    for key_id in ids:
+        varying |= key_id.int ^ ids[0].int
+    assert varying == fixed
