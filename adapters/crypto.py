@@ -22,6 +22,7 @@ are honoured for types msgspec does not store by itself. `class_version` and
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import dataclasses
 import datetime
 import enum
@@ -62,6 +63,9 @@ SEALED_GROUP = 2  # the first field of a subject's group: key id | nonce | seale
 SEALED_WITH = 3  # another field of that group: the key id; its value is in the group
 NONCE_SIZE = 12
 KEY_ID_SIZE = 16
+# Events a replay's page is decoded in at a time, the keys of each part fetched while the
+# part before it is built (`SealingMapper.to_domain_events`); shorter pages go whole.
+OVERLAPPED_PART = 500
 
 
 class SubjectKey(msgspec.Struct, frozen=True, gc=False):
@@ -115,6 +119,11 @@ class KeyRing(Protocol):
 
     def load(self, key_ids: Iterable[bytes]) -> object:
         """Make these keys at hand at once, before opening a page of events (a hint)."""
+        ...
+
+    def load_soon(self, key_ids: Iterable[bytes]) -> Callable[[], object]:
+        """Start making these keys at hand; the call returned waits until they are. The
+        caller works in between (a hint, like `load`)."""
         ...
 
     def note_sealed(self, tenant_id: UUID) -> None:
@@ -183,6 +192,9 @@ class MemoryKeyRing:
 
     def load(self, key_ids: Iterable[bytes]) -> None:
         pass
+
+    def load_soon(self, key_ids: Iterable[bytes]) -> Callable[[], None]:
+        return lambda: None
 
     def note_sealed(self, tenant_id: UUID) -> None:
         pass
@@ -686,19 +698,42 @@ class SealingMapper(Mapper[UUID]):
         return self._build(event_class, plan, shape, stored_event)
 
     def to_domain_events(self, stored_events: Iterable[StoredEvent]) -> list[Any]:
-        """Decode a page of events, fetching all the keys they need in one go first."""
-        decoded = [(stored, *self._decode(stored)) for stored in stored_events]
-        key_ids: set[bytes] = set()
-        for _, _, plan, shape in decoded:
-            if plan.groups is not None:
-                # A hint: the key of each group's first field (where its seal is). A key
-                # not loaded here is looked up when it is needed.
-                key_ids.update(group.first(shape).data[:KEY_ID_SIZE] for group in plan.groups)
-            elif plan.has_personal:
-                key_ids.update(_sealed_key_ids(plan.fields, shape))
-        if key_ids:
-            self.keys.load(key_ids)
-        return [self._build(cls, plan, shape, stored) for stored, cls, plan, shape in decoded]
+        """Decode a page of events, fetching the keys they need in one go first. A long
+        page goes in parts, each part's keys fetched while the previous part is built
+        and the next decoded (`KeyRing.load_soon`): the server's look-up of the keys,
+        which a replay otherwise waits for, overlaps the work."""
+        stored = stored_events if isinstance(stored_events, list) else list(stored_events)
+        if len(stored) < 2 * OVERLAPPED_PART:
+            decoded = [(event, *self._decode(event)) for event in stored]
+            key_ids = _key_ids(decoded)
+            if key_ids:
+                self.keys.load(key_ids)
+            return [self._build(cls, plan, shape, event) for event, cls, plan, shape in decoded]
+        events: list[Any] = []
+        built = self._build
+        previous: list[tuple[StoredEvent, type, _Plan, Any]] = []
+        loading: Callable[[], object] | None = None
+        try:
+            for start in range(0, len(stored), OVERLAPPED_PART):
+                decoded = [
+                    (event, *self._decode(event))
+                    for event in stored[start : start + OVERLAPPED_PART]
+                ]
+                if loading is not None:
+                    loading()  # the previous part's keys
+                key_ids = _key_ids(decoded)
+                loading = self.keys.load_soon(key_ids) if key_ids else None
+                events += [built(cls, plan, shape, event) for event, cls, plan, shape in previous]
+                previous = decoded
+            if loading is not None:
+                loading()
+        except BaseException:
+            if loading is not None:
+                with contextlib.suppress(Exception):
+                    loading()  # its connection goes back to the pool; the first error wins
+            raise
+        events += [built(cls, plan, shape, event) for event, cls, plan, shape in previous]
+        return events
 
     def _decode(self, stored_event: StoredEvent) -> tuple[type, _Plan, Any]:
         event_class = resolve_topic(stored_event.topic)
@@ -767,6 +802,18 @@ def _personal_leaves(
             for item in items:
                 item_values = {n: getattr(item, n) for n in item.__struct_fields__}
                 yield from _personal_leaves(field.fields, item_values, event_state)
+
+
+def _key_ids(decoded: list[tuple[StoredEvent, type, _Plan, Any]]) -> set[bytes]:
+    """The ids of the keys these decoded events were sealed under: a hint, the key of each
+    group's first field (where its seal is). A key not loaded is looked up when needed."""
+    key_ids: set[bytes] = set()
+    for _, _, plan, shape in decoded:
+        if plan.groups is not None:
+            key_ids.update(group.first(shape).data[:KEY_ID_SIZE] for group in plan.groups)
+        elif plan.has_personal:
+            key_ids.update(_sealed_key_ids(plan.fields, shape))
+    return key_ids
 
 
 def _sealed_key_ids(fields: tuple[_Field, ...], shape: Any) -> Iterator[bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import select
@@ -17,8 +18,10 @@ import msgspec
 import psycopg
 import pytest
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.persistence import MapperDeserialisationError
 from eventsourcing.utils import get_topic
 
+from picasse.adapters import crypto
 from picasse.adapters.postgres.audit import verify_chains
 from picasse.adapters.postgres.keystore import FIRST_ANALYZE_AFTER, TenantErased
 from picasse.adapters.postgres.roles import TrackingTable
@@ -27,6 +30,7 @@ from picasse.domain.customers import Contact, Customer
 from picasse.domain.personal import ERASED, Erased, Personal
 from picasse.domain.values import EmailAddress, PhoneNumber, Role
 from picasse.runners.settings import Settings
+from picasse.runners.wiring import open_messages
 from tests.users import add_customer_user
 
 PEOPLE = [
@@ -417,3 +421,77 @@ def test_registering_a_customer_looks_up_no_key_and_a_known_tenants_new_subject_
     assert open_store().user(user).login == "loginname0@example.net"
     registered = open_store().repository.get(customer_id)
     assert registered.contact.name == PEOPLE[0]["contact_name"]
+
+
+def _opened_one_by_one(store: Accounts, page: list[Any]) -> list[dict[str, Any]]:
+    return [vars(store.mapper.to_domain_event(event)) for event in page]
+
+
+def test_a_long_page_opens_in_parts_each_parts_keys_fetched_while_the_one_before_is_built(
+    accounts: Accounts, open_store: Callable[[], Accounts], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, *_ = _register_everyone(accounts)
+    accounts.factory.keys.destroy_subject_key(first, f"contact/{first}")
+    page = list(accounts.recorder.select_notifications(start=1, limit=1000))
+    expected = _opened_one_by_one(open_store(), page)
+    monkeypatch.setattr(crypto, "OVERLAPPED_PART", 4)
+    fresh = open_store()
+    keys = fresh.factory.keys
+    sent: list[int] = []
+    load_soon = keys.load_soon
+
+    def counted(key_ids: Any) -> Callable[[], object]:
+        sent.append(len(set(key_ids)))
+        return load_soon(key_ids)
+
+    monkeypatch.setattr(keys, "load_soon", counted)
+    opened = fresh.mapper.to_domain_events(page)  # type: ignore[attr-defined]
+    assert [vars(event) for event in opened] == expected
+    assert len(sent) > len(page) // 8  # a query for each part (that holds sealed values)
+    assert any(
+        isinstance(getattr(state.get("contact"), "name", None), Erased) for state in expected
+    )
+    # Every query was answered, and the pool has its one connection back.
+    assert keys._local.loading is None
+    assert fresh.factory.datastore.pool.get_stats()["pool_available"] == 1
+
+
+def test_a_store_that_caches_no_key_opens_a_long_page_in_parts_on_a_pool_of_one(
+    accounts: Accounts,
+    open_store: Callable[[], Accounts],
+    settings: Settings,
+    database_url: str,
+    schema: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing cached: opening each value loads its key, while the next part's query is in
+    flight on the pool's only connection. The load answers that query first; waiting for
+    the pool instead would time out."""
+    _register_everyone(accounts)
+    page = list(accounts.recorder.select_notifications(start=1, limit=1000))
+    expected = _opened_one_by_one(open_store(), page)
+    monkeypatch.setattr(crypto, "OVERLAPPED_PART", 4)
+    uncached = open_messages(settings, database_url, schema=schema, opens_sealed_fields=False)
+    try:
+        assert not uncached.mapper.keys._listening.is_set()  # type: ignore[attr-defined]
+        opened = uncached.mapper.to_domain_events(page)  # type: ignore[attr-defined]
+        assert [vars(event) for event in opened] == expected
+    finally:
+        uncached.close()
+
+
+def test_a_page_that_fails_to_decode_midway_gives_its_key_query_connection_back(
+    accounts: Accounts, open_store: Callable[[], Accounts], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _register_everyone(accounts)
+    page = list(accounts.recorder.select_notifications(start=1, limit=1000))
+    monkeypatch.setattr(crypto, "OVERLAPPED_PART", 4)
+    broken = dataclasses.replace(page[5], state=b"\xc1")  # never valid msgpack
+    fresh = open_store()
+    with pytest.raises(MapperDeserialisationError):
+        fresh.mapper.to_domain_events([*page[:5], broken, *page[6:]])  # type: ignore[attr-defined]
+    assert fresh.factory.keys._local.loading is None
+    assert fresh.factory.datastore.pool.get_stats()["pool_available"] == 1
+    assert [vars(e) for e in fresh.mapper.to_domain_events(page)] == _opened_one_by_one(  # type: ignore[attr-defined]
+        open_store(), page
+    )
