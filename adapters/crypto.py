@@ -72,13 +72,15 @@ class SubjectKey(msgspec.Struct, frozen=True, gc=False):
     """An unwrapped data subject key.
 
     A replay keeps one for every subject it met, so it is small and costs the garbage
-    collector nothing: its id is kept as the 16 bytes sealed values carry (a UUID object
-    is made only when asked for), and it is untracked (gc=False), which is safe because
-    it can never be in a reference cycle: nothing it holds refers back to it.
+    collector nothing: its id and its tenant's are kept as their 16 bytes, as sealed
+    values and the key store's answers carry them (UUID objects are made only when asked
+    for: one per tenant of a replayed page cost more than its AES-GCM calls), and it is
+    untracked (gc=False), which is safe because it can never be in a reference cycle:
+    nothing it holds refers back to it.
     """
 
     raw_id: bytes
-    tenant_id: UUID
+    tenant_raw: bytes
     subject: str
     aead: AESGCM  # the key material stays inside it, out of any repr
     # The view and blind-index keys derived from it, made when a view first needs them
@@ -88,6 +90,10 @@ class SubjectKey(msgspec.Struct, frozen=True, gc=False):
     @property
     def key_id(self) -> UUID:
         return UUID(bytes=self.raw_id)
+
+    @property
+    def tenant_id(self) -> UUID:
+        return UUID(bytes=self.tenant_raw)
 
     def __repr__(self) -> str:
         return f"SubjectKey({self.key_id}, tenant {self.tenant_id}, {self.subject!r})"
@@ -161,7 +167,7 @@ def new_key_id_and_material() -> tuple[bytes, bytes]:
 
 def new_subject_key(tenant_id: UUID, subject: str) -> tuple[SubjectKey, bytes]:
     key_id, material = new_key_id_and_material()
-    return SubjectKey(key_id, tenant_id, subject, AESGCM(material)), material
+    return SubjectKey(key_id, tenant_id.bytes, subject, AESGCM(material)), material
 
 
 class MemoryKeyRing:

@@ -474,15 +474,16 @@ class PostgresKeyStore:
                 pending.erased_tenants.add(tenant_id)
         found: list[SubjectKey] = []
         for row in wrapped_subjects:
-            _, tenant_key = pending.found_tenants[row["tenant_id"]]
+            tenant_id = row["tenant_id"]
+            _, tenant_key = pending.found_tenants[tenant_id]
             key = self._unwrap_subject(
-                row["tenant_id"],
+                tenant_id.bytes,
                 row["subject"],
                 row["key_id"].bytes,
                 bytes(row["wrapped"]),
                 tenant_key,
             )
-            pending.found_subjects[(key.tenant_id, key.subject)] = key
+            pending.found_subjects[(tenant_id, key.subject)] = key
             found.append(key)
         pending.absent_subjects |= subjects - pending.found_subjects.keys()
         pending.absent_tenants |= tenants - pending.found_tenants.keys() - pending.erased_tenants
@@ -590,7 +591,7 @@ class PostgresKeyStore:
                 _uuid_array(epoch_id for _, (_, epoch_id, _, _) in tenants),
                 _bytea_array(wrapped for _, (_, _, wrapped, _) in tenants),
                 _raw_uuid_array(key.raw_id for key, _, _ in subjects),
-                _uuid_array(key.tenant_id for key, _, _ in subjects),
+                _raw_uuid_array(key.tenant_raw for key, _, _ in subjects),
                 _text_array(key.subject for key, _, _ in subjects),
                 _bytea_array(wrapped for _, wrapped, _ in subjects),
                 _raw_uuid_array(tenant_key_id for _, _, tenant_key_id in subjects),
@@ -808,8 +809,9 @@ class PostgresKeyStore:
         # Aggregates answer one row, each array NULL when nothing was found.
         tenant_ids, tenant_key_ids, tenant_wrapped, epoch_ids = (columns or (None,) * 8)[:4]
         key_ids, subjects, wrapped, subject_tenants = (columns or (None,) * 8)[4:]
-        tenants: dict[bytes, tuple[UUID, AESGCM]] = {}  # tenant id's bytes → id, key
+        tenants: dict[bytes, AESGCM] = {}  # by the tenant id's bytes
         epochs: dict[bytes, UUID] = {}
+        cached = self._tenant_keys  # a replay's store has none: no UUID to look one up
         for tenant_raw, tenant_key_raw, tenant_key_wrapped, epoch_raw in zip(
             tenant_ids or (),
             tenant_key_ids or (),
@@ -817,8 +819,7 @@ class PostgresKeyStore:
             epoch_ids or (),
             strict=True,
         ):
-            tenant_id = UUID(bytes=tenant_raw)  # one UUID object for all of its keys
-            known = self._tenant_keys.get(tenant_id)
+            known = cached.get(UUID(bytes=tenant_raw)) if cached else None
             if known is not None and known[0] == tenant_key_raw:
                 tenant_key = known[1]
             else:
@@ -830,15 +831,15 @@ class PostgresKeyStore:
                 tenant_key = self._unwrap_tenant(
                     tenant_raw, tenant_key_raw, epoch_id, tenant_key_wrapped
                 )
-            tenants[tenant_raw] = (tenant_id, tenant_key)
+            tenants[tenant_raw] = tenant_key
         found: dict[bytes, SubjectKey | None] = dict.fromkeys(wanted)
         for key_id, subject, key_wrapped, tenant_raw in zip(
             key_ids or (), subjects or (), wrapped or (), subject_tenants or (), strict=True
         ):
-            tenant = tenants.get(tenant_raw)
-            if tenant is None:
+            wrapping = tenants.get(tenant_raw)
+            if wrapping is None:
                 continue  # its tenant key is gone (erased with it): it reads as erased
-            found[key_id] = self._unwrap_subject(tenant[0], subject, key_id, key_wrapped, tenant[1])
+            found[key_id] = self._unwrap_subject(tenant_raw, subject, key_id, key_wrapped, wrapping)
         # Tenant keys are not cached here: a replay never uses them again, and a save
         # that needs one looks it up with the subject keys it looks up anyway.
         self._remember(
@@ -974,10 +975,11 @@ class PostgresKeyStore:
 
     @staticmethod
     def _unwrap_subject(
-        tenant_id: UUID, subject: str, key_id: bytes, wrapped: bytes, tenant_key: AESGCM
+        tenant_raw: bytes, subject: str, key_id: bytes, wrapped: bytes, tenant_key: AESGCM
     ) -> SubjectKey:
+        """A subject key; its id and its tenant's as their 16 bytes."""
         material = _unwrap(tenant_key, wrapped, _subject_aad(key_id, subject))
-        return SubjectKey(key_id, tenant_id, subject, AESGCM(material))
+        return SubjectKey(key_id, tenant_raw, subject, AESGCM(material))
 
     def _remember(
         self,
@@ -994,7 +996,7 @@ class PostgresKeyStore:
                 return
             self._tenant_keys.update(tenants)
             for key in keys:
-                self._by_subject[_subject_slot(key.tenant_id.bytes, key.subject)] = key
+                self._by_subject[_subject_slot(key.tenant_raw, key.subject)] = key
                 self._by_id[key.raw_id] = key
             for raw in missing:
                 self._by_id[raw] = None  # destroyed keys never come back
@@ -1351,14 +1353,15 @@ class PostgresKeyStore:
             for key_id in key_ids:
                 key = self._by_id.pop(key_id.bytes, None)
                 if key is not None:
-                    self._by_subject.pop(_subject_slot(key.tenant_id.bytes, key.subject), None)
+                    self._by_subject.pop(_subject_slot(key.tenant_raw, key.subject), None)
                 self._by_id[key_id.bytes] = None
             if tenant_id is not None:
                 self._tenant_keys.pop(tenant_id, None)
+                tenant_raw = tenant_id.bytes
                 for raw, key in list(self._by_id.items()):
-                    if key is not None and key.tenant_id == tenant_id:
+                    if key is not None and key.tenant_raw == tenant_raw:
                         self._by_id[raw] = None
-                        self._by_subject.pop(_subject_slot(key.tenant_id.bytes, key.subject), None)
+                        self._by_subject.pop(_subject_slot(tenant_raw, key.subject), None)
 
     def _forget_wrapping(self) -> None:
         """Tenant and epoch keys were replaced; subject keys themselves are unchanged."""

@@ -495,3 +495,22 @@ def test_a_page_that_fails_to_decode_midway_gives_its_key_query_connection_back(
     assert [vars(e) for e in fresh.mapper.to_domain_events(page)] == _opened_one_by_one(  # type: ignore[attr-defined]
         open_store(), page
     )
+
+
+def test_a_tenants_destruction_heard_of_drops_the_keys_a_replay_cached_of_that_tenant_only(
+    accounts: Accounts, open_store: Callable[[], Accounts]
+) -> None:
+    first, second, *_ = _register_everyone(accounts)
+    fresh = open_store()
+    keys = fresh.factory.keys
+    fresh.mapper.to_domain_events(fresh.recorder.select_notifications(start=1, limit=1000))  # type: ignore[attr-defined]
+    cached = [key for key in keys._by_id.values() if key is not None]
+    # Replayed keys hold their tenant's id as its 16 bytes; the UUID is there when asked.
+    assert {key.tenant_id for key in cached} >= {first, second}
+    assert all(key.tenant_raw == key.tenant_id.bytes for key in cached)
+    keys._on_notice(f"tenant:{first}")  # what the listener hears of another process's erasure
+    kept = [key for key in keys._by_id.values() if key is not None]
+    assert kept and all(key.tenant_id != first for key in kept)
+    assert any(key.tenant_id == second for key in kept)
+    assert keys.subject_key(second, f"contact/{second}") is not None
+    assert not any(slot.startswith(first.bytes) for slot in keys._by_subject)
