@@ -770,7 +770,7 @@ class PostgresKeyStore:
             pipeline.__enter__()
             failing.push(pipeline)
             curs = conn.cursor(row_factory=tuple_row, binary=True)
-            curs.execute(self._load_statement, ([k.hex() for k in wanted],), prepare=True)
+            curs.execute(self._load_statement, (_raw_uuid_array(wanted),), prepare=True)
             failing.pop_all()
         loading = _Loading(self, held, pipeline, curs, wanted, generation)
         self._local.loading = loading
@@ -797,7 +797,7 @@ class PostgresKeyStore:
         with self.datastore.get_connection() as conn:  # autocommit: one round trip
             columns = (
                 conn.cursor(row_factory=tuple_row, binary=True)
-                .execute(self._load_statement, ([k.hex() for k in wanted],), prepare=True)
+                .execute(self._load_statement, (_raw_uuid_array(wanted),), prepare=True)
                 .fetchone()
             )
         return self._unwrap_loaded(columns, wanted, generation)
@@ -853,8 +853,9 @@ class PostgresKeyStore:
     def _composed_load_statement(self) -> bytes:
         """`_load_once`'s statement, composed once. Binary both ways: a replay's page asks
         for hundreds of keys, and text uuids and hex bytea, parsed on either side, cost
-        more than the query. The ids go as hex text, which the server casts, and come back
-        as their 16 bytes: a UUID object each, made only to be sent or to be turned back
+        more than the query. The ids go as one array literal of hex text, which the server
+        casts (psycopg's dumper of a list of strings cost more than building it), and come
+        back as their 16 bytes: a UUID object each, made only to be sent or to be turned back
         into bytes, cost more than the query and kept the garbage collector busy. The keys
         come as one row of columns (arrays, in one order per table: the aggregates of one
         query read its rows in one order), not a tuple a key for the collector to count.
@@ -863,7 +864,7 @@ class PostgresKeyStore:
         t = self._t
         statement = sql.SQL(
             "WITH s AS MATERIALIZED (SELECT key_id, subject, wrapped, tenant_id FROM {subjects}"
-            "  WHERE key_id = ANY(%b::text[]::uuid[]))"
+            "  WHERE key_id = ANY(%b::text::uuid[]))"
             " SELECT * FROM (SELECT array_agg(uuid_send(tenant_id)), array_agg(uuid_send(key_id)),"
             "  array_agg(wrapped), array_agg(uuid_send(epoch_id)) FROM {tenants}"
             "  WHERE tenant_id = ANY(ARRAY(SELECT DISTINCT tenant_id FROM s))) t,"
