@@ -813,11 +813,14 @@ def _personal_leaves(
 def _key_ids(decoded: list[tuple[StoredEvent, type, _Plan, Any]]) -> set[bytes]:
     """The ids of the keys these decoded events were sealed under: a hint, the key of each
     group's first field (where its seal is). A key not loaded is looked up when needed."""
-    key_ids: set[bytes] = set()
+    key_ids = {
+        group.first(shape).data[:KEY_ID_SIZE]
+        for _, _, plan, shape in decoded
+        if plan.groups is not None
+        for group in plan.groups
+    }
     for _, _, plan, shape in decoded:
-        if plan.groups is not None:
-            key_ids.update(group.first(shape).data[:KEY_ID_SIZE] for group in plan.groups)
-        elif plan.has_personal:
+        if plan.groups is None and plan.has_personal:
             key_ids.update(_sealed_key_ids(plan.fields, shape))
     return key_ids
 
