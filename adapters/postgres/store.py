@@ -22,6 +22,7 @@ from eventsourcing.persistence import (
     EventStore,
     IntegrityError,
     InterfaceError,
+    InternalError,
     Mapper,
     Notification,
     OperationalError,
@@ -37,6 +38,7 @@ from psycopg.rows import tuple_row
 
 from picasse.adapters.crypto import SealingMapper
 from picasse.adapters.master_key import read_master_key
+from picasse.adapters.postgres.chain import GENESIS, chain_hash
 from picasse.adapters.postgres.keystore import KeyRace, PostgresKeyStore
 from picasse.adapters.postgres.notices import ACCOUNTS_CHANGED
 from picasse.adapters.postgres.roles import serialize_schema_changes
@@ -45,7 +47,6 @@ from picasse.domain.billing import BILLING_ACCOUNT_TOPICS
 from picasse.domain.termination import DestroyedEpoch
 from picasse.domain.webhooks import ENDPOINT_TOPICS
 
-GENESIS = bytes(32)  # the "predecessor" hash of every aggregate's first event
 KEY_RACE_ATTEMPTS = 3
 
 
@@ -84,11 +85,20 @@ def _composed(statement: object) -> sql.Composable:
     return statement
 
 
+class MissingPredecessor(InternalError):
+    """An event with a version after the first whose predecessor is neither stored nor
+    saved with it: its chain would have no link to hang from, so it is refused."""
+
+
 class ChainedRecorder(PostgresApplicationRecorder):
     """Adds `chain_hash` to each event: sha256 over its predecessor's hash and its stored bytes.
 
-    A trigger computes it inside the inserting transaction, over exactly what is stored
-    (ciphertext included), so erasure never breaks the chain and any edit does.
+    Computed here, at insert, over exactly what is stored (ciphertext included), so erasure
+    never breaks the chain and any edit does (`chain.chain_hash`, which the audit checks
+    with). Events of one aggregate saved together chain from each other here; the hashes
+    of the predecessors of the others are read in one query inside the saving transaction,
+    after the table lock, so they are the committed ones. The column is NOT NULL: a writer
+    that forgets the hash is refused by the database.
     """
 
     def __init__(
@@ -98,53 +108,31 @@ class ChainedRecorder(PostgresApplicationRecorder):
         self.keys = keys
         schema = sql.Identifier(self.datastore.schema)
         table = sql.Identifier(self.events_table_name)
+        id_type = sql.Identifier(self.datastore.originator_id_type)
         # In the given order: the notification ids come back in it (as the library's do).
         self._insert_columns_statement = sql.SQL(
-            "INSERT INTO {}.{} (originator_id, originator_version, topic, state)"
-            " SELECT * FROM unnest(%b::{}[], %b::bigint[], %b::text[], %b::bytea[])"
+            "INSERT INTO {}.{} (originator_id, originator_version, topic, state, chain_hash)"
+            " SELECT * FROM unnest(%b::{}[], %b::bigint[], %b::text[], %b::bytea[], %b::bytea[])"
             " RETURNING notification_id"
-        ).format(schema, table, sql.Identifier(self.datastore.originator_id_type))
+        ).format(schema, table, id_type)
+        self._predecessors_statement = sql.SQL(
+            "SELECT originator_id, originator_version, chain_hash FROM {}.{}"
+            " WHERE (originator_id, originator_version) IN"
+            " (SELECT * FROM unnest(%b::{}[], %b::bigint[]))"
+        ).format(schema, table, id_type)
         self._saving_statements: tuple[list[bytes], bytes] | None = None
-        function = sql.Identifier(f"{self.events_table_name}_chain")
         self.sql_create_statements += [
-            sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS chain_hash bytea").format(
-                schema, table
-            ),
             sql.SQL(
-                "CREATE OR REPLACE FUNCTION {schema}.{function}() RETURNS trigger"
-                " LANGUAGE plpgsql AS $$"
-                " DECLARE previous bytea;"
-                " BEGIN"
-                "  IF NEW.originator_version > 1 THEN"
-                "   SELECT chain_hash INTO previous FROM {schema}.{table}"
-                "    WHERE originator_id = NEW.originator_id"
-                "    AND originator_version = NEW.originator_version - 1;"
-                "   IF previous IS NULL THEN"
-                "    RAISE EXCEPTION 'event % v% has no predecessor',"
-                "     NEW.originator_id, NEW.originator_version;"
-                "   END IF;"
-                "  ELSE previous := {genesis}::bytea;"
-                "  END IF;"
-                "  NEW.chain_hash := sha256(previous || uuid_send(NEW.originator_id)"
-                "   || int8send(NEW.originator_version)"
-                "   || int4send(octet_length(convert_to(NEW.topic, 'UTF8')))"
-                "   || convert_to(NEW.topic, 'UTF8') || NEW.state);"
-                "  RETURN NEW;"
-                " END $$"
-            ).format(
-                schema=schema,
-                function=function,
-                table=table,
-                genesis=sql.Literal(GENESIS),
+                "ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS chain_hash bytea,"
+                " ALTER COLUMN chain_hash SET NOT NULL"  # scans only while it is not yet
+            ).format(schema, table),
+            # Until December 2026 a trigger computed the hash, row by row (a look-up of
+            # the predecessor each): half the insert's time on the server.
+            sql.SQL("DROP TRIGGER IF EXISTS {} ON {}.{}").format(
+                sql.Identifier(f"{self.events_table_name}_chain"), schema, table
             ),
-            sql.SQL(
-                "CREATE OR REPLACE TRIGGER {trigger} BEFORE INSERT ON {schema}.{table}"
-                " FOR EACH ROW EXECUTE FUNCTION {schema}.{function}()"
-            ).format(
-                trigger=sql.Identifier(f"{self.events_table_name}_chain"),
-                schema=schema,
-                table=table,
-                function=function,
+            sql.SQL("DROP FUNCTION IF EXISTS {}.{}()").format(
+                schema, sql.Identifier(f"{self.events_table_name}_chain")
             ),
         ]
 
@@ -303,10 +291,10 @@ class ChainedRecorder(PostgresApplicationRecorder):
         self, curs: Any, stored_events: Sequence[StoredEvent], **_: Any
     ) -> None:
         """The library's insert, except that the table is not locked again (`_insert_events`
-        locked it in this very transaction: two statements fewer per save), and the events
-        go as four binary arrays, one per column, rather than an array of the library's
-        composite type in text: that text escaped each event's state into hex, and
-        PostgreSQL parsed it back (a 1,000-recipient message: 1,001 events)."""
+        locked it in this very transaction: two statements fewer per save), the events go
+        as binary arrays, one per column, rather than an array of the library's composite
+        type in text (that text escaped each event's state into hex, and PostgreSQL parsed
+        it back: a 1,000-recipient message is 1,001 events), and each carries its hash."""
         self._notify_channel(curs)
         curs.execute(
             self._insert_columns_statement,
@@ -315,9 +303,49 @@ class ChainedRecorder(PostgresApplicationRecorder):
                 [e.originator_version for e in stored_events],
                 [e.topic for e in stored_events],
                 [e.state for e in stored_events],
+                self._chain_hashes(curs, stored_events),
             ),
             binary=True,
         )
+
+    def _chain_hashes(self, curs: Any, stored_events: Sequence[StoredEvent]) -> list[bytes]:
+        """Each event's hash, in order. An aggregate's first event chains from GENESIS,
+        an event whose predecessor is saved with it (an aggregate's events come in order)
+        from that one's hash, any other from its stored predecessor's: those are read in
+        one query, after the table lock this transaction holds."""
+        ids = [_as_uuid(e.originator_id) for e in stored_events]
+        saved_here = {(i, e.originator_version) for i, e in zip(ids, stored_events, strict=True)}
+        after_stored = [
+            (i, e.originator_version - 1)
+            for i, e in zip(ids, stored_events, strict=True)
+            if e.originator_version > 1 and (i, e.originator_version - 1) not in saved_here
+        ]
+        known = self._stored_hashes(curs, after_stored) if after_stored else {}
+        hashes = []
+        for originator_id, e in zip(ids, stored_events, strict=True):
+            version = e.originator_version
+            previous = GENESIS if version == 1 else known.get((originator_id, version - 1))
+            if previous is None:
+                raise MissingPredecessor(f"event {originator_id} v{version} has no predecessor")
+            hashed = chain_hash(previous, originator_id, version, e.topic, e.state)
+            known[originator_id, version] = hashed
+            hashes.append(hashed)
+        return hashes
+
+    def _stored_hashes(
+        self, curs: Any, predecessors: list[tuple[UUID, int]]
+    ) -> dict[tuple[UUID, int], bytes]:
+        """The stored hashes of these events (aggregate and version), by the same."""
+        curs.execute(
+            self._predecessors_statement,
+            ([i for i, _ in predecessors], [version for _, version in predecessors]),
+            binary=True,
+            prepare=True,
+        )
+        return {
+            (row["originator_id"], row["originator_version"]): bytes(row["chain_hash"])
+            for row in curs.fetchall()
+        }
 
     def _lock_table(self, curs: Any) -> None:
         """The library's statements (its lock timeout, then the table lock), composed into
@@ -347,6 +375,11 @@ class ChainedRecorder(PostgresApplicationRecorder):
             self._lock_table(curs)
         # Keys created while sealing these events commit with them, or not at all.
         self.keys.write_pending(curs)
+
+
+def _as_uuid(originator_id: UUID | str) -> UUID:
+    """The library types an originator id as either; this store's table holds uuids."""
+    return originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
 
 
 def _accounts_changed(stored_events: Sequence[StoredEvent]) -> bool:
