@@ -12,7 +12,7 @@ typed Any, so nothing could seal it, and it would outlive erasure).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -48,6 +48,11 @@ from picasse.domain.termination import DestroyedEpoch
 from picasse.domain.webhooks import ENDPOINT_TOPICS
 
 KEY_RACE_ATTEMPTS = 3
+# Aggregates whose latest hash a recorder keeps (about 300 bytes each). Full, it forgets
+# them all before it keeps more (one save or read may go past it by its own aggregates),
+# and reads the predecessors' hashes again until it has seen them.
+LATEST_HASHES_KEPT = 20_000
+Versioned = tuple[int, bytes]  # an event's version and its chain hash
 
 
 # Topics whose events are read across the whole log, each set with a partial index of just
@@ -124,6 +129,10 @@ class ChainedRecorder(PostgresApplicationRecorder):
             " JOIN {}.{} AS e USING (originator_id, originator_version)"
         ).format(id_type, schema, table)
         self._saving_statements: tuple[list[bytes], bytes] | None = None
+        # Per aggregate, the version and hash of its latest event this recorder read or
+        # committed: its next save needs no query for them. A stored event never changes,
+        # so what is kept here stays true; only committed events are kept.
+        self._latest_hashes: dict[UUID, Versioned] = {}
         self.sql_create_statements += [
             sql.SQL(
                 "ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS chain_hash bytea,"
@@ -168,6 +177,8 @@ class ChainedRecorder(PostgresApplicationRecorder):
         error, so a lost race for a key or a version came out as an outage."""
         failure: DatabaseError | None = None
         notification_ids: Sequence[int] | None = None
+        ids: list[UUID] = []
+        hashes: list[bytes] = []
         accounts_changed = _accounts_changed(stored_events)
         with self.datastore.get_connection() as conn:
             with conn.pipeline() as pipeline:
@@ -183,9 +194,11 @@ class ChainedRecorder(PostgresApplicationRecorder):
                                     (self.keys.notices.channel, ACCOUNTS_CHANGED),
                                 )
                         if stored_events:
+                            ids = [_as_uuid(e.originator_id) for e in stored_events]
+                            hashes = _chain_hashes(ids, stored_events, predecessors)
                             with conn.cursor() as curs:
                                 self._insert_stored_events(
-                                    curs, stored_events, predecessors=predecessors, **kwargs
+                                    curs, stored_events, chain_hashes=hashes, **kwargs
                                 )
                                 pipeline.sync()  # a violation is raised here at the latest
                                 notification_ids = self._fetch_ids_after_insert_events(
@@ -195,6 +208,10 @@ class ChainedRecorder(PostgresApplicationRecorder):
                     failure = error  # raised once the pipeline is left, as the library does
             if failure is not None:
                 raise failure  # the datastore's connection maps it to the library's errors
+        if stored_events:  # committed
+            self._keep_latest(
+                ids, zip([e.originator_version for e in stored_events], hashes, strict=True)
+            )
         if accounts_changed:
             self.keys.notices.tell(ACCOUNTS_CHANGED)  # this process's own caches: now
         return notification_ids
@@ -278,46 +295,103 @@ class ChainedRecorder(PostgresApplicationRecorder):
         if not originator_ids:
             return []
         statement = sql.SQL(
-            "SELECT originator_id, originator_version, topic, state FROM {}.{}"
+            "SELECT originator_id, originator_version, topic, state, chain_hash FROM {}.{}"
             " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
         ).format(sql.Identifier(self.datastore.schema), sql.Identifier(self.events_table_name))
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, (list(originator_ids),), prepare=True)
-            return [
-                StoredEvent(
-                    originator_id=row["originator_id"],
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=bytes(row["state"]),
-                )
-                for row in curs.fetchall()
-            ]
+            rows = curs.fetchall()
+        self._keep_latest(
+            [row["originator_id"] for row in rows],
+            [(row["originator_version"], bytes(row["chain_hash"])) for row in rows],
+        )
+        return [
+            StoredEvent(
+                originator_id=row["originator_id"],
+                originator_version=row["originator_version"],
+                topic=row["topic"],
+                state=bytes(row["state"]),
+            )
+            for row in rows
+        ]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """The library's selection (its statement reads every column), except that the
+        latest hash read is kept for the aggregate's next save."""
+        statement = self.select_events_statement
+        params: list[Any] = [originator_id]
+        if gt is not None:
+            params.append(gt)
+            statement += sql.SQL(" AND originator_version > %s")
+        if lte is not None:
+            params.append(lte)
+            statement += sql.SQL(" AND originator_version <= %s")
+        statement += sql.SQL(
+            " ORDER BY originator_version DESC" if desc else " ORDER BY originator_version ASC"
+        )
+        if limit is not None:
+            params.append(limit)
+            statement += sql.SQL(" LIMIT %s")
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, params, prepare=True)
+            rows = curs.fetchall()
+        if rows:
+            latest = rows[0] if desc else rows[-1]
+            self._keep_latest(
+                [latest["originator_id"]],
+                [(latest["originator_version"], bytes(latest["chain_hash"]))],
+            )
+        return [
+            StoredEvent(
+                originator_id=row["originator_id"],
+                originator_version=row["originator_version"],
+                topic=row["topic"],
+                state=bytes(row["state"]),
+            )
+            for row in rows
+        ]
+
+    def _keep_latest(self, ids: Iterable[UUID], versions_and_hashes: Iterable[Versioned]) -> None:
+        """Keeps, for each aggregate, the version and hash of the event given last for it
+        (its latest: events read or saved come in order). An older one replacing a newer
+        one costs no more than a query at the next save: any stored event's hash is true."""
+        latest = self._latest_hashes
+        if len(latest) >= LATEST_HASHES_KEPT:
+            latest.clear()
+        latest.update(zip(ids, versions_and_hashes, strict=True))
 
     def _insert_stored_events(
         self,
         curs: Any,
         stored_events: Sequence[StoredEvent],
         *,
-        predecessors: Mapping[tuple[UUID, int], bytes] | None = None,
+        chain_hashes: Sequence[bytes] = (),
         **_: Any,
     ) -> None:
         """The library's insert, except that the table is not locked again (`_insert_events`
         locked it in this very transaction: two statements fewer per save), the events go
         as binary arrays, one per column, rather than an array of the library's composite
         type in text (that text escaped each event's state into hex, and PostgreSQL parsed
-        it back: a 1,000-recipient message is 1,001 events), and each carries its hash,
-        chained from `predecessors` (`_stored_predecessors`) where not from GENESIS or
-        from an event saved with it."""
+        it back: a 1,000-recipient message is 1,001 events), and each carries its hash
+        (`chain_hashes`, in the same order: without them the database refuses the rows)."""
         self._notify_channel(curs)
-        ids = [_as_uuid(e.originator_id) for e in stored_events]
         curs.execute(
             self._insert_columns_statement,
             (
-                ids,
+                [e.originator_id for e in stored_events],
                 [e.originator_version for e in stored_events],
                 [e.topic for e in stored_events],
                 [e.state for e in stored_events],
-                _chain_hashes(ids, stored_events, predecessors or {}),
+                list(chain_hashes),
             ),
             binary=True,
         )
@@ -327,18 +401,22 @@ class ChainedRecorder(PostgresApplicationRecorder):
     ) -> dict[tuple[UUID, int], bytes]:
         """The stored hashes, by aggregate and version, of the predecessors of those
         events that are not their aggregate's first and whose predecessor is not saved
-        with them: all in one query (none when there are none). Read before the table
-        lock is taken, and safely so: a stored event never changes, and the event that
-        follows it is refused by the key (originator_id, originator_version) if another
-        process saves one first."""
+        with them: those this recorder last read or committed from memory, the others in
+        one query (none when there are none). Read before the table lock is taken, and
+        safely so: a stored event never changes, and the event that follows it is refused
+        by the key (originator_id, originator_version) if another process saves one first."""
         saved_here = {(_as_uuid(e.originator_id), e.originator_version) for e in stored_events}
-        wanted = [
-            (originator_id, version - 1)
-            for originator_id, version in saved_here
-            if version > 1 and (originator_id, version - 1) not in saved_here
-        ]
+        known: dict[tuple[UUID, int], bytes] = {}
+        wanted = []
+        for originator_id, version in saved_here:
+            if version > 1 and (originator_id, version - 1) not in saved_here:
+                kept = self._latest_hashes.get(originator_id)
+                if kept is not None and kept[0] == version - 1:
+                    known[originator_id, version - 1] = kept[1]
+                else:
+                    wanted.append((originator_id, version - 1))
         if not wanted:
-            return {}
+            return known
         with curs.connection.cursor(row_factory=tuple_row) as rows:
             rows.execute(
                 self._predecessors_statement,
@@ -346,10 +424,11 @@ class ChainedRecorder(PostgresApplicationRecorder):
                 binary=True,
                 prepare=True,
             )
-            return {
-                (originator_id, version): hashed
+            known.update(
+                ((originator_id, version), hashed)
                 for originator_id, version, hashed in rows.fetchall()
-            }
+            )
+        return known
 
     def _lock_table(self, curs: Any) -> None:
         """The library's statements (its lock timeout, then the table lock), composed into

@@ -11,7 +11,9 @@ import pytest
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
+from picasse.adapters.postgres import store
 from picasse.adapters.postgres.audit import verify_chains
+from picasse.adapters.postgres.chain import chain_hash
 from picasse.adapters.postgres.store import MissingPredecessor
 from picasse.domain.accounts import Accounts
 
@@ -94,6 +96,83 @@ def test_each_hash_is_the_formula_over_the_stored_bytes_whichever_way_its_predec
     old.count_one("on its own, after its stored predecessor")
     accounts.save(old)
     assert _count(raw, "SELECT count(*) FROM picasse_events") == 2 + 3 + 4 + 1 + 1
+    assert _count(raw, MISMATCHES) == 0
+    assert _verifies(accounts)
+
+
+def test_a_store_that_never_saw_the_predecessor_reads_its_hash(
+    open_store: Callable[[], Accounts], raw: psycopg.Connection
+) -> None:
+    """Another process wrote the aggregate's events and this one has read none of them:
+    the hashes of the predecessors come from the table, one query for the save."""
+    writer, other = open_store(), open_store()
+    tallies = [Tally(f"by the writer {n}") for n in range(3)]
+    for tally in tallies:
+        tally.count_one("once")
+    writer.save(*tallies)
+    for tally in tallies:
+        tally.count_one("twice")
+    pending = [e for tally in tallies for e in tally.collect_events()]
+    other.recorder.insert_events([writer.mapper.to_stored_event(e) for e in pending])
+    assert _count(raw, "SELECT count(*) FROM picasse_events WHERE originator_version = 3") == 3
+    assert _count(raw, MISMATCHES) == 0
+    assert _verifies(other)
+
+
+def test_the_latest_hash_read_or_committed_is_kept_for_the_next_save(
+    open_store: Callable[[], Accounts], raw: psycopg.Connection
+) -> None:
+    """Loading an aggregate keeps its latest event's hash: its next save chains from the
+    hash as read then (a stored event never changes), without reading it again. Shown
+    by changing the stored hash in between, which a query would have read."""
+    writer, reader = open_store(), open_store()
+    tally = Tally("kept")
+    writer.save(tally)
+    (original,) = raw.execute(
+        "SELECT chain_hash FROM picasse_events WHERE originator_id = %s", (tally.id,)
+    ).fetchone()  # type: ignore[misc]
+    loaded = reader.repository.get(tally.id)
+    raw.execute(
+        "UPDATE picasse_events SET chain_hash = sha256(chain_hash) WHERE originator_id = %s",
+        (tally.id,),
+    )
+    loaded.count_one("after the load")
+    (stored,) = [reader.mapper.to_stored_event(e) for e in loaded.pending_events]
+    reader.save(loaded)
+    (written,) = raw.execute(
+        "SELECT chain_hash FROM picasse_events WHERE originator_id = %s AND originator_version = 2",
+        (tally.id,),
+    ).fetchone()  # type: ignore[misc]
+    assert written == chain_hash(bytes(original), tally.id, 2, stored.topic, stored.state)
+    # The hash it just committed is kept too: the save after needs no query either.
+    raw.execute(
+        "UPDATE picasse_events SET chain_hash = sha256(chain_hash)"
+        " WHERE originator_id = %s AND originator_version = 2",
+        (tally.id,),
+    )
+    loaded.count_one("again")
+    (stored,) = [reader.mapper.to_stored_event(e) for e in loaded.pending_events]
+    reader.save(loaded)
+    (third,) = raw.execute(
+        "SELECT chain_hash FROM picasse_events WHERE originator_id = %s AND originator_version = 3",
+        (tally.id,),
+    ).fetchone()  # type: ignore[misc]
+    assert third == chain_hash(bytes(written), tally.id, 3, stored.topic, stored.state)
+
+
+def test_a_recorder_keeps_a_bounded_number_of_hashes_and_chains_right_past_it(
+    open_store: Callable[[], Accounts], raw: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "LATEST_HASHES_KEPT", 2)
+    accounts = open_store()
+    tallies = [Tally(f"one of many {n}") for n in range(3)]
+    for tally in tallies:
+        accounts.save(tally)
+    kept = accounts.recorder._latest_hashes
+    assert list(kept) == [tallies[2].id]  # full at the third: forgotten, then the third kept
+    for tally in tallies:
+        tally.count_one("past the bound")
+    accounts.save(*tallies)  # two predecessors read, one kept
     assert _count(raw, MISMATCHES) == 0
     assert _verifies(accounts)
 
