@@ -100,10 +100,11 @@ class ChainedRecorder(PostgresApplicationRecorder):
 
     Computed here, at insert, over exactly what is stored (ciphertext included), so erasure
     never breaks the chain and any edit does (`chain.chain_hash`, which the audit checks
-    with). Events of one aggregate saved together chain from each other here; the hashes
-    of the stored predecessors of the others are read in one query at the start of the
-    saving transaction. The column is NOT NULL: a writer that forgets the hash is refused
-    by the database. (Until December 2026 a trigger computed it, row by row, with the same
+    with). Events of one aggregate saved together chain from each other here; the others
+    chain from their stored predecessors' hashes, which the recorder remembers for the
+    aggregates it last read or saved, and reads in one query (at the start of the saving
+    transaction) for the rest. The column is NOT NULL: a writer that forgets the hash is
+    refused by the database. (Until December 2026 a trigger computed it, row by row, with the same
     formula: most of the insert's time on the server, docs/architecture.md.)
     """
 
@@ -136,7 +137,7 @@ class ChainedRecorder(PostgresApplicationRecorder):
         self.sql_create_statements += [
             sql.SQL(
                 "ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS chain_hash bytea,"
-                " ALTER COLUMN chain_hash SET NOT NULL"  # scans only while it is not yet
+                " ALTER COLUMN chain_hash SET NOT NULL"  # a scan only while still nullable
             ).format(schema, table),
             # The trigger that computed the hash before, and its function.
             sql.SQL("DROP TRIGGER IF EXISTS {} ON {}.{}").format(
