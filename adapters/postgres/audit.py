@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,8 +18,8 @@ from eventsourcing.projection import Projection
 from psycopg import sql
 from psycopg.rows import tuple_row
 
+from picasse.adapters.postgres.chain import GENESIS, chain_hash
 from picasse.adapters.postgres.notices import connection_kwargs
-from picasse.adapters.postgres.store import GENESIS
 from picasse.domain.personal import required_view_columns, sealed_view_columns
 
 
@@ -39,21 +38,6 @@ class ChainReport(msgspec.Struct, frozen=True):
     @property
     def ok(self) -> bool:
         return self.broken is None
-
-
-def chain_hash(
-    previous: bytes, originator_id: UUID, version: int, topic: str, state: bytes
-) -> bytes:
-    """The same computation as the insert trigger, done independently here."""
-    topic_bytes = topic.encode()
-    return hashlib.sha256(
-        previous
-        + originator_id.bytes
-        + version.to_bytes(8, "big", signed=True)
-        + len(topic_bytes).to_bytes(4, "big", signed=True)
-        + topic_bytes
-        + state
-    ).digest()
 
 
 def _problem(row: dict[str, Any], computed: bytes, expected_version: int) -> str | None:
