@@ -306,15 +306,7 @@ class ChainedRecorder(PostgresApplicationRecorder):
             [row["originator_id"] for row in rows],
             [(row["originator_version"], bytes(row["chain_hash"])) for row in rows],
         )
-        return [
-            StoredEvent(
-                originator_id=row["originator_id"],
-                originator_version=row["originator_version"],
-                topic=row["topic"],
-                state=bytes(row["state"]),
-            )
-            for row in rows
-        ]
+        return _stored_events(rows)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_events(
@@ -351,15 +343,7 @@ class ChainedRecorder(PostgresApplicationRecorder):
                 [latest["originator_id"]],
                 [(latest["originator_version"], bytes(latest["chain_hash"]))],
             )
-        return [
-            StoredEvent(
-                originator_id=row["originator_id"],
-                originator_version=row["originator_version"],
-                topic=row["topic"],
-                state=bytes(row["state"]),
-            )
-            for row in rows
-        ]
+        return _stored_events(rows)
 
     def _keep_latest(self, ids: Iterable[UUID], versions_and_hashes: Iterable[Versioned]) -> None:
         """Keeps, for each aggregate, the version and hash of the event given last for it
@@ -459,6 +443,19 @@ class ChainedRecorder(PostgresApplicationRecorder):
             self._lock_table(curs)
         # Keys created while sealing these events commit with them, or not at all.
         self.keys.write_pending(curs)
+
+
+def _stored_events(rows: Sequence[Any]) -> list[StoredEvent]:
+    """The library's stored events of rows read as dicts (the hash chain is the recorder's)."""
+    return [
+        StoredEvent(
+            originator_id=row["originator_id"],
+            originator_version=row["originator_version"],
+            topic=row["topic"],
+            state=bytes(row["state"]),
+        )
+        for row in rows
+    ]
 
 
 def _chain_hashes(
