@@ -144,14 +144,14 @@ class _Loading:
         with self.held:  # the connection, back to the pool at the end
             self.pipeline.__exit__(None, None, None)  # sends a sync, fetches the answer
             columns = self.curs.fetchone()
-        try:
-            return store._unwrap_loaded(columns, self.wanted, self.generation)
-        except EpochKeyMissing:
-            # A rotation replaced the epoch between the query and the file's read: the
-            # query run again finds the keys under the new one.
-            with store._lock:
-                store._current_epoch = None
-            return store.load(self.wanted)
+        answers = [columns]  # this answer first; a read after a rotation queries again
+
+        def read() -> dict[bytes, SubjectKey | None]:
+            if answers:
+                return store._unwrap_loaded(answers.pop(), self.wanted, self.generation)
+            return store._load_once(self.wanted)
+
+        return store._across_rotations(read)
 
 
 def _subject_slot(tenant_id: bytes, subject: str) -> bytes:

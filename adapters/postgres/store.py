@@ -178,7 +178,7 @@ class ChainedRecorder(PostgresApplicationRecorder):
         error, so a lost race for a key or a version came out as an outage."""
         failure: DatabaseError | None = None
         notification_ids: Sequence[int] | None = None
-        ids: list[UUID] = []
+        ids = [_as_uuid(e.originator_id) for e in stored_events]
         hashes: list[bytes] = []
         accounts_changed = _accounts_changed(stored_events)
         with self.datastore.get_connection() as conn:
@@ -187,7 +187,7 @@ class ChainedRecorder(PostgresApplicationRecorder):
                     with conn.transaction():
                         with conn.cursor() as curs:
                             # Before the lock: the round trip then holds nobody up.
-                            predecessors = self._stored_predecessors(curs, stored_events)
+                            predecessors = self._stored_predecessors(curs, ids, stored_events)
                             self._insert_events(curs, stored_events, **kwargs)
                             if accounts_changed:  # delivered at the commit, not before
                                 curs.execute(
@@ -195,7 +195,6 @@ class ChainedRecorder(PostgresApplicationRecorder):
                                     (self.keys.notices.channel, ACCOUNTS_CHANGED),
                                 )
                         if stored_events:
-                            ids = [_as_uuid(e.originator_id) for e in stored_events]
                             hashes = _chain_hashes(ids, stored_events, predecessors)
                             with conn.cursor() as curs:
                                 self._insert_stored_events(
@@ -382,7 +381,7 @@ class ChainedRecorder(PostgresApplicationRecorder):
         )
 
     def _stored_predecessors(
-        self, curs: Any, stored_events: Sequence[StoredEvent]
+        self, curs: Any, ids: Sequence[UUID], stored_events: Sequence[StoredEvent]
     ) -> dict[tuple[UUID, int], bytes]:
         """The stored hashes, by aggregate and version, of the predecessors of those
         events that are not their aggregate's first and whose predecessor is not saved
@@ -390,7 +389,7 @@ class ChainedRecorder(PostgresApplicationRecorder):
         one query (none when there are none). Read before the table lock is taken, and
         safely so: a stored event never changes, and the event that follows it is refused
         by the key (originator_id, originator_version) if another process saves one first."""
-        saved_here = {(_as_uuid(e.originator_id), e.originator_version) for e in stored_events}
+        saved_here = {(i, e.originator_version) for i, e in zip(ids, stored_events, strict=True)}
         known: dict[tuple[UUID, int], bytes] = {}
         wanted = []
         for originator_id, version in saved_here:
