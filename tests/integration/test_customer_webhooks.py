@@ -302,8 +302,11 @@ def _about(receiver: Receiver, message_id: uuid.UUID) -> list[Received]:
 
 
 def _mails_to(maildir: Path, address: str) -> list[email.message.Message]:
+    """Mail delivered to `address`, in any channel's maildir. Only `new/` and `cur/`, as
+    a Maildir reader does: a message is written in `tmp/` and then moved to `new/`, so a
+    walk of the whole tree could meet it in neither place while it moves."""
     found = []
-    for path in maildir.rglob("*"):
+    for path in [*maildir.glob("*/new/*"), *maildir.glob("*/cur/*")]:
         if path.is_file():
             mail = email.message_from_bytes(path.read_bytes())
             if address in (mail.get("To") or ""):
