@@ -31,7 +31,6 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from eventsourcing.domain import Aggregate
 from psycopg import sql
 from rich.console import Console
 from rich.progress import (
@@ -55,6 +54,7 @@ from picasse.adapters.postgres.audit import (
     replay_into_views,
     view_keys,
 )
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.customers import Contact, Customer
 from picasse.domain.messages import Channel, Delivery, Message, Priority, delivery_id, traffic_month
 from picasse.domain.personal import view_columns

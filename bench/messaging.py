@@ -787,7 +787,10 @@ def active_customers(
 ) -> list[tuple[UUID, str]]:
     """`count` subscribed customers, each with an admin and an API key of theirs."""
     accounts = open_accounts(settings, database_url, schema=schema)
-    api_keys = ApiKeys(eventsourcing_env(database_url, settings.master_key_path, schema=schema))
+    api_keys = ApiKeys(
+        eventsourcing_env(database_url, settings.master_key_path, schema=schema),
+        clock=accounts.clock,
+    )
     try:
         customers = []
         for n in range(count):

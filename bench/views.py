@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
-from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from litestar.testing import TestClient
@@ -50,6 +49,7 @@ from picasse.adapters.http.app import create_app
 from picasse.adapters.master_key import create_master_key
 from picasse.adapters.postgres.audit import audit_replay
 from picasse.adapters.postgres.views import PostgresTrafficView
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.application import LOG_NAME
 from picasse.domain.messages import traffic_month
 from picasse.domain.values import Role

@@ -8,10 +8,11 @@ from typing import Any
 from uuid import UUID, uuid5
 
 import msgspec
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 from eventsourcing.persistence import IntegrityError
 
 from picasse.domain.access import Viewer
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.application import PasswordHasher, PicasseApplication, Pseudonyms
 from picasse.domain.clock import Clock
 from picasse.domain.customers import Contact, Customer, Subscription
@@ -157,7 +158,7 @@ class Accounts(PicasseApplication):
         clock: Clock,
         sharing: PicasseApplication | None = None,
     ) -> None:
-        super().__init__(env, sharing=sharing)
+        super().__init__(env, sharing=sharing, clock=clock)
         self.passwords = passwords
         self.pseudonyms = pseudonyms
         self.clock = clock

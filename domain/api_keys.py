@@ -17,10 +17,11 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 from eventsourcing.utils import get_topic
 
 from picasse.domain.access import Viewer
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.application import PicasseApplication
 from picasse.domain.customers import Customer
 from picasse.domain.errors import AuthenticationFailed, Forbidden, InvalidInput, NotFound

@@ -8,8 +8,9 @@ from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import Aggregate
 
+from picasse.domain.aggregates import Aggregate
+from picasse.domain.clock import Clock, stamp_events_with
 from picasse.domain.errors import NotFound
 
 # Every part of the domain records into one log, so the relay and the projections
@@ -33,12 +34,26 @@ def projected(aggregate: Any, events: Iterable[Any]) -> Any:
 class PicasseApplication(Application[UUID]):
     """`sharing`: another application of this process whose store (pool, key store and
     key listener) this one uses too, instead of opening its own: a small part of the
-    domain then costs no database connections of its own."""
+    domain then costs no database connections of its own; and its clock, unless given one.
+
+    `clock`: the process's one clock, given to every application that decides by time (it
+    keeps it as `self.clock`). It also stamps the events this process triggers
+    (`domain/clock.py` `stamp_events_with`); an application that triggers none (a reader of
+    the log) needs none."""
 
     name = LOG_NAME
 
-    def __init__(self, env: Any = None, *, sharing: PicasseApplication | None = None) -> None:
+    def __init__(
+        self,
+        env: Any = None,
+        *,
+        sharing: PicasseApplication | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self._sharing = sharing
+        stamping = clock if clock is not None else getattr(sharing, "clock", None)
+        if stamping is not None:  # else a reader, or a part using its sharer's clock
+            stamp_events_with(stamping)
         super().__init__(env if sharing is None else sharing.env)
 
     def construct_factory(self, env: Any) -> Any:

@@ -18,8 +18,9 @@ from typing import Annotated
 from uuid import UUID, uuid4, uuid5
 
 import msgspec
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.application import PicasseApplication
 from picasse.domain.clock import Clock
 from picasse.domain.customers import Customer
@@ -361,7 +362,7 @@ class Attendance(PicasseApplication):
         privacy: Privacy,
         sharing: PicasseApplication | None = None,
     ) -> None:
-        super().__init__(env, sharing=sharing)
+        super().__init__(env, sharing=sharing, clock=clock)
         self.clock = clock
         self.privacy = privacy  # withdrawal erases through the one erasure mechanism
         self.sites = Sites(clock=clock, sharing=self)

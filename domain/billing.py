@@ -20,11 +20,12 @@ from typing import Annotated, Any
 from uuid import UUID, uuid5
 
 import msgspec
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 from eventsourcing.persistence import IntegrityError, Notification
 from eventsourcing.utils import get_topic
 
 from picasse.domain.access import Viewer
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.application import PicasseApplication
 from picasse.domain.clock import Clock
 from picasse.domain.conferences import Conference
@@ -526,7 +527,7 @@ class Billing(PicasseApplication):
         clock: Clock,
         sharing: PicasseApplication | None = None,
     ) -> None:
-        super().__init__(env, sharing=sharing)
+        super().__init__(env, sharing=sharing, clock=clock)
         self.clock = clock
 
     # ------------------------------------------------------------ plans

@@ -15,10 +15,11 @@ from typing import Annotated
 from uuid import UUID, uuid4, uuid5
 
 import msgspec
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 from eventsourcing.persistence import IntegrityError
 
 from picasse.domain.access import Viewer
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.application import PicasseApplication
 from picasse.domain.clock import Clock
 from picasse.domain.conferences import Conference
@@ -207,7 +208,7 @@ class Cases(PicasseApplication):
         clock: Clock,
         sharing: PicasseApplication | None = None,
     ) -> None:
-        super().__init__(env, sharing=sharing)
+        super().__init__(env, sharing=sharing, clock=clock)
         self.clock = clock
 
     def file(

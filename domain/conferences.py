@@ -20,8 +20,9 @@ from typing import Annotated
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 import msgspec
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.errors import Conflict
 from picasse.domain.personal import Erased, Personal
 

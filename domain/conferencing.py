@@ -193,7 +193,7 @@ class Conferences(PicasseApplication):
         pins: Callable[[], str] = random_pin,
         sharing: PicasseApplication | None = None,
     ) -> None:
-        super().__init__(env, sharing=sharing)
+        super().__init__(env, sharing=sharing, clock=clock)
         self.clock = clock
         self.pseudonyms = pseudonyms
         self.messages = messages

@@ -6,8 +6,9 @@ from enum import StrEnum
 from typing import Annotated
 
 import msgspec
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.errors import AlreadyTerminated, Conflict
 from picasse.domain.personal import Personal
 from picasse.domain.values import EmailAddress, PhoneNumber

@@ -14,8 +14,9 @@ from typing import Annotated, Any
 from uuid import UUID, uuid5
 
 import msgspec
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.errors import Conflict, NotCancellable
 from picasse.domain.personal import Erased, Personal
 

@@ -11,10 +11,10 @@ from typing import TypeVar
 from uuid import UUID
 
 import msgspec
-from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from picasse.domain.access import PICASSE_SENDER, Viewer
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.application import PicasseApplication, Pseudonyms, Remembered, Saving
 from picasse.domain.clock import Clock
 from picasse.domain.customers import Customer, Subscription
@@ -372,7 +372,7 @@ class Messages(PicasseApplication):
         pseudonyms: Pseudonyms,
         saving: Saving | None = None,
     ) -> None:
-        super().__init__(env)
+        super().__init__(env, clock=clock)
         self.clock = clock
         self.pseudonyms = pseudonyms
         # How sends are saved; the API sets a group commit (adapters/group_commit.py).

@@ -13,10 +13,12 @@ from uuid import UUID
 
 import msgspec
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.application import PicasseApplication, projected
 from picasse.domain.billing import kept_under_legal_obligation
+from picasse.domain.clock import Clock
 from picasse.domain.customers import Customer
 from picasse.domain.errors import InvalidInput
 from picasse.domain.personal import Trigger, personal_data_kind
@@ -165,8 +167,9 @@ class Privacy(PicasseApplication):
         *,
         shredder: Callable[[PicasseApplication], KeyShredder],
         sharing: PicasseApplication | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        super().__init__(env, sharing=sharing)
+        super().__init__(env, sharing=sharing, clock=clock)
         self.shredder = shredder(self)
 
     def _saved(self, *aggregates: Aggregate) -> int:

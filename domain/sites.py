@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
 import msgspec
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.application import PicasseApplication
 from picasse.domain.clock import Clock
 from picasse.domain.customers import Customer
@@ -99,7 +100,7 @@ class Sites(PicasseApplication):
         clock: Clock,
         sharing: PicasseApplication | None = None,
     ) -> None:
-        super().__init__(env, sharing=sharing)
+        super().__init__(env, sharing=sharing, clock=clock)
         self.clock = clock
 
     def add(self, customer_id: UUID, name: str, address: str, *, by: UUID | None = None) -> UUID:

@@ -14,8 +14,9 @@ from enum import StrEnum
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 import msgspec
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.errors import Conflict
 
 # Statements of erasure: the document that is signed, and what it says.

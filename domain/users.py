@@ -7,8 +7,9 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.errors import Conflict, LoginTaken, UserDisabled
 from picasse.domain.personal import Personal
 from picasse.domain.values import Role

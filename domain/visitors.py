@@ -23,10 +23,11 @@ from urllib.parse import urlsplit
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 import msgspec
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 from eventsourcing.persistence import IntegrityError
 
 from picasse.domain.access import Viewer
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.application import PicasseApplication
 from picasse.domain.clock import Clock
 from picasse.domain.customers import Customer, Subscription
@@ -398,7 +399,7 @@ class Visitors(PicasseApplication):
         default_keep_days: int = DEFAULT_VISITOR_DAYS,
         sharing: PicasseApplication | None = None,
     ) -> None:
-        super().__init__(env, sharing=sharing)
+        super().__init__(env, sharing=sharing, clock=clock)
         self.clock = clock
         self.default_keep_days = default_keep_days
         self.sites = Sites(clock=clock, sharing=self)

@@ -20,10 +20,11 @@ from urllib.parse import urlsplit
 from uuid import UUID, uuid5
 
 import msgspec
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 from eventsourcing.utils import get_topic
 
 from picasse.domain.access import Viewer
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.application import PicasseApplication
 from picasse.domain.clock import Clock
 from picasse.domain.customers import Customer
@@ -274,7 +275,7 @@ class Webhooks(PicasseApplication):
         clock: Clock,
         sharing: PicasseApplication | None = None,
     ) -> None:
-        super().__init__(env, sharing=sharing)
+        super().__init__(env, sharing=sharing, clock=clock)
         self.clock = clock
 
     # ------------------------------------------------------------ the customer's admins

@@ -215,7 +215,7 @@ def open_privacy(settings: Settings, database_url: str, *, schema: str | None = 
         settings.master_key_path,
         schema=settings.database_schema if schema is None else schema,
     )
-    return Privacy(env, shredder=shredder_of)
+    return Privacy(env, shredder=shredder_of, clock=clock_from(settings))
 
 
 # Builds one provider kind from the settings (None: not configured).

@@ -10,8 +10,18 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from picasse.adapters.clock import SystemClock
+from picasse.domain.clock import stamp_events_with
 from picasse.runners import servers
 from picasse.runners.settings import Settings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def events_stamped_by_the_system_clock() -> None:
+    """Until a test builds an application with a clock of its own (which then stamps the
+    events: domain/clock.py), events are stamped with the system's time, as a process that
+    reads the system clock stamps them; tests that build aggregates alone need no more."""
+    stamp_events_with(SystemClock())
 
 
 @pytest.fixture(scope="session")

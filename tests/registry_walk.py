@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import msgspec
-from eventsourcing.domain import Aggregate, DomainEvent
+from eventsourcing.domain import DomainEvent
 
 import picasse.domain
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.personal import Personal
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -61,6 +61,14 @@ def test_moving_the_test_clock_seven_months_lets_the_scheduler_erase_that_months
         while _recipients(up, message_id) != [ERASED]:
             assert time.monotonic() < deadline, f"not erased; up said: {up.stderr()}"
             time.sleep(0.5)
+
+        # The moved clock is the platform's one clock: what happens now is recorded as
+        # happening seven months on, in its events and the views alike.
+        later = json.loads(up.cli(
+            "messages", "send", "--customer", customer, "--channel", "sms",
+            "--to", "+31612340001", "--body", "Tock", "--json",
+        ))["id"]  # fmt: skip
+        assert _requested_at(up, later) - _requested_at(up, message_id) >= SEVEN_MONTHS
         assert up.process.poll() is None
     finally:
         up.terminate()
@@ -69,3 +77,9 @@ def test_moving_the_test_clock_seven_months_lets_the_scheduler_erase_that_months
 def _recipients(up: RunningUp, message_id: str) -> list[object]:
     shown = json.loads(up.cli("messages", "show", message_id, "--json"))
     return [delivery["to"] for delivery in shown["deliveries"]]
+
+
+def _requested_at(up: RunningUp, message_id: str) -> datetime:
+    return datetime.fromisoformat(
+        json.loads(up.cli("messages", "show", message_id, "--json"))["requested_at"]
+    )

@@ -17,7 +17,7 @@ from uuid import UUID, uuid4
 import msgspec
 import psycopg
 import pytest
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 from eventsourcing.persistence import MapperDeserialisationError
 from eventsourcing.utils import get_topic
 
@@ -26,6 +26,7 @@ from picasse.adapters.postgres.audit import verify_chains
 from picasse.adapters.postgres.keystore import FIRST_ANALYZE_AFTER, TenantErased
 from picasse.adapters.postgres.roles import TrackingTable
 from picasse.domain.accounts import Accounts
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.customers import Contact, Customer
 from picasse.domain.personal import ERASED, Erased, Personal
 from picasse.domain.values import EmailAddress, PhoneNumber, Role

@@ -8,7 +8,7 @@ from uuid import uuid4
 
 import psycopg
 import pytest
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from picasse.adapters.postgres import store
@@ -16,6 +16,7 @@ from picasse.adapters.postgres.audit import verify_chains
 from picasse.adapters.postgres.chain import chain_hash
 from picasse.adapters.postgres.store import MissingPredecessor
 from picasse.domain.accounts import Accounts
+from picasse.domain.aggregates import Aggregate
 
 
 class Tally(Aggregate):

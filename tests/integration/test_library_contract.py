@@ -15,7 +15,7 @@ from uuid import UUID
 import psycopg
 import pytest
 from eventsourcing.application import Application
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate, event  # noqa: TID251  (the library itself is tested)
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.tests.application import ApplicationTestCase
 from eventsourcing.tests.application import BankAccounts as LibraryBankAccounts

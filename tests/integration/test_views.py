@@ -378,7 +378,7 @@ def test_a_view_an_older_version_wrote_without_one_of_its_tables_is_rebuilt_with
     from picasse.domain.api_keys import ApiKeys
 
     customer = _customer(accounts)
-    keys = ApiKeys(accounts.env)
+    keys = ApiKeys(accounts.env, clock=accounts.clock)
     try:
         user = UUID(int=7)
         issued = keys.issue(user_id=user, customer_id=customer, name="Vera's laptop")

@@ -11,12 +11,13 @@ from uuid import uuid4
 
 import pytest
 from eventsourcing.application import project_aggregate
-from eventsourcing.domain import Aggregate, CommandMethodDecorator
+from eventsourcing.domain import CommandMethodDecorator
 
 import picasse.domain
 import picasse.domain.customers
 import picasse.domain.users
 from picasse.adapters.crypto import MemoryKeyRing, SealingMapper, _Plain, _plan_for
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.application import projected
 from picasse.domain.customers import Contact, Customer, Subscription
 from picasse.domain.errors import AlreadyTerminated, Conflict, UserDisabled

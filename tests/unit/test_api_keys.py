@@ -8,6 +8,7 @@ import msgspec
 import pytest
 from eventsourcing.persistence import StoredEvent
 
+from picasse.adapters.clock import ManualClock
 from picasse.adapters.crypto import MemoryKeyRing, SealingMapper
 from picasse.domain.access import Viewer
 from picasse.domain.api_keys import ALL_SCOPES, ApiKeys, MissingScope, Scope, hash_of_secret
@@ -21,7 +22,7 @@ CUSTOMER = uuid4()
 class InMemoryApiKeys(ApiKeys):
     def __init__(self) -> None:
         self.ring = MemoryKeyRing()
-        super().__init__({"PERSISTENCE_MODULE": "eventsourcing.popo"})
+        super().__init__({"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=ManualClock())
 
     def construct_mapper(self) -> SealingMapper:  # type: ignore[override]
         return SealingMapper(keys=self.ring)

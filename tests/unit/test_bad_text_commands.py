@@ -37,11 +37,13 @@ def _accounts() -> Accounts:
 
 
 def _messages() -> Messages:
-    return Messages(ENV, clock=lambda: datetime(2026, 11, 30, tzinfo=UTC), pseudonyms=PSEUDONYMS)
+    return Messages(
+        ENV, clock=ManualClock(datetime(2026, 11, 30, tzinfo=UTC)), pseudonyms=PSEUDONYMS
+    )
 
 
 def _privacy() -> Privacy:
-    return Privacy(ENV, shredder=lambda app: None)  # type: ignore[arg-type,return-value]
+    return Privacy(ENV, shredder=lambda app: None, clock=ManualClock())  # type: ignore[arg-type,return-value]
 
 
 # A valid value for each text parameter of each command below (they are refused anyway,

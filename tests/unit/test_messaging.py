@@ -457,3 +457,22 @@ def test_mail_picasse_sends_to_a_user_is_read_back_by_nobody(
         with pytest.raises(Forbidden):
             messages.message(message_id, viewer, reveal_content=True)
         assert messages.message(message_id, viewer).body is None
+
+
+def test_events_are_stamped_by_the_applications_clock_not_the_systems(
+    world: tuple[Messages, UUID, ManualClock],
+) -> None:
+    messages, customer_id, clock = world
+    moved = datetime(2031, 5, 2, 9, 30, tzinfo=UTC)
+    clock.set(moved)
+    before = messages.recorder.max_notification_id() or 0
+
+    message_id = messages.send(customer_id, _email(to=["ann@example.com", "bo@example.com"]))
+
+    assert messages.message(message_id, _user(customer_id)).requested_at == moved
+    sent = [
+        messages.mapper.to_domain_event(n)
+        for n in messages.recorder.select_notifications(start=before + 1, limit=1000)
+    ]
+    assert len(sent) >= 3  # the message and its two deliveries, at least
+    assert {e.timestamp for e in sent} == {moved}

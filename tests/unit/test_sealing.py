@@ -9,7 +9,7 @@ from uuid import RFC_4122, UUID, uuid4
 
 import msgspec
 import pytest
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 from eventsourcing.persistence import JSONTranscoder, StoredEvent, Transcoding
 from eventsourcing.utils import get_topic
 from hypothesis import given, settings
@@ -27,6 +27,7 @@ from picasse.adapters.crypto import (
     event_binding,
     new_key_id_and_material,
 )
+from picasse.domain.aggregates import Aggregate
 from picasse.domain.customers import Contact, Customer
 from picasse.domain.personal import ERASED, Personal
 from picasse.domain.values import EmailAddress, PhoneNumber
