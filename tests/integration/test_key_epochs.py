@@ -396,15 +396,20 @@ def test_key_stores_made_before_lose_their_foreign_keys_and_still_erase_whole_te
     assert reopened.customer(other).contact.email == f"mail{other_tag}@example.org"
 
 
-def test_key_rows_sent_as_array_literals_read_back_exactly_as_the_values(database_url: str) -> None:
-    # write_pending sends its arrays as the text of array literals: every value must come
-    # back from PostgreSQL's array input as it was, whatever characters it holds.
-    from picasse.adapters.postgres.keystore import (
-        _bytea_array,
-        _int_array,
-        _text_array,
-        _uuid_array,
+def test_key_and_event_rows_sent_as_binary_arrays_read_back_exactly_as_the_values(
+    database_url: str,
+) -> None:
+    # write_pending and the events' insert send their arrays built in PostgreSQL's binary
+    # form (adapters/postgres/arrays.py): every value must come back as it was, whatever
+    # it holds; a load sends its key ids as the text of a uuid[] literal.
+    from picasse.adapters.postgres.arrays import (
+        bytea_array,
+        int8_array,
+        raw_uuid_array,
+        text_array,
+        uuid_array,
     )
+    from picasse.adapters.postgres.keystore import _raw_uuid_array
 
     uuids = [uuid.uuid4() for _ in range(3)]
     texts = ["contact/x", 'a "quoted", {braced} text', "back\\slash\\", "NULL", "", " ", "ünï/€"]
@@ -412,14 +417,17 @@ def test_key_rows_sent_as_array_literals_read_back_exactly_as_the_values(databas
     ints = [0, 1, -5, 2**40]
     with psycopg.connect(database_url, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT %t::uuid[], %t::text[], %t::bytea[], %t::bigint[], %t::uuid[], %t::text[]",
+            "SELECT %b::uuid[], %b::text[], %b::bytea[], %b::bigint[], %b::uuid[], %b::text[],"
+            " %b::uuid[], %t::uuid[]",
             (
-                _uuid_array(uuids),
-                _text_array(texts),
-                _bytea_array(blobs),
-                _int_array(ints),
-                _uuid_array([]),
-                _text_array([]),
+                uuid_array(uuids),
+                text_array(texts),
+                bytea_array(blobs),
+                int8_array(ints),
+                uuid_array([]),
+                text_array([]),
+                raw_uuid_array([u.bytes for u in uuids]),
+                _raw_uuid_array([u.bytes for u in uuids]),
             ),
         ).fetchone()
     assert row is not None
@@ -428,6 +436,7 @@ def test_key_rows_sent_as_array_literals_read_back_exactly_as_the_values(databas
     assert [bytes(b) for b in row[2]] == blobs
     assert row[3] == ints
     assert row[4] == [] and row[5] == []
+    assert row[6] == uuids and row[7] == uuids
 
 
 def _waiting_on_a_lock(raw: psycopg.Connection, schema: str, statement: str) -> bool:
