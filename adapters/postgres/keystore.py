@@ -44,6 +44,7 @@ from picasse.adapters.master_key import (
     epoch_key_path,
     read_epoch_key,
 )
+from picasse.adapters.postgres import arrays
 from picasse.adapters.postgres.notices import Notices, connection_kwargs
 from picasse.adapters.postgres.roles import serialize_schema_changes
 from picasse.domain.termination import DestroyedEpoch
@@ -54,9 +55,16 @@ log = logging.getLogger(__name__)
 
 NONCE_SIZE = 12
 FIRST_ANALYZE_AFTER = 500  # keys written by a process before it has the key tables analyzed
-# Constraint names: a tenant's key id, and the foreign key of subject keys to it.
-TENANT_KEY_PAIR = "picasse_tenant_keys_tenant_key"
-WRAPPED_BY_ITS_TENANT_KEY = "picasse_subject_keys_wrapped_by"
+# Constraints of earlier key stores, dropped on start: the foreign key of each subject key
+# to the tenant key wrapping it (and the unique pair it referenced), and before it the two
+# foreign keys it replaced. A save locks the tenant keys it wraps under instead
+# (`write_pending`): one query a save, rather than one check a new subject key.
+OLD_CONSTRAINTS = (
+    ("subject_keys", "picasse_subject_keys_wrapped_by"),
+    ("subject_keys", "picasse_subject_keys_tenant_id_fkey"),
+    ("subject_keys", "picasse_subject_keys_tenant_key_id_fkey"),
+    ("tenant_keys", "picasse_tenant_keys_tenant_key"),
+)
 
 
 class KeyRace(Exception):
@@ -168,32 +176,10 @@ def _unwrap(wrapping: AESGCM, wrapped: bytes, aad: bytes) -> bytes:
     return wrapping.decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], aad)
 
 
-# PostgreSQL array literals, sent as text parameters and cast to their array type.
-# Every element is written in a form its type's input reads back exactly: uuids as 32
-# hex digits, bytea as quoted \\x hex, text quoted with its backslashes and quotes
-# escaped (so commas, braces, blanks or the word NULL stay text).
-
-
-def _uuid_array(values: Iterable[UUID]) -> str:
-    return "{" + ",".join([value.hex for value in values]) + "}"
-
-
 def _raw_uuid_array(values: Iterable[bytes]) -> str:
-    """uuids given as their 16 bytes (new key ids are made as bytes, never as UUIDs)."""
+    """A uuid[] literal, sent as text and cast by the server, of uuids given as their 16
+    bytes (key ids are kept as bytes, never as UUIDs): 32 hex digits each."""
     return "{" + ",".join([value.hex() for value in values]) + "}"
-
-
-def _int_array(values: Iterable[int]) -> str:
-    return "{" + ",".join([str(int(value)) for value in values]) + "}"
-
-
-def _text_array(values: Iterable[str]) -> str:
-    quoted = ['"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values]
-    return "{" + ",".join(quoted) + "}"
-
-
-def _bytea_array(values: Iterable[bytes]) -> str:
-    return "{" + ",".join(['"\\\\x' + value.hex() + '"' for value in values]) + "}"
 
 
 def _tenant_aad(tenant_id: bytes, key_id: bytes, epoch_id: UUID | None) -> bytes:
@@ -272,15 +258,16 @@ class PostgresKeyStore:
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (tenant_id uuid PRIMARY KEY,"
                 " key_id uuid NOT NULL UNIQUE, wrapped bytea NOT NULL,"
-                " created_at timestamptz NOT NULL DEFAULT now(), epoch_id uuid,"
-                " CONSTRAINT {} UNIQUE (tenant_id, key_id))"
-            ).format(t["tenant_keys"], sql.Identifier(TENANT_KEY_PAIR)),
+                " created_at timestamptz NOT NULL DEFAULT now(), epoch_id uuid)"
+            ).format(t["tenant_keys"]),
+            # tenant_key_id: the tenant key wrapping it, which a save locks while it writes
+            # the subject key (`write_pending`) and a replacement re-wraps it under.
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (key_id uuid PRIMARY KEY,"
                 " tenant_id uuid NOT NULL, subject text NOT NULL, wrapped bytea NOT NULL,"
                 " created_at timestamptz NOT NULL DEFAULT now(), UNIQUE (tenant_id, subject),"
-                " tenant_key_id uuid NOT NULL, {})"
-            ).format(t["subject_keys"], self._wrapped_by_its_tenant_key()),
+                " tenant_key_id uuid NOT NULL)"
+            ).format(t["subject_keys"]),
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (key_id uuid PRIMARY KEY, tenant_id uuid NOT NULL,"
                 " subject text, destroyed_at timestamptz NOT NULL DEFAULT now(), epoch_id uuid)"
@@ -327,21 +314,22 @@ class PostgresKeyStore:
                 t["subject_keys"]
             ),
         ]
-        # Key stores made before the one foreign key had two (a subject key's tenant, and
-        # the tenant key wrapping it, each checked on its own at every new subject key).
-        one_foreign_key = [
+        # Key stores made before lose their foreign keys: each subject key's wrapping
+        # tenant key known (the oldest had none), then the constraints dropped.
+        no_foreign_keys = [
             sql.SQL(
                 "UPDATE {} s SET tenant_key_id = k.key_id FROM {} k"
                 " WHERE s.tenant_key_id IS NULL AND k.tenant_id = s.tenant_id"
             ).format(t["subject_keys"], t["tenant_keys"]),
-            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} UNIQUE (tenant_id, key_id)").format(
-                t["tenant_keys"], sql.Identifier(TENANT_KEY_PAIR)
+            sql.SQL("ALTER TABLE {} ALTER COLUMN tenant_key_id SET NOT NULL").format(
+                t["subject_keys"]
             ),
-            sql.SQL(
-                "ALTER TABLE {} DROP CONSTRAINT IF EXISTS picasse_subject_keys_tenant_id_fkey,"
-                " DROP CONSTRAINT IF EXISTS picasse_subject_keys_tenant_key_id_fkey,"
-                " ALTER COLUMN tenant_key_id SET NOT NULL, ADD {}"
-            ).format(t["subject_keys"], self._wrapped_by_its_tenant_key()),
+            *(
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(
+                    t[table], sql.Identifier(name)
+                )
+                for table, name in OLD_CONSTRAINTS
+            ),
         ]
         with self.datastore.transaction(commit=True) as curs:
             serialize_schema_changes(curs)  # concurrent first starts
@@ -355,28 +343,18 @@ class PostgresKeyStore:
                 # The catalog, not information_schema: it shows a constraint whatever the
                 # role's privileges on the table.
                 " (SELECT count(*) FROM pg_constraint c JOIN pg_namespace n"
-                "  ON n.oid = c.connamespace WHERE n.nspname = %s AND c.conname = %s)"
-                " AS foreign_key",
-                (self._schema, self._schema, WRAPPED_BY_ITS_TENANT_KEY),
+                "  ON n.oid = c.connamespace WHERE n.nspname = %s AND c.conname = ANY(%s))"
+                " AS old_constraints",
+                (self._schema, self._schema, [name for _, name in OLD_CONSTRAINTS]),
             ).fetchone()
             # One row of counts always comes back; none would mean nothing was found.
-            columns, foreign_key = (found["columns"], found["foreign_key"]) if found else (0, 0)
+            columns, old = (found["columns"], found["old_constraints"]) if found else (0, 0)
             if columns < 3:
                 for statement in migrations:
                     curs.execute(statement)
-            if foreign_key == 0:
-                for statement in one_foreign_key:
+            if columns < 3 or old:
+                for statement in no_foreign_keys:
                     curs.execute(statement)
-
-    def _wrapped_by_its_tenant_key(self) -> sql.Composable:
-        """A subject key's one foreign key: the tenant key that wraps it, of its own tenant.
-        One check per new subject key; a tenant key's deletion takes its subject keys with
-        it. Deferrable: a replacement re-wraps the subject keys before it changes the
-        tenant key's id."""
-        return sql.SQL(
-            "CONSTRAINT {} FOREIGN KEY (tenant_id, tenant_key_id) REFERENCES {} (tenant_id, key_id)"
-            " ON DELETE CASCADE DEFERRABLE INITIALLY IMMEDIATE"
-        ).format(sql.Identifier(WRAPPED_BY_ITS_TENANT_KEY), self._t["tenant_keys"])
 
     # Sealing: find or create the subject's key
 
@@ -565,10 +543,14 @@ class PostgresKeyStore:
             self._write_statements = self._composed_write_statements(curs)
         count, write_keys = self._write_statements
         counts = sorted(pending.sealed_events.items())  # rows locked in one order
-        # Each array goes as the text of an array literal, cast by the server: psycopg's
-        # list dumpers cost some 5-15 µs a list here whatever its length, which made
-        # the dozen small arrays of a one-customer save its costliest parameters.
-        counted = (_uuid_array(tenant for tenant, _ in counts), _int_array(n for _, n in counts))
+        # Each array goes built in its binary form (`arrays`): psycopg's list dumpers cost
+        # some 5-15 µs a list here whatever its length, and the text of array literals
+        # (until December 2026) cost the server its parsing: 0.6 ms of hex for 100 new
+        # customers.
+        counted = (
+            arrays.uuid_array(tenant for tenant, _ in counts),
+            arrays.int8_array(n for _, n in counts),
+        )
         if not (pending.new_tenants or pending.new_subjects):
             if counts:
                 curs.execute(count, counted)
@@ -576,49 +558,80 @@ class PostgresKeyStore:
         tenants = sorted(pending.new_tenants.items(), key=lambda item: item[0])
         subjects = sorted(pending.new_subjects.values(), key=lambda item: item[0].raw_id)
         epochs = sorted({epoch_id for _, (_, epoch_id, _, _) in tenants})
+        # The tenant keys, made before this save, that its new subject keys are wrapped
+        # under: locked by the statement, so a replacement cannot change them before
+        # this transaction ends.
+        made_here = {tenant_id.bytes for tenant_id in pending.new_tenants}
+        wrapping = sorted({key.tenant_raw for key, _, _ in subjects} - made_here)
+        # A tenant's first count is a plain insert (its tenant key is made here: no
+        # row can exist), the others add to their rows.
+        first = [(tenant, n) for tenant, n in counts if tenant in pending.new_tenants]
+        more = [(tenant, n) for tenant, n in counts if tenant not in pending.new_tenants]
         # One statement, sent with the events (no round trip of its own). The epochs new
         # tenant keys are wrapped under stay current until this transaction ends (a
         # rotation waits for the share lock). A tenant key wrapped under an epoch replaced
-        # meanwhile gets no wrapped form: the NOT NULL constraint fails the save, and
-        # `pending_conflicts` finds the replaced epoch, so the save seals again.
+        # meanwhile gets no wrapped form, and so does a subject key wrapped under a tenant
+        # key replaced or destroyed meanwhile: the NOT NULL constraint fails the save, and
+        # `pending_conflicts` finds the replaced key or epoch, so the save seals again.
         curs.execute(
             write_keys,
             (
-                *counted,
-                _uuid_array(epochs),
-                _uuid_array(tenant_id for tenant_id, _ in tenants),
-                _raw_uuid_array(key_id for _, (key_id, _, _, _) in tenants),
-                _uuid_array(epoch_id for _, (_, epoch_id, _, _) in tenants),
-                _bytea_array(wrapped for _, (_, _, wrapped, _) in tenants),
-                _raw_uuid_array(key.raw_id for key, _, _ in subjects),
-                _raw_uuid_array(key.tenant_raw for key, _, _ in subjects),
-                _text_array(key.subject for key, _, _ in subjects),
-                _bytea_array(wrapped for _, wrapped, _ in subjects),
-                _raw_uuid_array(tenant_key_id for _, _, tenant_key_id in subjects),
+                arrays.uuid_array(tenant for tenant, _ in more),
+                arrays.int8_array(n for _, n in more),
+                arrays.uuid_array(tenant for tenant, _ in first),
+                arrays.int8_array(n for _, n in first),
+                arrays.uuid_array(epochs),
+                arrays.uuid_array(tenant_id for tenant_id, _ in tenants),
+                arrays.raw_uuid_array(key_id for _, (key_id, _, _, _) in tenants),
+                arrays.uuid_array(epoch_id for _, (_, epoch_id, _, _) in tenants),
+                arrays.bytea_array(wrapped for _, (_, _, wrapped, _) in tenants),
+                arrays.raw_uuid_array(wrapping),
+                arrays.raw_uuid_array(key.raw_id for key, _, _ in subjects),
+                arrays.raw_uuid_array(key.tenant_raw for key, _, _ in subjects),
+                arrays.text_array(key.subject for key, _, _ in subjects),
+                arrays.bytea_array(wrapped for _, wrapped, _ in subjects),
+                arrays.raw_uuid_array(tenant_key_id for _, _, tenant_key_id in subjects),
             ),
         )
 
     def _composed_write_statements(self, curs: Any) -> tuple[bytes, bytes]:
-        """`write_pending`'s two statements, composed once (every save sends one)."""
+        """`write_pending`'s two statements, composed once (every save sends one).
+
+        A new subject key is written with its wrapped form only if the tenant key that
+        wraps it is made by this very statement or is one of the rows `wrapping` locks
+        (FOR KEY SHARE: a replacement's FOR UPDATE waits for this transaction, and this
+        lock waits for a replacement under way, then finds the key replaced). Until
+        December 2026 a foreign key to the tenant key checked each new subject key
+        alone, locking its tenant's row as many times (docs/architecture.md)."""
         t = self._t
         count = sql.SQL(
-            "INSERT INTO {} (tenant_id, events) SELECT * FROM unnest(%t::uuid[], %t::bigint[])"
+            "INSERT INTO {} (tenant_id, events) SELECT * FROM unnest(%b::uuid[], %b::bigint[])"
             " ON CONFLICT (tenant_id) DO UPDATE SET events = {}.events + excluded.events"
         ).format(t["sealed_events"], t["sealed_events"])
         write_keys = sql.SQL(
             "WITH counted AS ({count}),"
-            " current AS (SELECT epoch_id FROM {epochs} WHERE epoch_id = ANY(%t::uuid[])"
+            " first_counted AS (INSERT INTO {sealed} (tenant_id, events)"
+            "  SELECT * FROM unnest(%b::uuid[], %b::bigint[])),"
+            " current AS (SELECT epoch_id FROM {epochs} WHERE epoch_id = ANY(%b::uuid[])"
             "  AND state = 'current' FOR SHARE),"
             " t AS (INSERT INTO {tenants} (tenant_id, key_id, epoch_id, wrapped)"
             "  SELECT n.tenant_id, n.key_id, n.epoch_id,"
             "  CASE WHEN c.epoch_id IS NOT NULL THEN n.wrapped END"
-            "  FROM unnest(%t::uuid[], %t::uuid[], %t::uuid[], %t::bytea[])"
+            "  FROM unnest(%b::uuid[], %b::uuid[], %b::uuid[], %b::bytea[])"
             "  AS n(tenant_id, key_id, epoch_id, wrapped)"
-            "  LEFT JOIN current c ON c.epoch_id = n.epoch_id)"
+            "  LEFT JOIN current c ON c.epoch_id = n.epoch_id RETURNING tenant_id, key_id),"
+            " wrapping AS (SELECT k.tenant_id, k.key_id FROM unnest(%b::uuid[]) AS w(tenant_id)"
+            "  JOIN {tenants} k USING (tenant_id) FOR KEY SHARE OF k)"
             " INSERT INTO {subjects} (key_id, tenant_id, subject, wrapped, tenant_key_id)"
-            " SELECT * FROM unnest(%t::uuid[], %t::uuid[], %t::text[], %t::bytea[], %t::uuid[])"
+            " SELECT n.key_id, n.tenant_id, n.subject,"
+            "  CASE WHEN (n.tenant_id, n.tenant_key_id) IN (SELECT * FROM t)"
+            "  OR (n.tenant_id, n.tenant_key_id) IN (SELECT * FROM wrapping) THEN n.wrapped END,"
+            "  n.tenant_key_id"
+            " FROM unnest(%b::uuid[], %b::uuid[], %b::text[], %b::bytea[], %b::uuid[])"
+            " AS n(key_id, tenant_id, subject, wrapped, tenant_key_id)"
         ).format(
             count=count,
+            sealed=t["sealed_events"],
             epochs=t["key_epochs"],
             tenants=t["tenant_keys"],
             subjects=t["subject_keys"],
@@ -712,9 +725,9 @@ class PostgresKeyStore:
 
     def _keep_statistics(self, written: int) -> None:
         """Have PostgreSQL analyze the key tables each time this process has doubled the
-        keys it wrote. Every new subject key is checked against the tenant keys (two foreign
-        keys), and PostgreSQL keeps the plan of that check that it chose while the table was
-        small: a scan of the whole table. Registering customers into fresh key tables then
+        keys it wrote. A save looks up the tenant keys it wraps under (until December 2026
+        a foreign key checked each new subject key), and PostgreSQL keeps the plan of that
+        look-up that it chose while the table was small: a scan of the whole table. Registering customers into fresh key tables then
         slowed down with every customer (server CPU per 100 new tenants: 61 ms over the
         first 3,000, 285 ms between 9,000 and 12,000; 6 ms once analyzed) until autovacuum
         analyzed the tables, which it does at most once a minute. An analysis invalidates
@@ -1032,6 +1045,20 @@ class PostgresKeyStore:
     def destroy_tenant_keys(self, tenant_id: UUID) -> list[DestroyedKey]:
         t = self._t
         with self.datastore.transaction(commit=True) as curs:
+            # The tenant key first: its deletion waits for any save still writing a subject
+            # key under it (that save locks it, `write_pending`), so the subject keys'
+            # deletion, a statement later, sees every one committed; a save after it finds
+            # the tenant key gone and writes nothing.
+            curs.execute(
+                sql.SQL(
+                    "WITH gone AS (DELETE FROM {} WHERE tenant_id = %s"
+                    " RETURNING key_id, tenant_id, epoch_id)"
+                    " INSERT INTO {} (key_id, tenant_id, subject, epoch_id)"
+                    " SELECT key_id, tenant_id, NULL, epoch_id FROM gone RETURNING key_id"
+                ).format(t["tenant_keys"], t["destroyed_keys"]),
+                (tenant_id,),
+            )
+            tenant_key = [DestroyedKey(r["key_id"], tenant_id, None) for r in curs.fetchall()]
             curs.execute(
                 sql.SQL(
                     "WITH gone AS (DELETE FROM {} WHERE tenant_id = %s"
@@ -1044,16 +1071,7 @@ class PostgresKeyStore:
             destroyed = [
                 DestroyedKey(r["key_id"], r["tenant_id"], r["subject"]) for r in curs.fetchall()
             ]
-            curs.execute(
-                sql.SQL(
-                    "WITH gone AS (DELETE FROM {} WHERE tenant_id = %s"
-                    " RETURNING key_id, tenant_id, epoch_id)"
-                    " INSERT INTO {} (key_id, tenant_id, subject, epoch_id)"
-                    " SELECT key_id, tenant_id, NULL, epoch_id FROM gone RETURNING key_id"
-                ).format(t["tenant_keys"], t["destroyed_keys"]),
-                (tenant_id,),
-            )
-            destroyed += [DestroyedKey(r["key_id"], tenant_id, None) for r in curs.fetchall()]
+            destroyed += tenant_key
             curs.execute("SELECT pg_notify(%s, %s)", (self.channel, f"tenant:{tenant_id}"))
             if destroyed:
                 self._rewrap_due(curs, tenant_id)
@@ -1164,7 +1182,6 @@ class PostgresKeyStore:
                 ),
                 (new_id,),
             )
-            conn.execute("SET CONSTRAINTS ALL DEFERRED")
             tenants = conn.execute(
                 sql.SQL(
                     "SELECT tenant_id, key_id, epoch_id, wrapped FROM {} ORDER BY tenant_id"

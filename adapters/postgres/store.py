@@ -38,6 +38,7 @@ from psycopg.rows import tuple_row
 
 from picasse.adapters.crypto import SealingMapper
 from picasse.adapters.master_key import read_master_key
+from picasse.adapters.postgres.arrays import bytea_array, int8_array, text_array, uuid_array
 from picasse.adapters.postgres.chain import GENESIS, chain_hash
 from picasse.adapters.postgres.keystore import KeyRace, PostgresKeyStore
 from picasse.adapters.postgres.notices import ACCOUNTS_CHANGED
@@ -365,17 +366,19 @@ class ChainedRecorder(PostgresApplicationRecorder):
         locked it in this very transaction: two statements fewer per save), the events go
         as binary arrays, one per column, rather than an array of the library's composite
         type in text (that text escaped each event's state into hex, and PostgreSQL parsed
-        it back: a 1,000-recipient message is 1,001 events), and each carries its hash
+        it back: a 1,000-recipient message is 1,001 events), built here in their binary
+        form (`arrays`: psycopg's list dumpers cost a one-customer save 36 µs more), and
+        each carries its hash
         (`chain_hashes`, in the same order: without them the database refuses the rows)."""
         self._notify_channel(curs)
         curs.execute(
             self._insert_columns_statement,
             (
-                [e.originator_id for e in stored_events],
-                [e.originator_version for e in stored_events],
-                [e.topic for e in stored_events],
-                [e.state for e in stored_events],
-                list(chain_hashes),
+                uuid_array([_as_uuid(e.originator_id) for e in stored_events]),
+                int8_array([e.originator_version for e in stored_events]),
+                text_array([e.topic for e in stored_events]),
+                bytea_array([e.state for e in stored_events]),
+                bytea_array(chain_hashes),
             ),
             binary=True,
         )

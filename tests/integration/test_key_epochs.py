@@ -25,6 +25,7 @@ from picasse.adapters.master_key import (
 )
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.adapters.statements import SignedStatement, sign
+from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.personal import ERASED
@@ -328,63 +329,87 @@ def _subject_key_foreign_keys(raw: psycopg.Connection) -> list[str]:
     ]
 
 
-def test_a_subject_key_has_one_foreign_key_its_own_tenants_key_also_after_an_upgrade(
-    accounts: Accounts, open_store: Callable[[], Accounts], raw: psycopg.Connection
+@pytest.mark.parametrize("before", ["one foreign key", "two foreign keys"])
+def test_key_stores_made_before_lose_their_foreign_keys_and_still_erase_whole_tenants(
+    before: str, accounts: Accounts, open_store: Callable[[], Accounts], raw: psycopg.Connection
 ) -> None:
     tag, other_tag = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
     customer = accounts.register_customer(**_person(tag))
     other = accounts.register_customer(**_person(other_tag))
-    assert _subject_key_foreign_keys(raw) == ["picasse_subject_keys_wrapped_by"]
-    # Make the key tables as they were before: two foreign keys (the tenant, and the key
-    # wrapping it, each checked alone), the wrapping key's id nullable and one not known.
+    assert _subject_key_foreign_keys(raw) == []
+    # Make the key tables as they were before: a foreign key of each subject key to the
+    # tenant key wrapping it (of its own tenant), or before that two (the tenant, and the
+    # key wrapping it, each checked alone) with the wrapping key's id nullable.
     raw.execute(
-        "ALTER TABLE picasse_subject_keys DROP CONSTRAINT picasse_subject_keys_wrapped_by,"
-        " ALTER COLUMN tenant_key_id DROP NOT NULL,"
-        " ADD FOREIGN KEY (tenant_id) REFERENCES picasse_tenant_keys ON DELETE CASCADE,"
-        " ADD FOREIGN KEY (tenant_key_id) REFERENCES picasse_tenant_keys (key_id)"
-        "  DEFERRABLE INITIALLY IMMEDIATE"
+        "ALTER TABLE picasse_tenant_keys ADD CONSTRAINT picasse_tenant_keys_tenant_key"
+        " UNIQUE (tenant_id, key_id)"
     )
-    raw.execute("ALTER TABLE picasse_tenant_keys DROP CONSTRAINT picasse_tenant_keys_tenant_key")
-    raw.execute(
-        "UPDATE picasse_subject_keys SET tenant_key_id = NULL WHERE subject = %s",
-        (f"contact/{customer}",),
-    )
-    assert _subject_key_foreign_keys(raw) == [
-        "picasse_subject_keys_tenant_id_fkey",
-        "picasse_subject_keys_tenant_key_id_fkey",
-    ]
+    if before == "one foreign key":
+        raw.execute(
+            "ALTER TABLE picasse_subject_keys ADD CONSTRAINT picasse_subject_keys_wrapped_by"
+            " FOREIGN KEY (tenant_id, tenant_key_id) REFERENCES picasse_tenant_keys"
+            " (tenant_id, key_id) ON DELETE CASCADE DEFERRABLE INITIALLY IMMEDIATE"
+        )
+    else:
+        raw.execute(
+            "ALTER TABLE picasse_tenant_keys DROP CONSTRAINT picasse_tenant_keys_tenant_key"
+        )
+        raw.execute(
+            "ALTER TABLE picasse_subject_keys ALTER COLUMN tenant_key_id DROP NOT NULL,"
+            " ADD FOREIGN KEY (tenant_id) REFERENCES picasse_tenant_keys ON DELETE CASCADE,"
+            " ADD FOREIGN KEY (tenant_key_id) REFERENCES picasse_tenant_keys (key_id)"
+            "  DEFERRABLE INITIALLY IMMEDIATE"
+        )
+        raw.execute(
+            "UPDATE picasse_subject_keys SET tenant_key_id = NULL WHERE subject = %s",
+            (f"contact/{customer}",),
+        )
+    assert _subject_key_foreign_keys(raw) != []
 
     reopened = open_store()
     assert reopened.customer(customer).contact.email == f"mail{tag}@example.org"
-    assert _subject_key_foreign_keys(raw) == ["picasse_subject_keys_wrapped_by"]
+    assert _subject_key_foreign_keys(raw) == []
+    assert raw.execute(
+        "SELECT count(*) FROM pg_constraint WHERE conname = 'picasse_tenant_keys_tenant_key'"
+        " AND conrelid = 'picasse_tenant_keys'::regclass"
+    ).fetchone() == (0,)
     assert raw.execute(
         "SELECT count(*) FROM picasse_subject_keys WHERE tenant_key_id IS NULL"
     ).fetchone() == (0,)
-    # The one key checks both: a subject key wrapped by another tenant's key is refused,
-    key_of = dict(raw.execute("SELECT tenant_id, key_id FROM picasse_tenant_keys").fetchall())
-    with pytest.raises(psycopg.errors.ForeignKeyViolation):
-        raw.execute(
-            "INSERT INTO picasse_subject_keys (key_id, tenant_id, subject, wrapped, tenant_key_id)"
-            " VALUES (%s, %s, 'contact/x', '\\x00', %s)",
-            (uuid.uuid4(), customer, key_of[other]),
-        )
-    # and a tenant key's row takes its subject keys with it.
-    raw.execute("DELETE FROM picasse_tenant_keys WHERE tenant_id = %s", (customer,))
+    # New subject keys are written under their tenant's key, and a tenant's erasure takes
+    # every one of its subject keys (no foreign key's cascade does it any more).
+    login = f"after{tag}@example.net"
+    user_id = add_customer_user(
+        reopened, customer_id=customer, login=login, role=Role.CUSTOMER_ADMIN, password=PASSWORD
+    )
+    assert open_store().user(user_id).login == login
+    destroyed = reopened.factory.keys.destroy_tenant_keys(customer)
+    assert {key.subject for key in destroyed} >= {
+        f"contact/{customer}",
+        f"organisation/{customer}",
+        None,
+    }
     assert raw.execute(
         "SELECT count(*) FROM picasse_subject_keys WHERE tenant_id = %s", (customer,)
     ).fetchone() == (0,)
+    assert open_store().customer(customer).contact.email == ERASED
     assert reopened.customer(other).contact.email == f"mail{other_tag}@example.org"
 
 
-def test_key_rows_sent_as_array_literals_read_back_exactly_as_the_values(database_url: str) -> None:
-    # write_pending sends its arrays as the text of array literals: every value must come
-    # back from PostgreSQL's array input as it was, whatever characters it holds.
-    from picasse.adapters.postgres.keystore import (
-        _bytea_array,
-        _int_array,
-        _text_array,
-        _uuid_array,
+def test_key_and_event_rows_sent_as_binary_arrays_read_back_exactly_as_the_values(
+    database_url: str,
+) -> None:
+    # write_pending and the events' insert send their arrays built in PostgreSQL's binary
+    # form (adapters/postgres/arrays.py): every value must come back as it was, whatever
+    # it holds; a load sends its key ids as the text of a uuid[] literal.
+    from picasse.adapters.postgres.arrays import (
+        bytea_array,
+        int8_array,
+        raw_uuid_array,
+        text_array,
+        uuid_array,
     )
+    from picasse.adapters.postgres.keystore import _raw_uuid_array
 
     uuids = [uuid.uuid4() for _ in range(3)]
     texts = ["contact/x", 'a "quoted", {braced} text', "back\\slash\\", "NULL", "", " ", "ünï/€"]
@@ -392,14 +417,17 @@ def test_key_rows_sent_as_array_literals_read_back_exactly_as_the_values(databas
     ints = [0, 1, -5, 2**40]
     with psycopg.connect(database_url, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT %t::uuid[], %t::text[], %t::bytea[], %t::bigint[], %t::uuid[], %t::text[]",
+            "SELECT %b::uuid[], %b::text[], %b::bytea[], %b::bigint[], %b::uuid[], %b::text[],"
+            " %b::uuid[], %t::uuid[]",
             (
-                _uuid_array(uuids),
-                _text_array(texts),
-                _bytea_array(blobs),
-                _int_array(ints),
-                _uuid_array([]),
-                _text_array([]),
+                uuid_array(uuids),
+                text_array(texts),
+                bytea_array(blobs),
+                int8_array(ints),
+                uuid_array([]),
+                text_array([]),
+                raw_uuid_array([u.bytes for u in uuids]),
+                _raw_uuid_array([u.bytes for u in uuids]),
             ),
         ).fetchone()
     assert row is not None
@@ -408,3 +436,161 @@ def test_key_rows_sent_as_array_literals_read_back_exactly_as_the_values(databas
     assert [bytes(b) for b in row[2]] == blobs
     assert row[3] == ints
     assert row[4] == [] and row[5] == []
+    assert row[6] == uuids and row[7] == uuids
+
+
+def _waiting_on_a_lock(raw: psycopg.Connection, schema: str, statement: str) -> bool:
+    """Whether a backend is waiting for a lock while running a statement naming this
+    schema and holding `statement`."""
+    row = raw.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND position(%s IN query) > 0 AND position(%s IN query) > 0",
+        (schema, statement),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    """Polls for a state of the server (a backend waiting for a lock), not for time."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("first", ["save", "rotation"])
+def test_a_subject_key_saved_while_a_rotation_replaces_its_tenant_key_stays_readable(
+    first: str, accounts: Accounts, open_store: Callable[[], Accounts],
+    raw: psycopg.Connection, schema: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # A save writing a new subject key under a tenant key races the rotation that replaces
+    # that tenant key (after an erasure of another of its subjects). Whichever locks the
+    # tenant key's row first, the other waits: a save first is committed before the
+    # rotation re-wraps its subject key under the new tenant key; a rotation first makes
+    # the save fail on the replaced key and seal again. Never is a subject key committed
+    # under a tenant key that no longer exists.
+    import threading
+
+    tag = uuid.uuid4().hex[:8]
+    customer = accounts.register_customer(**_person(tag))
+    saving = open_store()  # another process
+    assert saving.customer(customer).organisation == f"Org{tag} Holding"
+    keys = saving.factory.keys
+    races: list[bool] = []
+    conflicts = keys.pending_conflicts
+    monkeypatch.setattr(keys, "pending_conflicts", lambda: races.append(conflicts()) or races[-1])
+    paused, release = threading.Event(), threading.Event()
+    if first == "save":
+        # The save stops after its statements ran (its locks held), before its commit.
+        recorder = saving.recorder
+        fetch_ids = recorder._fetch_ids_after_insert_events  # type: ignore[attr-defined]
+
+        def hold_the_save(*args: object, **kwargs: object) -> object:
+            if not paused.is_set():
+                paused.set()
+                release.wait(30)
+            return fetch_ids(*args, **kwargs)
+
+        monkeypatch.setattr(recorder, "_fetch_ids_after_insert_events", hold_the_save)
+    else:
+        # The rotation stops inside its transaction, the tenant keys' rows locked.
+        rotating = accounts.factory.keys
+        replace = rotating._replace_tenant_key
+
+        def hold_the_rotation(*args: object) -> tuple[UUID, bytes]:
+            replaced = replace(*args)  # type: ignore[arg-type]
+            paused.set()
+            release.wait(30)
+            return replaced
+
+        monkeypatch.setattr(rotating, "_replace_tenant_key", hold_the_rotation)
+    login = f"racer{tag}@example.net"
+    added: list[UUID] = []
+
+    def add() -> None:
+        added.append(
+            add_customer_user(
+                saving,
+                customer_id=customer,
+                login=login,
+                role=Role.CUSTOMER_ADMIN,
+                password=PASSWORD,
+            )
+        )
+
+    save = threading.Thread(target=add)
+    rotation = threading.Thread(
+        target=accounts.factory.keys.destroy_subject_key, args=(customer, f"contact/{customer}")
+    )
+    one, other = (save, rotation) if first == "save" else (rotation, save)
+    one.start()
+    assert paused.wait(30), f"the {first} did not reach its pause"
+    other.start()
+    waiting = "FOR UPDATE" if first == "save" else "INSERT INTO"
+    _until(lambda: _waiting_on_a_lock(raw, schema, waiting), "the other waits for the first")
+    release.set()
+    for thread in (one, other):
+        thread.join(60)
+        assert not thread.is_alive()
+
+    assert races == ([] if first == "save" else [True])
+    for app in (open_store(), saving, accounts):
+        assert app.user(added[0]).login == login
+        assert app.customer(customer).contact.email == ERASED
+    assert sorted(_epochs(raw).values()) == ["current", "destroyed"]
+
+
+def test_a_tenant_erasure_beside_a_save_of_a_new_subject_key_takes_that_key_too(
+    accounts: Accounts, open_store: Callable[[], Accounts], raw: psycopg.Connection,
+    schema: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # The save holds its lock on the tenant key until it commits; the erasure's deletion
+    # of the tenant key waits for it, then deletes the subject keys, the new one too.
+    import threading
+
+    tag = uuid.uuid4().hex[:8]
+    customer = accounts.register_customer(**_person(tag))
+    saving = open_store()
+    assert saving.customer(customer).organisation == f"Org{tag} Holding"
+    paused, release = threading.Event(), threading.Event()
+    recorder = saving.recorder
+    fetch_ids = recorder._fetch_ids_after_insert_events  # type: ignore[attr-defined]
+
+    def hold_the_save(*args: object, **kwargs: object) -> object:
+        if not paused.is_set():
+            paused.set()
+            release.wait(30)
+        return fetch_ids(*args, **kwargs)
+
+    monkeypatch.setattr(recorder, "_fetch_ids_after_insert_events", hold_the_save)
+    invited: list[UUID] = []
+    save = threading.Thread(
+        target=lambda: invited.append(
+            saving.invite_user(
+                customer_id=customer,
+                login=f"late{tag}@example.net",
+                role=Role.CUSTOMER_ADMIN,
+                email=f"late{tag}@users.example",
+                by=Viewer(role=Role.CUSTOMER_ADMIN, customer_id=customer),
+            ).user_id
+        )
+    )
+    erasure = threading.Thread(target=accounts.factory.keys.destroy_tenant_keys, args=(customer,))
+    save.start()
+    assert paused.wait(30), "the save did not reach its pause"
+    erasure.start()
+    _until(lambda: _waiting_on_a_lock(raw, schema, "DELETE FROM"), "the erasure waits")
+    release.set()
+    for thread in (save, erasure):
+        thread.join(60)
+        assert not thread.is_alive()
+
+    assert raw.execute(
+        "SELECT count(*) FROM picasse_subject_keys WHERE tenant_id = %s", (customer,)
+    ).fetchone() == (0,)
+    assert raw.execute(
+        "SELECT count(*) FROM picasse_destroyed_keys WHERE tenant_id = %s AND subject = %s",
+        (customer, f"user/{invited[0]}"),
+    ).fetchone() == (1,)
