@@ -70,3 +70,36 @@ def cli_runner(env: dict[str, str]) -> Run:
 @pytest.fixture
 def picasse(cli_env: dict[str, str]) -> Run:
     return cli_runner(cli_env)
+
+
+def register_in_process(
+    env: dict[str, str], *, subscribe: bool = True, sms_to: str | None = None, **details: str
+) -> str:
+    """A customer on the schema of `env` (`cli_env`), made by this process through the
+    same domain commands the CLI calls; optionally subscribed and sent one SMS.
+
+    For tests whose claim is about later commands run as processes: registering,
+    subscribing and sending as processes have tests of their own (test_cli.py,
+    test_messages_cli.py), and each process started only for a test's setup costs the
+    suite half a second of CPU (its imports) that no assertion looks at."""
+    from picasse.domain.messaging import SendRequest
+    from picasse.runners.settings import Settings
+    from picasse.runners.wiring import ensure_master_key, open_accounts, open_messages
+
+    settings = Settings.from_environ(env)
+    assert settings.database_url is not None
+    ensure_master_key(settings)
+    accounts = open_accounts(settings, settings.database_url)
+    try:
+        customer_id = accounts.register_customer(**details)
+        if subscribe:
+            accounts.start_subscription(customer_id)
+    finally:
+        accounts.close()
+    if sms_to is not None:
+        messages = open_messages(settings, settings.database_url)
+        try:
+            messages.send(customer_id, SendRequest(channel="sms", to=[sms_to], body="Bye"))
+        finally:
+            messages.close()
+    return str(customer_id)

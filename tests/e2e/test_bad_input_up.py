@@ -3,33 +3,22 @@ never a 500 and a traceback (issue 11, finding 7)."""
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import pytest
 
 from tests.e2e.platform import RunningUp
 
-pytestmark = pytest.mark.own_servers  # `up` starts embedded servers of its own
-
-ADMIN, PASSWORD = "admin", "Quartz-plover-91-vintage-lamp"
+ADMIN, PASSWORD = "bad-input-admin", "Quartz-plover-91-vintage-lamp"
 
 
 @pytest.fixture(scope="module")
-def up(servers_root: Path) -> Iterator[RunningUp]:
-    data_dir = Path(tempfile.mkdtemp(prefix="bad-input-", dir=servers_root)) / "data"
-    running = RunningUp(data_dir)
-    try:
-        running.wait_until_up()
-        running.cli(
-            "users", "add", "--login", ADMIN, "--role", "platform_admin", "--password-stdin",
-            stdin=PASSWORD,
-        )  # fmt: skip
-        yield running
-    finally:
-        running.terminate()
+def up(shared_up: RunningUp) -> RunningUp:
+    """The session's running platform, with a platform admin of these tests' own."""
+    shared_up.cli(
+        "users", "add", "--login", ADMIN, "--role", "platform_admin", "--password-stdin",
+        stdin=PASSWORD,
+    )  # fmt: skip
+    return shared_up
 
 
 def _no_traceback(up: RunningUp) -> None:

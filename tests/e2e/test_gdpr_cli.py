@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from picasse.adapters.clock import TEST_DATA_DIR_MARKER
-from tests.e2e.conftest import Run, cli_runner
+from tests.e2e.conftest import Run, cli_runner, register_in_process
 
 CUSTOMER = [
     "customers", "register", "--org", "Leaving BV", "--contact-name", "Lea Leaving",
@@ -22,12 +22,13 @@ CUSTOMER = [
 
 
 @pytest.fixture
-def customer(picasse: Run) -> str:
-    customer_id = picasse(*CUSTOMER, check=True).stdout.strip()
-    picasse("customers", "subscribe", customer_id, check=True)
-    picasse("messages", "send", "--customer", customer_id, "--channel", "sms", "--to", "+31612345670",
-            "--body", "Bye", check=True)  # fmt: skip
-    return customer_id
+def customer(cli_env: dict[str, str]) -> str:
+    """A subscribed customer with one SMS sent, on the schema the test's commands use: made
+    in this process (register_in_process), the commands under test run as processes."""
+    return register_in_process(
+        cli_env, sms_to="+31612345670", organisation="Leaving BV", contact_name="Lea Leaving",
+        email="lea@leaving.example", phone="+31 6 4444 5555", billing_address="Dijk 9, Urk",
+    )  # fmt: skip
 
 
 def test_terminate_writes_export_and_a_statement_that_verifies(

@@ -6,19 +6,17 @@ import json
 
 import pytest
 
-from tests.e2e.conftest import Run
-
-CUSTOMER = [
-    "customers", "register", "--org", "Sender BV", "--contact-name", "Sam Sender",
-    "--email", "sam@sender.example", "--phone", "+31 6 2222 3333", "--billing-address", "Weg 3, Ede",
-]  # fmt: skip
+from tests.e2e.conftest import Run, register_in_process
 
 
 @pytest.fixture
-def customer(picasse: Run) -> str:
-    customer_id = picasse(*CUSTOMER, check=True).stdout.strip()
-    picasse("customers", "subscribe", customer_id, check=True)
-    return customer_id
+def customer(cli_env: dict[str, str]) -> str:
+    """A subscribed customer on the schema the test's commands use, made in this process
+    (register_in_process): the `messages` and `groups` commands under test run as processes."""
+    return register_in_process(
+        cli_env, organisation="Sender BV", contact_name="Sam Sender",
+        email="sam@sender.example", phone="+31 6 2222 3333", billing_address="Weg 3, Ede",
+    )  # fmt: skip
 
 
 def _events(picasse: Run) -> int:

@@ -7,16 +7,11 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e.platform import RunningUp, picasse_command, wait_for_links
-from tests.ports import free_port
-
-pytestmark = pytest.mark.own_servers
 
 TIMEOUT = 120.0
 STAFF_PASSWORD = "quartz meadow lantern 17"
@@ -24,15 +19,12 @@ USER_PASSWORD = "velvet orchard compass 42"
 SECRET = "the vault code is 7391-quokka"
 
 
-@pytest.fixture(scope="module")
-def up(servers_root: Path) -> Iterator[RunningUp]:
-    port = free_port()  # a known port, so the mailed links name where the pages are
-    running = RunningUp(servers_root / "staff-content", PICASSE_HTTP_PORT=str(port))
-    try:
-        running.wait_until_up()
-        yield running
-    finally:
-        running.terminate()
+@pytest.fixture
+def up(shared_up: RunningUp) -> RunningUp:
+    """The session's running platform: this test adds staff and a customer of its own (their
+    logins are taken by no other test) and stops nothing. Mailed links name the port `up`
+    picked (PICASSE_HTTP_PORT=0), which the public URL names too."""
+    return shared_up
 
 
 def cli(up: RunningUp, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -43,7 +35,7 @@ def cli(up: RunningUp, *args: str, stdin: str = "") -> subprocess.CompletedProce
 
 
 def base_url(up: RunningUp) -> str:
-    return f"http://127.0.0.1:{up.env['PICASSE_HTTP_PORT']}"
+    return up.api_url()
 
 
 def session(up: RunningUp, login: str, password: str) -> httpx.Client:
