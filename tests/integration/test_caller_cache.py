@@ -263,7 +263,7 @@ def test_a_worker_remembers_the_customers_sending_and_gives_up_their_deliveries_
 
         deps.accounts.terminate_customer(tenant.customer_id)
         wait_until(
-            lambda: worker.sending.get(tenant.customer_id) is None,  # type: ignore[union-attr]
+            lambda: worker.sending.get(tenant.customer_id) is None,
             WAIT,
             "the worker forgetting the customer",
         )
