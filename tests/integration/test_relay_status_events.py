@@ -22,7 +22,7 @@ from picasse.adapters.nats.relay import Relay
 from picasse.adapters.nats.status_events import StatusEvent, WebhookTopology, decoder
 from picasse.adapters.nats.worker import WorkerSettings
 from picasse.adapters.postgres.notices import connection_kwargs
-from picasse.adapters.postgres.store import recorder_of
+from picasse.adapters.postgres.store import factory_of, recorder_of
 from picasse.adapters.providers.maildir import MaildirProvider
 from picasse.domain.access import Viewer
 from picasse.domain.messages import DeliveryStatus, delivery_id
@@ -229,7 +229,7 @@ def test_a_relay_starting_reads_the_endpoints_events_by_their_own_index_not_the_
     assert row is not None
     nodes = [n for n in plan_nodes(row[0]) if "Node Type" in n]
     scans = [n for n in nodes if n["Node Type"].endswith("Scan")]
-    index = f"{deps.messages.recorder.events_table_name}_endpoint_events"  # type: ignore[attr-defined]
+    index = f"{recorder_of(deps.messages).events_table_name}_endpoint_events"
     assert [(n["Node Type"], n.get("Index Name"), n.get("Filter")) for n in scans] == [
         ("Index Scan", index, None)
     ]
@@ -239,10 +239,10 @@ def test_a_relay_starting_reads_the_endpoints_events_by_their_own_index_not_the_
 def _starting_relay(deps: HttpDeps, here: Settings) -> Relay:
     """A relay as it starts, for its read of the endpoints' events: no position, no NATS."""
     return Relay(
-        deps.messages.recorder,  # type: ignore[arg-type]
+        recorder_of(deps.messages),
         None,  # type: ignore[arg-type]  # its position is given here
         None,  # type: ignore[arg-type]  # it publishes nothing here
         topology=Topology(here.nats_namespace),
         application_name="test",
-        conninfo=connection_kwargs(deps.messages.factory.datastore),  # type: ignore[attr-defined]
+        conninfo=connection_kwargs(factory_of(deps.messages).datastore),
     )
