@@ -20,6 +20,7 @@ from eventsourcing.persistence import Notification
 from psycopg import sql
 
 from picasse.adapters.clock import ManualClock
+from picasse.adapters.postgres.store import recorder_of
 from picasse.adapters.providers.smpp_pdu import segment_count
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
@@ -317,15 +318,13 @@ def test_the_plans_and_accounts_are_read_through_their_own_index_not_the_whole_l
     (the notification ids' index, filtering each row's topic); sequential and bitmap scans
     are priced out to make the choice plain. The plan is the generic one, which a prepared
     query (as the recorder's are) gets after a few runs: its parameters unknown."""
-    recorder = billing.recorder
-    index = f"{recorder.events_table_name}_billing_accounts"  # type: ignore[attr-defined]
+    recorder = recorder_of(billing)
+    index = f"{recorder.events_table_name}_billing_accounts"
     raw.execute("SET enable_seqscan = off")
     raw.execute("SET enable_bitmapscan = off")
     read_by: dict[str, list[tuple[object, ...]]] = {}
     for topic in BILLING_ACCOUNT_TOPICS:
-        statement, params = recorder.selection_statement(  # type: ignore[attr-defined]
-            1, 500, topics=[topic]
-        )
+        statement, params = recorder.selection_statement(1, 500, topics=[topic])
         scans = [
             n for n in _generic_plan(raw, statement, params) if n["Node Type"].endswith("Scan")
         ]
