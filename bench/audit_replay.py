@@ -54,6 +54,7 @@ from picasse.adapters.postgres.audit import (
     replay_into_views,
     view_keys,
 )
+from picasse.adapters.postgres.store import factory_of
 from picasse.domain.aggregates import Aggregate
 from picasse.domain.customers import Contact, Customer
 from picasse.domain.messages import Channel, Delivery, Message, Priority, delivery_id, traffic_month
@@ -190,14 +191,14 @@ def write_history(app: Any, n: int, events: int, config: Config, progress: Progr
 
 def build_live_views(reader: LogReader, progress: Progress) -> None:
     """The live views from the whole log, synchronously, a page of writes per transaction."""
-    datastore = reader.recorder.datastore  # type: ignore[attr-defined]
+    datastore = factory_of(reader).datastore
     head = reader.recorder.max_notification_id() or 0
     targets = {}
     for name, (projection_class, view_class) in VIEWS.items():
         view = page_batched(view_class)(
             datastore,
             tracking_table_name=live_tracking_table(projection_class),
-            **view_keys(view_class, reader.mapper.keys),
+            **view_keys(view_class, factory_of(reader).keys),
         )
         view.create_table()
         targets[name] = (projection_class(view), head)
@@ -218,13 +219,13 @@ def build_live_views(reader: LogReader, progress: Progress) -> None:
 def views_purge(reader: LogReader) -> None:
     """Each live view takes in the events of its topics after its position, one event per
     transaction, as its projection runner has it do."""
-    datastore = reader.recorder.datastore  # type: ignore[attr-defined]
+    datastore = factory_of(reader).datastore
     head = reader.recorder.max_notification_id() or 0
     for name, (projection_class, view_class) in VIEWS.items():
         view = view_class(
             datastore,
             tracking_table_name=live_tracking_table(projection_class),
-            **view_keys(view_class, reader.mapper.keys),
+            **view_keys(view_class, factory_of(reader).keys),
         )
         target = {name: (projection_class(view), head)}
         replay_into_views(reader.recorder, reader.mapper, reader.name, target, only_topics=True)
@@ -234,8 +235,8 @@ def readable_left(reader: LogReader, customer_id: UUID) -> int:
     """Personal values of the customer the live views hold that still open: the views hold
     only ciphertext, so a value is readable exactly while the key it names is live. Counted
     per distinct key (a handful), so the check costs one index scan per column."""
-    datastore = reader.recorder.datastore  # type: ignore[attr-defined]
-    keys = reader.mapper.keys  # type: ignore[attr-defined]
+    datastore = factory_of(reader).datastore
+    keys = factory_of(reader).keys
     key_ids: dict[bytes, int] = {}
     with datastore.get_connection() as conn:
         for projection_class, view_class in VIEWS.values():
@@ -498,6 +499,13 @@ def standalone(
     if data_dir is None:
         data_dir = Path(tempfile.mkdtemp(prefix="picasse-bench-"))
     settings = Settings(data_dir=data_dir, database_url=Settings.from_environ().database_url)
+    ending: tuple[type[Exception], ...] = (
+        BenchError,
+        event_store.BenchError,
+        servers.ServerError,
+        psycopg.Error,
+        *errors,
+    )
     started = time.monotonic()
     try:
         with console.status("starting PostgreSQL"):
@@ -506,9 +514,7 @@ def standalone(
             printed = tables_of(settings, database_url, progress)
         for table in printed:
             console.print(table)
-    except (
-        BenchError, event_store.BenchError, servers.ServerError, psycopg.Error, *errors
-    ) as error:  # fmt: skip
+    except ending as error:
         console.print(f"[red]bench: {error}")
         return 1
     finally:

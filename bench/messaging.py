@@ -904,7 +904,12 @@ def run(
         roles["api"].append(listening.pid)
         api_url = listening.line.rsplit(" ", 1)[-1]
         running: list[ExitStack] = []  # one per worker process, in start order
-        stack.callback(lambda: [each.close() for each in reversed(running)])
+
+        def stop_workers() -> None:
+            for each in reversed(running):
+                each.close()
+
+        stack.callback(stop_workers)
 
         def workers_to(wanted: int) -> None:
             """Start worker processes, or stop the last started (SIGTERM: they drain)."""

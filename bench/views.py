@@ -48,6 +48,7 @@ from picasse.adapters.clock import SystemClock
 from picasse.adapters.http.app import create_app
 from picasse.adapters.master_key import create_master_key
 from picasse.adapters.postgres.audit import audit_replay
+from picasse.adapters.postgres.store import factory_of
 from picasse.adapters.postgres.views import PostgresTrafficView
 from picasse.domain.aggregates import Aggregate
 from picasse.domain.application import LOG_NAME
@@ -212,7 +213,7 @@ def run(settings: Settings, database_url: str, config: Config, progress: Progres
         # The relay is not running here: record it as one that has published the whole
         # log would be, so the overview's health probe counts its lag as it would live.
         relay_tracking = PostgresTrackingRecorder(
-            messages.factory.datastore,  # type: ignore[attr-defined]
+            factory_of(messages).datastore,
             tracking_table_name=relay.TRACKING_TABLE,
         )
         relay_tracking.create_table()

@@ -218,7 +218,8 @@ def links_mailed_to(up: RunningUp, address: str) -> list[str]:
                 continue
             if address not in str(mail["To"]):
                 continue
-            body = mail.get_body(("plain",))  # type: ignore[attr-defined]
+            body = mail.get_body(("plain",))
+            assert body is not None, f"{path.name} has no plain text part"
             found += re.findall(r"http\S+/set-password/[A-Za-z0-9_-]+", body.get_content())
     return found
 

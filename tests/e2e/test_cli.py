@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from uuid import UUID
 
+import msgspec
 import pytest
 
+from picasse.adapters.postgres.audit import ChainReport
 from tests.e2e.conftest import Run
 
 CUSTOMER = [
@@ -20,8 +22,8 @@ CUSTOMER = [
 
 
 def _event_count(picasse: Run) -> int:
-    report = json.loads(picasse("audit", "verify", "--json", check=True).stdout)
-    return report["events"]
+    out = picasse("audit", "verify", "--json", check=True).stdout
+    return msgspec.json.decode(out, type=ChainReport).events
 
 
 def test_help_explains_every_command(picasse: Run) -> None:

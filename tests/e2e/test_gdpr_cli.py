@@ -135,24 +135,22 @@ def test_a_user_can_be_erased_individually(picasse: Run, customer: str) -> None:
 
 def _head(env: dict[str, str]) -> int:
     """The log's last notification id in this test's schema."""
-    return int(_one(env, "SELECT coalesce(max(notification_id), 0) FROM {}.picasse_events"))
+    return _number(env, "SELECT coalesce(max(notification_id), 0) FROM {}.picasse_events")
 
 
 def _statements(env: dict[str, str]) -> int:
     """Statements of erasure signed, as the log records them (this test's schema only)."""
-    return int(
-        _one(
-            env,
-            "SELECT count(*) FROM {}.picasse_events WHERE topic LIKE '%Termination.StatementSigned'",
-        )
+    return _number(
+        env,
+        "SELECT count(*) FROM {}.picasse_events WHERE topic LIKE '%Termination.StatementSigned'",
     )
 
 
-def _one(env: dict[str, str], query: str) -> object:
+def _number(env: dict[str, str], query: str) -> int:
     schema = sql.Identifier(env["PICASSE_DATABASE_SCHEMA"])
     with psycopg.connect(env["PICASSE_DATABASE_URL"]) as conn:
-        row = conn.execute(sql.SQL(query).format(schema)).fetchone()  # type: ignore[arg-type]
-    assert row is not None
+        row = conn.execute(sql.SQL(query).format(schema)).fetchone()
+    assert row is not None and isinstance(row[0], int), row
     return row[0]
 
 

@@ -52,9 +52,10 @@ def run_lines(lines: list[str], env: dict[str, str], cwd: Path) -> list[tuple[in
         text=True,
         timeout=120,
     )
-    exits = dict(
-        tuple(map(int, entry.split())) for entry in (headers / "statuses").read_text().splitlines()
-    )
+    exits: dict[int, int] = {}
+    for entry in (headers / "statuses").read_text().splitlines():
+        ran, code = entry.split()
+        exits[int(ran)] = int(code)
     return [(exits.get(step, -1), _http_status(headers / str(step))) for step in range(len(lines))]
 
 

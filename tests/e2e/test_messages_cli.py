@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 
+from picasse.adapters.postgres.audit import ChainReport
 from tests.e2e.conftest import Run, register_in_process
 
 
@@ -20,7 +22,8 @@ def customer(cli_env: dict[str, str]) -> str:
 
 
 def _events(picasse: Run) -> int:
-    return json.loads(picasse("audit", "verify", "--json", check=True).stdout)["events"]
+    out = picasse("audit", "verify", "--json", check=True).stdout
+    return msgspec.json.decode(out, type=ChainReport).events
 
 
 def test_a_sent_message_is_queued_per_recipient_and_shown_without_its_body(

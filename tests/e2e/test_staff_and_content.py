@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -45,9 +46,9 @@ def session(up: RunningUp, login: str, password: str) -> httpx.Client:
     return client
 
 
-def wait_for(check: object, what: str) -> None:
+def wait_for(check: Callable[[], object], what: str) -> None:
     deadline = time.monotonic() + TIMEOUT
-    while not check():  # type: ignore[operator]
+    while not check():
         assert time.monotonic() < deadline, what
         time.sleep(0.5)
 

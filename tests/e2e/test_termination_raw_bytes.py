@@ -25,6 +25,7 @@ import psycopg
 import pytest
 
 from picasse.adapters.crypto import blind_index
+from picasse.adapters.postgres.store import factory_of
 from picasse.domain.messaging import recipient_lookup_form
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_accounts
@@ -117,7 +118,7 @@ def _blind_index(up: RunningUp, customer: UUID, month: str, recipient: str) -> b
     url = up.url_of("PostgreSQL")
     accounts = open_accounts(Settings(data_dir=up.data_dir, database_url=url), url)
     try:
-        key = accounts.factory.keys.subject_key(customer, f"traffic/{month}")  # type: ignore[attr-defined]
+        key = factory_of(accounts).keys.subject_key(customer, f"traffic/{month}")
         assert key is not None
         return blind_index(key, recipient_lookup_form(recipient))
     finally:

@@ -68,7 +68,7 @@ def _unwritable_plan(up: RunningUp, customer: UUID) -> None:
     settings = Settings(data_dir=up.data_dir, database_url=up.url_of("PostgreSQL"))
     accounts = open_accounts(settings, up.url_of("PostgreSQL"))
     try:
-        aggregate = accounts.repository.get(customer)
+        aggregate: object = accounts.repository.get(customer)
         assert isinstance(aggregate, Customer)
         aggregate._subscription_started("Nul\x00Plan")  # past the guard, as old data would be
         accounts.save(aggregate)

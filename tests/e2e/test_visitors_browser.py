@@ -18,7 +18,7 @@ from datetime import timedelta
 from email.message import EmailMessage
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import FrameLocator, Page, expect, sync_playwright
 
 from picasse.adapters.http.app import create_app
 from picasse.adapters.nats.jobs import Topology
@@ -69,13 +69,13 @@ def _framing(form_url: str) -> str:
     return f'<!doctype html><title>Shop</title><h1>Visit us</h1><iframe src="{form_url}" width="600" height="900"></iframe>'
 
 
-def _fill(frame: Page | object, name: str, email: str, host: str, arrival: str) -> None:
-    frame.locator('input[name="name"]').fill(name)  # type: ignore[attr-defined]
-    frame.locator('input[name="email"]').fill(email)  # type: ignore[attr-defined]
-    frame.locator('select[name="host"]').select_option(host)  # type: ignore[attr-defined]
-    frame.locator('input[name="arrival"]').fill(arrival)  # type: ignore[attr-defined]
-    frame.locator('input[name="consent"]').check()  # type: ignore[attr-defined]
-    frame.locator('button[type="submit"]').click()  # type: ignore[attr-defined]
+def _fill(frame: Page | FrameLocator, name: str, email: str, host: str, arrival: str) -> None:
+    frame.locator('input[name="name"]').fill(name)
+    frame.locator('input[name="email"]').fill(email)
+    frame.locator('select[name="host"]').select_option(host)
+    frame.locator('input[name="arrival"]').fill(arrival)
+    frame.locator('input[name="consent"]').check()
+    frame.locator('button[type="submit"]').click()
 
 
 def test_a_visitor_registers_directly_and_framed_is_told_and_checked_in_and_out(

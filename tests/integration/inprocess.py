@@ -18,6 +18,7 @@ from picasse.adapters.nats.relay import Relay
 from picasse.adapters.nats.status_events import WebhookTopology
 from picasse.adapters.nats.worker import Worker, WorkerSettings
 from picasse.adapters.postgres.notices import connection_kwargs
+from picasse.adapters.postgres.store import factory_of, recorder_of
 from picasse.adapters.providers import Provider
 from picasse.domain.clock import Clock
 from picasse.domain.messaging import Messages
@@ -35,7 +36,7 @@ def relay_and_worker(
     ack_links: AckLinks | None = None,
     also: Callable[[Any], Any] | None = None,  # given the JetStream context: a thing to .run(stop)
 ) -> Iterator[Worker]:
-    datastore = messages.factory.datastore  # type: ignore[attr-defined]
+    datastore = factory_of(messages).datastore
     tracking = PostgresTrackingRecorder(datastore, tracking_table_name="picasse_relay_tracking")
     tracking.create_table()
     loop = asyncio.new_event_loop()
@@ -48,7 +49,7 @@ def relay_and_worker(
         client = await nats.connect(nats_url)
         js = client.jetstream()
         relay = Relay(
-            messages.recorder,  # type: ignore[arg-type]
+            recorder_of(messages),
             tracking,
             js,
             topology=topology,

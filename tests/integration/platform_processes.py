@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -75,10 +75,12 @@ def processes(env: dict[str, str], log_dir: Path) -> Iterator[Processes]:
         group.stop_all()
 
 
-def wait_until(condition: object, timeout: float, what: str, interval: float = 0.1) -> None:
+def wait_until(
+    condition: Callable[[], object], timeout: float, what: str, interval: float = 0.1
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
+        if condition():
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")

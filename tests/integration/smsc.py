@@ -17,6 +17,7 @@ import ssl
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -122,9 +123,9 @@ class Smsc:
             texts[destination].append("".join(got[n] for n in range(1, total + 1)))
         return dict(texts)
 
-    def wait_for(self, condition: object, timeout: float = 10.0) -> None:
+    def wait_for(self, condition: Callable[[], object], timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
-        while not condition():  # type: ignore[operator]
+        while not condition():
             if time.monotonic() > deadline:
                 raise AssertionError("the SMSC simulator waited in vain")
             time.sleep(0.02)

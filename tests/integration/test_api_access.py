@@ -13,6 +13,7 @@ import pytest
 from litestar import Litestar
 from litestar.enums import ParamType
 from litestar.routes import HTTPRoute
+from litestar.types import Method
 from litestar.utils.sync import AsyncCallable
 
 from picasse.adapters.http.app import HttpDeps, create_app
@@ -262,7 +263,7 @@ def _markers(tenant: Tenant) -> list[str]:
     ]  # fmt: skip
 
 
-def _operations(app: Litestar) -> Iterator[tuple[str, str, HTTPRoute, Any]]:
+def _operations(app: Litestar) -> Iterator[tuple[Method, str, HTTPRoute, Any]]:
     """(method, path, route, kwargs model) of every route handler, OPTIONS aside (Litestar
     answers those itself, with the methods only)."""
     for route in app.routes:
@@ -272,7 +273,7 @@ def _operations(app: Litestar) -> Iterator[tuple[str, str, HTTPRoute, Any]]:
                 yield method, route.path, route, kwargs_model
 
 
-def _is_public(route: HTTPRoute, method: str) -> bool:
+def _is_public(route: HTTPRoute, method: Method) -> bool:
     handler = route.route_handler_map[method][0]
     return bool(handler.opt.get("public")) or route.path.startswith("/schema")
 
@@ -691,7 +692,7 @@ def test_the_openapi_document_describes_every_v1_route_with_its_security(
         documented = (method, route.path_format)
         assert documented in operations, documented
         operation = document["paths"][route.path_format][method.lower()]
-        expected = [] if _is_public(route, method) else None
+        expected: list[object] | None = [] if _is_public(route, method) else None
         assert operation.get("security") == expected, documented
     assert {"apiKey", "session"} == set(document["components"]["securitySchemes"])
     assert document["components"]["schemas"]["SendMessage"]["additionalProperties"] is False

@@ -37,6 +37,7 @@ from picasse.adapters.postgres.audit import (
     scratch_views,
     view_keys,
 )
+from picasse.adapters.postgres.store import factory_of
 from picasse.adapters.postgres.views import last_notification_in
 from picasse.domain.accounts import Accounts
 from picasse.domain.messages import delivery_id
@@ -265,9 +266,11 @@ def test_a_tampered_view_row_is_reported_by_view_row_and_column_without_its_valu
 def test_a_row_missing_from_a_live_view_is_reported_as_missing(
     world: World, replay: Callable[..., ReplayReport], raw: psycopg.Connection[Any]
 ) -> None:
-    (user,) = raw.execute(
+    row = raw.execute(
         "SELECT id FROM accounts_view_users WHERE customer_id = %s", (world.customers[2],)
     ).fetchone()
+    assert row is not None
+    (user,) = row
     with _tampered(raw, "accounts_view_users", "id = %s", (user,), "login = login"):
         raw.execute("DELETE FROM accounts_view_users WHERE id = %s", (user,))
         report = replay()
@@ -378,8 +381,8 @@ def test_pages_commit_in_order_behind_the_reading_and_a_page_that_fails_fails_th
     """A page's writes commit in a thread of their own while the next page is read: in
     order, all of them before the replay returns, and an error in one is the replay's."""
     head = reader.recorder.max_notification_id() or 0
-    datastore = reader.recorder.datastore  # type: ignore[attr-defined]
-    with scratch_views(datastore, VIEWS, keys=reader.mapper.keys) as scratch:
+    datastore = factory_of(reader).datastore
+    with scratch_views(datastore, VIEWS, keys=factory_of(reader).keys) as scratch:
         traffic = scratch["traffic"].view
         positions: list[int] = []
 
@@ -395,7 +398,7 @@ def test_pages_commit_in_order_behind_the_reading_and_a_page_that_fails_fails_th
             last = last_notification_in(reader.recorder, head, projection.topics)
             assert (projection.view.max_tracking_id(reader.name) or 0) == last, name
 
-    with scratch_views(datastore, VIEWS, keys=reader.mapper.keys) as scratch:
+    with scratch_views(datastore, VIEWS, keys=factory_of(reader).keys) as scratch:
         deliveries = scratch["traffic"].view.t["deliveries"]
 
         def refuse_deliveries(done: int, total: int) -> None:
@@ -462,14 +465,14 @@ def test_a_sealed_value_changed_in_the_log_fails_the_replay_with_one_line(
 
 def _build_live_views(reader: LogReader) -> None:
     """The live views up to the head, built with the projections, one event at a time."""
-    datastore = reader.recorder.datastore  # type: ignore[attr-defined]
+    datastore = factory_of(reader).datastore
     head = reader.recorder.max_notification_id() or 0
     targets = {}
     for name, (projection_class, view_class) in VIEWS.items():
         view = view_class(
             datastore,
             tracking_table_name=live_tracking_table(projection_class),
-            **view_keys(view_class, reader.mapper.keys),
+            **view_keys(view_class, factory_of(reader).keys),
         )
         view.create_table()
         targets[name] = (projection_class(view), head)

@@ -19,6 +19,7 @@ from picasse.adapters.clock import ManualClock
 from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.adapters.http.auth import CALLER_LIFETIME, _caller_from_key
 from picasse.adapters.postgres.notices import ACCOUNTS_CHANGED
+from picasse.adapters.postgres.store import recorder_of
 from picasse.domain.access import Viewer
 from picasse.domain.messages import delivery_id
 from picasse.domain.messaging import Attempt, NothingToSend, SendRequest
@@ -75,7 +76,7 @@ def _key(deps: HttpDeps, login: str) -> tuple[str, Any]:
 
 
 def _channel(deps: HttpDeps) -> str:
-    return deps.messages.recorder.keys.notices.channel  # type: ignore[attr-defined, no-any-return]
+    return recorder_of(deps.messages).keys.notices.channel
 
 
 def test_a_key_seen_is_kept_until_any_notice_of_the_schema_or_its_lifetime_on_the_clock(
@@ -111,7 +112,7 @@ def test_a_caller_read_while_a_change_came_in_is_not_kept(deps: HttpDeps, acme: 
     before = deps.callers.generation
     caller = deps.callers.get(key)
     assert caller is None
-    deps.messages.recorder.keys.notices.tell(ACCOUNTS_CHANGED)  # type: ignore[attr-defined]
+    recorder_of(deps.messages).keys.notices.tell(ACCOUNTS_CHANGED)
     read = _caller_from_key(deps, key)
     assert read is not None
     deps.callers.keep(key, read, before)  # read from before the change: dropped
@@ -254,16 +255,17 @@ def test_a_worker_remembers_the_customers_sending_and_gives_up_their_deliveries_
     worker = open_messages(here, database_url)
     remember_sending(worker)
     try:
-        notices = worker.recorder.keys.notices  # type: ignore[attr-defined]
+        notices = recorder_of(worker).keys.notices
         assert notices.listening.wait(WAIT), "the worker's notice listener did not start"
-        assert worker.sending is not None and worker.sending.get(tenant.customer_id) is None
+        sending = worker.sending
+        assert sending is not None and sending.get(tenant.customer_id) is None
         (attempt,) = worker.start_attempts([delivery_id(first, 0)])
         assert isinstance(attempt, Attempt)
-        assert worker.sending.get(tenant.customer_id) is True  # the next batch reads no customer
+        assert sending.get(tenant.customer_id) is True  # the next batch reads no customer
 
         deps.accounts.terminate_customer(tenant.customer_id)
         wait_until(
-            lambda: worker.sending.get(tenant.customer_id) is None,  # type: ignore[union-attr]
+            lambda: sending.get(tenant.customer_id) is None,
             WAIT,
             "the worker forgetting the customer",
         )

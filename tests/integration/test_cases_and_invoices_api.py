@@ -4,7 +4,7 @@ admin fetches its invoice and its PDF, staff record payments."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 from uuid import uuid4
@@ -17,6 +17,7 @@ from psycopg import sql
 from picasse.adapters.http import billing_api
 from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.adapters.http.billing_api import InvoiceOut
+from picasse.adapters.postgres.store import recorder_of
 from picasse.domain.access import Viewer
 from picasse.domain.billing import Billing
 from picasse.domain.conferencing import ScheduleRequest
@@ -72,7 +73,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
 
 
 def test_a_customer_files_a_case_support_replies_and_the_customer_reads_the_reply(
-    world: World, raw_events: bytes
+    world: World, raw_events: Callable[[World], bytes]
 ) -> None:
     customer = world.client(world.tenant.user_login)
     support = world.client(world.staff[Role.SUPPORT])
@@ -256,13 +257,13 @@ def test_the_invoice_list_comes_from_the_view_page_by_page_and_a_customer_sees_o
 
 
 @pytest.fixture
-def raw_events() -> object:
+def raw_events() -> Callable[[World], bytes]:
     """Every stored event's bytes, straight from the table (the mapper bypassed)."""
 
     def read(world: World) -> bytes:
-        recorder = world.deps.messages.recorder
-        with recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
-            table = recorder.events_table_name  # type: ignore[attr-defined]
+        recorder = recorder_of(world.deps.messages)
+        with recorder.datastore.get_connection() as conn:
+            table = recorder.events_table_name
             query = sql.SQL("SELECT state FROM {}.{}")
             rows = conn.execute(
                 query.format(sql.Identifier(world.schema), sql.Identifier(table))

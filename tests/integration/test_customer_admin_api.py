@@ -12,6 +12,7 @@ import pytest
 from litestar import Litestar
 
 from picasse.adapters.http.app import HttpDeps, create_app
+from picasse.domain.users import User
 from picasse.domain.values import Role
 from picasse.runners.api import http_deps
 from picasse.runners.settings import Settings
@@ -109,7 +110,7 @@ def test_a_customer_admin_makes_a_user_admin_and_an_ordinary_user_again(
     assert promoted.status_code == 200 and promoted.json()["role"] == "customer_admin"
     assert again.status_code == 200  # what already holds: nothing changes
     assert demoted.json()["role"] == "customer_user"
-    user = here.deps.accounts.repository.get(user_id)
+    user: User = here.deps.accounts.repository.get(user_id)
     assert user.version == 5  # added, link issued, password set, then two role changes
     here.catch_up()
     listed = {u["id"]: u for u in admin.get(f"/v1/customers/{acme.customer_id}/users").json()}

@@ -17,6 +17,7 @@ from uuid import UUID, uuid4
 import msgspec
 import psycopg
 import pytest
+from eventsourcing.application import Application
 from eventsourcing.domain import event
 from eventsourcing.persistence import MapperDeserialisationError
 from eventsourcing.utils import get_topic
@@ -25,6 +26,7 @@ from picasse.adapters import crypto
 from picasse.adapters.postgres.audit import verify_chains
 from picasse.adapters.postgres.keystore import FIRST_ANALYZE_AFTER, TenantErased
 from picasse.adapters.postgres.roles import TrackingTable
+from picasse.adapters.postgres.store import factory_of, recorder_of
 from picasse.domain.accounts import Accounts
 from picasse.domain.aggregates import Aggregate
 from picasse.domain.customers import Contact, Customer
@@ -103,7 +105,7 @@ def test_an_erased_contact_reads_as_erased_and_the_whole_log_still_replays(
     accounts: Accounts,
 ) -> None:
     first, second, *_ = _register_everyone(accounts)
-    accounts.factory.keys.destroy_subject_key(first, f"contact/{first}")
+    factory_of(accounts).keys.destroy_subject_key(first, f"contact/{first}")
 
     erased = accounts.customer(first)
     assert erased.contact == type(erased.contact)(ERASED, ERASED, ERASED)
@@ -116,7 +118,7 @@ def test_an_erased_contact_reads_as_erased_and_the_whole_log_still_replays(
     # registered, billing changed; user added (and its link issued), link, login and first
     # admin claimed, password set with the link
     assert len(events) == 5 * 8
-    contacts = [e.contact for e in events if type(e).__name__ == "Registered"]
+    contacts = [e.contact for e in events if isinstance(e, Customer.Registered)]
     assert sum(isinstance(c.name, Erased) for c in contacts) == 1
 
 
@@ -124,7 +126,7 @@ def test_erasure_survives_a_reopened_store(
     accounts: Accounts, open_store: Callable[[], Accounts]
 ) -> None:
     customer_id = accounts.register_customer(**PEOPLE[0])
-    accounts.factory.keys.destroy_subject_key(customer_id, f"contact/{customer_id}")
+    factory_of(accounts).keys.destroy_subject_key(customer_id, f"contact/{customer_id}")
     assert open_store().customer(customer_id).contact.email == ERASED
 
 
@@ -145,16 +147,17 @@ def test_a_second_process_with_the_key_cached_can_no_longer_read_it(
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert reader.stdin is not None and reader.stdout is not None
+    to_reader, from_reader = reader.stdin, reader.stdout
+    assert to_reader is not None and from_reader is not None
     try:
 
-        def read() -> dict:
-            reader.stdin.write("read\n")
-            reader.stdin.flush()
-            return msgspec.json.decode(reader.stdout.readline())
+        def read() -> dict[str, Any]:
+            to_reader.write("read\n")
+            to_reader.flush()
+            return msgspec.json.decode(from_reader.readline(), type=dict[str, Any])
 
         assert read()["contact"]["name"] == "Contactperson0 Vandermeer"  # key now cached there
-        accounts.factory.keys.destroy_subject_key(customer_id, f"contact/{customer_id}")
+        factory_of(accounts).keys.destroy_subject_key(customer_id, f"contact/{customer_id}")
         deadline = time.monotonic() + 5
         seen = read()["contact"]["name"]
         while seen != {"type": "erased"} and time.monotonic() < deadline:
@@ -163,7 +166,7 @@ def test_a_second_process_with_the_key_cached_can_no_longer_read_it(
         assert seen == {"type": "erased"}
         assert read()["organisation"] == "Orgname0 Holding"
     finally:
-        reader.stdin.close()
+        to_reader.close()
         reader.wait(timeout=10)
 
 
@@ -172,7 +175,7 @@ def test_destroying_a_tenant_erases_its_users_and_refuses_new_personal_data(
 ) -> None:
     first, second, *_ = _register_everyone(accounts)
     user_id = accounts.user_by_login("loginname0@example.net").id
-    destroyed = accounts.factory.keys.destroy_tenant_keys(first)
+    destroyed = factory_of(accounts).keys.destroy_tenant_keys(first)
     assert {k.subject for k in destroyed} == {
         None,  # the tenant key itself
         f"organisation/{first}",
@@ -198,9 +201,9 @@ def test_an_intact_log_verifies_and_changed_bytes_are_detected(
     accounts: Accounts, raw: psycopg.Connection
 ) -> None:
     first, *_ = _register_everyone(accounts)
-    datastore, table = accounts.factory.datastore, accounts.recorder.events_table_name
+    datastore, table = factory_of(accounts).datastore, recorder_of(accounts).events_table_name
     assert verify_chains(datastore, table).ok
-    accounts.factory.keys.destroy_tenant_keys(first)
+    factory_of(accounts).keys.destroy_tenant_keys(first)
     report = verify_chains(datastore, table)
     assert report.ok and report.events == 5 * 8  # erasure changes no stored byte
 
@@ -222,7 +225,9 @@ def test_a_deleted_event_is_detected_by_the_hash_chain(
     raw.execute(
         "DELETE FROM picasse_events WHERE originator_id = %s AND originator_version = 1", (first,)
     )
-    broken = verify_chains(accounts.factory.datastore, accounts.recorder.events_table_name).broken
+    broken = verify_chains(
+        factory_of(accounts).datastore, recorder_of(accounts).events_table_name
+    ).broken
     assert broken is not None and "missing" in broken.reason
 
 
@@ -240,7 +245,7 @@ def test_two_stores_creating_the_same_subject_key_at_once_both_record_readably(
     first, second = open_store(), open_store()
     tenant = uuid4()
     # The first store has made its own key for the subject, but not written it yet...
-    first.factory.keys.sealing_key(tenant, f"contact/{tenant}")
+    factory_of(first).keys.sealing_key(tenant, f"contact/{tenant}")
     # ...when the second writes its key for the same subject.
     from_second = Note(tenant_id=tenant, text="written by the second store")
     second.save(from_second)
@@ -260,9 +265,9 @@ def test_a_lost_key_race_noticed_before_the_sync_is_still_a_race_not_an_outage(
     aborted"."""
     first, second = open_store(), open_store()
     tenant = uuid4()
-    first.factory.keys.sealing_key(tenant, f"contact/{tenant}")
+    factory_of(first).keys.sealing_key(tenant, f"contact/{tenant}")
     second.save(Note(tenant_id=tenant, text="written by the second store"))
-    keys = first.factory.keys
+    keys = factory_of(first).keys
     write_pending = keys.write_pending
 
     def write_and_hear_the_answer(curs: psycopg.Cursor[object]) -> None:
@@ -289,7 +294,7 @@ def test_two_processes_creating_one_tracking_table_at_once_both_start(
     """`picasse up` starts its children together (and a deployment its services): on a
     fresh database each creates the tracking tables it needs. Both looked before either
     created; the second must find the first's table and its migration record, not fail."""
-    datastore = open_store().factory.datastore  # type: ignore[attr-defined]
+    datastore = factory_of(open_store()).datastore
     # Made, both of them, before the table exists: as create_table reads them first.
     first, second = (TrackingTable(datastore, tracking_table_name="race_tracking") for _ in "12")
     for table in (first, second):
@@ -307,7 +312,8 @@ def test_a_process_writing_many_new_keys_has_the_key_tables_analyzed(
             "SELECT reltuples FROM pg_class WHERE oid = 'picasse_subject_keys'::regclass"
         ).fetchone()
         assert row is not None
-        return float(row[0])  # type: ignore[arg-type]
+        assert isinstance(row[0], float), row
+        return row[0]
 
     assert estimated_rows() == 0  # as estimated when the table was made
     customers = [
@@ -332,7 +338,7 @@ def test_a_save_of_many_events_stores_each_as_given_and_answers_their_ids_in_ord
     """The events go to PostgreSQL as one binary array per column: each row holds its own
     event's id, version and topic, and the ids answered follow the events' order."""
     customer_id = accounts.register_customer(**PEOPLE[0])
-    customer = accounts.repository.get(customer_id)
+    customer: Customer = accounts.repository.get(customer_id)
     for n in range(300):  # one aggregate, many events, saved together
         customer.change_billing_address(f"Street {n}, Zwolle")
     given = [
@@ -357,10 +363,10 @@ def test_a_replay_keeps_its_contacts_and_keys_out_of_the_garbage_collectors_sigh
     # collector tracks among them it scans again and again as the replay goes on.
     _register_everyone(accounts)
     fresh = open_store()
-    keys = fresh.factory.keys
+    keys = factory_of(fresh).keys
     page = fresh.recorder.select_notifications(start=1, limit=1000)
-    events = fresh.mapper.to_domain_events(page)  # type: ignore[attr-defined]
-    contacts = [e.contact for e in events if type(e).__name__ == "Registered"]
+    events = _mapper(fresh).to_domain_events(page)
+    contacts = [e.contact for e in events if isinstance(e, Customer.Registered)]
     assert len(contacts) == len(PEOPLE)
     assert contacts[0].name == "Contactperson0 Vandermeer"
     assert not any(gc.is_tracked(contact) for contact in contacts)
@@ -376,8 +382,8 @@ def test_a_replay_caches_no_tenant_key_and_a_save_after_it_finds_the_tenant_key(
     first, *_ = _register_everyone(accounts)
     fresh = open_store()
     page = fresh.recorder.select_notifications(start=1, limit=1000)
-    fresh.mapper.to_domain_events(page)  # type: ignore[attr-defined]
-    assert fresh.factory.keys._tenant_keys == {}  # a replay never uses them again
+    _mapper(fresh).to_domain_events(page)
+    assert factory_of(fresh).keys._tenant_keys == {}  # a replay never uses them again
     # A new subject of a known tenant: its key is wrapped under the tenant key looked up.
     user = add_customer_user(
         fresh,
@@ -397,7 +403,7 @@ def test_registering_a_customer_looks_up_no_key_and_a_known_tenants_new_subject_
     looked_up: list[tuple[set[tuple[UUID, str]], set[UUID]]] = []
 
     def record_look_ups(store: Accounts) -> None:
-        keys = store.factory.keys
+        keys = factory_of(store).keys
         look_up = keys._look_up
 
         def recorded(pending: Any, subjects: set[tuple[UUID, str]], tenants: set[UUID]) -> None:
@@ -420,8 +426,16 @@ def test_registering_a_customer_looks_up_no_key_and_a_known_tenants_new_subject_
     )
     assert looked_up == [(set(), {customer_id})]
     assert open_store().user(user).login == "loginname0@example.net"
-    registered = open_store().repository.get(customer_id)
+    registered: Customer = open_store().repository.get(customer_id)
     assert registered.contact.name == PEOPLE[0]["contact_name"]
+
+
+def _mapper(store: Application[UUID]) -> crypto.SealingMapper:
+    """The store's mapper as ours (the library types it as any mapper): it opens a page of
+    events at once."""
+    mapper = store.mapper
+    assert isinstance(mapper, crypto.SealingMapper)
+    return mapper
 
 
 def _opened_one_by_one(store: Accounts, page: list[Any]) -> list[dict[str, Any]]:
@@ -432,12 +446,12 @@ def test_a_long_page_opens_in_parts_each_parts_keys_fetched_while_the_one_before
     accounts: Accounts, open_store: Callable[[], Accounts], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first, *_ = _register_everyone(accounts)
-    accounts.factory.keys.destroy_subject_key(first, f"contact/{first}")
+    factory_of(accounts).keys.destroy_subject_key(first, f"contact/{first}")
     page = list(accounts.recorder.select_notifications(start=1, limit=1000))
     expected = _opened_one_by_one(open_store(), page)
     monkeypatch.setattr(crypto, "OVERLAPPED_PART", 4)
     fresh = open_store()
-    keys = fresh.factory.keys
+    keys = factory_of(fresh).keys
     sent: list[int] = []
     load_soon = keys.load_soon
 
@@ -446,7 +460,7 @@ def test_a_long_page_opens_in_parts_each_parts_keys_fetched_while_the_one_before
         return load_soon(key_ids)
 
     monkeypatch.setattr(keys, "load_soon", counted)
-    opened = fresh.mapper.to_domain_events(page)  # type: ignore[attr-defined]
+    opened = _mapper(fresh).to_domain_events(page)
     assert [vars(event) for event in opened] == expected
     assert len(sent) > len(page) // 8  # a query for each part (that holds sealed values)
     assert any(
@@ -454,7 +468,7 @@ def test_a_long_page_opens_in_parts_each_parts_keys_fetched_while_the_one_before
     )
     # Every query was answered, and the pool has its one connection back.
     assert keys._local.loading is None
-    assert fresh.factory.datastore.pool.get_stats()["pool_available"] == 1
+    assert factory_of(fresh).datastore.pool.get_stats()["pool_available"] == 1
 
 
 def test_a_store_that_caches_no_key_opens_a_long_page_in_parts_on_a_pool_of_one(
@@ -474,8 +488,8 @@ def test_a_store_that_caches_no_key_opens_a_long_page_in_parts_on_a_pool_of_one(
     monkeypatch.setattr(crypto, "OVERLAPPED_PART", 4)
     uncached = open_messages(settings, database_url, schema=schema, opens_sealed_fields=False)
     try:
-        assert not uncached.mapper.keys._listening.is_set()  # type: ignore[attr-defined]
-        opened = uncached.mapper.to_domain_events(page)  # type: ignore[attr-defined]
+        assert not factory_of(uncached).keys._listening.is_set()
+        opened = _mapper(uncached).to_domain_events(page)
         assert [vars(event) for event in opened] == expected
     finally:
         uncached.close()
@@ -490,10 +504,10 @@ def test_a_page_that_fails_to_decode_midway_gives_its_key_query_connection_back(
     broken = dataclasses.replace(page[5], state=b"\xc1")  # never valid msgpack
     fresh = open_store()
     with pytest.raises(MapperDeserialisationError):
-        fresh.mapper.to_domain_events([*page[:5], broken, *page[6:]])  # type: ignore[attr-defined]
-    assert fresh.factory.keys._local.loading is None
-    assert fresh.factory.datastore.pool.get_stats()["pool_available"] == 1
-    assert [vars(e) for e in fresh.mapper.to_domain_events(page)] == _opened_one_by_one(  # type: ignore[attr-defined]
+        _mapper(fresh).to_domain_events([*page[:5], broken, *page[6:]])
+    assert factory_of(fresh).keys._local.loading is None
+    assert factory_of(fresh).datastore.pool.get_stats()["pool_available"] == 1
+    assert [vars(e) for e in _mapper(fresh).to_domain_events(page)] == _opened_one_by_one(
         open_store(), page
     )
 
@@ -503,8 +517,8 @@ def test_a_tenants_destruction_heard_of_drops_the_keys_a_replay_cached_of_that_t
 ) -> None:
     first, second, *_ = _register_everyone(accounts)
     fresh = open_store()
-    keys = fresh.factory.keys
-    fresh.mapper.to_domain_events(fresh.recorder.select_notifications(start=1, limit=1000))  # type: ignore[attr-defined]
+    keys = factory_of(fresh).keys
+    _mapper(fresh).to_domain_events(fresh.recorder.select_notifications(start=1, limit=1000))
     cached = [key for key in keys._by_id.values() if key is not None]
     # Replayed keys hold their tenant's id as its 16 bytes; the UUID is there when asked.
     assert {key.tenant_id for key in cached} >= {first, second}

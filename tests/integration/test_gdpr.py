@@ -20,6 +20,7 @@ from picasse.adapters.master_key import read_master_key
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.worker import WorkerSettings
 from picasse.adapters.postgres.audit import verify_chains
+from picasse.adapters.postgres.store import factory_of, recorder_of
 from picasse.adapters.providers.maildir import MaildirProvider
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.access import Viewer
@@ -173,7 +174,7 @@ def test_after_termination_no_dump_byte_or_stream_file_holds_the_customers_perso
     # The erased customer's history still replays, its personal data reading as erased.
     assert accounts.customer(gone).organisation == ERASED
     assert messages.message(sent[gone], SUPPORT).deliveries[0].to == ERASED
-    assert verify_chains(accounts.factory.datastore, accounts.recorder.events_table_name).ok
+    assert verify_chains(factory_of(accounts).datastore, recorder_of(accounts).events_table_name).ok
     # The statement: what it says, and that it verifies.
     document = signed.document
     # registered, contact changed twice, user added, password set, message requested,

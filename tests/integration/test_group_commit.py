@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from uuid import UUID
 
 import psycopg
@@ -107,7 +108,7 @@ def test_sends_arriving_during_a_write_are_committed_together_and_answered_after
     results, first = in_threads([lambda: messages.send(customer, sms(0))])
     wait_until(group_commit.writing, 30, "the first send's write")
     more, threads = in_threads(
-        [lambda n=n: messages.send(customer, sms(n)) for n in range(1, SENDERS)]
+        [partial(messages.send, customer, sms(n)) for n in range(1, SENDERS)]
     )
     threads += first
     wait_until(lambda: group_commit.waiting() == SENDERS - 1, 30, "the sends to gather")
@@ -139,9 +140,9 @@ def test_a_request_that_fails_in_a_group_fails_alone(
     # Two requests with one new idempotency key and different bodies: neither finds a
     # claim before writing, so they meet only in the write, which then fails as a whole.
     calls: list[Callable[[], object]] = [
-        lambda n=n: messages.send(customer, sms(n)) for n in range(1, SENDERS - 2)
+        partial(messages.send, customer, sms(n)) for n in range(1, SENDERS - 2)
     ]
-    calls += [lambda n=n: messages.send(customer, sms(n, key="order-17")) for n in (50, 51)]
+    calls += [partial(messages.send, customer, sms(n, key="order-17")) for n in (50, 51)]
     more, others = in_threads(calls)
     wait_until(lambda: group_commit.waiting() == SENDERS - 1, 30, "the sends to gather")
     lock.rollback()

@@ -7,6 +7,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
+from picasse.adapters.postgres.store import recorder_of
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
 from picasse.domain.errors import InvalidInput
@@ -20,8 +21,12 @@ CANARY = "Ploeg Xq7vKz93Wm nacht"
 
 def _stored(raw: psycopg.Connection[tuple[object, ...]], messages: Messages) -> bytes:
     """Every stored event's bytes, read past the mapper."""
-    rows = raw.execute(f"SELECT topic, state FROM {messages.recorder.events_table_name}")
-    return b"".join(str(topic).encode() + bytes(state) for topic, state in rows)  # type: ignore[arg-type]
+    rows = raw.execute(f"SELECT topic, state FROM {recorder_of(messages).events_table_name}")
+    stored = []
+    for topic, state in rows:
+        assert isinstance(topic, str) and isinstance(state, bytes)
+        stored.append(topic.encode() + state)
+    return b"".join(stored)
 
 
 def _found(text: str, stored: bytes) -> bool:

@@ -14,7 +14,7 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 from picasse.adapters.postgres import store
 from picasse.adapters.postgres.audit import verify_chains
 from picasse.adapters.postgres.chain import chain_hash
-from picasse.adapters.postgres.store import MissingPredecessor
+from picasse.adapters.postgres.store import MissingPredecessor, factory_of, recorder_of
 from picasse.domain.accounts import Accounts
 from picasse.domain.aggregates import Aggregate
 
@@ -73,11 +73,11 @@ CREATE TRIGGER picasse_events_chain BEFORE INSERT ON picasse_events
 def _count(raw: psycopg.Connection, query: str) -> int:
     row = raw.execute(query).fetchone()
     assert row is not None
-    return int(row[0])  # type: ignore[call-overload]
+    return int(row[0])
 
 
 def _verifies(accounts: Accounts) -> bool:
-    return verify_chains(accounts.factory.datastore, accounts.recorder.events_table_name).ok
+    return verify_chains(factory_of(accounts).datastore, recorder_of(accounts).events_table_name).ok
 
 
 def test_each_hash_is_the_formula_over_the_stored_bytes_whichever_way_its_predecessor_came(
@@ -132,7 +132,7 @@ def test_the_latest_hash_read_or_committed_is_kept_for_the_next_save(
     (original,) = raw.execute(
         "SELECT chain_hash FROM picasse_events WHERE originator_id = %s", (tally.id,)
     ).fetchone()  # type: ignore[misc]
-    loaded = reader.repository.get(tally.id)
+    loaded: Tally = reader.repository.get(tally.id)
     raw.execute(
         "UPDATE picasse_events SET chain_hash = sha256(chain_hash) WHERE originator_id = %s",
         (tally.id,),
@@ -169,7 +169,7 @@ def test_a_recorder_keeps_a_bounded_number_of_hashes_and_chains_right_past_it(
     tallies = [Tally(f"one of many {n}") for n in range(3)]
     for tally in tallies:
         accounts.save(tally)
-    kept = accounts.recorder._latest_hashes
+    kept = recorder_of(accounts)._latest_hashes
     assert list(kept) == [tallies[2].id]  # full at the third: forgotten, then the third kept
     for tally in tallies:
         tally.count_one("past the bound")
@@ -216,7 +216,8 @@ def test_a_concurrent_save_of_the_same_aggregate_still_loses_on_its_version(
     first, second = open_store(), open_store()
     tally = Tally("shared")
     first.save(tally)
-    mine, theirs = first.repository.get(tally.id), second.repository.get(tally.id)
+    mine: Tally = first.repository.get(tally.id)
+    theirs: Tally = second.repository.get(tally.id)
     mine.count_one("mine")
     theirs.count_one("theirs")
     first.save(mine)
@@ -259,7 +260,7 @@ def test_a_store_made_with_the_insert_trigger_upgrades_and_its_old_chains_go_on(
         == 1
     )
     assert _verifies(after)
-    reopened = after.repository.get(tally.id)
+    reopened: Tally = after.repository.get(tally.id)
     reopened.count_one("after")
     reopened.count_one("after, twice")
     after.save(reopened, Tally("new"))

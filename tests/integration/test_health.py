@@ -25,6 +25,7 @@ from picasse.adapters.http.health import (
     WorkerState,
 )
 from picasse.adapters.nats.jobs import Deliver, Topology, encoder, ensure_stream
+from picasse.adapters.postgres.store import factory_of, recorder_of
 from picasse.adapters.postgres.views import events_after
 from picasse.domain.accounts import Accounts
 from picasse.domain.application import LOG_NAME
@@ -65,13 +66,13 @@ def _send_two(accounts: Accounts, messages: Messages) -> None:
 
 
 def _relay_tracking(messages: Messages) -> PostgresTrackingRecorder:
-    datastore = messages.factory.datastore  # type: ignore[attr-defined]
+    datastore = factory_of(messages).datastore
     return PostgresTrackingRecorder(datastore, tracking_table_name=TRACKING_TABLE)
 
 
 def _probe(messages: Messages, views: dict[str, Any]) -> HealthProbe:
     return HealthProbe(
-        log=messages.recorder,  # type: ignore[arg-type]
+        log=recorder_of(messages),
         views=[WatchedView(name, view, VIEWS[name][0].topics) for name, view in views.items()],
         relay=_relay_tracking(messages),
         jobs=None,

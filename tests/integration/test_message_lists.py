@@ -29,13 +29,12 @@ from tests.integration.api_server import (
     Tenant,
     add_staff,
     bearer,
-    caught_up,
     make_tenant,
     module_settings,
     serving,
     with_cheap_passwords,
 )
-from tests.integration.projection_runners import running
+from tests.integration.projection_runners import caught_up, running
 
 
 class Here:

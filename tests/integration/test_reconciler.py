@@ -22,6 +22,7 @@ from picasse.adapters.http.health import HealthProbe, ReconcilerState
 from picasse.adapters.nats.jobs import Topology
 from picasse.adapters.nats.reconciler import QUEUED, ReconcilerRun
 from picasse.adapters.postgres.roles import RoleClaims
+from picasse.adapters.postgres.store import factory_of, recorder_of
 from picasse.domain.accounts import Accounts
 from picasse.domain.messages import FailureReason, delivery_id
 from picasse.domain.messaging import Messages, SendRequest
@@ -239,10 +240,10 @@ def test_the_health_probe_shows_the_reconcilers_last_run(
     clock: ManualClock,
 ) -> None:
     probe = HealthProbe(
-        log=messages.recorder,  # type: ignore[arg-type]
+        log=recorder_of(messages),
         views=[],
         relay=PostgresTrackingRecorder(
-            messages.factory.datastore,  # type: ignore[attr-defined]
+            factory_of(messages).datastore,
             tracking_table_name=TRACKING_TABLE,
         ),
         jobs=None,

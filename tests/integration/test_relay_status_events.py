@@ -15,7 +15,6 @@ import nats
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 
 from picasse.adapters.http.app import HttpDeps
 from picasse.adapters.nats.jobs import Topology
@@ -23,6 +22,7 @@ from picasse.adapters.nats.relay import Relay
 from picasse.adapters.nats.status_events import StatusEvent, WebhookTopology, decoder
 from picasse.adapters.nats.worker import WorkerSettings
 from picasse.adapters.postgres.notices import connection_kwargs
+from picasse.adapters.postgres.store import factory_of, recorder_of
 from picasse.adapters.providers.maildir import MaildirProvider
 from picasse.domain.access import Viewer
 from picasse.domain.messages import DeliveryStatus, delivery_id
@@ -188,10 +188,10 @@ def test_a_relay_starting_knows_the_endpoints_as_of_its_position_in_the_log(
 ) -> None:
     tenant = make_tenant(deps, "Restart")
     relay = _starting_relay(deps, here)
-    table = f'"{here.database_schema}"."{deps.messages.recorder.events_table_name}"'  # type: ignore[attr-defined]
+    table = f'"{here.database_schema}"."{recorder_of(deps.messages).events_table_name}"'
 
     def head() -> int:
-        with psycopg.connect(**conninfo_to_dict(database_url)) as conn:
+        with psycopg.connect(database_url) as conn:
             row = conn.execute(f"SELECT max(notification_id) FROM {table}").fetchone()
             assert row is not None
             return int(row[0])
@@ -203,7 +203,7 @@ def test_a_relay_starting_knows_the_endpoints_as_of_its_position_in_the_log(
     disabled = head()
 
     async def want_at(position: int) -> bool:
-        async with await psycopg.AsyncConnection.connect(**relay.conninfo) as conn:  # type: ignore[arg-type]
+        async with await psycopg.AsyncConnection.connect(**relay.conninfo) as conn:
             listeners = await relay._listeners_at(conn, position)
         return listeners.want(tenant.customer_id, WebhookEventType.DELIVERY_FAILED)
 
@@ -221,7 +221,7 @@ def test_a_relay_starting_reads_the_endpoints_events_by_their_own_index_not_the_
     row's topic), since sequential and bitmap scans are priced out to make the choice plain."""
     _register(deps, make_tenant(deps, "Plan"), ["delivery.failed"])
     relay = _starting_relay(deps, here)
-    with psycopg.connect(**relay.conninfo) as conn:  # type: ignore[arg-type]
+    with psycopg.connect(**relay.conninfo) as conn:
         conn.execute("SET enable_seqscan = off")
         conn.execute("SET enable_bitmapscan = off")
         statement = sql.SQL("EXPLAIN (FORMAT JSON) ") + relay._endpoint_events_statement
@@ -229,7 +229,7 @@ def test_a_relay_starting_reads_the_endpoints_events_by_their_own_index_not_the_
     assert row is not None
     nodes = [n for n in plan_nodes(row[0]) if "Node Type" in n]
     scans = [n for n in nodes if n["Node Type"].endswith("Scan")]
-    index = f"{deps.messages.recorder.events_table_name}_endpoint_events"  # type: ignore[attr-defined]
+    index = f"{recorder_of(deps.messages).events_table_name}_endpoint_events"
     assert [(n["Node Type"], n.get("Index Name"), n.get("Filter")) for n in scans] == [
         ("Index Scan", index, None)
     ]
@@ -239,10 +239,10 @@ def test_a_relay_starting_reads_the_endpoints_events_by_their_own_index_not_the_
 def _starting_relay(deps: HttpDeps, here: Settings) -> Relay:
     """A relay as it starts, for its read of the endpoints' events: no position, no NATS."""
     return Relay(
-        deps.messages.recorder,  # type: ignore[arg-type]
+        recorder_of(deps.messages),
         None,  # type: ignore[arg-type]  # its position is given here
         None,  # type: ignore[arg-type]  # it publishes nothing here
         topology=Topology(here.nats_namespace),
         application_name="test",
-        conninfo=connection_kwargs(deps.messages.factory.datastore),  # type: ignore[attr-defined]
+        conninfo=connection_kwargs(factory_of(deps.messages).datastore),
     )

@@ -123,7 +123,9 @@ def test_unacknowledged_alert_recipients_bring_in_the_next_group(
         )
         # The first recipient follows the link in the alert it received.
         first = next(m for m in maildir_messages(maildir, "sms") if m["To"] == "+31612300011")
-        link = re.search(r"Acknowledge: (\S+)", first.get_payload(decode=True).decode()).group(1)
+        found = re.search(r"Acknowledge: (\S+)", first.get_payload(decode=True).decode())
+        assert found is not None, "the alert holds no acknowledgement link"
+        link = found.group(1)
         messages.acknowledge(links.verify(link.rsplit("/", 1)[1]), "link")
         # The check of acknowledgements is looked at and put back: not before the deadline.
         deferred = worker.not_yet_due

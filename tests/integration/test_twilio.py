@@ -38,6 +38,7 @@ from picasse.adapters.providers.twilio import (
 )
 from picasse.domain.access import Viewer
 from picasse.domain.accounts import Accounts
+from picasse.domain.messages import Delivery as DeliveryAggregate
 from picasse.domain.messages import DeliveryStatus, FailureReason, delivery_id
 from picasse.domain.messaging import DeliveryDetails, Messages, SendRequest
 from picasse.domain.values import Role
@@ -173,7 +174,11 @@ def test_a_call_that_asks_for_no_acknowledgement_only_says_its_text(twilio: Fake
     ],
 )
 def test_twilio_errors_become_reason_codes_without_its_words(
-    twilio: FakeTwilio, status: int, code: int | None, kind: type, reason: FailureReason
+    twilio: FakeTwilio,
+    status: int,
+    code: int | None,
+    kind: type[DeliveryError],
+    reason: FailureReason,
 ) -> None:
     twilio.answer_next(status, code)
 
@@ -259,7 +264,7 @@ def _handed_to_twilio(api: Api, twilio: FakeTwilio, channel: str) -> Handed:
     api.accounts.start_subscription(customer_id)
     message_id = messages.send(
         customer_id,
-        SendRequest(channel=channel, to=[PHONE], body=TEXT, priority="alert",  # type: ignore[arg-type]
+        SendRequest(channel=channel, to=[PHONE], body=TEXT, priority="alert",
                     ack_within_minutes=5),
     )  # fmt: skip
     ident = delivery_id(message_id, 0)
@@ -392,7 +397,7 @@ def test_pressing_1_on_the_call_acknowledges_the_alert(api: Api, twilio: FakeTwi
     )
     assert completed.status_code == 204
     assert _delivery(api, handed).status is DeliveryStatus.DELIVERED
-    call = api.messages.repository.get(delivery_id(handed.message_id, 0))
+    call: DeliveryAggregate = api.messages.repository.get(delivery_id(handed.message_id, 0))
     assert call.minutes == 2  # billed: every minute begun
 
 

@@ -68,7 +68,10 @@ def up_settings(fresh_data_dir: Path, database_url: str, nats_url: str, schema: 
 
 
 def run_up(settings: Settings, *services: RecordingService) -> int:
-    return up.main(settings, extra_services=[lambda _s, _e, s=s: s for s in services])
+    def factory_for(service: RecordingService) -> up.ServiceFactory:
+        return lambda _settings, _endpoints: service
+
+    return up.main(settings, extra_services=[factory_for(s) for s in services])
 
 
 def test_services_start_in_order_and_stop_in_reverse_order_on_sigterm(

@@ -23,6 +23,7 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from picasse.adapters.postgres.store import factory_of
 from picasse.adapters.postgres.views import (
     PostgresAccountsView,
     PostgresInvoicesView,
@@ -96,7 +97,7 @@ def _faults(plan: Any, whole_table_ok: bool) -> list[str]:
 def test_every_page_and_route_query_uses_an_index_under_a_generic_plan(
     datastore: PostgresDatastore, accounts: Accounts
 ) -> None:
-    keys = accounts.factory.keys  # type: ignore[attr-defined]
+    keys = factory_of(accounts).keys
     accounts_view = PostgresAccountsView(
         datastore, tracking_table_name="accounts_view_tracking", keys=keys
     )
@@ -175,7 +176,7 @@ def test_a_customer_with_most_of_the_traffic_but_none_of_the_newest_has_its_page
     (a million at full scale: 0.95 s a page). Read with EXPLAIN ANALYZE, the page's
     scan of the deliveries drops no row: it reads the customer's index only."""
     traffic_view = PostgresTrafficView(
-        datastore, tracking_table_name="traffic_view_tracking", keys=accounts.factory.keys,  # type: ignore[attr-defined]
+        datastore, tracking_table_name="traffic_view_tracking", keys=factory_of(accounts).keys,
     )  # fmt: skip
     traffic_view.create_table()
     big = uuid4()

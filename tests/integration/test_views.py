@@ -229,7 +229,7 @@ def _unwritable_plan(accounts: Accounts, customer: UUID) -> None:
     checks: as a bad value from before they existed would sit in the log."""
     from picasse.domain.customers import Customer
 
-    aggregate = accounts.repository.get(customer)
+    aggregate: object = accounts.repository.get(customer)
     assert isinstance(aggregate, Customer)
     aggregate._subscription_started("gold\x00plan")  # past the guard, as old data would be
     accounts.save(aggregate)
@@ -260,7 +260,7 @@ def test_a_personal_value_no_text_column_could_hold_is_taken_sealed(
     from picasse.domain.customers import Contact, Customer
 
     customer = _customer(accounts)
-    aggregate = accounts.repository.get(customer)
+    aggregate: object = accounts.repository.get(customer)
     assert isinstance(aggregate, Customer)
     old = aggregate.contact
     aggregate.change_contact(Contact(name="Vera\x00Viewer", email=old.email, phone=old.phone))

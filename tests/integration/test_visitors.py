@@ -19,6 +19,7 @@ from psycopg import sql
 
 from picasse.adapters.http.app import HttpDeps, create_app
 from picasse.adapters.http.auth import LoginThrottling, ThrottlePolicy
+from picasse.domain.messages import Message
 from picasse.domain.personal import ERASED
 from picasse.domain.privacy import Privacy
 from picasse.domain.visitors import Visitors
@@ -214,6 +215,7 @@ def _messages(here: Here) -> set[UUID]:
     for n in recorder.select_notifications(start=1, limit=1_000_000):
         if n.topic.endswith("Message.Requested"):
             event = here.deps.messages.mapper.to_domain_event(n)
+            assert isinstance(event, Message.Requested), n.topic
             if event.tenant_id == here.a.customer_id:
                 found.add(event.originator_id)
     return found

@@ -24,6 +24,7 @@ from psycopg import sql
 from picasse.adapters.http.acklinks import AckLinks, ack_links_from
 from picasse.adapters.http.app import create_app
 from picasse.adapters.master_key import create_master_key, read_master_key
+from picasse.adapters.postgres.store import recorder_of
 from picasse.adapters.providers import Delivery as ProviderDelivery
 from picasse.adapters.providers import Sent
 from picasse.adapters.providers.receipts import SIGNATURE_HEADER, sign_receipt
@@ -378,7 +379,7 @@ def test_a_receipt_quoting_a_number_and_an_address_leaves_only_its_code(
 
 def _stored_events(messages: Messages, database_url: str) -> bytes:
     """Topics and states of every event in the store's table, as PostgreSQL holds them."""
-    recorder = messages.recorder
+    recorder = recorder_of(messages)
     statement = sql.SQL("SELECT topic, state FROM {}.{}").format(
         sql.Identifier(recorder.datastore.schema), sql.Identifier(recorder.events_table_name)
     )
@@ -462,7 +463,7 @@ def test_receipts_arriving_at_once_are_all_accepted_and_deliver_once(
     for _ in range(4):
         alert = _new_alert(customers, messages)
         body = _receipt(alert.delivery_id)
-        before = messages.recorder.max_notification_id()
+        before = messages.recorder.max_notification_id() or 0
 
         with ThreadPoolExecutor(16) as pool:
             statuses = list(pool.map(lambda _: _post_receipt(api, body).status_code, range(16)))

@@ -22,13 +22,14 @@ from picasse.domain.errors import (
     NotFound,
     UserDisabled,
 )
+from picasse.domain.users import User
 from picasse.domain.values import Role
 
 FAST = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
 class InMemoryAccounts(Accounts):
-    def construct_mapper(self) -> SealingMapper:  # type: ignore[override]
+    def construct_mapper(self) -> SealingMapper:
         return SealingMapper(keys=MemoryKeyRing())
 
 
@@ -290,8 +291,8 @@ def test_passwords_are_stored_as_argon2id_hashes_and_verify() -> None:
     user_id = accounts.add_user(
         customer_id=None, login="ann", role=Role.SUPPORT, password="a-long-password"
     )
-    user = accounts.repository.get(user_id)
-    assert user.password_hash.startswith("$argon2id$")
+    user: User = accounts.repository.get(user_id)
+    assert user.password_hash is not None and user.password_hash.startswith("$argon2id$")
     assert "a-long-password" not in user.password_hash
     assert accounts.authenticate("ann", "a-long-password").id == user_id
     with pytest.raises(AuthenticationFailed):
@@ -320,8 +321,8 @@ def test_a_hash_made_with_old_parameters_is_replaced_at_the_next_login() -> None
         argon2.PasswordHasher(time_cost=2, memory_cost=16, parallelism=1)
     )
     accounts.authenticate("ann", "a-long-password")
-    user = accounts.repository.get(user_id)
-    assert "m=16,t=2" in user.password_hash
+    user: User = accounts.repository.get(user_id)
+    assert user.password_hash is not None and "m=16,t=2" in user.password_hash
     assert accounts.repository.get(user_id).version == 2
 
 

@@ -11,7 +11,7 @@ from eventsourcing.persistence import StoredEvent
 from picasse.adapters.clock import ManualClock
 from picasse.adapters.crypto import MemoryKeyRing, SealingMapper
 from picasse.domain.access import Viewer
-from picasse.domain.api_keys import ALL_SCOPES, ApiKeys, MissingScope, Scope, hash_of_secret
+from picasse.domain.api_keys import ALL_SCOPES, ApiKey, ApiKeys, MissingScope, Scope, hash_of_secret
 from picasse.domain.errors import AuthenticationFailed, InvalidInput, NotFound
 from picasse.domain.users import PLATFORM_TENANT
 from picasse.domain.values import Role
@@ -20,11 +20,13 @@ CUSTOMER = uuid4()
 
 
 class InMemoryApiKeys(ApiKeys):
+    mapper: SealingMapper  # what construct_mapper makes (the library types it as any mapper)
+
     def __init__(self) -> None:
         self.ring = MemoryKeyRing()
         super().__init__({"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=ManualClock())
 
-    def construct_mapper(self) -> SealingMapper:  # type: ignore[override]
+    def construct_mapper(self) -> SealingMapper:
         return SealingMapper(keys=self.ring)
 
 
@@ -44,7 +46,7 @@ def test_an_issued_key_names_its_holder_and_keeps_only_a_hash(keys: InMemoryApiK
 
     assert issued.key.startswith(f"pk_{issued.id.hex}_")
     assert keys.authenticate(issued.key).user_id == user
-    stored = keys.repository.get(issued.id)
+    stored: ApiKey = keys.repository.get(issued.id)
     secret = issued.key.split("_", 2)[2]
     assert stored.secret_hash == hash_of_secret(secret) != secret
     assert issued.key not in repr(issued) and issued.key not in str(issued)
@@ -140,7 +142,7 @@ def test_a_key_holds_its_name_and_the_scopes_it_was_given(keys: InMemoryApiKeys)
         user_id=uuid4(), customer_id=CUSTOMER, name="  nightly   sender ", scopes=["messages:send"]
     )
 
-    stored = keys.repository.get(issued.id)
+    stored: ApiKey = keys.repository.get(issued.id)
     assert stored.name == "nightly sender"
     assert keys.authenticate(issued.key).scopes == {Scope.MESSAGES_SEND}
 

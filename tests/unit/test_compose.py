@@ -42,6 +42,7 @@ def _interpolated(text: str) -> str:
 @pytest.fixture(scope="module")
 def services() -> dict[str, dict[str, Any]]:
     document = yaml.safe_load(_interpolated(COMPOSE.read_text()))
+    assert isinstance(document, dict) and isinstance(document["services"], dict)
     return document["services"]
 
 

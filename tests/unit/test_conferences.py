@@ -37,17 +37,17 @@ START = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
 
 class InMemoryAccounts(Accounts):
-    def construct_mapper(self) -> SealingMapper:  # type: ignore[override]
+    def construct_mapper(self) -> SealingMapper:
         return SealingMapper(keys=RING)
 
 
 class InMemoryMessages(Messages):
-    def construct_mapper(self) -> SealingMapper:  # type: ignore[override]
+    def construct_mapper(self) -> SealingMapper:
         return SealingMapper(keys=RING)
 
 
 class InMemoryConferences(Conferences):
-    def construct_mapper(self) -> SealingMapper:  # type: ignore[override]
+    def construct_mapper(self) -> SealingMapper:
         return SealingMapper(keys=RING)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import numpy as np
 import pytest
@@ -18,6 +18,7 @@ from picasse.domain.geofences import (
     Circle,
     Fence,
     FenceIndex,
+    FenceState,
     MeasuredFence,
     Polygon,
     Shape,
@@ -101,7 +102,7 @@ def test_a_noisy_walk_enters_and_exits_where_the_clean_track_crosses_and_never_f
     index = FenceIndex([fence])
     accuracy = np.full(len(clean), ACCURACY)
     # In batches of 50, as an app uploads them: state carries over between batches.
-    states: dict = {}
+    states: dict[UUID, FenceState] = {}
     found = []
     for start in range(0, len(clean), 50):
         part = slice(start, start + 50)

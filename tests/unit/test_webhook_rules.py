@@ -4,7 +4,7 @@ relay's status events (ids, statuses and times only) and the Standard Webhooks s
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import msgspec
 import pytest
@@ -85,6 +85,7 @@ def test_the_relay_turns_outcomes_acknowledgements_and_escalations_into_status_e
         assert event is not None
         assert (event.event_type.value, event.status, event.tenant_id) == (kind, status, tenant)
         assert (event.message_id, event.delivery_id) == (message, told.originator_id)
+        assert isinstance(told.originator_id, UUID)
         assert event.event_id == f"evt_{told.originator_id.hex}_3"
     escalated = _notification(
         "picasse.domain.messages:Message.Escalated", {"timestamp": T0, "level": 2, "added": 4}
