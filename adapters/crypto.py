@@ -374,6 +374,11 @@ class _StaticGroup:
     decoder: msgspec.msgpack.Decoder[Any]  # all the group's values at once, as a tuple
     first: Callable[[Any], Any]  # the stored value of its first field: the seal
     others: tuple[Callable[[Any], Any], ...]  # those of its other fields
+    # Writing: the kind of its subject, and its fields' values and its subject's value
+    # (the field `of`) read from an event's state.
+    kind: str
+    values: tuple[Callable[[dict[str, Any]], Any], ...]
+    subject: Callable[[dict[str, Any]], Any]
 
 
 # How `_assemble` puts an event's state (or a nested struct's fields) together when its
@@ -484,6 +489,26 @@ def _assembly(
     return tuple(steps)
 
 
+def _stored_state(
+    steps: tuple[_Step, ...],
+    get: Callable[[Any, str], Any],
+    source: Any,
+    sealed: list[list[msgspec.msgpack.Ext]],
+) -> dict[str, Any]:
+    """What `_Sealing.fields` makes of an event's state (`get` reads it: a dict) or of a
+    nested struct (read with getattr), from its groups' sealed values: its fields in
+    order, each plain value as it is, each sealed one its group's seal or key id."""
+    stored: dict[str, Any] = {}
+    for name, how, a, b in steps:
+        if how == _GROUPED:
+            stored[name] = sealed[a][b]
+        elif how == _PLAIN:
+            stored[name] = get(source, name)
+        else:
+            stored[name] = _stored_state(b, getattr, get(source, name), sealed)
+    return stored
+
+
 def _assemble(
     steps: tuple[_Step, ...], shape: Any, opened: list[tuple[Any, ...]]
 ) -> dict[str, Any]:
@@ -528,9 +553,21 @@ def _static_groups(
             decoder=_group_decoder(tuple(field.decoder.type for _, field, _ in members), dec_hook),
             first=operator.attrgetter(".".join(members[0][2])),
             others=tuple(operator.attrgetter(".".join(names)) for _, _, names in members[1:]),
+            kind=kind,
+            values=tuple(_state_getter(names) for _, _, names in members),
+            subject=_state_getter((*scope, of)),
         )
-        for members in grouped.values()
+        for (kind, of, scope), members in grouped.items()
     )
+
+
+def _state_getter(names: tuple[str, ...]) -> Callable[[dict[str, Any]], Any]:
+    """Reads the value at these attribute names from an event's state (its __dict__)."""
+    head = operator.itemgetter(names[0])
+    if len(names) == 1:
+        return head
+    rest = operator.attrgetter(".".join(names[1:]))
+    return lambda state: rest(head(state))
 
 
 def _group_decoder(
@@ -677,9 +714,11 @@ class SealingMapper(Mapper[UUID]):
         version: int = state["originator_version"]
         try:
             if plan.has_personal:
-                sealing = _Sealing(self, state, originator_id, version)
-                stored = sealing.fields(plan.fields, state, "")
-                sealing.seal()
+                stored = self._sealed_in_groups(plan, state, originator_id, version)
+                if stored is None:
+                    sealing = _Sealing(self, state, originator_id, version)
+                    stored = sealing.fields(plan.fields, state, "")
+                    sealing.seal()
             else:
                 stored = {f.name: state[f.name] for f in plan.fields}
             if plan.class_version > 1:
@@ -689,13 +728,55 @@ class SealingMapper(Mapper[UUID]):
         except (msgspec.ValidationError, NotImplementedError, TypeError) as error:
             raise _refused(event_class, originator_id, version, error) from None
         if plan.has_personal:
-            self.keys.note_sealed(sealing.tenant_id)
+            self.keys.note_sealed(state.get("tenant_id", originator_id))
         return StoredEvent(
             originator_id=originator_id,
             originator_version=version,
             topic=get_topic(event_class),
             state=encoded,
         )
+
+    def _sealed_in_groups(
+        self, plan: _Plan, state: dict[str, Any], originator_id: UUID, version: int
+    ) -> dict[str, Any] | None:
+        """The stored state of an event whose sealed fields sit at fixed places, sealed a
+        group at a time (its plan's static groups): the very bytes `_Sealing` would make
+        field by field, for a third of the work. None when this event needs `_Sealing`:
+        no static groups, two groups whose subjects share a key, or a value that does not
+        match its annotation (which `_Sealing` refuses, naming the field)."""
+        groups, assembly = plan.groups, plan.assembly
+        if groups is None or assembly is None:
+            return None
+        tenant_id: UUID = state.get("tenant_id", originator_id)
+        first = version == 1
+        new_tenant = first and tenant_id == originator_id
+        binding = event_binding(originator_id, version)
+        sealed: list[list[msgspec.msgpack.Ext]] = []
+        key_ids: set[bytes] = set()
+        encode, sealing_key = self.encode, self.keys.sealing_key
+        for group in groups:
+            of = group.subject(state)
+            key = sealing_key(
+                tenant_id,
+                subject_name(group.kind, of),
+                new_subject=first and of == originator_id,
+                new_tenant=new_tenant,
+            )
+            # One array of the group's values: what `_Sealing.seal` makes of their
+            # encodings, checked against their types in one decoding.
+            plaintext = encode([value(state) for value in group.values])
+            try:
+                group.decoder.decode(plaintext)
+            except msgspec.ValidationError:
+                return None
+            key_ids.add(key.raw_id)
+            seal = msgspec.msgpack.Ext(SEALED_GROUP, _seal(key, plaintext, binding + group.aad))
+            sealed.append(
+                [seal] + [msgspec.msgpack.Ext(SEALED_WITH, key.raw_id)] * len(group.others)
+            )
+        if len(key_ids) < len(groups):
+            return None  # two groups of one subject: `_Sealing` seals them as one
+        return _stored_state(assembly, operator.getitem, state, sealed)
 
     # Reading
 

@@ -962,7 +962,15 @@ class PostgresKeyStore:
         return epoch
 
     def _current(self) -> tuple[UUID, AESGCM]:
-        """The epoch new tenant keys are wrapped under."""
+        """The epoch new tenant keys are wrapped under: at hand while destructions are
+        heard of (each new tenant asks; read as `_current_once` reads it, without the
+        steps of a read across rotations)."""
+        if self._listening.is_set():
+            epoch_id = self._current_epoch
+            if epoch_id is not None:
+                epoch = self._epochs.get(epoch_id)
+                if epoch is not None:
+                    return epoch_id, epoch
         return self._across_rotations(self._current_once)
 
     def _current_once(self) -> tuple[UUID, AESGCM]:
