@@ -223,8 +223,10 @@ class MemoryKeyRing:
 
 
 def event_binding(originator_id: UUID, version: int) -> bytes:
-    """The part of every field's associated data that names its event."""
-    return originator_id.bytes + version.to_bytes(8, "big")
+    """The part of every field's associated data that names its event: the id's 16 bytes
+    (from its int, as `UUID.bytes` makes them, without that property's call), then the
+    version's 8."""
+    return originator_id.int.to_bytes(16, "big") + version.to_bytes(8, "big")
 
 
 # Plans: how one event class is stored. Built once per class from its type hints.
@@ -618,6 +620,8 @@ class SealingMapper(Mapper[UUID]):
         super().__init__(transcoder=transcoder)  # type: ignore[arg-type]
         self.keys = keys
         self._plans: dict[type, _Plan] = {}
+        # Each stored topic's class and plan: a replay asks for them event by event.
+        self._topics: dict[str, tuple[type, _Plan]] = {}
         self._group_decoders: dict[tuple[Any, ...], msgspec.msgpack.Decoder[Any]] = {}
         self._encoder = msgspec.msgpack.Encoder()
         # Application transcodings, for the types msgspec does not store by itself.
@@ -823,8 +827,12 @@ class SealingMapper(Mapper[UUID]):
         return events
 
     def _decode(self, stored_event: StoredEvent) -> tuple[type, _Plan, Any]:
-        event_class = resolve_topic(stored_event.topic)
-        plan = self.plan(event_class)
+        topic = stored_event.topic
+        known = self._topics.get(topic)
+        if known is None:
+            event_class = resolve_topic(topic)
+            known = self._topics[topic] = (event_class, self.plan(event_class))
+        event_class, plan = known
         try:
             state = stored_event.state
             if plan.class_version > 1:
@@ -854,7 +862,15 @@ class SealingMapper(Mapper[UUID]):
             originator_id = UUID(str(originator_id))
         version = stored_event.originator_version
         if plan.has_personal:
-            state = _Opening(self, originator_id, version, plan, shape).state()
+            binding = event_binding(originator_id, version)
+            opened = None
+            if plan.groups is not None and plan.assembly is not None:
+                opened = _open_static_groups(self.keys, plan.groups, shape, binding)
+            if opened is not None:
+                state = _assemble(plan.assembly, shape, opened)
+            else:
+                opening = _Opening(self, originator_id, version, binding, plan, shape)
+                state = opening.fields(plan.fields, shape, "")
         else:
             state = {f.name: getattr(shape, f.name) for f in plan.fields}
         state["originator_id"] = originator_id
@@ -997,6 +1013,7 @@ class _Opening:
         mapper: SealingMapper,
         originator_id: UUID,
         version: int,
+        binding: bytes,
         plan: _Plan,
         shape: Any,
     ) -> None:
@@ -1004,19 +1021,10 @@ class _Opening:
         self.keys = mapper.keys
         self.originator_id = originator_id
         self.version = version
-        self.binding = event_binding(originator_id, version)
+        self.binding = binding  # `event_binding`
         self.plan = plan
         self.shape = shape
         self.grouped: dict[str, Any] | None = None  # path → value, once the groups are open
-
-    def state(self) -> dict[str, Any]:
-        """The event's fields, opened."""
-        plan = self.plan
-        if plan.groups is not None and plan.assembly is not None:
-            opened = self._open_static_groups(plan.groups)
-            if opened is not None:
-                return _assemble(plan.assembly, self.shape, opened)
-        return self.fields(plan.fields, self.shape, "")
 
     def fields(self, fields: tuple[_Field, ...], shape: Any, prefix: str) -> dict[str, Any]:
         """Field by field: events stored in the older format, events with lists of
@@ -1047,27 +1055,6 @@ class _Opening:
         # Struct.__init__ does not validate, so an erased field can hold ERASED.
         return field.struct(**self.fields(field.fields, shape, path + "."))
 
-    def _open_static_groups(self, groups: tuple[_StaticGroup, ...]) -> list[tuple[Any, ...]] | None:
-        """Each group's values when the event's groups are those of its declarations,
-        else None (and `_open_any_groups` works them out, or finds them broken)."""
-        shape = self.shape
-        opened = []
-        for group in groups:
-            first = group.first(shape)
-            if first.code != SEALED_GROUP:
-                return None
-            envelope = first.data
-            key_id = envelope[:KEY_ID_SIZE]
-            for other in group.others:
-                value = other(shape)
-                if value.code != SEALED_WITH or value.data != key_id:
-                    return None
-            values = self._open_group(envelope, len(group.paths), group.aad, group.decoder)
-            if values is None:
-                return None
-            opened.append(values)
-        return opened
-
     def _open_any_groups(self) -> dict[str, Any]:
         """Every grouped field's value: one AES-GCM call per subject of the event."""
         # key id → the group's seal, its fields' paths and their types, in field order
@@ -1096,35 +1083,17 @@ class _Opening:
                 raise self._broken(path)  # a group's first field must hold its seal
         values: dict[str, Any] = {}
         for envelope, paths, value_types in groups.values():
-            opened = self._open_group(
+            opened = _open_group(
+                self.keys,
                 envelope,
                 len(paths),
-                _group_aad(tuple(paths)),
+                self.binding + _group_aad(tuple(paths)),
                 self.mapper.group_decoder(tuple(value_types)),
             )
             if opened is None:
                 raise self._broken(*paths)
             values.update(zip(paths, opened, strict=True))
         return values
-
-    def _open_group(
-        self, envelope: bytes, size: int, aad: bytes, decoder: msgspec.msgpack.Decoder[Any]
-    ) -> tuple[Any, ...] | None:
-        """A group's values, in field order (each ERASED if its key is gone); None if it
-        does not open, or holds another number of values than the group has fields."""
-        key = self.keys.opening_key(bytes(envelope[:KEY_ID_SIZE]))
-        if key is None:
-            return (ERASED,) * size
-        plaintext = _decrypted(key, envelope, self.binding + aad)
-        if plaintext is None:
-            return None
-        try:
-            values: tuple[Any, ...] = decoder.decode(plaintext)
-        except msgspec.ValidationError:
-            if len(_decode_group(plaintext)) != size:
-                return None  # sealed with other fields than these
-            raise  # a value that does not match its field's type
-        return values if len(values) == size else None
 
     def _broken(self, *paths: str) -> SealBroken:
         together = f" (sealed with {', '.join(paths[1:])})" if len(paths) > 1 else ""
@@ -1142,6 +1111,50 @@ class _Opening:
         if plaintext is None:
             raise self._broken(path)
         return decoder.decode(plaintext)
+
+
+def _open_static_groups(
+    keys: KeyRing, groups: tuple[_StaticGroup, ...], shape: Any, binding: bytes
+) -> list[tuple[Any, ...]] | None:
+    """Each group's values when an event's groups are those of its declarations, else
+    None (and `_Opening` works them out, or finds them broken). `binding`: the event's."""
+    opened = []
+    for group in groups:
+        first = group.first(shape)
+        if first.code != SEALED_GROUP:
+            return None
+        envelope = first.data
+        key_id = envelope[:KEY_ID_SIZE]
+        for other in group.others:
+            value = other(shape)
+            if value.code != SEALED_WITH or value.data != key_id:
+                return None
+        values = _open_group(keys, envelope, len(group.paths), binding + group.aad, group.decoder)
+        if values is None:
+            return None
+        opened.append(values)
+    return opened
+
+
+def _open_group(
+    keys: KeyRing, envelope: bytes, size: int, aad: bytes, decoder: msgspec.msgpack.Decoder[Any]
+) -> tuple[Any, ...] | None:
+    """A group's values, in field order (each ERASED if its key is gone); None if it does
+    not open, or holds another number of values than the group has fields. `aad`: the
+    event's binding, then the group's paths'."""
+    key = keys.opening_key(bytes(envelope[:KEY_ID_SIZE]))
+    if key is None:
+        return (ERASED,) * size
+    plaintext = _decrypted(key, envelope, aad)
+    if plaintext is None:
+        return None
+    try:
+        values: tuple[Any, ...] = decoder.decode(plaintext)
+    except msgspec.ValidationError:
+        if len(_decode_group(plaintext)) != size:
+            return None  # sealed with other fields than these
+        raise  # a value that does not match its field's type
+    return values if len(values) == size else None
 
 
 def _decrypted(key: SubjectKey, envelope: bytes, aad: bytes) -> bytes | None:
