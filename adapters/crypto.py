@@ -933,7 +933,10 @@ def _sealed_key_ids(fields: tuple[_Field, ...], shape: Any) -> Iterator[bytes]:
 
 
 class _Sealing:
-    """Seals the personal fields of one event."""
+    """Seals the personal fields of one event field by field: events with lists of
+    structs, two declared groups of one subject, and values that do not match their
+    annotations (refused naming their field). Other events are sealed a group at a time
+    (`SealingMapper._sealed_in_groups`), into the same bytes."""
 
     def __init__(
         self, mapper: SealingMapper, event_state: dict[str, Any], originator_id: UUID, version: int
