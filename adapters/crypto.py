@@ -863,11 +863,12 @@ class SealingMapper(Mapper[UUID]):
         version = stored_event.originator_version
         if plan.has_personal:
             binding = event_binding(originator_id, version)
+            groups, assembly = plan.groups, plan.assembly
             opened = None
-            if plan.groups is not None and plan.assembly is not None:
-                opened = _open_static_groups(self.keys, plan.groups, shape, binding)
-            if opened is not None:
-                state = _assemble(plan.assembly, shape, opened)
+            if groups is not None and assembly is not None:
+                opened = _open_static_groups(self.keys, groups, shape, binding)
+            if opened is not None and assembly is not None:
+                state = _assemble(assembly, shape, opened)
             else:
                 opening = _Opening(self, originator_id, version, binding, plan, shape)
                 state = opening.fields(plan.fields, shape, "")
