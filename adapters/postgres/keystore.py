@@ -470,24 +470,18 @@ class PostgresKeyStore:
     def sealing_key(
         self, tenant_id: UUID, subject: str, *, new_subject: bool = False, new_tenant: bool = False
     ) -> SubjectKey:
-        pending = self._pending()
+        pending = self._local.pending
+        if pending is None:
+            pending = self._pending()
         pair = (tenant_id, subject)
         made = pending.new_subjects.get(pair)
         if made is not None:
             return made[0]
-        key = pending.found_subjects.get(pair)
-        if key is not None:
-            return key
-        if self._listening.is_set():
-            key = self._by_subject.get(_subject_slot(tenant_id.bytes, subject))
-            if key is not None:
-                return key
         # A first event's own subject (and tenant) has no key yet: nothing to look up. A
         # wrong hint fails the save on the key's unique constraint; the retry trusts none.
         trusted = pending.trust_hints
-        if not (new_subject and trusted) and pair not in pending.absent_subjects:
-            self.prefetch([SealingNeed(tenant_id, subject, new_subject, new_tenant)])
-            key = pending.found_subjects.get(pair)
+        if not (new_subject and trusted):
+            key = self._existing_key(pending, pair, new_subject, new_tenant)
             if key is not None:
                 return key
         tenant_key_id, tenant_key = self._tenant_key(tenant_id, pending, new_tenant and trusted)
@@ -498,6 +492,23 @@ class PostgresKeyStore:
             tenant_key_id,
         )
         return key
+
+    def _existing_key(
+        self, pending: _Pending, pair: tuple[UUID, str], new_subject: bool, new_tenant: bool
+    ) -> SubjectKey | None:
+        """The subject's key if it exists: found for this save, cached, or looked up."""
+        key = pending.found_subjects.get(pair)
+        if key is not None:
+            return key
+        tenant_id, subject = pair
+        if self._listening.is_set():
+            key = self._by_subject.get(_subject_slot(tenant_id.bytes, subject))
+            if key is not None:
+                return key
+        if pair not in pending.absent_subjects:
+            self.prefetch([SealingNeed(tenant_id, subject, new_subject, new_tenant)])
+            return pending.found_subjects.get(pair)
+        return None
 
     def _pending(self) -> _Pending:
         pending: _Pending | None = self._local.pending
@@ -510,16 +521,8 @@ class PostgresKeyStore:
         made = pending.new_tenants.get(tenant_id)
         if made is not None:
             return made[0], made[3]
-        found = pending.found_tenants.get(tenant_id)
-        if found is not None:
-            return found
-        if self._listening.is_set():
-            cached = self._tenant_keys.get(tenant_id)
-            if cached is not None:
-                return cached
-        if not (new or tenant_id in pending.absent_tenants or tenant_id in pending.erased_tenants):
-            self._look_up(pending, set(), {tenant_id})
-            found = pending.found_tenants.get(tenant_id)
+        if not new:
+            found = self._existing_tenant_key(tenant_id, pending)
             if found is not None:
                 return found
         if tenant_id in pending.erased_tenants:
@@ -530,6 +533,20 @@ class PostgresKeyStore:
         tenant_key = AESGCM(material)
         pending.new_tenants[tenant_id] = (key_id, epoch_id, wrapped, tenant_key)
         return key_id, tenant_key
+
+    def _existing_tenant_key(self, tenant_id: UUID, pending: _Pending) -> TenantKey | None:
+        """The tenant's key if it exists: found for this save, cached, or looked up."""
+        found = pending.found_tenants.get(tenant_id)
+        if found is not None:
+            return found
+        if self._listening.is_set():
+            cached = self._tenant_keys.get(tenant_id)
+            if cached is not None:
+                return cached
+        if not (tenant_id in pending.absent_tenants or tenant_id in pending.erased_tenants):
+            self._look_up(pending, set(), {tenant_id})
+            return pending.found_tenants.get(tenant_id)
+        return None
 
     # The event store's transaction writes new keys with the events sealed under them.
 
@@ -962,7 +979,15 @@ class PostgresKeyStore:
         return epoch
 
     def _current(self) -> tuple[UUID, AESGCM]:
-        """The epoch new tenant keys are wrapped under."""
+        """The epoch new tenant keys are wrapped under: at hand while destructions are
+        heard of (each new tenant asks; read as `_current_once` reads it, without the
+        steps of a read across rotations)."""
+        if self._listening.is_set():
+            epoch_id = self._current_epoch
+            if epoch_id is not None:
+                epoch = self._epochs.get(epoch_id)
+                if epoch is not None:
+                    return epoch_id, epoch
         return self._across_rotations(self._current_once)
 
     def _current_once(self) -> tuple[UUID, AESGCM]:
