@@ -525,10 +525,11 @@ def _opened_groups(ring: MemoryKeyRing, stored: StoredEvent) -> object:
 
     def walk(value: object, path: str) -> None:
         if isinstance(value, msgspec.msgpack.Ext):
-            key_id = value.data[:16] if value.code == SEALED_GROUP else value.data
+            data = bytes(value.data)
+            key_id = data[:16] if value.code == SEALED_GROUP else data
             paths.setdefault(key_id, []).append(path)
             if value.code == SEALED_GROUP:
-                seals[key_id] = value.data
+                seals[key_id] = data
         elif isinstance(value, dict):
             for name, item in value.items():
                 walk(item, f"{path}.{name}" if path else name)
@@ -538,11 +539,12 @@ def _opened_groups(ring: MemoryKeyRing, stored: StoredEvent) -> object:
 
     def opened(value: object) -> object:
         if isinstance(value, msgspec.msgpack.Ext) and value.code == SEALED_GROUP:
-            key_id = value.data[:16]
+            data = bytes(value.data)
+            key_id = data[:16]
             key = ring.opening_key(key_id)
             assert key is not None
             aad = binding + b"\0group\0" + "\0".join(paths[key_id]).encode()
-            return ("group", key_id, key.aead.decrypt(value.data[16:28], value.data[28:], aad))
+            return ("group", key_id, key.aead.decrypt(data[16:28], data[28:], aad))
         if isinstance(value, dict):
             return [(name, opened(item)) for name, item in value.items()]  # order too
         return value
