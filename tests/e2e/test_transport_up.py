@@ -8,6 +8,7 @@ import json
 import stat
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,7 +16,8 @@ import httpx
 import nats
 import pytest
 
-from tests.e2e.platform import RunningUp
+from picasse.adapters.clock import move_file_clock
+from tests.e2e.platform import RunningUp, on_test_clock
 from tests.integration.api_server import self_signed_certificate
 from tests.ports import free_port
 
@@ -24,16 +26,19 @@ ADMIN_PASSWORD = "quartz-Lantern-79-ferry-Oboe"  # strong: passes any strength r
 # The trusted proxy: requests from this loopback address may say whom they forward;
 # those from 127.0.0.1 (where uvicorn would have believed anyone) may not.
 PROXY = "127.0.0.2"
+# Longer than any slow-down before a pair's lock (1 s, then 2 s), far shorter than the lock.
+PAST_A_SLOW_DOWN = timedelta(seconds=5)
 
 
 @pytest.fixture(scope="module")
 def up(servers_root: Path) -> Iterator[RunningUp]:
     """`picasse up` serving HTTPS behind a proxy at 127.0.0.2, with two staff users."""
     data_dir = servers_root / "transport-up"
-    data_dir.mkdir()
+    _, clock_env = on_test_clock(data_dir)  # the throttle's slow-downs are passed, not waited
     cert, key = self_signed_certificate(servers_root)
     running = RunningUp(
         data_dir,
+        **clock_env,
         PICASSE_HTTP_PORT=str(free_port()),
         PICASSE_TLS_CERT=str(cert),
         PICASSE_TLS_KEY=str(key),
@@ -52,6 +57,10 @@ def up(servers_root: Path) -> Iterator[RunningUp]:
         yield running
     finally:
         running.terminate()
+
+
+def _clock_file(up: RunningUp) -> Path:
+    return Path(up.env["PICASSE_TEST_CLOCK_FILE"])
 
 
 def _api(up: RunningUp) -> str:
@@ -83,13 +92,22 @@ def test_five_wrong_passwords_from_five_addresses_do_not_lock_out_the_owner(up: 
 def test_a_forwarded_address_from_a_peer_that_is_no_trusted_proxy_is_ignored(
     up: RunningUp,
 ) -> None:
-    # Five failures lock a pair (account, address) for 15 minutes: long enough for the
-    # test not to race the clock (the shorter slow-down after three could have run out).
-    for n in range(1, 6):  # each claiming another address: all are 127.0.0.1's
+    # Five failures lock a pair (account, address) for 15 minutes. From the third on, the
+    # pair must wait a second or two between attempts (429, nothing counted): the test
+    # clock is moved past each wait, so all five count however slow the machine is.
+    failures, n = 0, 0
+    while failures < 5:
+        n += 1  # each attempt claims another address: all are 127.0.0.1's
         refused = _log_in(up, "not the password", f"192.0.2.{n}", login="support", via="127.0.0.1")
         assert refused.status_code in (401, 429), refused.text
+        if refused.status_code == 429:
+            assert n < 20, "the pair stays slowed down after the clock passed its wait"
+            move_file_clock(_clock_file(up), PAST_A_SLOW_DOWN)
+        else:
+            failures += 1
+    move_file_clock(_clock_file(up), PAST_A_SLOW_DOWN)  # what refuses now is a lock
 
-    locked = _log_in(up, ADMIN_PASSWORD, "192.0.2.6", login="support", via="127.0.0.1")
+    locked = _log_in(up, ADMIN_PASSWORD, "192.0.2.99", login="support", via="127.0.0.1")
     from_the_proxy = _log_in(up, ADMIN_PASSWORD, "192.0.2.7", login="support")
 
     assert locked.status_code == 429, locked.text  # the pair (support, 127.0.0.1) is locked
