@@ -4,6 +4,7 @@ wrapped it are replaced and the old epoch's file is destroyed, on real PostgreSQ
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
@@ -479,6 +480,28 @@ def _until(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.02)
 
 
+def _hold_the_first_save(
+    monkeypatch: pytest.MonkeyPatch,
+    app: Any,
+    paused: threading.Event,
+    release: threading.Event,
+) -> None:
+    """The app's next save stops after its statements ran (its locks held), before its
+    commit: `paused` is set, and it goes on once `release` is (or after 30 s)."""
+    recorder = recorder_of(app)
+    fetch_ids = recorder._fetch_ids_after_insert_events
+
+    def hold_the_save(
+        curs: psycopg.Cursor[dict[str, Any]], stored: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        if not paused.is_set():
+            paused.set()
+            release.wait(30)
+        return fetch_ids(curs, stored, **kwargs)
+
+    monkeypatch.setattr(recorder, "_fetch_ids_after_insert_events", hold_the_save)
+
+
 @pytest.mark.parametrize("first", ["save", "rotation"])
 def test_a_subject_key_saved_while_a_rotation_replaces_its_tenant_key_stays_readable(
     first: str, accounts: Accounts, open_store: Callable[[], Accounts],
@@ -490,7 +513,6 @@ def test_a_subject_key_saved_while_a_rotation_replaces_its_tenant_key_stays_read
     # rotation re-wraps its subject key under the new tenant key; a rotation first makes
     # the save fail on the replaced key and seal again. Never is a subject key committed
     # under a tenant key that no longer exists.
-    import threading
 
     tag = uuid.uuid4().hex[:8]
     customer = accounts.register_customer(**_person(tag))
@@ -507,19 +529,7 @@ def test_a_subject_key_saved_while_a_rotation_replaces_its_tenant_key_stays_read
     monkeypatch.setattr(keys, "pending_conflicts", noted_conflicts)
     paused, release = threading.Event(), threading.Event()
     if first == "save":
-        # The save stops after its statements ran (its locks held), before its commit.
-        recorder = recorder_of(saving)
-        fetch_ids = recorder._fetch_ids_after_insert_events
-
-        def hold_the_save(
-            curs: psycopg.Cursor[dict[str, Any]], stored: Sequence[StoredEvent], **kwargs: Any
-        ) -> Sequence[int] | None:
-            if not paused.is_set():
-                paused.set()
-                release.wait(30)
-            return fetch_ids(curs, stored, **kwargs)
-
-        monkeypatch.setattr(recorder, "_fetch_ids_after_insert_events", hold_the_save)
+        _hold_the_first_save(monkeypatch, saving, paused, release)
     else:
         # The rotation stops inside its transaction, the tenant keys' rows locked.
         rotating = factory_of(accounts).keys
@@ -576,25 +586,13 @@ def test_a_tenant_erasure_beside_a_save_of_a_new_subject_key_takes_that_key_too(
 ) -> None:  # fmt: skip
     # The save holds its lock on the tenant key until it commits; the erasure's deletion
     # of the tenant key waits for it, then deletes the subject keys, the new one too.
-    import threading
 
     tag = uuid.uuid4().hex[:8]
     customer = accounts.register_customer(**_person(tag))
     saving = open_store()
     assert saving.customer(customer).organisation == f"Org{tag} Holding"
     paused, release = threading.Event(), threading.Event()
-    recorder = recorder_of(saving)
-    fetch_ids = recorder._fetch_ids_after_insert_events
-
-    def hold_the_save(
-        curs: psycopg.Cursor[dict[str, Any]], stored: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        if not paused.is_set():
-            paused.set()
-            release.wait(30)
-        return fetch_ids(curs, stored, **kwargs)
-
-    monkeypatch.setattr(recorder, "_fetch_ids_after_insert_events", hold_the_save)
+    _hold_the_first_save(monkeypatch, saving, paused, release)
     invited: list[UUID] = []
     save = threading.Thread(
         target=lambda: invited.append(
