@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -172,10 +171,7 @@ def _with_its_port(settings: Settings) -> Settings:
     each child choosing for itself put ":0" in the links and moved the API on restarts."""
     if settings.http_port != 0:
         return settings
-    family = socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((settings.http_host, 0))
-        port = int(probe.getsockname()[1])
+    port = servers.free_port(settings.http_host)  # not an ephemeral one (see there)
     public_url = effective_public_url(
         os.environ.get("PICASSE_PUBLIC_URL"),
         settings.http_host,
