@@ -477,23 +477,20 @@ QUIET_PORTS = range(20000, 32000)
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free on `host` now, for a server that must be named before it listens."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(200):
         port = random.choice(QUIET_PORTS)  # noqa: S311  (a port, no secret)
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind((host, port))
-            except OSError:
-                continue
+        if _port_is_free(port, host):
             return port
     raise OSError(f"no free port on {host} in {QUIET_PORTS.start}-{QUIET_PORTS.stop - 1}")
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on it (as ours do, with SO_REUSEADDR)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError:
             return False
     return True

@@ -470,9 +470,7 @@ class PostgresKeyStore:
     def sealing_key(
         self, tenant_id: UUID, subject: str, *, new_subject: bool = False, new_tenant: bool = False
     ) -> SubjectKey:
-        pending = self._local.pending
-        if pending is None:
-            pending = self._pending()
+        pending = self._pending()
         pair = (tenant_id, subject)
         made = pending.new_subjects.get(pair)
         if made is not None:
@@ -744,9 +742,10 @@ class PostgresKeyStore:
         """Have PostgreSQL analyze the key tables each time this process has doubled the
         keys it wrote. A save looks up the tenant keys it wraps under (until December 2026
         a foreign key checked each new subject key), and PostgreSQL keeps the plan of that
-        look-up that it chose while the table was small: a scan of the whole table. Registering customers into fresh key tables then
-        slowed down with every customer (server CPU per 100 new tenants: 61 ms over the
-        first 3,000, 285 ms between 9,000 and 12,000; 6 ms once analyzed) until autovacuum
+        look-up that it chose while the table was small: a scan of the whole table.
+        Registering customers into fresh key tables then slowed down with every customer
+        (server CPU per 100 new tenants: 61 ms over the first 3,000, 285 ms between 9,000
+        and 12,000; 6 ms once analyzed) until autovacuum
         analyzed the tables, which it does at most once a minute. An analysis invalidates
         those plans in every session."""
         with self._lock:
@@ -979,15 +978,7 @@ class PostgresKeyStore:
         return epoch
 
     def _current(self) -> tuple[UUID, AESGCM]:
-        """The epoch new tenant keys are wrapped under: at hand while destructions are
-        heard of (each new tenant asks; read as `_current_once` reads it, without the
-        steps of a read across rotations)."""
-        if self._listening.is_set():
-            epoch_id = self._current_epoch
-            if epoch_id is not None:
-                epoch = self._epochs.get(epoch_id)
-                if epoch is not None:
-                    return epoch_id, epoch
+        """The epoch new tenant keys are wrapped under."""
         return self._across_rotations(self._current_once)
 
     def _current_once(self) -> tuple[UUID, AESGCM]:

@@ -271,6 +271,20 @@ def test_a_start_with_the_current_epoch_file_missing_says_so(
         factory_of(open_store()).keys
 
 
+def _noted_conflicts(monkeypatch: pytest.MonkeyPatch, keys: Any) -> list[bool]:
+    """What the key store's `pending_conflicts` answers from now on, each time it is asked
+    (after a failed save: True when a key race or a rotation made it seal again)."""
+    races: list[bool] = []
+    conflicts = keys.pending_conflicts
+
+    def noted_conflicts() -> bool:
+        races.append(conflicts())
+        return races[-1]
+
+    monkeypatch.setattr(keys, "pending_conflicts", noted_conflicts)
+    return races
+
+
 def test_a_save_sealing_under_a_replaced_tenant_key_or_epoch_seals_again(
     accounts: Accounts, open_store: Callable[[], Accounts], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -281,14 +295,7 @@ def test_a_save_sealing_under_a_replaced_tenant_key_or_epoch_seals_again(
     # The other process hears of no replacement: its tenant keys and epoch stay cached.
     keys = factory_of(second).keys
     monkeypatch.setattr(keys, "_on_notice", lambda payload: None)
-    races: list[bool] = []
-    conflicts = keys.pending_conflicts
-
-    def noted_conflicts() -> bool:
-        races.append(conflicts())
-        return races[-1]
-
-    monkeypatch.setattr(keys, "pending_conflicts", noted_conflicts)
+    races = _noted_conflicts(monkeypatch, keys)
 
     def add_user(login: str) -> UUID:
         return add_customer_user(
@@ -519,14 +526,7 @@ def test_a_subject_key_saved_while_a_rotation_replaces_its_tenant_key_stays_read
     saving = open_store()  # another process
     assert saving.customer(customer).organisation == f"Org{tag} Holding"
     keys = factory_of(saving).keys
-    races: list[bool] = []
-    conflicts = keys.pending_conflicts
-
-    def noted_conflicts() -> bool:
-        races.append(conflicts())
-        return races[-1]
-
-    monkeypatch.setattr(keys, "pending_conflicts", noted_conflicts)
+    races = _noted_conflicts(monkeypatch, keys)
     paused, release = threading.Event(), threading.Event()
     if first == "save":
         _hold_the_first_save(monkeypatch, saving, paused, release)
