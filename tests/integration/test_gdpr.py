@@ -259,29 +259,26 @@ def test_retention_with_the_clock_seven_months_on_erases_old_traffic_and_keeps_r
     person = Person(uuid.uuid4().hex[:8])
     customer = _customer(accounts, person)
     clock = ManualClock()
+    month = clock.now().strftime("%Y-%m")
     later = clock.now() + timedelta(days=7 * 31)
     env = eventsourcing_env(database_url, settings.master_key_path, schema=schema)
     pseudonyms = KeyedPseudonyms(read_master_key(settings.master_key_path))
-    now_app = Messages(env, clock=clock, pseudonyms=pseudonyms)
-    later_app = Messages(env, clock=ManualClock(later), pseudonyms=pseudonyms)
+    app = Messages(env, clock=clock, pseudonyms=pseudonyms)
     try:
-        old = _send(now_app, customer, person)
-        recent = later_app.send(
-            customer, SendRequest(channel="sms", to=["+31612398765"], body="recent")
-        )
+        old = _send(app, customer, person)
+        clock.set(later)
+        recent = app.send(customer, SendRequest(channel="sms", to=["+31612398765"], body="recent"))
         erased = run_retention(gdpr.privacy, traffic_retention(6), now=later, dry_run=False)
-        month = clock.now().strftime("%Y-%m")
         assert sorted(subject for _, subject in erased) == [f"content/{month}", f"traffic/{month}"]
-        assert now_app.message(old, SUPPORT).deliveries[0].to == ERASED
-        assert now_app.message(recent, SUPPORT).deliveries[0].to == "+31612398765"
+        assert app.message(old, SUPPORT).deliveries[0].to == ERASED
+        assert app.message(recent, SUPPORT).deliveries[0].to == "+31612398765"
         gdpr.views.catch_up()
         rows = gdpr.views.view("traffic").traffic(
             customer, datetime(2000, 1, 1, tzinfo=UTC), later + timedelta(days=1)
         )
         assert {r.recipient for r in rows} == {None, "+31612398765"}
     finally:
-        now_app.close()
-        later_app.close()
+        app.close()
 
 
 def test_a_dry_run_of_retention_erases_nothing(

@@ -30,20 +30,20 @@ BAD = ["\x00", "\r", "\u2028"]
 MULTI_LINE = {"body", "template", "text"}  # where U+2028 and U+2029 are allowed
 
 
+CLOCK = ManualClock(datetime(2026, 11, 30, tzinfo=UTC))  # the process's one clock
+
+
 def _accounts() -> Accounts:
     hasher = argon2.PasswordHasher(time_cost=1, memory_cost=8)
-    clock = ManualClock(datetime(2026, 11, 30, tzinfo=UTC))
-    return Accounts(ENV, passwords=Argon2Passwords(hasher), pseudonyms=PSEUDONYMS, clock=clock)
+    return Accounts(ENV, passwords=Argon2Passwords(hasher), pseudonyms=PSEUDONYMS, clock=CLOCK)
 
 
 def _messages() -> Messages:
-    return Messages(
-        ENV, clock=ManualClock(datetime(2026, 11, 30, tzinfo=UTC)), pseudonyms=PSEUDONYMS
-    )
+    return Messages(ENV, clock=CLOCK, pseudonyms=PSEUDONYMS)
 
 
 def _privacy() -> Privacy:
-    return Privacy(ENV, shredder=lambda app: None, clock=ManualClock())  # type: ignore[arg-type,return-value]
+    return Privacy(ENV, shredder=lambda app: None, clock=CLOCK)  # type: ignore[arg-type,return-value]
 
 
 # A valid value for each text parameter of each command below (they are refused anyway,

@@ -53,18 +53,19 @@ class InMemoryMessages(Messages):
 @pytest.fixture
 def world() -> tuple[Messages, UUID, ManualClock]:
     env = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+    # One clock for both applications, as a process has one (it also stamps their events).
+    clock = ManualClock(datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
     accounts = InMemoryAccounts(
         env,
         passwords=Argon2Passwords(argon2.PasswordHasher(time_cost=1, memory_cost=8)),
         pseudonyms=KeyedPseudonyms(b"k" * 32),
-        clock=ManualClock(datetime(2026, 11, 30, 12, 0, tzinfo=UTC)),
+        clock=clock,
     )
     customer_id = accounts.register_customer(
         organisation="Acme", contact_name="Bob", email="bob@example.com",
         phone="+31612345678", billing_address="Street 1",
     )  # fmt: skip
     accounts.start_subscription(customer_id)
-    clock = ManualClock(datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
     messages = InMemoryMessages(env, clock=clock, pseudonyms=KeyedPseudonyms(b"k" * 32))
     # Both applications share one in-memory recorder, as they share one table in PostgreSQL.
     messages.recorder = accounts.recorder
