@@ -223,5 +223,9 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
         return self.role in (Role.PLATFORM_ADMIN, Role.SUPPORT)
 
 
+# The view of Picasse's operator at the command line (`picasse billing`, `messages show`,
+# dial-in numbers, a statement's checks): support's, which never reads content.
+OPERATOR = Viewer(role=Role.SUPPORT, customer_id=None)
+
 # `requested_by` of the mail Picasse itself sends to a customer's user (set-password links).
 PICASSE_SENDER = UUID(int=0)

@@ -7,22 +7,16 @@ payments, and read invoices; they never read a message's content.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from picasse.domain.access import Viewer
-from picasse.domain.values import Role
+from picasse.domain.access import OPERATOR
 from picasse.runners.settings import Settings
 
 if TYPE_CHECKING:  # imported when a billing command runs (runners/cli.py builds the parser)
     from picasse.domain.billing import Billing, InvoiceDetails
-
-OPERATOR = Viewer(role=Role.SUPPORT, customer_id=None)  # the operator's view: no content
 
 
 @contextmanager
@@ -40,10 +34,6 @@ def _billing(settings: Settings) -> Iterator[Billing]:
         messages.close()
 
 
-def _json(value: Any) -> None:
-    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
-
-
 def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     from picasse.domain.billing import PricePlan, price_plan
 
@@ -57,10 +47,9 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.table import Table
 
     from picasse.adapters.invoice_pdf import euros
-    from picasse.runners.cli import _out
+    from picasse.runners.cli import _json, _out, _table
 
     err = Console(stderr=True)
     with (
@@ -82,7 +71,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _json(lines)
         return 0
-    table = Table("customer", "counts", "total", "invoice", "")
+    table = _table("customer", "counts", "total", "invoice", "", ids=("customer",))
     for line in lines:
         counts = ", ".join(f"{k}={v}" for k, v in sorted(line.counts.items())) or "-"
         state = "would issue" if args.dry_run else ("issued" if line.issued else "issued before")
@@ -126,12 +115,10 @@ def cmd_pay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_invoices(args: argparse.Namespace, settings: Settings) -> int:
-    from rich.table import Table
-
     from picasse.adapters.invoice_pdf import euros
     from picasse.projections.accounts import PAGE_SIZE
     from picasse.runners import servers
-    from picasse.runners.cli import _out
+    from picasse.runners.cli import _json, _out, _table
     from picasse.runners.project import live_views
 
     found: list[InvoiceDetails] = []
@@ -150,7 +137,9 @@ def cmd_invoices(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _json(found)
         return 0
-    table = Table("number", "id", "customer", "month", "total", "paid", "status")
+    table = _table(
+        "number", "id", "customer", "month", "total", "paid", "status", ids=("id", "customer")
+    )
     for i in found:
         table.add_row(
             str(i.number), str(i.id), str(i.customer_id), i.month,

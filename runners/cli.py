@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -55,7 +56,24 @@ def _out() -> Console:
         from rich.console import Console
 
         _console = Console(highlight=False, soft_wrap=True)
+        if not _console.is_terminal and "COLUMNS" not in os.environ:
+            _console.width = PIPED_WIDTH  # piped or redirected: nothing cut to 80 columns
     return _console
+
+
+PIPED_WIDTH = 1000
+UUID_WIDTH = 36
+
+
+def _table(*headers: str, ids: tuple[str, ...] = ("id",)) -> Any:
+    """A table for standard output whose id columns (`ids`, UUIDs) are never cut short or
+    wrapped on a narrow terminal, so that they can be copied into the next command: the
+    other columns give way."""
+    from rich.table import Column, Table
+
+    return Table(
+        *(Column(h, no_wrap=True, min_width=UUID_WIDTH) if h in ids else h for h in headers)
+    )
 
 
 class CommandFailed(Exception):
@@ -238,9 +256,9 @@ def cmd_messages_send(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_messages_show(args: argparse.Namespace, settings: Settings) -> int:
     from rich.table import Table
 
-    from picasse.domain.access import Viewer
+    from picasse.domain.access import OPERATOR, Viewer
 
-    viewer = Viewer(role=Role.SUPPORT, customer_id=None)  # the operator's view: no content
+    viewer = OPERATOR
     if args.reveal_content:
         if not args.as_login or not args.password_stdin:
             raise InvalidInput(
@@ -281,14 +299,12 @@ def cmd_groups_set(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_groups_list(args: argparse.Namespace, settings: Settings) -> int:
-    from rich.table import Table
-
     with _messages(settings) as messages:
         groups = messages.groups(args.customer)
     if args.json:
         _json([{"id": g.id, "name": g.name, "member_count": len(g.members)} for g in groups])
         return 0
-    table = Table("id", "name", "members")
+    table = _table("id", "name", "members")
     for g in groups:
         table.add_row(str(g.id), _show(g.name), str(len(g.members)))
     _out().print(table)
@@ -354,6 +370,43 @@ def cmd_customers_show(args: argparse.Namespace, settings: Settings) -> int:
         ("registered", customer.registered_at),
     ):
         table.add_row(label, _show(value))
+    _out().print(table)
+    return 0
+
+
+def cmd_customers_list(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.projections.accounts import PAGE_SIZE, CustomerRow
+    from picasse.runners import servers
+    from picasse.runners.project import live_views
+
+    found: list[CustomerRow] = []
+    with live_views(settings, servers.postgres_url(settings), ["accounts"]) as views:
+        views.catch_up()  # the accounts view holds every customer registered so far
+        view, after = views.view("accounts"), None
+        while True:  # page by page, in the order they were registered
+            rows = view.customer_page(after=after, limit=PAGE_SIZE)
+            found += [row for row in rows if args.all or not row.erased]
+            if len(rows) < PAGE_SIZE:
+                break
+            after = (rows[-1].registered_at, rows[-1].id)
+    if args.json:
+        _json(
+            [
+                {"id": row.id, "organisation": row.organisation, "subscription": row.subscription,
+                 "plan": row.plan, "registered_at": row.registered_at, "erased": row.erased}
+                for row in found
+            ]
+        )  # fmt: skip
+        return 0
+    table = _table("id", "organisation", "subscription", "plan", "registered")
+    for row in found:
+        table.add_row(
+            str(row.id),
+            "[erased]" if row.organisation is None else row.organisation,
+            row.subscription,
+            row.plan or "-",
+            row.registered_at.isoformat(timespec="seconds"),
+        )
     _out().print(table)
     return 0
 
@@ -829,6 +882,19 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("id", type=_uuid, metavar="ID")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(run=cmd_customers_show)
+
+    listing = customers.add_parser(
+        "list",
+        help="every customer: id, organisation, subscription",
+        description=(
+            "Every customer in the order they were registered, from the accounts view (brought"
+            " up to date first). Terminated customers whose data is erased are left out unless"
+            " --all is given."
+        ),
+    )
+    listing.add_argument("--all", action="store_true", help="also the erased ones")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(run=cmd_customers_list)
 
     change = customers.add_parser(
         "change-contact", help="change contact details or billing address"

@@ -1,7 +1,9 @@
-"""`picasse conferences schedule/list/cancel`: a customer's user's conferences from the CLI.
+"""`picasse conferences …`: a customer's user's conferences, and the operator's dial-in pools.
 
-Every command acts as one of the customer's users (`--as LOGIN --password-stdin`), through
-the same `Conferences` application and `Viewer` as the API: staff hold no customer account.
+`schedule`, `list` and `cancel` act as one of the customer's users (`--as LOGIN
+--password-stdin`), through the same `Conferences` application and `Viewer` as the API:
+staff hold no customer account. `numbers add/list/remove` act as Picasse's operator
+(`OPERATOR`, support's view), as `POST/GET/DELETE /v1/dial-in-numbers` do for staff.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from picasse.domain.access import Viewer
+from picasse.domain.access import OPERATOR, Viewer
 from picasse.domain.errors import InvalidInput
 from picasse.runners.cli import (
     _accounts,
@@ -23,6 +25,7 @@ from picasse.runners.cli import (
     _positive,
     _read_password,
     _show,
+    _table,
     _uuid,
 )
 from picasse.runners.settings import Settings
@@ -84,7 +87,6 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    from rich.table import Table
 
     customer_id, viewer = _viewer(args, settings)
     with _conferences(settings) as conferences:
@@ -92,7 +94,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _json(found)
         return 0
-    table = Table("id", "start", "minutes", "title", "status", "number", "invited", "called in")
+    table = _table("id", "start", "minutes", "title", "status", "number", "invited", "called in")
     for c in found:
         table.add_row(
             str(c.id), c.start.isoformat(timespec="minutes"), str(c.duration_minutes),
@@ -107,6 +109,30 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     customer_id, viewer = _viewer(args, settings)
     with _conferences(settings) as conferences:
         conferences.cancel(customer_id, args.id, viewer)
+    return 0
+
+
+def cmd_numbers_add(args: argparse.Namespace, settings: Settings) -> int:
+    with _conferences(settings) as conferences:
+        number = conferences.add_dial_in_number(args.customer, args.number, OPERATOR)
+    print(number)
+    return 0
+
+
+def cmd_numbers_list(args: argparse.Namespace, settings: Settings) -> int:
+    with _conferences(settings) as conferences:
+        numbers = conferences.dial_in_numbers(args.customer)
+    if args.json:
+        _json(numbers)
+    else:
+        for number in numbers:
+            print(number)
+    return 0
+
+
+def cmd_numbers_remove(args: argparse.Namespace, settings: Settings) -> int:
+    with _conferences(settings) as conferences:
+        conferences.remove_dial_in_number(args.number, OPERATOR)
     return 0
 
 
@@ -167,3 +193,32 @@ def add_commands(commands: Any) -> None:
     _acting_as(cancel)
     cancel.add_argument("id", type=_uuid, metavar="ID")
     cancel.set_defaults(run=cmd_cancel)
+
+    numbers = conferences.add_parser(
+        "numbers",
+        help="a customer's dial-in pool (Picasse's operator)",
+        description=(
+            "The numbers a customer's conferences are dialled in on. A conference gets the"
+            " first number of its customer's pool; a number is in one customer's pool at most."
+        ),
+    ).add_subparsers(title="dial-in number commands", metavar="COMMAND", required=True)
+    add = numbers.add_parser(
+        "add",
+        help="add a number to a customer's pool; prints it in E.164 (again: no change)",
+    )
+    add.add_argument("--customer", type=_uuid, required=True, metavar="ID")
+    add.add_argument(
+        "number", metavar="NUMBER", help="the number callers dial, e.g. +31 20 123 4567"
+    )
+    add.set_defaults(run=cmd_numbers_add)
+    listed = numbers.add_parser("list", help="a customer's pool, in the order it was added")
+    listed.add_argument("--customer", type=_uuid, required=True, metavar="ID")
+    listed.add_argument("--json", action="store_true", help="print a JSON list")
+    listed.set_defaults(run=cmd_numbers_list)
+    remove = numbers.add_parser(
+        "remove",
+        help="take a number out of its customer's pool",
+        description="Conferences scheduled on it keep it; new ones get another of the pool.",
+    )
+    remove.add_argument("number", metavar="NUMBER")
+    remove.set_defaults(run=cmd_numbers_remove)

@@ -38,7 +38,7 @@ from picasse.adapters.statements import (
     write,
 )
 from picasse.adapters.statements import files as statement_files
-from picasse.domain.access import Viewer
+from picasse.domain.access import OPERATOR
 from picasse.domain.accounts import Accounts
 from picasse.domain.application import projected
 from picasse.domain.attendance import Attendance
@@ -51,7 +51,6 @@ from picasse.domain.privacy import Privacy
 from picasse.domain.sites import Sites
 from picasse.domain.termination import Statement, Step, TerminationProgress, ViewCheck, canonical
 from picasse.domain.users import PLATFORM_TENANT
-from picasse.domain.values import Role
 from picasse.domain.visitors import Visitors
 from picasse.projections.personal_data import Holdings, Sources, TrafficRecords, all_sources
 from picasse.runners import servers
@@ -113,7 +112,7 @@ class Platform:
 
     def invoices(self, customer_id: UUID) -> list[Any]:
         billing = Billing(clock=self.clock, sharing=self.accounts)
-        return billing.invoices(customer_id, by=Viewer(role=Role.SUPPORT, customer_id=None))
+        return billing.invoices(customer_id, by=OPERATOR)
 
     def groups(self, customer_id: UUID) -> list[Any]:
         """The customer's recipient groups: one subject key each, so the key store lists
@@ -485,14 +484,13 @@ def _check_kept(p: Platform, d: Statement) -> None:
         raise StatementInvalid(f"keys it does not name are kept: {', '.join(sorted(unnamed))}")
     today = p.clock.now().date()
     billing = Billing(clock=p.clock, sharing=p.accounts)
-    staff = Viewer(role=Role.SUPPORT, customer_id=None)
     for key, record in kept.items():
         if record.until is None or today >= date.fromisoformat(record.until):
             continue  # its time is over: the retention run destroys it
         if key not in live:
             raise StatementInvalid(f"{key} it says is kept until {record.until} is gone already")
         for ident in record.invoices:
-            if billing.invoice(ident, by=staff).billed_to_name is None:
+            if billing.invoice(ident, by=OPERATOR).billed_to_name is None:
                 raise StatementInvalid(f"invoice {ident} it says is kept cannot be read")
 
 

@@ -77,17 +77,15 @@ def cmd_geofences_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_geofences_list(args: argparse.Namespace, settings: Settings) -> int:
-    from rich.table import Table
-
     from picasse.domain.geofences import Circle
-    from picasse.runners.cli import _json, _out
+    from picasse.runners.cli import _json, _out, _table
 
     with _attendance(settings) as attendance:
         found = attendance.fences(args.customer, args.site)
     if args.json:
         _json(found)
         return 0
-    table = Table("id", "site", "name", "shape", "hysteresis", "dwell")
+    table = _table("id", "site", "name", "shape", "hysteresis", "dwell", ids=("id", "site"))
     for f in found:
         shape = (
             f"circle {f.shape.lat},{f.shape.lon} r={f.shape.radius_m:g} m"
@@ -125,16 +123,14 @@ def cmd_sites_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sites_list(args: argparse.Namespace, settings: Settings) -> int:
-    from rich.table import Table
-
-    from picasse.runners.cli import _json, _out
+    from picasse.runners.cli import _json, _out, _table
 
     with _sites(settings) as sites:
         found = sites.sites(args.customer)
     if args.json:
         _json(found)
         return 0
-    table = Table("id", "name", "address")
+    table = _table("id", "name", "address")
     for s in found:
         table.add_row(str(s.id), s.name or "[erased]", s.address or "[erased]")
     _out().print(table)

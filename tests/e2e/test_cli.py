@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from picasse.adapters.postgres.audit import ChainReport
-from tests.e2e.conftest import Run
+from tests.e2e.conftest import Run, cli_runner, register_in_process
 
 CUSTOMER = [
     "customers", "register",
@@ -183,3 +183,42 @@ def test_users_are_disabled_and_enabled_again_but_a_customers_last_admin_stays(
     assert picasse("users", "enable", "ops-off", check=True).returncode == 0
     again = picasse("users", "enable", "ops-off")
     assert again.returncode == 1 and "not disabled" in again.stderr
+
+
+def test_customers_are_listed_whole_when_piped_and_erased_ones_only_with_all(
+    cli_env: dict[str, str],
+) -> None:
+    from picasse.runners.settings import Settings
+    from picasse.runners.wiring import open_accounts, open_privacy
+
+    kept, gone = (
+        register_in_process(
+            cli_env,
+            organisation=organisation,
+            contact_name="Anna de Vries",
+            email="anna@bakkerij.example",
+            phone="+31 6 1234 5678",
+            billing_address="Dorpsstraat 1, Urk",
+        )
+        for organisation in ("Bakkerij De Vries", "Slagerij Gesloten")
+    )
+    settings = Settings.from_environ(cli_env)
+    assert settings.database_url is not None
+    accounts = open_accounts(settings, settings.database_url)
+    privacy = open_privacy(settings, settings.database_url)
+    try:
+        accounts.terminate_customer(UUID(gone))
+        privacy.erase_tenant(UUID(gone), "termination (test)")
+    finally:
+        privacy.close()
+        accounts.close()
+    # Piped, as a script reads it, with no COLUMNS set: no id or name is cut short.
+    piped = cli_runner({k: v for k, v in cli_env.items() if k != "COLUMNS"})
+    listed = piped("customers", "list", check=True).stdout
+    assert kept in listed and "Bakkerij De Vries" in listed and "active" in listed
+    assert gone not in listed
+    everyone = json.loads(piped("customers", "list", "--all", "--json", check=True).stdout)
+    assert [(c["id"], c["organisation"], c["erased"]) for c in everyone] == [
+        (kept, "Bakkerij De Vries", False),
+        (gone, None, True),
+    ]

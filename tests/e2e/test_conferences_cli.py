@@ -13,7 +13,7 @@ from picasse.domain.access import Viewer
 from picasse.domain.values import Role
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import ensure_master_key, open_accounts, open_conferences, open_messages
-from tests.e2e.conftest import Run
+from tests.e2e.conftest import Run, register_in_process
 from tests.users import add_customer_user
 
 PASSWORD = "correct horse battery staple"
@@ -78,3 +78,34 @@ def test_a_wrong_password_schedules_nothing(picasse: Run, host_login: str) -> No
         "--start", "2030-01-01T10:00:00Z", "--duration", "5", stdin="wrong\n",
     )  # fmt: skip
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_operator_keeps_a_customers_dial_in_pool(picasse: Run, cli_env: dict[str, str]) -> None:
+    customer = register_in_process(
+        cli_env, organisation="Pool BV", contact_name="Piet Pool", email="piet@pool.example",
+        phone="+31 6 3333 5555", billing_address="Weg 5, Ede",
+    )  # fmt: skip
+    other = register_in_process(
+        cli_env, organisation="Ander BV", contact_name="Ada Ander", email="ada@ander.example",
+        phone="+31 6 3333 6666", billing_address="Weg 6, Ede",
+    )  # fmt: skip
+    added = picasse("conferences", "numbers", "add", "--customer", customer, "+31 20 123 4567")
+    assert (added.returncode, added.stdout.strip()) == (0, NUMBER)
+    again = picasse("conferences", "numbers", "add", "--customer", customer, NUMBER, check=True)
+    assert again.stdout.strip() == NUMBER  # already there: nothing changes
+    picasse("conferences", "numbers", "add", "--customer", customer, "+31201234568", check=True)
+    taken = picasse("conferences", "numbers", "add", "--customer", other, NUMBER)
+    assert taken.returncode == 1 and "another customer's pool" in taken.stderr
+    listed = picasse("conferences", "numbers", "list", "--customer", customer, check=True)
+    assert listed.stdout.split() == [NUMBER, "+31201234568"]
+    picasse("conferences", "numbers", "remove", "+31 20 123 4568", check=True)
+    pool = picasse("conferences", "numbers", "list", "--customer", customer, "--json", check=True)
+    assert json.loads(pool.stdout) == [NUMBER]
+    gone = picasse("conferences", "numbers", "remove", "+31201234568")
+    assert gone.returncode == 1 and len(gone.stderr.strip().splitlines()) == 1
+    bad = picasse("conferences", "numbers", "add", "--customer", customer, "020 123 4569")
+    assert bad.returncode == 1 and "number" in bad.stderr
+    assert (
+        json.loads(picasse("conferences", "numbers", "list", "--customer", other, "--json").stdout)
+        == []
+    )
