@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -122,12 +123,9 @@ def problem_for(error: Exception) -> tuple[Problem, Mapping[str, str]]:
             status = HTTPStatus(error.status_code)
         except ValueError:
             status = HTTPStatus.INTERNAL_SERVER_ERROR
-        code = (
-            "invalid-input"
-            if isinstance(error, ValidationException)
-            else _HTTP_CODES.get(status, f"http-{status.value}")
-        )
-        # Only the detail: a validation error's `extra` may echo what was sent.
+        if isinstance(error, ValidationException):
+            return _invalid(status, error), error.headers or {}
+        code = _HTTP_CODES.get(status, f"http-{status.value}")
         return _problem(status, code, error.detail or status.phrase), error.headers or {}
     for kind in type(error).__mro__:
         if kind in _STATUS_OF:
@@ -148,6 +146,29 @@ def problem_for(error: Exception) -> tuple[Problem, Mapping[str, str]]:
     log.error("unhandled %s while serving a request", type(error).__name__, exc_info=error)
     status = HTTPStatus.INTERNAL_SERVER_ERROR
     return _problem(status, "internal-error", "Something went wrong on our side."), {}
+
+
+# msgspec's reasons that quote the value sent: only their words are kept.
+_QUOTING_A_VALUE = re.compile(r"^(Invalid (?:enum )?value)\b.*$")
+
+
+def _invalid(status: HTTPStatus, error: ValidationException) -> Problem:
+    """A request that does not fit its route's parameters or body: what is wrong with the
+    first field at fault, and which field (`field`, a dotted path into the body, or the
+    query or path parameter's name). The reason is msgspec's, in words; never a value
+    that was sent (an invalid enum value is left out of its reason)."""
+    extra = error.extra if isinstance(error.extra, list) else []
+    faults = [fault for fault in extra if isinstance(fault, dict) and fault.get("message")]
+    if not faults:
+        return _problem(status, "invalid-input", error.detail or status.phrase)
+    first = faults[0]
+    reason = _QUOTING_A_VALUE.sub(r"\1", str(first["message"]))
+    key = first.get("key")
+    field = None if key in (None, "", "data") else str(key)  # "data": the body as a whole
+    detail = reason if field is None else f"{field}: {reason}"
+    if len(faults) > 1:
+        detail += f" (and {len(faults) - 1} more)"
+    return _problem(status, "invalid-input", detail, field)
 
 
 def _problem(status: HTTPStatus, code: str, detail: str, field: str | None = None) -> Problem:

@@ -515,6 +515,48 @@ def test_a_control_character_in_any_text_field_of_any_route_is_a_field_named_422
     assert tried >= len(BAD) * 16  # the text fields of today's routes, at least
 
 
+def _takes_objects(annotation: Any) -> bool:
+    """Whether a field of this type would take a JSON object (a dict, a struct, anything)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _takes_objects(typing.get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(_takes_objects(a) for a in typing.get_args(annotation))
+    if annotation in (Any, object) or origin is dict or annotation is dict:
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, msgspec.Struct)
+
+
+def test_a_value_of_the_wrong_type_in_any_field_of_any_body_is_named_with_why(
+    world: World,
+) -> None:
+    """Every JSON body's every field that takes no object, given one: a 400 that names the
+    field (`field`, and the detail starts with it) and says what was expected."""
+    problems, tried = [], 0
+    before = _events(world)
+    for method, path, body_type, form in _routes_with_bodies(world.app):
+        if form:
+            continue
+        who, examples = EXAMPLES[method, path]
+        hints = typing.get_type_hints(body_type, include_extras=True)
+        for field in msgspec.structs.fields(body_type):
+            if _takes_objects(hints[field.name]):
+                continue
+            name = field.encode_name
+            body = examples[0] | {name: {"not": "this"}}
+            with _client(world, who) as client:
+                response = _send(client, method, _url(world, path), _filled(world, body), False)
+            tried += 1
+            answer = response.json() if response.status_code == 400 else {}
+            if (answer.get("code"), answer.get("field")) != ("invalid-input", name) or not str(
+                answer.get("detail", "")
+            ).startswith(f"{name}: Expected"):
+                problems.append(f"{method} {path} {name}: {response.status_code} {response.text}")
+    assert not problems, "\n".join(problems)
+    assert _events(world) == before, "a refused request recorded something"
+    assert tried >= 40  # the fields of today's bodies, at least
+
+
 def test_the_examples_themselves_are_accepted(world: World) -> None:
     """The control: each 422 above came from the character planted, not from the example."""
     forms = {(method, path) for method, path, _, form in _routes_with_bodies(world.app) if form}

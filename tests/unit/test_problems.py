@@ -7,6 +7,7 @@ import logging
 from datetime import date, timedelta
 
 import pytest
+from litestar.exceptions import ValidationException
 
 from picasse.adapters.http.problems import problem_for
 
@@ -24,3 +25,36 @@ def test_an_overflow_is_a_400_out_of_range_problem_and_not_logged_as_unhandled(
 
     assert (problem.status, problem.code) == (400, "out-of-range")
     assert "unhandled" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("message", "key", "detail", "field"),
+    [
+        ("Invalid enum value 'Anna de Vries'", "channel", "channel: Invalid enum value", "channel"),
+        ("Invalid value 'anna@example.nl'", "to.0", "to.0: Invalid value", "to.0"),
+        ("Expected `int` <= 200", "limit", "limit: Expected `int` <= 200", "limit"),
+        (
+            "Object contains unknown field `bogus`",
+            "data",
+            "Object contains unknown field `bogus`",
+            None,
+        ),
+    ],
+)
+def test_a_validation_error_names_its_field_and_why_but_never_the_value_sent(
+    message: str, key: str, detail: str, field: str | None
+) -> None:
+    error = ValidationException(
+        detail="Validation failed for POST /v1/messages",
+        extra=[{"message": message, "key": key, "source": "body"}],
+    )
+    problem, _ = problem_for(error)
+    assert (problem.status, problem.code, problem.detail, problem.field) == (
+        400, "invalid-input", detail, field,
+    )  # fmt: skip
+
+
+def test_a_validation_error_with_several_faults_counts_the_others() -> None:
+    faults = [{"message": "Expected `int`", "key": k, "source": "query"} for k in ("a", "b", "c")]
+    problem, _ = problem_for(ValidationException(detail="Validation failed", extra=faults))
+    assert (problem.detail, problem.field) == ("a: Expected `int` (and 2 more)", "a")
