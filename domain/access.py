@@ -19,7 +19,7 @@ What each role may do, as the methods below decide ("own": its own customer only
 | may_administer            | no             | no      | no      | own            | no            |
 | may_change_customer       | all            | all     | no      | own            | no            |
 | may_list_users_of         | all            | all     | all     | own            | no            |
-| may_add_users_to          | first admin    | no      | no      | own            | no            |
+| may_add_users_to          | admin if none  | no      | no      | own            | no            |
 | may_change_users_of       | all            | all     | no      | own            | no            |
 | may_send_messages_for     | no             | no      | no      | own            | own           |
 | sees_api_keys_of          | own            | own     | own     | own customer's | own           |
@@ -126,8 +126,9 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
         role: Role = Role.CUSTOMER_ADMIN,
         customer_has_admin: bool = False,
     ) -> bool:
-        """New users of a customer (R7, R11): its own admins; a platform admin only its
-        first admin, so that no staff member holds an account that reads its content.
+        """New users of a customer (R7, R11): its own admins; a platform admin only an admin
+        while the customer has none who can act (its first, or one after its last admin's
+        data was erased), so that no staff member holds an account that reads its content.
         (A route's guard asks without `role` and `customer_has_admin`; the domain asks
         again with what it knows.)"""
         if self.is_staff:

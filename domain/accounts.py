@@ -287,8 +287,9 @@ class Accounts(PicasseApplication):
         `email`, all in one write; the caller mails the link (`by` None: the CLI).
 
         Once a customer has an admin, only its admins add its users; Picasse staff may add
-        its first admin only (`Viewer.may_add_users_to`), so staff never hold an account that
-        reads the customer's content (R7).
+        an admin only while it has none who can act (its first, or one after its last was
+        erased: `Viewer.may_add_users_to`), so staff never hold an account that reads the
+        customer's content (R7).
         """
         if role.is_platform:
             raise InvalidInput(
@@ -301,12 +302,12 @@ class Accounts(PicasseApplication):
             raise LoginUnavailable() from None
         customer = self._get(customer_id, Customer, "customer")
         customer._guard_not_terminated()
-        has_admin = self._has_admin(customer_id)
+        has_admin = self.has_active_admin(customer_id)
         viewer = by if by is not None else Viewer(role=Role.PLATFORM_ADMIN, customer_id=None)
         if not viewer.may_add_users_to(customer_id, role=role, customer_has_admin=has_admin):
             raise Forbidden(
-                "Picasse staff may add a customer's first admin only; after that its admins"
-                " add its users"
+                "Picasse staff may add a customer's admin only while it has none; after that"
+                " its admins add its users"
                 if has_admin or viewer.role.is_platform
                 else "only the customer's admins add its users"
             )
@@ -338,8 +339,10 @@ class Accounts(PicasseApplication):
         except NotFound:
             return None
 
-    def _has_admin(self, customer_id: UUID) -> bool:
-        return self._roster(customer_id) is not None
+    def has_active_admin(self, customer_id: UUID) -> bool:
+        """Whether one of the customer's admins can act now (not disabled, not erased)."""
+        roster = self._roster(customer_id)
+        return roster is not None and self._other_active_admin(roster, customer_id, None)
 
     def _admin_roster_with(self, customer_id: UUID, user_id: UUID, *, active: bool) -> FirstAdmin:
         """The customer's roster with the change recorded (a new one for its first admin)."""
@@ -395,7 +398,7 @@ class Accounts(PicasseApplication):
         self.save(*pending)  # a change at the same moment: IntegrityError, decided again
         return self._details(user)
 
-    def _other_active_admin(self, roster: FirstAdmin, customer_id: UUID, but: UUID) -> bool:
+    def _other_active_admin(self, roster: FirstAdmin, customer_id: UUID, but: UUID | None) -> bool:
         for admin_id in roster.admins - {but}:
             try:
                 admin = self._get(admin_id, User, "user")

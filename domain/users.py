@@ -11,7 +11,7 @@ from eventsourcing.domain import event
 
 from picasse.domain.aggregates import Aggregate
 from picasse.domain.errors import Conflict, LoginTaken, UserDisabled
-from picasse.domain.personal import Personal
+from picasse.domain.personal import Erased, Personal
 from picasse.domain.values import Role
 
 # Staff accounts belong to no customer; their personal data is sealed under this tenant.
@@ -153,9 +153,15 @@ class User(Aggregate):
         self.role = role
 
     @property
+    def erased(self) -> bool:
+        """Whether the user's personal data is erased (their key destroyed): with no login
+        left, nobody can log in as them any more."""
+        return isinstance(self.login, Erased)
+
+    @property
     def active_admin(self) -> bool:
         """Whether the user is one of its customer's admins who may act now."""
-        return self.role is Role.CUSTOMER_ADMIN and not self.disabled
+        return self.role is Role.CUSTOMER_ADMIN and not self.disabled and not self.erased
 
 
 class Login(Aggregate):

@@ -1026,7 +1026,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = users.add_parser(
         "add",
         help="add a user and print its id",
-        description="Add a user with a login and a role. Customer roles need --customer and --email: the user gets a one-time set-password link (24 hours) there, so nobody else ever knows their password; staff add a customer's first admin only, its admins add the rest. Platform roles (platform_admin, support, auditor) take no customer; their password is read from standard input (--password-stdin) and stored only as an argon2id hash.",
+        description="Add a user with a login and a role. Customer roles need --customer and --email: the user gets a one-time set-password link (24 hours) there, so nobody else ever knows their password; staff add a customer's admin only while it has none who can log in (its first, or one after the last was erased), its admins add the rest. Platform roles (platform_admin, support, auditor) take no customer; their password is read from standard input (--password-stdin) and stored only as an argon2id hash.",
     )
     add.add_argument(
         "--customer", type=_uuid, metavar="ID", help="the customer the user belongs to"

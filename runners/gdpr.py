@@ -532,7 +532,14 @@ def erase_main(
             tenant, subject, "request of the data subject (GDPR art. 17)", trigger=Trigger.REQUEST
         )
         p.views.catch_up(done.notification_id)
+        orphaned = login is not None and tenant != PLATFORM_TENANT
+        orphaned = orphaned and not p.accounts.has_active_admin(tenant)
     print(f"erased {subject}: {len(done.key_ids)} key(s) destroyed")
+    if orphaned:
+        print(
+            f"customer {tenant} has no admin who can log in now: add one with `picasse users"
+            f" add --customer {tenant} --login LOGIN --role customer_admin --email ADDRESS`"
+        )
     return 0
 
 

@@ -15,7 +15,7 @@ own. What it answers, route by route (✓ any; "own": only their own customer, o
 | GET /v1/customers/{customer_id}        | users         | ✓              | ✓          | ✓ (1)           | own            | own           |
 | PATCH /v1/customers/{customer_id}      | users         | ✓              | ✓          | no              | own            | no            |
 | GET /v1/customers/{customer_id}/users  | users         | ✓              | ✓          | ✓               | own            | no            |
-| POST /v1/customers/{customer_id}/users | users         | first admin (2)| no         | no              | own (2)        | no            |
+| POST /v1/customers/{customer_id}/users | users         | if none (2)    | no         | no              | own (2)        | no            |
 | PATCH /v1/customers/{id}/users/{user_id} | users       | ✓ (7)          | ✓ (7)      | no              | own (7)        | no            |
 | POST /v1/me/password                   | users         | ✓              | ✓          | ✓               | ✓              | ✓             |
 | POST /v1/password-links/{token}        | public        | anyone holding the link (a customer's user, from their mail)                         |
@@ -27,8 +27,9 @@ own. What it answers, route by route (✓ any; "own": only their own customer, o
     support, admins and the customer itself.
 (2) customer roles only (customer_admin, customer_user); staff accounts come from the CLI.
     The user gets a one-time set-password link at the given `email`: nobody else ever
-    knows their password (R7). A platform admin adds a customer's first admin only; after
-    that only the customer's own admins add its users (`Viewer.may_add_users_to`). Every
+    knows their password (R7). A platform admin adds a customer's admin only while it has
+    none who can act (its first, or one after the last one's data was erased); after that
+    only the customer's own admins add its users (`Viewer.may_add_users_to`). Every
     refused login answers alike (409 login-unavailable), and additions are rate-limited
     per customer (429).
 (3) never the content (R7): `reveal_content=true` answers 403 to every Picasse role.
@@ -804,7 +805,7 @@ def list_users(
     summary="Add a user to a customer (role customer_admin or customer_user)",
     description=(
         "The user gets a one-time set-password link (24 hours) at `email`. A platform admin"
-        " adds a customer's first admin only. A login that cannot be used answers 409"
+        " adds a customer's admin only while it has none who can act. A login that cannot be used answers 409"
         " login-unavailable, whatever the reason; additions are rate-limited per customer."
     ),
     responses=_answers(

@@ -122,6 +122,13 @@ def test_a_user_can_be_erased_individually(picasse: Run, customer: str) -> None:
             "--email", "lea@lea.example", check=True)  # fmt: skip
     erased = picasse("gdpr", "erase", "--login", "lea", check=True)
     assert erased.stdout.startswith("erased user/")
+    # Lea was the customer's only admin: the operator is told, and may add a new one.
+    assert f"customer {customer} has no admin who can log in now" in erased.stdout
+    picasse("users", "add", "--customer", customer, "--login", "noor", "--role",
+            "customer_admin", "--email", "noor@lea.example", check=True)  # fmt: skip
+    refused = picasse("users", "add", "--customer", customer, "--login", "otto", "--role",
+                      "customer_admin", "--email", "otto@lea.example")  # fmt: skip
+    assert refused.returncode == 1 and "its admins add its users" in refused.stderr
     # The login names nobody now, and the next user given it claims it again.
     shown = picasse("users", "show", "lea", "--json")
     assert shown.returncode != 0 and "no user with login 'lea'" in shown.stderr

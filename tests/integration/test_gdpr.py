@@ -24,8 +24,8 @@ from picasse.adapters.postgres.store import factory_of, recorder_of
 from picasse.adapters.providers.maildir import MaildirProvider
 from picasse.adapters.pseudonyms import KeyedPseudonyms
 from picasse.domain.access import Viewer
-from picasse.domain.accounts import Accounts
-from picasse.domain.errors import LoginTaken, NotFound
+from picasse.domain.accounts import Accounts, LastAdmin
+from picasse.domain.errors import Forbidden, LoginTaken, NotFound
 from picasse.domain.messages import FailureReason, delivery_id
 from picasse.domain.messaging import Messages, SendRequest
 from picasse.domain.personal import ERASED, Trigger
@@ -251,6 +251,41 @@ def test_an_erased_users_login_names_nobody_and_can_be_claimed_again(
             gdpr.accounts, customer_id=home, login=person.login, role=Role.CUSTOMER_USER,
             password="a third long password",
         )  # fmt: skip
+
+
+def test_an_admin_whose_data_is_erased_counts_as_no_admin(
+    gdpr: Platform, accounts: Accounts
+) -> None:
+    """Nobody can log in as an erased admin: the other admin is the last one who can act,
+    and once both are erased, staff may give the customer a new admin."""
+    person = Person(uuid.uuid4().hex[:8])
+    customer = _customer(accounts, person)
+    first = gdpr.accounts.user_by_login(person.login).id
+    second = add_customer_user(
+        gdpr.accounts, customer_id=customer, login=f"second-{person.tag}",
+        role=Role.CUSTOMER_ADMIN, password="a long password",
+    )  # fmt: skip
+    staff = Viewer(role=Role.PLATFORM_ADMIN, customer_id=None)
+
+    def new_admin(login: str) -> None:
+        gdpr.accounts.invite_user(
+            customer_id=customer, login=login, role=Role.CUSTOMER_ADMIN,
+            email=f"{login}@users.example", by=staff,
+        )  # fmt: skip
+
+    gdpr.privacy.erase_subject(customer, f"user/{second}", "asked", trigger=Trigger.REQUEST)
+    with pytest.raises(LastAdmin):
+        gdpr.accounts.change_user(customer, first, disabled=True)
+    with pytest.raises(Forbidden):  # the first one still acts for the customer
+        new_admin(f"staffs-{person.tag}")
+    assert gdpr.accounts.has_active_admin(customer)
+
+    gdpr.privacy.erase_subject(customer, f"user/{first}", "asked", trigger=Trigger.REQUEST)
+    assert not gdpr.accounts.has_active_admin(customer)
+    new_admin(f"new-{person.tag}")
+    assert gdpr.accounts.has_active_admin(customer)
+    with pytest.raises(Forbidden):  # one only: from now on its admins add its users
+        new_admin(f"another-{person.tag}")
 
 
 def test_retention_with_the_clock_seven_months_on_erases_old_traffic_and_keeps_recent(

@@ -50,7 +50,7 @@ def _answers(viewer: Viewer, question: str) -> str:
         first_only = not method(OWN, customer_has_admin=True) and not method(
             OWN, role=Role.CUSTOMER_USER
         )
-        return "first admin" if first_only else "all"
+        return "admin if none" if first_only else "all"
     own, other = method(OWN), method(OTHER)
     return {(True, True): "all", (True, False): "own", (False, False): "no"}[(own, other)]
 
