@@ -62,7 +62,7 @@ def replay_main(
     if as_json:
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
     else:
-        _print_summary(report, Console(highlight=False, soft_wrap=True))
+        _print_summary(report, Console(highlight=False, soft_wrap=True, markup=False))
     if not report.ok:
         first = report.mismatches[0]
         where = f"{first.view} {first.table} row {first.row}"

@@ -117,23 +117,18 @@ def cmd_pay(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_invoices(args: argparse.Namespace, settings: Settings) -> int:
     from picasse.adapters.invoice_pdf import euros
     from picasse.projections.accounts import PAGE_SIZE
-    from picasse.runners import servers
-    from picasse.runners.cli import _json, _out, _table
-    from picasse.runners.project import live_views
+    from picasse.runners.cli import _every_row, _json, _out, _table
+
+    def page(view: Any, last: Any) -> list[Any]:  # by number
+        after = None if last is None else last.number
+        return list(view.invoices(customer_id=args.customer, after=after, limit=PAGE_SIZE))
 
     found: list[InvoiceDetails] = []
-    with (
-        _billing(settings) as billing,
-        live_views(settings, servers.postgres_url(settings), ["invoices"]) as views,
-    ):
-        views.catch_up()  # the invoices view holds every invoice issued so far
-        view, after = views.view("invoices"), None
-        while True:  # page by page, by number
-            rows = view.invoices(customer_id=args.customer, after=after, limit=PAGE_SIZE)
-            found += billing.invoices_by_id([row.id for row in rows], by=OPERATOR)
-            if len(rows) < PAGE_SIZE:
-                break
-            after = rows[-1].number
+    with _billing(settings) as billing:
+        rows = _every_row(settings, "invoices", page)
+        for start in range(0, len(rows), PAGE_SIZE):
+            chunk = rows[start : start + PAGE_SIZE]
+            found += billing.invoices_by_id([row.id for row in chunk], by=OPERATOR)
     if args.json:
         _json(found)
         return 0

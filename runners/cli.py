@@ -40,6 +40,7 @@ class _Closable(Protocol):
 
 
 A = TypeVar("A", bound=_Closable)
+R = TypeVar("R")
 
 EXIT_REFUSED = 1  # the domain said no: bad input, conflict, not found
 EXIT_USAGE = 2  # argparse's own code for a malformed command line
@@ -55,7 +56,7 @@ def _out() -> Console:
     if _console is None:
         from rich.console import Console
 
-        _console = Console(highlight=False, soft_wrap=True)
+        _console = Console(highlight=False, soft_wrap=True, markup=False)  # values as given
         if not _console.is_terminal and "COLUMNS" not in os.environ:
             _console.width = PIPED_WIDTH  # piped or redirected: nothing cut to 80 columns
     return _console
@@ -374,21 +375,36 @@ def cmd_customers_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_customers_list(args: argparse.Namespace, settings: Settings) -> int:
-    from picasse.projections.accounts import PAGE_SIZE, CustomerRow
-    from picasse.runners import servers
+def _every_row(
+    settings: Settings, view_name: str, page: Callable[[Any, R | None], list[R]]
+) -> list[R]:
+    """Every row a view lists, page by page (`page(view, last row of the previous page)`),
+    the view brought up to date first: it holds everything recorded so far."""
+    from picasse.projections.accounts import PAGE_SIZE
+    from picasse.runners import servers, wiring
     from picasse.runners.project import live_views
 
-    found: list[CustomerRow] = []
-    with live_views(settings, servers.postgres_url(settings), ["accounts"]) as views:
-        views.catch_up()  # the accounts view holds every customer registered so far
-        view, after = views.view("accounts"), None
-        while True:  # page by page, in the order they were registered
-            rows = view.customer_page(after=after, limit=PAGE_SIZE)
-            found += [row for row in rows if args.all or not row.erased]
+    database_url = servers.postgres_url(settings)
+    wiring.reach_database(database_url)
+    wiring.ensure_master_key(settings)
+    found: list[R] = []
+    with live_views(settings, database_url, [view_name]) as views:
+        views.catch_up()
+        view, last = views.view(view_name), None
+        while True:
+            rows = page(view, last)
+            found += rows
             if len(rows) < PAGE_SIZE:
-                break
-            after = (rows[-1].registered_at, rows[-1].id)
+                return found
+            last = rows[-1]
+
+
+def cmd_customers_list(args: argparse.Namespace, settings: Settings) -> int:
+    def page(view: Any, last: Any) -> list[Any]:  # in the order they were registered
+        after = None if last is None else (last.registered_at, last.id)
+        return list(view.customer_page(after=after))
+
+    found = [row for row in _every_row(settings, "accounts", page) if args.all or not row.erased]
     if args.json:
         _json(
             [
@@ -621,6 +637,30 @@ def cmd_users_show(args: argparse.Namespace, settings: Settings) -> int:
         ):
             table.add_row(label, _show(value))
         _out().print(table)
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace, settings: Settings) -> int:
+    from picasse.projections.accounts import PAGE_SIZE
+
+    def page(view: Any, last: Any) -> list[Any]:  # in the order they were added
+        after = None if last is None else (last.added_at, last.id)
+        return list(
+            view.users(customer_id=args.customer, platform=args.staff, after=after, limit=PAGE_SIZE)
+        )
+
+    found = _every_row(settings, "accounts", page)
+    if args.json:
+        _json(found)
+        return 0
+    table = _table("id", "login", "role", "disabled", "added", "e-mail")
+    for row in found:
+        table.add_row(
+            str(row.id), "[erased]" if row.login is None else row.login, row.role,
+            "yes" if row.disabled else "no", row.added_at.isoformat(timespec="seconds"),
+            row.email or "-",
+        )  # fmt: skip
+    _out().print(table)
     return 0
 
 
@@ -1076,6 +1116,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enable.add_argument("login", metavar="LOGIN")
     enable.set_defaults(run=cmd_users_enable)
+
+    user_list = users.add_parser(
+        "list",
+        help="a customer's users, or Picasse's staff",
+        description="Every user of one customer (or of Picasse's staff) in the order they were"
+        " added, from the accounts view (brought up to date first); an erased login reads"
+        " [erased].",
+    )
+    whose = user_list.add_mutually_exclusive_group(required=True)
+    whose.add_argument("--customer", type=_uuid, metavar="ID", help="this customer's users")
+    whose.add_argument("--staff", action="store_true", help="Picasse's staff")
+    user_list.add_argument("--json", action="store_true", help="print JSON")
+    user_list.set_defaults(run=cmd_users_list)
 
     user_show = users.add_parser("show", help="show a user")
     user_show.add_argument("login", metavar="LOGIN")

@@ -9,6 +9,8 @@ import msgspec
 import pytest
 
 from picasse.adapters.postgres.audit import ChainReport
+from picasse.domain.personal import Trigger
+from picasse.domain.values import Role
 from tests.e2e.conftest import Run, cli_runner, register_in_process
 
 CUSTOMER = [
@@ -221,4 +223,43 @@ def test_customers_are_listed_whole_when_piped_and_erased_ones_only_with_all(
     assert [(c["id"], c["organisation"], c["erased"]) for c in everyone] == [
         (kept, "Bakkerij De Vries", False),
         (gone, None, True),
+    ]
+
+
+def test_values_are_printed_as_given_never_read_as_markup(cli_env: dict[str, str]) -> None:
+    """Rich reads `[…]` as markup: `[/]` in a name crashed `customers show`, and every
+    `[erased]` vanished from the tables."""
+    from picasse.runners.settings import Settings
+    from picasse.runners.wiring import open_accounts, open_privacy
+    from tests.users import add_customer_user
+
+    customer = register_in_process(
+        cli_env, organisation="Acme [/] BV", contact_name="[bold]Rob[/bold]",
+        email="rob@acme.example", phone="+31 6 5555 3434", billing_address="Weg [3]",
+    )  # fmt: skip
+    settings = Settings.from_environ(cli_env)
+    assert settings.database_url is not None
+    accounts = open_accounts(settings, settings.database_url)
+    privacy = open_privacy(settings, settings.database_url)
+    try:
+        for login in ("rob", "gone"):
+            add_customer_user(
+                accounts, customer_id=UUID(customer), login=login, role=Role.CUSTOMER_ADMIN,
+                password="a long password",
+            )  # fmt: skip
+        gone = accounts.user_by_login("gone").id
+        privacy.erase_subject(UUID(customer), f"user/{gone}", "asked", trigger=Trigger.REQUEST)
+    finally:
+        privacy.close()
+        accounts.close()
+    picasse = cli_runner(cli_env)
+    shown = picasse("customers", "show", customer, check=True).stdout
+    assert "Acme [/] BV" in shown and "[bold]Rob[/bold]" in shown and "Weg [3]" in shown
+    assert "Acme [/] BV" in picasse("customers", "list", check=True).stdout
+    users = picasse("users", "list", "--customer", customer, check=True).stdout
+    assert "rob" in users and "[erased]" in users and str(gone) in users
+    listed = json.loads(picasse("users", "list", "--customer", customer, "--json").stdout)
+    assert [(u["login"], u["role"]) for u in listed] == [
+        ("rob", "customer_admin"),
+        (None, "customer_admin"),
     ]
