@@ -58,12 +58,16 @@ FIRST_ANALYZE_AFTER = 500  # keys written by a process before it has the key tab
 # Constraints of earlier key stores, dropped on start: the foreign key of each subject key
 # to the tenant key wrapping it (and the unique pair it referenced), and before it the two
 # foreign keys it replaced. A save locks the tenant keys it wraps under instead
-# (`write_pending`): one query a save, rather than one check a new subject key.
+# (`write_pending`): one query a save, rather than one check a new subject key. Last (the
+# second of those foreign keys referenced it), the uniqueness of tenant key ids: nothing
+# looks a tenant key up by its id, which is random, and its index cost every new tenant
+# an entry (December 2026).
 OLD_CONSTRAINTS = (
     ("subject_keys", "picasse_subject_keys_wrapped_by"),
     ("subject_keys", "picasse_subject_keys_tenant_id_fkey"),
     ("subject_keys", "picasse_subject_keys_tenant_key_id_fkey"),
     ("tenant_keys", "picasse_tenant_keys_tenant_key"),
+    ("tenant_keys", "picasse_tenant_keys_key_id_key"),
 )
 
 
@@ -257,7 +261,7 @@ class PostgresKeyStore:
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema)),
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (tenant_id uuid PRIMARY KEY,"
-                " key_id uuid NOT NULL UNIQUE, wrapped bytea NOT NULL,"
+                " key_id uuid NOT NULL, wrapped bytea NOT NULL,"
                 " created_at timestamptz NOT NULL DEFAULT now(), epoch_id uuid)"
             ).format(t["tenant_keys"]),
             # tenant_key_id: the tenant key wrapping it, which a save locks while it writes
@@ -314,8 +318,9 @@ class PostgresKeyStore:
                 t["subject_keys"]
             ),
         ]
-        # Key stores made before lose their foreign keys: each subject key's wrapping
-        # tenant key known (the oldest had none), then the constraints dropped.
+        # Key stores made before lose their foreign keys and the uniqueness of tenant key
+        # ids: each subject key's wrapping tenant key known (the oldest had none), then
+        # the constraints dropped.
         no_foreign_keys = [
             sql.SQL(
                 "UPDATE {} s SET tenant_key_id = k.key_id FROM {} k"
