@@ -4,6 +4,7 @@ wrapped it are replaced and the old epoch's file is destroyed, on real PostgreSQ
 from __future__ import annotations
 
 import os
+import select
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -526,19 +527,27 @@ def _hold_the_first_save(
     release: threading.Event,
 ) -> None:
     """The app's next save stops after its statements ran (its locks held), before its
-    commit: `paused` is set, and it goes on once `release` is (or after 30 s)."""
+    commit: `paused` is set, and it goes on once `release` is (or after 30 s). The save
+    sends its statements and its COMMIT in one go: it stops before the COMMIT, once the
+    server has answered the statements sent (a flush request, as the server's answers come
+    in order and after the statements ran)."""
     recorder = recorder_of(app)
-    fetch_ids = recorder._fetch_ids_after_insert_events
+    insert = recorder._insert_stored_events
 
     def hold_the_save(
         curs: psycopg.Cursor[dict[str, Any]], stored: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
+    ) -> None:
+        insert(curs, stored, **kwargs)
         if not paused.is_set():
+            pgconn = curs.connection.pgconn
+            pgconn.send_flush_request()
+            while pgconn.flush():
+                pass
+            select.select([pgconn.socket], [], [], 30)  # the server's answers are in
             paused.set()
             release.wait(30)
-        return fetch_ids(curs, stored, **kwargs)
 
-    monkeypatch.setattr(recorder, "_fetch_ids_after_insert_events", hold_the_save)
+    monkeypatch.setattr(recorder, "_insert_stored_events", hold_the_save)
 
 
 @pytest.mark.parametrize("first", ["save", "rotation"])
