@@ -191,28 +191,28 @@ class ChainedRecorder(PostgresApplicationRecorder):
         accounts_changed = _accounts_changed(stored_events)
         with self.datastore.get_connection() as conn:  # autocommit: BEGIN and COMMIT are ours
             try:
-                with conn.pipeline() as pipeline, conn.cursor() as curs:
-                    curs.execute(b"BEGIN")
-                    # Before the lock: the round trip then holds nobody up.
-                    predecessors = self._stored_predecessors(curs, ids, stored_events)
-                    self._insert_events(curs, stored_events, **kwargs)
-                    if accounts_changed:  # delivered at the commit, not before
-                        curs.execute(
-                            "SELECT pg_notify(%s, %s)",
-                            (self.keys.notices.channel, ACCOUNTS_CHANGED),
-                        )
-                    with conn.cursor() as inserting:
+                with conn.cursor() as curs, conn.cursor() as inserting:
+                    with conn.pipeline():
+                        curs.execute(b"BEGIN")
+                        # Before the lock: the round trip then holds nobody up.
+                        predecessors = self._stored_predecessors(curs, ids, stored_events)
+                        self._insert_events(curs, stored_events, **kwargs)
+                        if accounts_changed:  # delivered at the commit, not before
+                            curs.execute(
+                                "SELECT pg_notify(%s, %s)",
+                                (self.keys.notices.channel, ACCOUNTS_CHANGED),
+                            )
                         if stored_events:
                             hashes = _chain_hashes(ids, stored_events, predecessors)
                             self._insert_stored_events(
                                 inserting, stored_events, chain_hashes=hashes, **kwargs
                             )
                         curs.execute(b"COMMIT")
-                        pipeline.sync()  # a violation is raised here at the latest
-                        if stored_events:
-                            notification_ids = self._fetch_ids_after_insert_events(
-                                inserting, stored_events, **kwargs
-                            )
+                    # The pipeline's end synced: a violation was raised there at the latest.
+                    if stored_events:
+                        notification_ids = self._fetch_ids_after_insert_events(
+                            inserting, stored_events, **kwargs
+                        )
             except BaseException:
                 # A statement that failed made the server skip the rest until the sync,
                 # the COMMIT too: the transaction is still open (and so it is if the
