@@ -173,18 +173,21 @@ class ChainedRecorder(PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        """The library's insert in one round trip rather than two, and such that a failing
-        statement fails the save with its own error.
+        """The library's insert in one round trip, rather than five, and such that a
+        failing statement fails the save with its own error.
 
-        The library syncs after the events' insert, so that a violation is raised inside
-        the transaction block, and then sends the COMMIT and syncs again. Here the COMMIT
-        goes with the statements and one sync answers them all: a statement that fails
-        makes the server skip the rest (the COMMIT included) until the sync, and its error
-        is the first one the sync raises; the transaction, left open and failed, is rolled
-        back then. (The library's version also caught that error inside the transaction
-        block, so the block committed: the commit met the aborted pipeline and its
-        "pipeline aborted", an OperationalError retried ten times, replaced the real error,
-        so a lost race for a key or a version came out as an outage.)"""
+        The library's (which ours followed until December 2026) runs psycopg's transaction
+        block inside a pipeline: it syncs after the events' insert, so that a violation is
+        raised inside the block, and the block's end and the pipeline's sync three more
+        times, the COMMIT among them: five Syncs a save, each a wait for the server. Here
+        the connection (autocommit) sends BEGIN, the statements and COMMIT as plain
+        statements, and the pipeline's end syncs once. A statement that fails makes the
+        server skip the rest until the Sync, the COMMIT too, and its error is the first
+        one raised; the transaction, left open and failed, is rolled back then. (The
+        library's version also caught that error inside the transaction block, so the
+        block committed: the commit met the aborted pipeline and its "pipeline aborted",
+        an OperationalError retried ten times, replaced the real error, so a lost race for
+        a key or a version came out as an outage.)"""
         notification_ids: Sequence[int] | None = None
         ids = [_as_uuid(e.originator_id) for e in stored_events]
         hashes: list[bytes] = []
