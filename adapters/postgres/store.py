@@ -12,6 +12,7 @@ typed Any, so nothing could seal it, and it would outlive erasure).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -172,43 +173,57 @@ class ChainedRecorder(PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        """The library's insert, except that a statement failing before the sync rolls the
-        transaction back. The library's version catches that error inside the transaction
-        block, so the block commits: the commit meets the aborted pipeline and its
-        "pipeline aborted" (an OperationalError, retried ten times) replaces the real
-        error, so a lost race for a key or a version came out as an outage."""
-        failure: DatabaseError | None = None
+        """The library's insert in one round trip, rather than five, and such that a
+        failing statement fails the save with its own error.
+
+        The library's (which ours followed until December 2026) runs psycopg's transaction
+        block inside a pipeline: it syncs after the events' insert, so that a violation is
+        raised inside the block, and the block's end and the pipeline's sync three more
+        times, the COMMIT among them: five Syncs a save, each a wait for the server. Here
+        the connection (autocommit) sends BEGIN, the statements and COMMIT as plain
+        statements, and the pipeline's end syncs once. A statement that fails makes the
+        server skip the rest until the Sync, the COMMIT too, and its error is the first
+        one raised; the transaction, left open and failed, is rolled back then. (The
+        library's version also caught that error inside the transaction block, so the
+        block committed: the commit met the aborted pipeline and its "pipeline aborted",
+        an OperationalError retried ten times, replaced the real error, so a lost race for
+        a key or a version came out as an outage.)"""
         notification_ids: Sequence[int] | None = None
         ids = [_as_uuid(e.originator_id) for e in stored_events]
         hashes: list[bytes] = []
         accounts_changed = _accounts_changed(stored_events)
-        with self.datastore.get_connection() as conn:
-            with conn.pipeline() as pipeline:
-                try:
-                    with conn.transaction():
-                        with conn.cursor() as curs:
-                            # Before the lock: the round trip then holds nobody up.
-                            predecessors = self._stored_predecessors(curs, ids, stored_events)
-                            self._insert_events(curs, stored_events, **kwargs)
-                            if accounts_changed:  # delivered at the commit, not before
-                                curs.execute(
-                                    "SELECT pg_notify(%s, %s)",
-                                    (self.keys.notices.channel, ACCOUNTS_CHANGED),
-                                )
+        with self.datastore.get_connection() as conn:  # autocommit: BEGIN and COMMIT are ours
+            try:
+                with conn.cursor() as curs, conn.cursor() as inserting:
+                    with conn.pipeline():
+                        curs.execute(b"BEGIN")
+                        # Before the lock: the round trip then holds nobody up.
+                        predecessors = self._stored_predecessors(curs, ids, stored_events)
+                        self._insert_events(curs, stored_events, **kwargs)
+                        if accounts_changed:  # delivered at the commit, not before
+                            curs.execute(
+                                "SELECT pg_notify(%s, %s)",
+                                (self.keys.notices.channel, ACCOUNTS_CHANGED),
+                            )
                         if stored_events:
                             hashes = _chain_hashes(ids, stored_events, predecessors)
-                            with conn.cursor() as curs:
-                                self._insert_stored_events(
-                                    curs, stored_events, chain_hashes=hashes, **kwargs
-                                )
-                                pipeline.sync()  # a violation is raised here at the latest
-                                notification_ids = self._fetch_ids_after_insert_events(
-                                    curs, stored_events, **kwargs
-                                )
-                except DatabaseError as error:
-                    failure = error  # raised once the pipeline is left, as the library does
-            if failure is not None:
-                raise failure  # the datastore's connection maps it to the library's errors
+                            self._insert_stored_events(
+                                inserting, stored_events, chain_hashes=hashes, **kwargs
+                            )
+                        curs.execute(b"COMMIT")
+                    # The pipeline's end synced: a violation was raised there at the latest.
+                    if stored_events:
+                        notification_ids = self._fetch_ids_after_insert_events(
+                            inserting, stored_events, **kwargs
+                        )
+            except BaseException:
+                # A statement that failed made the server skip the rest until the sync,
+                # the COMMIT too: the transaction is still open (and so it is if the
+                # client failed). Its error is the one raised, not one of the skipped
+                # statements' "pipeline aborted" (which the pipeline's exit only logs).
+                with contextlib.suppress(DatabaseError):  # a broken connection: its own
+                    conn.rollback()
+                raise  # the datastore's connection maps it to the library's errors
         if stored_events:  # committed
             self._keep_latest(
                 ids, zip([e.originator_version for e in stored_events], hashes, strict=True)

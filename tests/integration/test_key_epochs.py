@@ -4,6 +4,7 @@ wrapped it are replaced and the old epoch's file is destroyed, on real PostgreSQ
 from __future__ import annotations
 
 import os
+import select
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -356,6 +357,36 @@ def _subject_key_foreign_keys(raw: psycopg.Connection) -> list[str]:
     ]
 
 
+def _tenant_key_indexes(raw: psycopg.Connection) -> list[str]:
+    return [
+        name
+        for (name,) in raw.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index"
+            " WHERE indrelid = 'picasse_tenant_keys'::regclass ORDER BY 1"
+        ).fetchall()
+    ]
+
+
+def test_key_stores_made_before_lose_the_index_of_tenant_key_ids_and_keep_their_keys(
+    accounts: Accounts, open_store: Callable[[], Accounts], raw: psycopg.Connection
+) -> None:
+    # Until December 2026 tenant key ids were unique, an index nothing read by.
+    tag = uuid.uuid4().hex[:8]
+    customer = accounts.register_customer(**_person(tag))
+    assert _tenant_key_indexes(raw) == ["picasse_tenant_keys_pkey"]
+    raw.execute(
+        "ALTER TABLE picasse_tenant_keys ADD CONSTRAINT picasse_tenant_keys_key_id_key"
+        " UNIQUE (key_id)"
+    )
+
+    reopened = open_store()
+    assert _tenant_key_indexes(raw) == ["picasse_tenant_keys_pkey"]
+    assert reopened.customer(customer).contact.email == f"mail{tag}@example.org"
+    newer_tag = uuid.uuid4().hex[:8]
+    newer = reopened.register_customer(**_person(newer_tag))
+    assert open_store().customer(newer).contact.email == f"mail{newer_tag}@example.org"
+
+
 @pytest.mark.parametrize("before", ["one foreign key", "two foreign keys"])
 def test_key_stores_made_before_lose_their_foreign_keys_and_still_erase_whole_tenants(
     before: str, accounts: Accounts, open_store: Callable[[], Accounts], raw: psycopg.Connection
@@ -366,7 +397,12 @@ def test_key_stores_made_before_lose_their_foreign_keys_and_still_erase_whole_te
     assert _subject_key_foreign_keys(raw) == []
     # Make the key tables as they were before: a foreign key of each subject key to the
     # tenant key wrapping it (of its own tenant), or before that two (the tenant, and the
-    # key wrapping it, each checked alone) with the wrapping key's id nullable.
+    # key wrapping it, each checked alone) with the wrapping key's id nullable. Tenant key
+    # ids were unique then (the second foreign key referenced them).
+    raw.execute(
+        "ALTER TABLE picasse_tenant_keys ADD CONSTRAINT picasse_tenant_keys_key_id_key"
+        " UNIQUE (key_id)"
+    )
     raw.execute(
         "ALTER TABLE picasse_tenant_keys ADD CONSTRAINT picasse_tenant_keys_tenant_key"
         " UNIQUE (tenant_id, key_id)"
@@ -396,10 +432,7 @@ def test_key_stores_made_before_lose_their_foreign_keys_and_still_erase_whole_te
     reopened = open_store()
     assert reopened.customer(customer).contact.email == f"mail{tag}@example.org"
     assert _subject_key_foreign_keys(raw) == []
-    assert raw.execute(
-        "SELECT count(*) FROM pg_constraint WHERE conname = 'picasse_tenant_keys_tenant_key'"
-        " AND conrelid = 'picasse_tenant_keys'::regclass"
-    ).fetchone() == (0,)
+    assert _tenant_key_indexes(raw) == ["picasse_tenant_keys_pkey"]
     assert raw.execute(
         "SELECT count(*) FROM picasse_subject_keys WHERE tenant_key_id IS NULL"
     ).fetchone() == (0,)
@@ -494,19 +527,27 @@ def _hold_the_first_save(
     release: threading.Event,
 ) -> None:
     """The app's next save stops after its statements ran (its locks held), before its
-    commit: `paused` is set, and it goes on once `release` is (or after 30 s)."""
+    commit: `paused` is set, and it goes on once `release` is (or after 30 s). The save
+    sends its statements and its COMMIT in one go: it stops before the COMMIT, once the
+    server has answered the statements sent (a flush request, as the server's answers come
+    in order and after the statements ran)."""
     recorder = recorder_of(app)
-    fetch_ids = recorder._fetch_ids_after_insert_events
+    insert = recorder._insert_stored_events
 
     def hold_the_save(
         curs: psycopg.Cursor[dict[str, Any]], stored: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
+    ) -> None:
+        insert(curs, stored, **kwargs)
         if not paused.is_set():
+            pgconn = curs.connection.pgconn
+            pgconn.send_flush_request()
+            while pgconn.flush():
+                pass
+            select.select([pgconn.socket], [], [], 30)  # the server's answers are in
             paused.set()
             release.wait(30)
-        return fetch_ids(curs, stored, **kwargs)
 
-    monkeypatch.setattr(recorder, "_fetch_ids_after_insert_events", hold_the_save)
+    monkeypatch.setattr(recorder, "_insert_stored_events", hold_the_save)
 
 
 @pytest.mark.parametrize("first", ["save", "rotation"])
