@@ -30,6 +30,7 @@ import functools
 import hashlib
 import hmac
 import inspect
+import keyword
 import operator
 import os
 import threading
@@ -366,6 +367,7 @@ class _Plan:
     # state is put together by `assembly` from its plain fields and the groups' values.
     groups: tuple[_StaticGroup, ...] | None = None
     assembly: tuple[_Step, ...] | None = None
+    assemble: _Assembler | None = None  # `assembly` as one function (`_assembler`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -383,13 +385,15 @@ class _StaticGroup:
     subject: Callable[[dict[str, Any]], Any]
 
 
-# How `_assemble` puts an event's state (or a nested struct's fields) together when its
+# How `_assembler`'s function puts an event's state (or a nested struct's fields) together when its
 # groups opened as declared: each field's name, then where its value comes from.
 _PLAIN, _GROUPED, _STRUCT = 0, 1, 2
 # (name, _PLAIN, None, None): the stored value as it is
 # (name, _GROUPED, group index, position in the group): an opened value
 # (name, _STRUCT, struct class, its fields' steps): a nested struct
 _Step = tuple[str, int, Any, Any]
+# An event's state from its stored shape and its groups' opened values.
+_Assembler = Callable[[Any, list[tuple[Any, ...]]], dict[str, Any]]
 
 
 def _personal_of(annotation: Any) -> tuple[Any, Personal | None]:
@@ -471,7 +475,8 @@ def _plan_for(
     groups = _static_groups(event_class, leaves, hints, dec_hook)
     slots = {names: (i, j) for i, group in enumerate(groups) for j, names in enumerate(group.names)}
     assembly = _assembly(fields, (), slots)
-    return _Plan(fields, decoder, has_personal, class_version, leaves, groups, assembly)
+    assemble = _assembler(assembly)
+    return _Plan(fields, decoder, has_personal, class_version, leaves, groups, assembly, assemble)
 
 
 def _assembly(
@@ -511,19 +516,40 @@ def _stored_state(
     return stored
 
 
-def _assemble(
-    steps: tuple[_Step, ...], shape: Any, opened: list[tuple[Any, ...]]
-) -> dict[str, Any]:
-    state: dict[str, Any] = {}
-    for name, how, a, b in steps:
-        if how == _GROUPED:
-            state[name] = opened[a][b]
-        elif how == _PLAIN:
-            state[name] = getattr(shape, name)
-        else:
-            # Struct.__init__ does not validate, so an erased field can hold ERASED.
-            state[name] = a(**_assemble(b, getattr(shape, name), opened))
-    return state
+def _assembler(steps: tuple[_Step, ...]) -> _Assembler:
+    """The function that puts an event's state together from its stored shape and its
+    groups' opened values, as one dict display written out for its class (as dataclasses
+    write their __init__): walking the steps event by event, a branch and a store a field,
+    cost a replay more than opening the event's values. Each plain value is the shape's,
+    each sealed one its group's, each nested struct made from its own."""
+    namespace: dict[str, Any] = {}
+    lines: list[str] = []
+
+    def values(steps: tuple[_Step, ...], source: str) -> list[tuple[str, str]]:
+        """Each field's name and the expression of its value."""
+        out = []
+        for name, how, a, b in steps:
+            if not name.isidentifier() or keyword.iskeyword(name):
+                raise PersonalDataNotSealable(f"the field name {name!r} is not an identifier")
+            if how == _GROUPED:
+                value = f"opened[{int(a)}][{int(b)}]"
+            elif how == _PLAIN:
+                value = f"{source}.{name}"
+            else:
+                struct, inner = f"struct_{len(namespace)}", f"shape_{len(lines)}"
+                namespace[struct] = a
+                lines.append(f"    {inner} = {source}.{name}")
+                # Struct.__init__ does not validate, so an erased field can hold ERASED.
+                fields = ", ".join(f"{n}={v}" for n, v in values(b, inner))
+                value = f"{struct}({fields})"
+            out.append((name, value))
+        return out
+
+    state = ", ".join(f"{name!r}: {value}" for name, value in values(steps, "shape"))
+    source = "\n".join(["def assemble(shape, opened):", *lines, f"    return {{{state}}}"])
+    exec(compile(source, "<assembler>", "exec"), namespace)  # noqa: S102  (our own names)
+    assemble: _Assembler = namespace["assemble"]
+    return assemble
 
 
 def _static_groups(
@@ -863,15 +889,17 @@ class SealingMapper(Mapper[UUID]):
         version = stored_event.originator_version
         if plan.has_personal:
             binding = event_binding(originator_id, version)
-            groups, assembly = plan.groups, plan.assembly
+            groups, assemble = plan.groups, plan.assemble
             opened = None
-            if groups is not None and assembly is not None:
+            if groups is not None and assemble is not None:
                 opened = _open_static_groups(self.keys, groups, shape, binding)
-            if opened is not None and assembly is not None:
-                state = _assemble(assembly, shape, opened)
+            if opened is not None and assemble is not None:
+                state = assemble(shape, opened)
             else:
                 opening = _Opening(self, originator_id, version, binding, plan, shape)
                 state = opening.fields(plan.fields, shape, "")
+        elif plan.assemble is not None:
+            state = plan.assemble(shape, [])  # its fields, all plain
         else:
             state = {f.name: getattr(shape, f.name) for f in plan.fields}
         state["originator_id"] = originator_id
