@@ -271,8 +271,11 @@ class ChainedRecorder(PostgresApplicationRecorder):
             params.append(list(topics))
         params.append(limit)
         statement = sql.SQL(
-            "SELECT notification_id, uuid_send(originator_id), originator_version, topic, state"
-            " FROM {}.{}{} ORDER BY notification_id LIMIT %s"
+            # The originator id as its 16 bytes (`_notifications`); the cast does nothing
+            # to a uuid column and reads a text one's ids (POSTGRES_ORIGINATOR_ID_TYPE=text),
+            # which the mapper could only open as UUIDs anyway.
+            "SELECT notification_id, uuid_send(originator_id::uuid), originator_version, topic,"
+            " state FROM {}.{}{} ORDER BY notification_id LIMIT %s"
         ).format(
             sql.Identifier(self.datastore.schema),
             sql.Identifier(self.events_table_name),
