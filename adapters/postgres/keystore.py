@@ -885,7 +885,8 @@ class PostgresKeyStore:
         tenant_ids, tenant_key_ids, tenant_wrapped, epoch_ids = (columns or (None,) * 8)[:4]
         key_ids, subjects, wrapped, subject_tenants = (columns or (None,) * 8)[4:]
         tenants: dict[bytes, AESGCM] = {}  # by the tenant id's bytes
-        epochs: dict[bytes, UUID] = {}
+        # Each epoch's id and key, by its id's bytes: a page's tenants share one or two.
+        epochs: dict[bytes | None, tuple[UUID | None, AESGCM]] = {}
         cached = self._tenant_keys  # a replay's store has none: no UUID to look one up
         for tenant_raw, tenant_key_raw, tenant_key_wrapped, epoch_raw in zip(
             tenant_ids or (),
@@ -896,34 +897,51 @@ class PostgresKeyStore:
         ):
             known = cached.get(UUID(bytes=tenant_raw)) if cached else None
             if known is not None and known[0] == tenant_key_raw:
-                tenant_key = known[1]
-            else:
-                epoch_id = None
-                if epoch_raw is not None:
-                    epoch_id = epochs.get(epoch_raw) or epochs.setdefault(
-                        epoch_raw, UUID(bytes=epoch_raw)
-                    )
-                tenant_key = self._unwrap_tenant(
-                    tenant_raw, tenant_key_raw, epoch_id, tenant_key_wrapped
+                tenants[tenant_raw] = known[1]
+                continue
+            epoch = epochs.get(epoch_raw)
+            if epoch is None:
+                epoch = epochs[epoch_raw] = self._wrapping_epoch(epoch_raw)
+            epoch_id, wrapping = epoch
+            tenants[tenant_raw] = AESGCM(
+                _unwrap(
+                    wrapping,
+                    tenant_key_wrapped,
+                    _tenant_aad(tenant_raw, tenant_key_raw, epoch_id),
                 )
-            tenants[tenant_raw] = tenant_key
+            )
         found: dict[bytes, SubjectKey | None] = dict.fromkeys(wanted)
+        unwrapped = []
         for key_id, subject, key_wrapped, tenant_raw in zip(
             key_ids or (), subjects or (), wrapped or (), subject_tenants or (), strict=True
         ):
-            wrapping = tenants.get(tenant_raw)
-            if wrapping is None:
+            tenant_key = tenants.get(tenant_raw)
+            if tenant_key is None:
                 continue  # its tenant key is gone (erased with it): it reads as erased
-            found[key_id] = self._unwrap_subject(tenant_raw, subject, key_id, key_wrapped, wrapping)
+            # `_unwrap_subject`, written out: a replay unwraps two keys a customer.
+            key = SubjectKey(
+                key_id,
+                tenant_raw,
+                subject,
+                AESGCM(_unwrap(tenant_key, key_wrapped, _subject_aad(key_id, subject))),
+            )
+            found[key_id] = key
+            unwrapped.append(key)
         # Tenant keys are not cached here: a replay never uses them again, and a save
         # that needs one looks it up with the subject keys it looks up anyway.
-        self._remember(
-            [k for k in found.values() if k is not None],
-            {},
-            generation,
-            missing=[raw for raw, k in found.items() if k is None],
+        missing = (
+            [raw for raw, k in found.items() if k is None] if len(unwrapped) < len(found) else ()
         )
+        self._remember(unwrapped, {}, generation, missing=missing)
         return found
+
+    def _wrapping_epoch(self, epoch_raw: bytes | None) -> tuple[UUID | None, AESGCM]:
+        """The id (None: the master key, from before epochs) and key of what wraps the
+        tenant keys that name this epoch's id (its 16 bytes)."""
+        if epoch_raw is None:
+            return None, self._master
+        epoch_id = UUID(bytes=epoch_raw)
+        return epoch_id, self._epoch(epoch_id)
 
     def _composed_load_statement(self) -> bytes:
         """`_load_once`'s statement, composed once. Binary both ways: a replay's page asks
