@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +22,9 @@ class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
 
+    def monotonic(self) -> float:
+        return time.monotonic()
+
 
 class ManualClock:
     """Stands still until moved; for tests that drive parts of the platform in one process."""
@@ -32,6 +36,9 @@ class ManualClock:
     def now(self) -> datetime:
         with self._lock:
             return self._now
+
+    def monotonic(self) -> float:
+        return self.now().timestamp()  # it moves only when moved
 
     def advance(self, by: timedelta) -> None:
         with self._lock:
@@ -57,6 +64,10 @@ class FileClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self.offset()
+
+    def monotonic(self) -> float:
+        """The system's steady count plus the offset: moved by tests as `now` is."""
+        return time.monotonic() + self.offset().total_seconds()
 
     def offset(self) -> timedelta:
         try:

@@ -11,6 +11,12 @@ class Clock(Protocol):
 
     def now(self) -> datetime: ...
 
+    def monotonic(self) -> float:
+        """Seconds on a steady count, for how long to wait (back-offs, windows): only
+        differences mean anything. Setting the system's time does not move it; tests move
+        it with `now`."""
+        ...
+
 
 # The clock that stamps events. An event's `timestamp` (and with it an aggregate's
 # `created_on` and `modified_on`, the views' times, the ledger's and the invoices' dates) is

@@ -31,7 +31,7 @@ from picasse.domain.messaging import Messages
 from picasse.domain.sites import Sites
 from picasse.domain.visitors import Visitors
 from picasse.domain.webhooks import Webhooks
-from picasse.runners import relay, servers
+from picasse.runners import listening, relay, servers
 from picasse.runners.processes import connect_nats, run_loop
 from picasse.runners.project import VIEWS, view_on_pool_of
 from picasse.runners.settings import Settings, SettingsError
@@ -65,7 +65,11 @@ def main(settings: Settings, *, tls_cert: Path | None = None, tls_key: Path | No
     if (tls_cert is None) != (tls_key is None):
         raise SettingsError("TLS needs both PICASSE_TLS_CERT and PICASSE_TLS_KEY")
     with stop_requested() as stop:
-        listener = _listen(settings.http_host, settings.http_port)
+        listener = (
+            listening.bind(settings.http_host, settings.http_port)
+            if settings.http_listen_fd is None
+            else listening.inherited(settings.http_listen_fd)  # up's: kept through restarts
+        )
         try:
             database_url = servers.postgres_url(settings)
             ensure_master_key(settings)
@@ -90,7 +94,7 @@ def main(settings: Settings, *, tls_cert: Path | None = None, tls_key: Path | No
                     config.load()  # reads the certificate: a bad one is a setting, not a crash
                 except OSError as error:
                     raise SettingsError(f"TLS certificate or key: {error}") from None
-                where = f"{'https' if tls_cert else 'http'}://{_address(listener)}"
+                where = f"{'https' if tls_cert else 'http'}://{listening.address(listener)}"
                 if not stop.requested:
                     threads = max(1, settings.db_connections)
                     run_loop(_serve(_Server(config), listener, where, stop, threads))
@@ -233,24 +237,3 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """Bind before serving, so a busy port is one clear error and port 0 picks a free one."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP spelt out: asyncio sets TCP_NODELAY only on sockets that say so, and
-    # without it every response on a kept-alive connection waits 40 ms for a delayed ACK.
-    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
-        listener.listen(2048)
-    except OSError as error:
-        listener.close()
-        raise SettingsError(f"cannot listen on {host}:{port}: {error.strerror}") from None
-    return listener
-
-
-def _address(listener: socket.socket) -> str:
-    host, port = listener.getsockname()[:2]
-    return f"[{host}]:{port}" if listener.family == socket.AF_INET6 else f"{host}:{port}"

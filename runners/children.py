@@ -72,8 +72,12 @@ class ChildProcess:
         endpoints: Endpoints,
         *,
         connections: int,
+        listener: int | None = None,
     ) -> None:
+        """`listener`: the descriptor of a listening socket `up` holds, passed to this
+        child alone (at each start) as PICASSE_HTTP_LISTEN_FD: the API's."""
         self.name = name
+        self.listener = listener
         self.command = command
         self.stop_timeout = settings.drain_seconds + EXTRA_STOP_SECONDS
         self.env = dict(os.environ)
@@ -89,6 +93,9 @@ class ChildProcess:
             # Names its connections in pg_stat_activity.
             "PGAPPNAME": f"picasse {name.lower()}",
         }
+        self.env.pop("PICASSE_HTTP_LISTEN_FD", None)  # a descriptor of up's, if any: not theirs
+        if listener is not None:
+            self.env["PICASSE_HTTP_LISTEN_FD"] = str(listener)
         self.process: subprocess.Popen[str] | None = None
         self.launched = False  # launched, and its start not yet waited for
 
@@ -103,6 +110,8 @@ class ChildProcess:
             # `up` starts children from its main thread only: the death signal is tied
             # to the thread that forked.
             preexec_fn=die_with_parent(os.getpid()),
+            # The one descriptor of up's a child gets (the rest are closed at exec).
+            pass_fds=() if self.listener is None else (self.listener,),
         )
         self.launched = True
 
@@ -161,16 +170,21 @@ class ChildProcess:
             self.process.stdout.close()
 
 
-def _child(name: str, role: str, command: list[str]) -> ServiceFactory:
+def _child(
+    name: str, role: str, command: list[str], *, serves_http: bool = False
+) -> ServiceFactory:
     def make(settings: Settings, endpoints: Endpoints) -> ChildProcess:
         shares = connection_shares(settings.db_connections, settings.workers)
-        return ChildProcess(name, command, settings, endpoints, connections=shares[role])
+        listener = endpoints.http_listener if serves_http else None
+        return ChildProcess(
+            name, command, settings, endpoints, connections=shares[role], listener=listener
+        )
 
     make.__name__ = name
     return make
 
 
-api = _child("API", "api", ["api"])
+api = _child("API", "api", ["api"], serves_http=True)
 relay = _child("Relay", "relay", ["relay"])
 projections = _child("Projections", "projections", ["project"])
 scheduler = _child("Scheduler", "scheduler", ["scheduler"])

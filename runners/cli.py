@@ -188,7 +188,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         *(children.worker(n + 1) for n in range(settings.workers)),
         children.api,  # the last to start, the first to stop
     ]
-    return up.main(settings, extra_services=services)
+    return up.main(settings, extra_services=services, serve_http=True)
 
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:

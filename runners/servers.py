@@ -7,7 +7,6 @@ import contextlib
 import fcntl
 import json
 import os
-import random
 import secrets
 import shutil
 import signal
@@ -466,22 +465,6 @@ def _start_nats(
         _terminate(child.pid, child)
         raise
     return NatsServerRecord(pid=child.pid, url=url, server_name=server_name), child
-
-
-# Where a port asked for as "any" is picked: below Linux's ephemeral range (32768 to 60999
-# by default), so that the port is not handed to another process's outgoing connection or
-# port-0 listener between its choice and the bind of the server it is for, as a port
-# picked by binding port 0 can be on a busy machine.
-QUIET_PORTS = range(20000, 32000)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free on `host` now, for a server that must be named before it listens."""
-    for _ in range(200):
-        port = random.choice(QUIET_PORTS)  # noqa: S311  (a port, no secret)
-        if _port_is_free(port, host):
-            return port
-    raise OSError(f"no free port on {host} in {QUIET_PORTS.start}-{QUIET_PORTS.stop - 1}")
 
 
 def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:

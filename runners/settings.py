@@ -36,6 +36,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ping_retention_days: int = 30  # PICASSE_PING_RETENTION_DAYS: raw location pings (R8)
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # The API's listening socket, already bound: a descriptor `up` hands each API child it
+    # starts (PICASSE_HTTP_LISTEN_FD); None: `picasse api` binds http_host:http_port itself.
+    http_listen_fd: int | None = None
     login_tracking: bool = False  # R6: possible, but off unless an operator switches it on
     tls_cert: Path | None = None  # with tls_key: serve HTTPS
     tls_key: Path | None = None
@@ -123,6 +126,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ping_retention_days=_number(env, "PICASSE_PING_RETENTION_DAYS", 30, int),
             http_host=http_host,
             http_port=http_port,
+            http_listen_fd=_descriptor(env.get("PICASSE_HTTP_LISTEN_FD")),
             login_tracking=(env.get("PICASSE_LOGIN_TRACKING") or "").strip().lower() == "on",
             tls_cert=tls_cert,
             tls_key=_path(env.get("PICASSE_TLS_KEY")),
@@ -220,6 +224,14 @@ def _number(
     if minimum is None and value <= 0:
         raise SettingsError(f"{name} must be positive, not {text!r}")
     return value
+
+
+def _descriptor(text: str | None) -> int | None:
+    if not text:
+        return None
+    if not text.isdigit():
+        raise SettingsError(f"PICASSE_HTTP_LISTEN_FD must be a file descriptor, not {text!r}")
+    return int(text)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

@@ -25,18 +25,21 @@ from rich.console import Console
 
 from picasse.adapters.up_state import ServiceState, UpState, forget_state, write_state
 from picasse.domain.clock import Clock
-from picasse.runners import servers
-from picasse.runners.settings import Settings, effective_public_url, nats_servers
+from picasse.runners import listening, servers
+from picasse.runners.settings import Settings, SettingsError, effective_public_url, nats_servers
 from picasse.runners.signals import StopRequest, stop_requested
 from picasse.runners.wiring import clock_from, prepare
 
-WATCH_INTERVAL = 0.2  # seconds between health checks
+WATCH_INTERVAL = 0.2  # seconds of real time between health checks
+# The rest are seconds on the platform's clock (its steady reading, `Clock.monotonic`):
+# the system's in production, so setting the system time moves no back-off; a test's
+# PICASSE_TEST_CLOCK_FILE on a test platform, so tests move it instead of waiting.
 FAILURES_TO_GIVE_UP = 5  # a service failing this often within FAILURE_WINDOW stops `up`
-FAILURE_WINDOW = 120.0  # seconds
-FIRST_BACKOFF = 0.5  # seconds before the first restart; doubles with each failure
+FAILURE_WINDOW = 120.0
+FIRST_BACKOFF = 0.5  # before the first restart; doubles with each failure
 MAX_BACKOFF = 15.0
 # Children fail while a server is down; those failures are not held against them.
-SERVER_GRACE = 30.0  # seconds after a server failed
+SERVER_GRACE = 30.0  # after a server failed
 
 
 class Service(Protocol):
@@ -77,6 +80,9 @@ class Endpoints(msgspec.Struct, frozen=True, kw_only=True):
 
     database_url: str
     nats_url: str
+    # The descriptor of the API's listening socket, which `up` binds and holds (None when
+    # it runs no API): each API child it starts is handed this one (runners/listening.py).
+    http_listener: int | None = None
 
 
 ServiceFactory = Callable[[Settings, Endpoints], Service]
@@ -138,8 +144,14 @@ class _StartFailed(Exception):
     """A service could not start; the message names it."""
 
 
-def main(settings: Settings, *, extra_services: Sequence[ServiceFactory] = ()) -> int:
-    """Run until SIGINT/SIGTERM (exit 0) or until something fails (exit 1, one-line reason)."""
+def main(
+    settings: Settings, *, extra_services: Sequence[ServiceFactory] = (), serve_http: bool = False
+) -> int:
+    """Run until SIGINT/SIGTERM (exit 0) or until something fails (exit 1, one-line reason).
+
+    `serve_http`: bind the API's socket (http_host, http_port) before anything starts and
+    hold it until the end, for the API children (`Endpoints.http_listener`).
+    """
     with contextlib.ExitStack() as held:
         # First of all: a SIGTERM at any moment of the start-up is a clean stop.
         stop = held.enter_context(stop_requested(deadline=None))
@@ -157,21 +169,27 @@ def main(settings: Settings, *, extra_services: Sequence[ServiceFactory] = ()) -
             return 1
         if settings.database_url is None or settings.nats_url is None:
             held.enter_context(servers.released_when_orphaned(settings))
-        try:
-            settings = _with_its_port(settings)
-        except OSError as error:
-            print(f"picasse up: cannot listen on {settings.http_host}: {error}", file=sys.stderr)
-            return 1
-        return _run(settings, extra_services, stop)
+        listener = None
+        if serve_http:
+            try:
+                listener = held.enter_context(
+                    listening.bind(settings.http_host, settings.http_port)
+                )
+            except SettingsError as error:  # a busy port: before any server starts
+                print(f"picasse up: {error}", file=sys.stderr)
+                return 1
+            settings = _on_its_port(settings, listening.port_of(listener))
+        return _run(settings, extra_services, stop, None if listener is None else listener.fileno())
 
 
-def _with_its_port(settings: Settings) -> Settings:
-    """PICASSE_HTTP_PORT=0 asks for any free port: `up` picks one, once. The API keeps it
-    when it is restarted, and the public URL (the links in every child's mails) names it;
-    each child choosing for itself put ":0" in the links and moved the API on restarts."""
+def _on_its_port(settings: Settings, port: int) -> Settings:
+    """PICASSE_HTTP_PORT=0 asks for any free port: the kernel picked one when `up` bound
+    the API's socket, which `up` holds and hands to every API it starts, so the API keeps
+    the port when it is restarted and the public URL (the links in every child's mails)
+    names it. A port of up's own choosing, not an ephemeral one, was needed only while the
+    API bound it a moment after the choice: another process could take it in between."""
     if settings.http_port != 0:
         return settings
-    port = servers.free_port(settings.http_host)  # not an ephemeral one (see there)
     public_url = effective_public_url(
         os.environ.get("PICASSE_PUBLIC_URL"),
         settings.http_host,
@@ -181,13 +199,18 @@ def _with_its_port(settings: Settings) -> Settings:
     return msgspec.structs.replace(settings, http_port=port, public_url=public_url)
 
 
-def _run(settings: Settings, extra_services: Sequence[ServiceFactory], stop: StopRequest) -> int:
+def _run(
+    settings: Settings,
+    extra_services: Sequence[ServiceFactory],
+    stop: StopRequest,
+    http_listener: int | None,
+) -> int:
     # Soft wrap keeps a long URL on one line; no markup, so a '[' in a URL prints as it is.
     out = Console(soft_wrap=True, highlight=False, markup=False)
     supervisor = Supervisor(out, settings.data_dir, clock_from(settings), settings.public_url)
     reason = None
     try:
-        reason = _start_everything(settings, extra_services, supervisor, stop)
+        reason = _start_everything(settings, extra_services, supervisor, stop, http_listener)
         if reason is None and not stop.requested:
             out.print(f"{'Data dir':<11} {settings.data_dir}")
             out.print(f"{'Public URL':<11} {settings.public_url}")
@@ -208,6 +231,7 @@ def _start_everything(
     extra_services: Sequence[ServiceFactory],
     supervisor: Supervisor,
     stop: StopRequest,
+    http_listener: int | None,
 ) -> str | None:
     """Start servers, then prepare the store, then the services; the reason if one fails."""
     try:
@@ -221,7 +245,9 @@ def _start_everything(
             raise _StartFailed(f"preparing the data store failed: {_one_line(error)}") from error
         messaging = MessagingServer(settings)
         supervisor.start(messaging, stop)
-        endpoints = Endpoints(database_url=database.url, nats_url=messaging.url)
+        endpoints = Endpoints(
+            database_url=database.url, nats_url=messaging.url, http_listener=http_listener
+        )
         services = []
         for factory in extra_services:
             try:
@@ -254,8 +280,8 @@ class _Watched:
     def __init__(self, service: Service, detail: str) -> None:
         self.service = service
         self.detail = detail
-        self.failures: list[float] = []  # time.monotonic() of each failure in the window
-        self.restart_at: float | None = None  # set while it waits for its restart
+        self.failures: list[float] = []  # clock.monotonic() of each failure in the window
+        self.restart_at: float | None = None  # clock.monotonic(), while it waits for it
         self.restarts = 0
         self.last_failure: str | None = None
         self.last_restart_at: datetime | None = None  # on the platform clock
@@ -271,7 +297,7 @@ class Supervisor:
         self.public_url = public_url
         self.running: list[_Watched] = []
         self.stopping: str | None = None
-        self.server_failed_at = -SERVER_GRACE  # time.monotonic() of the last server failure
+        self.server_failed_at: float | None = None  # clock.monotonic() of the last one
 
     def start(self, service: Service, stop: StopRequest) -> None:
         try:
@@ -294,7 +320,7 @@ class Supervisor:
                         given_up = self._failed(watched, reason)
                         if given_up:
                             return given_up
-                elif time.monotonic() >= watched.restart_at and (server or servers_up):
+                elif self.clock.monotonic() >= watched.restart_at and (server or servers_up):
                     self._restart(watched, stop)
                 if server and watched.restart_at is not None:
                     servers_up = False  # a child would only fail again without it
@@ -310,11 +336,15 @@ class Supervisor:
             return f"its health check failed: {_one_line(error)}"
 
     def _failed(self, watched: _Watched, reason: str) -> str | None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         watched.failures = [at for at in watched.failures if now - at < FAILURE_WINDOW]
         if _is_server(watched.service):
             self.server_failed_at = now
-        if _is_server(watched.service) or now - self.server_failed_at > SERVER_GRACE:
+        if (
+            _is_server(watched.service)
+            or self.server_failed_at is None
+            or now - self.server_failed_at > SERVER_GRACE
+        ):
             watched.failures.append(now)
         watched.last_failure = reason
         name = watched.service.name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -56,6 +58,58 @@ def test_a_second_up_on_the_same_data_dir_refuses_and_the_first_keeps_working(
     )
     assert running_up.process.poll() is None
     assert answers_queries(running_up.url_of("PostgreSQL"))
+
+
+def holders_of_listening_socket(port: int) -> set[int]:
+    """Pids of the processes holding the socket that listens on `port` (Linux /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if int(local.rsplit(":", 1)[1], 16) == port and state == "0A":  # LISTEN
+                inodes.add(f"socket:[{inode}]")
+    holders = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            descriptors = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
+        except OSError:
+            continue  # gone meanwhile, or not ours to look into
+        if inodes.intersection(descriptors):
+            holders.add(int(entry.name))
+    return holders
+
+
+def test_the_api_socket_is_held_by_up_and_its_api_and_by_no_other_process(
+    running_up: RunningUp,
+) -> None:
+    port = int(running_up.api_url().rsplit(":", 1)[1])
+
+    holders = holders_of_listening_socket(port)
+
+    assert holders == {running_up.process.pid, running_up.pid_of("API")}, holders
+
+
+def test_up_on_a_port_already_taken_exits_1_with_one_line_before_starting_anything(
+    fresh_data_dir: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        up = subprocess.run(
+            [*picasse_command(), "up"],
+            capture_output=True,
+            text=True,
+            env=environment(fresh_data_dir / "data", PICASSE_HTTP_PORT=str(port)),
+            timeout=60,
+        )
+
+    assert up.returncode == 1, up.stderr
+    assert up.stderr == (f"picasse up: cannot listen on 127.0.0.1:{port}: Address already in use\n")
+    assert not (fresh_data_dir / "data" / "postgres").exists()  # no server was started
 
 
 def test_a_command_run_beside_up_uses_its_database_and_leaves_it_running(
