@@ -294,7 +294,7 @@ def measure_replays(label: str, config: Config) -> Callable[[Sequence[Side], Say
         rates: dict[str, list[float]] = {side.name: [] for side in sides}
         for repeat in range(config.repeats):
             # Alternate who goes first, so neither side always meets a warmer server.
-            for side in sides if repeat % 2 else sides[::-1]:
+            for side in sides if repeat % 2 == 0 else sides[::-1]:
                 rate = replay(side)
                 rates[side.name].append(rate)
                 say(f"   {side.name:<8} run {repeat + 1}: {rate:>9,.0f} events/s")
