@@ -75,22 +75,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     store = parser.add_argument_group(
         "event-store",
         "events/s of Picasse's event store (sealed fields, hash chain, key store) beside the"
-        " plain eventsourcing library with its whole-event cipher",
+        " plain eventsourcing library with its whole-event cipher. The saves: the two sides"
+        " take turns in one run, every turn timed, a side's rate over all its turns; the"
+        " replay: a side at a time, the median of the runs",
     )
     store.add_argument(
-        "--calls", type=positive, default=defaults.calls, help="saves of one aggregate (workload 1)"
+        "--calls",
+        type=positive,
+        default=defaults.calls,
+        help="saves of one aggregate, each side (workload 1; default %(default)s)",
     )
     store.add_argument(
-        "--batches", type=positive, default=defaults.batches, help="saves of a batch (workload 2)"
+        "--batches",
+        type=positive,
+        default=defaults.batches,
+        help="saves of a batch, each side (workload 2; default %(default)s)",
     )
     store.add_argument(
         "--batch-size", type=positive, default=defaults.batch_size, help="aggregates per batch"
     )
     store.add_argument(
+        "--turn",
+        type=positive,
+        default=defaults.turn,
+        help=(
+            "aggregates a side saves (at least one call) before the other side's turn; the"
+            " sides take turns in one run, so both meet the same machine (default %(default)s)"
+        ),
+    )
+    store.add_argument(
         "--repeats",
         type=positive,
         default=defaults.repeats,
-        help="runs per workload; the median counts",
+        help="replay runs, each side; the median counts (default %(default)s)",
     )
     store.add_argument(
         "--baseline-cipher",
@@ -208,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         calls=args.calls,
         batches=args.batches,
         batch_size=args.batch_size,
+        turn=args.turn,
         repeats=args.repeats,
         baseline_cipher=args.baseline_cipher,
     )
