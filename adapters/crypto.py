@@ -30,7 +30,6 @@ import functools
 import hashlib
 import hmac
 import inspect
-import keyword
 import operator
 import os
 import threading
@@ -367,8 +366,6 @@ class _Plan:
     # state is put together by `assembly` from its plain fields and the groups' values.
     groups: tuple[_StaticGroup, ...] | None = None
     assembly: tuple[_Step, ...] | None = None
-    assemble: _Assembler | None = None  # `assembly` as one function (`_assembler`)
-    open: _Opener | None = None  # `groups` opened by one function (`_opener`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -386,20 +383,13 @@ class _StaticGroup:
     subject: Callable[[dict[str, Any]], Any]
 
 
-# How `_assembler`'s function puts an event's state (or a nested struct's fields) together when its
+# How `_assemble` puts an event's state (or a nested struct's fields) together when its
 # groups opened as declared: each field's name, then where its value comes from.
 _PLAIN, _GROUPED, _STRUCT = 0, 1, 2
 # (name, _PLAIN, None, None): the stored value as it is
 # (name, _GROUPED, group index, position in the group): an opened value
 # (name, _STRUCT, struct class, its fields' steps): a nested struct
 _Step = tuple[str, int, Any, Any]
-# An event's state from its stored shape and its groups' opened values.
-_Assembler = Callable[[Any, list[tuple[Any, ...]]], dict[str, Any]]
-# Each static group's values of an event (its key ring's `opening_key`, its stored shape,
-# its `event_binding`), or None when its groups are not its declarations'.
-_Opener = Callable[
-    [Callable[[bytes], "SubjectKey | None"], Any, bytes], list[tuple[Any, ...]] | None
-]
 
 
 def _personal_of(annotation: Any) -> tuple[Any, Personal | None]:
@@ -481,18 +471,7 @@ def _plan_for(
     groups = _static_groups(event_class, leaves, hints, dec_hook)
     slots = {names: (i, j) for i, group in enumerate(groups) for j, names in enumerate(group.names)}
     assembly = _assembly(fields, (), slots)
-    assemble, open_groups = _assembler(assembly), _opener(groups)
-    return _Plan(
-        fields,
-        decoder,
-        has_personal,
-        class_version,
-        leaves,
-        groups,
-        assembly,
-        assemble,
-        open_groups,
-    )
+    return _Plan(fields, decoder, has_personal, class_version, leaves, groups, assembly)
 
 
 def _assembly(
@@ -532,45 +511,19 @@ def _stored_state(
     return stored
 
 
-def _assembler(steps: tuple[_Step, ...]) -> _Assembler:
-    """The function that puts an event's state together from its stored shape and its
-    groups' opened values, as one dict display written out for its class (as dataclasses
-    write their __init__): walking the steps event by event, a branch and a store a field,
-    cost a replay more than opening the event's values. Each plain value is the shape's,
-    each sealed one its group's, each nested struct made from its own."""
-    namespace: dict[str, Any] = {}
-    lines: list[str] = []
-
-    def values(steps: tuple[_Step, ...], source: str) -> list[tuple[str, str]]:
-        """Each field's name and the expression of its value."""
-        out = []
-        for name, how, a, b in steps:
-            if not name.isidentifier() or keyword.iskeyword(name):
-                raise PersonalDataNotSealable(f"the field name {name!r} is not an identifier")
-            if how == _GROUPED:
-                value = f"opened[{int(a)}][{int(b)}]"
-            elif how == _PLAIN:
-                value = f"{source}.{name}"
-            else:
-                struct, inner = f"struct_{len(namespace)}", f"shape_{len(namespace)}"
-                namespace[struct] = a
-                at = len(lines)
-                nested = values(b, inner)
-                if any(v.startswith(f"{inner}.") for _, v in nested) or any(
-                    f"= {inner}." in line for line in lines[at:]
-                ):  # its plain fields' (or its own nested structs') source, before their lines
-                    lines.insert(at, f"    {inner} = {source}.{name}")
-                # Struct.__init__ does not validate, so an erased field can hold ERASED.
-                fields = ", ".join(f"{n}={v}" for n, v in nested)
-                value = f"{struct}({fields})"
-            out.append((name, value))
-        return out
-
-    state = ", ".join(f"{name!r}: {value}" for name, value in values(steps, "shape"))
-    source = "\n".join(["def assemble(shape, opened):", *lines, f"    return {{{state}}}"])
-    exec(compile(source, "<assembler>", "exec"), namespace)  # noqa: S102  (our own names)
-    assemble: _Assembler = namespace["assemble"]
-    return assemble
+def _assemble(
+    steps: tuple[_Step, ...], shape: Any, opened: list[tuple[Any, ...]]
+) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    for name, how, a, b in steps:
+        if how == _GROUPED:
+            state[name] = opened[a][b]
+        elif how == _PLAIN:
+            state[name] = getattr(shape, name)
+        else:
+            # Struct.__init__ does not validate, so an erased field can hold ERASED.
+            state[name] = a(**_assemble(b, getattr(shape, name), opened))
+    return state
 
 
 def _static_groups(
@@ -910,17 +863,15 @@ class SealingMapper(Mapper[UUID]):
         version = stored_event.originator_version
         if plan.has_personal:
             binding = event_binding(originator_id, version)
-            open_groups, assemble = plan.open, plan.assemble
+            groups, assembly = plan.groups, plan.assembly
             opened = None
-            if open_groups is not None and assemble is not None:
-                opened = open_groups(self.keys.opening_key, shape, binding)
-            if opened is not None and assemble is not None:
-                state = assemble(shape, opened)
+            if groups is not None and assembly is not None:
+                opened = _open_static_groups(self.keys, groups, shape, binding)
+            if opened is not None and assembly is not None:
+                state = _assemble(assembly, shape, opened)
             else:
                 opening = _Opening(self, originator_id, version, binding, plan, shape)
                 state = opening.fields(plan.fields, shape, "")
-        elif plan.assemble is not None:
-            state = plan.assemble(shape, [])  # its fields, all plain
         else:
             state = {f.name: getattr(shape, f.name) for f in plan.fields}
         state["originator_id"] = originator_id
@@ -1166,46 +1117,29 @@ class _Opening:
         return decoder.decode(plaintext)
 
 
-def _opener(groups: tuple[_StaticGroup, ...]) -> _Opener:
-    """The function that opens an event's groups when they are those of its declarations,
-    written out for its class as `_assembler` writes the assembly: for each group, its
-    first field must hold its seal (SEALED_GROUP) and each other field the seal's key id
-    (SEALED_WITH); else it answers None (and `_Opening` works the groups out, or finds
-    them broken), as it does when a group does not open (`_open_group`)."""
-    namespace: dict[str, Any] = {
-        "open_group": _open_group,
-        "SEALED_GROUP": SEALED_GROUP,
-        "SEALED_WITH": SEALED_WITH,
-    }
-    lines = ["def open_groups(opening_key, shape, binding):"]
-    for i, group in enumerate(groups):
-        for names in group.names:
-            for name in names:
-                if not name.isidentifier() or keyword.iskeyword(name):
-                    raise PersonalDataNotSealable(f"the field name {name!r} is not an identifier")
-        first, *others = (".".join(("shape", *names)) for names in group.names)
-        namespace[f"aad_{i}"], namespace[f"decoder_{i}"] = group.aad, group.decoder
-        lines += [
-            f"    seal_{i} = {first}",
-            f"    if seal_{i}.code != SEALED_GROUP: return None",
-            f"    envelope_{i} = seal_{i}.data",
-            f"    key_id_{i} = envelope_{i}[:{KEY_ID_SIZE}]",
-        ]
-        for other in others:
-            lines += [
-                f"    other = {other}",
-                f"    if other.code != SEALED_WITH or other.data != key_id_{i}: return None",
-            ]
-    for i, group in enumerate(groups):
-        lines += [
-            f"    values_{i} = open_group(opening_key(key_id_{i}), envelope_{i},"
-            f" {len(group.paths)}, binding + aad_{i}, decoder_{i})",
-            f"    if values_{i} is None: return None",
-        ]
-    lines.append("    return [" + ", ".join(f"values_{i}" for i in range(len(groups))) + "]")
-    exec(compile("\n".join(lines), "<opener>", "exec"), namespace)  # noqa: S102  (our own names)
-    open_groups: _Opener = namespace["open_groups"]
-    return open_groups
+def _open_static_groups(
+    keys: KeyRing, groups: tuple[_StaticGroup, ...], shape: Any, binding: bytes
+) -> list[tuple[Any, ...]] | None:
+    """Each group's values when an event's groups are those of its declarations, else
+    None (and `_Opening` works them out, or finds them broken). `binding`: the event's."""
+    opened = []
+    for group in groups:
+        first = group.first(shape)
+        if first.code != SEALED_GROUP:
+            return None
+        envelope = first.data
+        key_id = envelope[:KEY_ID_SIZE]
+        for other in group.others:
+            value = other(shape)
+            if value.code != SEALED_WITH or value.data != key_id:
+                return None
+        values = _open_group(
+            keys.opening_key(key_id), envelope, len(group.paths), binding + group.aad, group.decoder
+        )
+        if values is None:
+            return None
+        opened.append(values)
+    return opened
 
 
 def _open_group(
