@@ -45,6 +45,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Where the outside world reaches our HTTP API (delivery receipt webhooks, ack links,
     # the start-up banner): `effective_public_url` of PICASSE_PUBLIC_URL and the listener.
     public_url: str = "http://127.0.0.1:8000"
+    configured_public_url: str | None = None  # PICASSE_PUBLIC_URL as set (None: not set)
     # Proxies whose forwarded headers name the client (adapters/http/clients.py); none
     # by default: nobody else's X-Forwarded-For is believed.
     trusted_proxies: tuple[str, ...] = ()
@@ -133,6 +134,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             public_url=effective_public_url(
                 env.get("PICASSE_PUBLIC_URL"), http_host, http_port, tls=tls_cert is not None
             ),
+            configured_public_url=env.get("PICASSE_PUBLIC_URL") or None,
             trusted_proxies=_networks(env.get("PICASSE_TRUSTED_PROXIES") or ""),
             nats_tls_ca=_path(env.get("PICASSE_NATS_TLS_CA")),
             smtp_url=env.get("PICASSE_SMTP_URL") or None,
@@ -165,6 +167,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             test_clock_file=_path(env.get("PICASSE_TEST_CLOCK_FILE")),
             fault_after_step=env.get("PICASSE_FAULT_AFTER_STEP") or None,
         )
+
+    def on_port(self, port: int) -> Settings:
+        """These settings with the API on `port`, the one picked for PICASSE_HTTP_PORT=0: a
+        public URL made from the listener names that port, one configured stays as it is."""
+        public_url = effective_public_url(
+            self.configured_public_url, self.http_host, port, tls=self.tls_cert is not None
+        )
+        return msgspec.structs.replace(self, http_port=port, public_url=public_url)
 
     @property
     def signing_key_path(self) -> Path:

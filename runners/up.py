@@ -26,7 +26,7 @@ from rich.console import Console
 from picasse.adapters.up_state import ServiceState, UpState, forget_state, write_state
 from picasse.domain.clock import Clock
 from picasse.runners import listening, servers
-from picasse.runners.settings import Settings, SettingsError, effective_public_url, nats_servers
+from picasse.runners.settings import Settings, SettingsError, nats_servers
 from picasse.runners.signals import StopRequest, stop_requested
 from picasse.runners.wiring import clock_from, prepare
 
@@ -188,15 +188,7 @@ def _on_its_port(settings: Settings, port: int) -> Settings:
     the port when it is restarted and the public URL (the links in every child's mails)
     names it. A port of up's own choosing, not an ephemeral one, was needed only while the
     API bound it a moment after the choice: another process could take it in between."""
-    if settings.http_port != 0:
-        return settings
-    public_url = effective_public_url(
-        os.environ.get("PICASSE_PUBLIC_URL"),
-        settings.http_host,
-        port,
-        tls=settings.tls_cert is not None,
-    )
-    return msgspec.structs.replace(settings, http_port=port, public_url=public_url)
+    return settings if settings.http_port != 0 else settings.on_port(port)
 
 
 def _run(
@@ -305,8 +297,8 @@ class Supervisor:
         except Exception as error:
             raise _StartFailed(f"{service.name} failed to start: {_one_line(error)}") from error
         self.running.append(_Watched(service, where))
+        self._write_state()  # first: who reads the line finds the state file saying so too
         self.out.print(f"{service.name:<11} {where}")
-        self._write_state()
 
     def watch(self, stop: StopRequest) -> str | None:
         """Restart what fails until a stop request (None) or a service keeps failing (why)."""
@@ -375,8 +367,8 @@ class Supervisor:
             self._failed(watched, f"restart failed: {_one_line(error)}")
             return
         watched.restart_at = None
+        self._write_state()  # first: who reads the line finds the state file saying so too
         self.out.print(f"{service.name} restarted: {watched.detail}")
-        self._write_state()
 
     def services(self) -> list[Service]:
         """The services started so far, in their order."""
