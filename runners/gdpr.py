@@ -532,8 +532,9 @@ def erase_main(
             tenant, subject, "request of the data subject (GDPR art. 17)", trigger=Trigger.REQUEST
         )
         p.views.catch_up(done.notification_id)
-        orphaned = login is not None and tenant != PLATFORM_TENANT
-        orphaned = orphaned and not p.accounts.has_active_admin(tenant)
+        # A customer's user erased: was that its last admin who could act?
+        customers_user = login is not None and tenant != PLATFORM_TENANT
+        orphaned = customers_user and not p.accounts.has_active_admin(tenant)
     print(f"erased {subject}: {len(done.key_ids)} key(s) destroyed")
     if orphaned:
         print(

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from uuid import UUID
 
 import msgspec
 import pytest
 
 from picasse.adapters.postgres.audit import ChainReport
+from picasse.domain.accounts import Accounts
 from picasse.domain.personal import Trigger
+from picasse.domain.privacy import Privacy
 from picasse.domain.values import Role
 from tests.e2e.conftest import Run, cli_runner, register_in_process
 
@@ -187,12 +191,26 @@ def test_users_are_disabled_and_enabled_again_but_a_customers_last_admin_stays(
     assert again.returncode == 1 and "not disabled" in again.stderr
 
 
-def test_customers_are_listed_whole_when_piped_and_erased_ones_only_with_all(
-    cli_env: dict[str, str],
-) -> None:
+@contextmanager
+def _accounts_and_privacy(env: dict[str, str]) -> Iterator[tuple[Accounts, Privacy]]:
+    """This process's Accounts and Privacy on the schema of `env`, for a test's set-up."""
     from picasse.runners.settings import Settings
     from picasse.runners.wiring import open_accounts, open_privacy
 
+    settings = Settings.from_environ(env)
+    assert settings.database_url is not None
+    accounts = open_accounts(settings, settings.database_url)
+    privacy = open_privacy(settings, settings.database_url)
+    try:
+        yield accounts, privacy
+    finally:
+        privacy.close()
+        accounts.close()
+
+
+def test_customers_are_listed_whole_when_piped_and_erased_ones_only_with_all(
+    cli_env: dict[str, str],
+) -> None:
     kept, gone = (
         register_in_process(
             cli_env,
@@ -204,16 +222,9 @@ def test_customers_are_listed_whole_when_piped_and_erased_ones_only_with_all(
         )
         for organisation in ("Bakkerij De Vries", "Slagerij Gesloten")
     )
-    settings = Settings.from_environ(cli_env)
-    assert settings.database_url is not None
-    accounts = open_accounts(settings, settings.database_url)
-    privacy = open_privacy(settings, settings.database_url)
-    try:
+    with _accounts_and_privacy(cli_env) as (accounts, privacy):
         accounts.terminate_customer(UUID(gone))
         privacy.erase_tenant(UUID(gone), "termination (test)")
-    finally:
-        privacy.close()
-        accounts.close()
     # Piped, as a script reads it, with no COLUMNS set: no id or name is cut short.
     piped = cli_runner({k: v for k, v in cli_env.items() if k != "COLUMNS"})
     listed = piped("customers", "list", check=True).stdout
@@ -229,19 +240,13 @@ def test_customers_are_listed_whole_when_piped_and_erased_ones_only_with_all(
 def test_values_are_printed_as_given_never_read_as_markup(cli_env: dict[str, str]) -> None:
     """Rich reads `[…]` as markup: `[/]` in a name crashed `customers show`, and every
     `[erased]` vanished from the tables."""
-    from picasse.runners.settings import Settings
-    from picasse.runners.wiring import open_accounts, open_privacy
     from tests.users import add_customer_user
 
     customer = register_in_process(
         cli_env, organisation="Acme [/] BV", contact_name="[bold]Rob[/bold]",
         email="rob@acme.example", phone="+31 6 5555 3434", billing_address="Weg [3]",
     )  # fmt: skip
-    settings = Settings.from_environ(cli_env)
-    assert settings.database_url is not None
-    accounts = open_accounts(settings, settings.database_url)
-    privacy = open_privacy(settings, settings.database_url)
-    try:
+    with _accounts_and_privacy(cli_env) as (accounts, privacy):
         for login in ("rob", "gone"):
             add_customer_user(
                 accounts, customer_id=UUID(customer), login=login, role=Role.CUSTOMER_ADMIN,
@@ -249,9 +254,6 @@ def test_values_are_printed_as_given_never_read_as_markup(cli_env: dict[str, str
             )  # fmt: skip
         gone = accounts.user_by_login("gone").id
         privacy.erase_subject(UUID(customer), f"user/{gone}", "asked", trigger=Trigger.REQUEST)
-    finally:
-        privacy.close()
-        accounts.close()
     picasse = cli_runner(cli_env)
     shown = picasse("customers", "show", customer, check=True).stdout
     assert "Acme [/] BV" in shown and "[bold]Rob[/bold]" in shown and "Weg [3]" in shown
