@@ -611,6 +611,13 @@ REFUSED_SETTINGS = {
     "APPLICATION_RECORDER_TOPIC": "the hash-chained recorder is the only recorder",
     "PROCESS_RECORDER_TOPIC": "process recorders are not supported",
 }
+# Settings the store honours at one value only: that value, and why.
+ONLY_VALUES = {
+    "ORIGINATOR_ID_TYPE": (
+        "uuid",
+        "aggregate ids are UUIDs: the hash chain, the key rows and the readers take them as such",
+    ),
+}
 REFUSED_FLAGS = {
     "POSTGRES_ENABLE_DB_FUNCTIONS": "inserting through database functions would skip"
     " writing the keys new events are sealed under",
@@ -650,6 +657,10 @@ class Factory(PostgresFactory):
         for name, why in REFUSED_FLAGS.items():
             value = self.env.get(name)
             if value and _true(value):
+                raise StoreSettingRefused(f"{name}={value} is set, but {why}: unset it")
+        for name, (only, why) in ONLY_VALUES.items():
+            value = self.env.get(name)
+            if value and value.lower() != only:
                 raise StoreSettingRefused(f"{name}={value} is set, but {why}: unset it")
 
     @property

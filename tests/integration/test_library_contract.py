@@ -53,6 +53,7 @@ REFUSED = {
     "TRANSCODER_TOPIC": "eventsourcing.persistence:JSONTranscoder",
     "APPLICATION_RECORDER_TOPIC": "eventsourcing.postgres:PostgresApplicationRecorder",
     "PROCESS_RECORDER_TOPIC": "eventsourcing.postgres:PostgresProcessRecorder",
+    "ORIGINATOR_ID_TYPE": "text",
 }
 
 
@@ -67,8 +68,11 @@ def test_a_setting_the_store_does_not_honour_is_refused_at_start_with_its_name(
     assert _tables(raw) == []  # refused before any table was made
 
 
-def test_a_setting_that_is_switched_off_is_accepted(env: dict[str, str]) -> None:
-    with Application[UUID](env={**env, "POSTGRES_ENABLE_DB_FUNCTIONS": "n"}) as app:
+def test_a_setting_that_is_switched_off_or_at_the_one_value_honoured_is_accepted(
+    env: dict[str, str],
+) -> None:
+    settings = {"POSTGRES_ENABLE_DB_FUNCTIONS": "n", "ORIGINATOR_ID_TYPE": "UUID"}
+    with Application[UUID](env={**env, **settings}) as app:
         assert app.save(Aggregate())[0].notification.id == 1
 
 
