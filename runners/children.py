@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -212,7 +213,7 @@ class FirstAdministrator:
             return f"log in at {self.settings.public_url}/login"  # https when TLS is on
         return (
             "no administrator yet; create one with: echo 'a long password' |"
-            " .venv/bin/picasse users add --login admin --role platform_admin --password-stdin"
+            f" {this_picasse()} users add --login admin --role platform_admin --password-stdin"
         )
 
     def failure(self) -> str | None:
@@ -220,6 +221,20 @@ class FirstAdministrator:
 
     def stop(self) -> None:
         pass
+
+
+def this_picasse(script: str | None = None, cwd: str | None = None) -> str:
+    """The picasse that runs now, as the user would type it where they started it:
+    `picasse` when that is the one on the PATH (or it was not started from its console
+    script), `.venv/bin/picasse` in the repository (as `make up` runs it), else its path."""
+    here = os.path.abspath(cwd if cwd is not None else os.getcwd())
+    path = os.path.normpath(os.path.join(here, script if script is not None else sys.argv[0]))
+    on_path = shutil.which("picasse")
+    if os.path.basename(path) != "picasse" or (on_path and os.path.abspath(on_path) == path):
+        return "picasse"
+    if os.path.commonpath([here, path]) == here:
+        return os.path.relpath(path, here)
+    return path
 
 
 def first_administrator(settings: Settings, endpoints: Endpoints) -> FirstAdministrator:
