@@ -88,9 +88,14 @@ class Customer(Aggregate):
         self.billing_address = billing_address
 
     def start_subscription(self, plan: str) -> None:
+        """Idempotent: the plan it already has active is no change; another plan is refused."""
         self._guard_not_terminated()
         if self.subscription is Subscription.ACTIVE:
-            raise Conflict(f"customer {self.id} already has an active subscription")
+            if plan == self.plan:
+                return
+            raise Conflict(
+                f"customer {self.id} already has an active subscription (plan {self.plan})"
+            )
         self._subscription_started(plan)
 
     class SubscriptionStarted(Aggregate.Event):

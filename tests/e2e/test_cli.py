@@ -84,6 +84,20 @@ def test_bad_input_is_refused_with_one_line_and_nothing_is_recorded(
     assert _event_count(picasse) == before
 
 
+def test_subscribing_again_is_no_change_and_another_plan_is_refused(picasse: Run) -> None:
+    customer_id = picasse(*CUSTOMER, check=True).stdout.strip()
+    picasse("customers", "subscribe", customer_id, check=True)
+    before = _event_count(picasse)
+    assert picasse("customers", "subscribe", customer_id).returncode == 0
+    assert _event_count(picasse) == before
+    other = picasse("customers", "subscribe", customer_id, "--plan", "premium")
+    assert other.returncode == 1
+    assert other.stderr == (
+        f"picasse: customer {customer_id} already has an active subscription (plan standard)\n"
+    )
+    assert _event_count(picasse) == before
+
+
 def test_an_unknown_customer_is_a_one_line_refusal(picasse: Run) -> None:
     result = picasse("customers", "show", "00000000-0000-0000-0000-00000000abcd")
     assert result.returncode == 1

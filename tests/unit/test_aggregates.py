@@ -45,11 +45,20 @@ def test_a_registered_customer_has_no_subscription_until_one_is_started() -> Non
     ]
 
 
-def test_a_second_active_subscription_is_refused() -> None:
+def test_a_second_active_subscription_on_another_plan_is_refused() -> None:
     customer = _customer()
     customer.start_subscription("standard")
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict, match="plan standard"):
         customer.start_subscription("premium")
+
+
+def test_starting_the_subscription_it_has_again_changes_nothing() -> None:
+    customer = _customer()
+    customer.start_subscription("standard")
+    customer.collect_events()
+    customer.start_subscription("standard")
+    assert customer.collect_events() == []
+    assert customer.plan == "standard"
 
 
 def test_a_terminated_customer_refuses_changes_and_a_second_termination() -> None:
