@@ -272,6 +272,15 @@ _STORED_AS_IS = (bytes, bytearray, memoryview, msgspec.msgpack.Ext)
 # Exactly these types (not subclasses) encode alike with and without `to_builtins`.
 _SCALARS = frozenset({str, int, float, bool, type(None), bytes})
 
+
+class _StoredVersion(msgspec.Struct):
+    """A stored state's class version, the rest of it skipped unread (absent: version 1)."""
+
+    class_version: int = 1
+
+
+_STORED_VERSION = msgspec.msgpack.Decoder(_StoredVersion)
+
 Transcodings = dict[type, Transcoding]
 
 
@@ -846,11 +855,12 @@ class SealingMapper(Mapper[UUID]):
 
     def _upcast(self, event_class: type, class_version: int, state: bytes) -> bytes:
         """An older version's state, brought up to date by the class's `upcast_vN_vN+1`
-        methods (as the library's mapper does); sealed values stay sealed."""
+        methods (as the library's mapper does); sealed values stay sealed. A state of the
+        current version is returned as it is, read no further than its version."""
+        if _STORED_VERSION.decode(state).class_version >= class_version:
+            return state
         raw = msgspec.msgpack.decode(state)
         from_version = raw.pop("class_version", 1)
-        if from_version >= class_version:
-            return state
         while from_version < class_version:
             getattr(event_class, f"upcast_v{from_version}_v{from_version + 1}")(raw)
             from_version += 1
