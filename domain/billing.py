@@ -126,7 +126,7 @@ def count_billable(events: Iterable[Any], month: str) -> dict[UUID, dict[CountKi
     found: dict[UUID, dict[CountKind, int]] = {}
     for e in events:
         topic = get_topic(type(e))
-        if topic == _DELIVERY_QUEUED:
+        if topic == _DELIVERY_QUEUED and e.billed:  # not Picasse's own account mail
             deliveries[e.originator_id] = (e.tenant_id, e.month, e.channel)
         for kind, source in by_topic.get(topic, ()):
             owner = _owner(e, deliveries)

@@ -235,6 +235,10 @@ class Delivery(Aggregate):
     """
 
     class Queued(Aggregate.Created):
+        """Version 2 adds `billed`: False for the mail Picasse sends about a user's account
+        or an invoice, traffic of the customer's tenant but not billed to it."""
+
+        class_version = 2
         tenant_id: UUID
         month: str
         message_id: UUID
@@ -243,6 +247,11 @@ class Delivery(Aggregate):
         to: Annotated[str, Personal("traffic", of="month")]
         not_before: datetime | None
         escalation_level: int
+        billed: bool
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["billed"] = True
 
     @event(Queued)
     def __init__(
@@ -256,6 +265,7 @@ class Delivery(Aggregate):
         to: Annotated[str, Personal("traffic", of="month")],
         not_before: datetime | None,
         escalation_level: int,
+        billed: bool = True,
     ) -> None:
         self.tenant_id = tenant_id
         self.month = month
@@ -265,6 +275,7 @@ class Delivery(Aggregate):
         self.to = to
         self.not_before = not_before
         self.escalation_level = escalation_level
+        self.billed = billed
         self.status = DeliveryStatus.QUEUED
         self.attempts = 0
         self.reason: FailureReason | None = None

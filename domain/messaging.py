@@ -598,8 +598,10 @@ class Messages(PicasseApplication):
         *,
         requested_by: UUID | None = None,
         client_ip: str | None = None,
+        billed: bool = True,
     ) -> UUID:
         """Records the request and one queued delivery per recipient; returns the message id.
+        `billed=False` only for Picasse's own mail about an account or an invoice.
 
         The same idempotency key within 24 hours returns the first message's id and
         records nothing, if the request is the same; a different one is refused
@@ -669,6 +671,7 @@ class Messages(PicasseApplication):
                 to=address,
                 not_before=not_before,
                 escalation_level=0,
+                billed=billed,
             )
             for index, address in enumerate(recipients)
         ]
@@ -698,11 +701,13 @@ class Messages(PicasseApplication):
         """Mail Picasse sends to one of a customer's users about their account (a
         set-password link). It goes the way of the customer's own mail (same pipeline,
         provider and development Maildir), under the customer's tenant, its body sealed as
-        content; requested by `PICASSE_SENDER`, so no one reads the body back (R7)."""
+        content; requested by `PICASSE_SENDER`, so no one reads the body back (R7). Not
+        billed to the customer."""
         return self.send(
             customer_id,
             SendRequest(channel="email", to=[to], body=body, subject=subject),
             requested_by=PICASSE_SENDER,
+            billed=False,
         )
 
     def _sending_customer(self, customer_id: UUID) -> None:

@@ -188,6 +188,26 @@ def test_a_run_over_a_month_of_traffic_matches_a_count_made_from_the_deliveries_
     assert len(billing.invoices(customers[0], by=STAFF)) == 1
 
 
+def test_picasse_s_own_mail_about_an_account_is_not_billed_to_the_customer(
+    accounts: Accounts, messages: Messages, billing: Billing, clock: ManualClock
+) -> None:
+    customer = _customer(accounts, "Eyelet")
+    billing.set_plan(customer, PLAN, by=STAFF)
+    own = messages.send(
+        customer, SendRequest(channel="email", to=["rcpt@example.org"], subject="S", body="Hi")
+    )
+    link = messages.send_account_mail(customer, "ann@example.org", "Set a password", "a link")
+    ids = [delivery_id(own, 0), delivery_id(link, 0)]
+    attempts = [a for a in messages.start_attempts(ids) if not isinstance(a, str)]
+    messages.record_outcomes([(a, Sent("smtp", None, True)) for a in attempts], max_attempts=3)
+    assert all(messages.repository.get(i).status.value == "delivered" for i in ids)
+    clock.set(datetime(2026, 4, 1, 12, tzinfo=UTC))
+
+    (line,) = [x for x in billing.run("2026-03", dry_run=True) if x.customer_id == customer]
+
+    assert line.counts == {CountKind.EMAILS: 1}
+
+
 def test_a_dry_run_rates_and_issues_nothing_and_an_unfinished_month_is_refused(
     accounts: Accounts, billing: Billing, clock: ManualClock
 ) -> None:

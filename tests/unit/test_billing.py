@@ -120,11 +120,15 @@ def test_counts_come_from_the_table_of_billable_sources_by_the_delivery_they_bel
                     channel=Channel.EMAIL, to="a@example.org", not_before=None, escalation_level=0)  # fmt: skip
     late = Delivery(id=uuid4(), tenant_id=other, month="2026-04", message_id=uuid4(), index=0,
                     channel=Channel.EMAIL, to="b@example.org", not_before=None, escalation_level=0)  # fmt: skip
+    account_mail = Delivery(id=uuid4(), tenant_id=customer, month="2026-03", message_id=uuid4(),
+                            index=0, channel=Channel.EMAIL, to="a@example.org", not_before=None,
+                            escalation_level=0, billed=False)  # fmt: skip
     sms.handed_over("smpp", "r1", segments=3)
     sms.deliver("smpp", "r1")  # the receipt: no second count
     mail.deliver("smtp", None)
     late.deliver("smtp", None)
-    events = [e for d in (sms, mail, late) for e in d.collect_events()]
+    account_mail.deliver("smtp", None)  # Picasse's own: not counted
+    events = [e for d in (sms, mail, late, account_mail) for e in d.collect_events()]
     events += [_conference_ended(customer, "2026-03", 42), _conference_ended(other, "2026-04", 9)]
     assert count_billable(events, "2026-03") == {
         customer: {CountKind.SMS_SEGMENTS: 3, CountKind.EMAILS: 1, CountKind.CONFERENCE_MINUTES: 42}

@@ -464,6 +464,45 @@ def test_a_failure_stored_with_a_providers_own_words_reads_back_as_the_unknown_c
     assert b"annabel" not in mapper.to_stored_event(read).state
 
 
+class DeliveryBeforeBilledFlag(Aggregate):
+    """How a delivery's queuing was stored before account mail was told apart: no `billed`."""
+
+    class Queued(Aggregate.Created):
+        tenant_id: UUID
+        month: str
+        message_id: UUID
+        index: int
+        channel: str
+        to: Annotated[str, Personal("traffic", of="month")]
+        not_before: datetime | None
+        escalation_level: int
+
+    @event(Queued)
+    def __init__(self, tenant_id: UUID, month: str, message_id: UUID, index: int, channel: str,
+                 to: Annotated[str, Personal("traffic", of="month")], not_before: datetime | None,
+                 escalation_level: int) -> None:  # fmt: skip
+        pass
+
+
+def test_a_delivery_queued_before_the_billed_flag_reads_back_as_billed() -> None:
+    from picasse.domain.messages import Delivery
+
+    mapper = SealingMapper(keys=MemoryKeyRing())
+    old = DeliveryBeforeBilledFlag(tenant_id=uuid4(), month="2026-03", message_id=uuid4(),
+                                   index=0, channel="email", to="ann@example.org",
+                                   not_before=None, escalation_level=0)  # fmt: skip
+    (queued,) = old.collect_events()
+    stored = mapper.to_stored_event(queued)
+    as_stored_then = StoredEvent(
+        stored.originator_id, stored.originator_version, get_topic(Delivery.Queued), stored.state
+    )
+
+    read = mapper.to_domain_event(as_stored_then)
+
+    assert isinstance(read, Delivery.Queued) and read.billed is True
+    assert read.to == "ann@example.org"
+
+
 class Roster(Aggregate):
     """Personal fields in a list of structs: their places differ from event to event."""
 
