@@ -407,12 +407,13 @@ def _by_hand(views: Views, stop: Stop, *, reset: bool) -> int:
 SHADOW_PREFIX = "rebuild_"  # a view being rebuilt: its tables beside the live ones
 
 
-def _rebuild(views: Views, follower: Follower, stop: Stop) -> bool:
-    """Build the view afresh from the log into shadow tables beside the live ones, a page
-    of events per transaction (the page's writes pipelined, its tracking record in the same
-    transaction: `replay_into_views`, as the audit replays), then swap them in in one
-    transaction. Readers see the old view until the swap, then the whole new one: never a
-    view part-built. False if stopped first (the shadow is dropped, the live view kept)."""
+def _rebuild(views: Views, follower: Follower, stop: Stop, upto: int | None = None) -> bool:
+    """Build the view afresh from the log (up to `upto`; None: the head now) into shadow
+    tables beside the live ones, a page of events per transaction (the page's writes
+    pipelined, its tracking record in the same transaction: `replay_into_views`, as the
+    audit replays), then swap them in in one transaction. Readers see the old view until
+    the swap, then the whole new one: never a view part-built. False if stopped first (the
+    shadow is dropped, the live view kept)."""
     projection_class, view_class = VIEWS[follower.name]
     live = follower.view
     shadow = page_batched(view_class)(
@@ -423,7 +424,7 @@ def _rebuild(views: Views, follower: Follower, stop: Stop) -> bool:
     shadow.drop()  # what a rebuild cut short left
     shadow.create_table()
     reader = views.reader
-    head = views.head()
+    head = views.head() if upto is None else upto
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
