@@ -429,6 +429,42 @@ def test_a_page_another_process_took_part_of_is_not_taken_twice(
     assert losing.position() == ids[3] and views.status.failures() == []
 
 
+def test_a_database_error_on_a_page_is_raised_to_the_caller_not_kept_as_the_view_s_failure(
+    accounts: Accounts, views: Any
+) -> None:
+    """The database failing (here a statement cancelled, as an operator or a timeout does)
+    says nothing about the event: the projector waits and tries again, the view is not
+    stopped at it."""
+    from eventsourcing.persistence import PersistenceError
+    from psycopg import sql
+
+    follower = views.followers["accounts"]
+    view = follower.view
+    _customer(accounts, 1)
+    cancelled = sql.Identifier(view.datastore.schema, "cancelled")
+    with view.datastore.transaction(commit=True) as curs:
+        curs.execute(
+            sql.SQL(
+                "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                " RAISE EXCEPTION 'cancelled' USING ERRCODE = 'query_canceled'; END $$"
+            ).format(cancelled)
+        )
+        curs.execute(
+            sql.SQL("CREATE TRIGGER cancelled BEFORE INSERT ON {} EXECUTE FUNCTION {}()").format(
+                view.t["customers"], cancelled
+            )
+        )
+    with pytest.raises(PersistenceError) as raised:
+        follower.advance()
+    assert type(raised.value).__name__ == "OperationalError"
+    assert follower.position() == 0 and follower.failure is None
+    assert views.status.failures() == []
+    with view.datastore.transaction(commit=True) as curs:
+        curs.execute(sql.SQL("DROP TRIGGER cancelled ON {}").format(view.t["customers"]))
+        curs.execute(sql.SQL("DROP FUNCTION {}()").format(cancelled))
+    assert follower.advance() is None and len(view.customers()) == 1
+
+
 def test_a_stop_request_is_seen_between_two_pages_with_progress_after_each(
     accounts: Accounts, views: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
