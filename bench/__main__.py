@@ -192,7 +192,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="events of the large customer (default %(default)s)",
     )
     parser.add_argument_group(
-        "views", "pages and list routes at 2M deliveries and 100k customers; rebuild rate"
+        "views",
+        "pages and list routes at 2M deliveries and 100k customers; the live projector's"
+        " intake on a backlog beside a rebuild's; rebuild rate beside the audit replay's",
     ).add_argument(
         "--scale",
         type=positive_number,

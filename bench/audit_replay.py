@@ -50,11 +50,11 @@ from picasse.adapters.postgres.audit import (
     ReplayReport,
     audit_replay,
     live_tracking_table,
-    page_batched,
     replay_into_views,
     view_keys,
 )
 from picasse.adapters.postgres.store import factory_of
+from picasse.adapters.postgres.views import page_batched
 from picasse.domain.aggregates import Aggregate
 from picasse.domain.customers import Contact, Customer
 from picasse.domain.messages import Channel, Delivery, Message, Priority, delivery_id, traffic_month

@@ -9,6 +9,10 @@ views are grown from it by `picasse project --rebuild` itself (`_by_hand`: the s
 build, a page of events per transaction through the projections' own code, then the
 swap). Then, against the app in this process (Litestar's TestClient, no socket):
 
+0. follow rate: log events/s of the live projector (`Follower.advance`, as `picasse
+   project` runs it) catching every view up on a backlog (the log's first FOLLOW_BACKLOG
+   events, as after `picasse project` was down), beside a rebuild of the same stretch
+   (the page-batched path), the two taking turns FOLLOW_ROUNDS times;
 1. rebuild rate: log events/s of rebuilding every view, beside `audit replay`'s replay
    rate over the same log (its decode + project into scratch views), goal ratio >= 0.5;
 2. each page's and list route's median latency (5 loads, after a warm-up), goal < 200 ms;
@@ -56,7 +60,7 @@ from picasse.domain.messages import traffic_month
 from picasse.domain.values import Role
 from picasse.runners import relay
 from picasse.runners.api import http_deps
-from picasse.runners.project import VIEWS, LogReader, Views, _by_hand, view_env
+from picasse.runners.project import VIEWS, LogReader, Views, _by_hand, _rebuild, view_env
 from picasse.runners.settings import Settings
 from picasse.runners.wiring import open_messages
 
@@ -64,6 +68,8 @@ PAGE_GOAL_MS = 200.0
 SMALL_AFTER_BIG_GOAL_MS = 50.0
 BIG_LOADS = 50
 RATE_GOAL = 0.5  # rebuild rate / audit replay rate
+FOLLOW_BACKLOG = 50_000  # log events the live projector catches up on
+FOLLOW_ROUNDS = 2  # the follower and the rebuild take turns, in the same minutes
 LOADS = 5  # timed loads of each page; the median is shown
 PASSWORD = "a long bench password"
 SCHEMA_FILE = "views-schema"  # in a kept run's data dir: the schema it left
@@ -97,6 +103,9 @@ class Results:
     rebuild_seconds: float = 0.0
     audit_events: int = 0
     audit_replay_seconds: float = 0.0
+    backlog: int = 0  # log events of the follow rate's stretch, caught up on each round
+    follow_seconds: list[float] = field(default_factory=list)  # per round
+    backlog_rebuild_seconds: list[float] = field(default_factory=list)  # per round
     pages: dict[str, float] = field(default_factory=dict)  # label: median ms
     small_after_big: float = 0.0  # ms
 
@@ -107,6 +116,16 @@ class Results:
     @property
     def audit_rate(self) -> float:
         return self.audit_events / self.audit_replay_seconds if self.audit_replay_seconds else 0.0
+
+    @property
+    def follow_rate(self) -> float:
+        seconds = sum(self.follow_seconds)
+        return self.backlog * len(self.follow_seconds) / seconds if seconds else 0.0
+
+    @property
+    def backlog_rebuild_rate(self) -> float:
+        seconds = sum(self.backlog_rebuild_seconds)
+        return self.backlog * len(self.backlog_rebuild_seconds) / seconds if seconds else 0.0
 
 
 def write_log(app: Any, config: Config, progress: Progress) -> tuple[UUID, UUID]:
@@ -200,6 +219,10 @@ def run(settings: Settings, database_url: str, config: Config, progress: Progres
             f" {config.customers:,} customers) in {results.write_seconds:.0f}s"
         )
 
+        # 0. The live projector on a backlog, beside a rebuild of the same stretch.
+        results.backlog = min(FOLLOW_BACKLOG, results.events)
+        follow_backlog(here, database_url, results, progress)
+
         # 1. The views grown by `picasse project --rebuild` of every view, and its rate
         # beside the audit's replay of the same log.
         views = Views(here, database_url)
@@ -232,6 +255,34 @@ def run(settings: Settings, database_url: str, config: Config, progress: Progres
         # 2. and 3. The pages and routes, as a platform admin, against the app here.
         results.pages, results.small_after_big = _time_pages(here, database_url, big, small)
     return results
+
+
+def follow_backlog(here: Settings, database_url: str, results: Results, progress: Progress) -> None:
+    """Each round: every view emptied and caught up on the backlog by its live follower
+    (`advance`, as `picasse project` does after being down), then rebuilt over the same
+    stretch (`_rebuild`: the page-batched path). Both leave the views at the backlog's end."""
+    upto = results.backlog
+    task = progress.add_task("follow vs rebuild (rounds)", total=FOLLOW_ROUNDS)
+    views = Views(here, database_url)
+    try:
+        for _ in range(FOLLOW_ROUNDS):
+            for follower in views.followers.values():
+                follower.view.reset()
+            started = time.perf_counter()
+            for follower in views.followers.values():
+                failure = follower.advance(upto=upto)
+                if failure is not None:
+                    raise BenchError(f"the {follower.name} view stopped: {failure}")
+            results.follow_seconds.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            for follower in views.followers.values():
+                if not _rebuild(views, follower, threading.Event(), upto=upto):
+                    raise BenchError("the rebuild stopped")
+            results.backlog_rebuild_seconds.append(time.perf_counter() - started)
+            progress.advance(task)
+    finally:
+        views.close()
+    progress.remove_task(task)
 
 
 def _time_pages(
@@ -308,6 +359,27 @@ def _verdict(met: bool, figure: str) -> str:
 
 def tables(results: Results) -> list[Table]:
     config = results.config
+    follow = Table(
+        title=(
+            f"live projector vs rebuild: every view caught up on the log's first"
+            f" {results.backlog:,} events ({len(results.follow_seconds)} rounds each, in turns)"
+        )
+    )
+    for column in ("", "seconds a round", "events/s"):
+        follow.add_column(column, justify="right" if column else "left")
+    follow.add_row(
+        "picasse project (Follower.advance)",
+        " ".join(f"{s:.1f}" for s in results.follow_seconds), f"{results.follow_rate:,.0f}",
+    )  # fmt: skip
+    follow.add_row(
+        "picasse project --rebuild (baseline)",
+        " ".join(f"{s:.1f}" for s in results.backlog_rebuild_seconds),
+        f"{results.backlog_rebuild_rate:,.0f}",
+    )  # fmt: skip
+    follow_ratio = (
+        results.follow_rate / results.backlog_rebuild_rate if results.backlog_rebuild_rate else 0.0
+    )
+    follow.add_row("ratio", "", f"{follow_ratio:.2f}")
     rebuild = Table(
         title=f"rebuild vs audit replay ({results.events:,} events in the log)",
     )
@@ -343,7 +415,7 @@ def tables(results: Results) -> list[Table]:
     )  # fmt: skip
     if config.reuse:  # no log written, no rebuild: the pages only
         return [pages]
-    return [rebuild, pages]
+    return [follow, rebuild, pages]
 
 
 def main(argv: list[str] | None = None) -> int:

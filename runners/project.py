@@ -16,20 +16,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 import psycopg
-from eventsourcing.persistence import IntegrityError, PersistenceError, Tracking
+from eventsourcing.persistence import IntegrityError, Notification, PersistenceError, Tracking
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from picasse.adapters.postgres.audit import page_batched, replay_into_views
+from picasse.adapters.postgres.audit import replay_into_views
 from picasse.adapters.postgres.notices import connection_kwargs
 from picasse.adapters.postgres.roles import RoleClaims
 from picasse.adapters.postgres.store import factory_of
@@ -42,6 +42,7 @@ from picasse.adapters.postgres.views import (
     ViewStatusTable,
     events_after,
     last_notification_in,
+    page_batched,
 )
 from picasse.domain.application import PicasseApplication
 from picasse.domain.clock import Clock
@@ -139,7 +140,13 @@ def view_env(settings: Settings, database_url: str) -> dict[str, str]:
 
 
 class Follower:
-    """One view, advanced by this process while it plays the view's role."""
+    """One view, advanced by this process while it plays the view's role.
+
+    It takes the log in a page of events at a time: the page decoded at once (its keys
+    fetched in one round trip) and the view's writes for it committed in one transaction
+    with the page's tracking records (`page_batched`, as a rebuild writes). A page that
+    cannot go in whole is taken again one event per transaction, so the view stops exactly
+    at the event it cannot take, everything before it in."""
 
     def __init__(
         self,
@@ -154,7 +161,13 @@ class Follower:
         self.name = name
         self.role = view_role(name)
         self.topics = projection_class.topics
-        self.projection = projection_class(view)
+        self.projection = projection_class(view)  # one event per transaction
+        # The same tables, written a page per transaction.
+        self.pages = projection_class(
+            page_batched(type(view))(
+                view.datastore, tracking_table_name=view.tracking_table_name, keys=view.keys
+            )
+        )
         self.view = view
         self.reader = reader
         self.status = status
@@ -196,10 +209,10 @@ class Follower:
         target = head if upto is None else upto
         position = self.position()
         while stop is None or not stop.is_set():
-            batch = self.reader.recorder.select_notifications(
+            page = self.reader.recorder.select_notifications(
                 position, BATCH, stop=target, topics=self.topics, inclusive_of_start=False
             )
-            if not batch:
+            if not page:
                 if upto is None:
                     self.drained_to = head
                 if target - position >= SETTLE_AFTER:
@@ -208,34 +221,75 @@ class Follower:
                     # overview) reads from here, not from its last event long ago.
                     self.view.insert_tracking(Tracking(self.reader.name, target))
                 return None
-            for notification in batch:
-                try:
-                    event = self.reader.mapper.to_domain_event(notification)
-                    self.projection.process_event(
-                        event, Tracking(self.reader.name, notification.id)
-                    )
-                except IntegrityError as error:
-                    # Its tracking record exists: another process took it in while this
-                    # one's claim was being lost. Carry on from where the view is.
-                    taken = self.position()
-                    if taken < notification.id:
-                        return self._failed(notification.id, error, head)
-                    position = taken
-                    break
-                except (psycopg.OperationalError, psycopg.InterfaceError):
-                    raise  # the database, not the event: the caller waits and tries again
-                except PersistenceError as error:
-                    if type(error).__name__ in ("OperationalError", "InterfaceError"):
-                        raise
-                    return self._failed(notification.id, error, head)
-                except Exception as error:
-                    return self._failed(notification.id, error, head)
-                position = notification.id
+            if self._took_page(page):
+                position = page[-1].id
                 if self.failure is not None:
                     self._recovered()
+            else:
+                taken = self.position()
+                if taken >= page[0].id:
+                    # Another process took (some of) it in while this one's claim was being
+                    # lost. Carry on from where the view is.
+                    position = taken
+                else:
+                    position, failure = self._one_by_one(page, head)
+                    if failure is not None:
+                        return failure
             if progress is not None:
                 progress(position)
         return None
+
+    def _took_page(self, page: Sequence[Notification]) -> bool:
+        """Take the page in one transaction; False if it did not go in (nothing of it did)."""
+        view = self.pages.view
+        try:
+            events = _decode_page(self.reader.mapper, page)
+            for notification, event in zip(page, events, strict=True):
+                self.pages.process_event(event, Tracking(self.reader.name, notification.id))
+            view.flush()
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            view.discard()
+            raise  # the database, not the event: the caller waits and tries again
+        except PersistenceError as error:
+            view.discard()
+            if type(error).__name__ in ("OperationalError", "InterfaceError"):
+                raise
+            return False
+        except Exception:
+            view.discard()
+            return False
+        return True
+
+    def _one_by_one(
+        self, page: Sequence[Notification], head: int
+    ) -> tuple[int, ViewFailure | None]:
+        """Take the page an event per transaction, up to an event the view cannot take:
+        the position reached, and the failure there (None: the page went in, or another
+        process took part of it in)."""
+        position = page[0].id - 1
+        for notification in page:
+            try:
+                event = self.reader.mapper.to_domain_event(notification)
+                self.projection.process_event(event, Tracking(self.reader.name, notification.id))
+            except IntegrityError as error:
+                # Its tracking record exists: another process took it in while this one's
+                # claim was being lost. Carry on from where the view is.
+                taken = self.position()
+                if taken < notification.id:
+                    return position, self._failed(notification.id, error, head)
+                return taken, None
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                raise  # the database, not the event: the caller waits and tries again
+            except PersistenceError as error:
+                if type(error).__name__ in ("OperationalError", "InterfaceError"):
+                    raise
+                return position, self._failed(notification.id, error, head)
+            except Exception as error:
+                return position, self._failed(notification.id, error, head)
+            position = notification.id
+            if self.failure is not None:
+                self._recovered()
+        return position, None
 
     def _failed(self, notification_id: int, error: BaseException, head: int) -> ViewFailure:
         now = self.clock.now()
@@ -269,6 +323,15 @@ class Follower:
         self.status.cleared(self.name)
         self.failure = None
         self.retry_at = None
+
+
+def _decode_page(mapper: Any, page: Sequence[Notification]) -> list[Any]:
+    """The page's events, its keys fetched in one round trip (our sealing mapper's
+    `to_domain_events`; a plain mapper decodes one at a time)."""
+    decode_page = getattr(mapper, "to_domain_events", None)
+    if decode_page is None:
+        return [mapper.to_domain_event(notification) for notification in page]
+    return list(decode_page(page))
 
 
 class Views:
@@ -407,12 +470,13 @@ def _by_hand(views: Views, stop: Stop, *, reset: bool) -> int:
 SHADOW_PREFIX = "rebuild_"  # a view being rebuilt: its tables beside the live ones
 
 
-def _rebuild(views: Views, follower: Follower, stop: Stop) -> bool:
-    """Build the view afresh from the log into shadow tables beside the live ones, a page
-    of events per transaction (the page's writes pipelined, its tracking record in the same
-    transaction: `replay_into_views`, as the audit replays), then swap them in in one
-    transaction. Readers see the old view until the swap, then the whole new one: never a
-    view part-built. False if stopped first (the shadow is dropped, the live view kept)."""
+def _rebuild(views: Views, follower: Follower, stop: Stop, upto: int | None = None) -> bool:
+    """Build the view afresh from the log (up to `upto`; None: the head now) into shadow
+    tables beside the live ones, a page of events per transaction (the page's writes
+    pipelined, its tracking record in the same transaction: `replay_into_views`, as the
+    audit replays), then swap them in in one transaction. Readers see the old view until
+    the swap, then the whole new one: never a view part-built. False if stopped first (the
+    shadow is dropped, the live view kept)."""
     projection_class, view_class = VIEWS[follower.name]
     live = follower.view
     shadow = page_batched(view_class)(
@@ -423,7 +487,7 @@ def _rebuild(views: Views, follower: Follower, stop: Stop) -> bool:
     shadow.drop()  # what a rebuild cut short left
     shadow.create_table()
     reader = views.reader
-    head = views.head()
+    head = views.head() if upto is None else upto
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

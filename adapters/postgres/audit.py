@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID, uuid4
 
 import msgspec
@@ -20,6 +20,7 @@ from psycopg.rows import tuple_row
 
 from picasse.adapters.postgres.chain import GENESIS, chain_hash
 from picasse.adapters.postgres.notices import connection_kwargs
+from picasse.adapters.postgres.views import PageBatching, page_batched
 from picasse.domain.personal import required_view_columns, sealed_view_columns
 
 
@@ -194,72 +195,6 @@ class ReplayReport(msgspec.Struct, frozen=True):
 # Replaying
 
 
-class _PageBatching:
-    """Mixed into a scratch view: its writes for one page of events commit in one
-    transaction with the page's tracking record. The SQL is the view's own, run in the same
-    order, so the rows are those the live view writes one event at a time."""
-
-    datastore: PostgresDatastore
-    t: dict[str, sql.Identifier]
-
-    if TYPE_CHECKING:  # the view's own, from the library's tracking recorder
-
-        def _insert_tracking(self, curs: Any, tracking: Tracking) -> None: ...
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._batch: list[tuple[str | list[str] | list[sql.Composed], Any]] = []
-        self._tracked: Tracking | None = None
-        self._composed: dict[str, bytes] = {}
-
-    def _write(
-        self, tracking: Tracking, statements: str | list[str] | list[sql.Composed], params: Any
-    ) -> None:
-        self._batch.append((statements, params))
-        self._track(tracking)
-
-    def insert_tracking(self, tracking: Tracking) -> None:
-        self._track(tracking)
-
-    def _track(self, tracking: Tracking) -> None:
-        if self._tracked is None or tracking.notification_id > self._tracked.notification_id:
-            self._tracked = tracking
-
-    def taken(self) -> Callable[[], None] | None:
-        """The page's writes, taken out of the view: a call that commits them in one
-        transaction (from any thread; pages must be committed in their order)."""
-        if self._tracked is None:
-            return None
-        batch, tracked = self._batch, self._tracked
-        self._batch, self._tracked = [], None
-        return lambda: self._commit(batch, tracked)
-
-    def flush(self) -> None:
-        """Commit the page's writes now."""
-        commit = self.taken()
-        if commit is not None:
-            commit()
-
-    def _commit(
-        self, batch: list[tuple[str | list[str] | list[sql.Composed], Any]], tracked: Tracking
-    ) -> None:
-        composed = self._composed
-        with self.datastore.transaction(commit=True) as curs:
-            with curs.connection.pipeline():
-                # The page's statements go out without waiting for each one's reply.
-                for statements, params in batch:
-                    for statement in [statements] if isinstance(statements, str) else statements:
-                        if isinstance(statement, sql.Composable):  # an erasure's purge
-                            curs.execute(statement, params)
-                            continue
-                        query = composed.get(statement)
-                        if query is None:  # rendered once: psycopg caches its parse of bytes
-                            query = sql.SQL(statement).format(**self.t).as_bytes(curs)
-                            composed[statement] = query
-                        curs.execute(query, params)
-            self._insert_tracking(curs, tracked)
-
-
 class _Committer:
     """Commits each page's writes in a thread of its own while the caller reads, decodes
     and projects the next page: PostgreSQL executes one page while Python works on the
@@ -301,13 +236,6 @@ def view_keys(view_class: type[Any], keys: Any) -> dict[str, Any]:
     return {"keys": keys} if hasattr(view_class, "_sealed") else {}
 
 
-def page_batched(view_class: type[Any]) -> type[Any]:
-    """The view class, its writes committed a page of events at a time by `replay_into_views`."""
-    if not hasattr(view_class, "_write"):
-        return view_class  # not built on our views' plumbing: it commits event by event
-    return type(f"Scratch{view_class.__name__}", (_PageBatching, view_class), {})
-
-
 def replay_into_views(
     recorder: Any,
     mapper: Any,
@@ -334,7 +262,7 @@ def replay_into_views(
     stop = max((last for _, _, last, _ in plans), default=0)
     topics = sorted({t for *_, of in plans for t in of}) if only_topics else []
     total = _events_between(recorder, start, stop, topics)
-    batched = [p.view for p, _ in targets.values() if isinstance(p.view, _PageBatching)]
+    batched = [p.view for p, _ in targets.values() if isinstance(p.view, PageBatching)]
     decode_page = getattr(mapper, "to_domain_events", None)
     erased_count = mapper.erased_count
     events = applied = erased = 0

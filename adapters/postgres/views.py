@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import msgspec
@@ -282,6 +283,98 @@ class _View(TrackingTable):
                 ),
                 (self.table_migration_identifier,),
             )
+
+
+class PageBatching:
+    """Mixed into a view (`page_batched`): its writes for a page of events commit in one
+    transaction with the page's tracking records, when its driver says (`flush`, or
+    `taken` to commit elsewhere). The SQL is the view's own, run in the same order, so the
+    rows are those the view writes one event at a time. The live projector, a rebuild and
+    the audit's replay drive views this way.
+
+    The page's first tracking record goes in before its last: the tracking table takes a
+    record only past the one it holds, so a page any of whose events another process has
+    taken in (a projector whose claim was being lost: events are taken in their order, so
+    it took the first) is refused whole, with IntegrityError, as one event would be."""
+
+    datastore: PostgresDatastore
+    t: dict[str, sql.Identifier]
+
+    if TYPE_CHECKING:  # the view's own, from the library's tracking recorder
+
+        def _insert_tracking(self, curs: Any, tracking: Tracking) -> None: ...
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batch: list[tuple[str | list[str] | list[sql.Composed], Any]] = []
+        self._first: Tracking | None = None
+        self._tracked: Tracking | None = None
+        self._composed: dict[str, bytes] = {}
+
+    def _write(
+        self, tracking: Tracking, statements: str | list[str] | list[sql.Composed], params: Any
+    ) -> None:
+        self._batch.append((statements, params))
+        self._track(tracking)
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        self._track(tracking)
+
+    def _track(self, tracking: Tracking) -> None:
+        if self._tracked is None or tracking.notification_id > self._tracked.notification_id:
+            self._tracked = tracking
+        if self._first is None or tracking.notification_id < self._first.notification_id:
+            self._first = tracking
+
+    def taken(self) -> Callable[[], None] | None:
+        """The page's writes, taken out of the view: a call that commits them in one
+        transaction (from any thread; pages must be committed in their order)."""
+        if self._tracked is None or self._first is None:
+            return None
+        batch, first, tracked = self._batch, self._first, self._tracked
+        self.discard()
+        return lambda: self._commit(batch, first, tracked)
+
+    def flush(self) -> None:
+        """Commit the page's writes now."""
+        commit = self.taken()
+        if commit is not None:
+            commit()
+
+    def discard(self) -> None:
+        """Forget the page's writes (a page that failed on the way)."""
+        self._batch, self._first, self._tracked = [], None, None
+
+    def _commit(
+        self,
+        batch: list[tuple[str | list[str] | list[sql.Composed], Any]],
+        first: Tracking,
+        tracked: Tracking,
+    ) -> None:
+        composed = self._composed
+        with self.datastore.transaction(commit=True) as curs:
+            with curs.connection.pipeline():
+                # The page's statements go out without waiting for each one's reply.
+                for statements, params in batch:
+                    for statement in [statements] if isinstance(statements, str) else statements:
+                        if isinstance(statement, sql.Composable):  # an erasure's purge
+                            curs.execute(statement, params)
+                            continue
+                        query = composed.get(statement)
+                        if query is None:  # rendered once: psycopg caches its parse of bytes
+                            query = sql.SQL(statement).format(**self.t).as_bytes(curs)
+                            composed[statement] = query
+                        curs.execute(query, params)
+            if first.notification_id < tracked.notification_id:
+                self._insert_tracking(curs, first)
+            self._insert_tracking(curs, tracked)
+
+
+def page_batched(view_class: type[Any]) -> type[Any]:
+    """The view class, its writes committed a page of events at a time (`PageBatching`)."""
+    if not hasattr(view_class, "_write"):
+        return view_class  # not built on our views' plumbing: it commits event by event
+    return type(f"PageBatched{view_class.__name__}", (PageBatching, view_class), {})
 
 
 class PostgresAccountsView(_View, AccountsView):

@@ -159,6 +159,54 @@ def test_two_projectors_one_advances_each_view_and_the_other_takes_over_after_a_
         assert "Failed to record tracking" not in projector.stderr()
 
 
+def test_a_projector_killed_while_catching_up_leaves_whole_pages_and_the_next_goes_on(
+    projectors: Callable[[], Projector], accounts: Accounts, views: Views, settings: Settings,
+    database_url: str,
+) -> None:  # fmt: skip
+    """A page of events goes into a view in one transaction with its position: a SIGKILL
+    leaves the view at the end of a page, holding the rows of exactly the events up to
+    there; the next projector goes on from there and takes nothing twice."""
+    from picasse.domain.customers import Contact, Customer
+    from picasse.domain.values import EmailAddress, PhoneNumber
+    from picasse.runners.project import BATCH
+
+    backlog = [
+        Customer(
+            organisation=f"Backlogco {n}",
+            contact=Contact(
+                name=f"Bea Backlog {n}",
+                email=EmailAddress.parse(f"bea{n}@backlog.example"),
+                phone=PhoneNumber.parse(f"+31 6 3333 {n:04d}"),
+            ),
+            billing_address=f"Gracht {n}, Gouda",
+        )
+        for n in range(BATCH * 12)
+    ]
+    accounts.save(*backlog)  # as a projector that was down finds it
+    follower = views.followers["accounts"]
+    ids = [
+        n.id
+        for n in views.reader.recorder.select_notifications(
+            0, len(backlog), topics=follower.topics, inclusive_of_start=False
+        )
+    ]
+    first = projectors()
+    _until(lambda: follower.position() > 0, "the first projector takes a page in", timeout=60)
+    first.process.kill()
+    first.process.wait()
+    position = follower.position()
+    assert position in ids[BATCH - 1 :: BATCH] and position < ids[-1]  # a page's end
+    taken = ids.index(position) + 1
+    assert len(follower.view.customers()) == taken  # the rows of those events, all of them
+    assert follower.view.customer_counts() == {"registered": taken}
+
+    second = projectors()
+    LiveViews(views).catch_up(timeout=60)
+    assert {row.id for row in follower.view.customers()} == {c.id for c in backlog}
+    assert follower.view.customer_counts() == {"registered": len(backlog)}
+    assert "Failed to record tracking" not in second.stderr()
+
+
 def test_a_command_beside_a_running_projector_waits_for_it_instead_of_writing(
     projectors: Callable[[], Projector], accounts: Accounts, views: Views, settings: Settings,
     database_url: str,

@@ -297,6 +297,212 @@ def test_a_stopped_view_retries_with_a_back_off_on_the_clock(
     assert views.status.failures()[0].attempts == 4
 
 
+def _register(accounts: Accounts, n: int) -> UUID:
+    return accounts.register_customer(
+        organisation=f"Viewco {n}", contact_name=f"Vera Viewer {n}", email=f"vera{n}@viewco.example",
+        phone=f"+31 6 1111 22{n:02d}", billing_address=f"Laan {n}, Leiden",
+    )  # fmt: skip
+
+
+def _xmins(view: Any, table: str, where: str = "true") -> set[str]:
+    """The transactions that last wrote these rows of one of the view's tables."""
+    from psycopg import sql
+
+    with view.datastore.get_connection() as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT xmin::text AS x FROM {} WHERE {}").format(view.t[table], sql.SQL(where))
+        ).fetchall()
+    return {row["x"] for row in rows}
+
+
+def _tracking_xmin(view: Any) -> str:
+    from psycopg import sql
+
+    with view.datastore.get_connection() as conn:
+        row = conn.execute(
+            sql.SQL("SELECT xmin::text AS x FROM {} WHERE application_name <> %s").format(
+                sql.Identifier(view.datastore.schema, view.tracking_table_name)
+            ),
+            (view.table_migration_identifier,),
+        ).fetchone()
+    assert row is not None
+    return str(row["x"])
+
+
+def _topic_ids(follower: Any) -> list[int]:
+    """The log positions of the follower's view's events, in order."""
+    page = follower.reader.recorder.select_notifications(
+        0, 1000, topics=follower.topics, inclusive_of_start=False
+    )
+    return [notification.id for notification in page]
+
+
+def test_a_page_of_events_goes_into_a_view_in_one_transaction_with_its_position(
+    accounts: Accounts, messages: Messages, views: Any
+) -> None:
+    customer = _customer(accounts)
+    for _ in range(3):
+        _traffic(messages, customer)
+    traffic = views.followers["traffic"]
+    assert traffic.advance() is None
+    view = traffic.view
+    written = _xmins(view, "messages") | _xmins(view, "deliveries") | _xmins(view, "daily")
+    assert len(written) == 1  # every row of the page: one transaction
+    assert written == {_tracking_xmin(view)}  # and the view's position with them
+    assert len(view.traffic(customer, *_window())) == 6
+
+
+def test_a_page_the_view_cannot_take_whole_is_taken_up_to_the_event_it_cannot_take(
+    accounts: Accounts, views: Any
+) -> None:
+    """The events before it in its page go in, it and those after it do not; once it can
+    be taken (the cause gone), the view takes it and goes on by itself."""
+    from psycopg import sql
+
+    follower = views.followers["accounts"]
+    view = follower.view
+    with view.datastore.transaction(commit=True) as curs:  # a cause the test can take away
+        curs.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT no_gold CHECK (plan <> 'gold')").format(
+                view.t["customers"]
+            )
+        )
+    first = _customer(accounts, 1)
+    second = _register(accounts, 2)
+    accounts.start_subscription(second, plan="gold")
+    bad_event = views.head()
+    third = _customer(accounts, 3)
+    assert len(_topic_ids(follower)) < 200  # one page
+
+    stopped = follower.advance()
+    assert stopped is not None and stopped.failing_at == bad_event
+    assert follower.position() == bad_event - 1
+    assert views.status.failures() == [stopped]
+    assert [row.id for row in view.customers()] == [first, second]
+    assert view.customer_counts() == {"active": 1, "registered": 1}
+
+    with view.datastore.transaction(commit=True) as curs:
+        curs.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT no_gold").format(view.t["customers"]))
+    assert follower.advance() is None
+    assert follower.failure is None and views.status.failures() == []
+    assert [row.id for row in view.customers()] == [first, second, third]
+    assert view.customer_counts() == {"active": 3}
+    assert follower.position() == _topic_ids(follower)[-1]
+
+
+def test_a_page_another_process_took_part_of_is_not_taken_twice(
+    accounts: Accounts, here: Settings, database_url: str, views: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Two projectors on one view (the first's claim being lost): the second has read its
+    position before the first took in the first event of its next page. That page is
+    refused whole and the second carries on from where the view is."""
+    from picasse.runners import project
+    from picasse.runners.project import Views
+
+    monkeypatch.setattr(project, "BATCH", 2)
+    one, two = _register(accounts, 1), _register(accounts, 2)
+    accounts.start_subscription(one)
+    accounts.start_subscription(two)
+    losing = views.followers["accounts"]
+    ids = _topic_ids(losing)
+    assert len(ids) == 4
+    other = Views(here, database_url)
+    try:
+        taking = other.followers["accounts"]
+        seen: list[int] = []
+
+        def meanwhile(position: int) -> None:
+            if not seen:  # after its first page, the other takes the next page's first event
+                assert taking.advance(upto=ids[2]) is None
+            seen.append(position)
+
+        assert losing.advance(progress=meanwhile) is None
+    finally:
+        other.close()
+    assert seen == [ids[1], ids[2], ids[3]]  # carried on from the other's position
+    view = losing.view
+    # `one`'s subscription (ids[2]) was written by the other process alone: had the page
+    # gone in, its row would have been written again, in `two`'s transaction.
+    assert _xmins(view, "customers", f"id = '{one}'") != _xmins(view, "customers", f"id = '{two}'")
+    assert view.customer_counts() == {"active": 2}
+    assert losing.position() == ids[3] and views.status.failures() == []
+
+
+def test_a_database_error_on_a_page_is_raised_to_the_caller_not_kept_as_the_view_s_failure(
+    accounts: Accounts, views: Any
+) -> None:
+    """The database failing (here a statement cancelled, as an operator or a timeout does)
+    says nothing about the event: the projector waits and tries again, the view is not
+    stopped at it."""
+    from eventsourcing.persistence import PersistenceError
+    from psycopg import sql
+
+    follower = views.followers["accounts"]
+    view = follower.view
+    _customer(accounts, 1)
+    cancelled = sql.Identifier(view.datastore.schema, "cancelled")
+    with view.datastore.transaction(commit=True) as curs:
+        curs.execute(
+            sql.SQL(
+                "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                " RAISE EXCEPTION 'cancelled' USING ERRCODE = 'query_canceled'; END $$"
+            ).format(cancelled)
+        )
+        curs.execute(
+            sql.SQL("CREATE TRIGGER cancelled BEFORE INSERT ON {} EXECUTE FUNCTION {}()").format(
+                view.t["customers"], cancelled
+            )
+        )
+    with pytest.raises(PersistenceError) as raised:
+        follower.advance()
+    assert type(raised.value).__name__ == "OperationalError"
+    assert follower.position() == 0 and follower.failure is None
+    assert views.status.failures() == []
+    with view.datastore.transaction(commit=True) as curs:
+        curs.execute(sql.SQL("DROP TRIGGER cancelled ON {}").format(view.t["customers"]))
+        curs.execute(sql.SQL("DROP FUNCTION {}()").format(cancelled))
+    assert follower.advance() is None and len(view.customers()) == 1
+
+
+def test_a_stop_request_is_seen_between_two_pages_with_progress_after_each(
+    accounts: Accounts, views: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from picasse.runners import project
+
+    monkeypatch.setattr(project, "BATCH", 2)
+    for n in range(3):
+        _customer(accounts, n)
+    follower = views.followers["accounts"]
+    ids = _topic_ids(follower)
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def stop_after_one(position: int) -> None:
+        seen.append(position)
+        stop.set()
+
+    assert follower.advance(stop=stop, progress=stop_after_one) is None
+    assert seen == [ids[1]] and follower.position() == ids[1]
+    assert follower.advance(progress=seen.append) is None
+    assert seen == [ids[1], ids[3], ids[5]] and follower.position() == ids[5]
+
+
+def test_a_view_with_none_of_its_events_in_a_long_stretch_records_the_position_it_is_at(
+    accounts: Accounts, views: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from picasse.runners import project
+
+    invoices = views.followers["invoices"]  # no invoice in this log
+    _customer(accounts, 1)
+    monkeypatch.setattr(project, "SETTLE_AFTER", views.head() + 1)
+    assert invoices.advance() is None and invoices.position() == 0  # not long enough yet
+    _customer(accounts, 2)
+    assert invoices.advance() is None and invoices.position() == views.head()
+
+
 def test_catching_up_on_a_stopped_view_fails_at_once_naming_the_view(
     accounts: Accounts, views: Any
 ) -> None:
