@@ -64,8 +64,11 @@ SEALED_WITH = 3  # another field of that group: the key id; its value is in the 
 NONCE_SIZE = 12
 KEY_ID_SIZE = 16
 # Events a replay's page is decoded in at a time, the keys of each part fetched while the
-# part before it is built (`SealingMapper.to_domain_events`); shorter pages go whole.
-OVERLAPPED_PART = 500
+# part before it is built (`SealingMapper.to_domain_events`); pages shorter than two parts
+# go whole, their keys in one query. A page of 1,000 (the bench's replay; the audit reads
+# 250) goes whole: on a 2-core machine loaded by other work, its two overlapped key
+# queries cost more than the wait they hid (docs/architecture.md, the store section).
+OVERLAPPED_PART = 1000
 
 
 class SubjectKey(msgspec.Struct, frozen=True, gc=False):

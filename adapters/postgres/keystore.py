@@ -180,12 +180,6 @@ def _unwrap(wrapping: AESGCM, wrapped: bytes, aad: bytes) -> bytes:
     return wrapping.decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], aad)
 
 
-def _raw_uuid_array(values: Iterable[bytes]) -> str:
-    """A uuid[] literal, sent as text and cast by the server, of uuids given as their 16
-    bytes (key ids are kept as bytes, never as UUIDs): 32 hex digits each."""
-    return "{" + ",".join([value.hex() for value in values]) + "}"
-
-
 def _tenant_aad(tenant_id: bytes, key_id: bytes, epoch_id: UUID | None) -> bytes:
     """Binds a wrapped tenant key to its tenant, its id and the epoch wrapping it (ids as
     their 16 bytes, which the key look-ups read without making UUID objects)."""
@@ -845,7 +839,7 @@ class PostgresKeyStore:
             pipeline.__enter__()
             failing.push(pipeline)
             curs = conn.cursor(row_factory=tuple_row, binary=True)
-            curs.execute(self._load_statement, (_raw_uuid_array(wanted),), prepare=True)
+            curs.execute(self._load_statement, (arrays.raw_uuid_array(wanted),), prepare=True)
             failing.pop_all()
         loading = _Loading(self, held, pipeline, curs, wanted, generation)
         self._local.loading = loading
@@ -872,7 +866,7 @@ class PostgresKeyStore:
         with self.datastore.get_connection() as conn:  # autocommit: one round trip
             columns = (
                 conn.cursor(row_factory=tuple_row, binary=True)
-                .execute(self._load_statement, (_raw_uuid_array(wanted),), prepare=True)
+                .execute(self._load_statement, (arrays.raw_uuid_array(wanted),), prepare=True)
                 .fetchone()
             )
         return self._unwrap_loaded(columns, wanted, generation)
@@ -946,9 +940,10 @@ class PostgresKeyStore:
     def _composed_load_statement(self) -> bytes:
         """`_load_once`'s statement, composed once. Binary both ways: a replay's page asks
         for hundreds of keys, and text uuids and hex bytea, parsed on either side, cost
-        more than the query. The ids go as one array literal of hex text, which the server
-        casts (psycopg's dumper of a list of strings cost more than building it), and come
-        back as their 16 bytes: a UUID object each, made only to be sent or to be turned back
+        more than the query. The ids go as one uuid[] in its binary form, built from their
+        16 bytes (`arrays.raw_uuid_array`: psycopg's list dumper cost more than building it,
+        and the text of an array literal cost the server a fifth of the query to parse:
+        1.21 → 0.97 ms of its CPU for 250 keys of 125 tenants), and come back as their 16 bytes: a UUID object each, made only to be sent or to be turned back
         into bytes, cost more than the query and kept the garbage collector busy. The keys
         come as one row of columns (arrays, in one order per table: the aggregates of one
         query read its rows in one order), not a tuple a key for the collector to count.
@@ -957,7 +952,7 @@ class PostgresKeyStore:
         t = self._t
         statement = sql.SQL(
             "WITH s AS MATERIALIZED (SELECT key_id, subject, wrapped, tenant_id FROM {subjects}"
-            "  WHERE key_id = ANY(%b::text::uuid[]))"
+            "  WHERE key_id = ANY(%b::uuid[]))"
             " SELECT * FROM (SELECT array_agg(uuid_send(tenant_id)), array_agg(uuid_send(key_id)),"
             "  array_agg(wrapped), array_agg(uuid_send(epoch_id)) FROM {tenants}"
             "  WHERE tenant_id = ANY(ARRAY(SELECT DISTINCT tenant_id FROM s))) t,"

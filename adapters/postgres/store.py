@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, SafeUUID
 
+import psycopg
 from eventsourcing.application import Application
 from eventsourcing.persistence import (
     EventStore,
@@ -35,6 +36,8 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.utils import Environment, retry, strtobool
 from psycopg import Error as DatabaseError
 from psycopg import sql
+from psycopg.abc import Loader
+from psycopg.pq import Format
 from psycopg.rows import tuple_row
 
 from picasse.adapters.crypto import SealingMapper
@@ -253,6 +256,9 @@ class ChainedRecorder(PostgresApplicationRecorder):
         )
         with self.datastore.get_connection() as conn:
             curs = conn.cursor(row_factory=tuple_row, binary=True)
+            # The originator id as its 16 bytes (`_notifications` makes one UUID an
+            # aggregate): a binary uuid is those bytes, read as bytea's are.
+            curs.adapters.register_loader("uuid", _BYTES_LOADER)
             curs.execute(statement, params, prepare=True)
             return _notifications(curs.fetchall())
 
@@ -286,10 +292,12 @@ class ChainedRecorder(PostgresApplicationRecorder):
             params.append(list(topics))
         params.append(limit)
         statement = sql.SQL(
-            # The originator id as its 16 bytes (`_notifications`); the cast does nothing
-            # to a uuid column and reads a text one's ids (POSTGRES_ORIGINATOR_ID_TYPE=text),
-            # which the mapper could only open as UUIDs anyway.
-            "SELECT notification_id, uuid_send(originator_id::uuid), originator_version, topic,"
+            # The originator id as a uuid, read as its 16 bytes (`select_notifications`):
+            # the cast does nothing to a uuid column and reads a text one's ids
+            # (POSTGRES_ORIGINATOR_ID_TYPE=text), which the mapper could only open as UUIDs
+            # anyway. (Not `uuid_send(...)` as bytea: that cost the server a quarter of the
+            # selection, 1.08 → 0.81 µs of its CPU an event, for the same 16 bytes.)
+            "SELECT notification_id, originator_id::uuid, originator_version, topic,"
             " state FROM {}.{}{} ORDER BY notification_id LIMIT %s"
         ).format(
             sql.Identifier(self.datastore.schema),
@@ -453,6 +461,17 @@ class ChainedRecorder(PostgresApplicationRecorder):
             self._lock_table(curs)
         # Keys created while sealing these events commit with them, or not at all.
         self.keys.write_pending(curs)
+
+
+def _bytes_loader() -> type[Loader]:
+    """bytea's binary loader (psycopg's C one where installed): a value's bytes as they are."""
+    loader = psycopg.adapters.get_loader(psycopg.adapters.types["bytea"].oid, Format.BINARY)
+    if loader is None:
+        raise TypeError("psycopg has no binary loader for bytea")
+    return loader
+
+
+_BYTES_LOADER = _bytes_loader()
 
 
 def _notifications(rows: Sequence[tuple[int, bytes, int, str, bytes]]) -> list[Notification]:

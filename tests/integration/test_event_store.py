@@ -529,3 +529,102 @@ def test_a_tenants_destruction_heard_of_drops_the_keys_a_replay_cached_of_that_t
     assert any(key.tenant_id == second for key in kept)
     assert keys.subject_key(second, f"contact/{second}") is not None
     assert not any(slot.startswith(first.bytes) for slot in keys._by_subject)
+
+
+def _pages_split_before(store: Accounts, aggregate: UUID) -> tuple[list[Any], int]:
+    """The log's first page, up to the first event of `aggregate`, and where the next starts."""
+    everything = list(store.recorder.select_notifications(start=1, limit=1000))
+    split = next(n.id for n in everything if n.originator_id == aggregate)
+    return list(store.recorder.select_notifications(start=1, limit=split - 1)), split
+
+
+def _names_of(contacts: list[Contact]) -> list[object]:
+    """Each contact's name as it reads (ERASED once its key is gone)."""
+    return [contact.name for contact in contacts]
+
+
+def _contacts_of(events: list[Any], customer: UUID) -> list[Contact]:
+    return [
+        e.contact
+        for e in events
+        if e.originator_id == customer
+        and isinstance(e, (Customer.Registered, Customer.ContactChanged))
+    ]
+
+
+def test_a_key_destroyed_between_two_pages_of_a_replay_reads_as_erased_on_the_next_page(
+    accounts: Accounts, open_store: Callable[[], Accounts]
+) -> None:
+    first, second, *_ = _register_everyone(accounts)
+    accounts.change_contact(first, contact_name="Latername Person")  # on the second page
+    replaying = open_store()
+    page, split = _pages_split_before(replaying, second)
+    opened = _mapper(replaying).to_domain_events(page)
+    assert [c.name for c in _contacts_of(opened, first)] == ["Contactperson0 Vandermeer"]
+    # The replaying process's own key store destroys it (a shredder shares it): the key it
+    # loaded for the first page is not used for the next.
+    factory_of(replaying).keys.destroy_subject_key(first, f"contact/{first}")
+    rest = replaying.recorder.select_notifications(start=split, limit=1000)
+    opened = _mapper(replaying).to_domain_events(rest)
+    assert _names_of(_contacts_of(opened, first)) == [ERASED]
+    assert _names_of(_contacts_of(opened, second)) == ["Contactperson1 Vandermeer"]
+
+
+def test_a_key_another_store_destroys_between_two_pages_reads_as_erased_once_heard_of(
+    accounts: Accounts, open_store: Callable[[], Accounts]
+) -> None:
+    first, second, *_ = _register_everyone(accounts)
+    accounts.change_contact(first, contact_name="Latername Person")
+    replaying = open_store()
+    page, split = _pages_split_before(replaying, second)
+    _mapper(replaying).to_domain_events(page)  # first's contact key now cached there
+    factory_of(accounts).keys.destroy_subject_key(first, f"contact/{first}")
+
+    def next_page() -> list[Contact]:
+        rest = replaying.recorder.select_notifications(start=split, limit=1000)
+        return _contacts_of(_mapper(replaying).to_domain_events(rest), first)
+
+    # The notice crosses the server: poll for the state it brings, as a reader would.
+    deadline = time.monotonic() + 5
+    contacts = next_page()
+    while _names_of(contacts) != [ERASED] and time.monotonic() < deadline:
+        time.sleep(0.02)
+        contacts = next_page()
+    assert _names_of(contacts) == [ERASED]
+
+
+def test_a_page_of_many_tenants_across_epochs_opens_in_parts_as_event_by_event(
+    accounts: Accounts, open_store: Callable[[], Accounts], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tenants registered before and after two replacements of the wrapping keys (each
+    erasure replaces the epoch), one of them erased whole and one subject of another: each
+    part's key query brings keys of many tenants, and every value opens, or reads as
+    erased, exactly as opening the events one by one does."""
+    keys = factory_of(accounts).keys
+    early = [accounts.register_customer(**_person_of(i)) for i in range(12)]
+    keys.destroy_subject_key(early[0], f"contact/{early[0]}")
+    middle = [accounts.register_customer(**_person_of(i)) for i in range(12, 24)]
+    keys.destroy_tenant_keys(middle[0])
+    late = [accounts.register_customer(**_person_of(i)) for i in range(24, 36)]
+    for customer in early + middle[1:] + late:  # an erased tenant records nothing personal
+        accounts.change_contact(customer, billing_address="Laterstreet 1, Deventer")
+    page = list(accounts.recorder.select_notifications(start=1, limit=1000))
+    expected = _opened_one_by_one(open_store(), page)
+    monkeypatch.setattr(crypto, "OVERLAPPED_PART", 16)  # parts of 16 events, about 8 tenants
+    opened = [vars(event) for event in _mapper(open_store()).to_domain_events(page)]
+    assert opened == expected
+    contacts = {state["originator_id"]: state["contact"] for state in opened if "contact" in state}
+    assert contacts[early[0]].name == ERASED and contacts[middle[0]].name == ERASED
+    assert contacts[early[1]].name == "Person1 Name" and contacts[late[-1]].name == "Person35 Name"
+    organisations = {s["originator_id"]: s["organisation"] for s in opened if "organisation" in s}
+    assert organisations[middle[0]] == ERASED and organisations[early[0]] == "Org0 Holding"
+
+
+def _person_of(i: int) -> dict[str, str]:
+    return {
+        "organisation": f"Org{i} Holding",
+        "contact_name": f"Person{i} Name",
+        "email": f"person{i}@example.org",
+        "phone": f"+31 6 1234 57{i:02d}",
+        "billing_address": f"Street {i}, Zwolle",
+    }
