@@ -267,7 +267,8 @@ def current_caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller | N
 
 
 def caller_dependency(request: ASGIConnection[Any, Any, Any, Any]) -> Caller:
-    """The `caller` dependency of routes that need one (the middleware let no anonymous in)."""
+    """The `caller` dependency of routes that need one (the middleware let no anonymous in).
+    A route that must keep to one dependency (POST /v1/messages) calls it itself."""
     caller = current_caller(request)
     if caller is None:
         raise NotAuthorizedException("log in, or send an API key")
