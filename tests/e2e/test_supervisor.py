@@ -267,7 +267,13 @@ def test_up_killed_with_sigkill_leaves_no_process_using_its_data_dir_and_held_it
     up.process.kill()
     up.process.wait()
 
-    assert wait_until_none_use(up.data_dir, LEFTOVER_TIMEOUT) == []
+    left = wait_until_none_use(up.data_dir, LEFTOVER_TIMEOUT)
+    handles = up.data_dir / "postgres" / ".handle_pids.json"
+    # What the guard may have said, and who still held the server, if it did not stop.
+    assert left == [], (
+        up.stderr()[-3000:],
+        handles.read_text() if handles.exists() else "no handle list",
+    )
     assert 0 < held <= 20  # PICASSE_DB_CONNECTIONS's default
 
 
