@@ -68,6 +68,10 @@ def serving(app: Litestar, *, cert: Path | None = None, key: Path | None = None)
             access_log=False,
             ssl_certfile=cert,
             ssl_keyfile=key,
+            # A test's clients may leave a connection idle for seconds on a busy machine
+            # (one of several roles' sessions); uvicorn's 5 s would close it as a request
+            # is sent on it, which httpx reports as a reset rather than retrying.
+            timeout_keep_alive=300,
         )
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
