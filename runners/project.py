@@ -32,7 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from picasse.adapters.postgres.audit import replay_into_views
 from picasse.adapters.postgres.notices import connection_kwargs
 from picasse.adapters.postgres.roles import RoleClaims
-from picasse.adapters.postgres.store import factory_of
+from picasse.adapters.postgres.store import factory_of, mapper_of
 from picasse.adapters.postgres.views import (
     PostgresAccountsView,
     PostgresInvoicesView,
@@ -243,7 +243,7 @@ class Follower:
         """Take the page in one transaction; False if it did not go in (nothing of it did)."""
         view = self.pages.view
         try:
-            events = _decode_page(self.reader.mapper, page)
+            events = mapper_of(self.reader).to_domain_events(page)  # keys: one query
             for notification, event in zip(page, events, strict=True):
                 self.pages.process_event(event, Tracking(self.reader.name, notification.id))
             view.flush()
@@ -323,15 +323,6 @@ class Follower:
         self.status.cleared(self.name)
         self.failure = None
         self.retry_at = None
-
-
-def _decode_page(mapper: Any, page: Sequence[Notification]) -> list[Any]:
-    """The page's events, its keys fetched in one round trip (our sealing mapper's
-    `to_domain_events`; a plain mapper decodes one at a time)."""
-    decode_page = getattr(mapper, "to_domain_events", None)
-    if decode_page is None:
-        return [mapper.to_domain_event(notification) for notification in page]
-    return list(decode_page(page))
 
 
 class Views:

@@ -263,7 +263,6 @@ def replay_into_views(
     topics = sorted({t for *_, of in plans for t in of}) if only_topics else []
     total = _events_between(recorder, start, stop, topics)
     batched = [p.view for p, _ in targets.values() if isinstance(p.view, PageBatching)]
-    decode_page = getattr(mapper, "to_domain_events", None)
     erased_count = mapper.erased_count
     events = applied = erased = 0
     position = start
@@ -277,9 +276,7 @@ def replay_into_views(
             )
             if not page:
                 break
-            decoded = (
-                decode_page(page) if decode_page else [mapper.to_domain_event(n) for n in page]
-            )
+            decoded = mapper.to_domain_events(page)  # the page's keys in one query
             for notification, domain_event in zip(page, decoded, strict=True):
                 erased += erased_count(domain_event)
                 tracking = Tracking(application_name, notification.id)

@@ -814,3 +814,12 @@ def recorder_of(application: Application[Any]) -> ChainedRecorder:
     if not isinstance(recorder, ChainedRecorder):
         raise StoreSettingRefused(f"{application.name} is not on {__name__}:Factory")
     return recorder
+
+
+def mapper_of(application: Application[Any]) -> SealingMapper:
+    """The mapper of an application on this store, as ours (the library's type is any
+    mapper): a page of events is decoded with `to_domain_events`, its keys in one query."""
+    mapper = application.mapper
+    if not isinstance(mapper, SealingMapper):
+        raise StoreSettingRefused(f"{application.name} is not on {__name__}:Factory")
+    return mapper
