@@ -151,6 +151,26 @@ class RunningUp:
     def stderr(self) -> str:
         return self.stderr_path.read_text()
 
+    def report(self) -> str:
+        """What a test that waited in vain shows of this `up`: what it printed since the
+        test last read it (restarts, failures), its services' state and its stderr's end."""
+        while True:
+            try:
+                line = self._incoming.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        try:
+            state = (self.data_dir / "up-state.json").read_text()
+        except OSError as error:
+            state = f"(no state file: {error})"
+        return (
+            "\n--- up printed:\n"
+            + "\n".join(self.lines[-40:])
+            + f"\n--- up-state.json:\n{state}\n--- up's stderr (end):\n{self.stderr()[-6000:]}"
+        )
+
     def cli(self, *args: str, stdin: str = "") -> str:
         """`picasse ARGS` beside this `up`, as a user runs it (same environment); its stdout."""
         result = subprocess.run(
@@ -228,6 +248,6 @@ def wait_for_links(up: RunningUp, address: str, count: int) -> list[str]:
     """The first `count` set-password links mailed to `address`, once they have come."""
     deadline = time.monotonic() + MAIL_TIMEOUT
     while len(links := links_mailed_to(up, address)) < count:
-        assert time.monotonic() < deadline, f"{len(links)} link(s) for {address}"
+        assert time.monotonic() < deadline, f"{len(links)} link(s) for {address}{up.report()}"
         time.sleep(0.5)
     return links

@@ -16,16 +16,16 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.e2e.platform import CHROMIUM, CHROMIUM_ARGS, RunningUp
+from tests.e2e.platform import CHROMIUM, CHROMIUM_ARGS, MAIL_TIMEOUT, RunningUp
 
 _LINK = re.compile(r"Acknowledge: (\S+/v1/ack/\S+)")
 
 
-def _ack_link(maildir: Path, address: str, timeout: float = 60) -> str:
+def _ack_link(up: RunningUp, address: str) -> str:
     """The link in the one e-mail to `address` in the development Maildir."""
-    deadline = time.monotonic() + timeout
-    while not (mails := _mails_to(maildir, address)):
-        assert time.monotonic() < deadline, f"no e-mail to {address} arrived in the Maildir"
+    deadline = time.monotonic() + MAIL_TIMEOUT
+    while not (mails := _mails_to(up.data_dir / "maildir", address)):
+        assert time.monotonic() < deadline, f"no e-mail to {address} arrived{up.report()}"
         time.sleep(0.2)
     (message,) = mails
     body = message.get_body(("plain",))
@@ -72,7 +72,7 @@ def test_opening_the_link_asks_and_only_the_button_acknowledges(shared_up: Runni
         "--priority", "alert", "--ack-within", "15", "--json",
     )  # fmt: skip
     message_id = json.loads(sent)["id"]
-    link = _ack_link(up.data_dir / "maildir", "oncall@brand.example")
+    link = _ack_link(up, "oncall@brand.example")
     assert urlsplit(link).netloc == urlsplit(up.api_url()).netloc  # where `up` listens
 
     # What a mail scanner does: fetch the link, follow it, fetch it again.
