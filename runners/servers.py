@@ -37,6 +37,17 @@ DATABASE_NAME = "picasse"
 NATS_START_TIMEOUT = 15.0
 NATS_STOP_TIMEOUT = 10.0
 
+
+class Holder(msgspec.Struct, frozen=True, array_like=True):
+    """A process holding an embedded server: its pid and when it started. A pid alone
+    outlives its process: the kernel hands it to a new one (soon, where pids go up to
+    32,768 and a busy machine starts thousands of processes), and a dead holder taken for
+    that one would keep the server running for ever after."""
+
+    pid: int
+    started: int  # clock ticks after boot (/proc/<pid>/stat); 0 where unknown
+
+
 # Whose servers this process holds a handle on, by directory; guarded by _held_lock.
 _held_postgres: dict[Path, PostgresServer] = {}
 _held_nats: dict[Path, _NatsHandle] = {}
@@ -108,6 +119,7 @@ def _take_postgres(pgdata: Path) -> PostgresServer:
         modes = _modes_of_ancestors(pgdata)
         try:
             server = get_server(pgdata, cleanup_mode="stop")
+            _record_start(pgdata)
         except BaseException:
             # The library registers a handle before starting; a failed one would be
             # handed out again, unstarted, on the next try in this process.
@@ -181,9 +193,43 @@ def _forget_departed_handles(pgdata: Path) -> None:
     handles = DiskList(pgdata / ".handle_pids.json")
     with _handles_lock(pgdata):
         pids = handles.get()
-        alive = [pid for pid in pids if _process_exists(pid)]
+        starts = _handle_starts(pgdata)
+        alive = [pid for pid in pids if _holds(starts.get(pid, pid))]
         if alive != pids:
             handles.put(alive)
+        known = {pid: started for pid, started in starts.items() if pid in alive}
+        if known != starts:
+            _write_handle_starts(pgdata, known)
+
+
+# The library lists its handles by pid alone; when each of ours started, beside it.
+_STARTS_FILE = "postgres.handle-starts.json"
+_starts_decoder = msgspec.json.Decoder(list[Holder])
+
+
+def _record_start(pgdata: Path) -> None:
+    """Notes when this process, just listed as a handle on the server, started."""
+    with _handles_lock(pgdata):
+        starts = _handle_starts(pgdata)
+        holder = _this_holder()
+        starts[holder.pid] = holder
+        _write_handle_starts(pgdata, starts)
+
+
+def _handle_starts(pgdata: Path) -> dict[int, Holder]:
+    try:
+        return {
+            h.pid: h for h in _starts_decoder.decode((pgdata.parent / _STARTS_FILE).read_bytes())
+        }
+    except (FileNotFoundError, msgspec.DecodeError):
+        return {}  # none noted yet (or by a version before it): pids are checked alone
+
+
+def _write_handle_starts(pgdata: Path, starts: dict[int, Holder]) -> None:
+    path = pgdata.parent / _STARTS_FILE
+    partial = path.with_suffix(".partial")
+    partial.write_bytes(msgspec.json.encode(list(starts.values())))
+    partial.replace(path)
 
 
 def _modes_of_ancestors(path: Path) -> dict[Path, int]:
@@ -238,7 +284,8 @@ class NatsServerRecord(msgspec.Struct, frozen=True, kw_only=True):
     pid: int
     url: str
     server_name: str  # random per start: proves the server at `url` is this one
-    holders: list[int] = msgspec.field(default_factory=list)  # the last one out stops it
+    # The last one out stops it. A bare pid: written by a version before `Holder`.
+    holders: list[Holder | int] = msgspec.field(default_factory=list)
 
 
 @dataclass
@@ -386,8 +433,8 @@ def _take_nats(nats_dir: Path, port: int | None = None) -> _NatsHandle:
         child = None
         if record is None or not _answers_as(record.url, record.server_name, timeout=2.0):
             record, child = _start_nats(nats_dir, port)
-        holders = [pid for pid in record.holders if _process_exists(pid)]
-        holders.append(os.getpid())
+        holders = [holder for holder in record.holders if _holds(holder)]
+        holders.append(_this_holder())
         _write_record(nats_dir, msgspec.structs.replace(record, holders=holders))
     return _NatsHandle(url=record.url, holder=os.getpid(), child=child)
 
@@ -401,7 +448,11 @@ def _release_nats(nats_dir: Path) -> None:
         record = _read_record(nats_dir)
         if record is None:
             return
-        holders = [pid for pid in record.holders if pid != handle.holder and _process_exists(pid)]
+        holders = [
+            holder
+            for holder in record.holders
+            if _pid_of(holder) != handle.holder and _holds(holder)
+        ]
         if holders:
             _write_record(nats_dir, msgspec.structs.replace(record, holders=holders))
             return
@@ -661,6 +712,43 @@ def _file_lock(path: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+def _this_holder() -> Holder:
+    return Holder(os.getpid(), _started(os.getpid()) or 0)
+
+
+def _pid_of(holder: Holder | int) -> int:
+    return holder if isinstance(holder, int) else holder.pid
+
+
+def _holds(holder: Holder | int) -> bool:
+    """Whether the holder is alive: its pid exists and, where its start is known, the
+    process with that pid started when the holder did (it is not a new process)."""
+    if isinstance(holder, int):
+        return _process_exists(holder)
+    if not _process_exists(holder.pid):
+        return False
+    return holder.started == 0 or _started(holder.pid) in (holder.started, None)
+
+
+def _started(pid: int) -> int | None:
+    """When the process started, in clock ticks after boot; None if it cannot be read."""
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[19]) if fields else None  # field 22 of /proc/<pid>/stat
+    except (IndexError, ValueError):
+        return None
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (the state first): the name
+    is in parentheses and may hold spaces."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None  # no /proc (not Linux) or gone meanwhile
+    return stat.rpartition(")")[2].split()
+
+
 def _process_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -674,12 +762,8 @@ def _process_exists(pid: int) -> bool:
 
 
 def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False  # no /proc (not Linux) or gone meanwhile
-    # The state comes after the command name, which is in parentheses and may hold spaces.
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+    fields = _stat_fields(pid)
+    return fields is not None and fields[:1] == ["Z"]
 
 
 if __name__ == "__main__":

@@ -280,6 +280,42 @@ def test_a_server_left_by_a_killed_process_is_reused_and_then_stopped(
 
 
 @pytest.mark.parametrize("server", SERVERS)
+def test_a_killed_holders_pid_given_to_a_new_process_does_not_keep_the_server_running(
+    server: Server, fresh_data_dir: Path
+) -> None:
+    url_function, stop_function = server
+    settings = Settings(data_dir=fresh_data_dir)
+    left_url = in_another_process(url_function, settings.data_dir, "killed")
+    # The kernel gives the dead holder's pid to a process that has nothing to do with it
+    # (pids go up to 32,768 here): the listing names a live pid, started after the holder.
+    with subprocess.Popen(["sleep", "120"]) as newcomer:
+        try:
+            started = servers._started(newcomer.pid)
+            assert started is not None
+            _list_as_only_holder(settings, servers.Holder(newcomer.pid, started - 1))
+
+            url = url_function(settings)
+            stop_function(settings)
+
+            assert url == left_url
+            assert identity(url) is None  # stopped: its last real holder let go
+        finally:
+            newcomer.kill()
+
+
+def _list_as_only_holder(settings: Settings, holder: servers.Holder) -> None:
+    """Rewrites the server's listing of its holders as this one alone."""
+    if (settings.nats_dir / "server.json").exists():
+        path = settings.nats_dir / "server.json"
+        record = msgspec.json.decode(path.read_bytes(), type=servers.NatsServerRecord)
+        path.write_bytes(msgspec.json.encode(msgspec.structs.replace(record, holders=[holder])))
+        return
+    pgdata = settings.postgres_dir
+    (pgdata / ".handle_pids.json").write_text(f"[{holder.pid}]")
+    (pgdata.parent / servers._STARTS_FILE).write_bytes(msgspec.json.encode([holder]))
+
+
+@pytest.mark.parametrize("server", SERVERS)
 def test_stopping_a_server_this_process_alone_holds_stops_it(
     server: Server, fresh_data_dir: Path
 ) -> None:
