@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -60,16 +61,32 @@ class Cluster:
         return next(node.name for node in self.nodes if client in node.client_names())
 
     def stream_leader(self, stream: str) -> tuple[str, int]:
-        """The stream's leader, and how many copies of it the cluster keeps."""
-        return asyncio.run(self._stream_leader(stream))
+        """The stream's leader, and how many copies of it the cluster keeps; asked again
+        while the cluster cannot tell (electing a leader after a node died, or too busy to
+        answer within the client's timeout), up to START_TIMEOUT."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                leader = asyncio.run(self._stream_leader(stream))
+            except nats.errors.Error as error:
+                leader = None
+                why = f"{type(error).__name__}: {error}"
+            else:
+                why = "no leader yet"
+            if leader is not None:
+                return leader
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{stream} has no leader the cluster names ({why})")
+            time.sleep(0.5)
 
-    async def _stream_leader(self, stream: str) -> tuple[str, int]:
+    async def _stream_leader(self, stream: str) -> tuple[str, int] | None:
         client = await nats.connect(self.url.split(","), name="test-observer")
         try:
             info = await client.jetstream().stream_info(stream)
         finally:
             await client.close()
-        assert info.cluster is not None and info.cluster.leader is not None
+        if info.cluster is None or info.cluster.leader is None:
+            return None
         return info.cluster.leader, info.config.num_replicas or 1
 
     def make_leader(self, stream: str, node: str) -> None:
@@ -79,7 +96,8 @@ class Cluster:
         while self.stream_leader(stream)[0] != node:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{stream}'s leadership did not move to {node}")
-            asyncio.run(self._step_down(stream, node))
+            with contextlib.suppress(nats.errors.TimeoutError):  # a busy cluster: ask again
+                asyncio.run(self._step_down(stream, node))
             time.sleep(0.2)
 
     async def _step_down(self, stream: str, preferred: str) -> None:
