@@ -23,6 +23,7 @@ import pytest
 from picasse.adapters.clock import move_file_clock
 from picasse.runners.up import FAILURE_WINDOW, FAILURES_TO_GIVE_UP
 from tests.e2e.platform import (
+    STOP_TIMEOUT,
     RunningUp,
     environment,
     on_test_clock,
@@ -280,11 +281,9 @@ def test_up_killed_with_sigkill_leaves_no_process_using_its_data_dir_and_held_it
 def test_sigterm_during_start_up_stops_everything_cleanly(fresh_data_dir: Path) -> None:
     up = RunningUp(fresh_data_dir / "data", PICASSE_DRAIN_SECONDS="5")
     up.wait_for_line("NATS")  # the servers run; the children are starting
-    started = time.monotonic()
 
     up.process.send_signal(signal.SIGTERM)
-    status = up.process.wait(5 + 30)
+    status = up.process.wait(STOP_TIMEOUT)  # a safety limit: it stops, on a busy machine too
 
     assert status == 0, up.stderr()
-    assert time.monotonic() - started < 5 + 30
     assert wait_until_none_use(up.data_dir, LEFTOVER_TIMEOUT) == []
