@@ -202,7 +202,9 @@ def _forget_departed_handles(pgdata: Path) -> None:
             _write_handle_starts(pgdata, known)
 
 
-# The library lists its handles by pid alone; when each of ours started, beside it.
+# The library lists its handles by pid alone; when each of ours started, beside it. An
+# entry outlives its process's handle (the library lets go at exit, not us): the next
+# process to take the server drops those of pids no longer listed.
 _STARTS_FILE = "postgres.handle-starts.json"
 _starts_decoder = msgspec.json.Decoder(list[Holder])
 
