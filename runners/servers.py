@@ -197,7 +197,7 @@ def _forget_departed_handles(pgdata: Path) -> None:
         alive = [pid for pid in pids if _holds(starts.get(pid, pid))]
         if alive != pids:
             handles.put(alive)
-        known = {pid: started for pid, started in starts.items() if pid in alive}
+        known = {pid: holder for pid, holder in starts.items() if pid in alive}
         if known != starts:
             _write_handle_starts(pgdata, known)
 
