@@ -139,6 +139,17 @@ def view_env(settings: Settings, database_url: str) -> dict[str, str]:
     return env
 
 
+def _database_away(error: BaseException) -> bool:
+    """The database, not the event (psycopg's, or the library's re-raised under the same
+    names): the caller waits and tries again."""
+    if isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
+        return True
+    return isinstance(error, PersistenceError) and type(error).__name__ in (
+        "OperationalError",
+        "InterfaceError",
+    )
+
+
 class Follower:
     """One view, advanced by this process while it plays the view's role.
 
@@ -247,16 +258,10 @@ class Follower:
             for notification, event in zip(page, events, strict=True):
                 self.pages.process_event(event, Tracking(self.reader.name, notification.id))
             view.flush()
-        except (psycopg.OperationalError, psycopg.InterfaceError):
+        except Exception as error:
             view.discard()
-            raise  # the database, not the event: the caller waits and tries again
-        except PersistenceError as error:
-            view.discard()
-            if type(error).__name__ in ("OperationalError", "InterfaceError"):
+            if _database_away(error):
                 raise
-            return False
-        except Exception:
-            view.discard()
             return False
         return True
 
@@ -278,13 +283,9 @@ class Follower:
                 if taken < notification.id:
                     return position, self._failed(notification.id, error, head)
                 return taken, None
-            except (psycopg.OperationalError, psycopg.InterfaceError):
-                raise  # the database, not the event: the caller waits and tries again
-            except PersistenceError as error:
-                if type(error).__name__ in ("OperationalError", "InterfaceError"):
-                    raise
-                return position, self._failed(notification.id, error, head)
             except Exception as error:
+                if _database_away(error):
+                    raise
                 return position, self._failed(notification.id, error, head)
             position = notification.id
             if self.failure is not None:

@@ -370,10 +370,9 @@ class PageBatching:
             self._insert_tracking(curs, tracked)
 
 
-def page_batched(view_class: type[Any]) -> type[Any]:
-    """The view class, its writes committed a page of events at a time (`PageBatching`)."""
-    if not hasattr(view_class, "_write"):
-        return view_class  # not built on our views' plumbing: it commits event by event
+def page_batched(view_class: type[_View]) -> type[Any]:
+    """The view class (every view is built on `_View`, whose writes go through `_write`),
+    its writes committed a page of events at a time (`PageBatching`)."""
     return type(f"PageBatched{view_class.__name__}", (PageBatching, view_class), {})
 
 
